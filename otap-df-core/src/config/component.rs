@@ -1,0 +1,185 @@
+//! A component's own `config:` block, and decoding into typed, `deny_unknown_fields` structs
+//! with errors that keep their YAML path and position.
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use crate::config::error::{ConfigError, ConfigErrorKind, closest};
+use crate::config::position::{PositionIndex, YamlPath};
+
+/// The `config:` block of one extension or node, as its factory sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentConfig<'a> {
+    value: &'a Value,
+    path: &'a YamlPath,
+    positions: &'a PositionIndex,
+}
+
+impl<'a> ComponentConfig<'a> {
+    /// A view of `value` found at `path`. An absent or empty `config:` is an empty mapping.
+    pub fn new(value: &'a Value, path: &'a YamlPath, positions: &'a PositionIndex) -> Self {
+        Self {
+            value,
+            path,
+            positions,
+        }
+    }
+
+    /// The raw value.
+    pub fn value(&self) -> &'a Value {
+        self.value
+    }
+
+    /// Where the block is (`...nodes.dedup.config`).
+    pub fn path(&self) -> &'a YamlPath {
+        self.path
+    }
+
+    /// Decodes the block into `T`. Use `#[serde(deny_unknown_fields)]` on `T`: an unknown field
+    /// is then reported with the valid ones and the nearest match.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        decode_at(self.value, self.path, self.positions)
+    }
+
+    /// An error about a field of the block that decoded but is not valid (a value out of
+    /// range, two options that exclude each other), located at that field.
+    pub fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        let path = YamlPath::parse(field)
+            .segments()
+            .iter()
+            .fold(self.path.clone(), |path, segment| match segment {
+                crate::config::position::PathSegment::Key(k) => path.key(k.clone()),
+                crate::config::position::PathSegment::Index(i) => path.index(*i),
+            });
+        let location = self.positions.locate(&path);
+        ConfigError {
+            path,
+            location,
+            kind: ConfigErrorKind::InvalidValue {
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// Decodes `value` (found at `path`) into `T`, turning a serde error into a located
+/// [`ConfigError`].
+pub(crate) fn decode_at<T: DeserializeOwned>(
+    value: &Value,
+    path: &YamlPath,
+    positions: &PositionIndex,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let mut at = path.clone();
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Map { key } => at = at.key(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => at = at.index(*index),
+                _ => {}
+            }
+        }
+        let kind = classify(&error.inner().to_string());
+        if let ConfigErrorKind::UnknownField { field, .. } = &kind {
+            // serde reports an unknown key at its parent; point at the key itself.
+            if at.segments().last() != Some(&crate::config::position::PathSegment::Key(field.clone())) {
+                at = at.key(field.clone());
+            }
+        }
+        let location = positions.locate(&at);
+        ConfigError {
+            path: at,
+            location,
+            kind,
+        }
+    })
+}
+
+/// Recognizes serde's standard messages so that they become structured errors.
+fn classify(message: &str) -> ConfigErrorKind {
+    // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a`" / "there are no fields"
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, tail)) = rest.split_once('`') {
+            let expected: Vec<String> = tail
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            let suggestion = closest(field, expected.iter().map(String::as_str));
+            return ConfigErrorKind::UnknownField {
+                field: field.to_owned(),
+                expected,
+                suggestion,
+            };
+        }
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        if let Some((field, _)) = rest.split_once('`') {
+            return ConfigErrorKind::MissingField {
+                field: field.to_owned(),
+            };
+        }
+    }
+    ConfigErrorKind::InvalidValue {
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::position::Location;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Sample {
+        max_entries: usize,
+        #[serde(default)]
+        nested: Option<Nested>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Nested {
+        ttl: u64,
+    }
+
+    fn decode_text(text: &str) -> Result<Sample, ConfigError> {
+        let positions = PositionIndex::build(text);
+        let value: Value = serde_yaml_ng::from_str(text).expect("test YAML");
+        let root = YamlPath::root();
+        ComponentConfig::new(&value, &root, &positions).decode()
+    }
+
+    #[test]
+    fn unknown_field_is_located_and_lists_valid_fields() {
+        let error = decode_text("max_entries: 3\nmax_entires: 4\n").expect_err("unknown field");
+        assert_eq!(error.path.to_string(), "max_entires");
+        assert_eq!(error.location, Some(Location { line: 2, column: 1 }));
+        assert_eq!(
+            error.kind,
+            ConfigErrorKind::UnknownField {
+                field: "max_entires".into(),
+                expected: vec!["max_entries".into(), "nested".into()],
+                suggestion: Some("max_entries".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn nested_errors_carry_the_full_path() {
+        let error = decode_text("max_entries: 3\nnested:\n  ttl: soon\n").expect_err("bad type");
+        assert_eq!(error.path.to_string(), "nested.ttl");
+        assert_eq!(error.location, Some(Location { line: 3, column: 3 }));
+        assert!(matches!(error.kind, ConfigErrorKind::InvalidValue { .. }));
+        let missing = decode_text("nested: { ttl: 1 }").expect_err("missing field");
+        assert_eq!(
+            missing.kind,
+            ConfigErrorKind::MissingField {
+                field: "max_entries".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration errors: what is wrong, where (YAML path, line and column), and what would be
+//! valid.
+
+use std::fmt;
+
+use crate::binding::BindingError;
+use crate::config::position::{Location, YamlPath};
+use crate::config::urn::ComponentKind;
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where in the document.
+    pub path: YamlPath,
+    /// Where in the text, when known.
+    pub location: Option<Location>,
+    /// What is wrong.
+    pub kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    /// An error at `path`, not yet located in the text.
+    pub fn new(path: YamlPath, kind: ConfigErrorKind) -> Self {
+        Self {
+            path,
+            location: None,
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(location) = self.location {
+            write!(f, "{location}: ")?;
+        }
+        write!(f, "at `{}`: {}", self.path, self.kind)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn one_of(names: &[String]) -> String {
+    if names.is_empty() {
+        return "(none)".to_owned();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn did_you_mean(suggestion: &Option<String>) -> String {
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigErrorKind {
+    /// The text is not valid YAML.
+    #[error("invalid YAML: {message}")]
+    Syntax {
+        /// The parser's message.
+        message: String,
+    },
+    /// The `version` is not one this build reads.
+    #[error("unsupported version `{found}`: expected `{expected}`")]
+    UnsupportedVersion {
+        /// What the document says.
+        found: String,
+        /// What this build reads.
+        expected: &'static str,
+    },
+    /// A required field is missing.
+    #[error("missing required field `{field}`")]
+    MissingField {
+        /// The field.
+        field: String,
+    },
+    /// A field that the section does not have.
+    #[error("unknown field `{field}`; valid fields: {}{}", one_of(.expected), did_you_mean(.suggestion))]
+    UnknownField {
+        /// The field as written.
+        field: String,
+        /// The fields the section accepts.
+        expected: Vec<String>,
+        /// The closest valid field, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A value of the wrong type or out of range.
+    #[error("{message}")]
+    InvalidValue {
+        /// What was expected and what was found.
+        message: String,
+    },
+    /// A component type that is not `urn:otap:<kind>:<name>` or `<kind>:<name>`.
+    #[error(
+        "invalid component type `{value}`: expected `urn:otap:<kind>:<name>` or `<kind>:<name>`, \
+         with <kind> one of `extension`, `receiver`, `processor`, `exporter`"
+    )]
+    InvalidTypeName {
+        /// The type as written.
+        value: String,
+    },
+    /// A component declared in the wrong section (a receiver under `extensions:`).
+    #[error("`{type_name}` is {} {kind}; declare it under `{}:`", .kind.article(), .kind.section())]
+    WrongSection {
+        /// The type as written.
+        type_name: String,
+        /// The kind the type names.
+        kind: ComponentKind,
+    },
+    /// No factory is registered under the name.
+    #[error("unknown {kind} type `{name}`; registered {kind} types: {}{}", one_of(.known), did_you_mean(.suggestion))]
+    UnknownType {
+        /// The kind of component.
+        kind: ComponentKind,
+        /// The name as written.
+        name: String,
+        /// The registered names of that kind.
+        known: Vec<String>,
+        /// The closest registered name, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A first-party component that this build does not include.
+    #[error("{kind} type `{name}` is not compiled in: enable cargo feature `{feature}`")]
+    NotCompiledIn {
+        /// The kind of component.
+        kind: ComponentKind,
+        /// Its name.
+        name: String,
+        /// The `otap-df` cargo feature that adds it.
+        feature: String,
+    },
+    /// `${env:NAME}` names an unset variable.
+    #[error("environment variable `{name}` is not set (referenced as `${{env:{name}}}`)")]
+    UnsetEnvVar {
+        /// The variable.
+        name: String,
+    },
+    /// A `${...}` reference that is not `${env:NAME}`.
+    #[error(
+        "malformed reference `{reference}`: expected `${{env:NAME}}` with NAME made of letters, \
+         digits and `_` (write `$${{` for a literal `${{`)"
+    )]
+    InvalidReference {
+        /// The reference as written.
+        reference: String,
+    },
+    /// A connection names a node that the pipeline does not have.
+    #[error("unknown node `{name}`; nodes of this pipeline: {}{}", one_of(.known), did_you_mean(.suggestion))]
+    UnknownNode {
+        /// The name as written.
+        name: String,
+        /// The pipeline's nodes.
+        known: Vec<String>,
+        /// The closest node name, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A connection that data cannot flow along.
+    #[error("invalid connection from `{from}` to `{to}`: {reason}")]
+    InvalidConnection {
+        /// Source node.
+        from: String,
+        /// Target node.
+        to: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A component's constructor refused its configuration.
+    #[error("{component}: {message}")]
+    Component {
+        /// The component type.
+        component: String,
+        /// What it said.
+        message: String,
+    },
+    /// A capability binding that cannot be resolved.
+    #[error(transparent)]
+    Binding(#[from] BindingError),
+}
+
+/// Every error found in one configuration, in document order, with the source's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// The file (or other source) the configuration came from.
+    pub source: String,
+    /// The errors.
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    /// The errors of one kind, for tests and tools.
+    pub fn kinds(&self) -> impl Iterator<Item = &ConfigErrorKind> {
+        self.errors.iter().map(|e| &e.kind)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        write!(
+            f,
+            "{} error{} in {}",
+            count,
+            if count == 1 { "" } else { "s" },
+            self.source
+        )?;
+        for error in &self.errors {
+            let sep = if error.location.is_some() { "" } else { " " };
+            write!(f, "\n  {}:{sep}{error}", self.source)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The candidate closest to `name`, if it is close enough to be a likely typo.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let limit = (name.chars().count() / 3).max(2);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, c)| (*distance, *c))
+        .map(|(_, c)| c.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_suggests_near_names_only() {
+        let names = ["memory_kv", "redis_kv", "bearer_auth"];
+        assert_eq!(closest("memroy_kv", names), Some("memory_kv".into()));
+        assert_eq!(closest("redis", names), None);
+        assert_eq!(closest("totally_else", names), None);
+    }
+}

@@ -1,0 +1,265 @@
+//! YAML paths and source positions.
+//!
+//! `serde_yaml_ng` parses the document and gives positions only for the first syntax error.
+//! To put a line and column on *every* error, [`PositionIndex`] walks the same text once with
+//! `saphyr-parser`'s spanned events and records where each path starts.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use saphyr_parser::{Event, Parser};
+
+/// One step of a [`YamlPath`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PathSegment {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+/// Where a value sits in the document: `groups.default.pipelines.main.nodes.dedup`,
+/// `...connections[1].to`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct YamlPath(Vec<PathSegment>);
+
+impl YamlPath {
+    /// The document root.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// Parses the dotted form (`a.b[2].c`); keys containing `.` or `[` cannot be expressed.
+    pub fn parse(dotted: &str) -> Self {
+        let mut path = Self::root();
+        for part in dotted.split('.').filter(|p| !p.is_empty()) {
+            let (key, indices) = part.split_once('[').unwrap_or((part, ""));
+            if !key.is_empty() {
+                path = path.key(key);
+            }
+            for index in indices.split('[') {
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    path = path.index(i);
+                }
+            }
+        }
+        path
+    }
+
+    /// This path extended by a mapping key.
+    #[must_use]
+    pub fn key(&self, key: impl Into<String>) -> Self {
+        let mut segments = self.0.clone();
+        segments.push(PathSegment::Key(key.into()));
+        Self(segments)
+    }
+
+    /// This path extended by a sequence index.
+    #[must_use]
+    pub fn index(&self, index: usize) -> Self {
+        let mut segments = self.0.clone();
+        segments.push(PathSegment::Index(index));
+        Self(segments)
+    }
+
+    /// The path's steps, from the root.
+    pub fn segments(&self) -> &[PathSegment] {
+        &self.0
+    }
+
+    /// The path without its last step (the root stays the root).
+    #[must_use]
+    pub fn parent(&self) -> Self {
+        let mut segments = self.0.clone();
+        segments.pop();
+        Self(segments)
+    }
+
+    /// Whether this is the document root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for YamlPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("<root>");
+        }
+        for (i, segment) in self.0.iter().enumerate() {
+            match segment {
+                PathSegment::Key(key) if i == 0 => f.write_str(key)?,
+                PathSegment::Key(key) => write!(f, ".{key}")?,
+                PathSegment::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A position in the source text; line and column both start at 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column in characters, from 1.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Where each path of a document starts: the key for a mapping entry, the item for a
+/// sequence element.
+#[derive(Debug, Default, Clone)]
+pub struct PositionIndex {
+    positions: HashMap<YamlPath, Location>,
+}
+
+enum Frame {
+    Mapping {
+        path: YamlPath,
+        pending_key: Option<(String, Location)>,
+    },
+    Sequence {
+        path: YamlPath,
+        next: usize,
+    },
+}
+
+impl PositionIndex {
+    /// Indexes the first document of `text`. Best effort: on a syntax error the index holds
+    /// what came before it (the syntax error itself is reported by the real parser).
+    pub fn build(text: &str) -> Self {
+        let mut index = Self::default();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut seen_root = false;
+        for event in Parser::new_from_str(text) {
+            let Ok((event, span)) = event else { break };
+            let at = Location {
+                line: span.start.line(),
+                column: span.start.col() + 1,
+            };
+            let opens = match &event {
+                Event::Scalar(..) | Event::Alias(_) => None,
+                Event::MappingStart(..) => Some(true),
+                Event::SequenceStart(..) => Some(false),
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    continue;
+                }
+                Event::DocumentEnd if seen_root => break,
+                _ => continue,
+            };
+            let path = match stack.last_mut() {
+                None => {
+                    seen_root = true;
+                    YamlPath::root()
+                }
+                Some(Frame::Sequence { path, next }) => {
+                    *next += 1;
+                    path.index(*next - 1)
+                }
+                Some(Frame::Mapping { path, pending_key }) => match pending_key.take() {
+                    Some((key, key_at)) => {
+                        let child = path.key(key);
+                        index.positions.entry(child.clone()).or_insert(key_at);
+                        child
+                    }
+                    None => {
+                        // A mapping key. Only scalar keys name a path; a complex key's
+                        // contents are indexed under a placeholder that matches nothing.
+                        if let Event::Scalar(key, ..) = &event {
+                            *pending_key = Some((key.to_string(), at));
+                            continue;
+                        }
+                        *pending_key = Some(("\u{0}complex-key".to_owned(), at));
+                        path.key("\u{0}complex-key-contents")
+                    }
+                },
+            };
+            index.positions.entry(path.clone()).or_insert(at);
+            match opens {
+                Some(true) => stack.push(Frame::Mapping {
+                    path,
+                    pending_key: None,
+                }),
+                Some(false) => stack.push(Frame::Sequence { path, next: 0 }),
+                None => {}
+            }
+        }
+        index
+    }
+
+    /// Where `path` starts, or where its nearest indexed ancestor starts.
+    pub fn locate(&self, path: &YamlPath) -> Option<Location> {
+        let segments = path.segments();
+        (0..=segments.len())
+            .rev()
+            .find_map(|len| self.positions.get(&YamlPath(segments[..len].to_vec())))
+            .copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "\
+version: otap_df/v1
+groups:
+  default:
+    pipelines:
+      main:
+        nodes:
+          a: { type: 'receiver:x' }
+        connections:
+          - { from: a, to: b }
+          - from: b
+            to: [c, d]
+";
+
+    fn at(line: usize, column: usize) -> Option<Location> {
+        Some(Location { line, column })
+    }
+
+    #[test]
+    fn mapping_entries_are_located_at_their_key() {
+        let index = PositionIndex::build(DOC);
+        assert_eq!(index.locate(&YamlPath::parse("version")), at(1, 1));
+        assert_eq!(index.locate(&YamlPath::parse("groups.default")), at(3, 3));
+        let a = YamlPath::parse("groups.default.pipelines.main.nodes.a");
+        assert_eq!(index.locate(&a), at(7, 11));
+        assert_eq!(index.locate(&a.key("type")), at(7, 16));
+    }
+
+    #[test]
+    fn sequence_items_are_located_at_the_item() {
+        let index = PositionIndex::build(DOC);
+        let connections = YamlPath::parse("groups.default.pipelines.main.connections");
+        assert_eq!(index.locate(&connections.index(0)), at(9, 13));
+        assert_eq!(index.locate(&connections.index(1).key("to")), at(11, 13));
+        assert_eq!(
+            index.locate(&connections.index(1).key("to").index(1)),
+            at(11, 21)
+        );
+    }
+
+    #[test]
+    fn unknown_paths_fall_back_to_the_nearest_ancestor() {
+        let index = PositionIndex::build(DOC);
+        let missing = YamlPath::parse("groups.default.pipelines.main.nodes.a.config.deep");
+        assert_eq!(index.locate(&missing), at(7, 11));
+        assert_eq!(index.locate(&YamlPath::parse("nothing")), at(1, 1));
+    }
+
+    #[test]
+    fn dotted_paths_round_trip() {
+        let path = YamlPath::parse("groups.g.pipelines.p.connections[3].to");
+        assert_eq!(path.to_string(), "groups.g.pipelines.p.connections[3].to");
+        assert_eq!(path.parent().to_string(), "groups.g.pipelines.p.connections[3]");
+    }
+}

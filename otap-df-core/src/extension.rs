@@ -1,0 +1,693 @@
+//! Extension factories and the extension values their constructors build.
+//!
+//! An [`ExtensionFactory`] is a `static`: name, description, the capabilities it provides,
+//! a side-effect-free config validator, and a local and/or a shared constructor. A constructor
+//! returns a [`LocalExtension`] or [`SharedExtension`], built with a typestate builder that
+//! only offers the combinations that make sense:
+//!
+//! | lifecycle    | provides capabilities | runs a task | builder call                      |
+//! |--------------|-----------------------|-------------|-----------------------------------|
+//! | Passive      | yes                   | no          | `.provide…().passive()`           |
+//! | Active       | yes                   | yes         | `.provide…().active(task, probe)` |
+//! | Background   | no                    | yes         | `.background(task)`               |
+//!
+//! A passive or active extension without capabilities, or a background one with some, does not
+//! compile. What the compiler cannot see — a capability provided but not declared by the
+//! factory, declared but not provided, or provided twice — fails the final call with an
+//! [`ExtensionBuildError`].
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::capability::{Capability, CapabilityId};
+use crate::config::{ComponentConfig, ConfigError};
+
+/// Where an extension instance lives and whom it can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecutionModel {
+    /// One instance per pipeline instance (per core); serves local consumers only.
+    Local,
+    /// One instance per pipeline for all cores; serves shared and local consumers.
+    Shared,
+}
+
+impl ExecutionModel {
+    /// `local` or `shared`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ExecutionModel::Local => "local",
+            ExecutionModel::Shared => "shared",
+        }
+    }
+}
+
+impl std::fmt::Display for ExecutionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Validates an extension's or node's `config:` block without side effects.
+pub type ConfigValidator = fn(&ComponentConfig<'_>) -> Result<(), ConfigError>;
+/// Builds a local extension instance (on the core that will use it).
+pub type LocalConstructor =
+    fn(&ExtensionContext, &ComponentConfig<'_>) -> Result<LocalExtension, ExtensionError>;
+/// Builds a shared extension instance (once per pipeline, for every core).
+pub type SharedConstructor =
+    fn(&ExtensionContext, &ComponentConfig<'_>) -> Result<SharedExtension, ExtensionError>;
+
+/// Describes and builds one extension type. Declared as a `static` and registered with
+/// [`Registry::register_extension`](crate::registry::Registry::register_extension) or
+/// [`submit_extension!`](crate::submit_extension).
+#[derive(Debug)]
+pub struct ExtensionFactory {
+    name: &'static str,
+    registrant: &'static str,
+    description: &'static str,
+    provides: &'static [CapabilityId],
+    default_startup_timeout: Duration,
+    validate_config: ConfigValidator,
+    local: Option<LocalConstructor>,
+    shared: Option<SharedConstructor>,
+}
+
+fn accept_any_config(_: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+impl ExtensionFactory {
+    /// Startup timeout when neither the factory nor the configuration sets one.
+    pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A factory for `extension:<name>`, registered by crate `registrant` (pass
+    /// `env!("CARGO_PKG_NAME")`; duplicate-name errors name it).
+    pub const fn new(name: &'static str, registrant: &'static str) -> Self {
+        Self {
+            name,
+            registrant,
+            description: "",
+            provides: &[],
+            default_startup_timeout: Self::DEFAULT_STARTUP_TIMEOUT,
+            validate_config: accept_any_config,
+            local: None,
+            shared: None,
+        }
+    }
+
+    /// Sets the one-line description shown by `otap-df components`.
+    #[must_use]
+    pub const fn description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
+    }
+
+    /// Declares the capabilities every instance provides.
+    #[must_use]
+    pub const fn provides(mut self, capabilities: &'static [CapabilityId]) -> Self {
+        self.provides = capabilities;
+        self
+    }
+
+    /// Sets the readiness timeout used when the configuration sets none.
+    #[must_use]
+    pub const fn default_startup_timeout(mut self, timeout: Duration) -> Self {
+        self.default_startup_timeout = timeout;
+        self
+    }
+
+    /// Sets the config validator (the default accepts any `config:`; set one whenever the
+    /// extension has options).
+    #[must_use]
+    pub const fn validate_config(mut self, validator: ConfigValidator) -> Self {
+        self.validate_config = validator;
+        self
+    }
+
+    /// Sets the local constructor.
+    #[must_use]
+    pub const fn local(mut self, constructor: LocalConstructor) -> Self {
+        self.local = Some(constructor);
+        self
+    }
+
+    /// Sets the shared constructor.
+    #[must_use]
+    pub const fn shared(mut self, constructor: SharedConstructor) -> Self {
+        self.shared = Some(constructor);
+        self
+    }
+
+    /// Finishes the declaration. Evaluated in a `static`, a factory without any constructor
+    /// fails to compile.
+    #[must_use]
+    pub const fn build(self) -> Self {
+        if self.local.is_none() && self.shared.is_none() {
+            panic!("an extension factory needs a local or a shared constructor");
+        }
+        self
+    }
+
+    /// The type name (`memory_kv`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The crate that registered it.
+    pub fn registrant(&self) -> &'static str {
+        self.registrant
+    }
+
+    /// The one-line description.
+    pub fn description_text(&self) -> &'static str {
+        self.description
+    }
+
+    /// The capabilities it provides.
+    pub fn provided(&self) -> &'static [CapabilityId] {
+        self.provides
+    }
+
+    /// Whether it provides `capability`.
+    pub fn provides_capability(&self, capability: CapabilityId) -> bool {
+        self.provides.contains(&capability)
+    }
+
+    /// Its readiness timeout when the configuration sets none.
+    pub fn startup_timeout(&self) -> Duration {
+        self.default_startup_timeout
+    }
+
+    /// Validates a `config:` block.
+    pub fn validate(&self, config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+        (self.validate_config)(config)
+    }
+
+    /// The local constructor, if it has one.
+    pub fn local_constructor(&self) -> Option<LocalConstructor> {
+        self.local
+    }
+
+    /// The shared constructor, if it has one.
+    pub fn shared_constructor(&self) -> Option<SharedConstructor> {
+        self.shared
+    }
+
+    /// The execution models it supports.
+    pub fn execution_models(&self) -> Vec<ExecutionModel> {
+        let mut models = Vec::new();
+        if self.local.is_some() {
+            models.push(ExecutionModel::Local);
+        }
+        if self.shared.is_some() {
+            models.push(ExecutionModel::Shared);
+        }
+        models
+    }
+}
+
+/// What a constructor knows about the instance it builds.
+#[derive(Debug, Clone)]
+pub struct ExtensionContext {
+    extension_id: String,
+    group: String,
+    pipeline: String,
+    core: Option<usize>,
+    factory: &'static ExtensionFactory,
+}
+
+impl ExtensionContext {
+    /// A context for extension `extension_id` of `group`/`pipeline`; `core` is the pipeline
+    /// instance for a local extension, `None` for a shared one.
+    pub fn new(
+        factory: &'static ExtensionFactory,
+        extension_id: impl Into<String>,
+        group: impl Into<String>,
+        pipeline: impl Into<String>,
+        core: Option<usize>,
+    ) -> Self {
+        Self {
+            extension_id: extension_id.into(),
+            group: group.into(),
+            pipeline: pipeline.into(),
+            core,
+            factory,
+        }
+    }
+
+    /// The extension id from the configuration.
+    pub fn extension_id(&self) -> &str {
+        &self.extension_id
+    }
+
+    /// The pipeline group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The pipeline.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The core (pipeline instance) of a local extension.
+    pub fn core(&self) -> Option<usize> {
+        self.core
+    }
+
+    /// Starts building a local extension.
+    pub fn local_builder(&self) -> LocalExtensionBuilder<NoCapabilities> {
+        LocalExtensionBuilder::new(self)
+    }
+
+    /// Starts building a shared extension.
+    pub fn shared_builder(&self) -> SharedExtensionBuilder<NoCapabilities> {
+        SharedExtensionBuilder::new(self)
+    }
+
+    /// An error of this extension.
+    pub fn error(&self, message: impl Into<String>) -> ExtensionError {
+        ExtensionError::Failed {
+            extension: self.extension_id.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An extension failed at run time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionError {
+    /// The extension reported a failure.
+    #[error("extension `{extension}` failed: {message}")]
+    Failed {
+        /// Extension id.
+        extension: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Its value broke the factory's declaration.
+    #[error(transparent)]
+    Build(#[from] ExtensionBuildError),
+}
+
+/// A constructor built an extension that does not match its factory's declaration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtensionBuildError {
+    /// It provides a capability the factory does not declare.
+    #[error(
+        "extension `{extension}` (type `{extension_type}`) provides `{capability}`, which its \
+         factory does not declare; declared: {declared:?}"
+    )]
+    Undeclared {
+        /// Extension id.
+        extension: String,
+        /// Extension type.
+        extension_type: &'static str,
+        /// The capability.
+        capability: CapabilityId,
+        /// What the factory declares.
+        declared: Vec<&'static str>,
+    },
+    /// The factory declares a capability the instance does not provide.
+    #[error(
+        "extension `{extension}` (type `{extension_type}`) does not provide `{capability}`, \
+         which its factory declares"
+    )]
+    Missing {
+        /// Extension id.
+        extension: String,
+        /// Extension type.
+        extension_type: &'static str,
+        /// The capability.
+        capability: CapabilityId,
+    },
+    /// The same capability was provided twice.
+    #[error("extension `{extension}` (type `{extension_type}`) provides `{capability}` twice")]
+    Duplicate {
+        /// Extension id.
+        extension: String,
+        /// Extension type.
+        extension_type: &'static str,
+        /// The capability.
+        capability: CapabilityId,
+    },
+}
+
+/// Builder state: no capability provided yet.
+#[derive(Debug)]
+pub struct NoCapabilities;
+/// Builder state: at least one capability provided.
+#[derive(Debug)]
+pub struct WithCapabilities;
+
+/// Which lifecycle an extension has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifecycleKind {
+    /// Capabilities only: never spawned.
+    Passive,
+    /// Capabilities and a task.
+    Active,
+    /// A task only.
+    Background,
+}
+
+/// Whether nodes wait for an active extension to say it is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Ready as soon as its task is started.
+    Immediate,
+    /// Nodes start only after the task calls [`ExtensionControl::set_ready`], within the
+    /// extension's startup timeout.
+    Probe,
+}
+
+/// Messages the engine sends to a running extension task.
+#[derive(Debug, Clone)]
+pub enum ExtensionMessage {
+    /// Stop; finish before `deadline`.
+    Shutdown {
+        /// When the engine stops waiting.
+        deadline: Instant,
+    },
+    /// A new `config:` block for the extension.
+    ConfigUpdate(serde_yaml_ng::Value),
+    /// Report state and counters now.
+    CollectTelemetry,
+}
+
+/// The task's end of its control channel.
+#[derive(Debug)]
+pub struct ExtensionControl {
+    messages: mpsc::Receiver<ExtensionMessage>,
+    ready: watch::Sender<bool>,
+}
+
+/// The engine's end of an extension's control channel.
+#[derive(Debug, Clone)]
+pub struct ExtensionHandle {
+    messages: mpsc::Sender<ExtensionMessage>,
+    ready: watch::Receiver<bool>,
+}
+
+/// Creates a control channel: the task's end and the engine's end.
+pub fn control_channel() -> (ExtensionControl, ExtensionHandle) {
+    let (message_tx, message_rx) = mpsc::channel(16);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    (
+        ExtensionControl {
+            messages: message_rx,
+            ready: ready_tx,
+        },
+        ExtensionHandle {
+            messages: message_tx,
+            ready: ready_rx,
+        },
+    )
+}
+
+impl ExtensionControl {
+    /// The next control message; `None` when the engine dropped its end (stop).
+    pub async fn recv(&mut self) -> Option<ExtensionMessage> {
+        self.messages.recv().await
+    }
+
+    /// Signals that the extension is ready (for [`Readiness::Probe`]). Idempotent.
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+}
+
+impl ExtensionHandle {
+    /// Sends a control message; `false` when the task has ended.
+    pub async fn send(&self, message: ExtensionMessage) -> bool {
+        self.messages.send(message).await.is_ok()
+    }
+
+    /// Waits until the task signals readiness; `false` if it ended without doing so.
+    pub async fn wait_ready(&mut self) -> bool {
+        self.ready.wait_for(|ready| *ready).await.is_ok()
+    }
+}
+
+/// The task of an active or background local extension.
+#[crate::async_trait(?Send)]
+pub trait LocalTask {
+    /// Runs until shutdown. An early return, `Ok` or not, is an error of the extension.
+    async fn run(self: Box<Self>, control: ExtensionControl) -> Result<(), ExtensionError>;
+}
+
+/// The task of an active or background shared extension.
+#[crate::async_trait]
+pub trait SharedTask: Send {
+    /// Runs until shutdown. An early return, `Ok` or not, is an error of the extension.
+    async fn run(self: Box<Self>, control: ExtensionControl) -> Result<(), ExtensionError>;
+}
+
+/// The task part of a built extension.
+pub enum Lifecycle<T> {
+    /// No task.
+    Passive,
+    /// Capabilities and a task.
+    Active {
+        /// The task.
+        task: T,
+        /// Whether nodes wait for it.
+        readiness: Readiness,
+    },
+    /// A task, no capabilities.
+    Background {
+        /// The task.
+        task: T,
+    },
+}
+
+impl<T> Lifecycle<T> {
+    /// Which lifecycle this is.
+    pub fn kind(&self) -> LifecycleKind {
+        match self {
+            Lifecycle::Passive => LifecycleKind::Passive,
+            Lifecycle::Active { .. } => LifecycleKind::Active,
+            Lifecycle::Background { .. } => LifecycleKind::Background,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Lifecycle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.kind())
+    }
+}
+
+/// How a local capability reaches consumers: one instance for all, or one per consumer.
+pub(crate) enum LocalSource<T: ?Sized> {
+    Instance(Rc<T>),
+    PerConsumer(Rc<dyn Fn() -> Rc<T>>),
+}
+
+impl<T: ?Sized> LocalSource<T> {
+    pub(crate) fn get(&self) -> Rc<T> {
+        match self {
+            LocalSource::Instance(instance) => instance.clone(),
+            LocalSource::PerConsumer(make) => make(),
+        }
+    }
+}
+
+/// How a shared capability reaches consumers: one instance for all, or one per consumer.
+pub(crate) enum SharedSource<T: ?Sized> {
+    Instance(Arc<T>),
+    PerConsumer(Arc<dyn Fn() -> Arc<T> + Send + Sync>),
+}
+
+impl<T: ?Sized> SharedSource<T> {
+    pub(crate) fn get(&self) -> Arc<T> {
+        match self {
+            SharedSource::Instance(instance) => instance.clone(),
+            SharedSource::PerConsumer(make) => make(),
+        }
+    }
+}
+
+/// A type-erased `LocalSource<C::Local>`.
+pub(crate) type LocalProvision = Rc<dyn Any>;
+/// A type-erased `SharedSource<C::Shared>`.
+pub(crate) type SharedProvision = Arc<dyn Any + Send + Sync>;
+
+fn check_provisions<P>(
+    extension: &str,
+    factory: &'static ExtensionFactory,
+    provisions: &[(CapabilityId, P)],
+) -> Result<(), ExtensionBuildError> {
+    for (i, (capability, _)) in provisions.iter().enumerate() {
+        if !factory.provides_capability(*capability) {
+            return Err(ExtensionBuildError::Undeclared {
+                extension: extension.to_owned(),
+                extension_type: factory.name(),
+                capability: *capability,
+                declared: factory.provided().iter().map(|c| c.name()).collect(),
+            });
+        }
+        if provisions[..i].iter().any(|(c, _)| c == capability) {
+            return Err(ExtensionBuildError::Duplicate {
+                extension: extension.to_owned(),
+                extension_type: factory.name(),
+                capability: *capability,
+            });
+        }
+    }
+    for capability in factory.provided() {
+        if !provisions.iter().any(|(c, _)| c == capability) {
+            return Err(ExtensionBuildError::Missing {
+                extension: extension.to_owned(),
+                extension_type: factory.name(),
+                capability: *capability,
+            });
+        }
+    }
+    Ok(())
+}
+
+// The local and shared flavours differ only in their pointer, bounds and task trait; one
+// definition generates both so they cannot drift apart.
+macro_rules! extension_flavour {
+    (
+        $(#[$doc:meta])* $Extension:ident,
+        $(#[$builder_doc:meta])* $Builder:ident,
+        $Task:ident, $Ptr:ident, $Assoc:ident, $Source:ident, $Provision:ident,
+        ($($fn_bounds:tt)*)
+    ) => {
+        $(#[$doc])*
+        pub struct $Extension {
+            pub(crate) extension_id: String,
+            pub(crate) provisions: Vec<(CapabilityId, $Provision)>,
+            pub(crate) lifecycle: Lifecycle<Box<dyn $Task>>,
+        }
+
+        impl $Extension {
+            /// The extension id.
+            pub fn extension_id(&self) -> &str {
+                &self.extension_id
+            }
+
+            /// The capabilities it provides.
+            pub fn capabilities(&self) -> Vec<CapabilityId> {
+                self.provisions.iter().map(|(c, _)| *c).collect()
+            }
+
+            /// Its lifecycle kind.
+            pub fn lifecycle_kind(&self) -> LifecycleKind {
+                self.lifecycle.kind()
+            }
+
+            /// Takes the task out (for the engine to spawn), leaving the capabilities.
+            pub fn take_lifecycle(&mut self) -> Lifecycle<Box<dyn $Task>> {
+                std::mem::replace(&mut self.lifecycle, Lifecycle::Passive)
+            }
+        }
+
+        impl std::fmt::Debug for $Extension {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($Extension))
+                    .field("extension_id", &self.extension_id)
+                    .field("capabilities", &self.capabilities())
+                    .field("lifecycle", &self.lifecycle)
+                    .finish()
+            }
+        }
+
+        $(#[$builder_doc])*
+        pub struct $Builder<State> {
+            extension_id: String,
+            factory: &'static ExtensionFactory,
+            provisions: Vec<(CapabilityId, $Provision)>,
+            state: PhantomData<State>,
+        }
+
+        impl $Builder<NoCapabilities> {
+            fn new(context: &ExtensionContext) -> Self {
+                Self {
+                    extension_id: context.extension_id.clone(),
+                    factory: context.factory,
+                    provisions: Vec::new(),
+                    state: PhantomData,
+                }
+            }
+
+            /// Finishes a background extension: a task and no capabilities.
+            pub fn background(self, task: Box<dyn $Task>) -> Result<$Extension, ExtensionBuildError> {
+                self.finish(Lifecycle::Background { task })
+            }
+        }
+
+        impl<State> $Builder<State> {
+            /// Provides capability `C`: every consumer gets a clone of `instance`.
+            pub fn provide<C: Capability>(mut self, instance: $Ptr<C::$Assoc>) -> $Builder<WithCapabilities> {
+                let source: $Source<C::$Assoc> = $Source::Instance(instance);
+                self.provisions.push((C::ID, $Ptr::new(source)));
+                self.with_capabilities()
+            }
+
+            /// Provides capability `C`: every consumer gets a new object from `make`.
+            pub fn provide_per_consumer<C: Capability>(
+                mut self,
+                make: impl Fn() -> $Ptr<C::$Assoc> $($fn_bounds)* + 'static,
+            ) -> $Builder<WithCapabilities> {
+                let source: $Source<C::$Assoc> = $Source::PerConsumer($Ptr::new(make));
+                self.provisions.push((C::ID, $Ptr::new(source)));
+                self.with_capabilities()
+            }
+
+            fn with_capabilities(self) -> $Builder<WithCapabilities> {
+                $Builder {
+                    extension_id: self.extension_id,
+                    factory: self.factory,
+                    provisions: self.provisions,
+                    state: PhantomData,
+                }
+            }
+
+            fn finish(self, lifecycle: Lifecycle<Box<dyn $Task>>) -> Result<$Extension, ExtensionBuildError> {
+                check_provisions(&self.extension_id, self.factory, &self.provisions)?;
+                Ok($Extension {
+                    extension_id: self.extension_id,
+                    provisions: self.provisions,
+                    lifecycle,
+                })
+            }
+        }
+
+        impl $Builder<WithCapabilities> {
+            /// Finishes a passive extension: capabilities only, never spawned.
+            pub fn passive(self) -> Result<$Extension, ExtensionBuildError> {
+                self.finish(Lifecycle::Passive)
+            }
+
+            /// Finishes an active extension: capabilities and a task.
+            pub fn active(self, task: Box<dyn $Task>, readiness: Readiness) -> Result<$Extension, ExtensionBuildError> {
+                self.finish(Lifecycle::Active { task, readiness })
+            }
+        }
+    };
+}
+
+extension_flavour!(
+    /// A local extension instance: its capabilities (`Rc`, no `Send`) and its lifecycle.
+    LocalExtension,
+    /// Builds a [`LocalExtension`]; see the [module docs](self) for the valid combinations.
+    LocalExtensionBuilder,
+    LocalTask, Rc, Local, LocalSource, LocalProvision,
+    ()
+);
+
+extension_flavour!(
+    /// A shared extension instance: its capabilities (`Arc`, `Send + Sync`) and its lifecycle.
+    SharedExtension,
+    /// Builds a [`SharedExtension`]; see the [module docs](self) for the valid combinations.
+    SharedExtensionBuilder,
+    SharedTask, Arc, Shared, SharedSource, SharedProvision,
+    (+ Send + Sync)
+);

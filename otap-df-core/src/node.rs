@@ -1,0 +1,142 @@
+//! Node factories: what a receiver, processor or exporter type accepts.
+//!
+//! A [`NodeFactory`] declares the node's kind, its execution model, the capabilities it accepts
+//! (each required or optional) and a config validator. Binding resolution checks every
+//! `capabilities:` entry of a node against this declaration before anything runs.
+
+use crate::capability::CapabilityId;
+use crate::config::ComponentKind;
+use crate::extension::{ConfigValidator, ExecutionModel};
+
+/// A capability a node type accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapabilityRequirement {
+    /// The capability.
+    pub capability: CapabilityId,
+    /// Whether the node cannot work without it.
+    pub required: bool,
+}
+
+impl CapabilityRequirement {
+    /// The node needs `capability` bound.
+    pub const fn required(capability: CapabilityId) -> Self {
+        Self {
+            capability,
+            required: true,
+        }
+    }
+
+    /// The node uses `capability` when bound.
+    pub const fn optional(capability: CapabilityId) -> Self {
+        Self {
+            capability,
+            required: false,
+        }
+    }
+}
+
+/// Describes one node type. Declared as a `static` and registered with
+/// [`Registry::register_node`](crate::registry::Registry::register_node) or
+/// [`submit_node!`](crate::submit_node).
+#[derive(Debug)]
+pub struct NodeFactory {
+    kind: ComponentKind,
+    name: &'static str,
+    registrant: &'static str,
+    description: &'static str,
+    execution: ExecutionModel,
+    accepts: &'static [CapabilityRequirement],
+    validate_config: ConfigValidator,
+}
+
+fn accept_any_config(_: &crate::config::ComponentConfig<'_>) -> Result<(), crate::config::ConfigError> {
+    Ok(())
+}
+
+impl NodeFactory {
+    /// A factory for `<kind>:<name>`, registered by crate `registrant`. Local by default.
+    /// A `kind` of [`ComponentKind::Extension`] fails to compile in a `static`.
+    pub const fn new(kind: ComponentKind, name: &'static str, registrant: &'static str) -> Self {
+        if matches!(kind, ComponentKind::Extension) {
+            panic!("a node factory must be a receiver, processor or exporter");
+        }
+        Self {
+            kind,
+            name,
+            registrant,
+            description: "",
+            execution: ExecutionModel::Local,
+            accepts: &[],
+            validate_config: accept_any_config,
+        }
+    }
+
+    /// Sets the one-line description.
+    #[must_use]
+    pub const fn description(mut self, description: &'static str) -> Self {
+        self.description = description;
+        self
+    }
+
+    /// Sets the execution model (local by default). A shared node receives shared
+    /// capabilities only.
+    #[must_use]
+    pub const fn execution(mut self, execution: ExecutionModel) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// Declares the capabilities the node accepts.
+    #[must_use]
+    pub const fn accepts(mut self, accepts: &'static [CapabilityRequirement]) -> Self {
+        self.accepts = accepts;
+        self
+    }
+
+    /// Sets the config validator.
+    #[must_use]
+    pub const fn validate_config(mut self, validator: ConfigValidator) -> Self {
+        self.validate_config = validator;
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ComponentKind {
+        self.kind
+    }
+
+    /// Its type name (`otlp_http`).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The crate that registered it.
+    pub fn registrant(&self) -> &'static str {
+        self.registrant
+    }
+
+    /// The one-line description.
+    pub fn description_text(&self) -> &'static str {
+        self.description
+    }
+
+    /// Its execution model.
+    pub fn execution_model(&self) -> ExecutionModel {
+        self.execution
+    }
+
+    /// The capabilities it accepts.
+    pub fn accepted(&self) -> &'static [CapabilityRequirement] {
+        self.accepts
+    }
+
+    /// How it accepts `capability`, if it does.
+    pub fn requirement(&self, capability: CapabilityId) -> Option<CapabilityRequirement> {
+        self.accepts.iter().copied().find(|r| r.capability == capability)
+    }
+
+    /// Validates a `config:` block.
+    pub fn validate(&self, config: &crate::config::ComponentConfig<'_>) -> Result<(), crate::config::ConfigError> {
+        (self.validate_config)(config)
+    }
+}
