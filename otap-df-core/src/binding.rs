@@ -245,10 +245,10 @@ pub fn load_with_env(
 ) -> Result<ResolvedConfig, ConfigErrors> {
     let (document, mut errors) = crate::config::parse_partial(text, source_name, lookup)?;
     let resolved = resolve_collecting(document, registry, &mut errors);
+    crate::config::finish_errors(&resolved.source, &mut errors);
     if errors.is_empty() {
         Ok(resolved)
     } else {
-        crate::config::sort_errors(&mut errors);
         Err(ConfigErrors {
             source: resolved.source.name,
             errors,
@@ -260,10 +260,10 @@ pub fn load_with_env(
 pub fn resolve(document: Document, registry: &Registry) -> Result<ResolvedConfig, ConfigErrors> {
     let mut errors = Vec::new();
     let resolved = resolve_collecting(document, registry, &mut errors);
+    crate::config::finish_errors(&resolved.source, &mut errors);
     if errors.is_empty() {
         Ok(resolved)
     } else {
-        crate::config::sort_errors(&mut errors);
         Err(ConfigErrors {
             source: resolved.source.name,
             errors,

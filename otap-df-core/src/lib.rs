@@ -11,3 +11,9 @@ pub mod config;
 pub mod extension;
 pub mod node;
 pub mod registry;
+pub mod memory_kv;
+
+/// Registers the types every build has: `extension:memory_kv`.
+pub fn register_builtins(registry: &mut registry::Registry) {
+    registry.register_extension(&memory_kv::MEMORY_KV);
+}

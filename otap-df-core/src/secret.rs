@@ -58,8 +58,44 @@ impl fmt::Display for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
+    /// Accepts any scalar (a numeric token is still a token) and never echoes the input in an
+    /// error, unlike serde's usual "invalid type: integer `1234`" messages.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret::new)
+        struct SecretVisitor;
+
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret::new(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret::new(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
@@ -275,6 +311,14 @@ mod tests {
         let token = BearerToken::new("hunter2");
         assert!(!format!("{token:?}").contains("hunter2"));
         assert!(!token.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_decodes_from_any_scalar_and_never_echoes_bad_input() {
+        let secret: Secret = serde_yaml_ng::from_str("123456").expect("numeric secret");
+        assert_eq!(secret.expose(), "123456");
+        let error = serde_yaml_ng::from_str::<Secret>("[hunter2]").expect_err("a list");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct Source {
     pub name: String,
     /// The position of every path of the document.
     pub positions: PositionIndex,
+    /// Paths whose `${env:...}` substitution failed (already reported): later errors at or
+    /// under them would only repeat it.
+    pub(crate) unresolved: Vec<YamlPath>,
 }
 
 impl Source {
@@ -213,7 +216,7 @@ pub fn parse_with_env(
     if errors.is_empty() {
         Ok(document)
     } else {
-        sort_errors(&mut errors);
+        finish_errors(&document.source, &mut errors);
         Err(ConfigErrors {
             source: document.source.name,
             errors,
@@ -228,9 +231,10 @@ pub(crate) fn parse_partial(
     source_name: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Document, Vec<ConfigError>), ConfigErrors> {
-    let source = Source {
+    let mut source = Source {
         name: source_name.to_owned(),
         positions: PositionIndex::build(text),
+        unresolved: Vec::new(),
     };
     let mut root: Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
@@ -253,6 +257,7 @@ pub(crate) fn parse_partial(
     };
     let mut errors = Vec::new();
     env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
+    source.unresolved = errors.iter().map(|e| e.path.clone()).collect();
     let mut walker = Walker {
         source: &source,
         errors,
@@ -274,8 +279,19 @@ pub(crate) fn parse_partial(
     ))
 }
 
-/// Orders errors as they appear in the document.
-pub(crate) fn sort_errors(errors: &mut [ConfigError]) {
+/// Drops errors that only repeat a failed substitution, then orders them as they appear in
+/// the document.
+pub(crate) fn finish_errors(source: &Source, errors: &mut Vec<ConfigError>) {
+    errors.retain(|error| {
+        matches!(
+            error.kind,
+            ConfigErrorKind::UnsetEnvVar { .. } | ConfigErrorKind::InvalidReference { .. }
+        ) || !source.unresolved.iter().any(|path| error.path.starts_with(path))
+    });
+    sort_errors(errors);
+}
+
+fn sort_errors(errors: &mut [ConfigError]) {
     errors.sort_by(|a, b| {
         (a.location, a.path.to_string()).cmp(&(b.location, b.path.to_string()))
     });

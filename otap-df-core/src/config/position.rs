@@ -75,6 +75,11 @@ impl YamlPath {
         Self(segments)
     }
 
+    /// Whether `prefix` is this path or one of its ancestors.
+    pub fn starts_with(&self, prefix: &YamlPath) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+
     /// Whether this is the document root.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()

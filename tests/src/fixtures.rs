@@ -1,0 +1,151 @@
+//! Extension and node types for otap-df's own tests: small, real implementations whose
+//! declarations cover every binding combination (local-only and shared-only extensions, local
+//! and shared nodes, required and optional capabilities).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use otap_df_core::capability::{
+    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId,
+    DenyReason, KeyValueStore, TokenError, TokenSubscription, local, shared,
+};
+use otap_df_core::config::ComponentKind;
+use otap_df_core::extension::{ExecutionModel, ExtensionFactory};
+use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::registry::Registry;
+use otap_df_core::secret::{AuthHeader, BearerToken};
+
+const REGISTRANT: &str = env!("CARGO_PKG_NAME");
+
+/// `extension:local_kv`: a key/value store with a local variant only.
+pub static LOCAL_ONLY_KV: ExtensionFactory = ExtensionFactory::new("local_kv", REGISTRANT)
+    .description("test: key/value store without a shared variant")
+    .provides(&[CapabilityId::KeyValueStore])
+    .local(|context, _| {
+        let store: Rc<dyn local::KeyValueStore> =
+            Rc::new(LocalMemoryKv::new(context.extension_id(), &MemoryKvConfig::default()));
+        Ok(context.local_builder().provide::<KeyValueStore>(store).passive()?)
+    })
+    .build();
+
+/// A token provider and authorizer around one fixed token.
+pub struct FixedToken {
+    token: BearerToken,
+    header: AuthHeader,
+}
+
+impl FixedToken {
+    /// Serves and accepts `token`.
+    pub fn new(token: &str) -> Self {
+        Self {
+            token: BearerToken::new(token),
+            header: AuthHeader::default(),
+        }
+    }
+}
+
+#[otap_df_core::async_trait]
+impl shared::BearerTokenProvider for FixedToken {
+    fn current_token(&self) -> Option<BearerToken> {
+        Some(self.token.clone())
+    }
+
+    fn subscribe(&self) -> TokenSubscription {
+        TokenSubscription::fixed(self.token.clone())
+    }
+
+    fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+
+    async fn fresh_token(&self) -> Result<BearerToken, TokenError> {
+        Ok(self.token.clone())
+    }
+}
+
+#[otap_df_core::async_trait]
+impl shared::BearerTokenAuthorizer for FixedToken {
+    fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
+        Ok(if self.token.matches(token) {
+            AuthzDecision::Allow {
+                identity: Arc::from("fixed"),
+            }
+        } else {
+            AuthzDecision::Deny {
+                reason: DenyReason::Invalid,
+            }
+        })
+    }
+
+    fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+}
+
+/// `extension:fixed_token`: shared-only provider and authorizer of the token `fixed-token`.
+pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", REGISTRANT)
+    .description("test: shared-only provider and authorizer of one fixed token")
+    .provides(&[CapabilityId::BearerTokenProvider, CapabilityId::BearerTokenAuthorizer])
+    .shared(|context, _| {
+        let token = Arc::new(FixedToken::new("fixed-token"));
+        let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
+        let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = token;
+        Ok(context
+            .shared_builder()
+            .provide::<BearerTokenProvider>(provider)
+            .provide::<BearerTokenAuthorizer>(authorizer)
+            .passive()?)
+    })
+    .build();
+
+/// `receiver:probe`: local; accepts an optional authorizer.
+pub static PROBE_RECEIVER: NodeFactory = NodeFactory::new(ComponentKind::Receiver, "probe", REGISTRANT)
+    .description("test receiver")
+    .accepts(&[CapabilityRequirement::optional(CapabilityId::BearerTokenAuthorizer)]);
+
+/// `processor:local_kv_user`: local; requires a key/value store.
+pub static LOCAL_KV_USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "local_kv_user", REGISTRANT)
+    .description("test processor, local, requires a key/value store")
+    .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
+
+/// `processor:shared_kv_user`: shared; requires a key/value store.
+pub static SHARED_KV_USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "shared_kv_user", REGISTRANT)
+    .description("test processor, shared, requires a key/value store")
+    .execution(ExecutionModel::Shared)
+    .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
+
+/// `exporter:probe`: local; accepts an optional token provider; `config: { path: <string> }`.
+pub static PROBE_EXPORTER: NodeFactory = NodeFactory::new(ComponentKind::Exporter, "probe", REGISTRANT)
+    .description("test exporter")
+    .accepts(&[CapabilityRequirement::optional(CapabilityId::BearerTokenProvider)])
+    .validate_config(|config| config.decode::<ProbeExporterConfig>().map(drop));
+
+/// `config:` of `exporter:probe`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeExporterConfig {
+    /// Required string.
+    pub path: String,
+    /// Optional number.
+    #[serde(default)]
+    pub batch: Option<u32>,
+}
+
+/// A registry with the built-ins and every fixture, and `extension:azure_auth` declared as
+/// not compiled in.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    registry.register_extension(&LOCAL_ONLY_KV);
+    registry.register_extension(&FIXED_TOKEN);
+    registry.register_node(&PROBE_RECEIVER);
+    registry.register_node(&LOCAL_KV_USER);
+    registry.register_node(&SHARED_KV_USER);
+    registry.register_node(&PROBE_EXPORTER);
+    registry.declare_not_compiled_in(ComponentKind::Extension, "azure_auth", "extension-azure-auth");
+    match registry.finish() {
+        Ok(registry) => registry,
+        Err(error) => panic!("fixture registry: {error}"),
+    }
+}

@@ -1,0 +1,14 @@
+//! Behaviour suites that every implementation of a capability must pass, and fixtures shared
+//! by otap-df's own tests.
+//!
+//! A third-party `key_value_store` runs the same suite as the built-in ones with one call:
+//!
+//! ```no_run
+//! # use std::rc::Rc;
+//! # use otap_df_core::capability::local;
+//! # fn my_store() -> Rc<dyn local::KeyValueStore> { unimplemented!() }
+//! otap_df_tests::key_value_suite::run_local("my_store", my_store);
+//! ```
+
+pub mod fixtures;
+pub mod key_value_suite;

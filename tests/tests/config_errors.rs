@@ -1,0 +1,517 @@
+//! Every configuration and resolution error: the exact variant, YAML path and line, and the
+//! valid choices it lists.
+
+use otap_df_core::binding::{BindingError, ResolvedConfig, WarningKind, load_with_env};
+use otap_df_core::capability::CapabilityId;
+use otap_df_core::config::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
+use otap_df_tests::fixtures;
+
+fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
+    let lookup = |name: &str| (name == "SET").then(|| "4".to_owned());
+    load_with_env(text, "test.yaml", &fixtures::registry(), &lookup)
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match load(text) {
+        Ok(_) => panic!("expected errors, the configuration loaded"),
+        Err(errors) => {
+            assert_eq!(errors.source, "test.yaml");
+            errors.errors
+        }
+    }
+}
+
+/// The only error of `text`, with its path and line.
+fn single(text: &str) -> (String, usize, ConfigErrorKind) {
+    let mut errors = errors(text);
+    assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
+    let error = errors.remove(0);
+    let line = error.location.map(|l| l.line).unwrap_or(0);
+    (error.path.to_string(), line, error.kind)
+}
+
+const HEAD: &str = "version: otap_df/v1\ngroups:\n  g:\n    pipelines:\n      p:\n";
+
+/// A pipeline body (indented under `p:`) after the common head; line 6 is its first line.
+fn pipeline(body: &str) -> String {
+    format!("{HEAD}{body}")
+}
+
+const P: &str = "groups.g.pipelines.p";
+
+#[test]
+fn valid_configuration_loads_with_its_plan() {
+    let resolved = load(&pipeline(
+        "        extensions:
+          store: { type: 'extension:memory_kv', config: { max_entries: 10 } }
+        nodes:
+          in: { type: 'receiver:probe' }
+          dedup:
+            type: urn:otap:processor:local_kv_user
+            capabilities: { key_value_store: store }
+          out: { type: 'exporter:probe', config: { path: /tmp/x } }
+        connections:
+          - { from: in, to: dedup }
+          - { from: dedup, to: [out] }
+",
+    ))
+    .expect("valid configuration");
+    assert_eq!(resolved.engine.cores, 1);
+    let plan = &resolved.pipelines[0];
+    assert_eq!((plan.group.as_str(), plan.name.as_str()), ("g", "p"));
+    assert_eq!(plan.extensions.len(), 1);
+    assert_eq!(plan.extensions[0].consumers, vec![("dedup".to_owned(), CapabilityId::KeyValueStore)]);
+    assert_eq!(
+        plan.edges,
+        vec![("in".to_owned(), "dedup".to_owned()), ("dedup".to_owned(), "out".to_owned())]
+    );
+    assert!(resolved.warnings.is_empty());
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let (path, line, kind) = single("version: otap_df/v1\ngroups: [unclosed\n");
+    assert_eq!(path, "<root>");
+    assert_eq!(line, 3);
+    assert!(matches!(kind, ConfigErrorKind::Syntax { .. }), "{kind:?}");
+}
+
+#[test]
+fn unsupported_version_names_the_expected_one() {
+    let (path, line, kind) = single("version: otap_df/v2\ngroups: {}\n");
+    assert_eq!((path.as_str(), line), ("version", 1));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnsupportedVersion {
+            found: "otap_df/v2".into(),
+            expected: "otap_df/v1"
+        }
+    );
+}
+
+#[test]
+fn missing_top_level_fields_are_reported() {
+    let errors = errors("engine: { cores: 2 }\n");
+    let kinds: Vec<_> = errors.into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ConfigErrorKind::MissingField { field: "version".into() },
+            ConfigErrorKind::MissingField { field: "groups".into() },
+        ]
+    );
+}
+
+#[test]
+fn unknown_top_level_field_suggests_the_nearest() {
+    let (path, line, kind) = single("version: otap_df/v1\ngroup: {}\ngroups: {}\n");
+    assert_eq!((path.as_str(), line), ("group", 2));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownField {
+            field: "group".into(),
+            expected: vec!["version".into(), "engine".into(), "groups".into()],
+            suggestion: Some("groups".into()),
+        }
+    );
+}
+
+#[test]
+fn unknown_engine_field_lists_the_valid_ones() {
+    let (path, line, kind) = single("version: otap_df/v1\nengine:\n  core: 2\ngroups: {}\n");
+    assert_eq!((path.as_str(), line), ("engine.core", 3));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownField {
+            field: "core".into(),
+            expected: vec!["cores".into()],
+            suggestion: Some("cores".into()),
+        }
+    );
+}
+
+#[test]
+fn zero_cores_is_rejected() {
+    let (path, line, kind) = single("version: otap_df/v1\nengine:\n  cores: 0\ngroups: {}\n");
+    assert_eq!((path.as_str(), line), ("engine.cores", 3));
+    assert!(matches!(kind, ConfigErrorKind::InvalidValue { .. }));
+}
+
+#[test]
+fn unknown_pipeline_field_is_located() {
+    let (path, line, kind) = single(&pipeline("        nodes: {}\n        conections: []\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.conections").as_str(), 7));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownField {
+            field: "conections".into(),
+            expected: vec!["extensions".into(), "nodes".into(), "connections".into()],
+            suggestion: Some("connections".into()),
+        }
+    );
+}
+
+#[test]
+fn unknown_field_in_a_node_declaration_is_located() {
+    let (path, line, kind) = single(&pipeline("        nodes:\n          in:\n            type: receiver:probe\n            capabilites: {}\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.capabilites").as_str(), 9));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownField {
+            field: "capabilites".into(),
+            expected: vec!["type".into(), "config".into(), "capabilities".into()],
+            suggestion: Some("capabilities".into()),
+        }
+    );
+}
+
+#[test]
+fn malformed_type_name_says_what_is_valid() {
+    let (path, line, kind) = single(&pipeline("        nodes:\n          in: { type: probe }\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.type").as_str(), 7));
+    assert_eq!(kind, ConfigErrorKind::InvalidTypeName { value: "probe".into() });
+    assert!(kind.to_string().contains("`urn:otap:<kind>:<name>` or `<kind>:<name>`"));
+}
+
+#[test]
+fn node_type_under_extensions_gets_a_section_hint() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          in: { type: receiver:probe }\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.in.type").as_str(), 7));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::WrongSection {
+            type_name: "receiver:probe".into(),
+            kind: ComponentKind::Receiver
+        }
+    );
+    assert_eq!(kind.to_string(), "`receiver:probe` is a receiver; declare it under `nodes:`");
+}
+
+#[test]
+fn extension_type_under_nodes_gets_a_section_hint() {
+    let (_, line, kind) = single(&pipeline("        nodes:\n          store: { type: extension:memory_kv }\n"));
+    assert_eq!(line, 7);
+    assert_eq!(
+        kind.to_string(),
+        "`extension:memory_kv` is an extension; declare it under `extensions:`"
+    );
+}
+
+#[test]
+fn unknown_extension_type_lists_registered_ones_and_suggests() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          s: { type: extension:memroy_kv }\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.type").as_str(), 7));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownType {
+            kind: ComponentKind::Extension,
+            name: "memroy_kv".into(),
+            known: vec!["fixed_token".into(), "local_kv".into(), "memory_kv".into()],
+            suggestion: Some("memory_kv".into()),
+        }
+    );
+}
+
+#[test]
+fn unknown_node_type_lists_registered_ones_of_its_kind() {
+    let (path, line, kind) = single(&pipeline("        nodes:\n          x: { type: processor:dedupe }\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.x.type").as_str(), 7));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownType {
+            kind: ComponentKind::Processor,
+            name: "dedupe".into(),
+            known: vec!["local_kv_user".into(), "shared_kv_user".into()],
+            suggestion: None,
+        }
+    );
+}
+
+#[test]
+fn first_party_extension_not_compiled_in_names_its_feature() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          az: { type: extension:azure_auth }\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.az.type").as_str(), 7));
+    assert_eq!(
+        kind.to_string(),
+        "extension type `azure_auth` is not compiled in: enable cargo feature `extension-azure-auth`"
+    );
+}
+
+#[test]
+fn component_config_unknown_field_is_located_inside_config() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config:\n              max_entires: 5\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entires").as_str(), 10));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownField {
+            field: "max_entires".into(),
+            expected: vec!["max_entries".into(), "default_ttl".into()],
+            suggestion: Some("max_entries".into()),
+        }
+    );
+}
+
+#[test]
+fn component_config_semantic_error_is_located_at_the_field() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: 0 }\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entries").as_str(), 9));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::InvalidValue {
+            message: "`max_entries` must be at least 1".into()
+        }
+    );
+}
+
+#[test]
+fn node_config_missing_and_mistyped_fields() {
+    let (path, line, kind) = single(&pipeline("        nodes:\n          out: { type: exporter:probe }\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.config").as_str(), 7));
+    assert_eq!(kind, ConfigErrorKind::MissingField { field: "path".into() });
+
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          out:\n            type: exporter:probe\n            config:\n              path: /x\n              batch: lots\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.config.batch").as_str(), 11));
+    assert!(
+        matches!(&kind, ConfigErrorKind::InvalidValue { message } if message.contains("expected u32")),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn unset_environment_variable_is_named_and_located() {
+    let (path, line, kind) = single(&pipeline(
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: '${env:UNSET_VARIABLE}' }\n        nodes: {}\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entries").as_str(), 9));
+    assert_eq!(kind, ConfigErrorKind::UnsetEnvVar { name: "UNSET_VARIABLE".into() });
+}
+
+#[test]
+fn environment_variable_substitutes_a_typed_value() {
+    let resolved = load(&pipeline(
+        "        extensions:\n          s: { type: extension:memory_kv, config: { max_entries: '${env:SET}' } }\n        nodes:\n          d: { type: processor:local_kv_user, capabilities: { key_value_store: s } }\n",
+    ))
+    .expect("SET=4 is a number");
+    assert_eq!(resolved.pipelines[0].extensions[0].config["max_entries"], serde_yaml_ng::Value::from(4));
+}
+
+#[test]
+fn connection_to_an_unknown_node_suggests_the_nearest() {
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          input: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: inptu, to: out }\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.connections[0].from").as_str(), 10));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnknownNode {
+            name: "inptu".into(),
+            known: vec!["input".into(), "out".into()],
+            suggestion: Some("input".into()),
+        }
+    );
+}
+
+#[test]
+fn connections_against_the_data_flow_are_rejected() {
+    let errors = errors(&pipeline(
+        "        nodes:\n          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: out, to: in }\n",
+    ));
+    let reasons: Vec<String> = errors.iter().map(|e| e.kind.to_string()).collect();
+    assert_eq!(
+        reasons,
+        vec!["invalid connection from `out` to `in`: `out` is an exporter, and exporters have no output"]
+    );
+    assert_eq!(errors[0].location.map(|l| l.line), Some(10));
+}
+
+fn binding_error(body: &str) -> (String, usize, BindingError) {
+    let (path, line, kind) = single(&pipeline(body));
+    match kind {
+        ConfigErrorKind::Binding(error) => (path, line, error),
+        other => panic!("expected a binding error, got {other:?}"),
+    }
+}
+
+const STORE: &str = "        extensions:\n          store: { type: extension:memory_kv }\n        nodes:\n";
+
+#[test]
+fn binding_check_1_unknown_extension_lists_declared_ones() {
+    let (path, line, error) = binding_error(&format!(
+        "{STORE}          d: {{ type: processor:local_kv_user, capabilities: {{ key_value_store: stroe }} }}\n"
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        error,
+        BindingError::UnknownExtension {
+            node: "d".into(),
+            capability: "key_value_store".into(),
+            extension: "stroe".into(),
+            known: vec!["store".into()],
+            suggestion: Some("store".into()),
+        }
+    );
+}
+
+#[test]
+fn binding_check_2_unknown_capability_lists_known_ones() {
+    let (path, line, error) = binding_error(&format!(
+        "{STORE}          d:\n            type: processor:local_kv_user\n            capabilities:\n              key_value_store: store\n              kv_store: store\n"
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.kv_store").as_str(), 13));
+    assert_eq!(
+        error,
+        BindingError::UnknownCapability {
+            node: "d".into(),
+            capability: "kv_store".into(),
+            known: vec![
+                "bearer_token_provider".into(),
+                "bearer_token_authorizer".into(),
+                "key_value_store".into()
+            ],
+            suggestion: None,
+        }
+    );
+}
+
+#[test]
+fn binding_check_3_extension_must_provide_the_capability() {
+    let (path, line, error) = binding_error(&format!(
+        "{STORE}          out: {{ type: exporter:probe, config: {{ path: x }}, capabilities: {{ bearer_token_provider: store }} }}\n"
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.capabilities.bearer_token_provider").as_str(), 9));
+    assert_eq!(
+        error,
+        BindingError::NotProvided {
+            node: "out".into(),
+            capability: CapabilityId::BearerTokenProvider,
+            extension: "store".into(),
+            extension_type: "memory_kv".into(),
+            provided: vec!["key_value_store".into()],
+        }
+    );
+}
+
+#[test]
+fn binding_check_4_node_must_accept_the_capability() {
+    let (path, line, error) = binding_error(&format!(
+        "{STORE}          in: {{ type: receiver:probe, capabilities: {{ key_value_store: store }} }}\n"
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        error,
+        BindingError::NotAccepted {
+            node: "in".into(),
+            node_type: "receiver:probe".into(),
+            capability: CapabilityId::KeyValueStore,
+            accepted: vec!["bearer_token_authorizer".into()],
+        }
+    );
+}
+
+#[test]
+fn binding_check_5_local_only_extension_cannot_serve_a_shared_node() {
+    let (path, line, error) = binding_error(
+        "        extensions:\n          local: { type: extension:local_kv }\n        nodes:\n          d: { type: processor:shared_kv_user, capabilities: { key_value_store: local } }\n",
+    );
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        error,
+        BindingError::ExecutionModelMismatch {
+            node: "d".into(),
+            capability: CapabilityId::KeyValueStore,
+            extension: "local".into(),
+            extension_type: "local_kv".into(),
+        }
+    );
+}
+
+#[test]
+fn checks_run_in_order_and_report_only_the_first_failure() {
+    // Unknown extension AND unknown capability: check 1 wins.
+    let (_, _, error) = binding_error(&format!(
+        "{STORE}          in: {{ type: receiver:probe, capabilities: {{ kv: nowhere }} }}\n"
+    ));
+    assert!(matches!(error, BindingError::UnknownExtension { .. }), "{error:?}");
+}
+
+#[test]
+fn missing_required_capability_lists_candidates() {
+    let (path, line, error) = binding_error(&format!("{STORE}          d: {{ type: processor:local_kv_user }}\n"));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d").as_str(), 9));
+    assert_eq!(
+        error,
+        BindingError::MissingRequired {
+            node: "d".into(),
+            node_type: "processor:local_kv_user".into(),
+            capability: CapabilityId::KeyValueStore,
+            candidates: vec!["store".into()],
+        }
+    );
+}
+
+#[test]
+fn unbound_extension_is_reported_and_left_out_of_the_plan() {
+    let resolved = load(&pipeline(&format!("{STORE}          in: {{ type: receiver:probe }}\n"))).expect("valid");
+    assert!(resolved.pipelines[0].extensions.is_empty());
+    assert_eq!(resolved.warnings.len(), 1);
+    assert_eq!(
+        resolved.warnings[0].kind,
+        WarningKind::UnboundExtension { extension: "store".into() }
+    );
+    assert_eq!(resolved.warnings[0].location.map(|l| l.line), Some(7));
+}
+
+#[test]
+fn independent_errors_are_reported_together_in_document_order() {
+    let errors = errors(&pipeline(
+        "        extensions:
+          s: { type: extension:memory_kv, config: { max_entries: -1 } }
+          t: { type: extension:nope }
+        nodes:
+          in: { type: receiver:probe, capabilities: { bearer_token_authorizer: t } }
+          d: { type: processor:local_kv_user }
+          out: { type: exporter:probe, config: { path: x, extra: 1 } }
+        connections:
+          - { from: in, to: missing }
+",
+    ));
+    let summary: Vec<(usize, String)> = errors
+        .iter()
+        .map(|e| (e.location.map(|l| l.line).unwrap_or(0), e.path.to_string()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (7, format!("{P}.extensions.s.config.max_entries")),
+            (8, format!("{P}.extensions.t.type")),
+            (11, format!("{P}.nodes.d")),
+            (12, format!("{P}.nodes.out.config.extra")),
+            (14, format!("{P}.connections[0].to")),
+        ],
+        "the binding to the broken extension `t` is not reported twice: {errors:#?}"
+    );
+}
+
+#[test]
+fn error_report_names_the_file_line_and_path() {
+    let report = load(&pipeline("        nodes:\n          in: { type: receiver:nope }\n"))
+        .expect_err("unknown type")
+        .to_string();
+    assert_eq!(
+        report,
+        "1 error in test.yaml\n  test.yaml:7:17: at `groups.g.pipelines.p.nodes.in.type`: unknown receiver \
+         type `nope`; registered receiver types: `probe`"
+    );
+}
