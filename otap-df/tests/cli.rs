@@ -1,0 +1,108 @@
+//! The real `otap-df` binary on real configuration files.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn otap_df(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("the otap-df binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn validate_prints_a_summary_of_the_quickstart_example() {
+    let output = otap_df(&["validate", "examples/quickstart.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "examples/quickstart.yaml: valid (1 core)
+pipeline default/main
+  extensions:
+    dedup_store  extension:memory_kv  [local, one per core (1)]
+  nodes:
+    generator    receiver:generator
+    dedup        processor:dedup  [key_value_store <- dedup_store]
+    debug        exporter:debug
+  connections:
+    generator -> dedup
+    dedup -> debug
+"
+    );
+}
+
+#[test]
+fn validate_reports_every_error_with_file_line_and_path_and_exits_1() {
+    let dir = std::env::temp_dir().join(format!("otap-df-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("broken.yaml");
+    std::fs::write(
+        &config,
+        "version: otap_df/v1
+groups:
+  default:
+    pipelines:
+      main:
+        extensions:
+          store: { type: extension:memroy_kv }
+          az: { type: extension:azure_auth }
+        nodes:
+          gen: { type: receiver:generator, config: { batch_sise: 10 } }
+          dedup: { type: processor:dedup, capabilities: { key_value_store: store } }
+          out: { type: exporter:debug }
+        connections:
+          - { from: gen, to: dedpu }
+",
+    )
+    .expect("write config");
+    let path = config.display().to_string();
+    let output = otap_df(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(text(&output.stdout), "");
+    let p = "groups.default.pipelines.main";
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "4 errors in {path}
+  {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `memory_kv` (did you mean `memory_kv`?)
+  {path}:8:17: at `{p}.extensions.az.type`: extension type `azure_auth` is not compiled in: enable cargo feature `extension-azure-auth`
+  {path}:10:54: at `{p}.nodes.gen.config.batch_sise`: unknown field `batch_sise`; valid fields: `signal`, `batch_size`, `count`, `rate`, `duplicate_ratio` (did you mean `batch_size`?)
+  {path}:14:26: at `{p}.connections[0].to`: unknown node `dedpu`; nodes of this pipeline: `gen`, `dedup`, `out` (did you mean `dedup`?)
+"
+        )
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn validate_of_a_missing_file_names_it() {
+    let output = otap_df(&["validate", "no/such/file.yaml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(stderr.starts_with("otap-df: cannot read `no/such/file.yaml`: "), "{stderr}");
+}
+
+#[test]
+fn components_lists_types_and_what_is_not_compiled_in() {
+    let output = otap_df(&["components"]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = text(&output.stdout);
+    assert!(stdout.starts_with("extensions:\n  extension:memory_kv  in-memory key/value store"), "{stdout}");
+    assert!(stdout.contains("      provides: key_value_store  (local, shared)\n"), "{stdout}");
+    assert!(stdout.contains("  processor:dedup  drops batches already seen within a TTL, using a key/value store\n      accepts: key_value_store (required)\n"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "not compiled in:
+  extension:azure_auth  enable cargo feature `extension-azure-auth`
+  extension:bearer_auth  enable cargo feature `extension-bearer-auth`
+  extension:redis_kv  enable cargo feature `extension-redis-kv`
+"
+        ),
+        "{stdout}"
+    );
+}
