@@ -8,7 +8,7 @@
 //! node binds are reported as warnings and left out of the plan, so they are never started.
 
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -130,11 +130,18 @@ fn list(items: &[String]) -> String {
     if items.is_empty() {
         return "(none)".to_owned();
     }
-    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn suggest(suggestion: &Option<String>) -> String {
-    suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default()
+    suggestion
+        .as_ref()
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
 }
 
 /// Something worth knowing that does not stop the configuration from running.
@@ -232,8 +239,14 @@ pub struct NodePlan {
 
 /// Parses and resolves `text` against `registry`, reporting every error of both phases
 /// together. `${env:NAME}` is read from the process environment.
-pub fn load(text: &str, source_name: &str, registry: &Registry) -> Result<ResolvedConfig, ConfigErrors> {
-    load_with_env(text, source_name, registry, &|name| std::env::var(name).ok())
+pub fn load(
+    text: &str,
+    source_name: &str,
+    registry: &Registry,
+) -> Result<ResolvedConfig, ConfigErrors> {
+    load_with_env(text, source_name, registry, &|name| {
+        std::env::var(name).ok()
+    })
 }
 
 /// [`load`] with an explicit variable lookup.
@@ -271,7 +284,11 @@ pub fn resolve(document: Document, registry: &Registry) -> Result<ResolvedConfig
     }
 }
 
-fn resolve_collecting(document: Document, registry: &Registry, errors: &mut Vec<ConfigError>) -> ResolvedConfig {
+fn resolve_collecting(
+    document: Document,
+    registry: &Registry,
+    errors: &mut Vec<ConfigError>,
+) -> ResolvedConfig {
     let mut warnings = Vec::new();
     let mut pipelines = Vec::new();
     for group in &document.groups {
@@ -285,7 +302,7 @@ fn resolve_collecting(document: Document, registry: &Registry, errors: &mut Vec<
             pipelines.push(resolver.resolve(&mut warnings));
         }
     }
-    warnings.sort_by(|a, b| a.location.cmp(&b.location));
+    warnings.sort_by_key(|w| w.location);
     ResolvedConfig {
         engine: document.engine,
         pipelines,
@@ -341,7 +358,9 @@ impl PipelineResolver<'_> {
                 continue;
             };
             let config_path = decl.path.key("config");
-            if let Err(error) = factory.validate(&ComponentConfig::new(&decl.config, &config_path, positions)) {
+            if let Err(error) =
+                factory.validate(&ComponentConfig::new(&decl.config, &config_path, positions))
+            {
                 self.errors.push(error);
             }
             extensions.push(ExtensionPlan {
@@ -355,6 +374,11 @@ impl PipelineResolver<'_> {
             });
         }
 
+        let extension_index: HashMap<String, usize> = extensions
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i))
+            .collect();
         let mut nodes = Vec::new();
         for decl in &pipeline.nodes {
             let factory = self.registry.node(decl.urn.kind, &decl.urn.name);
@@ -366,12 +390,16 @@ impl PipelineResolver<'_> {
                 }
                 Some(factory) => {
                     let config_path = decl.path.key("config");
-                    if let Err(error) = factory.validate(&ComponentConfig::new(&decl.config, &config_path, positions)) {
+                    if let Err(error) = factory.validate(&ComponentConfig::new(
+                        &decl.config,
+                        &config_path,
+                        positions,
+                    )) {
                         self.errors.push(error);
                     }
                 }
             }
-            let bindings = self.bindings(decl, factory, &mut extensions, &broken);
+            let bindings = self.bindings(decl, factory, &mut extensions, &extension_index, &broken);
             if let Some(factory) = factory {
                 nodes.push(NodePlan {
                     id: decl.id.clone(),
@@ -383,24 +411,33 @@ impl PipelineResolver<'_> {
             }
         }
 
+        let shared_nodes: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.factory.execution_model() == ExecutionModel::Shared)
+            .map(|n| n.id.as_str())
+            .collect();
         for extension in &mut extensions {
-            let shared_consumer = extension.consumers.iter().any(|(node, _)| {
-                nodes
-                    .iter()
-                    .any(|n| &n.id == node && n.factory.execution_model() == ExecutionModel::Shared)
-            });
-            extension.execution = if shared_consumer || extension.factory.local_constructor().is_none() {
-                ExecutionModel::Shared
-            } else {
-                ExecutionModel::Local
-            };
+            let shared_consumer = extension
+                .consumers
+                .iter()
+                .any(|(node, _)| shared_nodes.contains(node.as_str()));
+            extension.execution =
+                if shared_consumer || extension.factory.local_constructor().is_none() {
+                    ExecutionModel::Shared
+                } else {
+                    ExecutionModel::Local
+                };
         }
-        let (bound, unbound): (Vec<_>, Vec<_>) = extensions.into_iter().partition(|e| !e.consumers.is_empty());
+        let (bound, unbound): (Vec<_>, Vec<_>) = extensions
+            .into_iter()
+            .partition(|e| !e.consumers.is_empty());
         for extension in unbound {
             warnings.push(ConfigWarning {
                 location: positions.locate(&extension.path),
                 path: extension.path,
-                kind: WarningKind::UnboundExtension { extension: extension.id },
+                kind: WarningKind::UnboundExtension {
+                    extension: extension.id,
+                },
             });
         }
 
@@ -419,15 +456,24 @@ impl PipelineResolver<'_> {
         decl: &crate::config::NodeDecl,
         factory: Option<&'static NodeFactory>,
         extensions: &mut [ExtensionPlan],
+        extension_index: &HashMap<String, usize>,
         broken: &BTreeSet<&str>,
     ) -> Vec<(CapabilityId, String)> {
         let node = &decl.id;
         let mut bound = Vec::new();
         for binding in &decl.capabilities {
             // 1. the extension exists
-            let Some(extension) = extensions.iter_mut().find(|e| e.id == binding.extension) else {
+            let Some(extension) = extension_index
+                .get(&binding.extension)
+                .and_then(|&i| extensions.get_mut(i))
+            else {
                 if !broken.contains(binding.extension.as_str()) {
-                    let known: Vec<String> = self.pipeline.extensions.iter().map(|e| e.id.clone()).collect();
+                    let known: Vec<String> = self
+                        .pipeline
+                        .extensions
+                        .iter()
+                        .map(|e| e.id.clone())
+                        .collect();
                     let suggestion = closest(&binding.extension, known.iter().map(String::as_str));
                     self.error(
                         &binding.path,
@@ -444,7 +490,10 @@ impl PipelineResolver<'_> {
             };
             // 2. the capability name is known
             let Some(capability) = CapabilityId::from_name(&binding.capability) else {
-                let known: Vec<String> = CapabilityId::ALL.iter().map(|c| c.name().to_owned()).collect();
+                let known: Vec<String> = CapabilityId::ALL
+                    .iter()
+                    .map(|c| c.name().to_owned())
+                    .collect();
                 let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
                 self.error(
                     &binding.path,
@@ -464,7 +513,12 @@ impl PipelineResolver<'_> {
                     capability,
                     extension: extension.id.clone(),
                     extension_type: extension.factory.name().to_owned(),
-                    provided: extension.factory.provided().iter().map(|c| c.name().to_owned()).collect(),
+                    provided: extension
+                        .factory
+                        .provided()
+                        .iter()
+                        .map(|c| c.name().to_owned())
+                        .collect(),
                 };
                 self.error(&binding.path, error);
                 continue;
@@ -476,13 +530,19 @@ impl PipelineResolver<'_> {
                     node: node.clone(),
                     node_type: format!("{}:{}", factory.kind(), factory.name()),
                     capability,
-                    accepted: factory.accepted().iter().map(|r| r.capability.name().to_owned()).collect(),
+                    accepted: factory
+                        .accepted()
+                        .iter()
+                        .map(|r| r.capability.name().to_owned())
+                        .collect(),
                 };
                 self.error(&binding.path, error);
                 continue;
             }
             // 5. the execution model fits
-            if factory.execution_model() == ExecutionModel::Shared && extension.factory.shared_constructor().is_none() {
+            if factory.execution_model() == ExecutionModel::Shared
+                && extension.factory.shared_constructor().is_none()
+            {
                 let error = BindingError::ExecutionModelMismatch {
                     node: node.clone(),
                     capability,
@@ -498,7 +558,10 @@ impl PipelineResolver<'_> {
         if let Some(factory) = factory {
             for requirement in factory.accepted().iter().filter(|r| r.required) {
                 let capability = requirement.capability;
-                let attempted = decl.capabilities.iter().any(|b| b.capability == capability.name());
+                let attempted = decl
+                    .capabilities
+                    .iter()
+                    .any(|b| b.capability == capability.name());
                 if !attempted {
                     let candidates = extensions
                         .iter()
@@ -521,7 +584,12 @@ impl PipelineResolver<'_> {
     fn connections(&mut self, broken: &BTreeSet<&str>) -> Vec<(String, String)> {
         let pipeline = self.pipeline;
         let known: Vec<String> = pipeline.nodes.iter().map(|n| n.id.clone()).collect();
-        let kind_of = |id: &str| pipeline.nodes.iter().find(|n| n.id == id).map(|n| n.urn.kind);
+        let kinds: HashMap<&str, ComponentKind> = pipeline
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.urn.kind))
+            .collect();
+        let kind_of = |id: &str| kinds.get(id).copied();
         let mut edges = Vec::new();
         for connection in &pipeline.connections {
             let mut ends_valid = true;
@@ -549,7 +617,9 @@ impl PipelineResolver<'_> {
             for from in &connection.from {
                 for to in &connection.to {
                     let reason = if kind_of(from) == Some(ComponentKind::Exporter) {
-                        Some(format!("`{from}` is an exporter, and exporters have no output"))
+                        Some(format!(
+                            "`{from}` is an exporter, and exporters have no output"
+                        ))
                     } else if kind_of(to) == Some(ComponentKind::Receiver) {
                         Some(format!("`{to}` is a receiver, and receivers have no input"))
                     } else if from == to {
@@ -590,7 +660,9 @@ pub enum CapabilityError {
         capability: CapabilityId,
     },
     /// The node claimed the same binding before.
-    #[error("node `{node}` already claimed `{capability}` (from extension `{extension}`); claim each binding once")]
+    #[error(
+        "node `{node}` already claimed `{capability}` (from extension `{extension}`); claim each binding once"
+    )]
     AlreadyClaimed {
         /// The node.
         node: String,
@@ -648,7 +720,11 @@ impl fmt::Debug for Capabilities {
             .field("node", &self.node)
             .field(
                 "bound",
-                &self.bound.iter().map(|b| (b.capability, &b.extension, b.claimed)).collect::<Vec<_>>(),
+                &self
+                    .bound
+                    .iter()
+                    .map(|b| (b.capability, &b.extension, b.claimed))
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -711,7 +787,9 @@ impl Capabilities {
 
     /// The local variant of `C`; a shared extension serves it through
     /// [`SharedAsLocal`](crate::capability::SharedAsLocal). `Ok(None)` when not bound.
-    pub fn optional_local<C: Capability>(&mut self) -> Result<Option<Rc<C::Local>>, CapabilityError> {
+    pub fn optional_local<C: Capability>(
+        &mut self,
+    ) -> Result<Option<Rc<C::Local>>, CapabilityError> {
         let Some(bound) = self.claim(C::ID)? else {
             return Ok(None);
         };
@@ -737,7 +815,9 @@ impl Capabilities {
 
     /// The shared variant of `C`. `Ok(None)` when not bound; an error when the bound
     /// extension runs local.
-    pub fn optional_shared<C: Capability>(&mut self) -> Result<Option<Arc<C::Shared>>, CapabilityError> {
+    pub fn optional_shared<C: Capability>(
+        &mut self,
+    ) -> Result<Option<Arc<C::Shared>>, CapabilityError> {
         let node = self.node.clone();
         let Some(bound) = self.claim(C::ID)? else {
             return Ok(None);
@@ -765,18 +845,20 @@ impl Capabilities {
 
     /// The local variant of `C`, which the configuration must bind.
     pub fn require_local<C: Capability>(&mut self) -> Result<Rc<C::Local>, CapabilityError> {
-        self.optional_local::<C>()?.ok_or_else(|| CapabilityError::NotBound {
-            node: self.node.clone(),
-            capability: C::ID,
-        })
+        self.optional_local::<C>()?
+            .ok_or_else(|| CapabilityError::NotBound {
+                node: self.node.clone(),
+                capability: C::ID,
+            })
     }
 
     /// The shared variant of `C`, which the configuration must bind.
     pub fn require_shared<C: Capability>(&mut self) -> Result<Arc<C::Shared>, CapabilityError> {
-        self.optional_shared::<C>()?.ok_or_else(|| CapabilityError::NotBound {
-            node: self.node.clone(),
-            capability: C::ID,
-        })
+        self.optional_shared::<C>()?
+            .ok_or_else(|| CapabilityError::NotBound {
+                node: self.node.clone(),
+                capability: C::ID,
+            })
     }
 
     /// Bindings the node did not claim: `(capability, extension id)`. The engine reports them
@@ -806,7 +888,11 @@ pub struct InstantiateError {
 }
 
 impl PipelinePlan {
-    fn instantiate_error(&self, extension: &ExtensionPlan, source: ExtensionError) -> InstantiateError {
+    fn instantiate_error(
+        &self,
+        extension: &ExtensionPlan,
+        source: ExtensionError,
+    ) -> InstantiateError {
         InstantiateError {
             group: self.group.clone(),
             pipeline: self.name.clone(),
@@ -816,31 +902,56 @@ impl PipelinePlan {
     }
 
     /// Creates the pipeline's shared extensions (once for all cores).
-    pub fn create_shared_extensions(&self, source: &Source) -> Result<Vec<SharedExtension>, InstantiateError> {
+    pub fn create_shared_extensions(
+        &self,
+        source: &Source,
+    ) -> Result<Vec<SharedExtension>, InstantiateError> {
         let mut created = Vec::new();
-        for plan in self.extensions.iter().filter(|e| e.execution == ExecutionModel::Shared) {
-            let context = ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, None);
+        for plan in self
+            .extensions
+            .iter()
+            .filter(|e| e.execution == ExecutionModel::Shared)
+        {
+            let context =
+                ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, None);
             let config_path = plan.path.key("config");
             let config = ComponentConfig::new(&plan.config, &config_path, &source.positions);
             let constructor = plan.factory.shared_constructor().ok_or_else(|| {
-                self.instantiate_error(plan, context.error("the extension type has no shared variant"))
+                self.instantiate_error(
+                    plan,
+                    context.error("the extension type has no shared variant"),
+                )
             })?;
-            created.push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
+            created
+                .push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
         }
         Ok(created)
     }
 
     /// Creates the pipeline's local extensions for pipeline instance `core`.
-    pub fn create_local_extensions(&self, core: usize, source: &Source) -> Result<Vec<LocalExtension>, InstantiateError> {
+    pub fn create_local_extensions(
+        &self,
+        core: usize,
+        source: &Source,
+    ) -> Result<Vec<LocalExtension>, InstantiateError> {
         let mut created = Vec::new();
-        for plan in self.extensions.iter().filter(|e| e.execution == ExecutionModel::Local) {
-            let context = ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, Some(core));
+        for plan in self
+            .extensions
+            .iter()
+            .filter(|e| e.execution == ExecutionModel::Local)
+        {
+            let context =
+                ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, Some(core));
             let config_path = plan.path.key("config");
             let config = ComponentConfig::new(&plan.config, &config_path, &source.positions);
             let constructor = plan.factory.local_constructor().ok_or_else(|| {
-                self.instantiate_error(plan, context.error("the extension type has no local variant"))
+                self.instantiate_error(
+                    plan,
+                    context.error("the extension type has no local variant"),
+                )
             })?;
-            created.push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
+            created
+                .push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
         }
         Ok(created)
     }

@@ -292,6 +292,9 @@ pub enum ExtensionError {
     /// Its value broke the factory's declaration.
     #[error(transparent)]
     Build(#[from] ExtensionBuildError),
+    /// Its `config:` block is invalid (normally caught by validation before construction).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A constructor built an extension that does not match its factory's declaration.

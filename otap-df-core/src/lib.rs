@@ -9,9 +9,9 @@ pub use linkme;
 pub mod binding;
 pub mod config;
 pub mod extension;
+pub mod memory_kv;
 pub mod node;
 pub mod registry;
-pub mod memory_kv;
 
 /// Registers the types every build has: `extension:memory_kv`.
 pub fn register_builtins(registry: &mut registry::Registry) {

@@ -46,7 +46,10 @@ impl MemoryKvConfig {
             return Err(config.invalid("max_entries", "`max_entries` must be at least 1"));
         }
         if decoded.default_ttl == Some(Duration::ZERO) {
-            return Err(config.invalid("default_ttl", "`default_ttl` must be longer than 0s; omit it for no expiry"));
+            return Err(config.invalid(
+                "default_ttl",
+                "`default_ttl` must be longer than 0s; omit it for no expiry",
+            ));
         }
         Ok(decoded)
     }
@@ -70,16 +73,30 @@ pub static MEMORY_KV: ExtensionFactory = ExtensionFactory::new("memory_kv", env!
     .shared(create_shared)
     .build();
 
-fn create_local(context: &ExtensionContext, config: &ComponentConfig<'_>) -> Result<LocalExtension, ExtensionError> {
-    let config = MemoryKvConfig::decode(config).map_err(|e| context.error(e.to_string()))?;
-    let store: Rc<dyn local::KeyValueStore> = Rc::new(LocalMemoryKv::new(context.extension_id(), &config));
-    Ok(context.local_builder().provide::<KeyValueStore>(store).passive()?)
+fn create_local(
+    context: &ExtensionContext,
+    config: &ComponentConfig<'_>,
+) -> Result<LocalExtension, ExtensionError> {
+    let config = MemoryKvConfig::decode(config)?;
+    let store: Rc<dyn local::KeyValueStore> =
+        Rc::new(LocalMemoryKv::new(context.extension_id(), &config));
+    Ok(context
+        .local_builder()
+        .provide::<KeyValueStore>(store)
+        .passive()?)
 }
 
-fn create_shared(context: &ExtensionContext, config: &ComponentConfig<'_>) -> Result<SharedExtension, ExtensionError> {
-    let config = MemoryKvConfig::decode(config).map_err(|e| context.error(e.to_string()))?;
-    let store: Arc<dyn shared::KeyValueStore> = Arc::new(SharedMemoryKv::new(context.extension_id(), &config));
-    Ok(context.shared_builder().provide::<KeyValueStore>(store).passive()?)
+fn create_shared(
+    context: &ExtensionContext,
+    config: &ComponentConfig<'_>,
+) -> Result<SharedExtension, ExtensionError> {
+    let config = MemoryKvConfig::decode(config)?;
+    let store: Arc<dyn shared::KeyValueStore> =
+        Arc::new(SharedMemoryKv::new(context.extension_id(), &config));
+    Ok(context
+        .shared_builder()
+        .provide::<KeyValueStore>(store)
+        .passive()?)
 }
 
 struct Entry {
@@ -136,7 +153,10 @@ impl Store {
 
     fn make_room(&mut self, now: Instant) {
         while self.entries.len() >= self.max_entries {
-            let expired = self.by_expiry.first_key_value().filter(|((at, _), _)| *at <= now);
+            let expired = self
+                .by_expiry
+                .first_key_value()
+                .filter(|((at, _), _)| *at <= now);
             let victim = match expired {
                 Some((_, key)) => key.clone(),
                 None => match self.by_write.first_key_value() {
@@ -155,7 +175,9 @@ impl Store {
         let written = self.next_write;
         self.next_write += 1;
         let key: Arc<[u8]> = Arc::from(key);
-        let expires_at = ttl.or(self.default_ttl).and_then(|ttl| now.checked_add(ttl));
+        let expires_at = ttl
+            .or(self.default_ttl)
+            .and_then(|ttl| now.checked_add(ttl));
         if let Some(at) = expires_at {
             self.by_expiry.insert((at, written), key.clone());
         }
@@ -170,7 +192,13 @@ impl Store {
         );
     }
 
-    fn set_if_absent(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>, now: Instant) -> bool {
+    fn set_if_absent(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> bool {
         if self.get(key, now).is_some() {
             return false;
         }
@@ -179,7 +207,8 @@ impl Store {
     }
 
     fn delete(&mut self, key: &[u8], now: Instant) -> bool {
-        self.remove(key).is_some_and(|entry| Self::is_live(&entry, now))
+        self.remove(key)
+            .is_some_and(|entry| Self::is_live(&entry, now))
     }
 
     fn len(&self) -> usize {
@@ -219,12 +248,22 @@ impl local::KeyValueStore for LocalMemoryKv {
     }
 
     async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        self.store.borrow_mut().insert(key, value, ttl, Instant::now());
+        self.store
+            .borrow_mut()
+            .insert(key, value, ttl, Instant::now());
         Ok(())
     }
 
-    async fn set_if_absent(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
-        Ok(self.store.borrow_mut().set_if_absent(key, value, ttl, Instant::now()))
+    async fn set_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        Ok(self
+            .store
+            .borrow_mut()
+            .set_if_absent(key, value, ttl, Instant::now()))
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
@@ -273,7 +312,12 @@ impl shared::KeyValueStore for SharedMemoryKv {
         Ok(())
     }
 
-    async fn set_if_absent(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool, KvError> {
+    async fn set_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
         Ok(self.store().set_if_absent(key, value, ttl, Instant::now()))
     }
 
@@ -330,7 +374,10 @@ mod tests {
         assert!(!s.delete(b"k", later), "an expired entry is not live");
         s.insert(b"k", b"v", Some(Duration::from_secs(5)), now);
         assert!(s.set_if_absent(b"k", b"w", None, later));
-        assert_eq!(s.get(b"k", later + Duration::from_secs(3600)), Some(b"w".to_vec()));
+        assert_eq!(
+            s.get(b"k", later + Duration::from_secs(3600)),
+            Some(b"w".to_vec())
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ pub struct NodeFactory {
     validate_config: ConfigValidator,
 }
 
-fn accept_any_config(_: &crate::config::ComponentConfig<'_>) -> Result<(), crate::config::ConfigError> {
+fn accept_any_config(
+    _: &crate::config::ComponentConfig<'_>,
+) -> Result<(), crate::config::ConfigError> {
     Ok(())
 }
 
@@ -132,11 +134,17 @@ impl NodeFactory {
 
     /// How it accepts `capability`, if it does.
     pub fn requirement(&self, capability: CapabilityId) -> Option<CapabilityRequirement> {
-        self.accepts.iter().copied().find(|r| r.capability == capability)
+        self.accepts
+            .iter()
+            .copied()
+            .find(|r| r.capability == capability)
     }
 
     /// Validates a `config:` block.
-    pub fn validate(&self, config: &crate::config::ComponentConfig<'_>) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(
+        &self,
+        config: &crate::config::ComponentConfig<'_>,
+    ) -> Result<(), crate::config::ConfigError> {
         (self.validate_config)(config)
     }
 }

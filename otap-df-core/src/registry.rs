@@ -147,7 +147,12 @@ impl Registry {
 
     /// Records a first-party type that this build leaves out, and the cargo feature of the
     /// `otap-df` crate that adds it, so that a configuration naming it gets that advice.
-    pub fn declare_not_compiled_in(&mut self, kind: ComponentKind, name: &'static str, feature: &'static str) {
+    pub fn declare_not_compiled_in(
+        &mut self,
+        kind: ComponentKind,
+        name: &'static str,
+        feature: &'static str,
+    ) {
         self.not_compiled_in.insert((kind, name), feature);
     }
 
@@ -215,7 +220,9 @@ impl Registry {
     }
 
     /// Every first-party type this build leaves out, with its feature.
-    pub fn not_compiled_in(&self) -> impl Iterator<Item = (ComponentKind, &'static str, &'static str)> + '_ {
+    pub fn not_compiled_in(
+        &self,
+    ) -> impl Iterator<Item = (ComponentKind, &'static str, &'static str)> + '_ {
         self.not_compiled_in.iter().map(|((k, n), f)| (*k, *n, *f))
     }
 }

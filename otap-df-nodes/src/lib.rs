@@ -55,11 +55,20 @@ impl GeneratorConfig {
         if decoded.batch_size == 0 {
             return Err(config.invalid("batch_size", "`batch_size` must be at least 1"));
         }
-        if decoded.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
-            return Err(config.invalid("rate", "`rate` must be a number of batches per second greater than 0"));
+        if decoded
+            .rate
+            .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+        {
+            return Err(config.invalid(
+                "rate",
+                "`rate` must be a number of batches per second greater than 0",
+            ));
         }
         if !(0.0..=1.0).contains(&decoded.duplicate_ratio) {
-            return Err(config.invalid("duplicate_ratio", "`duplicate_ratio` must be between 0.0 and 1.0"));
+            return Err(config.invalid(
+                "duplicate_ratio",
+                "`duplicate_ratio` must be between 0.0 and 1.0",
+            ));
         }
         Ok(decoded)
     }
@@ -112,9 +121,10 @@ pub struct DebugConfig {
 }
 
 /// `receiver:generator`.
-pub static GENERATOR: NodeFactory = NodeFactory::new(ComponentKind::Receiver, "generator", REGISTRANT)
-    .description("synthetic OTLP logs, metrics or traces, at a rate or a fixed count")
-    .validate_config(|config| GeneratorConfig::decode(config).map(drop));
+pub static GENERATOR: NodeFactory =
+    NodeFactory::new(ComponentKind::Receiver, "generator", REGISTRANT)
+        .description("synthetic OTLP logs, metrics or traces, at a rate or a fixed count")
+        .validate_config(|config| GeneratorConfig::decode(config).map(drop));
 
 /// `processor:dedup`.
 pub static DEDUP: NodeFactory = NodeFactory::new(ComponentKind::Processor, "dedup", REGISTRANT)

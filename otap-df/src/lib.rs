@@ -45,7 +45,11 @@ pub fn registry() -> Result<Registry, RegistryError> {
     otap_df_nodes::register(&mut registry);
     registry.register_linked();
     for extension in FIRST_PARTY_EXTENSIONS {
-        registry.declare_not_compiled_in(ComponentKind::Extension, extension.name, extension.feature);
+        registry.declare_not_compiled_in(
+            ComponentKind::Extension,
+            extension.name,
+            extension.feature,
+        );
     }
     registry.finish()
 }

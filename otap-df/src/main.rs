@@ -5,13 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use otap_df::Registry;
 use otap_df::core::binding::ResolvedConfig;
 use otap_df::core::config::ComponentKind;
 use otap_df::core::extension::ExecutionModel;
-use otap_df::Registry;
 
 #[derive(Parser)]
-#[command(name = "otap-df", version, about = "A telemetry dataflow engine built around extensions")]
+#[command(
+    name = "otap-df",
+    version,
+    about = "A telemetry dataflow engine built around extensions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,11 @@ fn validate(registry: &Registry, path: &PathBuf) -> ExitCode {
 fn summary(name: &str, resolved: &ResolvedConfig) -> String {
     let mut out = String::new();
     let cores = resolved.engine.cores;
-    let _ = writeln!(out, "{name}: valid ({cores} core{})", if cores == 1 { "" } else { "s" });
+    let _ = writeln!(
+        out,
+        "{name}: valid ({cores} core{})",
+        if cores == 1 { "" } else { "s" }
+    );
     for pipeline in &resolved.pipelines {
         let _ = writeln!(out, "pipeline {}/{}", pipeline.group, pipeline.name);
         let id_width = pipeline
@@ -108,7 +116,11 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
                 node.id,
                 node.factory.kind(),
                 node.factory.name(),
-                if bindings.is_empty() { String::new() } else { format!("  [{}]", bindings.join(", ")) }
+                if bindings.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", bindings.join(", "))
+                }
             );
         }
         if !pipeline.edges.is_empty() {
@@ -129,23 +141,52 @@ fn components(registry: &Registry) -> String {
     let _ = writeln!(out, "extensions:");
     for factory in registry.extensions() {
         let provides: Vec<&str> = factory.provided().iter().map(|c| c.name()).collect();
-        let models: Vec<&str> = factory.execution_models().iter().map(|m| m.as_str()).collect();
-        let _ = writeln!(out, "  extension:{}  {}", factory.name(), factory.description_text());
+        let models: Vec<&str> = factory
+            .execution_models()
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  extension:{}  {}",
+            factory.name(),
+            factory.description_text()
+        );
         let _ = writeln!(
             out,
             "      provides: {}  ({})",
-            if provides.is_empty() { "nothing (background)".to_owned() } else { provides.join(", ") },
+            if provides.is_empty() {
+                "nothing (background)".to_owned()
+            } else {
+                provides.join(", ")
+            },
             models.join(", ")
         );
     }
-    for kind in [ComponentKind::Receiver, ComponentKind::Processor, ComponentKind::Exporter] {
+    for kind in [
+        ComponentKind::Receiver,
+        ComponentKind::Processor,
+        ComponentKind::Exporter,
+    ] {
         let _ = writeln!(out, "{kind}s:");
         for factory in registry.nodes().filter(|f| f.kind() == kind) {
-            let _ = writeln!(out, "  {}:{}  {}", kind, factory.name(), factory.description_text());
+            let _ = writeln!(
+                out,
+                "  {}:{}  {}",
+                kind,
+                factory.name(),
+                factory.description_text()
+            );
             let accepts: Vec<String> = factory
                 .accepted()
                 .iter()
-                .map(|r| format!("{} ({})", r.capability, if r.required { "required" } else { "optional" }))
+                .map(|r| {
+                    format!(
+                        "{} ({})",
+                        r.capability,
+                        if r.required { "required" } else { "optional" }
+                    )
+                })
                 .collect();
             if !accepts.is_empty() {
                 let _ = writeln!(out, "      accepts: {}", accepts.join(", "));

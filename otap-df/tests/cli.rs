@@ -1,5 +1,7 @@
 //! The real `otap-df` binary on real configuration files.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,7 +20,12 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn validate_prints_a_summary_of_the_quickstart_example() {
     let output = otap_df(&["validate", "examples/quickstart.yaml"]);
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
     assert_eq!(
         text(&output.stdout),
         "examples/quickstart.yaml: valid (1 core)
@@ -84,7 +91,10 @@ fn validate_of_a_missing_file_names_it() {
     let output = otap_df(&["validate", "no/such/file.yaml"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output.stderr);
-    assert!(stderr.starts_with("otap-df: cannot read `no/such/file.yaml`: "), "{stderr}");
+    assert!(
+        stderr.starts_with("otap-df: cannot read `no/such/file.yaml`: "),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -92,8 +102,14 @@ fn components_lists_types_and_what_is_not_compiled_in() {
     let output = otap_df(&["components"]);
     assert_eq!(output.status.code(), Some(0));
     let stdout = text(&output.stdout);
-    assert!(stdout.starts_with("extensions:\n  extension:memory_kv  in-memory key/value store"), "{stdout}");
-    assert!(stdout.contains("      provides: key_value_store  (local, shared)\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("extensions:\n  extension:memory_kv  in-memory key/value store"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("      provides: key_value_store  (local, shared)\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("  processor:dedup  drops batches already seen within a TTL, using a key/value store\n      accepts: key_value_store (required)\n"), "{stdout}");
     assert!(
         stdout.ends_with(

@@ -1,5 +1,7 @@
 //! The facade's registry holds exactly core's built-ins plus the enabled features' extensions.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use otap_df::FIRST_PARTY_EXTENSIONS;
 use otap_df::core::config::ComponentKind;
 
@@ -15,6 +17,12 @@ fn registry_holds_the_builtins_and_declares_every_first_party_extension_left_out
         .map(|e| (ComponentKind::Extension, e.name, e.feature))
         .collect();
     assert_eq!(left_out, expected);
-    let nodes: Vec<String> = registry.nodes().map(|f| format!("{}:{}", f.kind(), f.name())).collect();
-    assert_eq!(nodes, vec!["receiver:generator", "processor:dedup", "exporter:debug"]);
+    let nodes: Vec<String> = registry
+        .nodes()
+        .map(|f| format!("{}:{}", f.kind(), f.name()))
+        .collect();
+    assert_eq!(
+        nodes,
+        vec!["receiver:generator", "processor:dedup", "exporter:debug"]
+    );
 }

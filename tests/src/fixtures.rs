@@ -23,9 +23,14 @@ pub static LOCAL_ONLY_KV: ExtensionFactory = ExtensionFactory::new("local_kv", R
     .description("test: key/value store without a shared variant")
     .provides(&[CapabilityId::KeyValueStore])
     .local(|context, _| {
-        let store: Rc<dyn local::KeyValueStore> =
-            Rc::new(LocalMemoryKv::new(context.extension_id(), &MemoryKvConfig::default()));
-        Ok(context.local_builder().provide::<KeyValueStore>(store).passive()?)
+        let store: Rc<dyn local::KeyValueStore> = Rc::new(LocalMemoryKv::new(
+            context.extension_id(),
+            &MemoryKvConfig::default(),
+        ));
+        Ok(context
+            .local_builder()
+            .provide::<KeyValueStore>(store)
+            .passive()?)
     })
     .build();
 
@@ -86,7 +91,10 @@ impl shared::BearerTokenAuthorizer for FixedToken {
 /// `extension:fixed_token`: shared-only provider and authorizer of the token `fixed-token`.
 pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", REGISTRANT)
     .description("test: shared-only provider and authorizer of one fixed token")
-    .provides(&[CapabilityId::BearerTokenProvider, CapabilityId::BearerTokenAuthorizer])
+    .provides(&[
+        CapabilityId::BearerTokenProvider,
+        CapabilityId::BearerTokenAuthorizer,
+    ])
     .shared(|context, _| {
         let token = Arc::new(FixedToken::new("fixed-token"));
         let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
@@ -100,26 +108,34 @@ pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", 
     .build();
 
 /// `receiver:probe`: local; accepts an optional authorizer.
-pub static PROBE_RECEIVER: NodeFactory = NodeFactory::new(ComponentKind::Receiver, "probe", REGISTRANT)
-    .description("test receiver")
-    .accepts(&[CapabilityRequirement::optional(CapabilityId::BearerTokenAuthorizer)]);
+pub static PROBE_RECEIVER: NodeFactory =
+    NodeFactory::new(ComponentKind::Receiver, "probe", REGISTRANT)
+        .description("test receiver")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenAuthorizer,
+        )]);
 
 /// `processor:local_kv_user`: local; requires a key/value store.
-pub static LOCAL_KV_USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "local_kv_user", REGISTRANT)
-    .description("test processor, local, requires a key/value store")
-    .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
+pub static LOCAL_KV_USER: NodeFactory =
+    NodeFactory::new(ComponentKind::Processor, "local_kv_user", REGISTRANT)
+        .description("test processor, local, requires a key/value store")
+        .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
 
 /// `processor:shared_kv_user`: shared; requires a key/value store.
-pub static SHARED_KV_USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "shared_kv_user", REGISTRANT)
-    .description("test processor, shared, requires a key/value store")
-    .execution(ExecutionModel::Shared)
-    .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
+pub static SHARED_KV_USER: NodeFactory =
+    NodeFactory::new(ComponentKind::Processor, "shared_kv_user", REGISTRANT)
+        .description("test processor, shared, requires a key/value store")
+        .execution(ExecutionModel::Shared)
+        .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
 
 /// `exporter:probe`: local; accepts an optional token provider; `config: { path: <string> }`.
-pub static PROBE_EXPORTER: NodeFactory = NodeFactory::new(ComponentKind::Exporter, "probe", REGISTRANT)
-    .description("test exporter")
-    .accepts(&[CapabilityRequirement::optional(CapabilityId::BearerTokenProvider)])
-    .validate_config(|config| config.decode::<ProbeExporterConfig>().map(drop));
+pub static PROBE_EXPORTER: NodeFactory =
+    NodeFactory::new(ComponentKind::Exporter, "probe", REGISTRANT)
+        .description("test exporter")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenProvider,
+        )])
+        .validate_config(|config| config.decode::<ProbeExporterConfig>().map(drop));
 
 /// `config:` of `exporter:probe`.
 #[derive(Debug, serde::Deserialize)]
@@ -143,7 +159,11 @@ pub fn registry() -> Registry {
     registry.register_node(&LOCAL_KV_USER);
     registry.register_node(&SHARED_KV_USER);
     registry.register_node(&PROBE_EXPORTER);
-    registry.declare_not_compiled_in(ComponentKind::Extension, "azure_auth", "extension-azure-auth");
+    registry.declare_not_compiled_in(
+        ComponentKind::Extension,
+        "azure_auth",
+        "extension-azure-auth",
+    );
     match registry.finish() {
         Ok(registry) => registry,
         Err(error) => panic!("fixture registry: {error}"),

@@ -33,7 +33,10 @@ impl Keys {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        Self(format!("suite:{case}:{}:{started}:{nonce}:", std::process::id()))
+        Self(format!(
+            "suite:{case}:{}:{started}:{nonce}:",
+            std::process::id()
+        ))
     }
 
     fn key(&self, name: &str) -> Vec<u8> {
@@ -62,7 +65,9 @@ impl Shown for Option<Vec<u8>> {
     fn shown(&self) -> String {
         match self {
             None => "None".to_owned(),
-            Some(bytes) if bytes.len() <= 32 => format!("Some({:?})", String::from_utf8_lossy(bytes)),
+            Some(bytes) if bytes.len() <= 32 => {
+                format!("Some({:?})", String::from_utf8_lossy(bytes))
+            }
             Some(bytes) => format!("Some({} bytes starting {:?})", bytes.len(), &bytes[..16]),
         }
     }
@@ -72,7 +77,11 @@ fn check<T: Shown>(what: &str, got: T, want: T) -> Result<(), String> {
     if got == want {
         Ok(())
     } else {
-        Err(format!("{what}: got {}, want {}", got.shown(), want.shown()))
+        Err(format!(
+            "{what}: got {}, want {}",
+            got.shown(),
+            want.shown()
+        ))
     }
 }
 
@@ -86,66 +95,153 @@ macro_rules! cases {
     ($S:ty, $spawn_many:path) => {
         fn cases() -> Vec<(&'static str, Case<$S>)> {
             vec![
-                ("get_of_a_missing_key_is_none", |s, k| Box::pin(async move {
-                    check("get", ok("get", s.get(&k.key("missing")).await)?, None)
-                })),
-                ("set_then_get_returns_the_value", |s, k| Box::pin(async move {
-                    ok("set", s.set(&k.key("a"), b"value-a", None).await)?;
-                    check("get", ok("get", s.get(&k.key("a")).await)?, Some(b"value-a".to_vec()))
-                })),
-                ("set_replaces_the_previous_value", |s, k| Box::pin(async move {
-                    ok("set", s.set(&k.key("a"), b"one", None).await)?;
-                    ok("set", s.set(&k.key("a"), b"two", None).await)?;
-                    check("get", ok("get", s.get(&k.key("a")).await)?, Some(b"two".to_vec()))
-                })),
-                ("keys_and_values_are_arbitrary_bytes", |s, k| Box::pin(async move {
-                    let mut key = k.key("bin");
-                    key.extend_from_slice(&[0, 255, 10, 13, 0]);
-                    let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-                    ok("set", s.set(&key, &value, None).await)?;
-                    check("get binary", ok("get", s.get(&key).await)?, Some(value))?;
-                    ok("set empty", s.set(&k.key("empty"), b"", None).await)?;
-                    check("get empty", ok("get", s.get(&k.key("empty")).await)?, Some(Vec::new()))
-                })),
-                ("keys_that_share_a_prefix_are_distinct", |s, k| Box::pin(async move {
-                    ok("set", s.set(&k.key("ab"), b"1", None).await)?;
-                    check("get prefix", ok("get", s.get(&k.key("a")).await)?, None)?;
-                    check("get longer", ok("get", s.get(&k.key("abc")).await)?, None)
-                })),
-                ("delete_reports_whether_a_value_was_removed", |s, k| Box::pin(async move {
-                    ok("set", s.set(&k.key("d"), b"v", None).await)?;
-                    check("first delete", ok("delete", s.delete(&k.key("d")).await)?, true)?;
-                    check("second delete", ok("delete", s.delete(&k.key("d")).await)?, false)?;
-                    check("get", ok("get", s.get(&k.key("d")).await)?, None)
-                })),
-                ("set_if_absent_stores_only_the_first_value", |s, k| Box::pin(async move {
-                    check("first", ok("set_if_absent", s.set_if_absent(&k.key("x"), b"first", None).await)?, true)?;
-                    check("second", ok("set_if_absent", s.set_if_absent(&k.key("x"), b"second", None).await)?, false)?;
-                    check("get", ok("get", s.get(&k.key("x")).await)?, Some(b"first".to_vec()))?;
-                    ok("delete", s.delete(&k.key("x")).await)?;
-                    check("after delete", ok("set_if_absent", s.set_if_absent(&k.key("x"), b"third", None).await)?, true)
-                })),
-                ("entries_expire_after_their_ttl", |s, k| Box::pin(async move {
-                    ok("set short", s.set(&k.key("short"), b"v", Some(Duration::from_millis(100))).await)?;
-                    ok("set long", s.set(&k.key("long"), b"v", Some(Duration::from_secs(3600))).await)?;
-                    ok("set none", s.set(&k.key("none"), b"v", None).await)?;
-                    let deadline = Instant::now() + TTL_DEADLINE;
-                    // Bounded polling: the entry must be gone within the deadline.
-                    while ok("get short", s.get(&k.key("short")).await)?.is_some() {
-                        if Instant::now() > deadline {
-                            return Err(format!("entry with a 100ms TTL still present after {TTL_DEADLINE:?}"));
+                ("get_of_a_missing_key_is_none", |s, k| {
+                    Box::pin(async move {
+                        check("get", ok("get", s.get(&k.key("missing")).await)?, None)
+                    })
+                }),
+                ("set_then_get_returns_the_value", |s, k| {
+                    Box::pin(async move {
+                        ok("set", s.set(&k.key("a"), b"value-a", None).await)?;
+                        check(
+                            "get",
+                            ok("get", s.get(&k.key("a")).await)?,
+                            Some(b"value-a".to_vec()),
+                        )
+                    })
+                }),
+                ("set_replaces_the_previous_value", |s, k| {
+                    Box::pin(async move {
+                        ok("set", s.set(&k.key("a"), b"one", None).await)?;
+                        ok("set", s.set(&k.key("a"), b"two", None).await)?;
+                        check(
+                            "get",
+                            ok("get", s.get(&k.key("a")).await)?,
+                            Some(b"two".to_vec()),
+                        )
+                    })
+                }),
+                ("keys_and_values_are_arbitrary_bytes", |s, k| {
+                    Box::pin(async move {
+                        let mut key = k.key("bin");
+                        key.extend_from_slice(&[0, 255, 10, 13, 0]);
+                        let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+                        ok("set", s.set(&key, &value, None).await)?;
+                        check("get binary", ok("get", s.get(&key).await)?, Some(value))?;
+                        ok("set empty", s.set(&k.key("empty"), b"", None).await)?;
+                        check(
+                            "get empty",
+                            ok("get", s.get(&k.key("empty")).await)?,
+                            Some(Vec::new()),
+                        )
+                    })
+                }),
+                ("keys_that_share_a_prefix_are_distinct", |s, k| {
+                    Box::pin(async move {
+                        ok("set", s.set(&k.key("ab"), b"1", None).await)?;
+                        check("get prefix", ok("get", s.get(&k.key("a")).await)?, None)?;
+                        check("get longer", ok("get", s.get(&k.key("abc")).await)?, None)
+                    })
+                }),
+                ("delete_reports_whether_a_value_was_removed", |s, k| {
+                    Box::pin(async move {
+                        ok("set", s.set(&k.key("d"), b"v", None).await)?;
+                        check(
+                            "first delete",
+                            ok("delete", s.delete(&k.key("d")).await)?,
+                            true,
+                        )?;
+                        check(
+                            "second delete",
+                            ok("delete", s.delete(&k.key("d")).await)?,
+                            false,
+                        )?;
+                        check("get", ok("get", s.get(&k.key("d")).await)?, None)
+                    })
+                }),
+                ("set_if_absent_stores_only_the_first_value", |s, k| {
+                    Box::pin(async move {
+                        check(
+                            "first",
+                            ok(
+                                "set_if_absent",
+                                s.set_if_absent(&k.key("x"), b"first", None).await,
+                            )?,
+                            true,
+                        )?;
+                        check(
+                            "second",
+                            ok(
+                                "set_if_absent",
+                                s.set_if_absent(&k.key("x"), b"second", None).await,
+                            )?,
+                            false,
+                        )?;
+                        check(
+                            "get",
+                            ok("get", s.get(&k.key("x")).await)?,
+                            Some(b"first".to_vec()),
+                        )?;
+                        ok("delete", s.delete(&k.key("x")).await)?;
+                        check(
+                            "after delete",
+                            ok(
+                                "set_if_absent",
+                                s.set_if_absent(&k.key("x"), b"third", None).await,
+                            )?,
+                            true,
+                        )
+                    })
+                }),
+                ("entries_expire_after_their_ttl", |s, k| {
+                    Box::pin(async move {
+                        ok(
+                            "set short",
+                            s.set(&k.key("short"), b"v", Some(Duration::from_millis(100)))
+                                .await,
+                        )?;
+                        ok(
+                            "set long",
+                            s.set(&k.key("long"), b"v", Some(Duration::from_secs(3600)))
+                                .await,
+                        )?;
+                        ok("set none", s.set(&k.key("none"), b"v", None).await)?;
+                        let deadline = Instant::now() + TTL_DEADLINE;
+                        // Bounded polling: the entry must be gone within the deadline.
+                        while ok("get short", s.get(&k.key("short")).await)?.is_some() {
+                            if Instant::now() > deadline {
+                                return Err(format!(
+                                    "entry with a 100ms TTL still present after {TTL_DEADLINE:?}"
+                                ));
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
                         }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    check("long TTL", ok("get", s.get(&k.key("long")).await)?, Some(b"v".to_vec()))?;
-                    check("no TTL", ok("get", s.get(&k.key("none")).await)?, Some(b"v".to_vec()))?;
-                    check("set_if_absent after expiry",
-                        ok("set_if_absent", s.set_if_absent(&k.key("short"), b"w", None).await)?, true)
-                })),
-                ("concurrent_set_if_absent_has_exactly_one_winner", |s, k| Box::pin(async move {
-                    let winners = $spawn_many(s, k.key("race"), 64).await?;
-                    check("winners", winners, 1)
-                })),
+                        check(
+                            "long TTL",
+                            ok("get", s.get(&k.key("long")).await)?,
+                            Some(b"v".to_vec()),
+                        )?;
+                        check(
+                            "no TTL",
+                            ok("get", s.get(&k.key("none")).await)?,
+                            Some(b"v".to_vec()),
+                        )?;
+                        check(
+                            "set_if_absent after expiry",
+                            ok(
+                                "set_if_absent",
+                                s.set_if_absent(&k.key("short"), b"w", None).await,
+                            )?,
+                            true,
+                        )
+                    })
+                }),
+                ("concurrent_set_if_absent_has_exactly_one_winner", |s, k| {
+                    Box::pin(async move {
+                        let winners = $spawn_many(s, k.key("race"), 64).await?;
+                        check("winners", winners, 1)
+                    })
+                }),
             ]
         }
     };
@@ -170,7 +266,11 @@ mod local_cases {
         let attempts = (0..contenders).map(|i| {
             let store = store.clone();
             let key = key.clone();
-            async move { store.set_if_absent(&key, format!("{i}").as_bytes(), None).await }
+            async move {
+                store
+                    .set_if_absent(&key, format!("{i}").as_bytes(), None)
+                    .await
+            }
         });
         let mut winners = 0;
         for result in futures_join_all(attempts).await {
@@ -199,7 +299,9 @@ mod shared_cases {
             let store = store.clone();
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
-                store.set_if_absent(&key, format!("{i}").as_bytes(), None).await
+                store
+                    .set_if_absent(&key, format!("{i}").as_bytes(), None)
+                    .await
             }));
         }
         let mut winners = 0;
@@ -246,7 +348,10 @@ async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Ve
 
 /// The names of the suite's cases, in order.
 pub fn case_names() -> Vec<&'static str> {
-    local_cases::all().into_iter().map(|(name, _)| name).collect()
+    local_cases::all()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// Runs every case against local stores from `make`, on a single-threaded runtime.

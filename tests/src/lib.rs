@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! Behaviour suites that every implementation of a capability must pass, and fixtures shared
 //! by otap-df's own tests.
 //!

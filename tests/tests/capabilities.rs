@@ -1,6 +1,8 @@
 //! Handing capabilities to nodes: claims, variants, the shared-as-local adapter, and the
 //! checks an extension's build makes against its factory.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,15 +32,24 @@ groups:
         nodes:
 {nodes}"
     );
-    load_with_env(&text, "test.yaml", &fixtures::registry(), &|_| None).expect("valid configuration")
+    load_with_env(&text, "test.yaml", &fixtures::registry(), &|_| None)
+        .expect("valid configuration")
 }
 
 /// Instantiates the pipeline's extensions (core 0) and returns the capabilities of `node`.
 fn capabilities(resolved: &ResolvedConfig, node: &str) -> Capabilities {
     let plan = &resolved.pipelines[0];
-    let shared = plan.create_shared_extensions(&resolved.source).expect("shared extensions");
-    let local = plan.create_local_extensions(0, &resolved.source).expect("local extensions");
-    let node = plan.nodes.iter().find(|n| n.id == node).expect("node in plan");
+    let shared = plan
+        .create_shared_extensions(&resolved.source)
+        .expect("shared extensions");
+    let local = plan
+        .create_local_extensions(0, &resolved.source)
+        .expect("local extensions");
+    let node = plan
+        .nodes
+        .iter()
+        .find(|n| n.id == node)
+        .expect("node in plan");
     Capabilities::for_node(node, &local, &shared)
 }
 
@@ -51,7 +62,9 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 #[test]
 fn local_consumers_get_the_local_variant_of_a_dual_extension() {
-    let resolved = resolve("          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n");
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n",
+    );
     let plan = &resolved.pipelines[0];
     assert_eq!(plan.extensions[0].id, "store");
     assert_eq!(plan.extensions[0].execution, ExecutionModel::Local);
@@ -71,8 +84,12 @@ fn a_shared_consumer_makes_the_extension_shared_for_everyone() {
     );
     let plan = &resolved.pipelines[0];
     assert_eq!(plan.extensions[0].execution, ExecutionModel::Shared);
-    let shared = plan.create_shared_extensions(&resolved.source).expect("shared");
-    let local = plan.create_local_extensions(0, &resolved.source).expect("local");
+    let shared = plan
+        .create_shared_extensions(&resolved.source)
+        .expect("shared");
+    let local = plan
+        .create_local_extensions(0, &resolved.source)
+        .expect("local");
     assert_eq!(shared.len(), 1);
     assert!(local.is_empty());
     let mut a = Capabilities::for_node(&plan.nodes[0], &local, &shared);
@@ -81,8 +98,14 @@ fn a_shared_consumer_makes_the_extension_shared_for_everyone() {
     let as_local = a.require_local::<KeyValueStore>().expect("shared-as-local");
     let as_shared = b.require_shared::<KeyValueStore>().expect("shared");
     block_on(async {
-        as_shared.set(b"k", b"from-shared", None).await.expect("set");
-        assert_eq!(as_local.get(b"k").await.expect("get"), Some(b"from-shared".to_vec()));
+        as_shared
+            .set(b"k", b"from-shared", None)
+            .await
+            .expect("set");
+        assert_eq!(
+            as_local.get(b"k").await.expect("get"),
+            Some(b"from-shared".to_vec())
+        );
     });
 }
 
@@ -92,10 +115,14 @@ fn shared_only_extension_serves_a_local_consumer_through_the_adapter() {
         "          out: { type: exporter:probe, config: { path: x }, capabilities: { bearer_token_provider: token } }
           in: { type: receiver:probe, capabilities: { bearer_token_authorizer: token } }\n",
     );
-    assert_eq!(resolved.pipelines[0].extensions[0].execution, ExecutionModel::Shared);
+    assert_eq!(
+        resolved.pipelines[0].extensions[0].execution,
+        ExecutionModel::Shared
+    );
     let mut out = capabilities(&resolved, "out");
-    let provider: Rc<dyn local::BearerTokenProvider> =
-        out.require_local::<BearerTokenProvider>().expect("provider");
+    let provider: Rc<dyn local::BearerTokenProvider> = out
+        .require_local::<BearerTokenProvider>()
+        .expect("provider");
     let token = provider.current_token().expect("a token");
     assert_eq!(token.secret().expose(), "fixed-token");
     assert_eq!(provider.header().name(), "authorization");
@@ -103,22 +130,33 @@ fn shared_only_extension_serves_a_local_consumer_through_the_adapter() {
     assert_eq!(fresh.secret().expose(), "fixed-token");
 
     let mut input = capabilities(&resolved, "in");
-    let authorizer = input.require_local::<BearerTokenAuthorizer>().expect("authorizer");
+    let authorizer = input
+        .require_local::<BearerTokenAuthorizer>()
+        .expect("authorizer");
     assert_eq!(
         authorizer.authorize(&BearerToken::new("fixed-token")),
-        Ok(AuthzDecision::Allow { identity: Arc::from("fixed") })
+        Ok(AuthzDecision::Allow {
+            identity: Arc::from("fixed")
+        })
     );
     assert_eq!(
         authorizer.authorize(&BearerToken::new("other")),
-        Ok(AuthzDecision::Deny { reason: DenyReason::Invalid })
+        Ok(AuthzDecision::Deny {
+            reason: DenyReason::Invalid
+        })
     );
 }
 
 #[test]
 fn a_binding_can_be_claimed_once() {
-    let resolved = resolve("          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n");
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n",
+    );
     let mut caps = capabilities(&resolved, "d");
-    assert_eq!(caps.unclaimed(), vec![(CapabilityId::KeyValueStore, "store")]);
+    assert_eq!(
+        caps.unclaimed(),
+        vec![(CapabilityId::KeyValueStore, "store")]
+    );
     caps.require_local::<KeyValueStore>().expect("first claim");
     assert!(caps.unclaimed().is_empty());
     assert_eq!(
@@ -133,13 +171,25 @@ fn a_binding_can_be_claimed_once() {
 
 #[test]
 fn asking_for_an_unbound_capability_says_how_to_bind_it() {
-    let resolved = resolve("          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n");
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n",
+    );
     let mut caps = capabilities(&resolved, "d");
-    assert!(caps.optional_local::<BearerTokenProvider>().expect("optional").is_none());
-    let error = caps.require_shared::<BearerTokenProvider>().err().expect("not bound");
+    assert!(
+        caps.optional_local::<BearerTokenProvider>()
+            .expect("optional")
+            .is_none()
+    );
+    let error = caps
+        .require_shared::<BearerTokenProvider>()
+        .err()
+        .expect("not bound");
     assert_eq!(
         error,
-        CapabilityError::NotBound { node: "d".into(), capability: CapabilityId::BearerTokenProvider }
+        CapabilityError::NotBound {
+            node: "d".into(),
+            capability: CapabilityId::BearerTokenProvider
+        }
     );
     assert_eq!(
         error.to_string(),
@@ -150,7 +200,9 @@ fn asking_for_an_unbound_capability_says_how_to_bind_it() {
 
 #[test]
 fn a_local_instance_cannot_be_claimed_as_shared() {
-    let resolved = resolve("          d: { type: processor:local_kv_user, capabilities: { key_value_store: local_store } }\n");
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: local_store } }\n",
+    );
     let mut caps = capabilities(&resolved, "d");
     assert_eq!(
         caps.require_shared::<KeyValueStore>().err(),
@@ -161,15 +213,22 @@ fn a_local_instance_cannot_be_claimed_as_shared() {
         })
     );
     // The failed shared claim does not use up the binding.
-    caps.require_local::<KeyValueStore>().expect("local claim still possible");
+    caps.require_local::<KeyValueStore>()
+        .expect("local claim still possible");
 }
 
 #[test]
 fn local_extensions_are_instantiated_per_core() {
-    let resolved = resolve("          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n");
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: store } }\n",
+    );
     let plan = &resolved.pipelines[0];
-    let core0 = plan.create_local_extensions(0, &resolved.source).expect("core 0");
-    let core1 = plan.create_local_extensions(1, &resolved.source).expect("core 1");
+    let core0 = plan
+        .create_local_extensions(0, &resolved.source)
+        .expect("core 0");
+    let core1 = plan
+        .create_local_extensions(1, &resolved.source)
+        .expect("core 1");
     let store0 = Capabilities::for_node(&plan.nodes[0], &core0, &[])
         .require_local::<KeyValueStore>()
         .expect("core 0 store");
@@ -178,12 +237,19 @@ fn local_extensions_are_instantiated_per_core() {
         .expect("core 1 store");
     block_on(async {
         store0.set(b"k", b"core0", None).await.expect("set");
-        assert_eq!(store1.get(b"k").await.expect("get"), None, "each core has its own local store");
+        assert_eq!(
+            store1.get(b"k").await.expect("get"),
+            None,
+            "each core has its own local store"
+        );
     });
 }
 
 static TWO_CAPS: ExtensionFactory = ExtensionFactory::new("two_caps", "test")
-    .provides(&[CapabilityId::KeyValueStore, CapabilityId::BearerTokenProvider])
+    .provides(&[
+        CapabilityId::KeyValueStore,
+        CapabilityId::BearerTokenProvider,
+    ])
     .local(|context, _| Err(context.error("not used")))
     .build();
 
@@ -195,7 +261,11 @@ fn kv() -> Rc<dyn local::KeyValueStore> {
 fn building_an_extension_checks_its_factory_declaration() {
     let context = ExtensionContext::new(&TWO_CAPS, "x", "g", "p", Some(0));
     assert_eq!(
-        context.local_builder().provide::<KeyValueStore>(kv()).passive().err(),
+        context
+            .local_builder()
+            .provide::<KeyValueStore>(kv())
+            .passive()
+            .err(),
         Some(ExtensionBuildError::Missing {
             extension: "x".into(),
             extension_type: "two_caps",
@@ -231,14 +301,20 @@ fn building_an_extension_checks_its_factory_declaration() {
     );
 }
 
-fn shared_as_local_authorizer() -> otap_df_core::capability::SharedAsLocal<dyn shared::BearerTokenAuthorizer> {
+fn shared_as_local_authorizer()
+-> otap_df_core::capability::SharedAsLocal<dyn shared::BearerTokenAuthorizer> {
     let fixed: Arc<dyn shared::BearerTokenAuthorizer> = Arc::new(fixtures::FixedToken::new("t"));
     otap_df_core::capability::SharedAsLocal(fixed)
 }
 
 static PER_CONSUMER: ExtensionFactory = ExtensionFactory::new("per_consumer", "test")
     .provides(&[CapabilityId::KeyValueStore])
-    .local(|context, _| Ok(context.local_builder().provide_per_consumer::<KeyValueStore>(kv).passive()?))
+    .local(|context, _| {
+        Ok(context
+            .local_builder()
+            .provide_per_consumer::<KeyValueStore>(kv)
+            .passive()?)
+    })
     .build();
 
 #[test]
@@ -267,6 +343,10 @@ fn per_consumer_provision_builds_a_new_object_for_each_consumer() {
         .expect("b");
     block_on(async {
         a.set(b"k", b"a", None).await.expect("set");
-        assert_eq!(b.get(b"k").await.expect("get"), None, "each consumer has its own store");
+        assert_eq!(
+            b.get(b"k").await.expect("get"),
+            None,
+            "each consumer has its own store"
+        );
     });
 }

@@ -1,6 +1,8 @@
 //! Every configuration and resolution error: the exact variant, YAML path and line, and the
 //! valid choices it lists.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use otap_df_core::binding::{BindingError, ResolvedConfig, WarningKind, load_with_env};
 use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
@@ -60,10 +62,16 @@ fn valid_configuration_loads_with_its_plan() {
     let plan = &resolved.pipelines[0];
     assert_eq!((plan.group.as_str(), plan.name.as_str()), ("g", "p"));
     assert_eq!(plan.extensions.len(), 1);
-    assert_eq!(plan.extensions[0].consumers, vec![("dedup".to_owned(), CapabilityId::KeyValueStore)]);
+    assert_eq!(
+        plan.extensions[0].consumers,
+        vec![("dedup".to_owned(), CapabilityId::KeyValueStore)]
+    );
     assert_eq!(
         plan.edges,
-        vec![("in".to_owned(), "dedup".to_owned()), ("dedup".to_owned(), "out".to_owned())]
+        vec![
+            ("in".to_owned(), "dedup".to_owned()),
+            ("dedup".to_owned(), "out".to_owned())
+        ]
     );
     assert!(resolved.warnings.is_empty());
 }
@@ -96,8 +104,12 @@ fn missing_top_level_fields_are_reported() {
     assert_eq!(
         kinds,
         vec![
-            ConfigErrorKind::MissingField { field: "version".into() },
-            ConfigErrorKind::MissingField { field: "groups".into() },
+            ConfigErrorKind::MissingField {
+                field: "version".into()
+            },
+            ConfigErrorKind::MissingField {
+                field: "groups".into()
+            },
         ]
     );
 }
@@ -140,7 +152,10 @@ fn zero_cores_is_rejected() {
 #[test]
 fn unknown_pipeline_field_is_located() {
     let (path, line, kind) = single(&pipeline("        nodes: {}\n        conections: []\n"));
-    assert_eq!((path.as_str(), line), (format!("{P}.conections").as_str(), 7));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.conections").as_str(), 7)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownField {
@@ -153,8 +168,13 @@ fn unknown_pipeline_field_is_located() {
 
 #[test]
 fn unknown_field_in_a_node_declaration_is_located() {
-    let (path, line, kind) = single(&pipeline("        nodes:\n          in:\n            type: receiver:probe\n            capabilites: {}\n"));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.capabilites").as_str(), 9));
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          in:\n            type: receiver:probe\n            capabilites: {}\n",
+    ));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.in.capabilites").as_str(), 9)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownField {
@@ -168,9 +188,20 @@ fn unknown_field_in_a_node_declaration_is_located() {
 #[test]
 fn malformed_type_name_says_what_is_valid() {
     let (path, line, kind) = single(&pipeline("        nodes:\n          in: { type: probe }\n"));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.type").as_str(), 7));
-    assert_eq!(kind, ConfigErrorKind::InvalidTypeName { value: "probe".into() });
-    assert!(kind.to_string().contains("`urn:otap:<kind>:<name>` or `<kind>:<name>`"));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.in.type").as_str(), 7)
+    );
+    assert_eq!(
+        kind,
+        ConfigErrorKind::InvalidTypeName {
+            value: "probe".into()
+        }
+    );
+    assert!(
+        kind.to_string()
+            .contains("`urn:otap:<kind>:<name>` or `<kind>:<name>`")
+    );
 }
 
 #[test]
@@ -178,7 +209,10 @@ fn node_type_under_extensions_gets_a_section_hint() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          in: { type: receiver:probe }\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.in.type").as_str(), 7));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.in.type").as_str(), 7)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::WrongSection {
@@ -186,12 +220,17 @@ fn node_type_under_extensions_gets_a_section_hint() {
             kind: ComponentKind::Receiver
         }
     );
-    assert_eq!(kind.to_string(), "`receiver:probe` is a receiver; declare it under `nodes:`");
+    assert_eq!(
+        kind.to_string(),
+        "`receiver:probe` is a receiver; declare it under `nodes:`"
+    );
 }
 
 #[test]
 fn extension_type_under_nodes_gets_a_section_hint() {
-    let (_, line, kind) = single(&pipeline("        nodes:\n          store: { type: extension:memory_kv }\n"));
+    let (_, line, kind) = single(&pipeline(
+        "        nodes:\n          store: { type: extension:memory_kv }\n",
+    ));
     assert_eq!(line, 7);
     assert_eq!(
         kind.to_string(),
@@ -204,7 +243,10 @@ fn unknown_extension_type_lists_registered_ones_and_suggests() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          s: { type: extension:memroy_kv }\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.type").as_str(), 7));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.s.type").as_str(), 7)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownType {
@@ -218,8 +260,13 @@ fn unknown_extension_type_lists_registered_ones_and_suggests() {
 
 #[test]
 fn unknown_node_type_lists_registered_ones_of_its_kind() {
-    let (path, line, kind) = single(&pipeline("        nodes:\n          x: { type: processor:dedupe }\n"));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.x.type").as_str(), 7));
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          x: { type: processor:dedupe }\n",
+    ));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.x.type").as_str(), 7)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownType {
@@ -236,7 +283,10 @@ fn first_party_extension_not_compiled_in_names_its_feature() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          az: { type: extension:azure_auth }\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.az.type").as_str(), 7));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.az.type").as_str(), 7)
+    );
     assert_eq!(
         kind.to_string(),
         "extension type `azure_auth` is not compiled in: enable cargo feature `extension-azure-auth`"
@@ -248,7 +298,10 @@ fn component_config_unknown_field_is_located_inside_config() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          s:\n            type: extension:memory_kv\n            config:\n              max_entires: 5\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entires").as_str(), 10));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.s.config.max_entires").as_str(), 10)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownField {
@@ -264,7 +317,10 @@ fn component_config_semantic_error_is_located_at_the_field() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: 0 }\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entries").as_str(), 9));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.s.config.max_entries").as_str(), 9)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::InvalidValue {
@@ -275,14 +331,27 @@ fn component_config_semantic_error_is_located_at_the_field() {
 
 #[test]
 fn node_config_missing_and_mistyped_fields() {
-    let (path, line, kind) = single(&pipeline("        nodes:\n          out: { type: exporter:probe }\n"));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.config").as_str(), 7));
-    assert_eq!(kind, ConfigErrorKind::MissingField { field: "path".into() });
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          out: { type: exporter:probe }\n",
+    ));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.out.config").as_str(), 7)
+    );
+    assert_eq!(
+        kind,
+        ConfigErrorKind::MissingField {
+            field: "path".into()
+        }
+    );
 
     let (path, line, kind) = single(&pipeline(
         "        nodes:\n          out:\n            type: exporter:probe\n            config:\n              path: /x\n              batch: lots\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.config.batch").as_str(), 11));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.out.config.batch").as_str(), 11)
+    );
     assert!(
         matches!(&kind, ConfigErrorKind::InvalidValue { message } if message.contains("expected u32")),
         "{kind:?}"
@@ -294,8 +363,16 @@ fn unset_environment_variable_is_named_and_located() {
     let (path, line, kind) = single(&pipeline(
         "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: '${env:UNSET_VARIABLE}' }\n        nodes: {}\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.extensions.s.config.max_entries").as_str(), 9));
-    assert_eq!(kind, ConfigErrorKind::UnsetEnvVar { name: "UNSET_VARIABLE".into() });
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.extensions.s.config.max_entries").as_str(), 9)
+    );
+    assert_eq!(
+        kind,
+        ConfigErrorKind::UnsetEnvVar {
+            name: "UNSET_VARIABLE".into()
+        }
+    );
 }
 
 #[test]
@@ -304,7 +381,10 @@ fn environment_variable_substitutes_a_typed_value() {
         "        extensions:\n          s: { type: extension:memory_kv, config: { max_entries: '${env:SET}' } }\n        nodes:\n          d: { type: processor:local_kv_user, capabilities: { key_value_store: s } }\n",
     ))
     .expect("SET=4 is a number");
-    assert_eq!(resolved.pipelines[0].extensions[0].config["max_entries"], serde_yaml_ng::Value::from(4));
+    assert_eq!(
+        resolved.pipelines[0].extensions[0].config["max_entries"],
+        serde_yaml_ng::Value::from(4)
+    );
 }
 
 #[test]
@@ -312,7 +392,10 @@ fn connection_to_an_unknown_node_suggests_the_nearest() {
     let (path, line, kind) = single(&pipeline(
         "        nodes:\n          input: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: inptu, to: out }\n",
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.connections[0].from").as_str(), 10));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.connections[0].from").as_str(), 10)
+    );
     assert_eq!(
         kind,
         ConfigErrorKind::UnknownNode {
@@ -331,7 +414,9 @@ fn connections_against_the_data_flow_are_rejected() {
     let reasons: Vec<String> = errors.iter().map(|e| e.kind.to_string()).collect();
     assert_eq!(
         reasons,
-        vec!["invalid connection from `out` to `in`: `out` is an exporter, and exporters have no output"]
+        vec![
+            "invalid connection from `out` to `in`: `out` is an exporter, and exporters have no output"
+        ]
     );
     assert_eq!(errors[0].location.map(|l| l.line), Some(10));
 }
@@ -344,14 +429,21 @@ fn binding_error(body: &str) -> (String, usize, BindingError) {
     }
 }
 
-const STORE: &str = "        extensions:\n          store: { type: extension:memory_kv }\n        nodes:\n";
+const STORE: &str =
+    "        extensions:\n          store: { type: extension:memory_kv }\n        nodes:\n";
 
 #[test]
 fn binding_check_1_unknown_extension_lists_declared_ones() {
     let (path, line, error) = binding_error(&format!(
         "{STORE}          d: {{ type: processor:local_kv_user, capabilities: {{ key_value_store: stroe }} }}\n"
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        (path.as_str(), line),
+        (
+            format!("{P}.nodes.d.capabilities.key_value_store").as_str(),
+            9
+        )
+    );
     assert_eq!(
         error,
         BindingError::UnknownExtension {
@@ -369,7 +461,10 @@ fn binding_check_2_unknown_capability_lists_known_ones() {
     let (path, line, error) = binding_error(&format!(
         "{STORE}          d:\n            type: processor:local_kv_user\n            capabilities:\n              key_value_store: store\n              kv_store: store\n"
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.kv_store").as_str(), 13));
+    assert_eq!(
+        (path.as_str(), line),
+        (format!("{P}.nodes.d.capabilities.kv_store").as_str(), 13)
+    );
     assert_eq!(
         error,
         BindingError::UnknownCapability {
@@ -390,7 +485,13 @@ fn binding_check_3_extension_must_provide_the_capability() {
     let (path, line, error) = binding_error(&format!(
         "{STORE}          out: {{ type: exporter:probe, config: {{ path: x }}, capabilities: {{ bearer_token_provider: store }} }}\n"
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.out.capabilities.bearer_token_provider").as_str(), 9));
+    assert_eq!(
+        (path.as_str(), line),
+        (
+            format!("{P}.nodes.out.capabilities.bearer_token_provider").as_str(),
+            9
+        )
+    );
     assert_eq!(
         error,
         BindingError::NotProvided {
@@ -408,7 +509,13 @@ fn binding_check_4_node_must_accept_the_capability() {
     let (path, line, error) = binding_error(&format!(
         "{STORE}          in: {{ type: receiver:probe, capabilities: {{ key_value_store: store }} }}\n"
     ));
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        (path.as_str(), line),
+        (
+            format!("{P}.nodes.in.capabilities.key_value_store").as_str(),
+            9
+        )
+    );
     assert_eq!(
         error,
         BindingError::NotAccepted {
@@ -425,7 +532,13 @@ fn binding_check_5_local_only_extension_cannot_serve_a_shared_node() {
     let (path, line, error) = binding_error(
         "        extensions:\n          local: { type: extension:local_kv }\n        nodes:\n          d: { type: processor:shared_kv_user, capabilities: { key_value_store: local } }\n",
     );
-    assert_eq!((path.as_str(), line), (format!("{P}.nodes.d.capabilities.key_value_store").as_str(), 9));
+    assert_eq!(
+        (path.as_str(), line),
+        (
+            format!("{P}.nodes.d.capabilities.key_value_store").as_str(),
+            9
+        )
+    );
     assert_eq!(
         error,
         BindingError::ExecutionModelMismatch {
@@ -443,12 +556,17 @@ fn checks_run_in_order_and_report_only_the_first_failure() {
     let (_, _, error) = binding_error(&format!(
         "{STORE}          in: {{ type: receiver:probe, capabilities: {{ kv: nowhere }} }}\n"
     ));
-    assert!(matches!(error, BindingError::UnknownExtension { .. }), "{error:?}");
+    assert!(
+        matches!(error, BindingError::UnknownExtension { .. }),
+        "{error:?}"
+    );
 }
 
 #[test]
 fn missing_required_capability_lists_candidates() {
-    let (path, line, error) = binding_error(&format!("{STORE}          d: {{ type: processor:local_kv_user }}\n"));
+    let (path, line, error) = binding_error(&format!(
+        "{STORE}          d: {{ type: processor:local_kv_user }}\n"
+    ));
     assert_eq!((path.as_str(), line), (format!("{P}.nodes.d").as_str(), 9));
     assert_eq!(
         error,
@@ -463,12 +581,17 @@ fn missing_required_capability_lists_candidates() {
 
 #[test]
 fn unbound_extension_is_reported_and_left_out_of_the_plan() {
-    let resolved = load(&pipeline(&format!("{STORE}          in: {{ type: receiver:probe }}\n"))).expect("valid");
+    let resolved = load(&pipeline(&format!(
+        "{STORE}          in: {{ type: receiver:probe }}\n"
+    )))
+    .expect("valid");
     assert!(resolved.pipelines[0].extensions.is_empty());
     assert_eq!(resolved.warnings.len(), 1);
     assert_eq!(
         resolved.warnings[0].kind,
-        WarningKind::UnboundExtension { extension: "store".into() }
+        WarningKind::UnboundExtension {
+            extension: "store".into()
+        }
     );
     assert_eq!(resolved.warnings[0].location.map(|l| l.line), Some(7));
 }
@@ -506,9 +629,11 @@ fn independent_errors_are_reported_together_in_document_order() {
 
 #[test]
 fn error_report_names_the_file_line_and_path() {
-    let report = load(&pipeline("        nodes:\n          in: { type: receiver:nope }\n"))
-        .expect_err("unknown type")
-        .to_string();
+    let report = load(&pipeline(
+        "        nodes:\n          in: { type: receiver:nope }\n",
+    ))
+    .expect_err("unknown type")
+    .to_string();
     assert_eq!(
         report,
         "1 error in test.yaml\n  test.yaml:7:17: at `groups.g.pipelines.p.nodes.in.type`: unknown receiver \

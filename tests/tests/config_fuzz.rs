@@ -1,6 +1,8 @@
 //! The config loader never panics: arbitrary bytes, arbitrary YAML documents, and documents
 //! shaped like configurations (where the deeper checks run) all give `Ok` or errors.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use otap_df_core::binding::load_with_env;
 use otap_df_tests::fixtures;
 use proptest::prelude::*;
@@ -8,13 +10,16 @@ use serde_yaml_ng::{Mapping, Value};
 
 fn load(text: &str) {
     let registry = fixtures::registry();
-    let lookup = |name: &str| (name.len() % 2 == 0).then(|| "7".to_owned());
+    let lookup = |name: &str| name.len().is_multiple_of(2).then(|| "7".to_owned());
     match load_with_env(text, "fuzz.yaml", &registry, &lookup) {
         Ok(resolved) => {
             let _ = resolved.warnings.len();
         }
         Err(errors) => {
-            assert!(!errors.errors.is_empty(), "an Err carries at least one error");
+            assert!(
+                !errors.errors.is_empty(),
+                "an Err carries at least one error"
+            );
             let _ = errors.to_string();
         }
     }
@@ -28,10 +33,22 @@ fn scalar() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(Value::from),
         "[a-z_:${}.]{0,12}".prop_map(Value::String),
         prop::sample::select(vec![
-            "otap_df/v1", "extension:memory_kv", "receiver:probe", "processor:local_kv_user",
-            "processor:shared_kv_user", "exporter:probe", "extension:fixed_token",
-            "extension:local_kv", "urn:otap:extension:azure_auth", "${env:AB}", "${env:A}",
-            "key_value_store", "bearer_token_provider", "store", "in", "out",
+            "otap_df/v1",
+            "extension:memory_kv",
+            "receiver:probe",
+            "processor:local_kv_user",
+            "processor:shared_kv_user",
+            "exporter:probe",
+            "extension:fixed_token",
+            "extension:local_kv",
+            "urn:otap:extension:azure_auth",
+            "${env:AB}",
+            "${env:A}",
+            "key_value_store",
+            "bearer_token_provider",
+            "store",
+            "in",
+            "out",
         ])
         .prop_map(Value::from),
     ]
@@ -39,10 +56,32 @@ fn scalar() -> impl Strategy<Value = Value> {
 
 fn key() -> impl Strategy<Value = String> {
     prop::sample::select(vec![
-        "version", "engine", "cores", "groups", "g", "pipelines", "p", "extensions", "nodes",
-        "connections", "type", "config", "capabilities", "from", "to", "store", "in", "out",
-        "key_value_store", "bearer_token_provider", "bearer_token_authorizer", "max_entries",
-        "default_ttl", "path", "startup_timeout", "x",
+        "version",
+        "engine",
+        "cores",
+        "groups",
+        "g",
+        "pipelines",
+        "p",
+        "extensions",
+        "nodes",
+        "connections",
+        "type",
+        "config",
+        "capabilities",
+        "from",
+        "to",
+        "store",
+        "in",
+        "out",
+        "key_value_store",
+        "bearer_token_provider",
+        "bearer_token_authorizer",
+        "max_entries",
+        "default_ttl",
+        "path",
+        "startup_timeout",
+        "x",
     ])
     .prop_map(str::to_owned)
 }

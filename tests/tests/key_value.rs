@@ -1,5 +1,7 @@
 //! memory_kv passes the `key_value_store` behaviour suite in every variant.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -40,13 +42,26 @@ fn a_broken_store_fails_the_suite_with_the_failing_cases() {
 
     #[otap_df_core::async_trait(?Send)]
     impl local::KeyValueStore for Forgetful {
-        async fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, otap_df_core::capability::KvError> {
+        async fn get(
+            &self,
+            _: &[u8],
+        ) -> Result<Option<Vec<u8>>, otap_df_core::capability::KvError> {
             Ok(None)
         }
-        async fn set(&self, _: &[u8], _: &[u8], _: Option<std::time::Duration>) -> Result<(), otap_df_core::capability::KvError> {
+        async fn set(
+            &self,
+            _: &[u8],
+            _: &[u8],
+            _: Option<std::time::Duration>,
+        ) -> Result<(), otap_df_core::capability::KvError> {
             Ok(())
         }
-        async fn set_if_absent(&self, _: &[u8], _: &[u8], _: Option<std::time::Duration>) -> Result<bool, otap_df_core::capability::KvError> {
+        async fn set_if_absent(
+            &self,
+            _: &[u8],
+            _: &[u8],
+            _: Option<std::time::Duration>,
+        ) -> Result<bool, otap_df_core::capability::KvError> {
             Ok(true)
         }
         async fn delete(&self, _: &[u8]) -> Result<bool, otap_df_core::capability::KvError> {
@@ -55,7 +70,9 @@ fn a_broken_store_fails_the_suite_with_the_failing_cases() {
     }
 
     let outcome = std::panic::catch_unwind(|| {
-        key_value_suite::run_local("forgetful", || -> Rc<dyn local::KeyValueStore> { Rc::new(Forgetful) })
+        key_value_suite::run_local("forgetful", || -> Rc<dyn local::KeyValueStore> {
+            Rc::new(Forgetful)
+        })
     });
     let message = match outcome {
         Ok(()) => panic!("a store that forgets everything passed the suite"),
@@ -64,8 +81,16 @@ fn a_broken_store_fails_the_suite_with_the_failing_cases() {
             .cloned()
             .unwrap_or_default(),
     };
-    assert!(message.starts_with("forgetful (local) failed 7 of 9"), "{message}");
-    assert!(message.contains("keys_and_values_are_arbitrary_bytes: get binary: got None, want Some(70000 bytes"), "{message}");
+    assert!(
+        message.starts_with("forgetful (local) failed 7 of 9"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "keys_and_values_are_arbitrary_bytes: get binary: got None, want Some(70000 bytes"
+        ),
+        "{message}"
+    );
     for case in [
         "set_then_get_returns_the_value",
         "set_if_absent_stores_only_the_first_value",

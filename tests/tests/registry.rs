@@ -1,6 +1,8 @@
 //! Registration: explicit and through `linkme`, sorted, idempotent for one factory, an error
 //! naming both crates for two factories under one name.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
 use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::ComponentKind;
 use otap_df_core::extension::ExtensionFactory;
@@ -14,7 +16,8 @@ static LINKED: ExtensionFactory = ExtensionFactory::new("linked_ext", "linked-cr
     .build();
 otap_df_core::submit_extension!(LINKED);
 
-static LINKED_NODE: NodeFactory = NodeFactory::new(ComponentKind::Exporter, "linked_sink", "linked-crate");
+static LINKED_NODE: NodeFactory =
+    NodeFactory::new(ComponentKind::Exporter, "linked_sink", "linked-crate");
 otap_df_core::submit_node!(LINKED_NODE);
 
 static IMPOSTOR: ExtensionFactory = ExtensionFactory::new("memory_kv", "impostor-crate")
@@ -27,8 +30,15 @@ fn linked_factories_are_picked_up_without_explicit_registration() {
     let mut registry = Registry::new();
     registry.register_linked();
     let registry = registry.finish().expect("no duplicates");
-    assert_eq!(registry.extension("linked_ext").map(|f| f.registrant()), Some("linked-crate"));
-    assert!(registry.node(ComponentKind::Exporter, "linked_sink").is_some());
+    assert_eq!(
+        registry.extension("linked_ext").map(|f| f.registrant()),
+        Some("linked-crate")
+    );
+    assert!(
+        registry
+            .node(ComponentKind::Exporter, "linked_sink")
+            .is_some()
+    );
 }
 
 #[test]
@@ -37,7 +47,9 @@ fn registering_the_same_factory_twice_is_harmless() {
     registry.register_extension(&LINKED);
     registry.register_linked();
     registry.register_extension(&LINKED);
-    let registry = registry.finish().expect("the same static twice is not a duplicate");
+    let registry = registry
+        .finish()
+        .expect("the same static twice is not a duplicate");
     assert_eq!(registry.names(ComponentKind::Extension), vec!["linked_ext"]);
 }
 
@@ -68,5 +80,8 @@ fn entries_are_listed_sorted_by_name_whatever_the_registration_order() {
     let registry = fixtures::registry();
     let names: Vec<&str> = registry.extensions().map(|f| f.name()).collect();
     assert_eq!(names, vec!["fixed_token", "local_kv", "memory_kv"]);
-    assert_eq!(registry.names(ComponentKind::Processor), vec!["local_kv_user", "shared_kv_user"]);
+    assert_eq!(
+        registry.names(ComponentKind::Processor),
+        vec!["local_kv_user", "shared_kv_user"]
+    );
 }

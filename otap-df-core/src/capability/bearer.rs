@@ -142,7 +142,9 @@ mod tests {
         let token = subscription.next().await.expect("token");
         assert_eq!(token.secret().expose(), "static");
         assert_eq!(
-            subscription.latest().map(|t| t.secret().expose().to_owned()),
+            subscription
+                .latest()
+                .map(|t| t.secret().expose().to_owned()),
             Some("static".to_owned())
         );
     }

@@ -44,13 +44,14 @@ impl<'a> ComponentConfig<'a> {
     /// An error about a field of the block that decoded but is not valid (a value out of
     /// range, two options that exclude each other), located at that field.
     pub fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
-        let path = YamlPath::parse(field)
-            .segments()
-            .iter()
-            .fold(self.path.clone(), |path, segment| match segment {
-                crate::config::position::PathSegment::Key(k) => path.key(k.clone()),
-                crate::config::position::PathSegment::Index(i) => path.index(*i),
-            });
+        let path =
+            YamlPath::parse(field)
+                .segments()
+                .iter()
+                .fold(self.path.clone(), |path, segment| match segment {
+                    crate::config::position::PathSegment::Key(k) => path.key(k.clone()),
+                    crate::config::position::PathSegment::Index(i) => path.index(*i),
+                });
         let location = self.positions.locate(&path);
         ConfigError {
             path,
@@ -81,7 +82,9 @@ pub(crate) fn decode_at<T: DeserializeOwned>(
         let kind = classify(&error.inner().to_string());
         if let ConfigErrorKind::UnknownField { field, .. } = &kind {
             // serde reports an unknown key at its parent; point at the key itself.
-            if at.segments().last() != Some(&crate::config::position::PathSegment::Key(field.clone())) {
+            if at.segments().last()
+                != Some(&crate::config::position::PathSegment::Key(field.clone()))
+            {
                 at = at.key(field.clone());
             }
         }
@@ -97,28 +100,28 @@ pub(crate) fn decode_at<T: DeserializeOwned>(
 /// Recognizes serde's standard messages so that they become structured errors.
 fn classify(message: &str) -> ConfigErrorKind {
     // serde: "unknown field `x`, expected one of `a`, `b`" / "expected `a`" / "there are no fields"
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, tail)) = rest.split_once('`') {
-            let expected: Vec<String> = tail
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_owned)
-                .collect();
-            let suggestion = closest(field, expected.iter().map(String::as_str));
-            return ConfigErrorKind::UnknownField {
-                field: field.to_owned(),
-                expected,
-                suggestion,
-            };
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, tail)) = rest.split_once('`')
+    {
+        let expected: Vec<String> = tail
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect();
+        let suggestion = closest(field, expected.iter().map(String::as_str));
+        return ConfigErrorKind::UnknownField {
+            field: field.to_owned(),
+            expected,
+            suggestion,
+        };
     }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some((field, _)) = rest.split_once('`') {
-            return ConfigErrorKind::MissingField {
-                field: field.to_owned(),
-            };
-        }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some((field, _)) = rest.split_once('`')
+    {
+        return ConfigErrorKind::MissingField {
+            field: field.to_owned(),
+        };
     }
     ConfigErrorKind::InvalidValue {
         message: message.to_owned(),

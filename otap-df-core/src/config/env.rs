@@ -48,7 +48,10 @@ enum Expanded {
     Text(String),
 }
 
-fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Expanded, ConfigErrorKind> {
+fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Expanded, ConfigErrorKind> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -58,9 +61,11 @@ fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Expande
             out.push_str("${");
             rest = after;
         } else if tail.starts_with("${") {
-            let end = tail.find('}').ok_or_else(|| ConfigErrorKind::InvalidReference {
-                reference: tail.to_owned(),
-            })?;
+            let end = tail
+                .find('}')
+                .ok_or_else(|| ConfigErrorKind::InvalidReference {
+                    reference: tail.to_owned(),
+                })?;
             let reference = &tail[..=end];
             let name = reference[2..end]
                 .strip_prefix("env:")

@@ -286,15 +286,16 @@ pub(crate) fn finish_errors(source: &Source, errors: &mut Vec<ConfigError>) {
         matches!(
             error.kind,
             ConfigErrorKind::UnsetEnvVar { .. } | ConfigErrorKind::InvalidReference { .. }
-        ) || !source.unresolved.iter().any(|path| error.path.starts_with(path))
+        ) || !source
+            .unresolved
+            .iter()
+            .any(|path| error.path.starts_with(path))
     });
     sort_errors(errors);
 }
 
 fn sort_errors(errors: &mut [ConfigError]) {
-    errors.sort_by(|a, b| {
-        (a.location, a.path.to_string()).cmp(&(b.location, b.path.to_string()))
-    });
+    errors.sort_by_key(|e| (e.location, e.path.to_string()));
 }
 
 fn strip_location(message: &str) -> String {
@@ -314,13 +315,22 @@ impl Walker<'_> {
         self.errors.push(self.source.error(path, kind));
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(&mut self, value: &Value, path: &YamlPath) -> Option<T> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        path: &YamlPath,
+    ) -> Option<T> {
         component::decode_at(value, path, &self.source.positions)
             .map_err(|e| self.errors.push(e))
             .ok()
     }
 
-    fn mapping<'v>(&mut self, value: &'v Value, path: &YamlPath, what: &str) -> Option<&'v Mapping> {
+    fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &YamlPath,
+        what: &str,
+    ) -> Option<&'v Mapping> {
         match value {
             Value::Mapping(map) => Some(map),
             other => {
@@ -395,7 +405,12 @@ impl Walker<'_> {
         let Some(map) = self.mapping(root, &path, "a mapping with `version` and `groups`") else {
             return (engine, groups);
         };
-        for (key, value) in self.fields(map, &path, &["version", "engine", "groups"], &["version", "groups"]) {
+        for (key, value) in self.fields(
+            map,
+            &path,
+            &["version", "engine", "groups"],
+            &["version", "groups"],
+        ) {
             let path = path.key(key);
             match key {
                 "version" => match value.as_str() {
@@ -434,13 +449,18 @@ impl Walker<'_> {
         let mut groups = Vec::new();
         for (name, group) in self.entries(map, path) {
             let group_path = path.key(name);
-            let Some(group_map) = self.mapping(group, &group_path, "a group with `pipelines`") else {
+            let Some(group_map) = self.mapping(group, &group_path, "a group with `pipelines`")
+            else {
                 continue;
             };
             let mut pipelines = Vec::new();
             for (_, value) in self.fields(group_map, &group_path, &["pipelines"], &["pipelines"]) {
                 let pipelines_path = group_path.key("pipelines");
-                let Some(pipelines_map) = self.mapping(value, &pipelines_path, "a mapping of pipeline names to pipelines") else {
+                let Some(pipelines_map) = self.mapping(
+                    value,
+                    &pipelines_path,
+                    "a mapping of pipeline names to pipelines",
+                ) else {
                     continue;
                 };
                 for (pipeline_name, pipeline) in self.entries(pipelines_map, &pipelines_path) {
@@ -456,7 +476,13 @@ impl Walker<'_> {
         groups
     }
 
-    fn pipeline(&mut self, group: &str, name: &str, value: &Value, path: YamlPath) -> PipelineConfig {
+    fn pipeline(
+        &mut self,
+        group: &str,
+        name: &str,
+        value: &Value,
+        path: YamlPath,
+    ) -> PipelineConfig {
         let mut pipeline = PipelineConfig {
             group: group.to_owned(),
             name: name.to_owned(),
@@ -469,7 +495,12 @@ impl Walker<'_> {
         let Some(map) = self.mapping(value, &path, "a pipeline with `nodes`") else {
             return pipeline;
         };
-        for (key, value) in self.fields(map, &path, &["extensions", "nodes", "connections"], &["nodes"]) {
+        for (key, value) in self.fields(
+            map,
+            &path,
+            &["extensions", "nodes", "connections"],
+            &["nodes"],
+        ) {
             let section = path.key(key);
             match key {
                 "extensions" => self.extensions(value, &section, &mut pipeline),
@@ -481,7 +512,12 @@ impl Walker<'_> {
     }
 
     /// Parses a component's `type`, checking that it belongs in `section`.
-    fn component_type(&mut self, type_name: &str, path: &YamlPath, extension_section: bool) -> Option<ComponentUrn> {
+    fn component_type(
+        &mut self,
+        type_name: &str,
+        path: &YamlPath,
+        extension_section: bool,
+    ) -> Option<ComponentUrn> {
         let type_path = path.key("type");
         match ComponentUrn::parse(type_name) {
             Err(kind) => {
@@ -506,21 +542,24 @@ impl Walker<'_> {
         if value.is_null() {
             return;
         }
-        let Some(map) = self.mapping(value, path, "a mapping of extension ids to extensions") else {
+        let Some(map) = self.mapping(value, path, "a mapping of extension ids to extensions")
+        else {
             return;
         };
         for (id, entry) in self.entries(map, path) {
             let entry_path = path.key(id);
-            let declared = self.decode::<RawExtension>(entry, &entry_path).and_then(|raw| {
-                let urn = self.component_type(&raw.type_name, &entry_path, true)?;
-                Some(ExtensionDecl {
-                    id: id.to_owned(),
-                    urn,
-                    config: empty_if_null(raw.config),
-                    startup_timeout: raw.startup_timeout,
-                    path: entry_path,
-                })
-            });
+            let declared = self
+                .decode::<RawExtension>(entry, &entry_path)
+                .and_then(|raw| {
+                    let urn = self.component_type(&raw.type_name, &entry_path, true)?;
+                    Some(ExtensionDecl {
+                        id: id.to_owned(),
+                        urn,
+                        config: empty_if_null(raw.config),
+                        startup_timeout: raw.startup_timeout,
+                        path: entry_path,
+                    })
+                });
             match declared {
                 Some(decl) => pipeline.extensions.push(decl),
                 None => pipeline.invalid_ids.push(id.to_owned()),
@@ -536,7 +575,8 @@ impl Walker<'_> {
             let entry_path = path.key(id);
             let declared = self.decode::<RawNode>(entry, &entry_path).and_then(|raw| {
                 let urn = self.component_type(&raw.type_name, &entry_path, false);
-                let capabilities = self.bindings(&raw.capabilities, &entry_path.key("capabilities"));
+                let capabilities =
+                    self.bindings(&raw.capabilities, &entry_path.key("capabilities"));
                 Some(NodeDecl {
                     id: id.to_owned(),
                     urn: urn?,
@@ -556,7 +596,11 @@ impl Walker<'_> {
         if value.is_null() {
             return Vec::new();
         }
-        let Some(map) = self.mapping(value, path, "a mapping of capability names to extension ids") else {
+        let Some(map) = self.mapping(
+            value,
+            path,
+            "a mapping of capability names to extension ids",
+        ) else {
             return Vec::new();
         };
         let mut bindings = Vec::new();
@@ -587,7 +631,10 @@ impl Walker<'_> {
             self.error(
                 path,
                 ConfigErrorKind::InvalidValue {
-                    message: format!("expected a list of `{{ from, to }}` entries, found {}", describe(value)),
+                    message: format!(
+                        "expected a list of `{{ from, to }}` entries, found {}",
+                        describe(value)
+                    ),
                 },
             );
             return;

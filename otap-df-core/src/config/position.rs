@@ -119,20 +119,43 @@ impl fmt::Display for Location {
 
 /// Where each path of a document starts: the key for a mapping entry, the item for a
 /// sequence element.
+///
+/// Keyed by the path's rendered form (`a.b[2].c`): one string per node keeps building the
+/// index cheaper than parsing the YAML. A key that itself contains `.` or `[` may share its
+/// rendering with another path; only the reported position can suffer from that.
 #[derive(Debug, Default, Clone)]
 pub struct PositionIndex {
-    positions: HashMap<YamlPath, Location>,
+    positions: HashMap<String, Location>,
 }
 
 enum Frame {
     Mapping {
-        path: YamlPath,
+        path: String,
         pending_key: Option<(String, Location)>,
     },
     Sequence {
-        path: YamlPath,
+        path: String,
         next: usize,
     },
+}
+
+fn child_key(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+fn render(segments: &[PathSegment]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        match segment {
+            PathSegment::Key(key) => out = child_key(&out, key),
+            PathSegment::Index(index) => out = format!("{out}[{index}]"),
+        }
+    }
+    out
 }
 
 impl PositionIndex {
@@ -162,38 +185,45 @@ impl PositionIndex {
             let path = match stack.last_mut() {
                 None => {
                     seen_root = true;
-                    YamlPath::root()
+                    String::new()
                 }
                 Some(Frame::Sequence { path, next }) => {
                     *next += 1;
-                    path.index(*next - 1)
+                    format!("{path}[{}]", *next - 1)
                 }
                 Some(Frame::Mapping { path, pending_key }) => match pending_key.take() {
                     Some((key, key_at)) => {
-                        let child = path.key(key);
+                        let child = child_key(path, &key);
                         index.positions.entry(child.clone()).or_insert(key_at);
                         child
                     }
                     None => {
                         // A mapping key. Only scalar keys name a path; a complex key's
-                        // contents are indexed under a placeholder that matches nothing.
+                        // contents are indexed under a name no path renders to.
                         if let Event::Scalar(key, ..) = &event {
                             *pending_key = Some((key.to_string(), at));
                             continue;
                         }
                         *pending_key = Some(("\u{0}complex-key".to_owned(), at));
-                        path.key("\u{0}complex-key-contents")
+                        child_key(path, "\u{0}complex-key-contents")
                     }
                 },
             };
-            index.positions.entry(path.clone()).or_insert(at);
             match opens {
-                Some(true) => stack.push(Frame::Mapping {
-                    path,
-                    pending_key: None,
-                }),
-                Some(false) => stack.push(Frame::Sequence { path, next: 0 }),
-                None => {}
+                None => {
+                    index.positions.entry(path).or_insert(at);
+                }
+                Some(mapping) => {
+                    index.positions.entry(path.clone()).or_insert(at);
+                    stack.push(if mapping {
+                        Frame::Mapping {
+                            path,
+                            pending_key: None,
+                        }
+                    } else {
+                        Frame::Sequence { path, next: 0 }
+                    });
+                }
             }
         }
         index
@@ -204,7 +234,7 @@ impl PositionIndex {
         let segments = path.segments();
         (0..=segments.len())
             .rev()
-            .find_map(|len| self.positions.get(&YamlPath(segments[..len].to_vec())))
+            .find_map(|len| self.positions.get(&render(&segments[..len])))
             .copied()
     }
 }
@@ -265,6 +295,9 @@ groups:
     fn dotted_paths_round_trip() {
         let path = YamlPath::parse("groups.g.pipelines.p.connections[3].to");
         assert_eq!(path.to_string(), "groups.g.pipelines.p.connections[3].to");
-        assert_eq!(path.parent().to_string(), "groups.g.pipelines.p.connections[3]");
+        assert_eq!(
+            path.parent().to_string(),
+            "groups.g.pipelines.p.connections[3]"
+        );
     }
 }
