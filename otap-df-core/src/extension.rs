@@ -15,6 +15,44 @@
 //! compile. What the compiler cannot see — a capability provided but not declared by the
 //! factory, declared but not provided, or provided twice — fails the final call with an
 //! [`ExtensionBuildError`].
+//!
+//! ```compile_fail
+//! # use otap_df_core::extension::ExtensionContext;
+//! # fn build(context: &ExtensionContext) {
+//! // A passive extension that provides nothing does not compile.
+//! let _ = context.local_builder().passive();
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # use std::rc::Rc;
+//! # use otap_df_core::capability::{local, KeyValueStore};
+//! # use otap_df_core::extension::{ExtensionContext, LocalTask};
+//! # fn build(context: &ExtensionContext, store: Rc<dyn local::KeyValueStore>, task: Box<dyn LocalTask>) {
+//! // A background extension cannot provide capabilities.
+//! let _ = context.local_builder().provide::<KeyValueStore>(store).background(task);
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! # use otap_df_core::extension::ExtensionFactory;
+//! // A factory without any constructor fails to compile in a `static`.
+//! static NO_VARIANT: ExtensionFactory = ExtensionFactory::new("x", "crate").build();
+//! ```
+//!
+//! ```
+//! # use std::rc::Rc;
+//! # use otap_df_core::capability::{local, KeyValueStore};
+//! # use otap_df_core::extension::{ExtensionContext, LocalTask, Readiness};
+//! # fn build(context: &ExtensionContext, store: Rc<dyn local::KeyValueStore>, task: Box<dyn LocalTask>) {
+//! // The valid combinations compile.
+//! let _ = context.local_builder().provide::<KeyValueStore>(store.clone()).passive();
+//! let _ = context.local_builder().provide::<KeyValueStore>(store).active(task, Readiness::Probe);
+//! # }
+//! # fn background(context: &ExtensionContext, task: Box<dyn LocalTask>) {
+//! let _ = context.local_builder().background(task);
+//! # }
+//! ```
 
 use std::any::Any;
 use std::marker::PhantomData;

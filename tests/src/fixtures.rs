@@ -14,7 +14,7 @@ use otap_df_core::extension::{ExecutionModel, ExtensionFactory};
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
-use otap_df_core::secret::{AuthHeader, BearerToken};
+use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
 
 const REGISTRANT: &str = env!("CARGO_PKG_NAME");
 
@@ -88,15 +88,27 @@ impl shared::BearerTokenAuthorizer for FixedToken {
     }
 }
 
-/// `extension:fixed_token`: shared-only provider and authorizer of the token `fixed-token`.
+/// `config:` of `extension:fixed_token`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedTokenConfig {
+    /// The token (default `fixed-token`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+/// `extension:fixed_token`: shared-only provider and authorizer of one token from its config.
 pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", REGISTRANT)
     .description("test: shared-only provider and authorizer of one fixed token")
     .provides(&[
         CapabilityId::BearerTokenProvider,
         CapabilityId::BearerTokenAuthorizer,
     ])
-    .shared(|context, _| {
-        let token = Arc::new(FixedToken::new("fixed-token"));
+    .validate_config(|config| config.decode::<FixedTokenConfig>().map(drop))
+    .shared(|context, config| {
+        let config: FixedTokenConfig = config.decode()?;
+        let value = config.token.map(|t| t.expose().to_owned());
+        let token = Arc::new(FixedToken::new(value.as_deref().unwrap_or("fixed-token")));
         let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
         let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = token;
         Ok(context

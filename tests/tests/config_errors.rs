@@ -640,3 +640,46 @@ fn error_report_names_the_file_line_and_path() {
          type `nope`; registered receiver types: `probe`"
     );
 }
+
+#[test]
+fn secrets_never_appear_in_error_output() {
+    for config in [
+        "{ token: hunter2-secret, tokn: x }",
+        "{ token: [hunter2-secret] }",
+        "{ token: { nested: hunter2-secret } }",
+    ] {
+        let text = pipeline(&format!(
+            "        extensions:\n          t: {{ type: extension:fixed_token, config: {config} }}\n        nodes:\n          in: {{ type: receiver:probe, capabilities: {{ bearer_token_authorizer: t }} }}\n"
+        ));
+        let errors = load(&text).expect_err("invalid token config");
+        assert_eq!(errors.errors.len(), 1, "{errors}");
+        assert!(
+            !errors.to_string().contains("hunter2"),
+            "Display leaks: {errors}"
+        );
+        assert!(
+            !format!("{errors:?}").contains("hunter2"),
+            "Debug leaks: {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
+    let text = pipeline(
+        "        extensions:\n          t: { type: extension:fixed_token, config: { token: 987654321 } }\n        nodes:\n          in: { type: receiver:probe, capabilities: { bearer_token_authorizer: t } }\n",
+    );
+    let resolved = load(&text).expect("a numeric token is a token");
+    let plan = &resolved.pipelines[0];
+    let shared = plan
+        .create_shared_extensions(&resolved.source)
+        .expect("created");
+    let mut caps = otap_df_core::binding::Capabilities::for_node(&plan.nodes[0], &[], &shared);
+    let authorizer = caps
+        .require_shared::<otap_df_core::capability::BearerTokenAuthorizer>()
+        .expect("authorizer");
+    assert!(matches!(
+        authorizer.authorize(&otap_df_core::secret::BearerToken::new("987654321")),
+        Ok(otap_df_core::capability::AuthzDecision::Allow { .. })
+    ));
+}

@@ -171,14 +171,6 @@ pub enum ConfigErrorKind {
         /// Why it is invalid.
         reason: String,
     },
-    /// A component's constructor refused its configuration.
-    #[error("{component}: {message}")]
-    Component {
-        /// The component type.
-        component: String,
-        /// What it said.
-        message: String,
-    },
     /// A capability binding that cannot be resolved.
     #[error(transparent)]
     Binding(#[from] BindingError),
