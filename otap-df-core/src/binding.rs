@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 use crate::capability::{Capability, CapabilityId};
-use crate::config::error::closest;
+use crate::config::error::{closest, did_you_mean, one_of};
 use crate::config::{
     ComponentConfig, ComponentKind, ComponentUrn, ConfigError, ConfigErrorKind, ConfigErrors,
     Document, EngineConfig, Location, PipelineConfig, Source, YamlPath,
@@ -35,7 +35,7 @@ pub enum BindingError {
     /// Check 1: the pipeline declares no such extension.
     #[error(
         "node `{node}` binds `{capability}` to extension `{extension}`, which this pipeline does \
-         not declare; declared extensions: {}{}", list(.known), suggest(.suggestion)
+         not declare; declared extensions: {}{}", one_of(.known), did_you_mean(.suggestion)
     )]
     UnknownExtension {
         /// The node.
@@ -50,7 +50,7 @@ pub enum BindingError {
         suggestion: Option<String>,
     },
     /// Check 2: no capability has this name.
-    #[error("unknown capability `{capability}`; known capabilities: {}{}", list(.known), suggest(.suggestion))]
+    #[error("unknown capability `{capability}`; known capabilities: {}{}", one_of(.known), did_you_mean(.suggestion))]
     UnknownCapability {
         /// The node.
         node: String,
@@ -64,7 +64,7 @@ pub enum BindingError {
     /// Check 3: the extension does not provide the capability.
     #[error(
         "extension `{extension}` (type `{extension_type}`) does not provide `{capability}`; it \
-         provides: {}", list(.provided)
+         provides: {}", one_of(.provided)
     )]
     NotProvided {
         /// The node.
@@ -81,7 +81,7 @@ pub enum BindingError {
     /// Check 4: the node's type does not accept the capability.
     #[error(
         "node `{node}` (type `{node_type}`) does not accept `{capability}`; it accepts: {}",
-        list(.accepted)
+        one_of(.accepted)
     )]
     NotAccepted {
         /// The node.
@@ -112,7 +112,7 @@ pub enum BindingError {
     #[error(
         "node `{node}` (type `{node_type}`) requires `{capability}`; add `capabilities: {{ \
          {capability}: <extension id> }}`; extensions of this pipeline that provide it: {}",
-        list(.candidates)
+        one_of(.candidates)
     )]
     MissingRequired {
         /// The node.
@@ -124,24 +124,6 @@ pub enum BindingError {
         /// The pipeline's extensions that provide it.
         candidates: Vec<String>,
     },
-}
-
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        return "(none)".to_owned();
-    }
-    items
-        .iter()
-        .map(|i| format!("`{i}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn suggest(suggestion: &Option<String>) -> String {
-    suggestion
-        .as_ref()
-        .map(|s| format!(" (did you mean `{s}`?)"))
-        .unwrap_or_default()
 }
 
 /// Something worth knowing that does not stop the configuration from running.
@@ -258,6 +240,13 @@ pub fn load_with_env(
 ) -> Result<ResolvedConfig, ConfigErrors> {
     let (document, mut errors) = crate::config::parse_partial(text, source_name, lookup)?;
     let resolved = resolve_collecting(document, registry, &mut errors);
+    into_result(resolved, errors)
+}
+
+fn into_result(
+    resolved: ResolvedConfig,
+    mut errors: Vec<ConfigError>,
+) -> Result<ResolvedConfig, ConfigErrors> {
     crate::config::finish_errors(&resolved.source, &mut errors);
     if errors.is_empty() {
         Ok(resolved)
@@ -273,15 +262,7 @@ pub fn load_with_env(
 pub fn resolve(document: Document, registry: &Registry) -> Result<ResolvedConfig, ConfigErrors> {
     let mut errors = Vec::new();
     let resolved = resolve_collecting(document, registry, &mut errors);
-    crate::config::finish_errors(&resolved.source, &mut errors);
-    if errors.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(ConfigErrors {
-            source: resolved.source.name,
-            errors,
-        })
-    }
+    into_result(resolved, errors)
 }
 
 fn resolve_collecting(

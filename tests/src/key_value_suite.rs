@@ -358,20 +358,8 @@ pub fn case_names() -> Vec<&'static str> {
 pub fn run_local(implementation: &str, make: impl Fn() -> Rc<dyn local::KeyValueStore>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"));
-    let cases = local_cases::all();
-    let total = cases.len();
-    let failures = cases
-        .into_iter()
-        .filter_map(|(name, case)| {
-            runtime
-                .block_on(case(make(), Keys::new(name)))
-                .err()
-                .map(|why| format!("{name}: {why}"))
-        })
-        .collect();
-    report(implementation, "local", failures, total);
+        .build();
+    run_cases(implementation, "local", runtime, local_cases::all(), make);
 }
 
 /// Runs every case against shared stores from `make`, on a multi-threaded runtime (so the
@@ -380,9 +368,18 @@ pub fn run_shared(implementation: &str, make: impl Fn() -> Arc<dyn shared::KeyVa
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"));
-    let cases = shared_cases::all();
+        .build();
+    run_cases(implementation, "shared", runtime, shared_cases::all(), make);
+}
+
+fn run_cases<S>(
+    implementation: &str,
+    variant: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    cases: Vec<(&'static str, Case<S>)>,
+    make: impl Fn() -> S,
+) {
+    let runtime = runtime.unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}"));
     let total = cases.len();
     let failures = cases
         .into_iter()
@@ -393,5 +390,5 @@ pub fn run_shared(implementation: &str, make: impl Fn() -> Arc<dyn shared::KeyVa
                 .map(|why| format!("{name}: {why}"))
         })
         .collect();
-    report(implementation, "shared", failures, total);
+    report(implementation, variant, failures, total);
 }

@@ -40,7 +40,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn one_of(names: &[String]) -> String {
+/// `a`, `b`, `c` for messages; `(none)` when empty.
+pub(crate) fn one_of(names: &[String]) -> String {
     if names.is_empty() {
         return "(none)".to_owned();
     }
@@ -51,7 +52,8 @@ fn one_of(names: &[String]) -> String {
         .join(", ")
 }
 
-fn did_you_mean(suggestion: &Option<String>) -> String {
+/// ` (did you mean `x`?)` when there is a suggestion.
+pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
     suggestion
         .as_ref()
         .map(|s| format!(" (did you mean `{s}`?)"))
