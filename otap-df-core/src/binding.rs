@@ -24,7 +24,8 @@ use crate::config::{
 };
 use crate::extension::{
     ExecutionModel, ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension,
-    LocalProvision, LocalSource, SharedExtension, SharedProvision, SharedSource,
+    LocalProvision, LocalProvisions, LocalSource, SharedExtension, SharedProvision,
+    SharedProvisions, SharedSource,
 };
 use crate::node::NodeFactory;
 use crate::registry::Registry;
@@ -715,17 +716,23 @@ impl Capabilities {
     /// Capabilities for `node` from instantiated extensions, following its plan's bindings.
     /// Shared instances take precedence for an id present in both (an extension runs in one
     /// variant per plan, so this does not happen in a consistent engine).
-    pub fn for_node(node: &NodePlan, local: &[LocalExtension], shared: &[SharedExtension]) -> Self {
+    pub fn for_node(
+        node: &NodePlan,
+        local: &[impl AsRef<LocalProvisions>],
+        shared: &[impl AsRef<SharedProvisions>],
+    ) -> Self {
         let mut bound = Vec::new();
         for (capability, extension_id) in &node.bindings {
             let from_shared = shared
                 .iter()
+                .map(AsRef::as_ref)
                 .find(|e| &e.extension_id == extension_id)
                 .and_then(|e| e.provisions.iter().find(|(c, _)| c == capability))
                 .map(|(_, p)| Provision::Shared(p.clone()));
             let provision = from_shared.or_else(|| {
                 local
                     .iter()
+                    .map(AsRef::as_ref)
                     .find(|e| &e.extension_id == extension_id)
                     .and_then(|e| e.provisions.iter().find(|(c, _)| c == capability))
                     .map(|(_, p)| Provision::Local(p.clone()))

@@ -558,6 +558,45 @@ pub(crate) type LocalProvision = Rc<dyn Any>;
 /// A type-erased `SharedSource<C::Shared>`.
 pub(crate) type SharedProvision = Arc<dyn Any + Send + Sync>;
 
+/// The capabilities one extension instance hands out, without its task: what nodes are built
+/// from. Shared ones are `Send + Sync`, so every core's nodes can be built from one set.
+pub struct ExtensionProvisions<P> {
+    pub(crate) extension_id: String,
+    pub(crate) provisions: Vec<(CapabilityId, P)>,
+}
+
+impl<P> ExtensionProvisions<P> {
+    /// The extension id.
+    pub fn extension_id(&self) -> &str {
+        &self.extension_id
+    }
+
+    /// The capabilities provided.
+    pub fn capabilities(&self) -> Vec<CapabilityId> {
+        self.provisions.iter().map(|(c, _)| *c).collect()
+    }
+}
+
+impl<P> AsRef<ExtensionProvisions<P>> for ExtensionProvisions<P> {
+    fn as_ref(&self) -> &Self {
+        self
+    }
+}
+
+impl<P> std::fmt::Debug for ExtensionProvisions<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtensionProvisions")
+            .field("extension_id", &self.extension_id)
+            .field("capabilities", &self.capabilities())
+            .finish()
+    }
+}
+
+/// Capabilities of a local extension instance.
+pub type LocalProvisions = ExtensionProvisions<LocalProvision>;
+/// Capabilities of a shared extension instance.
+pub type SharedProvisions = ExtensionProvisions<SharedProvision>;
+
 fn check_provisions<P>(
     extension: &str,
     factory: &'static ExtensionFactory,
@@ -598,25 +637,24 @@ macro_rules! extension_flavour {
     (
         $(#[$doc:meta])* $Extension:ident,
         $(#[$builder_doc:meta])* $Builder:ident,
-        $Task:ident, $Ptr:ident, $Assoc:ident, $Source:ident, $Provision:ident,
+        $Task:ident, $Ptr:ident, $Assoc:ident, $Source:ident, $Provision:ident, $Provisions:ident,
         ($($fn_bounds:tt)*)
     ) => {
         $(#[$doc])*
         pub struct $Extension {
-            pub(crate) extension_id: String,
-            pub(crate) provisions: Vec<(CapabilityId, $Provision)>,
+            pub(crate) provisions: $Provisions,
             pub(crate) lifecycle: Lifecycle<Box<dyn $Task>>,
         }
 
         impl $Extension {
             /// The extension id.
             pub fn extension_id(&self) -> &str {
-                &self.extension_id
+                &self.provisions.extension_id
             }
 
             /// The capabilities it provides.
             pub fn capabilities(&self) -> Vec<CapabilityId> {
-                self.provisions.iter().map(|(c, _)| *c).collect()
+                self.provisions.capabilities()
             }
 
             /// Its lifecycle kind.
@@ -624,16 +662,23 @@ macro_rules! extension_flavour {
                 self.lifecycle.kind()
             }
 
-            /// Takes the task out (for the engine to spawn), leaving the capabilities.
-            pub fn take_lifecycle(&mut self) -> Lifecycle<Box<dyn $Task>> {
-                std::mem::replace(&mut self.lifecycle, Lifecycle::Passive)
+            /// Splits it into its capabilities (for building nodes) and its lifecycle (for
+            /// the engine to spawn).
+            pub fn into_parts(self) -> ($Provisions, Lifecycle<Box<dyn $Task>>) {
+                (self.provisions, self.lifecycle)
+            }
+        }
+
+        impl AsRef<$Provisions> for $Extension {
+            fn as_ref(&self) -> &$Provisions {
+                &self.provisions
             }
         }
 
         impl std::fmt::Debug for $Extension {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($Extension))
-                    .field("extension_id", &self.extension_id)
+                    .field("extension_id", &self.provisions.extension_id)
                     .field("capabilities", &self.capabilities())
                     .field("lifecycle", &self.lifecycle)
                     .finish()
@@ -694,8 +739,10 @@ macro_rules! extension_flavour {
             fn finish(self, lifecycle: Lifecycle<Box<dyn $Task>>) -> Result<$Extension, ExtensionBuildError> {
                 check_provisions(&self.extension_id, self.factory, &self.provisions)?;
                 Ok($Extension {
-                    extension_id: self.extension_id,
-                    provisions: self.provisions,
+                    provisions: ExtensionProvisions {
+                        extension_id: self.extension_id,
+                        provisions: self.provisions,
+                    },
                     lifecycle,
                 })
             }
@@ -720,7 +767,7 @@ extension_flavour!(
     LocalExtension,
     /// Builds a [`LocalExtension`]; see the [module docs](self) for the valid combinations.
     LocalExtensionBuilder,
-    LocalTask, Rc, Local, LocalSource, LocalProvision,
+    LocalTask, Rc, Local, LocalSource, LocalProvision, LocalProvisions,
     ()
 );
 
@@ -729,6 +776,6 @@ extension_flavour!(
     SharedExtension,
     /// Builds a [`SharedExtension`]; see the [module docs](self) for the valid combinations.
     SharedExtensionBuilder,
-    SharedTask, Arc, Shared, SharedSource, SharedProvision,
+    SharedTask, Arc, Shared, SharedSource, SharedProvision, SharedProvisions,
     (+ Send + Sync)
 );

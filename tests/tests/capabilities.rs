@@ -53,6 +53,9 @@ fn capabilities(resolved: &ResolvedConfig, node: &str) -> Capabilities {
     Capabilities::for_node(node, &local, &shared)
 }
 
+/// No shared extension instances.
+const NO_SHARED: &[otap_df_core::extension::SharedProvisions] = &[];
+
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -229,10 +232,10 @@ fn local_extensions_are_instantiated_per_core() {
     let core1 = plan
         .create_local_extensions(1, &resolved.source)
         .expect("core 1");
-    let store0 = Capabilities::for_node(&plan.nodes[0], &core0, &[])
+    let store0 = Capabilities::for_node(&plan.nodes[0], &core0, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("core 0 store");
-    let store1 = Capabilities::for_node(&plan.nodes[0], &core1, &[])
+    let store1 = Capabilities::for_node(&plan.nodes[0], &core1, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("core 1 store");
     block_on(async {
@@ -335,10 +338,10 @@ fn per_consumer_provision_builds_a_new_object_for_each_consumer() {
         bindings: vec![(CapabilityId::KeyValueStore, "pc".into())],
     };
     let extensions = [extension];
-    let a = Capabilities::for_node(&node("a"), &extensions, &[])
+    let a = Capabilities::for_node(&node("a"), &extensions, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("a");
-    let b = Capabilities::for_node(&node("b"), &extensions, &[])
+    let b = Capabilities::for_node(&node("b"), &extensions, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("b");
     block_on(async {

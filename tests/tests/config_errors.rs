@@ -39,6 +39,9 @@ fn pipeline(body: &str) -> String {
     format!("{HEAD}{body}")
 }
 
+/// No local extension instances.
+const NO_LOCAL: &[otap_df_core::extension::LocalProvisions] = &[];
+
 const P: &str = "groups.g.pipelines.p";
 
 #[test]
@@ -674,7 +677,7 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
     let shared = plan
         .create_shared_extensions(&resolved.source)
         .expect("created");
-    let mut caps = otap_df_core::binding::Capabilities::for_node(&plan.nodes[0], &[], &shared);
+    let mut caps = otap_df_core::binding::Capabilities::for_node(&plan.nodes[0], NO_LOCAL, &shared);
     let authorizer = caps
         .require_shared::<otap_df_core::capability::BearerTokenAuthorizer>()
         .expect("authorizer");
