@@ -17,3 +17,5 @@ pub mod registry;
 pub fn register_builtins(registry: &mut registry::Registry) {
     registry.register_extension(&memory_kv::MEMORY_KV);
 }
+pub mod data;
+pub mod runtime;

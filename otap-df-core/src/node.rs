@@ -7,6 +7,7 @@
 use crate::capability::CapabilityId;
 use crate::config::ComponentKind;
 use crate::extension::{ConfigValidator, ExecutionModel};
+use crate::runtime::node::NodeConstructor;
 
 /// A capability a node type accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,7 @@ pub struct NodeFactory {
     execution: ExecutionModel,
     accepts: &'static [CapabilityRequirement],
     validate_config: ConfigValidator,
+    create: Option<NodeConstructor>,
 }
 
 fn accept_any_config(
@@ -70,6 +72,7 @@ impl NodeFactory {
             execution: ExecutionModel::Local,
             accepts: &[],
             validate_config: accept_any_config,
+            create: None,
         }
     }
 
@@ -100,6 +103,19 @@ impl NodeFactory {
     pub const fn validate_config(mut self, validator: ConfigValidator) -> Self {
         self.validate_config = validator;
         self
+    }
+
+    /// Sets the constructor the engine runs the node with. A type without one can be
+    /// validated but not run.
+    #[must_use]
+    pub const fn create(mut self, constructor: NodeConstructor) -> Self {
+        self.create = Some(constructor);
+        self
+    }
+
+    /// The constructor, if the type can run.
+    pub fn constructor(&self) -> Option<NodeConstructor> {
+        self.create
     }
 
     /// Its kind.

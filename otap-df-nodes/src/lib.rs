@@ -4,24 +4,12 @@ use std::time::Duration;
 
 use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
+pub use otap_df_core::data::Signal;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
 use serde::Deserialize;
 
 const REGISTRANT: &str = env!("CARGO_PKG_NAME");
-
-/// The signal a generator emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    /// Log records.
-    #[default]
-    Logs,
-    /// Metric data points.
-    Metrics,
-    /// Spans.
-    Traces,
-}
 
 /// `config:` of `receiver:generator`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

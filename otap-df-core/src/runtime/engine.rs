@@ -1,0 +1,954 @@
+//! The engine: runs every pipeline of a resolved configuration, `cores` instances of each, one
+//! single-threaded runtime per core.
+//!
+//! Order of events, on every path (success, node error, node panic, readiness timeout,
+//! extension exit, signal):
+//! 1. Shared extensions are created once per pipeline; each core creates its local
+//!    extensions and constructs its nodes (which claim their capabilities).
+//! 2. Extensions that some node claimed are started — shared ones on a small engine runtime,
+//!    local ones on their core — before any node; the engine waits for those that probe
+//!    readiness, each within its `startup_timeout`. Unclaimed extensions are not started.
+//! 3. Nodes run. Shutdown (a request, a signal, a failure) tells receivers to stop;
+//!    processors and exporters drain what is in flight and finish.
+//! 4. Only when every node of a core has finished are its local extensions shut down, in
+//!    reverse start order, with a deadline; shared extensions go last, after every core.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinSet, LocalSet};
+
+use crate::binding::{Capabilities, InstantiateError, PipelinePlan, ResolvedConfig};
+use crate::config::ComponentConfig;
+use crate::extension::{
+    ExtensionHandle, ExtensionMessage, Lifecycle, LocalProvisions, LocalTask, Readiness,
+    SharedProvisions, SharedTask, control_channel,
+};
+use crate::runtime::node::{
+    ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs, ReceiverContext,
+};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pipeline instances (one per core); the configuration's `engine.cores` when `None`.
+    pub cores: Option<usize>,
+    /// Payloads each node's input queue holds before senders wait (backpressure).
+    pub channel_capacity: usize,
+    /// How long nodes, then extensions, get to finish once shutdown starts.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            channel_capacity: 64,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Asks a running engine to shut down gracefully. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown (idempotent).
+    pub fn request(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// The state of an extension instance, as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionState {
+    /// Created; not started (yet).
+    Created,
+    /// Passive: nothing to start.
+    Passive,
+    /// Started, waiting for its readiness probe.
+    Starting,
+    /// Running and ready.
+    Ready,
+    /// No node claimed it: never started.
+    Unclaimed,
+    /// Shut down.
+    Stopped,
+    /// Failed.
+    Failed(String),
+}
+
+impl fmt::Display for ExtensionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtensionState::Created => f.write_str("created"),
+            ExtensionState::Passive => f.write_str("passive"),
+            ExtensionState::Starting => f.write_str("starting"),
+            ExtensionState::Ready => f.write_str("ready"),
+            ExtensionState::Unclaimed => f.write_str("unclaimed"),
+            ExtensionState::Stopped => f.write_str("stopped"),
+            ExtensionState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// One node instance's counters.
+#[derive(Debug, Clone)]
+pub struct NodeStats {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// Node id.
+    pub node: String,
+    /// Core.
+    pub core: usize,
+    /// Counters, updated live.
+    pub counters: Arc<NodeCounters>,
+}
+
+/// Live counters and states of a run, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    nodes: Mutex<Vec<NodeStats>>,
+    extensions: Mutex<Vec<(String, String, Option<usize>, ExtensionState)>>,
+}
+
+impl Telemetry {
+    fn register_node(&self, stats: NodeStats) {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner).push(stats);
+    }
+
+    fn set_extension(&self, pipeline: &str, extension: &str, core: Option<usize>, state: ExtensionState) {
+        let mut extensions = self.extensions.lock().unwrap_or_else(PoisonError::into_inner);
+        match extensions
+            .iter_mut()
+            .find(|(p, e, c, _)| p == pipeline && e == extension && *c == core)
+        {
+            Some(entry) => entry.3 = state,
+            None => extensions.push((pipeline.to_owned(), extension.to_owned(), core, state)),
+        }
+    }
+
+    /// Per node, summed over cores: `(pipeline, node, in, out, dropped, failed)`, in
+    /// registration order.
+    pub fn node_totals(&self) -> Vec<(String, String, u64, u64, u64, u64)> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut totals: Vec<(String, String, u64, u64, u64, u64)> = Vec::new();
+        for stats in nodes.iter() {
+            let (i, o, d, f) = stats.counters.snapshot();
+            match totals.iter_mut().find(|t| t.0 == stats.pipeline && t.1 == stats.node) {
+                Some(t) => {
+                    t.2 += i;
+                    t.3 += o;
+                    t.4 += d;
+                    t.5 += f;
+                }
+                None => totals.push((stats.pipeline.clone(), stats.node.clone(), i, o, d, f)),
+            }
+        }
+        totals
+    }
+
+    /// Every extension instance's state: `(pipeline, extension, core, state)`.
+    pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
+        self.extensions.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// One line: records in/out per node, drops, and extension states.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .node_totals()
+            .into_iter()
+            .map(|(_, node, i, o, d, f)| {
+                let mut part = format!("{node} in={i} out={o}");
+                if d > 0 {
+                    part.push_str(&format!(" dropped={d}"));
+                }
+                if f > 0 {
+                    part.push_str(&format!(" failed={f}"));
+                }
+                part
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (_, extension, _, state) in self.extension_states() {
+            if seen.insert((extension.clone(), state.to_string())) {
+                parts.push(format!("{extension}={state}"));
+            }
+        }
+        parts.join(" | ")
+    }
+}
+
+/// Something that went wrong in a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// An extension could not be created.
+    #[error("{0}")]
+    Instantiate(String),
+    /// A node type has no runtime implementation.
+    #[error("node `{node}` of pipeline `{pipeline}`: type `{node_type}` can be validated but not run")]
+    NotRunnable {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Node id.
+        node: String,
+        /// Node type.
+        node_type: String,
+    },
+    /// A node could not be constructed.
+    #[error("node `{node}` of pipeline `{pipeline}` (core {core}) could not be built: {error}")]
+    NodeConstruction {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Node id.
+        node: String,
+        /// Core.
+        core: usize,
+        /// Why.
+        error: NodeError,
+    },
+    /// An extension did not signal readiness in time.
+    #[error(
+        "extension `{extension}` of pipeline `{pipeline}` was not ready within its startup_timeout \
+         of {timeout:?}; nodes were not started"
+    )]
+    ReadinessTimeout {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Extension id.
+        extension: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// An active or background extension's task ended before shutdown.
+    #[error("extension `{extension}` of pipeline `{pipeline}` stopped before shutdown: {reason}")]
+    ExtensionExited {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Extension id.
+        extension: String,
+        /// How it ended.
+        reason: String,
+    },
+    /// A node returned an error or panicked.
+    #[error("node `{node}` of pipeline `{pipeline}` (core {core}) failed: {reason}")]
+    Node {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Node id.
+        node: String,
+        /// Core.
+        core: usize,
+        /// The error or panic message.
+        reason: String,
+    },
+    /// A task did not finish before the shutdown deadline and was aborted.
+    #[error("`{task}` of pipeline `{pipeline}` did not stop within the shutdown timeout and was aborted")]
+    ShutdownTimeout {
+        /// `group/pipeline`.
+        pipeline: String,
+        /// Node or extension id.
+        task: String,
+    },
+    /// The engine could not start a thread or runtime.
+    #[error("cannot start the engine: {0}")]
+    Start(String),
+}
+
+/// The failures of a run, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct EngineError(pub Vec<Failure>);
+
+/// Runs a resolved configuration.
+pub struct Engine {
+    resolved: Arc<ResolvedConfig>,
+    options: RunOptions,
+    shutdown: Arc<watch::Sender<bool>>,
+    telemetry: Arc<Telemetry>,
+}
+
+type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
+
+enum CoreCommand {
+    Start,
+    Abort,
+}
+
+struct Started<H> {
+    id: String,
+    handle: H,
+}
+
+impl Engine {
+    /// An engine for `resolved`.
+    pub fn new(resolved: ResolvedConfig, options: RunOptions) -> Self {
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            resolved: Arc::new(resolved),
+            options,
+            shutdown: Arc::new(shutdown),
+            telemetry: Arc::new(Telemetry::default()),
+        }
+    }
+
+    /// A handle that starts a graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Live counters and extension states.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
+    }
+
+    /// How many pipeline instances run.
+    pub fn cores(&self) -> usize {
+        self.options.cores.unwrap_or(self.resolved.engine.cores).max(1)
+    }
+
+    /// Runs until every receiver has finished and everything drained, or until shutdown.
+    /// Blocks the calling thread.
+    pub fn run(self) -> Result<(), EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otap-df-extensions")
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError(vec![Failure::Start(e.to_string())]))?;
+        let mut failures = Vec::new();
+
+        // 1. Shared extensions, created once per pipeline.
+        let mut shared_provisions: Vec<Vec<SharedProvisions>> = Vec::new();
+        let mut shared_lifecycles: Vec<Vec<SharedLifecycle>> = Vec::new();
+        for plan in &self.resolved.pipelines {
+            let mut provisions = Vec::new();
+            let mut lifecycles = Vec::new();
+            match plan.create_shared_extensions(&self.resolved.source) {
+                Ok(extensions) => {
+                    for extension in extensions {
+                        let (provision, lifecycle) = extension.into_parts();
+                        let id = provision.extension_id().to_owned();
+                        let timeout = startup_timeout(plan, &id);
+                        self.telemetry.set_extension(&pipeline_name(plan), &id, None, ExtensionState::Created);
+                        provisions.push(provision);
+                        lifecycles.push((id, lifecycle, timeout));
+                    }
+                }
+                Err(error) => failures.push(instantiate_failure(error)),
+            }
+            shared_provisions.push(provisions);
+            shared_lifecycles.push(lifecycles);
+        }
+        if !failures.is_empty() {
+            return Err(EngineError(failures));
+        }
+        let shared_provisions = Arc::new(shared_provisions);
+
+        // 2. Cores create their local extensions and construct their nodes.
+        let cores = self.cores();
+        let (report_tx, report_rx) = std::sync::mpsc::channel::<CoreReport>();
+        let mut commands = Vec::new();
+        let mut threads = Vec::new();
+        for core in 0..cores {
+            let (command_tx, command_rx) = std::sync::mpsc::channel();
+            commands.push(command_tx);
+            let worker = CoreWorker {
+                core,
+                resolved: self.resolved.clone(),
+                shared: shared_provisions.clone(),
+                options: self.options.clone(),
+                shutdown: self.shutdown.subscribe(),
+                telemetry: self.telemetry.clone(),
+            };
+            let report_tx = report_tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("otap-df-core-{core}"))
+                .spawn(move || worker.run(command_rx, report_tx));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => failures.push(Failure::Start(e.to_string())),
+            }
+        }
+        drop(report_tx);
+        let mut claimed: BTreeSet<(usize, String)> = BTreeSet::new();
+        for _ in 0..threads.len() {
+            match report_rx.recv() {
+                Ok(CoreReport::Constructed { claims }) => claimed.extend(claims),
+                Ok(CoreReport::Finished { failures: f }) => failures.extend(f),
+                Err(_) => failures.push(Failure::Start("a core thread ended during construction".into())),
+            }
+        }
+
+        // 3. Shared extensions some node claimed start before any node, ready or not at all.
+        let mut started_shared: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
+        let mut shared_tasks: JoinSet<(usize, String, Result<(), String>)> = JoinSet::new();
+        if failures.is_empty() {
+            'start: for (index, lifecycles) in shared_lifecycles.into_iter().enumerate() {
+                let plan = &self.resolved.pipelines[index];
+                let pipeline = pipeline_name(plan);
+                for (id, lifecycle, timeout) in lifecycles {
+                    if !claimed.contains(&(index, id.clone())) {
+                        tracing::warn!(pipeline = %pipeline, extension = %id, "no node claimed the extension; not starting it");
+                        self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Unclaimed);
+                        continue;
+                    }
+                    let (task, readiness) = match lifecycle {
+                        Lifecycle::Passive => {
+                            self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Passive);
+                            continue;
+                        }
+                        Lifecycle::Active { task, readiness } => (task, readiness),
+                        Lifecycle::Background { task } => (task, Readiness::Immediate),
+                    };
+                    let (control, mut handle) = control_channel();
+                    let task_id = id.clone();
+                    let _guard = runtime.enter();
+                    shared_tasks.spawn(async move {
+                        let result = task.run(control).await.map_err(|e| e.to_string());
+                        (index, task_id, result)
+                    });
+                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Starting);
+                    if readiness == Readiness::Probe {
+                        let ready = runtime.block_on(tokio::time::timeout(timeout, handle.wait_ready()));
+                        if !matches!(ready, Ok(true)) {
+                            self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Failed("not ready".into()));
+                            failures.push(Failure::ReadinessTimeout {
+                                pipeline: pipeline.clone(),
+                                extension: id.clone(),
+                                timeout,
+                            });
+                            started_shared.push((index, Started { id, handle }));
+                            break 'start;
+                        }
+                    }
+                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Ready);
+                    started_shared.push((index, Started { id, handle }));
+                }
+            }
+        }
+
+        // 4. Nodes run on every core; the engine watches shared extensions meanwhile.
+        let command = if failures.is_empty() { CoreCommand::Start } else { CoreCommand::Abort };
+        for tx in &commands {
+            let _ = tx.send(match command {
+                CoreCommand::Start => CoreCommand::Start,
+                CoreCommand::Abort => CoreCommand::Abort,
+            });
+        }
+        let mut remaining = threads.len();
+        let mut shutting_down_extensions = false;
+        while remaining > 0 {
+            match report_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(CoreReport::Finished { failures: f }) => {
+                    failures.extend(f);
+                    remaining -= 1;
+                }
+                Ok(CoreReport::Constructed { .. }) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if !shutting_down_extensions {
+                while let Some(Ok((index, id, result))) = runtime.block_on(async {
+                    tokio::time::timeout(Duration::ZERO, shared_tasks.join_next()).await.ok().flatten()
+                }) {
+                    let pipeline = pipeline_name(&self.resolved.pipelines[index]);
+                    let reason = match result {
+                        Ok(()) => "its task returned".to_owned(),
+                        Err(e) => e,
+                    };
+                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Failed(reason.clone()));
+                    failures.push(Failure::ExtensionExited { pipeline, extension: id, reason });
+                    self.shutdown.send_replace(true);
+                }
+            }
+            if remaining == 0 {
+                shutting_down_extensions = true;
+            }
+        }
+        for handle in threads {
+            if handle.join().is_err() {
+                failures.push(Failure::Start("a core thread panicked".into()));
+            }
+        }
+
+        // 5. Shared extensions go last, in reverse start order.
+        let deadline = Instant::now() + self.options.shutdown_timeout;
+        for (index, started) in started_shared.into_iter().rev() {
+            let pipeline = pipeline_name(&self.resolved.pipelines[index]);
+            runtime.block_on(started.handle.send(ExtensionMessage::Shutdown { deadline }));
+            self.telemetry.set_extension(&pipeline, &started.id, None, ExtensionState::Stopped);
+        }
+        let drained = runtime.block_on(async {
+            tokio::time::timeout_at(deadline.into(), async {
+                while shared_tasks.join_next().await.is_some() {}
+            })
+            .await
+        });
+        if drained.is_err() {
+            shared_tasks.abort_all();
+            failures.push(Failure::ShutdownTimeout {
+                pipeline: "engine".into(),
+                task: "shared extensions".into(),
+            });
+        }
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        if failures.is_empty() { Ok(()) } else { Err(EngineError(failures)) }
+    }
+}
+
+fn pipeline_name(plan: &PipelinePlan) -> String {
+    format!("{}/{}", plan.group, plan.name)
+}
+
+fn startup_timeout(plan: &PipelinePlan, extension: &str) -> Duration {
+    plan.extensions
+        .iter()
+        .find(|e| e.id == extension)
+        .map(|e| e.startup_timeout)
+        .unwrap_or(crate::extension::ExtensionFactory::DEFAULT_STARTUP_TIMEOUT)
+}
+
+fn instantiate_failure(error: InstantiateError) -> Failure {
+    Failure::Instantiate(error.to_string())
+}
+
+enum CoreReport {
+    Constructed { claims: Vec<(usize, String)> },
+    Finished { failures: Vec<Failure> },
+}
+
+struct CoreWorker {
+    core: usize,
+    resolved: Arc<ResolvedConfig>,
+    shared: Arc<Vec<Vec<SharedProvisions>>>,
+    options: RunOptions,
+    shutdown: watch::Receiver<bool>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// One pipeline instance on one core, constructed and not yet started.
+struct BuiltPipeline {
+    index: usize,
+    name: String,
+    extensions: Vec<(String, Lifecycle<Box<dyn LocalTask>>, Duration)>,
+    nodes: Vec<(String, NodeInstance)>,
+    claims: BTreeSet<String>,
+    // Keeps the local capabilities alive as long as the pipeline instance.
+    _provisions: Vec<LocalProvisions>,
+}
+
+
+impl CoreWorker {
+    fn run(self, commands: std::sync::mpsc::Receiver<CoreCommand>, reports: std::sync::mpsc::Sender<CoreReport>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                let _ = reports.send(CoreReport::Finished {
+                    failures: vec![Failure::Start(e.to_string())],
+                });
+                return;
+            }
+        };
+        let built = match self.construct() {
+            Ok(built) => built,
+            Err(failures) => {
+                let _ = reports.send(CoreReport::Finished { failures });
+                return;
+            }
+        };
+        let claims = built
+            .iter()
+            .flat_map(|p| p.claims.iter().map(move |id| (p.index, id.clone())))
+            .collect();
+        let _ = reports.send(CoreReport::Constructed { claims });
+        let failures = match commands.recv() {
+            Ok(CoreCommand::Start) => LocalSet::new().block_on(&runtime, self.run_pipelines(built)),
+            Ok(CoreCommand::Abort) | Err(_) => Vec::new(),
+        };
+        let _ = reports.send(CoreReport::Finished { failures });
+    }
+
+    fn construct(&self) -> Result<Vec<BuiltPipeline>, Vec<Failure>> {
+        let mut built = Vec::new();
+        let mut failures = Vec::new();
+        let source = &self.resolved.source;
+        for (index, plan) in self.resolved.pipelines.iter().enumerate() {
+            let name = pipeline_name(plan);
+            let local = match plan.create_local_extensions(self.core, source) {
+                Ok(local) => local,
+                Err(error) => {
+                    failures.push(instantiate_failure(error));
+                    continue;
+                }
+            };
+            let mut provisions = Vec::new();
+            let mut extensions = Vec::new();
+            for extension in local {
+                let (provision, lifecycle) = extension.into_parts();
+                let id = provision.extension_id().to_owned();
+                self.telemetry.set_extension(&name, &id, Some(self.core), ExtensionState::Created);
+                extensions.push((id.clone(), lifecycle, startup_timeout(plan, &id)));
+                provisions.push(provision);
+            }
+            let mut nodes = Vec::new();
+            let mut claims = BTreeSet::new();
+            for node in &plan.nodes {
+                let Some(constructor) = node.factory.constructor() else {
+                    failures.push(Failure::NotRunnable {
+                        pipeline: name.clone(),
+                        node: node.id.clone(),
+                        node_type: format!("{}:{}", node.factory.kind(), node.factory.name()),
+                    });
+                    continue;
+                };
+                let context = NodeContext {
+                    node_id: node.id.clone(),
+                    group: plan.group.clone(),
+                    pipeline: plan.name.clone(),
+                    core: self.core,
+                };
+                let config_path = node.path.key("config");
+                let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
+                let mut capabilities = Capabilities::for_node(node, &provisions, &self.shared[index]);
+                let instance = constructor(&context, &config, &mut capabilities).and_then(|instance| {
+                    if instance.kind_name() == node.factory.kind().as_str() {
+                        Ok(instance)
+                    } else {
+                        Err(context.error(format!(
+                            "its constructor built a {} for a {} type",
+                            instance.kind_name(),
+                            node.factory.kind()
+                        )))
+                    }
+                });
+                match instance {
+                    Ok(instance) => {
+                        let unclaimed = capabilities.unclaimed();
+                        for (capability, extension) in &unclaimed {
+                            tracing::warn!(pipeline = %name, node = %node.id, %capability, extension = %extension,
+                                "the node did not claim a capability bound to it");
+                        }
+                        for (_, extension) in &node.bindings {
+                            if !unclaimed.iter().any(|(_, e)| e == extension) {
+                                claims.insert(extension.clone());
+                            }
+                        }
+                        nodes.push((node.id.clone(), instance));
+                    }
+                    Err(error) => failures.push(Failure::NodeConstruction {
+                        pipeline: name.clone(),
+                        node: node.id.clone(),
+                        core: self.core,
+                        error,
+                    }),
+                }
+            }
+            built.push(BuiltPipeline {
+                index,
+                name,
+                extensions,
+                nodes,
+                claims,
+                _provisions: provisions,
+            });
+        }
+        if failures.is_empty() { Ok(built) } else { Err(failures) }
+    }
+
+    async fn run_pipelines(mut self, built: Vec<BuiltPipeline>) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        let deadline_after = self.options.shutdown_timeout;
+
+        // Local extensions some node claimed start first, ready or not at all.
+        let mut started: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
+        let mut extension_tasks: JoinSet<(usize, String, Result<(), String>)> = JoinSet::new();
+        let mut pipelines = Vec::new();
+        'start: for pipeline in built {
+            for (id, lifecycle, timeout) in pipeline.extensions {
+                if !pipeline.claims.contains(&id) {
+                    self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Unclaimed);
+                    continue;
+                }
+                let (task, readiness) = match lifecycle {
+                    Lifecycle::Passive => {
+                        self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Passive);
+                        continue;
+                    }
+                    Lifecycle::Active { task, readiness } => (task, readiness),
+                    Lifecycle::Background { task } => (task, Readiness::Immediate),
+                };
+                let (control, mut handle) = control_channel();
+                let task_id = id.clone();
+                let index = pipeline.index;
+                extension_tasks.spawn_local(async move {
+                    let result = task.run(control).await.map_err(|e| e.to_string());
+                    (index, task_id, result)
+                });
+                if readiness == Readiness::Probe {
+                    self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Starting);
+                    let ready = tokio::time::timeout(timeout, handle.wait_ready()).await;
+                    if !matches!(ready, Ok(true)) {
+                        self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Failed("not ready".into()));
+                        failures.push(Failure::ReadinessTimeout {
+                            pipeline: pipeline.name.clone(),
+                            extension: id.clone(),
+                            timeout,
+                        });
+                        started.push((pipeline.index, Started { id, handle }));
+                        break 'start;
+                    }
+                }
+                self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Ready);
+                started.push((pipeline.index, Started { id, handle }));
+            }
+            pipelines.push((pipeline.index, pipeline.name, pipeline.nodes));
+        }
+
+        // Nodes.
+        let mut receivers: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
+        let mut node_tasks = NodeTasks::default();
+        if failures.is_empty() {
+            for (index, name, nodes) in pipelines {
+                let plan = &self.resolved.pipelines[index];
+                self.spawn_nodes(index, &name, plan, nodes, &mut receivers, &mut node_tasks);
+            }
+        }
+        let mut shutdown_deadline: Option<Instant> = None;
+        let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>, deadline: &mut Option<Instant>| {
+            if deadline.is_none() {
+                let at = Instant::now() + deadline_after;
+                *deadline = Some(at);
+                for receiver in receivers.drain(..) {
+                    let _ = receiver.try_send(ControlMessage::Shutdown { deadline: at });
+                }
+            }
+        };
+        if *self.shutdown.borrow() {
+            request_shutdown(&mut receivers, &mut shutdown_deadline);
+        }
+        while !node_tasks.set.is_empty() {
+            let until = shutdown_deadline.map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                changed = self.shutdown.changed(), if shutdown_deadline.is_none() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                    }
+                }
+                Some(joined) = node_tasks.set.join_next_with_id() => {
+                    if let Some(failure) = node_tasks.failure(self.core, &self.resolved, joined) {
+                        failures.push(failure);
+                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                    }
+                }
+                Some(Ok((index, id, result))) = extension_tasks.join_next() => {
+                    let pipeline = pipeline_name(&self.resolved.pipelines[index]);
+                    let reason = match result {
+                        Ok(()) => "its task returned".to_owned(),
+                        Err(e) => e,
+                    };
+                    self.telemetry.set_extension(&pipeline, &id, Some(self.core), ExtensionState::Failed(reason.clone()));
+                    failures.push(Failure::ExtensionExited { pipeline, extension: id, reason });
+                    request_shutdown(&mut receivers, &mut shutdown_deadline);
+                }
+                () = sleep_until(until) => {
+                    node_tasks.set.abort_all();
+                    while let Some(joined) = node_tasks.set.join_next_with_id().await {
+                        failures.extend(node_tasks.failure(self.core, &self.resolved, joined));
+                    }
+                }
+            }
+        }
+
+        // Local extensions go after every node of this core, in reverse start order.
+        let deadline = Instant::now() + deadline_after;
+        for (index, extension) in started.iter().rev() {
+            let pipeline = pipeline_name(&self.resolved.pipelines[*index]);
+            let _ = extension.handle.send(ExtensionMessage::Shutdown { deadline }).await;
+            self.telemetry.set_extension(&pipeline, &extension.id, Some(self.core), ExtensionState::Stopped);
+        }
+        let drained = tokio::time::timeout_at(deadline.into(), async {
+            while extension_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            extension_tasks.abort_all();
+            failures.push(Failure::ShutdownTimeout {
+                pipeline: format!("core {}", self.core),
+                task: "local extensions".into(),
+            });
+        }
+        failures
+    }
+
+    fn spawn_nodes(
+        &self,
+        index: usize,
+        name: &str,
+        plan: &PipelinePlan,
+        nodes: Vec<(String, NodeInstance)>,
+        receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
+        tasks: &mut NodeTasks,
+    ) {
+        let capacity = self.options.channel_capacity.max(1);
+        let mut senders = HashMap::new();
+        let mut inputs = HashMap::new();
+        for (id, instance) in &nodes {
+            if !matches!(instance, NodeInstance::Receiver(_)) {
+                let (tx, rx) = mpsc::channel(capacity);
+                senders.insert(id.clone(), tx);
+                inputs.insert(id.clone(), rx);
+            }
+        }
+        for (id, instance) in nodes {
+            let counters = Arc::new(NodeCounters::default());
+            self.telemetry.register_node(NodeStats {
+                pipeline: name.to_owned(),
+                node: id.clone(),
+                core: self.core,
+                counters: counters.clone(),
+            });
+            let targets = plan
+                .edges
+                .iter()
+                .filter(|(from, _)| *from == id)
+                .filter_map(|(_, to)| senders.get(to).cloned())
+                .collect();
+            let outputs = Outputs::new(id.clone(), targets, counters.clone());
+            let (control_tx, control_rx) = mpsc::channel(16);
+            let input = inputs.remove(&id);
+            let handle = match instance {
+                NodeInstance::Receiver(receiver) => {
+                    receivers.push(control_tx);
+                    tasks.set.spawn_local(async move {
+                        receiver.run(ReceiverContext::new(outputs, control_rx)).await
+                    })
+                }
+                // Processors and exporters get no shutdown message: they end when their
+                // input closes, once every upstream node has finished and drained.
+                NodeInstance::Processor(processor) => tasks.set.spawn_local(async move {
+                    drive_processor(processor, input, control_rx, outputs, counters).await
+                }),
+                NodeInstance::Exporter(exporter) => tasks.set.spawn_local(async move {
+                    drive_exporter(exporter, input, control_rx, counters).await
+                }),
+            };
+            tasks.names.insert(handle.id(), (index, id));
+        }
+    }
+}
+
+/// The node tasks of one core, and which node each task runs.
+#[derive(Default)]
+struct NodeTasks {
+    set: JoinSet<Result<(), NodeError>>,
+    names: HashMap<tokio::task::Id, (usize, String)>,
+}
+
+impl NodeTasks {
+    /// The failure a finished task represents, if any.
+    fn failure(&self, core: usize, resolved: &ResolvedConfig, joined: Result<(tokio::task::Id, Result<(), NodeError>), tokio::task::JoinError>) -> Option<Failure> {
+        let (id, reason) = match joined {
+            Ok((_, Ok(()))) => return None,
+            Ok((id, Err(error))) => (id, error.to_string()),
+            Err(error) if error.is_panic() => {
+                let id = error.id();
+                let payload = error.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".to_owned());
+                (id, format!("panicked: {message}"))
+            }
+            Err(error) => {
+                let (index, node) = self.names.get(&error.id()).cloned().unwrap_or((0, "?".into()));
+                return Some(Failure::ShutdownTimeout {
+                    pipeline: pipeline_name(&resolved.pipelines[index]),
+                    task: node,
+                });
+            }
+        };
+        let (index, node) = self.names.get(&id).cloned().unwrap_or((0, "?".into()));
+        Some(Failure::Node {
+            pipeline: pipeline_name(&resolved.pipelines[index]),
+            node,
+            core,
+            reason,
+        })
+    }
+}
+
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drive_processor(
+    mut processor: Box<dyn crate::runtime::node::LocalProcessor>,
+    input: Option<mpsc::Receiver<crate::data::OtlpPayload>>,
+    mut control: mpsc::Receiver<ControlMessage>,
+    outputs: Outputs,
+    counters: Arc<NodeCounters>,
+) -> Result<(), NodeError> {
+    let Some(mut input) = input else { return Ok(()) };
+    let mut control_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            message = control.recv(), if control_open => match message {
+                Some(message) => processor.control(message, &outputs).await?,
+                None => control_open = false,
+            },
+            data = input.recv() => match data {
+                Some(data) => {
+                    NodeCounters::add(&counters.records_in, data.records());
+                    processor.process(data, &outputs).await?;
+                }
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+async fn drive_exporter(
+    mut exporter: Box<dyn crate::runtime::node::LocalExporter>,
+    input: Option<mpsc::Receiver<crate::data::OtlpPayload>>,
+    mut control: mpsc::Receiver<ControlMessage>,
+    counters: Arc<NodeCounters>,
+) -> Result<(), NodeError> {
+    let Some(mut input) = input else { return exporter.finish().await };
+    let mut control_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            message = control.recv(), if control_open => match message {
+                Some(message) => exporter.control(message).await?,
+                None => control_open = false,
+            },
+            data = input.recv() => match data {
+                Some(data) => {
+                    let records = data.records();
+                    NodeCounters::add(&counters.records_in, records);
+                    match exporter.export(data).await {
+                        Ok(()) => NodeCounters::add(&counters.records_out, records),
+                        Err(error) => {
+                            NodeCounters::add(&counters.records_failed, records);
+                            return Err(error);
+                        }
+                    }
+                }
+                None => return exporter.finish().await,
+            },
+        }
+    }
+}
+

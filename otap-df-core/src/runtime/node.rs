@@ -1,0 +1,379 @@
+//! The node model: what receivers, processors and exporters implement, and what the engine
+//! hands them.
+//!
+//! Each kind comes in a **local** flavour (futures need not be `Send`; the node lives on one
+//! core) and a **shared** one (`Send`, for nodes whose work crosses threads). The engine runs
+//! both on the core's single-threaded runtime; a shared node is wrapped in an adapter.
+//!
+//! Data moves through bounded channels: [`Outputs::send`] waits while a downstream queue is
+//! full, so a slow exporter slows its processors and finally the receiver, instead of growing
+//! memory; a receiver that must answer at once (an HTTP server) uses [`Outputs::try_send`] and
+//! refuses the request when it fails. Control messages reach a processor or exporter before
+//! any queued data.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::binding::{Capabilities, CapabilityError};
+use crate::config::{ComponentConfig, ConfigError};
+use crate::data::OtlpPayload;
+
+/// A message from the engine to a node, delivered before queued data.
+#[derive(Debug, Clone)]
+pub enum ControlMessage {
+    /// Stop. A receiver stops accepting data and returns; processors and exporters keep
+    /// draining their input until it closes. Everything must be done by `deadline`.
+    Shutdown {
+        /// When the engine stops waiting.
+        deadline: Instant,
+    },
+    /// A periodic tick (flush buffers, expire state).
+    TimerTick,
+    /// A new `config:` block for the node.
+    ConfigUpdate(serde_yaml_ng::Value),
+    /// Report counters now.
+    CollectTelemetry,
+}
+
+/// A node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The node reported a failure.
+    #[error("node `{node}` failed: {message}")]
+    Failed {
+        /// The node id.
+        node: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Every downstream node is gone: data can no longer be delivered.
+    #[error("node `{node}` cannot deliver: every downstream node has stopped")]
+    DownstreamClosed {
+        /// The node id.
+        node: String,
+    },
+    /// A capability could not be claimed at construction.
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    /// Its `config:` block is invalid (normally caught by validation).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Why [`Outputs::try_send`] did not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TrySendError {
+    /// A downstream queue is full: back off (HTTP 429/503).
+    #[error("a downstream queue is full")]
+    Full,
+    /// Every downstream node has stopped.
+    #[error("every downstream node has stopped")]
+    Closed,
+}
+
+/// Counters of one node instance, readable from any thread.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Records that entered the node.
+    pub records_in: AtomicU64,
+    /// Records the node sent downstream (counted once per payload, whatever the fan-out).
+    pub records_out: AtomicU64,
+    /// Records the node dropped on purpose (deduplicated, filtered).
+    pub records_dropped: AtomicU64,
+    /// Records the node could not deliver or process (failures).
+    pub records_failed: AtomicU64,
+}
+
+impl NodeCounters {
+    /// Adds `records` to `counter`.
+    pub fn add(counter: &AtomicU64, records: u64) {
+        counter.fetch_add(records, Ordering::Relaxed);
+    }
+
+    /// A snapshot `(in, out, dropped, failed)`.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.records_in.load(Ordering::Relaxed),
+            self.records_out.load(Ordering::Relaxed),
+            self.records_dropped.load(Ordering::Relaxed),
+            self.records_failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Where a node sends data: every node its outgoing connections name (fan-out copies the
+/// payload's handle, not its bytes).
+#[derive(Debug)]
+pub struct Outputs {
+    node: String,
+    targets: Vec<mpsc::Sender<OtlpPayload>>,
+    counters: Arc<NodeCounters>,
+}
+
+impl Outputs {
+    pub(crate) fn new(node: String, targets: Vec<mpsc::Sender<OtlpPayload>>, counters: Arc<NodeCounters>) -> Self {
+        Self {
+            node,
+            targets,
+            counters,
+        }
+    }
+
+    /// Whether the node has any downstream node.
+    pub fn is_connected(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> &NodeCounters {
+        &self.counters
+    }
+
+    /// Sends `data` to every downstream node, waiting while a queue is full (backpressure).
+    /// Fails only when every downstream node has stopped.
+    pub async fn send(&self, data: OtlpPayload) -> Result<(), NodeError> {
+        let records = data.records();
+        let mut delivered = false;
+        if let Some((last, rest)) = self.targets.split_last() {
+            for target in rest {
+                delivered |= target.send(data.clone()).await.is_ok();
+            }
+            delivered |= last.send(data).await.is_ok();
+        }
+        if delivered {
+            NodeCounters::add(&self.counters.records_out, records);
+            Ok(())
+        } else {
+            NodeCounters::add(&self.counters.records_failed, records);
+            Err(NodeError::DownstreamClosed {
+                node: self.node.clone(),
+            })
+        }
+    }
+
+    /// Sends `data` to every downstream node only if every queue has room now; otherwise
+    /// sends nothing and says why.
+    pub fn try_send(&self, data: OtlpPayload) -> Result<(), TrySendError> {
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            match target.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => return Err(TrySendError::Full),
+                Err(mpsc::error::TrySendError::Closed(())) => {}
+            }
+        }
+        if permits.is_empty() {
+            return Err(TrySendError::Closed);
+        }
+        NodeCounters::add(&self.counters.records_out, data.records());
+        for permit in permits {
+            permit.send(data.clone());
+        }
+        Ok(())
+    }
+}
+
+/// What a receiver is given to run: its outputs and its control messages.
+#[derive(Debug)]
+pub struct ReceiverContext {
+    /// Where to send data.
+    pub outputs: Outputs,
+    control: mpsc::Receiver<ControlMessage>,
+}
+
+impl ReceiverContext {
+    pub(crate) fn new(outputs: Outputs, control: mpsc::Receiver<ControlMessage>) -> Self {
+        Self { outputs, control }
+    }
+
+    /// The next control message. When the engine is gone this returns a shutdown with an
+    /// immediate deadline, so a receiver loop always ends.
+    pub async fn control(&mut self) -> ControlMessage {
+        self.control.recv().await.unwrap_or(ControlMessage::Shutdown {
+            deadline: Instant::now(),
+        })
+    }
+
+    /// A control message if one is waiting, without waiting.
+    pub fn try_control(&mut self) -> Option<ControlMessage> {
+        self.control.try_recv().ok()
+    }
+}
+
+/// What a node constructor knows.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    /// The node id.
+    pub node_id: String,
+    /// The pipeline group.
+    pub group: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The pipeline instance (core).
+    pub core: usize,
+}
+
+impl NodeContext {
+    /// An error of this node.
+    pub fn error(&self, message: impl Into<String>) -> NodeError {
+        NodeError::Failed {
+            node: self.node_id.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A local receiver: produces data until its source ends or it is told to shut down.
+#[crate::async_trait(?Send)]
+pub trait LocalReceiver {
+    /// Runs until done or until [`ControlMessage::Shutdown`]. Returning closes its outputs.
+    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError>;
+}
+
+/// A local processor.
+#[crate::async_trait(?Send)]
+pub trait LocalProcessor {
+    /// Handles one payload, sending what it keeps to `outputs`.
+    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
+
+    /// Handles a control message (ignored by default).
+    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+        let _ = (message, outputs);
+        Ok(())
+    }
+}
+
+/// A local exporter.
+#[crate::async_trait(?Send)]
+pub trait LocalExporter {
+    /// Delivers one payload.
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError>;
+
+    /// Handles a control message (ignored by default).
+    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
+        let _ = message;
+        Ok(())
+    }
+
+    /// Called once its input is drained, before it is dropped: flush here.
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+/// A shared receiver: like [`LocalReceiver`], with `Send` futures.
+#[crate::async_trait]
+pub trait SharedReceiver: Send {
+    /// See [`LocalReceiver::run`].
+    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError>;
+}
+
+/// A shared processor: like [`LocalProcessor`], with `Send` futures.
+#[crate::async_trait]
+pub trait SharedProcessor: Send {
+    /// See [`LocalProcessor::process`].
+    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
+
+    /// See [`LocalProcessor::control`].
+    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+        let _ = (message, outputs);
+        Ok(())
+    }
+}
+
+/// A shared exporter: like [`LocalExporter`], with `Send` futures.
+#[crate::async_trait]
+pub trait SharedExporter: Send {
+    /// See [`LocalExporter::export`].
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError>;
+
+    /// See [`LocalExporter::control`].
+    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
+        let _ = message;
+        Ok(())
+    }
+
+    /// See [`LocalExporter::finish`].
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+/// Runs a shared node where a local one is expected.
+struct SharedNode<T: ?Sized>(Box<T>);
+
+#[crate::async_trait(?Send)]
+impl LocalReceiver for SharedNode<dyn SharedReceiver> {
+    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError> {
+        self.0.run(context).await
+    }
+}
+
+#[crate::async_trait(?Send)]
+impl LocalProcessor for SharedNode<dyn SharedProcessor> {
+    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
+        self.0.process(data, outputs).await
+    }
+
+    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+        self.0.control(message, outputs).await
+    }
+}
+
+#[crate::async_trait(?Send)]
+impl LocalExporter for SharedNode<dyn SharedExporter> {
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        self.0.export(data).await
+    }
+
+    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
+        self.0.control(message).await
+    }
+
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        self.0.finish().await
+    }
+}
+
+/// A constructed node, ready for the engine to run.
+pub enum NodeInstance {
+    /// A receiver.
+    Receiver(Box<dyn LocalReceiver>),
+    /// A processor.
+    Processor(Box<dyn LocalProcessor>),
+    /// An exporter.
+    Exporter(Box<dyn LocalExporter>),
+}
+
+impl NodeInstance {
+    /// A shared receiver, run through the local interface.
+    pub fn shared_receiver(receiver: Box<dyn SharedReceiver>) -> Self {
+        NodeInstance::Receiver(Box::new(SharedNode(receiver)))
+    }
+
+    /// A shared processor, run through the local interface.
+    pub fn shared_processor(processor: Box<dyn SharedProcessor>) -> Self {
+        NodeInstance::Processor(Box::new(SharedNode(processor)))
+    }
+
+    /// A shared exporter, run through the local interface.
+    pub fn shared_exporter(exporter: Box<dyn SharedExporter>) -> Self {
+        NodeInstance::Exporter(Box::new(SharedNode(exporter)))
+    }
+
+    /// `receiver`, `processor` or `exporter`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            NodeInstance::Receiver(_) => "receiver",
+            NodeInstance::Processor(_) => "processor",
+            NodeInstance::Exporter(_) => "exporter",
+        }
+    }
+}
+
+/// Builds a node instance; it claims its capabilities from `capabilities` here, once.
+pub type NodeConstructor =
+    fn(&NodeContext, &ComponentConfig<'_>, &mut Capabilities) -> Result<NodeInstance, NodeError>;
