@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use otap_df::Registry;
+use std::time::Duration;
+
 use otap_df::core::binding::ResolvedConfig;
 use otap_df::core::config::ComponentKind;
 use otap_df::core::extension::ExecutionModel;
+use otap_df::core::runtime::engine::{Engine, RunOptions, ShutdownHandle};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,21 @@ enum Command {
     },
     /// Lists every extension and node type this build knows.
     Components,
+    /// Runs a configuration until every receiver has finished, or until SIGINT/SIGTERM
+    /// (a second signal exits at once).
+    Run {
+        /// The YAML configuration file.
+        config: PathBuf,
+        /// Pipeline instances (one per core); overrides `engine.cores`.
+        #[arg(long)]
+        cores: Option<usize>,
+        /// No progress line on standard error.
+        #[arg(long)]
+        quiet: bool,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 1.0)]
+        progress_interval: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,27 +65,131 @@ fn main() -> ExitCode {
             print!("{}", components(&registry));
             ExitCode::SUCCESS
         }
+        Command::Run {
+            config,
+            cores,
+            quiet,
+            progress_interval,
+        } => run(&registry, &config, cores, quiet, progress_interval),
+    }
+}
+
+fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        eprintln!("otap-df: cannot read `{name}`: {error}");
+        ExitCode::FAILURE
+    })?;
+    otap_df::load(&text, &name, registry).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn run(
+    registry: &Registry,
+    path: &PathBuf,
+    cores: Option<usize>,
+    quiet: bool,
+    interval: f64,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let resolved = match read_config(registry, path) {
+        Ok(resolved) => resolved,
+        Err(code) => return code,
+    };
+    for warning in &resolved.warnings {
+        tracing::warn!("{}:{warning}", path.display());
+    }
+    if cores == Some(0) {
+        eprintln!("otap-df: --cores must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores,
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    watch_signals(engine.shutdown_handle());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let progress = (!quiet).then(|| {
+        let telemetry = telemetry.clone();
+        let every = Duration::from_secs_f64(interval.max(0.1));
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(every)
+            {
+                eprintln!("progress: {}", telemetry.summary());
+            }
+        })
+    });
+    let result = engine.run();
+    drop(done_tx);
+    if let Some(progress) = progress {
+        let _ = progress.join();
+    }
+    if !quiet {
+        eprintln!("final: {}", telemetry.summary());
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("otap-df: the run failed:\n{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn watch_signals(shutdown: ShutdownHandle) {
+    let spawned = std::thread::Builder::new().name("otap-df-signals".into()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
+            tracing::error!("cannot watch signals: no runtime");
+            return;
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            for count in 0.. {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if count == 0 {
+                    tracing::info!("shutting down: receivers stop, in-flight data drains (signal again to exit at once)");
+                    shutdown.request();
+                } else {
+                    tracing::warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot watch signals");
     }
 }
 
 fn validate(registry: &Registry, path: &PathBuf) -> ExitCode {
-    let name = path.display().to_string();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("otap-df: cannot read `{name}`: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match otap_df::load(&text, &name, registry) {
+    match read_config(registry, path) {
         Ok(resolved) => {
-            print!("{}", summary(&name, &resolved));
+            print!("{}", summary(&path.display().to_string(), &resolved));
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            eprintln!("{errors}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 

@@ -23,6 +23,12 @@ fn registry_holds_the_builtins_and_declares_every_first_party_extension_left_out
         .collect();
     assert_eq!(
         nodes,
-        vec!["receiver:generator", "processor:dedup", "exporter:debug"]
+        vec![
+            "receiver:generator",
+            "processor:dedup",
+            "exporter:debug",
+            "exporter:file",
+            "exporter:noop"
+        ]
     );
 }

@@ -114,16 +114,28 @@ pub struct NodeStats {
 #[derive(Debug, Default)]
 pub struct Telemetry {
     nodes: Mutex<Vec<NodeStats>>,
-    extensions: Mutex<Vec<(String, String, Option<usize>, ExtensionState)>>,
+    extensions: Mutex<Vec<ExtensionStatus>>,
 }
 
 impl Telemetry {
     fn register_node(&self, stats: NodeStats) {
-        self.nodes.lock().unwrap_or_else(PoisonError::into_inner).push(stats);
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stats);
     }
 
-    fn set_extension(&self, pipeline: &str, extension: &str, core: Option<usize>, state: ExtensionState) {
-        let mut extensions = self.extensions.lock().unwrap_or_else(PoisonError::into_inner);
+    fn set_extension(
+        &self,
+        pipeline: &str,
+        extension: &str,
+        core: Option<usize>,
+        state: ExtensionState,
+    ) {
+        let mut extensions = self
+            .extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match extensions
             .iter_mut()
             .find(|(p, e, c, _)| p == pipeline && e == extension && *c == core)
@@ -140,7 +152,10 @@ impl Telemetry {
         let mut totals: Vec<(String, String, u64, u64, u64, u64)> = Vec::new();
         for stats in nodes.iter() {
             let (i, o, d, f) = stats.counters.snapshot();
-            match totals.iter_mut().find(|t| t.0 == stats.pipeline && t.1 == stats.node) {
+            match totals
+                .iter_mut()
+                .find(|t| t.0 == stats.pipeline && t.1 == stats.node)
+            {
                 Some(t) => {
                     t.2 += i;
                     t.3 += o;
@@ -155,7 +170,10 @@ impl Telemetry {
 
     /// Every extension instance's state: `(pipeline, extension, core, state)`.
     pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
-        self.extensions.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// One line: records in/out per node, drops, and extension states.
@@ -191,7 +209,9 @@ pub enum Failure {
     #[error("{0}")]
     Instantiate(String),
     /// A node type has no runtime implementation.
-    #[error("node `{node}` of pipeline `{pipeline}`: type `{node_type}` can be validated but not run")]
+    #[error(
+        "node `{node}` of pipeline `{pipeline}`: type `{node_type}` can be validated but not run"
+    )]
     NotRunnable {
         /// `group/pipeline`.
         pipeline: String,
@@ -248,7 +268,9 @@ pub enum Failure {
         reason: String,
     },
     /// A task did not finish before the shutdown deadline and was aborted.
-    #[error("`{task}` of pipeline `{pipeline}` did not stop within the shutdown timeout and was aborted")]
+    #[error(
+        "`{task}` of pipeline `{pipeline}` did not stop within the shutdown timeout and was aborted"
+    )]
     ShutdownTimeout {
         /// `group/pipeline`.
         pipeline: String,
@@ -274,6 +296,9 @@ pub struct Engine {
 }
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
+type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
+/// `(pipeline, extension, core, state)`.
+type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
 
 enum CoreCommand {
     Start,
@@ -309,7 +334,10 @@ impl Engine {
 
     /// How many pipeline instances run.
     pub fn cores(&self) -> usize {
-        self.options.cores.unwrap_or(self.resolved.engine.cores).max(1)
+        self.options
+            .cores
+            .unwrap_or(self.resolved.engine.cores)
+            .max(1)
     }
 
     /// Runs until every receiver has finished and everything drained, or until shutdown.
@@ -335,7 +363,12 @@ impl Engine {
                         let (provision, lifecycle) = extension.into_parts();
                         let id = provision.extension_id().to_owned();
                         let timeout = startup_timeout(plan, &id);
-                        self.telemetry.set_extension(&pipeline_name(plan), &id, None, ExtensionState::Created);
+                        self.telemetry.set_extension(
+                            &pipeline_name(plan),
+                            &id,
+                            None,
+                            ExtensionState::Created,
+                        );
                         provisions.push(provision);
                         lifecycles.push((id, lifecycle, timeout));
                     }
@@ -360,6 +393,7 @@ impl Engine {
             commands.push(command_tx);
             let worker = CoreWorker {
                 core,
+                cores,
                 resolved: self.resolved.clone(),
                 shared: shared_provisions.clone(),
                 options: self.options.clone(),
@@ -381,7 +415,9 @@ impl Engine {
             match report_rx.recv() {
                 Ok(CoreReport::Constructed { claims }) => claimed.extend(claims),
                 Ok(CoreReport::Finished { failures: f }) => failures.extend(f),
-                Err(_) => failures.push(Failure::Start("a core thread ended during construction".into())),
+                Err(_) => failures.push(Failure::Start(
+                    "a core thread ended during construction".into(),
+                )),
             }
         }
 
@@ -395,12 +431,22 @@ impl Engine {
                 for (id, lifecycle, timeout) in lifecycles {
                     if !claimed.contains(&(index, id.clone())) {
                         tracing::warn!(pipeline = %pipeline, extension = %id, "no node claimed the extension; not starting it");
-                        self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Unclaimed);
+                        self.telemetry.set_extension(
+                            &pipeline,
+                            &id,
+                            None,
+                            ExtensionState::Unclaimed,
+                        );
                         continue;
                     }
                     let (task, readiness) = match lifecycle {
                         Lifecycle::Passive => {
-                            self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Passive);
+                            self.telemetry.set_extension(
+                                &pipeline,
+                                &id,
+                                None,
+                                ExtensionState::Passive,
+                            );
                             continue;
                         }
                         Lifecycle::Active { task, readiness } => (task, readiness),
@@ -413,11 +459,18 @@ impl Engine {
                         let result = task.run(control).await.map_err(|e| e.to_string());
                         (index, task_id, result)
                     });
-                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Starting);
+                    self.telemetry
+                        .set_extension(&pipeline, &id, None, ExtensionState::Starting);
                     if readiness == Readiness::Probe {
-                        let ready = runtime.block_on(tokio::time::timeout(timeout, handle.wait_ready()));
+                        let ready =
+                            runtime.block_on(tokio::time::timeout(timeout, handle.wait_ready()));
                         if !matches!(ready, Ok(true)) {
-                            self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Failed("not ready".into()));
+                            self.telemetry.set_extension(
+                                &pipeline,
+                                &id,
+                                None,
+                                ExtensionState::Failed("not ready".into()),
+                            );
                             failures.push(Failure::ReadinessTimeout {
                                 pipeline: pipeline.clone(),
                                 extension: id.clone(),
@@ -427,14 +480,19 @@ impl Engine {
                             break 'start;
                         }
                     }
-                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Ready);
+                    self.telemetry
+                        .set_extension(&pipeline, &id, None, ExtensionState::Ready);
                     started_shared.push((index, Started { id, handle }));
                 }
             }
         }
 
         // 4. Nodes run on every core; the engine watches shared extensions meanwhile.
-        let command = if failures.is_empty() { CoreCommand::Start } else { CoreCommand::Abort };
+        let command = if failures.is_empty() {
+            CoreCommand::Start
+        } else {
+            CoreCommand::Abort
+        };
         for tx in &commands {
             let _ = tx.send(match command {
                 CoreCommand::Start => CoreCommand::Start,
@@ -455,15 +513,27 @@ impl Engine {
             }
             if !shutting_down_extensions {
                 while let Some(Ok((index, id, result))) = runtime.block_on(async {
-                    tokio::time::timeout(Duration::ZERO, shared_tasks.join_next()).await.ok().flatten()
+                    tokio::time::timeout(Duration::ZERO, shared_tasks.join_next())
+                        .await
+                        .ok()
+                        .flatten()
                 }) {
                     let pipeline = pipeline_name(&self.resolved.pipelines[index]);
                     let reason = match result {
                         Ok(()) => "its task returned".to_owned(),
                         Err(e) => e,
                     };
-                    self.telemetry.set_extension(&pipeline, &id, None, ExtensionState::Failed(reason.clone()));
-                    failures.push(Failure::ExtensionExited { pipeline, extension: id, reason });
+                    self.telemetry.set_extension(
+                        &pipeline,
+                        &id,
+                        None,
+                        ExtensionState::Failed(reason.clone()),
+                    );
+                    failures.push(Failure::ExtensionExited {
+                        pipeline,
+                        extension: id,
+                        reason,
+                    });
                     self.shutdown.send_replace(true);
                 }
             }
@@ -482,7 +552,8 @@ impl Engine {
         for (index, started) in started_shared.into_iter().rev() {
             let pipeline = pipeline_name(&self.resolved.pipelines[index]);
             runtime.block_on(started.handle.send(ExtensionMessage::Shutdown { deadline }));
-            self.telemetry.set_extension(&pipeline, &started.id, None, ExtensionState::Stopped);
+            self.telemetry
+                .set_extension(&pipeline, &started.id, None, ExtensionState::Stopped);
         }
         let drained = runtime.block_on(async {
             tokio::time::timeout_at(deadline.into(), async {
@@ -498,7 +569,11 @@ impl Engine {
             });
         }
         runtime.shutdown_timeout(Duration::from_millis(100));
-        if failures.is_empty() { Ok(()) } else { Err(EngineError(failures)) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError(failures))
+        }
     }
 }
 
@@ -525,6 +600,7 @@ enum CoreReport {
 
 struct CoreWorker {
     core: usize,
+    cores: usize,
     resolved: Arc<ResolvedConfig>,
     shared: Arc<Vec<Vec<SharedProvisions>>>,
     options: RunOptions,
@@ -536,17 +612,23 @@ struct CoreWorker {
 struct BuiltPipeline {
     index: usize,
     name: String,
-    extensions: Vec<(String, Lifecycle<Box<dyn LocalTask>>, Duration)>,
+    extensions: Vec<LocalLifecycle>,
     nodes: Vec<(String, NodeInstance)>,
     claims: BTreeSet<String>,
     // Keeps the local capabilities alive as long as the pipeline instance.
     _provisions: Vec<LocalProvisions>,
 }
 
-
 impl CoreWorker {
-    fn run(self, commands: std::sync::mpsc::Receiver<CoreCommand>, reports: std::sync::mpsc::Sender<CoreReport>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    fn run(
+        self,
+        commands: std::sync::mpsc::Receiver<CoreCommand>,
+        reports: std::sync::mpsc::Sender<CoreReport>,
+    ) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(runtime) => runtime,
             Err(e) => {
                 let _ = reports.send(CoreReport::Finished {
@@ -592,7 +674,8 @@ impl CoreWorker {
             for extension in local {
                 let (provision, lifecycle) = extension.into_parts();
                 let id = provision.extension_id().to_owned();
-                self.telemetry.set_extension(&name, &id, Some(self.core), ExtensionState::Created);
+                self.telemetry
+                    .set_extension(&name, &id, Some(self.core), ExtensionState::Created);
                 extensions.push((id.clone(), lifecycle, startup_timeout(plan, &id)));
                 provisions.push(provision);
             }
@@ -612,21 +695,24 @@ impl CoreWorker {
                     group: plan.group.clone(),
                     pipeline: plan.name.clone(),
                     core: self.core,
+                    cores: self.cores,
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
-                let mut capabilities = Capabilities::for_node(node, &provisions, &self.shared[index]);
-                let instance = constructor(&context, &config, &mut capabilities).and_then(|instance| {
-                    if instance.kind_name() == node.factory.kind().as_str() {
-                        Ok(instance)
-                    } else {
-                        Err(context.error(format!(
-                            "its constructor built a {} for a {} type",
-                            instance.kind_name(),
-                            node.factory.kind()
-                        )))
-                    }
-                });
+                let mut capabilities =
+                    Capabilities::for_node(node, &provisions, &self.shared[index]);
+                let instance =
+                    constructor(&context, &config, &mut capabilities).and_then(|instance| {
+                        if instance.kind_name() == node.factory.kind().as_str() {
+                            Ok(instance)
+                        } else {
+                            Err(context.error(format!(
+                                "its constructor built a {} for a {} type",
+                                instance.kind_name(),
+                                node.factory.kind()
+                            )))
+                        }
+                    });
                 match instance {
                     Ok(instance) => {
                         let unclaimed = capabilities.unclaimed();
@@ -658,7 +744,11 @@ impl CoreWorker {
                 _provisions: provisions,
             });
         }
-        if failures.is_empty() { Ok(built) } else { Err(failures) }
+        if failures.is_empty() {
+            Ok(built)
+        } else {
+            Err(failures)
+        }
     }
 
     async fn run_pipelines(mut self, built: Vec<BuiltPipeline>) -> Vec<Failure> {
@@ -672,12 +762,22 @@ impl CoreWorker {
         'start: for pipeline in built {
             for (id, lifecycle, timeout) in pipeline.extensions {
                 if !pipeline.claims.contains(&id) {
-                    self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Unclaimed);
+                    self.telemetry.set_extension(
+                        &pipeline.name,
+                        &id,
+                        Some(self.core),
+                        ExtensionState::Unclaimed,
+                    );
                     continue;
                 }
                 let (task, readiness) = match lifecycle {
                     Lifecycle::Passive => {
-                        self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Passive);
+                        self.telemetry.set_extension(
+                            &pipeline.name,
+                            &id,
+                            Some(self.core),
+                            ExtensionState::Passive,
+                        );
                         continue;
                     }
                     Lifecycle::Active { task, readiness } => (task, readiness),
@@ -691,10 +791,20 @@ impl CoreWorker {
                     (index, task_id, result)
                 });
                 if readiness == Readiness::Probe {
-                    self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Starting);
+                    self.telemetry.set_extension(
+                        &pipeline.name,
+                        &id,
+                        Some(self.core),
+                        ExtensionState::Starting,
+                    );
                     let ready = tokio::time::timeout(timeout, handle.wait_ready()).await;
                     if !matches!(ready, Ok(true)) {
-                        self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Failed("not ready".into()));
+                        self.telemetry.set_extension(
+                            &pipeline.name,
+                            &id,
+                            Some(self.core),
+                            ExtensionState::Failed("not ready".into()),
+                        );
                         failures.push(Failure::ReadinessTimeout {
                             pipeline: pipeline.name.clone(),
                             extension: id.clone(),
@@ -704,7 +814,12 @@ impl CoreWorker {
                         break 'start;
                     }
                 }
-                self.telemetry.set_extension(&pipeline.name, &id, Some(self.core), ExtensionState::Ready);
+                self.telemetry.set_extension(
+                    &pipeline.name,
+                    &id,
+                    Some(self.core),
+                    ExtensionState::Ready,
+                );
                 started.push((pipeline.index, Started { id, handle }));
             }
             pipelines.push((pipeline.index, pipeline.name, pipeline.nodes));
@@ -720,7 +835,8 @@ impl CoreWorker {
             }
         }
         let mut shutdown_deadline: Option<Instant> = None;
-        let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>, deadline: &mut Option<Instant>| {
+        let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
+                                deadline: &mut Option<Instant>| {
             if deadline.is_none() {
                 let at = Instant::now() + deadline_after;
                 *deadline = Some(at);
@@ -770,8 +886,16 @@ impl CoreWorker {
         let deadline = Instant::now() + deadline_after;
         for (index, extension) in started.iter().rev() {
             let pipeline = pipeline_name(&self.resolved.pipelines[*index]);
-            let _ = extension.handle.send(ExtensionMessage::Shutdown { deadline }).await;
-            self.telemetry.set_extension(&pipeline, &extension.id, Some(self.core), ExtensionState::Stopped);
+            let _ = extension
+                .handle
+                .send(ExtensionMessage::Shutdown { deadline })
+                .await;
+            self.telemetry.set_extension(
+                &pipeline,
+                &extension.id,
+                Some(self.core),
+                ExtensionState::Stopped,
+            );
         }
         let drained = tokio::time::timeout_at(deadline.into(), async {
             while extension_tasks.join_next().await.is_some() {}
@@ -827,7 +951,9 @@ impl CoreWorker {
                 NodeInstance::Receiver(receiver) => {
                     receivers.push(control_tx);
                     tasks.set.spawn_local(async move {
-                        receiver.run(ReceiverContext::new(outputs, control_rx)).await
+                        receiver
+                            .run(ReceiverContext::new(outputs, control_rx))
+                            .await
                     })
                 }
                 // Processors and exporters get no shutdown message: they end when their
@@ -853,7 +979,12 @@ struct NodeTasks {
 
 impl NodeTasks {
     /// The failure a finished task represents, if any.
-    fn failure(&self, core: usize, resolved: &ResolvedConfig, joined: Result<(tokio::task::Id, Result<(), NodeError>), tokio::task::JoinError>) -> Option<Failure> {
+    fn failure(
+        &self,
+        core: usize,
+        resolved: &ResolvedConfig,
+        joined: Result<(tokio::task::Id, Result<(), NodeError>), tokio::task::JoinError>,
+    ) -> Option<Failure> {
         let (id, reason) = match joined {
             Ok((_, Ok(()))) => return None,
             Ok((id, Err(error))) => (id, error.to_string()),
@@ -868,7 +999,11 @@ impl NodeTasks {
                 (id, format!("panicked: {message}"))
             }
             Err(error) => {
-                let (index, node) = self.names.get(&error.id()).cloned().unwrap_or((0, "?".into()));
+                let (index, node) = self
+                    .names
+                    .get(&error.id())
+                    .cloned()
+                    .unwrap_or((0, "?".into()));
                 return Some(Failure::ShutdownTimeout {
                     pipeline: pipeline_name(&resolved.pipelines[index]),
                     task: node,
@@ -899,7 +1034,9 @@ async fn drive_processor(
     outputs: Outputs,
     counters: Arc<NodeCounters>,
 ) -> Result<(), NodeError> {
-    let Some(mut input) = input else { return Ok(()) };
+    let Some(mut input) = input else {
+        return Ok(());
+    };
     let mut control_open = true;
     loop {
         tokio::select! {
@@ -925,7 +1062,9 @@ async fn drive_exporter(
     mut control: mpsc::Receiver<ControlMessage>,
     counters: Arc<NodeCounters>,
 ) -> Result<(), NodeError> {
-    let Some(mut input) = input else { return exporter.finish().await };
+    let Some(mut input) = input else {
+        return exporter.finish().await;
+    };
     let mut control_open = true;
     loop {
         tokio::select! {
@@ -951,4 +1090,3 @@ async fn drive_exporter(
         }
     }
 }
-

@@ -1,4 +1,4 @@
 //! The runtime: the node model and the engine that runs resolved pipelines.
 
-pub mod node;
 pub mod engine;
+pub mod node;

@@ -85,6 +85,9 @@ pub struct NodeCounters {
     pub records_dropped: AtomicU64,
     /// Records the node could not deliver or process (failures).
     pub records_failed: AtomicU64,
+    /// Errors the node handled without losing data (a store error a processor failed open
+    /// on, a retried request).
+    pub errors: AtomicU64,
 }
 
 impl NodeCounters {
@@ -114,7 +117,11 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub(crate) fn new(node: String, targets: Vec<mpsc::Sender<OtlpPayload>>, counters: Arc<NodeCounters>) -> Self {
+    pub(crate) fn new(
+        node: String,
+        targets: Vec<mpsc::Sender<OtlpPayload>>,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
         Self {
             node,
             targets,
@@ -176,30 +183,41 @@ impl Outputs {
     }
 }
 
-/// What a receiver is given to run: its outputs and its control messages.
+/// A receiver's control messages.
 #[derive(Debug)]
-pub struct ReceiverContext {
-    /// Where to send data.
-    pub outputs: Outputs,
-    control: mpsc::Receiver<ControlMessage>,
-}
+pub struct Control(mpsc::Receiver<ControlMessage>);
 
-impl ReceiverContext {
-    pub(crate) fn new(outputs: Outputs, control: mpsc::Receiver<ControlMessage>) -> Self {
-        Self { outputs, control }
-    }
-
+impl Control {
     /// The next control message. When the engine is gone this returns a shutdown with an
     /// immediate deadline, so a receiver loop always ends.
-    pub async fn control(&mut self) -> ControlMessage {
-        self.control.recv().await.unwrap_or(ControlMessage::Shutdown {
+    pub async fn recv(&mut self) -> ControlMessage {
+        self.0.recv().await.unwrap_or(ControlMessage::Shutdown {
             deadline: Instant::now(),
         })
     }
 
     /// A control message if one is waiting, without waiting.
-    pub fn try_control(&mut self) -> Option<ControlMessage> {
-        self.control.try_recv().ok()
+    pub fn try_recv(&mut self) -> Option<ControlMessage> {
+        self.0.try_recv().ok()
+    }
+}
+
+/// What a receiver is given to run: its outputs and its control messages, borrowable
+/// separately (wait for either in one `select!`).
+#[derive(Debug)]
+pub struct ReceiverContext {
+    /// Where to send data.
+    pub outputs: Outputs,
+    /// Control messages from the engine.
+    pub control: Control,
+}
+
+impl ReceiverContext {
+    pub(crate) fn new(outputs: Outputs, control: mpsc::Receiver<ControlMessage>) -> Self {
+        Self {
+            outputs,
+            control: Control(control),
+        }
     }
 }
 
@@ -212,8 +230,10 @@ pub struct NodeContext {
     pub group: String,
     /// The pipeline.
     pub pipeline: String,
-    /// The pipeline instance (core).
+    /// The pipeline instance (core), from 0.
     pub core: usize,
+    /// How many pipeline instances run.
+    pub cores: usize,
 }
 
 impl NodeContext {
@@ -240,7 +260,11 @@ pub trait LocalProcessor {
     async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
 
     /// Handles a control message (ignored by default).
-    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+    async fn control(
+        &mut self,
+        message: ControlMessage,
+        outputs: &Outputs,
+    ) -> Result<(), NodeError> {
         let _ = (message, outputs);
         Ok(())
     }
@@ -278,7 +302,11 @@ pub trait SharedProcessor: Send {
     async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
 
     /// See [`LocalProcessor::control`].
-    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+    async fn control(
+        &mut self,
+        message: ControlMessage,
+        outputs: &Outputs,
+    ) -> Result<(), NodeError> {
         let _ = (message, outputs);
         Ok(())
     }
@@ -318,7 +346,11 @@ impl LocalProcessor for SharedNode<dyn SharedProcessor> {
         self.0.process(data, outputs).await
     }
 
-    async fn control(&mut self, message: ControlMessage, outputs: &Outputs) -> Result<(), NodeError> {
+    async fn control(
+        &mut self,
+        message: ControlMessage,
+        outputs: &Outputs,
+    ) -> Result<(), NodeError> {
         self.0.control(message, outputs).await
     }
 }

@@ -1,0 +1,111 @@
+//! `processor:dedup`: drops batches already seen within a TTL.
+//!
+//! The key of a batch is its signal and a 128-bit hash of its bytes, stored with
+//! `set_if_absent` in the bound `key_value_store`: the first writer forwards the batch, later
+//! ones drop it. When the store fails, the batch is **forwarded** (fail open): a store outage
+//! may let duplicates through, it never loses data. Such batches are counted as errors and the
+//! first failure and the recovery are logged.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use otap_df_core::binding::Capabilities;
+use otap_df_core::capability::{CapabilityId, KeyValueStore, local};
+use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
+use otap_df_core::data::OtlpPayload;
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::runtime::node::{
+    LocalProcessor, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
+};
+use serde::Deserialize;
+
+/// `config:` of `processor:dedup`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long a batch's hash is remembered.
+    #[serde(default = "DedupConfig::default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl DedupConfig {
+    fn default_ttl() -> Duration {
+        Duration::from_secs(600)
+    }
+
+    /// Decodes and checks ranges.
+    pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        if decoded.ttl.is_zero() {
+            return Err(config.invalid("ttl", "`ttl` must be longer than 0s"));
+        }
+        Ok(decoded)
+    }
+}
+
+/// `processor:dedup`.
+pub static DEDUP: NodeFactory =
+    NodeFactory::new(ComponentKind::Processor, "dedup", env!("CARGO_PKG_NAME"))
+        .description("drops batches already seen within a TTL, using a key/value store")
+        .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)])
+        .validate_config(|config| DedupConfig::decode(config).map(drop))
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let config = DedupConfig::decode(config)?;
+    let store = capabilities.require_local::<KeyValueStore>()?;
+    Ok(NodeInstance::Processor(Box::new(Dedup {
+        node: context.node_id.clone(),
+        store,
+        ttl: config.ttl,
+        store_failing: false,
+    })))
+}
+
+struct Dedup {
+    node: String,
+    store: Rc<dyn local::KeyValueStore>,
+    ttl: Duration,
+    store_failing: bool,
+}
+
+/// The store key of a payload: `dedup:<signal>:` and the 128-bit hash of its bytes.
+pub fn key(payload: &OtlpPayload) -> Vec<u8> {
+    let mut key = format!("dedup:{}:", payload.signal()).into_bytes();
+    key.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(payload.bytes()).to_be_bytes());
+    key
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalProcessor for Dedup {
+    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
+        match self
+            .store
+            .set_if_absent(&key(&data), b"", Some(self.ttl))
+            .await
+        {
+            Ok(first) => {
+                if self.store_failing {
+                    self.store_failing = false;
+                    tracing::info!(node = %self.node, "key/value store answers again; deduplicating");
+                }
+                if !first {
+                    NodeCounters::add(&outputs.counters().records_dropped, data.records());
+                    return Ok(());
+                }
+            }
+            Err(error) => {
+                NodeCounters::add(&outputs.counters().errors, 1);
+                if !self.store_failing {
+                    self.store_failing = true;
+                    tracing::warn!(node = %self.node, %error, "key/value store failed; forwarding batches without deduplication until it recovers");
+                }
+            }
+        }
+        outputs.send(data).await
+    }
+}

@@ -1,0 +1,213 @@
+//! Building and reading OTLP requests with the `opentelemetry-proto` types.
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use prost::Message;
+
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource() -> Option<Resource> {
+    Some(Resource {
+        attributes: vec![string("service.name", "otap-df-generator")],
+        ..Default::default()
+    })
+}
+
+fn scope() -> Option<InstrumentationScope> {
+    Some(InstrumentationScope {
+        name: "otap-df".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Default::default()
+    })
+}
+
+/// An export request of `records` records of `signal`, every one distinct through `tag` and
+/// its index, as OTLP protobuf.
+pub fn synthetic(signal: Signal, records: usize, tag: &str, time_unix_nano: u64) -> OtlpPayload {
+    let bytes = match signal {
+        Signal::Logs => ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource(),
+                scope_logs: vec![ScopeLogs {
+                    scope: scope(),
+                    log_records: (0..records)
+                        .map(|i| LogRecord {
+                            time_unix_nano,
+                            severity_number: 9,
+                            severity_text: "INFO".to_owned(),
+                            body: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(format!(
+                                    "{tag} record {i}"
+                                ))),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec(),
+        Signal::Metrics => ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: resource(),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: scope(),
+                    metrics: vec![Metric {
+                        name: "otap_df.generator.value".to_owned(),
+                        data: Some(metric::Data::Gauge(Gauge {
+                            data_points: (0..records)
+                                .map(|i| NumberDataPoint {
+                                    time_unix_nano,
+                                    attributes: vec![string("batch", tag)],
+                                    value: Some(number_data_point::Value::AsInt(i as i64)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec(),
+        Signal::Traces => ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: resource(),
+                scope_spans: vec![ScopeSpans {
+                    scope: scope(),
+                    spans: (0..records)
+                        .map(|i| Span {
+                            trace_id: xxhash_rust::xxh3::xxh3_128(tag.as_bytes())
+                                .to_be_bytes()
+                                .to_vec(),
+                            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+                            name: format!("{tag} span {i}"),
+                            start_time_unix_nano: time_unix_nano,
+                            end_time_unix_nano: time_unix_nano + 1_000,
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec(),
+    };
+    OtlpPayload::new(signal, Encoding::Protobuf, records as u64, bytes)
+}
+
+/// What a decoded request holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shape {
+    /// Resource entries.
+    pub resources: usize,
+    /// Scope entries.
+    pub scopes: usize,
+    /// Log records, data points or spans.
+    pub records: usize,
+}
+
+/// Decodes a protobuf payload and counts what it holds.
+pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
+    if payload.encoding() != Encoding::Protobuf {
+        return Err("only OTLP protobuf payloads can be decoded here".to_owned());
+    }
+    let bytes = payload.bytes().as_ref();
+    let error = |e: prost::DecodeError| format!("invalid OTLP {} protobuf: {e}", payload.signal());
+    Ok(match payload.signal() {
+        Signal::Logs => {
+            let request = ExportLogsServiceRequest::decode(bytes).map_err(error)?;
+            let scopes = request.resource_logs.iter().flat_map(|r| &r.scope_logs);
+            Shape {
+                resources: request.resource_logs.len(),
+                scopes: scopes.clone().count(),
+                records: scopes.map(|s| s.log_records.len()).sum(),
+            }
+        }
+        Signal::Metrics => {
+            let request = ExportMetricsServiceRequest::decode(bytes).map_err(error)?;
+            let scopes = request
+                .resource_metrics
+                .iter()
+                .flat_map(|r| &r.scope_metrics);
+            let points = |m: &Metric| match &m.data {
+                Some(metric::Data::Gauge(g)) => g.data_points.len(),
+                Some(metric::Data::Sum(s)) => s.data_points.len(),
+                Some(metric::Data::Histogram(h)) => h.data_points.len(),
+                Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+                Some(metric::Data::Summary(s)) => s.data_points.len(),
+                None => 0,
+            };
+            Shape {
+                resources: request.resource_metrics.len(),
+                scopes: scopes.clone().count(),
+                records: scopes.flat_map(|s| &s.metrics).map(points).sum(),
+            }
+        }
+        Signal::Traces => {
+            let request = ExportTraceServiceRequest::decode(bytes).map_err(error)?;
+            let scopes = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
+            Shape {
+                resources: request.resource_spans.len(),
+                scopes: scopes.clone().count(),
+                records: scopes.map(|s| s.spans.len()).sum(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_requests_decode_to_their_record_count() {
+        for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+            let payload = synthetic(signal, 17, "t", 1);
+            assert_eq!(payload.records(), 17);
+            assert_eq!(
+                shape(&payload),
+                Ok(Shape {
+                    resources: 1,
+                    scopes: 1,
+                    records: 17
+                }),
+                "{signal}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_protobuf_is_an_error() {
+        let payload = synthetic(Signal::Logs, 3, "t", 1);
+        let cut = OtlpPayload::new(
+            Signal::Logs,
+            Encoding::Protobuf,
+            3,
+            payload.bytes().slice(..10),
+        );
+        assert!(shape(&cut).is_err());
+    }
+}
