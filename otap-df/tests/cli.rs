@@ -122,3 +122,82 @@ fn components_lists_types_and_what_is_not_compiled_in() {
         "{stdout}"
     );
 }
+
+#[test]
+fn run_executes_the_quickstart_and_drops_exactly_the_duplicates() {
+    let output = otap_df(&["run", "examples/quickstart.yaml"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    // 1000 batches of 100 logs, a quarter of them repeats: 750 batches reach the exporter.
+    assert_eq!(stdout.lines().count(), 750, "{stdout}");
+    assert!(
+        stdout.lines().all(|line| line == "debug: logs 100 records"),
+        "{stdout}"
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "final: generator in=100000 out=100000 | dedup in=100000 out=75000 dropped=25000 | debug in=75000 out=75000 | dedup_store=passive"
+        ),
+        "{stderr}"
+    );
+}
+
+fn file_pipeline(dir: &Path, cores: usize) -> String {
+    let config = dir.join(format!("file-{cores}.yaml"));
+    let out = dir.join(format!("out-{cores}.bin"));
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+engine: {{ cores: {cores} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: traces, batch_size: 7, count: 101 }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: gen, to: out }}
+",
+            out.display()
+        ),
+    )
+    .expect("write config");
+    config.display().to_string()
+}
+
+#[test]
+fn every_generated_record_reaches_the_file_exporter_on_one_and_two_cores() {
+    let dir = std::env::temp_dir().join(format!("otap-df-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for cores in [1usize, 2] {
+        let config = file_pipeline(&dir, cores);
+        let output = otap_df(&["run", "--quiet", &config]);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "stderr: {}",
+            text(&output.stderr)
+        );
+        let mut records = 0;
+        let mut batches = 0;
+        for core in 0..cores {
+            let path = otap_df::nodes::file::core_path(&dir.join(format!("out-{cores}.bin")), core);
+            for payload in otap_df::nodes::read_payloads(&path).expect("payload file") {
+                let shape = otap_df::nodes::otlp::shape(&payload).expect("valid OTLP");
+                assert_eq!(shape.records as u64, payload.records());
+                records += shape.records;
+                batches += 1;
+            }
+        }
+        assert_eq!((batches, records), (101, 707), "{cores} cores");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
