@@ -423,7 +423,7 @@ impl Engine {
 
         // 3. Shared extensions some node claimed start before any node, ready or not at all.
         let mut started_shared: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
-        let mut shared_tasks: JoinSet<(usize, String, Result<(), String>)> = JoinSet::new();
+        let mut shared_tasks = ExtensionTasks::default();
         if failures.is_empty() {
             'start: for (index, lifecycles) in shared_lifecycles.into_iter().enumerate() {
                 let plan = &self.resolved.pipelines[index];
@@ -453,12 +453,11 @@ impl Engine {
                         Lifecycle::Background { task } => (task, Readiness::Immediate),
                     };
                     let (control, mut handle) = control_channel();
-                    let task_id = id.clone();
                     let _guard = runtime.enter();
-                    shared_tasks.spawn(async move {
-                        let result = task.run(control).await.map_err(|e| e.to_string());
-                        (index, task_id, result)
-                    });
+                    let spawned = shared_tasks
+                        .set
+                        .spawn(async move { task.run(control).await.map_err(|e| e.to_string()) });
+                    shared_tasks.names.insert(spawned.id(), (index, id.clone()));
                     self.telemetry
                         .set_extension(&pipeline, &id, None, ExtensionState::Starting);
                     if readiness == Readiness::Probe {
@@ -512,29 +511,17 @@ impl Engine {
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
             if !shutting_down_extensions {
-                while let Some(Ok((index, id, result))) = runtime.block_on(async {
-                    tokio::time::timeout(Duration::ZERO, shared_tasks.join_next())
+                while let Some(joined) = runtime.block_on(async {
+                    tokio::time::timeout(Duration::ZERO, shared_tasks.set.join_next_with_id())
                         .await
                         .ok()
                         .flatten()
                 }) {
-                    let pipeline = pipeline_name(&self.resolved.pipelines[index]);
-                    let reason = match result {
-                        Ok(()) => "its task returned".to_owned(),
-                        Err(e) => e,
-                    };
-                    self.telemetry.set_extension(
-                        &pipeline,
-                        &id,
-                        None,
-                        ExtensionState::Failed(reason.clone()),
-                    );
-                    failures.push(Failure::ExtensionExited {
-                        pipeline,
-                        extension: id,
-                        reason,
-                    });
-                    self.shutdown.send_replace(true);
+                    let exited = shared_tasks.exited(&self.resolved, &self.telemetry, None, joined);
+                    if let Some(failure) = exited {
+                        failures.push(failure);
+                        self.shutdown.send_replace(true);
+                    }
                 }
             }
             if remaining == 0 {
@@ -557,12 +544,12 @@ impl Engine {
         }
         let drained = runtime.block_on(async {
             tokio::time::timeout_at(deadline.into(), async {
-                while shared_tasks.join_next().await.is_some() {}
+                while shared_tasks.set.join_next().await.is_some() {}
             })
             .await
         });
         if drained.is_err() {
-            shared_tasks.abort_all();
+            shared_tasks.set.abort_all();
             failures.push(Failure::ShutdownTimeout {
                 pipeline: "engine".into(),
                 task: "shared extensions".into(),
@@ -757,7 +744,7 @@ impl CoreWorker {
 
         // Local extensions some node claimed start first, ready or not at all.
         let mut started: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
-        let mut extension_tasks: JoinSet<(usize, String, Result<(), String>)> = JoinSet::new();
+        let mut extension_tasks = ExtensionTasks::default();
         let mut pipelines = Vec::new();
         'start: for pipeline in built {
             for (id, lifecycle, timeout) in pipeline.extensions {
@@ -784,12 +771,12 @@ impl CoreWorker {
                     Lifecycle::Background { task } => (task, Readiness::Immediate),
                 };
                 let (control, mut handle) = control_channel();
-                let task_id = id.clone();
-                let index = pipeline.index;
-                extension_tasks.spawn_local(async move {
-                    let result = task.run(control).await.map_err(|e| e.to_string());
-                    (index, task_id, result)
-                });
+                let spawned = extension_tasks
+                    .set
+                    .spawn_local(async move { task.run(control).await.map_err(|e| e.to_string()) });
+                extension_tasks
+                    .names
+                    .insert(spawned.id(), (pipeline.index, id.clone()));
                 if readiness == Readiness::Probe {
                     self.telemetry.set_extension(
                         &pipeline.name,
@@ -863,15 +850,12 @@ impl CoreWorker {
                         request_shutdown(&mut receivers, &mut shutdown_deadline);
                     }
                 }
-                Some(Ok((index, id, result))) = extension_tasks.join_next() => {
-                    let pipeline = pipeline_name(&self.resolved.pipelines[index]);
-                    let reason = match result {
-                        Ok(()) => "its task returned".to_owned(),
-                        Err(e) => e,
-                    };
-                    self.telemetry.set_extension(&pipeline, &id, Some(self.core), ExtensionState::Failed(reason.clone()));
-                    failures.push(Failure::ExtensionExited { pipeline, extension: id, reason });
-                    request_shutdown(&mut receivers, &mut shutdown_deadline);
+                Some(joined) = extension_tasks.set.join_next_with_id() => {
+                    let exited = extension_tasks.exited(&self.resolved, &self.telemetry, Some(self.core), joined);
+                    if let Some(failure) = exited {
+                        failures.push(failure);
+                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                    }
                 }
                 () = sleep_until(until) => {
                     node_tasks.set.abort_all();
@@ -898,11 +882,11 @@ impl CoreWorker {
             );
         }
         let drained = tokio::time::timeout_at(deadline.into(), async {
-            while extension_tasks.join_next().await.is_some() {}
+            while extension_tasks.set.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            extension_tasks.abort_all();
+            extension_tasks.set.abort_all();
             failures.push(Failure::ShutdownTimeout {
                 pipeline: format!("core {}", self.core),
                 task: "local extensions".into(),
@@ -970,6 +954,56 @@ impl CoreWorker {
     }
 }
 
+/// Running extension tasks, and which extension each runs.
+#[derive(Default)]
+struct ExtensionTasks {
+    set: JoinSet<Result<(), String>>,
+    names: HashMap<tokio::task::Id, (usize, String)>,
+}
+
+impl ExtensionTasks {
+    /// A task that ended before shutdown: an error, a return or a panic, each a failure
+    /// naming the extension. `core` is `None` for a shared extension.
+    fn exited(
+        &self,
+        resolved: &ResolvedConfig,
+        telemetry: &Telemetry,
+        core: Option<usize>,
+        joined: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+    ) -> Option<Failure> {
+        let (id, reason) = match joined {
+            Ok((id, Ok(()))) => (id, "its task returned".to_owned()),
+            Ok((id, Err(error))) => (id, error),
+            Err(error) if error.is_panic() => (
+                error.id(),
+                format!("panicked: {}", panic_message(error.into_panic())),
+            ),
+            Err(_) => return None,
+        };
+        let (index, extension) = self.names.get(&id).cloned().unwrap_or((0, "?".into()));
+        let pipeline = pipeline_name(&resolved.pipelines[index]);
+        telemetry.set_extension(
+            &pipeline,
+            &extension,
+            core,
+            ExtensionState::Failed(reason.clone()),
+        );
+        Some(Failure::ExtensionExited {
+            pipeline,
+            extension,
+            reason,
+        })
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".to_owned())
+}
+
 /// The node tasks of one core, and which node each task runs.
 #[derive(Default)]
 struct NodeTasks {
@@ -988,16 +1022,10 @@ impl NodeTasks {
         let (id, reason) = match joined {
             Ok((_, Ok(()))) => return None,
             Ok((id, Err(error))) => (id, error.to_string()),
-            Err(error) if error.is_panic() => {
-                let id = error.id();
-                let payload = error.into_panic();
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".to_owned());
-                (id, format!("panicked: {message}"))
-            }
+            Err(error) if error.is_panic() => (
+                error.id(),
+                format!("panicked: {}", panic_message(error.into_panic())),
+            ),
             Err(error) => {
                 let (index, node) = self
                     .names
