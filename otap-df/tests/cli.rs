@@ -201,3 +201,89 @@ fn every_generated_record_reaches_the_file_exporter_on_one_and_two_cores() {
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// The `out=` count of node `node` in a progress or final line.
+fn records_out(line: &str, node: &str) -> Option<u64> {
+    let part = line
+        .split(" | ")
+        .map(|part| {
+            part.trim_start_matches("progress: ")
+                .trim_start_matches("final: ")
+        })
+        .find(|part| part.starts_with(&format!("{node} ")))?;
+    part.split(' ')
+        .find_map(|field| field.strip_prefix("out="))
+        .and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn sigterm_mid_run_shuts_down_gracefully_and_loses_nothing_accepted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = std::env::temp_dir().join(format!("otap-df-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("out.bin");
+    let config = dir.join("endless.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ batch_size: 10, rate: 2000 }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: gen, to: out }}
+",
+            out.display()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(["run", "--progress-interval", "0.1"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the otap-df binary starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    // Wait until records flow (the generator never finishes by itself).
+    let mut seen = Vec::new();
+    for line in stderr.by_ref() {
+        let line = line.expect("stderr line");
+        seen.push(line.clone());
+        if line.starts_with("progress:") && records_out(&line, "gen").is_some_and(|n| n > 0) {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.starts_with("progress:")),
+        "no progress before the process ended: {seen:?}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let rest: Vec<String> = stderr.map(|l| l.expect("stderr line")).collect();
+    let status = child.wait().expect("the process ends");
+    assert_eq!(status.code(), Some(0), "stderr: {seen:?} {rest:?}");
+    let last = rest
+        .iter()
+        .find(|line| line.starts_with("final: "))
+        .unwrap_or_else(|| panic!("no final line: {rest:?}"));
+    let sent = records_out(last, "gen").expect("gen count");
+    let exported = records_out(last, "out").expect("out count");
+    let in_file: u64 = otap_df::nodes::read_payloads(&out)
+        .expect("payload file")
+        .iter()
+        .map(|payload| payload.records())
+        .sum();
+    assert!(sent > 0);
+    assert_eq!((exported, in_file), (sent, sent), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -165,12 +165,7 @@ pub struct ProbeExporterConfig {
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     otap_df_core::register_builtins(&mut registry);
-    registry.register_extension(&LOCAL_ONLY_KV);
-    registry.register_extension(&FIXED_TOKEN);
-    registry.register_node(&PROBE_RECEIVER);
-    registry.register_node(&LOCAL_KV_USER);
-    registry.register_node(&SHARED_KV_USER);
-    registry.register_node(&PROBE_EXPORTER);
+    register(&mut registry);
     registry.declare_not_compiled_in(
         ComponentKind::Extension,
         "azure_auth",
@@ -180,4 +175,14 @@ pub fn registry() -> Registry {
         Ok(registry) => registry,
         Err(error) => panic!("fixture registry: {error}"),
     }
+}
+
+/// Registers every fixture type in `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register_extension(&LOCAL_ONLY_KV);
+    registry.register_extension(&FIXED_TOKEN);
+    registry.register_node(&PROBE_RECEIVER);
+    registry.register_node(&LOCAL_KV_USER);
+    registry.register_node(&SHARED_KV_USER);
+    registry.register_node(&PROBE_EXPORTER);
 }

@@ -13,3 +13,4 @@
 
 pub mod fixtures;
 pub mod key_value_suite;
+pub mod recording;

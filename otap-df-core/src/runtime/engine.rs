@@ -6,8 +6,10 @@
 //! 1. Shared extensions are created once per pipeline; each core creates its local
 //!    extensions and constructs its nodes (which claim their capabilities).
 //! 2. Extensions that some node claimed are started — shared ones on a small engine runtime,
-//!    local ones on their core — before any node; the engine waits for those that probe
-//!    readiness, each within its `startup_timeout`. Unclaimed extensions are not started.
+//!    local ones on their core — in declaration order, shared before local, before any node:
+//!    each task has run up to its first suspension point before the next one is spawned, and
+//!    the engine waits for those that probe readiness, each within its `startup_timeout`.
+//!    Unclaimed and passive extensions are not started.
 //! 3. Nodes run. Shutdown (a request, a signal, a failure) tells receivers to stop;
 //!    processors and exporters drain what is in flight and finish.
 //! 4. Only when every node of a core has finished are its local extensions shut down, in
@@ -19,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use crate::binding::{Capabilities, InstantiateError, PipelinePlan, ResolvedConfig};
@@ -29,7 +31,8 @@ use crate::extension::{
     SharedProvisions, SharedTask, control_channel,
 };
 use crate::runtime::node::{
-    ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs, ReceiverContext,
+    ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
+    ReceiverContext,
 };
 
 /// How to run.
@@ -41,6 +44,10 @@ pub struct RunOptions {
     pub channel_capacity: usize,
     /// How long nodes, then extensions, get to finish once shutdown starts.
     pub shutdown_timeout: Duration,
+    /// How often processors and exporters get a [`ControlMessage::TimerTick`] (flush,
+    /// expire state); never when `None`. A tick is skipped for a node whose control queue is
+    /// full, so a busy node never accumulates ticks.
+    pub timer_interval: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -49,6 +56,7 @@ impl Default for RunOptions {
             cores: None,
             channel_capacity: 64,
             shutdown_timeout: Duration::from_secs(10),
+            timer_interval: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -110,6 +118,17 @@ pub struct NodeStats {
     pub counters: Arc<NodeCounters>,
 }
 
+/// One node's counters summed over its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTotals {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// Node id.
+    pub node: String,
+    /// The sums.
+    pub counts: CounterSnapshot,
+}
+
 /// Live counters and states of a run, readable from any thread.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -145,24 +164,22 @@ impl Telemetry {
         }
     }
 
-    /// Per node, summed over cores: `(pipeline, node, in, out, dropped, failed)`, in
-    /// registration order.
-    pub fn node_totals(&self) -> Vec<(String, String, u64, u64, u64, u64)> {
+    /// Per node, summed over cores, in registration order.
+    pub fn node_totals(&self) -> Vec<NodeTotals> {
         let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut totals: Vec<(String, String, u64, u64, u64, u64)> = Vec::new();
+        let mut totals: Vec<NodeTotals> = Vec::new();
         for stats in nodes.iter() {
-            let (i, o, d, f) = stats.counters.snapshot();
+            let counts = stats.counters.snapshot();
             match totals
                 .iter_mut()
-                .find(|t| t.0 == stats.pipeline && t.1 == stats.node)
+                .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
             {
-                Some(t) => {
-                    t.2 += i;
-                    t.3 += o;
-                    t.4 += d;
-                    t.5 += f;
-                }
-                None => totals.push((stats.pipeline.clone(), stats.node.clone(), i, o, d, f)),
+                Some(total) => total.counts += counts,
+                None => totals.push(NodeTotals {
+                    pipeline: stats.pipeline.clone(),
+                    node: stats.node.clone(),
+                    counts,
+                }),
             }
         }
         totals
@@ -181,13 +198,17 @@ impl Telemetry {
         let mut parts: Vec<String> = self
             .node_totals()
             .into_iter()
-            .map(|(_, node, i, o, d, f)| {
-                let mut part = format!("{node} in={i} out={o}");
-                if d > 0 {
-                    part.push_str(&format!(" dropped={d}"));
+            .map(|total| {
+                let c = total.counts;
+                let mut part = format!("{} in={} out={}", total.node, c.records_in, c.records_out);
+                if c.records_dropped > 0 {
+                    part.push_str(&format!(" dropped={}", c.records_dropped));
                 }
-                if f > 0 {
-                    part.push_str(&format!(" failed={f}"));
+                if c.records_failed > 0 {
+                    part.push_str(&format!(" failed={}", c.records_failed));
+                }
+                if c.errors > 0 {
+                    part.push_str(&format!(" errors={}", c.errors));
                 }
                 part
             })
@@ -453,11 +474,17 @@ impl Engine {
                         Lifecycle::Background { task } => (task, Readiness::Immediate),
                     };
                     let (control, mut handle) = control_channel();
+                    let (begun_tx, begun) = oneshot::channel();
                     let _guard = runtime.enter();
-                    let spawned = shared_tasks
-                        .set
-                        .spawn(async move { task.run(control).await.map_err(|e| e.to_string()) });
+                    let spawned = shared_tasks.set.spawn(async move {
+                        after_first_poll(task.run(control), begun_tx)
+                            .await
+                            .map_err(|e| e.to_string())
+                    });
                     shared_tasks.names.insert(spawned.id(), (index, id.clone()));
+                    // A task that panics in its first poll drops the sender; the panic is
+                    // reported when the task is joined.
+                    let _ = runtime.block_on(begun);
                     self.telemetry
                         .set_extension(&pipeline, &id, None, ExtensionState::Starting);
                     if readiness == Readiness::Probe {
@@ -771,12 +798,16 @@ impl CoreWorker {
                     Lifecycle::Background { task } => (task, Readiness::Immediate),
                 };
                 let (control, mut handle) = control_channel();
-                let spawned = extension_tasks
-                    .set
-                    .spawn_local(async move { task.run(control).await.map_err(|e| e.to_string()) });
+                let (begun_tx, begun) = oneshot::channel();
+                let spawned = extension_tasks.set.spawn_local(async move {
+                    after_first_poll(task.run(control), begun_tx)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
                 extension_tasks
                     .names
                     .insert(spawned.id(), (pipeline.index, id.clone()));
+                let _ = begun.await;
                 if readiness == Readiness::Probe {
                     self.telemetry.set_extension(
                         &pipeline.name,
@@ -814,13 +845,21 @@ impl CoreWorker {
 
         // Nodes.
         let mut receivers: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
+        let mut tickable: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
         let mut node_tasks = NodeTasks::default();
         if failures.is_empty() {
             for (index, name, nodes) in pipelines {
                 let plan = &self.resolved.pipelines[index];
-                self.spawn_nodes(index, &name, plan, nodes, &mut receivers, &mut node_tasks);
+                let controls = self.spawn_nodes(index, &name, plan, nodes, &mut node_tasks);
+                receivers.extend(controls.receivers);
+                tickable.extend(controls.others);
             }
         }
+        let ticker = self
+            .options
+            .timer_interval
+            .filter(|every| !every.is_zero() && !tickable.is_empty())
+            .map(|every| tokio::task::spawn_local(tick(every, tickable)));
         let mut shutdown_deadline: Option<Instant> = None;
         let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
                                 deadline: &mut Option<Instant>| {
@@ -866,6 +905,10 @@ impl CoreWorker {
             }
         }
 
+        if let Some(ticker) = ticker {
+            ticker.abort();
+        }
+
         // Local extensions go after every node of this core, in reverse start order.
         let deadline = Instant::now() + deadline_after;
         for (index, extension) in started.iter().rev() {
@@ -901,9 +944,9 @@ impl CoreWorker {
         name: &str,
         plan: &PipelinePlan,
         nodes: Vec<(String, NodeInstance)>,
-        receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
         tasks: &mut NodeTasks,
-    ) {
+    ) -> NodeControls {
+        let mut controls = NodeControls::default();
         let capacity = self.options.channel_capacity.max(1);
         let mut senders = HashMap::new();
         let mut inputs = HashMap::new();
@@ -933,7 +976,7 @@ impl CoreWorker {
             let input = inputs.remove(&id);
             let handle = match instance {
                 NodeInstance::Receiver(receiver) => {
-                    receivers.push(control_tx);
+                    controls.receivers.push(control_tx);
                     tasks.set.spawn_local(async move {
                         receiver
                             .run(ReceiverContext::new(outputs, control_rx))
@@ -942,15 +985,48 @@ impl CoreWorker {
                 }
                 // Processors and exporters get no shutdown message: they end when their
                 // input closes, once every upstream node has finished and drained.
-                NodeInstance::Processor(processor) => tasks.set.spawn_local(async move {
-                    drive_processor(processor, input, control_rx, outputs, counters).await
-                }),
-                NodeInstance::Exporter(exporter) => tasks.set.spawn_local(async move {
-                    drive_exporter(exporter, input, control_rx, counters).await
-                }),
+                NodeInstance::Processor(processor) => {
+                    controls.others.push(control_tx);
+                    tasks.set.spawn_local(async move {
+                        drive_processor(processor, input, control_rx, outputs, counters).await
+                    })
+                }
+                NodeInstance::Exporter(exporter) => {
+                    controls.others.push(control_tx);
+                    tasks.set.spawn_local(async move {
+                        drive_exporter(exporter, input, control_rx, counters).await
+                    })
+                }
             };
             tasks.names.insert(handle.id(), (index, id));
         }
+        controls
+    }
+}
+
+/// The control queues of a core's nodes.
+#[derive(Default)]
+struct NodeControls {
+    /// Receivers: told to stop on shutdown.
+    receivers: Vec<mpsc::Sender<ControlMessage>>,
+    /// Processors and exporters: ticked.
+    others: Vec<mpsc::Sender<ControlMessage>>,
+}
+
+/// Sends a timer tick to every node in `nodes` each `every`, skipping a node whose control
+/// queue is full; ends when every node is gone.
+async fn tick(every: Duration, mut nodes: Vec<mpsc::Sender<ControlMessage>>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    interval.tick().await;
+    while !nodes.is_empty() {
+        interval.tick().await;
+        nodes.retain(|node| {
+            !matches!(
+                node.try_send(ControlMessage::TimerTick),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
     }
 }
 
@@ -1046,6 +1122,24 @@ impl NodeTasks {
             reason,
         })
     }
+}
+
+/// Runs `future`, telling `begun` once its first poll has returned: the engine starts nodes
+/// only after every extension task has run up to its first suspension point.
+async fn after_first_poll<F: std::future::Future>(
+    future: F,
+    begun: oneshot::Sender<()>,
+) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut begun = Some(begun);
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if let Some(begun) = begun.take() {
+            let _ = begun.send(());
+        }
+        poll
+    })
+    .await
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {

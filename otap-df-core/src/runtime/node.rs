@@ -96,14 +96,40 @@ impl NodeCounters {
         counter.fetch_add(records, Ordering::Relaxed);
     }
 
-    /// A snapshot `(in, out, dropped, failed)`.
-    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
-        (
-            self.records_in.load(Ordering::Relaxed),
-            self.records_out.load(Ordering::Relaxed),
-            self.records_dropped.load(Ordering::Relaxed),
-            self.records_failed.load(Ordering::Relaxed),
-        )
+    /// The counters now.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            records_dropped: self.records_dropped.load(Ordering::Relaxed),
+            records_failed: self.records_failed.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The values of [`NodeCounters`] at one moment (or summed over instances).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Records that entered the node.
+    pub records_in: u64,
+    /// Records the node sent downstream.
+    pub records_out: u64,
+    /// Records dropped on purpose.
+    pub records_dropped: u64,
+    /// Records that could not be delivered or processed.
+    pub records_failed: u64,
+    /// Errors handled without losing data.
+    pub errors: u64,
+}
+
+impl std::ops::AddAssign for CounterSnapshot {
+    fn add_assign(&mut self, other: Self) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.records_dropped += other.records_dropped;
+        self.records_failed += other.records_failed;
+        self.errors += other.errors;
     }
 }
 
