@@ -425,6 +425,7 @@ pub enum ExtensionMessage {
 pub struct ExtensionControl {
     messages: mpsc::Receiver<ExtensionMessage>,
     ready: watch::Sender<bool>,
+    degraded: watch::Sender<Option<String>>,
 }
 
 /// The engine's end of an extension's control channel.
@@ -432,20 +433,24 @@ pub struct ExtensionControl {
 pub struct ExtensionHandle {
     messages: mpsc::Sender<ExtensionMessage>,
     ready: watch::Receiver<bool>,
+    degraded: watch::Receiver<Option<String>>,
 }
 
 /// Creates a control channel: the task's end and the engine's end.
 pub fn control_channel() -> (ExtensionControl, ExtensionHandle) {
     let (message_tx, message_rx) = mpsc::channel(16);
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (degraded_tx, degraded_rx) = watch::channel(None);
     (
         ExtensionControl {
             messages: message_rx,
             ready: ready_tx,
+            degraded: degraded_tx,
         },
         ExtensionHandle {
             messages: message_tx,
             ready: ready_rx,
+            degraded: degraded_rx,
         },
     )
 }
@@ -460,6 +465,19 @@ impl ExtensionControl {
     pub fn set_ready(&self) {
         self.ready.send_replace(true);
     }
+
+    /// Reports that the extension still serves its capabilities but not as configured (a
+    /// token file that vanished while the last good token is still served), and why. The
+    /// engine shows it as `degraded: <why>` until [`set_healthy`](Self::set_healthy).
+    pub fn set_degraded(&self, why: impl Into<String>) {
+        self.degraded.send_replace(Some(why.into()));
+    }
+
+    /// Reports that the extension is back to normal.
+    pub fn set_healthy(&self) {
+        self.degraded
+            .send_if_modified(|degraded| degraded.take().is_some());
+    }
 }
 
 impl ExtensionHandle {
@@ -471,6 +489,11 @@ impl ExtensionHandle {
     /// Waits until the task signals readiness; `false` if it ended without doing so.
     pub async fn wait_ready(&mut self) -> bool {
         self.ready.wait_for(|ready| *ready).await.is_ok()
+    }
+
+    /// Why the extension reports itself degraded, or `None` while it is healthy.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.borrow().clone()
     }
 }
 

@@ -102,6 +102,8 @@ pub enum Behaviour {
     Ready,
     /// Probed: never signals readiness.
     NeverReady,
+    /// Probed: signals readiness, then reports itself degraded and runs until shutdown.
+    Degraded,
     /// Probed: signals readiness, then returns an error at once.
     Exit,
     /// Probed: signals readiness, then panics.
@@ -138,10 +140,14 @@ async fn recorder_task(
     }
     match config.behaviour {
         Behaviour::NeverReady | Behaviour::Background | Behaviour::Passive => {}
-        Behaviour::Ready | Behaviour::Exit | Behaviour::Panic => {
+        Behaviour::Ready | Behaviour::Exit | Behaviour::Panic | Behaviour::Degraded => {
             record(&log, format!("{id}:ready"));
             control.set_ready();
         }
+    }
+    if config.behaviour == Behaviour::Degraded {
+        control.set_degraded("its source went away; serving the last good value");
+        record(&log, format!("{id}:degraded"));
     }
     match config.behaviour {
         Behaviour::Exit => {

@@ -382,6 +382,41 @@ groups:
 }
 
 #[test]
+fn an_extension_that_reports_itself_degraded_is_shown_degraded_while_it_runs() {
+    let log = "degraded";
+    let text = lifecycle_config(
+        log,
+        "behaviour: degraded",
+        "behaviour: ready",
+        "count: 1, then: wait",
+        "delay: 1ms",
+    );
+    let engine = Engine::new(resolve(&text), options());
+    let telemetry = engine.telemetry();
+    let shutdown = engine.shutdown_handle();
+    let run = std::thread::spawn(move || engine.run());
+    let degraded = recording::wait_for(log, "source:start", Duration::from_secs(10));
+    let states: Vec<(String, ExtensionState)> = telemetry
+        .extension_states()
+        .into_iter()
+        .map(|(_, extension, _, state)| (extension, state))
+        .collect();
+    let summary = telemetry.summary();
+    shutdown.request();
+    run.join().expect("engine thread").expect("a clean run");
+    assert!(degraded, "the source never started: {:?}", events(log));
+    let why = "its source went away; serving the last good value";
+    assert_eq!(
+        states,
+        [
+            ("auth".to_owned(), ExtensionState::Degraded(why.to_owned())),
+            ("store".to_owned(), ExtensionState::Ready),
+        ]
+    );
+    assert!(summary.contains(&format!("auth=degraded: {why}")), "{summary}");
+}
+
+#[test]
 fn local_extensions_run_once_per_core_and_all_stop_after_every_node() {
     let log = "two-cores";
     let text = lifecycle_config(

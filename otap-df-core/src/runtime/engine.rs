@@ -83,6 +83,8 @@ pub enum ExtensionState {
     Starting,
     /// Running and ready.
     Ready,
+    /// Running, serving its capabilities, but not as configured (the reason).
+    Degraded(String),
     /// No node claimed it: never started.
     Unclaimed,
     /// Shut down.
@@ -98,6 +100,7 @@ impl fmt::Display for ExtensionState {
             ExtensionState::Passive => f.write_str("passive"),
             ExtensionState::Starting => f.write_str("starting"),
             ExtensionState::Ready => f.write_str("ready"),
+            ExtensionState::Degraded(why) => write!(f, "degraded: {why}"),
             ExtensionState::Unclaimed => f.write_str("unclaimed"),
             ExtensionState::Stopped => f.write_str("stopped"),
             ExtensionState::Failed(why) => write!(f, "failed: {why}"),
@@ -134,6 +137,7 @@ pub struct NodeTotals {
 pub struct Telemetry {
     nodes: Mutex<Vec<NodeStats>>,
     extensions: Mutex<Vec<ExtensionStatus>>,
+    handles: Mutex<Vec<(String, String, Option<usize>, ExtensionHandle)>>,
 }
 
 impl Telemetry {
@@ -185,12 +189,46 @@ impl Telemetry {
         totals
     }
 
-    /// Every extension instance's state: `(pipeline, extension, core, state)`.
-    pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
-        self.extensions
+    fn watch_extension(
+        &self,
+        pipeline: &str,
+        extension: &str,
+        core: Option<usize>,
+        handle: &ExtensionHandle,
+    ) {
+        self.handles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .push((
+                pipeline.to_owned(),
+                extension.to_owned(),
+                core,
+                handle.clone(),
+            ));
+    }
+
+    /// Every extension instance's state: `(pipeline, extension, core, state)`. A ready
+    /// extension that reports itself degraded is [`ExtensionState::Degraded`].
+    pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
+        let mut states = self
+            .extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        for (pipeline, extension, core, state) in &mut states {
+            if *state != ExtensionState::Ready {
+                continue;
+            }
+            let degraded = handles
+                .iter()
+                .find(|(p, e, c, _)| p == pipeline && e == extension && c == core)
+                .and_then(|(_, _, _, handle)| handle.degraded());
+            if let Some(why) = degraded {
+                *state = ExtensionState::Degraded(why);
+            }
+        }
+        states
     }
 
     /// One line: records in/out per node, drops, and extension states.
@@ -474,6 +512,8 @@ impl Engine {
                         Lifecycle::Background { task } => (task, Readiness::Immediate),
                     };
                     let (control, mut handle) = control_channel();
+                    self.telemetry
+                        .watch_extension(&pipeline, &id, None, &handle);
                     let (begun_tx, begun) = oneshot::channel();
                     let _guard = runtime.enter();
                     let spawned = shared_tasks.set.spawn(async move {
@@ -798,6 +838,8 @@ impl CoreWorker {
                     Lifecycle::Background { task } => (task, Readiness::Immediate),
                 };
                 let (control, mut handle) = control_channel();
+                self.telemetry
+                    .watch_extension(&pipeline.name, &id, Some(self.core), &handle);
                 let (begun_tx, begun) = oneshot::channel();
                 let spawned = extension_tasks.set.spawn_local(async move {
                     after_first_poll(task.run(control), begun_tx)
