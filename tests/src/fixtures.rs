@@ -72,7 +72,11 @@ impl shared::BearerTokenProvider for FixedToken {
 #[otap_df_core::async_trait]
 impl shared::BearerTokenAuthorizer for FixedToken {
     fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
-        Ok(if self.token.matches(token) {
+        Ok(if token.secret().is_empty() {
+            AuthzDecision::Deny {
+                reason: DenyReason::Missing,
+            }
+        } else if self.token.matches(token) {
             AuthzDecision::Allow {
                 identity: Arc::from("fixed"),
             }

@@ -11,6 +11,7 @@
 //! otap_df_tests::key_value_suite::run_local("my_store", my_store);
 //! ```
 
+pub mod bearer_suite;
 pub mod fixtures;
 pub mod key_value_suite;
 pub mod recording;

@@ -413,7 +413,10 @@ fn an_extension_that_reports_itself_degraded_is_shown_degraded_while_it_runs() {
             ("store".to_owned(), ExtensionState::Ready),
         ]
     );
-    assert!(summary.contains(&format!("auth=degraded: {why}")), "{summary}");
+    assert!(
+        summary.contains(&format!("auth=degraded: {why}")),
+        "{summary}"
+    );
 }
 
 #[test]
