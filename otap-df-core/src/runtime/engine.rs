@@ -137,7 +137,7 @@ pub struct NodeTotals {
 pub struct Telemetry {
     nodes: Mutex<Vec<NodeStats>>,
     extensions: Mutex<Vec<ExtensionStatus>>,
-    handles: Mutex<Vec<(String, String, Option<usize>, ExtensionHandle)>>,
+    handles: Mutex<Vec<WatchedExtension>>,
 }
 
 impl Telemetry {
@@ -356,6 +356,8 @@ pub struct Engine {
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
+/// `(pipeline, extension, core, control handle)`.
+type WatchedExtension = (String, String, Option<usize>, ExtensionHandle);
 /// `(pipeline, extension, core, state)`.
 type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
 
