@@ -69,12 +69,14 @@ impl AuthorizerUnderTest {
 }
 
 type Outcome = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+/// A named case of a suite.
+type Case<T> = (&'static str, fn(T) -> Outcome);
 
 fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what()) }
 }
 
-fn run_cases<T>(suite: &str, name: &str, make: impl Fn() -> T, cases: &[(&str, fn(T) -> Outcome)]) {
+fn run_cases<T>(suite: &str, name: &str, make: impl Fn() -> T, cases: &[Case<T>]) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
