@@ -33,6 +33,8 @@ pub struct ProviderUnderTest {
     pub token: String,
     /// Makes its source serve another token; `None` for a source that cannot change.
     pub rotate: Option<Rotate>,
+    /// Whatever must live as long as the provider (the runtime its refresh task runs on).
+    pub keep_alive: Option<Box<dyn std::any::Any>>,
 }
 
 impl ProviderUnderTest {
@@ -46,7 +48,14 @@ impl ProviderUnderTest {
             provider: BearerTokenProvider::shared_as_local(provider),
             token: token.into(),
             rotate,
+            keep_alive: None,
         }
+    }
+
+    /// Keeps `resource` alive while the cases run.
+    pub fn keeping(mut self, resource: impl std::any::Any) -> Self {
+        self.keep_alive = Some(Box::new(resource));
+        self
     }
 }
 
@@ -194,6 +203,8 @@ fn provider_redacts(t: ProviderUnderTest) -> Outcome {
 
 fn provider_rotation(t: ProviderUnderTest) -> Outcome {
     Box::pin(async move {
+        // Held to the end of the case: the source's refresh task may live in it.
+        let _keep_alive = t.keep_alive;
         let Some(rotate) = t.rotate else {
             return Ok(());
         };

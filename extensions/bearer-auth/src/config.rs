@@ -1,0 +1,244 @@
+//! `config:` of `extension:bearer_auth`, and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::secret::Secret;
+use serde::Deserialize;
+
+/// The options of `extension:bearer_auth`. See the crate README for each one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerAuthConfig {
+    /// The client token, inline (usually `${env:…}`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the client token (surrounding whitespace is ignored); re-read when it
+    /// changes.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the client token, read at start.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// More tokens the server side accepts (besides the client token).
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    /// A file of tokens the server side accepts, one a line (`#` comments and blank lines
+    /// ignored); re-read when it changes.
+    #[serde(default)]
+    pub tokens_file: Option<PathBuf>,
+    /// The scheme before the token in the header; empty for a bare token.
+    #[serde(default = "BearerAuthConfig::default_scheme")]
+    pub scheme: String,
+    /// The header that carries the token.
+    #[serde(default = "BearerAuthConfig::default_header")]
+    pub header: String,
+    /// How often token files are checked for changes: a change is served within this bound.
+    #[serde(
+        default = "BearerAuthConfig::default_reload_interval",
+        with = "humantime_serde"
+    )]
+    pub reload_interval: Duration,
+}
+
+/// The shortest `reload_interval` accepted.
+pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+
+impl BearerAuthConfig {
+    fn default_scheme() -> String {
+        "Bearer".to_owned()
+    }
+
+    fn default_header() -> String {
+        "Authorization".to_owned()
+    }
+
+    fn default_reload_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    /// Decodes and validates the block; `env` reads `token_env`.
+    pub fn decode(
+        config: &ComponentConfig<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        let sources: Vec<&str> = [
+            ("token", decoded.token.is_some()),
+            ("token_file", decoded.token_file.is_some()),
+            ("token_env", decoded.token_env.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        if let [first, second, ..] = sources.as_slice() {
+            return Err(config.invalid(
+                second,
+                format!(
+                    "`{first}` and `{second}` are both set; the client token comes from exactly \
+                     one of `token`, `token_file`, `token_env`"
+                ),
+            ));
+        }
+        if sources.is_empty() && decoded.tokens.is_empty() && decoded.tokens_file.is_none() {
+            return Err(config.invalid(
+                "",
+                "no token configured: set one of `token`, `token_file`, `token_env` (the token \
+                 clients send, also accepted by servers), and/or `tokens`, `tokens_file` (more \
+                 tokens servers accept)",
+            ));
+        }
+        if decoded.token.as_ref().is_some_and(Secret::is_empty) {
+            return Err(config.invalid("token", "`token` is empty"));
+        }
+        if let Some(i) = decoded.tokens.iter().position(Secret::is_empty) {
+            return Err(config.invalid(&format!("tokens[{i}]"), "this token is empty"));
+        }
+        if let Some(name) = &decoded.token_env {
+            match env(name) {
+                Some(value) if !value.trim().is_empty() => {}
+                Some(_) => {
+                    return Err(config.invalid(
+                        "token_env",
+                        format!("environment variable `{name}` is empty"),
+                    ));
+                }
+                None => {
+                    return Err(config.invalid(
+                        "token_env",
+                        format!("environment variable `{name}` is not set"),
+                    ));
+                }
+            }
+        }
+        if !is_header_name(&decoded.header) {
+            return Err(config.invalid(
+                "header",
+                format!(
+                    "`{}` is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+                    decoded.header
+                ),
+            ));
+        }
+        if decoded
+            .scheme
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(config.invalid(
+                "scheme",
+                "`scheme` is one word (`Bearer`, `Token`…), or empty for a bare token",
+            ));
+        }
+        if decoded.reload_interval < MIN_RELOAD_INTERVAL {
+            return Err(config.invalid(
+                "reload_interval",
+                format!("`reload_interval` must be at least {MIN_RELOAD_INTERVAL:?}"),
+            ));
+        }
+        Ok(decoded)
+    }
+
+    /// Whether a file is configured: the extension then runs a task that watches it.
+    pub fn watches_files(&self) -> bool {
+        self.token_file.is_some() || self.tokens_file.is_some()
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
+
+    use super::*;
+
+    fn decode(yaml: &str) -> Result<BearerAuthConfig, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = YamlPath::root().key("config");
+        let positions = PositionIndex::default();
+        let config = ComponentConfig::new(&value, &path, &positions);
+        let env = |name: &str| match name {
+            "SET" => Some("from-env".to_owned()),
+            "BLANK" => Some("  ".to_owned()),
+            _ => None,
+        };
+        BearerAuthConfig::decode(&config, &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = decode("token: abc").expect("valid");
+        assert_eq!(config.scheme, "Bearer");
+        assert_eq!(config.header, "Authorization");
+        assert_eq!(config.reload_interval, Duration::from_secs(1));
+        assert!(!config.watches_files());
+    }
+
+    #[test]
+    fn exactly_one_client_source() {
+        let error = decode("{ token: abc, token_env: SET }").expect_err("two sources");
+        assert!(
+            error.contains(
+                "`token` and `token_env` are both set; the client token comes from exactly one of"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("config.token_env"), "{error}");
+    }
+
+    #[test]
+    fn nothing_configured_is_an_error_listing_the_options() {
+        let error = decode("{}").expect_err("empty");
+        assert!(error.contains("no token configured"), "{error}");
+    }
+
+    #[test]
+    fn token_env_must_be_set_and_not_blank() {
+        assert!(decode("token_env: SET").is_ok());
+        let unset = decode("token_env: UNSET").expect_err("unset");
+        assert!(
+            unset.contains("environment variable `UNSET` is not set"),
+            "{unset}"
+        );
+        let blank = decode("token_env: BLANK").expect_err("blank");
+        assert!(
+            blank.contains("environment variable `BLANK` is empty"),
+            "{blank}"
+        );
+    }
+
+    #[test]
+    fn header_scheme_and_interval_are_checked() {
+        let header = decode("{ token: a, header: 'X Token' }").expect_err("space");
+        assert!(header.contains("is not an HTTP header name"), "{header}");
+        let scheme = decode("{ token: a, scheme: 'Bearer x' }").expect_err("two words");
+        assert!(scheme.contains("`scheme` is one word"), "{scheme}");
+        assert!(decode("{ token: a, scheme: '', header: X-Api-Key }").is_ok());
+        let interval = decode("{ token: a, reload_interval: 1ms }").expect_err("too short");
+        assert!(
+            interval.contains("`reload_interval` must be at least 10ms"),
+            "{interval}"
+        );
+    }
+
+    #[test]
+    fn empty_tokens_are_located() {
+        let error = decode("tokens: [a, '']").expect_err("empty");
+        assert!(error.contains("config.tokens[1]"), "{error}");
+        assert!(error.contains("this token is empty"), "{error}");
+    }
+
+    #[test]
+    fn tokens_never_appear_in_errors() {
+        let error = decode("{ token: hunter2-secret, tokens: [x], unknown: 1 }")
+            .expect_err("unknown field");
+        assert!(!error.contains("hunter2-secret"), "{error}");
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod authorizer;
+pub mod config;
+pub mod extension;
+pub mod provider;
+pub mod token_source;
+
+pub use config::BearerAuthConfig;
+pub use extension::{BEARER_AUTH, BearerAuth};
+
+use otap_df_core::registry::Registry;
+
+/// Registers `extension:bearer_auth`.
+pub fn register(registry: &mut Registry) {
+    registry.register_extension(&BEARER_AUTH);
+}
+
+// Self-registration: a binary that names this crate (`use otap_df_extension_bearer_auth as _;`)
+// finds the extension through `Registry::register_linked` without calling `register`.
+otap_df_core::submit_extension!(extension::BEARER_AUTH);

@@ -1,0 +1,159 @@
+//! Helpers shared by this crate's test binaries.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use otap_df_core::capability::{TokenSubscription, shared};
+use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
+use otap_df_core::extension::{
+    ExtensionContext, ExtensionHandle, LifecycleKind, SharedTask, control_channel,
+};
+use otap_df_extension_bearer_auth::extension::Reloader;
+use otap_df_extension_bearer_auth::{BEARER_AUTH, BearerAuth, BearerAuthConfig};
+use tracing::instrument::WithSubscriber;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "otap-df-bearer-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn config(yaml: &str) -> BearerAuthConfig {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+    let path = YamlPath::root().key("config");
+    let positions = PositionIndex::default();
+    BearerAuthConfig::decode(&ComponentConfig::new(&value, &path, &positions), &|name| {
+        std::env::var(name).ok()
+    })
+    .expect("valid config")
+}
+
+pub fn auth(yaml: &str) -> Arc<BearerAuth> {
+    Arc::new(BearerAuth::new("tokens", &config(yaml)).expect("extension"))
+}
+
+/// Writes `content` to `path` by writing a sibling and renaming it over (atomic).
+pub fn write_atomically(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// An instance with its reload task running on a runtime of its own, as the engine runs it.
+pub struct Running {
+    pub auth: Arc<BearerAuth>,
+    pub handle: ExtensionHandle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // May be dropped inside another runtime (the suite's): do not block there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+pub fn running(yaml: &str) -> Running {
+    let config = config(yaml);
+    let auth = Arc::new(BearerAuth::new("tokens", &config).expect("extension"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (control, mut handle) = control_channel();
+    let task = Box::new(Reloader::new(auth.clone(), config.reload_interval));
+    // The task logs through the subscriber of the test that started it.
+    runtime.spawn(async move { task.run(control).await }.with_current_subscriber());
+    assert!(
+        runtime.block_on(handle.wait_ready()),
+        "the task became ready"
+    );
+    Running {
+        auth,
+        handle,
+        runtime: Some(runtime),
+    }
+}
+
+impl Running {
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.as_ref().expect("runtime").block_on(future)
+    }
+
+    pub fn subscribe(&self) -> TokenSubscription {
+        shared::BearerTokenProvider::subscribe(self.auth.as_ref())
+    }
+
+    /// The next token of `subscription`, within a bound.
+    pub fn next(&self, subscription: &mut TokenSubscription) -> String {
+        self.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), subscription.next()).await
+        })
+        .expect("a token within 10s")
+        .expect("subscription open")
+        .secret()
+        .expose()
+        .to_owned()
+    }
+
+    /// Waits until the extension reports itself degraded (`Some`) or healthy (`None`).
+    pub fn wait_degraded(&self, degraded: bool) -> Option<String> {
+        let mut state = self.handle.degraded();
+        for _ in 0..1000 {
+            if state.is_some() == degraded {
+                return state;
+            }
+            // Each reload runs once per reload_interval; wait for the next one.
+            self.block_on(async { tokio::time::sleep(Duration::from_millis(10)).await });
+            state = self.handle.degraded();
+        }
+        panic!("the extension never became degraded={degraded}");
+    }
+
+    pub fn current(&self) -> String {
+        shared::BearerTokenProvider::current_token(self.auth.as_ref())
+            .expect("a token")
+            .secret()
+            .expose()
+            .to_owned()
+    }
+}
+
+/// Builds the extension through its factory: its lifecycle kind, or the error.
+pub fn create(yaml: &str) -> Result<LifecycleKind, String> {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+    let path = YamlPath::root().key("config");
+    let positions = PositionIndex::default();
+    let context = ExtensionContext::new(&BEARER_AUTH, "tokens", "g", "p", None);
+    let constructor = BEARER_AUTH.shared_constructor().expect("shared variant");
+    constructor(&context, &ComponentConfig::new(&value, &path, &positions))
+        .map(|extension| extension.lifecycle_kind())
+        .map_err(|e| e.to_string())
+}
