@@ -9,15 +9,27 @@ pub use otap_df_core::node::NodeFactory;
 pub use otap_df_core::registry::{Registry, RegistryError};
 pub use otap_df_nodes as nodes;
 
+pub mod cli;
+
 use otap_df_core::config::ComponentKind;
 
-/// A first-party extension crate: its type name and the cargo feature that compiles it in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The enabled first-party extension crates, by type name.
+pub mod extensions {
+    /// `extension:bearer_auth` (feature `extension-bearer-auth`, on by default).
+    #[cfg(feature = "extension-bearer-auth")]
+    pub use otap_df_extension_bearer_auth as bearer_auth;
+}
+
+/// A first-party extension crate: its type name, the cargo feature that compiles it in, and
+/// its `register` function when this build has it.
+#[derive(Debug, Clone, Copy)]
 pub struct FirstPartyExtension {
     /// The extension type name (`azure_auth`).
     pub name: &'static str,
     /// The `otap-df` feature that adds it (`extension-azure-auth`).
     pub feature: &'static str,
+    /// Its `register`, or `None` when the feature is off.
+    pub register: Option<fn(&mut Registry)>,
 }
 
 /// Every first-party extension, compiled in or not, so that a configuration naming one this
@@ -26,14 +38,20 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     FirstPartyExtension {
         name: "azure_auth",
         feature: "extension-azure-auth",
+        register: None,
     },
     FirstPartyExtension {
         name: "bearer_auth",
         feature: "extension-bearer-auth",
+        #[cfg(feature = "extension-bearer-auth")]
+        register: Some(otap_df_extension_bearer_auth::register),
+        #[cfg(not(feature = "extension-bearer-auth"))]
+        register: None,
     },
     FirstPartyExtension {
         name: "redis_kv",
         feature: "extension-redis-kv",
+        register: None,
     },
 ];
 
@@ -43,13 +61,16 @@ pub fn registry() -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
     otap_df_core::register_builtins(&mut registry);
     otap_df_nodes::register(&mut registry);
-    registry.register_linked();
     for extension in FIRST_PARTY_EXTENSIONS {
-        registry.declare_not_compiled_in(
-            ComponentKind::Extension,
-            extension.name,
-            extension.feature,
-        );
+        match extension.register {
+            Some(register) => register(&mut registry),
+            None => registry.declare_not_compiled_in(
+                ComponentKind::Extension,
+                extension.name,
+                extension.feature,
+            ),
+        }
     }
+    registry.register_linked();
     registry.finish()
 }

@@ -76,7 +76,7 @@ groups:
         text(&output.stderr),
         format!(
             "4 errors in {path}
-  {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `memory_kv` (did you mean `memory_kv`?)
+  {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `bearer_auth`, `memory_kv` (did you mean `memory_kv`?)
   {path}:8:17: at `{p}.extensions.az.type`: extension type `azure_auth` is not compiled in: enable cargo feature `extension-azure-auth`
   {path}:10:54: at `{p}.nodes.gen.config.batch_sise`: unknown field `batch_sise`; valid fields: `signal`, `batch_size`, `count`, `rate`, `duplicate_ratio` (did you mean `batch_size`?)
   {path}:14:26: at `{p}.connections[0].to`: unknown node `dedpu`; nodes of this pipeline: `gen`, `dedup`, `out` (did you mean `dedup`?)
@@ -103,7 +103,9 @@ fn components_lists_types_and_what_is_not_compiled_in() {
     assert_eq!(output.status.code(), Some(0));
     let stdout = text(&output.stdout);
     assert!(
-        stdout.starts_with("extensions:\n  extension:memory_kv  in-memory key/value store"),
+        stdout.starts_with(
+            "extensions:\n  extension:bearer_auth  static or file-backed bearer tokens"
+        ),
         "{stdout}"
     );
     assert!(
@@ -115,7 +117,6 @@ fn components_lists_types_and_what_is_not_compiled_in() {
         stdout.ends_with(
             "not compiled in:
   extension:azure_auth  enable cargo feature `extension-azure-auth`
-  extension:bearer_auth  enable cargo feature `extension-bearer-auth`
   extension:redis_kv  enable cargo feature `extension-redis-kv`
 "
         ),

@@ -1,0 +1,337 @@
+//! The `otap-df` command line, as a library function: the `otap-df` binary is one call to
+//! [`main`], and so is a distribution that adds its own extension crates:
+//!
+//! ```no_run
+//! // use my_extension as _; // links the crate, so its linkme entry is found
+//! fn main() -> std::process::ExitCode {
+//!     otap_df::cli::main()
+//! }
+//! ```
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::Registry;
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use crate::core::binding::ResolvedConfig;
+use crate::core::config::ComponentKind;
+use crate::core::extension::ExecutionModel;
+use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle};
+
+#[derive(Parser)]
+#[command(
+    name = "otap-df",
+    version,
+    about = "A telemetry dataflow engine built around extensions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks a configuration without starting anything: prints a summary, or every error.
+    Validate {
+        /// The YAML configuration file.
+        config: PathBuf,
+    },
+    /// Lists every extension and node type this build knows.
+    Components,
+    /// Runs a configuration until every receiver has finished, or until SIGINT/SIGTERM
+    /// (a second signal exits at once).
+    Run {
+        /// The YAML configuration file.
+        config: PathBuf,
+        /// Pipeline instances (one per core); overrides `engine.cores`.
+        #[arg(long)]
+        cores: Option<usize>,
+        /// No progress line on standard error.
+        #[arg(long)]
+        quiet: bool,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 1.0)]
+        progress_interval: f64,
+    },
+}
+
+/// Parses the process arguments and runs the command: `validate`, `components` or `run`, with
+/// [`registry()`](crate::registry) (this build's features and every linked crate's
+/// self-registered extensions and nodes).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = match crate::registry() {
+        Ok(registry) => registry,
+        Err(error) => {
+            eprintln!("otap-df: this build's registry is inconsistent:\n{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Validate { config } => validate(&registry, &config),
+        Command::Components => {
+            print!("{}", components(&registry));
+            ExitCode::SUCCESS
+        }
+        Command::Run {
+            config,
+            cores,
+            quiet,
+            progress_interval,
+        } => run(&registry, &config, cores, quiet, progress_interval),
+    }
+}
+
+fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        eprintln!("otap-df: cannot read `{name}`: {error}");
+        ExitCode::FAILURE
+    })?;
+    crate::load(&text, &name, registry).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn run(
+    registry: &Registry,
+    path: &PathBuf,
+    cores: Option<usize>,
+    quiet: bool,
+    interval: f64,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let resolved = match read_config(registry, path) {
+        Ok(resolved) => resolved,
+        Err(code) => return code,
+    };
+    for warning in &resolved.warnings {
+        tracing::warn!("{}:{warning}", path.display());
+    }
+    if cores == Some(0) {
+        eprintln!("otap-df: --cores must be at least 1");
+        return ExitCode::FAILURE;
+    }
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores,
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    watch_signals(engine.shutdown_handle());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let progress = (!quiet).then(|| {
+        let telemetry = telemetry.clone();
+        let every = Duration::from_secs_f64(interval.max(0.1));
+        std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(every)
+            {
+                eprintln!("progress: {}", telemetry.summary());
+            }
+        })
+    });
+    let result = engine.run();
+    drop(done_tx);
+    if let Some(progress) = progress {
+        let _ = progress.join();
+    }
+    if !quiet {
+        eprintln!("final: {}", telemetry.summary());
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("otap-df: the run failed:\n{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn watch_signals(shutdown: ShutdownHandle) {
+    let spawned = std::thread::Builder::new().name("otap-df-signals".into()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
+            tracing::error!("cannot watch signals: no runtime");
+            return;
+        };
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            for count in 0.. {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if count == 0 {
+                    tracing::info!("shutting down: receivers stop, in-flight data drains (signal again to exit at once)");
+                    shutdown.request();
+                } else {
+                    tracing::warn!("second signal: exiting at once");
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot watch signals");
+    }
+}
+
+fn validate(registry: &Registry, path: &PathBuf) -> ExitCode {
+    match read_config(registry, path) {
+        Ok(resolved) => {
+            print!("{}", summary(&path.display().to_string(), &resolved));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn summary(name: &str, resolved: &ResolvedConfig) -> String {
+    let mut out = String::new();
+    let cores = resolved.engine.cores;
+    let _ = writeln!(
+        out,
+        "{name}: valid ({cores} core{})",
+        if cores == 1 { "" } else { "s" }
+    );
+    for pipeline in &resolved.pipelines {
+        let _ = writeln!(out, "pipeline {}/{}", pipeline.group, pipeline.name);
+        let id_width = pipeline
+            .extensions
+            .iter()
+            .map(|e| e.id.len())
+            .chain(pipeline.nodes.iter().map(|n| n.id.len()))
+            .max()
+            .unwrap_or(0);
+        if !pipeline.extensions.is_empty() {
+            let _ = writeln!(out, "  extensions:");
+        }
+        for extension in &pipeline.extensions {
+            let instances = match extension.execution {
+                ExecutionModel::Local => format!("local, one per core ({cores})"),
+                ExecutionModel::Shared => "shared, one for all cores".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "    {:id_width$}  extension:{}  [{instances}]",
+                extension.id,
+                extension.factory.name()
+            );
+        }
+        let _ = writeln!(out, "  nodes:");
+        for node in &pipeline.nodes {
+            let bindings: Vec<String> = node
+                .bindings
+                .iter()
+                .map(|(capability, extension)| format!("{capability} <- {extension}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "    {:id_width$}  {}:{}{}",
+                node.id,
+                node.factory.kind(),
+                node.factory.name(),
+                if bindings.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", bindings.join(", "))
+                }
+            );
+        }
+        if !pipeline.edges.is_empty() {
+            let _ = writeln!(out, "  connections:");
+            for (from, to) in &pipeline.edges {
+                let _ = writeln!(out, "    {from} -> {to}");
+            }
+        }
+    }
+    for warning in &resolved.warnings {
+        let _ = writeln!(out, "warning: {name}:{warning}");
+    }
+    out
+}
+
+fn components(registry: &Registry) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "extensions:");
+    for factory in registry.extensions() {
+        let provides: Vec<&str> = factory.provided().iter().map(|c| c.name()).collect();
+        let models: Vec<&str> = factory
+            .execution_models()
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "  extension:{}  {}",
+            factory.name(),
+            factory.description_text()
+        );
+        let _ = writeln!(
+            out,
+            "      provides: {}  ({})",
+            if provides.is_empty() {
+                "nothing (background)".to_owned()
+            } else {
+                provides.join(", ")
+            },
+            models.join(", ")
+        );
+    }
+    for kind in [
+        ComponentKind::Receiver,
+        ComponentKind::Processor,
+        ComponentKind::Exporter,
+    ] {
+        let _ = writeln!(out, "{kind}s:");
+        for factory in registry.nodes().filter(|f| f.kind() == kind) {
+            let _ = writeln!(
+                out,
+                "  {}:{}  {}",
+                kind,
+                factory.name(),
+                factory.description_text()
+            );
+            let accepts: Vec<String> = factory
+                .accepted()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({})",
+                        r.capability,
+                        if r.required { "required" } else { "optional" }
+                    )
+                })
+                .collect();
+            if !accepts.is_empty() {
+                let _ = writeln!(out, "      accepts: {}", accepts.join(", "));
+            }
+        }
+    }
+    let missing: Vec<_> = registry.not_compiled_in().collect();
+    if !missing.is_empty() {
+        let _ = writeln!(out, "not compiled in:");
+        for (kind, name, feature) in missing {
+            let _ = writeln!(out, "  {kind}:{name}  enable cargo feature `{feature}`");
+        }
+    }
+    out
+}
