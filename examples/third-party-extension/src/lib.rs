@@ -63,11 +63,14 @@ fn create(
         .passive()?)
 }
 
+/// Value and expiry, by key.
+type Entries = HashMap<Vec<u8>, (Vec<u8>, Option<Instant>)>;
+
 /// The store.
 #[derive(Debug, Default)]
 pub struct AcmeKv {
     config: AcmeKvConfig,
-    entries: RefCell<HashMap<Vec<u8>, (Vec<u8>, Option<Instant>)>>,
+    entries: RefCell<Entries>,
 }
 
 impl AcmeKv {
@@ -85,7 +88,7 @@ impl AcmeKv {
     }
 
     /// Drops `key` if it has expired; whether a live entry remains.
-    fn live(entries: &mut HashMap<Vec<u8>, (Vec<u8>, Option<Instant>)>, key: &[u8]) -> bool {
+    fn live(entries: &mut Entries, key: &[u8]) -> bool {
         match entries.get(key) {
             Some((_, Some(at))) if *at <= Instant::now() => {
                 entries.remove(key);
