@@ -1,0 +1,55 @@
+//! The hot path allocates nothing: `current_token()` and `authorize()` are counted with a
+//! counting global allocator. Its own test binary, so no other test allocates meanwhile.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use otap_df_core::capability::shared;
+use otap_df_core::secret::BearerToken;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// A global allocator can only be written with `unsafe`: it forwards to the system allocator
+// and counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn reading_the_token_and_authorizing_allocate_nothing() {
+    let auth = support::auth("{ token: client-token, tokens: [a-token, b-token] }");
+    let provider: &dyn shared::BearerTokenProvider = auth.as_ref();
+    let authorizer: &dyn shared::BearerTokenAuthorizer = auth.as_ref();
+    let allowed = BearerToken::new("b-token");
+    let denied = BearerToken::new("c-token");
+    // Warm up whatever is set up lazily (arc-swap's per-thread debt list).
+    let _ = provider.current_token();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        let token = provider.current_token();
+        assert!(token.is_some());
+        let allow = authorizer.authorize(&allowed).unwrap();
+        let deny = authorizer.authorize(&denied).unwrap();
+        std::hint::black_box((token, allow, deny));
+    }
+    assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);
+}
