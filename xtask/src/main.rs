@@ -118,6 +118,7 @@ fn scaffolded() -> Result<(), String> {
             &manifest,
             "--target-dir",
             &target,
+            "--all-targets",
         ])
     });
     let _ = std::fs::remove_dir_all(&dir);
