@@ -18,6 +18,9 @@ pub mod extensions {
     /// `extension:bearer_auth` (feature `extension-bearer-auth`, on by default).
     #[cfg(feature = "extension-bearer-auth")]
     pub use otap_df_extension_bearer_auth as bearer_auth;
+    /// `extension:redis_kv` (feature `extension-redis-kv`, off by default).
+    #[cfg(feature = "extension-redis-kv")]
+    pub use otap_df_extension_redis_kv as redis_kv;
 }
 
 /// A first-party extension crate: its type name, the cargo feature that compiles it in, and
@@ -51,6 +54,9 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     FirstPartyExtension {
         name: "redis_kv",
         feature: "extension-redis-kv",
+        #[cfg(feature = "extension-redis-kv")]
+        register: Some(otap_df_extension_redis_kv::register),
+        #[cfg(not(feature = "extension-redis-kv"))]
         register: None,
     },
 ];

@@ -16,8 +16,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
         // Its crate and feature do not exist yet.
         ("azure_auth", false),
         ("bearer_auth", cfg!(feature = "extension-bearer-auth")),
-        // Its crate and feature do not exist yet.
-        ("redis_kv", false),
+        ("redis_kv", cfg!(feature = "extension-redis-kv")),
     ];
     let mut expected: Vec<&str> = enabled
         .iter()

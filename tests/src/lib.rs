@@ -15,3 +15,4 @@ pub mod bearer_suite;
 pub mod fixtures;
 pub mod key_value_suite;
 pub mod recording;
+pub mod redis_server;

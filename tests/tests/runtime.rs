@@ -250,6 +250,7 @@ fn a_shared_extension_that_is_never_ready_fails_the_start_by_name_and_no_node_ru
             pipeline: "g/p".into(),
             extension: "auth".into(),
             timeout: Duration::from_millis(500),
+            reason: None,
         }]
     );
     assert_eq!(
@@ -278,6 +279,7 @@ fn a_local_extension_that_is_never_ready_fails_the_start_by_name_and_no_node_run
             pipeline: "g/p".into(),
             extension: "store".into(),
             timeout: Duration::from_millis(500),
+            reason: None,
         }]
     );
     assert_eq!(

@@ -69,12 +69,21 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"])?;
     // Doc examples: `--all-targets` leaves them out.
     cargo(&["test", "--workspace", "--doc"])?;
-    // The registry holds exactly the enabled extensions, also with none enabled.
+    // The registry holds exactly the enabled extensions, also with none and with all.
     cargo(&[
         "test",
         "-p",
         "otap-df",
         "--no-default-features",
+        "--test",
+        "registry",
+    ])?;
+    cargo(&[
+        "test",
+        "-p",
+        "otap-df",
+        "--features",
+        "all-extensions",
         "--test",
         "registry",
     ])?;

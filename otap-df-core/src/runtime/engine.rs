@@ -294,7 +294,8 @@ pub enum Failure {
     /// An extension did not signal readiness in time.
     #[error(
         "extension `{extension}` of pipeline `{pipeline}` was not ready within its startup_timeout \
-         of {timeout:?}; nodes were not started"
+         of {timeout:?}{}; nodes were not started",
+        last_report(.reason)
     )]
     ReadinessTimeout {
         /// `group/pipeline`.
@@ -303,6 +304,8 @@ pub enum Failure {
         extension: String,
         /// The timeout.
         timeout: Duration,
+        /// What the extension last reported while not ready (`set_degraded`), if anything.
+        reason: Option<String>,
     },
     /// An active or background extension's task ended before shutdown.
     #[error("extension `{extension}` of pipeline `{pipeline}` stopped before shutdown: {reason}")]
@@ -339,6 +342,13 @@ pub enum Failure {
     /// The engine could not start a thread or runtime.
     #[error("cannot start the engine: {0}")]
     Start(String),
+}
+
+fn last_report(reason: &Option<String>) -> String {
+    reason
+        .as_ref()
+        .map(|why| format!(" (it last reported: {why})"))
+        .unwrap_or_default()
 }
 
 /// The failures of a run, in the order they happened.
@@ -543,6 +553,7 @@ impl Engine {
                                 pipeline: pipeline.clone(),
                                 extension: id.clone(),
                                 timeout,
+                                reason: handle.degraded(),
                             });
                             started_shared.push((index, Started { id, handle }));
                             break 'start;
@@ -871,6 +882,7 @@ impl CoreWorker {
                             pipeline: pipeline.name.clone(),
                             extension: id.clone(),
                             timeout,
+                            reason: handle.degraded(),
                         });
                         started.push((pipeline.index, Started { id, handle }));
                         break 'start;

@@ -1,0 +1,186 @@
+//! `config:` of `extension:redis_kv`, and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::secret::Secret;
+use serde::Deserialize;
+
+/// The options of `extension:redis_kv`. See the crate README for each one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisKvConfig {
+    /// `redis://host:port/db` or `unix:///path/to.sock`; may carry credentials, so it is held
+    /// as a secret and shown without them.
+    pub url: Secret,
+    /// ACL user name (overrides the URL's).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (overrides the URL's).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password (surrounding whitespace ignored), read at start.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Database number (overrides the URL's).
+    #[serde(default)]
+    pub db: Option<i64>,
+    /// Prefix of every key; `otap-df:<group>/<pipeline>/<extension id>:` when absent.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// Expiry of entries written without a TTL; none when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    /// Bound of one connection attempt.
+    #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound of one command's response.
+    #[serde(default = "defaults::response_timeout", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Reconnection attempts after a connection is lost, before calls fail at once until
+    /// the next call starts a new round.
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: usize,
+    /// Bound of a whole call, reconnection included: no call takes longer.
+    #[serde(default = "defaults::call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn connect_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+
+    pub fn response_timeout() -> Duration {
+        Duration::from_millis(500)
+    }
+
+    pub fn max_retries() -> usize {
+        2
+    }
+
+    pub fn call_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl RedisKvConfig {
+    /// Decodes and validates the block (no connection is made).
+    pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        let scheme = decoded
+            .url
+            .expose()
+            .split_once("://")
+            .map(|(scheme, _)| scheme);
+        match scheme {
+            Some("redis" | "unix" | "redis+unix") => {}
+            Some("rediss") => {
+                return Err(config.invalid(
+                    "url",
+                    "`rediss://` (TLS) is not supported by this build yet; use `redis://` or \
+                     `unix://`",
+                ));
+            }
+            _ => {
+                return Err(config.invalid(
+                    "url",
+                    "`url` must start with `redis://` or `unix://` (e.g. `redis://127.0.0.1:6379/0`)",
+                ));
+            }
+        }
+        if let Err(error) = redis::Client::open(decoded.url.expose()) {
+            // The library's message may quote the URL: report its kind only.
+            return Err(config.invalid(
+                "url",
+                format!("`url` is not a valid Redis URL ({:?})", error.kind()),
+            ));
+        }
+        if decoded.password.is_some() && decoded.password_file.is_some() {
+            return Err(config.invalid(
+                "password_file",
+                "`password` and `password_file` are both set; use one",
+            ));
+        }
+        if decoded.key_prefix.as_deref() == Some("") {
+            return Err(config.invalid(
+                "key_prefix",
+                "`key_prefix` is empty; leave it out for the default, which keeps extensions apart",
+            ));
+        }
+        for (field, value) in [
+            ("connect_timeout", decoded.connect_timeout),
+            ("response_timeout", decoded.response_timeout),
+            ("call_timeout", decoded.call_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(config.invalid(field, format!("`{field}` must be longer than 0s")));
+            }
+        }
+        if decoded
+            .default_ttl
+            .is_some_and(|ttl| ttl < Duration::from_millis(1))
+        {
+            return Err(config.invalid("default_ttl", "`default_ttl` must be at least 1ms"));
+        }
+        Ok(decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
+
+    use super::*;
+
+    fn decode(yaml: &str) -> Result<RedisKvConfig, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = YamlPath::root().key("config");
+        let positions = PositionIndex::default();
+        RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_fail_a_call_within_about_a_second() {
+        let config = decode("url: redis://127.0.0.1:6379").expect("valid");
+        assert_eq!(config.connect_timeout, Duration::from_millis(250));
+        assert_eq!(config.response_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_retries, 2);
+        assert_eq!(config.call_timeout, Duration::from_secs(1));
+        assert_eq!(config.key_prefix, None);
+    }
+
+    #[test]
+    fn url_schemes_are_checked_without_echoing_the_url() {
+        let error = decode("url: http://user:hunter2@host").expect_err("scheme");
+        assert!(
+            error.contains("`url` must start with `redis://`"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2"), "{error}");
+        let tls = decode("url: rediss://host").expect_err("tls");
+        assert!(tls.contains("not supported by this build"), "{tls}");
+        assert!(decode("url: unix:///run/redis.sock").is_ok());
+    }
+
+    #[test]
+    fn exclusive_and_empty_options_are_errors() {
+        let both =
+            decode("{ url: 'redis://h', password: a, password_file: /p }").expect_err("both");
+        assert!(
+            both.contains("`password` and `password_file` are both set"),
+            "{both}"
+        );
+        let prefix = decode("{ url: 'redis://h', key_prefix: '' }").expect_err("empty");
+        assert!(prefix.contains("`key_prefix` is empty"), "{prefix}");
+        let zero = decode("{ url: 'redis://h', call_timeout: 0s }").expect_err("zero");
+        assert!(
+            zero.contains("`call_timeout` must be longer than 0s"),
+            "{zero}"
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! `extension:redis_kv`: the factory, how an instance connects, and its readiness task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otap_df_core::capability::{CapabilityId, KeyValueStore, shared};
+use otap_df_core::config::ComponentConfig;
+use otap_df_core::extension::{
+    ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
+    Readiness, SharedExtension, SharedTask,
+};
+use redis::aio::ConnectionManagerConfig;
+
+use crate::config::RedisKvConfig;
+use crate::key_value::RedisKv;
+
+/// `extension:redis_kv`.
+pub static REDIS_KV: ExtensionFactory = ExtensionFactory::new("redis_kv", env!("CARGO_PKG_NAME"))
+    .description("key/value store on Redis: one connection for all cores, bounded calls")
+    .provides(&[CapabilityId::KeyValueStore])
+    .default_startup_timeout(Duration::from_secs(10))
+    .validate_config(|config| RedisKvConfig::decode(config).map(drop))
+    .shared(create)
+    .build();
+
+fn create(
+    context: &ExtensionContext,
+    config: &ComponentConfig<'_>,
+) -> Result<SharedExtension, ExtensionError> {
+    let config = RedisKvConfig::decode(config)?;
+    let store = Arc::new(connect(context, &config)?);
+    let provided: Arc<dyn shared::KeyValueStore> = store.clone();
+    Ok(context
+        .shared_builder()
+        .provide::<KeyValueStore>(provided)
+        .active(Box::new(Probe { store }), Readiness::Probe)?)
+}
+
+/// The default key prefix: unique per extension instance of a configuration.
+pub fn default_prefix(context: &ExtensionContext) -> String {
+    format!(
+        "otap-df:{}/{}/{}:",
+        context.group(),
+        context.pipeline(),
+        context.extension_id()
+    )
+}
+
+/// Builds the store; it connects on its first call (the readiness probe's, in the engine), so
+/// a server that is down at start is reported by the probe, not here.
+pub fn connect(
+    context: &ExtensionContext,
+    config: &RedisKvConfig,
+) -> Result<RedisKv, ExtensionError> {
+    let id = context.extension_id().to_owned();
+    let failed = |message: String| ExtensionError::Failed {
+        extension: id.clone(),
+        message,
+    };
+    let client = redis::Client::open(config.url.expose())
+        .map_err(|e| failed(format!("invalid `url` ({:?})", e.kind())))?;
+    let mut info = client.get_connection_info().clone();
+    let target = info.addr().to_string();
+    let mut settings = info.redis_settings().clone();
+    if let Some(username) = &config.username {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = &config.password {
+        settings = settings.set_password(password.expose());
+    }
+    if let Some(path) = &config.password_file {
+        let password = std::fs::read_to_string(path).map_err(|e| {
+            failed(format!(
+                "cannot read `password_file` `{}`: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        settings = settings.set_password(password.trim());
+    }
+    if let Some(db) = config.db {
+        settings = settings.set_db(db);
+    }
+    info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info)
+        .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(config.max_retries)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let prefix = config
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| default_prefix(context));
+    Ok(RedisKv::new(
+        id,
+        target,
+        prefix,
+        config.default_ttl,
+        config.call_timeout,
+        client,
+        manager_config,
+    ))
+}
+
+/// Pings until the server answers (ready), then waits for shutdown. While the server does not
+/// answer, the extension reports why, so a readiness timeout says what was tried.
+struct Probe {
+    store: Arc<RedisKv>,
+}
+
+#[otap_df_core::async_trait]
+impl SharedTask for Probe {
+    async fn run(self: Box<Self>, mut control: ExtensionControl) -> Result<(), ExtensionError> {
+        loop {
+            match self.store.call::<String>(redis::cmd("PING")).await {
+                Ok(_) => {
+                    control.set_healthy();
+                    control.set_ready();
+                    tracing::info!(extension = %self.store.id, target = %self.store.target, "connected to Redis");
+                    break;
+                }
+                Err(error) => {
+                    control.set_degraded(format!(
+                        "Redis at `{}` does not answer: {error}",
+                        self.store.target
+                    ));
+                    tokio::select! {
+                        message = control.recv() => match message {
+                            None | Some(ExtensionMessage::Shutdown { .. }) => return Ok(()),
+                            Some(_) => {}
+                        },
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        }
+        while let Some(message) = control.recv().await {
+            if let ExtensionMessage::Shutdown { .. } = message {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! `key_value_store` on Redis: `GET`, `SET … PX`, `SET … NX PX`, `DEL` under the extension's
+//! key prefix, each call bounded by `call_timeout` whatever the connection does.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use otap_df_core::capability::{KvError, shared};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, RedisError};
+
+/// The store: a connection manager (one multiplexed connection, re-established after a
+/// failure) and what every call needs.
+///
+/// The manager is created by the first call, on that call's runtime, where its connection
+/// task then lives: in the engine that is the readiness probe on the engine's extension
+/// runtime, so the connection does not depend on any core. Until then nothing connects.
+pub struct RedisKv {
+    pub(crate) id: String,
+    /// Where it connects, without credentials (for errors and logs).
+    pub(crate) target: String,
+    prefix: Vec<u8>,
+    default_ttl: Option<Duration>,
+    call_timeout: Duration,
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    connection: OnceLock<ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisKv")
+            .field("id", &self.id)
+            .field("target", &self.target)
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("default_ttl", &self.default_ttl)
+            .field("call_timeout", &self.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisKv {
+    pub(crate) fn new(
+        id: String,
+        target: String,
+        prefix: String,
+        default_ttl: Option<Duration>,
+        call_timeout: Duration,
+        client: redis::Client,
+        manager_config: ConnectionManagerConfig,
+    ) -> Self {
+        Self {
+            id,
+            target,
+            prefix: prefix.into_bytes(),
+            default_ttl,
+            call_timeout,
+            client,
+            manager_config,
+            connection: OnceLock::new(),
+        }
+    }
+
+    /// The connection manager, created on first use (inside a runtime).
+    fn connection(&self) -> Result<ConnectionManager, KvError> {
+        if let Some(connection) = self.connection.get() {
+            return Ok(connection.clone());
+        }
+        let created = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        )
+        .map_err(|error| self.error(&error))?;
+        // Two first calls racing create two managers; one is kept, the other dropped.
+        Ok(self.connection.get_or_init(|| created).clone())
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    fn key(&self, key: &[u8]) -> Vec<u8> {
+        let mut full = Vec::with_capacity(self.prefix.len() + key.len());
+        full.extend_from_slice(&self.prefix);
+        full.extend_from_slice(key);
+        full
+    }
+
+    /// Runs `command`, within `call_timeout`.
+    pub(crate) async fn call<T: FromRedisValue>(&self, command: redis::Cmd) -> Result<T, KvError> {
+        let mut connection = self.connection()?;
+        match tokio::time::timeout(self.call_timeout, command.query_async::<T>(&mut connection))
+            .await
+        {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.error(&error)),
+            Err(_) => Err(KvError::Timeout {
+                store: self.id.clone(),
+                timeout: self.call_timeout,
+            }),
+        }
+    }
+
+    /// A transient error for connection trouble, a permanent one for what the server refused
+    /// (authentication, a key of another type).
+    fn error(&self, error: &RedisError) -> KvError {
+        if error.is_timeout() {
+            KvError::Timeout {
+                store: self.id.clone(),
+                timeout: self.call_timeout,
+            }
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_unrecoverable_error()
+        {
+            KvError::Unavailable {
+                store: self.id.clone(),
+                message: format!("{}: {error}", self.target),
+            }
+        } else {
+            KvError::Refused {
+                store: self.id.clone(),
+                message: format!("{}: {error}", self.target),
+            }
+        }
+    }
+
+    fn set_command(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> redis::Cmd {
+        let mut command = redis::cmd("SET");
+        command.arg(self.key(key)).arg(value);
+        if let Some(ttl) = ttl.or(self.default_ttl) {
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            command.arg("PX").arg(millis);
+        }
+        command
+    }
+}
+
+#[otap_df_core::async_trait]
+impl shared::KeyValueStore for RedisKv {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        let mut command = redis::cmd("GET");
+        command.arg(self.key(key));
+        self.call(command).await
+    }
+
+    async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.call::<()>(self.set_command(key, value, ttl)).await
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        let mut command = self.set_command(key, value, ttl);
+        command.arg("NX");
+        // `OK` when set, nil when a live value was there.
+        let reply: Option<String> = self.call(command).await?;
+        Ok(reply.is_some())
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
+        let mut command = redis::cmd("DEL");
+        command.arg(self.key(key));
+        let removed: u64 = self.call(command).await?;
+        Ok(removed > 0)
+    }
+}

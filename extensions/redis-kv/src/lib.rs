@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod extension;
+pub mod key_value;
+
+pub use config::RedisKvConfig;
+pub use extension::REDIS_KV;
+pub use key_value::RedisKv;
+
+use otap_df_core::registry::Registry;
+
+/// Registers `extension:redis_kv`.
+pub fn register(registry: &mut Registry) {
+    registry.register_extension(&REDIS_KV);
+}
+
+// Self-registration: a binary that names this crate finds it through
+// `Registry::register_linked`.
+otap_df_core::submit_extension!(extension::REDIS_KV);

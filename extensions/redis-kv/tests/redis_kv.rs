@@ -1,0 +1,228 @@
+//! `extension:redis_kv` against a real `redis-server`: the `key_value_store` behaviour suite
+//! (shared and local consumers), prefix isolation, atomic `set_if_absent`, outages and
+//! recovery, a dedup pipeline through an outage, and startup with Redis down.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otap_df_core::binding::load_with_env;
+use otap_df_core::capability::{Capability, KeyValueStore, KvError, local, shared};
+use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
+use otap_df_core::extension::ExtensionContext;
+use otap_df_core::registry::Registry;
+use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
+use otap_df_extension_redis_kv::extension::connect;
+use otap_df_extension_redis_kv::{REDIS_KV, RedisKv, RedisKvConfig};
+use otap_df_tests::redis_server::{self, RedisServer};
+
+fn config(yaml: &str) -> RedisKvConfig {
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+    let path = YamlPath::root().key("config");
+    let positions = PositionIndex::default();
+    RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions)).expect("config")
+}
+
+/// A store of extension `id` on `server`.
+fn store(server: &RedisServer, id: &str, extra: &str) -> RedisKv {
+    let context = ExtensionContext::new(&REDIS_KV, id, "g", "p", None);
+    connect(
+        &context,
+        &config(&format!("{{ url: '{}' {extra} }}", server.url())),
+    )
+    .expect("store")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn redis_kv_passes_the_key_value_store_suite_for_shared_and_local_consumers() {
+    let Some(server) = redis_server::require("suite") else {
+        return;
+    };
+    otap_df_tests::key_value_suite::run_shared("redis_kv", || {
+        Arc::new(store(&server, "suite", "")) as Arc<dyn shared::KeyValueStore>
+    });
+    otap_df_tests::key_value_suite::run_local("redis_kv via shared-as-local", || {
+        let shared: Arc<dyn shared::KeyValueStore> = Arc::new(store(&server, "suite", ""));
+        KeyValueStore::shared_as_local(shared) as Rc<dyn local::KeyValueStore>
+    });
+}
+
+#[test]
+fn two_extensions_on_one_server_never_see_each_others_keys() {
+    let Some(server) = redis_server::require("prefixes") else {
+        return;
+    };
+    let a = store(&server, "a", "");
+    let b = store(&server, "b", "");
+    assert_eq!(a.prefix(), b"otap-df:g/p/a:");
+    runtime().block_on(async {
+        use shared::KeyValueStore as _;
+        a.set(b"k", b"from a", None).await.unwrap();
+        assert_eq!(b.get(b"k").await.unwrap(), None);
+        assert!(b.set_if_absent(b"k", b"from b", None).await.unwrap());
+        assert!(b.delete(b"k").await.unwrap());
+        assert_eq!(a.get(b"k").await.unwrap(), Some(b"from a".to_vec()));
+    });
+}
+
+#[test]
+fn set_if_absent_has_exactly_one_winner_among_concurrent_callers() {
+    let Some(server) = redis_server::require("atomic") else {
+        return;
+    };
+    let store = Arc::new(store(&server, "atomic", ""));
+    let winners = runtime().block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..64u32 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                shared::KeyValueStore::set_if_absent(
+                    store.as_ref(),
+                    b"contended",
+                    &i.to_be_bytes(),
+                    None,
+                )
+                .await
+                .unwrap()
+            });
+        }
+        let mut winners = 0;
+        while let Some(won) = tasks.join_next().await {
+            winners += u32::from(won.unwrap());
+        }
+        winners
+    });
+    assert_eq!(winners, 1);
+}
+
+/// Calls `get` until it succeeds, for at most 10 s; the errors seen meanwhile.
+async fn until_it_answers(store: &RedisKv) -> Vec<KvError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut errors = Vec::new();
+    loop {
+        match shared::KeyValueStore::get(store, b"probe").await {
+            Ok(_) => return errors,
+            Err(error) => errors.push(error),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer within 10s: {errors:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn an_outage_gives_transient_errors_and_calls_recover_when_redis_is_back() {
+    let Some(mut server) = redis_server::require("outage") else {
+        return;
+    };
+    let store = store(&server, "outage", ", call_timeout: 500ms");
+    let runtime = runtime();
+    runtime.block_on(async {
+        shared::KeyValueStore::set(&store, b"k", b"v", None)
+            .await
+            .unwrap();
+    });
+    server.stop();
+    for _ in 0..3 {
+        let error = runtime
+            .block_on(shared::KeyValueStore::get(&store, b"k"))
+            .expect_err("redis is down");
+        assert!(error.is_transient(), "{error}");
+        assert_eq!(error.store(), "outage");
+        assert!(
+            matches!(&error, KvError::Timeout { timeout, .. } if *timeout == Duration::from_millis(500))
+                || matches!(&error, KvError::Unavailable { message, .. } if message.starts_with(&format!("127.0.0.1:{}", server.port()))),
+            "{error:?}"
+        );
+    }
+    server.restart().expect("redis restarts");
+    runtime.block_on(until_it_answers(&store));
+    // Persistence is off: the restarted server is empty, and the store works again.
+    runtime.block_on(async {
+        assert_eq!(
+            shared::KeyValueStore::get(&store, b"k").await.unwrap(),
+            None
+        );
+        shared::KeyValueStore::set(&store, b"k", b"again", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            shared::KeyValueStore::get(&store, b"k").await.unwrap(),
+            Some(b"again".to_vec())
+        );
+    });
+}
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    otap_df_nodes::register(&mut registry);
+    otap_df_extension_redis_kv::register(&mut registry);
+    registry.finish().expect("registry")
+}
+
+#[test]
+fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_password() {
+    // A port nothing listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          store:
+            type: extension:redis_kv
+            startup_timeout: 1s
+            config: {{ url: 'redis://:hunter2-secret@127.0.0.1:{port}/0' }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ count: 1 }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: store }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: gen, to: dedup }}
+          - {{ from: dedup, to: out }}
+"
+    );
+    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
+    let error = Engine::new(resolved, RunOptions::default())
+        .run()
+        .expect_err("redis is down");
+    let [
+        Failure::ReadinessTimeout {
+            extension,
+            timeout,
+            reason,
+            ..
+        },
+    ] = error.0.as_slice()
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(extension, "store");
+    assert_eq!(*timeout, Duration::from_secs(1));
+    let reason = reason.clone().expect("what the probe saw");
+    assert!(
+        reason.starts_with(&format!("Redis at `127.0.0.1:{port}` does not answer: ")),
+        "{reason}"
+    );
+    let shown = format!("{error} {error:?}");
+    assert!(!shown.contains("hunter2-secret"), "{shown}");
+}
