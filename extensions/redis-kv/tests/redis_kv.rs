@@ -226,3 +226,94 @@ groups:
     let shown = format!("{error} {error:?}");
     assert!(!shown.contains("hunter2-secret"), "{shown}");
 }
+
+/// Waits until `done(dedup counters)` holds, for at most 20 s.
+fn wait_for_dedup(
+    telemetry: &otap_df_core::runtime::engine::Telemetry,
+    what: &str,
+    done: impl Fn(&otap_df_core::runtime::node::CounterSnapshot) -> bool,
+) -> otap_df_core::runtime::node::CounterSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts = telemetry
+            .node_totals()
+            .into_iter()
+            .find(|t| t.node == "dedup")
+            .map(|t| t.counts)
+            .unwrap_or_default();
+        if done(&counts) {
+            return counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within 20s ({counts:?})"
+        );
+        // Sampling live counters; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_dedup_pipeline_loses_nothing_through_an_outage_and_dedups_again_after_it() {
+    let Some(mut server) = redis_server::require("pipeline outage") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("otap-df-redis-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("out.bin");
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          store: {{ type: extension:redis_kv, config: {{ url: '{}', call_timeout: 200ms }} }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ batch_size: 1, rate: 1000, duplicate_ratio: 0.5 }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: store }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: gen, to: dedup }}
+          - {{ from: dedup, to: out }}
+",
+        server.url(),
+        out.display()
+    );
+    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    let shutdown = engine.shutdown_handle();
+    let run = std::thread::spawn(move || engine.run());
+
+    wait_for_dedup(&telemetry, "dedup through Redis", |c| c.records_dropped > 0);
+    server.stop();
+    let during = wait_for_dedup(&telemetry, "fail open during the outage", |c| c.errors > 5);
+    server.restart().expect("redis restarts");
+    wait_for_dedup(&telemetry, "dedup again after the outage", |c| {
+        c.records_dropped > during.records_dropped + 5
+    });
+    shutdown.request();
+    run.join().unwrap().expect("a clean run");
+
+    let totals = telemetry.node_totals();
+    let counts = |node: &str| totals.iter().find(|t| t.node == node).unwrap().counts;
+    let (generated, dedup, exported) = (counts("gen"), counts("dedup"), counts("out"));
+    assert_eq!(dedup.records_in, generated.records_out);
+    assert_eq!(dedup.records_out + dedup.records_dropped, dedup.records_in);
+    assert_eq!(dedup.records_failed, 0);
+    assert_eq!(exported.records_in, dedup.records_out);
+    let in_file: u64 = otap_df_nodes::read_payloads(&out)
+        .unwrap()
+        .iter()
+        .map(|p| p.records())
+        .sum();
+    assert_eq!(in_file, dedup.records_out);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
