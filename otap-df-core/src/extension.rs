@@ -495,6 +495,23 @@ impl ExtensionHandle {
     pub fn degraded(&self) -> Option<String> {
         self.degraded.borrow().clone()
     }
+
+    /// A view of the extension's health only: unlike the handle, it does not keep the
+    /// control channel open.
+    pub fn health(&self) -> ExtensionHealth {
+        ExtensionHealth(self.degraded.clone())
+    }
+}
+
+/// What an extension last reported about its health (see [`ExtensionHandle::health`]).
+#[derive(Debug, Clone)]
+pub struct ExtensionHealth(watch::Receiver<Option<String>>);
+
+impl ExtensionHealth {
+    /// Why the extension reports itself degraded, or `None` while it is healthy.
+    pub fn degraded(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
 }
 
 /// The task of an active or background local extension.

@@ -27,8 +27,8 @@ use tokio::task::{JoinSet, LocalSet};
 use crate::binding::{Capabilities, InstantiateError, PipelinePlan, ResolvedConfig};
 use crate::config::ComponentConfig;
 use crate::extension::{
-    ExtensionHandle, ExtensionMessage, Lifecycle, LocalProvisions, LocalTask, Readiness,
-    SharedProvisions, SharedTask, control_channel,
+    ExtensionHandle, ExtensionHealth, ExtensionMessage, Lifecycle, LocalProvisions, LocalTask,
+    Readiness, SharedProvisions, SharedTask, control_channel,
 };
 use crate::runtime::node::{
     ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
@@ -203,7 +203,7 @@ impl Telemetry {
                 pipeline.to_owned(),
                 extension.to_owned(),
                 core,
-                handle.clone(),
+                handle.health(),
             ));
     }
 
@@ -223,7 +223,7 @@ impl Telemetry {
             let degraded = handles
                 .iter()
                 .find(|(p, e, c, _)| p == pipeline && e == extension && c == core)
-                .and_then(|(_, _, _, handle)| handle.degraded());
+                .and_then(|(_, _, _, health)| health.degraded());
             if let Some(why) = degraded {
                 *state = ExtensionState::Degraded(why);
             }
@@ -366,8 +366,9 @@ pub struct Engine {
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
-/// `(pipeline, extension, core, control handle)`.
-type WatchedExtension = (String, String, Option<usize>, ExtensionHandle);
+/// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an
+/// extension's control channel open.
+type WatchedExtension = (String, String, Option<usize>, ExtensionHealth);
 /// `(pipeline, extension, core, state)`.
 type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
 
