@@ -16,3 +16,4 @@ pub mod fixtures;
 pub mod key_value_suite;
 pub mod recording;
 pub mod redis_server;
+pub mod tls;

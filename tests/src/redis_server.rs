@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::tls::TestPki;
+
 /// How long a server may take to answer its first `PING`.
 pub const START_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -21,12 +23,35 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    tls: Option<Tls>,
+}
+
+/// The TLS side of a server: its port and files.
+#[derive(Debug, Clone)]
+struct Tls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    require_client_cert: bool,
 }
 
 /// A server for a test: `Some` when one runs; `None` (after saying why) when Redis is not
 /// installed outside CI. Panics under `CI=true` when none can be started.
 pub fn require(test: &str) -> Option<RedisServer> {
-    match RedisServer::start() {
+    require_with(test, RedisServer::start)
+}
+
+/// Like [`require`], for a server that also listens for TLS (see [`RedisServer::start_tls`]).
+pub fn require_tls(test: &str, pki: &TestPki, require_client_cert: bool) -> Option<RedisServer> {
+    require_with(test, || RedisServer::start_tls(pki, require_client_cert))
+}
+
+fn require_with(
+    test: &str,
+    start: impl FnOnce() -> Result<RedisServer, String>,
+) -> Option<RedisServer> {
+    match start() {
         Ok(server) => Some(server),
         Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: cannot start redis-server, and CI=true requires it: {error}")
@@ -53,6 +78,23 @@ fn free_port() -> Result<u16, String> {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that also listens for TLS on a second free port, with the server
+    /// certificate of `pki`; with `require_client_cert`, TLS clients must present a
+    /// certificate signed by `pki`'s CA. The plain port stays open for readiness checks.
+    pub fn start_tls(pki: &TestPki, require_client_cert: bool) -> Result<Self, String> {
+        Self::start_with(Some(Tls {
+            port: 0,
+            cert: pki.server_cert(),
+            key: pki.server_key(),
+            ca: pki.ca_cert(),
+            require_client_cert,
+        }))
+    }
+
+    fn start_with(tls: Option<Tls>) -> Result<Self, String> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "otap-df-redis-{}-{}",
@@ -63,10 +105,15 @@ impl RedisServer {
         // with a new one.
         let mut last_error = String::new();
         for _ in 0..5 {
+            let mut tls = tls.clone();
+            if let Some(tls) = &mut tls {
+                tls.port = free_port()?;
+            }
             let mut server = Self {
                 child: None,
                 port: free_port()?,
                 dir: dir.clone(),
+                tls,
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -78,7 +125,22 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(tls) = &self.tls {
+            command
+                .args(["--tls-port", &tls.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args([
+                    "--tls-auth-clients",
+                    if tls.require_client_cert { "yes" } else { "no" },
+                ]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -127,6 +189,18 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://localhost:<tls port>` of a server started with
+    /// [`start_tls`](Self::start_tls).
+    ///
+    /// # Panics
+    /// When the server has no TLS port.
+    pub fn tls_url(&self) -> String {
+        let Some(tls) = &self.tls else {
+            panic!("tls_url: this redis-server was started without TLS")
+        };
+        format!("rediss://localhost:{}", tls.port)
     }
 
     /// The port.

@@ -45,6 +45,24 @@ pub struct RedisKvConfig {
     /// Bound of a whole call, reconnection included: no call takes longer.
     #[serde(default = "defaults::call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// Certificates for a `rediss://` server; the system's trust store when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls:` of a `rediss://` connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA certificate(s) to trust instead of the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate chain, for servers that require mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 mod defaults {
@@ -76,28 +94,57 @@ impl RedisKvConfig {
             .expose()
             .split_once("://")
             .map(|(scheme, _)| scheme);
-        match scheme {
-            Some("redis" | "unix" | "redis+unix") => {}
-            Some("rediss") => {
-                return Err(config.invalid(
-                    "url",
-                    "`rediss://` (TLS) is not supported by this build yet; use `redis://` or \
-                     `unix://`",
-                ));
-            }
+        let tls = match scheme {
+            Some("redis" | "unix" | "redis+unix") => false,
+            Some("rediss") => true,
             _ => {
                 return Err(config.invalid(
                     "url",
-                    "`url` must start with `redis://` or `unix://` (e.g. `redis://127.0.0.1:6379/0`)",
+                    "`url` must start with `redis://`, `rediss://` (TLS) or `unix://` \
+                     (e.g. `redis://127.0.0.1:6379/0`)",
+                ));
+            }
+        };
+        if let Some(tls_config) = &decoded.tls {
+            if !tls {
+                return Err(config.invalid(
+                    "tls",
+                    "`tls` is set but `url` does not use TLS; use a `rediss://` URL",
+                ));
+            }
+            if tls_config.cert_file.is_some() != tls_config.key_file.is_some() {
+                let (set, missing) = if tls_config.cert_file.is_some() {
+                    ("cert_file", "key_file")
+                } else {
+                    ("key_file", "cert_file")
+                };
+                return Err(config.invalid(
+                    &format!("tls.{set}"),
+                    format!(
+                        "`tls.{set}` is set without `tls.{missing}`; a client certificate needs both"
+                    ),
                 ));
             }
         }
-        if let Err(error) = redis::Client::open(decoded.url.expose()) {
+        match redis::Client::open(decoded.url.expose()) {
             // The library's message may quote the URL: report its kind only.
-            return Err(config.invalid(
-                "url",
-                format!("`url` is not a valid Redis URL ({:?})", error.kind()),
-            ));
+            Err(error) => {
+                return Err(config.invalid(
+                    "url",
+                    format!("`url` is not a valid Redis URL ({:?})", error.kind()),
+                ));
+            }
+            Ok(client) => {
+                if let redis::ConnectionAddr::TcpTls { insecure: true, .. } =
+                    client.get_connection_info().addr()
+                {
+                    return Err(config.invalid(
+                        "url",
+                        "`#insecure` (no certificate verification) is not supported; trust the \
+                         server's CA with `tls.ca_file` instead",
+                    ));
+                }
+            }
         }
         if decoded.password.is_some() && decoded.password_file.is_some() {
             return Err(config.invalid(
@@ -162,9 +209,28 @@ mod tests {
             "{error}"
         );
         assert!(!error.contains("hunter2"), "{error}");
-        let tls = decode("url: rediss://host").expect_err("tls");
-        assert!(tls.contains("not supported by this build"), "{tls}");
+        assert!(decode("url: rediss://host").is_ok());
         assert!(decode("url: unix:///run/redis.sock").is_ok());
+        let insecure = decode("url: 'rediss://host/#insecure'").expect_err("insecure");
+        assert!(insecure.contains("`#insecure`"), "{insecure}");
+    }
+
+    #[test]
+    fn tls_options_need_a_tls_url_and_come_in_pairs() {
+        let config = decode("{ url: 'rediss://h', tls: { ca_file: /ca.pem } }").expect("valid");
+        assert_eq!(
+            config.tls.and_then(|tls| tls.ca_file),
+            Some(PathBuf::from("/ca.pem"))
+        );
+        let plain = decode("{ url: 'redis://h', tls: { ca_file: /ca.pem } }").expect_err("plain");
+        assert!(plain.contains("`url` does not use TLS"), "{plain}");
+        let half = decode("{ url: 'rediss://h', tls: { cert_file: /c.pem } }").expect_err("half");
+        assert!(
+            half.contains("`tls.cert_file` is set without `tls.key_file`"),
+            "{half}"
+        );
+        let unknown = decode("{ url: 'rediss://h', tls: { ca: /ca.pem } }").expect_err("unknown");
+        assert!(unknown.contains("ca"), "{unknown}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `extension:redis_kv`: the factory, how an instance connects, and its readiness task.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use otap_df_core::extension::{
     Readiness, SharedExtension, SharedTask,
 };
 use redis::aio::ConnectionManagerConfig;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use crate::config::RedisKvConfig;
 use crate::key_value::RedisKv;
@@ -82,8 +85,64 @@ pub fn connect(
         settings = settings.set_db(db);
     }
     info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info)
-        .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?;
+    let client = match (&config.tls, info.addr()) {
+        (Some(tls), redis::ConnectionAddr::TcpTls { .. }) => {
+            install_crypto_provider();
+            let read = |field: &str, path: &Path| {
+                std::fs::read(path).map_err(|e| {
+                    failed(format!(
+                        "cannot read `tls.{field}` `{}`: {}",
+                        path.display(),
+                        e.kind()
+                    ))
+                })
+            };
+            // A PEM file without a certificate would give an empty trust store, and every
+            // handshake would then fail far from its cause: say so here.
+            let certificates = |field: &str, path: &Path| {
+                let pem = read(field, path)?;
+                let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                match parsed {
+                    Ok(certificates) if !certificates.is_empty() => Ok(pem),
+                    Ok(_) => Err(failed(format!(
+                        "`tls.{field}` `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                        path.display()
+                    ))),
+                    Err(error) => Err(failed(format!(
+                        "`tls.{field}` `{}` is not valid PEM: {error}",
+                        path.display()
+                    ))),
+                }
+            };
+            let root_cert = match &tls.ca_file {
+                Some(path) => Some(certificates("ca_file", path)?),
+                None => None,
+            };
+            let client_tls = match (&tls.cert_file, &tls.key_file) {
+                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                    client_cert: certificates("cert_file", cert)?,
+                    client_key: read("key_file", key)?,
+                }),
+                _ => None,
+            };
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            // These errors are about the PEM files, never the URL.
+            .map_err(|e| failed(format!("cannot use the `tls` files: {e}")))?
+        }
+        (_, addr) => {
+            if let redis::ConnectionAddr::TcpTls { .. } = addr {
+                install_crypto_provider();
+            }
+            redis::Client::open(info)
+                .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?
+        }
+    };
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout))
@@ -103,6 +162,12 @@ pub fn connect(
         client,
         manager_config,
     ))
+}
+
+/// TLS needs a process-wide rustls crypto provider; this crate brings `ring`. A provider the
+/// application installed first is kept.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Pings until the server answers (ready), then waits for shutdown. While the server does not

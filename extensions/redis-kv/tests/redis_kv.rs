@@ -10,20 +10,14 @@ use std::time::{Duration, Instant};
 
 use otap_df_core::binding::load_with_env;
 use otap_df_core::capability::{Capability, KeyValueStore, KvError, local, shared};
-use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_core::extension::ExtensionContext;
-use otap_df_core::registry::Registry;
-use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
+use otap_df_core::runtime::engine::{Engine, RunOptions};
 use otap_df_extension_redis_kv::extension::connect;
-use otap_df_extension_redis_kv::{REDIS_KV, RedisKv, RedisKvConfig};
+use otap_df_extension_redis_kv::{REDIS_KV, RedisKv};
 use otap_df_tests::redis_server::{self, RedisServer};
 
-fn config(yaml: &str) -> RedisKvConfig {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-    let path = YamlPath::root().key("config");
-    let positions = PositionIndex::default();
-    RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions)).expect("config")
-}
+mod support;
+use support::{config, registry, runtime};
 
 /// A store of extension `id` on `server`.
 fn store(server: &RedisServer, id: &str, extra: &str) -> RedisKv {
@@ -33,14 +27,6 @@ fn store(server: &RedisServer, id: &str, extra: &str) -> RedisKv {
         &config(&format!("{{ url: '{}' {extra} }}", server.url())),
     )
     .expect("store")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 #[test]
@@ -165,14 +151,6 @@ fn an_outage_gives_transient_errors_and_calls_recover_when_redis_is_back() {
     });
 }
 
-fn registry() -> Registry {
-    let mut registry = Registry::new();
-    otap_df_core::register_builtins(&mut registry);
-    otap_df_nodes::register(&mut registry);
-    otap_df_extension_redis_kv::register(&mut registry);
-    registry.finish().expect("registry")
-}
-
 #[test]
 fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_password() {
     // A port nothing listens on: bind one, then free it.
@@ -181,50 +159,17 @@ fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_
         .local_addr()
         .unwrap()
         .port();
-    let text = format!(
-        "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
-          store:
-            type: extension:redis_kv
-            startup_timeout: 1s
-            config: {{ url: 'redis://:hunter2-secret@127.0.0.1:{port}/0' }}
-        nodes:
-          gen: {{ type: receiver:generator, config: {{ count: 1 }} }}
-          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: store }} }}
-          out: {{ type: exporter:noop }}
-        connections:
-          - {{ from: gen, to: dedup }}
-          - {{ from: dedup, to: out }}
-"
-    );
-    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
-    let error = Engine::new(resolved, RunOptions::default())
-        .run()
-        .expect_err("redis is down");
-    let [
-        Failure::ReadinessTimeout {
-            extension,
-            timeout,
-            reason,
-            ..
-        },
-    ] = error.0.as_slice()
-    else {
-        panic!("{error:?}");
-    };
-    assert_eq!(extension, "store");
-    assert_eq!(*timeout, Duration::from_secs(1));
-    let reason = reason.clone().expect("what the probe saw");
+    let not_ready = support::start_expecting_not_ready(&format!(
+        "{{ url: 'redis://:hunter2-secret@127.0.0.1:{port}/0' }}"
+    ));
+    assert_eq!(not_ready.timeout, Duration::from_secs(1));
     assert!(
-        reason.starts_with(&format!("Redis at `127.0.0.1:{port}` does not answer: ")),
-        "{reason}"
+        not_ready
+            .reason
+            .starts_with(&format!("Redis at `127.0.0.1:{port}` does not answer: ")),
+        "{not_ready:?}"
     );
-    let shown = format!("{error} {error:?}");
-    assert!(!shown.contains("hunter2-secret"), "{shown}");
+    assert!(!not_ready.shown.contains("hunter2-secret"), "{not_ready:?}");
 }
 
 /// Waits until `done(dedup counters)` holds, for at most 20 s.
