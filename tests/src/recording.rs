@@ -102,6 +102,8 @@ pub enum Behaviour {
     Ready,
     /// Probed: never signals readiness.
     NeverReady,
+    /// Probed: returns an error (after `ready_after`) instead of becoming ready.
+    FailStart,
     /// Probed: signals readiness, then reports itself degraded and runs until shutdown.
     Degraded,
     /// Probed: signals readiness, then returns an error at once.
@@ -140,6 +142,12 @@ async fn recorder_task(
     }
     match config.behaviour {
         Behaviour::NeverReady | Behaviour::Background | Behaviour::Passive => {}
+        Behaviour::FailStart => {
+            return Err(ExtensionError::Failed {
+                extension: id,
+                message: "cannot reach its upstream".into(),
+            });
+        }
         Behaviour::Ready | Behaviour::Exit | Behaviour::Panic | Behaviour::Degraded => {
             record(&log, format!("{id}:ready"));
             control.set_ready();

@@ -24,6 +24,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     tls: Option<Tls>,
+    extra_args: Vec<String>,
 }
 
 /// The TLS side of a server: its port and files.
@@ -36,10 +37,17 @@ struct Tls {
     require_client_cert: bool,
 }
 
-/// A server for a test: `Some` when one runs; `None` (after saying why) when Redis is not
-/// installed outside CI. Panics under `CI=true` when none can be started.
+/// A server for a test: `Some` when one runs; `None` (after saying how to install it) when
+/// `redis-server` is not installed, outside CI. Panics under `CI=true` when none can be
+/// started, and everywhere when an installed server does not start (bad arguments, ...): a
+/// skip must never hide a failure.
 pub fn require(test: &str) -> Option<RedisServer> {
     require_with(test, RedisServer::start)
+}
+
+/// Like [`require`], with more `redis-server` arguments (see [`RedisServer::start_with_args`]).
+pub fn require_with_args(test: &str, args: &[&str]) -> Option<RedisServer> {
+    require_with(test, || RedisServer::start_with_args(args))
 }
 
 /// Like [`require`], for a server that also listens for TLS (see [`RedisServer::start_tls`]).
@@ -56,6 +64,9 @@ fn require_with(
         Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: cannot start redis-server, and CI=true requires it: {error}")
         }
+        Err(error) if !error.starts_with(NOT_INSTALLED) => {
+            panic!("{test}: redis-server is installed but did not start: {error}")
+        }
         Err(error) => {
             eprintln!(
                 "{test}: SKIPPED: cannot start redis-server ({error}); install it \
@@ -65,6 +76,9 @@ fn require_with(
         }
     }
 }
+
+/// How a start error begins when `redis-server` cannot be run at all.
+const NOT_INSTALLED: &str = "cannot run `redis-server`";
 
 fn free_port() -> Result<u16, String> {
     let listener =
@@ -78,23 +92,32 @@ fn free_port() -> Result<u16, String> {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> Result<Self, String> {
-        Self::start_with(None)
+        Self::start_with(None, &[])
+    }
+
+    /// Starts a server with more `redis-server` arguments (e.g. `--requirepass`, `--user`),
+    /// kept for [`restart`](Self::restart).
+    pub fn start_with_args(args: &[&str]) -> Result<Self, String> {
+        Self::start_with(None, args)
     }
 
     /// Starts a server that also listens for TLS on a second free port, with the server
     /// certificate of `pki`; with `require_client_cert`, TLS clients must present a
     /// certificate signed by `pki`'s CA. The plain port stays open for readiness checks.
     pub fn start_tls(pki: &TestPki, require_client_cert: bool) -> Result<Self, String> {
-        Self::start_with(Some(Tls {
-            port: 0,
-            cert: pki.server_cert(),
-            key: pki.server_key(),
-            ca: pki.ca_cert(),
-            require_client_cert,
-        }))
+        Self::start_with(
+            Some(Tls {
+                port: 0,
+                cert: pki.server_cert(),
+                key: pki.server_key(),
+                ca: pki.ca_cert(),
+                require_client_cert,
+            }),
+            &[],
+        )
     }
 
-    fn start_with(tls: Option<Tls>) -> Result<Self, String> {
+    fn start_with(tls: Option<Tls>, extra_args: &[&str]) -> Result<Self, String> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "otap-df-redis-{}-{}",
@@ -114,6 +137,7 @@ impl RedisServer {
                 port: free_port()?,
                 dir: dir.clone(),
                 tls,
+                extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
             };
             match server.spawn() {
                 Ok(()) => return Ok(server),
@@ -147,13 +171,19 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .args(["--protected-mode", "no"])
             .args(["--loglevel", "warning"])
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .arg("--unixsocket")
+            .arg(self.socket())
+            .args(["--unixsocketperm", "700"])
+            .args(&self.extra_args)
             .arg("--dir")
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run `redis-server`: {e}"))?;
+            .map_err(|e| format!("{NOT_INSTALLED}: {e}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + START_DEADLINE;
         loop {
@@ -163,15 +193,19 @@ impl RedisServer {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                let mut stderr = String::new();
+                // Argument errors go to stderr, the rest (a port in use) to the log.
+                let mut output = String::new();
                 if let Some(mut pipe) = child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
+                    let _ = pipe.read_to_string(&mut output);
                 }
+                output.push_str(
+                    &std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default(),
+                );
                 self.child = None;
                 return Err(format!(
                     "redis-server on port {} exited ({status}): {}",
                     self.port,
-                    stderr.trim()
+                    output.trim()
                 ));
             }
             if Instant::now() >= deadline {
@@ -191,6 +225,16 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The server's Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    /// `unix://<socket>`.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
     /// `rediss://localhost:<tls port>` of a server started with
     /// [`start_tls`](Self::start_tls).
     ///
@@ -208,16 +252,17 @@ impl RedisServer {
         self.port
     }
 
-    /// Whether the server answers `PING` now.
+    /// Whether the server answers `PING` now (a `NOAUTH` refusal is an answer).
     pub fn ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0u8; 7];
+        // A server that requires a password answers, too: `-NOAUTH Authentication required.`
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients) and waits for it to be gone.

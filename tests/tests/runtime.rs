@@ -295,6 +295,41 @@ fn a_local_extension_that_is_never_ready_fails_the_start_by_name_and_no_node_run
 }
 
 #[test]
+fn an_extension_that_fails_before_it_is_ready_is_reported_by_its_error_not_as_a_timeout() {
+    for (log, auth, store, extension) in [
+        (
+            "fail-start-shared",
+            "behaviour: fail_start, ready_after: 20ms",
+            "behaviour: ready",
+            "auth",
+        ),
+        (
+            "fail-start-local",
+            "behaviour: ready",
+            "behaviour: fail_start, ready_after: 20ms",
+            "store",
+        ),
+    ] {
+        let text = lifecycle_config(log, auth, store, "count: 5", "delay: 1ms");
+        let error = run(&text, options()).expect_err("an extension fails to start");
+        assert_eq!(
+            error.0,
+            [Failure::ExtensionExited {
+                pipeline: "g/p".into(),
+                extension: extension.into(),
+                reason: format!("extension `{extension}` failed: cannot reach its upstream"),
+            }],
+            "{log}"
+        );
+        let events = events(log);
+        assert!(
+            !events.iter().any(|e| e.starts_with("source:")),
+            "no node ran: {events:?}"
+        );
+    }
+}
+
+#[test]
 fn an_extension_that_exits_early_is_an_error_naming_it_and_shuts_the_pipeline_down() {
     for (log, auth, store, extension) in [
         ("exit-shared", "behaviour: exit", "behaviour: ready", "auth"),

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otap_df_core::capability::{CapabilityId, KeyValueStore, shared};
+use otap_df_core::capability::{CapabilityId, KeyValueStore, KvError, shared};
 use otap_df_core::config::ComponentConfig;
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
@@ -186,6 +186,16 @@ impl SharedTask for Probe {
                     control.set_ready();
                     tracing::info!(extension = %self.store.id, target = %self.store.target, "connected to Redis");
                     break;
+                }
+                // What the server refuses (a wrong password, an ACL) will not pass by itself:
+                // fail the start now instead of at the end of `startup_timeout`.
+                Err(KvError::Refused { message, .. }) => {
+                    return Err(ExtensionError::Failed {
+                        extension: self.store.id.clone(),
+                        message: format!(
+                            "Redis refused the readiness probe (permanent): {message}"
+                        ),
+                    });
                 }
                 Err(error) => {
                     control.set_degraded(format!(

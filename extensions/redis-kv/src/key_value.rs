@@ -74,6 +74,11 @@ impl RedisKv {
         Ok(self.connection.get_or_init(|| created).clone())
     }
 
+    /// The extension id, which errors name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
@@ -109,10 +114,16 @@ impl RedisKv {
                 store: self.id.clone(),
                 timeout: self.call_timeout,
             }
+        } else if is_refusal(error) {
+            KvError::Refused {
+                store: self.id.clone(),
+                message: format!("{}: {error}", self.target),
+            }
         } else if error.is_io_error()
             || error.is_connection_dropped()
             || error.is_connection_refusal()
             || error.is_unrecoverable_error()
+            || is_passing_server_state(error)
         {
             KvError::Unavailable {
                 store: self.id.clone(),
@@ -135,6 +146,22 @@ impl RedisKv {
         }
         command
     }
+}
+
+/// Authentication and permission failures: retrying with the same credentials fails the same
+/// way, however the library classifies them for its reconnection logic.
+fn is_refusal(error: &RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// Server replies that describe a state that passes without any change on our side: still
+/// loading its data set, a script running too long, a failover, memory full.
+fn is_passing_server_state(error: &RedisError) -> bool {
+    matches!(
+        error.code(),
+        Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY" | "OOM")
+    )
 }
 
 #[otap_df_core::async_trait]

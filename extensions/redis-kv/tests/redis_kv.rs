@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use otap_df_core::binding::load_with_env;
 use otap_df_core::capability::{Capability, KeyValueStore, KvError, local, shared};
 use otap_df_core::extension::ExtensionContext;
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
 use otap_df_extension_redis_kv::extension::connect;
 use otap_df_extension_redis_kv::{REDIS_KV, RedisKv};
 use otap_df_tests::redis_server::{self, RedisServer};
@@ -261,4 +261,187 @@ groups:
         .sum();
     assert_eq!(in_file, dedup.records_out);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn over_a_unix_socket_redis_kv_passes_the_suite() {
+    let Some(server) = redis_server::require("unix socket") else {
+        return;
+    };
+    let context = ExtensionContext::new(&REDIS_KV, "unix", "g", "p", None);
+    let config = config(&format!("{{ url: '{}' }}", server.unix_url()));
+    otap_df_tests::key_value_suite::run_shared("redis_kv over a Unix socket", || {
+        Arc::new(connect(&context, &config).expect("store")) as Arc<dyn shared::KeyValueStore>
+    });
+}
+
+/// A store of extension `id` connecting to `url` with more options.
+fn store_at(url: &str, id: &str, extra: &str) -> RedisKv {
+    let context = ExtensionContext::new(&REDIS_KV, id, "g", "p", None);
+    connect(&context, &config(&format!("{{ url: '{url}' {extra} }}"))).expect("store")
+}
+
+#[test]
+fn credentials_from_the_url_the_options_or_a_file_authenticate_and_wrong_ones_are_refused() {
+    let Some(server) = redis_server::require_with_args(
+        "auth",
+        &[
+            "--requirepass",
+            "default-pw",
+            // One word per argument: redis-server joins an option's words itself.
+            "--user",
+            "alice",
+            "on",
+            ">alice-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+    ) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("otap-df-redis-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "alice-pw\n").unwrap();
+    let address = server.url().replace("redis://", "");
+    let authenticated = [
+        store_at(&format!("redis://:default-pw@{address}"), "url", ""),
+        store_at(&server.url(), "options", ", password: default-pw"),
+        store_at(&format!("redis://alice:alice-pw@{address}"), "acl-url", ""),
+        store_at(
+            &server.url(),
+            "acl-file",
+            &format!(
+                ", username: alice, password_file: '{}'",
+                password_file.display()
+            ),
+        ),
+    ];
+    let refused = [
+        store_at(&server.url(), "no-password", ""),
+        store_at(&server.url(), "wrong-password", ", password: nope"),
+        store_at(
+            &server.url(),
+            "wrong-user",
+            ", username: bob, password: alice-pw",
+        ),
+    ];
+    runtime().block_on(async {
+        use shared::KeyValueStore as _;
+        for store in &authenticated {
+            store.set(b"k", b"v", None).await.unwrap();
+            assert_eq!(store.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+        }
+        for store in &refused {
+            let error = store.get(b"k").await.expect_err("not authenticated");
+            let KvError::Refused { store: id, message } = &error else {
+                panic!("{error:?}");
+            };
+            assert!(!error.is_transient(), "{error}");
+            assert_eq!(id, store.id());
+            assert!(message.starts_with(&address), "{message}");
+            assert!(
+                !message.contains("alice-pw") && !message.contains("nope"),
+                "{message}"
+            );
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn db_selects_the_database() {
+    let Some(server) = redis_server::require("db") else {
+        return;
+    };
+    // The same prefix on purpose: only the database keeps them apart.
+    let in_db_0 = store_at(&server.url(), "zero", ", key_prefix: 'shared:'");
+    let in_db_3 = store_at(&server.url(), "three", ", key_prefix: 'shared:', db: 3");
+    let in_db_3_by_url = store_at(
+        &format!("{}/3", server.url()),
+        "url",
+        ", key_prefix: 'shared:'",
+    );
+    runtime().block_on(async {
+        use shared::KeyValueStore as _;
+        in_db_3.set(b"k", b"in 3", None).await.unwrap();
+        assert_eq!(in_db_0.get(b"k").await.unwrap(), None);
+        assert_eq!(
+            in_db_3_by_url.get(b"k").await.unwrap(),
+            Some(b"in 3".to_vec())
+        );
+    });
+}
+
+#[test]
+fn startup_with_a_wrong_password_fails_at_once_naming_the_refusal() {
+    let Some(server) = redis_server::require_with_args("auth startup", &["--requirepass", "right"])
+    else {
+        return;
+    };
+    let failure = support::start_expecting_failure(&format!(
+        "{{ url: '{}', password: wrong-secret }}",
+        server.url()
+    ));
+    let Failure::ExtensionExited {
+        extension, reason, ..
+    } = &failure
+    else {
+        panic!("{failure:?}");
+    };
+    assert_eq!(extension, "store");
+    let address = server.url().replace("redis://", "");
+    assert!(
+        reason.contains(&format!(
+            "Redis refused the readiness probe (permanent): {address}: "
+        )),
+        "{reason}"
+    );
+    assert!(
+        !format!("{failure} {failure:?}").contains("wrong-secret"),
+        "{failure:?}"
+    );
+}
+
+#[test]
+fn a_busy_server_gives_transient_errors_and_answers_again_once_it_is_free() {
+    let Some(server) = redis_server::require_with_args("busy", &["--busy-reply-threshold", "10"])
+    else {
+        return;
+    };
+    let store = store(&server, "busy", "");
+    let runtime = runtime();
+    runtime.block_on(until_it_answers(&store));
+    // A script that never ends makes the server reply BUSY to everyone else.
+    let url = server.url();
+    let script = std::thread::spawn(move || {
+        let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query::<()>(&mut connection)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match runtime.block_on(shared::KeyValueStore::get(&store, b"k")) {
+            Err(error) => break error,
+            Ok(_) => assert!(Instant::now() < deadline, "the server never got busy"),
+        }
+    };
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        matches!(&error, KvError::Unavailable { message, .. } if message.contains("BUSY")),
+        "{error:?}"
+    );
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<()>(&mut admin)
+        .unwrap();
+    assert!(script.join().unwrap().is_err(), "the script was killed");
+    runtime.block_on(until_it_answers(&store));
 }

@@ -541,8 +541,9 @@ impl Engine {
                     self.telemetry
                         .set_extension(&pipeline, &id, None, ExtensionState::Starting);
                     if readiness == Readiness::Probe {
-                        let ready =
-                            runtime.block_on(tokio::time::timeout(timeout, handle.wait_ready()));
+                        let deadline = tokio::time::Instant::now() + timeout;
+                        let ready = runtime
+                            .block_on(tokio::time::timeout_at(deadline, handle.wait_ready()));
                         if !matches!(ready, Ok(true)) {
                             self.telemetry.set_extension(
                                 &pipeline,
@@ -550,12 +551,26 @@ impl Engine {
                                 None,
                                 ExtensionState::Failed("not ready".into()),
                             );
-                            failures.push(Failure::ReadinessTimeout {
-                                pipeline: pipeline.clone(),
-                                extension: id.clone(),
-                                timeout,
-                                reason: handle.degraded(),
-                            });
+                            // `Ok(false)`: the task ended first; its own failure says why.
+                            let (exited, exits) = match ready {
+                                Ok(false) => runtime.block_on(shared_tasks.exit_of(
+                                    spawned.id(),
+                                    deadline,
+                                    &self.resolved,
+                                    &self.telemetry,
+                                    None,
+                                )),
+                                _ => (false, Vec::new()),
+                            };
+                            failures.extend(exits);
+                            if !exited {
+                                failures.push(Failure::ReadinessTimeout {
+                                    pipeline: pipeline.clone(),
+                                    extension: id.clone(),
+                                    timeout,
+                                    reason: handle.degraded(),
+                                });
+                            }
                             started_shared.push((index, Started { id, handle }));
                             break 'start;
                         }
@@ -871,7 +886,8 @@ impl CoreWorker {
                         Some(self.core),
                         ExtensionState::Starting,
                     );
-                    let ready = tokio::time::timeout(timeout, handle.wait_ready()).await;
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    let ready = tokio::time::timeout_at(deadline, handle.wait_ready()).await;
                     if !matches!(ready, Ok(true)) {
                         self.telemetry.set_extension(
                             &pipeline.name,
@@ -879,12 +895,30 @@ impl CoreWorker {
                             Some(self.core),
                             ExtensionState::Failed("not ready".into()),
                         );
-                        failures.push(Failure::ReadinessTimeout {
-                            pipeline: pipeline.name.clone(),
-                            extension: id.clone(),
-                            timeout,
-                            reason: handle.degraded(),
-                        });
+                        // `Ok(false)`: the task ended first; its own failure says why.
+                        let (exited, exits) = match ready {
+                            Ok(false) => {
+                                extension_tasks
+                                    .exit_of(
+                                        spawned.id(),
+                                        deadline,
+                                        &self.resolved,
+                                        &self.telemetry,
+                                        Some(self.core),
+                                    )
+                                    .await
+                            }
+                            _ => (false, Vec::new()),
+                        };
+                        failures.extend(exits);
+                        if !exited {
+                            failures.push(Failure::ReadinessTimeout {
+                                pipeline: pipeline.name.clone(),
+                                extension: id.clone(),
+                                timeout,
+                                reason: handle.degraded(),
+                            });
+                        }
                         started.push((pipeline.index, Started { id, handle }));
                         break 'start;
                     }
@@ -1095,6 +1129,33 @@ struct ExtensionTasks {
 }
 
 impl ExtensionTasks {
+    /// For a task that dropped its control before it was ready, whose own failure says more
+    /// than a readiness timeout: joins ended tasks until `task` is among them or `deadline`
+    /// passes. Returns whether `task` was joined, and the failures of all joined tasks.
+    async fn exit_of(
+        &mut self,
+        task: tokio::task::Id,
+        deadline: tokio::time::Instant,
+        resolved: &ResolvedConfig,
+        telemetry: &Telemetry,
+        core: Option<usize>,
+    ) -> (bool, Vec<Failure>) {
+        let mut failures = Vec::new();
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await
+        {
+            let id = match &joined {
+                Ok((id, _)) => *id,
+                Err(error) => error.id(),
+            };
+            failures.extend(self.exited(resolved, telemetry, core, joined));
+            if id == task {
+                return (true, failures);
+            }
+        }
+        (false, failures)
+    }
+
     /// A task that ended before shutdown: an error, a return or a panic, each a failure
     /// naming the extension. `core` is `None` for a shared extension.
     fn exited(

@@ -48,8 +48,8 @@ pub struct NotReady {
 }
 
 /// Runs a dedup pipeline whose store `store` has `config:` `store_config` and a `startup_timeout`
-/// of 1s, and returns its readiness failure (panics when it fails otherwise or starts).
-pub fn start_expecting_not_ready(store_config: &str) -> NotReady {
+/// of 1s, and returns why it did not start (panics when it starts, or fails in several ways).
+pub fn start_expecting_failure(store_config: &str) -> Failure {
     let text = format!(
         "version: otap_df/v1
 groups:
@@ -74,21 +74,28 @@ groups:
     let error = Engine::new(resolved, RunOptions::default())
         .run()
         .expect_err("the store is not ready");
-    let [
-        Failure::ReadinessTimeout {
-            extension,
-            timeout,
-            reason,
-            ..
-        },
-    ] = error.0.as_slice()
+    let [failure] = error.0.as_slice() else {
+        panic!("one failure expected: {error:?}");
+    };
+    failure.clone()
+}
+
+/// Like [`start_expecting_failure`], for a readiness timeout.
+pub fn start_expecting_not_ready(store_config: &str) -> NotReady {
+    let failure = start_expecting_failure(store_config);
+    let Failure::ReadinessTimeout {
+        extension,
+        timeout,
+        reason,
+        ..
+    } = &failure
     else {
-        panic!("{error:?}");
+        panic!("{failure:?}");
     };
     assert_eq!(extension, "store");
     NotReady {
         timeout: *timeout,
         reason: reason.clone().expect("what the probe saw"),
-        shown: format!("{error} {error:?}"),
+        shown: format!("{failure} {failure:?}"),
     }
 }
