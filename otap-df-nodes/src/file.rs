@@ -44,23 +44,64 @@ fn create(
 ) -> Result<NodeInstance, NodeError> {
     let config: FileConfig = config.decode()?;
     let path = core_path(&config.path, context.core);
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
+    let writer = PayloadWriter::open(&path)
         .map_err(|e| context.error(format!("cannot open `{}`: {e}", path.display())))?;
-    let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
-    let mut writer = BufWriter::new(file);
-    if empty {
-        writer
-            .write_all(MAGIC)
-            .map_err(|e| context.error(format!("cannot write `{}`: {e}", path.display())))?;
-    }
     Ok(NodeInstance::Exporter(Box::new(FileExporter {
         node: context.node_id.clone(),
         path,
         writer,
     })))
+}
+
+/// Appends payloads to a file in the format [`read_payloads`] reads (the magic line first
+/// when the file is new). Buffered: call [`flush`](Self::flush).
+#[derive(Debug)]
+pub struct PayloadWriter {
+    writer: BufWriter<File>,
+}
+
+impl PayloadWriter {
+    /// Opens `path` for appending, creating it (and writing the magic line) when missing.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let empty = file.metadata().map(|m| m.len() == 0).unwrap_or(false);
+        let mut writer = BufWriter::new(file);
+        if empty {
+            writer.write_all(MAGIC)?;
+        }
+        Ok(Self { writer })
+    }
+
+    /// Appends one payload.
+    pub fn write(&mut self, data: &OtlpPayload) -> std::io::Result<()> {
+        let signal = match data.signal() {
+            Signal::Logs => 0u8,
+            Signal::Metrics => 1,
+            Signal::Traces => 2,
+        };
+        let encoding = match data.encoding() {
+            Encoding::Protobuf => 0u8,
+            Encoding::Json => 1,
+        };
+        let length = u32::try_from(data.bytes().len()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a payload larger than 4 GiB cannot be framed",
+            )
+        })?;
+        let mut header = [0u8; 14];
+        header[0] = signal;
+        header[1] = encoding;
+        header[2..10].copy_from_slice(&data.records().to_le_bytes());
+        header[10..14].copy_from_slice(&length.to_le_bytes());
+        self.writer.write_all(&header)?;
+        self.writer.write_all(data.bytes())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
 }
 
 /// The file core `core` writes: `path` for core 0, `path.<core>` for the others.
@@ -77,7 +118,7 @@ pub fn core_path(path: &Path, core: usize) -> PathBuf {
 struct FileExporter {
     node: String,
     path: PathBuf,
-    writer: BufWriter<File>,
+    writer: PayloadWriter,
 }
 
 impl FileExporter {
@@ -92,28 +133,7 @@ impl FileExporter {
 #[otap_df_core::async_trait(?Send)]
 impl LocalExporter for FileExporter {
     async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
-        let signal = match data.signal() {
-            Signal::Logs => 0u8,
-            Signal::Metrics => 1,
-            Signal::Traces => 2,
-        };
-        let encoding = match data.encoding() {
-            Encoding::Protobuf => 0u8,
-            Encoding::Json => 1,
-        };
-        let length = u32::try_from(data.bytes().len()).map_err(|_| NodeError::Failed {
-            node: self.node.clone(),
-            message: "a payload larger than 4 GiB cannot be framed".to_owned(),
-        })?;
-        let mut header = [0u8; 14];
-        header[0] = signal;
-        header[1] = encoding;
-        header[2..10].copy_from_slice(&data.records().to_le_bytes());
-        header[10..14].copy_from_slice(&length.to_le_bytes());
-        self.writer.write_all(&header).map_err(|e| self.failed(e))?;
-        self.writer
-            .write_all(data.bytes())
-            .map_err(|e| self.failed(e))
+        self.writer.write(&data).map_err(|e| self.failed(e))
     }
 
     async fn finish(&mut self) -> Result<(), NodeError> {

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use otap_df_core::binding::Capabilities;
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
-use otap_df_core::data::{OtlpPayload, Signal};
+use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::NodeFactory;
 use otap_df_core::runtime::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
@@ -35,11 +35,18 @@ pub struct GeneratorConfig {
     /// Share of batches that repeat the previous batch of the same core, byte for byte.
     #[serde(default)]
     pub duplicate_ratio: f64,
+    /// `protobuf` (default) or `json` (OTLP/JSON).
+    #[serde(default = "GeneratorConfig::default_encoding")]
+    pub encoding: Encoding,
 }
 
 impl GeneratorConfig {
     fn default_batch_size() -> usize {
         100
+    }
+
+    fn default_encoding() -> Encoding {
+        Encoding::Protobuf
     }
 
     /// Decodes and checks ranges.
@@ -105,6 +112,7 @@ fn create(
         count,
         period,
         core: context.core,
+        node: context.node_id.clone(),
     })))
 }
 
@@ -113,6 +121,7 @@ struct Generator {
     count: Option<u64>,
     period: Option<Duration>,
     core: usize,
+    node: String,
 }
 
 fn now_nanos() -> u64 {
@@ -143,12 +152,23 @@ impl LocalReceiver for Generator {
             }
             let payload = match &previous {
                 Some(previous) if self.config.is_duplicate(index) => previous.clone(),
-                _ => otlp::synthetic(
-                    self.config.signal,
-                    self.config.batch_size,
-                    &format!("core{}-batch{index}", self.core),
-                    now_nanos(),
-                ),
+                _ => {
+                    let payload = otlp::synthetic(
+                        self.config.signal,
+                        self.config.batch_size,
+                        &format!("core{}-batch{index}", self.core),
+                        now_nanos(),
+                    );
+                    match self.config.encoding {
+                        Encoding::Protobuf => payload,
+                        Encoding::Json => {
+                            otlp::to_json(&payload).map_err(|e| NodeError::Failed {
+                                node: self.node.clone(),
+                                message: format!("cannot encode OTLP/JSON: {e}"),
+                            })?
+                        }
+                    }
+                }
             };
             let records = payload.records();
             previous = Some(payload.clone());
@@ -196,6 +216,7 @@ mod tests {
             count: None,
             rate: None,
             duplicate_ratio: 0.25,
+            encoding: Encoding::Protobuf,
         };
         let duplicates = (0..1000).filter(|i| config.is_duplicate(*i)).count();
         assert_eq!(duplicates, 250);

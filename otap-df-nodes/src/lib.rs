@@ -6,6 +6,8 @@ pub mod file;
 pub mod generator;
 pub mod noop;
 pub mod otlp;
+pub mod otlp_http;
+pub mod tls;
 
 pub use debug::{DEBUG, DebugConfig, Verbosity};
 pub use dedup::{DEDUP, DedupConfig};
@@ -13,6 +15,8 @@ pub use file::{FILE, FileConfig, read_payloads};
 pub use generator::{GENERATOR, GeneratorConfig};
 pub use noop::NOOP;
 pub use otap_df_core::data::Signal;
+pub use otlp_http::exporter::{OTLP_HTTP_EXPORTER, OtlpHttpExporterConfig};
+pub use otlp_http::receiver::{OTLP_HTTP_RECEIVER, OtlpHttpReceiverConfig};
 
 use otap_df_core::registry::Registry;
 
@@ -23,4 +27,6 @@ pub fn register(registry: &mut Registry) {
     registry.register_node(&DEBUG);
     registry.register_node(&FILE);
     registry.register_node(&NOOP);
+    registry.register_node(&OTLP_HTTP_RECEIVER);
+    registry.register_node(&OTLP_HTTP_EXPORTER);
 }

@@ -129,16 +129,29 @@ pub struct Shape {
     pub records: usize,
 }
 
-/// Decodes a protobuf payload and counts what it holds.
+/// Decodes a payload (protobuf or OTLP/JSON) and counts what it holds.
 pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
-    if payload.encoding() != Encoding::Protobuf {
-        return Err("only OTLP protobuf payloads can be decoded here".to_owned());
+    decode_shape(payload.signal(), payload.encoding(), payload.bytes())
+}
+
+/// Decodes the OTLP export request `bytes` of `signal` in `encoding` and counts what it holds.
+pub fn decode_shape(signal: Signal, encoding: Encoding, bytes: &[u8]) -> Result<Shape, String> {
+    fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+        signal: Signal,
+        encoding: Encoding,
+        bytes: &[u8],
+    ) -> Result<T, String> {
+        match encoding {
+            Encoding::Protobuf => {
+                T::decode(bytes).map_err(|e| format!("invalid OTLP {signal} protobuf: {e}"))
+            }
+            Encoding::Json => serde_json::from_slice(bytes)
+                .map_err(|e| format!("invalid OTLP/JSON {signal} request: {e}")),
+        }
     }
-    let bytes = payload.bytes().as_ref();
-    let error = |e: prost::DecodeError| format!("invalid OTLP {} protobuf: {e}", payload.signal());
-    Ok(match payload.signal() {
+    Ok(match signal {
         Signal::Logs => {
-            let request = ExportLogsServiceRequest::decode(bytes).map_err(error)?;
+            let request: ExportLogsServiceRequest = decode(signal, encoding, bytes)?;
             let scopes = request.resource_logs.iter().flat_map(|r| &r.scope_logs);
             Shape {
                 resources: request.resource_logs.len(),
@@ -147,7 +160,7 @@ pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
             }
         }
         Signal::Metrics => {
-            let request = ExportMetricsServiceRequest::decode(bytes).map_err(error)?;
+            let request: ExportMetricsServiceRequest = decode(signal, encoding, bytes)?;
             let scopes = request
                 .resource_metrics
                 .iter()
@@ -167,7 +180,7 @@ pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
             }
         }
         Signal::Traces => {
-            let request = ExportTraceServiceRequest::decode(bytes).map_err(error)?;
+            let request: ExportTraceServiceRequest = decode(signal, encoding, bytes)?;
             let scopes = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
             Shape {
                 resources: request.resource_spans.len(),
@@ -176,6 +189,28 @@ pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
             }
         }
     })
+}
+
+/// The same request in OTLP/JSON (for tests and senders that want JSON).
+pub fn to_json(payload: &OtlpPayload) -> Result<OtlpPayload, String> {
+    fn transcode<T: Message + Default + serde::Serialize>(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let request = T::decode(bytes).map_err(|e| e.to_string())?;
+        serde_json::to_vec(&request).map_err(|e| e.to_string())
+    }
+    if payload.encoding() == Encoding::Json {
+        return Ok(payload.clone());
+    }
+    let bytes = match payload.signal() {
+        Signal::Logs => transcode::<ExportLogsServiceRequest>(payload.bytes())?,
+        Signal::Metrics => transcode::<ExportMetricsServiceRequest>(payload.bytes())?,
+        Signal::Traces => transcode::<ExportTraceServiceRequest>(payload.bytes())?,
+    };
+    Ok(OtlpPayload::new(
+        payload.signal(),
+        Encoding::Json,
+        payload.records(),
+        bytes,
+    ))
 }
 
 #[cfg(test)]
@@ -197,6 +232,27 @@ mod tests {
                 "{signal}"
             );
         }
+    }
+
+    #[test]
+    fn json_requests_decode_to_their_record_count() {
+        for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+            let json = to_json(&synthetic(signal, 5, "t", 1)).expect("transcodes");
+            assert_eq!(json.encoding(), Encoding::Json);
+            assert_eq!(shape(&json).map(|s| s.records), Ok(5), "{signal}");
+        }
+        // The example of the OTLP specification's repository, trimmed: camelCase keys,
+        // hex ids, a string-encoded 64-bit integer.
+        let spec = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name",
+            "value":{"stringValue":"my.service"}}]},"scopeSpans":[{"scope":{"name":"my.library"},
+            "spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+            "name":"I'm a server span","startTimeUnixNano":"1544712660000000000",
+            "endTimeUnixNano":"1544712661000000000","kind":2}]}]}]}"#;
+        assert_eq!(
+            decode_shape(Signal::Traces, Encoding::Json, spec).map(|s| s.records),
+            Ok(1)
+        );
+        assert!(decode_shape(Signal::Logs, Encoding::Json, b"{\"resourceLogs\": 3}").is_err());
     }
 
     #[test]

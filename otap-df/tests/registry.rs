@@ -42,10 +42,12 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
         nodes,
         vec![
             "receiver:generator",
+            "receiver:otlp_http",
             "processor:dedup",
             "exporter:debug",
             "exporter:file",
-            "exporter:noop"
+            "exporter:noop",
+            "exporter:otlp_http"
         ]
     );
 }

@@ -38,6 +38,8 @@ pub static LOCAL_ONLY_KV: ExtensionFactory = ExtensionFactory::new("local_kv", R
 pub struct FixedToken {
     token: BearerToken,
     header: AuthHeader,
+    /// Every `authorize` fails (an authorizer whose source of truth is down).
+    pub undecided: bool,
 }
 
 impl FixedToken {
@@ -46,6 +48,7 @@ impl FixedToken {
         Self {
             token: BearerToken::new(token),
             header: AuthHeader::default(),
+            undecided: false,
         }
     }
 }
@@ -72,6 +75,12 @@ impl shared::BearerTokenProvider for FixedToken {
 #[otap_df_core::async_trait]
 impl shared::BearerTokenAuthorizer for FixedToken {
     fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
+        if self.undecided {
+            return Err(AuthorizeError {
+                authorizer: "fixed_token".to_owned(),
+                message: "configured to be undecided".to_owned(),
+            });
+        }
         Ok(if token.secret().is_empty() {
             AuthzDecision::Deny {
                 reason: DenyReason::Missing,
@@ -99,6 +108,9 @@ pub struct FixedTokenConfig {
     /// The token (default `fixed-token`).
     #[serde(default)]
     pub token: Option<Secret>,
+    /// The authorizer cannot decide: every `authorize` is an error.
+    #[serde(default)]
+    pub undecided: bool,
 }
 
 /// `extension:fixed_token`: shared-only provider and authorizer of one token from its config.
@@ -112,7 +124,9 @@ pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", 
     .shared(|context, config| {
         let config: FixedTokenConfig = config.decode()?;
         let value = config.token.map(|t| t.expose().to_owned());
-        let token = Arc::new(FixedToken::new(value.as_deref().unwrap_or("fixed-token")));
+        let mut token = FixedToken::new(value.as_deref().unwrap_or("fixed-token"));
+        token.undecided = config.undecided;
+        let token = Arc::new(token);
         let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
         let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = token;
         Ok(context

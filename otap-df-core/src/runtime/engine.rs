@@ -130,6 +130,8 @@ pub struct NodeTotals {
     pub node: String,
     /// The sums.
     pub counts: CounterSnapshot,
+    /// The node's own counters ([`NodeCounters::named`]), summed, in first-use order.
+    pub named: Vec<(&'static str, u64)>,
 }
 
 /// Live counters and states of a run, readable from any thread.
@@ -174,15 +176,25 @@ impl Telemetry {
         let mut totals: Vec<NodeTotals> = Vec::new();
         for stats in nodes.iter() {
             let counts = stats.counters.snapshot();
+            let named = stats.counters.named_snapshot();
             match totals
                 .iter_mut()
                 .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
             {
-                Some(total) => total.counts += counts,
+                Some(total) => {
+                    total.counts += counts;
+                    for (name, value) in named {
+                        match total.named.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, sum)) => *sum += value,
+                            None => total.named.push((name, value)),
+                        }
+                    }
+                }
                 None => totals.push(NodeTotals {
                     pipeline: stats.pipeline.clone(),
                     node: stats.node.clone(),
                     counts,
+                    named,
                 }),
             }
         }
@@ -247,6 +259,9 @@ impl Telemetry {
                 }
                 if c.errors > 0 {
                     part.push_str(&format!(" errors={}", c.errors));
+                }
+                for (name, value) in total.named.iter().filter(|(_, v)| *v > 0) {
+                    part.push_str(&format!(" {name}={value}"));
                 }
                 part
             })
@@ -696,7 +711,7 @@ struct BuiltPipeline {
     index: usize,
     name: String,
     extensions: Vec<LocalLifecycle>,
-    nodes: Vec<(String, NodeInstance)>,
+    nodes: Vec<(String, NodeInstance, Arc<NodeCounters>)>,
     claims: BTreeSet<String>,
     // Keeps the local capabilities alive as long as the pipeline instance.
     _provisions: Vec<LocalProvisions>,
@@ -779,6 +794,7 @@ impl CoreWorker {
                     pipeline: plan.name.clone(),
                     core: self.core,
                     cores: self.cores,
+                    counters: Arc::new(NodeCounters::default()),
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
@@ -808,7 +824,7 @@ impl CoreWorker {
                                 claims.insert(extension.clone());
                             }
                         }
-                        nodes.push((node.id.clone(), instance));
+                        nodes.push((node.id.clone(), instance, context.counters.clone()));
                     }
                     Err(error) => failures.push(Failure::NodeConstruction {
                         pipeline: name.clone(),
@@ -1034,22 +1050,21 @@ impl CoreWorker {
         index: usize,
         name: &str,
         plan: &PipelinePlan,
-        nodes: Vec<(String, NodeInstance)>,
+        nodes: Vec<(String, NodeInstance, Arc<NodeCounters>)>,
         tasks: &mut NodeTasks,
     ) -> NodeControls {
         let mut controls = NodeControls::default();
         let capacity = self.options.channel_capacity.max(1);
         let mut senders = HashMap::new();
         let mut inputs = HashMap::new();
-        for (id, instance) in &nodes {
+        for (id, instance, _) in &nodes {
             if !matches!(instance, NodeInstance::Receiver(_)) {
                 let (tx, rx) = mpsc::channel(capacity);
                 senders.insert(id.clone(), tx);
                 inputs.insert(id.clone(), rx);
             }
         }
-        for (id, instance) in nodes {
-            let counters = Arc::new(NodeCounters::default());
+        for (id, instance, counters) in nodes {
             self.telemetry.register_node(NodeStats {
                 pipeline: name.to_owned(),
                 node: id.clone(),

@@ -11,8 +11,8 @@
 //! refuses the request when it fails. Control messages reach a processor or exporter before
 //! any queued data.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -88,9 +88,35 @@ pub struct NodeCounters {
     /// Errors the node handled without losing data (a store error a processor failed open
     /// on, a retried request).
     pub errors: AtomicU64,
+    /// The node's own counters, by name (see [`named`](Self::named)).
+    named: Mutex<Vec<(&'static str, Arc<AtomicU64>)>>,
 }
 
 impl NodeCounters {
+    /// The node's own counter `name` (`requests`, `refused.unauthorized`, ...), created at
+    /// zero on first use. Look it up once, when the node is built, and keep the `Arc`:
+    /// adding to it is then one atomic operation. Counters that are not zero are shown in
+    /// the `run` progress line and in [`NodeTotals`](super::engine::NodeTotals).
+    pub fn named(&self, name: &'static str) -> Arc<AtomicU64> {
+        let mut named = self.named.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = named.iter().find(|(n, _)| *n == name) {
+            return counter.clone();
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        named.push((name, counter.clone()));
+        counter
+    }
+
+    /// The node's own counters now, in first-use order.
+    pub fn named_snapshot(&self) -> Vec<(&'static str, u64)> {
+        self.named
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, counter)| (*name, counter.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     /// Adds `records` to `counter`.
     pub fn add(counter: &AtomicU64, records: u64) {
         counter.fetch_add(records, Ordering::Relaxed);
@@ -260,6 +286,9 @@ pub struct NodeContext {
     pub core: usize,
     /// How many pipeline instances run.
     pub cores: usize,
+    /// This instance's counters, the ones the engine keeps and the node's own
+    /// ([`NodeCounters::named`]).
+    pub counters: Arc<NodeCounters>,
 }
 
 impl NodeContext {

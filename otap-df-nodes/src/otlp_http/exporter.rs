@@ -1,0 +1,656 @@
+//! `exporter:otlp_http`: the OTLP/HTTP client side.
+//!
+//! Each payload is `POST`ed to its signal's URL in its own encoding, gzip-compressed unless
+//! told otherwise. `429`, `502`, `503`, `504` and connection errors are retried with
+//! exponential backoff and jitter (a `Retry-After` from the server wins), until
+//! `retry.max_elapsed_time`; other `4xx` are not retried. With a `bearer_token_provider`
+//! bound, each request carries the current token; a token that is missing or about to expire
+//! is never sent (a fresh one is asked for instead), and a `401` gets one retry with the
+//! freshest token. What cannot be delivered is counted, logged, and written to
+//! `dead_letter_file` when one is set: never dropped silently.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use otap_df_core::binding::Capabilities;
+use otap_df_core::capability::{BearerTokenProvider, CapabilityId, local};
+use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
+use otap_df_core::data::{OtlpPayload, Signal};
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::runtime::node::{
+    LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance,
+};
+use otap_df_core::secret::{BearerToken, Secret};
+use serde::Deserialize;
+
+use super::{media_type, signal_path, status_message};
+use crate::file::{PayloadWriter, core_path};
+
+/// `config:` of `exporter:otlp_http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpHttpExporterConfig {
+    /// Base URL; each signal goes to `<endpoint>/v1/<signal>`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Full URL for logs, used as is (overrides `endpoint`).
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    /// Full URL for metrics, used as is.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// Full URL for traces, used as is.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// Bound of one request, response included.
+    #[serde(default = "defaults::timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `gzip` (default) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Headers sent with every request; values are secrets (never logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Retries of failed requests.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// A file (`exporter:file` format) that receives what could not be delivered.
+    #[serde(default)]
+    pub dead_letter_file: Option<PathBuf>,
+    /// Trust for `https://` endpoints.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+/// Request body compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// `Content-Encoding: gzip`.
+    #[default]
+    Gzip,
+    /// Uncompressed.
+    None,
+}
+
+/// `retry:` of `exporter:otlp_http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retry at all.
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    /// Wait before the first retry; it doubles with each retry, with ±50 % jitter.
+    #[serde(default = "defaults::initial_interval", with = "humantime_serde")]
+    pub initial_interval: Duration,
+    /// The longest wait between two attempts (a longer `Retry-After` is cut to it).
+    #[serde(default = "defaults::max_interval", with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// No retry starts after this long since the first attempt.
+    #[serde(default = "defaults::max_elapsed_time", with = "humantime_serde")]
+    pub max_elapsed_time: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: defaults::enabled(),
+            initial_interval: defaults::initial_interval(),
+            max_interval: defaults::max_interval(),
+            max_elapsed_time: defaults::max_elapsed_time(),
+        }
+    }
+}
+
+/// `tls:` of `exporter:otlp_http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM file of the CA certificate(s) to trust instead of the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+
+    pub fn enabled() -> bool {
+        true
+    }
+
+    pub fn initial_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub fn max_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+
+    pub fn max_elapsed_time() -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+/// The URLs of the three signals.
+#[derive(Debug, Clone)]
+struct Endpoints {
+    logs: Uri,
+    metrics: Uri,
+    traces: Uri,
+}
+
+impl Endpoints {
+    fn of(&self, signal: Signal) -> &Uri {
+        match signal {
+            Signal::Logs => &self.logs,
+            Signal::Metrics => &self.metrics,
+            Signal::Traces => &self.traces,
+        }
+    }
+}
+
+impl OtlpHttpExporterConfig {
+    /// Decodes and checks the block (no connection is made, no file read).
+    pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        decoded.endpoints(config)?;
+        for (name, value) in &decoded.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(config.invalid(
+                    &format!("headers.{name}"),
+                    format!("`{name}` is not a valid HTTP header name"),
+                ));
+            }
+            if HeaderValue::from_str(value.expose()).is_err() {
+                return Err(config.invalid(
+                    &format!("headers.{name}"),
+                    format!("the value of header `{name}` holds characters HTTP does not allow"),
+                ));
+            }
+        }
+        if decoded.timeout.is_zero() {
+            return Err(config.invalid("timeout", "`timeout` must be longer than 0s"));
+        }
+        if decoded.retry.initial_interval.is_zero() {
+            return Err(config.invalid(
+                "retry.initial_interval",
+                "`retry.initial_interval` must be longer than 0s",
+            ));
+        }
+        if decoded.retry.max_interval < decoded.retry.initial_interval {
+            return Err(config.invalid(
+                "retry.max_interval",
+                "`retry.max_interval` must not be shorter than `retry.initial_interval`",
+            ));
+        }
+        Ok(decoded)
+    }
+
+    fn endpoints(&self, config: &ComponentConfig<'_>) -> Result<Endpoints, ConfigError> {
+        let parse = |field: &str, url: &str| -> Result<Uri, ConfigError> {
+            let invalid = |why: &str| {
+                config.invalid(
+                    field,
+                    format!(
+                        "`{field}` {why}; give an http:// or https:// URL such as \
+                         `http://collector:4318`"
+                    ),
+                )
+            };
+            let uri: Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+            match uri.scheme_str() {
+                Some("http" | "https") if uri.authority().is_some() => Ok(uri),
+                Some("http" | "https") => Err(invalid("has no host")),
+                _ => Err(invalid("does not start with http:// or https://")),
+            }
+        };
+        let base = self
+            .endpoint
+            .as_deref()
+            .map(|url| parse("endpoint", url))
+            .transpose()?;
+        let signal = |signal: Signal, field: &str, own: &Option<String>| {
+            match (own, &base) {
+            (Some(url), _) => parse(field, url),
+            (None, Some(base)) => {
+                let path = base.path().trim_end_matches('/');
+                let joined = format!(
+                    "{}://{}{path}/{}",
+                    base.scheme_str().unwrap_or("http"),
+                    base.authority().map(|a| a.as_str()).unwrap_or(""),
+                    signal_path(signal)
+                );
+                parse("endpoint", &joined)
+            }
+            (None, None) => Err(config.invalid(
+                "endpoint",
+                format!("`endpoint` is required unless `{field}` and the other per-signal endpoints are all set"),
+            )),
+        }
+        };
+        Ok(Endpoints {
+            logs: signal(Signal::Logs, "logs_endpoint", &self.logs_endpoint)?,
+            metrics: signal(Signal::Metrics, "metrics_endpoint", &self.metrics_endpoint)?,
+            traces: signal(Signal::Traces, "traces_endpoint", &self.traces_endpoint)?,
+        })
+    }
+}
+
+/// `exporter:otlp_http`.
+pub static OTLP_HTTP_EXPORTER: NodeFactory =
+    NodeFactory::new(ComponentKind::Exporter, "otlp_http", env!("CARGO_PKG_NAME"))
+        .description("OTLP/HTTP client with retries, gzip and an optional bearer token")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenProvider,
+        )])
+        .validate_config(|config| OtlpHttpExporterConfig::decode(config).map(drop))
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let decoded = OtlpHttpExporterConfig::decode(config)?;
+    let endpoints = decoded.endpoints(config)?;
+    let provider = capabilities.optional_local::<BearerTokenProvider>()?;
+    let tls =
+        crate::tls::client_config(decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()))
+            .map_err(|message| context.error(message))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(decoded.timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    let headers = decoded
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let mut value = HeaderValue::from_str(value.expose()).ok()?;
+            value.set_sensitive(true);
+            Some((name, value))
+        })
+        .collect();
+    let dead_letter = decoded
+        .dead_letter_file
+        .as_ref()
+        .map(|path| {
+            let path = core_path(path, context.core);
+            PayloadWriter::open(&path)
+                .map(|writer| (path.clone(), writer))
+                .map_err(|e| {
+                    context.error(format!(
+                        "cannot open `dead_letter_file` `{}`: {e}",
+                        path.display()
+                    ))
+                })
+        })
+        .transpose()?;
+    let counters = &context.counters;
+    Ok(NodeInstance::Exporter(Box::new(OtlpHttpExporter {
+        node: context.node_id.clone(),
+        client,
+        endpoints,
+        headers,
+        config: decoded,
+        provider,
+        auth: None,
+        dead_letter,
+        counters: counters.clone(),
+        requests: counters.named("requests"),
+        sent: counters.named("sent"),
+        retried: counters.named("retried"),
+        refreshed: counters.named("token_refreshed"),
+        dead_lettered: counters.named("dead_lettered"),
+    })))
+}
+
+struct OtlpHttpExporter {
+    node: String,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    endpoints: Endpoints,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    config: OtlpHttpExporterConfig,
+    provider: Option<Rc<dyn local::BearerTokenProvider>>,
+    /// The last token sent and its rendered header value, so that a request costs no
+    /// allocation for the header while the token does not change.
+    auth: Option<(BearerToken, HeaderValue)>,
+    dead_letter: Option<(PathBuf, PayloadWriter)>,
+    counters: Arc<NodeCounters>,
+    sent: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    retried: Arc<AtomicU64>,
+    refreshed: Arc<AtomicU64>,
+    dead_lettered: Arc<AtomicU64>,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Delivered,
+    /// Worth another attempt, after `retry_after` when the server said so.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Unauthorized,
+    /// Retrying cannot help.
+    Permanent(String),
+}
+
+impl OtlpHttpExporter {
+    /// The `(name, value)` of the auth header: the current token while it is usable, else
+    /// the freshest one (`fresh` forces that). `Err` when no usable token can be had.
+    async fn auth_header(
+        &mut self,
+        fresh: bool,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, String> {
+        let Some(provider) = &self.provider else {
+            return Ok(None);
+        };
+        let name = HeaderName::from_bytes(provider.header().name().as_bytes())
+            .map_err(|e| format!("bad auth header name: {e}"))?;
+        let current = if fresh {
+            None
+        } else {
+            provider.current_token().filter(BearerToken::is_usable)
+        };
+        let token = match current {
+            Some(token) => token,
+            None => {
+                self.refreshed.fetch_add(1, Ordering::Relaxed);
+                let token = provider.fresh_token().await.map_err(|e| e.to_string())?;
+                if !token.is_usable() {
+                    return Err(format!(
+                        "token provider `{}` gave a token that is expired or about to expire",
+                        provider.header().name()
+                    ));
+                }
+                token
+            }
+        };
+        if let Some((cached, value)) = &self.auth
+            && cached.matches(&token)
+        {
+            return Ok(Some((name, value.clone())));
+        }
+        let mut value = HeaderValue::from_str(provider.header().render(&token).expose())
+            .map_err(|_| "the token holds characters HTTP headers do not allow".to_owned())?;
+        value.set_sensitive(true);
+        self.auth = Some((token, value.clone()));
+        Ok(Some((name, value)))
+    }
+
+    async fn attempt(&mut self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
+        let auth = match self.auth_header(fresh).await {
+            Ok(auth) => auth,
+            // The provider may get a token later (its source is down): retryable.
+            Err(reason) => {
+                return Attempt::Retry {
+                    reason: format!("no usable token: {reason}"),
+                    retry_after: None,
+                };
+            }
+        };
+        let mut request = Request::post(self.endpoints.of(data.signal()).clone())
+            .header(CONTENT_TYPE, media_type(data.encoding()));
+        if self.config.compression == Compression::Gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some((name, value)) = auth {
+            request = request.header(name, value);
+        }
+        let request = match request.body(Full::new(body.clone())) {
+            Ok(request) => request,
+            Err(e) => return Attempt::Permanent(format!("cannot build the request: {e}")),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            // The body is read so that the connection can be reused.
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
+        };
+        match tokio::time::timeout(self.config.timeout, exchange).await {
+            Err(_) => Attempt::Retry {
+                reason: format!("no answer within {:?}", self.config.timeout),
+                retry_after: None,
+            },
+            Ok(Err(error)) => Attempt::Retry {
+                reason: format!("request failed: {}", error_chain(&error)),
+                retry_after: None,
+            },
+            Ok(Ok((status, retry_after, body))) => {
+                let detail = || {
+                    let message = status_message(data.encoding(), &body)
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    format!("{status}{message}")
+                };
+                match status {
+                    s if s.is_success() => Attempt::Delivered,
+                    StatusCode::UNAUTHORIZED => Attempt::Unauthorized,
+                    StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT => Attempt::Retry {
+                        reason: detail(),
+                        retry_after,
+                    },
+                    _ => Attempt::Permanent(detail()),
+                }
+            }
+        }
+    }
+
+    /// Counts, logs and (when configured) dead-letters a payload that was not delivered.
+    fn undeliverable(&mut self, data: &OtlpPayload, reason: &str) {
+        NodeCounters::add(&self.counters.records_failed, data.records());
+        tracing::warn!(
+            node = %self.node,
+            signal = %data.signal(),
+            records = data.records(),
+            reason,
+            "OTLP/HTTP export failed; data not delivered"
+        );
+        if let Some((path, writer)) = &mut self.dead_letter {
+            match writer.write(data).and_then(|()| writer.flush()) {
+                Ok(()) => {
+                    self.dead_lettered
+                        .fetch_add(data.records(), Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!(
+                    node = %self.node,
+                    file = %path.display(),
+                    error = %e,
+                    "cannot write the dead-letter file; the data is lost"
+                ),
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is terse).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish().map(Bytes::from)
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalExporter for OtlpHttpExporter {
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        let body = match self.config.compression {
+            Compression::Gzip => match gzip(data.bytes()) {
+                Ok(body) => body,
+                Err(e) => {
+                    self.undeliverable(&data, &format!("cannot compress: {e}"));
+                    return Ok(());
+                }
+            },
+            Compression::None => data.bytes().clone(),
+        };
+        let started = Instant::now();
+        let retry = self.config.retry.clone();
+        let mut backoff = retry.initial_interval;
+        let mut refreshed = false;
+        let mut fresh = false;
+        loop {
+            let (reason, retry_after) = match self.attempt(&data, &body, fresh).await {
+                Attempt::Delivered => {
+                    self.sent.fetch_add(data.records(), Ordering::Relaxed);
+                    return Ok(());
+                }
+                // One more attempt with the freshest token, at once.
+                Attempt::Unauthorized if self.provider.is_some() && !refreshed => {
+                    refreshed = true;
+                    fresh = true;
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Attempt::Unauthorized => {
+                    self.undeliverable(&data, "401 Unauthorized");
+                    return Ok(());
+                }
+                Attempt::Permanent(reason) => {
+                    self.undeliverable(&data, &reason);
+                    return Ok(());
+                }
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+            };
+            fresh = false;
+            let wait = retry_after
+                .unwrap_or_else(|| jitter(backoff))
+                .min(retry.max_interval);
+            if !retry.enabled || started.elapsed() + wait > retry.max_elapsed_time {
+                let why = if retry.enabled {
+                    format!(
+                        "{reason} (gave up: retrying would pass retry.max_elapsed_time of {:?})",
+                        retry.max_elapsed_time
+                    )
+                } else {
+                    reason
+                };
+                self.undeliverable(&data, &why);
+                return Ok(());
+            }
+            NodeCounters::add(&self.counters.errors, 1);
+            self.retried.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = %self.node, reason, wait = ?wait, "OTLP/HTTP export will be retried");
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(retry.max_interval);
+        }
+    }
+}
+
+/// `interval` ± 50 %, so that many exporters do not retry in step.
+fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(0.5 + fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::config::{PositionIndex, YamlPath};
+
+    use super::*;
+
+    fn endpoints(yaml: &str) -> Result<Endpoints, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = YamlPath::root().key("config");
+        let positions = PositionIndex::default();
+        let config = ComponentConfig::new(&value, &path, &positions);
+        OtlpHttpExporterConfig::decode(&config)
+            .and_then(|decoded| decoded.endpoints(&config))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn signal_urls_are_derived_from_the_base_as_the_specification_says() {
+        let derived = endpoints("endpoint: http://collector:4318").expect("valid");
+        assert_eq!(derived.logs, "http://collector:4318/v1/logs");
+        assert_eq!(derived.traces, "http://collector:4318/v1/traces");
+        let with_path = endpoints("endpoint: https://gw/otlp/").expect("valid");
+        assert_eq!(with_path.metrics, "https://gw/otlp/v1/metrics");
+        let overridden =
+            endpoints("{ endpoint: 'http://c:4318', traces_endpoint: 'http://t:1/x' }")
+                .expect("valid");
+        assert_eq!(overridden.traces, "http://t:1/x");
+        assert_eq!(overridden.logs, "http://c:4318/v1/logs");
+    }
+
+    #[test]
+    fn bad_endpoints_and_headers_are_located_errors() {
+        let missing = endpoints("{ logs_endpoint: 'http://l' }").expect_err("no base");
+        assert!(missing.contains("`endpoint` is required"), "{missing}");
+        let scheme = endpoints("endpoint: ftp://h").expect_err("scheme");
+        assert!(scheme.contains("does not start with http://"), "{scheme}");
+        let header =
+            endpoints("{ endpoint: 'http://h', headers: { 'bad name': x } }").expect_err("header");
+        assert!(header.contains("not a valid HTTP header name"), "{header}");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_either_side() {
+        for _ in 0..1000 {
+            let waited = jitter(Duration::from_millis(100));
+            assert!(
+                (Duration::from_millis(50)..=Duration::from_millis(150)).contains(&waited),
+                "{waited:?}"
+            );
+        }
+    }
+}

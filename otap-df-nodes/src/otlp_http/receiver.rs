@@ -1,0 +1,561 @@
+//! `receiver:otlp_http`: the OTLP/HTTP server side.
+//!
+//! `POST /v1/logs`, `/v1/metrics`, `/v1/traces` with `application/x-protobuf` or
+//! `application/json` bodies, optionally gzip-compressed. A request is answered `200` only
+//! once its payload is in the pipeline's queue; a full queue is `429` and a stopping pipeline
+//! `503`, both with `Retry-After`. With a `bearer_token_authorizer` bound, every request needs
+//! an accepted token (`401` otherwise), and an authorizer that cannot decide refuses the
+//! request (`503`): it fails closed.
+//!
+//! One instance per core; with several cores each binds the same address with `SO_REUSEPORT`,
+//! and the kernel spreads connections over them.
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use otap_df_core::binding::Capabilities;
+use otap_df_core::capability::{AuthzDecision, BearerTokenAuthorizer, CapabilityId, local};
+use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
+use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::runtime::node::{
+    ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
+    ReceiverContext, TrySendError,
+};
+use serde::Deserialize;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::{code, encoding_of, media_type, status_body, success_body};
+use crate::otlp::decode_shape;
+
+/// `config:` of `receiver:otlp_http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpHttpReceiverConfig {
+    /// The address to listen on.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// The largest request body accepted, in bytes, compressed or not (a gzip body is also
+    /// held to it once decompressed).
+    #[serde(default = "defaults::max_body_size")]
+    pub max_body_size: usize,
+    /// What `Retry-After` says when the pipeline pushes back.
+    #[serde(default = "defaults::retry_after", with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+}
+
+/// `tls:` of `receiver:otlp_http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM file of the server certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM file of its private key.
+    pub key_file: PathBuf,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 4318))
+    }
+
+    pub fn max_body_size() -> usize {
+        20 * 1024 * 1024
+    }
+
+    pub fn retry_after() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl OtlpHttpReceiverConfig {
+    /// Decodes and checks ranges (no file is read, no socket bound).
+    pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        if decoded.max_body_size == 0 {
+            return Err(config.invalid("max_body_size", "`max_body_size` must be at least 1"));
+        }
+        if decoded.retry_after < Duration::from_secs(1) {
+            return Err(config.invalid(
+                "retry_after",
+                "`retry_after` must be at least 1s (`Retry-After` counts whole seconds)",
+            ));
+        }
+        Ok(decoded)
+    }
+}
+
+/// `receiver:otlp_http`.
+pub static OTLP_HTTP_RECEIVER: NodeFactory =
+    NodeFactory::new(ComponentKind::Receiver, "otlp_http", env!("CARGO_PKG_NAME"))
+        .description("OTLP/HTTP server (protobuf, JSON, gzip), optionally behind bearer tokens")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenAuthorizer,
+        )])
+        .validate_config(|config| OtlpHttpReceiverConfig::decode(config).map(drop))
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let config = OtlpHttpReceiverConfig::decode(config)?;
+    let authorizer = capabilities.optional_local::<BearerTokenAuthorizer>()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::server_config(tls.cert_file.as_path(), tls.key_file.as_path()))
+        .transpose()
+        .map_err(|message| context.error(message))?
+        .map(|config| TlsAcceptor::from(Arc::new(config)));
+    // Bound now, so that an address in use fails the start, naming the node.
+    let socket = bind(config.listen, context.cores > 1)
+        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
+        node: context.node_id.clone(),
+        socket,
+        tls,
+        config,
+        authorizer,
+        counters: Counters::new(&context.counters),
+    })))
+}
+
+fn bind(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpSocket> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    socket.bind(address)?;
+    Ok(socket)
+}
+
+/// The receiver's own counters (requests; refusals by reason).
+struct Counters {
+    requests: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    auth_missing: Arc<AtomicU64>,
+    auth_invalid: Arc<AtomicU64>,
+    auth_expired: Arc<AtomicU64>,
+    auth_unavailable: Arc<AtomicU64>,
+    bad_request: Arc<AtomicU64>,
+    unsupported: Arc<AtomicU64>,
+    too_large: Arc<AtomicU64>,
+    not_found: Arc<AtomicU64>,
+    pipeline_full: Arc<AtomicU64>,
+    pipeline_closed: Arc<AtomicU64>,
+    counters: Arc<NodeCounters>,
+}
+
+impl Counters {
+    fn new(counters: &Arc<NodeCounters>) -> Self {
+        Self {
+            requests: counters.named("requests"),
+            accepted: counters.named("accepted"),
+            auth_missing: counters.named("refused.auth_missing"),
+            auth_invalid: counters.named("refused.auth_invalid"),
+            auth_expired: counters.named("refused.auth_expired"),
+            auth_unavailable: counters.named("refused.auth_unavailable"),
+            bad_request: counters.named("refused.bad_request"),
+            unsupported: counters.named("refused.unsupported_media_type"),
+            too_large: counters.named("refused.too_large"),
+            not_found: counters.named("refused.not_found"),
+            pipeline_full: counters.named("refused.pipeline_full"),
+            pipeline_closed: counters.named("refused.pipeline_closed"),
+            counters: counters.clone(),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+struct OtlpHttpReceiver {
+    node: String,
+    socket: TcpSocket,
+    tls: Option<TlsAcceptor>,
+    config: OtlpHttpReceiverConfig,
+    authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
+    counters: Counters,
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalReceiver for OtlpHttpReceiver {
+    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+        let Self {
+            node,
+            socket,
+            tls,
+            config,
+            authorizer,
+            counters,
+        } = *self;
+        let error = |message: String| NodeError::Failed {
+            node: node.clone(),
+            message,
+        };
+        let listener: TcpListener = socket
+            .listen(1024)
+            .map_err(|e| error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+        tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
+        let handler = Rc::new(Handler {
+            outputs: context.outputs,
+            authorizer,
+            max_body_size: config.max_body_size,
+            retry_after: HeaderValue::from(config.retry_after.as_secs()),
+            counters,
+        });
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        let deadline = loop {
+            tokio::select! {
+                message = context.control.recv() => {
+                    if let ControlMessage::Shutdown { deadline } = message {
+                        break deadline;
+                    }
+                }
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors and the like: the listener stays.
+                            tracing::warn!(node = %node, error = %e, "accept failed");
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let handler = handler.clone();
+                    let watcher = graceful.watcher();
+                    let tls = tls.clone();
+                    connections.spawn_local(async move {
+                        let service = service_fn(move |request| {
+                            let handler = handler.clone();
+                            async move { Ok::<_, Infallible>(handler.handle(request).await) }
+                        });
+                        let http = hyper::server::conn::http1::Builder::new();
+                        // A client that goes away mid-request is its own business.
+                        let _ = match tls {
+                            None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(stream) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                                Err(_) => Ok(()),
+                            },
+                        };
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        // No new connections; requests in flight finish (and are answered) until the
+        // deadline, then their connections are closed.
+        drop(listener);
+        let drained = tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await;
+        if drained.is_err() {
+            connections.abort_all();
+        }
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Answers one request.
+struct Handler {
+    outputs: Outputs,
+    authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
+    max_body_size: usize,
+    retry_after: HeaderValue,
+    counters: Counters,
+}
+
+/// A refusal: status, gRPC code, message, and the counter it goes to.
+struct Refusal<'a> {
+    status: StatusCode,
+    code: i32,
+    message: String,
+    counter: &'a AtomicU64,
+}
+
+impl Handler {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        bump(&self.counters.requests);
+        // Errors answer in the request's encoding when it is one we know.
+        let encoding = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(encoding_of);
+        match self.accept(request).await {
+            Ok(encoding) => {
+                bump(&self.counters.accepted);
+                response(StatusCode::OK, encoding, success_body(encoding))
+            }
+            Err(refusal) => {
+                bump(refusal.counter);
+                let encoding = encoding.unwrap_or(Encoding::Protobuf);
+                let mut response = response(
+                    refusal.status,
+                    encoding,
+                    status_body(encoding, refusal.code, &refusal.message),
+                );
+                let headers = response.headers_mut();
+                match refusal.status {
+                    StatusCode::UNAUTHORIZED => {
+                        let scheme = self
+                            .authorizer
+                            .as_ref()
+                            .map(|a| a.header().scheme())
+                            .filter(|s| !s.is_empty())
+                            .unwrap_or("Bearer");
+                        if let Ok(value) =
+                            HeaderValue::from_str(&format!("{scheme} realm=\"otap-df\""))
+                        {
+                            headers.insert(WWW_AUTHENTICATE, value);
+                        }
+                    }
+                    StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                        headers.insert(RETRY_AFTER, self.retry_after.clone());
+                    }
+                    StatusCode::METHOD_NOT_ALLOWED => {
+                        headers.insert(ALLOW, HeaderValue::from_static("POST"));
+                    }
+                    _ => {}
+                }
+                response
+            }
+        }
+    }
+
+    /// Takes the request into the pipeline, or says why not.
+    async fn accept(&self, request: Request<Incoming>) -> Result<Encoding, Refusal<'_>> {
+        let counters = &self.counters;
+        let refuse = |status, code, message: String, counter| Refusal {
+            status,
+            code,
+            message,
+            counter,
+        };
+        let signal = match request.uri().path() {
+            "/v1/logs" => Signal::Logs,
+            "/v1/metrics" => Signal::Metrics,
+            "/v1/traces" => Signal::Traces,
+            other => {
+                return Err(refuse(
+                    StatusCode::NOT_FOUND,
+                    code::UNIMPLEMENTED,
+                    format!("no OTLP signal at `{other}`; use /v1/logs, /v1/metrics or /v1/traces"),
+                    &counters.not_found,
+                ));
+            }
+        };
+        if request.method() != Method::POST {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::UNIMPLEMENTED,
+                format!("{} is not allowed; OTLP/HTTP uses POST", request.method()),
+                &counters.not_found,
+            ));
+        }
+        self.authorize(&request)?;
+        let headers = request.headers();
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let Some(encoding) = content_type.and_then(encoding_of) else {
+            return Err(refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code::INVALID_ARGUMENT,
+                format!(
+                    "Content-Type `{}` is not supported; use application/x-protobuf or application/json",
+                    content_type.unwrap_or("")
+                ),
+                &counters.unsupported,
+            ));
+        };
+        let gzip = match headers.get(CONTENT_ENCODING).map(HeaderValue::to_str) {
+            None => false,
+            Some(Ok(value)) if value.trim().eq_ignore_ascii_case("identity") => false,
+            Some(Ok(value)) if value.trim().eq_ignore_ascii_case("gzip") => true,
+            Some(value) => {
+                return Err(refuse(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    code::INVALID_ARGUMENT,
+                    format!(
+                        "Content-Encoding `{}` is not supported; use gzip or none",
+                        value.unwrap_or("")
+                    ),
+                    &counters.unsupported,
+                ));
+            }
+        };
+        let too_large = || {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                code::INVALID_ARGUMENT,
+                format!("the body is larger than {} bytes", self.max_body_size),
+                &counters.too_large,
+            )
+        };
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.max_body_size as u64) {
+            return Err(too_large());
+        }
+        let body = match Limited::new(request.into_body(), self.max_body_size)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large());
+            }
+            Err(error) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_ARGUMENT,
+                    format!("the body could not be read: {error}"),
+                    &counters.bad_request,
+                ));
+            }
+        };
+        let body = if gzip {
+            let mut plain = Vec::with_capacity(body.len() * 4);
+            let read = flate2::read::GzDecoder::new(body.as_ref())
+                .take(self.max_body_size as u64 + 1)
+                .read_to_end(&mut plain);
+            match read {
+                Ok(length) if length > self.max_body_size => return Err(too_large()),
+                Ok(_) => Bytes::from(plain),
+                Err(error) => {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        code::INVALID_ARGUMENT,
+                        format!("the gzip body does not decompress: {error}"),
+                        &counters.bad_request,
+                    ));
+                }
+            }
+        } else {
+            body
+        };
+        let shape = decode_shape(signal, encoding, &body).map_err(|message| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_ARGUMENT,
+                message,
+                &counters.bad_request,
+            )
+        })?;
+        let records = shape.records as u64;
+        NodeCounters::add(&counters.counters.records_in, records);
+        match self
+            .outputs
+            .try_send(OtlpPayload::new(signal, encoding, records, body))
+        {
+            Ok(()) => Ok(encoding),
+            Err(TrySendError::Full) => Err(refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::RESOURCE_EXHAUSTED,
+                "the pipeline is full; retry later".to_owned(),
+                &counters.pipeline_full,
+            )),
+            Err(TrySendError::Closed) => Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::UNAVAILABLE,
+                "the pipeline is stopping".to_owned(),
+                &counters.pipeline_closed,
+            )),
+        }
+    }
+
+    /// With an authorizer bound: the request's token must be accepted. An authorizer that
+    /// cannot decide refuses (fail closed).
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Refusal<'_>> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(());
+        };
+        let counters = &self.counters;
+        let unauthorized = |message: &str, counter| Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: code::UNAUTHENTICATED,
+            message: message.to_owned(),
+            counter,
+        };
+        let header = authorizer.header();
+        let Some(value) = request.headers().get(header.name()) else {
+            return Err(unauthorized(
+                "no credential; send a bearer token",
+                &counters.auth_missing,
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|value| header.parse(value).ok())
+            .ok_or_else(|| {
+                unauthorized("the credential is not accepted", &counters.auth_invalid)
+            })?;
+        match authorizer.authorize(&token) {
+            Ok(AuthzDecision::Allow { .. }) => Ok(()),
+            Ok(AuthzDecision::Deny { reason }) => {
+                let counter = match reason {
+                    otap_df_core::capability::DenyReason::Missing => &counters.auth_missing,
+                    otap_df_core::capability::DenyReason::Invalid => &counters.auth_invalid,
+                    otap_df_core::capability::DenyReason::Expired => &counters.auth_expired,
+                };
+                Err(unauthorized("the credential is not accepted", counter))
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "authorizer could not decide; request refused");
+                Err(Refusal {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: code::UNAVAILABLE,
+                    message: "authorization is unavailable; retry later".to_owned(),
+                    counter: &counters.auth_unavailable,
+                })
+            }
+        }
+    }
+}
+
+fn response(status: StatusCode, encoding: Encoding, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(media_type(encoding)));
+    response
+}

@@ -1,0 +1,700 @@
+//! `receiver:otlp_http` and `exporter:otlp_http` over real HTTP on loopback: pipelines that
+//! talk to each other (sender → gateway → file), bearer tokens on both ends, refusals with the
+//! specification's status codes, and retries against a scripted upstream.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use otap_df_core::binding::load_with_env;
+use otap_df_core::data::{Encoding, Signal};
+use otap_df_core::registry::Registry;
+use otap_df_core::runtime::engine::ShutdownHandle;
+use otap_df_core::runtime::engine::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    otap_df_nodes::register(&mut registry);
+    otap_df::extensions::bearer_auth::register(&mut registry);
+    otap_df_tests::fixtures::register(&mut registry);
+    registry.finish().expect("registry")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("otap-df-otlp-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A pipeline running on its own thread.
+struct Running {
+    shutdown: ShutdownHandle,
+    telemetry: Arc<Telemetry>,
+    thread: JoinHandle<Result<(), EngineError>>,
+}
+
+impl Running {
+    fn start(yaml: &str) -> Self {
+        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
+            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
+        let engine = Engine::new(
+            resolved,
+            RunOptions {
+                cores: Some(1),
+                ..RunOptions::default()
+            },
+        );
+        Self {
+            shutdown: engine.shutdown_handle(),
+            telemetry: engine.telemetry(),
+            thread: std::thread::spawn(move || engine.run()),
+        }
+    }
+
+    /// Starts a pipeline whose receiver listens on `port`, and waits until it accepts
+    /// connections.
+    fn listening(yaml: &str, port: u16) -> Self {
+        let running = Self::start(yaml);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                !running.thread.is_finished(),
+                "the pipeline ended before listening: {:?}",
+                running.thread.join()
+            );
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            // Readiness poll, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running
+    }
+
+    fn node(&self, node: &str) -> NodeTotals {
+        node_totals(&self.telemetry, node)
+    }
+
+    fn stop(self) -> Result<(), EngineError> {
+        self.shutdown.request();
+        self.thread.join().unwrap()
+    }
+
+    /// Waits for the pipeline to end by itself.
+    fn finish(self) -> Result<(), EngineError> {
+        self.thread.join().unwrap()
+    }
+}
+
+fn node_totals(telemetry: &Telemetry, node: &str) -> NodeTotals {
+    telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == node)
+        .unwrap_or_else(|| panic!("no node `{node}`"))
+}
+
+fn named(totals: &NodeTotals, name: &str) -> u64 {
+    totals
+        .named
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or(0)
+}
+
+/// A gateway: `receiver:otlp_http` on `port` (with `auth` as its authorizer extension block
+/// when given) → `exporter:file` at `out`.
+fn gateway(port: u16, auth: Option<&str>, out: &Path) -> String {
+    let (extensions, capabilities) = match auth {
+        Some(extension) => (
+            format!("        extensions:\n          auth: {extension}\n"),
+            ", capabilities: { bearer_token_authorizer: auth }",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+{extensions}        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}{capabilities} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: otlp_in, to: out }}
+",
+        out.display()
+    )
+}
+
+/// A sender: `count` batches of `batch_size` records from the generator → `exporter:otlp_http`
+/// with `exporter` as its config (and `auth` as its provider extension block when given).
+fn sender(generator: &str, exporter: &str, auth: Option<&str>) -> String {
+    let (extensions, capabilities) = match auth {
+        Some(extension) => (
+            format!("        extensions:\n          auth: {extension}\n"),
+            ", capabilities: { bearer_token_provider: auth }",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      sender:
+{extensions}        nodes:
+          gen: {{ type: receiver:generator, config: {generator} }}
+          otlp_out: {{ type: exporter:otlp_http, config: {exporter}{capabilities} }}
+        connections:
+          - {{ from: gen, to: otlp_out }}
+"
+    )
+}
+
+fn records_in(path: &Path) -> (u64, Vec<Encoding>) {
+    let payloads = otap_df_nodes::read_payloads(path).unwrap();
+    let records = payloads.iter().map(|p| p.records()).sum();
+    let mut encodings: Vec<Encoding> = payloads.iter().map(|p| p.encoding()).collect();
+    encodings.dedup();
+    (records, encodings)
+}
+
+#[test]
+fn a_sender_and_a_gateway_with_tokens_on_both_ends_deliver_every_record_in_every_encoding() {
+    let dir = TempDir::new("e2e");
+    for (encoding, compression) in [
+        ("protobuf", "gzip"),
+        ("protobuf", "none"),
+        ("json", "gzip"),
+        ("json", "none"),
+    ] {
+        let port = free_port();
+        let out = dir.path(&format!("{encoding}-{compression}.bin"));
+        let gateway = Running::listening(
+            &gateway(
+                port,
+                Some("{ type: extension:bearer_auth, config: { tokens: [s3cret-a, s3cret-b] } }"),
+                &out,
+            ),
+            port,
+        );
+        let sent = Running::start(&sender(
+            &format!("{{ count: 20, batch_size: 7, signal: traces, encoding: {encoding} }}"),
+            &format!("{{ endpoint: 'http://127.0.0.1:{port}', compression: {compression} }}"),
+            Some("{ type: extension:bearer_auth, config: { token: s3cret-b } }"),
+        ));
+        sent.finish().expect("the sender delivers and ends");
+        let telemetry = gateway.telemetry.clone();
+        gateway.stop().expect("a clean gateway run");
+        let (records, encodings) = records_in(&out);
+        assert_eq!(records, 140, "{encoding}/{compression}");
+        let expected = if encoding == "json" {
+            Encoding::Json
+        } else {
+            Encoding::Protobuf
+        };
+        assert_eq!(encodings, [expected], "{encoding}/{compression}");
+        let receiver = node_totals(&telemetry, "otlp_in");
+        assert_eq!(receiver.counts.records_out, 140);
+        assert_eq!(named(&receiver, "requests"), 20);
+        assert_eq!(named(&receiver, "accepted"), 20);
+    }
+}
+
+#[test]
+fn the_sender_counts_what_it_sent_and_retried() {
+    let dir = TempDir::new("sender-counts");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let gateway = Running::listening(&gateway(port, None, &out), port);
+    let telemetry = run_to_end(&sender(
+        "{ count: 5, batch_size: 3, signal: logs }",
+        &format!("{{ endpoint: 'http://127.0.0.1:{port}' }}"),
+        None,
+    ));
+    gateway.stop().unwrap();
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(exporter.counts.records_in, 15);
+    assert_eq!(exporter.counts.records_failed, 0);
+    assert_eq!(named(&exporter, "sent"), 15);
+    assert_eq!(named(&exporter, "requests"), 5);
+    assert_eq!(named(&exporter, "retried"), 0);
+    assert!(
+        telemetry
+            .summary()
+            .contains("otlp_out in=15 out=15 requests=5 sent=15"),
+        "{}",
+        telemetry.summary()
+    );
+}
+
+/// What a raw request got back.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+/// Sends one request to `127.0.0.1:port` with a plain HTTP/1.1 client.
+fn post(port: u16, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let mut request = Request::post(format!("http://127.0.0.1:{port}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+fn protobuf_logs(records: usize) -> Bytes {
+    otap_df_nodes::otlp::synthetic(Signal::Logs, records, "raw", 1)
+        .bytes()
+        .clone()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+const PROTOBUF: (&str, &str) = ("content-type", "application/x-protobuf");
+
+#[test]
+fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() {
+    let dir = TempDir::new("auth");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let gateway = Running::listening(
+        &gateway(
+            port,
+            Some("{ type: extension:bearer_auth, config: { tokens: [right] } }"),
+            &out,
+        ),
+        port,
+    );
+    let body = protobuf_logs(3);
+    let missing = post(port, "/v1/logs", &[PROTOBUF], body.clone());
+    let wrong = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, ("authorization", "Bearer wrong")],
+        body.clone(),
+    );
+    let other_scheme = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, ("authorization", "Basic right")],
+        body.clone(),
+    );
+    for answer in [&missing, &wrong, &other_scheme] {
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
+        assert_eq!(
+            answer.headers.get("www-authenticate").unwrap(),
+            "Bearer realm=\"otap-df\""
+        );
+        assert_eq!(
+            otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &answer.body).as_deref(),
+            Some(
+                if answer.status == missing.status && answer.body == missing.body {
+                    "no credential; send a bearer token"
+                } else {
+                    "the credential is not accepted"
+                }
+            )
+        );
+    }
+    let right = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, ("authorization", "bearer right")],
+        body,
+    );
+    assert_eq!(right.status, StatusCode::OK, "{right:?}");
+    let receiver = gateway.node("otlp_in");
+    let exporter = gateway.node("out");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.auth_missing"), 1);
+    assert_eq!(named(&receiver, "refused.auth_invalid"), 2);
+    assert_eq!(named(&receiver, "accepted"), 1);
+    assert_eq!(receiver.counts.records_out, 3);
+    assert_eq!(
+        records_in(&out).0,
+        3,
+        "only the authorized request's records"
+    );
+    assert!(exporter.counts.records_in <= 3);
+}
+
+#[test]
+fn an_authorizer_that_cannot_decide_refuses_every_request() {
+    let dir = TempDir::new("undecided");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let gateway = Running::listening(
+        &gateway(
+            port,
+            Some("{ type: extension:fixed_token, config: { token: t, undecided: true } }"),
+            &out,
+        ),
+        port,
+    );
+    let answer = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, ("authorization", "Bearer t")],
+        protobuf_logs(2),
+    );
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer.headers.get("retry-after").unwrap(), "1");
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.auth_unavailable"), 1);
+    assert_eq!(receiver.counts.records_out, 0);
+    assert_eq!(records_in(&out).0, 0);
+}
+
+#[test]
+fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps_serving() {
+    let dir = TempDir::new("malformed");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let yaml = gateway(port, None, &out).replace(
+        &format!("listen: '127.0.0.1:{port}'"),
+        &format!("listen: '127.0.0.1:{port}', max_body_size: 4096"),
+    );
+    let gateway = Running::listening(&yaml, port);
+    let good = protobuf_logs(4);
+    let truncated = good.slice(..good.len() - 3);
+    let json = ("content-type", "application/json");
+    let cases: Vec<(&str, Answer, StatusCode)> = vec![
+        (
+            "truncated protobuf",
+            post(port, "/v1/logs", &[PROTOBUF], truncated),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "invalid JSON",
+            post(port, "/v1/logs", &[json], &b"{\"resourceLogs\": 7}"[..]),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong content type",
+            post(
+                port,
+                "/v1/logs",
+                &[("content-type", "text/plain")],
+                good.clone(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "unknown content encoding",
+            post(
+                port,
+                "/v1/logs",
+                &[PROTOBUF, ("content-encoding", "br")],
+                good.clone(),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "oversize",
+            post(port, "/v1/logs", &[PROTOBUF], vec![0u8; 5000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "oversize once decompressed",
+            post(
+                port,
+                "/v1/logs",
+                &[PROTOBUF, ("content-encoding", "gzip")],
+                gzip(&vec![0u8; 100_000]),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "bad gzip",
+            post(
+                port,
+                "/v1/logs",
+                &[PROTOBUF, ("content-encoding", "gzip")],
+                good.clone(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown path",
+            post(port, "/v1/profiles", &[PROTOBUF], good.clone()),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (what, answer, expected) in &cases {
+        assert_eq!(answer.status, *expected, "{what}: {answer:?}");
+        let message = otap_df_nodes::otlp_http::status_message(
+            if answer.headers.get(CONTENT_TYPE).unwrap() == "application/json" {
+                Encoding::Json
+            } else {
+                Encoding::Protobuf
+            },
+            &answer.body,
+        );
+        assert!(message.is_some(), "{what}: an error body with a message");
+    }
+    // Still serving, in both encodings, compressed or not.
+    let ok = post(port, "/v1/logs", &[PROTOBUF], good.clone());
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        ok.headers.get(CONTENT_TYPE).unwrap(),
+        "application/x-protobuf"
+    );
+    let zipped = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, (CONTENT_ENCODING.as_str(), "gzip")],
+        gzip(&good),
+    );
+    assert_eq!(zipped.status, StatusCode::OK);
+    let json_body =
+        otap_df_nodes::otlp::to_json(&otap_df_nodes::otlp::synthetic(Signal::Logs, 4, "j", 1))
+            .unwrap();
+    let json_ok = post(port, "/v1/logs", &[json], json_body.bytes().clone());
+    assert_eq!(json_ok.status, StatusCode::OK);
+    assert_eq!(&json_ok.body[..], b"{}");
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.bad_request"), 3);
+    assert_eq!(named(&receiver, "refused.unsupported_media_type"), 2);
+    assert_eq!(named(&receiver, "refused.too_large"), 2);
+    assert_eq!(named(&receiver, "refused.not_found"), 1);
+    assert_eq!(named(&receiver, "accepted"), 3);
+    assert_eq!(records_in(&out).0, 12);
+}
+
+/// A scripted upstream: answers the requests it gets with `script` in order (then 200), and
+/// records when each request came. Plain HTTP/1.1 on a std listener, one connection at a time.
+struct Upstream {
+    port: u16,
+    thread: JoinHandle<Vec<(Instant, String)>>,
+}
+
+impl Upstream {
+    fn start(script: Vec<&'static str>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || serve(listener, script));
+        Self { port, thread }
+    }
+}
+
+/// Serves until a request is answered 200 (the delivery), then returns what it saw.
+fn serve(listener: TcpListener, script: Vec<&'static str>) -> Vec<(Instant, String)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut script = script.into_iter();
+    let mut seen = Vec::new();
+    for stream in listener.incoming() {
+        let mut stream = stream.unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        loop {
+            let mut head = String::new();
+            let mut line = String::new();
+            let mut length = 0usize;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+            }
+            if head.is_empty() {
+                break; // the client closed the connection
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            seen.push((Instant::now(), head));
+            let status = script.next().unwrap_or("200 OK");
+            let extra = if status.starts_with("503") {
+                "retry-after: 1\r\n"
+            } else {
+                ""
+            };
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\n{extra}content-length: 0\r\n\r\n"
+            )
+            .unwrap();
+            if status.starts_with("200") || status.starts_with("400") {
+                return seen;
+            }
+        }
+    }
+    seen
+}
+
+fn send_one_batch(upstream: u16, retry: &str, extra: &str) -> Arc<Telemetry> {
+    run_to_end(&sender(
+        "{ count: 1, batch_size: 4, signal: metrics }",
+        &format!(
+            "{{ endpoint: 'http://127.0.0.1:{upstream}', compression: none, \
+             retry: {retry} {extra} }}"
+        ),
+        None,
+    ))
+}
+
+/// Runs a pipeline that ends by itself, on one core; its telemetry.
+fn run_to_end(yaml: &str) -> Arc<Telemetry> {
+    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None).unwrap();
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    engine.run().expect("the pipeline ends cleanly");
+    telemetry
+}
+
+const RETRY: &str = "{ initial_interval: 50ms, max_elapsed_time: 20s }";
+
+#[test]
+fn the_exporter_waits_as_retry_after_says_then_delivers_once() {
+    let upstream = Upstream::start(vec!["503 Service Unavailable"]);
+    let telemetry = send_one_batch(upstream.port, RETRY, "");
+    let seen = upstream.thread.join().unwrap();
+    assert_eq!(seen.len(), 2, "one refusal, one delivery");
+    let waited = seen[1].0 - seen[0].0;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "Retry-After: 1 honoured, waited {waited:?}"
+    );
+    assert!(
+        seen[0].1.starts_with("POST /v1/metrics HTTP/1.1"),
+        "{}",
+        seen[0].1
+    );
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(named(&exporter, "sent"), 4);
+    assert_eq!(named(&exporter, "retried"), 1);
+    assert_eq!(named(&exporter, "requests"), 2);
+    assert_eq!(exporter.counts.records_failed, 0);
+}
+
+#[test]
+fn a_400_is_not_retried_and_the_batch_is_counted_and_dead_lettered() {
+    let dir = TempDir::new("dead-letter");
+    let dead = dir.path("dead.bin");
+    let upstream = Upstream::start(vec!["400 Bad Request"]);
+    let telemetry = send_one_batch(
+        upstream.port,
+        RETRY,
+        &format!(", dead_letter_file: '{}'", dead.display()),
+    );
+    let seen = upstream.thread.join().unwrap();
+    assert_eq!(seen.len(), 1, "no retry after a 400");
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(exporter.counts.records_failed, 4);
+    assert_eq!(named(&exporter, "sent"), 0);
+    assert_eq!(named(&exporter, "retried"), 0);
+    assert_eq!(named(&exporter, "dead_lettered"), 4);
+    let (records, encodings) = records_in(&dead);
+    assert_eq!((records, encodings), (4, vec![Encoding::Protobuf]));
+}
+
+#[test]
+fn an_unreachable_upstream_fails_after_the_retry_budget_without_losing_count() {
+    let port = free_port(); // nothing listens
+    let telemetry = send_one_batch(
+        port,
+        "{ initial_interval: 20ms, max_elapsed_time: 300ms }",
+        "",
+    );
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(exporter.counts.records_failed, 4);
+    assert!(named(&exporter, "retried") >= 2, "{exporter:?}");
+    assert_eq!(named(&exporter, "sent"), 0);
+}
+
+#[test]
+fn a_listen_address_in_use_fails_the_start_naming_the_node() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = TempDir::new("in-use");
+    let error = Running::start(&gateway(port, None, &dir.path("out.bin")))
+        .finish()
+        .expect_err("the address is taken");
+    let text = error.to_string();
+    assert!(
+        text.contains("otlp_in") && text.contains(&format!("cannot listen on `127.0.0.1:{port}`")),
+        "{text}"
+    );
+    let _: SocketAddr = taken.local_addr().unwrap();
+}
