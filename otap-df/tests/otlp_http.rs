@@ -27,6 +27,7 @@ fn registry() -> Registry {
     otap_df_nodes::register(&mut registry);
     otap_df::extensions::bearer_auth::register(&mut registry);
     otap_df_tests::fixtures::register(&mut registry);
+    otap_df_tests::recording::register(&mut registry);
     registry.finish().expect("registry")
 }
 
@@ -70,12 +71,17 @@ struct Running {
 
 impl Running {
     fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, RunOptions::default().channel_capacity)
+    }
+
+    fn start_with(yaml: &str, channel_capacity: usize) -> Self {
         let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
             .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
         let engine = Engine::new(
             resolved,
             RunOptions {
                 cores: Some(1),
+                channel_capacity,
                 ..RunOptions::default()
             },
         );
@@ -89,7 +95,11 @@ impl Running {
     /// Starts a pipeline whose receiver listens on `port`, and waits until it accepts
     /// connections.
     fn listening(yaml: &str, port: u16) -> Self {
-        let running = Self::start(yaml);
+        Self::listening_with(yaml, port, RunOptions::default().channel_capacity)
+    }
+
+    fn listening_with(yaml: &str, port: u16, channel_capacity: usize) -> Self {
+        let running = Self::start_with(yaml, channel_capacity);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -531,8 +541,9 @@ fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps
     assert_eq!(records_in(&out).0, 12);
 }
 
-/// A scripted upstream: answers the requests it gets with `script` in order (then 200), and
-/// records when each request came. Plain HTTP/1.1 on a std listener, one connection at a time.
+/// A scripted upstream: answers one request per entry of its script, in order, then stops
+/// listening; records each request's head and when it came. Plain HTTP/1.1 on a std
+/// listener.
 struct Upstream {
     port: u16,
     thread: JoinHandle<Vec<(Instant, String)>>,
@@ -547,24 +558,20 @@ impl Upstream {
     }
 }
 
-/// Serves until a request is answered 200 (the delivery), then returns what it saw.
 fn serve(listener: TcpListener, script: Vec<&'static str>) -> Vec<(Instant, String)> {
     use std::io::{BufRead, BufReader, Read};
-    let mut script = script.into_iter();
+    let mut script = script.into_iter().peekable();
     let mut seen = Vec::new();
-    for stream in listener.incoming() {
-        let mut stream = stream.unwrap();
+    while script.peek().is_some() {
+        let (mut stream, _) = listener.accept().unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
-        loop {
+        while let Some(status) = script.peek().copied() {
             let mut head = String::new();
             let mut line = String::new();
             let mut length = 0usize;
             loop {
                 line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if line == "\r\n" {
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
                 if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
@@ -573,12 +580,12 @@ fn serve(listener: TcpListener, script: Vec<&'static str>) -> Vec<(Instant, Stri
                 head.push_str(&line);
             }
             if head.is_empty() {
-                break; // the client closed the connection
+                break; // the client closed this connection; take the next one
             }
             let mut body = vec![0u8; length];
             reader.read_exact(&mut body).unwrap();
             seen.push((Instant::now(), head));
-            let status = script.next().unwrap_or("200 OK");
+            script.next();
             let extra = if status.starts_with("503") {
                 "retry-after: 1\r\n"
             } else {
@@ -589,22 +596,28 @@ fn serve(listener: TcpListener, script: Vec<&'static str>) -> Vec<(Instant, Stri
                 "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\n{extra}content-length: 0\r\n\r\n"
             )
             .unwrap();
-            if status.starts_with("200") || status.starts_with("400") {
-                return seen;
-            }
         }
     }
     seen
 }
 
 fn send_one_batch(upstream: u16, retry: &str, extra: &str) -> Arc<Telemetry> {
+    send_one_batch_with(upstream, retry, extra, None)
+}
+
+fn send_one_batch_with(
+    upstream: u16,
+    retry: &str,
+    extra: &str,
+    auth: Option<&str>,
+) -> Arc<Telemetry> {
     run_to_end(&sender(
         "{ count: 1, batch_size: 4, signal: metrics }",
         &format!(
             "{{ endpoint: 'http://127.0.0.1:{upstream}', compression: none, \
              retry: {retry} {extra} }}"
         ),
-        None,
+        auth,
     ))
 }
 
@@ -627,7 +640,7 @@ const RETRY: &str = "{ initial_interval: 50ms, max_elapsed_time: 20s }";
 
 #[test]
 fn the_exporter_waits_as_retry_after_says_then_delivers_once() {
-    let upstream = Upstream::start(vec!["503 Service Unavailable"]);
+    let upstream = Upstream::start(vec!["503 Service Unavailable", "200 OK"]);
     let telemetry = send_one_batch(upstream.port, RETRY, "");
     let seen = upstream.thread.join().unwrap();
     assert_eq!(seen.len(), 2, "one refusal, one delivery");
@@ -697,4 +710,225 @@ fn a_listen_address_in_use_fails_the_start_naming_the_node() {
         "{text}"
     );
     let _: SocketAddr = taken.local_addr().unwrap();
+}
+
+#[test]
+fn a_401_gets_one_retry_with_the_freshest_token_and_no_more() {
+    let dir = TempDir::new("refresh");
+    let token = dir.path("token");
+    std::fs::write(&token, "first\n").unwrap();
+    let auth = format!(
+        "{{ type: extension:bearer_auth, config: {{ token_file: '{}' }} }}",
+        token.display()
+    );
+    // Accepted after one refresh.
+    let upstream = Upstream::start(vec!["401 Unauthorized", "200 OK"]);
+    let telemetry = send_one_batch_with(upstream.port, RETRY, "", Some(&auth));
+    let seen = upstream.thread.join().unwrap();
+    assert_eq!(seen.len(), 2);
+    for (_, head) in &seen {
+        assert!(head.contains("authorization: Bearer first\r\n"), "{head}");
+    }
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(named(&exporter, "sent"), 4);
+    assert_eq!(named(&exporter, "token_refreshed"), 1);
+    // Refused again with the freshest token: not retried further, counted.
+    let upstream = Upstream::start(vec!["401 Unauthorized", "401 Unauthorized"]);
+    let telemetry = send_one_batch_with(upstream.port, RETRY, "", Some(&auth));
+    assert_eq!(upstream.thread.join().unwrap().len(), 2);
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(exporter.counts.records_failed, 4);
+    assert_eq!(named(&exporter, "sent"), 0);
+}
+
+#[test]
+fn an_expired_token_is_never_sent_a_fresh_one_is() {
+    let upstream = Upstream::start(vec!["200 OK"]);
+    let telemetry = send_one_batch_with(
+        upstream.port,
+        RETRY,
+        "",
+        Some("{ type: extension:fixed_token, config: { token: old, current_expired: true } }"),
+    );
+    let seen = upstream.thread.join().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].1.contains("authorization: Bearer fresh-old\r\n"),
+        "{}",
+        seen[0].1
+    );
+    assert_eq!(named(&node_totals(&telemetry, "otlp_out"), "sent"), 4);
+}
+
+/// Replaces `path`'s content at once (write aside, rename over), as secret managers do.
+fn replace_file(path: &Path, content: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, content).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// Waits until the gateway's receiver accepted at least `records`.
+fn wait_accepted(gateway: &Running, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway.node("otlp_in").counts.records_out < records {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not reach {records} records: {}",
+            gateway.telemetry.summary()
+        );
+        // Sampling live counters; bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn tokens_rotated_on_both_sides_during_a_run_lose_nothing() {
+    let dir = TempDir::new("rotation");
+    let accepted = dir.path("accepted");
+    let client = dir.path("client");
+    std::fs::write(&accepted, "old\n").unwrap();
+    std::fs::write(&client, "old\n").unwrap();
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let gateway = Running::listening(
+        &gateway(
+            port,
+            Some(&format!(
+                "{{ type: extension:bearer_auth, config: {{ tokens_file: '{}', reload_interval: 10ms }} }}",
+                accepted.display()
+            )),
+            &out,
+        ),
+        port,
+    );
+    let sent = Running::start(&sender(
+        "{ count: 600, batch_size: 1, rate: 400 }",
+        &format!("{{ endpoint: 'http://127.0.0.1:{port}' }}"),
+        Some(&format!(
+            "{{ type: extension:bearer_auth, config: {{ token_file: '{}', reload_interval: 10ms }} }}",
+            client.display()
+        )),
+    ));
+    wait_accepted(&gateway, 100);
+    replace_file(&accepted, "old\nnew\n"); // the server learns the new token
+    wait_accepted(&gateway, 200);
+    replace_file(&client, "new\n"); // clients switch
+    wait_accepted(&gateway, 300);
+    replace_file(&accepted, "new\n"); // the old token is retired
+    let sender_telemetry = sent.telemetry.clone();
+    sent.finish().expect("the sender ends cleanly");
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(records_in(&out).0, 600, "every record delivered");
+    let exporter = node_totals(&sender_telemetry, "otlp_out");
+    assert_eq!(exporter.counts.records_failed, 0);
+    assert_eq!(named(&exporter, "sent"), 600);
+    // A request can only be refused if it still carried the retired token, and the
+    // exporter then retries it once with the freshest one: at most one such refusal.
+    let refused = named(&receiver, "refused.auth_invalid");
+    assert!(refused <= 1, "{refused} refusals");
+    assert!(named(&exporter, "token_refreshed") >= refused);
+    assert_eq!(named(&receiver, "refused.auth_missing"), 0);
+}
+
+#[test]
+fn a_full_pipeline_answers_429_with_retry_after() {
+    let port = free_port();
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}', retry_after: 2s }} }}
+          slow: {{ type: exporter:recording_sink, config: {{ log: backpressure, delay: 2s }} }}
+        connections:
+          - {{ from: otlp_in, to: slow }}
+"
+    );
+    let gateway = Running::listening_with(&yaml, port, 1);
+    // The sink holds one payload for 2s and the queue holds one more: the third request at
+    // the latest finds the pipeline full.
+    let answers: Vec<Answer> = (0..3)
+        .map(|_| post(port, "/v1/logs", &[PROTOBUF], protobuf_logs(1)))
+        .collect();
+    let refused: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    assert_eq!(refused[0].headers.get("retry-after").unwrap(), "2");
+    assert_eq!(
+        otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &refused[0].body).as_deref(),
+        Some("the pipeline is full; retry later")
+    );
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    let accepted = answers.len() - refused.len();
+    assert_eq!(
+        named(&receiver, "refused.pipeline_full"),
+        refused.len() as u64
+    );
+    assert_eq!(receiver.counts.records_out, accepted as u64);
+}
+
+#[test]
+fn over_https_the_sender_delivers_to_a_gateway_it_trusts_and_not_to_one_it_does_not() {
+    let dir = TempDir::new("https");
+    let pki = otap_df_tests::tls::TestPki::generate().unwrap();
+    let other = otap_df_tests::tls::TestPki::generate().unwrap();
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let yaml = gateway(port, None, &out).replace(
+        &format!("listen: '127.0.0.1:{port}'"),
+        &format!(
+            "listen: '127.0.0.1:{port}', tls: {{ cert_file: '{}', key_file: '{}' }}",
+            pki.server_cert().display(),
+            pki.server_key().display()
+        ),
+    );
+    let gateway = Running::listening(&yaml, port);
+    let exporter = |ca: &Path| {
+        format!(
+            "{{ endpoint: 'https://localhost:{port}', tls: {{ ca_file: '{}' }}, \
+             retry: {{ initial_interval: 20ms, max_elapsed_time: 200ms }} }}",
+            ca.display()
+        )
+    };
+    let trusted = run_to_end(&sender(
+        "{ count: 5, batch_size: 2 }",
+        &exporter(&pki.ca_cert()),
+        None,
+    ));
+    assert_eq!(named(&node_totals(&trusted, "otlp_out"), "sent"), 10);
+    let untrusted = run_to_end(&sender(
+        "{ count: 1, batch_size: 2 }",
+        &exporter(&other.ca_cert()),
+        None,
+    ));
+    let refused = node_totals(&untrusted, "otlp_out");
+    assert_eq!(refused.counts.records_failed, 2);
+    assert_eq!(named(&refused, "sent"), 0);
+    gateway.stop().unwrap();
+    assert_eq!(records_in(&out).0, 10);
+}
+
+#[test]
+fn unusable_tls_files_fail_the_start_naming_the_option() {
+    let dir = TempDir::new("tls-files");
+    let port = free_port();
+    let yaml = gateway(port, None, &dir.path("out.bin")).replace(
+        &format!("listen: '127.0.0.1:{port}'"),
+        &format!(
+            "listen: '127.0.0.1:{port}', tls: {{ cert_file: '{0}', key_file: '{0}' }}",
+            dir.path("missing.pem").display()
+        ),
+    );
+    let error = Running::start(&yaml).finish().expect_err("no certificate");
+    let text = error.to_string();
+    assert!(
+        text.contains("node `otlp_in` failed: cannot read `tls.cert_file`"),
+        "{text}"
+    );
 }

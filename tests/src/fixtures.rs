@@ -40,6 +40,14 @@ pub struct FixedToken {
     header: AuthHeader,
     /// Every `authorize` fails (an authorizer whose source of truth is down).
     pub undecided: bool,
+    /// `current_token` gives the token already expired; `fresh_token` gives `fresh-<token>`.
+    pub current_expired: bool,
+}
+
+impl FixedToken {
+    fn fresh(&self) -> BearerToken {
+        BearerToken::new(format!("fresh-{}", self.token.secret().expose()))
+    }
 }
 
 impl FixedToken {
@@ -49,6 +57,7 @@ impl FixedToken {
             token: BearerToken::new(token),
             header: AuthHeader::default(),
             undecided: false,
+            current_expired: false,
         }
     }
 }
@@ -56,6 +65,9 @@ impl FixedToken {
 #[otap_df_core::async_trait]
 impl shared::BearerTokenProvider for FixedToken {
     fn current_token(&self) -> Option<BearerToken> {
+        if self.current_expired {
+            return Some(self.token.clone().with_expiry(std::time::UNIX_EPOCH));
+        }
         Some(self.token.clone())
     }
 
@@ -68,6 +80,9 @@ impl shared::BearerTokenProvider for FixedToken {
     }
 
     async fn fresh_token(&self) -> Result<BearerToken, TokenError> {
+        if self.current_expired {
+            return Ok(self.fresh());
+        }
         Ok(self.token.clone())
     }
 }
@@ -85,7 +100,8 @@ impl shared::BearerTokenAuthorizer for FixedToken {
             AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             }
-        } else if self.token.matches(token) {
+        } else if self.token.matches(token) || (self.current_expired && self.fresh().matches(token))
+        {
             AuthzDecision::Allow {
                 identity: Arc::from("fixed"),
             }
@@ -111,6 +127,10 @@ pub struct FixedTokenConfig {
     /// The authorizer cannot decide: every `authorize` is an error.
     #[serde(default)]
     pub undecided: bool,
+    /// The provider's current token has expired; `fresh_token` gives `fresh-<token>`, which
+    /// does not expire (and which the authorizer also accepts).
+    #[serde(default)]
+    pub current_expired: bool,
 }
 
 /// `extension:fixed_token`: shared-only provider and authorizer of one token from its config.
@@ -126,6 +146,7 @@ pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", 
         let value = config.token.map(|t| t.expose().to_owned());
         let mut token = FixedToken::new(value.as_deref().unwrap_or("fixed-token"));
         token.undecided = config.undecided;
+        token.current_expired = config.current_expired;
         let token = Arc::new(token);
         let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
         let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = token;
