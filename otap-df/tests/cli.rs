@@ -18,6 +18,40 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn the_otlp_http_examples_are_valid_and_bind_their_tokens() {
+    for (example, bindings) in [
+        (
+            "examples/gateway.yaml",
+            &[
+                "otlp_in         receiver:otlp_http  [bearer_token_authorizer <- callers]",
+                "otlp_out        exporter:otlp_http  [bearer_token_provider <- upstream_token]",
+                "otlp_in        receiver:otlp_http  [bearer_token_authorizer <- gateway_token]",
+            ][..],
+        ),
+        (
+            "examples/sender.yaml",
+            &["otlp_out   exporter:otlp_http  [bearer_token_provider <- token]"][..],
+        ),
+    ] {
+        let output = otap_df(&["validate", example]);
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{example}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            stdout.starts_with(&format!("{example}: valid (1 core)\n")),
+            "{stdout}"
+        );
+        for binding in bindings {
+            assert!(stdout.contains(binding), "{example}: {binding}\n{stdout}");
+        }
+    }
+}
+
+#[test]
 fn validate_prints_a_summary_of_the_quickstart_example() {
     let output = otap_df(&["validate", "examples/quickstart.yaml"]);
     assert_eq!(

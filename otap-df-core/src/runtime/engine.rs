@@ -243,14 +243,21 @@ impl Telemetry {
         states
     }
 
-    /// One line: records in/out per node, drops, and extension states.
+    /// One line: records in/out per node, drops, the nodes' own counters, and extension states.
     pub fn summary(&self) -> String {
-        let mut parts: Vec<String> = self
-            .node_totals()
+        let totals = self.node_totals();
+        // Nodes are named by id; with several pipelines, by `group/pipeline/id`.
+        let qualify = totals.iter().any(|t| t.pipeline != totals[0].pipeline);
+        let mut parts: Vec<String> = totals
             .into_iter()
             .map(|total| {
                 let c = total.counts;
-                let mut part = format!("{} in={} out={}", total.node, c.records_in, c.records_out);
+                let name = if qualify {
+                    format!("{}/{}", total.pipeline, total.node)
+                } else {
+                    total.node.clone()
+                };
+                let mut part = format!("{name} in={} out={}", c.records_in, c.records_out);
                 if c.records_dropped > 0 {
                     part.push_str(&format!(" dropped={}", c.records_dropped));
                 }
