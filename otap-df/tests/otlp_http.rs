@@ -639,9 +639,9 @@ fn run_to_end(yaml: &str) -> Arc<Telemetry> {
 const RETRY: &str = "{ initial_interval: 50ms, max_elapsed_time: 20s }";
 
 #[test]
-fn the_exporter_waits_as_retry_after_says_then_delivers_once() {
+fn the_exporter_sends_its_headers_waits_as_retry_after_says_then_delivers_once() {
     let upstream = Upstream::start(vec!["503 Service Unavailable", "200 OK"]);
-    let telemetry = send_one_batch(upstream.port, RETRY, "");
+    let telemetry = send_one_batch(upstream.port, RETRY, ", headers: { X-Tenant: acme }");
     let seen = upstream.thread.join().unwrap();
     assert_eq!(seen.len(), 2, "one refusal, one delivery");
     let waited = seen[1].0 - seen[0].0;
@@ -649,11 +649,13 @@ fn the_exporter_waits_as_retry_after_says_then_delivers_once() {
         waited >= Duration::from_secs(1),
         "Retry-After: 1 honoured, waited {waited:?}"
     );
-    assert!(
-        seen[0].1.starts_with("POST /v1/metrics HTTP/1.1"),
-        "{}",
-        seen[0].1
-    );
+    for (_, head) in &seen {
+        assert!(head.starts_with("POST /v1/metrics HTTP/1.1"), "{head}");
+        assert!(
+            head.contains("x-tenant: acme\r\n"),
+            "static headers: {head}"
+        );
+    }
     let exporter = node_totals(&telemetry, "otlp_out");
     assert_eq!(named(&exporter, "sent"), 4);
     assert_eq!(named(&exporter, "retried"), 1);
@@ -931,4 +933,20 @@ fn unusable_tls_files_fail_the_start_naming_the_option() {
         text.contains("node `otlp_in` failed: cannot read `tls.cert_file`"),
         "{text}"
     );
+}
+
+#[test]
+fn statuses_429_502_and_504_are_retried_with_backoff_until_delivered() {
+    let upstream = Upstream::start(vec![
+        "429 Too Many Requests",
+        "502 Bad Gateway",
+        "504 Gateway Timeout",
+        "200 OK",
+    ]);
+    let telemetry = send_one_batch(upstream.port, RETRY, "");
+    assert_eq!(upstream.thread.join().unwrap().len(), 4);
+    let exporter = node_totals(&telemetry, "otlp_out");
+    assert_eq!(named(&exporter, "retried"), 3);
+    assert_eq!(named(&exporter, "sent"), 4);
+    assert_eq!(exporter.counts.records_failed, 0);
 }
