@@ -357,7 +357,11 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
         &[PROTOBUF, ("authorization", "Basic right")],
         body.clone(),
     );
-    for answer in [&missing, &wrong, &other_scheme] {
+    for (answer, message) in [
+        (&missing, "no credential; send a bearer token"),
+        (&wrong, "the credential is not accepted"),
+        (&other_scheme, "the credential is not accepted"),
+    ] {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
         assert_eq!(
             answer.headers.get("www-authenticate").unwrap(),
@@ -365,13 +369,7 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
         );
         assert_eq!(
             otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &answer.body).as_deref(),
-            Some(
-                if answer.status == missing.status && answer.body == missing.body {
-                    "no credential; send a bearer token"
-                } else {
-                    "the credential is not accepted"
-                }
-            )
+            Some(message)
         );
     }
     let right = post(
@@ -382,7 +380,6 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
     );
     assert_eq!(right.status, StatusCode::OK, "{right:?}");
     let receiver = gateway.node("otlp_in");
-    let exporter = gateway.node("out");
     gateway.stop().unwrap();
     assert_eq!(named(&receiver, "refused.auth_missing"), 1);
     assert_eq!(named(&receiver, "refused.auth_invalid"), 2);
@@ -393,7 +390,6 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
         3,
         "only the authorized request's records"
     );
-    assert!(exporter.counts.records_in <= 3);
 }
 
 #[test]

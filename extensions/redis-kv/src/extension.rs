@@ -85,9 +85,13 @@ pub fn connect(
         settings = settings.set_db(db);
     }
     info = info.set_redis_settings(settings);
-    let client = match (&config.tls, info.addr()) {
-        (Some(tls), redis::ConnectionAddr::TcpTls { .. }) => {
-            install_crypto_provider();
+    let uses_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    if uses_tls {
+        install_crypto_provider();
+    }
+    let client = match &config.tls {
+        // Validation allows `tls` with `rediss://` only.
+        Some(tls) if uses_tls => {
             let read = |field: &str, path: &Path| {
                 std::fs::read(path).map_err(|e| {
                     failed(format!(
@@ -135,13 +139,8 @@ pub fn connect(
             // These errors are about the PEM files, never the URL.
             .map_err(|e| failed(format!("cannot use the `tls` files: {e}")))?
         }
-        (_, addr) => {
-            if let redis::ConnectionAddr::TcpTls { .. } = addr {
-                install_crypto_provider();
-            }
-            redis::Client::open(info)
-                .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?
-        }
+        _ => redis::Client::open(info)
+            .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?,
     };
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))

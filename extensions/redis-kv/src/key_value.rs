@@ -110,30 +110,23 @@ impl RedisKv {
     /// (authentication, a key of another type).
     fn error(&self, error: &RedisError) -> KvError {
         if error.is_timeout() {
-            KvError::Timeout {
+            return KvError::Timeout {
                 store: self.id.clone(),
                 timeout: self.call_timeout,
-            }
-        } else if is_refusal(error) {
-            KvError::Refused {
-                store: self.id.clone(),
-                message: format!("{}: {error}", self.target),
-            }
-        } else if error.is_io_error()
-            || error.is_connection_dropped()
-            || error.is_connection_refusal()
-            || error.is_unrecoverable_error()
-            || is_passing_server_state(error)
-        {
-            KvError::Unavailable {
-                store: self.id.clone(),
-                message: format!("{}: {error}", self.target),
-            }
+            };
+        }
+        let store = self.id.clone();
+        let message = format!("{}: {error}", self.target);
+        let transient = !is_refusal(error)
+            && (error.is_io_error()
+                || error.is_connection_dropped()
+                || error.is_connection_refusal()
+                || error.is_unrecoverable_error()
+                || is_passing_server_state(error));
+        if transient {
+            KvError::Unavailable { store, message }
         } else {
-            KvError::Refused {
-                store: self.id.clone(),
-                message: format!("{}: {error}", self.target),
-            }
+            KvError::Refused { store, message }
         }
     }
 

@@ -271,6 +271,18 @@ fn create(
     let decoded = OtlpHttpExporterConfig::decode(config)?;
     let endpoints = decoded.endpoints(config)?;
     let provider = capabilities.optional_local::<BearerTokenProvider>()?;
+    // The provider's header name, checked once here rather than per request.
+    let auth_name = match &provider {
+        Some(provider) => {
+            HeaderName::from_bytes(provider.header().name().as_bytes()).map_err(|e| {
+                context.error(format!(
+                    "the token provider's header `{}` is not a valid HTTP header name: {e}",
+                    provider.header().name()
+                ))
+            })?
+        }
+        None => http::header::AUTHORIZATION,
+    };
     let tls =
         crate::tls::client_config(decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()))
             .map_err(|message| context.error(message))?;
@@ -317,6 +329,7 @@ fn create(
         headers,
         config: decoded,
         provider,
+        auth_name,
         auth: None,
         dead_letter,
         counters: counters.clone(),
@@ -335,6 +348,8 @@ struct OtlpHttpExporter {
     headers: Vec<(HeaderName, HeaderValue)>,
     config: OtlpHttpExporterConfig,
     provider: Option<Rc<dyn local::BearerTokenProvider>>,
+    /// The header the provider's token goes in.
+    auth_name: HeaderName,
     /// The last token sent and its rendered header value, so that a request costs no
     /// allocation for the header while the token does not change.
     auth: Option<(BearerToken, HeaderValue)>,
@@ -370,8 +385,7 @@ impl OtlpHttpExporter {
         let Some(provider) = &self.provider else {
             return Ok(None);
         };
-        let name = HeaderName::from_bytes(provider.header().name().as_bytes())
-            .map_err(|e| format!("bad auth header name: {e}"))?;
+        let name = self.auth_name.clone();
         let current = if fresh {
             None
         } else {
@@ -383,10 +397,9 @@ impl OtlpHttpExporter {
                 self.refreshed.fetch_add(1, Ordering::Relaxed);
                 let token = provider.fresh_token().await.map_err(|e| e.to_string())?;
                 if !token.is_usable() {
-                    return Err(format!(
-                        "token provider `{}` gave a token that is expired or about to expire",
-                        provider.header().name()
-                    ));
+                    return Err(
+                        "the provider's freshest token is expired or about to expire".to_owned(),
+                    );
                 }
                 token
             }

@@ -43,7 +43,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::{code, encoding_of, media_type, status_body, success_body};
+use super::{code, encoding_of, media_type, signal_path, status_body, success_body};
 use crate::otlp::decode_shape;
 
 /// `config:` of `receiver:otlp_http`.
@@ -368,18 +368,17 @@ impl Handler {
             message,
             counter,
         };
-        let signal = match request.uri().path() {
-            "/v1/logs" => Signal::Logs,
-            "/v1/metrics" => Signal::Metrics,
-            "/v1/traces" => Signal::Traces,
-            other => {
-                return Err(refuse(
-                    StatusCode::NOT_FOUND,
-                    code::UNIMPLEMENTED,
-                    format!("no OTLP signal at `{other}`; use /v1/logs, /v1/metrics or /v1/traces"),
-                    &counters.not_found,
-                ));
-            }
+        let path = request.uri().path();
+        let Some(signal) = [Signal::Logs, Signal::Metrics, Signal::Traces]
+            .into_iter()
+            .find(|&signal| path.strip_prefix('/') == Some(signal_path(signal)))
+        else {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                code::UNIMPLEMENTED,
+                format!("no OTLP signal at `{path}`; use /v1/logs, /v1/metrics or /v1/traces"),
+                &counters.not_found,
+            ));
         };
         if request.method() != Method::POST {
             return Err(refuse(
