@@ -1,0 +1,626 @@
+//! `config:` of `extension:azure_auth`, and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::secret::{EXPIRY_MARGIN, Secret};
+use serde::Deserialize;
+
+/// The options of `extension:azure_auth`. See the crate README for each one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureAuthConfig {
+    /// The one scope tokens are requested for (`https://monitor.azure.com/.default`).
+    pub scope: String,
+    /// How the identity authenticates.
+    pub method: Method,
+    /// Client (application) id: a user-assigned managed identity, the workload identity's
+    /// application, or the service principal.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Object (principal) id of a user-assigned managed identity.
+    #[serde(default)]
+    pub object_id: Option<String>,
+    /// Azure resource id of a user-assigned managed identity.
+    #[serde(default)]
+    pub resource_id: Option<String>,
+    /// Tenant (directory) id.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// The Kubernetes service account token file of a workload identity.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The service principal's secret, inline (usually `${env:…}`).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// A file holding the service principal's secret, read at every token request (so a
+    /// rotated secret is picked up).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The subscription `az` uses (`azure_cli`).
+    #[serde(default)]
+    pub subscription: Option<String>,
+    /// When tokens are renewed.
+    #[serde(default)]
+    pub refresh: RefreshConfig,
+    /// How failed token requests are retried.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Bound of one token request (an HTTP exchange or one run of `az`).
+    #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Not an option of this block: accepted only to point at the right place.
+    #[serde(default)]
+    startup_timeout: Option<serde::de::IgnoredAny>,
+}
+
+/// How the extension gets its tokens; each is one `azure_identity` credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The managed identity of the Azure host (VM, App Service, Functions, AKS node).
+    ManagedIdentity,
+    /// Microsoft Entra Workload ID on Kubernetes (a federated service account token).
+    WorkloadIdentity,
+    /// A service principal and its client secret.
+    ClientSecret,
+    /// The signed-in Azure CLI (`az account get-access-token`).
+    AzureCli,
+    /// The developer tools in turn: Azure CLI, then Azure Developer CLI.
+    DeveloperTools,
+}
+
+impl Method {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ManagedIdentity => "managed_identity",
+            Self::WorkloadIdentity => "workload_identity",
+            Self::ClientSecret => "client_secret",
+            Self::AzureCli => "azure_cli",
+            Self::DeveloperTools => "developer_tools",
+        }
+    }
+
+    /// The identity options this method reads.
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Self::ManagedIdentity => &["client_id", "object_id", "resource_id"],
+            Self::WorkloadIdentity => &["tenant_id", "client_id", "token_file"],
+            Self::ClientSecret => &[
+                "tenant_id",
+                "client_id",
+                "client_secret",
+                "client_secret_file",
+            ],
+            Self::AzureCli => &["tenant_id", "subscription"],
+            Self::DeveloperTools => &[],
+        }
+    }
+}
+
+/// `refresh:` — a token is renewed at `lifetime_fraction` of its lifetime, and at the latest
+/// `before_expiry` before it expires, whichever comes first.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// The share of a token's lifetime after which it is renewed (0 < f < 1).
+    #[serde(default = "defaults::lifetime_fraction")]
+    pub lifetime_fraction: f64,
+    /// How long before its expiry a token is renewed at the latest.
+    #[serde(default = "defaults::before_expiry", with = "humantime_serde")]
+    pub before_expiry: Duration,
+    /// No two token requests closer than this, retries after a failure aside: the shortest
+    /// renewal delay, and the throttle of renewals forced by consumers (after a server
+    /// rejected a token).
+    #[serde(default = "defaults::min_interval", with = "humantime_serde")]
+    pub min_interval: Duration,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self {
+            lifetime_fraction: defaults::lifetime_fraction(),
+            before_expiry: defaults::before_expiry(),
+            min_interval: defaults::min_interval(),
+        }
+    }
+}
+
+/// `retry:` — after a failed token request, the next one waits `initial_interval`, doubling
+/// with each failure up to `max_interval`, with ±20 % jitter; never later than half the
+/// time the current token has left.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Wait after the first failure.
+    #[serde(default = "defaults::initial_interval", with = "humantime_serde")]
+    pub initial_interval: Duration,
+    /// The longest wait between two attempts.
+    #[serde(default = "defaults::max_interval", with = "humantime_serde")]
+    pub max_interval: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_interval: defaults::initial_interval(),
+            max_interval: defaults::max_interval(),
+        }
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn lifetime_fraction() -> f64 {
+        0.8
+    }
+
+    pub fn before_expiry() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
+
+    pub fn min_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    pub fn initial_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+
+    pub fn max_interval() -> Duration {
+        Duration::from_secs(5 * 60)
+    }
+
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+/// The shortest `retry.initial_interval` and `refresh.min_interval` accepted.
+pub const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Environment variables a workload identity falls back to, by option.
+pub const WORKLOAD_IDENTITY_ENV: [(&str, &str); 3] = [
+    ("tenant_id", "AZURE_TENANT_ID"),
+    ("client_id", "AZURE_CLIENT_ID"),
+    ("token_file", "AZURE_FEDERATED_TOKEN_FILE"),
+];
+
+impl AzureAuthConfig {
+    /// Decodes and validates the block; `env` reads the `AZURE_*` fallbacks of a workload
+    /// identity. Nothing is contacted.
+    pub fn decode(
+        config: &ComponentConfig<'_>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        if decoded.startup_timeout.is_some() {
+            return Err(config.invalid(
+                "startup_timeout",
+                "`startup_timeout` is set beside `type:` and `config:`, not inside `config:` \
+                 (default for azure_auth: 30s)",
+            ));
+        }
+        if let Err(message) = check_scope(&decoded.scope) {
+            return Err(config.invalid("scope", message));
+        }
+        decoded.check_method_options(config)?;
+        match decoded.method {
+            Method::ManagedIdentity => {
+                let ids: Vec<&str> = [
+                    ("client_id", decoded.client_id.is_some()),
+                    ("object_id", decoded.object_id.is_some()),
+                    ("resource_id", decoded.resource_id.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect();
+                if let [first, second, ..] = ids.as_slice() {
+                    return Err(config.invalid(
+                        second,
+                        format!(
+                            "`{first}` and `{second}` are both set; a user-assigned identity is \
+                             named by one of `client_id`, `object_id`, `resource_id` (none: the \
+                             system-assigned identity)"
+                        ),
+                    ));
+                }
+            }
+            Method::WorkloadIdentity => {
+                for (option, variable) in WORKLOAD_IDENTITY_ENV {
+                    let set = match option {
+                        "tenant_id" => decoded.tenant_id.is_some(),
+                        "client_id" => decoded.client_id.is_some(),
+                        _ => decoded.token_file.is_some(),
+                    };
+                    if !set && env(variable).is_none_or(|v| v.trim().is_empty()) {
+                        return Err(config.invalid(
+                            "",
+                            format!(
+                                "method `workload_identity` needs `{option}`: set it here or in \
+                                 the environment variable `{variable}`"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Method::ClientSecret => {
+                for (option, set) in [
+                    ("tenant_id", decoded.tenant_id.is_some()),
+                    ("client_id", decoded.client_id.is_some()),
+                ] {
+                    if !set {
+                        return Err(
+                            config.invalid("", format!("method `client_secret` needs `{option}`"))
+                        );
+                    }
+                }
+                match (&decoded.client_secret, &decoded.client_secret_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(config.invalid(
+                            "client_secret_file",
+                            "`client_secret` and `client_secret_file` are both set; the secret \
+                             comes from exactly one of them",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(config.invalid(
+                            "",
+                            "method `client_secret` needs `client_secret` or \
+                             `client_secret_file`",
+                        ));
+                    }
+                    (Some(secret), None) if secret.is_empty() => {
+                        return Err(config.invalid("client_secret", "`client_secret` is empty"));
+                    }
+                    _ => {}
+                }
+            }
+            Method::AzureCli | Method::DeveloperTools => {}
+        }
+        for (option, value) in [
+            ("tenant_id", &decoded.tenant_id),
+            ("client_id", &decoded.client_id),
+            ("object_id", &decoded.object_id),
+            ("resource_id", &decoded.resource_id),
+            ("subscription", &decoded.subscription),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(config.invalid(option, format!("`{option}` is empty")));
+            }
+        }
+        if let Some(tenant) = &decoded.tenant_id
+            && !tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(config.invalid(
+                "tenant_id",
+                "`tenant_id` is a directory id (a GUID) or a domain name \
+                 (letters, digits, `-`, `.`)",
+            ));
+        }
+        decoded.check_schedule(config)?;
+        Ok(decoded)
+    }
+
+    /// Options that belong to another method are errors naming the method they belong to.
+    fn check_method_options(&self, config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+        let set = [
+            ("client_id", self.client_id.is_some()),
+            ("object_id", self.object_id.is_some()),
+            ("resource_id", self.resource_id.is_some()),
+            ("tenant_id", self.tenant_id.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("client_secret_file", self.client_secret_file.is_some()),
+            ("subscription", self.subscription.is_some()),
+        ];
+        let allowed = self.method.options();
+        for (option, _) in set.iter().filter(|(_, set)| *set) {
+            if !allowed.contains(option) {
+                let users: Vec<&str> = ALL_METHODS
+                    .iter()
+                    .filter(|m| m.options().contains(option))
+                    .map(|m| m.name())
+                    .collect();
+                let here = if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed
+                        .iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(config.invalid(
+                    option,
+                    format!(
+                        "`{option}` does not apply to method `{}` (it is an option of {}); the \
+                         options of `{}` are: {here}",
+                        self.method.name(),
+                        users.join(", "),
+                        self.method.name(),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_schedule(&self, config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+        let fraction = self.refresh.lifetime_fraction;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(config.invalid(
+                "refresh.lifetime_fraction",
+                format!(
+                    "`refresh.lifetime_fraction` is a share of the token's lifetime, between 0 \
+                     and 1 exclusive (e.g. 0.8); got {fraction}"
+                ),
+            ));
+        }
+        if self.refresh.before_expiry <= EXPIRY_MARGIN {
+            return Err(config.invalid(
+                "refresh.before_expiry",
+                format!(
+                    "`refresh.before_expiry` must exceed {EXPIRY_MARGIN:?}: tokens are not sent \
+                     within {EXPIRY_MARGIN:?} of their expiry"
+                ),
+            ));
+        }
+        if self.refresh.min_interval < MIN_RETRY_INTERVAL {
+            return Err(config.invalid(
+                "refresh.min_interval",
+                format!("`refresh.min_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
+            ));
+        }
+        if self.retry.initial_interval < MIN_RETRY_INTERVAL {
+            return Err(config.invalid(
+                "retry.initial_interval",
+                format!("`retry.initial_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
+            ));
+        }
+        if self.retry.max_interval < self.retry.initial_interval {
+            return Err(config.invalid(
+                "retry.max_interval",
+                "`retry.max_interval` must be at least `retry.initial_interval`",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(config.invalid("request_timeout", "`request_timeout` must be positive"));
+        }
+        Ok(())
+    }
+}
+
+const ALL_METHODS: [Method; 5] = [
+    Method::ManagedIdentity,
+    Method::WorkloadIdentity,
+    Method::ClientSecret,
+    Method::AzureCli,
+    Method::DeveloperTools,
+];
+
+/// The characters `azure_identity` accepts in a scope; checked here so that a typo is a
+/// configuration error rather than a failing token request.
+fn check_scope(scope: &str) -> Result<(), String> {
+    if scope.is_empty() {
+        return Err("`scope` is empty; e.g. `https://monitor.azure.com/.default`".to_owned());
+    }
+    if let Some(bad) = scope
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/')))
+    {
+        return Err(format!(
+            "`scope` contains {bad:?}; a scope is one resource URI with `/.default` (e.g. \
+             `https://monitor.azure.com/.default`): letters, digits and `.-_:/` only"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
+
+    use super::*;
+
+    fn decode(yaml: &str) -> Result<AzureAuthConfig, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = YamlPath::root().key("config");
+        let positions = PositionIndex::default();
+        let config = ComponentConfig::new(&value, &path, &positions);
+        let env = |name: &str| match name {
+            "AZURE_TENANT_ID" => Some("tenant-from-env".to_owned()),
+            "AZURE_CLIENT_ID" => Some("client-from-env".to_owned()),
+            _ => None,
+        };
+        AzureAuthConfig::decode(&config, &env).map_err(|e| e.to_string())
+    }
+
+    const SCOPE: &str = "scope: https://monitor.azure.com/.default";
+
+    #[test]
+    fn defaults() {
+        let config = decode(&format!("{{ {SCOPE}, method: managed_identity }}")).expect("valid");
+        assert_eq!(config.method, Method::ManagedIdentity);
+        assert_eq!(config.refresh.lifetime_fraction, 0.8);
+        assert_eq!(config.refresh.before_expiry, Duration::from_secs(300));
+        assert_eq!(config.refresh.min_interval, Duration::from_secs(5));
+        assert_eq!(config.retry.initial_interval, Duration::from_secs(1));
+        assert_eq!(config.retry.max_interval, Duration::from_secs(300));
+        assert_eq!(config.request_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn scope_and_method_are_required_and_methods_are_listed() {
+        let missing = decode("method: azure_cli").expect_err("no scope");
+        assert!(
+            missing.contains("missing required field `scope`"),
+            "{missing}"
+        );
+        let unknown = decode(&format!("{{ {SCOPE}, method: password }}")).expect_err("unknown");
+        assert!(
+            unknown.contains(
+                "unknown variant `password`, expected one of `managed_identity`, \
+                 `workload_identity`, `client_secret`, `azure_cli`, `developer_tools`"
+            ),
+            "{unknown}"
+        );
+        assert!(unknown.contains("config.method"), "{unknown}");
+    }
+
+    #[test]
+    fn bad_scopes_are_refused() {
+        let empty = decode("{ scope: '', method: azure_cli }").expect_err("empty");
+        assert!(empty.contains("`scope` is empty"), "{empty}");
+        let space =
+            decode("{ scope: 'https://a b/.default', method: azure_cli }").expect_err("space");
+        assert!(space.contains("`scope` contains ' '"), "{space}");
+    }
+
+    #[test]
+    fn options_of_another_method_are_errors_naming_their_method() {
+        let error = decode(&format!(
+            "{{ {SCOPE}, method: managed_identity, tenant_id: t }}"
+        ))
+        .expect_err("tenant for MI");
+        assert!(
+            error.contains(
+                "`tenant_id` does not apply to method `managed_identity` (it is an option of \
+                 workload_identity, client_secret, azure_cli); the options of \
+                 `managed_identity` are: `client_id`, `object_id`, `resource_id`"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("config.tenant_id"), "{error}");
+        let none = decode(&format!(
+            "{{ {SCOPE}, method: developer_tools, subscription: s }}"
+        ))
+        .expect_err("subscription");
+        assert!(
+            none.contains("the options of `developer_tools` are: none"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn one_user_assigned_id_at_most() {
+        assert!(
+            decode(&format!(
+                "{{ {SCOPE}, method: managed_identity, object_id: o }}"
+            ))
+            .is_ok()
+        );
+        let error = decode(&format!(
+            "{{ {SCOPE}, method: managed_identity, client_id: c, resource_id: r }}"
+        ))
+        .expect_err("two ids");
+        assert!(
+            error.contains("`client_id` and `resource_id` are both set"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn workload_identity_falls_back_to_the_environment() {
+        // tenant and client come from the environment here; the token file does not.
+        let error =
+            decode(&format!("{{ {SCOPE}, method: workload_identity }}")).expect_err("no file");
+        assert!(
+            error.contains(
+                "method `workload_identity` needs `token_file`: set it here or in the \
+                 environment variable `AZURE_FEDERATED_TOKEN_FILE`"
+            ),
+            "{error}"
+        );
+        assert!(
+            decode(&format!(
+                "{{ {SCOPE}, method: workload_identity, token_file: /var/run/token }}"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn client_secret_needs_its_parts() {
+        let tenant = decode(&format!(
+            "{{ {SCOPE}, method: client_secret, client_id: c }}"
+        ))
+        .expect_err("tenant");
+        assert!(
+            tenant.contains("method `client_secret` needs `tenant_id`"),
+            "{tenant}"
+        );
+        let secret = decode(&format!(
+            "{{ {SCOPE}, method: client_secret, client_id: c, tenant_id: t }}"
+        ))
+        .expect_err("secret");
+        assert!(
+            secret.contains("needs `client_secret` or `client_secret_file`"),
+            "{secret}"
+        );
+        let both = decode(&format!(
+            "{{ {SCOPE}, method: client_secret, client_id: c, tenant_id: t, client_secret: \
+             hunter2-value, client_secret_file: /s }}"
+        ))
+        .expect_err("both");
+        assert!(both.contains("are both set"), "{both}");
+        assert!(!both.contains("hunter2-value"), "{both}");
+        let bad_tenant = decode(&format!(
+            "{{ {SCOPE}, method: client_secret, client_id: c, tenant_id: 'a/b', client_secret: s }}"
+        ))
+        .expect_err("tenant chars");
+        assert!(
+            bad_tenant.contains("`tenant_id` is a directory id"),
+            "{bad_tenant}"
+        );
+    }
+
+    #[test]
+    fn schedule_limits() {
+        let fraction = decode(&format!(
+            "{{ {SCOPE}, method: azure_cli, refresh: {{ lifetime_fraction: 1.0 }} }}"
+        ))
+        .expect_err("fraction");
+        assert!(fraction.contains("between 0 and 1 exclusive"), "{fraction}");
+        let before = decode(&format!(
+            "{{ {SCOPE}, method: azure_cli, refresh: {{ before_expiry: 30s }} }}"
+        ))
+        .expect_err("before");
+        assert!(before.contains("must exceed 30s"), "{before}");
+        let retry = decode(&format!(
+            "{{ {SCOPE}, method: azure_cli, retry: {{ initial_interval: 2s, max_interval: 1s }} }}"
+        ))
+        .expect_err("retry");
+        assert!(
+            retry.contains("`retry.max_interval` must be at least `retry.initial_interval`"),
+            "{retry}"
+        );
+    }
+
+    #[test]
+    fn startup_timeout_inside_config_points_outside() {
+        let error = decode(&format!(
+            "{{ {SCOPE}, method: azure_cli, startup_timeout: 60s }}"
+        ))
+        .expect_err("misplaced");
+        assert!(
+            error.contains("`startup_timeout` is set beside `type:` and `config:`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors() {
+        let error = decode(&format!(
+            "{{ {SCOPE}, method: client_secret, client_id: c, tenant_id: t, client_secret: \
+             hunter2-value, unknown: 1 }}"
+        ))
+        .expect_err("unknown field");
+        assert!(!error.contains("hunter2-value"), "{error}");
+    }
+}

@@ -1,0 +1,216 @@
+//! One token request through `azure_identity`.
+//!
+//! A credential is built for every request: the library's credentials keep their own token
+//! cache, which hands back the cached token until 5 minutes before its expiry and so would
+//! defeat the refresh policy. Building one is cheap next to the request it makes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use azure_core::credentials::{Secret as AzureSecret, TokenCredential};
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
+use azure_identity::{
+    AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+use otap_df_core::secret::{BearerToken, Secret};
+
+use crate::config::{AzureAuthConfig, Method};
+
+/// Where tokens come from: the method and its identity options, resolved at start.
+pub struct TokenSource {
+    scope: String,
+    method: Method,
+    client_id: Option<String>,
+    tenant_id: Option<String>,
+    user_assigned: Option<UserAssignedId>,
+    token_file: Option<PathBuf>,
+    secret: SecretSource,
+    subscription: Option<String>,
+    timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("scope", &self.scope)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+enum SecretSource {
+    None,
+    Inline(Secret),
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// Resolves `config` (validated by [`AzureAuthConfig::decode`]); reads the client secret
+    /// file once so that an unreadable one fails the start.
+    pub fn new(config: &AzureAuthConfig) -> Result<Self, String> {
+        let secret = match (&config.client_secret, &config.client_secret_file) {
+            (Some(secret), _) => SecretSource::Inline(secret.clone()),
+            (None, Some(path)) => {
+                read_secret(path)?;
+                SecretSource::File(path.clone())
+            }
+            (None, None) => SecretSource::None,
+        };
+        let user_assigned = match (&config.client_id, &config.object_id, &config.resource_id) {
+            _ if config.method != Method::ManagedIdentity => None,
+            (Some(id), _, _) => Some(UserAssignedId::ClientId(id.clone())),
+            (_, Some(id), _) => Some(UserAssignedId::ObjectId(id.clone())),
+            (_, _, Some(id)) => Some(UserAssignedId::ResourceId(id.clone())),
+            (None, None, None) => None,
+        };
+        Ok(Self {
+            scope: config.scope.clone(),
+            method: config.method,
+            client_id: config.client_id.clone(),
+            tenant_id: config.tenant_id.clone(),
+            user_assigned,
+            token_file: config.token_file.clone(),
+            secret,
+            subscription: config.subscription.clone(),
+            timeout: config.request_timeout,
+            tls: Arc::new(tls_config()?),
+        })
+    }
+
+    /// The method's name, for messages.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Asks for a token once, within `request_timeout`. The error never contains a token
+    /// or a secret.
+    pub async fn fetch(&self) -> Result<BearerToken, String> {
+        let credential = self.credential()?;
+        let scopes = [self.scope.as_str()];
+        let token =
+            match tokio::time::timeout(self.timeout, credential.get_token(&scopes, None)).await {
+                Err(_) => {
+                    return Err(format!(
+                        "no answer within request_timeout ({:?})",
+                        self.timeout
+                    ));
+                }
+                Ok(Err(error)) => return Err(one_line(&error.to_string())),
+                Ok(Ok(token)) => token,
+            };
+        let expires_at = SystemTime::from(token.expires_on);
+        Ok(BearerToken::new(token.token.secret()).with_expiry(expires_at))
+    }
+
+    fn client_options(&self) -> Result<ClientOptions, String> {
+        // One attempt per request: retries, backoff and their logging are the refresh loop's.
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*self.tls).clone())
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(ClientOptions {
+            retry: RetryOptions::none(),
+            transport: Some(Transport::new(Arc::new(client))),
+            ..ClientOptions::default()
+        })
+    }
+
+    fn credential(&self) -> Result<Arc<dyn TokenCredential>, String> {
+        let built: azure_core::Result<Arc<dyn TokenCredential>> = match self.method {
+            Method::ManagedIdentity => {
+                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                    user_assigned_id: self.user_assigned.clone(),
+                    client_options: self.client_options()?,
+                }))
+                .map(|c| c as Arc<dyn TokenCredential>)
+            }
+            Method::WorkloadIdentity => {
+                WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                    credential_options: ClientAssertionCredentialOptions {
+                        client_options: self.client_options()?,
+                    },
+                    client_id: self.client_id.clone(),
+                    tenant_id: self.tenant_id.clone(),
+                    token_file_path: self.token_file.clone(),
+                }))
+                .map(|c| c as Arc<dyn TokenCredential>)
+            }
+            Method::ClientSecret => {
+                let secret = match &self.secret {
+                    SecretSource::Inline(secret) => secret.expose().to_owned(),
+                    SecretSource::File(path) => read_secret(path)?.expose().to_owned(),
+                    SecretSource::None => return Err("no client secret configured".to_owned()),
+                };
+                ClientSecretCredential::new(
+                    self.tenant_id.as_deref().unwrap_or_default(),
+                    self.client_id.clone().unwrap_or_default(),
+                    AzureSecret::new(secret),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: self.client_options()?,
+                    }),
+                )
+                .map(|c| c as Arc<dyn TokenCredential>)
+            }
+            Method::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
+                tenant_id: self.tenant_id.clone(),
+                subscription: self.subscription.clone(),
+                ..Default::default()
+            }))
+            .map(|c| c as Arc<dyn TokenCredential>),
+            Method::DeveloperTools => {
+                DeveloperToolsCredential::new(None).map(|c| c as Arc<dyn TokenCredential>)
+            }
+        };
+        built.map_err(|e| one_line(&e.to_string()))
+    }
+}
+
+/// Reads a client secret file (surrounding whitespace ignored).
+fn read_secret(path: &PathBuf) -> Result<Secret, String> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `client_secret_file` `{}`: {e}", path.display()))?;
+    let secret = Secret::new(content.trim());
+    if secret.is_empty() {
+        return Err(format!(
+            "`client_secret_file` `{}` is empty",
+            path.display()
+        ));
+    }
+    Ok(secret)
+}
+
+/// The system's trust store with the `ring` provider (the same TLS stack as the rest of
+/// otap-df; reqwest's default would build aws-lc).
+fn tls_config() -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable entries of the system store are skipped, as browsers do.
+    let (added, _) =
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if added == 0 {
+        tracing::warn!(
+            "no CA certificate in the system trust store; Microsoft Entra ID will not be trusted"
+        );
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// The library's messages span lines (a troubleshooting link on the last): keep them on one.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

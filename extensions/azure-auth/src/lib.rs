@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod credential;
+pub mod extension;
+pub mod schedule;
+
+pub use config::{AzureAuthConfig, Method};
+pub use extension::{AZURE_AUTH, AzureAuth};
+
+use otap_df_core::registry::Registry;
+
+/// Registers `extension:azure_auth`.
+pub fn register(registry: &mut Registry) {
+    registry.register_extension(&AZURE_AUTH);
+}
+
+// Self-registration: a binary that names this crate (`use otap_df_extension_azure_auth as _;`)
+// finds the extension through `Registry::register_linked` without calling `register`.
+otap_df_core::submit_extension!(extension::AZURE_AUTH);
