@@ -15,6 +15,9 @@ use otap_df_core::config::ComponentKind;
 
 /// The enabled first-party extension crates, by type name.
 pub mod extensions {
+    /// `extension:azure_auth` (feature `extension-azure-auth`, off by default).
+    #[cfg(feature = "extension-azure-auth")]
+    pub use otap_df_extension_azure_auth as azure_auth;
     /// `extension:bearer_auth` (feature `extension-bearer-auth`, on by default).
     #[cfg(feature = "extension-bearer-auth")]
     pub use otap_df_extension_bearer_auth as bearer_auth;
@@ -41,6 +44,9 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     FirstPartyExtension {
         name: "azure_auth",
         feature: "extension-azure-auth",
+        #[cfg(feature = "extension-azure-auth")]
+        register: Some(otap_df_extension_azure_auth::register),
+        #[cfg(not(feature = "extension-azure-auth"))]
         register: None,
     },
     FirstPartyExtension {

@@ -13,8 +13,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
     registered.sort_unstable();
     // Written out per feature, not derived from the facade's own table.
     let enabled = [
-        // Its crate and feature do not exist yet.
-        ("azure_auth", false),
+        ("azure_auth", cfg!(feature = "extension-azure-auth")),
         ("bearer_auth", cfg!(feature = "extension-bearer-auth")),
         ("redis_kv", cfg!(feature = "extension-redis-kv")),
     ];

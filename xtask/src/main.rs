@@ -162,6 +162,12 @@ const FOOTPRINT: &[(&str, &[&str])] = &[
         "otap-df-core",
         &["azure_", "redis", "hyper", "reqwest", "opentelemetry"],
     ),
+    // azure-auth: one TLS stack (rustls with ring), not reqwest's default aws-lc build nor
+    // OpenSSL.
+    (
+        "otap-df-extension-azure-auth",
+        &["aws-lc", "openssl-sys", "native-tls"],
+    ),
 ];
 
 /// Checks [`FOOTPRINT`] with `cargo tree` (normal dependencies, default features).

@@ -1,0 +1,119 @@
+//! `azure_auth` with method `azure_cli`: the real `azure_identity` credential runs a fake
+//! `az` found on `PATH` (an absolute directory: the credential runs it from `/bin`).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use support::{SCOPE, TempDir, expect_child, expiry_of, number_of, run_child, running, start};
+
+/// Writes an `az` that logs its arguments and prints a numbered token valid for an hour;
+/// when `fail_file` exists it fails the way a logged-out CLI does.
+fn fake_az(dir: &Path) {
+    let script = format!(
+        r#"#!/bin/sh
+echo "$@" >> '{dir}/args'
+if [ -e '{dir}/logged-out' ]; then
+  echo "ERROR: Please run 'az login' to setup account." >&2
+  exit 1
+fi
+n=$(( $(cat '{dir}/count' 2>/dev/null || echo 0) + 1 ))
+echo "$n" > '{dir}/count'
+exp=$(( $(date +%s) + 3600 ))
+printf '{{"accessToken": "tok.%s.%s", "expiresOn": "2099-01-01 00:00:00.000000", "expires_on": %s, "tenant": "t", "tokenType": "Bearer"}}\n' "$n" "$exp" "$exp"
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("az");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn tokens_come_from_az_with_the_scope_and_tenant() {
+    let dir = TempDir::new();
+    fake_az(dir.dir());
+    run_child(
+        "tokens_come_from_az_with_the_scope_and_tenant_child",
+        &[("PATH", path_with(dir.dir()))],
+    );
+    let args = std::fs::read_to_string(dir.path("args")).unwrap();
+    assert_eq!(
+        args.lines().next(),
+        Some(
+            format!(
+                "account get-access-token -o json --scope {SCOPE} --tenant my-tenant \
+                 --subscription my-subscription"
+            )
+            .as_str()
+        )
+    );
+}
+
+#[test]
+#[ignore = "run by `tokens_come_from_az_with_the_scope_and_tenant` in a child process"]
+fn tokens_come_from_az_with_the_scope_and_tenant_child() {
+    expect_child("tokens_come_from_az_with_the_scope_and_tenant_child");
+    let running = running(&format!(
+        "{{ scope: '{SCOPE}', method: azure_cli, tenant_id: my-tenant, \
+         subscription: my-subscription }}"
+    ));
+    let token = running.current().expect("a token");
+    let value = token.secret().expose();
+    assert_eq!(number_of(value), 1);
+    let expires = token
+        .expires_at()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(expires, expiry_of(value));
+    assert_eq!(running.handle.degraded(), None);
+}
+
+#[test]
+fn a_logged_out_cli_is_reported_with_its_message() {
+    let dir = TempDir::new();
+    fake_az(dir.dir());
+    std::fs::write(dir.path("logged-out"), "").unwrap();
+    run_child(
+        "a_logged_out_cli_is_reported_with_its_message_child",
+        &[("PATH", path_with(dir.dir()))],
+    );
+}
+
+#[test]
+#[ignore = "run by `a_logged_out_cli_is_reported_with_its_message` in a child process"]
+fn a_logged_out_cli_is_reported_with_its_message_child() {
+    expect_child("a_logged_out_cli_is_reported_with_its_message_child");
+    let running = start(&format!(
+        "{{ scope: '{SCOPE}', method: azure_cli, retry: {{ initial_interval: 50ms }} }}"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let why = loop {
+        if let Some(why) = running.handle.degraded() {
+            break why;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failure reported");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(
+        why.contains(
+            "AzureCliCredential authentication failed. ERROR: Please run 'az login' to setup \
+             account."
+        ),
+        "{why}"
+    );
+    assert!(running.current().is_none());
+}
