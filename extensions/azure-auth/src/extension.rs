@@ -417,3 +417,17 @@ async fn sleep_until_some(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_provider_with_a_thirty_second_startup_timeout() {
+        assert_eq!(AZURE_AUTH.name(), "azure_auth");
+        assert_eq!(AZURE_AUTH.startup_timeout(), Duration::from_secs(30));
+        assert_eq!(AZURE_AUTH.provided(), &[CapabilityId::BearerTokenProvider]);
+        assert!(AZURE_AUTH.shared_constructor().is_some());
+        assert!(AZURE_AUTH.local_constructor().is_none());
+    }
+}

@@ -117,3 +117,26 @@ fn a_logged_out_cli_is_reported_with_its_message_child() {
     );
     assert!(running.current().is_none());
 }
+
+#[test]
+fn developer_tools_use_the_azure_cli_first() {
+    let dir = TempDir::new();
+    fake_az(dir.dir());
+    run_child(
+        "developer_tools_use_the_azure_cli_first_child",
+        &[("PATH", path_with(dir.dir()))],
+    );
+    let args = std::fs::read_to_string(dir.path("args")).unwrap();
+    assert_eq!(
+        args.lines().next(),
+        Some(format!("account get-access-token -o json --scope {SCOPE}").as_str())
+    );
+}
+
+#[test]
+#[ignore = "run by `developer_tools_use_the_azure_cli_first` in a child process"]
+fn developer_tools_use_the_azure_cli_first_child() {
+    expect_child("developer_tools_use_the_azure_cli_first_child");
+    let running = running(&format!("{{ scope: '{SCOPE}', method: developer_tools }}"));
+    assert_eq!(number_of(&running.current_value()), 1);
+}

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otap_df_core::capability::shared;
@@ -13,21 +12,6 @@ use support::{
     IDENTITY_HEADER, Reply, SCOPE, TokenEndpoint, expect_child, managed_identity, run_child,
     running, start,
 };
-
-/// Collects everything logged while it is the default subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const CLIENT_SECRET: &str = "hunter2-client-secret";
 
@@ -50,14 +34,7 @@ fn tokens_and_secrets_never_appear_in_logs_state_or_errors() {
 #[ignore = "run by `tokens_and_secrets_never_appear_in_logs_state_or_errors` in a child process"]
 fn tokens_and_secrets_never_appear_in_logs_state_or_errors_child() {
     expect_child("tokens_and_secrets_never_appear_in_logs_state_or_errors_child");
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let captured = otap_df_tests::logs::capture_all();
 
     let mut tokens = Vec::new();
     let mut shown = String::new();
@@ -97,7 +74,7 @@ fn tokens_and_secrets_never_appear_in_logs_state_or_errors_child() {
         ));
         shown.push_str(&format!("{why} {fresh:?} {:?} ", running.auth));
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("token received"), "the logs were captured");
     assert!(
         logs.contains("token request failed"),

@@ -278,3 +278,56 @@ fn a_misconfiguration_is_reported_with_file_line_and_path() {
         "{error}"
     );
 }
+
+#[test]
+fn two_cores_and_two_exporters_share_one_token_request() {
+    let endpoint = TokenEndpoint::start(&[], Reply::Token(3600));
+    run_child(
+        "two_cores_and_two_exporters_share_one_token_request_child",
+        &endpoint.env(),
+    );
+    assert_eq!(endpoint.served().len(), 1, "{:?}", endpoint.served());
+}
+
+#[test]
+#[ignore = "run by `two_cores_and_two_exporters_share_one_token_request` in a child process"]
+fn two_cores_and_two_exporters_share_one_token_request_child() {
+    expect_child("two_cores_and_two_exporters_share_one_token_request_child");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (url, seen) = upstream(&runtime);
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          azure: {{ type: extension:azure_auth, config: {{ scope: '{SCOPE}', method: managed_identity }} }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 5, count: 40 }} }}
+          a: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}' }}, capabilities: {{ bearer_token_provider: azure }} }}
+          b: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}' }}, capabilities: {{ bearer_token_provider: azure }} }}
+        connections:
+          - {{ from: gen, to: [a, b] }}
+"
+    );
+    let resolved = load_with_env(&yaml, "test.yaml", &registry(), &|_| None)
+        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
+    Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(2),
+            ..RunOptions::default()
+        },
+    )
+    .run()
+    .expect("the pipeline runs to the end");
+    let seen = seen.lock().unwrap();
+    // 40 batches, each to both exporters, over two cores; all with the one token.
+    assert_eq!(seen.len(), 80);
+    assert!(seen.iter().all(|e| number_of(&e.token) == 1));
+}

@@ -5,37 +5,13 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use otap_df_core::capability::shared;
 use otap_df_core::secret::BearerToken;
 use support::{TempDir, create, running};
 
-/// Collects everything logged while it is the default subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn tokens_never_appear_in_debug_logs_or_errors() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+    let captured = otap_df_tests::logs::capture_all();
     let dir = TempDir::new();
     let path = dir.path("token");
     std::fs::write(&path, "s3cret-one").expect("write");
@@ -63,7 +39,7 @@ fn tokens_never_appear_in_debug_logs_or_errors() {
             shared::BearerTokenProvider::current_token(running.auth.as_ref())
         );
     }
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).expect("utf-8 logs");
+    let logs = captured.text();
     assert!(logs.contains("token files changed"), "{logs}");
     assert!(logs.contains("does not exist"), "{logs}");
     for secret in ["s3cret-one", "s3cret-two", "s3cret-three"] {
