@@ -17,4 +17,5 @@ pub mod key_value_suite;
 pub mod logs;
 pub mod recording;
 pub mod redis_server;
+pub mod temp;
 pub mod tls;

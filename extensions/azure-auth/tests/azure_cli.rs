@@ -42,7 +42,7 @@ fn path_with(dir: &Path) -> String {
 
 #[test]
 fn tokens_come_from_az_with_the_scope_and_tenant() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("azure");
     fake_az(dir.dir());
     run_child(
         "tokens_come_from_az_with_the_scope_and_tenant_child",
@@ -84,7 +84,7 @@ fn tokens_come_from_az_with_the_scope_and_tenant_child() {
 
 #[test]
 fn a_logged_out_cli_is_reported_with_its_message() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("azure");
     fake_az(dir.dir());
     std::fs::write(dir.path("logged-out"), "").unwrap();
     run_child(
@@ -120,7 +120,7 @@ fn a_logged_out_cli_is_reported_with_its_message_child() {
 
 #[test]
 fn developer_tools_use_the_azure_cli_first() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("azure");
     fake_az(dir.dir());
     run_child(
         "developer_tools_use_the_azure_cli_first_child",

@@ -106,8 +106,14 @@ struct Export {
     token: String,
 }
 
-/// An OTLP/HTTP upstream on 127.0.0.1 that accepts everything and records the tokens.
-fn upstream(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<Export>>>) {
+/// An OTLP/HTTP upstream on 127.0.0.1 (on a runtime of its own, returned) that accepts
+/// everything and records the tokens.
+fn upstream() -> (tokio::runtime::Runtime, String, Arc<Mutex<Vec<Export>>>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -150,7 +156,7 @@ fn upstream(runtime: &tokio::runtime::Runtime) -> (String, Arc<Mutex<Vec<Export>
             });
         }
     });
-    (format!("http://{addr}"), seen)
+    (runtime, format!("http://{addr}"), seen)
 }
 
 #[test]
@@ -193,12 +199,7 @@ fn exporting_through_a_token_service_outage_never_sends_an_expired_token() {
 #[ignore = "run by `exporting_through_a_token_service_outage_never_sends_an_expired_token` in a child process"]
 fn exporting_through_a_token_service_outage_never_sends_an_expired_token_child() {
     expect_child("exporting_through_a_token_service_outage_never_sends_an_expired_token_child");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (url, seen) = upstream(&runtime);
+    let (_runtime, url, seen) = upstream();
     let azure = format!(
         "{{ type: extension:azure_auth, config: {{ scope: '{SCOPE}', method: managed_identity, \
          refresh: {{ lifetime_fraction: 0.05, min_interval: 10ms }}, \
@@ -293,12 +294,7 @@ fn two_cores_and_two_exporters_share_one_token_request() {
 #[ignore = "run by `two_cores_and_two_exporters_share_one_token_request` in a child process"]
 fn two_cores_and_two_exporters_share_one_token_request_child() {
     expect_child("two_cores_and_two_exporters_share_one_token_request_child");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (url, seen) = upstream(&runtime);
+    let (_runtime, url, seen) = upstream();
     let yaml = format!(
         "version: otap_df/v1
 groups:

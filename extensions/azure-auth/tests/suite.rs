@@ -13,7 +13,7 @@ use support::{Reply, TempDir, TokenEndpoint, expect_child, managed_identity, run
 
 #[test]
 fn azure_auth_passes_the_provider_suite() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("azure");
     let value_file = dir.path("value");
     std::fs::write(&value_file, "suite-token-value").unwrap();
     // The endpoint serves whatever the file holds: rotating the token is writing the file.

@@ -24,7 +24,7 @@ fn inline_token_passes_the_provider_suite() {
 
 #[test]
 fn token_file_passes_the_provider_suite_with_rotation() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let counter = AtomicU64::new(0);
     bearer_suite::run_provider("bearer_auth token_file", || {
         let path = dir.path(&format!(
@@ -54,7 +54,7 @@ fn tokens_pass_the_authorizer_suite() {
             &["client-token", "old-token", "new-token"],
         )
     });
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let path = dir.path("tokens");
     std::fs::write(&path, "# accepted\nfirst-token\n\nsecond-token\n").expect("write");
     bearer_suite::run_authorizer("bearer_auth tokens_file", || {
@@ -67,7 +67,7 @@ fn tokens_pass_the_authorizer_suite() {
 
 #[test]
 fn the_authorizer_names_which_token_matched_and_why_others_are_denied() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let path = dir.path("tokens");
     std::fs::write(&path, "# rotation\nfile-a\nfile-b\n").expect("write");
     let auth = auth(&format!(
@@ -103,7 +103,7 @@ fn the_authorizer_names_which_token_matched_and_why_others_are_denied() {
 
 #[test]
 fn a_token_file_is_followed_through_in_place_writes_renames_and_symlink_swaps() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     // Kubernetes mounts a secret as `token -> ..data/token`, `..data -> ..<timestamp>/`, and
     // updates it by creating a new timestamped directory and swapping `..data` atomically.
     let first = dir.path("..2026_11_22_1");
@@ -152,7 +152,7 @@ fn a_token_file_is_followed_through_in_place_writes_renames_and_symlink_swaps() 
 
 #[test]
 fn a_broken_file_keeps_the_last_good_token_and_reports_degraded_until_it_recovers() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let path = dir.path("token");
     std::fs::write(&path, "good-token").expect("write");
     let running = running(&format!(
@@ -205,7 +205,7 @@ fn a_broken_file_keeps_the_last_good_token_and_reports_degraded_until_it_recover
 
 #[test]
 fn inline_tokens_are_passive_and_files_make_it_active() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let path = dir.path("token");
     std::fs::write(&path, "t").expect("write");
     assert_eq!(create("token: t"), Ok(LifecycleKind::Passive));
@@ -222,7 +222,7 @@ fn inline_tokens_are_passive_and_files_make_it_active() {
 
 #[test]
 fn startup_with_a_missing_or_empty_file_fails_naming_the_path() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let missing = dir.path("absent");
     assert_eq!(
         create(&format!("token_file: '{}'", missing.display())),

@@ -12,7 +12,7 @@ use support::{TempDir, create, running};
 #[test]
 fn tokens_never_appear_in_debug_logs_or_errors() {
     let captured = otap_df_tests::logs::capture_all();
-    let dir = TempDir::new();
+    let dir = TempDir::new("bearer");
     let path = dir.path("token");
     std::fs::write(&path, "s3cret-one").expect("write");
     let shown;

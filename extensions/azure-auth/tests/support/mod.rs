@@ -3,14 +3,13 @@
 //! `azure_identity` credentials read (environment variables are process-wide, so each body
 //! gets a process of its own).
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +23,7 @@ use otap_df_core::extension::{ExtensionHandle, SharedTask, control_channel};
 use otap_df_core::secret::BearerToken;
 use otap_df_extension_azure_auth::extension::Refresher;
 use otap_df_extension_azure_auth::{AzureAuth, AzureAuthConfig};
+pub use otap_df_tests::temp::TempDir;
 use tracing::instrument::WithSubscriber;
 
 /// Set in the environment of a child process; holds the name of the parent test.
@@ -329,36 +329,6 @@ fn percent_decode(value: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap()
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "otap-df-azure-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Decodes an `azure_auth` config block.

@@ -1,10 +1,9 @@
 //! Helpers shared by this crate's test binaries.
 
-#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+#![allow(dead_code, unused_imports, clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use otap_df_core::capability::{TokenSubscription, shared};
@@ -14,33 +13,8 @@ use otap_df_core::extension::{
 };
 use otap_df_extension_bearer_auth::extension::Reloader;
 use otap_df_extension_bearer_auth::{BEARER_AUTH, BearerAuth, BearerAuthConfig};
+pub use otap_df_tests::temp::TempDir;
 use tracing::instrument::WithSubscriber;
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "otap-df-bearer-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        Self(path)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 pub fn config(yaml: &str) -> BearerAuthConfig {
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
