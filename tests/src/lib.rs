@@ -17,5 +17,6 @@ pub mod key_value_suite;
 pub mod logs;
 pub mod recording;
 pub mod redis_server;
+pub mod task;
 pub mod temp;
 pub mod tls;

@@ -19,12 +19,12 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use otap_df_core::capability::{TokenSubscription, shared};
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
-use otap_df_core::extension::{ExtensionHandle, SharedTask, control_channel};
+use otap_df_core::extension::ExtensionHandle;
 use otap_df_core::secret::BearerToken;
 use otap_df_extension_azure_auth::extension::Refresher;
 use otap_df_extension_azure_auth::{AzureAuth, AzureAuthConfig};
+use otap_df_tests::task::TaskRuntime;
 pub use otap_df_tests::temp::TempDir;
-use tracing::instrument::WithSubscriber;
 
 /// Set in the environment of a child process; holds the name of the parent test.
 pub const CHILD: &str = "OTAP_DF_AZURE_TEST_CHILD";
@@ -347,51 +347,41 @@ pub fn config(yaml: &str) -> AzureAuthConfig {
 pub struct Running {
     pub auth: Arc<AzureAuth>,
     pub handle: ExtensionHandle,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    runtime: TaskRuntime,
 }
 
 /// Starts an instance; does not wait for readiness.
 pub fn start(yaml: &str) -> Running {
     let auth = Arc::new(AzureAuth::new("azure", &config(yaml)).expect("extension"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (control, handle) = control_channel();
-    let task = Box::new(Refresher::new(auth.clone()));
-    // The task logs through the subscriber of the test that started it.
-    runtime.spawn(async move { task.run(control).await }.with_current_subscriber());
+    let (runtime, handle) = TaskRuntime::spawn(Box::new(Refresher::new(auth.clone())));
     Running {
         auth,
         handle,
-        runtime: Some(runtime),
+        runtime,
     }
 }
 
 /// Starts an instance and waits (bounded) until it is ready.
 pub fn running(yaml: &str) -> Running {
-    let mut running = start(yaml);
-    let runtime = running.runtime.take().expect("runtime");
+    let Running {
+        auth,
+        mut handle,
+        runtime,
+    } = start(yaml);
     let ready = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(20), running.handle.wait_ready()).await
+        tokio::time::timeout(Duration::from_secs(20), handle.wait_ready()).await
     });
-    running.runtime = Some(runtime);
     assert_eq!(ready, Ok(true), "ready within 20s");
-    running
+    Running {
+        auth,
+        handle,
+        runtime,
+    }
 }
 
 impl Running {
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.as_ref().expect("runtime").block_on(future)
+        self.runtime.block_on(future)
     }
 
     pub fn current(&self) -> Option<BearerToken> {

@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use otap_df_core::capability::{TokenSubscription, shared};
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
-use otap_df_core::extension::{
-    ExtensionContext, ExtensionHandle, LifecycleKind, SharedTask, control_channel,
-};
+use otap_df_core::extension::{ExtensionContext, ExtensionHandle, LifecycleKind};
 use otap_df_extension_bearer_auth::extension::Reloader;
 use otap_df_extension_bearer_auth::{BEARER_AUTH, BearerAuth, BearerAuthConfig};
+use otap_df_tests::task::TaskRuntime;
 pub use otap_df_tests::temp::TempDir;
-use tracing::instrument::WithSubscriber;
 
 pub fn config(yaml: &str) -> BearerAuthConfig {
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
@@ -41,30 +39,16 @@ pub fn write_atomically(path: &Path, content: &str) {
 pub struct Running {
     pub auth: Arc<BearerAuth>,
     pub handle: ExtensionHandle,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // May be dropped inside another runtime (the suite's): do not block there.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
+    runtime: TaskRuntime,
 }
 
 pub fn running(yaml: &str) -> Running {
     let config = config(yaml);
     let auth = Arc::new(BearerAuth::new("tokens", &config).expect("extension"));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (control, mut handle) = control_channel();
-    let task = Box::new(Reloader::new(auth.clone(), config.reload_interval));
-    // The task logs through the subscriber of the test that started it.
-    runtime.spawn(async move { task.run(control).await }.with_current_subscriber());
+    let (runtime, mut handle) = TaskRuntime::spawn(Box::new(Reloader::new(
+        auth.clone(),
+        config.reload_interval,
+    )));
     assert!(
         runtime.block_on(handle.wait_ready()),
         "the task became ready"
@@ -72,13 +56,13 @@ pub fn running(yaml: &str) -> Running {
     Running {
         auth,
         handle,
-        runtime: Some(runtime),
+        runtime,
     }
 }
 
 impl Running {
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.runtime.as_ref().expect("runtime").block_on(future)
+        self.runtime.block_on(future)
     }
 
     pub fn subscribe(&self) -> TokenSubscription {
