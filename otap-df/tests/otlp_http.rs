@@ -830,48 +830,6 @@ fn tokens_rotated_on_both_sides_during_a_run_lose_nothing() {
 }
 
 #[test]
-fn a_full_pipeline_answers_429_with_retry_after() {
-    let port = free_port();
-    let yaml = format!(
-        "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      gateway:
-        nodes:
-          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}', retry_after: 2s }} }}
-          slow: {{ type: exporter:recording_sink, config: {{ log: backpressure, delay: 2s }} }}
-        connections:
-          - {{ from: otlp_in, to: slow }}
-"
-    );
-    let gateway = Running::listening_with(&yaml, port, 1);
-    // The sink holds one payload for 2s and the queue holds one more: the third request at
-    // the latest finds the pipeline full.
-    let answers: Vec<Answer> = (0..3)
-        .map(|_| post(port, "/v1/logs", &[PROTOBUF], protobuf_logs(1)))
-        .collect();
-    let refused: Vec<&Answer> = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
-        .collect();
-    assert!(!refused.is_empty(), "{answers:?}");
-    assert_eq!(refused[0].headers.get("retry-after").unwrap(), "2");
-    assert_eq!(
-        otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &refused[0].body).as_deref(),
-        Some("the pipeline is full; retry later")
-    );
-    let receiver = gateway.node("otlp_in");
-    gateway.stop().unwrap();
-    let accepted = answers.len() - refused.len();
-    assert_eq!(
-        named(&receiver, "refused.pipeline_full"),
-        refused.len() as u64
-    );
-    assert_eq!(receiver.counts.records_out, accepted as u64);
-}
-
-#[test]
 fn over_https_the_sender_delivers_to_a_gateway_it_trusts_and_not_to_one_it_does_not() {
     let dir = TempDir::new("https");
     let pki = otap_df_tests::tls::TestPki::generate().unwrap();

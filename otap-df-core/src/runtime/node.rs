@@ -7,8 +7,10 @@
 //!
 //! Data moves through bounded channels: [`Outputs::send`] waits while a downstream queue is
 //! full, so a slow exporter slows its processors and finally the receiver, instead of growing
-//! memory; a receiver that must answer at once (an HTTP server) uses [`Outputs::try_send`] and
-//! refuses the request when it fails. Control messages reach a processor or exporter before
+//! memory. A receiver that answers a client (an HTTP server) first takes room with
+//! [`Outputs::reserve`] — waiting, as long as it chooses, while the queues are full — and only
+//! then reads and checks the request, so that a request it must refuse costs it nothing;
+//! [`Outputs::try_send`] sends only if there is room now. Control messages reach a processor or exporter before
 //! any queued data.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,9 +215,26 @@ impl Outputs {
         }
     }
 
-    /// Sends `data` to every downstream node only if every queue has room now; otherwise
-    /// sends nothing and says why.
-    pub fn try_send(&self, data: OtlpPayload) -> Result<(), TrySendError> {
+    /// Waits until every downstream queue that is still open has room for one payload, and
+    /// holds that room: [`OutputPermit::send`] then neither waits nor fails. Waiters are
+    /// served in the order they came. `None` when every downstream node has stopped.
+    ///
+    /// Dropping the future (a timeout) or the permit gives the room back.
+    pub async fn reserve(&self) -> Option<OutputPermit<'_>> {
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for target in &self.targets {
+            if let Ok(permit) = target.reserve().await {
+                permits.push(permit);
+            }
+        }
+        (!permits.is_empty()).then_some(OutputPermit {
+            outputs: self,
+            permits,
+        })
+    }
+
+    /// [`reserve`](Self::reserve) if every queue has room now, without waiting.
+    pub fn try_reserve(&self) -> Result<OutputPermit<'_>, TrySendError> {
         let mut permits = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
             match target.try_reserve() {
@@ -227,11 +246,38 @@ impl Outputs {
         if permits.is_empty() {
             return Err(TrySendError::Closed);
         }
-        NodeCounters::add(&self.counters.records_out, data.records());
-        for permit in permits {
-            permit.send(data.clone());
+        Ok(OutputPermit {
+            outputs: self,
+            permits,
+        })
+    }
+
+    /// Sends `data` to every downstream node only if every queue has room now; otherwise
+    /// sends nothing and says why.
+    pub fn try_send(&self, data: OtlpPayload) -> Result<(), TrySendError> {
+        self.try_reserve().map(|permit| permit.send(data))
+    }
+}
+
+/// Room held in every open downstream queue of a node (see [`Outputs::reserve`]).
+#[derive(Debug)]
+pub struct OutputPermit<'a> {
+    outputs: &'a Outputs,
+    permits: Vec<mpsc::Permit<'a, OtlpPayload>>,
+}
+
+impl OutputPermit<'_> {
+    /// Sends `data` into the held room of every downstream queue (fan-out copies the
+    /// payload's handle, not its bytes).
+    pub fn send(self, data: OtlpPayload) {
+        NodeCounters::add(&self.outputs.counters.records_out, data.records());
+        let mut permits = self.permits;
+        if let Some(last) = permits.pop() {
+            for permit in permits {
+                permit.send(data.clone());
+            }
+            last.send(data);
         }
-        Ok(())
     }
 }
 

@@ -8,7 +8,15 @@
 //! is never sent (a fresh one is asked for instead), and a `401` gets one retry with the
 //! freshest token. What cannot be delivered is counted, logged, and written to
 //! `dead_letter_file` when one is set: never dropped silently.
+//!
+//! Up to `max_in_flight` requests are outstanding per core, over a pool of keep-alive
+//! connections; each has its own retry schedule, so a request that waits to be retried never
+//! holds up the others, and a gateway moves at `max_in_flight` upstream round trips at a time
+//! rather than one. When all are taken, the exporter stops taking payloads from its queue, and
+//! the backpressure reaches the receiver. Requests complete in any order: the order of
+//! payloads is not kept across requests.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,6 +43,7 @@ use otap_df_core::runtime::node::{
 };
 use otap_df_core::secret::{BearerToken, Secret};
 use serde::Deserialize;
+use tokio::task::JoinSet;
 
 use super::{media_type, signal_path, status_message};
 use crate::file::{PayloadWriter, core_path};
@@ -73,6 +82,9 @@ pub struct OtlpHttpExporterConfig {
     /// Trust for `https://` endpoints.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// Requests outstanding at once, per core (each with its own retries).
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 /// Request body compression.
@@ -146,7 +158,17 @@ mod defaults {
     pub fn max_elapsed_time() -> Duration {
         Duration::from_secs(300)
     }
+
+    /// Enough to keep a loopback or LAN upstream busy from one core; the Collector's exporters
+    /// default to 10 consumers, upstream otap-dataflow's to 5.
+    pub fn max_in_flight() -> usize {
+        16
+    }
 }
+
+/// The most `max_in_flight` accepts: beyond it, memory (one payload each) rather than
+/// throughput grows.
+pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
 
 /// The URLs of the three signals.
 #[derive(Debug, Clone)]
@@ -184,6 +206,12 @@ impl OtlpHttpExporterConfig {
                     format!("the value of header `{name}` holds characters HTTP does not allow"),
                 ));
             }
+        }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&decoded.max_in_flight) {
+            return Err(config.invalid(
+                "max_in_flight",
+                format!("`max_in_flight` must be between 1 and {MAX_IN_FLIGHT_LIMIT}"),
+            ));
         }
         if decoded.timeout.is_zero() {
             return Err(config.invalid("timeout", "`timeout` must be longer than 0s"));
@@ -322,7 +350,8 @@ fn create(
         })
         .transpose()?;
     let counters = &context.counters;
-    Ok(NodeInstance::Exporter(Box::new(OtlpHttpExporter {
+    let max_in_flight = decoded.max_in_flight;
+    let delivery = Delivery {
         node: context.node_id.clone(),
         client,
         endpoints,
@@ -330,18 +359,33 @@ fn create(
         config: decoded,
         provider,
         auth_name,
-        auth: None,
-        dead_letter,
+        auth: RefCell::new(None),
+        dead_letter: RefCell::new(dead_letter),
         counters: counters.clone(),
         requests: counters.named("requests"),
         sent: counters.named("sent"),
         retried: counters.named("retried"),
         refreshed: counters.named("token_refreshed"),
         dead_lettered: counters.named("dead_lettered"),
+    };
+    Ok(NodeInstance::Exporter(Box::new(OtlpHttpExporter {
+        delivery: Rc::new(delivery),
+        max_in_flight,
+        in_flight: JoinSet::new(),
     })))
 }
 
+/// The exporter as the engine drives it: it hands each payload to a task of its own and
+/// keeps at most `max_in_flight` of them.
 struct OtlpHttpExporter {
+    delivery: Rc<Delivery>,
+    max_in_flight: usize,
+    in_flight: JoinSet<()>,
+}
+
+/// Everything a request needs, shared by the exporter's requests in flight (one core: `Rc`
+/// and `RefCell`, never borrowed across an `await`).
+struct Delivery {
     node: String,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoints: Endpoints,
@@ -352,8 +396,8 @@ struct OtlpHttpExporter {
     auth_name: HeaderName,
     /// The last token sent and its rendered header value, so that a request costs no
     /// allocation for the header while the token does not change.
-    auth: Option<(BearerToken, HeaderValue)>,
-    dead_letter: Option<(PathBuf, PayloadWriter)>,
+    auth: RefCell<Option<(BearerToken, HeaderValue)>>,
+    dead_letter: RefCell<Option<(PathBuf, PayloadWriter)>>,
     counters: Arc<NodeCounters>,
     sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
@@ -375,13 +419,10 @@ enum Attempt {
     Permanent(String),
 }
 
-impl OtlpHttpExporter {
+impl Delivery {
     /// The `(name, value)` of the auth header: the current token while it is usable, else
     /// the freshest one (`fresh` forces that). `Err` when no usable token can be had.
-    async fn auth_header(
-        &mut self,
-        fresh: bool,
-    ) -> Result<Option<(HeaderName, HeaderValue)>, String> {
+    async fn auth_header(&self, fresh: bool) -> Result<Option<(HeaderName, HeaderValue)>, String> {
         let Some(provider) = &self.provider else {
             return Ok(None);
         };
@@ -404,7 +445,7 @@ impl OtlpHttpExporter {
                 token
             }
         };
-        if let Some((cached, value)) = &self.auth
+        if let Some((cached, value)) = self.auth.borrow().as_ref()
             && cached.matches(&token)
         {
             return Ok(Some((name, value.clone())));
@@ -412,11 +453,11 @@ impl OtlpHttpExporter {
         let mut value = HeaderValue::from_str(provider.header().render(&token).expose())
             .map_err(|_| "the token holds characters HTTP headers do not allow".to_owned())?;
         value.set_sensitive(true);
-        self.auth = Some((token, value.clone()));
+        *self.auth.borrow_mut() = Some((token, value.clone()));
         Ok(Some((name, value)))
     }
 
-    async fn attempt(&mut self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
+    async fn attempt(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
         let auth = match self.auth_header(fresh).await {
             Ok(auth) => auth,
             // The provider may get a token later (its source is down): retryable.
@@ -494,7 +535,7 @@ impl OtlpHttpExporter {
     }
 
     /// Counts, logs and (when configured) dead-letters a payload that was not delivered.
-    fn undeliverable(&mut self, data: &OtlpPayload, reason: &str) {
+    fn undeliverable(&self, data: &OtlpPayload, reason: &str) {
         NodeCounters::add(&self.counters.records_failed, data.records());
         tracing::warn!(
             node = %self.node,
@@ -503,7 +544,7 @@ impl OtlpHttpExporter {
             reason,
             "OTLP/HTTP export failed; data not delivered"
         );
-        if let Some((path, writer)) = &mut self.dead_letter {
+        if let Some((path, writer)) = self.dead_letter.borrow_mut().as_mut() {
             match writer.write(data).and_then(|()| writer.flush()) {
                 Ok(()) => {
                     self.dead_lettered
@@ -544,12 +585,50 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
 #[otap_df_core::async_trait(?Send)]
 impl LocalExporter for OtlpHttpExporter {
     async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.delivery.joined(done)?;
+        }
+        // All requests taken: the queue waits, and backpressure reaches the receiver.
+        while self.in_flight.len() >= self.max_in_flight {
+            if let Some(done) = self.in_flight.join_next().await {
+                self.delivery.joined(done)?;
+            }
+        }
+        let delivery = self.delivery.clone();
+        self.in_flight
+            .spawn_local(async move { delivery.deliver(data).await });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        while let Some(done) = self.in_flight.join_next().await {
+            self.delivery.joined(done)?;
+        }
+        Ok(())
+    }
+}
+
+impl Delivery {
+    /// A request task's end: a panic fails the node (its payload's fate is unknown).
+    fn joined(&self, done: Result<(), tokio::task::JoinError>) -> Result<(), NodeError> {
+        match done {
+            Err(error) if error.is_panic() => Err(NodeError::Failed {
+                node: self.node.clone(),
+                message: "a request task panicked".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Delivers one payload: compresses it, sends it, retries it; counts, logs and
+    /// dead-letters it when it cannot be delivered.
+    async fn deliver(&self, data: OtlpPayload) {
         let body = match self.config.compression {
             Compression::Gzip => match gzip(data.bytes()) {
                 Ok(body) => body,
                 Err(e) => {
                     self.undeliverable(&data, &format!("cannot compress: {e}"));
-                    return Ok(());
+                    return;
                 }
             },
             Compression::None => data.bytes().clone(),
@@ -563,7 +642,7 @@ impl LocalExporter for OtlpHttpExporter {
             let (reason, retry_after) = match self.attempt(&data, &body, fresh).await {
                 Attempt::Delivered => {
                     self.sent.fetch_add(data.records(), Ordering::Relaxed);
-                    return Ok(());
+                    return;
                 }
                 // One more attempt with the freshest token, at once.
                 Attempt::Unauthorized if self.provider.is_some() && !refreshed => {
@@ -574,11 +653,11 @@ impl LocalExporter for OtlpHttpExporter {
                 }
                 Attempt::Unauthorized => {
                     self.undeliverable(&data, "401 Unauthorized");
-                    return Ok(());
+                    return;
                 }
                 Attempt::Permanent(reason) => {
                     self.undeliverable(&data, &reason);
-                    return Ok(());
+                    return;
                 }
                 Attempt::Retry {
                     reason,
@@ -599,7 +678,7 @@ impl LocalExporter for OtlpHttpExporter {
                     reason
                 };
                 self.undeliverable(&data, &why);
-                return Ok(());
+                return;
             }
             NodeCounters::add(&self.counters.errors, 1);
             self.retried.fetch_add(1, Ordering::Relaxed);

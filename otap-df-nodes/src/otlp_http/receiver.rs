@@ -2,10 +2,19 @@
 //!
 //! `POST /v1/logs`, `/v1/metrics`, `/v1/traces` with `application/x-protobuf` or
 //! `application/json` bodies, optionally gzip-compressed. A request is answered `200` only
-//! once its payload is in the pipeline's queue; a full queue is `429` and a stopping pipeline
-//! `503`, both with `Retry-After`. With a `bearer_token_authorizer` bound, every request needs
-//! an accepted token (`401` otherwise), and an authorizer that cannot decide refuses the
-//! request (`503`): it fails closed.
+//! once its payload is in the pipeline's queue. With a `bearer_token_authorizer` bound, every
+//! request needs an accepted token (`401` otherwise), and an authorizer that cannot decide
+//! refuses the request (`503`): it fails closed.
+//!
+//! **Admission before work.** A request is checked in the order of what each check costs:
+//! path, method, credential, headers; then it takes room in the pipeline's queue, waiting up
+//! to `admission_timeout` while the queue is full — backpressure through the open request, as
+//! the OpenTelemetry Collector's receivers apply it — and only with that room held is its body
+//! read, decompressed and counted. A request that still finds no room is answered `429` (and
+//! one that arrives while the pipeline stops `503`), with `Retry-After`, before its body is
+//! read: refusing costs almost nothing, so an overloaded receiver keeps its core for the
+//! requests it accepts. Protobuf bodies are counted by walking the wire format in place
+//! ([`crate::otlp::wire`]), never decoded into owned structures.
 //!
 //! One instance per core; with several cores each binds the same address with `SO_REUSEPORT`,
 //! and the kernel spreads connections over them.
@@ -35,8 +44,8 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::runtime::node::{
-    ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
-    ReceiverContext, TrySendError,
+    ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
+    OutputPermit, Outputs, ReceiverContext, TrySendError,
 };
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket};
@@ -60,6 +69,9 @@ pub struct OtlpHttpReceiverConfig {
     /// What `Retry-After` says when the pipeline pushes back.
     #[serde(default = "defaults::retry_after", with = "humantime_serde")]
     pub retry_after: Duration,
+    /// How long a request waits for room in a full pipeline before it is refused (`429`).
+    #[serde(default = "defaults::admission_timeout", with = "humantime_serde")]
+    pub admission_timeout: Duration,
     /// Serve HTTPS with this certificate and key.
     #[serde(default)]
     pub tls: Option<ServerTls>,
@@ -90,6 +102,12 @@ mod defaults {
     pub fn retry_after() -> Duration {
         Duration::from_secs(1)
     }
+
+    /// Well inside the OpenTelemetry SDKs' default export timeout (10 s), so that a client
+    /// gets its answer, accepted or `429`, before it gives up.
+    pub fn admission_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
 }
 
 impl OtlpHttpReceiverConfig {
@@ -103,6 +121,12 @@ impl OtlpHttpReceiverConfig {
             return Err(config.invalid(
                 "retry_after",
                 "`retry_after` must be at least 1s (`Retry-After` counts whole seconds)",
+            ));
+        }
+        if decoded.admission_timeout > Duration::from_secs(60) {
+            return Err(config.invalid(
+                "admission_timeout",
+                "`admission_timeout` must be at most 60s (0s refuses at once when the pipeline is full)",
             ));
         }
         Ok(decoded)
@@ -177,6 +201,8 @@ struct Counters {
     not_found: Arc<AtomicU64>,
     pipeline_full: Arc<AtomicU64>,
     pipeline_closed: Arc<AtomicU64>,
+    waited: Arc<AtomicU64>,
+    read: Arc<AtomicU64>,
     counters: Arc<NodeCounters>,
 }
 
@@ -195,6 +221,8 @@ impl Counters {
             not_found: counters.named("refused.not_found"),
             pipeline_full: counters.named("refused.pipeline_full"),
             pipeline_closed: counters.named("refused.pipeline_closed"),
+            waited: counters.named("admission.waited"),
+            read: counters.named("bodies_read"),
             counters: counters.clone(),
         }
     }
@@ -234,6 +262,8 @@ impl LocalReceiver for OtlpHttpReceiver {
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
             outputs: context.outputs,
+            stopping: Stopping::default(),
+            admission_timeout: config.admission_timeout,
             authorizer,
             max_body_size: config.max_body_size,
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
@@ -280,9 +310,11 @@ impl LocalReceiver for OtlpHttpReceiver {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         };
-        // No new connections; requests in flight finish (and are answered) until the
-        // deadline, then their connections are closed.
+        // No new connections; requests waiting for room are refused (503), requests in
+        // flight finish (and are answered) until the deadline, then their connections are
+        // closed.
         drop(listener);
+        handler.stopping.stop();
         let drained = tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await;
         if drained.is_err() {
             connections.abort_all();
@@ -292,9 +324,37 @@ impl LocalReceiver for OtlpHttpReceiver {
     }
 }
 
+/// The receiver is stopping: requests waiting for admission give up.
+#[derive(Default)]
+struct Stopping {
+    stopped: std::cell::Cell<bool>,
+    notify: tokio::sync::Notify,
+}
+
+impl Stopping {
+    fn stop(&self) {
+        self.stopped.set(true);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the receiver stops.
+    async fn wait(&self) {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read, so that a `stop` in between is not missed.
+        notified.as_mut().enable();
+        if self.stopped.get() {
+            return;
+        }
+        notified.await;
+    }
+}
+
 /// Answers one request.
 struct Handler {
     outputs: Outputs,
+    stopping: Stopping,
+    admission_timeout: Duration,
     authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
     max_body_size: usize,
     retry_after: HeaderValue,
@@ -433,6 +493,8 @@ impl Handler {
         if declared.is_some_and(|length| length > self.max_body_size as u64) {
             return Err(too_large());
         }
+        let permit = self.admit().await?;
+        bump(&counters.read);
         let body = match Limited::new(request.into_body(), self.max_body_size)
             .collect()
             .await
@@ -480,23 +542,47 @@ impl Handler {
         })?;
         let records = shape.records as u64;
         NodeCounters::add(&counters.counters.records_in, records);
-        match self
-            .outputs
-            .try_send(OtlpPayload::new(signal, encoding, records, body))
-        {
-            Ok(()) => Ok(encoding),
-            Err(TrySendError::Full) => Err(refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                code::RESOURCE_EXHAUSTED,
-                "the pipeline is full; retry later".to_owned(),
-                &counters.pipeline_full,
-            )),
-            Err(TrySendError::Closed) => Err(refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                code::UNAVAILABLE,
-                "the pipeline is stopping".to_owned(),
-                &counters.pipeline_closed,
-            )),
+        permit.send(OtlpPayload::new(signal, encoding, records, body));
+        Ok(encoding)
+    }
+
+    /// Room in the pipeline for one payload: at once when there is some, else after waiting
+    /// up to `admission_timeout`; refused while stopping.
+    async fn admit(&self) -> Result<OutputPermit<'_>, Refusal<'_>> {
+        let closed = || Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: code::UNAVAILABLE,
+            message: "the pipeline is stopping".to_owned(),
+            counter: &self.counters.pipeline_closed,
+        };
+        let full = || Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: code::RESOURCE_EXHAUSTED,
+            message: format!(
+                "the pipeline is full and had no room within {:?}; retry later",
+                self.admission_timeout
+            ),
+            counter: &self.counters.pipeline_full,
+        };
+        if self.stopping.stopped.get() {
+            return Err(closed());
+        }
+        match self.outputs.try_reserve() {
+            Ok(permit) => return Ok(permit),
+            Err(TrySendError::Closed) => return Err(closed()),
+            Err(TrySendError::Full) if self.admission_timeout.is_zero() => return Err(full()),
+            Err(TrySendError::Full) => bump(&self.counters.waited),
+        }
+        tokio::select! {
+            biased;
+            () = self.stopping.wait() => Err(closed()),
+            reserved = tokio::time::timeout(self.admission_timeout, self.outputs.reserve()) => {
+                match reserved {
+                    Ok(Some(permit)) => Ok(permit),
+                    Ok(None) => Err(closed()),
+                    Err(_) => Err(full()),
+                }
+            }
         }
     }
 

@@ -1,4 +1,8 @@
-//! Building and reading OTLP requests with the `opentelemetry-proto` types.
+//! Building and reading OTLP requests: the `opentelemetry-proto` types where a request is
+//! built or transcoded, a zero-copy walk of the wire format ([`wire`]) where it is only
+//! counted.
+
+pub mod wire;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -129,66 +133,81 @@ pub struct Shape {
     pub records: usize,
 }
 
-/// Decodes a payload (protobuf or OTLP/JSON) and counts what it holds.
+/// Counts what a payload (protobuf or OTLP/JSON) holds, checking it is well-formed.
 pub fn shape(payload: &OtlpPayload) -> Result<Shape, String> {
     decode_shape(payload.signal(), payload.encoding(), payload.bytes())
 }
 
-/// Decodes the OTLP export request `bytes` of `signal` in `encoding` and counts what it holds.
+/// Counts what the OTLP export request `bytes` of `signal` in `encoding` holds, checking that
+/// it is well-formed: protobuf by walking the wire format in place ([`wire::count`]), JSON by
+/// decoding it.
 pub fn decode_shape(signal: Signal, encoding: Encoding, bytes: &[u8]) -> Result<Shape, String> {
-    fn decode<T: Message + Default + serde::de::DeserializeOwned>(
-        signal: Signal,
-        encoding: Encoding,
-        bytes: &[u8],
-    ) -> Result<T, String> {
-        match encoding {
-            Encoding::Protobuf => {
-                T::decode(bytes).map_err(|e| format!("invalid OTLP {signal} protobuf: {e}"))
-            }
-            Encoding::Json => serde_json::from_slice(bytes)
-                .map_err(|e| format!("invalid OTLP/JSON {signal} request: {e}")),
+    match encoding {
+        Encoding::Protobuf => {
+            wire::count(signal, bytes).map_err(|e| format!("invalid OTLP {signal} protobuf: {e}"))
         }
+        Encoding::Json => decode_json(signal, bytes),
     }
+}
+
+fn decode_json(signal: Signal, bytes: &[u8]) -> Result<Shape, String> {
+    let invalid = |e: serde_json::Error| format!("invalid OTLP/JSON {signal} request: {e}");
     Ok(match signal {
-        Signal::Logs => {
-            let request: ExportLogsServiceRequest = decode(signal, encoding, bytes)?;
-            let scopes = request.resource_logs.iter().flat_map(|r| &r.scope_logs);
-            Shape {
-                resources: request.resource_logs.len(),
-                scopes: scopes.clone().count(),
-                records: scopes.map(|s| s.log_records.len()).sum(),
-            }
-        }
-        Signal::Metrics => {
-            let request: ExportMetricsServiceRequest = decode(signal, encoding, bytes)?;
-            let scopes = request
-                .resource_metrics
-                .iter()
-                .flat_map(|r| &r.scope_metrics);
-            let points = |m: &Metric| match &m.data {
-                Some(metric::Data::Gauge(g)) => g.data_points.len(),
-                Some(metric::Data::Sum(s)) => s.data_points.len(),
-                Some(metric::Data::Histogram(h)) => h.data_points.len(),
-                Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
-                Some(metric::Data::Summary(s)) => s.data_points.len(),
-                None => 0,
-            };
-            Shape {
-                resources: request.resource_metrics.len(),
-                scopes: scopes.clone().count(),
-                records: scopes.flat_map(|s| &s.metrics).map(points).sum(),
-            }
-        }
-        Signal::Traces => {
-            let request: ExportTraceServiceRequest = decode(signal, encoding, bytes)?;
-            let scopes = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
-            Shape {
-                resources: request.resource_spans.len(),
-                scopes: scopes.clone().count(),
-                records: scopes.map(|s| s.spans.len()).sum(),
-            }
-        }
+        Signal::Logs => logs_shape(&serde_json::from_slice(bytes).map_err(invalid)?),
+        Signal::Metrics => metrics_shape(&serde_json::from_slice(bytes).map_err(invalid)?),
+        Signal::Traces => traces_shape(&serde_json::from_slice(bytes).map_err(invalid)?),
     })
+}
+
+/// Decodes a protobuf request into the `opentelemetry-proto` types and counts it: what
+/// [`wire::count`] must agree with (tests and benchmarks compare the two).
+pub fn decode_with_prost(signal: Signal, bytes: &[u8]) -> Result<Shape, String> {
+    let invalid = |e: prost::DecodeError| format!("invalid OTLP {signal} protobuf: {e}");
+    Ok(match signal {
+        Signal::Logs => logs_shape(&ExportLogsServiceRequest::decode(bytes).map_err(invalid)?),
+        Signal::Metrics => {
+            metrics_shape(&ExportMetricsServiceRequest::decode(bytes).map_err(invalid)?)
+        }
+        Signal::Traces => traces_shape(&ExportTraceServiceRequest::decode(bytes).map_err(invalid)?),
+    })
+}
+
+fn logs_shape(request: &ExportLogsServiceRequest) -> Shape {
+    let scopes = request.resource_logs.iter().flat_map(|r| &r.scope_logs);
+    Shape {
+        resources: request.resource_logs.len(),
+        scopes: scopes.clone().count(),
+        records: scopes.map(|s| s.log_records.len()).sum(),
+    }
+}
+
+fn metrics_shape(request: &ExportMetricsServiceRequest) -> Shape {
+    let scopes = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics);
+    let points = |m: &Metric| match &m.data {
+        Some(metric::Data::Gauge(g)) => g.data_points.len(),
+        Some(metric::Data::Sum(s)) => s.data_points.len(),
+        Some(metric::Data::Histogram(h)) => h.data_points.len(),
+        Some(metric::Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(metric::Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    };
+    Shape {
+        resources: request.resource_metrics.len(),
+        scopes: scopes.clone().count(),
+        records: scopes.flat_map(|s| &s.metrics).map(points).sum(),
+    }
+}
+
+fn traces_shape(request: &ExportTraceServiceRequest) -> Shape {
+    let scopes = request.resource_spans.iter().flat_map(|r| &r.scope_spans);
+    Shape {
+        resources: request.resource_spans.len(),
+        scopes: scopes.clone().count(),
+        records: scopes.map(|s| s.spans.len()).sum(),
+    }
 }
 
 /// The same request in OTLP/JSON (for tests and senders that want JSON).

@@ -1,0 +1,27 @@
+//! What a receiver pays to count a request: the zero-copy wire walk against a full `prost`
+//! decode, per signal, for a 100-record request. `cargo bench -p otap-df-nodes --bench otlp`.
+
+#![allow(missing_docs, clippy::expect_used)]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use otap_df_core::data::Signal;
+use otap_df_nodes::otlp::{decode_with_prost, synthetic, wire};
+
+fn count(c: &mut Criterion) {
+    let mut group = c.benchmark_group("count_100_records");
+    for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+        let payload = synthetic(signal, 100, "bench", 1);
+        let bytes = payload.bytes().clone();
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(format!("{signal}/wire_walk"), |b| {
+            b.iter(|| wire::count(signal, std::hint::black_box(&bytes)).expect("valid"))
+        });
+        group.bench_function(format!("{signal}/prost_decode"), |b| {
+            b.iter(|| decode_with_prost(signal, std::hint::black_box(&bytes)).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, count);
+criterion_main!(benches);

@@ -1,0 +1,586 @@
+//! Counting what an OTLP protobuf request holds without materialising it.
+//!
+//! A receiver that only forwards needs the number of resources, scopes and records, and the
+//! assurance that the bytes are a well-formed request; decoding every record into owned
+//! structures (what `prost` does) costs more than everything else a gateway does with a
+//! request. This module walks the protobuf wire format in place instead: the envelope levels
+//! (request → resource → scope → records, and for metrics metric → data → data points) field by
+//! field, checking the wire type of every field it interprets, and each record's own fields
+//! for framing — every tag valid, every varint terminated, every length inside its parent.
+//! The depth is fixed by the schema (at most seven levels for metrics), so no input can make
+//! it recurse further.
+//!
+//! What it does not check, unlike a full decode: the UTF-8 of string fields and the inner
+//! structure of a record's nested values (attributes, bodies). The bytes are forwarded as
+//! they came; a node that needs to look inside decodes them and reports what it finds.
+
+use otap_df_core::data::Signal;
+
+use super::Shape;
+
+/// Why a request is not well-formed protobuf: what was wrong, and where (the message and
+/// field path, as `prost` reports it, and the byte offset inside the innermost message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError(String);
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "failed to decode Protobuf message: {}", self.0)
+    }
+}
+
+impl WireError {
+    fn at(offset: usize, what: &str) -> Self {
+        WireError(format!("{what} at byte {offset}"))
+    }
+
+    /// Prefixes the field the error was found in (`ScopeLogs.log_records: ...`).
+    fn inside(self, message: &str, field: &str) -> Self {
+        WireError(format!("{message}.{field}: {}", self.0))
+    }
+}
+
+/// One field's value as it appears on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Varint,
+    Fixed64,
+    Bytes(&'a [u8]),
+    Fixed32,
+}
+
+impl Value<'_> {
+    fn wire_type(&self) -> u8 {
+        match self {
+            Value::Varint => 0,
+            Value::Fixed64 => 1,
+            Value::Bytes(_) => 2,
+            Value::Fixed32 => 5,
+        }
+    }
+}
+
+/// Reads the varint at `*at` and moves past it. Most varints on the wire (tags, lengths of
+/// records, enums) are one byte: that path is the first branch.
+#[inline(always)]
+fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, WireError> {
+    if let Some(&byte) = bytes.get(*at)
+        && byte < 0x80
+    {
+        *at += 1;
+        return Ok(u64::from(byte));
+    }
+    varint_long(bytes, at)
+}
+
+#[inline(never)]
+fn varint_long(bytes: &[u8], at: &mut usize) -> Result<u64, WireError> {
+    let start = *at;
+    let mut value = 0u64;
+    for shift in 0..10 {
+        let Some(&byte) = bytes.get(*at) else {
+            return Err(WireError::at(start, "truncated varint"));
+        };
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << (shift * 7);
+        if byte < 0x80 {
+            if shift == 9 && byte > 1 {
+                return Err(WireError::at(start, "varint overflows 64 bits"));
+            }
+            return Ok(value);
+        }
+    }
+    Err(WireError::at(start, "varint longer than 10 bytes"))
+}
+
+/// Calls `visit` with each field of the message `bytes` (field number, value), checking the
+/// framing of every field.
+#[inline(always)]
+fn fields<'a>(
+    bytes: &'a [u8],
+    mut visit: impl FnMut(u32, Value<'a>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let start = at;
+        let key = varint(bytes, &mut at)?;
+        let number = key >> 3;
+        if number == 0 || number > u64::from(u32::MAX >> 3) {
+            return Err(WireError::at(
+                start,
+                &format!("invalid field number {number}"),
+            ));
+        }
+        let value = match key & 7 {
+            0 => {
+                varint(bytes, &mut at)?;
+                Value::Varint
+            }
+            1 => {
+                at = take(bytes, at, 8)?;
+                Value::Fixed64
+            }
+            2 => {
+                let length = varint(bytes, &mut at)?;
+                let begin = at;
+                at = take(bytes, at, length).map_err(|_| {
+                    WireError::at(
+                        start,
+                        &format!(
+                            "buffer underflow: field {number} claims {length} bytes, {} left",
+                            bytes.len() - begin
+                        ),
+                    )
+                })?;
+                Value::Bytes(&bytes[begin..at])
+            }
+            5 => {
+                at = take(bytes, at, 4)?;
+                Value::Fixed32
+            }
+            other => {
+                return Err(WireError::at(
+                    start,
+                    &format!("unsupported wire type {other}"),
+                ));
+            }
+        };
+        visit(number as u32, value)?;
+    }
+    Ok(())
+}
+
+/// The offset after `length` more bytes from `at`, if the message holds them.
+#[inline(always)]
+fn take(bytes: &[u8], at: usize, length: u64) -> Result<usize, WireError> {
+    usize::try_from(length)
+        .ok()
+        .and_then(|length| at.checked_add(length))
+        .filter(|&end| end <= bytes.len())
+        .ok_or_else(|| WireError::at(at, "buffer underflow"))
+}
+
+/// A sub-message field: its bytes, or a wire-type error naming where it was.
+fn embedded<'a>(value: Value<'a>, message: &str, field: &str) -> Result<&'a [u8], WireError> {
+    match value {
+        Value::Bytes(bytes) => Ok(bytes),
+        other => Err(WireError(format!(
+            "invalid wire type: {} (expected 2)",
+            other.wire_type()
+        ))
+        .inside(message, field)),
+    }
+}
+
+/// Walks a message only for framing (a record, a resource, a scope).
+#[inline]
+fn framed(bytes: &[u8], message: &str, field: &str) -> Result<(), WireError> {
+    if well_framed(bytes) {
+        return Ok(());
+    }
+    // The walk that says what is wrong, only once something is.
+    let error = match fields(bytes, |_, _| Ok(())) {
+        Err(error) => error,
+        Ok(()) => WireError::at(0, "malformed field"),
+    };
+    Err(error.inside(message, field))
+}
+
+/// Whether every field of the message `bytes` is well framed: the same checks as [`fields`],
+/// as one tight loop with no error to build. Records are most of a request's fields, and
+/// this is where a receiver spends its time on them.
+fn well_framed(bytes: &[u8]) -> bool {
+    /// A varint of up to 10 bytes whose 10th byte keeps within 64 bits; `None` otherwise.
+    #[inline(always)]
+    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let first = *bytes.get(*at)?;
+        *at += 1;
+        if first < 0x80 {
+            return Some(u64::from(first));
+        }
+        let mut value = u64::from(first & 0x7f);
+        for shift in 1..10 {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << (shift * 7);
+            if byte < 0x80 {
+                return (shift < 9 || byte <= 1).then_some(value);
+            }
+        }
+        None
+    }
+    let end = bytes.len();
+    let mut at = 0;
+    while at < end {
+        let Some(key) = varint(bytes, &mut at) else {
+            return false;
+        };
+        if key < 8 || key >> 3 > u64::from(u32::MAX >> 3) {
+            return false;
+        }
+        let length = match key & 7 {
+            0 => match varint(bytes, &mut at) {
+                Some(_) => continue,
+                None => return false,
+            },
+            1 => 8,
+            2 => match varint(bytes, &mut at) {
+                Some(length) => length,
+                None => return false,
+            },
+            5 => 4,
+            _ => return false,
+        };
+        // `at <= end` here: every read above was inside the slice.
+        if length > (end - at) as u64 {
+            return false;
+        }
+        at += length as usize;
+    }
+    true
+}
+
+/// The names of one signal's envelope messages and fields.
+struct Envelope {
+    request_field: &'static str,
+    resource: &'static str,
+    scopes_field: &'static str,
+    scope: &'static str,
+    records_field: &'static str,
+}
+
+const LOGS: Envelope = Envelope {
+    request_field: "resource_logs",
+    resource: "ResourceLogs",
+    scopes_field: "scope_logs",
+    scope: "ScopeLogs",
+    records_field: "log_records",
+};
+
+const TRACES: Envelope = Envelope {
+    request_field: "resource_spans",
+    resource: "ResourceSpans",
+    scopes_field: "scope_spans",
+    scope: "ScopeSpans",
+    records_field: "spans",
+};
+
+const METRICS: Envelope = Envelope {
+    request_field: "resource_metrics",
+    resource: "ResourceMetrics",
+    scopes_field: "scope_metrics",
+    scope: "ScopeMetrics",
+    records_field: "metrics",
+};
+
+/// Counts the resources, scopes and records of an OTLP export request of `signal` in
+/// protobuf, checking it is well-formed (see the module documentation for how far).
+pub fn count(signal: Signal, bytes: &[u8]) -> Result<Shape, WireError> {
+    let (envelope, request) = match signal {
+        Signal::Logs => (&LOGS, "ExportLogsServiceRequest"),
+        Signal::Traces => (&TRACES, "ExportTraceServiceRequest"),
+        Signal::Metrics => (&METRICS, "ExportMetricsServiceRequest"),
+    };
+    let mut shape = Shape::default();
+    fields(bytes, |number, value| {
+        if number != 1 {
+            return Ok(());
+        }
+        let resource = embedded(value, request, envelope.request_field)?;
+        shape.resources += 1;
+        resource_level(signal, envelope, resource, &mut shape)
+            .map_err(|e| e.inside(request, envelope.request_field))
+    })?;
+    Ok(shape)
+}
+
+fn resource_level(
+    signal: Signal,
+    envelope: &Envelope,
+    bytes: &[u8],
+    shape: &mut Shape,
+) -> Result<(), WireError> {
+    let name = envelope.resource;
+    fields(bytes, |number, value| match number {
+        1 => framed(embedded(value, name, "resource")?, name, "resource"),
+        2 => {
+            let scope = embedded(value, name, envelope.scopes_field)?;
+            shape.scopes += 1;
+            scope_level(signal, envelope, scope, shape)
+                .map_err(|e| e.inside(name, envelope.scopes_field))
+        }
+        3 => embedded(value, name, "schema_url").map(drop),
+        _ => Ok(()),
+    })
+}
+
+fn scope_level(
+    signal: Signal,
+    envelope: &Envelope,
+    bytes: &[u8],
+    shape: &mut Shape,
+) -> Result<(), WireError> {
+    let name = envelope.scope;
+    let records = envelope.records_field;
+    fields(bytes, |number, value| match number {
+        1 => framed(embedded(value, name, "scope")?, name, "scope"),
+        2 => {
+            let record = embedded(value, name, records)?;
+            if signal == Signal::Metrics {
+                shape.records += metric_points(record).map_err(|e| e.inside(name, records))?;
+                Ok(())
+            } else {
+                shape.records += 1;
+                framed(record, name, records)
+            }
+        }
+        3 => embedded(value, name, "schema_url").map(drop),
+        _ => Ok(()),
+    })
+}
+
+/// The data points of one `Metric`. Its data is a oneof: as a protobuf decoder does, a later
+/// field of another kind replaces an earlier one, and a repeated field of the same kind adds
+/// to it.
+fn metric_points(bytes: &[u8]) -> Result<usize, WireError> {
+    let mut data: Option<(u32, usize)> = None;
+    fields(bytes, |number, value| {
+        let kind = match number {
+            1 => return embedded(value, "Metric", "name").map(drop),
+            2 => return embedded(value, "Metric", "description").map(drop),
+            3 => return embedded(value, "Metric", "unit").map(drop),
+            5 => "gauge",
+            7 => "sum",
+            9 => "histogram",
+            10 => "exponential_histogram",
+            11 => "summary",
+            _ => return Ok(()),
+        };
+        let points =
+            data_points(embedded(value, "Metric", kind)?).map_err(|e| e.inside("Metric", kind))?;
+        data = match data {
+            Some((same, before)) if same == number => Some((number, before + points)),
+            _ => Some((number, points)),
+        };
+        Ok(())
+    })?;
+    Ok(data.map_or(0, |(_, points)| points))
+}
+
+/// The data points of a `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` or `Summary`
+/// (each keeps them in field 1).
+fn data_points(bytes: &[u8]) -> Result<usize, WireError> {
+    let mut points = 0;
+    fields(bytes, |number, value| {
+        if number == 1 {
+            points += 1;
+            framed(
+                embedded(value, "data", "data_points")?,
+                "data",
+                "data_points",
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric,
+    };
+    use prost::Message;
+
+    use super::*;
+    use crate::otlp::{decode_with_prost, synthetic};
+
+    fn logs(resources: &[&[usize]]) -> Vec<u8> {
+        ExportLogsServiceRequest {
+            resource_logs: resources
+                .iter()
+                .map(|scopes| ResourceLogs {
+                    scope_logs: scopes
+                        .iter()
+                        .map(|&records| ScopeLogs {
+                            scope: Some(InstrumentationScope {
+                                name: "s".into(),
+                                ..Default::default()
+                            }),
+                            log_records: vec![LogRecord::default(); records],
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn counts_match_a_full_decode_for_every_signal() {
+        for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+            for records in [0, 1, 17, 300] {
+                let payload = synthetic(signal, records, "t", 1);
+                assert_eq!(
+                    count(signal, payload.bytes()),
+                    Ok(decode_with_prost(signal, payload.bytes()).expect("decodes")),
+                    "{signal} × {records}"
+                );
+            }
+        }
+        let nested = logs(&[&[2, 0, 5], &[], &[1]]);
+        assert_eq!(
+            count(Signal::Logs, &nested),
+            Ok(Shape {
+                resources: 3,
+                scopes: 4,
+                records: 8
+            })
+        );
+        assert_eq!(count(Signal::Logs, &[]), Ok(Shape::default()));
+    }
+
+    #[test]
+    fn metric_data_counts_as_a_decoder_keeps_it() {
+        let points = |n: usize| vec![NumberDataPoint::default(); n];
+        let gauge = |n| {
+            metric::Data::Gauge(Gauge {
+                data_points: points(n),
+            })
+        };
+        let sum = |n| {
+            metric::Data::Sum(Sum {
+                data_points: points(n),
+                ..Default::default()
+            })
+        };
+        let metric = |data| Metric {
+            name: "m".into(),
+            data: Some(data),
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![metric(gauge(3)), metric(sum(4)), Metric::default()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let mut bytes = request.encode_to_vec();
+        assert_eq!(count(Signal::Metrics, &bytes).map(|s| s.records), Ok(7));
+        // Two data fields in one metric: gauge then sum → the sum wins; sum twice → merged.
+        let two_kinds = [
+            metric(gauge(3)).encode_to_vec(),
+            metric(sum(2)).encode_to_vec(),
+        ]
+        .concat();
+        let twice_sum = [
+            metric(sum(2)).encode_to_vec(),
+            metric(sum(5)).encode_to_vec(),
+        ]
+        .concat();
+        for (metric_bytes, expected) in [(two_kinds, 2), (twice_sum, 7)] {
+            let scope = [vec![0x12], encode_length(metric_bytes.len()), metric_bytes].concat();
+            let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+            bytes = [vec![0x0a], encode_length(resource.len()), resource].concat();
+            assert_eq!(
+                count(Signal::Metrics, &bytes).map(|s| s.records),
+                Ok(expected)
+            );
+            assert_eq!(
+                decode_with_prost(Signal::Metrics, &bytes).map(|s| s.records),
+                Ok(expected)
+            );
+        }
+    }
+
+    fn encode_length(length: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_varint(length as u64, &mut out);
+        out
+    }
+
+    #[test]
+    fn every_truncation_is_refused_like_a_full_decode() {
+        let payload = synthetic(Signal::Logs, 5, "t", 1);
+        let bytes = payload.bytes();
+        for cut in 1..bytes.len() {
+            let ours = count(Signal::Logs, &bytes[..cut]);
+            let prost = decode_with_prost(Signal::Logs, &bytes[..cut]);
+            // A cut that falls between two top-level fields is a shorter valid request.
+            assert_eq!(
+                ours.is_ok(),
+                prost.is_ok(),
+                "cut at {cut}: {ours:?} vs {prost:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_problem() {
+        let bytes = logs(&[&[2]]);
+        let truncated = count(Signal::Logs, &bytes[..bytes.len() - 1]).expect_err("truncated");
+        assert_eq!(
+            truncated.to_string(),
+            "failed to decode Protobuf message: buffer underflow: field 1 claims 11 bytes, \
+             10 left at byte 0"
+        );
+        // resource_logs as a varint.
+        let wrong_type = count(Signal::Logs, &[0x08, 0x01]).expect_err("wire type");
+        assert_eq!(
+            wrong_type.to_string(),
+            "failed to decode Protobuf message: ExportLogsServiceRequest.resource_logs: \
+             invalid wire type: 0 (expected 2)"
+        );
+        let field_zero = count(Signal::Logs, &[0x02, 0x00]).expect_err("field 0");
+        assert_eq!(
+            field_zero.to_string(),
+            "failed to decode Protobuf message: invalid field number 0 at byte 0"
+        );
+        let group = count(Signal::Logs, &[0x0b]).expect_err("group");
+        assert_eq!(
+            group.to_string(),
+            "failed to decode Protobuf message: unsupported wire type 3 at byte 0"
+        );
+        let long_varint = [&[0x10][..], &[0xff; 11]].concat(); // field 2, an endless varint
+        let long_varint = count(Signal::Logs, &long_varint).expect_err("varint");
+        assert_eq!(
+            long_varint.to_string(),
+            "failed to decode Protobuf message: varint longer than 10 bytes at byte 1"
+        );
+        // A broken record deep inside: the path leads to it.
+        let record = [0x08, 0x80]; // field 1, a varint cut short
+        let scope = [vec![0x12, record.len() as u8], record.to_vec()].concat();
+        let resource = [vec![0x12, scope.len() as u8], scope].concat();
+        let request = [vec![0x0a, resource.len() as u8], resource].concat();
+        let deep = count(Signal::Logs, &request).expect_err("deep");
+        assert_eq!(
+            deep.to_string(),
+            "failed to decode Protobuf message: ExportLogsServiceRequest.resource_logs: \
+             ResourceLogs.scope_logs: ScopeLogs.log_records: truncated varint at byte 1"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_as_a_decoder_skips_them() {
+        let mut bytes = logs(&[&[3]]);
+        // Unknown top-level fields of each wire type: varint, fixed64, bytes, fixed32.
+        bytes.extend([0x10, 0x96, 0x01]);
+        bytes.extend([0x19, 1, 2, 3, 4, 5, 6, 7, 8]);
+        bytes.extend([0x22, 0x02, b'h', b'i']);
+        bytes.extend([0x2d, 1, 2, 3, 4]);
+        assert_eq!(count(Signal::Logs, &bytes).map(|s| s.records), Ok(3));
+        assert_eq!(
+            decode_with_prost(Signal::Logs, &bytes).map(|s| s.records),
+            Ok(3)
+        );
+    }
+}

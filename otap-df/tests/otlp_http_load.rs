@@ -1,0 +1,433 @@
+//! How `receiver:otlp_http` and `exporter:otlp_http` behave under load, over real HTTP on
+//! loopback: a full pipeline makes requests wait before it refuses them, a refused request
+//! costs no body read, the exporter keeps `max_in_flight` requests outstanding and a retrying
+//! request does not hold up the others, and a stopping pipeline finishes the requests it has
+//! in flight.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use otap_df_core::binding::load_with_env;
+use otap_df_core::data::{Encoding, Signal};
+use otap_df_core::registry::Registry;
+use otap_df_core::runtime::engine::{
+    Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
+};
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    otap_df_nodes::register(&mut registry);
+    otap_df_tests::recording::register(&mut registry);
+    registry.finish().expect("registry")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A pipeline running on one core on its own thread.
+struct Running {
+    shutdown: ShutdownHandle,
+    telemetry: Arc<Telemetry>,
+    thread: JoinHandle<Result<(), EngineError>>,
+}
+
+impl Running {
+    fn start(yaml: &str, channel_capacity: usize) -> Self {
+        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
+            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
+        let engine = Engine::new(
+            resolved,
+            RunOptions {
+                cores: Some(1),
+                channel_capacity,
+                ..RunOptions::default()
+            },
+        );
+        Self {
+            shutdown: engine.shutdown_handle(),
+            telemetry: engine.telemetry(),
+            thread: std::thread::spawn(move || engine.run()),
+        }
+    }
+
+    /// Starts it and waits (bounded) until `port` accepts connections.
+    fn listening(yaml: &str, port: u16, channel_capacity: usize) -> Self {
+        let running = Self::start(yaml, channel_capacity);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(!running.thread.is_finished(), "the pipeline ended early");
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running
+    }
+
+    fn node(&self, node: &str) -> NodeTotals {
+        self.telemetry
+            .node_totals()
+            .into_iter()
+            .find(|t| t.node == node)
+            .unwrap_or_else(|| panic!("no node `{node}`"))
+    }
+
+    fn stop(self) -> Result<(), EngineError> {
+        self.shutdown.request();
+        self.thread.join().unwrap()
+    }
+}
+
+fn named(totals: &NodeTotals, name: &str) -> u64 {
+    totals
+        .named
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+/// One `POST /v1/logs` of `records` log records, with a plain HTTP/1.1 client.
+fn post_logs(port: u16, records: usize) -> Answer {
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, records, "load", 1)
+        .bytes()
+        .clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::post(format!("http://127.0.0.1:{port}/v1/logs"))
+            .header("content-type", "application/x-protobuf")
+            .body(Full::new(body))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+/// `receiver:otlp_http` on `port` with `receiver` as its extra config → a recording sink
+/// that takes `delay` per payload.
+fn slow_gateway(port: u16, receiver: &str, delay: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}'{receiver} }} }}
+          slow: {{ type: exporter:recording_sink, config: {{ log: load, delay: {delay} }} }}
+        connections:
+          - {{ from: otlp_in, to: slow }}
+"
+    )
+}
+
+#[test]
+fn a_full_pipeline_makes_requests_wait_and_accepts_them_as_the_queue_drains() {
+    let port = free_port();
+    // The sink holds a payload for 500 ms and the queue one more: of four requests sent at
+    // once, at least two find the pipeline full, wait, and get in as the sink drains.
+    let gateway = Running::listening(&slow_gateway(port, "", "500ms"), port, 1);
+    let clients: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || post_logs(port, 3)))
+        .collect();
+    let answers: Vec<Answer> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    for answer in &answers {
+        assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    }
+    assert_eq!(named(&receiver, "accepted"), 4);
+    assert_eq!(named(&receiver, "refused.pipeline_full"), 0);
+    assert!(
+        named(&receiver, "admission.waited") >= 2,
+        "requests waited: {:?}",
+        receiver.named
+    );
+    assert_eq!(receiver.counts.records_out, 12);
+}
+
+#[test]
+fn a_request_refused_for_a_full_pipeline_gets_429_with_retry_after_and_its_body_is_never_read() {
+    let port = free_port();
+    let gateway = Running::listening(
+        &slow_gateway(port, ", admission_timeout: 0s, retry_after: 2s", "2s"),
+        port,
+        1,
+    );
+    // The sink holds one payload for 2 s and the queue one more: the third request at the
+    // latest finds the pipeline full, and with no admission wait it is refused at once.
+    let answers: Vec<Answer> = (0..3).map(|_| post_logs(port, 5)).collect();
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    let refused: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    assert_eq!(refused[0].headers.get("retry-after").unwrap(), "2");
+    assert_eq!(
+        otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &refused[0].body).as_deref(),
+        Some("the pipeline is full and had no room within 0ns; retry later")
+    );
+    let accepted = (answers.len() - refused.len()) as u64;
+    assert_eq!(named(&receiver, "accepted"), accepted);
+    assert_eq!(
+        named(&receiver, "refused.pipeline_full"),
+        refused.len() as u64
+    );
+    // Refused before its body was read, let alone decoded or counted.
+    assert_eq!(named(&receiver, "bodies_read"), accepted);
+    assert_eq!(receiver.counts.records_in, accepted * 5);
+    assert_eq!(receiver.counts.records_out, accepted * 5);
+}
+
+/// A loopback upstream that serves each connection on its own thread: answers each request
+/// after `delay` with the next status of its script (`200 OK` once the script is spent),
+/// and records when each request came and how many were in flight at once.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<Instant>>>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn start(delay: Duration, script: Vec<&'static str>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let (seen_, peak_) = (seen.clone(), peak.clone());
+        // Accepts until the test process ends; each connection ends when its client closes.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (seen, peak, in_flight, script) = (
+                    seen_.clone(),
+                    peak_.clone(),
+                    in_flight.clone(),
+                    script.clone(),
+                );
+                std::thread::spawn(move || {
+                    serve_connection(stream, delay, &seen, &peak, &in_flight, &script)
+                });
+            }
+        });
+        Self { port, seen, peak }
+    }
+
+    fn seen(&self) -> Vec<Instant> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    delay: Duration,
+    seen: &Mutex<Vec<Instant>>,
+    peak: &AtomicUsize,
+    in_flight: &AtomicUsize,
+    script: &Mutex<VecDeque<&'static str>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut length = 0usize;
+        let mut any = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            any = true;
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        if !any {
+            return;
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        peak.fetch_max(now, Ordering::SeqCst);
+        let status = script.lock().unwrap().pop_front().unwrap_or("200 OK");
+        seen.lock().unwrap().push(Instant::now());
+        std::thread::sleep(delay);
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        let extra = if status.starts_with("503") {
+            "retry-after: 1\r\n"
+        } else {
+            ""
+        };
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\n{extra}content-length: 0\r\n\r\n"
+        );
+        if stream.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `receiver:generator` with `generator` → `exporter:otlp_http` to `upstream` with `exporter`
+/// as its extra config.
+fn sender(generator: &str, upstream: u16, exporter: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      sender:
+        nodes:
+          gen: {{ type: receiver:generator, config: {generator} }}
+          otlp_out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none{exporter} }} }}
+        connections:
+          - {{ from: gen, to: otlp_out }}
+"
+    )
+}
+
+fn run_to_end(yaml: &str) -> Arc<Telemetry> {
+    let running = Running::start(yaml, RunOptions::default().channel_capacity);
+    let telemetry = running.telemetry.clone();
+    running.thread.join().unwrap().expect("a clean run");
+    telemetry
+}
+
+fn exporter_totals(telemetry: &Telemetry) -> NodeTotals {
+    telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == "otlp_out")
+        .unwrap()
+}
+
+#[test]
+fn the_exporter_keeps_exactly_max_in_flight_requests_outstanding() {
+    let upstream = Upstream::start(Duration::from_millis(300), Vec::new());
+    let telemetry = run_to_end(&sender(
+        "{ count: 12, batch_size: 2 }",
+        upstream.port,
+        ", max_in_flight: 4",
+    ));
+    let exporter = exporter_totals(&telemetry);
+    assert_eq!(upstream.seen().len(), 12);
+    assert_eq!(upstream.peak.load(Ordering::SeqCst), 4);
+    assert_eq!(named(&exporter, "sent"), 24);
+    assert_eq!(exporter.counts.records_failed, 0);
+}
+
+#[test]
+fn a_request_waiting_for_its_retry_does_not_hold_up_the_others() {
+    // The first request to arrive is answered 503 with `Retry-After: 1`; the rest at once.
+    let upstream = Upstream::start(Duration::ZERO, vec!["503 Service Unavailable"]);
+    let telemetry = run_to_end(&sender(
+        "{ count: 5, batch_size: 3 }",
+        upstream.port,
+        ", retry: { initial_interval: 50ms }",
+    ));
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 6, "five requests and one retry");
+    let retry = seen[5];
+    // The other four were delivered while the first waited out its second.
+    assert!(
+        retry - seen[0] >= Duration::from_secs(1),
+        "{:?}",
+        retry - seen[0]
+    );
+    assert!(seen[1..5].iter().all(|&at| at < retry));
+    let exporter = exporter_totals(&telemetry);
+    assert_eq!(named(&exporter, "sent"), 15);
+    assert_eq!(named(&exporter, "retried"), 1);
+    assert_eq!(exporter.counts.records_failed, 0);
+}
+
+#[test]
+fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
+    // Every request takes 400 ms upstream; the generator's batches are all handed to the
+    // exporter long before the first answer, and the run's end waits for every answer.
+    let upstream = Upstream::start(Duration::from_millis(400), Vec::new());
+    let telemetry = run_to_end(&sender(
+        "{ count: 8, batch_size: 5 }",
+        upstream.port,
+        ", max_in_flight: 8",
+    ));
+    assert_eq!(upstream.seen().len(), 8);
+    assert_eq!(upstream.peak.load(Ordering::SeqCst), 8);
+    let exporter = exporter_totals(&telemetry);
+    assert_eq!(named(&exporter, "sent"), 40);
+    assert_eq!(exporter.counts.records_failed, 0);
+
+    // Stopped from outside while requests are in flight: the same.
+    let upstream = Upstream::start(Duration::from_millis(400), Vec::new());
+    let running = Running::start(
+        &sender(
+            "{ rate: 50, batch_size: 5 }",
+            upstream.port,
+            ", max_in_flight: 8",
+        ),
+        RunOptions::default().channel_capacity,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.seen().len() < 3 {
+        assert!(Instant::now() < deadline, "no request reached the upstream");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let telemetry = running.telemetry.clone();
+    running.stop().expect("a clean stop");
+    let generator = telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == "gen")
+        .unwrap();
+    let exporter = exporter_totals(&telemetry);
+    assert_eq!(named(&exporter, "sent"), generator.counts.records_out);
+    assert_eq!(
+        upstream.seen().len() as u64 * 5,
+        generator.counts.records_out
+    );
+    assert_eq!(exporter.counts.records_failed, 0);
+}

@@ -1,0 +1,237 @@
+//! The load generator: closed-loop HTTP/1.1 keep-alive connections, each sending the same
+//! prepared request and waiting for its answer before sending the next.
+//!
+//! It writes prepared bytes and parses only the status line and the headers it needs
+//! (`httparse`), so that one client thread can offer more than one server core can take.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the clients saw during the measured window.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    /// `2xx` answers.
+    pub accepted: u64,
+    /// `429` and `503` answers (the server pushing back).
+    pub refused: u64,
+    /// Refusals that carried `Retry-After`.
+    pub refused_with_retry_after: u64,
+    /// Other statuses, broken connections, malformed answers.
+    pub errors: u64,
+    /// Connections opened after the first one (the server closed the previous one).
+    pub reconnects: u64,
+    /// Latency of each accepted request, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Length of the measured window.
+    pub window: Duration,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+        self.refused_with_retry_after += other.refused_with_retry_after;
+        self.errors += other.errors;
+        self.reconnects += other.reconnects;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    /// Accepted requests per second.
+    pub fn accepted_per_second(&self) -> f64 {
+        self.accepted as f64 / self.window.as_secs_f64()
+    }
+
+    /// Refused requests per second.
+    pub fn refused_per_second(&self) -> f64 {
+        self.refused as f64 / self.window.as_secs_f64()
+    }
+
+    /// The `q` quantile (0..=1) of the accepted requests' latency.
+    pub fn latency(&self, q: f64) -> Option<Duration> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(Duration::from_micros(u64::from(sorted[index])))
+    }
+}
+
+/// A `POST` of `body` to `path` with `headers`, as bytes on the wire.
+pub fn request(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Arc<[u8]> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes.into()
+}
+
+/// Runs `connections` closed-loop clients against `address` for `warmup + measure`; counts
+/// the answers that arrive inside the measured window.
+pub async fn drive(
+    address: SocketAddr,
+    request: Arc<[u8]>,
+    connections: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Outcome {
+    let begin = Instant::now() + warmup;
+    let end = begin + measure;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        clients.spawn(client(address, request.clone(), begin, end));
+    }
+    let mut total = Outcome {
+        window: measure,
+        ..Outcome::default()
+    };
+    while let Some(outcome) = clients.join_next().await {
+        if let Ok(outcome) = outcome {
+            total.merge(outcome);
+        }
+    }
+    total
+}
+
+/// One answer, as far as the client cares.
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    close: bool,
+}
+
+async fn client(address: SocketAddr, request: Arc<[u8]>, begin: Instant, end: Instant) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut stream: Option<TcpStream> = None;
+    let mut buffer = Vec::with_capacity(8192);
+    let mut opened = 0u64;
+    let deadline = tokio::time::Instant::from_std(end);
+    while Instant::now() < end {
+        if stream.is_none() {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(address)).await {
+                Ok(Ok(connected)) => {
+                    let _ = connected.set_nodelay(true);
+                    stream = Some(connected);
+                    opened += 1;
+                }
+                Ok(Err(_)) => {
+                    if Instant::now() >= begin {
+                        outcome.errors += 1;
+                    }
+                    // Refused connections (a full backlog): try again shortly, bounded by `end`.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(connection) = stream.as_mut() else {
+            continue;
+        };
+        let sent = Instant::now();
+        let exchanged =
+            tokio::time::timeout_at(deadline, exchange(connection, &request, &mut buffer)).await;
+        let answered = Instant::now();
+        // Throughput is answers per second of the window, whenever the request was sent.
+        let counted = answered >= begin && answered <= end;
+        match exchanged {
+            Err(_) => break,
+            Ok(Err(())) => {
+                stream = None;
+                if counted {
+                    outcome.errors += 1;
+                }
+            }
+            Ok(Ok(answer)) => {
+                if answer.close {
+                    stream = None;
+                }
+                if !counted {
+                    continue;
+                }
+                match answer.status {
+                    200..=299 => {
+                        outcome.accepted += 1;
+                        let micros = (answered - sent).as_micros().min(u128::from(u32::MAX));
+                        outcome.latencies_us.push(micros as u32);
+                    }
+                    429 | 503 => {
+                        outcome.refused += 1;
+                        outcome.refused_with_retry_after += u64::from(answer.retry_after);
+                    }
+                    _ => outcome.errors += 1,
+                }
+            }
+        }
+    }
+    outcome.reconnects = opened.saturating_sub(1);
+    outcome
+}
+
+/// Writes `request` and reads one whole answer.
+async fn exchange(
+    stream: &mut TcpStream,
+    request: &[u8],
+    buffer: &mut Vec<u8>,
+) -> Result<Answer, ()> {
+    stream.write_all(request).await.map_err(drop)?;
+    buffer.clear();
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 24];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(buffer) {
+            Ok(httparse::Status::Complete(head)) => {
+                let mut length = 0usize;
+                let mut retry_after = false;
+                let mut close = false;
+                for header in response.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(header.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .ok_or(())?;
+                    } else if header.name.eq_ignore_ascii_case("retry-after") {
+                        retry_after = true;
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        close = header.value.eq_ignore_ascii_case(b"close");
+                    }
+                }
+                let status = response.code.ok_or(())?;
+                while buffer.len() < head + length {
+                    read_more(stream, buffer).await?;
+                }
+                return Ok(Answer {
+                    status,
+                    retry_after,
+                    close,
+                });
+            }
+            Ok(httparse::Status::Partial) => read_more(stream, buffer).await?,
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), ()> {
+    buffer.reserve(4096);
+    match stream.read_buf(buffer).await {
+        Ok(0) | Err(_) => Err(()),
+        Ok(_) => Ok(()),
+    }
+}

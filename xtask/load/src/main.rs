@@ -1,0 +1,150 @@
+//! `otap-df-load`: the OTLP/HTTP load benchmark (`cargo xtask bench load`).
+//!
+//! - `sweep`: starts each target as its own process — the minimal server (the ceiling), the
+//!   engine as `receiver:otlp_http → exporter:noop` with and without bearer auth, and as a
+//!   gateway `receiver:otlp_http → exporter:otlp_http` in front of a fast and a slow upstream —
+//!   drives it at each connection count and prints accepted and refused requests per second,
+//!   latency, CPU and peak memory as a Markdown table.
+//! - `serve`: the minimal server alone (also the gateway's upstream).
+//! - `drive`: one load level against any OTLP/HTTP server.
+
+mod drive;
+mod serve;
+mod sweep;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "otap-df-load",
+    about = "The OTLP/HTTP load benchmark of otap-df"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs every target at every connection count and prints the table.
+    Sweep {
+        /// The `otap-df` binary under test (build it with `--release`).
+        #[arg(long, default_value = "target/release/otap-df")]
+        engine: PathBuf,
+        /// Client connection counts, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8,64,256")]
+        connections: Vec<usize>,
+        /// Unmeasured seconds at the start of each level.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Measured seconds of each level.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
+        /// gateway-slow-upstream.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// CPUs of the server under test (`taskset -c` syntax); default: CPU 0 when the
+        /// machine has more than one.
+        #[arg(long)]
+        server_cpus: Option<String>,
+        /// CPUs of the load generator and the gateway's upstream; default: every other CPU.
+        #[arg(long)]
+        client_cpus: Option<String>,
+        /// Threads of the load generator; default: one per client CPU.
+        #[arg(long)]
+        client_threads: Option<usize>,
+        /// Records per request.
+        #[arg(long, default_value_t = 100)]
+        records: usize,
+        /// Answer delay of the slow upstream, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        slow_delay_ms: u64,
+        /// Where configurations and logs go.
+        #[arg(long, default_value = "target/load")]
+        work_dir: PathBuf,
+    },
+    /// The minimal server: reads each body, answers 200 (after `--delay-ms`).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Milliseconds to wait before each answer.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Serve { listen, delay_ms } => {
+            serve::serve(listen, Duration::from_millis(delay_ms))
+        }
+        Command::Sweep {
+            engine,
+            connections,
+            warmup,
+            seconds,
+            only,
+            server_cpus,
+            client_cpus,
+            client_threads,
+            records,
+            slow_delay_ms,
+            work_dir,
+        } => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let pinned = cpus > 1 && which("taskset");
+            let server_cpus = server_cpus.or_else(|| pinned.then(|| "0".to_owned()));
+            let client_cpus = client_cpus.or_else(|| pinned.then(|| format!("1-{}", cpus - 1)));
+            let client_threads = client_threads.unwrap_or((cpus - 1).max(1));
+            let options = sweep::SweepOptions {
+                engine,
+                connections,
+                warmup: Duration::from_secs_f64(warmup),
+                measure: Duration::from_secs_f64(seconds),
+                only,
+                server_cpus: server_cpus.clone(),
+                client_cpus: client_cpus.clone(),
+                client_threads,
+                records,
+                slow_delay: Duration::from_millis(slow_delay_ms),
+                work_dir,
+            };
+            eprintln!(
+                "server CPUs: {}, client CPUs: {} ({client_threads} client threads)",
+                server_cpus.as_deref().unwrap_or("any"),
+                client_cpus.as_deref().unwrap_or("any"),
+            );
+            // The load generator's own threads stay off the server's CPUs.
+            if let Some(cpus) = &client_cpus {
+                let _ = std::process::Command::new("taskset")
+                    .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .status();
+            }
+            sweep::sweep(&options).map(|levels| println!("{}", sweep::table(&levels)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("otap-df-load: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}

@@ -1,0 +1,431 @@
+//! The sweep: each target (the ceiling, the engine as a receiver, with and without bearer
+//! auth, as a gateway in front of a fast and a slow upstream) started as its own process on
+//! its own CPU, driven at each connection count, measured from outside.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use otap_df_core::data::Signal;
+
+use crate::drive::{self, Outcome};
+
+/// What the sweep is told.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// The `otap-df` binary under test.
+    pub engine: PathBuf,
+    /// Client connection counts, in order.
+    pub connections: Vec<usize>,
+    /// Unmeasured time at the start of each level.
+    pub warmup: Duration,
+    /// Measured time of each level.
+    pub measure: Duration,
+    /// Only these targets (all when empty).
+    pub only: Vec<String>,
+    /// CPUs of the server under test (`taskset -c`), e.g. `0`.
+    pub server_cpus: Option<String>,
+    /// CPUs of the load generator and of the gateway's upstream.
+    pub client_cpus: Option<String>,
+    /// Threads of the load generator.
+    pub client_threads: usize,
+    /// Records per request.
+    pub records: usize,
+    /// Delay of the slow upstream.
+    pub slow_delay: Duration,
+    /// Where configurations and logs go.
+    pub work_dir: PathBuf,
+}
+
+/// The targets, in the order they run.
+pub const TARGETS: &[&str] = &[
+    "ceiling",
+    "receiver",
+    "receiver+auth",
+    "gateway",
+    "gateway-slow-upstream",
+];
+
+/// One measured level of one target.
+#[derive(Debug, Clone)]
+pub struct Level {
+    /// The target's name.
+    pub target: String,
+    /// Client connections.
+    pub connections: usize,
+    /// What the clients saw.
+    pub outcome: Outcome,
+    /// CPU the server under test used during the window, in cores.
+    pub server_cpu: f64,
+    /// CPU the load generator used during the window, in cores.
+    pub client_cpu: f64,
+    /// Peak resident memory of the server under test, in KiB.
+    pub server_peak_rss_kib: u64,
+    /// Records per request.
+    pub records: usize,
+}
+
+const CALLER_TOKENS: usize = 10;
+
+fn caller_token(i: usize) -> String {
+    format!("caller-{i:02}-{}", "x".repeat(48))
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Process {
+    name: String,
+    child: Child,
+}
+
+impl Process {
+    fn spawn(
+        name: &str,
+        cpus: Option<&str>,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, String> {
+        let log_file = std::fs::File::create(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cpus).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `port` accepts connections (bounded), or the process has ended.
+    fn wait_listening(&mut self, port: u16, log: &Path) -> Result<(), String> {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(format!(
+                    "{} exited ({status}) before listening:\n{log}",
+                    self.name
+                ));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!(
+            "{} did not listen on port {port} within 20s",
+            self.name
+        ))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time used so far by process `pid` (`self` for this process), from `/proc`.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) end with `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after `) `.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The engine configuration of `target` listening on `port` (`upstream`: the gateway's).
+fn engine_config(target: &str, port: u16, upstream: u16) -> String {
+    let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
+    let (extensions, binding) = if target == "receiver+auth" {
+        (
+            format!(
+                "        extensions:\n          callers:\n            type: extension:bearer_auth\n            config: {{ tokens: [{}] }}\n",
+                tokens.join(", ")
+            ),
+            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let exporter = if target.starts_with("gateway") {
+        format!(
+            "          out:\n            type: exporter:otlp_http\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n"
+        )
+    } else {
+        "          out:\n            type: exporter:noop\n".to_owned()
+    };
+    format!(
+        "version: otap_df/v1\nengine:\n  cores: 1\ngroups:\n  load:\n    pipelines:\n      main:\n{extensions}        nodes:\n          ingest:\n            type: receiver:otlp_http\n            config: {{ listen: '127.0.0.1:{port}' }}\n{binding}{exporter}        connections:\n          - {{ from: ingest, to: out }}\n"
+    )
+}
+
+/// Runs every selected target at every connection count; prints progress on stderr.
+pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
+    std::fs::create_dir_all(&options.work_dir)
+        .map_err(|e| format!("cannot create {}: {e}", options.work_dir.display()))?;
+    let own = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let payload = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", 1);
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.client_threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    eprintln!(
+        "request: POST /v1/logs, {} records, {} bytes of protobuf",
+        options.records,
+        payload.bytes().len()
+    );
+    let mut levels = Vec::new();
+    for &target in TARGETS {
+        if !options.only.is_empty() && !options.only.iter().any(|t| t == target) {
+            continue;
+        }
+        for &connections in &options.connections {
+            let level = run_level(options, &own, target, connections, payload.bytes(), &client)?;
+            eprintln!("{}", row(&level, None));
+            levels.push(level);
+        }
+    }
+    Ok(levels)
+}
+
+fn run_level(
+    options: &SweepOptions,
+    own: &Path,
+    target: &str,
+    connections: usize,
+    body: &[u8],
+    client: &tokio::runtime::Runtime,
+) -> Result<Level, String> {
+    let port = free_port()?;
+    let dir = &options.work_dir;
+    let server_cpus = options.server_cpus.as_deref();
+    let client_cpus = options.client_cpus.as_deref();
+    // The gateway's upstream, on the client's CPUs so that the engine has its own.
+    let mut upstream = None;
+    let upstream_port = free_port()?;
+    if target.starts_with("gateway") {
+        let delay = if target == "gateway-slow-upstream" {
+            options.slow_delay
+        } else {
+            Duration::ZERO
+        };
+        let log = dir.join("upstream.log");
+        let mut process = Process::spawn(
+            "upstream",
+            client_cpus,
+            own,
+            &[
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                format!("127.0.0.1:{upstream_port}"),
+                "--delay-ms".to_owned(),
+                delay.as_millis().to_string(),
+            ],
+            &log,
+        )?;
+        process.wait_listening(upstream_port, &log)?;
+        upstream = Some(process);
+    }
+    let log = dir.join(format!("{}-{connections}.log", target.replace('+', "-")));
+    let mut server = if target == "ceiling" {
+        Process::spawn(
+            "ceiling",
+            server_cpus,
+            own,
+            &[
+                "serve".to_owned(),
+                "--listen".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ],
+            &log,
+        )?
+    } else {
+        let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
+        std::fs::write(&config, engine_config(target, port, upstream_port))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        Process::spawn(
+            target,
+            server_cpus,
+            &options.engine,
+            &[
+                "run".to_owned(),
+                config.display().to_string(),
+                "--quiet".to_owned(),
+            ],
+            &log,
+        )?
+    };
+    server.wait_listening(port, &log)?;
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let authorization = format!("Bearer {}", caller_token(CALLER_TOKENS - 1));
+    let mut headers = vec![("Content-Type", "application/x-protobuf")];
+    if target == "receiver+auth" {
+        headers.push(("Authorization", authorization.as_str()));
+    }
+    let request = drive::request(address, "/v1/logs", &headers, body);
+    // CPU of both sides over the measured window, sampled from another thread.
+    let pid = server.pid().to_string();
+    let (warmup, measure) = (options.warmup, options.measure);
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        let before = (cpu_time(&pid), cpu_time("self"));
+        let started = Instant::now();
+        std::thread::sleep(measure);
+        let after = (cpu_time(&pid), cpu_time("self"));
+        let elapsed = started.elapsed().as_secs_f64();
+        let share = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)).as_secs_f64() / elapsed,
+            _ => f64::NAN,
+        };
+        (share(before.0, after.0), share(before.1, after.1))
+    });
+    let outcome = client.block_on(drive::drive(
+        address,
+        Arc::clone(&request),
+        connections,
+        warmup,
+        measure,
+    ));
+    let (server_cpu, client_cpu) = sampler.join().unwrap_or((f64::NAN, f64::NAN));
+    let server_peak_rss_kib = peak_rss_kib(server.pid());
+    drop(server);
+    drop(upstream);
+    Ok(Level {
+        target: target.to_owned(),
+        connections,
+        outcome,
+        server_cpu,
+        client_cpu,
+        server_peak_rss_kib,
+        records: options.records,
+    })
+}
+
+fn micros(duration: Option<Duration>) -> String {
+    match duration {
+        Some(d) if d >= Duration::from_millis(10) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
+        Some(d) => format!("{} µs", d.as_micros()),
+        None => "–".to_owned(),
+    }
+}
+
+/// The table's header.
+pub const HEADER: &str = "| target | conns | accepted req/s | × ceiling | records/s | refused/s (% with Retry-After) | errors | p50 | p99 | server CPU | client CPU | server peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+/// One row of the table; `ceiling` is the ceiling's accepted req/s at the same connections.
+pub fn row(level: &Level, ceiling: Option<f64>) -> String {
+    let o = &level.outcome;
+    let rate = o.accepted_per_second();
+    let records = rate * level.records as f64;
+    let ratio = ceiling
+        .filter(|c| *c > 0.0)
+        .map(|c| format!("{:.2}", rate / c))
+        .unwrap_or_else(|| "–".to_owned());
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "| {} | {} | {:.0} | {ratio} | {:.2} M | {:.0}{} | {} | {} | {} | {:.2} | {:.2} | {:.1} MiB |",
+        level.target,
+        level.connections,
+        rate,
+        records / 1e6,
+        o.refused_per_second(),
+        if o.refused == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({:.0} %)",
+                100.0 * o.refused_with_retry_after as f64 / o.refused as f64
+            )
+        },
+        o.errors,
+        micros(o.latency(0.5)),
+        micros(o.latency(0.99)),
+        level.server_cpu,
+        level.client_cpu,
+        level.server_peak_rss_kib as f64 / 1024.0,
+    );
+    line
+}
+
+/// The whole table, each row against the ceiling at the same connection count.
+pub fn table(levels: &[Level]) -> String {
+    let ceiling = |connections: usize| {
+        levels
+            .iter()
+            .find(|l| l.target == "ceiling" && l.connections == connections)
+            .map(|l| l.outcome.accepted_per_second())
+    };
+    let mut text = String::from(HEADER);
+    for level in levels {
+        text.push('\n');
+        text.push_str(&row(level, ceiling(level.connections)));
+    }
+    text
+}
