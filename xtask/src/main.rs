@@ -4,6 +4,9 @@
 //!   every facade feature checked alone (cargo-hack, installed when missing), and the
 //!   dependency footprint of the default build.
 //! - `bench`: the criterion benchmarks (extra arguments go to `cargo bench`).
+//! - `bench load`: the OTLP/HTTP load sweep (`xtask/load`): the release binary against a
+//!   minimal server, as a receiver and as a gateway, at 8/64/256 connections (extra
+//!   arguments go to `otap-df-load sweep`).
 
 mod scaffold;
 
@@ -24,6 +27,8 @@ fn main() -> ExitCode {
                  feature checks (cargo-hack) and the default dependency footprint\n  \
                  ci      the same as test\n  \
                  bench   criterion benchmarks; extra arguments go to `cargo bench`\n  \
+                 bench load [sweep options]\n          \
+                 the OTLP/HTTP load sweep (release build; see xtask/load)\n  \
                  new-extension <name> [--dir <directory>]\n          \
                  a new extension crate (default: extensions/<name>)"
             );
@@ -206,7 +211,39 @@ fn cargo_path() -> String {
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
+    if extra.first().map(String::as_str) == Some("load") {
+        return load(&extra[1..]);
+    }
     let mut args = vec!["bench", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// `bench load`: builds the engine and the load tool in release, then runs the sweep.
+fn load(extra: &[String]) -> Result<(), String> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "otap-df",
+        "-p",
+        "otap-df-load",
+        "--bins",
+    ])?;
+    let root = scaffold::workspace_root();
+    let release = root.join("target").join("release");
+    let engine = release.join("otap-df").display().to_string();
+    let work_dir = root.join("target").join("load").display().to_string();
+    let program = release.join("otap-df-load");
+    eprintln!("==> {} sweep {}", program.display(), extra.join(" "));
+    let status = Command::new(&program)
+        .args(["sweep", "--engine", &engine, "--work-dir", &work_dir])
+        .args(extra)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the load sweep failed ({status})"))
+    }
 }

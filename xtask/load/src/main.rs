@@ -2,7 +2,8 @@
 //!
 //! - `sweep`: starts each target as its own process — the minimal server (the ceiling), the
 //!   engine as `receiver:otlp_http → exporter:noop` with and without bearer auth, and as a
-//!   gateway `receiver:otlp_http → exporter:otlp_http` in front of a fast and a slow upstream —
+//!   gateway `receiver:otlp_http → exporter:otlp_http` in front of a fast upstream (with and
+//!   without bearer tokens on both sides of the gateway) and a slow one —
 //!   drives it at each connection count and prints accepted and refused requests per second,
 //!   latency, CPU and peak memory as a Markdown table.
 //! - `serve`: the minimal server alone (also the gateway's upstream).
@@ -46,7 +47,7 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
-        /// gateway-slow-upstream.
+        /// gateway+auth, gateway-slow-upstream.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// CPUs of the server under test (`taskset -c` syntax); default: CPU 0 when the

@@ -46,6 +46,7 @@ pub const TARGETS: &[&str] = &[
     "receiver",
     "receiver+auth",
     "gateway",
+    "gateway+auth",
     "gateway-slow-upstream",
 ];
 
@@ -201,11 +202,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// The engine configuration of `target` listening on `port` (`upstream`: the gateway's).
 fn engine_config(target: &str, port: u16, upstream: u16) -> String {
     let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
-    let (extensions, binding) = if target == "receiver+auth" {
+    let auth = target.ends_with("+auth");
+    let (extensions, binding) = if auth {
         (
             format!(
-                "        extensions:\n          callers:\n            type: extension:bearer_auth\n            config: {{ tokens: [{}] }}\n",
-                tokens.join(", ")
+                "        extensions:\n          callers:\n            type: extension:bearer_auth\n            config: {{ tokens: [{}] }}\n          own:\n            type: extension:bearer_auth\n            config: {{ token: gateway-{} }}\n",
+                tokens.join(", "),
+                "y".repeat(48)
             ),
             "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
         )
@@ -213,8 +216,13 @@ fn engine_config(target: &str, port: u16, upstream: u16) -> String {
         (String::new(), String::new())
     };
     let exporter = if target.starts_with("gateway") {
+        let provider = if auth {
+            "            capabilities: { bearer_token_provider: own }\n"
+        } else {
+            ""
+        };
         format!(
-            "          out:\n            type: exporter:otlp_http\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n"
+            "          out:\n            type: exporter:otlp_http\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n{provider}"
         )
     } else {
         "          out:\n            type: exporter:noop\n".to_owned()
@@ -325,7 +333,7 @@ fn run_level(
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let authorization = format!("Bearer {}", caller_token(CALLER_TOKENS - 1));
     let mut headers = vec![("Content-Type", "application/x-protobuf")];
-    if target == "receiver+auth" {
+    if target.ends_with("+auth") {
         headers.push(("Authorization", authorization.as_str()));
     }
     let request = drive::request(address, "/v1/logs", &headers, body);
