@@ -129,9 +129,13 @@ fn serves(token: &Option<BearerToken>, expected: &str) -> bool {
 
 fn provider_current_token(t: ProviderUnderTest) -> Outcome {
     Box::pin(async move {
+        let generation = t.provider.token_generation();
         let current = t.provider.current_token();
         check(serves(&current, &t.token), || {
             "current_token() is not the configured token".into()
+        })?;
+        check(t.provider.token_generation() == generation, || {
+            "token_generation() changed while the token did not".into()
         })?;
         check(current.is_some_and(|c| c.is_usable()), || {
             "current_token() is not usable".into()
@@ -210,11 +214,15 @@ fn provider_rotation(t: ProviderUnderTest) -> Outcome {
         };
         let mut subscription = t.provider.subscribe();
         next_within(&mut subscription).await?;
+        let before = t.provider.token_generation();
         let rotated = format!("{}-rotated", t.token);
         rotate(&rotated);
         let next = next_within(&mut subscription).await?;
         check(next.secret().expose() == rotated, || {
             "after a rotation the subscription yielded another token".into()
+        })?;
+        check(t.provider.token_generation() != before, || {
+            "after a rotation token_generation() is unchanged: consumers keep the old token".into()
         })?;
         check(serves(&t.provider.current_token(), &rotated), || {
             "after a rotation current_token() is not the new token".into()

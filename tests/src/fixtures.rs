@@ -71,6 +71,11 @@ impl shared::BearerTokenProvider for FixedToken {
         Some(self.token.clone())
     }
 
+    /// The token never changes.
+    fn token_generation(&self) -> u64 {
+        0
+    }
+
     fn subscribe(&self) -> TokenSubscription {
         TokenSubscription::fixed(self.token.clone())
     }

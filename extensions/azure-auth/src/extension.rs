@@ -1,7 +1,7 @@
 //! `extension:azure_auth`: the factory, the state the provider reads, and the refresh loop.
 //!
 //! One instance serves every core (shared), so N cores make one token request, not N.
-//! Readers never lock: the token sits behind an `ArcSwapOption` that the fetches replace;
+//! Readers never lock: the token sits in a [`TokenCell`] (an `ArcSwapOption` and a generation) that the fetches replace;
 //! subscribers are woken through a `watch` channel. Fetches are serialised by one async
 //! mutex, whether the loop or a consumer (`fresh_token`) asks: concurrent askers share one
 //! request.
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwapOption;
+use otap_df_core::capability::TokenCell;
 use otap_df_core::capability::{BearerTokenProvider, CapabilityId, shared};
 use otap_df_core::config::ComponentConfig;
 use otap_df_core::extension::{
@@ -89,7 +89,7 @@ struct FetchState {
 pub struct AzureAuth {
     id: String,
     header: AuthHeader,
-    token: ArcSwapOption<BearerToken>,
+    token: TokenCell,
     updates: watch::Sender<Option<BearerToken>>,
     source: TokenSource,
     refresh: RefreshConfig,
@@ -127,7 +127,7 @@ impl AzureAuth {
         Ok(Self {
             id: id.to_owned(),
             header: AuthHeader::default(),
-            token: ArcSwapOption::empty(),
+            token: TokenCell::new(),
             updates: watch::Sender::new(None),
             source,
             refresh: config.refresh,
@@ -156,16 +156,12 @@ impl AzureAuth {
 
     /// The token being served, usable or not.
     fn stored(&self) -> Option<BearerToken> {
-        self.token.load().as_deref().cloned()
+        self.token.load()
     }
 
     /// The token being served if it is still usable.
     fn usable(&self) -> Option<BearerToken> {
-        self.token
-            .load()
-            .as_deref()
-            .filter(|token| token.is_usable())
-            .cloned()
+        self.token.load().filter(BearerToken::is_usable)
     }
 
     fn status(&self) -> Status {
@@ -229,7 +225,7 @@ impl AzureAuth {
                     renew_in = ?delay,
                     "token received"
                 );
-                self.token.store(Some(Arc::new(token.clone())));
+                self.token.store(Some(token.clone()));
                 // Subscribers hear of a new value; a renewal that returns the same value with
                 // a later expiry only updates `current_token`.
                 self.updates.send_if_modified(|served| {
@@ -269,7 +265,7 @@ impl AzureAuth {
 
     /// Stops serving a token that is no longer usable.
     fn withdraw_unusable(&self) -> bool {
-        let stale = self.token.load().as_deref().is_some_and(|t| !t.is_usable());
+        let stale = self.token.load().is_some_and(|t| !t.is_usable());
         if stale {
             self.token.store(None);
             self.updates.send_replace(None);
@@ -308,6 +304,10 @@ impl shared::BearerTokenProvider for AzureAuth {
     /// usable ([`EXPIRY_MARGIN`] before its expiry), so none is handed out past its expiry.
     fn current_token(&self) -> Option<BearerToken> {
         self.stored()
+    }
+
+    fn token_generation(&self) -> u64 {
+        self.token.generation()
     }
 
     fn subscribe(&self) -> otap_df_core::capability::TokenSubscription {

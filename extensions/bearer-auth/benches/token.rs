@@ -43,6 +43,12 @@ fn current_token(c: &mut Criterion) {
     group.bench_function("shared_as_local", |b| {
         b.iter(|| black_box(&adapted).current_token())
     });
+    // What `exporter:otlp_http` does per request while the token has not changed: compare
+    // the provider's generation with the one its rendered header was made from.
+    let seen = adapted.token_generation();
+    group.bench_function("generation_check_shared_as_local", |b| {
+        b.iter(|| black_box(&adapted).token_generation() == black_box(seen))
+    });
     let (_sender, receiver) = tokio::sync::watch::channel(Some(BearerToken::new(token(0))));
     group.bench_function("baseline_watch_borrow_clone", |b| {
         b.iter(|| black_box(&receiver).borrow().clone())

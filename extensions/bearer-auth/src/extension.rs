@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
+use otap_df_core::capability::TokenCell;
 use otap_df_core::capability::{BearerTokenAuthorizer, BearerTokenProvider, CapabilityId, shared};
 use otap_df_core::config::ComponentConfig;
 use otap_df_core::extension::{
@@ -88,7 +89,7 @@ struct Sources {
 pub struct BearerAuth {
     pub(crate) id: String,
     pub(crate) header: AuthHeader,
-    pub(crate) client: ArcSwapOption<BearerToken>,
+    pub(crate) client: TokenCell,
     pub(crate) updates: watch::Sender<Option<BearerToken>>,
     pub(crate) accepted: ArcSwap<Vec<Accepted>>,
     client_source: ClientSource,
@@ -155,7 +156,7 @@ impl BearerAuth {
         let auth = Self {
             id: id.to_owned(),
             header: AuthHeader::new(&config.header, &config.scheme),
-            client: ArcSwapOption::empty(),
+            client: TokenCell::new(),
             updates: watch::Sender::new(None),
             accepted: ArcSwap::from_pointee(Vec::new()),
             client_source,
@@ -197,7 +198,7 @@ impl BearerAuth {
             != sources.client.as_ref().map(Secret::expose);
         if client_changed {
             let token = sources.client.clone().map(BearerToken::from_secret);
-            self.client.store(token.clone().map(Arc::new));
+            self.client.store(token.clone());
             self.updates.send_replace(token);
         }
         *current = sources;

@@ -9,7 +9,11 @@ use crate::extension::BearerAuth;
 impl shared::BearerTokenProvider for BearerAuth {
     /// One lock-free load and a reference-count increment; no allocation.
     fn current_token(&self) -> Option<BearerToken> {
-        self.client.load().as_deref().cloned()
+        self.client.load()
+    }
+
+    fn token_generation(&self) -> u64 {
+        self.client.generation()
     }
 
     fn subscribe(&self) -> TokenSubscription {

@@ -43,10 +43,12 @@ fn reading_the_token_and_authorizing_allocate_nothing() {
     let denied = BearerToken::new("c-token");
     // Warm up whatever is set up lazily (arc-swap's per-thread debt list).
     let _ = provider.current_token();
+    let generation = provider.token_generation();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..1000 {
         let token = provider.current_token();
         assert!(token.is_some());
+        assert_eq!(provider.token_generation(), generation);
         let allow = authorizer.authorize(&allowed).unwrap();
         let deny = authorizer.authorize(&denied).unwrap();
         std::hint::black_box((token, allow, deny));

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 
 use crate::secret::BearerToken;
@@ -69,6 +71,42 @@ pub struct TokenError {
     pub provider: String,
     /// What went wrong (never contains a token).
     pub message: String,
+}
+
+/// A provider's current token and its generation: what a `bearer_token_provider` keeps so
+/// that `current_token` is one lock-free load (no lock, no allocation: an `arc-swap` load and
+/// a reference-count increment) and `token_generation` one atomic read.
+///
+/// [`store`](Self::store) replaces the token, then advances the generation; consumers read
+/// the generation first, then the token. So a consumer that sees a generation never pairs it
+/// with a token older than the one stored before it.
+#[derive(Debug, Default)]
+pub struct TokenCell {
+    token: ArcSwapOption<BearerToken>,
+    generation: AtomicU64,
+}
+
+impl TokenCell {
+    /// An empty cell (no token yet), at generation 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current token.
+    pub fn load(&self) -> Option<BearerToken> {
+        self.token.load().as_deref().cloned()
+    }
+
+    /// Makes `token` (or none) the current token, and advances the generation.
+    pub fn store(&self, token: Option<BearerToken>) {
+        self.token.store(token.map(Arc::new));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every [`store`](Self::store).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 /// A stream of tokens: the current one first, then each refreshed one.

@@ -21,7 +21,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bearer::{AuthorizeError, AuthzDecision, DenyReason, TokenError, TokenSubscription};
+pub use bearer::{
+    AuthorizeError, AuthzDecision, DenyReason, TokenCell, TokenError, TokenSubscription,
+};
 pub use key_value::KvError;
 
 use crate::secret::{AuthHeader, BearerToken};
@@ -190,6 +192,15 @@ define_capabilities! {
             /// The token may carry an expiry: check
             /// [`BearerToken::is_usable`](crate::secret::BearerToken::is_usable) before sending.
             fn current_token(&self) -> Option<BearerToken>;
+            /// A number that changes every time the token [`current_token`] returns changes
+            /// (a withdrawal included), and only then. One atomic read: a consumer that keeps
+            /// what it derived from the token (a rendered header) compares it per request
+            /// instead of reading the token. Read it *before* `current_token`; a provider
+            /// advances it *after* storing the new token ([`TokenCell`](super::TokenCell) does
+            /// both), so a consumer never keeps an old token under a new generation.
+            ///
+            /// [`current_token`]: Self::current_token
+            fn token_generation(&self) -> u64;
             /// A subscription that yields the current token at once (as soon as there is one),
             /// then every refreshed token after it, and ends when the provider is shut down.
             fn subscribe(&self) -> TokenSubscription;

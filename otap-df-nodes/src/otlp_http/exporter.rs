@@ -394,9 +394,9 @@ struct Delivery {
     provider: Option<Rc<dyn local::BearerTokenProvider>>,
     /// The header the provider's token goes in.
     auth_name: HeaderName,
-    /// The last token sent and its rendered header value, so that a request costs no
-    /// allocation for the header while the token does not change.
-    auth: RefCell<Option<(BearerToken, HeaderValue)>>,
+    /// The last token sent and its rendered header value, so that a request costs one
+    /// atomic read and no allocation for the header while the token does not change.
+    auth: RefCell<Option<RenderedToken>>,
     dead_letter: RefCell<Option<(PathBuf, PayloadWriter)>>,
     counters: Arc<NodeCounters>,
     sent: Arc<AtomicU64>,
@@ -404,6 +404,15 @@ struct Delivery {
     retried: Arc<AtomicU64>,
     refreshed: Arc<AtomicU64>,
     dead_lettered: Arc<AtomicU64>,
+}
+
+/// A token as the exporter last sent it.
+struct RenderedToken {
+    /// The provider's `token_generation` when the token was read.
+    generation: u64,
+    token: BearerToken,
+    /// The header value, marked sensitive.
+    value: HeaderValue,
 }
 
 /// How one attempt ended.
@@ -427,6 +436,16 @@ impl Delivery {
             return Ok(None);
         };
         let name = self.auth_name.clone();
+        // Read before the token (see `token_generation`).
+        let generation = provider.token_generation();
+        if !fresh
+            && let Some(cached) = self.auth.borrow().as_ref()
+            && cached.generation == generation
+            && cached.token.is_usable()
+        {
+            // The provider's token has not changed since it was rendered: one atomic read.
+            return Ok(Some((name, cached.value.clone())));
+        }
         let current = if fresh {
             None
         } else {
@@ -445,15 +464,21 @@ impl Delivery {
                 token
             }
         };
-        if let Some((cached, value)) = self.auth.borrow().as_ref()
-            && cached.matches(&token)
+        let mut auth = self.auth.borrow_mut();
+        if let Some(cached) = auth.as_mut()
+            && cached.token.matches(&token)
         {
-            return Ok(Some((name, value.clone())));
+            cached.generation = generation;
+            return Ok(Some((name, cached.value.clone())));
         }
         let mut value = HeaderValue::from_str(provider.header().render(&token).expose())
             .map_err(|_| "the token holds characters HTTP headers do not allow".to_owned())?;
         value.set_sensitive(true);
-        *self.auth.borrow_mut() = Some((token, value.clone()));
+        *auth = Some(RenderedToken {
+            generation,
+            token,
+            value: value.clone(),
+        });
         Ok(Some((name, value)))
     }
 
