@@ -132,8 +132,14 @@ impl FileExporter {
 
 #[otap_df_core::async_trait(?Send)]
 impl LocalExporter for FileExporter {
+    /// Written through to the file before it counts as exported: a full disk fails the
+    /// payload it could not hold, never a later one, and nothing is counted `out` that is
+    /// not in the file.
     async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
-        self.writer.write(&data).map_err(|e| self.failed(e))
+        self.writer
+            .write(&data)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| self.failed(e))
     }
 
     async fn finish(&mut self) -> Result<(), NodeError> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::core::binding::ResolvedConfig;
 use crate::core::config::ComponentKind;
 use crate::core::extension::ExecutionModel;
-use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle};
+use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle, Telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -130,7 +130,7 @@ fn run(
         },
     );
     let telemetry = engine.telemetry();
-    watch_signals(engine.shutdown_handle());
+    watch_signals(engine.shutdown_handle(), telemetry.clone());
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let progress = (!quiet).then(|| {
         let telemetry = telemetry.clone();
@@ -159,8 +159,10 @@ fn run(
     }
 }
 
-/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
-fn watch_signals(shutdown: ShutdownHandle) {
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once, with the final line of
+/// what was counted so far. SIGHUP: logged and ignored (a reload is not supported yet; the
+/// default action would kill the process with no drain).
+fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>) {
     let spawned = std::thread::Builder::new().name("otap-df-signals".into()).spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
             tracing::error!("cannot watch signals: no runtime");
@@ -168,22 +170,34 @@ fn watch_signals(shutdown: ShutdownHandle) {
         };
         runtime.block_on(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut interrupt), Ok(mut terminate)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
+            let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
                 tracing::error!("cannot install signal handlers");
                 return;
             };
-            for count in 0.. {
+            let mut count = 0;
+            loop {
                 tokio::select! {
                     _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
+                    _ = hangup.recv() => {
+                        tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignored (the run goes on)");
+                        continue;
+                    }
                 }
-                if count == 0 {
+                count += 1;
+                if count == 1 {
                     tracing::info!("shutting down: receivers stop, in-flight data drains (signal again to exit at once)");
                     shutdown.request();
                 } else {
                     tracing::warn!("second signal: exiting at once");
+                    eprintln!(
+                        "final: {} | exited at a second signal: data still in the pipeline was abandoned",
+                        telemetry.summary()
+                    );
                     std::process::exit(130);
                 }
             }

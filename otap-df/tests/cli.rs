@@ -2,7 +2,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn otap_df(args: &[&str]) -> Output {
@@ -251,14 +251,77 @@ fn records_out(line: &str, node: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-#[test]
-fn sigterm_mid_run_shuts_down_gracefully_and_loses_nothing_accepted() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
+/// A running `otap-df run` with its standard error read line by line.
+struct RunningBinary {
+    child: std::process::Child,
+    stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    seen: Vec<String>,
+}
 
-    let dir = std::env::temp_dir().join(format!("otap-df-sigterm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let out = dir.join("out.bin");
+impl RunningBinary {
+    fn start(config: &Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
+            .args(["run", "--progress-interval", "0.1"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the otap-df binary starts");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        Self {
+            child,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads standard error until a line satisfies `done`; panics if the process ends first.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        for line in self.stderr.by_ref() {
+            let line = line.expect("stderr line");
+            self.seen.push(line.clone());
+            if done(&line) {
+                return;
+            }
+        }
+        panic!("the process ended before {what}: {:?}", self.seen);
+    }
+
+    /// Waits until `node` has sent records.
+    fn wait_flowing(&mut self, node: &str) {
+        self.wait_for("records flowed", |line| {
+            line.starts_with("progress:") && records_out(line, node).is_some_and(|n| n > 0)
+        });
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// The rest of standard error and the exit code.
+    fn finish(mut self) -> (Vec<String>, Option<i32>) {
+        let rest: Vec<String> = self.stderr.map(|l| l.expect("stderr line")).collect();
+        let status = self.child.wait().expect("the process ends");
+        self.seen.extend(rest);
+        (self.seen, status.code())
+    }
+}
+
+fn final_line(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|line| line.starts_with("final: "))
+        .unwrap_or_else(|| panic!("no final line: {lines:?}"))
+}
+
+/// An endless generator → `exporter:file` at `out`.
+fn endless_file_pipeline(dir: &Path, out: &Path) -> PathBuf {
     let config = dir.join("endless.yaml");
     std::fs::write(
         &config,
@@ -278,39 +341,20 @@ groups:
         ),
     )
     .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
-        .args(["run", "--progress-interval", "0.1"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the otap-df binary starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    // Wait until records flow (the generator never finishes by itself).
-    let mut seen = Vec::new();
-    for line in stderr.by_ref() {
-        let line = line.expect("stderr line");
-        seen.push(line.clone());
-        if line.starts_with("progress:") && records_out(&line, "gen").is_some_and(|n| n > 0) {
-            break;
-        }
-    }
-    assert!(
-        seen.last().is_some_and(|l| l.starts_with("progress:")),
-        "no progress before the process ended: {seen:?}"
-    );
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
-    let rest: Vec<String> = stderr.map(|l| l.expect("stderr line")).collect();
-    let status = child.wait().expect("the process ends");
-    assert_eq!(status.code(), Some(0), "stderr: {seen:?} {rest:?}");
-    let last = rest
-        .iter()
-        .find(|line| line.starts_with("final: "))
-        .unwrap_or_else(|| panic!("no final line: {rest:?}"));
+    config
+}
+
+#[test]
+fn sigterm_mid_run_shuts_down_gracefully_and_loses_nothing_accepted() {
+    let dir = std::env::temp_dir().join(format!("otap-df-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("out.bin");
+    let mut run = RunningBinary::start(&endless_file_pipeline(&dir, &out));
+    run.wait_flowing("gen");
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "stderr: {lines:?}");
+    let last = final_line(&lines);
     let sent = records_out(last, "gen").expect("gen count");
     let exported = records_out(last, "out").expect("out count");
     let in_file: u64 = otap_df::nodes::read_payloads(&out)
@@ -320,5 +364,111 @@ groups:
         .sum();
     assert!(sent > 0);
     assert_eq!((exported, in_file), (sent, sent), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn sighup_is_logged_and_ignored_and_the_run_goes_on() {
+    let dir = std::env::temp_dir().join(format!("otap-df-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let out = dir.join("out.bin");
+    let mut run = RunningBinary::start(&endless_file_pipeline(&dir, &out));
+    run.wait_flowing("gen");
+    run.signal("-HUP");
+    run.wait_for("the SIGHUP warning", |line| {
+        line.contains("SIGHUP: reloading the configuration is not supported yet; ignored")
+    });
+    // Still running, still moving records.
+    let before = run
+        .seen
+        .iter()
+        .rev()
+        .find_map(|line| records_out(line, "out"))
+        .unwrap_or(0);
+    run.wait_for("more records after the SIGHUP", |line| {
+        records_out(line, "out").is_some_and(|n| n > before)
+    });
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(records_out(last, "out"), records_out(last, "gen"), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_with_the_final_line() {
+    let dir = std::env::temp_dir().join(format!("otap-df-second-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    // An upstream that refuses connections: the exporter retries until the shutdown
+    // deadline (10 s), so the first signal's drain is still going when the second comes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let config = dir.join("stuck.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ batch_size: 10, rate: 100 }} }}
+          out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{port}', retry: {{ max_elapsed_time: 1m }} }} }}
+        connections:
+          - {{ from: gen, to: out }}
+"
+        ),
+    )
+    .expect("write config");
+    let mut run = RunningBinary::start(&config);
+    run.wait_flowing("gen");
+    run.signal("-INT");
+    run.wait_for("the graceful shutdown", |line| {
+        line.contains("shutting down")
+    });
+    run.signal("-INT");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(130), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert!(
+        last.ends_with("exited at a second signal: data still in the pipeline was abandoned"),
+        "{last}"
+    );
+    assert!(records_out(last, "gen").is_some_and(|n| n > 0), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn a_file_exporter_on_a_full_disk_counts_nothing_as_written() {
+    let dir = std::env::temp_dir().join(format!("otap-df-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("full.yaml");
+    std::fs::write(
+        &config,
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          gen: { type: receiver:generator, config: { batch_size: 10, count: 50 } }
+          out: { type: exporter:file, config: { path: /dev/full } }
+        connections:
+          - { from: gen, to: out }
+",
+    )
+    .expect("write config");
+    let output = otap_df(&["run", config.to_str().expect("utf-8 path")]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write `/dev/full`"), "{stderr}");
+    let last = stderr
+        .lines()
+        .find(|line| line.starts_with("final: "))
+        .unwrap_or_else(|| panic!("no final line: {stderr}"));
+    assert_eq!(records_out(last, "out"), Some(0), "{last}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -372,6 +372,22 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
             Some(message)
         );
     }
+    // Two credentials, an accepted one first: which one counts would be ambiguous.
+    let two = post(
+        port,
+        "/v1/logs",
+        &[
+            PROTOBUF,
+            ("authorization", "Bearer right"),
+            ("authorization", "Bearer wrong"),
+        ],
+        body.clone(),
+    );
+    assert_eq!(two.status, StatusCode::BAD_REQUEST, "{two:?}");
+    assert_eq!(
+        otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &two.body).as_deref(),
+        Some("more than one `authorization` header; send one credential")
+    );
     let right = post(
         port,
         "/v1/logs",
@@ -383,6 +399,7 @@ fn requests_without_an_accepted_token_get_401_and_nothing_enters_the_pipeline() 
     gateway.stop().unwrap();
     assert_eq!(named(&receiver, "refused.auth_missing"), 1);
     assert_eq!(named(&receiver, "refused.auth_invalid"), 2);
+    assert_eq!(named(&receiver, "refused.bad_request"), 1);
     assert_eq!(named(&receiver, "accepted"), 1);
     assert_eq!(receiver.counts.records_out, 3);
     assert_eq!(

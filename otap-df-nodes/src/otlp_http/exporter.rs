@@ -243,6 +243,18 @@ impl OtlpHttpExporterConfig {
                 )
             };
             let uri: Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+            // Credentials in the URL would travel into logs with the authority (the HTTP
+            // client's connection pool logs it): they belong in headers or an extension.
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(config.invalid(
+                    field,
+                    format!(
+                        "`{field}` holds credentials (`user:password@`); put them in `headers` \
+                         (e.g. `Authorization: Basic ${{env:UPSTREAM_AUTH}}`) or bind a \
+                         `bearer_token_provider` extension"
+                    ),
+                ));
+            }
             match uri.scheme_str() {
                 Some("http" | "https") if uri.authority().is_some() => Ok(uri),
                 Some("http" | "https") => Err(invalid("has no host")),
@@ -753,6 +765,13 @@ mod tests {
     fn bad_endpoints_and_headers_are_located_errors() {
         let missing = endpoints("{ logs_endpoint: 'http://l' }").expect_err("no base");
         assert!(missing.contains("`endpoint` is required"), "{missing}");
+        let userinfo =
+            endpoints("endpoint: 'http://user:pw@collector:4318'").expect_err("userinfo");
+        assert!(userinfo.contains("holds credentials"), "{userinfo}");
+        assert!(
+            !userinfo.contains("pw@"),
+            "the password is not echoed: {userinfo}"
+        );
         let scheme = endpoints("endpoint: ftp://h").expect_err("scheme");
         assert!(scheme.contains("does not start with http://"), "{scheme}");
         let header =

@@ -600,12 +600,26 @@ impl Handler {
             counter,
         };
         let header = authorizer.header();
-        let Some(value) = request.headers().get(header.name()) else {
+        let mut values = request.headers().get_all(header.name()).iter();
+        let Some(value) = values.next() else {
             return Err(unauthorized(
                 "no credential; send a bearer token",
                 &counters.auth_missing,
             ));
         };
+        // HTTP allows one credential header (RFC 9110 §11.6.2); with two, which one a proxy
+        // or the authorizer would look at is ambiguous: refuse rather than pick.
+        if values.next().is_some() {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: code::INVALID_ARGUMENT,
+                message: format!(
+                    "more than one `{}` header; send one credential",
+                    header.name()
+                ),
+                counter: &counters.bad_request,
+            });
+        }
         let token = value
             .to_str()
             .ok()

@@ -69,6 +69,10 @@ enum Command {
         /// Where configurations and logs go.
         #[arg(long, default_value = "target/load")]
         work_dir: PathBuf,
+        /// Times the whole sweep is repeated, targets in turn; the table shows each level's
+        /// median round (by accepted requests per second).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// The minimal server: reads each body, answers 200 (after `--delay-ms`).
     Serve {
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             records,
             slow_delay_ms,
             work_dir,
+            rounds,
         } => {
             let cpus = std::thread::available_parallelism().map_or(1, usize::from);
             let pinned = cpus > 1 && which("taskset");
@@ -116,6 +121,7 @@ fn main() -> ExitCode {
                 records,
                 slow_delay: Duration::from_millis(slow_delay_ms),
                 work_dir,
+                rounds,
             };
             eprintln!(
                 "server CPUs: {}, client CPUs: {} ({client_threads} client threads)",

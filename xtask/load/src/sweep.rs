@@ -38,6 +38,8 @@ pub struct SweepOptions {
     pub slow_delay: Duration,
     /// Where configurations and logs go.
     pub work_dir: PathBuf,
+    /// Times the whole sweep is repeated; the table shows each level's median round.
+    pub rounds: usize,
 }
 
 /// The targets, in the order they run.
@@ -248,18 +250,38 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
         options.records,
         payload.bytes().len()
     );
-    let mut levels = Vec::new();
-    for &target in TARGETS {
-        if !options.only.is_empty() && !options.only.iter().any(|t| t == target) {
-            continue;
+    // Rounds go over every target in turn, so that drift on the machine hits all alike; each
+    // (target, connections) keeps its median round.
+    let mut rounds: Vec<Vec<Level>> = Vec::new();
+    for round in 1..=options.rounds.max(1) {
+        if options.rounds > 1 {
+            eprintln!("round {round} of {}", options.rounds);
         }
-        for &connections in &options.connections {
-            let level = run_level(options, &own, target, connections, payload.bytes(), &client)?;
-            eprintln!("{}", row(&level, None));
-            levels.push(level);
+        let mut levels = Vec::new();
+        for &target in TARGETS {
+            if !options.only.is_empty() && !options.only.iter().any(|t| t == target) {
+                continue;
+            }
+            for &connections in &options.connections {
+                let level =
+                    run_level(options, &own, target, connections, payload.bytes(), &client)?;
+                eprintln!("{}", row(&level, None));
+                levels.push(level);
+            }
         }
+        rounds.push(levels);
     }
-    Ok(levels)
+    let mut medians = Vec::new();
+    for i in 0..rounds[0].len() {
+        let mut runs: Vec<Level> = rounds.iter().map(|levels| levels[i].clone()).collect();
+        runs.sort_by(|a, b| {
+            a.outcome
+                .accepted_per_second()
+                .total_cmp(&b.outcome.accepted_per_second())
+        });
+        medians.push(runs.swap_remove(runs.len() / 2));
+    }
+    Ok(medians)
 }
 
 fn run_level(
