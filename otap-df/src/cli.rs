@@ -55,6 +55,11 @@ enum Command {
         /// Seconds between progress lines.
         #[arg(long, default_value_t = 1.0)]
         progress_interval: f64,
+        /// Seconds a graceful shutdown may take: receivers stop, what they accepted drains;
+        /// shortly before this deadline exporters stop retrying and dead-letter (or count
+        /// lost) whatever they still hold.
+        #[arg(long, default_value_t = 10.0)]
+        shutdown_timeout: f64,
     },
 }
 
@@ -81,9 +86,22 @@ pub fn main() -> ExitCode {
             cores,
             quiet,
             progress_interval,
-        } => run(&registry, &config, cores, quiet, progress_interval),
+            shutdown_timeout,
+        } => run(
+            &registry,
+            &config,
+            RunFlags {
+                cores,
+                quiet,
+                progress_interval,
+                shutdown_timeout,
+            },
+        ),
     }
 }
+
+/// `run`'s exit code when the run ended cleanly but records were lost.
+pub const EXIT_LOST: u8 = 3;
 
 fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
     let name = path.display().to_string();
@@ -97,13 +115,21 @@ fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, Ex
     })
 }
 
-fn run(
-    registry: &Registry,
-    path: &PathBuf,
+/// `run`'s flags.
+struct RunFlags {
     cores: Option<usize>,
     quiet: bool,
-    interval: f64,
-) -> ExitCode {
+    progress_interval: f64,
+    shutdown_timeout: f64,
+}
+
+fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
+    let RunFlags {
+        cores,
+        quiet,
+        progress_interval: interval,
+        shutdown_timeout,
+    } = flags;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -122,10 +148,15 @@ fn run(
         eprintln!("otap-df: --cores must be at least 1");
         return ExitCode::FAILURE;
     }
+    if !(shutdown_timeout.is_finite() && (0.5..=3600.0).contains(&shutdown_timeout)) {
+        eprintln!("otap-df: --shutdown-timeout must be between 0.5 and 3600 seconds");
+        return ExitCode::FAILURE;
+    }
     let engine = Engine::new(
         resolved,
         RunOptions {
             cores,
+            shutdown_timeout: Duration::from_secs_f64(shutdown_timeout),
             ..RunOptions::default()
         },
     );
@@ -150,12 +181,20 @@ fn run(
     if !quiet {
         eprintln!("final: {}", telemetry.summary());
     }
+    let lost = telemetry.records_lost();
+    if lost > 0 {
+        eprintln!(
+            "otap-df: {lost} records were lost: accepted, then neither delivered nor \
+             dead-lettered (see the `lost=` counters; set `dead_letter_file` to keep them)"
+        );
+    }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("otap-df: the run failed:\n{error}");
             ExitCode::FAILURE
         }
+        Ok(()) if lost > 0 => ExitCode::from(EXIT_LOST),
+        Ok(()) => ExitCode::SUCCESS,
     }
 }
 

@@ -260,10 +260,15 @@ struct RunningBinary {
 
 impl RunningBinary {
     fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    fn start_with(config: &Path, flags: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
             .args(["run", "--progress-interval", "0.1"])
+            .args(flags)
             .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -470,5 +475,147 @@ groups:
         .find(|line| line.starts_with("final: "))
         .unwrap_or_else(|| panic!("no final line: {stderr}"));
     assert_eq!(records_out(last, "out"), Some(0), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The value of counter `name` (`failed`, `lost`, `accepted`, ...) of `node` in a final line.
+fn counter(line: &str, node: &str, name: &str) -> Option<u64> {
+    let part = line
+        .trim_start_matches("final: ")
+        .split(" | ")
+        .find(|part| part.starts_with(&format!("{node} ")))?;
+    part.split(' ')
+        .find_map(|field| field.strip_prefix(&format!("{name}=")))
+        .and_then(|n| n.parse().ok())
+}
+
+/// One OTLP/HTTP request of `records` log records to `port`, answered; its status.
+fn post_logs(port: u16, records: usize) -> u16 {
+    use std::io::{Read, Write};
+    let body = otap_df::nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, records, "t", 1);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.bytes().len()
+    )
+    .expect("write head");
+    stream.write_all(body.bytes()).expect("write body");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A gateway whose upstream refuses connections, so that its exporter retries until the
+/// shutdown; `extra` goes into the exporter's config.
+fn stuck_gateway(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let upstream = closed.local_addr().expect("address").port();
+    drop(closed);
+    let config = dir.join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          otlp_out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{upstream}', retry: {{ initial_interval: 50ms, max_elapsed_time: 1h }}{extra} }} }}
+        connections:
+          - {{ from: otlp_in, to: otlp_out }}
+"
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Sends 30 requests of 10 records; all must be acknowledged. Then SIGTERM.
+fn acknowledge_then_stop(run: &mut RunningBinary, port: u16) {
+    run.wait_for("the receiver listening", |line| {
+        line.contains("OTLP/HTTP receiver listening")
+    });
+    for _ in 0..30 {
+        assert_eq!(post_logs(port, 10), 200);
+    }
+    run.signal("-TERM");
+}
+
+#[test]
+fn at_shutdown_an_exporter_mid_retry_dead_letters_everything_acknowledged() {
+    let dir = std::env::temp_dir().join(format!("otap-df-dead-letter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dead = dir.join("dead.bin");
+    let port = free_port();
+    let config = stuck_gateway(
+        &dir,
+        port,
+        &format!(", dead_letter_file: '{}'", dead.display()),
+    );
+    let mut run = RunningBinary::start_with(&config, &["--shutdown-timeout", "2"]);
+    acknowledge_then_stop(&mut run, port);
+    let (lines, code) = run.finish();
+    // Accounted for: 300 acknowledged = 0 delivered + 300 dead-lettered + 0 lost.
+    assert_eq!(code, Some(0), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(counter(last, "otlp_in", "accepted"), Some(30), "{last}");
+    assert_eq!(counter(last, "otlp_out", "sent"), None, "{last}");
+    assert_eq!(
+        counter(last, "otlp_out", "dead_lettered"),
+        Some(300),
+        "{last}"
+    );
+    assert_eq!(counter(last, "otlp_out", "failed"), Some(300), "{last}");
+    assert_eq!(counter(last, "otlp_out", "lost"), None, "{last}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("did not stop within the shutdown timeout")),
+        "the exporter finished before the deadline: {lines:?}"
+    );
+    let in_file: u64 = otap_df::nodes::read_payloads(&dead)
+        .expect("dead-letter file")
+        .iter()
+        .map(|payload| payload.records())
+        .sum();
+    assert_eq!(in_file, 300);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn at_shutdown_without_a_dead_letter_file_what_is_given_up_is_counted_lost_and_the_exit_code_says_so()
+ {
+    let dir = std::env::temp_dir().join(format!("otap-df-lost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let config = stuck_gateway(&dir, port, "");
+    let mut run = RunningBinary::start_with(&config, &["--shutdown-timeout", "2"]);
+    acknowledge_then_stop(&mut run, port);
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(3), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(counter(last, "otlp_in", "accepted"), Some(30), "{last}");
+    assert_eq!(counter(last, "otlp_out", "lost"), Some(300), "{last}");
+    assert_eq!(counter(last, "otlp_out", "failed"), Some(300), "{last}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("otap-df: 300 records were lost")),
+        "{lines:?}"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

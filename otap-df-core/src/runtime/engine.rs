@@ -32,7 +32,7 @@ use crate::extension::{
 };
 use crate::runtime::node::{
     ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
-    ReceiverContext,
+    ReceiverContext, ShutdownSignal, StopRequest,
 };
 
 /// How to run.
@@ -241,6 +241,17 @@ impl Telemetry {
             }
         }
         states
+    }
+
+    /// Records that nodes gave up without delivering or dead-lettering them: the sum of
+    /// every node's [`LOST`](crate::runtime::node::LOST) counter.
+    pub fn records_lost(&self) -> u64 {
+        self.node_totals()
+            .iter()
+            .flat_map(|total| total.named.iter())
+            .filter(|(name, _)| *name == crate::runtime::node::LOST)
+            .map(|(_, value)| value)
+            .sum()
     }
 
     /// One line: records in/out per node, drops, the nodes' own counters, and extension states.
@@ -493,6 +504,7 @@ impl Engine {
                 options: self.options.clone(),
                 shutdown: self.shutdown.subscribe(),
                 telemetry: self.telemetry.clone(),
+                stop: watch::Sender::new(None),
             };
             let report_tx = report_tx.clone();
             let spawned = thread::Builder::new()
@@ -711,6 +723,8 @@ struct CoreWorker {
     options: RunOptions,
     shutdown: watch::Receiver<bool>,
     telemetry: Arc<Telemetry>,
+    /// What this core's nodes see through [`ShutdownSignal`].
+    stop: watch::Sender<Option<StopRequest>>,
 }
 
 /// One pipeline instance on one core, constructed and not yet started.
@@ -802,6 +816,7 @@ impl CoreWorker {
                     core: self.core,
                     cores: self.cores,
                     counters: Arc::new(NodeCounters::default()),
+                    shutdown: ShutdownSignal::new(self.stop.subscribe()),
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
@@ -978,8 +993,10 @@ impl CoreWorker {
         let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
                                 deadline: &mut Option<Instant>| {
             if deadline.is_none() {
-                let at = Instant::now() + deadline_after;
+                let request = StopRequest::now(deadline_after);
+                let at = request.deadline;
                 *deadline = Some(at);
+                self.stop.send_replace(Some(request));
                 for receiver in receivers.drain(..) {
                     let _ = receiver.try_send(ControlMessage::Shutdown { deadline: at });
                 }

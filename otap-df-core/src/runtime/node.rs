@@ -15,9 +15,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::binding::{Capabilities, CapabilityError};
 use crate::config::{ComponentConfig, ConfigError};
@@ -26,8 +26,11 @@ use crate::data::OtlpPayload;
 /// A message from the engine to a node, delivered before queued data.
 #[derive(Debug, Clone)]
 pub enum ControlMessage {
-    /// Stop. A receiver stops accepting data and returns; processors and exporters keep
-    /// draining their input until it closes. Everything must be done by `deadline`.
+    /// Stop (sent to receivers). A receiver stops accepting data and returns; processors and
+    /// exporters keep draining their input until it closes. Everything must be done by
+    /// `deadline`: a node that holds data it cannot pass on by then (an exporter retrying a
+    /// down upstream) gives it up in time to account for it — dead-letter it or count it
+    /// lost — rather than be aborted with it (see [`ShutdownSignal`]).
     Shutdown {
         /// When the engine stops waiting.
         deadline: Instant,
@@ -39,6 +42,68 @@ pub enum ControlMessage {
     /// Report counters now.
     CollectTelemetry,
 }
+
+/// A shutdown as the engine requested it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopRequest {
+    /// When the engine stops waiting for the node and aborts it.
+    pub deadline: Instant,
+    /// When a node should stop waiting on the outside world (clients, upstreams), so that it
+    /// can still account for what it holds — dead-letter it, count it lost — before the
+    /// deadline: a tenth of the shutdown time, at least 200 ms, before the deadline.
+    pub stop_waiting_at: Instant,
+}
+
+impl StopRequest {
+    /// A shutdown requested now, with `timeout` to complete.
+    pub fn now(timeout: Duration) -> Self {
+        let now = Instant::now();
+        let margin = (timeout / 10).max(Duration::from_millis(200)).min(timeout);
+        Self {
+            deadline: now + timeout,
+            stop_waiting_at: now + (timeout - margin),
+        }
+    }
+}
+
+/// Whether, and by when, the engine asked this core's pipelines to stop: readable by a node
+/// at any time, also in the middle of an `export` (where its control messages cannot reach
+/// it). Receivers are also told by [`ControlMessage::Shutdown`]; processors and exporters
+/// keep draining their input until it closes, and use this to stop *waiting* in time.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<Option<StopRequest>>);
+
+impl ShutdownSignal {
+    pub(crate) fn new(receiver: watch::Receiver<Option<StopRequest>>) -> Self {
+        Self(receiver)
+    }
+
+    /// The request, once there is one.
+    pub fn requested(&self) -> Option<StopRequest> {
+        *self.0.borrow()
+    }
+
+    /// Returns the request as soon as there is one (at once if there is).
+    pub async fn wait(&self) -> StopRequest {
+        let mut receiver = self.0.clone();
+        loop {
+            if let Some(request) = *receiver.borrow_and_update() {
+                return request;
+            }
+            if receiver.changed().await.is_err() {
+                // The engine is gone: stop now.
+                return StopRequest::now(Duration::ZERO);
+            }
+        }
+    }
+}
+
+/// The name of the counter ([`NodeCounters::named`]) in which a node counts the records it
+/// gave up without delivering or dead-lettering them: [`Telemetry::records_lost`] sums it
+/// over every node, and `otap-df run` exits non-zero when it is not zero.
+///
+/// [`Telemetry::records_lost`]: super::engine::Telemetry::records_lost
+pub const LOST: &str = "lost";
 
 /// A node failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -335,6 +400,8 @@ pub struct NodeContext {
     /// This instance's counters, the ones the engine keeps and the node's own
     /// ([`NodeCounters::named`]).
     pub counters: Arc<NodeCounters>,
+    /// Whether, and by when, the engine asked this core to stop.
+    pub shutdown: ShutdownSignal,
 }
 
 impl NodeContext {

@@ -39,7 +39,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{OtlpPayload, Signal};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::runtime::node::{
-    LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance,
+    LOST, LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance, ShutdownSignal,
 };
 use otap_df_core::secret::{BearerToken, Secret};
 use serde::Deserialize;
@@ -379,6 +379,8 @@ fn create(
         retried: counters.named("retried"),
         refreshed: counters.named("token_refreshed"),
         dead_lettered: counters.named("dead_lettered"),
+        lost: counters.named(LOST),
+        shutdown: context.shutdown.clone(),
     };
     Ok(NodeInstance::Exporter(Box::new(OtlpHttpExporter {
         delivery: Rc::new(delivery),
@@ -416,7 +418,16 @@ struct Delivery {
     retried: Arc<AtomicU64>,
     refreshed: Arc<AtomicU64>,
     dead_lettered: Arc<AtomicU64>,
+    /// Records neither delivered nor dead-lettered.
+    lost: Arc<AtomicU64>,
+    /// From the shutdown's `stop_waiting_at` on, nothing is sent or retried, and what is
+    /// left is dead-lettered or counted lost before the engine's deadline.
+    shutdown: ShutdownSignal,
 }
+
+const STOPPED_BEFORE_SENT: &str = "the pipeline stopped before the payload could be sent";
+const STOPPED_IN_FLIGHT: &str = "the pipeline's shutdown deadline came while the request was in flight (the upstream may have received it)";
+const STOPPED_RETRYING: &str = "gave up: the pipeline is stopping";
 
 /// A token as the exporter last sent it.
 struct RenderedToken {
@@ -574,27 +585,35 @@ impl Delivery {
     /// Counts, logs and (when configured) dead-letters a payload that was not delivered.
     fn undeliverable(&self, data: &OtlpPayload, reason: &str) {
         NodeCounters::add(&self.counters.records_failed, data.records());
+        let dead_lettered = match self.dead_letter.borrow_mut().as_mut() {
+            None => false,
+            Some((path, writer)) => match writer.write(data).and_then(|()| writer.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(
+                        node = %self.node,
+                        file = %path.display(),
+                        error = %e,
+                        "cannot write the dead-letter file"
+                    );
+                    false
+                }
+            },
+        };
+        if dead_lettered {
+            self.dead_lettered
+                .fetch_add(data.records(), Ordering::Relaxed);
+        } else {
+            self.lost.fetch_add(data.records(), Ordering::Relaxed);
+        }
         tracing::warn!(
             node = %self.node,
             signal = %data.signal(),
             records = data.records(),
             reason,
+            outcome = if dead_lettered { "dead-lettered" } else { "lost" },
             "OTLP/HTTP export failed; data not delivered"
         );
-        if let Some((path, writer)) = self.dead_letter.borrow_mut().as_mut() {
-            match writer.write(data).and_then(|()| writer.flush()) {
-                Ok(()) => {
-                    self.dead_lettered
-                        .fetch_add(data.records(), Ordering::Relaxed);
-                }
-                Err(e) => tracing::error!(
-                    node = %self.node,
-                    file = %path.display(),
-                    error = %e,
-                    "cannot write the dead-letter file; the data is lost"
-                ),
-            }
-        }
     }
 }
 
@@ -657,9 +676,26 @@ impl Delivery {
         }
     }
 
+    /// Returns once the exporter must give up (the shutdown's `stop_waiting_at`).
+    async fn given_up(&self) {
+        let request = self.shutdown.wait().await;
+        tokio::time::sleep_until(request.stop_waiting_at.into()).await;
+    }
+
+    /// Whether giving up would come before `after` from now.
+    fn gives_up_within(&self, after: Duration) -> bool {
+        self.shutdown
+            .requested()
+            .is_some_and(|request| Instant::now() + after >= request.stop_waiting_at)
+    }
+
     /// Delivers one payload: compresses it, sends it, retries it; counts, logs and
-    /// dead-letters it when it cannot be delivered.
+    /// dead-letters it when it cannot be delivered, also when the pipeline stops first.
     async fn deliver(&self, data: OtlpPayload) {
+        if self.gives_up_within(Duration::ZERO) {
+            self.undeliverable(&data, STOPPED_BEFORE_SENT);
+            return;
+        }
         let body = match self.config.compression {
             Compression::Gzip => match gzip(data.bytes()) {
                 Ok(body) => body,
@@ -676,7 +712,15 @@ impl Delivery {
         let mut refreshed = false;
         let mut fresh = false;
         loop {
-            let (reason, retry_after) = match self.attempt(&data, &body, fresh).await {
+            let attempt = tokio::select! {
+                biased;
+                attempt = self.attempt(&data, &body, fresh) => attempt,
+                () = self.given_up() => {
+                    self.undeliverable(&data, STOPPED_IN_FLIGHT);
+                    return;
+                }
+            };
+            let (reason, retry_after) = match attempt {
                 Attempt::Delivered => {
                     self.sent.fetch_add(data.records(), Ordering::Relaxed);
                     return;
@@ -717,10 +761,20 @@ impl Delivery {
                 self.undeliverable(&data, &why);
                 return;
             }
+            if self.gives_up_within(wait) {
+                self.undeliverable(&data, &format!("{reason} ({STOPPED_RETRYING})"));
+                return;
+            }
             NodeCounters::add(&self.counters.errors, 1);
             self.retried.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(node = %self.node, reason, wait = ?wait, "OTLP/HTTP export will be retried");
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.given_up() => {
+                    self.undeliverable(&data, &format!("{reason} ({STOPPED_RETRYING})"));
+                    return;
+                }
+            }
             backoff = (backoff * 2).min(retry.max_interval);
         }
     }

@@ -45,7 +45,7 @@ use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::runtime::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
-    OutputPermit, Outputs, ReceiverContext, TrySendError,
+    OutputPermit, Outputs, ReceiverContext, ShutdownSignal, TrySendError,
 };
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket};
@@ -167,6 +167,7 @@ fn create(
         config,
         authorizer,
         counters: Counters::new(&context.counters),
+        shutdown: context.shutdown.clone(),
     })))
 }
 
@@ -239,6 +240,7 @@ struct OtlpHttpReceiver {
     config: OtlpHttpReceiverConfig,
     authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
     counters: Counters,
+    shutdown: ShutdownSignal,
 }
 
 #[otap_df_core::async_trait(?Send)]
@@ -251,6 +253,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             config,
             authorizer,
             counters,
+            shutdown,
         } = *self;
         let error = |message: String| NodeError::Failed {
             node: node.clone(),
@@ -315,7 +318,12 @@ impl LocalReceiver for OtlpHttpReceiver {
         // closed.
         drop(listener);
         handler.stopping.stop();
-        let drained = tokio::time::timeout_at(deadline.into(), graceful.shutdown()).await;
+        // Clients get until shortly before the deadline, so that what they hand over can
+        // still be passed on (or accounted for) downstream in time.
+        let until = shutdown
+            .requested()
+            .map_or(deadline, |request| request.stop_waiting_at.min(deadline));
+        let drained = tokio::time::timeout_at(until.into(), graceful.shutdown()).await;
         if drained.is_err() {
             connections.abort_all();
         }
