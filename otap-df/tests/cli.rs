@@ -619,3 +619,102 @@ fn at_shutdown_without_a_dead_letter_file_what_is_given_up_is_counted_lost_and_t
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn out_of_file_descriptors_the_receiver_backs_off_logs_rarely_and_recovers() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("otap-df-emfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let config = dir.join("receiver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: otlp_in, to: out }}
+"
+        ),
+    )
+    .expect("write config");
+    // The process may hold 64 descriptors: 100 connections run it out.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec '{}' run --progress-interval 0.2 '{}'",
+            env!("CARGO_BIN_EXE_otap-df"),
+            config.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let held: Vec<std::net::TcpStream> = (0..100)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    // Long enough for many failed accepts if the loop spun (it did millions a second).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    drop(held);
+    // Descriptors come back as the receiver sees its connections close: a request gets in.
+    let body = otap_df::nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, 5, "t", 1);
+    let mut answered = String::new();
+    while !answered.starts_with("HTTP/1.1 200") {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(10),
+            "no recovery: {answered}"
+        );
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let _ = write!(
+            stream,
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.bytes().len()
+        );
+        let _ = stream.write_all(body.bytes());
+        answered.clear();
+        let _ = stream.read_to_string(&mut answered);
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("ends");
+    let lines = reader.join().expect("stderr lines");
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    let warnings = lines.iter().filter(|l| l.contains("accept failed")).count();
+    // At most one warning a second (plus one at the edges) over about two seconds.
+    assert!(
+        (1..=4).contains(&warnings),
+        "{warnings} warnings: {lines:?}"
+    );
+    let last = final_line(&lines);
+    assert!(
+        counter(last, "otlp_in", "connections.accept_errors").is_some_and(|n| n >= 1),
+        "{last}"
+    );
+    assert_eq!(counter(last, "otlp_in", "accepted"), Some(1), "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -2,7 +2,8 @@
 //! loopback: a full pipeline makes requests wait before it refuses them, a refused request
 //! costs no body read, the exporter keeps `max_in_flight` requests outstanding and a retrying
 //! request does not hold up the others, and a stopping pipeline finishes the requests it has
-//! in flight.
+//! in flight; the receiver bounds what a client controls (header and body time, idle
+//! connections, connections per core).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
@@ -430,4 +431,115 @@ fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
         generator.counts.records_out
     );
     assert_eq!(exporter.counts.records_failed, 0);
+}
+
+/// Reads from `stream` until the server closes it; what it sent first. Bounded by a 10 s
+/// read timeout: a server that keeps the connection open fails the test.
+fn read_until_closed(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+        // A reset after the answer is a close too.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+        Err(e) => panic!("the connection stayed open ({e}); read so far: {answer:?}"),
+    }
+}
+
+fn limited_gateway(port: u16, limits: &str) -> String {
+    slow_gateway(port, limits, "1ms")
+}
+
+#[test]
+fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
+    let port = free_port();
+    let gateway = Running::listening(
+        &limited_gateway(port, ", header_read_timeout: 300ms"),
+        port,
+        64,
+    );
+    let mut half = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    read_until_closed(&mut half);
+    read_until_closed(&mut silent);
+    // A keep-alive connection idle after a request goes the same way.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 2, "t", 1);
+    write!(
+        idle,
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.bytes().len()
+    )
+    .unwrap();
+    idle.write_all(body.bytes()).unwrap();
+    let answer = read_until_closed(&mut idle);
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "accepted"), 1);
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
+    let port = free_port();
+    let gateway = Running::listening(
+        &limited_gateway(port, ", body_read_timeout: 300ms"),
+        port,
+        // One place in the queue: the stalled request holds it until its timeout.
+        1,
+    );
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .unwrap();
+    let answer = read_until_closed(&mut stalled);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout"),
+        "{answer}"
+    );
+    // Its place is free again: a whole request gets in.
+    assert_eq!(post_logs(port, 3).status, StatusCode::OK);
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.body_timeout"), 1);
+    assert_eq!(named(&receiver, "accepted"), 1);
+    assert_eq!(receiver.counts.records_in, 3);
+}
+
+#[test]
+fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
+    let port = free_port();
+    let gateway = Running::listening(&limited_gateway(port, ", max_connections: 2"), port, 64);
+    // Two connections, each proven served (so both are open on the receiver's side).
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 1, "t", 1);
+    let request = format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.bytes().len()
+    );
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(body.bytes()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        open.push(stream);
+    }
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(read_until_closed(&mut third), "");
+    drop(open);
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "connections.rejected"), 1);
+    assert_eq!(named(&receiver, "accepted"), 2);
 }

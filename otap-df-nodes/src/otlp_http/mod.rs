@@ -101,6 +101,8 @@ pub mod code {
     pub const UNAVAILABLE: i32 = 14;
     /// No such method.
     pub const UNIMPLEMENTED: i32 = 12;
+    /// The request did not complete in time.
+    pub const DEADLINE_EXCEEDED: i32 = 4;
 }
 
 #[cfg(test)]
