@@ -403,12 +403,13 @@ impl PipelineResolver<'_> {
                 .consumers
                 .iter()
                 .any(|(node, _)| shared_nodes.contains(node.as_str()));
-            extension.execution =
-                if shared_consumer || extension.factory.local_constructor().is_none() {
-                    ExecutionModel::Shared
-                } else {
-                    ExecutionModel::Local
-                };
+            let config_path = extension.path.key("config");
+            let config = ComponentConfig::new(&extension.config, &config_path, positions);
+            extension.execution = if shared_consumer {
+                ExecutionModel::Shared
+            } else {
+                extension.factory.model_for(&config)
+            };
         }
         let (bound, unbound): (Vec<_>, Vec<_>) = extensions
             .into_iter()

@@ -112,7 +112,12 @@ pub struct ExtensionFactory {
     validate_config: ConfigValidator,
     local: Option<LocalConstructor>,
     shared: Option<SharedConstructor>,
+    preferred_model: Option<ModelChooser>,
 }
+
+/// Chooses, from an instance's `config:`, the variant it runs as when the factory has both
+/// and no shared node forces the shared one.
+pub type ModelChooser = fn(&ComponentConfig<'_>) -> ExecutionModel;
 
 fn accept_any_config(_: &ComponentConfig<'_>) -> Result<(), ConfigError> {
     Ok(())
@@ -134,6 +139,7 @@ impl ExtensionFactory {
             validate_config: accept_any_config,
             local: None,
             shared: None,
+            preferred_model: None,
         }
     }
 
@@ -177,6 +183,14 @@ impl ExtensionFactory {
     #[must_use]
     pub const fn shared(mut self, constructor: SharedConstructor) -> Self {
         self.shared = Some(constructor);
+        self
+    }
+
+    /// With both constructors: lets each instance's `config:` choose its variant (the
+    /// default is the local one). A shared node binding the instance still makes it shared.
+    #[must_use]
+    pub const fn preferred_model(mut self, chooser: ModelChooser) -> Self {
+        self.preferred_model = Some(chooser);
         self
     }
 
@@ -233,6 +247,16 @@ impl ExtensionFactory {
     /// The shared constructor, if it has one.
     pub fn shared_constructor(&self) -> Option<SharedConstructor> {
         self.shared
+    }
+
+    /// The variant an instance with `config` runs as when nothing forces the shared one:
+    /// local when the factory has a local constructor, unless its chooser says otherwise.
+    pub fn model_for(&self, config: &ComponentConfig<'_>) -> ExecutionModel {
+        match (self.local, self.shared, self.preferred_model) {
+            (None, _, _) => ExecutionModel::Shared,
+            (Some(_), Some(_), Some(choose)) => choose(config),
+            (Some(_), _, _) => ExecutionModel::Local,
+        }
     }
 
     /// The execution models it supports.

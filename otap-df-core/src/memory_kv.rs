@@ -5,9 +5,11 @@
 //! (reads do not refresh an entry). Each entry may carry a time-to-live; an expired entry is
 //! never returned and is dropped when next touched or when room is needed.
 //!
-//! Two variants: **local** (one store per pipeline instance, `RefCell`, no lock) and **shared**
-//! (one store per pipeline for all cores, behind a mutex held only for the map operation).
-//! The local one is used unless a shared node binds the store.
+//! Two variants: **shared** (the default: one store per pipeline for all cores, behind a
+//! mutex held only for the map operation) and **local** (`per_core: true`: one store per
+//! pipeline instance, `RefCell`, no lock). Shared is the default because a store is expected
+//! to hold one truth: with one store per core, a duplicate that lands on another core than
+//! its original is not recognised. A shared node binding the store makes it shared anyway.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -20,7 +22,8 @@ use serde::Deserialize;
 use crate::capability::{CapabilityId, KeyValueStore, KvError, local, shared};
 use crate::config::{ComponentConfig, ConfigError};
 use crate::extension::{
-    ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension, SharedExtension,
+    ExecutionModel, ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension,
+    SharedExtension,
 };
 
 /// `config:` of `extension:memory_kv`.
@@ -33,6 +36,10 @@ pub struct MemoryKvConfig {
     /// Time-to-live of entries written without one (default: none, entries live until evicted).
     #[serde(default, with = "humantime_serde")]
     pub default_ttl: Option<Duration>,
+    /// One store per core (no lock) instead of one for all cores. Each core then sees only
+    /// what was written on it.
+    #[serde(default)]
+    pub per_core: bool,
 }
 
 impl MemoryKvConfig {
@@ -60,6 +67,7 @@ impl Default for MemoryKvConfig {
         Self {
             max_entries: Self::default_max_entries(),
             default_ttl: None,
+            per_core: false,
         }
     }
 }
@@ -71,6 +79,11 @@ pub static MEMORY_KV: ExtensionFactory = ExtensionFactory::new("memory_kv", env!
     .validate_config(|config| MemoryKvConfig::decode(config).map(drop))
     .local(create_local)
     .shared(create_shared)
+    .preferred_model(|config| match MemoryKvConfig::decode(config) {
+        Ok(MemoryKvConfig { per_core: true, .. }) => ExecutionModel::Local,
+        // Shared, also for an invalid config (validation reports it).
+        _ => ExecutionModel::Shared,
+    })
     .build();
 
 fn create_local(

@@ -718,3 +718,70 @@ groups:
     assert_eq!(counter(last, "otlp_in", "accepted"), Some(1), "{last}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn memory_kv_is_one_store_for_all_cores_so_dedup_sees_duplicates_across_cores() {
+    let dir = std::env::temp_dir().join(format!("otap-df-dedup-cores-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let out = dir.join("out.bin");
+    let yaml = |per_core: &str| {
+        format!(
+            "version: otap_df/v1
+engine: {{ cores: 2 }}
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          seen: {{ type: extension:memory_kv{per_core} }}
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: seen }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: otlp_in, to: dedup }}
+          - {{ from: dedup, to: out }}
+",
+            out.display()
+        )
+    };
+    let config = dir.join("dedup.yaml");
+    // `per_core: true` is the opt-out, and says what it is.
+    std::fs::write(&config, yaml(", config: { per_core: true }")).expect("write config");
+    let validated = otap_df(&["validate", config.to_str().expect("utf-8")]);
+    assert!(
+        text(&validated.stdout).contains("extension:memory_kv  [local, one per core (2)]"),
+        "{}",
+        text(&validated.stdout)
+    );
+    std::fs::write(&config, yaml("")).expect("write config");
+    let validated = otap_df(&["validate", config.to_str().expect("utf-8")]);
+    assert!(
+        text(&validated.stdout).contains("extension:memory_kv  [shared, one for all cores]"),
+        "{}",
+        text(&validated.stdout)
+    );
+    let mut run = RunningBinary::start(&config);
+    run.wait_for("both receivers listening", |_| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // The same request 20 times, each on a new connection: the kernel spreads them over
+    // both cores' listeners.
+    for _ in 0..20 {
+        assert_eq!(post_logs(port, 10), 200);
+    }
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(counter(last, "dedup", "dropped"), Some(190), "{last}");
+    let written: u64 = (0..2)
+        .map(|core| otap_df::nodes::file::core_path(&out, core))
+        .filter(|path| path.exists())
+        .flat_map(|path| otap_df::nodes::read_payloads(&path).expect("payload file"))
+        .map(|payload| payload.records())
+        .sum();
+    assert_eq!(written, 10, "{last}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
