@@ -346,7 +346,7 @@ mod tests {
     fn store(max_entries: usize) -> Store {
         Store::new(&MemoryKvConfig {
             max_entries,
-            default_ttl: None,
+            ..MemoryKvConfig::default()
         })
     }
 
@@ -399,6 +399,7 @@ mod tests {
         let mut s = Store::new(&MemoryKvConfig {
             max_entries: 10,
             default_ttl: Some(Duration::from_secs(60)),
+            per_core: false,
         });
         s.insert(b"k", b"v", None, now);
         s.insert(b"own", b"v", Some(Duration::from_secs(600)), now);

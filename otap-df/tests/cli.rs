@@ -65,7 +65,7 @@ fn validate_prints_a_summary_of_the_quickstart_example() {
         "examples/quickstart.yaml: valid (1 core)
 pipeline default/main
   extensions:
-    dedup_store  extension:memory_kv  [local, one per core (1)]
+    dedup_store  extension:memory_kv  [shared, one for all cores]
   nodes:
     generator    receiver:generator
     dedup        processor:dedup  [key_value_store <- dedup_store]

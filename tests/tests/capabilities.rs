@@ -26,7 +26,8 @@ groups:
     pipelines:
       p:
         extensions:
-          store: {{ type: extension:memory_kv }}
+          store: {{ type: extension:memory_kv, config: {{ per_core: true }} }}
+          one_store: {{ type: extension:memory_kv }}
           local_store: {{ type: extension:local_kv }}
           token: {{ type: extension:fixed_token }}
         nodes:
@@ -218,6 +219,22 @@ fn a_local_instance_cannot_be_claimed_as_shared() {
     // The failed shared claim does not use up the binding.
     caps.require_local::<KeyValueStore>()
         .expect("local claim still possible");
+}
+
+#[test]
+fn a_dual_extension_runs_the_variant_its_config_prefers_for_local_consumers() {
+    let resolved = resolve(
+        "          d: { type: processor:local_kv_user, capabilities: { key_value_store: one_store } }\n",
+    );
+    let plan = &resolved.pipelines[0];
+    let one_store = plan
+        .extensions
+        .iter()
+        .find(|e| e.id == "one_store")
+        .expect("bound");
+    // memory_kv without `per_core`: one store for all cores, served to the local node
+    // through the shared-as-local adapter.
+    assert_eq!(one_store.execution, ExecutionModel::Shared);
 }
 
 #[test]

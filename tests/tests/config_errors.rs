@@ -309,7 +309,11 @@ fn component_config_unknown_field_is_located_inside_config() {
         kind,
         ConfigErrorKind::UnknownField {
             field: "max_entires".into(),
-            expected: vec!["max_entries".into(), "default_ttl".into()],
+            expected: vec![
+                "max_entries".into(),
+                "default_ttl".into(),
+                "per_core".into()
+            ],
             suggestion: Some("max_entries".into()),
         }
     );
