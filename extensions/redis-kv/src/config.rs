@@ -45,6 +45,10 @@ pub struct RedisKvConfig {
     /// Bound of a whole call, reconnection included: no call takes longer.
     #[serde(default = "defaults::call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// Transient failures in a row after which calls fail at once, until a background
+    /// probe finds Redis answering again.
+    #[serde(default = "defaults::fail_fast_after")]
+    pub fail_fast_after: u32,
     /// Certificates for a `rediss://` server; the system's trust store when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -82,6 +86,10 @@ mod defaults {
 
     pub fn call_timeout() -> Duration {
         Duration::from_secs(1)
+    }
+
+    pub fn fail_fast_after() -> u32 {
+        3
     }
 }
 
@@ -166,6 +174,12 @@ impl RedisKvConfig {
             if value.is_zero() {
                 return Err(config.invalid(field, format!("`{field}` must be longer than 0s")));
             }
+        }
+        if !(1..=1000).contains(&decoded.fail_fast_after) {
+            return Err(config.invalid(
+                "fail_fast_after",
+                "`fail_fast_after` must be between 1 and 1000 failures",
+            ));
         }
         if decoded
             .default_ttl

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otap_df_core::capability::{CapabilityId, KeyValueStore, KvError, shared};
+use otap_df_core::capability::{CapabilityId, CircuitBreaker, KeyValueStore, KvError, shared};
 use otap_df_core::config::ComponentConfig;
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
@@ -156,8 +156,7 @@ pub fn connect(
         id,
         target,
         prefix,
-        config.default_ttl,
-        config.call_timeout,
+        config,
         client,
         manager_config,
     ))
@@ -179,7 +178,7 @@ struct Probe {
 impl SharedTask for Probe {
     async fn run(self: Box<Self>, mut control: ExtensionControl) -> Result<(), ExtensionError> {
         loop {
-            match self.store.call::<String>(redis::cmd("PING")).await {
+            match self.store.call_direct::<String>(redis::cmd("PING")).await {
                 Ok(_) => {
                     control.set_healthy();
                     control.set_ready();
@@ -211,11 +210,45 @@ impl SharedTask for Probe {
                 }
             }
         }
-        while let Some(message) = control.recv().await {
-            if let ExtensionMessage::Shutdown { .. } = message {
-                break;
+        // Ready: from now on, watch the breaker. While it is open the extension is degraded
+        // and pings Redis every 100 ms; the first answer closes it.
+        let store = &self.store;
+        loop {
+            tokio::select! {
+                message = control.recv() => match message {
+                    None | Some(ExtensionMessage::Shutdown { .. }) => return Ok(()),
+                    Some(_) => continue,
+                },
+                () = store.breaker.opened() => {}
+            }
+            let why = format!(
+                "Redis at `{}` does not answer; calls fail fast until it does ({})",
+                store.target,
+                store.breaker.last_error()
+            );
+            tracing::warn!(extension = %store.id, "{why}");
+            control.set_degraded(why);
+            loop {
+                tokio::select! {
+                    message = control.recv() => match message {
+                        None | Some(ExtensionMessage::Shutdown { .. }) => return Ok(()),
+                        Some(_) => continue,
+                    },
+                    () = tokio::time::sleep(CircuitBreaker::TRIAL_INTERVAL) => {}
+                }
+                // A consumer's trial call may have closed it already.
+                if !store.breaker.is_open()
+                    || store
+                        .call_direct::<String>(redis::cmd("PING"))
+                        .await
+                        .is_ok()
+                {
+                    store.breaker.close();
+                    control.set_healthy();
+                    tracing::info!(extension = %store.id, target = %store.target, "Redis answers again");
+                    break;
+                }
             }
         }
-        Ok(())
     }
 }

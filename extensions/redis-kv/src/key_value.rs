@@ -1,10 +1,10 @@
 //! `key_value_store` on Redis: `GET`, `SET … PX`, `SET … NX PX`, `DEL` under the extension's
 //! key prefix, each call bounded by `call_timeout` whatever the connection does.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use otap_df_core::capability::{KvError, shared};
+use otap_df_core::capability::{CircuitBreaker, KvError, shared};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 
@@ -24,6 +24,8 @@ pub struct RedisKv {
     client: redis::Client,
     manager_config: ConnectionManagerConfig,
     connection: OnceLock<ConnectionManager>,
+    /// Fails calls fast while Redis is down; a background ping closes it.
+    pub(crate) breaker: Arc<CircuitBreaker>,
 }
 
 impl std::fmt::Debug for RedisKv {
@@ -39,21 +41,22 @@ impl std::fmt::Debug for RedisKv {
 }
 
 impl RedisKv {
+    /// `config` gives `default_ttl`, `call_timeout` and `fail_fast_after`.
     pub(crate) fn new(
         id: String,
         target: String,
         prefix: String,
-        default_ttl: Option<Duration>,
-        call_timeout: Duration,
+        config: &crate::config::RedisKvConfig,
         client: redis::Client,
         manager_config: ConnectionManagerConfig,
     ) -> Self {
         Self {
+            breaker: Arc::new(CircuitBreaker::new(id.clone(), config.fail_fast_after)),
             id,
             target,
             prefix: prefix.into_bytes(),
-            default_ttl,
-            call_timeout,
+            default_ttl: config.default_ttl,
+            call_timeout: config.call_timeout,
             client,
             manager_config,
             connection: OnceLock::new(),
@@ -91,8 +94,41 @@ impl RedisKv {
         full
     }
 
-    /// Runs `command`, within `call_timeout`.
+    /// Runs `command` unless the breaker is open, within `call_timeout`.
     pub(crate) async fn call<T: FromRedisValue>(&self, command: redis::Cmd) -> Result<T, KvError> {
+        if let Err(refused) = self.breaker.admit() {
+            if self.breaker.take_trial() {
+                self.check_in_background();
+            }
+            return Err(refused);
+        }
+        let outcome = self.call_direct(command).await;
+        self.breaker.record(&outcome);
+        outcome
+    }
+
+    /// Pings Redis on a task of its own (the caller does not wait); an answer closes the
+    /// breaker.
+    fn check_in_background(&self) {
+        let Ok(mut connection) = self.connection() else {
+            return;
+        };
+        let (breaker, timeout) = (self.breaker.clone(), self.call_timeout);
+        tokio::spawn(async move {
+            let ping = redis::cmd("PING");
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(timeout, ping.query_async::<String>(&mut connection)).await
+            {
+                breaker.close();
+            }
+        });
+    }
+
+    /// Runs `command` within `call_timeout`, whatever the breaker says (the probe's way).
+    pub(crate) async fn call_direct<T: FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> Result<T, KvError> {
         let mut connection = self.connection()?;
         match tokio::time::timeout(self.call_timeout, command.query_async::<T>(&mut connection))
             .await

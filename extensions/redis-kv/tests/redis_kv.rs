@@ -445,3 +445,201 @@ fn a_busy_server_gives_transient_errors_and_answers_again_once_it_is_free() {
     assert!(script.join().unwrap().is_err(), "the script was killed");
     runtime.block_on(until_it_answers(&store));
 }
+
+/// One keep-alive OTLP/HTTP client that sends the same request at a fixed pace (never
+/// catching up on slots it missed), and counts the answers.
+struct PacedClient {
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+    request: Vec<u8>,
+    every: Duration,
+}
+
+impl PacedClient {
+    fn connect(port: u16, every: Duration) -> Self {
+        let body = otap_df_nodes::otlp::synthetic(otap_df_core::data::Signal::Logs, 5, "same", 1);
+        let mut request = format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            body.bytes().len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body.bytes());
+        let writer = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        Self {
+            reader: std::io::BufReader::new(writer.try_clone().unwrap()),
+            writer,
+            request,
+            every,
+        }
+    }
+
+    /// One request; its status.
+    fn send(&mut self) -> u16 {
+        use std::io::{BufRead, Read, Write};
+        self.writer.write_all(&self.request).unwrap();
+        let mut status = String::new();
+        self.reader.read_line(&mut status).unwrap();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).unwrap();
+        status.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends for `time`: (accepted, other answers).
+    fn run_for(&mut self, time: Duration) -> (u64, u64) {
+        let start = Instant::now();
+        let (mut accepted, mut other) = (0, 0);
+        let mut next = start;
+        while start.elapsed() < time {
+            if self.send() == 200 {
+                accepted += 1;
+            } else {
+                other += 1;
+            }
+            next += self.every;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now; // a slot missed is not made up
+            }
+        }
+        (accepted, other)
+    }
+}
+
+fn store_state(telemetry: &otap_df_core::runtime::engine::Telemetry) -> String {
+    telemetry
+        .extension_states()
+        .into_iter()
+        .find(|(_, id, _, _)| id == "store")
+        .map(|(_, _, _, state)| state.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn during_an_outage_calls_fail_fast_the_store_is_degraded_and_the_receiver_in_front_keeps_its_rate()
+{
+    let Some(mut server) = redis_server::require("breaker") else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          store: {{ type: extension:redis_kv, config: {{ url: '{}' }} }}
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: store }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: otlp_in, to: dedup }}
+          - {{ from: dedup, to: out }}
+",
+        server.url(),
+    );
+    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    let shutdown = engine.shutdown_handle();
+    let run = std::thread::spawn(move || engine.run());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 200 requests a second offered; the same request each time, so that a working store
+    // makes dedup drop all but the first.
+    let mut client = PacedClient::connect(port, Duration::from_millis(5));
+    let up = client.run_for(Duration::from_secs(2));
+
+    server.stop();
+    let outage = std::thread::spawn(move || {
+        let down = client.run_for(Duration::from_secs(5));
+        (client, down)
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store_state(&telemetry).starts_with("degraded") {
+        assert!(
+            Instant::now() < deadline,
+            "never degraded: {}",
+            store_state(&telemetry)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let degraded = store_state(&telemetry);
+    let (mut client, down) = outage.join().unwrap();
+
+    server.restart().expect("redis restarts");
+    let restarted = Instant::now();
+    let dropped = |t: &otap_df_core::runtime::engine::Telemetry| {
+        t.node_totals()
+            .into_iter()
+            .find(|n| n.node == "dedup")
+            .map_or(0, |n| n.counts.records_dropped)
+    };
+    let before = dropped(&telemetry);
+    while dropped(&telemetry) == before {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "dedup never resumed"
+        );
+        assert_eq!(client.send(), 200);
+    }
+    let recovered = restarted.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store_state(&telemetry) != "ready" {
+        assert!(
+            Instant::now() < deadline,
+            "not healthy again: {}",
+            store_state(&telemetry)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    shutdown.request();
+    run.join().unwrap().expect("a clean run");
+
+    let (up_rate, down_rate) = (up.0 as f64 / 2.0, down.0 as f64 / 5.0);
+    eprintln!(
+        "redis up: {up_rate:.0} accepted/s; redis down 5 s: {down_rate:.0} accepted/s \
+         ({:.2}×), refused {}; dedup again {recovered:?} after the restart; during: {degraded}",
+        down_rate / up_rate,
+        down.1
+    );
+    assert_eq!((up.1, down.1), (0, 0), "nothing refused");
+    assert!(
+        down_rate >= 0.9 * up_rate,
+        "the outage cost more than 10 %: {up_rate:.0}/s up, {down_rate:.0}/s down"
+    );
+    assert!(
+        degraded.contains("calls fail fast until it does"),
+        "{degraded}"
+    );
+}

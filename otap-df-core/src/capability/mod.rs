@@ -24,7 +24,7 @@ use std::time::Duration;
 pub use bearer::{
     AuthorizeError, AuthzDecision, DenyReason, TokenCell, TokenError, TokenSubscription,
 };
-pub use key_value::KvError;
+pub use key_value::{CircuitBreaker, KvError};
 
 use crate::secret::{AuthHeader, BearerToken};
 
