@@ -785,3 +785,50 @@ groups:
     assert_eq!(written, 10, "{last}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn a_second_process_on_the_same_address_fails_to_start_whatever_the_cores() {
+    let dir = std::env::temp_dir().join(format!("otap-df-second-bind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let config = dir.join("receiver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+engine: {{ cores: 2 }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: otlp_in, to: out }}
+"
+        ),
+    )
+    .expect("write config");
+    let mut first = RunningBinary::start(&config);
+    first.wait_for("the receivers listening", |line| {
+        line.contains("OTLP/HTTP receiver listening")
+    });
+    let second = otap_df(&["run", "--quiet", config.to_str().expect("utf-8")]);
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on `127.0.0.1:{port}`"))
+            && stderr.contains("Address already in use"),
+        "{stderr}"
+    );
+    // The first one still has the address to itself.
+    for _ in 0..10 {
+        assert_eq!(post_logs(port, 2), 200);
+    }
+    first.signal("-TERM");
+    let (lines, code) = first.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert_eq!(counter(final_line(&lines), "otlp_in", "accepted"), Some(10));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

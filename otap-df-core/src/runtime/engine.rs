@@ -31,8 +31,8 @@ use crate::extension::{
     Readiness, SharedProvisions, SharedTask, control_channel,
 };
 use crate::runtime::node::{
-    ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
-    ReceiverContext, ShutdownSignal, StopRequest,
+    ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance,
+    NodeShared, Outputs, ReceiverContext, ShutdownSignal, StopRequest,
 };
 
 /// How to run.
@@ -487,6 +487,19 @@ impl Engine {
             return Err(EngineError(failures));
         }
         let shared_provisions = Arc::new(shared_provisions);
+        // One cell per node for all its cores.
+        let node_shared: Arc<HashMap<(usize, String), NodeShared>> = Arc::new(
+            self.resolved
+                .pipelines
+                .iter()
+                .enumerate()
+                .flat_map(|(index, plan)| {
+                    plan.nodes
+                        .iter()
+                        .map(move |node| ((index, node.id.clone()), NodeShared::default()))
+                })
+                .collect(),
+        );
 
         // 2. Cores create their local extensions and construct their nodes.
         let cores = self.cores();
@@ -505,6 +518,7 @@ impl Engine {
                 shutdown: self.shutdown.subscribe(),
                 telemetry: self.telemetry.clone(),
                 stop: watch::Sender::new(None),
+                node_shared: node_shared.clone(),
             };
             let report_tx = report_tx.clone();
             let spawned = thread::Builder::new()
@@ -725,6 +739,8 @@ struct CoreWorker {
     telemetry: Arc<Telemetry>,
     /// What this core's nodes see through [`ShutdownSignal`].
     stop: watch::Sender<Option<StopRequest>>,
+    /// Each node's cell shared by all cores, by `(pipeline index, node id)`.
+    node_shared: Arc<HashMap<(usize, String), NodeShared>>,
 }
 
 /// One pipeline instance on one core, constructed and not yet started.
@@ -817,6 +833,11 @@ impl CoreWorker {
                     cores: self.cores,
                     counters: Arc::new(NodeCounters::default()),
                     shutdown: ShutdownSignal::new(self.stop.subscribe()),
+                    shared: self
+                        .node_shared
+                        .get(&(index, node.id.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);

@@ -66,6 +66,34 @@ impl StopRequest {
     }
 }
 
+/// One value per node for all cores: what the first core to ask creates, every other core
+/// of the same node gets (a listening socket bound once and shared, so that a second
+/// process cannot bind the same address beside it).
+#[derive(Debug, Clone, Default)]
+pub struct NodeShared(Arc<Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>>);
+
+impl NodeShared {
+    /// The node's shared `T`, created by `init` on first use. A failed `init` leaves it
+    /// empty (the next core tries again and reports its own error). A core asking for
+    /// another type than the first gets a value of its own.
+    pub fn get_or_try_init<T, E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E>
+    where
+        T: std::any::Any + Send + Sync,
+    {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = slot.as_ref()
+            && let Ok(value) = existing.clone().downcast::<T>()
+        {
+            return Ok(value);
+        }
+        let value = Arc::new(init()?);
+        if slot.is_none() {
+            *slot = Some(value.clone());
+        }
+        Ok(value)
+    }
+}
+
 /// Whether, and by when, the engine asked this core's pipelines to stop: readable by a node
 /// at any time, also in the middle of an `export` (where its control messages cannot reach
 /// it). Receivers are also told by [`ControlMessage::Shutdown`]; processors and exporters
@@ -402,6 +430,8 @@ pub struct NodeContext {
     pub counters: Arc<NodeCounters>,
     /// Whether, and by when, the engine asked this core to stop.
     pub shutdown: ShutdownSignal,
+    /// What this node shares across cores ([`NodeShared::get_or_try_init`]).
+    pub shared: NodeShared,
 }
 
 impl NodeContext {

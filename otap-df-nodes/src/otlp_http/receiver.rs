@@ -16,8 +16,10 @@
 //! requests it accepts. Protobuf bodies are counted by walking the wire format in place
 //! ([`crate::otlp::wire`]), never decoded into owned structures.
 //!
-//! One instance per core; with several cores each binds the same address with `SO_REUSEPORT`,
-//! and the kernel spreads connections over them.
+//! One instance per core. The address is bound once, by the first core, without
+//! `SO_REUSEPORT`, and every core accepts from that one socket: a second process (or a
+//! second receiver of the same configuration) on the same address fails to start with
+//! "address in use", whatever `cores` is.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -48,7 +50,7 @@ use otap_df_core::runtime::node::{
     OutputPermit, Outputs, ReceiverContext, ShutdownSignal, TrySendError,
 };
 use serde::Deserialize;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -195,8 +197,12 @@ fn create(
         .transpose()
         .map_err(|message| context.error(message))?
         .map(|config| TlsAcceptor::from(Arc::new(config)));
-    // Bound now, so that an address in use fails the start, naming the node.
-    let socket = bind(config.listen, context.cores > 1)
+    // Bound now, once for all cores, so that an address in use fails the start, naming the
+    // node; each core accepts on its own handle of the one socket.
+    let socket = context
+        .shared
+        .get_or_try_init(|| bind(config.listen))
+        .and_then(|listener| listener.try_clone())
         .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
     Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
         node: context.node_id.clone(),
@@ -209,21 +215,20 @@ fn create(
     })))
 }
 
-fn bind(address: SocketAddr, reuse_port: bool) -> std::io::Result<TcpSocket> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    if reuse_port {
-        socket.set_reuseport(true)?;
-    }
-    #[cfg(not(unix))]
-    let _ = reuse_port;
-    socket.bind(address)?;
-    Ok(socket)
+/// A listening socket on `address`: `SO_REUSEADDR` (a restart does not wait for old
+/// connections in `TIME_WAIT`), no `SO_REUSEPORT` (nobody else may bind it), a backlog of
+/// 1024 (a burst of connections waits in the kernel instead of being refused).
+fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// The receiver's own counters (requests; refusals by reason).
@@ -279,7 +284,7 @@ fn bump(counter: &AtomicU64) {
 
 struct OtlpHttpReceiver {
     node: String,
-    socket: TcpSocket,
+    socket: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     config: OtlpHttpReceiverConfig,
     authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
@@ -303,8 +308,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             node: node.clone(),
             message,
         };
-        let listener: TcpListener = socket
-            .listen(1024)
+        let listener = TcpListener::from_std(socket)
             .map_err(|e| error(format!("cannot listen on `{}`: {e}", config.listen)))?;
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
