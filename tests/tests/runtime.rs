@@ -626,3 +626,65 @@ fn dedup_forwards_every_batch_while_the_store_fails() {
     );
     assert!(events(log).contains(&"sink:finish 70".to_owned()));
 }
+
+#[test]
+fn what_nodes_hold_when_the_shutdown_deadline_aborts_them_is_counted_lost() {
+    let text = "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          source: { type: receiver:generator, config: { count: 5, batch_size: 2 } }
+          sink: { type: exporter:recording_sink, config: { log: deadline, delay: 10s } }
+        connections:
+          - { from: source, to: sink }
+";
+    let engine = Engine::new(
+        resolve(text),
+        RunOptions {
+            shutdown_timeout: Duration::from_millis(300),
+            ..options()
+        },
+    );
+    let telemetry = engine.telemetry();
+    let shutdown = engine.shutdown_handle();
+    let run = std::thread::spawn(move || engine.run());
+    let counts = |node: &str| {
+        telemetry
+            .node_totals()
+            .into_iter()
+            .find(|t| t.node == node)
+            .map(|t| t.counts)
+            .unwrap_or_default()
+    };
+    // All ten records generated, the first batch in the sink's hands (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while counts("source").records_out < 10 || counts("sink").records_in < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shutdown.request();
+    let failures = run.join().unwrap().expect_err("the sink is aborted").0;
+    assert_eq!(
+        failures,
+        [Failure::ShutdownTimeout {
+            pipeline: "g/p".into(),
+            task: "sink".into()
+        }]
+    );
+    // Two records in the sink's export, eight in its queue.
+    assert_eq!(counts("sink").records_out, 0);
+    assert_eq!(telemetry.records_lost_at_deadline(), 10);
+    assert_eq!(telemetry.records_lost(), 10);
+    assert!(
+        telemetry
+            .summary()
+            .ends_with("lost at the shutdown deadline: 10"),
+        "{}",
+        telemetry.summary()
+    );
+}

@@ -137,6 +137,9 @@ pub struct NodeTotals {
 /// Live counters and states of a run, readable from any thread.
 #[derive(Debug, Default)]
 pub struct Telemetry {
+    /// Records that nodes still held, or that sat in queues between them, when the shutdown
+    /// deadline aborted them.
+    lost_at_deadline: std::sync::atomic::AtomicU64,
     nodes: Mutex<Vec<NodeStats>>,
     extensions: Mutex<Vec<ExtensionStatus>>,
     handles: Mutex<Vec<WatchedExtension>>,
@@ -251,7 +254,54 @@ impl Telemetry {
             .flat_map(|total| total.named.iter())
             .filter(|(name, _)| *name == crate::runtime::node::LOST)
             .map(|(_, value)| value)
-            .sum()
+            .sum::<u64>()
+            + self.records_lost_at_deadline()
+    }
+
+    /// Records that nodes still held, or that sat in the queues between them, when the
+    /// shutdown deadline aborted them (included in [`records_lost`](Self::records_lost)).
+    pub fn records_lost_at_deadline(&self) -> u64 {
+        self.lost_at_deadline
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts what core `core`'s nodes held when they were aborted: per node, what reached
+    /// it (its upstream nodes' `out`) and it did not take in (queued), plus what it took in
+    /// and neither passed on, dropped nor failed (held). Receivers hold nothing acknowledged.
+    fn count_lost_at_deadline(&self, core: usize, resolved: &ResolvedConfig) -> u64 {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lost = 0;
+        for plan in &resolved.pipelines {
+            let pipeline = pipeline_name(plan);
+            let counts = |id: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n.core == core && n.pipeline == pipeline && n.node == id)
+                    .map(|n| n.counters.snapshot())
+                    .unwrap_or_default()
+            };
+            for node in &plan.nodes {
+                let own = counts(&node.id);
+                let reached: u64 = plan
+                    .edges
+                    .iter()
+                    .filter(|(_, to)| *to == node.id)
+                    .map(|(from, _)| counts(from).records_out)
+                    .sum();
+                let queued = reached.saturating_sub(own.records_in);
+                let held = if node.factory.kind() == crate::config::ComponentKind::Receiver {
+                    0
+                } else {
+                    own.records_in
+                        .saturating_sub(own.records_out + own.records_dropped + own.records_failed)
+                };
+                lost += queued + held;
+            }
+        }
+        drop(nodes);
+        self.lost_at_deadline
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        lost
     }
 
     /// One line: records in/out per node, drops, the nodes' own counters, and extension states.
@@ -289,6 +339,10 @@ impl Telemetry {
             if seen.insert((extension.clone(), state.to_string())) {
                 parts.push(format!("{extension}={state}"));
             }
+        }
+        let lost = self.records_lost_at_deadline();
+        if lost > 0 {
+            parts.push(format!("lost at the shutdown deadline: {lost}"));
         }
         parts.join(" | ")
     }
@@ -1052,6 +1106,14 @@ impl CoreWorker {
                     node_tasks.set.abort_all();
                     while let Some(joined) = node_tasks.set.join_next_with_id().await {
                         failures.extend(node_tasks.failure(self.core, &self.resolved, joined));
+                    }
+                    let lost = self.telemetry.count_lost_at_deadline(self.core, &self.resolved);
+                    if lost > 0 {
+                        tracing::error!(
+                            core = self.core,
+                            records = lost,
+                            "records held by nodes or queued between them were lost at the shutdown deadline"
+                        );
                     }
                 }
             }
