@@ -215,10 +215,10 @@ fn create(
     })))
 }
 
-/// A listening socket on `address`: `SO_REUSEADDR` (a restart does not wait for old
-/// connections in `TIME_WAIT`), no `SO_REUSEPORT` (nobody else may bind it), a backlog of
-/// 1024 (a burst of connections waits in the kernel instead of being refused).
-fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A socket bound to `address`: `SO_REUSEADDR` (a restart does not wait for old connections
+/// in `TIME_WAIT`), no `SO_REUSEPORT` (nobody else may bind it). It listens only once the
+/// receiver runs ([`listen`]), so that nothing connects before the pipeline can answer.
+fn bind(address: SocketAddr) -> std::io::Result<socket2::Socket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
@@ -226,9 +226,16 @@ fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     )?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;
+    Ok(socket)
+}
+
+/// Starts listening on this core's handle of the bound socket, with a backlog of 1024 (a
+/// burst of connections waits in the kernel instead of being refused). Every core does it;
+/// on one socket the second time changes nothing.
+fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    TcpListener::from_std(socket.into())
 }
 
 /// The receiver's own counters (requests; refusals by reason).
@@ -284,7 +291,7 @@ fn bump(counter: &AtomicU64) {
 
 struct OtlpHttpReceiver {
     node: String,
-    socket: std::net::TcpListener,
+    socket: socket2::Socket,
     tls: Option<TlsAcceptor>,
     config: OtlpHttpReceiverConfig,
     authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
@@ -308,7 +315,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             node: node.clone(),
             message,
         };
-        let listener = TcpListener::from_std(socket)
+        let listener = listen(socket)
             .map_err(|e| error(format!("cannot listen on `{}`: {e}", config.listen)))?;
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
