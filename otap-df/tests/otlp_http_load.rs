@@ -543,3 +543,54 @@ fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
     assert_eq!(named(&receiver, "connections.rejected"), 1);
     assert_eq!(named(&receiver, "accepted"), 2);
 }
+
+#[test]
+fn bodies_being_read_are_held_to_max_body_bytes_in_flight() {
+    let port = free_port();
+    let gateway = Running::listening(
+        &limited_gateway(
+            port,
+            ", max_body_size: 4096, max_body_bytes_in_flight: 4096, admission_timeout: 0s",
+        ),
+        port,
+        64,
+    );
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 70, "t", 1);
+    let bytes = body.bytes();
+    assert!((2049..=3072).contains(&bytes.len()), "{}", bytes.len());
+    let head = format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    // A body of 3 KiB half sent: it holds 3 of the 4 KiB.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&bytes[..100]).unwrap();
+    // Wait (bounded) until the receiver is reading it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while named(&gateway.node("otlp_in"), "bodies_read") < 1 {
+        assert!(Instant::now() < deadline, "the slow body was never read");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Another 3 KiB body does not fit beside it: refused before its body is read.
+    let refused = post_logs(port, 70);
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{refused:?}");
+    assert_eq!(refused.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(
+        otap_df_nodes::otlp_http::status_message(Encoding::Protobuf, &refused.body).as_deref(),
+        Some("too many request bytes are being read at once; retry later")
+    );
+    // The slow body completes; then there is room again.
+    slow.write_all(&bytes[100..]).unwrap();
+    let mut status = String::new();
+    BufReader::new(slow.try_clone().unwrap())
+        .read_line(&mut status)
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(post_logs(port, 70).status, StatusCode::OK);
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.bytes_in_flight"), 1);
+    assert_eq!(named(&receiver, "accepted"), 2);
+    assert_eq!(named(&receiver, "bodies_read"), 2);
+}

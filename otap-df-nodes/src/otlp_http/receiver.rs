@@ -84,6 +84,11 @@ pub struct OtlpHttpReceiverConfig {
     /// Open connections per core; a connection beyond it is closed at once.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Bytes of request bodies being read at once per core (by `Content-Length`, or
+    /// `max_body_size` when a body does not declare it); a request beyond it waits like a
+    /// request for queue room, then gets `429`.
+    #[serde(default = "defaults::max_body_bytes_in_flight")]
+    pub max_body_bytes_in_flight: usize,
     /// Serve HTTPS with this certificate and key.
     #[serde(default)]
     pub tls: Option<ServerTls>,
@@ -134,6 +139,11 @@ mod defaults {
     pub fn max_connections() -> usize {
         4096
     }
+
+    /// Six bodies of the default `max_body_size`, thousands of typical OTLP requests.
+    pub fn max_body_bytes_in_flight() -> usize {
+        128 * 1024 * 1024
+    }
 }
 
 impl OtlpHttpReceiverConfig {
@@ -157,6 +167,18 @@ impl OtlpHttpReceiverConfig {
                 return Err(config.invalid(field, format!("`{field}` must be between 10ms and 1h")));
             }
         }
+        if decoded.max_body_bytes_in_flight < decoded.max_body_size
+            || decoded.max_body_bytes_in_flight > MAX_BODY_BYTES_IN_FLIGHT
+        {
+            return Err(config.invalid(
+                "max_body_bytes_in_flight",
+                format!(
+                    "`max_body_bytes_in_flight` must be at least `max_body_size` ({}) and at \
+                     most {MAX_BODY_BYTES_IN_FLIGHT}",
+                    decoded.max_body_size
+                ),
+            ));
+        }
         if !(1..=1_000_000).contains(&decoded.max_connections) {
             return Err(config.invalid(
                 "max_connections",
@@ -172,6 +194,9 @@ impl OtlpHttpReceiverConfig {
         Ok(decoded)
     }
 }
+
+/// The most `max_body_bytes_in_flight` accepts (1 TiB): it is counted in KiB units.
+const MAX_BODY_BYTES_IN_FLIGHT: usize = 1 << 40;
 
 /// `receiver:otlp_http`.
 pub static OTLP_HTTP_RECEIVER: NodeFactory =
@@ -253,6 +278,7 @@ struct Counters {
     pipeline_full: Arc<AtomicU64>,
     pipeline_closed: Arc<AtomicU64>,
     body_timeout: Arc<AtomicU64>,
+    bytes_in_flight: Arc<AtomicU64>,
     connections_rejected: Arc<AtomicU64>,
     accept_errors: Arc<AtomicU64>,
     waited: Arc<AtomicU64>,
@@ -276,6 +302,7 @@ impl Counters {
             pipeline_full: counters.named("refused.pipeline_full"),
             pipeline_closed: counters.named("refused.pipeline_closed"),
             body_timeout: counters.named("refused.body_timeout"),
+            bytes_in_flight: counters.named("refused.bytes_in_flight"),
             connections_rejected: counters.named("connections.rejected"),
             accept_errors: counters.named("connections.accept_errors"),
             waited: counters.named("admission.waited"),
@@ -323,6 +350,9 @@ impl LocalReceiver for OtlpHttpReceiver {
             stopping: Stopping::default(),
             admission_timeout: config.admission_timeout,
             body_read_timeout: config.body_read_timeout,
+            body_budget: tokio::sync::Semaphore::new(
+                config.max_body_bytes_in_flight.div_ceil(1024),
+            ),
             authorizer,
             max_body_size: config.max_body_size,
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
@@ -482,6 +512,8 @@ struct Handler {
     stopping: Stopping,
     admission_timeout: Duration,
     body_read_timeout: Duration,
+    /// Bytes of bodies being read, in KiB.
+    body_budget: tokio::sync::Semaphore,
     authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
     max_body_size: usize,
     retry_after: HeaderValue,
@@ -621,6 +653,9 @@ impl Handler {
             return Err(too_large());
         }
         let permit = self.admit().await?;
+        let _reading = self
+            .reserve_body(declared.unwrap_or(self.max_body_size as u64))
+            .await?;
         bump(&counters.read);
         let body = match tokio::time::timeout(
             self.body_read_timeout,
@@ -723,6 +758,45 @@ impl Handler {
                     Err(_) => Err(full()),
                 }
             }
+        }
+    }
+
+    /// Room for a body of `bytes` in the core's `max_body_bytes_in_flight`: at once when
+    /// there is some, else after waiting up to `admission_timeout`.
+    async fn reserve_body(
+        &self,
+        bytes: u64,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, Refusal<'_>> {
+        // Fits: validation keeps the budget, hence any body, under 2^30 KiB.
+        let units = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let refused = || Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: code::RESOURCE_EXHAUSTED,
+            message: "too many request bytes are being read at once; retry later".to_owned(),
+            counter: &self.counters.bytes_in_flight,
+        };
+        if let Ok(permit) = self.body_budget.try_acquire_many(units) {
+            return Ok(permit);
+        }
+        if self.admission_timeout.is_zero() {
+            return Err(refused());
+        }
+        bump(&self.counters.waited);
+        tokio::select! {
+            biased;
+            () = self.stopping.wait() => Err(Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: code::UNAVAILABLE,
+                message: "the pipeline is stopping".to_owned(),
+                counter: &self.counters.pipeline_closed,
+            }),
+            acquired = tokio::time::timeout(
+                self.admission_timeout,
+                self.body_budget.acquire_many(units),
+            ) => match acquired {
+                Ok(Ok(permit)) => Ok(permit),
+                Ok(Err(_)) | Err(_) => Err(refused()),
+            },
         }
     }
 
