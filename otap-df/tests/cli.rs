@@ -626,24 +626,7 @@ fn out_of_file_descriptors_the_receiver_backs_off_logs_rarely_and_recovers() {
     let dir = std::env::temp_dir().join(format!("otap-df-emfile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let config = dir.join("receiver.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        nodes:
-          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
-          out: {{ type: exporter:noop }}
-        connections:
-          - {{ from: otlp_in, to: out }}
-"
-        ),
-    )
-    .expect("write config");
+    let config = receiver_to_noop(&dir, port, 1);
     // The process may hold 64 descriptors: 100 connections run it out.
     let mut child = Command::new("sh")
         .arg("-c")
@@ -791,25 +774,7 @@ fn a_second_process_on_the_same_address_fails_to_start_whatever_the_cores() {
     let dir = std::env::temp_dir().join(format!("otap-df-second-bind-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
-    let config = dir.join("receiver.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: otap_df/v1
-engine: {{ cores: 2 }}
-groups:
-  g:
-    pipelines:
-      p:
-        nodes:
-          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
-          out: {{ type: exporter:noop }}
-        connections:
-          - {{ from: otlp_in, to: out }}
-"
-        ),
-    )
-    .expect("write config");
+    let config = receiver_to_noop(&dir, port, 2);
     let mut first = RunningBinary::start(&config);
     first.wait_for("the receivers listening", |line| {
         line.contains("OTLP/HTTP receiver listening")
@@ -831,4 +796,28 @@ groups:
     assert_eq!(code, Some(0), "{lines:?}");
     assert_eq!(counter(final_line(&lines), "otlp_in", "accepted"), Some(10));
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// `receiver:otlp_http` on `port` → `exporter:noop`, on `cores` cores, written into `dir`.
+fn receiver_to_noop(dir: &Path, port: u16, cores: usize) -> PathBuf {
+    let config = dir.join("receiver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+engine: {{ cores: {cores} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          otlp_in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: otlp_in, to: out }}
+"
+        ),
+    )
+    .expect("write config");
+    config
 }

@@ -172,6 +172,31 @@ fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_
     assert!(!not_ready.shown.contains("hunter2-secret"), "{not_ready:?}");
 }
 
+/// Runs `text` on one core on its own thread: its telemetry, its shutdown and the run.
+fn start_one_core(
+    text: &str,
+) -> (
+    Arc<otap_df_core::runtime::engine::Telemetry>,
+    otap_df_core::runtime::engine::ShutdownHandle,
+    std::thread::JoinHandle<Result<(), otap_df_core::runtime::engine::EngineError>>,
+) {
+    let resolved = load_with_env(text, "redis.yaml", &registry(), &|_| None).expect("valid");
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    let shutdown = engine.shutdown_handle();
+    (
+        telemetry,
+        shutdown,
+        std::thread::spawn(move || engine.run()),
+    )
+}
+
 /// Waits until `done(dedup counters)` holds, for at most 20 s.
 fn wait_for_dedup(
     telemetry: &otap_df_core::runtime::engine::Telemetry,
@@ -225,17 +250,7 @@ groups:
         server.url(),
         out.display()
     );
-    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    let shutdown = engine.shutdown_handle();
-    let run = std::thread::spawn(move || engine.run());
+    let (telemetry, shutdown, run) = start_one_core(&text);
 
     wait_for_dedup(&telemetry, "dedup through Redis", |c| c.records_dropped > 0);
     server.stop();
@@ -559,17 +574,7 @@ groups:
 ",
         server.url(),
     );
-    let resolved = load_with_env(&text, "redis.yaml", &registry(), &|_| None).expect("valid");
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    let shutdown = engine.shutdown_handle();
-    let run = std::thread::spawn(move || engine.run());
+    let (telemetry, shutdown, run) = start_one_core(&text);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens");
