@@ -1,6 +1,7 @@
 //! Developer commands for the otap-df workspace: `cargo xtask <command>`.
 //!
 //! - `test`: what CI runs: format check, clippy with warnings denied, the whole test suite,
+//!   `cargo doc` with warnings denied,
 //!   every facade feature checked alone (cargo-hack, installed when missing), and the
 //!   dependency footprint of the default build.
 //! - `bench`: the criterion benchmarks (extra arguments go to `cargo bench`).
@@ -46,11 +47,18 @@ fn main() -> ExitCode {
 
 /// Runs `cargo <args>`, printing it first and how long it took after.
 fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with_env(args, &[])
+}
+
+/// [`cargo`] with environment variables set for it.
+fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = cargo_path();
-    eprintln!("==> cargo {}", args.join(" "));
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}='{v}' ")).collect();
+    eprintln!("==> {}cargo {}", shown.concat(), args.join(" "));
     let started = Instant::now();
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("cannot run `{cargo}`: {e}"))?;
     eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
@@ -74,6 +82,7 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--all-targets"])?;
     // Doc examples: `--all-targets` leaves them out.
     cargo(&["test", "--workspace", "--doc"])?;
+    docs()?;
     // The registry holds exactly the enabled extensions, also with none and with all.
     cargo(&[
         "test",
@@ -137,6 +146,14 @@ fn scaffolded() -> Result<(), String> {
     });
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// `cargo doc` of the workspace with rustdoc's warnings (broken links among them) denied.
+fn docs() -> Result<(), String> {
+    cargo_with_env(
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 /// Every feature of the facade builds alone (and with none), without dev-dependencies.

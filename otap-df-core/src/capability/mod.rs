@@ -1,6 +1,6 @@
 //! Capabilities: the closed set of services extensions hand to pipeline nodes.
 //!
-//! Every capability is defined once, in the [`define_capabilities!`] invocation below, which
+//! Every capability is defined once, in the `define_capabilities!` invocation below, which
 //! generates for each:
 //! - a **local** trait in [`local`] (no `Send`/`Sync` bounds: `Rc`, `RefCell`, no locks), for
 //!   nodes that run on one core;
@@ -196,7 +196,7 @@ define_capabilities! {
             /// (a withdrawal included), and only then. One atomic read: a consumer that keeps
             /// what it derived from the token (a rendered header) compares it per request
             /// instead of reading the token. Read it *before* `current_token`; a provider
-            /// advances it *after* storing the new token ([`TokenCell`](super::TokenCell) does
+            /// advances it *after* storing the new token ([`TokenCell`] does
             /// both), so a consumer never keeps an old token under a new generation.
             ///
             /// [`current_token`]: Self::current_token
