@@ -40,6 +40,13 @@ pub struct GeneratorConfig {
     pub encoding: Encoding,
 }
 
+/// The largest `batch_size`: a batch is built in memory at once (about 40 bytes a record).
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+/// The slowest `rate`: one batch a day.
+pub const MIN_RATE: f64 = 1.0 / 86_400.0;
+/// The fastest `rate`.
+pub const MAX_RATE: f64 = 10_000_000.0;
+
 impl GeneratorConfig {
     fn default_batch_size() -> usize {
         100
@@ -52,16 +59,22 @@ impl GeneratorConfig {
     /// Decodes and checks ranges.
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
-        if decoded.batch_size == 0 {
-            return Err(config.invalid("batch_size", "`batch_size` must be at least 1"));
+        if !(1..=MAX_BATCH_SIZE).contains(&decoded.batch_size) {
+            return Err(config.invalid(
+                "batch_size",
+                format!("`batch_size` must be between 1 and {MAX_BATCH_SIZE} records"),
+            ));
         }
         if decoded
             .rate
-            .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+            .is_some_and(|rate| !(MIN_RATE..=MAX_RATE).contains(&rate))
         {
             return Err(config.invalid(
                 "rate",
-                "`rate` must be a number of batches per second greater than 0",
+                format!(
+                    "`rate` must be between {MIN_RATE} and {MAX_RATE} batches per second (omit \
+                     it for as fast as the pipeline accepts)"
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&decoded.duplicate_ratio) {
@@ -197,6 +210,39 @@ impl LocalReceiver for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decode(yaml: &str) -> Result<GeneratorConfig, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = otap_df_core::config::YamlPath::root().key("config");
+        let positions = otap_df_core::config::PositionIndex::default();
+        GeneratorConfig::decode(&ComponentConfig::new(&value, &path, &positions))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn rates_and_batch_sizes_that_would_crash_a_run_are_config_errors() {
+        for (yaml, expected) in [
+            ("rate: 1e-300", "`rate` must be between"),
+            ("rate: 1e300", "`rate` must be between"),
+            ("rate: 0", "`rate` must be between"),
+            (
+                "batch_size: 100000000",
+                "`batch_size` must be between 1 and 1000000",
+            ),
+            (
+                "batch_size: 18446744073709551615",
+                "`batch_size` must be between 1 and 1000000",
+            ),
+            (
+                "batch_size: 0",
+                "`batch_size` must be between 1 and 1000000",
+            ),
+        ] {
+            let error = decode(yaml).expect_err(yaml);
+            assert!(error.contains(expected), "{yaml}: {error}");
+        }
+        assert!(decode("{ rate: 0.5, batch_size: 1000000 }").is_ok());
+    }
 
     #[test]
     fn shares_add_up_to_the_total() {

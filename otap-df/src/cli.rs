@@ -144,8 +144,11 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
     for warning in &resolved.warnings {
         tracing::warn!("{}:{warning}", path.display());
     }
-    if cores == Some(0) {
-        eprintln!("otap-df: --cores must be at least 1");
+    if cores.is_some_and(|cores| !(1..=crate::core::config::MAX_CORES).contains(&cores)) {
+        eprintln!(
+            "otap-df: --cores must be between 1 and {}",
+            crate::core::config::MAX_CORES
+        );
         return ExitCode::FAILURE;
     }
     if !(shutdown_timeout.is_finite() && (0.5..=3600.0).contains(&shutdown_timeout)) {

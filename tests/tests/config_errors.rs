@@ -146,10 +146,19 @@ fn unknown_engine_field_lists_the_valid_ones() {
 }
 
 #[test]
-fn zero_cores_is_rejected() {
-    let (path, line, kind) = single("version: otap_df/v1\nengine:\n  cores: 0\ngroups: {}\n");
-    assert_eq!((path.as_str(), line), ("engine.cores", 3));
-    assert!(matches!(kind, ConfigErrorKind::InvalidValue { .. }));
+fn zero_cores_and_more_than_the_cap_are_rejected() {
+    for cores in [0, 1025, 100_000] {
+        let (path, line, kind) = single(&format!(
+            "version: otap_df/v1\nengine:\n  cores: {cores}\ngroups: {{}}\n"
+        ));
+        assert_eq!((path.as_str(), line), ("engine.cores", 3));
+        assert_eq!(
+            kind,
+            ConfigErrorKind::InvalidValue {
+                message: "`cores` must be between 1 and 1024 (one thread and runtime each)".into()
+            }
+        );
+    }
 }
 
 #[test]

@@ -59,6 +59,10 @@ impl Source {
     }
 }
 
+/// The most `engine.cores` (and `run --cores`) accepts: each core is a thread with its own
+/// runtime, and far more than a machine has only costs memory.
+pub const MAX_CORES: usize = 1024;
+
 /// `engine:` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -425,11 +429,13 @@ impl Walker<'_> {
                 },
                 "engine" => {
                     if let Some(parsed) = self.decode::<EngineConfig>(value, &path) {
-                        if parsed.cores == 0 {
+                        if !(1..=MAX_CORES).contains(&parsed.cores) {
                             self.error(
                                 &path.key("cores"),
                                 ConfigErrorKind::InvalidValue {
-                                    message: "`cores` must be at least 1".to_owned(),
+                                    message: format!(
+                                        "`cores` must be between 1 and {MAX_CORES} (one thread and runtime each)"
+                                    ),
                                 },
                             );
                         }

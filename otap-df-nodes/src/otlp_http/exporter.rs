@@ -166,6 +166,21 @@ mod defaults {
     }
 }
 
+/// The port text of an authority (`[user@]host[:port]`, the host possibly `[v6]`), if any.
+fn port_of(authority: &str) -> Option<&str> {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, rest)| rest);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.1.strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    }
+}
+
+/// The longest duration option: long enough for any retry budget, short enough that the
+/// arithmetic on it never overflows.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The most `max_in_flight` accepts: beyond it, memory (one payload each) rather than
 /// throughput grows.
 pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
@@ -213,14 +228,17 @@ impl OtlpHttpExporterConfig {
                 format!("`max_in_flight` must be between 1 and {MAX_IN_FLIGHT_LIMIT}"),
             ));
         }
-        if decoded.timeout.is_zero() {
-            return Err(config.invalid("timeout", "`timeout` must be longer than 0s"));
-        }
-        if decoded.retry.initial_interval.is_zero() {
-            return Err(config.invalid(
-                "retry.initial_interval",
-                "`retry.initial_interval` must be longer than 0s",
-            ));
+        for (field, value) in [
+            ("timeout", decoded.timeout),
+            ("retry.initial_interval", decoded.retry.initial_interval),
+            ("retry.max_interval", decoded.retry.max_interval),
+            ("retry.max_elapsed_time", decoded.retry.max_elapsed_time),
+        ] {
+            if !(Duration::from_millis(1)..=MAX_DURATION).contains(&value) {
+                return Err(
+                    config.invalid(field, format!("`{field}` must be between 1ms and 7 days"))
+                );
+            }
         }
         if decoded.retry.max_interval < decoded.retry.initial_interval {
             return Err(config.invalid(
@@ -243,6 +261,18 @@ impl OtlpHttpExporterConfig {
                 )
             };
             let uri: Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
+            // `http::Uri` keeps a port it cannot represent (65536, `4318x`) as text and a
+            // client then connects to the scheme's default port: check it here.
+            if let Some(authority) = uri.authority() {
+                if authority.host().is_empty() {
+                    return Err(invalid("has no host"));
+                }
+                if let Some(port) = port_of(authority.as_str())
+                    && port.parse::<u16>().ok().filter(|p| *p >= 1).is_none()
+                {
+                    return Err(invalid("has a port outside 1–65535"));
+                }
+            }
             // Credentials in the URL would travel into logs with the authority (the HTTP
             // client's connection pool logs it): they belong in headers or an extension.
             if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
@@ -819,6 +849,31 @@ mod tests {
     fn bad_endpoints_and_headers_are_located_errors() {
         let missing = endpoints("{ logs_endpoint: 'http://l' }").expect_err("no base");
         assert!(missing.contains("`endpoint` is required"), "{missing}");
+        for (url, why) in [
+            ("http://c:65536", "has a port outside 1–65535"),
+            ("http://c:99999999", "has a port outside 1–65535"),
+            ("http://c:4318x", "has a port outside 1–65535"),
+            ("http://c:0", "has a port outside 1–65535"),
+            ("http://[::1]:70000", "has a port outside 1–65535"),
+        ] {
+            let error = endpoints(&format!("endpoint: '{url}'")).expect_err(url);
+            assert!(error.contains(why), "{url}: {error}");
+        }
+        for url in [
+            "http://c:4318",
+            "https://c",
+            "http://[::1]:4318",
+            "http://[::1]",
+        ] {
+            assert!(endpoints(&format!("endpoint: '{url}'")).is_ok(), "{url}");
+        }
+        let long =
+            endpoints("{ endpoint: 'http://c', retry: { max_interval: 18446744073709551615s } }")
+                .expect_err("overflowing interval");
+        assert!(
+            long.contains("`retry.max_interval` must be between 1ms and 7 days"),
+            "{long}"
+        );
         let userinfo =
             endpoints("endpoint: 'http://user:pw@collector:4318'").expect_err("userinfo");
         assert!(userinfo.contains("holds credentials"), "{userinfo}");
