@@ -12,7 +12,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use otap_df_core::binding::Capabilities;
-use otap_df_core::config::{ComponentConfig, ComponentKind};
+use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::NodeFactory;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
@@ -30,11 +30,22 @@ pub struct FileConfig {
     pub path: PathBuf,
 }
 
+impl FileConfig {
+    /// Decodes and checks the block (no file is opened).
+    pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
+        let decoded: Self = config.decode()?;
+        if decoded.path.as_os_str().is_empty() {
+            return Err(config.invalid("path", "`path` is empty; name the file to write"));
+        }
+        Ok(decoded)
+    }
+}
+
 /// `exporter:file`.
 pub static FILE: NodeFactory =
     NodeFactory::new(ComponentKind::Exporter, "file", env!("CARGO_PKG_NAME"))
         .description("appends every payload to a file in a re-readable format")
-        .validate_config(|config| config.decode::<FileConfig>().map(drop))
+        .validate_config(|config| FileConfig::decode(config).map(drop))
         .create(create);
 
 fn create(
@@ -42,7 +53,7 @@ fn create(
     config: &ComponentConfig<'_>,
     _: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
-    let config: FileConfig = config.decode()?;
+    let config = FileConfig::decode(config)?;
     let path = core_path(&config.path, context.core);
     let writer = PayloadWriter::open(&path)
         .map_err(|e| context.error(format!("cannot open `{}`: {e}", path.display())))?;

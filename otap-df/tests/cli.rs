@@ -821,3 +821,46 @@ groups:
     .expect("write config");
     config
 }
+
+#[test]
+fn an_empty_file_path_and_a_token_in_the_host_header_are_configuration_errors() {
+    let dir = std::env::temp_dir().join(format!("otap-df-config-checks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("bad.yaml");
+    std::fs::write(
+        &config,
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          tokens: { type: extension:bearer_auth, config: { token: t1, header: Host } }
+        nodes:
+          gen: { type: receiver:generator, config: { count: 1 } }
+          out: { type: exporter:file, config: { path: '' } }
+          up: { type: exporter:otlp_http, config: { endpoint: 'http://127.0.0.1:4318' }, capabilities: { bearer_token_provider: tokens } }
+        connections:
+          - { from: gen, to: out }
+          - { from: gen, to: up }
+",
+    )
+    .expect("write config");
+    let output = otap_df(&["validate", config.to_str().expect("utf-8")]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "at `groups.g.pipelines.p.extensions.tokens.config.header`: `Host` frames or routes \
+             the HTTP message and cannot carry a token"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "at `groups.g.pipelines.p.nodes.out.config.path`: `path` is empty; name the file to write"
+        ),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -95,6 +95,28 @@ impl BearerAuthConfig {
         if let Some(i) = decoded.tokens.iter().position(Secret::is_empty) {
             return Err(config.invalid(&format!("tokens[{i}]"), "this token is empty"));
         }
+        // A token travels in an HTTP header: a line break or control character in it would
+        // make every request fail (or be refused by every server). The token is not echoed.
+        if decoded
+            .token
+            .as_ref()
+            .is_some_and(|t| !is_header_text(t.expose()))
+        {
+            return Err(config.invalid(
+                "token",
+                "`token` holds a line break or control character, which HTTP headers cannot carry",
+            ));
+        }
+        if let Some(i) = decoded
+            .tokens
+            .iter()
+            .position(|t| !is_header_text(t.expose()))
+        {
+            return Err(config.invalid(
+                &format!("tokens[{i}]"),
+                "this token holds a line break or control character, which HTTP headers cannot carry",
+            ));
+        }
         if let Some(name) = &decoded.token_env {
             match env(name) {
                 Some(value) if !value.trim().is_empty() => {}
@@ -117,6 +139,19 @@ impl BearerAuthConfig {
                 "header",
                 format!(
                     "`{}` is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+                    decoded.header
+                ),
+            ));
+        }
+        if RESERVED_HEADERS
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(&decoded.header))
+        {
+            return Err(config.invalid(
+                "header",
+                format!(
+                    "`{}` frames or routes the HTTP message and cannot carry a token; use \
+                     `Authorization` (the default) or a header of your own such as `X-Api-Key`",
                     decoded.header
                 ),
             ));
@@ -144,6 +179,30 @@ impl BearerAuthConfig {
     pub fn watches_files(&self) -> bool {
         self.token_file.is_some() || self.tokens_file.is_some()
     }
+}
+
+/// Headers that frame or route an HTTP message: a token in one would be read as something
+/// else by every HTTP stack on the way (with `Host`, a request to host `t1` carries token
+/// `t1`).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "proxy-connection",
+];
+
+/// Text an HTTP header value can hold: visible ASCII, spaces and tabs, and non-ASCII bytes.
+fn is_header_text(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 fn is_header_name(name: &str) -> bool {
@@ -221,6 +280,24 @@ mod tests {
         let scheme = decode("{ token: a, scheme: 'Bearer x' }").expect_err("two words");
         assert!(scheme.contains("`scheme` is one word"), "{scheme}");
         assert!(decode("{ token: a, scheme: '', header: X-Api-Key }").is_ok());
+        for reserved in ["Host", "content-length", "Transfer-Encoding"] {
+            let error = decode(&format!("{{ token: a, header: {reserved} }}")).expect_err(reserved);
+            assert!(
+                error.contains("cannot carry a token"),
+                "{reserved}: {error}"
+            );
+        }
+        let newline = decode("{ token: \"ab\\ncd\" }").expect_err("newline");
+        assert!(
+            newline.contains("line break or control character"),
+            "{newline}"
+        );
+        assert!(
+            !newline.contains("ab"),
+            "the token is not echoed: {newline}"
+        );
+        let in_list = decode("{ tokens: [ok, \"a\\rb\"] }").expect_err("carriage return");
+        assert!(in_list.contains("tokens[1]"), "{in_list}");
         let interval = decode("{ token: a, reload_interval: 1ms }").expect_err("too short");
         assert!(
             interval.contains("`reload_interval` must be at least 10ms"),
