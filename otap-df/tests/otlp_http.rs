@@ -4,8 +4,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
+mod support;
+use support::{Running, free_port, named, node_totals, run_to_end};
+
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,29 +18,8 @@ use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use otap_df_core::binding::load_with_env;
 use otap_df_core::data::{Encoding, Signal};
-use otap_df_core::registry::Registry;
-use otap_df_core::runtime::engine::ShutdownHandle;
-use otap_df_core::runtime::engine::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
-
-fn registry() -> Registry {
-    let mut registry = Registry::new();
-    otap_df_core::register_builtins(&mut registry);
-    otap_df_nodes::register(&mut registry);
-    otap_df::extensions::bearer_auth::register(&mut registry);
-    otap_df_tests::fixtures::register(&mut registry);
-    otap_df_tests::recording::register(&mut registry);
-    registry.finish().expect("registry")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use otap_df_core::runtime::engine::Telemetry;
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -60,90 +42,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A pipeline running on its own thread.
-struct Running {
-    shutdown: ShutdownHandle,
-    telemetry: Arc<Telemetry>,
-    thread: JoinHandle<Result<(), EngineError>>,
-}
-
-impl Running {
-    fn start(yaml: &str) -> Self {
-        Self::start_with(yaml, RunOptions::default().channel_capacity)
-    }
-
-    fn start_with(yaml: &str, channel_capacity: usize) -> Self {
-        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-        let engine = Engine::new(
-            resolved,
-            RunOptions {
-                cores: Some(1),
-                channel_capacity,
-                ..RunOptions::default()
-            },
-        );
-        Self {
-            shutdown: engine.shutdown_handle(),
-            telemetry: engine.telemetry(),
-            thread: std::thread::spawn(move || engine.run()),
-        }
-    }
-
-    /// Starts a pipeline whose receiver listens on `port`, and waits until it accepts
-    /// connections.
-    fn listening(yaml: &str, port: u16) -> Self {
-        Self::listening_with(yaml, port, RunOptions::default().channel_capacity)
-    }
-
-    fn listening_with(yaml: &str, port: u16, channel_capacity: usize) -> Self {
-        let running = Self::start_with(yaml, channel_capacity);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                !running.thread.is_finished(),
-                "the pipeline ended before listening: {:?}",
-                running.thread.join()
-            );
-            assert!(Instant::now() < deadline, "nothing listens on {port}");
-            // Readiness poll, bounded by the deadline.
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        running
-    }
-
-    fn node(&self, node: &str) -> NodeTotals {
-        node_totals(&self.telemetry, node)
-    }
-
-    fn stop(self) -> Result<(), EngineError> {
-        self.shutdown.request();
-        self.thread.join().unwrap()
-    }
-
-    /// Waits for the pipeline to end by itself.
-    fn finish(self) -> Result<(), EngineError> {
-        self.thread.join().unwrap()
-    }
-}
-
-fn node_totals(telemetry: &Telemetry, node: &str) -> NodeTotals {
-    telemetry
-        .node_totals()
-        .into_iter()
-        .find(|t| t.node == node)
-        .unwrap_or_else(|| panic!("no node `{node}`"))
-}
-
-fn named(totals: &NodeTotals, name: &str) -> u64 {
-    totals
-        .named
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .unwrap_or(0)
 }
 
 /// A gateway: `receiver:otlp_http` on `port` (with `auth` as its authorizer extension block
@@ -632,21 +530,6 @@ fn send_one_batch_with(
         ),
         auth,
     ))
-}
-
-/// Runs a pipeline that ends by itself, on one core; its telemetry.
-fn run_to_end(yaml: &str) -> Arc<Telemetry> {
-    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None).unwrap();
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    engine.run().expect("the pipeline ends cleanly");
-    telemetry
 }
 
 const RETRY: &str = "{ initial_interval: 50ms, max_elapsed_time: 20s }";

@@ -7,99 +7,21 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
+mod support;
+use support::{Running, free_port, named, run_to_end};
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use otap_df_core::binding::load_with_env;
 use otap_df_core::data::{Encoding, Signal};
-use otap_df_core::registry::Registry;
-use otap_df_core::runtime::engine::{
-    Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
-};
-
-fn registry() -> Registry {
-    let mut registry = Registry::new();
-    otap_df_core::register_builtins(&mut registry);
-    otap_df_nodes::register(&mut registry);
-    otap_df_tests::recording::register(&mut registry);
-    registry.finish().expect("registry")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A pipeline running on one core on its own thread.
-struct Running {
-    shutdown: ShutdownHandle,
-    telemetry: Arc<Telemetry>,
-    thread: JoinHandle<Result<(), EngineError>>,
-}
-
-impl Running {
-    fn start(yaml: &str, channel_capacity: usize) -> Self {
-        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-        let engine = Engine::new(
-            resolved,
-            RunOptions {
-                cores: Some(1),
-                channel_capacity,
-                ..RunOptions::default()
-            },
-        );
-        Self {
-            shutdown: engine.shutdown_handle(),
-            telemetry: engine.telemetry(),
-            thread: std::thread::spawn(move || engine.run()),
-        }
-    }
-
-    /// Starts it and waits (bounded) until `port` accepts connections.
-    fn listening(yaml: &str, port: u16, channel_capacity: usize) -> Self {
-        let running = Self::start(yaml, channel_capacity);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(!running.thread.is_finished(), "the pipeline ended early");
-            assert!(Instant::now() < deadline, "nothing listens on {port}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        running
-    }
-
-    fn node(&self, node: &str) -> NodeTotals {
-        self.telemetry
-            .node_totals()
-            .into_iter()
-            .find(|t| t.node == node)
-            .unwrap_or_else(|| panic!("no node `{node}`"))
-    }
-
-    fn stop(self) -> Result<(), EngineError> {
-        self.shutdown.request();
-        self.thread.join().unwrap()
-    }
-}
-
-fn named(totals: &NodeTotals, name: &str) -> u64 {
-    totals
-        .named
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, v)| *v)
-}
+use otap_df_core::runtime::engine::{NodeTotals, RunOptions, Telemetry};
 
 #[derive(Debug)]
 struct Answer {
@@ -165,7 +87,7 @@ fn a_full_pipeline_makes_requests_wait_and_accepts_them_as_the_queue_drains() {
     let port = free_port();
     // The sink holds a payload for 500 ms and the queue one more: of four requests sent at
     // once, at least two find the pipeline full, wait, and get in as the sink drains.
-    let gateway = Running::listening(&slow_gateway(port, "", "500ms"), port, 1);
+    let gateway = Running::listening_with(&slow_gateway(port, "", "500ms"), port, 1);
     let clients: Vec<_> = (0..4)
         .map(|_| std::thread::spawn(move || post_logs(port, 3)))
         .collect();
@@ -188,7 +110,7 @@ fn a_full_pipeline_makes_requests_wait_and_accepts_them_as_the_queue_drains() {
 #[test]
 fn a_request_refused_for_a_full_pipeline_gets_429_with_retry_after_and_its_body_is_never_read() {
     let port = free_port();
-    let gateway = Running::listening(
+    let gateway = Running::listening_with(
         &slow_gateway(port, ", admission_timeout: 0s, retry_after: 2s", "2s"),
         port,
         1,
@@ -331,13 +253,6 @@ groups:
     )
 }
 
-fn run_to_end(yaml: &str) -> Arc<Telemetry> {
-    let running = Running::start(yaml, RunOptions::default().channel_capacity);
-    let telemetry = running.telemetry.clone();
-    running.thread.join().unwrap().expect("a clean run");
-    telemetry
-}
-
 fn exporter_totals(telemetry: &Telemetry) -> NodeTotals {
     telemetry
         .node_totals()
@@ -404,7 +319,7 @@ fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
 
     // Stopped from outside while requests are in flight: the same.
     let upstream = Upstream::start(Duration::from_millis(400), Vec::new());
-    let running = Running::start(
+    let running = Running::start_with(
         &sender(
             "{ rate: 50, batch_size: 5 }",
             upstream.port,
@@ -457,7 +372,7 @@ fn limited_gateway(port: u16, limits: &str) -> String {
 #[test]
 fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
     let port = free_port();
-    let gateway = Running::listening(
+    let gateway = Running::listening_with(
         &limited_gateway(port, ", header_read_timeout: 300ms"),
         port,
         64,
@@ -488,7 +403,7 @@ fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
 #[test]
 fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
     let port = free_port();
-    let gateway = Running::listening(
+    let gateway = Running::listening_with(
         &limited_gateway(port, ", body_read_timeout: 300ms"),
         port,
         // One place in the queue: the stalled request holds it until its timeout.
@@ -517,7 +432,7 @@ fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
 #[test]
 fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
     let port = free_port();
-    let gateway = Running::listening(&limited_gateway(port, ", max_connections: 2"), port, 64);
+    let gateway = Running::listening_with(&limited_gateway(port, ", max_connections: 2"), port, 64);
     // Two connections, each proven served (so both are open on the receiver's side).
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 1, "t", 1);
     let request = format!(
@@ -547,7 +462,7 @@ fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
 #[test]
 fn bodies_being_read_are_held_to_max_body_bytes_in_flight() {
     let port = free_port();
-    let gateway = Running::listening(
+    let gateway = Running::listening_with(
         &limited_gateway(
             port,
             ", max_body_size: 4096, max_body_bytes_in_flight: 4096, admission_timeout: 0s",

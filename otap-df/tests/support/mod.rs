@@ -1,0 +1,137 @@
+//! The harness shared by the OTLP/HTTP integration tests: the registry, pipelines running
+//! on their own thread, counters.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // each test binary uses a part
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use otap_df_core::binding::load_with_env;
+use otap_df_core::registry::Registry;
+use otap_df_core::runtime::engine::{
+    Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
+};
+
+/// Core's built-ins, the built-in nodes, `bearer_auth`, and the test kit's fixtures and
+/// recording nodes.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    otap_df_nodes::register(&mut registry);
+    otap_df::extensions::bearer_auth::register(&mut registry);
+    otap_df_tests::fixtures::register(&mut registry);
+    otap_df_tests::recording::register(&mut registry);
+    registry.finish().expect("registry")
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A pipeline running on one core on its own thread.
+pub struct Running {
+    pub shutdown: ShutdownHandle,
+    pub telemetry: Arc<Telemetry>,
+    pub thread: JoinHandle<Result<(), EngineError>>,
+}
+
+impl Running {
+    pub fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, RunOptions::default().channel_capacity)
+    }
+
+    pub fn start_with(yaml: &str, channel_capacity: usize) -> Self {
+        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
+            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
+        let engine = Engine::new(
+            resolved,
+            RunOptions {
+                cores: Some(1),
+                channel_capacity,
+                ..RunOptions::default()
+            },
+        );
+        Self {
+            shutdown: engine.shutdown_handle(),
+            telemetry: engine.telemetry(),
+            thread: std::thread::spawn(move || engine.run()),
+        }
+    }
+
+    /// Starts a pipeline whose receiver listens on `port`, and waits until it accepts
+    /// connections.
+    pub fn listening(yaml: &str, port: u16) -> Self {
+        Self::listening_with(yaml, port, RunOptions::default().channel_capacity)
+    }
+
+    pub fn listening_with(yaml: &str, port: u16, channel_capacity: usize) -> Self {
+        let running = Self::start_with(yaml, channel_capacity);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                !running.thread.is_finished(),
+                "the pipeline ended before listening: {:?}",
+                running.thread.join()
+            );
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            // Readiness poll, bounded by the deadline.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running
+    }
+
+    pub fn node(&self, node: &str) -> NodeTotals {
+        node_totals(&self.telemetry, node)
+    }
+
+    pub fn stop(self) -> Result<(), EngineError> {
+        self.shutdown.request();
+        self.thread.join().unwrap()
+    }
+
+    /// Waits for the pipeline to end by itself.
+    pub fn finish(self) -> Result<(), EngineError> {
+        self.thread.join().unwrap()
+    }
+}
+
+/// The totals of `node` (panics when there is none).
+pub fn node_totals(telemetry: &Telemetry, node: &str) -> NodeTotals {
+    telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == node)
+        .unwrap_or_else(|| panic!("no node `{node}`"))
+}
+
+/// The node's own counter `name` (0 when it never counted).
+pub fn named(totals: &NodeTotals, name: &str) -> u64 {
+    totals
+        .named
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .unwrap_or(0)
+}
+
+/// Runs a pipeline that ends by itself, on one core; its telemetry.
+pub fn run_to_end(yaml: &str) -> Arc<Telemetry> {
+    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None).unwrap();
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    engine.run().expect("the pipeline ends cleanly");
+    telemetry
+}
