@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use otap_df_tests::temp::TempDir;
+
 fn otap_df(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_otap-df"))
         .args(args)
@@ -351,10 +353,10 @@ groups:
 
 #[test]
 fn sigterm_mid_run_shuts_down_gracefully_and_loses_nothing_accepted() {
-    let dir = std::env::temp_dir().join(format!("otap-df-sigterm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("sigterm");
+    let dir = temp.dir();
     let out = dir.join("out.bin");
-    let mut run = RunningBinary::start(&endless_file_pipeline(&dir, &out));
+    let mut run = RunningBinary::start(&endless_file_pipeline(dir, &out));
     run.wait_flowing("gen");
     run.signal("-TERM");
     let (lines, code) = run.finish();
@@ -369,15 +371,14 @@ fn sigterm_mid_run_shuts_down_gracefully_and_loses_nothing_accepted() {
         .sum();
     assert!(sent > 0);
     assert_eq!((exported, in_file), (sent, sent), "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn sighup_is_logged_and_ignored_and_the_run_goes_on() {
-    let dir = std::env::temp_dir().join(format!("otap-df-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("sighup");
+    let dir = temp.dir();
     let out = dir.join("out.bin");
-    let mut run = RunningBinary::start(&endless_file_pipeline(&dir, &out));
+    let mut run = RunningBinary::start(&endless_file_pipeline(dir, &out));
     run.wait_flowing("gen");
     run.signal("-HUP");
     run.wait_for("the SIGHUP warning", |line| {
@@ -398,18 +399,15 @@ fn sighup_is_logged_and_ignored_and_the_run_goes_on() {
     assert_eq!(code, Some(0), "stderr: {lines:?}");
     let last = final_line(&lines);
     assert_eq!(records_out(last, "out"), records_out(last, "gen"), "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn a_second_signal_exits_at_once_with_the_final_line() {
-    let dir = std::env::temp_dir().join(format!("otap-df-second-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("second");
+    let dir = temp.dir();
     // An upstream that refuses connections: the exporter retries until the shutdown
     // deadline (10 s), so the first signal's drain is still going when the second comes.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let port = closed.local_addr().expect("address").port();
-    drop(closed);
+    let port = free_port();
     let config = dir.join("stuck.yaml");
     std::fs::write(
         &config,
@@ -443,13 +441,12 @@ groups:
         "{last}"
     );
     assert!(records_out(last, "gen").is_some_and(|n| n > 0), "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn a_file_exporter_on_a_full_disk_counts_nothing_as_written() {
-    let dir = std::env::temp_dir().join(format!("otap-df-full-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("full");
+    let dir = temp.dir();
     let config = dir.join("full.yaml");
     std::fs::write(
         &config,
@@ -475,7 +472,6 @@ groups:
         .find(|line| line.starts_with("final: "))
         .unwrap_or_else(|| panic!("no final line: {stderr}"));
     assert_eq!(records_out(last, "out"), Some(0), "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 /// The value of counter `name` (`failed`, `lost`, `accepted`, ...) of `node` in a final line.
@@ -513,9 +509,7 @@ fn post_logs(port: u16, records: usize) -> u16 {
 /// A gateway whose upstream refuses connections, so that its exporter retries until the
 /// shutdown; `extra` goes into the exporter's config.
 fn stuck_gateway(dir: &Path, port: u16, extra: &str) -> PathBuf {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let upstream = closed.local_addr().expect("address").port();
-    drop(closed);
+    let upstream = free_port();
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
@@ -557,12 +551,12 @@ fn acknowledge_then_stop(run: &mut RunningBinary, port: u16) {
 
 #[test]
 fn at_shutdown_an_exporter_mid_retry_dead_letters_everything_acknowledged() {
-    let dir = std::env::temp_dir().join(format!("otap-df-dead-letter-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("dead-letter");
+    let dir = temp.dir();
     let dead = dir.join("dead.bin");
     let port = free_port();
     let config = stuck_gateway(
-        &dir,
+        dir,
         port,
         &format!(", dead_letter_file: '{}'", dead.display()),
     );
@@ -593,16 +587,15 @@ fn at_shutdown_an_exporter_mid_retry_dead_letters_everything_acknowledged() {
         .map(|payload| payload.records())
         .sum();
     assert_eq!(in_file, 300);
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn at_shutdown_without_a_dead_letter_file_what_is_given_up_is_counted_lost_and_the_exit_code_says_so()
  {
-    let dir = std::env::temp_dir().join(format!("otap-df-lost-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("lost");
+    let dir = temp.dir();
     let port = free_port();
-    let config = stuck_gateway(&dir, port, "");
+    let config = stuck_gateway(dir, port, "");
     let mut run = RunningBinary::start_with(&config, &["--shutdown-timeout", "2"]);
     acknowledge_then_stop(&mut run, port);
     let (lines, code) = run.finish();
@@ -617,16 +610,15 @@ fn at_shutdown_without_a_dead_letter_file_what_is_given_up_is_counted_lost_and_t
             .any(|l| l.contains("otap-df: 300 records were lost")),
         "{lines:?}"
     );
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn out_of_file_descriptors_the_receiver_backs_off_logs_rarely_and_recovers() {
     use std::io::{Read, Write};
-    let dir = std::env::temp_dir().join(format!("otap-df-emfile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("emfile");
+    let dir = temp.dir();
     let port = free_port();
-    let config = receiver_to_noop(&dir, port, 1);
+    let config = receiver_to_noop(dir, port, 1);
     // The process may hold 64 descriptors: 100 connections run it out.
     let mut child = Command::new("sh")
         .arg("-c")
@@ -699,13 +691,12 @@ fn out_of_file_descriptors_the_receiver_backs_off_logs_rarely_and_recovers() {
         "{last}"
     );
     assert_eq!(counter(last, "otlp_in", "accepted"), Some(1), "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn memory_kv_is_one_store_for_all_cores_so_dedup_sees_duplicates_across_cores() {
-    let dir = std::env::temp_dir().join(format!("otap-df-dedup-cores-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("dedup-cores");
+    let dir = temp.dir();
     let port = free_port();
     let out = dir.join("out.bin");
     let yaml = |per_core: &str| {
@@ -766,15 +757,14 @@ groups:
         .map(|payload| payload.records())
         .sum();
     assert_eq!(written, 10, "{last}");
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
 fn a_second_process_on_the_same_address_fails_to_start_whatever_the_cores() {
-    let dir = std::env::temp_dir().join(format!("otap-df-second-bind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("second-bind");
+    let dir = temp.dir();
     let port = free_port();
-    let config = receiver_to_noop(&dir, port, 2);
+    let config = receiver_to_noop(dir, port, 2);
     let mut first = RunningBinary::start(&config);
     first.wait_for("the receivers listening", |line| {
         line.contains("OTLP/HTTP receiver listening")
@@ -795,7 +785,6 @@ fn a_second_process_on_the_same_address_fails_to_start_whatever_the_cores() {
     let (lines, code) = first.finish();
     assert_eq!(code, Some(0), "{lines:?}");
     assert_eq!(counter(final_line(&lines), "otlp_in", "accepted"), Some(10));
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 /// `receiver:otlp_http` on `port` → `exporter:noop`, on `cores` cores, written into `dir`.
@@ -824,8 +813,8 @@ groups:
 
 #[test]
 fn an_empty_file_path_and_a_token_in_the_host_header_are_configuration_errors() {
-    let dir = std::env::temp_dir().join(format!("otap-df-config-checks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let temp = TempDir::new("config-checks");
+    let dir = temp.dir();
     let config = dir.join("bad.yaml");
     std::fs::write(
         &config,
@@ -862,5 +851,4 @@ groups:
         ),
         "{stderr}"
     );
-    std::fs::remove_dir_all(&dir).expect("cleanup");
 }

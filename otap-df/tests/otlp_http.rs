@@ -5,7 +5,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
 mod support;
-use support::{Running, free_port, named, node_totals, run_to_end};
+use support::{Answer, Running, free_port, named, node_totals, post, run_to_end};
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -15,9 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::StatusCode;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
 use otap_df_core::data::{Encoding, Signal};
 use otap_df_core::runtime::engine::Telemetry;
 
@@ -170,48 +169,6 @@ fn the_sender_counts_what_it_sent_and_retried() {
         "{}",
         telemetry.summary()
     );
-}
-
-/// What a raw request got back.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-/// Sends one request to `127.0.0.1:port` with a plain HTTP/1.1 client.
-fn post(port: u16, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Answer {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let mut request = Request::post(format!("http://127.0.0.1:{port}{path}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = sender
-            .send_request(request.body(Full::new(body.into())).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    })
 }
 
 fn protobuf_logs(records: usize) -> Bytes {

@@ -8,7 +8,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
 mod support;
-use support::{Running, free_port, named, run_to_end};
+use support::{Answer, Running, free_port, named, post, run_to_end};
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,51 +17,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::StatusCode;
 use otap_df_core::data::{Encoding, Signal};
 use otap_df_core::runtime::engine::{NodeTotals, RunOptions, Telemetry};
 
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
 /// One `POST /v1/logs` of `records` log records, with a plain HTTP/1.1 client.
 fn post_logs(port: u16, records: usize) -> Answer {
-    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, records, "load", 1)
-        .bytes()
-        .clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = Request::post(format!("http://127.0.0.1:{port}/v1/logs"))
-            .header("content-type", "application/x-protobuf")
-            .body(Full::new(body))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    })
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, records, "load", 1);
+    post(
+        port,
+        "/v1/logs",
+        &[("content-type", "application/x-protobuf")],
+        body.bytes().clone(),
+    )
 }
 
 /// `receiver:otlp_http` on `port` with `receiver` as its extra config → a recording sink

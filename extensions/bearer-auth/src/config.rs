@@ -89,33 +89,32 @@ impl BearerAuthConfig {
                  tokens servers accept)",
             ));
         }
-        if decoded.token.as_ref().is_some_and(Secret::is_empty) {
-            return Err(config.invalid("token", "`token` is empty"));
-        }
-        if let Some(i) = decoded.tokens.iter().position(Secret::is_empty) {
-            return Err(config.invalid(&format!("tokens[{i}]"), "this token is empty"));
-        }
         // A token travels in an HTTP header: a line break or control character in it would
         // make every request fail (or be refused by every server). The token is not echoed.
-        if decoded
+        let inline = decoded
             .token
-            .as_ref()
-            .is_some_and(|t| !is_header_text(t.expose()))
-        {
-            return Err(config.invalid(
-                "token",
-                "`token` holds a line break or control character, which HTTP headers cannot carry",
-            ));
-        }
-        if let Some(i) = decoded
-            .tokens
             .iter()
-            .position(|t| !is_header_text(t.expose()))
-        {
-            return Err(config.invalid(
-                &format!("tokens[{i}]"),
-                "this token holds a line break or control character, which HTTP headers cannot carry",
-            ));
+            .map(|token| ("token".to_owned(), "`token`", token))
+            .chain(
+                decoded
+                    .tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, token)| (format!("tokens[{i}]"), "this token", token)),
+            );
+        for (field, what, token) in inline {
+            if token.is_empty() {
+                return Err(config.invalid(&field, format!("{what} is empty")));
+            }
+            if !is_header_text(token.expose()) {
+                return Err(config.invalid(
+                    &field,
+                    format!(
+                        "{what} holds a line break or control character, which HTTP headers \
+                         cannot carry"
+                    ),
+                ));
+            }
         }
         if let Some(name) = &decoded.token_env {
             match env(name) {
