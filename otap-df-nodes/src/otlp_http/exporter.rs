@@ -737,7 +737,7 @@ impl Delivery {
             Compression::None => data.bytes().clone(),
         };
         let started = Instant::now();
-        let retry = self.config.retry.clone();
+        let retry = &self.config.retry;
         let mut backoff = retry.initial_interval;
         let mut refreshed = false;
         let mut fresh = false;

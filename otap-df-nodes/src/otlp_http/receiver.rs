@@ -347,7 +347,7 @@ impl LocalReceiver for OtlpHttpReceiver {
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
             outputs: context.outputs,
-            stopping: Stopping::default(),
+            shutdown: shutdown.clone(),
             admission_timeout: config.admission_timeout,
             body_read_timeout: config.body_read_timeout,
             body_budget: tokio::sync::Semaphore::new(
@@ -428,7 +428,6 @@ impl LocalReceiver for OtlpHttpReceiver {
         // flight finish (and are answered) until the deadline, then their connections are
         // closed.
         drop(listener);
-        handler.stopping.stop();
         // Clients get until shortly before the deadline, so that what they hand over can
         // still be passed on (or accounted for) downstream in time.
         let until = shutdown
@@ -480,36 +479,11 @@ impl AcceptErrors {
     }
 }
 
-/// The receiver is stopping: requests waiting for admission give up.
-#[derive(Default)]
-struct Stopping {
-    stopped: std::cell::Cell<bool>,
-    notify: tokio::sync::Notify,
-}
-
-impl Stopping {
-    fn stop(&self) {
-        self.stopped.set(true);
-        self.notify.notify_waiters();
-    }
-
-    /// Returns once the receiver stops.
-    async fn wait(&self) {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        // Registered before the flag is read, so that a `stop` in between is not missed.
-        notified.as_mut().enable();
-        if self.stopped.get() {
-            return;
-        }
-        notified.await;
-    }
-}
-
 /// Answers one request.
 struct Handler {
     outputs: Outputs,
-    stopping: Stopping,
+    /// Requests waiting for room give up (503) once the engine asks the pipeline to stop.
+    shutdown: ShutdownSignal,
     admission_timeout: Duration,
     body_read_timeout: Duration,
     /// Bytes of bodies being read, in KiB.
@@ -739,7 +713,7 @@ impl Handler {
             ),
             counter: &self.counters.pipeline_full,
         };
-        if self.stopping.stopped.get() {
+        if self.shutdown.requested().is_some() {
             return Err(closed());
         }
         match self.outputs.try_reserve() {
@@ -750,7 +724,7 @@ impl Handler {
         }
         tokio::select! {
             biased;
-            () = self.stopping.wait() => Err(closed()),
+            _ = self.shutdown.wait() => Err(closed()),
             reserved = tokio::time::timeout(self.admission_timeout, self.outputs.reserve()) => {
                 match reserved {
                     Ok(Some(permit)) => Ok(permit),
@@ -784,7 +758,7 @@ impl Handler {
         bump(&self.counters.waited);
         tokio::select! {
             biased;
-            () = self.stopping.wait() => Err(Refusal {
+            _ = self.shutdown.wait() => Err(Refusal {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: code::UNAVAILABLE,
                 message: "the pipeline is stopping".to_owned(),
