@@ -10,8 +10,8 @@
 //! memory. A receiver that answers a client (an HTTP server) first takes room with
 //! [`Outputs::reserve`] — waiting, as long as it chooses, while the queues are full — and only
 //! then reads and checks the request, so that a request it must refuse costs it nothing;
-//! [`Outputs::try_send`] sends only if there is room now. Control messages reach a processor or exporter before
-//! any queued data.
+//! [`Outputs::try_send`] sends only if there is room now. Control messages reach a processor
+//! or exporter before any queued data.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
