@@ -123,7 +123,10 @@ fn a_sender_and_a_gateway_with_tokens_on_both_ends_deliver_every_record_in_every
         );
         let sent = Running::start(&sender(
             &format!("{{ count: 20, batch_size: 7, signal: traces, encoding: {encoding} }}"),
-            &format!("{{ endpoint: 'http://127.0.0.1:{port}', compression: {compression} }}"),
+            // One request per batch (no merging), so that the gateway's requests are exact.
+            &format!(
+                "{{ endpoint: 'http://127.0.0.1:{port}', compression: {compression}, merge_max_bytes: 0 }}"
+            ),
             Some("{ type: extension:bearer_auth, config: { token: s3cret-b } }"),
         ));
         sent.finish().expect("the sender delivers and ends");

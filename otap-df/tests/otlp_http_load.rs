@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use otap_df_core::data::{Encoding, Signal};
 use otap_df_core::runtime::engine::{NodeTotals, RunOptions, Telemetry};
+use otap_df_nodes::otlp::Shape;
 
 /// One `POST /v1/logs` of `records` log records, with a plain HTTP/1.1 client.
 fn post_logs(port: u16, records: usize) -> Answer {
@@ -116,6 +117,8 @@ fn a_request_refused_for_a_full_pipeline_gets_429_with_retry_after_and_its_body_
 struct Upstream {
     port: u16,
     seen: Arc<Mutex<Vec<Instant>>>,
+    /// What each request held (logs), in the order they came.
+    shapes: Arc<Mutex<Vec<Shape>>>,
     peak: Arc<AtomicUsize>,
 }
 
@@ -124,41 +127,62 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let shapes = Arc::new(Mutex::new(Vec::new()));
         let peak = Arc::new(AtomicUsize::new(0));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let (seen_, peak_) = (seen.clone(), peak.clone());
+        let (seen_, shapes_, peak_) = (seen.clone(), shapes.clone(), peak.clone());
         // Accepts until the test process ends; each connection ends when its client closes.
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (seen, peak, in_flight, script) = (
-                    seen_.clone(),
-                    peak_.clone(),
-                    in_flight.clone(),
-                    script.clone(),
-                );
-                std::thread::spawn(move || {
-                    serve_connection(stream, delay, &seen, &peak, &in_flight, &script)
-                });
+                let recorded = Recorded {
+                    seen: seen_.clone(),
+                    shapes: shapes_.clone(),
+                    peak: peak_.clone(),
+                    in_flight: in_flight.clone(),
+                };
+                let script = script.clone();
+                std::thread::spawn(move || serve_connection(stream, delay, &recorded, &script));
             }
         });
-        Self { port, seen, peak }
+        Self {
+            port,
+            seen,
+            shapes,
+            peak,
+        }
     }
 
     fn seen(&self) -> Vec<Instant> {
         self.seen.lock().unwrap().clone()
     }
+
+    fn shapes(&self) -> Vec<Shape> {
+        self.shapes.lock().unwrap().clone()
+    }
+}
+
+/// What the upstream's connections record.
+struct Recorded {
+    seen: Arc<Mutex<Vec<Instant>>>,
+    shapes: Arc<Mutex<Vec<Shape>>>,
+    peak: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 fn serve_connection(
     mut stream: TcpStream,
     delay: Duration,
-    seen: &Mutex<Vec<Instant>>,
-    peak: &AtomicUsize,
-    in_flight: &AtomicUsize,
+    recorded: &Recorded,
     script: &Mutex<VecDeque<&'static str>>,
 ) {
+    let Recorded {
+        seen,
+        shapes,
+        peak,
+        in_flight,
+    } = recorded;
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
         let mut length = 0usize;
@@ -187,6 +211,10 @@ fn serve_connection(
         peak.fetch_max(now, Ordering::SeqCst);
         let status = script.lock().unwrap().pop_front().unwrap_or("200 OK");
         seen.lock().unwrap().push(Instant::now());
+        shapes
+            .lock()
+            .unwrap()
+            .push(otap_df_nodes::otlp::decode_with_prost(Signal::Logs, &body).unwrap());
         std::thread::sleep(delay);
         in_flight.fetch_sub(1, Ordering::SeqCst);
         let extra = if status.starts_with("503") {
@@ -235,11 +263,35 @@ fn the_exporter_keeps_exactly_max_in_flight_requests_outstanding() {
     let telemetry = run_to_end(&sender(
         "{ count: 12, batch_size: 2 }",
         upstream.port,
-        ", max_in_flight: 4",
+        ", max_in_flight: 4, merge_max_bytes: 0",
     ));
     let exporter = exporter_totals(&telemetry);
     assert_eq!(upstream.seen().len(), 12);
     assert_eq!(upstream.peak.load(Ordering::SeqCst), 4);
+    assert_eq!(named(&exporter, "sent"), 24);
+    assert_eq!(named(&exporter, "merged"), 0);
+    assert_eq!(exporter.counts.records_failed, 0);
+}
+
+#[test]
+fn payloads_that_wait_for_a_free_request_go_upstream_merged_into_one() {
+    // Four requests take 300 ms each upstream; the generator's other eight batches come
+    // while all four are taken, wait merged, and go as one request when the first is done.
+    let upstream = Upstream::start(Duration::from_millis(300), Vec::new());
+    let telemetry = run_to_end(&sender(
+        "{ count: 12, batch_size: 2 }",
+        upstream.port,
+        ", max_in_flight: 4",
+    ));
+    let exporter = exporter_totals(&telemetry);
+    let shapes = upstream.shapes();
+    let records: Vec<usize> = shapes.iter().map(|shape| shape.records).collect();
+    assert_eq!(records, [2, 2, 2, 2, 16]);
+    // Merged by concatenation: each batch keeps its own resource and scope.
+    assert_eq!((shapes[4].resources, shapes[4].scopes), (8, 8));
+    assert_eq!(upstream.peak.load(Ordering::SeqCst), 4);
+    assert_eq!(named(&exporter, "requests"), 5);
+    assert_eq!(named(&exporter, "merged"), 7);
     assert_eq!(named(&exporter, "sent"), 24);
     assert_eq!(exporter.counts.records_failed, 0);
 }
@@ -291,7 +343,7 @@ fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
         &sender(
             "{ rate: 50, batch_size: 5 }",
             upstream.port,
-            ", max_in_flight: 8",
+            ", max_in_flight: 8, merge_max_bytes: 0",
         ),
         RunOptions::default().channel_capacity,
     );

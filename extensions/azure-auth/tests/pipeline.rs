@@ -305,8 +305,8 @@ groups:
           azure: {{ type: extension:azure_auth, config: {{ scope: '{SCOPE}', method: managed_identity }} }}
         nodes:
           gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 5, count: 40 }} }}
-          a: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}' }}, capabilities: {{ bearer_token_provider: azure }} }}
-          b: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}' }}, capabilities: {{ bearer_token_provider: azure }} }}
+          a: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: azure }} }}
+          b: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: azure }} }}
         connections:
           - {{ from: gen, to: [a, b] }}
 "
@@ -323,7 +323,8 @@ groups:
     .run()
     .expect("the pipeline runs to the end");
     let seen = seen.lock().unwrap();
-    // 40 batches, each to both exporters, over two cores; all with the one token.
+    // 40 batches, each to both exporters (one request each: no merging), over two cores;
+    // all with the one token.
     assert_eq!(seen.len(), 80);
     assert!(seen.iter().all(|e| number_of(&e.token) == 1));
 }

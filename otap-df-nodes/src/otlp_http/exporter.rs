@@ -15,6 +15,12 @@
 //! rather than one. When all are taken, the exporter stops taking payloads from its queue, and
 //! the backpressure reaches the receiver. Requests complete in any order: the order of
 //! payloads is not kept across requests.
+//!
+//! While every request is taken, payloads that arrive are merged into one waiting request
+//! of up to `merge_max_bytes` (protobuf payloads of one signal: the concatenation of two
+//! export requests is, by protobuf's rules, the request holding both), which the first
+//! request to finish sends next. Under load a gateway then makes fewer, larger upstream
+//! requests; when requests are free, nothing waits to be merged and no latency is added.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -25,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -36,7 +42,7 @@ use hyper_util::rt::TokioExecutor;
 use otap_df_core::binding::Capabilities;
 use otap_df_core::capability::{BearerTokenProvider, CapabilityId, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
-use otap_df_core::data::{OtlpPayload, Signal};
+use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::runtime::node::{
     LOST, LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance, ShutdownSignal,
@@ -85,6 +91,10 @@ pub struct OtlpHttpExporterConfig {
     /// Requests outstanding at once, per core (each with its own retries).
     #[serde(default = "defaults::max_in_flight")]
     pub max_in_flight: usize,
+    /// The largest request that payloads waiting for a free request are merged into, in
+    /// bytes before compression; `0`: never merge.
+    #[serde(default = "defaults::merge_max_bytes")]
+    pub merge_max_bytes: usize,
 }
 
 /// Request body compression.
@@ -164,6 +174,11 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         16
     }
+
+    /// Well under the request limits of common OTLP servers (the Collector's is 20 MiB).
+    pub fn merge_max_bytes() -> usize {
+        1 << 20
+    }
 }
 
 /// The port text of an authority (`[user@]host[:port]`, the host possibly `[v6]`), if any.
@@ -180,6 +195,10 @@ fn port_of(authority: &str) -> Option<&str> {
 /// The longest duration option: long enough for any retry budget, short enough that the
 /// arithmetic on it never overflows.
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The most `merge_max_bytes` accepts: one merged request is held in memory beside the ones
+/// in flight.
+const MERGE_MAX_BYTES_LIMIT: usize = 64 << 20;
 
 /// The most `max_in_flight` accepts: beyond it, memory (one payload each) rather than
 /// throughput grows.
@@ -221,6 +240,12 @@ impl OtlpHttpExporterConfig {
                     format!("the value of header `{name}` holds characters HTTP does not allow"),
                 ));
             }
+        }
+        if decoded.merge_max_bytes > MERGE_MAX_BYTES_LIMIT {
+            return Err(config.invalid(
+                "merge_max_bytes",
+                format!("`merge_max_bytes` must be at most {MERGE_MAX_BYTES_LIMIT} (64 MiB)"),
+            ));
         }
         if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&decoded.max_in_flight) {
             return Err(config.invalid(
@@ -394,6 +419,9 @@ fn create(
     let counters = &context.counters;
     let max_in_flight = decoded.max_in_flight;
     let delivery = Delivery {
+        waiting: RefCell::new(None),
+        waiting_taken: tokio::sync::Notify::new(),
+        merged: counters.named("merged"),
         node: context.node_id.clone(),
         client,
         endpoints,
@@ -430,6 +458,13 @@ struct OtlpHttpExporter {
 /// Everything a request needs, shared by the exporter's requests in flight (one core: `Rc`
 /// and `RefCell`, never borrowed across an `await`).
 struct Delivery {
+    /// Payloads that came while every request was taken, merged; the first request to finish
+    /// sends it next. Never set while a request is free.
+    waiting: RefCell<Option<Waiting>>,
+    /// Told when a request takes `waiting`, so that the exporter may start the next one.
+    waiting_taken: tokio::sync::Notify,
+    /// Payloads merged into a request with others.
+    merged: Arc<AtomicU64>,
     node: String,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     endpoints: Endpoints,
@@ -458,6 +493,77 @@ struct Delivery {
 const STOPPED_BEFORE_SENT: &str = "the pipeline stopped before the payload could be sent";
 const STOPPED_IN_FLIGHT: &str = "the pipeline's shutdown deadline came while the request was in flight (the upstream may have received it)";
 const STOPPED_RETRYING: &str = "gave up: the pipeline is stopping";
+
+/// The payloads waiting for a free request.
+enum Waiting {
+    /// One payload, as it came (no copy until a second one joins it).
+    One(OtlpPayload),
+    /// Several protobuf payloads of one signal, concatenated.
+    Merged {
+        signal: Signal,
+        records: u64,
+        bytes: BytesMut,
+    },
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        match self {
+            Waiting::One(payload) => payload.bytes().len(),
+            Waiting::Merged { bytes, .. } => bytes.len(),
+        }
+    }
+
+    fn signal(&self) -> Signal {
+        match self {
+            Waiting::One(payload) => payload.signal(),
+            Waiting::Merged { signal, .. } => *signal,
+        }
+    }
+
+    fn mergeable(&self) -> bool {
+        match self {
+            Waiting::One(payload) => payload.encoding() == Encoding::Protobuf,
+            Waiting::Merged { .. } => true,
+        }
+    }
+
+    /// Appends `payload` when it can be merged within `max_bytes`; gives it back otherwise.
+    fn merge(&mut self, payload: OtlpPayload, max_bytes: usize) -> Result<(), OtlpPayload> {
+        if !self.mergeable()
+            || payload.encoding() != Encoding::Protobuf
+            || payload.signal() != self.signal()
+            || self.len() + payload.bytes().len() > max_bytes
+        {
+            return Err(payload);
+        }
+        if let Waiting::One(first) = self {
+            let mut bytes = BytesMut::with_capacity(max_bytes.min(first.bytes().len() * 8));
+            bytes.extend_from_slice(first.bytes());
+            *self = Waiting::Merged {
+                signal: first.signal(),
+                records: first.records(),
+                bytes,
+            };
+        }
+        if let Waiting::Merged { records, bytes, .. } = self {
+            *records += payload.records();
+            bytes.extend_from_slice(payload.bytes());
+        }
+        Ok(())
+    }
+
+    fn into_payload(self) -> OtlpPayload {
+        match self {
+            Waiting::One(payload) => payload,
+            Waiting::Merged {
+                signal,
+                records,
+                bytes,
+            } => OtlpPayload::new(signal, Encoding::Protobuf, records, bytes.freeze()),
+        }
+    }
+}
 
 /// A token as the exporter last sent it.
 struct RenderedToken {
@@ -671,24 +777,53 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
 #[otap_df_core::async_trait(?Send)]
 impl LocalExporter for OtlpHttpExporter {
     async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
-        while let Some(done) = self.in_flight.try_join_next() {
-            self.delivery.joined(done)?;
-        }
-        // All requests taken: the queue waits, and backpressure reaches the receiver.
-        while self.in_flight.len() >= self.max_in_flight {
-            if let Some(done) = self.in_flight.join_next().await {
+        let mut data = data;
+        loop {
+            while let Some(done) = self.in_flight.try_join_next() {
                 self.delivery.joined(done)?;
             }
+            if self.in_flight.len() < self.max_in_flight {
+                // A request ends only when nothing waits, so nothing does now.
+                let delivery = self.delivery.clone();
+                self.in_flight
+                    .spawn_local(async move { delivery.deliver_while_waiting(data).await });
+                return Ok(());
+            }
+            // Every request is taken: wait with the others, merged when it can be.
+            let max_bytes = self.delivery.config.merge_max_bytes;
+            data = match &mut *self.delivery.waiting.borrow_mut() {
+                waiting @ None => {
+                    *waiting = Some(Waiting::One(data));
+                    return Ok(());
+                }
+                Some(waiting) => match waiting.merge(data, max_bytes) {
+                    Ok(()) => {
+                        self.delivery.merged.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(data) => data,
+                },
+            };
+            // No room beside the waiting request: the queue waits, and backpressure reaches
+            // the receiver, until a request takes the waiting one or ends.
+            tokio::select! {
+                done = self.in_flight.join_next() => {
+                    if let Some(done) = done {
+                        self.delivery.joined(done)?;
+                    }
+                }
+                () = self.delivery.waiting_taken.notified() => {}
+            }
         }
-        let delivery = self.delivery.clone();
-        self.in_flight
-            .spawn_local(async move { delivery.deliver(data).await });
-        Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), NodeError> {
         while let Some(done) = self.in_flight.join_next().await {
             self.delivery.joined(done)?;
+        }
+        // Requests take what waits before they end; nothing is left but to be sure.
+        if let Some(waiting) = self.delivery.waiting.take() {
+            self.delivery.deliver(waiting.into_payload()).await;
         }
         Ok(())
     }
@@ -717,6 +852,19 @@ impl Delivery {
         self.shutdown
             .requested()
             .is_some_and(|request| Instant::now() + after >= request.stop_waiting_at)
+    }
+
+    /// Delivers `data`, then what waits for a free request, until nothing does.
+    async fn deliver_while_waiting(&self, data: OtlpPayload) {
+        let mut data = data;
+        loop {
+            self.deliver(data).await;
+            let Some(waiting) = self.waiting.take() else {
+                return;
+            };
+            self.waiting_taken.notify_one();
+            data = waiting.into_payload();
+        }
     }
 
     /// Delivers one payload: compresses it, sends it, retries it; counts, logs and
@@ -886,6 +1034,46 @@ mod tests {
         let header =
             endpoints("{ endpoint: 'http://h', headers: { 'bad name': x } }").expect_err("header");
         assert!(header.contains("not a valid HTTP header name"), "{header}");
+    }
+
+    #[test]
+    fn merging_concatenates_protobuf_payloads_of_one_signal_up_to_the_bound() {
+        use crate::otlp::{decode_with_prost, synthetic};
+        let a = synthetic(Signal::Logs, 3, "a", 1);
+        let b = synthetic(Signal::Logs, 5, "b", 2);
+        let size = a.bytes().len() + b.bytes().len();
+        let mut waiting = Waiting::One(a.clone());
+        waiting.merge(b.clone(), size).expect("fits exactly");
+        // One byte more than the bound: given back whole.
+        let refused = waiting.merge(a.clone(), size).expect_err("over the bound");
+        assert_eq!(refused.bytes(), a.bytes());
+        let merged = waiting.into_payload();
+        assert_eq!(merged.records(), 8);
+        assert_eq!(merged.bytes().len(), size);
+        let shape = decode_with_prost(Signal::Logs, merged.bytes()).expect("valid protobuf");
+        assert_eq!((shape.resources, shape.scopes, shape.records), (2, 2, 8));
+
+        let unlimited = usize::MAX;
+        let traces = synthetic(Signal::Traces, 1, "t", 1);
+        assert!(Waiting::One(a.clone()).merge(traces, unlimited).is_err());
+        let json = crate::otlp::to_json(&a).expect("json");
+        assert!(
+            Waiting::One(json.clone())
+                .merge(b.clone(), unlimited)
+                .is_err()
+        );
+        assert!(Waiting::One(b).merge(json, unlimited).is_err());
+    }
+
+    #[test]
+    fn merge_max_bytes_is_bounded() {
+        let error = endpoints("{ endpoint: 'http://c', merge_max_bytes: 67108865 }")
+            .expect_err("over 64 MiB");
+        assert!(
+            error.contains("`merge_max_bytes` must be at most 67108864 (64 MiB)"),
+            "{error}"
+        );
+        assert!(endpoints("{ endpoint: 'http://c', merge_max_bytes: 0 }").is_ok());
     }
 
     #[test]
