@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,12 +285,65 @@ fn resolve_collecting(
             pipelines.push(resolver.resolve(&mut warnings));
         }
     }
+    shared_listen_addresses(&pipelines, &document.source, errors);
     warnings.sort_by_key(|w| w.location);
     ResolvedConfig {
         engine: document.engine,
         pipelines,
         warnings,
         source: document.source,
+    }
+}
+
+/// Two nodes anywhere in the configuration that would listen on one address: the second is
+/// refused, naming the first. Addresses overlap on the same port when they are equal or one
+/// of them is unspecified (`0.0.0.0`, `[::]`: every address of the machine); port 0 (any
+/// free port) overlaps nothing.
+fn shared_listen_addresses(
+    pipelines: &[PipelinePlan],
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut seen: Vec<(SocketAddr, YamlPath, String)> = Vec::new();
+    for pipeline in pipelines {
+        for node in &pipeline.nodes {
+            let config_path = node.path.key("config");
+            let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
+            // Port 0 is any free port: never shared.
+            let addresses = node.factory.listen_addresses(&config);
+            for (field, address) in addresses.into_iter().filter(|(_, a)| a.port() != 0) {
+                let path = field
+                    .split('.')
+                    .fold(config_path.clone(), |path, key| path.key(key));
+                let owner = format!(
+                    "node `{}` of pipeline `{}/{}`",
+                    node.id, pipeline.group, pipeline.name
+                );
+                let overlapping = seen.iter().find(|(other, _, _)| {
+                    other.port() == address.port()
+                        && (other.ip() == address.ip()
+                            || other.ip().is_unspecified()
+                            || address.ip().is_unspecified())
+                });
+                if let Some((other, other_path, other_owner)) = overlapping {
+                    let at = source
+                        .positions
+                        .locate(other_path)
+                        .map(|l| format!(" (line {}:{})", l.line, l.column))
+                        .unwrap_or_default();
+                    errors.push(source.error(
+                        &path,
+                        ConfigErrorKind::InvalidValue {
+                            message: format!(
+                                "`{field}` {address} overlaps {other} of {other_owner}{at}; two nodes cannot listen on one address (give each its own port)"
+                            ),
+                        },
+                    ));
+                } else {
+                    seen.push((address, path, owner));
+                }
+            }
+        }
     }
 }
 

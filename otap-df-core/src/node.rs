@@ -36,6 +36,12 @@ impl CapabilityRequirement {
     }
 }
 
+/// The addresses a node's `config:` listens on, each with the config field that names it
+/// (relative to `config`, dotted: `listen`); `None` where the block does not decode (the
+/// validator reports that).
+pub type ListenAddresses =
+    fn(&crate::config::ComponentConfig<'_>) -> Option<Vec<(&'static str, std::net::SocketAddr)>>;
+
 /// Describes one node type. Declared as a `static` and registered with
 /// [`Registry::register_node`](crate::registry::Registry::register_node) or
 /// [`submit_node!`](crate::submit_node).
@@ -48,6 +54,7 @@ pub struct NodeFactory {
     execution: ExecutionModel,
     accepts: &'static [CapabilityRequirement],
     validate_config: ConfigValidator,
+    listens: Option<ListenAddresses>,
     create: Option<NodeConstructor>,
 }
 
@@ -72,6 +79,7 @@ impl NodeFactory {
             execution: ExecutionModel::Local,
             accepts: &[],
             validate_config: accept_any_config,
+            listens: None,
             create: None,
         }
     }
@@ -102,6 +110,14 @@ impl NodeFactory {
     #[must_use]
     pub const fn validate_config(mut self, validator: ConfigValidator) -> Self {
         self.validate_config = validator;
+        self
+    }
+
+    /// Declares the addresses the node listens on, so that validation refuses two nodes
+    /// anywhere in a configuration that would listen on one address.
+    #[must_use]
+    pub const fn listens(mut self, addresses: ListenAddresses) -> Self {
+        self.listens = Some(addresses);
         self
     }
 
@@ -154,6 +170,16 @@ impl NodeFactory {
             .iter()
             .copied()
             .find(|r| r.capability == capability)
+    }
+
+    /// The addresses a node of this type with `config` listens on (see [`Self::listens`]).
+    pub fn listen_addresses(
+        &self,
+        config: &crate::config::ComponentConfig<'_>,
+    ) -> Vec<(&'static str, std::net::SocketAddr)> {
+        self.listens
+            .and_then(|addresses| addresses(config))
+            .unwrap_or_default()
     }
 
     /// Validates a `config:` block.

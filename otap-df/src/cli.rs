@@ -105,8 +105,21 @@ pub const EXIT_LOST: u8 = 3;
 
 fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|error| {
+    let bytes = std::fs::read(path).map_err(|error| {
         eprintln!("otap-df: cannot read `{name}`: {error}");
+        ExitCode::FAILURE
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let bytes = error.as_bytes();
+        let valid = &bytes[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        // Valid UTF-8 up to the bad byte: the column counts characters, as elsewhere.
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
+        eprintln!(
+            "otap-df: `{name}`:{line}:{column}: not UTF-8 (byte 0x{:02x}); save the configuration as UTF-8",
+            bytes[valid.len()]
+        );
         ExitCode::FAILURE
     })?;
     crate::load(&text, &name, registry).map_err(|errors| {

@@ -123,6 +123,87 @@ groups:
 }
 
 #[test]
+fn validate_refuses_two_receivers_on_one_address_anywhere_in_the_configuration() {
+    let dir = TempDir::new("cli-listen");
+    let config = dir.path("listen.yaml");
+    std::fs::write(
+        &config,
+        "version: otap_df/v1
+groups:
+  a:
+    pipelines:
+      one:
+        nodes:
+          in: { type: receiver:otlp_http, config: { listen: '0.0.0.0:4318' } }
+          out: { type: exporter:noop }
+        connections: [{ from: in, to: out }]
+  b:
+    pipelines:
+      two:
+        nodes:
+          in: { type: receiver:otlp_http, config: { listen: '127.0.0.1:4318' } }
+          other: { type: receiver:otlp_http, config: { listen: '127.0.0.1:4319' } }
+          out: { type: exporter:noop }
+        connections: [{ from: [in, other], to: out }]
+",
+    )
+    .expect("write config");
+    let path = config.display().to_string();
+    let output = otap_df(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "1 error in {path}
+  {path}:14:53: at `groups.b.pipelines.two.nodes.in.config.listen`: `listen` 127.0.0.1:4318 overlaps 0.0.0.0:4318 of node `in` of pipeline `a/one` (line 7:53); two nodes cannot listen on one address (give each its own port)
+"
+        )
+    );
+}
+
+#[test]
+fn validate_locates_a_byte_that_is_not_utf8() {
+    let dir = TempDir::new("cli-utf8");
+    let config = dir.path("latin1.yaml");
+    std::fs::write(&config, b"version: otap_df/v1\n# caf\xe9\ngroups: {}\n").expect("write");
+    let path = config.display().to_string();
+    let output = otap_df(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!("otap-df: `{path}`:2:6: not UTF-8 (byte 0xe9); save the configuration as UTF-8\n")
+    );
+}
+
+#[test]
+fn validate_refuses_a_20000_deep_nesting_with_its_location() {
+    let dir = TempDir::new("cli-deep");
+    let config = dir.path("deep.yaml");
+    let depth = 20_000;
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1\ngroups: {}{}\n",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+    )
+    .expect("write");
+    let path = config.display().to_string();
+    let output = otap_df(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("1 error in {path}\n  {path}:2:")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("collections nest more than 64 deep here"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn validate_of_a_missing_file_names_it() {
     let output = otap_df(&["validate", "no/such/file.yaml"]);
     assert_eq!(output.status.code(), Some(1));

@@ -88,6 +88,89 @@ fn syntax_error_is_located() {
 }
 
 #[test]
+fn a_pipeline_without_nodes_is_refused_where_its_nodes_are() {
+    let (path, line, kind) = single(&pipeline("        nodes: {}\n"));
+    assert_eq!((path.as_str(), line), ("groups.g.pipelines.p.nodes", 6));
+    assert!(
+        kind.to_string().starts_with("a pipeline needs nodes"),
+        "{kind}"
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let resolved = load("\u{feff}version: otap_df/v1\ngroups: {}\n").expect("valid with a BOM");
+    assert!(resolved.pipelines.is_empty());
+}
+
+#[test]
+fn a_first_line_indented_more_than_the_next_is_located_not_called_a_second_document() {
+    let (path, line, kind) = single(" version: otap_df/v1\ngroups: {}\n");
+    assert_eq!((path.as_str(), line), ("<root>", 2));
+    let ConfigErrorKind::Syntax { message } = kind else {
+        panic!("{kind:?}")
+    };
+    assert!(!message.contains("more than one document"), "{message}");
+    assert!(message.contains("indented less"), "{message}");
+}
+
+#[test]
+fn only_a_real_second_document_is_called_one_and_it_is_located() {
+    let (path, line, kind) = single("version: otap_df/v1\ngroups: {}\n---\nmore: 1\n");
+    assert_eq!((path.as_str(), line), ("<root>", 3));
+    assert!(
+        kind.to_string()
+            .starts_with("a second YAML document starts here"),
+        "{kind}"
+    );
+}
+
+#[test]
+fn yaml_bounds_are_checked_before_the_document_is_built() {
+    // 100,000 levels of flow nesting: refused at once (the value parser alone takes minutes).
+    let depth = 100_000;
+    let deep = format!(
+        "version: otap_df/v1\ngroups: {}{}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let (_, line, kind) = single(&deep);
+    assert_eq!(line, 2);
+    assert!(
+        matches!(&kind, ConfigErrorKind::Limit { message } if message.contains("nest more than 64 deep")),
+        "{kind:?}"
+    );
+    // 200 aliases of a 100 kB string: 20 MB once expanded.
+    let fan_out = format!(
+        "version: otap_df/v1\nx: &big \"{}\"\ngroups: [{}]\n",
+        "x".repeat(100_000),
+        vec!["*big"; 200].join(", ")
+    );
+    let (_, line, kind) = single(&fan_out);
+    assert_eq!(line, 3);
+    assert!(
+        matches!(&kind, ConfigErrorKind::Limit { message } if message.contains("aliases expanded")),
+        "{kind:?}"
+    );
+}
+
+#[test]
+fn a_long_error_list_prints_the_first_fifty_and_counts_the_rest() {
+    let nodes: String = (0..120)
+        .map(|i| format!("          n{i}: {{ type: 'receiver:nope' }}\n"))
+        .collect();
+    let all = load(&pipeline(&format!("        nodes:\n{nodes}"))).expect_err("120 unknown types");
+    assert_eq!(all.errors.len(), 120, "the list keeps every error");
+    let printed = all.to_string();
+    assert!(printed.starts_with("120 errors in test.yaml"), "{printed}");
+    assert_eq!(printed.matches("unknown receiver type").count(), 50);
+    assert!(
+        printed.ends_with("... and 70 more (the first 50 are shown; fix these and validate again)"),
+        "{printed}"
+    );
+}
+
+#[test]
 fn unsupported_version_names_the_expected_one() {
     let (path, line, kind) = single("version: otap_df/v2\ngroups: {}\n");
     assert_eq!((path.as_str(), line), ("version", 1));
@@ -163,7 +246,9 @@ fn zero_cores_and_more_than_the_cap_are_rejected() {
 
 #[test]
 fn unknown_pipeline_field_is_located() {
-    let (path, line, kind) = single(&pipeline("        nodes: {}\n        conections: []\n"));
+    let (path, line, kind) = single(&pipeline(
+        "        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        conections: []\n",
+    ));
     assert_eq!(
         (path.as_str(), line),
         (format!("{P}.conections").as_str(), 7)
@@ -219,7 +304,7 @@ fn malformed_type_name_says_what_is_valid() {
 #[test]
 fn node_type_under_extensions_gets_a_section_hint() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          in: { type: receiver:probe }\n        nodes: {}\n",
+        "        extensions:\n          in: { type: receiver:probe }\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),
@@ -253,7 +338,7 @@ fn extension_type_under_nodes_gets_a_section_hint() {
 #[test]
 fn unknown_extension_type_lists_registered_ones_and_suggests() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          s: { type: extension:memroy_kv }\n        nodes: {}\n",
+        "        extensions:\n          s: { type: extension:memroy_kv }\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),
@@ -293,7 +378,7 @@ fn unknown_node_type_lists_registered_ones_of_its_kind() {
 #[test]
 fn first_party_extension_not_compiled_in_names_its_feature() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          az: { type: extension:azure_auth }\n        nodes: {}\n",
+        "        extensions:\n          az: { type: extension:azure_auth }\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),
@@ -308,7 +393,7 @@ fn first_party_extension_not_compiled_in_names_its_feature() {
 #[test]
 fn component_config_unknown_field_is_located_inside_config() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          s:\n            type: extension:memory_kv\n            config:\n              max_entires: 5\n        nodes: {}\n",
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config:\n              max_entires: 5\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),
@@ -331,7 +416,7 @@ fn component_config_unknown_field_is_located_inside_config() {
 #[test]
 fn component_config_semantic_error_is_located_at_the_field() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: 0 }\n        nodes: {}\n",
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: 0 }\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),
@@ -377,7 +462,7 @@ fn node_config_missing_and_mistyped_fields() {
 #[test]
 fn unset_environment_variable_is_named_and_located() {
     let (path, line, kind) = single(&pipeline(
-        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: '${env:UNSET_VARIABLE}' }\n        nodes: {}\n",
+        "        extensions:\n          s:\n            type: extension:memory_kv\n            config: { max_entries: '${env:UNSET_VARIABLE}' }\n        nodes: { in: { type: 'receiver:probe' }, out: { type: 'exporter:probe', config: { path: /tmp/x } } }\n        connections: [{ from: in, to: out }]\n",
     ));
     assert_eq!(
         (path.as_str(), line),

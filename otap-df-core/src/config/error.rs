@@ -69,6 +69,13 @@ pub enum ConfigErrorKind {
         /// The parser's message.
         message: String,
     },
+    /// The text crosses one of the bounds of [`limits`](super::limits) (size, nesting,
+    /// alias expansion, documents).
+    #[error("{message}")]
+    Limit {
+        /// Which bound, and where.
+        message: String,
+    },
     /// The `version` is not one this build reads.
     #[error("unsupported version `{found}`: expected `{expected}`")]
     UnsupportedVersion {
@@ -194,6 +201,9 @@ impl ConfigErrors {
     }
 }
 
+/// The most errors [`ConfigErrors`] prints; the list itself keeps them all.
+pub const SHOWN_ERRORS: usize = 50;
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.errors.len();
@@ -204,9 +214,16 @@ impl fmt::Display for ConfigErrors {
             if count == 1 { "" } else { "s" },
             self.source
         )?;
-        for error in &self.errors {
+        for error in self.errors.iter().take(SHOWN_ERRORS) {
             let sep = if error.location.is_some() { "" } else { " " };
             write!(f, "\n  {}:{sep}{error}", self.source)?;
+        }
+        if count > SHOWN_ERRORS {
+            write!(
+                f,
+                "\n  ... and {} more (the first {SHOWN_ERRORS} are shown; fix these and validate again)",
+                count - SHOWN_ERRORS
+            )?;
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 pub mod component;
 pub mod env;
 pub mod error;
+pub mod limits;
 pub mod position;
 pub mod urn;
 
@@ -235,6 +236,14 @@ pub(crate) fn parse_partial(
     source_name: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Document, Vec<ConfigError>), ConfigErrors> {
+    // A byte-order mark is not content (editors on some systems write one).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Err(error) = limits::check(text) {
+        return Err(ConfigErrors {
+            source: source_name.to_owned(),
+            errors: vec![error],
+        });
+    }
     let mut source = Source {
         name: source_name.to_owned(),
         positions: PositionIndex::build(text),
@@ -243,18 +252,29 @@ pub(crate) fn parse_partial(
     let mut root: Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
         Err(error) => {
-            let location = error.location().map(|l| Location {
+            let mut location = error.location().map(|l| Location {
                 line: l.line(),
                 column: l.column(),
             });
+            let mut message = strip_location(&error.to_string());
+            // A second document is located by `limits::check`; this message without one
+            // means the text ended its first document early (a line indented less than the
+            // first): the other parser says where, and what it found.
+            if location.is_none() && message.contains("more than one document") {
+                if let Some((at, found)) = position::first_syntax_error(text) {
+                    location = Some(at);
+                    message = format!(
+                        "{found} (a line is indented less than the ones before it: the keys of \
+                         one mapping start in the same column, top-level keys in column 1)"
+                    );
+                }
+            }
             return Err(ConfigErrors {
                 source: source.name,
                 errors: vec![ConfigError {
                     path: YamlPath::root(),
                     location,
-                    kind: ConfigErrorKind::Syntax {
-                        message: strip_location(&error.to_string()),
-                    },
+                    kind: ConfigErrorKind::Syntax { message },
                 }],
             });
         }
@@ -577,6 +597,14 @@ impl Walker<'_> {
         let Some(map) = self.mapping(value, path, "a mapping of node ids to nodes") else {
             return;
         };
+        if map.is_empty() {
+            self.error(
+                path,
+                ConfigErrorKind::InvalidValue {
+                    message: "a pipeline needs nodes (at least a receiver and an exporter); add them, or remove the pipeline".to_owned(),
+                },
+            );
+        }
         for (id, entry) in self.entries(map, path) {
             let entry_path = path.key(id);
             let declared = self.decode::<RawNode>(entry, &entry_path).and_then(|raw| {

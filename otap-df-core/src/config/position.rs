@@ -158,6 +158,20 @@ fn render(segments: &[PathSegment]) -> String {
     out
 }
 
+/// Where `text` first fails to parse as YAML, and why, as `saphyr-parser` sees it.
+pub(crate) fn first_syntax_error(text: &str) -> Option<(Location, String)> {
+    Parser::new_from_str(text).find_map(|event| {
+        let error = event.err()?;
+        Some((
+            Location {
+                line: error.marker().line(),
+                column: error.marker().col() + 1,
+            },
+            error.info().to_owned(),
+        ))
+    })
+}
+
 impl PositionIndex {
     /// Indexes the first document of `text`. Best effort: on a syntax error the index holds
     /// what came before it (the syntax error itself is reported by the real parser).

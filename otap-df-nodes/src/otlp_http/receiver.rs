@@ -206,6 +206,10 @@ pub static OTLP_HTTP_RECEIVER: NodeFactory =
             CapabilityId::BearerTokenAuthorizer,
         )])
         .validate_config(|config| OtlpHttpReceiverConfig::decode(config).map(drop))
+        .listens(|config| {
+            let decoded: OtlpHttpReceiverConfig = config.decode().ok()?;
+            Some(vec![("listen", decoded.listen)])
+        })
         .create(create);
 
 fn create(
