@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::capability::{CapabilityId, KeyValueStore, KvError, local, shared};
+use crate::capability::{CapabilityId, KeyValueStore, KvError, key_value, local, shared};
 use crate::config::{ComponentConfig, ConfigError};
 use crate::extension::{
     ExecutionModel, ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension,
@@ -52,11 +52,11 @@ impl MemoryKvConfig {
         if decoded.max_entries == 0 {
             return Err(config.invalid("max_entries", "`max_entries` must be at least 1"));
         }
-        if decoded.default_ttl == Some(Duration::ZERO) {
-            return Err(config.invalid(
-                "default_ttl",
-                "`default_ttl` must be longer than 0s; omit it for no expiry",
-            ));
+        if let Some(reason) = decoded
+            .default_ttl
+            .and_then(|ttl| key_value::ttl_out_of_range("default_ttl", ttl))
+        {
+            return Err(config.invalid("default_ttl", format!("{reason}; omit it for no expiry")));
         }
         Ok(decoded)
     }
@@ -342,6 +342,25 @@ impl shared::KeyValueStore for SharedMemoryKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_ttl_outside_what_every_store_holds_is_refused() {
+        for ttl in ["0s", "18446744073709551615s"] {
+            let value: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&format!("default_ttl: {ttl}")).expect("yaml");
+            let path = crate::config::YamlPath::root().key("config");
+            let positions = crate::config::PositionIndex::default();
+            let error = MemoryKvConfig::decode(&ComponentConfig::new(&value, &path, &positions))
+                .expect_err(ttl)
+                .to_string();
+            assert!(
+                error.contains(
+                    "`default_ttl` must be between 1ms and 3650 days (10 years); omit it for no expiry"
+                ),
+                "{ttl}: {error}"
+            );
+        }
+    }
 
     fn store(max_entries: usize) -> Store {
         Store::new(&MemoryKvConfig {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use otap_df_core::binding::Capabilities;
-use otap_df_core::capability::{CapabilityId, KeyValueStore, local};
+use otap_df_core::capability::{CapabilityId, KeyValueStore, key_value, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::OtlpPayload;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
@@ -36,8 +36,8 @@ impl DedupConfig {
     /// Decodes and checks ranges.
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
-        if decoded.ttl.is_zero() {
-            return Err(config.invalid("ttl", "`ttl` must be longer than 0s"));
+        if let Some(reason) = key_value::ttl_out_of_range("ttl", decoded.ttl) {
+            return Err(config.invalid("ttl", reason));
         }
         Ok(decoded)
     }
@@ -107,5 +107,32 @@ impl LocalProcessor for Dedup {
             }
         }
         outputs.send(data).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(yaml: &str) -> Result<DedupConfig, String> {
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+        let path = otap_df_core::config::YamlPath::root().key("config");
+        let positions = otap_df_core::config::PositionIndex::default();
+        DedupConfig::decode(&ComponentConfig::new(&value, &path, &positions))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ttls_no_store_can_hold_are_config_errors() {
+        for ttl in ["0s", "18446744073709551615s", "3651days"] {
+            let error = decode(&format!("ttl: {ttl}")).expect_err(ttl);
+            assert!(
+                error.contains("`ttl` must be between 1ms and 3650 days (10 years)"),
+                "{ttl}: {error}"
+            );
+        }
+        for ttl in ["1ms", "10m", "3650days"] {
+            assert!(decode(&format!("ttl: {ttl}")).is_ok(), "{ttl}");
+        }
     }
 }

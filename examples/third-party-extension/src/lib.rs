@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use otap_df_core::capability::{CapabilityId, KeyValueStore, KvError, local};
+use otap_df_core::capability::{CapabilityId, KeyValueStore, KvError, key_value, local};
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension};
 use otap_df_core::registry::Registry;
@@ -28,8 +28,12 @@ impl AcmeKvConfig {
     /// Decodes and checks the block.
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
-        if decoded.default_ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(config.invalid("default_ttl", "`default_ttl` must be longer than 0s"));
+        // The range every `key_value_store` accepts (1ms to 10 years).
+        if let Some(reason) = decoded
+            .default_ttl
+            .and_then(|ttl| key_value::ttl_out_of_range("default_ttl", ttl))
+        {
+            return Err(config.invalid("default_ttl", reason));
         }
         Ok(decoded)
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use otap_df_core::capability::key_value;
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::secret::Secret;
 use serde::Deserialize;
@@ -181,11 +182,11 @@ impl RedisKvConfig {
                 "`fail_fast_after` must be between 1 and 1000 failures",
             ));
         }
-        if decoded
+        if let Some(reason) = decoded
             .default_ttl
-            .is_some_and(|ttl| ttl < Duration::from_millis(1))
+            .and_then(|ttl| key_value::ttl_out_of_range("default_ttl", ttl))
         {
-            return Err(config.invalid("default_ttl", "`default_ttl` must be at least 1ms"));
+            return Err(config.invalid("default_ttl", reason));
         }
         Ok(decoded)
     }
@@ -203,6 +204,18 @@ mod tests {
         let positions = PositionIndex::default();
         RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_default_ttl_outside_what_every_store_holds_is_refused() {
+        for ttl in ["0s", "18446744073709551615s"] {
+            let error =
+                decode(&format!("{{ url: 'redis://h', default_ttl: {ttl} }}")).expect_err(ttl);
+            assert!(
+                error.contains("`default_ttl` must be between 1ms and 3650 days"),
+                "{ttl}: {error}"
+            );
+        }
     }
 
     #[test]

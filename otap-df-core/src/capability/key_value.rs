@@ -2,6 +2,22 @@
 
 use std::time::Duration;
 
+/// The shortest time-to-live a `key_value_store` must accept: 1 ms.
+pub const MIN_TTL: Duration = Duration::from_millis(1);
+
+/// The longest time-to-live a `key_value_store` must accept: 10 years (3650 days). Every
+/// store represents it (Redis keeps `PX` in milliseconds of a signed 64-bit clock); callers
+/// and stores' own defaults are checked against it when a configuration is validated, so
+/// that no TTL a store cannot hold reaches it at run time.
+pub const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Checks a time-to-live against [`MIN_TTL`]..=[`MAX_TTL`]: `None` when it is in range, the
+/// reason (naming `field`) otherwise.
+pub fn ttl_out_of_range(field: &str, ttl: Duration) -> Option<String> {
+    (!(MIN_TTL..=MAX_TTL).contains(&ttl))
+        .then(|| format!("`{field}` must be between 1ms and 3650 days (10 years)"))
+}
+
 /// A key/value store call failed. Each variant says whether retrying can help.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {

@@ -15,7 +15,7 @@
 //! `#[async_trait(?Send)]` on local implementations, `#[async_trait]` on shared ones.
 
 mod bearer;
-mod key_value;
+pub mod key_value;
 
 use std::rc::Rc;
 use std::sync::Arc;
