@@ -260,14 +260,15 @@ pub(crate) fn parse_partial(
             // A second document is located by `limits::check`; this message without one
             // means the text ended its first document early (a line indented less than the
             // first): the other parser says where, and what it found.
-            if location.is_none() && message.contains("more than one document") {
-                if let Some((at, found)) = position::first_syntax_error(text) {
-                    location = Some(at);
-                    message = format!(
-                        "{found} (a line is indented less than the ones before it: the keys of \
-                         one mapping start in the same column, top-level keys in column 1)"
-                    );
-                }
+            if location.is_none()
+                && message.contains("more than one document")
+                && let Some((at, found)) = position::first_syntax_error(text)
+            {
+                location = Some(at);
+                message = format!(
+                    "{found} (a line is indented less than the ones before it: the keys of \
+                     one mapping start in the same column, top-level keys in column 1)"
+                );
             }
             return Err(ConfigErrors {
                 source: source.name,
