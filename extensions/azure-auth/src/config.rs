@@ -182,6 +182,9 @@ mod defaults {
 /// The shortest `retry.initial_interval` and `refresh.min_interval` accepted.
 pub const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The longest of any duration option: one day.
+pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
+
 /// Environment variables a workload identity falls back to, by option.
 pub const WORKLOAD_IDENTITY_ENV: [(&str, &str); 3] = [
     ("tenant_id", "AZURE_TENANT_ID"),
@@ -362,6 +365,18 @@ impl AzureAuthConfig {
                 ),
             ));
         }
+        // Bounded above so that no deadline computed from them overflows the clock.
+        for (field, value) in [
+            ("refresh.before_expiry", self.refresh.before_expiry),
+            ("refresh.min_interval", self.refresh.min_interval),
+            ("retry.initial_interval", self.retry.initial_interval),
+            ("retry.max_interval", self.retry.max_interval),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value > MAX_DURATION {
+                return Err(config.invalid(field, format!("`{field}` must be at most 1 day")));
+            }
+        }
         if self.refresh.before_expiry <= EXPIRY_MARGIN {
             return Err(config.invalid(
                 "refresh.before_expiry",
@@ -471,6 +486,20 @@ mod tests {
             "{unknown}"
         );
         assert!(unknown.contains("config.method"), "{unknown}");
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_deadline_are_refused() {
+        for field in [
+            "refresh: { before_expiry: 18446744073709551615s }",
+            "refresh: { min_interval: 2days }",
+            "retry: { initial_interval: 18446744073709551615s }",
+            "request_timeout: 18446744073709551615s",
+        ] {
+            let error = decode(&format!("{{ {SCOPE}, method: managed_identity, {field} }}"))
+                .expect_err(field);
+            assert!(error.contains("must be at most 1 day"), "{field}: {error}");
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub struct BearerAuthConfig {
 /// The shortest `reload_interval` accepted.
 pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The longest `reload_interval`: one day.
+pub const MAX_RELOAD_INTERVAL: Duration = Duration::from_secs(86_400);
+
 impl BearerAuthConfig {
     fn default_scheme() -> String {
         "Bearer".to_owned()
@@ -165,10 +168,12 @@ impl BearerAuthConfig {
                 "`scheme` is one word (`Bearer`, `Token`…), or empty for a bare token",
             ));
         }
-        if decoded.reload_interval < MIN_RELOAD_INTERVAL {
+        if !(MIN_RELOAD_INTERVAL..=MAX_RELOAD_INTERVAL).contains(&decoded.reload_interval) {
             return Err(config.invalid(
                 "reload_interval",
-                format!("`reload_interval` must be at least {MIN_RELOAD_INTERVAL:?}"),
+                format!(
+                    "`reload_interval` must be between {MIN_RELOAD_INTERVAL:?} and 1 day (86400s)"
+                ),
             ));
         }
         Ok(decoded)
@@ -299,7 +304,7 @@ mod tests {
         assert!(in_list.contains("tokens[1]"), "{in_list}");
         let interval = decode("{ token: a, reload_interval: 1ms }").expect_err("too short");
         assert!(
-            interval.contains("`reload_interval` must be at least 10ms"),
+            interval.contains("`reload_interval` must be between 10ms and 1 day (86400s)"),
             "{interval}"
         );
     }

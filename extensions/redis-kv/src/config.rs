@@ -172,8 +172,8 @@ impl RedisKvConfig {
             ("response_timeout", decoded.response_timeout),
             ("call_timeout", decoded.call_timeout),
         ] {
-            if value.is_zero() {
-                return Err(config.invalid(field, format!("`{field}` must be longer than 0s")));
+            if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&value) {
+                return Err(config.invalid(field, format!("`{field}` must be between 1ms and 1h")));
             }
         }
         if !(1..=1000).contains(&decoded.fail_fast_after) {
@@ -272,7 +272,7 @@ mod tests {
         assert!(prefix.contains("`key_prefix` is empty"), "{prefix}");
         let zero = decode("{ url: 'redis://h', call_timeout: 0s }").expect_err("zero");
         assert!(
-            zero.contains("`call_timeout` must be longer than 0s"),
+            zero.contains("`call_timeout` must be between 1ms and 1h"),
             "{zero}"
         );
     }

@@ -153,10 +153,10 @@ impl OtlpHttpReceiverConfig {
         if decoded.max_body_size == 0 {
             return Err(config.invalid("max_body_size", "`max_body_size` must be at least 1"));
         }
-        if decoded.retry_after < Duration::from_secs(1) {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&decoded.retry_after) {
             return Err(config.invalid(
                 "retry_after",
-                "`retry_after` must be at least 1s (`Retry-After` counts whole seconds)",
+                "`retry_after` must be between 1s and 1h (`Retry-After` counts whole seconds)",
             ));
         }
         for (field, value) in [
