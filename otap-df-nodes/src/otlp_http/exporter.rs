@@ -241,6 +241,16 @@ impl OtlpHttpExporterConfig {
                 ));
             }
         }
+        if decoded
+            .dead_letter_file
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(config.invalid(
+                "dead_letter_file",
+                "`dead_letter_file` is empty; name a file, or leave it out to count and log what cannot be delivered",
+            ));
+        }
         if decoded.merge_max_bytes > MERGE_MAX_BYTES_LIMIT {
             return Err(config.invalid(
                 "merge_max_bytes",
@@ -1074,6 +1084,9 @@ mod tests {
             "{error}"
         );
         assert!(endpoints("{ endpoint: 'http://c', merge_max_bytes: 0 }").is_ok());
+        let empty =
+            endpoints("{ endpoint: 'http://c', dead_letter_file: '' }").expect_err("an empty path");
+        assert!(empty.contains("`dead_letter_file` is empty"), "{empty}");
     }
 
     #[test]
