@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use otap_df_core::binding::{ResolvedConfig, load_with_env};
-use otap_df_core::runtime::engine::{Engine, EngineError, ExtensionState, Failure, RunOptions};
+use otap_df_core::runtime::engine::{
+    Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions,
+};
 use otap_df_core::runtime::node::CounterSnapshot;
 use otap_df_tests::recording::{self, events};
 
@@ -416,6 +418,90 @@ groups:
             ("spare".to_owned(), ExtensionState::Unclaimed),
         ]
     );
+}
+
+/// The lifecycle states `extension` went through in a run of `text` (its result ignored).
+fn transitions_of(text: &str, extension: &str) -> Vec<ExtensionState> {
+    let engine = Engine::new(resolve(text), options());
+    let telemetry = engine.telemetry();
+    let _ = engine.run();
+    telemetry
+        .extension_transitions()
+        .into_iter()
+        .filter(|t| t.extension == extension)
+        .map(|ExtensionTransition { state, .. }| state)
+        .collect()
+}
+
+#[test]
+fn shared_and_local_extensions_go_through_the_same_states() {
+    use ExtensionState::{Created, Failed, Ready, Starting, Stopped, Unclaimed};
+    // `auth` is shared (`extension:recorder`), `store` local (`extension:local_recorder`):
+    // one start routine and one stop routine serve both.
+    let ready = lifecycle_config(
+        "states-ready",
+        "behaviour: ready",
+        "behaviour: ready",
+        "count: 2",
+        "delay: 1ms",
+    );
+    let both_ready = [Created, Starting, Ready, Stopped];
+    assert_eq!(transitions_of(&ready, "auth"), both_ready);
+    assert_eq!(transitions_of(&ready, "store"), both_ready);
+    // Without a readiness probe: the same states (a local extension once skipped `starting`).
+    let background = lifecycle_config(
+        "states-background",
+        "behaviour: background",
+        "behaviour: background",
+        "count: 2",
+        "delay: 1ms",
+    );
+    assert_eq!(transitions_of(&background, "auth"), both_ready);
+    assert_eq!(transitions_of(&background, "store"), both_ready);
+
+    let not_ready = [Created, Starting, Failed("not ready".into()), Stopped];
+    let shared_never = lifecycle_config(
+        "states-shared-never",
+        "behaviour: never_ready",
+        "behaviour: ready",
+        "count: 2",
+        "delay: 1ms",
+    );
+    assert_eq!(transitions_of(&shared_never, "auth"), not_ready);
+    let local_never = lifecycle_config(
+        "states-local-never",
+        "behaviour: ready",
+        "behaviour: never_ready",
+        "count: 2",
+        "delay: 1ms",
+    );
+    assert_eq!(transitions_of(&local_never, "store"), not_ready);
+
+    for extension_type in ["recorder", "local_recorder"] {
+        let unclaimed = format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          spare: {{ type: extension:{extension_type}, config: {{ log: states-unclaimed, behaviour: ready }} }}
+        nodes:
+          source: {{ type: receiver:recording_source, config: {{ log: states-unclaimed, count: 1 }} }}
+          sink:
+            type: exporter:recording_sink
+            config: {{ log: states-unclaimed, ignore_store: true }}
+            capabilities: {{ key_value_store: spare }}
+        connections:
+          - {{ from: source, to: sink }}
+"
+        );
+        assert_eq!(
+            transitions_of(&unclaimed, "spare"),
+            [Created, Unclaimed],
+            "{extension_type}"
+        );
+    }
 }
 
 #[test]

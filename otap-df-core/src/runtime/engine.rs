@@ -21,15 +21,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use crate::binding::{Capabilities, InstantiateError, PipelinePlan, ResolvedConfig};
 use crate::config::ComponentConfig;
 use crate::extension::{
-    ExtensionHandle, ExtensionHealth, ExtensionMessage, Lifecycle, LocalProvisions, LocalTask,
-    Readiness, SharedProvisions, SharedTask, control_channel,
+    ExtensionHandle, ExtensionHealth, Lifecycle, LocalProvisions, LocalTask, SharedProvisions,
+    SharedTask,
 };
+use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 use crate::runtime::node::{
     ControlMessage, CounterSnapshot, NodeContext, NodeCounters, NodeError, NodeInstance,
     NodeShared, Outputs, ReceiverContext, ShutdownSignal, StopRequest,
@@ -142,7 +143,26 @@ pub struct Telemetry {
     lost_at_deadline: std::sync::atomic::AtomicU64,
     nodes: Mutex<Vec<NodeStats>>,
     extensions: Mutex<Vec<ExtensionStatus>>,
+    /// Every lifecycle state an extension instance was put in, in order (at most
+    /// [`MAX_TRANSITIONS`]; a degraded report is not a transition).
+    transitions: Mutex<Vec<ExtensionTransition>>,
     handles: Mutex<Vec<WatchedExtension>>,
+}
+
+/// The most transitions [`Telemetry::extension_transitions`] keeps.
+pub const MAX_TRANSITIONS: usize = 10_000;
+
+/// One extension instance put in a lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionTransition {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// The extension's id.
+    pub extension: String,
+    /// Its core; `None` for a shared extension.
+    pub core: Option<usize>,
+    /// The state it was put in.
+    pub state: ExtensionState,
 }
 
 impl Telemetry {
@@ -153,13 +173,27 @@ impl Telemetry {
             .push(stats);
     }
 
-    fn set_extension(
+    pub(super) fn set_extension(
         &self,
         pipeline: &str,
         extension: &str,
         core: Option<usize>,
         state: ExtensionState,
     ) {
+        {
+            let mut transitions = self
+                .transitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if transitions.len() < MAX_TRANSITIONS {
+                transitions.push(ExtensionTransition {
+                    pipeline: pipeline.to_owned(),
+                    extension: extension.to_owned(),
+                    core,
+                    state: state.clone(),
+                });
+            }
+        }
         let mut extensions = self
             .extensions
             .lock()
@@ -204,7 +238,7 @@ impl Telemetry {
         totals
     }
 
-    fn watch_extension(
+    pub(super) fn watch_extension(
         &self,
         pipeline: &str,
         extension: &str,
@@ -220,6 +254,16 @@ impl Telemetry {
                 core,
                 handle.health(),
             ));
+    }
+
+    /// Every lifecycle state each extension instance was put in, in order: `created`, then
+    /// `unclaimed`, `passive`, or `starting` → `ready` (or `failed: not ready`) → `stopped`;
+    /// `failed: …` when its task ends early. The same for shared and local extensions.
+    pub fn extension_transitions(&self) -> Vec<ExtensionTransition> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Every extension instance's state: `(pipeline, extension, core, state)`. A ready
@@ -464,11 +508,6 @@ enum CoreCommand {
     Abort,
 }
 
-struct Started<H> {
-    id: String,
-    handle: H,
-}
-
 impl Engine {
     /// An engine for `resolved`.
     pub fn new(resolved: ResolvedConfig, options: RunOptions) -> Self {
@@ -596,92 +635,40 @@ impl Engine {
         }
 
         // 3. Shared extensions some node claimed start before any node, ready or not at all.
-        let mut started_shared: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
-        let mut shared_tasks = ExtensionTasks::default();
+        let mut shared_tasks = ExtensionTasks::new(None);
         if failures.is_empty() {
-            'start: for (index, lifecycles) in shared_lifecycles.into_iter().enumerate() {
-                let plan = &self.resolved.pipelines[index];
-                let pipeline = pipeline_name(plan);
-                for (id, lifecycle, timeout) in lifecycles {
-                    if !claimed.contains(&(index, id.clone())) {
-                        tracing::warn!(pipeline = %pipeline, extension = %id, "no node claimed the extension; not starting it");
-                        self.telemetry.set_extension(
-                            &pipeline,
-                            &id,
-                            None,
-                            ExtensionState::Unclaimed,
-                        );
-                        continue;
-                    }
-                    let (task, readiness) = match lifecycle {
-                        Lifecycle::Passive => {
-                            self.telemetry.set_extension(
-                                &pipeline,
-                                &id,
-                                None,
-                                ExtensionState::Passive,
-                            );
-                            continue;
-                        }
-                        Lifecycle::Active { task, readiness } => (task, readiness),
-                        Lifecycle::Background { task } => (task, Readiness::Immediate),
-                    };
-                    let (control, mut handle) = control_channel();
-                    self.telemetry
-                        .watch_extension(&pipeline, &id, None, &handle);
-                    let (begun_tx, begun) = oneshot::channel();
-                    let _guard = runtime.enter();
-                    let spawned = shared_tasks.set.spawn(async move {
-                        after_first_poll(task.run(control), begun_tx)
-                            .await
-                            .map_err(|e| e.to_string())
-                    });
-                    shared_tasks.names.insert(spawned.id(), (index, id.clone()));
-                    // A task that panics in its first poll drops the sender; the panic is
-                    // reported when the task is joined.
-                    let _ = runtime.block_on(begun);
-                    self.telemetry
-                        .set_extension(&pipeline, &id, None, ExtensionState::Starting);
-                    if readiness == Readiness::Probe {
-                        let deadline = tokio::time::Instant::now() + timeout;
-                        let ready = runtime
-                            .block_on(tokio::time::timeout_at(deadline, handle.wait_ready()));
-                        if !matches!(ready, Ok(true)) {
-                            self.telemetry.set_extension(
-                                &pipeline,
-                                &id,
-                                None,
-                                ExtensionState::Failed("not ready".into()),
-                            );
-                            // `Ok(false)`: the task ended first; its own failure says why.
-                            let (exited, exits) = match ready {
-                                Ok(false) => runtime.block_on(shared_tasks.exit_of(
-                                    spawned.id(),
-                                    deadline,
-                                    &self.resolved,
-                                    &self.telemetry,
-                                    None,
-                                )),
-                                _ => (false, Vec::new()),
-                            };
-                            failures.extend(exits);
-                            if !exited {
-                                failures.push(Failure::ReadinessTimeout {
-                                    pipeline: pipeline.clone(),
-                                    extension: id.clone(),
-                                    timeout,
-                                    reason: handle.degraded(),
-                                });
-                            }
-                            started_shared.push((index, Started { id, handle }));
-                            break 'start;
-                        }
-                    }
-                    self.telemetry
-                        .set_extension(&pipeline, &id, None, ExtensionState::Ready);
-                    started_shared.push((index, Started { id, handle }));
-                }
-            }
+            let to_start = shared_lifecycles
+                .into_iter()
+                .enumerate()
+                .flat_map(|(index, lifecycles)| {
+                    let plan = &self.resolved.pipelines[index];
+                    let claimed = &claimed;
+                    lifecycles
+                        .into_iter()
+                        .map(move |(id, lifecycle, timeout)| ToStart {
+                            pipeline_index: index,
+                            pipeline: pipeline_name(plan),
+                            claimed: claimed.contains(&(index, id.clone())),
+                            id,
+                            lifecycle,
+                            startup_timeout: timeout,
+                        })
+                })
+                .collect();
+            let spawn: Spawn<Box<dyn SharedTask>> = |set, task, control, begun| {
+                set.spawn(async move {
+                    after_first_poll(task.run(control), begun)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .id()
+            };
+            failures.extend(runtime.block_on(shared_tasks.start(
+                to_start,
+                spawn,
+                &self.resolved,
+                &self.telemetry,
+            )));
         }
 
         // 4. Nodes run on every core; the engine watches shared extensions meanwhile.
@@ -715,7 +702,7 @@ impl Engine {
                         .ok()
                         .flatten()
                 }) {
-                    let exited = shared_tasks.exited(&self.resolved, &self.telemetry, None, joined);
+                    let exited = shared_tasks.exited(&self.resolved, &self.telemetry, joined);
                     if let Some(failure) = exited {
                         failures.push(failure);
                         self.shutdown.send_replace(true);
@@ -734,25 +721,11 @@ impl Engine {
 
         // 5. Shared extensions go last, in reverse start order.
         let deadline = Instant::now() + self.options.shutdown_timeout;
-        for (index, started) in started_shared.into_iter().rev() {
-            let pipeline = pipeline_name(&self.resolved.pipelines[index]);
-            runtime.block_on(started.handle.send(ExtensionMessage::Shutdown { deadline }));
-            self.telemetry
-                .set_extension(&pipeline, &started.id, None, ExtensionState::Stopped);
-        }
-        let drained = runtime.block_on(async {
-            tokio::time::timeout_at(deadline.into(), async {
-                while shared_tasks.set.join_next().await.is_some() {}
-            })
-            .await
-        });
-        if drained.is_err() {
-            shared_tasks.set.abort_all();
-            failures.push(Failure::ShutdownTimeout {
-                pipeline: "engine".into(),
-                task: "shared extensions".into(),
-            });
-        }
+        failures.extend(runtime.block_on(shared_tasks.stop(
+            deadline,
+            &self.resolved,
+            &self.telemetry,
+        )));
         runtime.shutdown_timeout(Duration::from_millis(100));
         if failures.is_empty() {
             Ok(())
@@ -762,7 +735,7 @@ impl Engine {
     }
 }
 
-fn pipeline_name(plan: &PipelinePlan) -> String {
+pub(super) fn pipeline_name(plan: &PipelinePlan) -> String {
     format!("{}/{}", plan.group, plan.name)
 }
 
@@ -952,100 +925,35 @@ impl CoreWorker {
         let deadline_after = self.options.shutdown_timeout;
 
         // Local extensions some node claimed start first, ready or not at all.
-        let mut started: Vec<(usize, Started<ExtensionHandle>)> = Vec::new();
-        let mut extension_tasks = ExtensionTasks::default();
+        let mut extension_tasks = ExtensionTasks::new(Some(self.core));
+        let mut to_start = Vec::new();
         let mut pipelines = Vec::new();
-        'start: for pipeline in built {
+        for pipeline in built {
             for (id, lifecycle, timeout) in pipeline.extensions {
-                if !pipeline.claims.contains(&id) {
-                    self.telemetry.set_extension(
-                        &pipeline.name,
-                        &id,
-                        Some(self.core),
-                        ExtensionState::Unclaimed,
-                    );
-                    continue;
-                }
-                let (task, readiness) = match lifecycle {
-                    Lifecycle::Passive => {
-                        self.telemetry.set_extension(
-                            &pipeline.name,
-                            &id,
-                            Some(self.core),
-                            ExtensionState::Passive,
-                        );
-                        continue;
-                    }
-                    Lifecycle::Active { task, readiness } => (task, readiness),
-                    Lifecycle::Background { task } => (task, Readiness::Immediate),
-                };
-                let (control, mut handle) = control_channel();
-                self.telemetry
-                    .watch_extension(&pipeline.name, &id, Some(self.core), &handle);
-                let (begun_tx, begun) = oneshot::channel();
-                let spawned = extension_tasks.set.spawn_local(async move {
-                    after_first_poll(task.run(control), begun_tx)
-                        .await
-                        .map_err(|e| e.to_string())
+                to_start.push(ToStart {
+                    pipeline_index: pipeline.index,
+                    pipeline: pipeline.name.clone(),
+                    claimed: pipeline.claims.contains(&id),
+                    id,
+                    lifecycle,
+                    startup_timeout: timeout,
                 });
-                extension_tasks
-                    .names
-                    .insert(spawned.id(), (pipeline.index, id.clone()));
-                let _ = begun.await;
-                if readiness == Readiness::Probe {
-                    self.telemetry.set_extension(
-                        &pipeline.name,
-                        &id,
-                        Some(self.core),
-                        ExtensionState::Starting,
-                    );
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    let ready = tokio::time::timeout_at(deadline, handle.wait_ready()).await;
-                    if !matches!(ready, Ok(true)) {
-                        self.telemetry.set_extension(
-                            &pipeline.name,
-                            &id,
-                            Some(self.core),
-                            ExtensionState::Failed("not ready".into()),
-                        );
-                        // `Ok(false)`: the task ended first; its own failure says why.
-                        let (exited, exits) = match ready {
-                            Ok(false) => {
-                                extension_tasks
-                                    .exit_of(
-                                        spawned.id(),
-                                        deadline,
-                                        &self.resolved,
-                                        &self.telemetry,
-                                        Some(self.core),
-                                    )
-                                    .await
-                            }
-                            _ => (false, Vec::new()),
-                        };
-                        failures.extend(exits);
-                        if !exited {
-                            failures.push(Failure::ReadinessTimeout {
-                                pipeline: pipeline.name.clone(),
-                                extension: id.clone(),
-                                timeout,
-                                reason: handle.degraded(),
-                            });
-                        }
-                        started.push((pipeline.index, Started { id, handle }));
-                        break 'start;
-                    }
-                }
-                self.telemetry.set_extension(
-                    &pipeline.name,
-                    &id,
-                    Some(self.core),
-                    ExtensionState::Ready,
-                );
-                started.push((pipeline.index, Started { id, handle }));
             }
             pipelines.push((pipeline.index, pipeline.name, pipeline.nodes));
         }
+        let spawn: Spawn<Box<dyn LocalTask>> = |set, task, control, begun| {
+            set.spawn_local(async move {
+                after_first_poll(task.run(control), begun)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .id()
+        };
+        failures.extend(
+            extension_tasks
+                .start(to_start, spawn, &self.resolved, &self.telemetry)
+                .await,
+        );
 
         // Nodes.
         let mut receivers: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
@@ -1096,7 +1004,7 @@ impl CoreWorker {
                     }
                 }
                 Some(joined) = extension_tasks.set.join_next_with_id() => {
-                    let exited = extension_tasks.exited(&self.resolved, &self.telemetry, Some(self.core), joined);
+                    let exited = extension_tasks.exited(&self.resolved, &self.telemetry, joined);
                     if let Some(failure) = exited {
                         failures.push(failure);
                         request_shutdown(&mut receivers, &mut shutdown_deadline);
@@ -1125,30 +1033,11 @@ impl CoreWorker {
 
         // Local extensions go after every node of this core, in reverse start order.
         let deadline = Instant::now() + deadline_after;
-        for (index, extension) in started.iter().rev() {
-            let pipeline = pipeline_name(&self.resolved.pipelines[*index]);
-            let _ = extension
-                .handle
-                .send(ExtensionMessage::Shutdown { deadline })
-                .await;
-            self.telemetry.set_extension(
-                &pipeline,
-                &extension.id,
-                Some(self.core),
-                ExtensionState::Stopped,
-            );
-        }
-        let drained = tokio::time::timeout_at(deadline.into(), async {
-            while extension_tasks.set.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            extension_tasks.set.abort_all();
-            failures.push(Failure::ShutdownTimeout {
-                pipeline: format!("core {}", self.core),
-                task: "local extensions".into(),
-            });
-        }
+        failures.extend(
+            extension_tasks
+                .stop(deadline, &self.resolved, &self.telemetry)
+                .await,
+        );
         failures
     }
 
@@ -1243,83 +1132,6 @@ async fn tick(every: Duration, mut nodes: Vec<mpsc::Sender<ControlMessage>>) {
     }
 }
 
-/// Running extension tasks, and which extension each runs.
-#[derive(Default)]
-struct ExtensionTasks {
-    set: JoinSet<Result<(), String>>,
-    names: HashMap<tokio::task::Id, (usize, String)>,
-}
-
-impl ExtensionTasks {
-    /// For a task that dropped its control before it was ready, whose own failure says more
-    /// than a readiness timeout: joins ended tasks until `task` is among them or `deadline`
-    /// passes. Returns whether `task` was joined, and the failures of all joined tasks.
-    async fn exit_of(
-        &mut self,
-        task: tokio::task::Id,
-        deadline: tokio::time::Instant,
-        resolved: &ResolvedConfig,
-        telemetry: &Telemetry,
-        core: Option<usize>,
-    ) -> (bool, Vec<Failure>) {
-        let mut failures = Vec::new();
-        while let Ok(Some(joined)) =
-            tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await
-        {
-            let id = match &joined {
-                Ok((id, _)) => *id,
-                Err(error) => error.id(),
-            };
-            failures.extend(self.exited(resolved, telemetry, core, joined));
-            if id == task {
-                return (true, failures);
-            }
-        }
-        (false, failures)
-    }
-
-    /// A task that ended before shutdown: an error, a return or a panic, each a failure
-    /// naming the extension. `core` is `None` for a shared extension.
-    fn exited(
-        &self,
-        resolved: &ResolvedConfig,
-        telemetry: &Telemetry,
-        core: Option<usize>,
-        joined: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
-    ) -> Option<Failure> {
-        let (id, reason) = match joined {
-            Ok((id, Ok(()))) => (id, "its task returned".to_owned()),
-            Ok((id, Err(error))) => (id, error),
-            Err(error) if error.is_panic() => (
-                error.id(),
-                format!("panicked: {}", panic_message(error.into_panic())),
-            ),
-            Err(_) => return None,
-        };
-        let (index, extension) = self.names.get(&id).cloned().unwrap_or((0, "?".into()));
-        let pipeline = pipeline_name(&resolved.pipelines[index]);
-        telemetry.set_extension(
-            &pipeline,
-            &extension,
-            core,
-            ExtensionState::Failed(reason.clone()),
-        );
-        Some(Failure::ExtensionExited {
-            pipeline,
-            extension,
-            reason,
-        })
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic".to_owned())
-}
-
 /// The node tasks of one core, and which node each task runs.
 #[derive(Default)]
 struct NodeTasks {
@@ -1362,24 +1174,6 @@ impl NodeTasks {
             reason,
         })
     }
-}
-
-/// Runs `future`, telling `begun` once its first poll has returned: the engine starts nodes
-/// only after every extension task has run up to its first suspension point.
-async fn after_first_poll<F: std::future::Future>(
-    future: F,
-    begun: oneshot::Sender<()>,
-) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut begun = Some(begun);
-    std::future::poll_fn(|cx| {
-        let poll = future.as_mut().poll(cx);
-        if let Some(begun) = begun.take() {
-            let _ = begun.send(());
-        }
-        poll
-    })
-    .await
 }
 
 async fn sleep_until(until: Option<tokio::time::Instant>) {
