@@ -2,4 +2,8 @@
 
 pub mod engine;
 mod extensions;
+mod failure;
 pub mod node;
+mod options;
+mod telemetry;
+mod worker;

@@ -1,0 +1,43 @@
+//! How the engine runs: its options, and the handle that stops it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pipeline instances (one per core); the configuration's `engine.cores` when `None`.
+    pub cores: Option<usize>,
+    /// Payloads each node's input queue holds before senders wait (backpressure).
+    pub channel_capacity: usize,
+    /// How long nodes, then extensions, get to finish once shutdown starts.
+    pub shutdown_timeout: Duration,
+    /// How often processors and exporters get a [`ControlMessage::TimerTick`](crate::runtime::node::ControlMessage::TimerTick) (flush,
+    /// expire state); never when `None`. A tick is skipped for a node whose control queue is
+    /// full, so a busy node never accumulates ticks.
+    pub timer_interval: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            channel_capacity: 64,
+            shutdown_timeout: Duration::from_secs(10),
+            timer_interval: Some(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Asks a running engine to shut down gracefully. Cheap to clone; usable from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(pub(super) Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown (idempotent).
+    pub fn request(&self) {
+        self.0.send_replace(true);
+    }
+}

@@ -1,0 +1,336 @@
+//! What a run shows while it runs: node counters and extension states, readable from any
+//! thread.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::engine::pipeline_name;
+use crate::binding::ResolvedConfig;
+use crate::extension::{ExtensionHandle, ExtensionHealth};
+use crate::runtime::node::{CounterSnapshot, NodeCounters};
+
+/// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an
+/// extension's control channel open.
+type WatchedExtension = (String, String, Option<usize>, ExtensionHealth);
+/// `(pipeline, extension, core, state)`.
+type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
+
+/// The state of an extension instance, as the engine saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionState {
+    /// Created; not started (yet).
+    Created,
+    /// Passive: nothing to start.
+    Passive,
+    /// Started, waiting for its readiness probe.
+    Starting,
+    /// Running and ready.
+    Ready,
+    /// Running, serving its capabilities, but not as configured (the reason).
+    Degraded(String),
+    /// No node claimed it: never started.
+    Unclaimed,
+    /// Shut down.
+    Stopped,
+    /// Failed.
+    Failed(String),
+}
+
+impl fmt::Display for ExtensionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtensionState::Created => f.write_str("created"),
+            ExtensionState::Passive => f.write_str("passive"),
+            ExtensionState::Starting => f.write_str("starting"),
+            ExtensionState::Ready => f.write_str("ready"),
+            ExtensionState::Degraded(why) => write!(f, "degraded: {why}"),
+            ExtensionState::Unclaimed => f.write_str("unclaimed"),
+            ExtensionState::Stopped => f.write_str("stopped"),
+            ExtensionState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// One node instance's counters.
+#[derive(Debug, Clone)]
+pub struct NodeStats {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// Node id.
+    pub node: String,
+    /// Core.
+    pub core: usize,
+    /// Counters, updated live.
+    pub counters: Arc<NodeCounters>,
+}
+
+/// One node's counters summed over its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTotals {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// Node id.
+    pub node: String,
+    /// The sums.
+    pub counts: CounterSnapshot,
+    /// The node's own counters ([`NodeCounters::named`]), summed, in first-use order.
+    pub named: Vec<(&'static str, u64)>,
+}
+
+/// Live counters and states of a run, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// Records that nodes still held, or that sat in queues between them, when the shutdown
+    /// deadline aborted them.
+    lost_at_deadline: std::sync::atomic::AtomicU64,
+    nodes: Mutex<Vec<NodeStats>>,
+    extensions: Mutex<Vec<ExtensionStatus>>,
+    /// Every lifecycle state an extension instance was put in, in order (at most
+    /// [`MAX_TRANSITIONS`]; a degraded report is not a transition).
+    transitions: Mutex<Vec<ExtensionTransition>>,
+    handles: Mutex<Vec<WatchedExtension>>,
+}
+
+/// The most transitions [`Telemetry::extension_transitions`] keeps.
+pub const MAX_TRANSITIONS: usize = 10_000;
+
+/// One extension instance put in a lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionTransition {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// The extension's id.
+    pub extension: String,
+    /// Its core; `None` for a shared extension.
+    pub core: Option<usize>,
+    /// The state it was put in.
+    pub state: ExtensionState,
+}
+
+impl Telemetry {
+    pub(super) fn register_node(&self, stats: NodeStats) {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(stats);
+    }
+
+    pub(super) fn set_extension(
+        &self,
+        pipeline: &str,
+        extension: &str,
+        core: Option<usize>,
+        state: ExtensionState,
+    ) {
+        {
+            let mut transitions = self
+                .transitions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if transitions.len() < MAX_TRANSITIONS {
+                transitions.push(ExtensionTransition {
+                    pipeline: pipeline.to_owned(),
+                    extension: extension.to_owned(),
+                    core,
+                    state: state.clone(),
+                });
+            }
+        }
+        let mut extensions = self
+            .extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match extensions
+            .iter_mut()
+            .find(|(p, e, c, _)| p == pipeline && e == extension && *c == core)
+        {
+            Some(entry) => entry.3 = state,
+            None => extensions.push((pipeline.to_owned(), extension.to_owned(), core, state)),
+        }
+    }
+
+    /// Per node, summed over cores, in registration order.
+    pub fn node_totals(&self) -> Vec<NodeTotals> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut totals: Vec<NodeTotals> = Vec::new();
+        for stats in nodes.iter() {
+            let counts = stats.counters.snapshot();
+            let named = stats.counters.named_snapshot();
+            match totals
+                .iter_mut()
+                .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
+            {
+                Some(total) => {
+                    total.counts += counts;
+                    for (name, value) in named {
+                        match total.named.iter_mut().find(|(n, _)| *n == name) {
+                            Some((_, sum)) => *sum += value,
+                            None => total.named.push((name, value)),
+                        }
+                    }
+                }
+                None => totals.push(NodeTotals {
+                    pipeline: stats.pipeline.clone(),
+                    node: stats.node.clone(),
+                    counts,
+                    named,
+                }),
+            }
+        }
+        totals
+    }
+
+    pub(super) fn watch_extension(
+        &self,
+        pipeline: &str,
+        extension: &str,
+        core: Option<usize>,
+        handle: &ExtensionHandle,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((
+                pipeline.to_owned(),
+                extension.to_owned(),
+                core,
+                handle.health(),
+            ));
+    }
+
+    /// Every lifecycle state each extension instance was put in, in order: `created`, then
+    /// `unclaimed`, `passive`, or `starting` → `ready` (or `failed: not ready`) → `stopped`;
+    /// `failed: …` when its task ends early. The same for shared and local extensions.
+    pub fn extension_transitions(&self) -> Vec<ExtensionTransition> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every extension instance's state: `(pipeline, extension, core, state)`. A ready
+    /// extension that reports itself degraded is [`ExtensionState::Degraded`].
+    pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
+        let mut states = self
+            .extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        for (pipeline, extension, core, state) in &mut states {
+            if *state != ExtensionState::Ready {
+                continue;
+            }
+            let degraded = handles
+                .iter()
+                .find(|(p, e, c, _)| p == pipeline && e == extension && c == core)
+                .and_then(|(_, _, _, health)| health.degraded());
+            if let Some(why) = degraded {
+                *state = ExtensionState::Degraded(why);
+            }
+        }
+        states
+    }
+
+    /// Records that nodes gave up without delivering or dead-lettering them: the sum of
+    /// every node's [`LOST`](crate::runtime::node::LOST) counter.
+    pub fn records_lost(&self) -> u64 {
+        self.node_totals()
+            .iter()
+            .flat_map(|total| total.named.iter())
+            .filter(|(name, _)| *name == crate::runtime::node::LOST)
+            .map(|(_, value)| value)
+            .sum::<u64>()
+            + self.records_lost_at_deadline()
+    }
+
+    /// Records that nodes still held, or that sat in the queues between them, when the
+    /// shutdown deadline aborted them (included in [`records_lost`](Self::records_lost)).
+    pub fn records_lost_at_deadline(&self) -> u64 {
+        self.lost_at_deadline
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts what core `core`'s nodes held when they were aborted: per node, what reached
+    /// it (its upstream nodes' `out`) and it did not take in (queued), plus what it took in
+    /// and neither passed on, dropped nor failed (held). Receivers hold nothing acknowledged.
+    pub(super) fn count_lost_at_deadline(&self, core: usize, resolved: &ResolvedConfig) -> u64 {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lost = 0;
+        for plan in &resolved.pipelines {
+            let pipeline = pipeline_name(plan);
+            let counts = |id: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n.core == core && n.pipeline == pipeline && n.node == id)
+                    .map(|n| n.counters.snapshot())
+                    .unwrap_or_default()
+            };
+            for node in &plan.nodes {
+                let own = counts(&node.id);
+                let reached: u64 = plan
+                    .edges
+                    .iter()
+                    .filter(|(_, to)| *to == node.id)
+                    .map(|(from, _)| counts(from).records_out)
+                    .sum();
+                let queued = reached.saturating_sub(own.records_in);
+                let held = if node.factory.kind() == crate::config::ComponentKind::Receiver {
+                    0
+                } else {
+                    own.records_in
+                        .saturating_sub(own.records_out + own.records_dropped + own.records_failed)
+                };
+                lost += queued + held;
+            }
+        }
+        drop(nodes);
+        self.lost_at_deadline
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+        lost
+    }
+
+    /// One line: records in/out per node, drops, the nodes' own counters, and extension states.
+    pub fn summary(&self) -> String {
+        let totals = self.node_totals();
+        // Nodes are named by id; with several pipelines, by `group/pipeline/id`.
+        let qualify = totals.iter().any(|t| t.pipeline != totals[0].pipeline);
+        let mut parts: Vec<String> = totals
+            .into_iter()
+            .map(|total| {
+                let c = total.counts;
+                let name = if qualify {
+                    format!("{}/{}", total.pipeline, total.node)
+                } else {
+                    total.node.clone()
+                };
+                let mut part = format!("{name} in={} out={}", c.records_in, c.records_out);
+                if c.records_dropped > 0 {
+                    part.push_str(&format!(" dropped={}", c.records_dropped));
+                }
+                if c.records_failed > 0 {
+                    part.push_str(&format!(" failed={}", c.records_failed));
+                }
+                if c.errors > 0 {
+                    part.push_str(&format!(" errors={}", c.errors));
+                }
+                for (name, value) in total.named.iter().filter(|(_, v)| *v > 0) {
+                    part.push_str(&format!(" {name}={value}"));
+                }
+                part
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        for (_, extension, _, state) in self.extension_states() {
+            if seen.insert((extension.clone(), state.to_string())) {
+                parts.push(format!("{extension}={state}"));
+            }
+        }
+        let lost = self.records_lost_at_deadline();
+        if lost > 0 {
+            parts.push(format!("lost at the shutdown deadline: {lost}"));
+        }
+        parts.join(" | ")
+    }
+}
