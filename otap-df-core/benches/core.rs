@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use otap_df_core::binding::{load_with_env, resolve};
 use otap_df_core::capability::{Capability, CapabilityId, KeyValueStore, local, shared};
 use otap_df_core::config::{ComponentKind, parse_with_env};
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig, SharedMemoryKv};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
+use otap_df_core::resolve::{load_with_env, resolve};
 
 static SOURCE: NodeFactory = NodeFactory::new(ComponentKind::Receiver, "source", "bench");
 static USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "user", "bench")

@@ -6,12 +6,12 @@ pub mod secret;
 pub use async_trait::async_trait;
 #[doc(hidden)]
 pub use linkme;
-pub mod binding;
 pub mod config;
 pub mod extension;
 pub mod memory_kv;
 pub mod node;
 pub mod registry;
+pub mod resolve;
 
 /// Registers the types every build has: `extension:memory_kv`.
 pub fn register_builtins(registry: &mut registry::Registry) {

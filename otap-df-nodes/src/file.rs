@@ -11,10 +11,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use otap_df_core::binding::Capabilities;
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::node::NodeFactory;
+use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use serde::Deserialize;
 

@@ -1,9 +1,9 @@
 //! `exporter:noop`: accepts and discards every payload (for benchmarks).
 
-use otap_df_core::binding::Capabilities;
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::data::OtlpPayload;
 use otap_df_core::node::NodeFactory;
+use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 
 #[derive(Debug, serde::Deserialize)]

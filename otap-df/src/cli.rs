@@ -16,9 +16,9 @@ use crate::Registry;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
-use crate::core::binding::ResolvedConfig;
 use crate::core::config::ComponentKind;
 use crate::core::extension::ExecutionModel;
+use crate::core::resolve::ResolvedConfig;
 use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle, Telemetry};
 
 #[derive(Parser)]

@@ -1,12 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 pub use otap_df_core as core;
-pub use otap_df_core::binding::{Capabilities, ResolvedConfig, load};
 pub use otap_df_core::capability::{Capability, CapabilityId};
 pub use otap_df_core::config::{ConfigError, ConfigErrors};
 pub use otap_df_core::extension::{ExtensionFactory, LocalExtension, SharedExtension};
 pub use otap_df_core::node::NodeFactory;
 pub use otap_df_core::registry::{Registry, RegistryError};
+pub use otap_df_core::resolve::{Capabilities, ResolvedConfig, load};
 pub use otap_df_nodes as nodes;
 
 pub mod cli;

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use otap_df_core::binding::load_with_env;
+use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::engine::{Engine, RunOptions};
 use proptest::prelude::*;
 use serde_yaml_ng::Value;
@@ -236,7 +236,7 @@ fn mutate(root: &mut Value, path: &[Value], edge: Option<&str>) {
 
 /// Runs `resolved` on one core for a moment, then stops it: the engine's result, or why
 /// the property fails.
-fn run_briefly(resolved: otap_df_core::binding::ResolvedConfig) -> Result<(), String> {
+fn run_briefly(resolved: otap_df_core::resolve::ResolvedConfig) -> Result<(), String> {
     let engine = Engine::new(
         resolved,
         RunOptions {

@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use otap_df_core::binding::Capabilities;
 use otap_df_core::capability::{
     BearerTokenProvider, CapabilityId, KeyValueStore, KvError, local, shared,
 };
@@ -23,6 +22,7 @@ use otap_df_core::extension::{
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig, SharedMemoryKv};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
+use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     ControlMessage, LocalExporter, LocalReceiver, NodeContext, NodeError, NodeInstance,
     ReceiverContext,

@@ -6,7 +6,6 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use otap_df_core::binding::{Capabilities, CapabilityError, ResolvedConfig, load_with_env};
 use otap_df_core::capability::{
     AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId, DenyReason,
     KeyValueStore, local, shared,
@@ -15,6 +14,7 @@ use otap_df_core::extension::{
     ExecutionModel, ExtensionBuildError, ExtensionContext, ExtensionFactory, LifecycleKind,
 };
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
+use otap_df_core::resolve::{Capabilities, CapabilityError, ResolvedConfig, load_with_env};
 use otap_df_core::secret::BearerToken;
 use otap_df_tests::fixtures;
 
@@ -347,7 +347,7 @@ fn per_consumer_provision_builds_a_new_object_for_each_consumer() {
     let constructor = PER_CONSUMER.local_constructor().expect("local constructor");
     let extension = constructor(&context, &component).expect("built");
     assert_eq!(extension.lifecycle_kind(), LifecycleKind::Passive);
-    let node = |id: &str| otap_df_core::binding::NodePlan {
+    let node = |id: &str| otap_df_core::resolve::NodePlan {
         id: id.into(),
         factory: &fixtures::LOCAL_KV_USER,
         config: config.clone(),

@@ -3,9 +3,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
-use otap_df_core::binding::{BindingError, ResolvedConfig, WarningKind, load_with_env};
 use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
+use otap_df_core::resolve::{BindingError, ResolvedConfig, WarningKind, load_with_env};
 use otap_df_tests::fixtures;
 
 fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
@@ -775,7 +775,7 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
     let shared = plan
         .create_shared_extensions(&resolved.source)
         .expect("created");
-    let mut caps = otap_df_core::binding::Capabilities::for_node(&plan.nodes[0], NO_LOCAL, &shared);
+    let mut caps = otap_df_core::resolve::Capabilities::for_node(&plan.nodes[0], NO_LOCAL, &shared);
     let authorizer = caps
         .require_shared::<otap_df_core::capability::BearerTokenAuthorizer>()
         .expect("authorizer");

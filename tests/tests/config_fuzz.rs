@@ -3,7 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
-use otap_df_core::binding::load_with_env;
+use otap_df_core::resolve::load_with_env;
 use otap_df_tests::fixtures;
 use proptest::prelude::*;
 use serde_yaml_ng::{Mapping, Value};

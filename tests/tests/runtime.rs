@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use otap_df_core::binding::{ResolvedConfig, load_with_env};
+use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::runtime::engine::{
     Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions,
 };

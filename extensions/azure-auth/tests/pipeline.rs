@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use otap_df_core::binding::load_with_env;
 use otap_df_core::registry::Registry;
+use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::engine::{Engine, RunOptions};
 use support::{Reply, SCOPE, TokenEndpoint, expect_child, expiry_of, number_of, run_child};
 

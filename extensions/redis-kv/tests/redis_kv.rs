@@ -8,9 +8,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use otap_df_core::binding::load_with_env;
 use otap_df_core::capability::{Capability, KeyValueStore, KvError, local, shared};
 use otap_df_core::extension::ExtensionContext;
+use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
 use otap_df_extension_redis_kv::extension::connect;
 use otap_df_extension_redis_kv::{REDIS_KV, RedisKv};

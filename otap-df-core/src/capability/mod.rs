@@ -161,7 +161,7 @@ macro_rules! define_capabilities {
             }
 
             #[doc = concat!("The `", $yaml_name, "` capability, as a type parameter of ")]
-            #[doc = "[`Capabilities`](crate::binding::Capabilities)' `require_*` methods."]
+            #[doc = "[`Capabilities`](crate::resolve::Capabilities)' `require_*` methods."]
             #[doc = concat!("\n\nImplement [`local::", stringify!($Cap), "`] or [`shared::",
                 stringify!($Cap), "`] to provide it.")]
             #[derive(Debug)]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::binding::BindingError;
+use crate::capability::CapabilityId;
 use crate::config::position::{Location, YamlPath};
 use crate::config::urn::ComponentKind;
 
@@ -253,4 +253,101 @@ mod tests {
         assert_eq!(closest("redis", names), None);
         assert_eq!(closest("totally_else", names), None);
     }
+}
+
+/// A `capabilities:` entry that cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    /// Check 1: the pipeline declares no such extension.
+    #[error(
+        "node `{node}` binds `{capability}` to extension `{extension}`, which this pipeline does \
+         not declare; declared extensions: {}{}", one_of(.known), did_you_mean(.suggestion)
+    )]
+    UnknownExtension {
+        /// The node.
+        node: String,
+        /// The capability name as written.
+        capability: String,
+        /// The extension id as written.
+        extension: String,
+        /// The pipeline's extension ids.
+        known: Vec<String>,
+        /// The closest id, if one is close.
+        suggestion: Option<String>,
+    },
+    /// Check 2: no capability has this name.
+    #[error("unknown capability `{capability}`; known capabilities: {}{}", one_of(.known), did_you_mean(.suggestion))]
+    UnknownCapability {
+        /// The node.
+        node: String,
+        /// The capability name as written.
+        capability: String,
+        /// Every capability name.
+        known: Vec<String>,
+        /// The closest name, if one is close.
+        suggestion: Option<String>,
+    },
+    /// Check 3: the extension does not provide the capability.
+    #[error(
+        "extension `{extension}` (type `{extension_type}`) does not provide `{capability}`; it \
+         provides: {}", one_of(.provided)
+    )]
+    NotProvided {
+        /// The node.
+        node: String,
+        /// The capability.
+        capability: CapabilityId,
+        /// The extension id.
+        extension: String,
+        /// The extension's type.
+        extension_type: String,
+        /// What it provides.
+        provided: Vec<String>,
+    },
+    /// Check 4: the node's type does not accept the capability.
+    #[error(
+        "node `{node}` (type `{node_type}`) does not accept `{capability}`; it accepts: {}",
+        one_of(.accepted)
+    )]
+    NotAccepted {
+        /// The node.
+        node: String,
+        /// The node's type.
+        node_type: String,
+        /// The capability.
+        capability: CapabilityId,
+        /// What it accepts.
+        accepted: Vec<String>,
+    },
+    /// Check 5: a local-only extension bound to a shared node.
+    #[error(
+        "extension `{extension}` (type `{extension_type}`) is local-only, but node `{node}` runs \
+         shared and needs a shared `{capability}`; bind an extension type with a shared variant"
+    )]
+    ExecutionModelMismatch {
+        /// The node.
+        node: String,
+        /// The capability.
+        capability: CapabilityId,
+        /// The extension id.
+        extension: String,
+        /// The extension's type.
+        extension_type: String,
+    },
+    /// A capability the node's type requires is not bound.
+    #[error(
+        "node `{node}` (type `{node_type}`) requires `{capability}`; add `capabilities: {{ \
+         {capability}: <extension id> }}`; extensions of this pipeline that provide it: {}",
+        one_of(.candidates)
+    )]
+    MissingRequired {
+        /// The node.
+        node: String,
+        /// The node's type.
+        node_type: String,
+        /// The capability.
+        capability: CapabilityId,
+        /// The pipeline's extensions that provide it.
+        candidates: Vec<String>,
+    },
 }

@@ -3,7 +3,7 @@
 //!
 //! [`parse`] reads the structure and reports every structural error it finds (unknown fields,
 //! wrong types, malformed type names, unset environment variables), each with its YAML path
-//! and line:column. [`crate::binding::resolve`] then checks the document against a
+//! and line:column. [`crate::resolve::resolve`] then checks the document against a
 //! [`Registry`](crate::registry::Registry).
 
 pub mod component;

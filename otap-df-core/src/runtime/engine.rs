@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::binding::{PipelinePlan, ResolvedConfig};
 use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
+use crate::resolve::{PipelinePlan, ResolvedConfig};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 use crate::runtime::node::NodeShared;
 

@@ -16,10 +16,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 use super::engine::{ExtensionState, Failure, Telemetry, pipeline_name};
-use crate::binding::ResolvedConfig;
 use crate::extension::{
     ExtensionControl, ExtensionHandle, ExtensionMessage, Lifecycle, Readiness, control_channel,
 };
+use crate::resolve::ResolvedConfig;
 
 /// An extension to start, where it belongs, and whether a node claimed it.
 pub(super) struct ToStart<T> {

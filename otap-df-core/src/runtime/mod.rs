@@ -3,6 +3,7 @@
 pub mod engine;
 mod extensions;
 mod failure;
+pub mod instantiate;
 pub mod node;
 mod options;
 mod telemetry;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::binding::{Capabilities, CapabilityError};
 use crate::config::{ComponentConfig, ConfigError};
 use crate::data::OtlpPayload;
+use crate::resolve::{Capabilities, CapabilityError};
 
 /// A message from the engine to a node, delivered before queued data.
 #[derive(Debug, Clone)]

@@ -6,8 +6,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::engine::pipeline_name;
-use crate::binding::ResolvedConfig;
 use crate::extension::{ExtensionHandle, ExtensionHealth};
+use crate::resolve::ResolvedConfig;
 use crate::runtime::node::{CounterSnapshot, NodeCounters};
 
 /// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an

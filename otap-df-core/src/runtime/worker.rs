@@ -10,11 +10,12 @@ use tokio::task::{JoinSet, LocalSet};
 
 use super::engine::pipeline_name;
 use super::failure::Failure;
+use super::instantiate::InstantiateError;
 use super::options::RunOptions;
 use super::telemetry::{ExtensionState, NodeStats, Telemetry};
-use crate::binding::{Capabilities, InstantiateError, PipelinePlan, ResolvedConfig};
 use crate::config::ComponentConfig;
 use crate::extension::{Lifecycle, LocalProvisions, LocalTask, SharedProvisions};
+use crate::resolve::{Capabilities, PipelinePlan, ResolvedConfig};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 use crate::runtime::node::{
     ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, NodeShared, Outputs,

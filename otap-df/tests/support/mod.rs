@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use otap_df_core::binding::load_with_env;
 use otap_df_core::registry::Registry;
+use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::engine::{
     Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
 };

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use otap_df_core::binding::load_with_env;
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_core::registry::Registry;
+use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
 use otap_df_extension_redis_kv::RedisKvConfig;
 

@@ -1,0 +1,177 @@
+//! Resolution: from a parsed [`Document`] and a [`Registry`] to a plan per pipeline.
+//!
+//! Every `capabilities:` entry of a node is checked in this order, and the first failing check
+//! is reported: the extension exists; the capability name is known; the extension provides
+//! it; the node's type accepts it; the execution model fits (a local-only extension cannot
+//! serve a shared node). Required capabilities left unbound are reported too. Extensions no
+//! node binds are reported as warnings and left out of the plan, so they are never started.
+//! Across pipelines, two nodes that would listen on one address are refused.
+//!
+//! - [`plan`]: what resolution produces (the plan types and warnings);
+//! - `pipeline`: the checks of one pipeline (bindings, connections);
+//! - [`claims`]: the per-node bag of bound capabilities its constructor claims from.
+
+pub mod claims;
+mod pipeline;
+pub mod plan;
+
+pub use crate::config::error::BindingError;
+pub use claims::{Capabilities, CapabilityError};
+pub use plan::{ConfigWarning, ExtensionPlan, NodePlan, PipelinePlan, ResolvedConfig, WarningKind};
+
+use std::net::SocketAddr;
+
+use pipeline::PipelineResolver;
+
+use crate::config::error::closest;
+use crate::config::{
+    ComponentConfig, ComponentUrn, ConfigError, ConfigErrorKind, ConfigErrors, Document, Source,
+    YamlPath,
+};
+use crate::registry::Registry;
+
+/// Parses and resolves `text` against `registry`, reporting every error of both phases
+/// together. `${env:NAME}` is read from the process environment.
+pub fn load(
+    text: &str,
+    source_name: &str,
+    registry: &Registry,
+) -> Result<ResolvedConfig, ConfigErrors> {
+    load_with_env(text, source_name, registry, &|name| {
+        std::env::var(name).ok()
+    })
+}
+
+/// [`load`] with an explicit variable lookup.
+pub fn load_with_env(
+    text: &str,
+    source_name: &str,
+    registry: &Registry,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedConfig, ConfigErrors> {
+    let (document, mut errors) = crate::config::parse_partial(text, source_name, lookup)?;
+    let resolved = resolve_collecting(document, registry, &mut errors);
+    into_result(resolved, errors)
+}
+
+fn into_result(
+    resolved: ResolvedConfig,
+    mut errors: Vec<ConfigError>,
+) -> Result<ResolvedConfig, ConfigErrors> {
+    crate::config::finish_errors(&resolved.source, &mut errors);
+    if errors.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(ConfigErrors {
+            source: resolved.source.name,
+            errors,
+        })
+    }
+}
+
+/// Resolves a parsed document against `registry`.
+pub fn resolve(document: Document, registry: &Registry) -> Result<ResolvedConfig, ConfigErrors> {
+    let mut errors = Vec::new();
+    let resolved = resolve_collecting(document, registry, &mut errors);
+    into_result(resolved, errors)
+}
+
+fn resolve_collecting(
+    document: Document,
+    registry: &Registry,
+    errors: &mut Vec<ConfigError>,
+) -> ResolvedConfig {
+    let mut warnings = Vec::new();
+    let mut pipelines = Vec::new();
+    for group in &document.groups {
+        for pipeline in &group.pipelines {
+            let mut resolver = PipelineResolver {
+                pipeline,
+                registry,
+                source: &document.source,
+                errors: &mut *errors,
+            };
+            pipelines.push(resolver.resolve(&mut warnings));
+        }
+    }
+    shared_listen_addresses(&pipelines, &document.source, errors);
+    warnings.sort_by_key(|w| w.location);
+    ResolvedConfig {
+        engine: document.engine,
+        pipelines,
+        warnings,
+        source: document.source,
+    }
+}
+
+/// Two nodes anywhere in the configuration that would listen on one address: the second is
+/// refused, naming the first. Addresses overlap on the same port when they are equal or one
+/// of them is unspecified (`0.0.0.0`, `[::]`: every address of the machine); port 0 (any
+/// free port) overlaps nothing.
+fn shared_listen_addresses(
+    pipelines: &[PipelinePlan],
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut seen: Vec<(SocketAddr, YamlPath, String)> = Vec::new();
+    for pipeline in pipelines {
+        for node in &pipeline.nodes {
+            let config_path = node.path.key("config");
+            let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
+            // Port 0 is any free port: never shared.
+            let addresses = node.factory.listen_addresses(&config);
+            for (field, address) in addresses.into_iter().filter(|(_, a)| a.port() != 0) {
+                let path = field
+                    .split('.')
+                    .fold(config_path.clone(), |path, key| path.key(key));
+                let owner = format!(
+                    "node `{}` of pipeline `{}/{}`",
+                    node.id, pipeline.group, pipeline.name
+                );
+                let overlapping = seen.iter().find(|(other, _, _)| {
+                    other.port() == address.port()
+                        && (other.ip() == address.ip()
+                            || other.ip().is_unspecified()
+                            || address.ip().is_unspecified())
+                });
+                if let Some((other, other_path, other_owner)) = overlapping {
+                    let at = source
+                        .positions
+                        .locate(other_path)
+                        .map(|l| format!(" (line {}:{})", l.line, l.column))
+                        .unwrap_or_default();
+                    errors.push(source.error(
+                        &path,
+                        ConfigErrorKind::InvalidValue {
+                            message: format!(
+                                "`{field}` {address} overlaps {other} of {other_owner}{at}; two nodes cannot listen on one address (give each its own port)"
+                            ),
+                        },
+                    ));
+                } else {
+                    seen.push((address, path, owner));
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn unknown_type(registry: &Registry, urn: &ComponentUrn) -> ConfigErrorKind {
+    match registry.feature_for(urn.kind, &urn.name) {
+        Some(feature) => ConfigErrorKind::NotCompiledIn {
+            kind: urn.kind,
+            name: urn.name.clone(),
+            feature: feature.to_owned(),
+        },
+        None => {
+            let known = registry.names(urn.kind);
+            let suggestion = closest(&urn.name, known.iter().map(String::as_str));
+            ConfigErrorKind::UnknownType {
+                kind: urn.kind,
+                name: urn.name.clone(),
+                known,
+                suggestion,
+            }
+        }
+    }
+}
