@@ -4,8 +4,8 @@ use std::io::Write;
 
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::data::OtlpPayload;
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use serde::Deserialize;
 

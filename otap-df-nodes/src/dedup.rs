@@ -12,8 +12,8 @@ use std::time::Duration;
 use otap_df_core::capability::{CapabilityId, KeyValueStore, key_value, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::OtlpPayload;
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     LocalProcessor, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
 };

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use serde::Deserialize;
 

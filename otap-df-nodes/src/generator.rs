@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
     ReceiverContext,

@@ -2,8 +2,8 @@
 
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::data::OtlpPayload;
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 
 #[derive(Debug, serde::Deserialize)]

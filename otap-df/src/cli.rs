@@ -310,7 +310,7 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
             let bindings: Vec<String> = node
                 .bindings
                 .iter()
-                .map(|(capability, extension)| format!("{capability} <- {extension}"))
+                .map(|binding| format!("{} <- {}", binding.capability, binding.extension))
                 .collect();
             let _ = writeln!(
                 out,

@@ -3,10 +3,11 @@
 pub use otap_df_core as core;
 pub use otap_df_core::capability::{Capability, CapabilityId};
 pub use otap_df_core::config::{ConfigError, ConfigErrors};
+pub use otap_df_core::extension::Capabilities;
 pub use otap_df_core::extension::{ExtensionFactory, LocalExtension, SharedExtension};
 pub use otap_df_core::node::NodeFactory;
 pub use otap_df_core::registry::{Registry, RegistryError};
-pub use otap_df_core::resolve::{Capabilities, ResolvedConfig, load};
+pub use otap_df_core::resolve::{ResolvedConfig, load};
 pub use otap_df_nodes as nodes;
 
 pub mod cli;

@@ -15,6 +15,7 @@ use otap_df_core::capability::{
 };
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::extension::Capabilities;
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
     LocalTask, Readiness, SharedTask,
@@ -22,7 +23,6 @@ use otap_df_core::extension::{
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig, SharedMemoryKv};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     ControlMessage, LocalExporter, LocalReceiver, NodeContext, NodeError, NodeInstance,
     ReceiverContext,

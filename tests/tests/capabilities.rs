@@ -10,11 +10,12 @@ use otap_df_core::capability::{
     AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId, DenyReason,
     KeyValueStore, local, shared,
 };
+use otap_df_core::extension::{Capabilities, CapabilityError};
 use otap_df_core::extension::{
     ExecutionModel, ExtensionBuildError, ExtensionContext, ExtensionFactory, LifecycleKind,
 };
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
-use otap_df_core::resolve::{Capabilities, CapabilityError, ResolvedConfig, load_with_env};
+use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::secret::BearerToken;
 use otap_df_tests::fixtures;
 
@@ -51,7 +52,7 @@ fn capabilities(resolved: &ResolvedConfig, node: &str) -> Capabilities {
         .iter()
         .find(|n| n.id == node)
         .expect("node in plan");
-    Capabilities::for_node(node, &local, &shared)
+    Capabilities::for_node(&node.id, &node.bindings, &local, &shared)
 }
 
 /// No shared extension instances.
@@ -96,8 +97,8 @@ fn a_shared_consumer_makes_the_extension_shared_for_everyone() {
         .expect("local");
     assert_eq!(shared.len(), 1);
     assert!(local.is_empty());
-    let mut a = Capabilities::for_node(&plan.nodes[0], &local, &shared);
-    let mut b = Capabilities::for_node(&plan.nodes[1], &local, &shared);
+    let mut a = Capabilities::for_node(&plan.nodes[0].id, &plan.nodes[0].bindings, &local, &shared);
+    let mut b = Capabilities::for_node(&plan.nodes[1].id, &plan.nodes[1].bindings, &local, &shared);
     // The local consumer is served through the shared-as-local adapter: same store.
     let as_local = a.require_local::<KeyValueStore>().expect("shared-as-local");
     let as_shared = b.require_shared::<KeyValueStore>().expect("shared");
@@ -249,12 +250,22 @@ fn local_extensions_are_instantiated_per_core() {
     let core1 = plan
         .create_local_extensions(1, &resolved.source)
         .expect("core 1");
-    let store0 = Capabilities::for_node(&plan.nodes[0], &core0, NO_SHARED)
-        .require_local::<KeyValueStore>()
-        .expect("core 0 store");
-    let store1 = Capabilities::for_node(&plan.nodes[0], &core1, NO_SHARED)
-        .require_local::<KeyValueStore>()
-        .expect("core 1 store");
+    let store0 = Capabilities::for_node(
+        &plan.nodes[0].id,
+        &plan.nodes[0].bindings,
+        &core0,
+        NO_SHARED,
+    )
+    .require_local::<KeyValueStore>()
+    .expect("core 0 store");
+    let store1 = Capabilities::for_node(
+        &plan.nodes[0].id,
+        &plan.nodes[0].bindings,
+        &core1,
+        NO_SHARED,
+    )
+    .require_local::<KeyValueStore>()
+    .expect("core 1 store");
     block_on(async {
         store0.set(b"k", b"core0", None).await.expect("set");
         assert_eq!(
@@ -352,13 +363,16 @@ fn per_consumer_provision_builds_a_new_object_for_each_consumer() {
         factory: &fixtures::LOCAL_KV_USER,
         config: config.clone(),
         path: path.clone(),
-        bindings: vec![(CapabilityId::KeyValueStore, "pc".into())],
+        bindings: vec![otap_df_core::capability::Binding {
+            capability: CapabilityId::KeyValueStore,
+            extension: "pc".into(),
+        }],
     };
     let extensions = [extension];
-    let a = Capabilities::for_node(&node("a"), &extensions, NO_SHARED)
+    let a = Capabilities::for_node(&node("a").id, &node("a").bindings, &extensions, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("a");
-    let b = Capabilities::for_node(&node("b"), &extensions, NO_SHARED)
+    let b = Capabilities::for_node(&node("b").id, &node("b").bindings, &extensions, NO_SHARED)
         .require_local::<KeyValueStore>()
         .expect("b");
     block_on(async {

@@ -67,7 +67,10 @@ fn valid_configuration_loads_with_its_plan() {
     assert_eq!(plan.extensions.len(), 1);
     assert_eq!(
         plan.extensions[0].consumers,
-        vec![("dedup".to_owned(), CapabilityId::KeyValueStore)]
+        vec![otap_df_core::resolve::Consumer {
+            node: "dedup".to_owned(),
+            capability: CapabilityId::KeyValueStore
+        }]
     );
     assert_eq!(
         plan.edges,
@@ -775,7 +778,12 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
     let shared = plan
         .create_shared_extensions(&resolved.source)
         .expect("created");
-    let mut caps = otap_df_core::resolve::Capabilities::for_node(&plan.nodes[0], NO_LOCAL, &shared);
+    let mut caps = otap_df_core::extension::Capabilities::for_node(
+        &plan.nodes[0].id,
+        &plan.nodes[0].bindings,
+        NO_LOCAL,
+        &shared,
+    );
     let authorizer = caps
         .require_shared::<otap_df_core::capability::BearerTokenAuthorizer>()
         .expect("authorizer");

@@ -26,6 +26,15 @@ pub use bearer::{
 };
 pub use key_value::{CircuitBreaker, KvError};
 
+/// A node's `capabilities: { <capability>: <extension id> }` entry, once resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The capability.
+    pub capability: CapabilityId,
+    /// The id of the extension instance that provides it.
+    pub extension: String,
+}
+
 use crate::secret::{AuthHeader, BearerToken};
 
 mod sealed {
@@ -161,7 +170,7 @@ macro_rules! define_capabilities {
             }
 
             #[doc = concat!("The `", $yaml_name, "` capability, as a type parameter of ")]
-            #[doc = "[`Capabilities`](crate::resolve::Capabilities)' `require_*` methods."]
+            #[doc = "[`Capabilities`](crate::extension::Capabilities)' `require_*` methods."]
             #[doc = concat!("\n\nImplement [`local::", stringify!($Cap), "`] or [`shared::",
                 stringify!($Cap), "`] to provide it.")]
             #[derive(Debug)]

@@ -9,15 +9,14 @@
 //!
 //! - [`plan`]: what resolution produces (the plan types and warnings);
 //! - `pipeline`: the checks of one pipeline (bindings, connections);
-//! - [`claims`]: the per-node bag of bound capabilities its constructor claims from.
 
-pub mod claims;
 mod pipeline;
 pub mod plan;
 
 pub use crate::config::error::BindingError;
-pub use claims::{Capabilities, CapabilityError};
-pub use plan::{ConfigWarning, ExtensionPlan, NodePlan, PipelinePlan, ResolvedConfig, WarningKind};
+pub use plan::{
+    ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, ResolvedConfig, WarningKind,
+};
 
 use std::net::SocketAddr;
 

@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::plan::{ConfigWarning, ExtensionPlan, NodePlan, PipelinePlan, WarningKind};
+use super::plan::{ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, WarningKind};
 use super::unknown_type;
+use crate::capability::Binding;
 use crate::capability::CapabilityId;
 use crate::config::error::BindingError;
 use crate::config::error::closest;
@@ -103,7 +104,7 @@ impl PipelineResolver<'_> {
             let shared_consumer = extension
                 .consumers
                 .iter()
-                .any(|(node, _)| shared_nodes.contains(node.as_str()));
+                .any(|consumer| shared_nodes.contains(consumer.node.as_str()));
             let config_path = extension.path.key("config");
             let config = ComponentConfig::new(&extension.config, &config_path, positions);
             extension.execution = if shared_consumer {
@@ -142,7 +143,7 @@ impl PipelineResolver<'_> {
         extensions: &mut [ExtensionPlan],
         extension_index: &HashMap<String, usize>,
         broken: &BTreeSet<&str>,
-    ) -> Vec<(CapabilityId, String)> {
+    ) -> Vec<Binding> {
         let node = &decl.id;
         let mut bound = Vec::new();
         for binding in &decl.capabilities {
@@ -236,8 +237,14 @@ impl PipelineResolver<'_> {
                 self.error(&binding.path, error);
                 continue;
             }
-            extension.consumers.push((node.clone(), capability));
-            bound.push((capability, extension.id.clone()));
+            extension.consumers.push(Consumer {
+                node: node.clone(),
+                capability,
+            });
+            bound.push(Binding {
+                capability,
+                extension: extension.id.clone(),
+            });
         }
         if let Some(factory) = factory {
             for requirement in factory.accepted().iter().filter(|r| r.required) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+use crate::capability::Binding;
 use crate::capability::CapabilityId;
 use crate::config::{EngineConfig, Location, Source, YamlPath};
 use crate::extension::{ExecutionModel, ExtensionFactory};
@@ -84,8 +85,17 @@ pub struct ExtensionPlan {
     pub config: Value,
     /// Its path.
     pub path: YamlPath,
-    /// Who binds it: `(node id, capability)`, in document order.
-    pub consumers: Vec<(String, CapabilityId)>,
+    /// Who binds it, in document order.
+    pub consumers: Vec<Consumer>,
+}
+
+/// A node that binds one of an extension's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    /// The node's id.
+    pub node: String,
+    /// The capability it binds.
+    pub capability: CapabilityId,
 }
 
 /// A node, resolved.
@@ -99,6 +109,6 @@ pub struct NodePlan {
     pub config: Value,
     /// Its path.
     pub path: YamlPath,
-    /// Its bindings: `(capability, extension id)`.
-    pub bindings: Vec<(CapabilityId, String)>,
+    /// Its bindings, in document order.
+    pub bindings: Vec<Binding>,
 }

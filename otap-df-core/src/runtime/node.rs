@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{ComponentConfig, ConfigError};
 use crate::data::OtlpPayload;
-use crate::resolve::{Capabilities, CapabilityError};
+use crate::extension::{Capabilities, CapabilityError};
 
 /// A message from the engine to a node, delivered before queued data.
 #[derive(Debug, Clone)]

@@ -14,8 +14,9 @@ use super::instantiate::InstantiateError;
 use super::options::RunOptions;
 use super::telemetry::{ExtensionState, NodeStats, Telemetry};
 use crate::config::ComponentConfig;
+use crate::extension::Capabilities;
 use crate::extension::{Lifecycle, LocalProvisions, LocalTask, SharedProvisions};
-use crate::resolve::{Capabilities, PipelinePlan, ResolvedConfig};
+use crate::resolve::{PipelinePlan, ResolvedConfig};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 use crate::runtime::node::{
     ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, NodeShared, Outputs,
@@ -158,8 +159,12 @@ impl CoreWorker {
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
-                let mut capabilities =
-                    Capabilities::for_node(node, &provisions, &self.shared[index]);
+                let mut capabilities = Capabilities::for_node(
+                    &node.id,
+                    &node.bindings,
+                    &provisions,
+                    &self.shared[index],
+                );
                 let instance =
                     constructor(&context, &config, &mut capabilities).and_then(|instance| {
                         if instance.kind_name() == node.factory.kind().as_str() {
@@ -179,9 +184,9 @@ impl CoreWorker {
                             tracing::warn!(pipeline = %name, node = %node.id, %capability, extension = %extension,
                                 "the node did not claim a capability bound to it");
                         }
-                        for (_, extension) in &node.bindings {
-                            if !unclaimed.iter().any(|(_, e)| e == extension) {
-                                claims.insert(extension.clone());
+                        for binding in &node.bindings {
+                            if !unclaimed.iter().any(|(_, e)| *e == binding.extension) {
+                                claims.insert(binding.extension.clone());
                             }
                         }
                         nodes.push((node.id.clone(), instance, context.counters.clone()));

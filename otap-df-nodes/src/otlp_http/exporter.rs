@@ -42,8 +42,8 @@ use hyper_util::rt::TokioExecutor;
 use otap_df_core::capability::{BearerTokenProvider, CapabilityId, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     LOST, LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance, ShutdownSignal,
 };

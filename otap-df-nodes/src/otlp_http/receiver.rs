@@ -43,8 +43,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use otap_df_core::capability::{AuthzDecision, BearerTokenAuthorizer, CapabilityId, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::resolve::Capabilities;
 use otap_df_core::runtime::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
     OutputPermit, Outputs, ReceiverContext, ShutdownSignal, TrySendError,

@@ -5,8 +5,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::plan::NodePlan;
-use crate::capability::{Capability, CapabilityId};
+use crate::capability::{Binding, Capability, CapabilityId};
 use crate::extension::{
     LocalProvision, LocalProvisions, LocalSource, SharedProvision, SharedProvisions, SharedSource,
 };
@@ -101,12 +100,17 @@ impl Capabilities {
     /// Shared instances take precedence for an id present in both (an extension runs in one
     /// variant per plan, so this does not happen in a consistent engine).
     pub fn for_node(
-        node: &NodePlan,
+        node: &str,
+        bindings: &[Binding],
         local: &[impl AsRef<LocalProvisions>],
         shared: &[impl AsRef<SharedProvisions>],
     ) -> Self {
         let mut bound = Vec::new();
-        for (capability, extension_id) in &node.bindings {
+        for Binding {
+            capability,
+            extension: extension_id,
+        } in bindings
+        {
             let from_shared = shared
                 .iter()
                 .map(AsRef::as_ref)
@@ -131,7 +135,7 @@ impl Capabilities {
             }
         }
         Self {
-            node: node.id.clone(),
+            node: node.to_owned(),
             bound,
         }
     }
