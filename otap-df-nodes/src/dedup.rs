@@ -14,7 +14,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::OtlpPayload;
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::runtime::node::{
+use otap_df_core::node::{
     LocalProcessor, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs,
 };
 use serde::Deserialize;

@@ -15,7 +15,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
+use otap_df_core::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use serde::Deserialize;
 
 /// The first line of every payload file.

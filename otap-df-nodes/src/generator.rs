@@ -6,7 +6,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::runtime::node::{
+use otap_df_core::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
     ReceiverContext,
 };

@@ -4,7 +4,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::data::OtlpPayload;
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::NodeFactory;
-use otap_df_core::runtime::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
+use otap_df_core::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

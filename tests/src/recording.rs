@@ -22,11 +22,11 @@ use otap_df_core::extension::{
 };
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig, SharedMemoryKv};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::registry::Registry;
-use otap_df_core::runtime::node::{
+use otap_df_core::node::{
     ControlMessage, LocalExporter, LocalReceiver, NodeContext, NodeError, NodeInstance,
     ReceiverContext,
 };
+use otap_df_core::registry::Registry;
 use serde::Deserialize;
 
 use crate::fixtures::FixedToken;

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use otap_df_core::node::CounterSnapshot;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::runtime::engine::{
     Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions,
 };
-use otap_df_core::runtime::node::CounterSnapshot;
 use otap_df_tests::recording::{self, events};
 
 fn resolve(text: &str) -> ResolvedConfig {

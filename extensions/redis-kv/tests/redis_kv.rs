@@ -201,8 +201,8 @@ fn start_one_core(
 fn wait_for_dedup(
     telemetry: &otap_df_core::runtime::engine::Telemetry,
     what: &str,
-    done: impl Fn(&otap_df_core::runtime::node::CounterSnapshot) -> bool,
-) -> otap_df_core::runtime::node::CounterSnapshot {
+    done: impl Fn(&otap_df_core::node::CounterSnapshot) -> bool,
+) -> otap_df_core::node::CounterSnapshot {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let counts = telemetry

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
+use crate::node::NodeShared;
 use crate::resolve::{PipelinePlan, ResolvedConfig};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
-use crate::runtime::node::NodeShared;
 
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};

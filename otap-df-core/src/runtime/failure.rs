@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::runtime::node::NodeError;
+use crate::node::NodeError;
 
 /// Something that went wrong in a run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

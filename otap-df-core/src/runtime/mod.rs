@@ -1,10 +1,12 @@
-//! The runtime: the node model and the engine that runs resolved pipelines.
+//! The runtime: the engine that runs resolved pipelines, by job — `engine` (entry and the run's
+//! order of events), `options`, `instantiate` (extension creation), `worker` (one core's thread,
+//! construction and node tasks), `extensions` (one start and one stop routine for extension
+//! tasks), `failure`, `telemetry`.
 
 pub mod engine;
 mod extensions;
 mod failure;
 pub mod instantiate;
-pub mod node;
 mod options;
 mod telemetry;
 mod worker;

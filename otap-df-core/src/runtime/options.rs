@@ -14,7 +14,7 @@ pub struct RunOptions {
     pub channel_capacity: usize,
     /// How long nodes, then extensions, get to finish once shutdown starts.
     pub shutdown_timeout: Duration,
-    /// How often processors and exporters get a [`ControlMessage::TimerTick`](crate::runtime::node::ControlMessage::TimerTick) (flush,
+    /// How often processors and exporters get a [`ControlMessage::TimerTick`](crate::node::ControlMessage::TimerTick) (flush,
     /// expire state); never when `None`. A tick is skipped for a node whose control queue is
     /// full, so a busy node never accumulates ticks.
     pub timer_interval: Option<Duration>,

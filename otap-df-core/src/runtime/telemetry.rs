@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::engine::pipeline_name;
 use crate::extension::{ExtensionHandle, ExtensionHealth};
+use crate::node::{CounterSnapshot, NodeCounters};
 use crate::resolve::ResolvedConfig;
-use crate::runtime::node::{CounterSnapshot, NodeCounters};
 
 /// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an
 /// extension's control channel open.
@@ -234,12 +234,12 @@ impl Telemetry {
     }
 
     /// Records that nodes gave up without delivering or dead-lettering them: the sum of
-    /// every node's [`LOST`](crate::runtime::node::LOST) counter.
+    /// every node's [`LOST`](crate::node::LOST) counter.
     pub fn records_lost(&self) -> u64 {
         self.node_totals()
             .iter()
             .flat_map(|total| total.named.iter())
-            .filter(|(name, _)| *name == crate::runtime::node::LOST)
+            .filter(|(name, _)| *name == crate::node::LOST)
             .map(|(_, value)| value)
             .sum::<u64>()
             + self.records_lost_at_deadline()

@@ -16,12 +16,12 @@ use super::telemetry::{ExtensionState, NodeStats, Telemetry};
 use crate::config::ComponentConfig;
 use crate::extension::Capabilities;
 use crate::extension::{Lifecycle, LocalProvisions, LocalTask, SharedProvisions};
-use crate::resolve::{PipelinePlan, ResolvedConfig};
-use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
-use crate::runtime::node::{
+use crate::node::{
     ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, NodeShared, Outputs,
     ReceiverContext, ShutdownSignal, StopRequest,
 };
+use crate::resolve::{PipelinePlan, ResolvedConfig};
+use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
 
@@ -479,7 +479,7 @@ async fn sleep_until(until: Option<tokio::time::Instant>) {
 }
 
 async fn drive_processor(
-    mut processor: Box<dyn crate::runtime::node::LocalProcessor>,
+    mut processor: Box<dyn crate::node::LocalProcessor>,
     input: Option<mpsc::Receiver<crate::data::OtlpPayload>>,
     mut control: mpsc::Receiver<ControlMessage>,
     outputs: Outputs,
@@ -508,7 +508,7 @@ async fn drive_processor(
 }
 
 async fn drive_exporter(
-    mut exporter: Box<dyn crate::runtime::node::LocalExporter>,
+    mut exporter: Box<dyn crate::node::LocalExporter>,
     input: Option<mpsc::Receiver<crate::data::OtlpPayload>>,
     mut control: mpsc::Receiver<ControlMessage>,
     counters: Arc<NodeCounters>,

@@ -44,7 +44,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::runtime::node::{
+use otap_df_core::node::{
     LOST, LocalExporter, NodeContext, NodeCounters, NodeError, NodeInstance, ShutdownSignal,
 };
 use otap_df_core::secret::{BearerToken, Secret};

@@ -45,7 +45,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
-use otap_df_core::runtime::node::{
+use otap_df_core::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeCounters, NodeError, NodeInstance,
     OutputPermit, Outputs, ReceiverContext, ShutdownSignal, TrySendError,
 };

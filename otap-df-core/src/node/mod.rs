@@ -1,13 +1,19 @@
-//! Node factories: what a receiver, processor or exporter type accepts.
+//! Nodes: what a receiver, processor or exporter type declares, and the model it runs by.
 //!
 //! A [`NodeFactory`] declares the node's kind, its execution model, the capabilities it accepts
-//! (each required or optional) and a config validator. Binding resolution checks every
-//! `capabilities:` entry of a node against this declaration before anything runs.
+//! (each required or optional), a config validator and its constructor. Binding resolution
+//! checks every `capabilities:` entry of a node against this declaration before anything runs.
+//! The model (`model.rs`, re-exported here): the local and shared node traits, what a
+//! constructor gets (`NodeContext`, the node's `Capabilities`), outputs, counters and the
+//! shutdown signal.
+
+mod model;
+
+pub use model::*;
 
 use crate::capability::CapabilityId;
 use crate::config::ComponentKind;
 use crate::extension::{ConfigValidator, ExecutionModel};
-use crate::runtime::node::NodeConstructor;
 
 /// A capability a node type accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
