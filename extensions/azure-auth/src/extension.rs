@@ -1,4 +1,5 @@
-//! `extension:azure_auth`: the factory, the state the provider reads, and the refresh loop.
+//! `extension:azure_auth`: the factory, the state the provider reads (`provider.rs`), and
+//! the refresh loop.
 //!
 //! One instance serves every core (shared), so N cores make one token request, not N.
 //! Readers never lock: the token sits in a [`TokenCell`] (an `ArcSwapOption` and a generation) that the fetches replace;
@@ -64,7 +65,7 @@ fn create(
 
 /// Who asks for a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Trigger {
+pub(crate) enum Trigger {
     /// The refresh loop, on its schedule.
     Scheduled,
     /// A consumer, through `fresh_token` (a server rejected the current token).
@@ -87,10 +88,10 @@ struct FetchState {
 
 /// The state of one `azure_auth` instance.
 pub struct AzureAuth {
-    id: String,
-    header: AuthHeader,
-    token: TokenCell,
-    updates: watch::Sender<Option<BearerToken>>,
+    pub(crate) id: String,
+    pub(crate) header: AuthHeader,
+    pub(crate) token: TokenCell,
+    pub(crate) updates: watch::Sender<Option<BearerToken>>,
     source: TokenSource,
     refresh: RefreshConfig,
     fetch: tokio::sync::Mutex<FetchState>,
@@ -155,7 +156,7 @@ impl AzureAuth {
     }
 
     /// The token being served, usable or not.
-    fn stored(&self) -> Option<BearerToken> {
+    pub(crate) fn stored(&self) -> Option<BearerToken> {
         self.token.load()
     }
 
@@ -173,7 +174,7 @@ impl AzureAuth {
 
     /// Makes one request unless another one already answered the need; returns the token
     /// to use. Requests never overlap.
-    async fn fetch(&self, trigger: Trigger) -> Result<BearerToken, String> {
+    pub(crate) async fn fetch(&self, trigger: Trigger) -> Result<BearerToken, String> {
         let asked = Instant::now();
         let mut state = self.fetch.lock().await;
         let now = Instant::now();
@@ -295,39 +296,6 @@ fn lifetime(token: &BearerToken) -> Result<Duration, String> {
         ));
     }
     Ok(lifetime)
-}
-
-#[otap_df_core::async_trait]
-impl shared::BearerTokenProvider for AzureAuth {
-    /// One lock-free load and a reference-count increment, as `bearer_auth`'s; `None`
-    /// before the first token. The refresh loop withdraws a token when it stops being
-    /// usable ([`EXPIRY_MARGIN`] before its expiry), so none is handed out past its expiry.
-    fn current_token(&self) -> Option<BearerToken> {
-        self.stored()
-    }
-
-    fn token_generation(&self) -> u64 {
-        self.token.generation()
-    }
-
-    fn subscribe(&self) -> otap_df_core::capability::TokenSubscription {
-        otap_df_core::capability::TokenSubscription::new(self.updates.subscribe())
-    }
-
-    fn header(&self) -> &AuthHeader {
-        &self.header
-    }
-
-    /// Asks the token service now, unless a request was made within `refresh.min_interval`
-    /// or the extension is backing off after failures; then the current token, if usable.
-    async fn fresh_token(&self) -> Result<BearerToken, otap_df_core::capability::TokenError> {
-        self.fetch(Trigger::Forced)
-            .await
-            .map_err(|message| otap_df_core::capability::TokenError {
-                provider: self.id.clone(),
-                message,
-            })
-    }
 }
 
 /// The task of an instance: requests a token at start (ready after the first), renews it
