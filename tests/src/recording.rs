@@ -550,16 +550,21 @@ pub fn register(registry: &mut Registry) {
     registry.register_node(&RECORDING_SINK);
 }
 
-/// A registry with the built-in extensions and nodes, the fixtures and the recording
-/// components.
-pub fn registry() -> Registry {
+/// A registry with core's built-in extensions, the fixtures and the recording components;
+/// `more` adds what a test needs besides (the built-in nodes, an extension crate).
+pub fn registry_with(more: impl FnOnce(&mut Registry)) -> Registry {
     let mut registry = Registry::new();
     otap_df_core::register_builtins(&mut registry);
-    otap_df_nodes::register(&mut registry);
+    more(&mut registry);
     crate::fixtures::register(&mut registry);
     register(&mut registry);
     match registry.finish() {
         Ok(registry) => registry,
         Err(error) => panic!("recording registry: {error}"),
     }
+}
+
+/// [`registry_with`] nothing more.
+pub fn registry() -> Registry {
+    registry_with(|_| {})
 }

@@ -14,7 +14,8 @@ use otap_df_core::runtime::engine::{
 use otap_df_tests::recording::{self, events};
 
 fn resolve(text: &str) -> ResolvedConfig {
-    load_with_env(text, "runtime.yaml", &recording::registry(), &|_| None)
+    let registry = recording::registry_with(otap_df_nodes::register);
+    load_with_env(text, "runtime.yaml", &registry, &|_| None)
         .unwrap_or_else(|errors| panic!("invalid test configuration:\n{errors}"))
 }
 
