@@ -41,6 +41,13 @@ pub struct AzureAuthConfig {
     /// The subscription `az` uses (`azure_cli`).
     #[serde(default)]
     pub subscription: Option<String>,
+    /// The Microsoft Entra ID authority of a sovereign or private cloud (`https://…`);
+    /// the Azure public cloud's when absent.
+    #[serde(default)]
+    pub authority_host: Option<String>,
+    /// Trust for the token endpoints, beside or instead of the system's.
+    #[serde(default)]
+    pub tls: Option<AzureTls>,
     /// When tokens are renewed.
     #[serde(default)]
     pub refresh: RefreshConfig,
@@ -86,18 +93,39 @@ impl Method {
     /// The identity options this method reads.
     fn options(self) -> &'static [&'static str] {
         match self {
-            Self::ManagedIdentity => &["client_id", "object_id", "resource_id"],
-            Self::WorkloadIdentity => &["tenant_id", "client_id", "token_file"],
+            Self::ManagedIdentity => &["client_id", "object_id", "resource_id", "tls"],
+            Self::WorkloadIdentity => &[
+                "tenant_id",
+                "client_id",
+                "token_file",
+                "authority_host",
+                "tls",
+            ],
             Self::ClientSecret => &[
                 "tenant_id",
                 "client_id",
                 "client_secret",
                 "client_secret_file",
+                "authority_host",
+                "tls",
             ],
             Self::AzureCli => &["tenant_id", "subscription"],
             Self::DeveloperTools => &[],
         }
     }
+}
+
+/// `tls:` — trust for the token endpoints (managed identity, Entra ID).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureTls {
+    /// PEM certificates trusted besides (or, with `system_roots: false`, instead of) the
+    /// system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Whether the system's trust store is used.
+    #[serde(default = "defaults::system_roots")]
+    pub system_roots: bool,
 }
 
 /// `refresh:` — a token is renewed at `lifetime_fraction` of its lifetime, and at the latest
@@ -174,6 +202,10 @@ mod defaults {
         Duration::from_secs(5 * 60)
     }
 
+    pub fn system_roots() -> bool {
+        true
+    }
+
     pub fn request_timeout() -> Duration {
         Duration::from_secs(10)
     }
@@ -211,6 +243,40 @@ impl AzureAuthConfig {
             return Err(config.invalid("scope", message));
         }
         decoded.check_method_options(config)?;
+        if let Some(host) = &decoded.authority_host {
+            let parsed = reqwest::Url::parse(host).ok().filter(|url| {
+                url.scheme() == "https"
+                    && url.host_str().is_some_and(|h| !h.is_empty())
+                    && url.username().is_empty()
+                    && url.password().is_none()
+            });
+            if parsed.is_none() {
+                return Err(config.invalid(
+                    "authority_host",
+                    format!(
+                        "`authority_host` `{host}` is not an https:// URL with a host (e.g. \
+                         `https://login.microsoftonline.us` for Azure Government)"
+                    ),
+                ));
+            }
+        }
+        if let Some(tls) = &decoded.tls {
+            if tls
+                .ca_file
+                .as_ref()
+                .is_some_and(|path| path.as_os_str().is_empty())
+            {
+                return Err(
+                    config.invalid("tls.ca_file", "`tls.ca_file` is empty; name a PEM file")
+                );
+            }
+            if !tls.system_roots && tls.ca_file.is_none() {
+                return Err(config.invalid(
+                    "tls.system_roots",
+                    "`tls.system_roots: false` needs `tls.ca_file`: nothing would be trusted",
+                ));
+            }
+        }
         match decoded.method {
             Method::ManagedIdentity => {
                 let ids: Vec<&str> = [
@@ -321,6 +387,8 @@ impl AzureAuthConfig {
             ("client_secret", self.client_secret.is_some()),
             ("client_secret_file", self.client_secret_file.is_some()),
             ("subscription", self.subscription.is_some()),
+            ("authority_host", self.authority_host.is_some()),
+            ("tls", self.tls.is_some()),
         ];
         let allowed = self.method.options();
         for (option, _) in set.iter().filter(|(_, set)| *set) {
@@ -500,6 +568,56 @@ mod tests {
                 .expect_err(field);
             assert!(error.contains("must be at most 1 day"), "{field}: {error}");
         }
+    }
+
+    #[test]
+    fn authority_host_and_tls_are_checked_and_belong_to_the_http_methods() {
+        let secret = "method: client_secret, tenant_id: t, client_id: c, client_secret: s";
+        for host in [
+            "http://login.example",
+            "login.example",
+            "https://",
+            "https://user:pw@login.example",
+        ] {
+            let error = decode(&format!(
+                "{{ {SCOPE}, {secret}, authority_host: '{host}' }}"
+            ))
+            .expect_err(host);
+            assert!(
+                error.contains("is not an https:// URL with a host"),
+                "{host}: {error}"
+            );
+            assert!(error.contains("config.authority_host"), "{error}");
+        }
+        let ok = decode(&format!(
+            "{{ {SCOPE}, {secret}, authority_host: 'https://login.microsoftonline.us' }}"
+        ))
+        .expect("valid");
+        assert_eq!(
+            ok.authority_host.as_deref(),
+            Some("https://login.microsoftonline.us")
+        );
+        let cli = decode(&format!(
+            "{{ {SCOPE}, method: azure_cli, authority_host: 'https://login.example' }}"
+        ))
+        .expect_err("not for az");
+        assert!(
+            cli.contains("`authority_host` does not apply to method `azure_cli`"),
+            "{cli}"
+        );
+        let nothing = decode(&format!(
+            "{{ {SCOPE}, method: managed_identity, tls: {{ system_roots: false }} }}"
+        ))
+        .expect_err("no trust at all");
+        assert!(
+            nothing.contains("`tls.system_roots: false` needs `tls.ca_file`"),
+            "{nothing}"
+        );
+        let empty = decode(&format!(
+            "{{ {SCOPE}, method: managed_identity, tls: {{ ca_file: '' }} }}"
+        ))
+        .expect_err("empty path");
+        assert!(empty.contains("`tls.ca_file` is empty"), "{empty}");
     }
 
     #[test]

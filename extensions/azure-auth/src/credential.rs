@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret as AzureSecret, TokenCredential};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{
@@ -17,8 +18,10 @@ use azure_identity::{
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use otap_df_core::secret::{BearerToken, Secret};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
-use crate::config::{AzureAuthConfig, Method};
+use crate::config::{AzureAuthConfig, AzureTls, Method};
 
 /// Where tokens come from: the method and its identity options, resolved at start.
 pub struct TokenSource {
@@ -32,6 +35,8 @@ pub struct TokenSource {
     subscription: Option<String>,
     timeout: Duration,
     tls: Arc<rustls::ClientConfig>,
+    /// A sovereign or private cloud's Entra ID authority (`None`: the public cloud).
+    authority_host: Option<String>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -78,7 +83,8 @@ impl TokenSource {
             secret,
             subscription: config.subscription.clone(),
             timeout: config.request_timeout,
-            tls: Arc::new(tls_config()?),
+            tls: Arc::new(tls_config(config.tls.as_ref())?),
+            authority_host: config.authority_host.clone(),
         })
     }
 
@@ -116,9 +122,15 @@ impl TokenSource {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let cloud = self.authority_host.as_ref().map(|host| {
+            let mut custom = CustomConfiguration::default();
+            custom.authority_host = host.clone();
+            Arc::new(CloudConfiguration::from(custom))
+        });
         Ok(ClientOptions {
             retry: RetryOptions::none(),
             transport: Some(Transport::new(Arc::new(client))),
+            cloud,
             ..ClientOptions::default()
         })
     }
@@ -187,17 +199,39 @@ fn read_secret(path: &PathBuf) -> Result<Secret, String> {
     Ok(secret)
 }
 
-/// The system's trust store with the `ring` provider (the same TLS stack as the rest of
-/// otap-df; reqwest's default would build aws-lc).
-fn tls_config() -> Result<rustls::ClientConfig, String> {
+/// The system's trust store (unless `tls.system_roots: false`) and `tls.ca_file`, with the
+/// `ring` provider (the same TLS stack as the rest of otap-df; reqwest's default would build
+/// aws-lc).
+fn tls_config(tls: Option<&AzureTls>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
-    // Unreadable entries of the system store are skipped, as browsers do.
-    let (added, _) =
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if added == 0 {
-        tracing::warn!(
-            "no CA certificate in the system trust store; Microsoft Entra ID will not be trusted"
-        );
+    if tls.is_none_or(|tls| tls.system_roots) {
+        // Unreadable entries of the system store are skipped, as browsers do.
+        let (added, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        if added == 0 && tls.and_then(|tls| tls.ca_file.as_ref()).is_none() {
+            tracing::warn!(
+                "no CA certificate in the system trust store; Microsoft Entra ID will not be trusted"
+            );
+        }
+    }
+    if let Some(path) = tls.and_then(|tls| tls.ca_file.as_ref()) {
+        let certificates = CertificateDer::pem_file_iter(path)
+            .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read `tls.ca_file` `{}`: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "`tls.ca_file` `{}` holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for certificate in certificates {
+            roots.add(certificate).map_err(|e| {
+                format!(
+                    "`tls.ca_file` `{}` holds a certificate that cannot be trusted: {e}",
+                    path.display()
+                )
+            })?;
+        }
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()

@@ -1,0 +1,356 @@
+//! `method: client_secret` and `method: workload_identity` end to end: the real
+//! `azure_identity` credentials against a loopback HTTPS Entra ID token endpoint, trusted
+//! through `tls.ca_file` (a throwaway CA) and reached through `authority_host`. No network
+//! beyond loopback. Each test runs in a child process whose environment has no proxy or Azure
+//! variable of the machine (as the other suites of this crate).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use otap_df_core::capability::shared;
+use otap_df_tests::tls::TestPki;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::{SCOPE, TempDir, expect_child, run_child, running};
+
+/// One request the endpoint answered: its path and its form fields.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    form: BTreeMap<String, String>,
+}
+
+/// What the endpoint answers next.
+#[derive(Clone)]
+enum Answer {
+    /// A token numbered by the requests so far.
+    Token,
+    /// An OAuth error body with this HTTP status.
+    Error(u16, &'static str),
+}
+
+/// An Entra ID token endpoint (`POST /{tenant}/oauth2/v2.0/token`) over HTTPS on 127.0.0.1,
+/// with the server certificate of `pki`, on a runtime of its own.
+struct Entra {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    answer: Arc<Mutex<Answer>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Entra {
+    fn start(pki: &TestPki) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let certificates: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.server_cert())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_file(pki.server_key()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certificates, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(Mutex::new(Answer::Token));
+        let (seen_, answer_) = (seen.clone(), answer.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, seen, answer) = (acceptor.clone(), seen_.clone(), answer_.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |request| {
+                        let (seen, answer) = (seen.clone(), answer.clone());
+                        async move { Ok::<_, Infallible>(reply(request, &seen, &answer).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            seen,
+            answer,
+            _runtime: runtime,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn answer_next(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+}
+
+async fn reply(
+    request: Request<Incoming>,
+    seen: &Mutex<Vec<Seen>>,
+    answer: &Mutex<Answer>,
+) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let form = form_fields(&String::from_utf8_lossy(&body));
+    let number = {
+        let mut seen = seen.lock().unwrap();
+        seen.push(Seen { path, form });
+        seen.len()
+    };
+    let (status, body) = match answer.lock().unwrap().clone() {
+        Answer::Token => (
+            200,
+            format!(
+                r#"{{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"entra-{number}"}}"#
+            ),
+        ),
+        Answer::Error(status, error) => (
+            status,
+            format!(
+                r#"{{"error":"{error}","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":[7000215]}}"#
+            ),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+fn form_fields(body: &str) -> BTreeMap<String, String> {
+    let decode = |text: &str| {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    body.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn client_secret_config(entra: &Entra, pki: &TestPki, secret_file: &std::path::Path) -> String {
+    format!(
+        "{{ scope: '{SCOPE}', method: client_secret, tenant_id: tenant-a, client_id: app-1, \
+         client_secret_file: '{}', authority_host: 'https://localhost:{}', \
+         tls: {{ ca_file: '{}', system_roots: false }}, request_timeout: 5s, \
+         refresh: {{ min_interval: 10ms }}, retry: {{ initial_interval: 100ms, max_interval: 1s }} }}",
+        secret_file.display(),
+        entra.addr.port(),
+        pki.ca_cert().display(),
+    )
+}
+
+#[test]
+fn a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time() {
+    run_child(
+        "a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time_child",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by `a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time` in a child process"]
+fn a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time_child() {
+    expect_child(
+        "a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time_child",
+    );
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    let dir = TempDir::new("azure-client-secret");
+    let secret_file = dir.path("secret");
+    std::fs::write(&secret_file, "s3cret-one\n").unwrap();
+    let auth = running(&client_secret_config(&entra, &pki, &secret_file));
+    assert_eq!(auth.current_value(), "entra-1");
+
+    std::fs::write(&secret_file, "s3cret-two").unwrap();
+    let fresh = auth
+        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
+        .expect("a fresh token");
+    assert_eq!(fresh.secret().expose(), "entra-2");
+
+    let seen = entra.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (request, secret) in seen.iter().zip(["s3cret-one", "s3cret-two"]) {
+        assert_eq!(request.path, "/tenant-a/oauth2/v2.0/token");
+        assert_eq!(
+            request.form.get("grant_type").map(String::as_str),
+            Some("client_credentials")
+        );
+        assert_eq!(
+            request.form.get("client_id").map(String::as_str),
+            Some("app-1")
+        );
+        assert_eq!(
+            request.form.get("client_secret").map(String::as_str),
+            Some(secret)
+        );
+        assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
+    }
+}
+
+#[test]
+fn an_oauth_error_is_reported_in_the_degraded_status_without_the_secret() {
+    run_child(
+        "an_oauth_error_is_reported_in_the_degraded_status_without_the_secret_child",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by `an_oauth_error_is_reported_in_the_degraded_status_without_the_secret` in a child process"]
+fn an_oauth_error_is_reported_in_the_degraded_status_without_the_secret_child() {
+    expect_child("an_oauth_error_is_reported_in_the_degraded_status_without_the_secret_child");
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    entra.answer_next(Answer::Error(401, "invalid_client"));
+    let dir = TempDir::new("azure-client-secret-error");
+    let secret_file = dir.path("secret");
+    std::fs::write(&secret_file, "s3cret-rejected").unwrap();
+    let auth = support::start(&client_secret_config(&entra, &pki, &secret_file));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let why = loop {
+        if let Some(why) = auth.handle.degraded() {
+            break why;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no degraded report within 20s"
+        );
+        // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(why.starts_with("token request failed (1 in a row"), "{why}");
+    assert!(
+        why.contains("AADSTS7000215"),
+        "Entra's reason is shown: {why}"
+    );
+    assert!(!why.contains("s3cret"), "the secret is not echoed: {why}");
+    assert!(auth.current().is_none(), "no token was issued");
+}
+
+#[test]
+fn without_the_test_ca_the_endpoint_is_not_trusted() {
+    run_child("without_the_test_ca_the_endpoint_is_not_trusted_child", &[]);
+}
+
+#[test]
+#[ignore = "run by `without_the_test_ca_the_endpoint_is_not_trusted` in a child process"]
+fn without_the_test_ca_the_endpoint_is_not_trusted_child() {
+    expect_child("without_the_test_ca_the_endpoint_is_not_trusted_child");
+    let pki = TestPki::generate().unwrap();
+    let other = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    let dir = TempDir::new("azure-client-secret-untrusted");
+    let secret_file = dir.path("secret");
+    std::fs::write(&secret_file, "s3cret").unwrap();
+    // Trusting another CA only: the handshake fails, no form is ever sent.
+    let auth = support::start(&client_secret_config(&entra, &other, &secret_file));
+    let error = auth
+        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
+        .map(|_| ())
+        .expect_err("untrusted");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+    assert!(entra.seen().is_empty());
+}
+
+#[test]
+fn a_workload_identity_sends_the_federated_token_of_the_moment() {
+    run_child(
+        "a_workload_identity_sends_the_federated_token_of_the_moment_child",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by `a_workload_identity_sends_the_federated_token_of_the_moment` in a child process"]
+fn a_workload_identity_sends_the_federated_token_of_the_moment_child() {
+    expect_child("a_workload_identity_sends_the_federated_token_of_the_moment_child");
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    let dir = TempDir::new("azure-workload-identity");
+    let token_file = dir.path("federated-token");
+    std::fs::write(&token_file, "assertion-one").unwrap();
+    let auth = running(&format!(
+        "{{ scope: '{SCOPE}', method: workload_identity, tenant_id: tenant-w, client_id: app-w, \
+         token_file: '{}', authority_host: 'https://localhost:{}', \
+         tls: {{ ca_file: '{}', system_roots: false }}, request_timeout: 5s, \
+         refresh: {{ min_interval: 10ms }}, retry: {{ initial_interval: 100ms, max_interval: 1s }} }}",
+        token_file.display(),
+        entra.addr.port(),
+        pki.ca_cert().display(),
+    ));
+    assert_eq!(auth.current_value(), "entra-1");
+    // Kubernetes rotates the projected token; the next request carries the new one.
+    std::fs::write(&token_file, "assertion-two").unwrap();
+    let fresh = auth
+        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
+        .expect("a fresh token");
+    assert_eq!(fresh.secret().expose(), "entra-2");
+    let seen = entra.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (request, assertion) in seen.iter().zip(["assertion-one", "assertion-two"]) {
+        assert_eq!(request.path, "/tenant-w/oauth2/v2.0/token");
+        assert_eq!(
+            request.form.get("client_id").map(String::as_str),
+            Some("app-w")
+        );
+        assert_eq!(
+            request.form.get("client_assertion").map(String::as_str),
+            Some(assertion)
+        );
+        assert_eq!(
+            request
+                .form
+                .get("client_assertion_type")
+                .map(String::as_str),
+            Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        );
+        assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
+    }
+}
