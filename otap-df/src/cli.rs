@@ -100,6 +100,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What `run` logs when `RUST_LOG` is not set: otap-df's own INFO lines, and only warnings
+/// and errors of the Azure SDK, which logs each credential it builds at INFO (one line per
+/// token renewal).
+pub const DEFAULT_LOG_FILTER: &str = "info,azure_identity=warn,azure_core=warn";
+
 /// `run`'s exit code when the run ended cleanly but records were lost.
 pub const EXIT_LOST: u8 = 3;
 
@@ -146,7 +151,7 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -403,4 +408,44 @@ fn components(registry: &Registry) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed expectation is a test failure
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::DEFAULT_LOG_FILTER;
+
+    #[test]
+    fn the_default_filter_keeps_our_info_lines_and_drops_the_azure_sdks() {
+        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "otap_df::cli", "ours");
+            tracing::info!(target: "azure_identity::managed_identity_credential", "sdk chatter");
+            tracing::warn!(target: "azure_identity::managed_identity_credential", "sdk warning");
+        });
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("ours"), "{text}");
+        assert!(!text.contains("sdk chatter"), "{text}");
+        assert!(text.contains("sdk warning"), "{text}");
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Writer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

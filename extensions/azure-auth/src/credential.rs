@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use std::ffi::OsStr;
+use std::process::{Output, Stdio};
+
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret as AzureSecret, TokenCredential};
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
+use azure_identity::Executor;
 use azure_identity::{
     AzureCliCredential, AzureCliCredentialOptions, ClientAssertionCredentialOptions,
     ClientSecretCredential, ClientSecretCredentialOptions, DeveloperToolsCredential,
@@ -174,7 +178,7 @@ impl TokenSource {
             Method::AzureCli => AzureCliCredential::new(Some(AzureCliCredentialOptions {
                 tenant_id: self.tenant_id.clone(),
                 subscription: self.subscription.clone(),
-                ..Default::default()
+                executor: Some(Arc::new(GroupExecutor)),
             }))
             .map(|c| c as Arc<dyn TokenCredential>),
             Method::DeveloperTools => {
@@ -182,6 +186,51 @@ impl TokenSource {
             }
         };
         built.map_err(|e| one_line(&e.to_string()))
+    }
+}
+
+/// Runs `az` (azure_identity's `/bin/sh -c "az …"`) in a process group of its own, and kills
+/// the whole group when the request is abandoned at `request_timeout`: `az` is a script that
+/// starts Python, and killing only the shell would leave them running.
+#[derive(Debug)]
+struct GroupExecutor;
+
+#[otap_df_core::async_trait]
+impl Executor for GroupExecutor {
+    async fn run(&self, program: &OsStr, args: &[&OsStr]) -> std::io::Result<Output> {
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        command.process_group(0);
+        let child = command.spawn()?;
+        let mut group = ProcessGroup(child.id());
+        let output = child.wait_with_output().await;
+        // Ended by itself: nothing to kill (and its group id may be reused from now on).
+        group.0 = None;
+        output
+    }
+}
+
+/// A process group to kill when dropped (the request was abandoned before it ended).
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(id) = self.0.and_then(|id| i32::try_from(id).ok()) {
+            // SAFETY: `kill` takes plain integers and touches no memory of ours. A negative id
+            // names the process group the child leads (`process_group(0)` above); the child is
+            // not reaped before this kill (it is not killed on drop, and the wait that reaps
+            // it clears the id first), so the id still names its group and no other.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(-id, libc::SIGKILL);
+            }
+        }
     }
 }
 

@@ -140,3 +140,85 @@ fn developer_tools_use_the_azure_cli_first_child() {
     let running = running(&format!("{{ scope: '{SCOPE}', method: developer_tools }}"));
     assert_eq!(number_of(&running.current_value()), 1);
 }
+
+/// An `az` that never answers: it records its own pid and that of a child it waits for.
+fn hung_az(dir: &Path) {
+    let script = format!(
+        r#"#!/bin/sh
+echo $$ > '{dir}/az.pid'
+sleep 300 &
+echo $! > '{dir}/sleep.pid'
+wait
+"#,
+        dir = dir.display()
+    );
+    let path = dir.join("az");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Whether process `pid` runs (a zombie does not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name's closing parenthesis.
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_hung_az_is_killed_with_its_children_when_its_request_times_out() {
+    let dir = TempDir::new("azure-hung");
+    hung_az(dir.dir());
+    run_child(
+        "a_hung_az_is_killed_with_its_children_when_its_request_times_out_child",
+        &[
+            ("PATH", path_with(dir.dir())),
+            ("FAKE_AZ_DIR", dir.dir().display().to_string()),
+        ],
+    );
+}
+
+#[test]
+#[ignore = "run by `a_hung_az_is_killed_with_its_children_when_its_request_times_out` in a child process"]
+fn a_hung_az_is_killed_with_its_children_when_its_request_times_out_child() {
+    expect_child("a_hung_az_is_killed_with_its_children_when_its_request_times_out_child");
+    let dir = std::path::PathBuf::from(std::env::var("FAKE_AZ_DIR").unwrap());
+    let running = start(&format!(
+        "{{ scope: '{SCOPE}', method: azure_cli, request_timeout: 500ms, \
+         retry: {{ initial_interval: 10s }} }}"
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let why = loop {
+        if let Some(why) = running.handle.degraded() {
+            break why;
+        }
+        assert!(std::time::Instant::now() < deadline, "no timeout reported");
+        // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(
+        why.contains("no answer within request_timeout (500ms)"),
+        "{why}"
+    );
+    let pids: Vec<String> = ["az.pid", "sleep.pid"]
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    // The kill is sent when the request is abandoned; the processes end within moments.
+    while pids.iter().any(|pid| alive(pid)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the timeout: {pids:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
