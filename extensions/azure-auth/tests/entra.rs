@@ -33,8 +33,10 @@ struct Seen {
 /// What the endpoint answers next.
 #[derive(Clone)]
 enum Answer {
-    /// A token numbered by the requests so far.
+    /// A token numbered by the requests so far, valid for an hour.
     Token,
+    /// The same, valid for a minute.
+    ShortToken,
     /// An OAuth error body with this HTTP status.
     Error(u16, &'static str),
 }
@@ -127,13 +129,21 @@ async fn reply(
         seen.push(Seen { path, form });
         seen.len()
     };
-    let (status, body) = match answer.lock().unwrap().clone() {
-        Answer::Token => (
-            200,
-            format!(
-                r#"{{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"entra-{number}"}}"#
-            ),
-        ),
+    let answer = answer.lock().unwrap().clone();
+    let (status, body) = match answer {
+        Answer::Token | Answer::ShortToken => {
+            let lifetime = if matches!(answer, Answer::Token) {
+                3600
+            } else {
+                60
+            };
+            (
+                200,
+                format!(
+                    r#"{{"token_type":"Bearer","expires_in":{lifetime},"ext_expires_in":{lifetime},"access_token":"entra-{number}"}}"#
+                ),
+            )
+        }
         Answer::Error(status, error) => (
             status,
             format!(
@@ -200,6 +210,8 @@ fn a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_tim
     expect_child(
         "a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_time_child",
     );
+    // Every event of every crate at TRACE, the HTTP client's included.
+    let captured = otap_df_tests::logs::capture_all();
     let pki = TestPki::generate().unwrap();
     let entra = Entra::start(&pki);
     let dir = TempDir::new("azure-client-secret");
@@ -232,6 +244,39 @@ fn a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_tim
         );
         assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
     }
+    let logs = captured.text();
+    assert!(logs.contains("token received"), "the logs were captured");
+    for secret in ["s3cret-one", "s3cret-two", "entra-1", "entra-2"] {
+        assert!(!logs.contains(secret), "`{secret}` appears in the logs");
+    }
+}
+
+#[test]
+fn an_inline_client_secret_is_sent_as_configured() {
+    run_child("an_inline_client_secret_is_sent_as_configured_child", &[]);
+}
+
+#[test]
+#[ignore = "run by `an_inline_client_secret_is_sent_as_configured` in a child process"]
+fn an_inline_client_secret_is_sent_as_configured_child() {
+    expect_child("an_inline_client_secret_is_sent_as_configured_child");
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    let auth = running(&format!(
+        "{{ scope: '{SCOPE}', method: client_secret, tenant_id: tenant-b, client_id: app-2, \
+         client_secret: inline-s3cret, authority_host: 'https://127.0.0.1:{}', \
+         tls: {{ ca_file: '{}' }}, request_timeout: 5s }}",
+        entra.addr.port(),
+        pki.ca_cert().display(),
+    ));
+    assert_eq!(auth.current_value(), "entra-1");
+    let seen = entra.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, "/tenant-b/oauth2/v2.0/token");
+    assert_eq!(
+        seen[0].form.get("client_secret").map(String::as_str),
+        Some("inline-s3cret")
+    );
 }
 
 #[test]
@@ -353,4 +398,33 @@ fn a_workload_identity_sends_the_federated_token_of_the_moment_child() {
         );
         assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
     }
+}
+
+#[test]
+fn an_entra_token_is_renewed_on_schedule() {
+    run_child("an_entra_token_is_renewed_on_schedule_child", &[]);
+}
+
+#[test]
+#[ignore = "run by `an_entra_token_is_renewed_on_schedule` in a child process"]
+fn an_entra_token_is_renewed_on_schedule_child() {
+    expect_child("an_entra_token_is_renewed_on_schedule_child");
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    entra.answer_next(Answer::ShortToken);
+    // A minute-long token renewed at 1 % of its lifetime: the refresh loop's schedule, as
+    // for a managed identity.
+    let auth = running(&format!(
+        "{{ scope: '{SCOPE}', method: client_secret, tenant_id: t, client_id: c, \
+         client_secret: s, authority_host: 'https://localhost:{}', \
+         tls: {{ ca_file: '{}' }}, request_timeout: 5s, \
+         refresh: {{ lifetime_fraction: 0.01, before_expiry: 31s, min_interval: 10ms }} }}",
+        entra.addr.port(),
+        pki.ca_cert().display(),
+    ));
+    let mut updates = auth.subscribe();
+    let first = auth.next(&mut updates);
+    assert_eq!(first.secret().expose(), "entra-1");
+    let renewed = auth.next(&mut updates);
+    assert_eq!(renewed.secret().expose(), "entra-2");
 }
