@@ -26,6 +26,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::config::{AzureAuthConfig, AzureTls, Method};
+use crate::error::AzureAuthError;
 
 /// Where tokens come from: the method and its identity options, resolved at start.
 pub struct TokenSource {
@@ -61,7 +62,7 @@ enum SecretSource {
 impl TokenSource {
     /// Resolves `config` (validated by [`AzureAuthConfig::decode`]); reads the client secret
     /// file once so that an unreadable one fails the start.
-    pub fn new(config: &AzureAuthConfig) -> Result<Self, String> {
+    pub fn new(config: &AzureAuthConfig) -> Result<Self, AzureAuthError> {
         let secret = match (&config.client_secret, &config.client_secret_file) {
             (Some(secret), _) => SecretSource::Inline(secret.clone()),
             (None, Some(path)) => {
@@ -162,7 +163,10 @@ impl TokenSource {
             Method::ClientSecret => {
                 let secret = match &self.secret {
                     SecretSource::Inline(secret) => secret.expose().to_owned(),
-                    SecretSource::File(path) => read_secret(path)?.expose().to_owned(),
+                    SecretSource::File(path) => read_secret(path)
+                        .map_err(|e| e.to_string())?
+                        .expose()
+                        .to_owned(),
                     SecretSource::None => return Err("no client secret configured".to_owned()),
                 };
                 ClientSecretCredential::new(
@@ -235,15 +239,15 @@ impl Drop for ProcessGroup {
 }
 
 /// Reads a client secret file (surrounding whitespace ignored).
-fn read_secret(path: &PathBuf) -> Result<Secret, String> {
-    let content = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `client_secret_file` `{}`: {e}", path.display()))?;
+fn read_secret(path: &PathBuf) -> Result<Secret, AzureAuthError> {
+    let content = std::fs::read_to_string(path).map_err(|source| AzureAuthError::Unreadable {
+        option: "client_secret_file",
+        path: path.clone(),
+        source,
+    })?;
     let secret = Secret::new(content.trim());
     if secret.is_empty() {
-        return Err(format!(
-            "`client_secret_file` `{}` is empty",
-            path.display()
-        ));
+        return Err(AzureAuthError::EmptySecretFile { path: path.clone() });
     }
     Ok(secret)
 }
@@ -251,7 +255,7 @@ fn read_secret(path: &PathBuf) -> Result<Secret, String> {
 /// The system's trust store (unless `tls.system_roots: false`) and `tls.ca_file`, with the
 /// `ring` provider (the same TLS stack as the rest of otap-df; reqwest's default would build
 /// aws-lc).
-fn tls_config(tls: Option<&AzureTls>) -> Result<rustls::ClientConfig, String> {
+fn tls_config(tls: Option<&AzureTls>) -> Result<rustls::ClientConfig, AzureAuthError> {
     let mut roots = rustls::RootCertStore::empty();
     if tls.is_none_or(|tls| tls.system_roots) {
         // Unreadable entries of the system store are skipped, as browsers do.
@@ -266,25 +270,29 @@ fn tls_config(tls: Option<&AzureTls>) -> Result<rustls::ClientConfig, String> {
     if let Some(path) = tls.and_then(|tls| tls.ca_file.as_ref()) {
         let certificates = CertificateDer::pem_file_iter(path)
             .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("cannot read `tls.ca_file` `{}`: {e}", path.display()))?;
+            .map_err(|e| AzureAuthError::Unreadable {
+                option: "tls.ca_file",
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         if certificates.is_empty() {
-            return Err(format!(
-                "`tls.ca_file` `{}` holds no PEM certificate",
-                path.display()
-            ));
+            return Err(AzureAuthError::CaFile {
+                path: path.clone(),
+                problem: "holds no PEM certificate".to_owned(),
+            });
         }
         for certificate in certificates {
-            roots.add(certificate).map_err(|e| {
-                format!(
-                    "`tls.ca_file` `{}` holds a certificate that cannot be trusted: {e}",
-                    path.display()
-                )
+            roots.add(certificate).map_err(|e| AzureAuthError::CaFile {
+                path: path.clone(),
+                problem: format!("holds a certificate that cannot be trusted: {e}"),
             })?;
         }
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())
+        .map_err(|e| AzureAuthError::Tls {
+            message: e.to_string(),
+        })
         .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
 }
 

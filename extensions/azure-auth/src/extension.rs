@@ -121,10 +121,7 @@ impl std::fmt::Debug for AzureAuth {
 impl AzureAuth {
     /// Resolves the configuration; makes no request.
     pub fn new(id: &str, config: &AzureAuthConfig) -> Result<Self, ExtensionError> {
-        let source = TokenSource::new(config).map_err(|message| ExtensionError::Failed {
-            extension: id.to_owned(),
-            message,
-        })?;
+        let source = TokenSource::new(config).map_err(|error| ExtensionError::typed(id, error))?;
         Ok(Self {
             id: id.to_owned(),
             header: AuthHeader::default(),

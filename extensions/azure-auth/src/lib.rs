@@ -3,11 +3,13 @@
 
 pub mod config;
 pub mod credential;
+pub mod error;
 pub mod extension;
 pub mod provider;
 pub mod schedule;
 
 pub use config::{AzureAuthConfig, Method};
+pub use error::AzureAuthError;
 pub use extension::{AZURE_AUTH, AzureAuth};
 
 use otap_df_core::registry::Registry;

@@ -428,3 +428,34 @@ fn an_entra_token_is_renewed_on_schedule_child() {
     let renewed = auth.next(&mut updates);
     assert_eq!(renewed.secret().expose(), "entra-2");
 }
+
+#[test]
+fn an_unreadable_ca_file_fails_the_start_with_a_typed_error_naming_it() {
+    let error = otap_df_extension_azure_auth::AzureAuth::new(
+        "entra",
+        &support::config(&format!(
+            "{{ scope: '{SCOPE}', method: client_secret, tenant_id: t, client_id: c, \
+             client_secret: s, tls: {{ ca_file: /nonexistent/ca.pem }} }}"
+        )),
+    )
+    .map(|_| ())
+    .expect_err("no such file");
+    let otap_df_core::extension::ExtensionError::Source { extension, source } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(extension, "entra");
+    let typed = source
+        .get()
+        .downcast_ref::<otap_df_extension_azure_auth::AzureAuthError>()
+        .expect("the crate's error");
+    assert!(
+        matches!(typed, otap_df_extension_azure_auth::AzureAuthError::Unreadable { option, .. } if *option == "tls.ca_file"),
+        "{typed:?}"
+    );
+    assert!(
+        error.to_string().starts_with(
+            "extension `entra` failed: cannot read `tls.ca_file` `/nonexistent/ca.pem`: "
+        ),
+        "{error}"
+    );
+}

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::authorizer::Accepted;
 use crate::config::BearerAuthConfig;
+use crate::error::BearerAuthError;
 use crate::token_source::{self, FileError};
 
 /// `extension:bearer_auth`.
@@ -114,10 +115,7 @@ impl BearerAuth {
     /// Reads every configured source once; a token file that cannot give a token is an error
     /// naming it.
     pub fn new(id: &str, config: &BearerAuthConfig) -> Result<Self, ExtensionError> {
-        let failed = |error: FileError| ExtensionError::Failed {
-            extension: id.to_owned(),
-            message: error.to_string(),
-        };
+        let failed = |error: FileError| ExtensionError::typed(id, BearerAuthError::from(error));
         let (client_source, client) = match (&config.token, &config.token_file, &config.token_env) {
             (Some(token), _, _) => (ClientSource::Fixed("token"), Some(token.clone())),
             (_, Some(path), _) => {
@@ -126,16 +124,15 @@ impl BearerAuth {
                 (ClientSource::File(path.clone()), Some(token))
             }
             (_, _, Some(name)) => {
-                let value = std::env::var(name).map_err(|_| ExtensionError::Failed {
-                    extension: id.to_owned(),
-                    message: format!("environment variable `{name}` is not set"),
+                let value = std::env::var(name).map_err(|_| {
+                    ExtensionError::typed(id, BearerAuthError::UnsetVariable { name: name.clone() })
                 })?;
                 let token = Secret::new(value.trim());
                 if token.is_empty() {
-                    return Err(ExtensionError::Failed {
-                        extension: id.to_owned(),
-                        message: format!("environment variable `{name}` is empty"),
-                    });
+                    return Err(ExtensionError::typed(
+                        id,
+                        BearerAuthError::EmptyVariable { name: name.clone() },
+                    ));
                 }
                 (ClientSource::Fixed("token_env"), Some(token))
             }

@@ -3,11 +3,13 @@
 
 pub mod authorizer;
 pub mod config;
+pub mod error;
 pub mod extension;
 pub mod provider;
 pub mod token_source;
 
 pub use config::BearerAuthConfig;
+pub use error::BearerAuthError;
 pub use extension::{BEARER_AUTH, BearerAuth};
 
 use otap_df_core::registry::Registry;

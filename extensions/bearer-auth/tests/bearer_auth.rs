@@ -241,3 +241,34 @@ fn startup_with_a_missing_or_empty_file_fails_naming_the_path() {
         ))
     );
 }
+
+#[test]
+fn a_start_failure_carries_the_crates_typed_error() {
+    let dir = TempDir::new("bearer-typed");
+    let missing = dir.path("absent");
+    let error = otap_df_extension_bearer_auth::BearerAuth::new(
+        "tokens",
+        &support::config(&format!("token_file: '{}'", missing.display())),
+    )
+    .map(|_| ())
+    .expect_err("no such file");
+    let otap_df_core::extension::ExtensionError::Source { extension, source } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(extension, "tokens");
+    let typed = source
+        .get()
+        .downcast_ref::<otap_df_extension_bearer_auth::BearerAuthError>()
+        .expect("the crate's error");
+    assert!(
+        matches!(typed, otap_df_extension_bearer_auth::BearerAuthError::File(file) if file.path == missing),
+        "{typed:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "extension `tokens` failed: token file `{}` does not exist",
+            missing.display()
+        )
+    );
+}

@@ -15,6 +15,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::config::RedisKvConfig;
+use crate::error::RedisKvError;
 use crate::key_value::RedisKv;
 
 /// `extension:redis_kv`.
@@ -56,12 +57,9 @@ pub fn connect(
     config: &RedisKvConfig,
 ) -> Result<RedisKv, ExtensionError> {
     let id = context.extension_id().to_owned();
-    let failed = |message: String| ExtensionError::Failed {
-        extension: id.clone(),
-        message,
-    };
+    let failed = |error: RedisKvError| ExtensionError::typed(id.clone(), error);
     let client = redis::Client::open(config.url.expose())
-        .map_err(|e| failed(format!("invalid `url` ({:?})", e.kind())))?;
+        .map_err(|e| failed(RedisKvError::InvalidUrl { kind: e.kind() }))?;
     let mut info = client.get_connection_info().clone();
     let target = info.addr().to_string();
     let mut settings = info.redis_settings().clone();
@@ -72,12 +70,12 @@ pub fn connect(
         settings = settings.set_password(password.expose());
     }
     if let Some(path) = &config.password_file {
-        let password = std::fs::read_to_string(path).map_err(|e| {
-            failed(format!(
-                "cannot read `password_file` `{}`: {}",
-                path.display(),
-                e.kind()
-            ))
+        let password = std::fs::read_to_string(path).map_err(|source| {
+            failed(RedisKvError::Unreadable {
+                option: "password_file".to_owned(),
+                path: path.clone(),
+                source,
+            })
         })?;
         settings = settings.set_password(password.trim());
     }
@@ -93,12 +91,12 @@ pub fn connect(
         // Validation allows `tls` with `rediss://` only.
         Some(tls) if uses_tls => {
             let read = |field: &str, path: &Path| {
-                std::fs::read(path).map_err(|e| {
-                    failed(format!(
-                        "cannot read `tls.{field}` `{}`: {}",
-                        path.display(),
-                        e.kind()
-                    ))
+                std::fs::read(path).map_err(|source| {
+                    failed(RedisKvError::Unreadable {
+                        option: format!("tls.{field}"),
+                        path: path.to_owned(),
+                        source,
+                    })
                 })
             };
             // A PEM file without a certificate would give an empty trust store, and every
@@ -108,14 +106,15 @@ pub fn connect(
                 let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
                 match parsed {
                     Ok(certificates) if !certificates.is_empty() => Ok(pem),
-                    Ok(_) => Err(failed(format!(
-                        "`tls.{field}` `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
-                        path.display()
-                    ))),
-                    Err(error) => Err(failed(format!(
-                        "`tls.{field}` `{}` is not valid PEM: {error}",
-                        path.display()
-                    ))),
+                    Ok(_) => Err(failed(RedisKvError::NoCertificate {
+                        option: format!("tls.{field}"),
+                        path: path.to_owned(),
+                    })),
+                    Err(error) => Err(failed(RedisKvError::InvalidPem {
+                        option: format!("tls.{field}"),
+                        path: path.to_owned(),
+                        problem: error.to_string(),
+                    })),
                 }
             };
             let root_cert = match &tls.ca_file {
@@ -137,10 +136,18 @@ pub fn connect(
                 },
             )
             // These errors are about the PEM files, never the URL.
-            .map_err(|e| failed(format!("cannot use the `tls` files: {e}")))?
+            .map_err(|e| {
+                failed(RedisKvError::Tls {
+                    message: e.to_string(),
+                })
+            })?
         }
-        _ => redis::Client::open(info)
-            .map_err(|e| failed(format!("cannot use `{target}` ({:?})", e.kind())))?,
+        _ => redis::Client::open(info).map_err(|e| {
+            failed(RedisKvError::Target {
+                target: target.clone(),
+                kind: e.kind(),
+            })
+        })?,
     };
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
@@ -188,12 +195,10 @@ impl SharedTask for Probe {
                 // What the server refuses (a wrong password, an ACL) will not pass by itself:
                 // fail the start now instead of at the end of `startup_timeout`.
                 Err(KvError::Refused { message, .. }) => {
-                    return Err(ExtensionError::Failed {
-                        extension: self.store.id.clone(),
-                        message: format!(
-                            "Redis refused the readiness probe (permanent): {message}"
-                        ),
-                    });
+                    return Err(ExtensionError::typed(
+                        self.store.id.clone(),
+                        RedisKvError::Refused { message },
+                    ));
                 }
                 Err(error) => {
                     control.set_degraded(format!(

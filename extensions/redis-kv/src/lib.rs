@@ -2,10 +2,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod error;
 pub mod extension;
 pub mod key_value;
 
 pub use config::RedisKvConfig;
+pub use error::RedisKvError;
 pub use extension::REDIS_KV;
 pub use key_value::RedisKv;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use otap_df_core::capability::{KvError, shared};
 use otap_df_core::extension::{ExtensionContext, ExtensionError};
 use otap_df_extension_redis_kv::extension::connect;
-use otap_df_extension_redis_kv::{REDIS_KV, RedisKv};
+use otap_df_extension_redis_kv::{REDIS_KV, RedisKv, RedisKvError};
 use otap_df_tests::redis_server::{self, RedisServer};
 use otap_df_tests::tls::TestPki;
 
@@ -96,10 +96,15 @@ fn unreadable_or_wrong_tls_files_fail_at_creation_naming_the_option_and_file() {
     let Some(server) = redis_server::require_tls("tls files", &pki, false) else {
         return;
     };
+    // The crate's typed error, its message as users see it.
     let message = |tls: &str| match store(&server, "files", tls) {
-        Err(ExtensionError::Failed { extension, message }) => {
+        Err(ExtensionError::Source { extension, source }) => {
             assert_eq!(extension, "files");
-            message
+            assert!(
+                source.get().downcast_ref::<RedisKvError>().is_some(),
+                "{source:?}"
+            );
+            source.to_string()
         }
         other => panic!("{other:?}"),
     };

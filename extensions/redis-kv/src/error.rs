@@ -1,0 +1,65 @@
+//! What can go wrong when `extension:redis_kv` starts: its kind, its context (the option, the
+//! file, the server), and the cause.
+
+use std::path::PathBuf;
+
+/// Why a `redis_kv` instance could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisKvError {
+    /// `url` is not a Redis URL.
+    #[error("invalid `url` ({kind:?})")]
+    InvalidUrl {
+        /// The client library's classification.
+        kind: redis::ErrorKind,
+    },
+    /// A file an option names cannot be read.
+    #[error("cannot read `{option}` `{}`: {}", path.display(), source.kind())]
+    Unreadable {
+        /// The option (`password_file`, `tls.ca_file`, ...).
+        option: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A `tls` file holds no certificate.
+    #[error("`{option}` `{}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", path.display())]
+    NoCertificate {
+        /// The option.
+        option: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `tls` file is not PEM.
+    #[error("`{option}` `{}` is not valid PEM: {problem}", path.display())]
+    InvalidPem {
+        /// The option.
+        option: String,
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        problem: String,
+    },
+    /// The client library refused the `tls` files.
+    #[error("cannot use the `tls` files: {message}")]
+    Tls {
+        /// What the library said.
+        message: String,
+    },
+    /// The client library refused the server address.
+    #[error("cannot use `{target}` ({kind:?})")]
+    Target {
+        /// The server.
+        target: String,
+        /// The client library's classification.
+        kind: redis::ErrorKind,
+    },
+    /// The server refused the readiness probe (a wrong password, an ACL): it will not pass by
+    /// itself.
+    #[error("Redis refused the readiness probe (permanent): {message}")]
+    Refused {
+        /// What the server said (never the password).
+        message: String,
+    },
+}
