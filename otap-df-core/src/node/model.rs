@@ -444,127 +444,92 @@ impl NodeContext {
     }
 }
 
-/// A local receiver: produces data until its source ends or it is told to shut down.
-#[crate::async_trait(?Send)]
-pub trait LocalReceiver {
-    /// Runs until done or until [`ControlMessage::Shutdown`]. Returning closes its outputs.
-    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError>;
-}
+// Each node kind is defined once: the macro writes its local trait (`?Send` futures), its
+// shared trait (`Send` futures, `Send` node), and the adapter that runs a shared node where a
+// local one is expected, so the two flavours cannot drift apart (as capabilities are
+// defined). Every method returns `Result<(), NodeError>`; a body is its default.
+macro_rules! node_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $Local:ident, $Shared:ident {
+            $(
+                $(#[$method_doc:meta])*
+                async fn $method:ident(self: $receiver:ty $(, $arg:ident: $arg_type:ty)*)
+                    $body:tt
+            )*
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[crate::async_trait(?Send)]
+            pub trait $Local {
+                $(
+                    $(#[$method_doc])*
+                    async fn $method(self: $receiver $(, $arg: $arg_type)*)
+                        -> Result<(), NodeError> $body
+                )*
+            }
 
-/// A local processor.
-#[crate::async_trait(?Send)]
-pub trait LocalProcessor {
-    /// Handles one payload, sending what it keeps to `outputs`.
-    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
+            #[doc = concat!("[`", stringify!($Local), "`] with `Send` futures, for a node that is `Send`.")]
+            #[crate::async_trait]
+            pub trait $Shared: Send {
+                $(
+                    $(#[$method_doc])*
+                    async fn $method(self: $receiver $(, $arg: $arg_type)*)
+                        -> Result<(), NodeError> $body
+                )*
+            }
 
-    /// Handles a control message (ignored by default).
-    async fn control(
-        &mut self,
-        message: ControlMessage,
-        outputs: &Outputs,
-    ) -> Result<(), NodeError> {
-        let _ = (message, outputs);
-        Ok(())
-    }
-}
-
-/// A local exporter.
-#[crate::async_trait(?Send)]
-pub trait LocalExporter {
-    /// Delivers one payload.
-    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError>;
-
-    /// Handles a control message (ignored by default).
-    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
-        let _ = message;
-        Ok(())
-    }
-
-    /// Called once its input is drained, before it is dropped: flush here.
-    async fn finish(&mut self) -> Result<(), NodeError> {
-        Ok(())
-    }
-}
-
-/// A shared receiver: like [`LocalReceiver`], with `Send` futures.
-#[crate::async_trait]
-pub trait SharedReceiver: Send {
-    /// See [`LocalReceiver::run`].
-    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError>;
-}
-
-/// A shared processor: like [`LocalProcessor`], with `Send` futures.
-#[crate::async_trait]
-pub trait SharedProcessor: Send {
-    /// See [`LocalProcessor::process`].
-    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError>;
-
-    /// See [`LocalProcessor::control`].
-    async fn control(
-        &mut self,
-        message: ControlMessage,
-        outputs: &Outputs,
-    ) -> Result<(), NodeError> {
-        let _ = (message, outputs);
-        Ok(())
-    }
-}
-
-/// A shared exporter: like [`LocalExporter`], with `Send` futures.
-#[crate::async_trait]
-pub trait SharedExporter: Send {
-    /// See [`LocalExporter::export`].
-    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError>;
-
-    /// See [`LocalExporter::control`].
-    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
-        let _ = message;
-        Ok(())
-    }
-
-    /// See [`LocalExporter::finish`].
-    async fn finish(&mut self) -> Result<(), NodeError> {
-        Ok(())
-    }
+            #[crate::async_trait(?Send)]
+            impl $Local for SharedNode<dyn $Shared> {
+                $(
+                    async fn $method(self: $receiver $(, $arg: $arg_type)*)
+                        -> Result<(), NodeError> {
+                        self.0.$method($($arg),*).await
+                    }
+                )*
+            }
+        )*
+    };
 }
 
 /// Runs a shared node where a local one is expected.
 struct SharedNode<T: ?Sized>(Box<T>);
 
-#[crate::async_trait(?Send)]
-impl LocalReceiver for SharedNode<dyn SharedReceiver> {
-    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError> {
-        self.0.run(context).await
-    }
-}
-
-#[crate::async_trait(?Send)]
-impl LocalProcessor for SharedNode<dyn SharedProcessor> {
-    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
-        self.0.process(data, outputs).await
+node_kinds! {
+    /// A receiver: produces data until its source ends or it is told to shut down.
+    LocalReceiver, SharedReceiver {
+        /// Runs until done or until [`ControlMessage::Shutdown`]. Returning closes its outputs.
+        async fn run(self: Box<Self>, context: ReceiverContext);
     }
 
-    async fn control(
-        &mut self,
-        message: ControlMessage,
-        outputs: &Outputs,
-    ) -> Result<(), NodeError> {
-        self.0.control(message, outputs).await
-    }
-}
+    /// A processor: handles each payload, sending what it keeps on.
+    LocalProcessor, SharedProcessor {
+        /// Handles one payload, sending what it keeps to `outputs`.
+        async fn process(self: &mut Self, data: OtlpPayload, outputs: &Outputs);
 
-#[crate::async_trait(?Send)]
-impl LocalExporter for SharedNode<dyn SharedExporter> {
-    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
-        self.0.export(data).await
+        /// Handles a control message (ignored by default).
+        async fn control(self: &mut Self, message: ControlMessage, outputs: &Outputs) {
+            let _ = (message, outputs);
+            Ok(())
+        }
     }
 
-    async fn control(&mut self, message: ControlMessage) -> Result<(), NodeError> {
-        self.0.control(message).await
-    }
+    /// An exporter: delivers each payload.
+    LocalExporter, SharedExporter {
+        /// Delivers one payload.
+        async fn export(self: &mut Self, data: OtlpPayload);
 
-    async fn finish(&mut self) -> Result<(), NodeError> {
-        self.0.finish().await
+        /// Handles a control message (ignored by default).
+        async fn control(self: &mut Self, message: ControlMessage) {
+            let _ = message;
+            Ok(())
+        }
+
+        /// Called once its input is drained, before it is dropped: flush here.
+        async fn finish(self: &mut Self) {
+            Ok(())
+        }
     }
 }
 
