@@ -124,24 +124,3 @@ fn unreadable_or_wrong_tls_files_fail_at_creation_naming_the_option_and_file() {
         "{swapped}"
     );
 }
-
-#[test]
-fn startup_against_an_untrusted_server_names_the_certificate_problem() {
-    let pki = pki();
-    let Some(server) = redis_server::require_tls("untrusted startup", &pki, false) else {
-        return;
-    };
-    // No `tls:` block: the system trust store, which does not know the test CA.
-    let not_ready =
-        support::start_expecting_not_ready(&format!("{{ url: '{}' }}", server.tls_url()));
-    let address = server.tls_url().replace("rediss://", "");
-    assert!(
-        not_ready
-            .reason
-            .starts_with(&format!("Redis at `{address}` does not answer: "))
-            && not_ready
-                .reason
-                .contains("invalid peer certificate: UnknownIssuer"),
-        "{not_ready:?}"
-    );
-}
