@@ -30,6 +30,21 @@ struct Seen {
     form: BTreeMap<String, String>,
 }
 
+impl Seen {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.form.get(name).map(String::as_str)
+    }
+}
+
+/// A token asked for now (`fresh_token`), as its value.
+fn fresh_value(auth: &support::Running) -> String {
+    auth.block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
+        .expect("a fresh token")
+        .secret()
+        .expose()
+        .to_owned()
+}
+
 /// What the endpoint answers next.
 #[derive(Clone)]
 enum Answer {
@@ -221,28 +236,16 @@ fn a_client_secret_is_exchanged_for_tokens_and_a_rotated_secret_is_sent_next_tim
     assert_eq!(auth.current_value(), "entra-1");
 
     std::fs::write(&secret_file, "s3cret-two").unwrap();
-    let fresh = auth
-        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
-        .expect("a fresh token");
-    assert_eq!(fresh.secret().expose(), "entra-2");
+    assert_eq!(fresh_value(&auth), "entra-2");
 
     let seen = entra.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     for (request, secret) in seen.iter().zip(["s3cret-one", "s3cret-two"]) {
         assert_eq!(request.path, "/tenant-a/oauth2/v2.0/token");
-        assert_eq!(
-            request.form.get("grant_type").map(String::as_str),
-            Some("client_credentials")
-        );
-        assert_eq!(
-            request.form.get("client_id").map(String::as_str),
-            Some("app-1")
-        );
-        assert_eq!(
-            request.form.get("client_secret").map(String::as_str),
-            Some(secret)
-        );
-        assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
+        assert_eq!(request.field("grant_type"), Some("client_credentials"));
+        assert_eq!(request.field("client_id"), Some("app-1"));
+        assert_eq!(request.field("client_secret"), Some(secret));
+        assert_eq!(request.field("scope"), Some(SCOPE));
     }
     let logs = captured.text();
     assert!(logs.contains("token received"), "the logs were captured");
@@ -273,10 +276,7 @@ fn an_inline_client_secret_is_sent_as_configured_child() {
     let seen = entra.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].path, "/tenant-b/oauth2/v2.0/token");
-    assert_eq!(
-        seen[0].form.get("client_secret").map(String::as_str),
-        Some("inline-s3cret")
-    );
+    assert_eq!(seen[0].field("client_secret"), Some("inline-s3cret"));
 }
 
 #[test]
@@ -373,22 +373,13 @@ fn a_workload_identity_sends_the_federated_token_of_the_moment_child() {
     assert_eq!(auth.current_value(), "entra-1");
     // Kubernetes rotates the projected token; the next request carries the new one.
     std::fs::write(&token_file, "assertion-two").unwrap();
-    let fresh = auth
-        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
-        .expect("a fresh token");
-    assert_eq!(fresh.secret().expose(), "entra-2");
+    assert_eq!(fresh_value(&auth), "entra-2");
     let seen = entra.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     for (request, assertion) in seen.iter().zip(["assertion-one", "assertion-two"]) {
         assert_eq!(request.path, "/tenant-w/oauth2/v2.0/token");
-        assert_eq!(
-            request.form.get("client_id").map(String::as_str),
-            Some("app-w")
-        );
-        assert_eq!(
-            request.form.get("client_assertion").map(String::as_str),
-            Some(assertion)
-        );
+        assert_eq!(request.field("client_id"), Some("app-w"));
+        assert_eq!(request.field("client_assertion"), Some(assertion));
         assert_eq!(
             request
                 .form
@@ -396,7 +387,7 @@ fn a_workload_identity_sends_the_federated_token_of_the_moment_child() {
                 .map(String::as_str),
             Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         );
-        assert_eq!(request.form.get("scope").map(String::as_str), Some(SCOPE));
+        assert_eq!(request.field("scope"), Some(SCOPE));
     }
 }
 
