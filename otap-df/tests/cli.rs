@@ -19,6 +19,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `otap-df validate` of a file holding `content`, which must fail: the file's path and what
+/// the command wrote on standard error.
+fn validate_refuses(name: &str, content: impl AsRef<[u8]>) -> (String, String) {
+    let dir = TempDir::new("cli-validate");
+    let config = dir.path(name);
+    std::fs::write(&config, content).expect("write config");
+    let path = config.display().to_string();
+    let output = otap_df(&["validate", &path]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    (path, text(&output.stderr))
+}
+
 #[test]
 fn the_otlp_http_examples_are_valid_and_bind_their_tokens() {
     for (example, bindings) in [
@@ -124,10 +136,8 @@ groups:
 
 #[test]
 fn validate_refuses_two_receivers_on_one_address_anywhere_in_the_configuration() {
-    let dir = TempDir::new("cli-listen");
-    let config = dir.path("listen.yaml");
-    std::fs::write(
-        &config,
+    let (path, stderr) = validate_refuses(
+        "listen.yaml",
         "version: otap_df/v1
 groups:
   a:
@@ -146,13 +156,9 @@ groups:
           out: { type: exporter:noop }
         connections: [{ from: [in, other], to: out }]
 ",
-    )
-    .expect("write config");
-    let path = config.display().to_string();
-    let output = otap_df(&["validate", &path]);
-    assert_eq!(output.status.code(), Some(1));
+    );
     assert_eq!(
-        text(&output.stderr),
+        stderr,
         format!(
             "1 error in {path}
   {path}:14:53: at `groups.b.pipelines.two.nodes.in.config.listen`: `listen` 127.0.0.1:4318 overlaps 0.0.0.0:4318 of node `in` of pipeline `a/one` (line 7:53); two nodes cannot listen on one address (give each its own port)
@@ -163,36 +169,27 @@ groups:
 
 #[test]
 fn validate_locates_a_byte_that_is_not_utf8() {
-    let dir = TempDir::new("cli-utf8");
-    let config = dir.path("latin1.yaml");
-    std::fs::write(&config, b"version: otap_df/v1\n# caf\xe9\ngroups: {}\n").expect("write");
-    let path = config.display().to_string();
-    let output = otap_df(&["validate", &path]);
-    assert_eq!(output.status.code(), Some(1));
+    let (path, stderr) = validate_refuses(
+        "latin1.yaml",
+        b"version: otap_df/v1\n# caf\xe9\ngroups: {}\n",
+    );
     assert_eq!(
-        text(&output.stderr),
+        stderr,
         format!("otap-df: `{path}`:2:6: not UTF-8 (byte 0xe9); save the configuration as UTF-8\n")
     );
 }
 
 #[test]
 fn validate_refuses_a_20000_deep_nesting_with_its_location() {
-    let dir = TempDir::new("cli-deep");
-    let config = dir.path("deep.yaml");
     let depth = 20_000;
-    std::fs::write(
-        &config,
+    let (path, stderr) = validate_refuses(
+        "deep.yaml",
         format!(
             "version: otap_df/v1\ngroups: {}{}\n",
             "[".repeat(depth),
             "]".repeat(depth)
         ),
-    )
-    .expect("write");
-    let path = config.display().to_string();
-    let output = otap_df(&["validate", &path]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = text(&output.stderr);
+    );
     assert!(
         stderr.starts_with(&format!("1 error in {path}\n  {path}:2:")),
         "{stderr}"
