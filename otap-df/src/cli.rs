@@ -411,41 +411,27 @@ fn components(registry: &Registry) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed expectation is a test failure
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use otap_df_tests::logs::Captured;
 
     use super::DEFAULT_LOG_FILTER;
 
     #[test]
     fn the_default_filter_keeps_our_info_lines_and_drops_the_azure_sdks() {
-        let written = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = written.clone();
+        let captured = Captured::default();
+        let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
-            .with_writer(move || Writer(sink.clone()))
+            .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(target: "otap_df::cli", "ours");
             tracing::info!(target: "azure_identity::managed_identity_credential", "sdk chatter");
             tracing::warn!(target: "azure_identity::managed_identity_credential", "sdk warning");
         });
-        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let text = captured.text();
         assert!(text.contains("ours"), "{text}");
         assert!(!text.contains("sdk chatter"), "{text}");
         assert!(text.contains("sdk warning"), "{text}");
-    }
-
-    struct Writer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Writer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }

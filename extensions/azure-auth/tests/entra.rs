@@ -138,7 +138,7 @@ async fn reply(
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     let body = request.into_body().collect().await.unwrap().to_bytes();
-    let form = form_fields(&String::from_utf8_lossy(&body));
+    let form = form_urlencoded::parse(&body).into_owned().collect();
     let number = {
         let mut seen = seen.lock().unwrap();
         seen.push(Seen { path, form });
@@ -173,30 +173,6 @@ async fn reply(
         http::HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// The fields of an `application/x-www-form-urlencoded` body.
-fn form_fields(body: &str) -> BTreeMap<String, String> {
-    let decode = |text: &str| {
-        let bytes = text.replace('+', " ").into_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                out.push(u8::from_str_radix(hex, 16).unwrap());
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    };
-    body.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
 }
 
 fn client_secret_config(entra: &Entra, pki: &TestPki, secret_file: &std::path::Path) -> String {

@@ -47,13 +47,8 @@ struct Open {
 
 /// Checks `text` against the limits above; the first limit crossed, located.
 pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
-    let error = |location: Option<Location>, message: String| ConfigError {
-        path: YamlPath::root(),
-        location,
-        kind: ConfigErrorKind::Limit { message },
-    };
     if text.len() > MAX_SOURCE_BYTES {
-        return Err(error(
+        return Err(limit_error(
             None,
             format!(
                 "the configuration is {} bytes; the most accepted is {MAX_SOURCE_BYTES} (8 MiB)",
@@ -89,7 +84,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             Event::DocumentStart(_) => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(error(
+                    return Err(limit_error(
                         at,
                         "a second YAML document starts here; a configuration is one document \
                          (remove the `---` and what follows, or merge it into the first)"
@@ -144,7 +139,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             _ => {}
         }
         if total.nodes > MAX_EXPANDED_NODES {
-            return Err(error(
+            return Err(limit_error(
                 at,
                 format!(
                     "with its aliases expanded the configuration would hold more than {MAX_EXPANDED_NODES} nodes (here)"
@@ -152,7 +147,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             ));
         }
         if total.bytes > MAX_EXPANDED_SCALAR_BYTES {
-            return Err(error(
+            return Err(limit_error(
                 at,
                 format!(
                     "with its aliases expanded the configuration would hold more than {MAX_EXPANDED_SCALAR_BYTES} bytes of values (here); use fewer or smaller aliases"
@@ -163,16 +158,22 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn error_at_depth(location: Option<Location>) -> ConfigError {
+/// A limit crossed at `location`.
+fn limit_error(location: Option<Location>, message: String) -> ConfigError {
     ConfigError {
         path: YamlPath::root(),
         location,
-        kind: ConfigErrorKind::Limit {
-            message: format!(
-                "collections nest more than {MAX_DEPTH} deep here; a configuration needs far fewer levels"
-            ),
-        },
+        kind: ConfigErrorKind::Limit { message },
     }
+}
+
+fn error_at_depth(location: Option<Location>) -> ConfigError {
+    limit_error(
+        location,
+        format!(
+            "collections nest more than {MAX_DEPTH} deep here; a configuration needs far fewer levels"
+        ),
+    )
 }
 
 #[cfg(test)]
