@@ -280,7 +280,7 @@ fn survives(config: &Value) -> Result<(), String> {
 }
 
 /// The component and engine fields of `config` (the document's structure is covered by
-/// `tests/tests/config_fuzz.rs`).
+/// `tests/integration/tests/config_fuzz.rs`).
 fn typed_paths(config: &Value) -> Vec<Vec<Value>> {
     let mut all = Vec::new();
     paths(config, Vec::new(), &mut all);

@@ -175,30 +175,56 @@ fn features() -> Result<(), String> {
     ])
 }
 
-/// Crates the default build must not compile, by package: `(package, forbidden name prefixes)`.
-const FOOTPRINT: &[(&str, &[&str])] = &[
+/// Crates a package must not compile, by package: `(package, cargo tree edge kinds,
+/// forbidden name prefixes)`. The package itself is never an offender.
+const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     // The default facade: light extensions only.
-    ("otap-df", &["azure_", "redis"]),
+    ("otap-df", "normal", &["azure_", "redis"]),
     // Core: no extension client library, no HTTP stack.
     (
         "otap-df-core",
+        "normal",
         &["azure_", "redis", "hyper", "reqwest", "opentelemetry"],
     ),
     // azure-auth: one TLS stack (rustls with ring), not reqwest's default aws-lc build nor
     // OpenSSL.
     (
         "otap-df-extension-azure-auth",
+        "normal",
         &["aws-lc", "openssl-sys", "native-tls"],
+    ),
+    // The test kit serves third parties' tests: core only, no node, no extension.
+    (
+        "otap-df-tests",
+        "normal",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    // An extension's tests use core and the kit: no node, no other extension (pipelines with
+    // the built-in nodes are the integration tests' job).
+    (
+        "otap-df-extension-bearer-auth",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-azure-auth",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-redis-kv",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
     ),
 ];
 
-/// Checks [`FOOTPRINT`] with `cargo tree` (normal dependencies, default features).
+/// Checks [`FOOTPRINT`] with `cargo tree` (default features).
 fn footprint() -> Result<(), String> {
-    for (package, forbidden) in FOOTPRINT {
-        eprintln!("==> dependency footprint of {package} (default features)");
+    for (package, edges, forbidden) in FOOTPRINT {
+        eprintln!("==> dependency footprint of {package} ({edges} dependencies, default features)");
         let output = Command::new(cargo_path())
             .args([
-                "tree", "-p", package, "-e", "normal", "--prefix", "none", "--format", "{p}",
+                "tree", "-p", package, "-e", edges, "--prefix", "none", "--format", "{p}",
             ])
             .output()
             .map_err(|e| format!("cannot run `cargo tree`: {e}"))?;
@@ -212,11 +238,13 @@ fn footprint() -> Result<(), String> {
         let offending: std::collections::BTreeSet<&str> = tree
             .lines()
             .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| name != package)
             .filter(|name| forbidden.iter().any(|prefix| name.starts_with(prefix)))
             .collect();
         if !offending.is_empty() {
             return Err(format!(
-                "{package} with default features depends on {offending:?}; forbidden: {forbidden:?}"
+                "{package} ({edges} dependencies, default features) depends on {offending:?}; \
+                 forbidden: {forbidden:?}"
             ));
         }
     }

@@ -36,7 +36,7 @@ const TEMPLATE: &[(&str, &str)] = &[
     ),
 ];
 
-/// The workspace root (where `otap-df-core/` and `tests/` are).
+/// The workspace root (where `otap-df-core/` and `tests/kit/` are).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -92,7 +92,7 @@ pub fn render(name: &str, dir: &Path, root: &Path) -> Vec<(PathBuf, String)> {
         ("{{crate}}", krate.clone()),
         ("{{crate_ident}}", krate.replace('-', "_")),
         ("{{core_dep}}", dependency(dir, root, "otap-df-core")),
-        ("{{tests_dep}}", dependency(dir, root, "tests")),
+        ("{{tests_dep}}", dependency(dir, root, "tests/kit")),
     ];
     TEMPLATE
         .iter()

@@ -2,7 +2,7 @@
 //! (shared and local consumers), prefix isolation, atomic `set_if_absent`, outages and
 //! recovery, credentials, databases, a busy server. Pipelines with this store (startup with
 //! Redis down, a dedup through an outage) are tested with the integration tests
-//! (`tests/tests/redis_kv_pipelines.rs`).
+//! (`tests/integration/tests/redis_kv_pipelines.rs`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 

@@ -1,6 +1,6 @@
 //! The bearer-token hot path of `azure_auth` next to `bearer_auth`'s: reading the current
 //! token per request, as a concrete type, as a shared capability (`Arc<dyn …>`) and through
-//! the shared-as-local adapter. `cargo bench -p otap-df-extension-azure-auth --bench token`.
+//! the shared-as-local adapter. `cargo bench -p otap-df-integration-tests --bench token_providers`.
 //!
 //! The `azure_auth` instance gets its token from a managed identity endpoint on loopback
 //! through the real `azure_identity` client. The credential reads the endpoint from the
@@ -9,7 +9,9 @@
 
 #![allow(missing_docs, clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "../tests/support/mod.rs"]
+// The azure-auth crate's own test support (a managed identity endpoint on loopback): this
+// crate is never packaged, so it may reach into a sibling's test files.
+#[path = "../../../extensions/azure-auth/tests/support/mod.rs"]
 mod support;
 
 use std::hint::black_box;

@@ -3,6 +3,10 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
+// The azure-auth crate's own test support (a managed identity endpoint on loopback, child
+// processes for the credential's environment): this crate is never packaged, so it may reach
+// into a sibling's test files.
+#[path = "../../../extensions/azure-auth/tests/support/mod.rs"]
 mod support;
 
 use std::convert::Infallible;
