@@ -1,19 +1,23 @@
-//! The `otap-df` command line, as a library function: the `otap-df` binary is one call to
-//! [`main`], and so is a distribution that adds its own extension crates:
+//! The `otap-df` command line, as a library: the `otap-df` binary is one call to [`main`], and
+//! a distribution that adds its own extension crates owns its command line with [`Cli`] — its
+//! name in `--help`, `--version` and every error line:
 //!
 //! ```no_run
 //! // use my_extension as _; // links the crate, so its linkme entry is found
 //! fn main() -> std::process::ExitCode {
-//!     otap_df::cli::main()
+//!     otap_df::cli::Cli::new("acme-collector", env!("CARGO_PKG_VERSION"))
+//!         .about("Acme's telemetry collector")
+//!         .run()
 //! }
 //! ```
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::Registry;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::time::Duration;
 
 use crate::core::config::ComponentKind;
@@ -21,13 +25,113 @@ use crate::core::extension::ExecutionModel;
 use crate::core::resolve::ResolvedConfig;
 use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle, Telemetry};
 
+/// A command line built on otap-df: `validate`, `components` and `run`, under a
+/// distribution's name and version.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    name: &'static str,
+    version: &'static str,
+    about: &'static str,
+}
+
+impl Cli {
+    /// A command line named `name` (as `--help` shows it and every error line starts) at
+    /// `version` (what `--version` prints after the name; pass your crate's
+    /// `env!("CARGO_PKG_VERSION")`).
+    pub fn new(name: &'static str, version: &'static str) -> Self {
+        Self {
+            name,
+            version,
+            about: "A telemetry dataflow engine built around extensions",
+        }
+    }
+
+    /// The one-line description `--help` prints.
+    #[must_use]
+    pub fn about(mut self, about: &'static str) -> Self {
+        self.about = about;
+        self
+    }
+
+    /// Parses the process arguments and runs the command with
+    /// [`registry()`](crate::registry) (this build's features and every linked crate's
+    /// self-registered extensions and nodes).
+    pub fn run(self) -> ExitCode {
+        self.run_from(std::env::args_os())
+    }
+
+    /// [`run`](Self::run) with the given arguments, the program name first.
+    pub fn run_from<I, T>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let command = Args::command()
+            .name(self.name)
+            .bin_name(self.name)
+            .version(self.version)
+            .about(self.about);
+        let matches = command.get_matches_from(args);
+        let args = match Args::from_arg_matches(&matches) {
+            Ok(args) => args,
+            Err(error) => error.exit(),
+        };
+        let out = Out { name: self.name };
+        let registry = match crate::registry() {
+            Ok(registry) => registry,
+            Err(error) => {
+                out.error(format_args!(
+                    "this build's registry is inconsistent:\n{error}"
+                ));
+                return ExitCode::FAILURE;
+            }
+        };
+        match args.command {
+            Command::Validate { config } => validate(out, &registry, &config),
+            Command::Components => {
+                print!("{}", components(&registry));
+                ExitCode::SUCCESS
+            }
+            Command::Run {
+                config,
+                cores,
+                quiet,
+                progress_interval,
+                shutdown_timeout,
+            } => run(
+                out,
+                &registry,
+                &config,
+                RunFlags {
+                    cores,
+                    quiet,
+                    progress_interval,
+                    shutdown_timeout,
+                },
+            ),
+        }
+    }
+}
+
+/// The `otap-df` binary: [`Cli`] named `otap-df` at this crate's version.
+pub fn main() -> ExitCode {
+    Cli::new("otap-df", env!("CARGO_PKG_VERSION")).run()
+}
+
+/// Where error lines go: standard error, prefixed with the command's name.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    name: &'static str,
+}
+
+impl Out {
+    fn error(self, message: std::fmt::Arguments<'_>) {
+        eprintln!("{}: {message}", self.name);
+    }
+}
+
 #[derive(Parser)]
-#[command(
-    name = "otap-df",
-    version,
-    about = "A telemetry dataflow engine built around extensions"
-)]
-struct Cli {
+struct Args {
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +143,7 @@ enum Command {
         /// The YAML configuration file.
         config: PathBuf,
     },
-    /// Lists every extension and node type this build knows.
+    /// Lists every extension and node type this build knows, with the crate each comes from.
     Components,
     /// Runs a configuration until every receiver has finished, or until SIGINT/SIGTERM
     /// (a second signal exits at once).
@@ -63,43 +167,6 @@ enum Command {
     },
 }
 
-/// Parses the process arguments and runs the command: `validate`, `components` or `run`, with
-/// [`registry()`](crate::registry) (this build's features and every linked crate's
-/// self-registered extensions and nodes).
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let registry = match crate::registry() {
-        Ok(registry) => registry,
-        Err(error) => {
-            eprintln!("otap-df: this build's registry is inconsistent:\n{error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match cli.command {
-        Command::Validate { config } => validate(&registry, &config),
-        Command::Components => {
-            print!("{}", components(&registry));
-            ExitCode::SUCCESS
-        }
-        Command::Run {
-            config,
-            cores,
-            quiet,
-            progress_interval,
-            shutdown_timeout,
-        } => run(
-            &registry,
-            &config,
-            RunFlags {
-                cores,
-                quiet,
-                progress_interval,
-                shutdown_timeout,
-            },
-        ),
-    }
-}
-
 /// What `run` logs when `RUST_LOG` is not set: otap-df's own INFO lines, and only warnings
 /// and errors of the Azure SDK, which logs each credential it builds at INFO (one line per
 /// token renewal).
@@ -108,23 +175,29 @@ pub const DEFAULT_LOG_FILTER: &str = "info,azure_identity=warn,azure_core=warn";
 /// `run`'s exit code when the run ended cleanly but records were lost.
 pub const EXIT_LOST: u8 = 3;
 
-fn read_config(registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
+fn read_config(out: Out, registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|error| {
-        eprintln!("otap-df: cannot read `{name}`: {error}");
+        out.error(format_args!("cannot read `{name}`: {error}"));
         ExitCode::FAILURE
     })?;
     let text = String::from_utf8(bytes).map_err(|error| {
         let bytes = error.as_bytes();
         let valid = &bytes[..error.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        let line_start = valid
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
         // Valid UTF-8 up to the bad byte: the column counts characters, as elsewhere.
-        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
-        eprintln!(
-            "otap-df: `{name}`:{line}:{column}: not UTF-8 (byte 0x{:02x}); save the configuration as UTF-8",
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        out.error(format_args!(
+            "`{name}`:{line}:{column}: not UTF-8 (byte 0x{:02x}); save the configuration as UTF-8",
             bytes[valid.len()]
-        );
+        ));
         ExitCode::FAILURE
     })?;
     crate::load(&text, &name, registry).map_err(|errors| {
@@ -141,7 +214,7 @@ struct RunFlags {
     shutdown_timeout: f64,
 }
 
-fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
+fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
     let RunFlags {
         cores,
         quiet,
@@ -155,7 +228,7 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let resolved = match read_config(registry, path) {
+    let resolved = match read_config(out, registry, path) {
         Ok(resolved) => resolved,
         Err(code) => return code,
     };
@@ -163,14 +236,16 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
         tracing::warn!("{}:{warning}", path.display());
     }
     if cores.is_some_and(|cores| !(1..=crate::core::config::MAX_CORES).contains(&cores)) {
-        eprintln!(
-            "otap-df: --cores must be between 1 and {}",
+        out.error(format_args!(
+            "--cores must be between 1 and {}",
             crate::core::config::MAX_CORES
-        );
+        ));
         return ExitCode::FAILURE;
     }
     if !(shutdown_timeout.is_finite() && (0.5..=3600.0).contains(&shutdown_timeout)) {
-        eprintln!("otap-df: --shutdown-timeout must be between 0.5 and 3600 seconds");
+        out.error(format_args!(
+            "--shutdown-timeout must be between 0.5 and 3600 seconds"
+        ));
         return ExitCode::FAILURE;
     }
     let engine = Engine::new(
@@ -204,14 +279,14 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
     }
     let lost = telemetry.records_lost();
     if lost > 0 {
-        eprintln!(
-            "otap-df: {lost} records were lost: accepted, then neither delivered nor \
+        out.error(format_args!(
+            "{lost} records were lost: accepted, then neither delivered nor \
              dead-lettered (see the `lost=` counters; set `dead_letter_file` to keep them)"
-        );
+        ));
     }
     match result {
         Err(error) => {
-            eprintln!("otap-df: the run failed:\n{error}");
+            out.error(format_args!("the run failed:\n{error}"));
             ExitCode::FAILURE
         }
         Ok(()) if lost > 0 => ExitCode::from(EXIT_LOST),
@@ -223,7 +298,7 @@ fn run(registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
 /// what was counted so far. SIGHUP: logged and ignored (a reload is not supported yet; the
 /// default action would kill the process with no drain).
 fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>) {
-    let spawned = std::thread::Builder::new().name("otap-df-signals".into()).spawn(move || {
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
             tracing::error!("cannot watch signals: no runtime");
             return;
@@ -268,8 +343,8 @@ fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>)
     }
 }
 
-fn validate(registry: &Registry, path: &PathBuf) -> ExitCode {
-    match read_config(registry, path) {
+fn validate(out: Out, registry: &Registry, path: &PathBuf) -> ExitCode {
+    match read_config(out, registry, path) {
         Ok(resolved) => {
             print!("{}", summary(&path.display().to_string(), &resolved));
             ExitCode::SUCCESS
@@ -369,6 +444,7 @@ fn components(registry: &Registry) -> String {
             },
             models.join(", ")
         );
+        let _ = writeln!(out, "      from: {}", factory.registrant());
     }
     for kind in [
         ComponentKind::Receiver,
@@ -398,6 +474,7 @@ fn components(registry: &Registry) -> String {
             if !accepts.is_empty() {
                 let _ = writeln!(out, "      accepts: {}", accepts.join(", "));
             }
+            let _ = writeln!(out, "      from: {}", factory.registrant());
         }
     }
     let missing: Vec<_> = registry.not_compiled_in().collect();

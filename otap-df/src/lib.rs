@@ -33,7 +33,8 @@ pub mod extensions {
 pub struct FirstPartyExtension {
     /// The extension type name (`azure_auth`).
     pub name: &'static str,
-    /// The `otap-df` feature that adds it (`extension-azure-auth`).
+    /// The feature that adds it, named with the facade crate (`otap-df/extension-azure-auth`),
+    /// as `cargo build --features` takes it from any package that depends on `otap-df`.
     pub feature: &'static str,
     /// Its `register`, or `None` when the feature is off.
     pub register: Option<fn(&mut Registry)>,
@@ -44,7 +45,7 @@ pub struct FirstPartyExtension {
 pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     FirstPartyExtension {
         name: "azure_auth",
-        feature: "extension-azure-auth",
+        feature: "otap-df/extension-azure-auth",
         #[cfg(feature = "extension-azure-auth")]
         register: Some(otap_df_extension_azure_auth::register),
         #[cfg(not(feature = "extension-azure-auth"))]
@@ -52,7 +53,7 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     },
     FirstPartyExtension {
         name: "bearer_auth",
-        feature: "extension-bearer-auth",
+        feature: "otap-df/extension-bearer-auth",
         #[cfg(feature = "extension-bearer-auth")]
         register: Some(otap_df_extension_bearer_auth::register),
         #[cfg(not(feature = "extension-bearer-auth"))]
@@ -60,7 +61,7 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
     },
     FirstPartyExtension {
         name: "redis_kv",
-        feature: "extension-redis-kv",
+        feature: "otap-df/extension-redis-kv",
         #[cfg(feature = "extension-redis-kv")]
         register: Some(otap_df_extension_redis_kv::register),
         #[cfg(not(feature = "extension-redis-kv"))]

@@ -125,7 +125,7 @@ groups:
         format!(
             "4 errors in {path}
   {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `bearer_auth`, `memory_kv` (did you mean `memory_kv`?)
-  {path}:8:17: at `{p}.extensions.az.type`: extension type `azure_auth` is not compiled in: enable cargo feature `extension-azure-auth`
+  {path}:8:17: at `{p}.extensions.az.type`: extension type `azure_auth` is not compiled in: enable cargo feature `otap-df/extension-azure-auth`
   {path}:10:54: at `{p}.nodes.gen.config.batch_sise`: unknown field `batch_sise`; valid fields: `signal`, `batch_size`, `count`, `rate`, `duplicate_ratio`, `encoding` (did you mean `batch_size`?)
   {path}:14:26: at `{p}.connections[0].to`: unknown node `dedpu`; nodes of this pipeline: `gen`, `dedup`, `out` (did you mean `dedup`?)
 "
@@ -226,12 +226,16 @@ fn components_lists_types_and_what_is_not_compiled_in() {
         stdout.contains("      provides: key_value_store  (local, shared)\n"),
         "{stdout}"
     );
-    assert!(stdout.contains("  processor:dedup  drops batches already seen within a TTL, using a key/value store\n      accepts: key_value_store (required)\n"), "{stdout}");
+    assert!(stdout.contains("  processor:dedup  drops batches already seen within a TTL, using a key/value store\n      accepts: key_value_store (required)\n      from: otap-df-nodes\n"), "{stdout}");
+    assert!(
+        stdout.contains("      provides: bearer_token_provider, bearer_token_authorizer  (shared)\n      from: otap-df-extension-bearer-auth\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.ends_with(
             "not compiled in:
-  extension:azure_auth  enable cargo feature `extension-azure-auth`
-  extension:redis_kv  enable cargo feature `extension-redis-kv`
+  extension:azure_auth  enable cargo feature `otap-df/extension-azure-auth`
+  extension:redis_kv  enable cargo feature `otap-df/extension-redis-kv`
 "
         ),
         "{stdout}"

@@ -60,6 +60,17 @@ pub(crate) fn did_you_mean(suggestion: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// The close name, or else why a type a crate provides can be missing: a crate that only
+/// self-registers (`linkme`) is linked only when the binary names it.
+fn unknown_type_hint(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(_) => did_you_mean(suggestion),
+        None => " (a type from a crate that registers itself is known only when the binary \
+                  links that crate: `use the_crate as _;`)"
+            .to_owned(),
+    }
+}
+
 /// What is wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigErrorKind {
@@ -124,7 +135,7 @@ pub enum ConfigErrorKind {
         kind: ComponentKind,
     },
     /// No factory is registered under the name.
-    #[error("unknown {kind} type `{name}`; registered {kind} types: {}{}", one_of(.known), did_you_mean(.suggestion))]
+    #[error("unknown {kind} type `{name}`; registered {kind} types: {}{}", one_of(.known), unknown_type_hint(.suggestion))]
     UnknownType {
         /// The kind of component.
         kind: ComponentKind,

@@ -741,7 +741,8 @@ fn error_report_names_the_file_line_and_path() {
     assert_eq!(
         report,
         "1 error in test.yaml\n  test.yaml:7:17: at `groups.g.pipelines.p.nodes.in.type`: unknown receiver \
-         type `nope`; registered receiver types: `probe`"
+         type `nope`; registered receiver types: `probe` (a type from a crate that registers \
+         itself is known only when the binary links that crate: `use the_crate as _;`)"
     );
 }
 

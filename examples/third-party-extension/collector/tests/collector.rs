@@ -23,6 +23,33 @@ fn components_lists_the_third_party_extension() {
         ),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("      provides: key_value_store  (local)\n      from: acme-otap-kv\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_distribution_owns_its_name_and_version() {
+    let version = collector(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("acme-collector {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let help = collector(&["--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.starts_with("Acme's telemetry collector: otap-df with extension:acme_kv\n\nUsage: acme-collector <COMMAND>"),
+        "{help}"
+    );
+    let missing = collector(&["validate", "no/such.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.starts_with("acme-collector: cannot read `no/such.yaml`: "),
+        "{stderr}"
+    );
 }
 
 #[test]
