@@ -37,10 +37,11 @@ struct Tls {
     require_client_cert: bool,
 }
 
-/// A server for a test: `Some` when one runs; `None` (after saying how to install it) when
-/// `redis-server` is not installed, outside CI. Panics under `CI=true` when none can be
-/// started, and everywhere when an installed server does not start (bad arguments, ...): a
-/// skip must never hide a failure.
+/// A server for a test: `Some` when one runs; `None` (after saying loudly how to install it)
+/// when `redis-server` is not installed and nothing requires it. Panics when none can be
+/// started under `CI=true` or `OTAP_DF_REQUIRE_REDIS=1` (set by `cargo xtask test`, which
+/// installs Redis first), and everywhere when an installed server does not start (bad
+/// arguments, ...): a skip must never hide a failure.
 pub fn require(test: &str) -> Option<RedisServer> {
     require_with(test, RedisServer::start)
 }
@@ -63,6 +64,11 @@ fn require_with(
         Ok(server) => Some(server),
         Err(error) if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("{test}: cannot start redis-server, and CI=true requires it: {error}")
+        }
+        Err(error) if std::env::var("OTAP_DF_REQUIRE_REDIS").is_ok_and(|v| v == "1") => {
+            panic!(
+                "{test}: cannot start redis-server, and OTAP_DF_REQUIRE_REDIS=1 requires it: {error}"
+            )
         }
         Err(error) if !error.starts_with(NOT_INSTALLED) => {
             panic!("{test}: redis-server is installed but did not start: {error}")
