@@ -11,6 +11,7 @@ pub use otap_df_core::resolve::{ResolvedConfig, load};
 pub use otap_df_nodes as nodes;
 
 pub mod cli;
+pub mod node;
 
 use otap_df_core::config::ComponentKind;
 

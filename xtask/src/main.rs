@@ -273,36 +273,24 @@ fn scaffolded_in(root: &std::path::Path, dir: &std::path::Path) -> Result<(), St
     // The workspace's target directory: dependencies built with the same features are reused.
     let target = root.join("target").display().to_string();
     cargo(&["fmt", "--all", "--check", "--manifest-path", &manifest])?;
-    cargo(&[
+    // `cargo <command>` on the temporary workspace, in the workspace's target directory.
+    let in_temp = |command: &str, rest: &[&str]| {
+        let mut args = vec![
+            command,
+            "--manifest-path",
+            &manifest,
+            "--target-dir",
+            &target,
+        ];
+        args.extend_from_slice(rest);
+        cargo(&args)
+    };
+    in_temp(
         "clippy",
-        "--manifest-path",
-        &manifest,
-        "--target-dir",
-        &target,
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&[
-        "test",
-        "--manifest-path",
-        &manifest,
-        "--target-dir",
-        &target,
-        "--workspace",
-        "--all-targets",
-    ])?;
-    cargo(&[
-        "build",
-        "--manifest-path",
-        &manifest,
-        "--target-dir",
-        &target,
-        "-p",
-        "scaffold-dist",
-    ])?;
+        &["--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    in_temp("test", &["--workspace", "--all-targets"])?;
+    in_temp("build", &["-p", "scaffold-dist"])?;
     let binary = root.join("target").join("debug").join("scaffold-dist");
     let run = |args: &[&str]| -> Result<String, String> {
         let output = Command::new(&binary)
