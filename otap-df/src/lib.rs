@@ -9,6 +9,10 @@ pub use otap_df_core::node::NodeFactory;
 pub use otap_df_core::registry::{Registry, RegistryError};
 pub use otap_df_core::resolve::{ResolvedConfig, load};
 pub use otap_df_nodes as nodes;
+/// The test kit `otap-df-tests` (feature `testkit`): the behaviour suite of each capability,
+/// the Redis and TLS harnesses, fixtures.
+#[cfg(feature = "testkit")]
+pub use otap_df_tests as testkit;
 
 pub mod cli;
 pub mod node;
