@@ -98,6 +98,7 @@ impl Cli {
                 quiet,
                 progress_interval,
                 shutdown_timeout,
+                admin_listen,
             } => run(
                 out,
                 &registry,
@@ -107,6 +108,7 @@ impl Cli {
                     quiet,
                     progress_interval,
                     shutdown_timeout,
+                    admin_listen,
                 },
             ),
         }
@@ -164,6 +166,10 @@ enum Command {
         /// lost) whatever they still hold.
         #[arg(long, default_value_t = 10.0)]
         shutdown_timeout: f64,
+        /// Serves the admin endpoint (/livez, /readyz, /status, /metrics) on this address
+        /// (an IP address and port); overrides `engine.admin.listen`.
+        #[arg(long, value_name = "ADDRESS")]
+        admin_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -212,6 +218,7 @@ struct RunFlags {
     quiet: bool,
     progress_interval: f64,
     shutdown_timeout: f64,
+    admin_listen: Option<std::net::SocketAddr>,
 }
 
 fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
@@ -220,6 +227,7 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         quiet,
         progress_interval: interval,
         shutdown_timeout,
+        admin_listen,
     } = flags;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -248,6 +256,7 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         ));
         return ExitCode::FAILURE;
     }
+    let admin_listen = admin_listen.or(resolved.engine.admin.as_ref().map(|a| a.listen));
     let engine = Engine::new(
         resolved,
         RunOptions {
@@ -257,6 +266,27 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         },
     );
     let telemetry = engine.telemetry();
+    // Up before the engine starts, down after it ended: it reports the whole run.
+    let _admin = match admin_listen {
+        Some(listen) => {
+            match crate::admin::Admin::start(listen, telemetry.clone(), engine.resolved()) {
+                Ok(admin) => {
+                    tracing::info!(
+                        "admin endpoint on http://{} (/livez /readyz /status /metrics)",
+                        admin.local_addr()
+                    );
+                    Some(admin)
+                }
+                Err(error) => {
+                    out.error(format_args!(
+                        "cannot serve the admin endpoint on {listen}: {error}"
+                    ));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
     watch_signals(engine.shutdown_handle(), telemetry.clone());
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let progress = (!quiet).then(|| {

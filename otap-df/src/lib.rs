@@ -14,6 +14,7 @@ pub use otap_df_nodes as nodes;
 #[cfg(feature = "testkit")]
 pub use otap_df_tests as testkit;
 
+pub mod admin;
 pub mod cli;
 pub mod node;
 

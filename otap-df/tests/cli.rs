@@ -7,6 +7,10 @@ use std::process::{Command, Output};
 
 use otap_df_tests::temp::TempDir;
 
+mod support;
+
+use support::binary::{RunningBinary, final_line, records_out};
+
 fn otap_df(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_otap-df"))
         .args(args)
@@ -161,7 +165,7 @@ groups:
         stderr,
         format!(
             "1 error in {path}
-  {path}:14:53: at `groups.b.pipelines.two.nodes.in.config.listen`: `listen` 127.0.0.1:4318 overlaps 0.0.0.0:4318 of node `in` of pipeline `a/one` (line 7:53); two nodes cannot listen on one address (give each its own port)
+  {path}:14:53: at `groups.b.pipelines.two.nodes.in.config.listen`: `listen` 127.0.0.1:4318 overlaps 0.0.0.0:4318 of node `in` of pipeline `a/one` (line 7:53); two listeners cannot share an address (give each its own port)
 "
         )
     );
@@ -319,94 +323,6 @@ fn every_generated_record_reaches_the_file_exporter_on_one_and_two_cores() {
         assert_eq!((batches, records), (101, 707), "{cores} cores");
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
-}
-
-/// The `out=` count of node `node` in a progress or final line.
-fn records_out(line: &str, node: &str) -> Option<u64> {
-    let part = line
-        .split(" | ")
-        .map(|part| {
-            part.trim_start_matches("progress: ")
-                .trim_start_matches("final: ")
-        })
-        .find(|part| part.starts_with(&format!("{node} ")))?;
-    part.split(' ')
-        .find_map(|field| field.strip_prefix("out="))
-        .and_then(|n| n.parse().ok())
-}
-
-/// A running `otap-df run` with its standard error read line by line.
-struct RunningBinary {
-    child: std::process::Child,
-    stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
-    seen: Vec<String>,
-}
-
-impl RunningBinary {
-    fn start(config: &Path) -> Self {
-        Self::start_with(config, &[])
-    }
-
-    fn start_with(config: &Path, flags: &[&str]) -> Self {
-        use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
-            .args(["run", "--progress-interval", "0.1"])
-            .args(flags)
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the otap-df binary starts");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        Self {
-            child,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads standard error until a line satisfies `done`; panics if the process ends first.
-    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
-        for line in self.stderr.by_ref() {
-            let line = line.expect("stderr line");
-            self.seen.push(line.clone());
-            if done(&line) {
-                return;
-            }
-        }
-        panic!("the process ended before {what}: {:?}", self.seen);
-    }
-
-    /// Waits until `node` has sent records.
-    fn wait_flowing(&mut self, node: &str) {
-        self.wait_for("records flowed", |line| {
-            line.starts_with("progress:") && records_out(line, node).is_some_and(|n| n > 0)
-        });
-    }
-
-    fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-    }
-
-    /// The rest of standard error and the exit code.
-    fn finish(mut self) -> (Vec<String>, Option<i32>) {
-        let rest: Vec<String> = self.stderr.map(|l| l.expect("stderr line")).collect();
-        let status = self.child.wait().expect("the process ends");
-        self.seen.extend(rest);
-        (self.seen, status.code())
-    }
-}
-
-fn final_line(lines: &[String]) -> &str {
-    lines
-        .iter()
-        .find(|line| line.starts_with("final: "))
-        .unwrap_or_else(|| panic!("no final line: {lines:?}"))
 }
 
 /// An endless generator → `exporter:file` at `out`.

@@ -71,12 +71,40 @@ pub const MAX_CORES: usize = 1024;
 pub struct EngineConfig {
     /// How many instances of each pipeline run, one per core (thread-per-core). Default 1.
     pub cores: usize,
+    /// The admin endpoint (health, status, metrics); off when absent.
+    pub admin: Option<AdminConfig>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { cores: 1 }
+        Self {
+            cores: 1,
+            admin: None,
+        }
     }
+}
+
+/// `engine.admin:` the admin endpoint (`/livez`, `/readyz`, `/status`, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens: an IP address and a port (`127.0.0.1:8888`). It has no
+    /// authentication: keep it on loopback or a management network.
+    #[serde(deserialize_with = "socket_address")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// An IP address and port, with an error that says what is expected.
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address and port (such as `127.0.0.1:8888` or `[::1]:8888`; \
+             a host name is not accepted)"
+        ))
+    })
 }
 
 /// One entry of `groups:`.

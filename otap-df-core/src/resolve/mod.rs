@@ -24,8 +24,8 @@ use pipeline::PipelineResolver;
 
 use crate::config::error::closest;
 use crate::config::{
-    ComponentConfig, ComponentUrn, ConfigError, ConfigErrorKind, ConfigErrors, Document, Source,
-    YamlPath,
+    AdminConfig, ComponentConfig, ComponentUrn, ConfigError, ConfigErrorKind, ConfigErrors,
+    Document, Source, YamlPath,
 };
 use crate::registry::Registry;
 
@@ -93,7 +93,12 @@ fn resolve_collecting(
             pipelines.push(resolver.resolve(&mut warnings));
         }
     }
-    shared_listen_addresses(&pipelines, &document.source, errors);
+    shared_listen_addresses(
+        document.engine.admin.as_ref(),
+        &pipelines,
+        &document.source,
+        errors,
+    );
     warnings.sort_by_key(|w| w.location);
     ResolvedConfig {
         engine: document.engine,
@@ -103,16 +108,24 @@ fn resolve_collecting(
     }
 }
 
-/// Two nodes anywhere in the configuration that would listen on one address: the second is
-/// refused, naming the first. Addresses overlap on the same port when they are equal or one
+/// Two nodes anywhere in the configuration that would listen on one address, or a node on the
+/// admin endpoint's: the second is refused, naming the first. Addresses overlap on the same port when they are equal or one
 /// of them is unspecified (`0.0.0.0`, `[::]`: every address of the machine); port 0 (any
 /// free port) overlaps nothing.
 fn shared_listen_addresses(
+    admin: Option<&AdminConfig>,
     pipelines: &[PipelinePlan],
     source: &Source,
     errors: &mut Vec<ConfigError>,
 ) {
     let mut seen: Vec<(SocketAddr, YamlPath, String)> = Vec::new();
+    if let Some(admin) = admin.filter(|admin| admin.listen.port() != 0) {
+        seen.push((
+            admin.listen,
+            YamlPath::root().key("engine").key("admin").key("listen"),
+            "the admin endpoint (`engine.admin`)".to_owned(),
+        ));
+    }
     for pipeline in pipelines {
         for node in &pipeline.nodes {
             let config_path = node.path.key("config");
@@ -143,7 +156,7 @@ fn shared_listen_addresses(
                         &path,
                         ConfigErrorKind::InvalidValue {
                             message: format!(
-                                "`{field}` {address} overlaps {other} of {other_owner}{at}; two nodes cannot listen on one address (give each its own port)"
+                                "`{field}` {address} overlaps {other} of {other_owner}{at}; two listeners cannot share an address (give each its own port)"
                             ),
                         },
                     ));

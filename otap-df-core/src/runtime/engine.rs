@@ -30,7 +30,8 @@ use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_pol
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};
 pub use super::telemetry::{
-    ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats, NodeTotals, Telemetry,
+    ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats, NodeTotals, RunPhase,
+    Telemetry,
 };
 use super::worker::{CoreCommand, CoreReport, CoreWorker, instantiate_failure, startup_timeout};
 
@@ -59,6 +60,11 @@ impl Engine {
     /// A handle that starts a graceful shutdown.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// The configuration it runs.
+    pub fn resolved(&self) -> &ResolvedConfig {
+        &self.resolved
     }
 
     /// Live counters and extension states.
@@ -213,6 +219,10 @@ impl Engine {
         } else {
             CoreCommand::Abort
         };
+        self.telemetry.advance(match command {
+            CoreCommand::Start => RunPhase::Running,
+            CoreCommand::Abort => RunPhase::Stopping,
+        });
         for tx in &commands {
             let _ = tx.send(match command {
                 CoreCommand::Start => CoreCommand::Start,
@@ -226,10 +236,14 @@ impl Engine {
                 Ok(CoreReport::Finished { failures: f }) => {
                     failures.extend(f);
                     remaining -= 1;
+                    self.telemetry.advance(RunPhase::Stopping);
                 }
                 Ok(CoreReport::Constructed { .. }) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if *self.shutdown.borrow() {
+                self.telemetry.advance(RunPhase::Stopping);
             }
             if !shutting_down_extensions {
                 while let Some(joined) = runtime.block_on(async {
@@ -263,6 +277,7 @@ impl Engine {
             &self.telemetry,
         )));
         runtime.shutdown_timeout(Duration::from_millis(100));
+        self.telemetry.advance(RunPhase::Stopped);
         if failures.is_empty() {
             Ok(())
         } else {

@@ -52,6 +52,40 @@ impl fmt::Display for ExtensionState {
     }
 }
 
+/// Where a run is, as its [`Telemetry`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RunPhase {
+    /// Extensions start and nodes are built; nothing runs yet.
+    Starting,
+    /// Every core was told to run its nodes.
+    Running,
+    /// A shutdown was requested, a pipeline finished or failed: the run drains.
+    Stopping,
+    /// The run is over.
+    Stopped,
+}
+
+impl RunPhase {
+    /// `starting`, `running`, `stopping` or `stopped`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunPhase::Starting => "starting",
+            RunPhase::Running => "running",
+            RunPhase::Stopping => "stopping",
+            RunPhase::Stopped => "stopped",
+        }
+    }
+
+    const fn from_u8(value: u8) -> Self {
+        match value {
+            0 => RunPhase::Starting,
+            1 => RunPhase::Running,
+            2 => RunPhase::Stopping,
+            _ => RunPhase::Stopped,
+        }
+    }
+}
+
 /// One node instance's counters.
 #[derive(Debug, Clone)]
 pub struct NodeStats {
@@ -90,6 +124,8 @@ pub struct Telemetry {
     /// [`MAX_TRANSITIONS`]; a degraded report is not a transition).
     transitions: Mutex<Vec<ExtensionTransition>>,
     handles: Mutex<Vec<WatchedExtension>>,
+    /// A [`RunPhase`], as its index.
+    phase: std::sync::atomic::AtomicU8,
 }
 
 /// The most transitions [`Telemetry::extension_transitions`] keeps.
@@ -147,6 +183,49 @@ impl Telemetry {
         {
             Some(entry) => entry.3 = state,
             None => extensions.push((pipeline.to_owned(), extension.to_owned(), core, state)),
+        }
+    }
+
+    /// Where the run is.
+    pub fn phase(&self) -> RunPhase {
+        RunPhase::from_u8(self.phase.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Moves the run to `phase`; a run never goes back to an earlier phase.
+    pub(super) fn advance(&self, phase: RunPhase) {
+        self.phase
+            .fetch_max(phase as u8, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// `Ok` when the run is ready to serve: it is running, and every extension instance that
+    /// was started is ready (passive and unclaimed ones count as ready: they have nothing to
+    /// start). Otherwise every reason, one per line's worth: the phase, and each extension
+    /// starting, degraded, failed or stopped.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        let phase = self.phase();
+        if phase != RunPhase::Running {
+            reasons.push(format!("the engine is {}", phase.as_str()));
+        }
+        for (pipeline, extension, core, state) in self.extension_states() {
+            let instance = match core {
+                Some(core) => {
+                    format!("extension `{extension}` of pipeline `{pipeline}` (core {core})")
+                }
+                None => format!("extension `{extension}` of pipeline `{pipeline}`"),
+            };
+            match state {
+                ExtensionState::Ready | ExtensionState::Passive | ExtensionState::Unclaimed => {}
+                ExtensionState::Created | ExtensionState::Starting => {
+                    reasons.push(format!("{instance} is starting"));
+                }
+                other => reasons.push(format!("{instance} is {other}")),
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
         }
     }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // each test binary uses a part
 
+pub mod binary;
+
 use http_body_util::BodyExt;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -148,8 +150,24 @@ pub struct Answer {
     pub body: bytes::Bytes,
 }
 
-/// Sends one request to `127.0.0.1:port` with a plain HTTP/1.1 client.
+/// Sends one POST to `127.0.0.1:port` with a plain HTTP/1.1 client.
 pub fn post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> Answer {
+    request(http::Method::POST, port, path, headers, body)
+}
+
+/// Sends one GET to `127.0.0.1:port`.
+pub fn get(port: u16, path: &str) -> Answer {
+    request(http::Method::GET, port, path, &[], bytes::Bytes::new())
+}
+
+/// Sends one request to `127.0.0.1:port` with a plain HTTP/1.1 client.
+pub fn request(
+    method: http::Method,
     port: u16,
     path: &str,
     headers: &[(&str, &str)],
@@ -168,7 +186,9 @@ pub fn post(
                 .await
                 .unwrap();
         tokio::spawn(connection);
-        let mut request = http::Request::post(format!("http://127.0.0.1:{port}{path}"));
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}{path}"));
         for (name, value) in headers {
             request = request.header(*name, *value);
         }

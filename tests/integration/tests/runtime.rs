@@ -9,7 +9,7 @@ use std::time::Duration;
 use otap_df_core::node::CounterSnapshot;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::runtime::engine::{
-    Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions,
+    Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions, RunPhase,
 };
 use otap_df_tests::recording::{self, events};
 
@@ -402,10 +402,21 @@ groups:
     );
     let engine = Engine::new(resolve(&text), options());
     let telemetry = engine.telemetry();
+    assert_eq!(telemetry.phase(), RunPhase::Starting);
+    assert_eq!(
+        telemetry.readiness(),
+        Err(vec!["the engine is starting".to_owned()])
+    );
     engine.run().expect("a clean run");
     assert_eq!(
         events(log),
         ["source:start", "source:sent 3", "sink:finish 3"]
+    );
+    // Passive and unclaimed extensions never hold readiness back; a finished run is not ready.
+    assert_eq!(telemetry.phase(), RunPhase::Stopped);
+    assert_eq!(
+        telemetry.readiness(),
+        Err(vec!["the engine is stopped".to_owned()])
     );
     let states: Vec<(String, ExtensionState)> = telemetry
         .extension_states()

@@ -1,0 +1,496 @@
+//! The admin endpoint (`engine.admin.listen`, `run --admin-listen`): health, status and
+//! metrics of a running engine over HTTP.
+//!
+//! - `GET /livez`: 200 while the process runs.
+//! - `GET /readyz`: 200 once the engine runs and every started extension is ready; 503 with
+//!   the reasons (one per line) while it starts, stops, or an extension is starting,
+//!   degraded or failed.
+//! - `GET /status`: JSON — the phase, readiness, each pipeline's extensions (type, execution
+//!   model, state per instance, which node binds which capability) and nodes (type, bindings,
+//!   counters, the node's own counters).
+//! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format (`prometheus-client`):
+//!   every node counter with `pipeline` and `node` labels, the nodes' own counters, extension
+//!   states, the run's phase, readiness and lost records.
+//!
+//! It runs on a thread and runtime of its own, so a saturated pipeline core cannot starve it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::core::extension::ExecutionModel;
+use crate::core::resolve::ResolvedConfig;
+use crate::core::runtime::engine::{ExtensionState, RunPhase, Telemetry};
+
+/// The content type of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A running admin endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct Admin {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Admin {
+    /// Listens on `listen` (bound before this returns, so a taken port is an error here) and
+    /// serves `telemetry` on a thread of its own. `resolved` gives the shape the status shows.
+    pub fn start(
+        listen: SocketAddr,
+        telemetry: Arc<Telemetry>,
+        resolved: &ResolvedConfig,
+    ) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(State {
+            shape: Shape::of(resolved),
+            telemetry,
+        });
+        let (stop, stopped) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+        Ok(Self {
+            address,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on (the bound port when `listen` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    state: Arc<State>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "admin endpoint: cannot listen");
+            return;
+        }
+    };
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.answer(&request)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next() => {}
+        }
+    }
+    connections.abort_all();
+}
+
+/// What the endpoint serves from.
+#[derive(Debug)]
+struct State {
+    shape: Shape,
+    telemetry: Arc<Telemetry>,
+}
+
+impl State {
+    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET is served here\n".into(),
+            );
+        }
+        match request.uri().path() {
+            "/livez" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.telemetry.readiness() {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(reasons) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready:\n{}\n", reasons.join("\n")),
+                ),
+            },
+            "/status" => {
+                let body = serde_json::to_string_pretty(&self.status())
+                    .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+                response(StatusCode::OK, "application/json", body + "\n")
+            }
+            "/metrics" => match self.metrics() {
+                Ok(body) => response(StatusCode::OK, OPENMETRICS, body),
+                Err(error) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the metrics: {error}\n"),
+                ),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; served: /livez /readyz /status /metrics\n".into(),
+            ),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let readiness = self.telemetry.readiness();
+        let states = self.telemetry.extension_states();
+        let totals = self.telemetry.node_totals();
+        let pipelines: Vec<Value> = self
+            .shape
+            .pipelines
+            .iter()
+            .map(|pipeline| {
+                let extensions: Vec<Value> = pipeline
+                    .extensions
+                    .iter()
+                    .map(|extension| {
+                        let instances: Vec<Value> = states
+                            .iter()
+                            .filter(|(p, e, _, _)| *p == pipeline.name && *e == extension.id)
+                            .map(|(_, _, core, state)| instance(*core, state))
+                            .collect();
+                        json!({
+                            "id": extension.id,
+                            "type": extension.type_name,
+                            "execution": extension.execution,
+                            "instances": instances,
+                            "bound_by": extension.bound_by.iter().map(|(node, capability)| {
+                                json!({ "node": node, "capability": capability })
+                            }).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                let nodes: Vec<Value> = pipeline
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        let total = totals
+                            .iter()
+                            .find(|t| t.pipeline == pipeline.name && t.node == node.id);
+                        let counters = total.map_or(Value::Null, |t| {
+                            let named: serde_json::Map<String, Value> = t
+                                .named
+                                .iter()
+                                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                                .collect();
+                            json!({
+                                "records_in": t.counts.records_in,
+                                "records_out": t.counts.records_out,
+                                "records_dropped": t.counts.records_dropped,
+                                "records_failed": t.counts.records_failed,
+                                "errors": t.counts.errors,
+                                "named": named,
+                            })
+                        });
+                        json!({
+                            "id": node.id,
+                            "type": node.type_name,
+                            "bindings": node.bindings.iter().map(|(capability, extension)| {
+                                json!({ "capability": capability, "extension": extension })
+                            }).collect::<Vec<_>>(),
+                            "counters": counters,
+                        })
+                    })
+                    .collect();
+                json!({ "name": pipeline.name, "extensions": extensions, "nodes": nodes })
+            })
+            .collect();
+        json!({
+            "phase": self.telemetry.phase().as_str(),
+            "ready": readiness.is_ok(),
+            "not_ready_because": readiness.err().unwrap_or_default(),
+            "records_lost": self.telemetry.records_lost(),
+            "pipelines": pipelines,
+        })
+    }
+
+    fn metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Metrics(self.telemetry.clone())));
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry)?;
+        Ok(body)
+    }
+}
+
+fn instance(core: Option<usize>, state: &ExtensionState) -> Value {
+    let (name, reason) = state_parts(state);
+    json!({ "core": core, "state": name, "reason": reason })
+}
+
+/// A state's name and, for degraded and failed, its reason.
+fn state_parts(state: &ExtensionState) -> (&'static str, Option<&str>) {
+    match state {
+        ExtensionState::Created => ("created", None),
+        ExtensionState::Passive => ("passive", None),
+        ExtensionState::Starting => ("starting", None),
+        ExtensionState::Ready => ("ready", None),
+        ExtensionState::Degraded(why) => ("degraded", Some(why)),
+        ExtensionState::Unclaimed => ("unclaimed", None),
+        ExtensionState::Stopped => ("stopped", None),
+        ExtensionState::Failed(why) => ("failed", Some(why)),
+    }
+}
+
+/// Every state an extension can be in, for the state-set metric.
+const STATES: [&str; 8] = [
+    "created",
+    "passive",
+    "starting",
+    "ready",
+    "degraded",
+    "unclaimed",
+    "stopped",
+    "failed",
+];
+
+/// One of a node's engine-kept counts.
+type CountOf = fn(&crate::core::node::CounterSnapshot) -> u64;
+
+/// The run's metrics, read from its telemetry at each scrape.
+#[derive(Debug)]
+struct Metrics(Arc<Telemetry>);
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let totals = self.0.node_totals();
+        let counters: [(&str, &str, CountOf); 5] = [
+            (
+                "otap_df_node_records_in",
+                "Records that entered the node (summed over cores).",
+                |c| c.records_in,
+            ),
+            (
+                "otap_df_node_records_out",
+                "Records the node sent on or delivered.",
+                |c| c.records_out,
+            ),
+            (
+                "otap_df_node_records_dropped",
+                "Records the node dropped on purpose (deduplicated, filtered).",
+                |c| c.records_dropped,
+            ),
+            (
+                "otap_df_node_records_failed",
+                "Records the node could not deliver or process.",
+                |c| c.records_failed,
+            ),
+            (
+                "otap_df_node_errors",
+                "Errors the node handled without losing data.",
+                |c| c.errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for total in &totals {
+                let labels = [
+                    ("pipeline", total.pipeline.as_str()),
+                    ("node", total.node.as_str()),
+                ];
+                ConstCounter::new(value(&total.counts)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "otap_df_node_counter",
+            "The nodes' own counters (requests, refusals by reason, retries, ...), by name.",
+            None,
+            counter.metric_type(),
+        )?;
+        for total in &totals {
+            for (name, value) in &total.named {
+                let labels = [
+                    ("pipeline", total.pipeline.as_str()),
+                    ("node", total.node.as_str()),
+                    ("name", name),
+                ];
+                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "otap_df_extension_state",
+            "1 for the state each extension instance is in, 0 for the others.",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (pipeline, extension, core, state) in self.0.extension_states() {
+            let core = core.map_or_else(|| "shared".to_owned(), |core| core.to_string());
+            let (current, _) = state_parts(&state);
+            for name in STATES {
+                let labels = [
+                    ("pipeline", pipeline.as_str()),
+                    ("extension", extension.as_str()),
+                    ("core", core.as_str()),
+                    ("state", name),
+                ];
+                ConstGauge::new(i64::from(name == current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let phase = self.0.phase();
+        let mut family = encoder.encode_descriptor(
+            "otap_df_run_phase",
+            "1 for the phase the run is in (starting, running, stopping, stopped), 0 for the others.",
+            None,
+            gauge.metric_type(),
+        )?;
+        for candidate in [
+            RunPhase::Starting,
+            RunPhase::Running,
+            RunPhase::Stopping,
+            RunPhase::Stopped,
+        ] {
+            ConstGauge::new(i64::from(candidate == phase))
+                .encode(family.encode_family(&[("phase", candidate.as_str())])?)?;
+        }
+        let ready = ConstGauge::new(i64::from(self.0.readiness().is_ok()));
+        ready.encode(encoder.encode_descriptor(
+            "otap_df_ready",
+            "1 while /readyz answers 200.",
+            None,
+            ready.metric_type(),
+        )?)?;
+        let lost = ConstCounter::new(self.0.records_lost());
+        lost.encode(encoder.encode_descriptor(
+            "otap_df_records_lost",
+            "Records accepted, then neither delivered nor dead-lettered.",
+            None,
+            lost.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+fn response(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// What the status shows of the configuration: pipelines, their extensions and nodes.
+#[derive(Debug)]
+struct Shape {
+    pipelines: Vec<PipelineShape>,
+}
+
+#[derive(Debug)]
+struct PipelineShape {
+    name: String,
+    extensions: Vec<ExtensionShape>,
+    nodes: Vec<NodeShape>,
+}
+
+#[derive(Debug)]
+struct ExtensionShape {
+    id: String,
+    type_name: String,
+    execution: &'static str,
+    /// `(node, capability)`.
+    bound_by: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct NodeShape {
+    id: String,
+    type_name: String,
+    /// `(capability, extension)`.
+    bindings: Vec<(String, String)>,
+}
+
+impl Shape {
+    fn of(resolved: &ResolvedConfig) -> Self {
+        let pipelines = resolved
+            .pipelines
+            .iter()
+            .map(|plan| PipelineShape {
+                name: format!("{}/{}", plan.group, plan.name),
+                extensions: plan
+                    .extensions
+                    .iter()
+                    .map(|extension| ExtensionShape {
+                        id: extension.id.clone(),
+                        type_name: format!("extension:{}", extension.factory.name()),
+                        execution: match extension.execution {
+                            ExecutionModel::Local => "local",
+                            ExecutionModel::Shared => "shared",
+                        },
+                        bound_by: plan
+                            .nodes
+                            .iter()
+                            .flat_map(|node| {
+                                node.bindings
+                                    .iter()
+                                    .filter(|b| b.extension == extension.id)
+                                    .map(|b| (node.id.clone(), b.capability.to_string()))
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                nodes: plan
+                    .nodes
+                    .iter()
+                    .map(|node| NodeShape {
+                        id: node.id.clone(),
+                        type_name: format!("{}:{}", node.factory.kind(), node.factory.name()),
+                        bindings: node
+                            .bindings
+                            .iter()
+                            .map(|b| (b.capability.to_string(), b.extension.clone()))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { pipelines }
+    }
+}

@@ -1,0 +1,98 @@
+//! `otap-df run` as a child process: its standard error read line by line, signals, the
+//! progress and final lines.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The `out=` count of node `node` in a progress or final line.
+pub fn records_out(line: &str, node: &str) -> Option<u64> {
+    let part = line
+        .split(" | ")
+        .map(|part| {
+            part.trim_start_matches("progress: ")
+                .trim_start_matches("final: ")
+        })
+        .find(|part| part.starts_with(&format!("{node} ")))?;
+    part.split(' ')
+        .find_map(|field| field.strip_prefix("out="))
+        .and_then(|n| n.parse().ok())
+}
+
+/// A running `otap-df run` with its standard error read line by line.
+pub struct RunningBinary {
+    child: std::process::Child,
+    stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    /// The lines read so far.
+    pub seen: Vec<String>,
+}
+
+impl RunningBinary {
+    /// `otap-df run --progress-interval 0.1 <config>`.
+    pub fn start(config: &Path) -> Self {
+        Self::start_with(config, &[])
+    }
+
+    /// [`start`](Self::start) with more flags.
+    pub fn start_with(config: &Path, flags: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
+            .args(["run", "--progress-interval", "0.1"])
+            .args(flags)
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the otap-df binary starts");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        Self {
+            child,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads standard error until a line satisfies `done`; panics if the process ends first.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        for line in self.stderr.by_ref() {
+            let line = line.expect("stderr line");
+            self.seen.push(line.clone());
+            if done(&line) {
+                return;
+            }
+        }
+        panic!("the process ended before {what}: {:?}", self.seen);
+    }
+
+    /// Waits until `node` has sent records.
+    pub fn wait_flowing(&mut self, node: &str) {
+        self.wait_for("records flowed", |line| {
+            line.starts_with("progress:") && records_out(line, node).is_some_and(|n| n > 0)
+        });
+    }
+
+    /// Sends `signal` (`-INT`, `-TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// The rest of standard error and the exit code.
+    pub fn finish(mut self) -> (Vec<String>, Option<i32>) {
+        let rest: Vec<String> = self.stderr.map(|l| l.expect("stderr line")).collect();
+        let status = self.child.wait().expect("the process ends");
+        self.seen.extend(rest);
+        (self.seen, status.code())
+    }
+}
+
+/// The `final:` line among `lines`.
+pub fn final_line(lines: &[String]) -> &str {
+    lines
+        .iter()
+        .find(|line| line.starts_with("final: "))
+        .unwrap_or_else(|| panic!("no final line: {lines:?}"))
+}
