@@ -13,6 +13,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -76,7 +77,10 @@ impl Cli {
             Ok(args) => args,
             Err(error) => error.exit(),
         };
-        let out = Out { name: self.name };
+        let out = Out {
+            name: self.name,
+            json: false,
+        };
         let registry = match crate::registry() {
             Ok(registry) => registry,
             Err(error) => {
@@ -99,6 +103,8 @@ impl Cli {
                 progress_interval,
                 shutdown_timeout,
                 admin_listen,
+                log_format,
+                progress,
             } => run(
                 out,
                 &registry,
@@ -109,6 +115,8 @@ impl Cli {
                     progress_interval,
                     shutdown_timeout,
                     admin_listen,
+                    log_format,
+                    progress,
                 },
             ),
         }
@@ -120,15 +128,52 @@ pub fn main() -> ExitCode {
     Cli::new("otap-df", env!("CARGO_PKG_VERSION")).run()
 }
 
-/// Where error lines go: standard error, prefixed with the command's name.
+/// Where error lines go: standard error, prefixed with the command's name; or, once `run`
+/// writes JSON logs, as error events.
 #[derive(Debug, Clone, Copy)]
 struct Out {
     name: &'static str,
+    json: bool,
 }
 
 impl Out {
     fn error(self, message: std::fmt::Arguments<'_>) {
-        eprintln!("{}: {message}", self.name);
+        if self.json {
+            tracing::error!("{message}");
+        } else {
+            eprintln!("{}: {message}", self.name);
+        }
+    }
+
+    fn config_errors(self, errors: &crate::ConfigErrors) {
+        if self.json {
+            for error in &errors.errors {
+                tracing::error!(file = %errors.source, "{error}");
+            }
+        } else {
+            eprintln!("{errors}");
+        }
+    }
+}
+
+/// How `run` writes its progress and final summaries: `progress: …` / `final: …` lines, or
+/// INFO events with the summary as a field when the logs are JSON.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    out: Out,
+    quiet: bool,
+}
+
+impl Report {
+    fn summary(self, kind: &'static str, summary: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.out.json {
+            tracing::info!(target: "otap_df::summary", kind, summary, "{kind}");
+        } else {
+            eprintln!("{kind}: {summary}");
+        }
     }
 }
 
@@ -170,6 +215,15 @@ enum Command {
         /// (an IP address and port); overrides `engine.admin.listen`.
         #[arg(long, value_name = "ADDRESS")]
         admin_listen: Option<std::net::SocketAddr>,
+        /// How log lines are written to standard error: `text` (colours only on a terminal,
+        /// never with NO_COLOR set) or `json` (one JSON object per line, the progress and
+        /// final summaries included).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+        /// Progress lines even when standard error is not a terminal (by default they are
+        /// written only to a terminal; the final line always is).
+        #[arg(long, conflicts_with = "quiet")]
+        progress: bool,
     },
 }
 
@@ -207,9 +261,18 @@ fn read_config(out: Out, registry: &Registry, path: &PathBuf) -> Result<Resolved
         ExitCode::FAILURE
     })?;
     crate::load(&text, &name, registry).map_err(|errors| {
-        eprintln!("{errors}");
+        out.config_errors(&errors);
         ExitCode::FAILURE
     })
+}
+
+/// How `run` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `run`'s flags.
@@ -219,6 +282,8 @@ struct RunFlags {
     progress_interval: f64,
     shutdown_timeout: f64,
     admin_listen: Option<std::net::SocketAddr>,
+    log_format: LogFormat,
+    progress: bool,
 }
 
 fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
@@ -228,14 +293,29 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         progress_interval: interval,
         shutdown_timeout,
         admin_listen,
+        log_format,
+        progress,
     } = flags;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let terminal = std::io::stderr().is_terminal();
+    match log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    let out = Out {
+        json: log_format == LogFormat::Json,
+        ..out
+    };
+    let report = Report { out, quiet };
     let resolved = match read_config(out, registry, path) {
         Ok(resolved) => resolved,
         Err(code) => return code,
@@ -287,15 +367,15 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         }
         None => None,
     };
-    watch_signals(engine.shutdown_handle(), telemetry.clone());
+    watch_signals(engine.shutdown_handle(), telemetry.clone(), report);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let progress = (!quiet).then(|| {
+    let progress = (!quiet && (progress || terminal)).then(|| {
         let telemetry = telemetry.clone();
         let every = Duration::from_secs_f64(interval.max(0.1));
         std::thread::spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(every)
             {
-                eprintln!("progress: {}", telemetry.summary());
+                report.summary("progress", &telemetry.summary());
             }
         })
     });
@@ -304,9 +384,7 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
     if let Some(progress) = progress {
         let _ = progress.join();
     }
-    if !quiet {
-        eprintln!("final: {}", telemetry.summary());
-    }
+    report.summary("final", &telemetry.summary());
     let lost = telemetry.records_lost();
     if lost > 0 {
         out.error(format_args!(
@@ -327,7 +405,7 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once, with the final line of
 /// what was counted so far. SIGHUP: logged and ignored (a reload is not supported yet; the
 /// default action would kill the process with no drain).
-fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>) {
+fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>, report: Report) {
     let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
             tracing::error!("cannot watch signals: no runtime");
@@ -359,9 +437,12 @@ fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>)
                     shutdown.request();
                 } else {
                     tracing::warn!("second signal: exiting at once");
-                    eprintln!(
-                        "final: {} | exited at a second signal: data still in the pipeline was abandoned",
-                        telemetry.summary()
+                    report.summary(
+                        "final",
+                        &format!(
+                            "{} | exited at a second signal: data still in the pipeline was abandoned",
+                            telemetry.summary()
+                        ),
                     );
                     std::process::exit(130);
                 }

@@ -850,3 +850,115 @@ groups:
         "{stderr}"
     );
 }
+
+/// A finite pipeline whose configuration draws a warning (an extension nothing binds), so
+/// that `run` writes a log line besides its final summary.
+fn warned_config(dir: &TempDir) -> PathBuf {
+    let config = dir.path("warned.yaml");
+    std::fs::write(
+        &config,
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          spare: { type: extension:memory_kv }
+        nodes:
+          gen: { type: receiver:generator, config: { batch_size: 2, count: 5 } }
+          out: { type: exporter:noop }
+        connections:
+          - { from: gen, to: out }
+",
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn run_writes_plain_lines_off_a_terminal_with_no_progress_and_one_final_line() {
+    let dir = TempDir::new("cli-plain-logs");
+    let config = warned_config(&dir);
+    let output = otap_df(&["run", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        !output.stderr.contains(&0x1b),
+        "no escape byte in redirected logs: {:?}",
+        text(&output.stderr)
+    );
+    let stderr = text(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" WARN ") && l.contains("`spare`")),
+        "{stderr}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("progress:")),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("final: ")).count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_json_logs_writes_one_json_object_per_line_summaries_included() {
+    let dir = TempDir::new("cli-json-logs");
+    let config = warned_config(&dir);
+    let output = otap_df(&[
+        "run",
+        "--log-format",
+        "json",
+        "--progress",
+        "--progress-interval",
+        "0.1",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = text(&output.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["level"] == "WARN"
+            && e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("`spare`"))),
+        "{stderr}"
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last["fields"]["kind"], "final", "{stderr}");
+    assert_eq!(
+        last["fields"]["summary"],
+        "gen in=10 out=10 | out in=10 out=10"
+    );
+    assert!(
+        events.iter().all(|e| e["timestamp"].is_string()),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_json_logs_reports_a_bad_configuration_as_json_errors() {
+    let dir = TempDir::new("cli-json-errors");
+    let config = dir.path("bad.yaml");
+    std::fs::write(&config, "version: otap_df/v1\ngroups: {}\nextra: 1\n").unwrap();
+    let output = otap_df(&["run", "--log-format", "json", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output.stderr);
+    let event: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap_or_else(|e| {
+        panic!("one JSON error event ({e}): {stderr}");
+    });
+    assert_eq!(event["level"], "ERROR");
+    assert!(
+        event["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3:1: at `extra`: unknown field `extra`")),
+        "{stderr}"
+    );
+}

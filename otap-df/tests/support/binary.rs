@@ -37,7 +37,7 @@ impl RunningBinary {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
         let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
-            .args(["run", "--progress-interval", "0.1"])
+            .args(["run", "--progress", "--progress-interval", "0.1"])
             .args(flags)
             .arg(config)
             .stdout(Stdio::null())
