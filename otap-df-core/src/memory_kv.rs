@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -91,8 +92,9 @@ fn create_local(
     config: &ComponentConfig<'_>,
 ) -> Result<LocalExtension, ExtensionError> {
     let config = MemoryKvConfig::decode(config)?;
-    let store: Rc<dyn local::KeyValueStore> =
-        Rc::new(LocalMemoryKv::new(context.extension_id(), &config));
+    let store = LocalMemoryKv::new(context.extension_id(), &config);
+    store.store.borrow_mut().metrics = StoreMetrics::of(context);
+    let store: Rc<dyn local::KeyValueStore> = Rc::new(store);
     Ok(context
         .local_builder()
         .provide::<KeyValueStore>(store)
@@ -104,8 +106,9 @@ fn create_shared(
     config: &ComponentConfig<'_>,
 ) -> Result<SharedExtension, ExtensionError> {
     let config = MemoryKvConfig::decode(config)?;
-    let store: Arc<dyn shared::KeyValueStore> =
-        Arc::new(SharedMemoryKv::new(context.extension_id(), &config));
+    let store = SharedMemoryKv::new(context.extension_id(), &config);
+    store.store().metrics = StoreMetrics::of(context);
+    let store: Arc<dyn shared::KeyValueStore> = Arc::new(store);
     Ok(context
         .shared_builder()
         .provide::<KeyValueStore>(store)
@@ -126,6 +129,24 @@ struct Store {
     next_write: u64,
     max_entries: usize,
     default_ttl: Option<Duration>,
+    metrics: StoreMetrics,
+}
+
+/// What a store shows the admin endpoint: `entries` (a gauge, expired entries not yet dropped
+/// included) and `evictions` (entries dropped to make room while still live).
+#[derive(Debug, Default)]
+struct StoreMetrics {
+    entries: Arc<AtomicI64>,
+    evictions: Arc<AtomicU64>,
+}
+
+impl StoreMetrics {
+    fn of(context: &ExtensionContext) -> Self {
+        Self {
+            entries: context.gauge("entries"),
+            evictions: context.counter("evictions"),
+        }
+    }
 }
 
 impl Store {
@@ -137,7 +158,14 @@ impl Store {
             next_write: 0,
             max_entries: config.max_entries,
             default_ttl: config.default_ttl,
+            metrics: StoreMetrics::default(),
         }
+    }
+
+    /// Keeps the `entries` gauge in step after a change.
+    fn counted(&self) {
+        let len = i64::try_from(self.entries.len()).unwrap_or(i64::MAX);
+        self.metrics.entries.store(len, Ordering::Relaxed);
     }
 
     fn is_live(entry: &Entry, now: Instant) -> bool {
@@ -150,6 +178,7 @@ impl Store {
         if let Some(at) = entry.expires_at {
             self.by_expiry.remove(&(at, entry.written));
         }
+        self.counted();
         Some(entry)
     }
 
@@ -173,7 +202,10 @@ impl Store {
             let victim = match expired {
                 Some((_, key)) => key.clone(),
                 None => match self.by_write.first_key_value() {
-                    Some((_, key)) => key.clone(),
+                    Some((_, key)) => {
+                        self.metrics.evictions.fetch_add(1, Ordering::Relaxed);
+                        key.clone()
+                    }
                     None => return,
                 },
             };
@@ -203,6 +235,7 @@ impl Store {
                 expires_at,
             },
         );
+        self.counted();
     }
 
     fn set_if_absent(
@@ -381,6 +414,23 @@ mod tests {
         assert_eq!(s.get(b"a", now), Some(b"1bis".to_vec()));
         assert_eq!(s.get(b"c", now), Some(b"3".to_vec()));
         assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn the_store_counts_entries_and_evictions_of_live_entries_only() {
+        let context = ExtensionContext::new(&MEMORY_KV, "m", "g", "p", None);
+        let now = Instant::now();
+        let mut s = store(2);
+        s.metrics = StoreMetrics::of(&context);
+        s.insert(b"short", b"1", Some(Duration::from_secs(1)), now);
+        s.insert(b"a", b"2", None, now);
+        let later = now + Duration::from_secs(2);
+        s.insert(b"b", b"3", None, later); // drops the expired `short`: not an eviction
+        s.insert(b"c", b"4", None, later); // evicts the live `a`
+        s.delete(b"b", later);
+        let snapshot = context.metrics().snapshot();
+        assert_eq!(snapshot.counters, [("evictions", 1)]);
+        assert_eq!(snapshot.gauges, [("entries", 1)]);
     }
 
     #[test]

@@ -6,11 +6,12 @@
 //!   the reasons (one per line) while it starts, stops, or an extension is starting,
 //!   degraded or failed.
 //! - `GET /status`: JSON — the phase, readiness, each pipeline's extensions (type, execution
-//!   model, state per instance, which node binds which capability) and nodes (type, bindings,
-//!   counters, the node's own counters).
+//!   model, state, counters and gauges per instance, which node binds which capability) and
+//!   nodes (type, bindings, counters, the node's own counters).
 //! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format (`prometheus-client`):
 //!   every node counter with `pipeline` and `node` labels, the nodes' own counters, extension
-//!   states, the run's phase, readiness and lost records.
+//!   states, the extensions' own counters and gauges, the run's phase, readiness and lost
+//!   records.
 //!
 //! It runs on a thread and runtime of its own, so a saturated pipeline core cannot starve it.
 
@@ -32,7 +33,7 @@ use tokio::sync::oneshot;
 
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::ResolvedConfig;
-use crate::core::runtime::engine::{ExtensionState, RunPhase, Telemetry};
+use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
 
 /// The content type of `/metrics`.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -172,6 +173,7 @@ impl State {
     fn status(&self) -> Value {
         let readiness = self.telemetry.readiness();
         let states = self.telemetry.extension_states();
+        let extension_metrics = self.telemetry.extension_metrics();
         let totals = self.telemetry.node_totals();
         let pipelines: Vec<Value> = self
             .shape
@@ -185,7 +187,14 @@ impl State {
                         let instances: Vec<Value> = states
                             .iter()
                             .filter(|(p, e, _, _)| *p == pipeline.name && *e == extension.id)
-                            .map(|(_, _, core, state)| instance(*core, state))
+                            .map(|(_, _, core, state)| {
+                                let metrics = extension_metrics.iter().find(|m| {
+                                    m.pipeline == pipeline.name
+                                        && m.extension == extension.id
+                                        && m.core == *core
+                                });
+                                instance(*core, state, metrics)
+                            })
                             .collect();
                         json!({
                             "id": extension.id,
@@ -251,9 +260,25 @@ impl State {
     }
 }
 
-fn instance(core: Option<usize>, state: &ExtensionState) -> Value {
+fn instance(
+    core: Option<usize>,
+    state: &ExtensionState,
+    metrics: Option<&ExtensionMetricsOf>,
+) -> Value {
     let (name, reason) = state_parts(state);
-    json!({ "core": core, "state": name, "reason": reason })
+    let counters: serde_json::Map<String, Value> = metrics
+        .map(|m| &m.metrics.counters[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    let gauges: serde_json::Map<String, Value> = metrics
+        .map(|m| &m.metrics.gauges[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    json!({ "core": core, "state": name, "reason": reason, "counters": counters, "gauges": gauges })
 }
 
 /// A state's name and, for degraded and failed, its reason.
@@ -367,6 +392,52 @@ impl Collector for Metrics {
                 ];
                 ConstGauge::new(i64::from(name == current))
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let extension_metrics = self.0.extension_metrics();
+        let labels_of = |m: &ExtensionMetricsOf| {
+            (
+                m.pipeline.clone(),
+                m.extension.clone(),
+                m.core
+                    .map_or_else(|| "shared".to_owned(), |core| core.to_string()),
+            )
+        };
+        let mut family = encoder.encode_descriptor(
+            "otap_df_extension_counter",
+            "The extensions' own counters (token reloads and renewals, calls, errors by class, ...), by name.",
+            None,
+            counter.metric_type(),
+        )?;
+        for metrics in &extension_metrics {
+            let (pipeline, extension, core) = labels_of(metrics);
+            for (name, value) in &metrics.metrics.counters {
+                let labels = [
+                    ("pipeline", pipeline.as_str()),
+                    ("extension", extension.as_str()),
+                    ("core", core.as_str()),
+                    ("name", name),
+                ];
+                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "otap_df_extension_gauge",
+            "The extensions' own gauges (entries held, token expiry, ...), by name.",
+            None,
+            gauge.metric_type(),
+        )?;
+        for metrics in &extension_metrics {
+            let (pipeline, extension, core) = labels_of(metrics);
+            for (name, value) in &metrics.metrics.gauges {
+                let labels = [
+                    ("pipeline", pipeline.as_str()),
+                    ("extension", extension.as_str()),
+                    ("core", core.as_str()),
+                    ("name", name),
+                ];
+                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
             }
         }
 

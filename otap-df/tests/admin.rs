@@ -190,6 +190,41 @@ fn an_operator_sees_health_status_and_metrics_of_a_running_engine() {
         sample(&metrics, "otap_df_run_phase", &[("phase", "running")]),
         1.0
     );
+    // The extensions' own counters and gauges.
+    let callers = |name: &str| {
+        sample(
+            &metrics,
+            "otap_df_extension_counter",
+            &[("extension", "callers"), ("core", "shared"), ("name", name)],
+        )
+    };
+    assert_eq!(
+        (
+            callers("authorized"),
+            callers("denied.invalid"),
+            callers("denied.missing")
+        ),
+        (2.0, 1.0, 0.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "otap_df_extension_gauge",
+            &[("extension", "store"), ("name", "entries")]
+        ),
+        1.0,
+        "one distinct payload stored"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "otap_df_extension_counter",
+            &[("extension", "store"), ("name", "evictions")]
+        ),
+        0.0
+    );
+    let instance = &status["pipelines"][0]["extensions"][1]["instances"][0];
+    assert_eq!(instance["counters"]["authorized"], 2);
 
     // A broken token file degrades the extension: not ready, and the reason is given.
     std::fs::write(dir.path("tokens"), "").unwrap();
@@ -207,9 +242,24 @@ fn an_operator_sees_health_status_and_metrics_of_a_running_engine() {
     );
     assert_eq!(degraded, 1.0);
     assert_eq!(sample(&metrics, "otap_df_ready", &[]), 0.0);
-    // Fixed: ready again.
-    std::fs::write(dir.path("tokens"), "caller-token\n").unwrap();
+    assert!(
+        sample(
+            &metrics,
+            "otap_df_extension_counter",
+            &[("extension", "callers"), ("name", "reload_failures")]
+        ) >= 1.0
+    );
+    // Fixed, with a new token: ready again, and the reload is counted.
+    std::fs::write(dir.path("tokens"), "caller-token\nnew-token\n").unwrap();
     until(admin, "/readyz", "healed", |a| a.status == 200);
+    assert_eq!(
+        sample(
+            &scrape(admin),
+            "otap_df_extension_counter",
+            &[("extension", "callers"), ("name", "reloads")]
+        ),
+        1.0
+    );
 
     assert_eq!(get(admin, "/nope").status, 404);
     assert_eq!(

@@ -7,7 +7,7 @@
 //! mutex, whether the loop or a consumer (`fresh_token`) asks: concurrent askers share one
 //! request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -55,7 +55,11 @@ fn create(
     config: &ComponentConfig<'_>,
 ) -> Result<SharedExtension, ExtensionError> {
     let config = decode(config)?;
-    let auth = Arc::new(AzureAuth::new(context.extension_id(), &config)?);
+    let mut auth = AzureAuth::new(context.extension_id(), &config)?;
+    auth.renewals = context.counter("renewals");
+    auth.failures = context.counter("renewal_failures");
+    auth.expiry = context.gauge("token_expiry_unix_seconds");
+    let auth = Arc::new(auth);
     let provider: Arc<dyn shared::BearerTokenProvider> = auth.clone();
     Ok(context
         .shared_builder()
@@ -97,7 +101,11 @@ pub struct AzureAuth {
     fetch: tokio::sync::Mutex<FetchState>,
     /// Requests made (successful or not); the loop watches it to re-plan and report.
     attempts: watch::Sender<u64>,
-    renewals: AtomicU64,
+    /// Tokens received, token requests failed (the admin endpoint's counters), and when the
+    /// token served expires, in seconds since the epoch (a gauge; 0 before the first).
+    renewals: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    expiry: Arc<AtomicI64>,
     // A copy of the fetch state's schedule and error, readable without the async mutex.
     status: Mutex<Status>,
 }
@@ -137,7 +145,9 @@ impl AzureAuth {
                 last_error: None,
             }),
             attempts: watch::Sender::new(0),
-            renewals: AtomicU64::new(0),
+            renewals: Arc::default(),
+            failures: Arc::default(),
+            expiry: Arc::default(),
             status: Mutex::new(Status::default()),
         })
     }
@@ -224,6 +234,13 @@ impl AzureAuth {
                     "token received"
                 );
                 self.token.store(Some(token.clone()));
+                if let Some(seconds) = token
+                    .expires_at()
+                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                {
+                    let seconds = i64::try_from(seconds.as_secs()).unwrap_or(i64::MAX);
+                    self.expiry.store(seconds, Ordering::Relaxed);
+                }
                 // Subscribers hear of a new value; a renewal that returns the same value with
                 // a later expiry only updates `current_token`.
                 self.updates.send_if_modified(|served| {
@@ -236,6 +253,7 @@ impl AzureAuth {
                 Ok(token)
             }
             Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 let usable_left = self.usable().and_then(|t| usable_left(&t));
                 let delay = state.backoff.next_delay(usable_left);
                 state.next_attempt = Some(Instant::now() + delay);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use otap_df_core::capability::{AuthorizeError, AuthzDecision, DenyReason, shared};
 use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
 
-use crate::extension::BearerAuth;
+use crate::extension::{BearerAuth, Counters};
 
 /// One accepted token and the identity a request that carries it is given.
 #[derive(Debug, Clone)]
@@ -31,6 +31,7 @@ impl shared::BearerTokenAuthorizer for BearerAuth {
     fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
         let candidate = token.secret().expose().as_bytes();
         if candidate.is_empty() {
+            Counters::add(&self.counters.denied_missing);
             return Ok(AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             });
@@ -43,12 +44,18 @@ impl shared::BearerTokenAuthorizer for BearerAuth {
             }
         }
         Ok(match allowed {
-            Some(entry) => AuthzDecision::Allow {
-                identity: entry.identity.clone(),
-            },
-            None => AuthzDecision::Deny {
-                reason: DenyReason::Invalid,
-            },
+            Some(entry) => {
+                Counters::add(&self.counters.authorized);
+                AuthzDecision::Allow {
+                    identity: entry.identity.clone(),
+                }
+            }
+            None => {
+                Counters::add(&self.counters.denied_invalid);
+                AuthzDecision::Deny {
+                    reason: DenyReason::Invalid,
+                }
+            }
         })
     }
 

@@ -6,6 +6,7 @@
 //! `ArcSwap`s that the reload task replaces; subscribers are woken through a `watch` channel.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -52,7 +53,9 @@ fn create(
     config: &ComponentConfig<'_>,
 ) -> Result<SharedExtension, ExtensionError> {
     let config = decode(config)?;
-    let auth = Arc::new(BearerAuth::new(context.extension_id(), &config)?);
+    let mut auth = BearerAuth::new(context.extension_id(), &config)?;
+    auth.counters = Counters::of(context);
+    let auth = Arc::new(auth);
     let provider: Arc<dyn shared::BearerTokenProvider> = auth.clone();
     let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = auth.clone();
     let builder = context
@@ -97,6 +100,35 @@ pub struct BearerAuth {
     tokens_file: Option<PathBuf>,
     // Written only by reloads (never on a request path).
     sources: Mutex<Sources>,
+    pub(crate) counters: Counters,
+}
+
+/// What an instance counts (the admin endpoint's `otap_df_extension_counter`): decisions by
+/// outcome, token files served anew, and reload attempts that found a broken file. One
+/// atomic add per event.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) authorized: Arc<AtomicU64>,
+    pub(crate) denied_missing: Arc<AtomicU64>,
+    pub(crate) denied_invalid: Arc<AtomicU64>,
+    reloads: Arc<AtomicU64>,
+    reload_failures: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn of(context: &ExtensionContext) -> Self {
+        Self {
+            authorized: context.counter("authorized"),
+            denied_missing: context.counter("denied.missing"),
+            denied_invalid: context.counter("denied.invalid"),
+            reloads: context.counter("reloads"),
+            reload_failures: context.counter("reload_failures"),
+        }
+    }
+
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -159,6 +191,7 @@ impl BearerAuth {
             client_source,
             tokens_file: config.tokens_file.clone(),
             sources: Mutex::new(Sources::default()),
+            counters: Counters::default(),
         };
         auth.install(sources);
         Ok(auth)
@@ -238,6 +271,10 @@ impl BearerAuth {
                 file,
             });
             tracing::info!(extension = %self.id, "token files changed; serving the new tokens");
+            Counters::add(&self.counters.reloads);
+        }
+        if !errors.is_empty() {
+            Counters::add(&self.counters.reload_failures);
         }
         errors
     }

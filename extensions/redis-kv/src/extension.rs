@@ -166,6 +166,7 @@ pub fn connect(
         config,
         client,
         manager_config,
+        crate::key_value::CallMetrics::of(context),
     ))
 }
 

@@ -1,10 +1,12 @@
 //! `key_value_store` on Redis: `GET`, `SET … PX`, `SET … NX PX`, `DEL` under the extension's
 //! key prefix, each call bounded by `call_timeout` whatever the connection does.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use otap_df_core::capability::{CircuitBreaker, KvError, shared};
+use otap_df_core::extension::ExtensionContext;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, RedisError};
 
@@ -26,6 +28,58 @@ pub struct RedisKv {
     connection: OnceLock<ConnectionManager>,
     /// Fails calls fast while Redis is down; a background ping closes it.
     pub(crate) breaker: Arc<CircuitBreaker>,
+    metrics: CallMetrics,
+}
+
+/// What an instance counts (the admin endpoint's `otap_df_extension_counter`): calls, errors
+/// by class, and how long the calls that reached Redis took, in four ranges plus their sum.
+#[derive(Debug, Default)]
+pub(crate) struct CallMetrics {
+    calls: Arc<AtomicU64>,
+    unavailable: Arc<AtomicU64>,
+    timeout: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    /// Upper bounds in microseconds, and the counter of calls that took at most as long (and
+    /// longer than the bound before).
+    latency: [(u64, Arc<AtomicU64>); 4],
+    latency_total_us: Arc<AtomicU64>,
+}
+
+impl CallMetrics {
+    pub(crate) fn of(context: &ExtensionContext) -> Self {
+        Self {
+            calls: context.counter("calls"),
+            unavailable: context.counter("errors.unavailable"),
+            timeout: context.counter("errors.timeout"),
+            refused: context.counter("errors.refused"),
+            latency: [
+                (1_000, context.counter("latency.under_1ms")),
+                (10_000, context.counter("latency.1ms_to_10ms")),
+                (100_000, context.counter("latency.10ms_to_100ms")),
+                (u64::MAX, context.counter("latency.over_100ms")),
+            ],
+            latency_total_us: context.counter("latency.total_us"),
+        }
+    }
+
+    fn outcome<T>(&self, outcome: &Result<T, KvError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let class = match outcome {
+            Ok(_) => return,
+            Err(KvError::Unavailable { .. }) => &self.unavailable,
+            Err(KvError::Timeout { .. }) => &self.timeout,
+            Err(KvError::Refused { .. }) => &self.refused,
+        };
+        class.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn took(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_total_us.fetch_add(micros, Ordering::Relaxed);
+        if let Some((_, counter)) = self.latency.iter().find(|(bound, _)| micros <= *bound) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisKv {
@@ -49,8 +103,10 @@ impl RedisKv {
         config: &crate::config::RedisKvConfig,
         client: redis::Client,
         manager_config: ConnectionManagerConfig,
+        metrics: CallMetrics,
     ) -> Self {
         Self {
+            metrics,
             breaker: Arc::new(CircuitBreaker::new(id.clone(), config.fail_fast_after)),
             id,
             target,
@@ -100,9 +156,14 @@ impl RedisKv {
             if self.breaker.take_trial() {
                 self.check_in_background();
             }
-            return Err(refused);
+            let refused = Err(refused);
+            self.metrics.outcome(&refused);
+            return refused;
         }
+        let started = std::time::Instant::now();
         let outcome = self.call_direct(command).await;
+        self.metrics.took(started.elapsed());
+        self.metrics.outcome(&outcome);
         self.breaker.record(&outcome);
         outcome
     }

@@ -109,6 +109,64 @@ async fn until_it_answers(store: &RedisKv) -> Vec<KvError> {
 }
 
 #[test]
+fn calls_errors_by_class_and_latency_are_counted() {
+    let Some(mut server) = redis_server::require("metrics") else {
+        return;
+    };
+    let context = ExtensionContext::new(&REDIS_KV, "metrics", "g", "p", None);
+    let store = connect(
+        &context,
+        &config(&format!(
+            "{{ url: '{}', call_timeout: 300ms, fail_fast_after: 100 }}",
+            server.url()
+        )),
+    )
+    .expect("store");
+    let runtime = runtime();
+    runtime.block_on(async {
+        use shared::KeyValueStore as _;
+        store.set(b"k", b"v", None).await.unwrap();
+        assert_eq!(store.get(b"k").await.unwrap(), Some(b"v".to_vec()));
+        assert!(!store.set_if_absent(b"k", b"w", None).await.unwrap());
+    });
+    server.stop();
+    let failed = runtime
+        .block_on(shared::KeyValueStore::get(&store, b"k"))
+        .expect_err("redis is down");
+    let snapshot = context.metrics().snapshot();
+    let count = |name: &str| {
+        snapshot
+            .counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no counter `{name}`: {snapshot:?}"))
+    };
+    assert_eq!(count("calls"), 4);
+    let class = match failed {
+        KvError::Unavailable { .. } => "errors.unavailable",
+        KvError::Timeout { .. } => "errors.timeout",
+        KvError::Refused { .. } => "errors.refused",
+    };
+    assert_eq!(count(class), 1, "{snapshot:?}");
+    assert_eq!(
+        count("errors.unavailable") + count("errors.timeout") + count("errors.refused"),
+        1
+    );
+    let timed = [
+        "latency.under_1ms",
+        "latency.1ms_to_10ms",
+        "latency.10ms_to_100ms",
+        "latency.over_100ms",
+    ]
+    .iter()
+    .map(|name| count(name))
+    .sum::<u64>();
+    assert_eq!(timed, 4, "every call that reached for Redis is timed once");
+    assert!(count("latency.total_us") > 0);
+}
+
+#[test]
 fn an_outage_gives_transient_errors_and_calls_recover_when_redis_is_back() {
     let Some(mut server) = redis_server::require("outage") else {
         return;

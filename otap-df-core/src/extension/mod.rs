@@ -57,11 +57,13 @@
 mod claims;
 mod error;
 mod lifecycle;
+mod metrics;
 mod provision;
 
 pub use claims::{Capabilities, CapabilityError};
 pub use error::{ExtensionBuildError, ExtensionError, SourceError};
 pub use lifecycle::*;
+pub use metrics::{ExtensionMetrics, ExtensionMetricsSnapshot};
 use provision::check_provisions;
 pub use provision::*;
 
@@ -288,6 +290,7 @@ pub struct ExtensionContext {
     pipeline: String,
     core: Option<usize>,
     factory: &'static ExtensionFactory,
+    metrics: Arc<ExtensionMetrics>,
 }
 
 impl ExtensionContext {
@@ -306,7 +309,25 @@ impl ExtensionContext {
             pipeline: pipeline.into(),
             core,
             factory,
+            metrics: Arc::default(),
         }
+    }
+
+    /// This instance's counter `name` (`reloads`, `calls`, ...), created at zero: look it up
+    /// once while building the instance and keep it; counting is then one atomic add. The
+    /// engine shows it in `/metrics` and `/status` of the admin endpoint.
+    pub fn counter(&self, name: &'static str) -> Arc<std::sync::atomic::AtomicU64> {
+        self.metrics.counter(name)
+    }
+
+    /// This instance's gauge `name` (`entries`, ...), created at zero.
+    pub fn gauge(&self, name: &'static str) -> Arc<std::sync::atomic::AtomicI64> {
+        self.metrics.gauge(name)
+    }
+
+    /// All of this instance's counters and gauges.
+    pub fn metrics(&self) -> Arc<ExtensionMetrics> {
+        self.metrics.clone()
     }
 
     /// The extension id from the configuration.
@@ -368,9 +389,15 @@ macro_rules! extension_flavour {
         pub struct $Extension {
             pub(crate) provisions: $Provisions,
             pub(crate) lifecycle: Lifecycle<Box<dyn $Task>>,
+            pub(crate) metrics: Arc<ExtensionMetrics>,
         }
 
         impl $Extension {
+            /// Its counters and gauges ([`ExtensionContext::counter`]).
+            pub fn metrics(&self) -> Arc<ExtensionMetrics> {
+                self.metrics.clone()
+            }
+
             /// The extension id.
             pub fn extension_id(&self) -> &str {
                 &self.provisions.extension_id
@@ -413,6 +440,7 @@ macro_rules! extension_flavour {
         pub struct $Builder<State> {
             extension_id: String,
             factory: &'static ExtensionFactory,
+            metrics: Arc<ExtensionMetrics>,
             provisions: Vec<(CapabilityId, $Provision)>,
             state: PhantomData<State>,
         }
@@ -422,6 +450,7 @@ macro_rules! extension_flavour {
                 Self {
                     extension_id: context.extension_id.clone(),
                     factory: context.factory,
+                    metrics: context.metrics.clone(),
                     provisions: Vec::new(),
                     state: PhantomData,
                 }
@@ -455,6 +484,7 @@ macro_rules! extension_flavour {
                 $Builder {
                     extension_id: self.extension_id,
                     factory: self.factory,
+                    metrics: self.metrics,
                     provisions: self.provisions,
                     state: PhantomData,
                 }
@@ -468,6 +498,7 @@ macro_rules! extension_flavour {
                         provisions: self.provisions,
                     },
                     lifecycle,
+                    metrics: self.metrics,
                 })
             }
         }

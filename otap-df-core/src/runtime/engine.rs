@@ -30,8 +30,8 @@ use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_pol
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};
 pub use super::telemetry::{
-    ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats, NodeTotals, RunPhase,
-    Telemetry,
+    ExtensionMetricsOf, ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats,
+    NodeTotals, RunPhase, Telemetry,
 };
 use super::worker::{CoreCommand, CoreReport, CoreWorker, instantiate_failure, startup_timeout};
 
@@ -100,6 +100,12 @@ impl Engine {
             match plan.create_shared_extensions(&self.resolved.source) {
                 Ok(extensions) => {
                     for extension in extensions {
+                        self.telemetry.register_extension_metrics(
+                            &pipeline_name(plan),
+                            extension.extension_id(),
+                            None,
+                            extension.metrics(),
+                        );
                         let (provision, lifecycle) = extension.into_parts();
                         let id = provision.extension_id().to_owned();
                         let timeout = startup_timeout(plan, &id);

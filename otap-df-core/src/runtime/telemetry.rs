@@ -6,13 +6,17 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::engine::pipeline_name;
-use crate::extension::{ExtensionHandle, ExtensionHealth};
+use crate::extension::{
+    ExtensionHandle, ExtensionHealth, ExtensionMetrics, ExtensionMetricsSnapshot,
+};
 use crate::node::{CounterSnapshot, NodeCounters};
 use crate::resolve::ResolvedConfig;
 
 /// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an
 /// extension's control channel open.
 type WatchedExtension = (String, String, Option<usize>, ExtensionHealth);
+/// `(pipeline, extension, core)`: one extension instance.
+type InstanceId = (String, String, Option<usize>);
 /// `(pipeline, extension, core, state)`.
 type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
 
@@ -126,6 +130,21 @@ pub struct Telemetry {
     handles: Mutex<Vec<WatchedExtension>>,
     /// A [`RunPhase`], as its index.
     phase: std::sync::atomic::AtomicU8,
+    /// Each extension instance's own counters and gauges.
+    extension_metrics: Mutex<Vec<(InstanceId, Arc<ExtensionMetrics>)>>,
+}
+
+/// One extension instance's own counters and gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionMetricsOf {
+    /// `group/pipeline`.
+    pub pipeline: String,
+    /// The extension's id.
+    pub extension: String,
+    /// Its core; `None` for a shared extension.
+    pub core: Option<usize>,
+    /// The values.
+    pub metrics: ExtensionMetricsSnapshot,
 }
 
 /// The most transitions [`Telemetry::extension_transitions`] keeps.
@@ -184,6 +203,36 @@ impl Telemetry {
             Some(entry) => entry.3 = state,
             None => extensions.push((pipeline.to_owned(), extension.to_owned(), core, state)),
         }
+    }
+
+    pub(super) fn register_extension_metrics(
+        &self,
+        pipeline: &str,
+        extension: &str,
+        core: Option<usize>,
+        metrics: Arc<ExtensionMetrics>,
+    ) {
+        self.extension_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(((pipeline.to_owned(), extension.to_owned(), core), metrics));
+    }
+
+    /// Every extension instance's own counters and gauges, in creation order.
+    pub fn extension_metrics(&self) -> Vec<ExtensionMetricsOf> {
+        self.extension_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(
+                |((pipeline, extension, core), metrics)| ExtensionMetricsOf {
+                    pipeline: pipeline.clone(),
+                    extension: extension.clone(),
+                    core: *core,
+                    metrics: metrics.snapshot(),
+                },
+            )
+            .collect()
     }
 
     /// Where the run is.

@@ -125,6 +125,12 @@ impl CoreWorker {
             let mut provisions = Vec::new();
             let mut extensions = Vec::new();
             for extension in local {
+                self.telemetry.register_extension_metrics(
+                    &name,
+                    extension.extension_id(),
+                    Some(self.core),
+                    extension.metrics(),
+                );
                 let (provision, lifecycle) = extension.into_parts();
                 let id = provision.extension_id().to_owned();
                 self.telemetry

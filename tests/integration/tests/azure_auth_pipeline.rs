@@ -317,18 +317,34 @@ groups:
     );
     let resolved = load_with_env(&yaml, "test.yaml", &registry(), &|_| None)
         .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-    Engine::new(
+    let engine = Engine::new(
         resolved,
         RunOptions {
             cores: Some(2),
             ..RunOptions::default()
         },
-    )
-    .run()
-    .expect("the pipeline runs to the end");
+    );
+    let telemetry = engine.telemetry();
+    engine.run().expect("the pipeline runs to the end");
     let seen = seen.lock().unwrap();
     // 40 batches, each to both exporters (one request each: no merging), over two cores;
     // all with the one token.
     assert_eq!(seen.len(), 80);
     assert!(seen.iter().all(|e| number_of(&e.token) == 1));
+    // One shared instance, which counted its one renewal and shows the token's expiry.
+    let metrics = telemetry.extension_metrics();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    let azure = &metrics[0];
+    assert_eq!((azure.extension.as_str(), azure.core), ("azure", None));
+    assert_eq!(
+        azure.metrics.counters,
+        [("renewals", 1), ("renewal_failures", 0)]
+    );
+    assert_eq!(
+        azure.metrics.gauges,
+        [(
+            "token_expiry_unix_seconds",
+            i64::try_from(expiry_of(&seen[0].token)).unwrap()
+        )]
+    );
 }

@@ -225,7 +225,7 @@ fn unknown_engine_field_lists_the_valid_ones() {
         kind,
         ConfigErrorKind::UnknownField {
             field: "core".into(),
-            expected: vec!["cores".into()],
+            expected: vec!["cores".into(), "admin".into()],
             suggestion: Some("cores".into()),
         }
     );
