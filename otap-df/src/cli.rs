@@ -92,8 +92,30 @@ impl Cli {
         };
         match args.command {
             Command::Validate { config } => validate(out, &registry, &config),
-            Command::Components => {
-                print!("{}", components(&registry));
+            Command::Components { output } => {
+                match output {
+                    Output::Text => print!("{}", components(&registry)),
+                    Output::Json => {
+                        let value = components_value(&registry);
+                        match serde_json::to_string_pretty(&value) {
+                            Ok(text) => println!("{text}"),
+                            Err(error) => {
+                                out.error(format_args!("cannot write JSON: {error}"));
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                    Output::Yaml => {
+                        let value = components_value(&registry);
+                        match serde_yaml_ng::to_string(&value) {
+                            Ok(text) => print!("{text}"),
+                            Err(error) => {
+                                out.error(format_args!("cannot write YAML: {error}"));
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Command::Run {
@@ -105,6 +127,7 @@ impl Cli {
                 admin_listen,
                 log_format,
                 progress,
+                fail_on_loss,
             } => run(
                 out,
                 &registry,
@@ -117,6 +140,7 @@ impl Cli {
                     admin_listen,
                     log_format,
                     progress,
+                    fail_on_loss,
                 },
             ),
         }
@@ -191,7 +215,12 @@ enum Command {
         config: PathBuf,
     },
     /// Lists every extension and node type this build knows, with the crate each comes from.
-    Components,
+    Components {
+        /// `text` for people, `json` or `yaml` for tools (the same facts: each type with its
+        /// description, crate, what it provides or accepts, and what is not compiled in).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Runs a configuration until every receiver has finished, or until SIGINT/SIGTERM
     /// (a second signal exits at once).
     Run {
@@ -224,6 +253,11 @@ enum Command {
         /// written only to a terminal; the final line always is).
         #[arg(long, conflicts_with = "quiet")]
         progress: bool,
+        /// Exit 3 when any accepted record was not delivered, dead-lettered ones included
+        /// (without it, exit 3 only when records were lost: neither delivered nor
+        /// dead-lettered).
+        #[arg(long)]
+        fail_on_loss: bool,
     },
 }
 
@@ -232,7 +266,8 @@ enum Command {
 /// token renewal).
 pub const DEFAULT_LOG_FILTER: &str = "info,azure_identity=warn,azure_core=warn";
 
-/// `run`'s exit code when the run ended cleanly but records were lost.
+/// `run`'s exit code when the run ended cleanly but records were lost (or, with
+/// `--fail-on-loss`, not delivered).
 pub const EXIT_LOST: u8 = 3;
 
 fn read_config(out: Out, registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
@@ -266,6 +301,17 @@ fn read_config(out: Out, registry: &Registry, path: &PathBuf) -> Result<Resolved
     })
 }
 
+/// How `components` writes its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Lines for people.
+    Text,
+    /// One JSON document.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
+
 /// How `run` writes its log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -284,6 +330,7 @@ struct RunFlags {
     admin_listen: Option<std::net::SocketAddr>,
     log_format: LogFormat,
     progress: bool,
+    fail_on_loss: bool,
 }
 
 fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
@@ -295,6 +342,7 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         admin_listen,
         log_format,
         progress,
+        fail_on_loss,
     } = flags;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
@@ -392,12 +440,23 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
              dead-lettered (see the `lost=` counters; set `dead_letter_file` to keep them)"
         ));
     }
+    let undelivered: u64 = telemetry
+        .node_totals()
+        .iter()
+        .map(|total| total.counts.records_failed)
+        .sum();
+    if fail_on_loss && lost == 0 && undelivered > 0 {
+        out.error(format_args!(
+            "{undelivered} records were not delivered (dead-lettered or failed; see the \
+             `failed=` counters), and --fail-on-loss was given"
+        ));
+    }
     match result {
         Err(error) => {
             out.error(format_args!("the run failed:\n{error}"));
             ExitCode::FAILURE
         }
-        Ok(()) if lost > 0 => ExitCode::from(EXIT_LOST),
+        Ok(()) if lost > 0 || (fail_on_loss && undelivered > 0) => ExitCode::from(EXIT_LOST),
         Ok(()) => ExitCode::SUCCESS,
     }
 }
@@ -527,6 +586,53 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
         let _ = writeln!(out, "warning: {name}:{warning}");
     }
     out
+}
+
+/// What `components --output json|yaml` writes.
+fn components_value(registry: &Registry) -> serde_json::Value {
+    use serde_json::json;
+    let extensions: Vec<serde_json::Value> = registry
+        .extensions()
+        .map(|factory| {
+            json!({
+                "type": format!("extension:{}", factory.name()),
+                "description": factory.description_text(),
+                "crate": factory.registrant(),
+                "provides": factory.provided().iter().map(|c| c.name()).collect::<Vec<_>>(),
+                "execution": factory.execution_models().iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let nodes = |kind: ComponentKind| -> Vec<serde_json::Value> {
+        registry
+            .nodes()
+            .filter(|f| f.kind() == kind)
+            .map(|factory| {
+                json!({
+                    "type": format!("{kind}:{}", factory.name()),
+                    "description": factory.description_text(),
+                    "crate": factory.registrant(),
+                    "accepts": factory.accepted().iter().map(|r| json!({
+                        "capability": r.capability.name(),
+                        "required": r.required,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect()
+    };
+    let missing: Vec<serde_json::Value> = registry
+        .not_compiled_in()
+        .map(
+            |(kind, name, feature)| json!({ "type": format!("{kind}:{name}"), "feature": feature }),
+        )
+        .collect();
+    json!({
+        "extensions": extensions,
+        "receivers": nodes(ComponentKind::Receiver),
+        "processors": nodes(ComponentKind::Processor),
+        "exporters": nodes(ComponentKind::Exporter),
+        "not_compiled_in": missing,
+    })
 }
 
 fn components(registry: &Registry) -> String {

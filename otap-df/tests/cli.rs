@@ -216,6 +216,49 @@ fn validate_of_a_missing_file_names_it() {
 }
 
 #[test]
+fn components_for_tools_are_json_or_yaml_with_the_same_facts() {
+    let json = otap_df(&["components", "--output", "json"]);
+    assert_eq!(json.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let dedup = value["processors"]
+        .as_array()
+        .expect("processors")
+        .iter()
+        .find(|p| p["type"] == "processor:dedup")
+        .expect("processor:dedup");
+    assert_eq!(dedup["crate"], "otap-df-nodes");
+    assert_eq!(
+        dedup["accepts"],
+        serde_json::json!([{ "capability": "key_value_store", "required": true }])
+    );
+    let memory_kv = value["extensions"]
+        .as_array()
+        .expect("extensions")
+        .iter()
+        .find(|e| e["type"] == "extension:memory_kv")
+        .expect("memory_kv");
+    assert_eq!(
+        memory_kv["provides"],
+        serde_json::json!(["key_value_store"])
+    );
+    assert_eq!(
+        memory_kv["execution"],
+        serde_json::json!(["local", "shared"])
+    );
+    assert_eq!(
+        value["not_compiled_in"],
+        serde_json::json!([
+            { "type": "extension:azure_auth", "feature": "otap-df/extension-azure-auth" },
+            { "type": "extension:redis_kv", "feature": "otap-df/extension-redis-kv" },
+        ])
+    );
+    let yaml = otap_df(&["components", "--output", "yaml"]);
+    assert_eq!(yaml.status.code(), Some(0));
+    let from_yaml: serde_json::Value = serde_yaml_ng::from_slice(&yaml.stdout).expect("YAML");
+    assert_eq!(from_yaml, value);
+}
+
+#[test]
 fn components_lists_types_and_what_is_not_compiled_in() {
     let output = otap_df(&["components"]);
     assert_eq!(output.status.code(), Some(0));
@@ -585,6 +628,30 @@ fn at_shutdown_an_exporter_mid_retry_dead_letters_everything_acknowledged() {
         .map(|payload| payload.records())
         .sum();
     assert_eq!(in_file, 300);
+}
+
+#[test]
+fn with_fail_on_loss_dead_lettered_records_make_the_exit_code_non_zero() {
+    let temp = TempDir::new("fail-on-loss");
+    let dir = temp.dir();
+    let dead = dir.join("dead.bin");
+    let port = free_port();
+    let config = stuck_gateway(
+        dir,
+        port,
+        &format!(", dead_letter_file: '{}'", dead.display()),
+    );
+    let mut run =
+        RunningBinary::start_with(&config, &["--shutdown-timeout", "2", "--fail-on-loss"]);
+    acknowledge_then_stop(&mut run, port);
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(3), "stderr: {lines:?}");
+    assert!(
+        lines.iter().any(|l| l
+            == "otap-df: 300 records were not delivered (dead-lettered or failed; see the \
+                `failed=` counters), and --fail-on-loss was given"),
+        "{lines:?}"
+    );
 }
 
 #[test]
