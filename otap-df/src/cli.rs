@@ -14,10 +14,10 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::Registry;
+use crate::sources::Sources;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::time::Duration;
 
@@ -91,7 +91,8 @@ impl Cli {
             }
         };
         match args.command {
-            Command::Validate { config } => validate(out, &registry, &config),
+            Command::Validate { sources } => validate(out, &registry, &sources),
+            Command::PrintConfig { sources } => print_config(out, &registry, &sources),
             Command::Components { output } => {
                 match output {
                     Output::Text => print!("{}", components(&registry)),
@@ -119,7 +120,7 @@ impl Cli {
                 ExitCode::SUCCESS
             }
             Command::Run {
-                config,
+                sources,
                 cores,
                 quiet,
                 progress_interval,
@@ -131,7 +132,7 @@ impl Cli {
             } => run(
                 out,
                 &registry,
-                &config,
+                &sources,
                 RunFlags {
                     cores,
                     quiet,
@@ -211,8 +212,14 @@ struct Args {
 enum Command {
     /// Checks a configuration without starting anything: prints a summary, or every error.
     Validate {
-        /// The YAML configuration file.
-        config: PathBuf,
+        #[command(flatten)]
+        sources: Sources,
+    },
+    /// Prints the configuration as it would run — every file merged, every override and
+    /// `${env:…}` / `${file:…}` applied — with secrets redacted; checks it first.
+    PrintConfig {
+        #[command(flatten)]
+        sources: Sources,
     },
     /// Lists every extension and node type this build knows, with the crate each comes from.
     Components {
@@ -224,8 +231,8 @@ enum Command {
     /// Runs a configuration until every receiver has finished, or until SIGINT/SIGTERM
     /// (a second signal exits at once).
     Run {
-        /// The YAML configuration file.
-        config: PathBuf,
+        #[command(flatten)]
+        sources: Sources,
         /// Pipeline instances (one per core); overrides `engine.cores`.
         #[arg(long)]
         cores: Option<usize>,
@@ -270,35 +277,59 @@ pub const DEFAULT_LOG_FILTER: &str = "info,azure_identity=warn,azure_core=warn";
 /// `--fail-on-loss`, not delivered).
 pub const EXIT_LOST: u8 = 3;
 
-fn read_config(out: Out, registry: &Registry, path: &PathBuf) -> Result<ResolvedConfig, ExitCode> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|error| {
-        out.error(format_args!("cannot read `{name}`: {error}"));
-        ExitCode::FAILURE
-    })?;
-    let text = String::from_utf8(bytes).map_err(|error| {
-        let bytes = error.as_bytes();
-        let valid = &bytes[..error.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = valid
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |at| at + 1);
-        // Valid UTF-8 up to the bad byte: the column counts characters, as elsewhere.
-        let column = String::from_utf8_lossy(&valid[line_start..])
-            .chars()
-            .count()
-            + 1;
-        out.error(format_args!(
-            "`{name}`:{line}:{column}: not UTF-8 (byte 0x{:02x}); save the configuration as UTF-8",
-            bytes[valid.len()]
-        ));
-        ExitCode::FAILURE
-    })?;
-    crate::load(&text, &name, registry).map_err(|errors| {
-        out.config_errors(&errors);
+/// Reads `sources` and loads the configuration they make; its label for messages.
+fn read_config(
+    out: Out,
+    registry: &Registry,
+    sources: &Sources,
+) -> Result<(ResolvedConfig, String), ExitCode> {
+    let read = read_sources(out, sources)?;
+    Ok((load(out, registry, &read)?, read.label()))
+}
+
+fn read_sources(out: Out, sources: &Sources) -> Result<crate::sources::Read, ExitCode> {
+    sources.read().map_err(|message| {
+        out.error(format_args!("{message}"));
         ExitCode::FAILURE
     })
+}
+
+fn load(
+    out: Out,
+    registry: &Registry,
+    read: &crate::sources::Read,
+) -> Result<ResolvedConfig, ExitCode> {
+    crate::core::resolve::load_layers(&read.layers(), registry, &|name| std::env::var(name).ok())
+        .map_err(|errors| {
+            out.config_errors(&errors);
+            ExitCode::FAILURE
+        })
+}
+
+fn print_config(out: Out, registry: &Registry, sources: &Sources) -> ExitCode {
+    let read = match read_sources(out, sources) {
+        Ok(read) => read,
+        Err(code) => return code,
+    };
+    // Only a configuration that would run is shown.
+    if let Err(code) = load(out, registry, &read) {
+        return code;
+    }
+    let shown = crate::core::config::effective(&read.layers(), &|name| std::env::var(name).ok())
+        .map_err(|errors| errors.to_string())
+        .and_then(|value| {
+            serde_yaml_ng::to_string(&crate::sources::redacted(value)).map_err(|e| e.to_string())
+        });
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            out.error(format_args!("{message}"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// How `components` writes its list.
@@ -333,7 +364,7 @@ struct RunFlags {
     fail_on_loss: bool,
 }
 
-fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCode {
+fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> ExitCode {
     let RunFlags {
         cores,
         quiet,
@@ -364,12 +395,12 @@ fn run(out: Out, registry: &Registry, path: &PathBuf, flags: RunFlags) -> ExitCo
         ..out
     };
     let report = Report { out, quiet };
-    let resolved = match read_config(out, registry, path) {
-        Ok(resolved) => resolved,
+    let (resolved, label) = match read_config(out, registry, sources) {
+        Ok(read) => read,
         Err(code) => return code,
     };
     for warning in &resolved.warnings {
-        tracing::warn!("{}:{warning}", path.display());
+        tracing::warn!("{label}:{warning}");
     }
     if cores.is_some_and(|cores| !(1..=crate::core::config::MAX_CORES).contains(&cores)) {
         out.error(format_args!(
@@ -513,10 +544,10 @@ fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>,
     }
 }
 
-fn validate(out: Out, registry: &Registry, path: &PathBuf) -> ExitCode {
-    match read_config(out, registry, path) {
-        Ok(resolved) => {
-            print!("{}", summary(&path.display().to_string(), &resolved));
+fn validate(out: Out, registry: &Registry, sources: &Sources) -> ExitCode {
+    match read_config(out, registry, sources) {
+        Ok((resolved, label)) => {
+            print!("{}", summary(&label, &resolved));
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -1029,3 +1029,160 @@ fn run_with_json_logs_reports_a_bad_configuration_as_json_errors() {
         "{stderr}"
     );
 }
+
+/// A base configuration with a secret, for the layered-configuration tests.
+fn layered_base(dir: &TempDir) -> PathBuf {
+    let base = dir.path("base.yaml");
+    std::fs::write(
+        &base,
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          auth: { type: extension:bearer_auth, config: { token: s3cret-value } }
+          store: { type: extension:redis_kv_not_here_but_memory, config: {} }
+        nodes:
+          gen: { type: receiver:generator, config: { batch_size: 2, count: 5 } }
+          out: { type: exporter:noop }
+        connections:
+          - { from: gen, to: out }
+",
+    )
+    .unwrap();
+    base
+}
+
+#[test]
+fn several_files_merge_in_order_and_each_error_names_its_file() {
+    let dir = TempDir::new("cli-layers");
+    let base = layered_base(&dir);
+    // The second file fixes the first one's unknown type and breaks a value of its own.
+    let over = dir.path("over.yaml");
+    std::fs::write(
+        &over,
+        "groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          store: { type: extension:memory_kv }
+        nodes:
+          gen: { config: { batch_size: 0 } }
+",
+    )
+    .unwrap();
+    let (base, over) = (base.to_str().unwrap(), over.to_str().unwrap());
+    let output = otap_df(&["validate", base, "--config", over]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        format!(
+            "1 error in {base}, {over}\n  {over}:8:28: at `groups.g.pipelines.p.nodes.gen.config.batch_size`: `batch_size` must be between 1 and 1000000 records\n"
+        )
+    );
+    // Fixed by an override, applied after every file.
+    let output = otap_df(&[
+        "validate",
+        base,
+        "--config",
+        over,
+        "--set",
+        "groups.g.pipelines.p.nodes.gen.config.batch_size=3",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).starts_with(&format!(
+            "{base}, {over}, --set groups.g.pipelines.p.nodes.gen.config.batch_size=3: valid (1 core)\n"
+        )),
+        "{}",
+        text(&output.stdout)
+    );
+    // An override's own error names the override.
+    let output = otap_df(&[
+        "validate",
+        base,
+        "--config",
+        over,
+        "--set",
+        "groups.g.pipelines.p.nodes.gen.config.batch_size=many",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains(
+            "  `--set groups.g.pipelines.p.nodes.gen.config.batch_size=many`: at `groups.g.pipelines.p.nodes.gen.config.batch_size`: invalid type: string \"many\""
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = otap_df(&["validate", base, "--set", "engine.cores"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "otap-df: `--set engine.cores`: expected PATH=VALUE, e.g. `--set engine.cores=2`\n"
+    );
+}
+
+#[test]
+fn a_configuration_can_come_from_standard_input() {
+    use std::io::Write as _;
+    let dir = TempDir::new("cli-stdin");
+    let base = std::fs::read_to_string(layered_base(&dir))
+        .unwrap()
+        .replace("redis_kv_not_here_but_memory", "memory_kv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(base.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).starts_with("<stdin>: valid (1 core)\n"));
+    let output = otap_df(&["validate"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        text(&output.stderr),
+        "otap-df: no configuration: give a file (`otap-df run config.yaml`), `--config FILE`, or `-` to read standard input\n"
+    );
+}
+
+#[test]
+fn print_config_shows_the_merged_configuration_with_secrets_redacted() {
+    let dir = TempDir::new("cli-print-config");
+    let base = layered_base(&dir);
+    let base = base.to_str().unwrap();
+    let output = otap_df(&[
+        "print-config",
+        base,
+        "--set",
+        "groups.g.pipelines.p.extensions.store.type=extension:memory_kv",
+        "--set",
+        "engine.cores=2",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(!stdout.contains("s3cret-value"), "{stdout}");
+    let shown: serde_yaml_ng::Value = serde_yaml_ng::from_str(&stdout).expect("YAML");
+    assert_eq!(shown["engine"]["cores"], 2);
+    let extensions = &shown["groups"]["g"]["pipelines"]["p"]["extensions"];
+    assert_eq!(extensions["auth"]["config"]["token"], "<redacted>");
+    assert_eq!(extensions["store"]["type"], "extension:memory_kv");
+    // A configuration that would not run is not printed: its errors are.
+    let output = otap_df(&["print-config", base]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(
+        text(&output.stderr).contains("unknown extension type `redis_kv_not_here_but_memory`"),
+        "{}",
+        text(&output.stderr)
+    );
+}

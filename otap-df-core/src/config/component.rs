@@ -160,7 +160,14 @@ mod tests {
     fn unknown_field_is_located_and_lists_valid_fields() {
         let error = decode_text("max_entries: 3\nmax_entires: 4\n").expect_err("unknown field");
         assert_eq!(error.path.to_string(), "max_entires");
-        assert_eq!(error.location, Some(Location { line: 2, column: 1 }));
+        assert_eq!(
+            error.location,
+            Some(Location {
+                file: 0,
+                line: 2,
+                column: 1
+            })
+        );
         assert_eq!(
             error.kind,
             ConfigErrorKind::UnknownField {
@@ -175,7 +182,14 @@ mod tests {
     fn nested_errors_carry_the_full_path() {
         let error = decode_text("max_entries: 3\nnested:\n  ttl: soon\n").expect_err("bad type");
         assert_eq!(error.path.to_string(), "nested.ttl");
-        assert_eq!(error.location, Some(Location { line: 3, column: 3 }));
+        assert_eq!(
+            error.location,
+            Some(Location {
+                file: 0,
+                line: 3,
+                column: 3
+            })
+        );
         assert!(matches!(error.kind, ConfigErrorKind::InvalidValue { .. }));
         let missing = decode_text("nested: { ttl: 1 }").expect_err("missing field");
         assert_eq!(

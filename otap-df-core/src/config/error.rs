@@ -199,8 +199,12 @@ pub enum ConfigErrorKind {
 /// Every error found in one configuration, in document order, with the source's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors {
-    /// The file (or other source) the configuration came from.
+    /// The file (or other source) the configuration came from; for a layered configuration,
+    /// every source, comma-separated.
     pub source: String,
+    /// The sources of a layered configuration, in order, which each error's
+    /// [`Location::file`](super::Location::file) indexes; empty for a single source.
+    pub files: Vec<String>,
     /// The errors.
     pub errors: Vec<ConfigError>,
 }
@@ -226,8 +230,18 @@ impl fmt::Display for ConfigErrors {
             self.source
         )?;
         for error in self.errors.iter().take(SHOWN_ERRORS) {
-            let sep = if error.location.is_some() { "" } else { " " };
-            write!(f, "\n  {}:{sep}{error}", self.source)?;
+            let file = error
+                .location
+                .and_then(|at| self.files.get(usize::from(at.file)))
+                .unwrap_or(&self.source);
+            match error.location {
+                // A command-line override has no lines: its text is the place.
+                Some(_) if file.starts_with("--set ") => {
+                    write!(f, "\n  `{file}`: at `{}`: {}", error.path, error.kind)?
+                }
+                Some(_) => write!(f, "\n  {file}:{error}")?,
+                None => write!(f, "\n  {file}: {error}")?,
+            }
         }
         if count > SHOWN_ERRORS {
             write!(

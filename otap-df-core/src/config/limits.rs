@@ -68,6 +68,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             // the parser that builds the value takes time quadratic in the depth to say so.
             Err(error) if error.info().contains("recursion limit") => {
                 return Err(error_at_depth(Some(Location {
+                    file: 0,
                     line: error.marker().line(),
                     column: error.marker().col() + 1,
                 })));
@@ -77,6 +78,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             Err(_) => return Ok(()),
         };
         let at = Some(Location {
+            file: 0,
             line: span.start.line(),
             column: span.start.col() + 1,
         });
@@ -204,6 +206,7 @@ mod tests {
         assert_eq!(
             refused(&block).location,
             Some(Location {
+                file: 0,
                 line: 65,
                 column: 2 * 64 + 1
             })
@@ -244,7 +247,14 @@ mod tests {
     #[test]
     fn a_second_document_is_located() {
         let error = refused("version: otap_df/v1\n---\nmore: 1\n");
-        assert_eq!(error.location, Some(Location { line: 2, column: 1 }));
+        assert_eq!(
+            error.location,
+            Some(Location {
+                file: 0,
+                line: 2,
+                column: 1
+            })
+        );
         assert!(
             error.to_string().contains("second YAML document"),
             "{error}"

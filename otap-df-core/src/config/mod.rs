@@ -21,7 +21,7 @@ use serde_yaml_ng::Value;
 
 pub use component::ComponentConfig;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
-pub use position::{Location, PositionIndex, YamlPath};
+pub use position::{Location, PathSegment, PositionIndex, YamlPath};
 pub use urn::{ComponentKind, ComponentUrn};
 
 /// The only configuration version this build reads.
@@ -41,8 +41,12 @@ pub struct Document {
 /// A document's origin and positions, for locating errors found after parsing.
 #[derive(Debug, Clone, Default)]
 pub struct Source {
-    /// The file name (or another label) of the document.
+    /// The file name (or another label) of the document; for a layered configuration, every
+    /// source, comma-separated.
     pub name: String,
+    /// The sources of a layered configuration, in order (what [`Location::file`] indexes);
+    /// empty for a single source.
+    pub files: Vec<String>,
     /// The position of every path of the document.
     pub positions: PositionIndex,
     /// Paths whose `${env:...}` substitution failed (already reported): later errors at or
@@ -252,6 +256,7 @@ pub fn parse_with_env(
     } else {
         finish_errors(&document.source, &mut errors);
         Err(ConfigErrors {
+            files: document.source.files,
             source: document.source.name,
             errors,
         })
@@ -265,23 +270,66 @@ pub(crate) fn parse_partial(
     source_name: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Document, Vec<ConfigError>), ConfigErrors> {
-    // A byte-order mark is not content (editors on some systems write one).
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Err(error) = limits::check(text) {
-        return Err(ConfigErrors {
-            source: source_name.to_owned(),
-            errors: vec![error],
-        });
+    parse_layers_partial(&[Layer::file(source_name, text)], lookup)
+}
+
+/// One source of a layered configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    /// The file name (`-` reads standard input: name it `<stdin>`), or the override itself
+    /// (`--set path=value`).
+    pub name: &'a str,
+    /// A YAML document (for an override: the value).
+    pub text: &'a str,
+    /// For an override: the dotted path the value goes to (`groups.g.pipelines.p.nodes.gen.config.count`).
+    pub path: Option<&'a str>,
+}
+
+impl<'a> Layer<'a> {
+    /// A whole document from `name`.
+    pub fn file(name: &'a str, text: &'a str) -> Self {
+        Self {
+            name,
+            text,
+            path: None,
+        }
     }
+
+    /// A command-line override `path=value`: named `--set path=value` in errors.
+    pub fn set(name: &'a str, path: &'a str, value: &'a str) -> Self {
+        Self {
+            name,
+            text: value,
+            path: Some(path),
+        }
+    }
+}
+
+/// The layers merged into one YAML value, later over earlier: mappings merge key by key,
+/// anything else (a scalar, a sequence) is replaced whole. Each path is located in the layer
+/// that gave its value.
+fn merge_layers(layers: &[Layer<'_>]) -> Result<(Value, Source), ConfigErrors> {
+    let files: Vec<String> = layers.iter().map(|l| l.name.to_owned()).collect();
     let mut source = Source {
-        name: source_name.to_owned(),
-        positions: PositionIndex::build(text),
+        name: files.join(", "),
+        files: if layers.len() > 1 { files } else { Vec::new() },
+        positions: PositionIndex::default(),
         unresolved: Vec::new(),
     };
-    let mut root: Value = match serde_yaml_ng::from_str(text) {
-        Ok(value) => value,
-        Err(error) => {
+    let mut root: Option<Value> = None;
+    for (index, layer) in layers.iter().enumerate() {
+        let file = u16::try_from(index).unwrap_or(u16::MAX);
+        let alone = |error: ConfigError| ConfigErrors {
+            files: Vec::new(),
+            source: layer.name.to_owned(),
+            errors: vec![error],
+        };
+        // A byte-order mark is not content (editors on some systems write one).
+        let text = layer.text.strip_prefix('\u{feff}').unwrap_or(layer.text);
+        limits::check(text).map_err(alone)?;
+        let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
             let mut location = error.location().map(|l| Location {
+                file: 0,
                 line: l.line(),
                 column: l.column(),
             });
@@ -299,16 +347,112 @@ pub(crate) fn parse_partial(
                      one mapping start in the same column, top-level keys in column 1)"
                 );
             }
-            return Err(ConfigErrors {
-                source: source.name,
-                errors: vec![ConfigError {
-                    path: YamlPath::root(),
-                    location,
-                    kind: ConfigErrorKind::Syntax { message },
-                }],
-            });
+            alone(ConfigError {
+                path: YamlPath::root(),
+                location,
+                kind: ConfigErrorKind::Syntax { message },
+            })
+        })?;
+        let (value, positions) = match layer.path {
+            None => (value, PositionIndex::build_in(text, file)),
+            Some(path) => {
+                let parsed = YamlPath::parse(path);
+                let mut keys = Vec::new();
+                for segment in parsed.segments() {
+                    match segment {
+                        PathSegment::Key(key) => keys.push(key.clone()),
+                        PathSegment::Index(_) => {
+                            return Err(alone(ConfigError {
+                                path: parsed.clone(),
+                                location: None,
+                                kind: ConfigErrorKind::InvalidValue {
+                                    message: "an override names mapping keys only \
+                                              (`a.b.c=value`); to change a list, set the \
+                                              whole list (`a.b=[x, y]`)"
+                                        .to_owned(),
+                                },
+                            }));
+                        }
+                    }
+                }
+                let value = keys.into_iter().rev().fold(value, |value, key| {
+                    let mut map = serde_yaml_ng::Mapping::new();
+                    map.insert(Value::String(key), value);
+                    Value::Mapping(map)
+                });
+                let at = Location {
+                    file,
+                    line: 1,
+                    column: 1,
+                };
+                let positions = PositionIndex::all_at(&value, at);
+                (value, positions)
+            }
+        };
+        source.positions.overlay(positions, &value);
+        root = Some(match root {
+            None => value,
+            Some(base) => merge_values(base, value),
+        });
+    }
+    Ok((root.unwrap_or(Value::Null), source))
+}
+
+/// The configuration `layers` make, merged and with `${env:…}` / `${file:…}` substituted: what
+/// `otap-df print-config` shows (after redacting). Errors: a layer that is not YAML, a
+/// reference that cannot be resolved.
+pub fn effective(
+    layers: &[Layer<'_>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Value, ConfigErrors> {
+    let (mut root, source) = merge_layers(layers)?;
+    let mut errors = Vec::new();
+    env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
+    if errors.is_empty() {
+        return Ok(root);
+    }
+    for error in &mut errors {
+        if error.location.is_none() {
+            error.location = source.positions.locate(&error.path);
         }
-    };
+    }
+    sort_errors(&mut errors);
+    Err(ConfigErrors {
+        files: source.files,
+        source: source.name,
+        errors,
+    })
+}
+
+/// `over` laid over `base`.
+fn merge_values(base: Value, over: Value) -> Value {
+    match (base, over) {
+        (Value::Mapping(mut base), Value::Mapping(over)) => {
+            for (key, value) in over {
+                // In place: the merged mapping keeps the first layer's order (node order is
+                // document order), new keys come after.
+                match base.get_mut(&key) {
+                    Some(existing) => {
+                        let earlier = std::mem::take(existing);
+                        *existing = merge_values(earlier, value);
+                    }
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+            Value::Mapping(base)
+        }
+        (_, over) => over,
+    }
+}
+
+/// [`parse_partial`] for a layered configuration ([`Layer`]s, merged in order).
+pub(crate) fn parse_layers_partial(
+    layers: &[Layer<'_>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Document, Vec<ConfigError>), ConfigErrors> {
+    let (mut root, mut source) = merge_layers(layers)?;
     let mut errors = Vec::new();
     env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
     source.unresolved = errors.iter().map(|e| e.path.clone()).collect();

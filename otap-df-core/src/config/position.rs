@@ -105,6 +105,9 @@ impl fmt::Display for YamlPath {
 /// A position in the source text; line and column both start at 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
+    /// Which source of a layered configuration (`--config a.yaml --config b.yaml`): the index
+    /// into [`ConfigErrors::files`](super::ConfigErrors::files); 0 for a single file.
+    pub file: u16,
     /// Line, from 1.
     pub line: usize,
     /// Column in characters, from 1.
@@ -158,12 +161,39 @@ fn render(segments: &[PathSegment]) -> String {
     out
 }
 
+/// Every path of `value` (the value itself, as `prefix`, included), rendered as the index
+/// keys them.
+fn value_paths(value: &serde_yaml_ng::Value, prefix: String, out: &mut Vec<String>) {
+    match value {
+        serde_yaml_ng::Value::Mapping(map) => {
+            for (key, child) in map {
+                let key = match key {
+                    serde_yaml_ng::Value::String(key) => key.clone(),
+                    other => serde_yaml_ng::to_string(other)
+                        .map(|k| k.trim_end().to_owned())
+                        .unwrap_or_default(),
+                };
+                value_paths(child, child_key(&prefix, &key), out);
+            }
+        }
+        serde_yaml_ng::Value::Sequence(items) => {
+            for (index, child) in items.iter().enumerate() {
+                value_paths(child, format!("{prefix}[{index}]"), out);
+            }
+        }
+        serde_yaml_ng::Value::Tagged(tagged) => value_paths(&tagged.value, prefix.clone(), out),
+        _ => {}
+    }
+    out.push(prefix);
+}
+
 /// Where `text` first fails to parse as YAML, and why, as `saphyr-parser` sees it.
 pub(crate) fn first_syntax_error(text: &str) -> Option<(Location, String)> {
     Parser::new_from_str(text).find_map(|event| {
         let error = event.err()?;
         Some((
             Location {
+                file: 0,
                 line: error.marker().line(),
                 column: error.marker().col() + 1,
             },
@@ -176,12 +206,18 @@ impl PositionIndex {
     /// Indexes the first document of `text`. Best effort: on a syntax error the index holds
     /// what came before it (the syntax error itself is reported by the real parser).
     pub fn build(text: &str) -> Self {
+        Self::build_in(text, 0)
+    }
+
+    /// [`build`](Self::build) for source `file` of a layered configuration.
+    pub fn build_in(text: &str, file: u16) -> Self {
         let mut index = Self::default();
         let mut stack: Vec<Frame> = Vec::new();
         let mut seen_root = false;
         for event in Parser::new_from_str(text) {
             let Ok((event, span)) = event else { break };
             let at = Location {
+                file,
                 line: span.start.line(),
                 column: span.start.col() + 1,
             };
@@ -243,6 +279,33 @@ impl PositionIndex {
         index
     }
 
+    /// Lays `layer` (the index of a later source, whose parsed value is `value`) over this
+    /// one: every path `value` holds is located where `layer` says, or nowhere when `layer`
+    /// does not know it; other paths keep their place.
+    pub fn overlay(&mut self, layer: PositionIndex, value: &serde_yaml_ng::Value) {
+        let mut paths = Vec::new();
+        value_paths(value, String::new(), &mut paths);
+        for path in paths {
+            match layer.positions.get(&path) {
+                Some(at) => {
+                    self.positions.insert(path, *at);
+                }
+                None => {
+                    self.positions.remove(&path);
+                }
+            }
+        }
+    }
+
+    /// Places every path of `value` at `at` (a command-line override's one place).
+    pub fn all_at(value: &serde_yaml_ng::Value, at: Location) -> Self {
+        let mut paths = Vec::new();
+        value_paths(value, String::new(), &mut paths);
+        Self {
+            positions: paths.into_iter().map(|path| (path, at)).collect(),
+        }
+    }
+
     /// Where `path` starts, or where its nearest indexed ancestor starts.
     pub fn locate(&self, path: &YamlPath) -> Option<Location> {
         let segments = path.segments();
@@ -272,7 +335,11 @@ groups:
 ";
 
     fn at(line: usize, column: usize) -> Option<Location> {
-        Some(Location { line, column })
+        Some(Location {
+            file: 0,
+            line,
+            column,
+        })
     }
 
     #[test]

@@ -41,6 +41,19 @@ pub fn load(
     })
 }
 
+/// [`load`] of a layered configuration: several files (and command-line overrides) merged
+/// in order, later over earlier (mappings key by key; anything else replaced whole), each
+/// error located in the source that gave the value.
+pub fn load_layers(
+    layers: &[crate::config::Layer<'_>],
+    registry: &Registry,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ResolvedConfig, ConfigErrors> {
+    let (document, mut errors) = crate::config::parse_layers_partial(layers, lookup)?;
+    let resolved = resolve_collecting(document, registry, &mut errors);
+    into_result(resolved, errors)
+}
+
 /// [`load`] with an explicit variable lookup.
 pub fn load_with_env(
     text: &str,
@@ -62,6 +75,7 @@ fn into_result(
         Ok(resolved)
     } else {
         Err(ConfigErrors {
+            files: resolved.source.files,
             source: resolved.source.name,
             errors,
         })
