@@ -3,7 +3,9 @@
 //! - `test`: what CI runs: `redis-server` installed when missing (the redis-kv tests then
 //!   require it), format check, clippy with warnings denied, the whole test suite, `cargo doc`
 //!   with warnings denied, every facade feature checked alone (cargo-hack, installed when
-//!   missing), the dependency footprints, and the publishing checks of `package`.
+//!   missing), the dependency footprints, the publishing checks of `package`, and `interop`.
+//! - `interop`: the OpenTelemetry Collector of `interop/otelcol` built with Go into
+//!   `target/otelcol/`, and the interop tests against it.
 //! - `package`: the publishing checks alone (also part of `test`): every library crate
 //!   packaged and built from its package, and the out-of-tree path (a generated extension and
 //!   a distribution binary) built and tested against those packages.
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("test") | Some("ci") => test(),
         Some("bench") => bench(&args[1..]),
         Some("package") => packaged().and_then(|()| scaffolded()),
+        Some("interop") => interop(),
         Some("new-extension") => scaffold::new_extension(&args[1..]).map(drop),
         _ => {
             eprintln!(
@@ -34,6 +37,8 @@ fn main() -> ExitCode {
                  ci      the same as test\n  \
                  package every library crate packaged and built from its package, and a\n          \
                  scaffolded extension and distribution built against the packages\n  \
+                 interop the OpenTelemetry Collector built from interop/otelcol (Go), and\n          \
+                 the interop tests against it\n  \
                  bench   criterion benchmarks; extra arguments go to `cargo bench`\n  \
                  bench load [sweep options]\n          \
                  the OTLP/HTTP load sweep (release build; see xtask/load)\n  \
@@ -115,7 +120,76 @@ fn test() -> Result<(), String> {
     features()?;
     footprint()?;
     packaged()?;
-    scaffolded()
+    scaffolded()?;
+    interop()
+}
+
+/// The OpenTelemetry Collector distribution of `interop/otelcol`, built with Go into
+/// `target/otelcol/` (again only when its sources changed), then the interop tests
+/// (`otap-df/tests/interop.rs`, ignored under a plain `cargo test`) against it.
+fn interop() -> Result<(), String> {
+    let root = scaffold::workspace_root()?;
+    let collector = build_collector(&root)?;
+    cargo_with_env(
+        &[
+            "test",
+            "-p",
+            "otap-df",
+            "--test",
+            "interop",
+            "--",
+            "--ignored",
+        ],
+        &[("OTAP_DF_OTELCOL", &collector.display().to_string())],
+    )
+}
+
+/// Builds `interop/otelcol` unless the binary in `target/otelcol/` was built from the same
+/// sources (a stamp of `main.go`, `go.mod` and `go.sum`).
+fn build_collector(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let sources = root.join("interop").join("otelcol");
+    let out = root.join("target").join("otelcol");
+    let binary = out.join("otelcol-interop");
+    let stamp_file = out.join("sources.stamp");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for name in ["main.go", "go.mod", "go.sum"] {
+        std::fs::read(sources.join(name))
+            .map_err(|e| format!("cannot read interop/otelcol/{name}: {e}"))?
+            .hash(&mut hasher);
+    }
+    let stamp = format!("{:016x}", hasher.finish());
+    if binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+        eprintln!("==> the Collector is built ({})", binary.display());
+        return Ok(binary);
+    }
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !have_go {
+        return Err(
+            "the interop tests build the OpenTelemetry Collector with Go (1.26 or newer, \
+             https://go.dev/dl/): install it and run again"
+                .to_owned(),
+        );
+    }
+    eprintln!("==> go build interop/otelcol (the OpenTelemetry Collector, v0.165)");
+    let started = Instant::now();
+    let status = Command::new("go")
+        .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .current_dir(&sources)
+        .status()
+        .map_err(|e| format!("cannot run `go build`: {e}"))?;
+    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        return Err(format!("`go build` of interop/otelcol failed ({status})"));
+    }
+    std::fs::write(&stamp_file, stamp)
+        .map_err(|e| format!("cannot write `{}`: {e}", stamp_file.display()))?;
+    Ok(binary)
 }
 
 /// The redis-kv tests run against real `redis-server`s: installs it from the system's packages

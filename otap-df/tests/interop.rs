@@ -1,0 +1,269 @@
+//! Interop with the real OpenTelemetry Collector (`interop/otelcol`, built by `cargo xtask
+//! interop`, which runs these tests with `OTAP_DF_OTELCOL` set to the binary): our OTLP/HTTP
+//! exporter with `bearer_auth` into the Collector's `otlp` receiver guarded by
+//! `bearertokenauth`, the Collector's `otlp_http` exporter with `bearertokenauth` into our
+//! receiver with `bearer_auth`: a three-hop chain with exact counts per signal, and a wrong
+//! token refused and counted.
+//!
+//! Ignored under a plain `cargo test` (they need the Collector build): `cargo xtask interop`
+//! (part of `cargo xtask test`) runs them.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use otap_df::core::data::Signal;
+use otap_df_tests::temp::TempDir;
+use support::binary::{RunningBinary, final_line};
+use support::free_port;
+
+/// The Collector binary `cargo xtask interop` built.
+fn otelcol() -> PathBuf {
+    PathBuf::from(std::env::var_os("OTAP_DF_OTELCOL").expect(
+        "OTAP_DF_OTELCOL names the Collector binary: run these tests with `cargo xtask interop`",
+    ))
+}
+
+/// The Collector, killed on drop.
+struct Collector(Child);
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the Collector: `otlp` receiver on `port` accepting `token-in`, `otlp_http` exporter
+/// to our receiver on `upstream` sending `token-out`, every signal. Waits (bounded) until it
+/// listens.
+fn collector(dir: &Path, port: u16, upstream: u16) -> Collector {
+    let config = dir.join("otelcol.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "extensions:
+  bearertokenauth/in:
+    token: token-in
+  bearertokenauth/out:
+    token: token-out
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+        auth:
+          authenticator: bearertokenauth/in
+exporters:
+  otlp_http:
+    endpoint: http://127.0.0.1:{upstream}
+    auth:
+      authenticator: bearertokenauth/out
+service:
+  extensions: [bearertokenauth/in, bearertokenauth/out]
+  telemetry:
+    logs: {{ level: warn }}
+    metrics: {{ level: none }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [otlp_http] }}
+    traces: {{ receivers: [otlp], exporters: [otlp_http] }}
+    metrics: {{ receivers: [otlp], exporters: [otlp_http] }}
+"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("otelcol.log")).unwrap();
+    let child = Command::new(otelcol())
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the Collector starts");
+    let mut collector = Collector(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = collector.0.try_wait() {
+            panic!(
+                "the Collector exited ({status}): {}",
+                std::fs::read_to_string(dir.join("otelcol.log")).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Collector did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    collector
+}
+
+/// Our receiver on `port` accepting `token-out`, writing what it accepts to `out`.
+fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
+    let config = dir.join("receiver.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut run = RunningBinary::start(&config);
+    run.wait_for("our receiver listening", |line| {
+        line.contains("OTLP/HTTP receiver listening")
+    });
+    run
+}
+
+/// Our sender: `count` batches of 10 records of each signal (traces in `traces_encoding`), to
+/// the Collector on `port` with `token`, compressed with `compression`; runs to its end.
+fn send(
+    dir: &Path,
+    port: u16,
+    token: &str,
+    count: u64,
+    traces_encoding: &str,
+    compression: &str,
+) -> Output {
+    let config = dir.join("sender.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          token: {{ type: extension:bearer_auth, config: {{ token: {token} }} }}
+        nodes:
+          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: {count} }} }}
+          traces: {{ type: receiver:generator, config: {{ signal: traces, batch_size: 10, count: {count}, encoding: {traces_encoding} }} }}
+          metrics: {{ type: receiver:generator, config: {{ signal: metrics, batch_size: 10, count: {count} }} }}
+          out:
+            type: exporter:otlp_http
+            config: {{ endpoint: 'http://127.0.0.1:{port}', compression: {compression}, retry: {{ initial_interval: 50ms, max_elapsed_time: 2s }} }}
+            capabilities: {{ bearer_token_provider: token }}
+        connections:
+          - {{ from: [logs, traces, metrics], to: out }}
+"
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(["run", "--quiet"])
+        .arg(&config)
+        .output()
+        .expect("the sender runs")
+}
+
+/// Records per signal in the file `out`, once it holds `expected` in all (bounded wait).
+fn records_by_signal(out: &Path, expected: u64) -> [u64; 3] {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let payloads = otap_df::nodes::read_payloads(out).unwrap_or_default();
+        let count = |signal: Signal| {
+            payloads
+                .iter()
+                .filter(|p| p.signal() == signal)
+                .map(|p| p.records())
+                .sum::<u64>()
+        };
+        let counts = [
+            count(Signal::Logs),
+            count(Signal::Traces),
+            count(Signal::Metrics),
+        ];
+        if counts.iter().sum::<u64>() >= expected || Instant::now() > deadline {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chain(traces_encoding: &str, compression: &str) {
+    let dir = TempDir::new("interop-chain");
+    let (collector_port, our_port) = (free_port(), free_port());
+    let out = dir.path("received.bin");
+    let ours = receiver(dir.dir(), our_port, &out);
+    let _collector = collector(dir.dir(), collector_port, our_port);
+    let sent = send(
+        dir.dir(),
+        collector_port,
+        "token-in",
+        25,
+        traces_encoding,
+        compression,
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // Through the Collector and back: every record of every signal, exactly.
+    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
+    ours.signal("-INT");
+    let (lines, code) = ours.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(
+        final_line(&lines).contains("out in=750 out=750"),
+        "{}",
+        final_line(&lines)
+    );
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn a_chain_through_the_collector_delivers_every_signal_exactly_protobuf_and_json_gzipped() {
+    chain("json", "gzip");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn a_chain_through_the_collector_delivers_every_signal_exactly_uncompressed() {
+    chain("protobuf", "none");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_refuses_a_wrong_token_and_our_exporter_counts_the_records_lost() {
+    let dir = TempDir::new("interop-wrong-token");
+    let (collector_port, our_port) = (free_port(), free_port());
+    let _collector = collector(dir.dir(), collector_port, our_port);
+    let sent = send(
+        dir.dir(),
+        collector_port,
+        "wrong-token",
+        2,
+        "protobuf",
+        "gzip",
+    );
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("reason=\"401 Unauthorized\""),
+        "the Collector's refusal is logged: {stderr}"
+    );
+    assert!(
+        stderr.contains("otap-df: 60 records were lost"),
+        "every record is counted lost: {stderr}"
+    );
+}
