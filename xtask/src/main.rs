@@ -42,6 +42,8 @@ fn main() -> ExitCode {
                  bench   criterion benchmarks; extra arguments go to `cargo bench`\n  \
                  bench load [sweep options]\n          \
                  the OTLP/HTTP load sweep (release build; see xtask/load)\n  \
+                 bench vs-otelcol [sweep options]\n          \
+                 the authenticating gateway as otap-df and as the Collector, one sweep\n  \
                  new-extension <name> [--dir <directory>]\n          \
                  a new extension crate (default: extensions/<name>)"
             );
@@ -589,6 +591,20 @@ fn cargo_path() -> String {
 fn bench(extra: &[String]) -> Result<(), String> {
     if extra.first().map(String::as_str) == Some("load") {
         return load(&extra[1..]);
+    }
+    if extra.first().map(String::as_str) == Some("vs-otelcol") {
+        // The same authenticating gateway as our engine and as the Collector, beside the
+        // ceiling, in one sweep.
+        let root = scaffold::workspace_root()?;
+        let collector = build_collector(&root)?;
+        let mut args = vec![
+            "--only".to_owned(),
+            "ceiling,gateway+auth,otelcol-gateway+auth,otelcol-gateway-blocking+auth".to_owned(),
+            "--otelcol".to_owned(),
+            collector.display().to_string(),
+        ];
+        args.extend(extra[1..].iter().cloned());
+        return load(&args);
     }
     let mut args = vec!["bench", "--workspace"];
     args.extend(extra.iter().map(String::as_str));

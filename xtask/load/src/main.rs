@@ -47,9 +47,14 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
-        /// gateway+auth, gateway-slow-upstream.
+        /// gateway+auth, gateway-slow-upstream, otelcol-gateway+auth,
+        /// otelcol-gateway-blocking+auth.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// The OpenTelemetry Collector binary (`cargo xtask interop` builds it into
+        /// target/otelcol/) for the `otelcol-*` targets, which are left out without it.
+        #[arg(long)]
+        otelcol: Option<PathBuf>,
         /// CPUs of the server under test (`taskset -c` syntax); default: CPU 0 when the
         /// machine has more than one.
         #[arg(long)]
@@ -96,6 +101,7 @@ fn main() -> ExitCode {
             warmup,
             seconds,
             only,
+            otelcol,
             server_cpus,
             client_cpus,
             client_threads,
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
                 slow_delay: Duration::from_millis(slow_delay_ms),
                 work_dir,
                 rounds,
+                otelcol,
             };
             eprintln!(
                 "server CPUs: {}, client CPUs: {} ({client_threads} client threads)",

@@ -40,6 +40,8 @@ pub struct SweepOptions {
     pub work_dir: PathBuf,
     /// Times the whole sweep is repeated; the table shows each level's median round.
     pub rounds: usize,
+    /// The OpenTelemetry Collector binary for the `otelcol-*` targets (`interop/otelcol`).
+    pub otelcol: Option<PathBuf>,
 }
 
 /// The targets, in the order they run.
@@ -50,6 +52,8 @@ pub const TARGETS: &[&str] = &[
     "gateway",
     "gateway+auth",
     "gateway-slow-upstream",
+    "otelcol-gateway+auth",
+    "otelcol-gateway-blocking+auth",
 ];
 
 /// One measured level of one target.
@@ -98,6 +102,17 @@ impl Process {
         args: &[String],
         log: &Path,
     ) -> Result<Self, String> {
+        Self::spawn_with_env(name, cpus, program, args, log, &[])
+    }
+
+    fn spawn_with_env(
+        name: &str,
+        cpus: Option<&str>,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
         let log_file = std::fs::File::create(log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut command = match cpus {
@@ -110,6 +125,7 @@ impl Process {
         };
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
@@ -234,6 +250,50 @@ fn engine_config(target: &str, port: u16, upstream: u16) -> String {
     )
 }
 
+/// The Collector's configuration for `otelcol-gateway+auth`, the same job as our
+/// `gateway+auth`: OTLP/HTTP in on `port` checking the caller's bearer token
+/// (`bearertokenauth`), OTLP/HTTP out to `upstream` with a token of its own, uncompressed.
+/// The exporter keeps the Collector's defaults otherwise (a sending queue of 1 000 requests
+/// drained by 10 consumers, retries on; a full queue rejects), or with `blocking` a full queue
+/// makes the receiver wait (`block_on_overflow`: backpressure, as our receiver does).
+fn otelcol_config(port: u16, upstream: u16, blocking: bool) -> String {
+    let queue = if blocking {
+        "\n    sending_queue:\n      block_on_overflow: true"
+    } else {
+        ""
+    };
+    format!(
+        "extensions:
+  bearertokenauth/in:
+    token: {caller}
+  bearertokenauth/out:
+    token: gateway-{own}
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+        auth:
+          authenticator: bearertokenauth/in
+exporters:
+  otlp_http:
+    endpoint: http://127.0.0.1:{upstream}
+    compression: none{queue}
+    auth:
+      authenticator: bearertokenauth/out
+service:
+  extensions: [bearertokenauth/in, bearertokenauth/out]
+  telemetry:
+    logs: {{ level: warn }}
+    metrics: {{ level: none }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [otlp_http] }}
+",
+        caller = caller_token(CALLER_TOKENS - 1),
+        own = "y".repeat(48),
+    )
+}
+
 /// Runs every selected target at every connection count; prints progress on stderr.
 pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
     std::fs::create_dir_all(&options.work_dir)
@@ -260,6 +320,9 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
         let mut levels = Vec::new();
         for &target in TARGETS {
             if !options.only.is_empty() && !options.only.iter().any(|t| t == target) {
+                continue;
+            }
+            if target.starts_with("otelcol") && options.otelcol.is_none() {
                 continue;
             }
             for &connections in &options.connections {
@@ -299,7 +362,7 @@ fn run_level(
     // The gateway's upstream, on the client's CPUs so that the engine has its own.
     let mut upstream = None;
     let upstream_port = free_port()?;
-    if target.starts_with("gateway") {
+    if target.starts_with("gateway") || target.starts_with("otelcol-gateway") {
         let delay = if target == "gateway-slow-upstream" {
             options.slow_delay
         } else {
@@ -334,6 +397,21 @@ fn run_level(
                 format!("127.0.0.1:{port}"),
             ],
             &log,
+        )?
+    } else if let (true, Some(otelcol)) = (target.starts_with("otelcol"), &options.otelcol) {
+        let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
+        std::fs::write(
+            &config,
+            otelcol_config(port, upstream_port, target.contains("blocking")),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        Process::spawn_with_env(
+            target,
+            server_cpus,
+            otelcol,
+            &["--config".to_owned(), config.display().to_string()],
+            &log,
+            &[("GOMAXPROCS", "1")],
         )?
     } else {
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
