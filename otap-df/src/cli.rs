@@ -119,31 +119,7 @@ impl Cli {
                 }
                 ExitCode::SUCCESS
             }
-            Command::Run {
-                sources,
-                cores,
-                quiet,
-                progress_interval,
-                shutdown_timeout,
-                admin_listen,
-                log_format,
-                progress,
-                fail_on_loss,
-            } => run(
-                out,
-                &registry,
-                &sources,
-                RunFlags {
-                    cores,
-                    quiet,
-                    progress_interval,
-                    shutdown_timeout,
-                    admin_listen,
-                    log_format,
-                    progress,
-                    fail_on_loss,
-                },
-            ),
+            Command::Run { sources, flags } => run(out, &registry, &sources, flags),
         }
     }
 }
@@ -233,38 +209,8 @@ enum Command {
     Run {
         #[command(flatten)]
         sources: Sources,
-        /// Pipeline instances (one per core); overrides `engine.cores`.
-        #[arg(long)]
-        cores: Option<usize>,
-        /// No progress line on standard error.
-        #[arg(long)]
-        quiet: bool,
-        /// Seconds between progress lines.
-        #[arg(long, default_value_t = 1.0)]
-        progress_interval: f64,
-        /// Seconds a graceful shutdown may take: receivers stop, what they accepted drains;
-        /// shortly before this deadline exporters stop retrying and dead-letter (or count
-        /// lost) whatever they still hold.
-        #[arg(long, default_value_t = 10.0)]
-        shutdown_timeout: f64,
-        /// Serves the admin endpoint (/livez, /readyz, /status, /metrics) on this address
-        /// (an IP address and port); overrides `engine.admin.listen`.
-        #[arg(long, value_name = "ADDRESS")]
-        admin_listen: Option<std::net::SocketAddr>,
-        /// How log lines are written to standard error: `text` (colours only on a terminal,
-        /// never with NO_COLOR set) or `json` (one JSON object per line, the progress and
-        /// final summaries included).
-        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-        log_format: LogFormat,
-        /// Progress lines even when standard error is not a terminal (by default they are
-        /// written only to a terminal; the final line always is).
-        #[arg(long, conflicts_with = "quiet")]
-        progress: bool,
-        /// Exit 3 when any accepted record was not delivered, dead-lettered ones included
-        /// (without it, exit 3 only when records were lost: neither delivered nor
-        /// dead-lettered).
-        #[arg(long)]
-        fail_on_loss: bool,
+        #[command(flatten)]
+        flags: RunFlags,
     },
 }
 
@@ -353,14 +299,39 @@ enum LogFormat {
 }
 
 /// `run`'s flags.
+#[derive(clap::Args)]
 struct RunFlags {
+    /// Pipeline instances (one per core); overrides `engine.cores`.
+    #[arg(long)]
     cores: Option<usize>,
+    /// No progress and no final line on standard error.
+    #[arg(long)]
     quiet: bool,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 1.0)]
     progress_interval: f64,
+    /// Seconds a graceful shutdown may take: receivers stop, what they accepted drains;
+    /// shortly before this deadline exporters stop retrying and dead-letter (or count
+    /// lost) whatever they still hold.
+    #[arg(long, default_value_t = 10.0)]
     shutdown_timeout: f64,
+    /// Serves the admin endpoint (/livez, /readyz, /status, /metrics) on this address
+    /// (an IP address and port); overrides `engine.admin.listen`.
+    #[arg(long, value_name = "ADDRESS")]
     admin_listen: Option<std::net::SocketAddr>,
+    /// How log lines are written to standard error: `text` (colours only on a terminal,
+    /// never with NO_COLOR set) or `json` (one JSON object per line, the progress and
+    /// final summaries included).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Progress lines even when standard error is not a terminal (by default they are
+    /// written only to a terminal; the final line always is).
+    #[arg(long, conflicts_with = "quiet")]
     progress: bool,
+    /// Exit 3 when any accepted record was not delivered, dead-lettered ones included
+    /// (without it, exit 3 only when records were lost: neither delivered nor
+    /// dead-lettered).
+    #[arg(long)]
     fail_on_loss: bool,
 }
 
