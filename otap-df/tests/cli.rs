@@ -9,7 +9,7 @@ use otap_df_tests::temp::TempDir;
 
 mod support;
 
-use support::binary::{RunningBinary, final_line, records_out};
+use support::binary::{RunningBinary, counter, final_line, records_out};
 
 fn otap_df(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_otap-df"))
@@ -513,17 +513,6 @@ groups:
         .find(|line| line.starts_with("final: "))
         .unwrap_or_else(|| panic!("no final line: {stderr}"));
     assert_eq!(records_out(last, "out"), Some(0), "{last}");
-}
-
-/// The value of counter `name` (`failed`, `lost`, `accepted`, ...) of `node` in a final line.
-fn counter(line: &str, node: &str, name: &str) -> Option<u64> {
-    let part = line
-        .trim_start_matches("final: ")
-        .split(" | ")
-        .find(|part| part.starts_with(&format!("{node} ")))?;
-    part.split(' ')
-        .find_map(|field| field.strip_prefix(&format!("{name}=")))
-        .and_then(|n| n.parse().ok())
 }
 
 /// One OTLP/HTTP request of `records` log records to `port`, answered; its status.

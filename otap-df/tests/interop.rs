@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use otap_df::core::data::Signal;
 use otap_df_tests::temp::TempDir;
-use support::binary::{RunningBinary, final_line};
+use support::binary::{RunningBinary, counter, final_line};
 use support::free_port;
 
 /// The Collector binary `cargo xtask interop` built.
@@ -331,4 +331,110 @@ fn our_gateway_between_two_collectors_forwards_every_record() {
             final_line(&lines)
         );
     }
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_honours_our_retry_after_and_nothing_is_lost() {
+    // Collector → our gateway, whose upstream is down at first: its queue fills, and with
+    // `admission_timeout: 0s` it answers 429 + `Retry-After: 1` at once. The Collector waits
+    // and retries; once the upstream comes up, every record arrives, exactly once.
+    let dir = TempDir::new("interop-retry-after");
+    let (collector_port, gateway_port, upstream_port) = (free_port(), free_port(), free_port());
+    let config = dir.path("busy-gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out:
+            type: exporter:otlp_http
+            config: {{ endpoint: 'http://127.0.0.1:{upstream_port}', max_in_flight: 1, merge_max_bytes: 0, retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1m }} }}
+        connections:
+          - {{ from: in, to: out }}
+"
+        ),
+    )
+    .unwrap();
+    let mut gateway = RunningBinary::start(&config);
+    gateway.wait_for("our gateway listening", |line| {
+        line.contains("OTLP/HTTP receiver listening")
+    });
+    let _collector = collector(dir.dir(), "otelcol", collector_port, gateway_port);
+    // 100 logs batches of 10: more than the gateway's queue holds while nothing drains it.
+    let config = dir.path("sender.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          token: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
+        nodes:
+          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: 100 }} }}
+          out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{collector_port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
+        connections:
+          - {{ from: logs, to: out }}
+"
+        ),
+    )
+    .unwrap();
+    let sent = Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(["run", "--quiet"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    gateway.wait_for("the gateway refusing with Retry-After", |line| {
+        counter(line, "in", "refused.pipeline_full").is_some_and(|n| n > 0)
+    });
+    // The upstream comes up: everything drains.
+    let out = dir.path("received.bin");
+    let upstream = dir.path("upstream.yaml");
+    std::fs::write(
+        &upstream,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{upstream_port}' }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let upstream = RunningBinary::start(&upstream);
+    assert_eq!(records_by_signal(&out, 1000), [1000, 0, 0]);
+    gateway.signal("-INT");
+    let (lines, code) = gateway.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    let last = final_line(&lines);
+    let refused = counter(last, "in", "refused.pipeline_full").expect("refusals");
+    assert!(refused > 0, "{last}");
+    // Every refused request came again: the gateway took in each record once.
+    assert_eq!(counter(last, "in", "accepted"), Some(100), "{last}");
+    assert!(last.contains("out in=1000 out=1000"), "{last}");
+    upstream.signal("-INT");
+    assert_eq!(upstream.finish().1, Some(0));
 }

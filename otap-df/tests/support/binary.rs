@@ -96,3 +96,16 @@ pub fn final_line(lines: &[String]) -> &str {
         .find(|line| line.starts_with("final: "))
         .unwrap_or_else(|| panic!("no final line: {lines:?}"))
 }
+
+/// The value of counter `name` (`failed`, `lost`, `accepted`, ...) of `node` in a progress or
+/// final line.
+pub fn counter(line: &str, node: &str, name: &str) -> Option<u64> {
+    let part = line
+        .trim_start_matches("progress: ")
+        .trim_start_matches("final: ")
+        .split(" | ")
+        .find(|part| part.starts_with(&format!("{node} ")))?;
+    part.split(' ')
+        .find_map(|field| field.strip_prefix(&format!("{name}=")))
+        .and_then(|n| n.parse().ok())
+}
