@@ -265,7 +265,7 @@ fn instance(
     state: &ExtensionState,
     metrics: Option<&ExtensionMetricsOf>,
 ) -> Value {
-    let (name, reason) = state_parts(state);
+    let (name, reason) = (state.name(), state.reason());
     let counters: serde_json::Map<String, Value> = metrics
         .map(|m| &m.metrics.counters[..])
         .unwrap_or_default()
@@ -280,32 +280,6 @@ fn instance(
         .collect();
     json!({ "core": core, "state": name, "reason": reason, "counters": counters, "gauges": gauges })
 }
-
-/// A state's name and, for degraded and failed, its reason.
-fn state_parts(state: &ExtensionState) -> (&'static str, Option<&str>) {
-    match state {
-        ExtensionState::Created => ("created", None),
-        ExtensionState::Passive => ("passive", None),
-        ExtensionState::Starting => ("starting", None),
-        ExtensionState::Ready => ("ready", None),
-        ExtensionState::Degraded(why) => ("degraded", Some(why)),
-        ExtensionState::Unclaimed => ("unclaimed", None),
-        ExtensionState::Stopped => ("stopped", None),
-        ExtensionState::Failed(why) => ("failed", Some(why)),
-    }
-}
-
-/// Every state an extension can be in, for the state-set metric.
-const STATES: [&str; 8] = [
-    "created",
-    "passive",
-    "starting",
-    "ready",
-    "degraded",
-    "unclaimed",
-    "stopped",
-    "failed",
-];
 
 /// One of a node's engine-kept counts.
 type CountOf = fn(&crate::core::node::CounterSnapshot) -> u64;
@@ -382,8 +356,8 @@ impl Collector for Metrics {
         )?;
         for (pipeline, extension, core, state) in self.0.extension_states() {
             let core = core.map_or_else(|| "shared".to_owned(), |core| core.to_string());
-            let (current, _) = state_parts(&state);
-            for name in STATES {
+            let current = state.name();
+            for name in ExtensionState::NAMES {
                 let labels = [
                     ("pipeline", pipeline.as_str()),
                     ("extension", extension.as_str()),

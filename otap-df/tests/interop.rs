@@ -103,18 +103,35 @@ service:
     collector
 }
 
-/// Our receiver on `port` accepting `token-out`, writing what it accepts to `out`.
-fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
-    let config = dir.join("receiver.yaml");
+/// Our engine on the one-pipeline configuration `pipeline` (its `extensions:`, `nodes:` and
+/// `connections:` lines), written to `<name>.yaml`; waits until its receiver listens.
+fn ours(dir: &Path, name: &str, pipeline: &str) -> RunningBinary {
+    let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
+        format!("version: otap_df/v1\ngroups:\n  g:\n    pipelines:\n      p:\n{pipeline}"),
+    )
+    .unwrap();
+    let mut run = RunningBinary::start(&config);
+    run.wait_for(name, |line| line.contains("OTLP/HTTP receiver listening"));
+    run
+}
+
+/// Stops `run` (SIGINT) and checks that it ended cleanly; its final line.
+fn stop(run: RunningBinary) -> String {
+    run.signal("-INT");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    final_line(&lines).to_owned()
+}
+
+/// Our receiver on `port` accepting `token-out`, writing what it accepts to `out`.
+fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
+    ours(
+        dir,
+        "receiver",
+        &format!(
+            "        extensions:
           callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
         nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
@@ -125,27 +142,16 @@ groups:
             out.display()
         ),
     )
-    .unwrap();
-    let mut run = RunningBinary::start(&config);
-    run.wait_for("our receiver listening", |line| {
-        line.contains("OTLP/HTTP receiver listening")
-    });
-    run
 }
 
 /// Our gateway on `port`: accepts `token-out` (what the Collector sends), forwards to a
 /// Collector on `upstream` with `token-in` (what the Collector accepts).
 fn gateway(dir: &Path, port: u16, upstream: u16) -> RunningBinary {
-    let config = dir.join("gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
+    ours(
+        dir,
+        "gateway",
+        &format!(
+            "        extensions:
           callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
           own: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
         nodes:
@@ -156,12 +162,6 @@ groups:
 "
         ),
     )
-    .unwrap();
-    let mut run = RunningBinary::start(&config);
-    run.wait_for("our gateway listening", |line| {
-        line.contains("OTLP/HTTP receiver listening")
-    });
-    run
 }
 
 /// Our sender: `count` batches of 10 records of each signal (traces in `traces_encoding`), to
@@ -252,14 +252,8 @@ fn chain(traces_encoding: &str, compression: &str) {
     );
     // Through the Collector and back: every record of every signal, exactly.
     assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
-    ours.signal("-INT");
-    let (lines, code) = ours.finish();
-    assert_eq!(code, Some(0), "{lines:?}");
-    assert!(
-        final_line(&lines).contains("out in=750 out=750"),
-        "{}",
-        final_line(&lines)
-    );
+    let last = stop(ours);
+    assert!(last.contains("out in=750 out=750"), "{last}");
 }
 
 #[test]
@@ -322,14 +316,8 @@ fn our_gateway_between_two_collectors_forwards_every_record() {
     );
     assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
     for run in [gateway, receiver] {
-        run.signal("-INT");
-        let (lines, code) = run.finish();
-        assert_eq!(code, Some(0), "{lines:?}");
-        assert!(
-            final_line(&lines).contains("out in=600 out=600"),
-            "{}",
-            final_line(&lines)
-        );
+        let last = stop(run);
+        assert!(last.contains("out in=600 out=600"), "{last}");
     }
 }
 
@@ -341,16 +329,11 @@ fn the_collector_honours_our_retry_after_and_nothing_is_lost() {
     // and retries; once the upstream comes up, every record arrives, exactly once.
     let dir = TempDir::new("interop-retry-after");
     let (collector_port, gateway_port, upstream_port) = (free_port(), free_port(), free_port());
-    let config = dir.path("busy-gateway.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
+    let mut gateway = ours(
+        dir.dir(),
+        "busy-gateway",
+        &format!(
+            "        extensions:
           callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
         nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s }}, capabilities: {{ bearer_token_authorizer: callers }} }}
@@ -361,12 +344,7 @@ groups:
           - {{ from: in, to: out }}
 "
         ),
-    )
-    .unwrap();
-    let mut gateway = RunningBinary::start(&config);
-    gateway.wait_for("our gateway listening", |line| {
-        line.contains("OTLP/HTTP receiver listening")
-    });
+    );
     let _collector = collector(dir.dir(), "otelcol", collector_port, gateway_port);
     // 100 logs batches of 10: more than the gateway's queue holds while nothing drains it.
     let config = dir.path("sender.yaml");
@@ -405,16 +383,11 @@ groups:
     });
     // The upstream comes up: everything drains.
     let out = dir.path("received.bin");
-    let upstream = dir.path("upstream.yaml");
-    std::fs::write(
-        &upstream,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        nodes:
+    let upstream = ours(
+        dir.dir(),
+        "upstream",
+        &format!(
+            "        nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{upstream_port}' }} }}
           out: {{ type: exporter:file, config: {{ path: '{}' }} }}
         connections:
@@ -422,19 +395,13 @@ groups:
 ",
             out.display()
         ),
-    )
-    .unwrap();
-    let upstream = RunningBinary::start(&upstream);
+    );
     assert_eq!(records_by_signal(&out, 1000), [1000, 0, 0]);
-    gateway.signal("-INT");
-    let (lines, code) = gateway.finish();
-    assert_eq!(code, Some(0), "{lines:?}");
-    let last = final_line(&lines);
-    let refused = counter(last, "in", "refused.pipeline_full").expect("refusals");
+    let last = stop(gateway);
+    let refused = counter(&last, "in", "refused.pipeline_full").expect("refusals");
     assert!(refused > 0, "{last}");
     // Every refused request came again: the gateway took in each record once.
-    assert_eq!(counter(last, "in", "accepted"), Some(100), "{last}");
+    assert_eq!(counter(&last, "in", "accepted"), Some(100), "{last}");
     assert!(last.contains("out in=1000 out=1000"), "{last}");
-    upstream.signal("-INT");
-    assert_eq!(upstream.finish().1, Some(0));
+    stop(upstream);
 }

@@ -273,7 +273,6 @@ const PUBLISHED: &[&str] = &[
 /// same, so a second run verified the first run's sources (seen: a method added to core was
 /// "missing" in the verification of a crate using it).
 fn packaged() -> Result<(), String> {
-    forget_extracted_packages()?;
     cargo(&[
         "publish",
         "--dry-run",
@@ -310,39 +309,6 @@ fn packaged() -> Result<(), String> {
             .map_err(|e| format!("cannot run `tar`: {e}"))?;
         if !status.success() {
             return Err(format!("cannot unpack `{}` ({status})", archive.display()));
-        }
-    }
-    Ok(())
-}
-
-/// Removes the extractions of this workspace's packages that a verifying `cargo publish`
-/// left under `$CARGO_HOME/registry/src/` (crates.io's are left alone), which would
-/// otherwise outlive the sources they were made from.
-fn forget_extracted_packages() -> Result<(), String> {
-    let home = std::env::var_os("CARGO_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
-        .ok_or("neither CARGO_HOME nor HOME is set")?;
-    let Ok(registries) = std::fs::read_dir(home.join("registry").join("src")) else {
-        return Ok(());
-    };
-    for registry in registries.flatten() {
-        if registry
-            .file_name()
-            .to_string_lossy()
-            .starts_with("index.crates.io")
-        {
-            continue;
-        }
-        for name in PUBLISHED {
-            let extracted = registry
-                .path()
-                .join(format!("{name}-{}", env!("CARGO_PKG_VERSION")));
-            if extracted.exists() {
-                std::fs::remove_dir_all(&extracted).map_err(|e| {
-                    format!("cannot remove the stale `{}`: {e}", extracted.display())
-                })?;
-            }
         }
     }
     Ok(())

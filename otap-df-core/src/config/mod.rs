@@ -405,16 +405,9 @@ pub fn effective(
     layers: &[Layer<'_>],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, ConfigErrors> {
-    let (mut root, source) = merge_layers(layers)?;
-    let mut errors = Vec::new();
-    env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
+    let (root, source, mut errors) = substituted(layers, lookup)?;
     if errors.is_empty() {
         return Ok(root);
-    }
-    for error in &mut errors {
-        if error.location.is_none() {
-            error.location = source.positions.locate(&error.path);
-        }
     }
     sort_errors(&mut errors);
     Err(ConfigErrors {
@@ -422,6 +415,28 @@ pub fn effective(
         source: source.name,
         errors,
     })
+}
+
+/// The layers merged, `${…}` references substituted, and the substitution's errors located.
+fn substituted(
+    layers: &[Layer<'_>],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Value, Source, Vec<ConfigError>), ConfigErrors> {
+    let (mut root, mut source) = merge_layers(layers)?;
+    let mut errors = Vec::new();
+    env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
+    source.unresolved = errors.iter().map(|e| e.path.clone()).collect();
+    locate(&source, &mut errors);
+    Ok((root, source, errors))
+}
+
+/// Gives every error without a location the place of its path.
+fn locate(source: &Source, errors: &mut [ConfigError]) {
+    for error in errors {
+        if error.location.is_none() {
+            error.location = source.positions.locate(&error.path);
+        }
+    }
 }
 
 /// `over` laid over `base`.
@@ -452,21 +467,14 @@ pub(crate) fn parse_layers_partial(
     layers: &[Layer<'_>],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Document, Vec<ConfigError>), ConfigErrors> {
-    let (mut root, mut source) = merge_layers(layers)?;
-    let mut errors = Vec::new();
-    env::substitute(&mut root, &YamlPath::root(), lookup, &mut errors);
-    source.unresolved = errors.iter().map(|e| e.path.clone()).collect();
+    let (root, source, errors) = substituted(layers, lookup)?;
     let mut walker = document::Walker {
         source: &source,
         errors,
     };
     let (engine, groups) = walker.document(&root);
     let mut errors = walker.errors;
-    for error in &mut errors {
-        if error.location.is_none() {
-            error.location = source.positions.locate(&error.path);
-        }
-    }
+    locate(&source, &mut errors);
     Ok((
         Document {
             engine,

@@ -41,17 +41,47 @@ pub enum ExtensionState {
     Failed(String),
 }
 
+impl ExtensionState {
+    /// Every state's name, as [`name`](Self::name) gives it.
+    pub const NAMES: [&'static str; 8] = [
+        "created",
+        "passive",
+        "starting",
+        "ready",
+        "degraded",
+        "unclaimed",
+        "stopped",
+        "failed",
+    ];
+
+    /// The state's name: `ready`, `degraded`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExtensionState::Created => "created",
+            ExtensionState::Passive => "passive",
+            ExtensionState::Starting => "starting",
+            ExtensionState::Ready => "ready",
+            ExtensionState::Degraded(_) => "degraded",
+            ExtensionState::Unclaimed => "unclaimed",
+            ExtensionState::Stopped => "stopped",
+            ExtensionState::Failed(_) => "failed",
+        }
+    }
+
+    /// Why, for a degraded or failed extension.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ExtensionState::Degraded(why) | ExtensionState::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for ExtensionState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExtensionState::Created => f.write_str("created"),
-            ExtensionState::Passive => f.write_str("passive"),
-            ExtensionState::Starting => f.write_str("starting"),
-            ExtensionState::Ready => f.write_str("ready"),
-            ExtensionState::Degraded(why) => write!(f, "degraded: {why}"),
-            ExtensionState::Unclaimed => f.write_str("unclaimed"),
-            ExtensionState::Stopped => f.write_str("stopped"),
-            ExtensionState::Failed(why) => write!(f, "failed: {why}"),
+        match self.reason() {
+            Some(why) => write!(f, "{}: {why}", self.name()),
+            None => f.write_str(self.name()),
         }
     }
 }
@@ -460,5 +490,28 @@ impl Telemetry {
             parts.push(format!("lost at the shutdown deadline: {lost}"));
         }
         parts.join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExtensionState;
+
+    #[test]
+    fn every_state_is_named_once_and_shows_its_reason() {
+        let states = [
+            ExtensionState::Created,
+            ExtensionState::Passive,
+            ExtensionState::Starting,
+            ExtensionState::Ready,
+            ExtensionState::Degraded("file gone".into()),
+            ExtensionState::Unclaimed,
+            ExtensionState::Stopped,
+            ExtensionState::Failed("not ready".into()),
+        ];
+        let names: Vec<&str> = states.iter().map(ExtensionState::name).collect();
+        assert_eq!(names, ExtensionState::NAMES);
+        assert_eq!(states[4].to_string(), "degraded: file gone");
+        assert_eq!(states[3].to_string(), "ready");
     }
 }
