@@ -5,9 +5,12 @@
 //! - `GET /readyz`: 200 once the engine runs and every started extension is ready; 503 with
 //!   the reasons (one per line) while it starts, stops, or an extension is starting,
 //!   degraded or failed.
-//! - `GET /status`: JSON — the phase, readiness, each pipeline's extensions (type, execution
-//!   model, state, counters and gauges per instance, which node binds which capability) and
-//!   nodes (type, bindings, counters, the node's own counters).
+//! - `GET /status`: JSON — the phase, readiness, the engine's and groups' extensions
+//!   (`scopes`) and each pipeline's extensions (type, execution model, state, counters and
+//!   gauges per instance, which node of which pipeline binds which capability) and nodes (type,
+//!   bindings with the scope of the bound extension, counters, the node's own counters).
+//!   Extension instances of the engine and of a group carry the label `engine` and
+//!   `group:<group>` where a pipeline's carry `<group>/<pipeline>`.
 //! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format (`prometheus-client`):
 //!   every node counter with `pipeline` and `node` labels, the nodes' own counters, extension
 //!   states, the extensions' own counters and gauges, the run's phase, readiness and lost
@@ -32,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::core::extension::ExecutionModel;
-use crate::core::resolve::ResolvedConfig;
+use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
 use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
 
 /// The content type of `/metrics`.
@@ -175,6 +178,40 @@ impl State {
         let states = self.telemetry.extension_states();
         let extension_metrics = self.telemetry.extension_metrics();
         let totals = self.telemetry.node_totals();
+        // One extension's entry, with its instances as the scope `label` runs them.
+        let extension_json = |label: &str, extension: &ExtensionShape| {
+            let instances: Vec<Value> = states
+                .iter()
+                .filter(|(p, e, _, _)| p == label && *e == extension.id)
+                .map(|(_, _, core, state)| {
+                    let metrics = extension_metrics.iter().find(|m| {
+                        m.pipeline == label && m.extension == extension.id && m.core == *core
+                    });
+                    instance(*core, state, metrics)
+                })
+                .collect();
+            json!({
+                "id": extension.id,
+                "type": extension.type_name,
+                "execution": extension.execution,
+                "instances": instances,
+                "bound_by": extension.bound_by.iter().map(|(pipeline, node, capability)| {
+                    json!({ "pipeline": pipeline, "node": node, "capability": capability })
+                }).collect::<Vec<_>>(),
+            })
+        };
+        let scopes: Vec<Value> = self
+            .shape
+            .scopes
+            .iter()
+            .map(|(label, extensions)| {
+                let extensions: Vec<Value> = extensions
+                    .iter()
+                    .map(|extension| extension_json(label, extension))
+                    .collect();
+                json!({ "name": label, "extensions": extensions })
+            })
+            .collect();
         let pipelines: Vec<Value> = self
             .shape
             .pipelines
@@ -183,29 +220,7 @@ impl State {
                 let extensions: Vec<Value> = pipeline
                     .extensions
                     .iter()
-                    .map(|extension| {
-                        let instances: Vec<Value> = states
-                            .iter()
-                            .filter(|(p, e, _, _)| *p == pipeline.name && *e == extension.id)
-                            .map(|(_, _, core, state)| {
-                                let metrics = extension_metrics.iter().find(|m| {
-                                    m.pipeline == pipeline.name
-                                        && m.extension == extension.id
-                                        && m.core == *core
-                                });
-                                instance(*core, state, metrics)
-                            })
-                            .collect();
-                        json!({
-                            "id": extension.id,
-                            "type": extension.type_name,
-                            "execution": extension.execution,
-                            "instances": instances,
-                            "bound_by": extension.bound_by.iter().map(|(node, capability)| {
-                                json!({ "node": node, "capability": capability })
-                            }).collect::<Vec<_>>(),
-                        })
-                    })
+                    .map(|extension| extension_json(&pipeline.name, extension))
                     .collect();
                 let nodes: Vec<Value> = pipeline
                     .nodes
@@ -232,8 +247,8 @@ impl State {
                         json!({
                             "id": node.id,
                             "type": node.type_name,
-                            "bindings": node.bindings.iter().map(|(capability, extension)| {
-                                json!({ "capability": capability, "extension": extension })
+                            "bindings": node.bindings.iter().map(|(capability, extension, scope)| {
+                                json!({ "capability": capability, "extension": extension, "scope": scope })
                             }).collect::<Vec<_>>(),
                             "counters": counters,
                         })
@@ -247,6 +262,7 @@ impl State {
             "ready": readiness.is_ok(),
             "not_ready_because": readiness.err().unwrap_or_default(),
             "records_lost": self.telemetry.records_lost(),
+            "scopes": scopes,
             "pipelines": pipelines,
         })
     }
@@ -378,40 +394,46 @@ impl Collector for Metrics {
                     .map_or_else(|| "shared".to_owned(), |core| core.to_string()),
             )
         };
-        let mut family = encoder.encode_descriptor(
+        // A family without samples is left out: some OpenMetrics parsers refuse an empty one.
+        let any = |of: fn(&ExtensionMetricsOf) -> bool| extension_metrics.iter().any(of);
+        if any(|m| !m.metrics.counters.is_empty()) {
+            let mut family = encoder.encode_descriptor(
             "otap_df_extension_counter",
             "The extensions' own counters (token reloads and renewals, calls, errors by class, ...), by name.",
             None,
             counter.metric_type(),
         )?;
-        for metrics in &extension_metrics {
-            let (pipeline, extension, core) = labels_of(metrics);
-            for (name, value) in &metrics.metrics.counters {
-                let labels = [
-                    ("pipeline", pipeline.as_str()),
-                    ("extension", extension.as_str()),
-                    ("core", core.as_str()),
-                    ("name", name),
-                ];
-                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            for metrics in &extension_metrics {
+                let (pipeline, extension, core) = labels_of(metrics);
+                for (name, value) in &metrics.metrics.counters {
+                    let labels = [
+                        ("pipeline", pipeline.as_str()),
+                        ("extension", extension.as_str()),
+                        ("core", core.as_str()),
+                        ("name", name),
+                    ];
+                    ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "otap_df_extension_gauge",
-            "The extensions' own gauges (entries held, token expiry, ...), by name.",
-            None,
-            gauge.metric_type(),
-        )?;
-        for metrics in &extension_metrics {
-            let (pipeline, extension, core) = labels_of(metrics);
-            for (name, value) in &metrics.metrics.gauges {
-                let labels = [
-                    ("pipeline", pipeline.as_str()),
-                    ("extension", extension.as_str()),
-                    ("core", core.as_str()),
-                    ("name", name),
-                ];
-                ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+        if any(|m| !m.metrics.gauges.is_empty()) {
+            let mut family = encoder.encode_descriptor(
+                "otap_df_extension_gauge",
+                "The extensions' own gauges (entries held, token expiry, ...), by name.",
+                None,
+                gauge.metric_type(),
+            )?;
+            for metrics in &extension_metrics {
+                let (pipeline, extension, core) = labels_of(metrics);
+                for (name, value) in &metrics.metrics.gauges {
+                    let labels = [
+                        ("pipeline", pipeline.as_str()),
+                        ("extension", extension.as_str()),
+                        ("core", core.as_str()),
+                        ("name", name),
+                    ];
+                    ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 
@@ -462,9 +484,13 @@ fn response(status: StatusCode, content_type: &str, body: String) -> Response<Fu
     response
 }
 
-/// What the status shows of the configuration: pipelines, their extensions and nodes.
+/// What the status shows of the configuration: the outer scopes' extensions, pipelines,
+/// their extensions and nodes.
 #[derive(Debug)]
 struct Shape {
+    /// The engine's and groups' extensions, by scope label (`engine`, `group:<g>`); only
+    /// scopes with bound extensions.
+    scopes: Vec<(String, Vec<ExtensionShape>)>,
     pipelines: Vec<PipelineShape>,
 }
 
@@ -480,47 +506,54 @@ struct ExtensionShape {
     id: String,
     type_name: String,
     execution: &'static str,
-    /// `(node, capability)`.
-    bound_by: Vec<(String, String)>,
+    /// `(pipeline, node, capability)`.
+    bound_by: Vec<(String, String, String)>,
 }
 
 #[derive(Debug)]
 struct NodeShape {
     id: String,
     type_name: String,
-    /// `(capability, extension)`.
-    bindings: Vec<(String, String)>,
+    /// `(capability, extension, the extension's scope label)`.
+    bindings: Vec<(String, String, String)>,
+}
+
+impl ExtensionShape {
+    fn of(extension: &ExtensionPlan) -> Self {
+        Self {
+            id: extension.id.clone(),
+            type_name: format!("extension:{}", extension.factory.name()),
+            execution: match extension.execution {
+                ExecutionModel::Local => "local",
+                ExecutionModel::Shared => "shared",
+            },
+            bound_by: extension
+                .consumers
+                .iter()
+                .map(|c| (c.pipeline.clone(), c.node.clone(), c.capability.to_string()))
+                .collect(),
+        }
+    }
 }
 
 impl Shape {
     fn of(resolved: &ResolvedConfig) -> Self {
+        let scopes = resolved
+            .scopes
+            .iter()
+            .filter(|scope| !scope.extensions.is_empty())
+            .map(|scope| {
+                let extensions = scope.extensions.iter().map(ExtensionShape::of).collect();
+                (scope.scope.label(), extensions)
+            })
+            .collect();
         let pipelines = resolved
             .pipelines
             .iter()
-            .map(|plan| PipelineShape {
+            .enumerate()
+            .map(|(index, plan)| PipelineShape {
                 name: format!("{}/{}", plan.group, plan.name),
-                extensions: plan
-                    .extensions
-                    .iter()
-                    .map(|extension| ExtensionShape {
-                        id: extension.id.clone(),
-                        type_name: format!("extension:{}", extension.factory.name()),
-                        execution: match extension.execution {
-                            ExecutionModel::Local => "local",
-                            ExecutionModel::Shared => "shared",
-                        },
-                        bound_by: plan
-                            .nodes
-                            .iter()
-                            .flat_map(|node| {
-                                node.bindings
-                                    .iter()
-                                    .filter(|b| b.extension == extension.id)
-                                    .map(|b| (node.id.clone(), b.capability.to_string()))
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+                extensions: plan.extensions.iter().map(ExtensionShape::of).collect(),
                 nodes: plan
                     .nodes
                     .iter()
@@ -530,12 +563,18 @@ impl Shape {
                         bindings: node
                             .bindings
                             .iter()
-                            .map(|b| (b.capability.to_string(), b.extension.clone()))
+                            .map(|b| {
+                                let scope = resolved
+                                    .binding_scope(index, &b.extension)
+                                    .map(|key| resolved.scope(key).label())
+                                    .unwrap_or_default();
+                                (b.capability.to_string(), b.extension.clone(), scope)
+                            })
                             .collect(),
                     })
                     .collect(),
             })
             .collect();
-        Self { pipelines }
+        Self { scopes, pipelines }
     }
 }

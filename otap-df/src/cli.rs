@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::core::config::ComponentKind;
 use crate::core::extension::ExecutionModel;
-use crate::core::resolve::ResolvedConfig;
+use crate::core::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
 use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle, Telemetry};
 
 /// A command line built on otap-df: `validate`, `components` and `run`, under a
@@ -533,7 +533,25 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
         "{name}: valid ({cores} core{})",
         if cores == 1 { "" } else { "s" }
     );
-    for pipeline in &resolved.pipelines {
+    for scope in resolved.scopes.iter().filter(|s| !s.extensions.is_empty()) {
+        let _ = match &scope.scope {
+            Scope::Group(group) => writeln!(out, "group {group}"),
+            _ => writeln!(out, "engine"),
+        };
+        let _ = writeln!(out, "  extensions:");
+        let id_width = scope.extensions.iter().map(|e| e.id.len()).max();
+        for extension in &scope.extensions {
+            let _ = writeln!(
+                out,
+                "    {:width$}  extension:{}  [shared, one for every pipeline and core]  bound by {}",
+                extension.id,
+                extension.factory.name(),
+                consumers(extension, true),
+                width = id_width.unwrap_or(0),
+            );
+        }
+    }
+    for (index, pipeline) in resolved.pipelines.iter().enumerate() {
         let _ = writeln!(out, "pipeline {}/{}", pipeline.group, pipeline.name);
         let id_width = pipeline
             .extensions
@@ -552,9 +570,10 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
             };
             let _ = writeln!(
                 out,
-                "    {:id_width$}  extension:{}  [{instances}]",
+                "    {:id_width$}  extension:{}  [{instances}]  bound by {}",
                 extension.id,
-                extension.factory.name()
+                extension.factory.name(),
+                consumers(extension, false),
             );
         }
         let _ = writeln!(out, "  nodes:");
@@ -562,7 +581,16 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
             let bindings: Vec<String> = node
                 .bindings
                 .iter()
-                .map(|binding| format!("{} <- {}", binding.capability, binding.extension))
+                .map(|binding| {
+                    let outer = match resolved.binding_scope(index, &binding.extension) {
+                        Some(ScopeKey::Outer(scope)) => match &resolved.scopes[scope].scope {
+                            Scope::Group(group) => format!(" (group {group})"),
+                            _ => " (engine)".to_owned(),
+                        },
+                        _ => String::new(),
+                    };
+                    format!("{} <- {}{outer}", binding.capability, binding.extension)
+                })
                 .collect();
             let _ = writeln!(
                 out,
@@ -588,6 +616,23 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
         let _ = writeln!(out, "warning: {name}:{warning}");
     }
     out
+}
+
+/// The nodes that bind `extension`, each once: `node`, or `group/pipeline.node` when
+/// `qualified` (an outer scope's consumers come from several pipelines).
+fn consumers(extension: &ExtensionPlan, qualified: bool) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for consumer in &extension.consumers {
+        let name = if qualified {
+            format!("{}.{}", consumer.pipeline, consumer.node)
+        } else {
+            consumer.node.clone()
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(", ")
 }
 
 /// What `components --output json|yaml` writes.

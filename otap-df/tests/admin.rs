@@ -139,7 +139,12 @@ fn an_operator_sees_health_status_and_metrics_of_a_running_engine() {
     assert_eq!(callers["execution"], "shared");
     assert_eq!(
         callers["bound_by"],
-        serde_json::json!([{ "node": "in", "capability": "bearer_token_authorizer" }])
+        serde_json::json!([{ "pipeline": "g/p", "node": "in", "capability": "bearer_token_authorizer" }])
+    );
+    assert_eq!(
+        status["scopes"],
+        serde_json::json!([]),
+        "no engine or group extensions"
     );
     let receiver = &pipeline["nodes"][0];
     assert_eq!(receiver["id"], "in");
@@ -265,6 +270,97 @@ fn an_operator_sees_health_status_and_metrics_of_a_running_engine() {
     assert_eq!(
         request(http::Method::POST, admin, "/readyz", &[], "").status,
         405
+    );
+    run.signal("-INT");
+    let (_, code) = run.finish();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn the_status_shows_an_engine_extension_as_one_instance_bound_by_every_pipeline() {
+    let dir = TempDir::new("admin-scopes");
+    let (admin, a, b) = (free_port(), free_port(), free_port());
+    let config = dir.path("scopes.yaml");
+    let pipeline = |name: &str, port: u16| {
+        format!(
+            "      {name}:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: in, to: out }} ]
+"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+engine:
+  cores: 2
+  admin: {{ listen: '127.0.0.1:{admin}' }}
+  extensions:
+    callers: {{ type: extension:bearer_auth, config: {{ tokens: [caller-token] }} }}
+groups:
+  g:
+    pipelines:
+{}{}",
+            pipeline("a", a),
+            pipeline("b", b)
+        ),
+    )
+    .unwrap();
+    let run = RunningBinary::start(&config);
+    until(admin, "/readyz", "ready", |answer| answer.status == 200);
+    let headers = [
+        ("content-type", "application/x-protobuf"),
+        ("authorization", "Bearer caller-token"),
+    ];
+    for port in [a, b] {
+        assert_eq!(post(port, "/v1/logs", &headers, Vec::new()).status, 200);
+    }
+    let status: serde_json::Value = serde_json::from_slice(&get(admin, "/status").body).unwrap();
+    let scopes = status["scopes"].as_array().unwrap();
+    assert_eq!(scopes.len(), 1, "{status}");
+    assert_eq!(scopes[0]["name"], "engine");
+    let callers = &scopes[0]["extensions"][0];
+    assert_eq!(callers["id"], "callers");
+    assert_eq!(callers["execution"], "shared");
+    assert_eq!(
+        callers["instances"].as_array().unwrap().len(),
+        1,
+        "one instance for both pipelines and both cores: {callers}"
+    );
+    assert_eq!(
+        callers["instances"][0]["state"], "passive",
+        "inline tokens: no task"
+    );
+    assert_eq!(
+        callers["bound_by"],
+        serde_json::json!([
+            { "pipeline": "g/a", "node": "in", "capability": "bearer_token_authorizer" },
+            { "pipeline": "g/b", "node": "in", "capability": "bearer_token_authorizer" },
+        ])
+    );
+    for pipeline in status["pipelines"].as_array().unwrap() {
+        assert_eq!(pipeline["extensions"], serde_json::json!([]));
+        assert_eq!(
+            pipeline["nodes"][0]["bindings"],
+            serde_json::json!([{ "capability": "bearer_token_authorizer", "extension": "callers", "scope": "engine" }])
+        );
+    }
+    // Its decisions are counted once, for both pipelines.
+    let metrics = scrape(admin);
+    assert_eq!(
+        sample(
+            &metrics,
+            "otap_df_extension_counter",
+            &[
+                ("pipeline", "engine"),
+                ("extension", "callers"),
+                ("name", "authorized")
+            ]
+        ),
+        2.0
     );
     run.signal("-INT");
     let (_, code) = run.finish();

@@ -83,13 +83,46 @@ fn validate_prints_a_summary_of_the_quickstart_example() {
         "examples/quickstart.yaml: valid (1 core)
 pipeline default/main
   extensions:
-    dedup_store  extension:memory_kv  [shared, one for all cores]
+    dedup_store  extension:memory_kv  [shared, one for all cores]  bound by dedup
   nodes:
     generator    receiver:generator
     dedup        processor:dedup  [key_value_store <- dedup_store]
     debug        exporter:debug
   connections:
     generator -> dedup
+    dedup -> debug
+"
+    );
+}
+
+#[test]
+fn validate_prints_each_extension_with_its_scope_and_who_binds_it() {
+    let output = otap_df(&["validate", "examples/scopes.yaml"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "examples/scopes.yaml: valid (2 cores)
+engine
+  extensions:
+    callers  extension:bearer_auth  [shared, one for every pipeline and core]  bound by ingest/team_a.otlp_in, ingest/team_b.otlp_in
+group ingest
+  extensions:
+    seen  extension:memory_kv  [shared, one for every pipeline and core]  bound by ingest/team_a.dedup, ingest/team_b.dedup
+pipeline ingest/team_a
+  nodes:
+    otlp_in  receiver:otlp_http  [bearer_token_authorizer <- callers (engine)]
+    dedup    processor:dedup  [key_value_store <- seen (group ingest)]
+    debug    exporter:debug
+  connections:
+    otlp_in -> dedup
+    dedup -> debug
+pipeline ingest/team_b
+  nodes:
+    otlp_in  receiver:otlp_http  [bearer_token_authorizer <- callers (engine)]
+    dedup    processor:dedup  [key_value_store <- seen (group ingest)]
+    debug    exporter:debug
+  connections:
+    otlp_in -> dedup
     dedup -> debug
 "
     );

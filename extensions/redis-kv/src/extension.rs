@@ -258,3 +258,23 @@ impl SharedTask for Probe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::extension::ExtensionContext;
+
+    use super::{REDIS_KV, default_prefix};
+
+    #[test]
+    fn the_default_prefix_names_the_scope_of_the_instance() {
+        let prefix = |group: &str, pipeline: &str| {
+            default_prefix(&ExtensionContext::new(
+                &REDIS_KV, "store", group, pipeline, None,
+            ))
+        };
+        assert_eq!(prefix("g", "p"), "otap-df:g/p/store:");
+        // Declared in group `g` or at the engine: one instance for all their pipelines.
+        assert_eq!(prefix("g", ""), "otap-df:g//store:");
+        assert_eq!(prefix("", ""), "otap-df://store:");
+    }
+}

@@ -99,12 +99,16 @@ impl Walker<'_> {
         known
     }
 
-    pub(super) fn document(&mut self, root: &Value) -> (EngineConfig, Vec<GroupConfig>) {
+    pub(super) fn document(
+        &mut self,
+        root: &Value,
+    ) -> (EngineConfig, ScopeExtensions, Vec<GroupConfig>) {
         let path = YamlPath::root();
         let mut engine = EngineConfig::default();
+        let mut extensions = ScopeExtensions::default();
         let mut groups = Vec::new();
         let Some(map) = self.mapping(root, &path, "a mapping with `version` and `groups`") else {
-            return (engine, groups);
+            return (engine, extensions, groups);
         };
         for (key, value) in self.fields(
             map,
@@ -125,7 +129,14 @@ impl Walker<'_> {
                     ),
                 },
                 "engine" => {
-                    if let Some(parsed) = self.decode::<EngineConfig>(value, &path) {
+                    // `extensions` is walked like a pipeline's; the rest is plain settings.
+                    let mut value = value.clone();
+                    if let Value::Mapping(map) = &mut value
+                        && let Some(declared) = map.remove("extensions")
+                    {
+                        extensions = self.extensions(&declared, &path.key("extensions"));
+                    }
+                    if let Some(parsed) = self.decode::<EngineConfig>(&value, &path) {
                         if !(1..=MAX_CORES).contains(&parsed.cores) {
                             self.error(
                                 &path.key("cores"),
@@ -142,7 +153,7 @@ impl Walker<'_> {
                 _ => groups = self.groups(value, &path),
             }
         }
-        (engine, groups)
+        (engine, extensions, groups)
     }
 
     fn groups(&mut self, value: &Value, path: &YamlPath) -> Vec<GroupConfig> {
@@ -157,7 +168,17 @@ impl Walker<'_> {
                 continue;
             };
             let mut pipelines = Vec::new();
-            for (_, value) in self.fields(group_map, &group_path, &["pipelines"], &["pipelines"]) {
+            let mut extensions = ScopeExtensions::default();
+            for (key, value) in self.fields(
+                group_map,
+                &group_path,
+                &["extensions", "pipelines"],
+                &["pipelines"],
+            ) {
+                if key == "extensions" {
+                    extensions = self.extensions(value, &group_path.key(key));
+                    continue;
+                }
                 let pipelines_path = group_path.key("pipelines");
                 let Some(pipelines_map) = self.mapping(
                     value,
@@ -173,6 +194,7 @@ impl Walker<'_> {
             }
             groups.push(GroupConfig {
                 name: name.to_owned(),
+                extensions,
                 pipelines,
             });
         }
@@ -190,10 +212,10 @@ impl Walker<'_> {
             group: group.to_owned(),
             name: name.to_owned(),
             path: path.clone(),
-            extensions: Vec::new(),
+            extensions: ScopeExtensions::default(),
             nodes: Vec::new(),
             connections: Vec::new(),
-            invalid_ids: Vec::new(),
+            invalid_node_ids: Vec::new(),
         };
         let Some(map) = self.mapping(value, &path, "a pipeline with `nodes`") else {
             return pipeline;
@@ -206,7 +228,7 @@ impl Walker<'_> {
         ) {
             let section = path.key(key);
             match key {
-                "extensions" => self.extensions(value, &section, &mut pipeline),
+                "extensions" => pipeline.extensions = self.extensions(value, &section),
                 "nodes" => self.nodes(value, &section, &mut pipeline),
                 _ => self.connections(value, &section, &mut pipeline),
             }
@@ -241,13 +263,15 @@ impl Walker<'_> {
         }
     }
 
-    fn extensions(&mut self, value: &Value, path: &YamlPath, pipeline: &mut PipelineConfig) {
+    /// One scope's `extensions:` section.
+    fn extensions(&mut self, value: &Value, path: &YamlPath) -> ScopeExtensions {
+        let mut extensions = ScopeExtensions::default();
         if value.is_null() {
-            return;
+            return extensions;
         }
         let Some(map) = self.mapping(value, path, "a mapping of extension ids to extensions")
         else {
-            return;
+            return extensions;
         };
         for (id, entry) in self.entries(map, path) {
             let entry_path = path.key(id);
@@ -264,10 +288,11 @@ impl Walker<'_> {
                     })
                 });
             match declared {
-                Some(decl) => pipeline.extensions.push(decl),
-                None => pipeline.invalid_ids.push(id.to_owned()),
+                Some(decl) => extensions.declared.push(decl),
+                None => extensions.invalid_ids.push(id.to_owned()),
             }
         }
+        extensions
     }
 
     fn nodes(&mut self, value: &Value, path: &YamlPath, pipeline: &mut PipelineConfig) {
@@ -298,7 +323,7 @@ impl Walker<'_> {
             });
             match declared {
                 Some(decl) => pipeline.nodes.push(decl),
-                None => pipeline.invalid_ids.push(id.to_owned()),
+                None => pipeline.invalid_node_ids.push(id.to_owned()),
             }
         }
     }

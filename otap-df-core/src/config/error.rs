@@ -283,10 +283,10 @@ mod tests {
 /// A `capabilities:` entry that cannot be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
-    /// Check 1: the pipeline declares no such extension.
+    /// Check 1: no such extension in the node's scopes (its pipeline, its group, the engine).
     #[error(
-        "node `{node}` binds `{capability}` to extension `{extension}`, which this pipeline does \
-         not declare; declared extensions: {}{}", one_of(.known), did_you_mean(.suggestion)
+        "node `{node}` binds `{capability}` to extension `{extension}`, which neither this \
+         pipeline, its group nor the engine declares; declared extensions: {}{}", one_of(.known), did_you_mean(.suggestion)
     )]
     UnknownExtension {
         /// The node.
@@ -295,7 +295,7 @@ pub enum BindingError {
         capability: String,
         /// The extension id as written.
         extension: String,
-        /// The pipeline's extension ids.
+        /// The extension ids the node can bind (its pipeline's, its group's, the engine's).
         known: Vec<String>,
         /// The closest id, if one is close.
         suggestion: Option<String>,

@@ -1,5 +1,5 @@
-//! The v1 YAML configuration: `version`, `engine`, `groups` → `pipelines` → `extensions`,
-//! `nodes`, `connections`.
+//! The v1 YAML configuration: `version`, `engine` (with its `extensions`), `groups` (each with
+//! its `extensions`) → `pipelines` → `extensions`, `nodes`, `connections`.
 //!
 //! [`parse`] reads the structure and reports every structural error it finds (unknown fields,
 //! wrong types, malformed type names, unset environment variables), each with its YAML path
@@ -32,6 +32,8 @@ pub const VERSION: &str = "otap_df/v1";
 pub struct Document {
     /// Engine-wide settings.
     pub engine: EngineConfig,
+    /// `engine.extensions`: one instance each for every pipeline of the engine.
+    pub extensions: ScopeExtensions,
     /// Pipeline groups, in document order.
     pub groups: Vec<GroupConfig>,
     /// Where the document came from, and the position of every path in it.
@@ -111,11 +113,23 @@ fn socket_address<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// The `extensions:` section of one scope: the engine, a group or a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeExtensions {
+    /// Declared extensions whose declaration is valid, in document order.
+    pub declared: Vec<ExtensionDecl>,
+    /// Ids declared with an invalid declaration (already reported). References to them are
+    /// not reported again.
+    pub invalid_ids: Vec<String>,
+}
+
 /// One entry of `groups:`.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
     /// The group's name.
     pub name: String,
+    /// `groups.<name>.extensions`: one instance each for every pipeline of the group.
+    pub extensions: ScopeExtensions,
     /// Its pipelines, in document order.
     pub pipelines: Vec<PipelineConfig>,
 }
@@ -129,18 +143,18 @@ pub struct PipelineConfig {
     pub name: String,
     /// Its path (`groups.<group>.pipelines.<name>`).
     pub path: YamlPath,
-    /// Declared extensions whose declaration is valid, in document order.
-    pub extensions: Vec<ExtensionDecl>,
+    /// Its own `extensions:`.
+    pub extensions: ScopeExtensions,
     /// Declared nodes whose declaration is valid, in document order.
     pub nodes: Vec<NodeDecl>,
     /// Connections, in document order.
     pub connections: Vec<ConnectionDecl>,
-    /// Ids declared with an invalid declaration (already reported). References to them are
-    /// not reported again.
-    pub invalid_ids: Vec<String>,
+    /// Node ids declared with an invalid declaration (already reported). References to them
+    /// are not reported again.
+    pub invalid_node_ids: Vec<String>,
 }
 
-/// An entry of a pipeline's `extensions:`.
+/// An entry of an `extensions:` section (of the engine, a group or a pipeline).
 #[derive(Debug, Clone)]
 pub struct ExtensionDecl {
     /// The extension id (the mapping key).
@@ -472,12 +486,13 @@ pub(crate) fn parse_layers_partial(
         source: &source,
         errors,
     };
-    let (engine, groups) = walker.document(&root);
+    let (engine, extensions, groups) = walker.document(&root);
     let mut errors = walker.errors;
     locate(&source, &mut errors);
     Ok((
         Document {
             engine,
+            extensions,
             groups,
             source,
         },

@@ -97,8 +97,9 @@ impl fmt::Debug for Capabilities {
 
 impl Capabilities {
     /// Capabilities for `node` from instantiated extensions, following its plan's bindings.
-    /// Shared instances take precedence for an id present in both (an extension runs in one
-    /// variant per plan, so this does not happen in a consistent engine).
+    /// An id is looked up innermost first, as resolution bound it: `local` (the pipeline's
+    /// local instances), then `shared` in order (the pipeline's shared instances, then its
+    /// group's, then the engine's).
     pub fn for_node(
         node: &str,
         bindings: &[Binding],
@@ -111,19 +112,23 @@ impl Capabilities {
             extension: extension_id,
         } in bindings
         {
-            let from_shared = shared
+            let from_local = local
                 .iter()
                 .map(AsRef::as_ref)
                 .find(|e| &e.extension_id == extension_id)
-                .and_then(|e| e.provisions.iter().find(|(c, _)| c == capability))
-                .map(|(_, p)| Provision::Shared(p.clone()));
-            let provision = from_shared.or_else(|| {
-                local
+                .map(|e| {
+                    e.provisions
+                        .iter()
+                        .find(|(c, _)| c == capability)
+                        .map(|(_, p)| Provision::Local(p.clone()))
+                });
+            let provision = from_local.unwrap_or_else(|| {
+                shared
                     .iter()
                     .map(AsRef::as_ref)
                     .find(|e| &e.extension_id == extension_id)
                     .and_then(|e| e.provisions.iter().find(|(c, _)| c == capability))
-                    .map(|(_, p)| Provision::Local(p.clone()))
+                    .map(|(_, p)| Provision::Shared(p.clone()))
             });
             if let Some(provision) = provision {
                 bound.push(Bound {

@@ -269,6 +269,17 @@ impl ExtensionFactory {
         }
     }
 
+    /// Whether an instance with `config` must be one per core: the type has no shared
+    /// variant, or its chooser picks the local one for this config (`memory_kv` with
+    /// `per_core: true`). Such an extension cannot be declared at the engine or a group.
+    pub fn per_core_only(&self, config: &ComponentConfig<'_>) -> bool {
+        match (self.local, self.shared, self.preferred_model) {
+            (_, None, _) => true,
+            (Some(_), Some(_), Some(choose)) => choose(config) == ExecutionModel::Local,
+            _ => false,
+        }
+    }
+
     /// The execution models it supports.
     pub fn execution_models(&self) -> Vec<ExecutionModel> {
         let mut models = Vec::new();
@@ -335,12 +346,13 @@ impl ExtensionContext {
         &self.extension_id
     }
 
-    /// The pipeline group.
+    /// The pipeline group; empty for an extension of the engine (`engine.extensions`).
     pub fn group(&self) -> &str {
         &self.group
     }
 
-    /// The pipeline.
+    /// The pipeline; empty for an extension of the engine or of a group
+    /// (`groups.<g>.extensions`), which serves every pipeline of its scope.
     pub fn pipeline(&self) -> &str {
         &self.pipeline
     }

@@ -1,5 +1,11 @@
 //! Resolution: from a parsed [`Document`] and a [`Registry`] to a plan per pipeline.
 //!
+//! Extensions are declared at three scopes: `engine.extensions`, `groups.<g>.extensions` and a
+//! pipeline's `extensions`. A node's binding names an extension id, found innermost first (its
+//! pipeline, its group, the engine); an id that hides one of an enclosing scope is a warning
+//! naming both. An engine- or group-scoped extension is one shared instance for its whole
+//! scope, so a type that can only run one instance per core is refused there.
+//!
 //! Every `capabilities:` entry of a node is checked in this order, and the first failing check
 //! is reported: the extension exists; the capability name is known; the extension provides
 //! it; the node's type accepts it; the execution model fits (a local-only extension cannot
@@ -8,19 +14,23 @@
 //! Across pipelines, two nodes that would listen on one address are refused.
 //!
 //! - [`plan`]: what resolution produces (the plan types and warnings);
+//! - `scope`: each scope's declarations, the outer scopes' rule, shadowing;
 //! - `pipeline`: the checks of one pipeline (bindings, connections);
 
 mod pipeline;
 pub mod plan;
+mod scope;
 
 pub use crate::config::error::BindingError;
 pub use plan::{
-    ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, ResolvedConfig, WarningKind,
+    ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, ResolvedConfig, Scope,
+    ScopeKey, ScopePlan, WarningKind,
 };
 
 use std::net::SocketAddr;
 
 use pipeline::PipelineResolver;
+use scope::OuterScope;
 
 use crate::config::error::closest;
 use crate::config::{
@@ -95,17 +105,57 @@ fn resolve_collecting(
     errors: &mut Vec<ConfigError>,
 ) -> ResolvedConfig {
     let mut warnings = Vec::new();
-    let mut pipelines = Vec::new();
+    let source = &document.source;
+    // The outer scopes first (the engine's, then each group's), so that pipelines bind them.
+    let mut outer = vec![OuterScope::resolve(
+        Scope::Engine,
+        &document.extensions,
+        registry,
+        source,
+        errors,
+    )];
     for group in &document.groups {
+        let scope = Scope::Group(group.name.clone());
+        scope::shadowing(
+            &scope,
+            &group.extensions,
+            &[&outer[0]],
+            source,
+            &mut warnings,
+        );
+        outer.push(OuterScope::resolve(
+            scope,
+            &group.extensions,
+            registry,
+            source,
+            errors,
+        ));
+    }
+    let mut pipelines = Vec::new();
+    for (index, group) in document.groups.iter().enumerate() {
         for pipeline in &group.pipelines {
             let mut resolver = PipelineResolver {
                 pipeline,
                 registry,
-                source: &document.source,
+                source,
                 errors: &mut *errors,
+                outer: &mut outer,
+                enclosing: [index + 1, 0],
             };
             pipelines.push(resolver.resolve(&mut warnings));
         }
+    }
+    let mut scopes = Vec::new();
+    for outer in outer {
+        let (bound, unbound): (Vec<_>, Vec<_>) = outer
+            .extensions
+            .into_iter()
+            .partition(|e| !e.consumers.is_empty());
+        warnings.extend(unbound.into_iter().map(|e| unbound_warning(e, source)));
+        scopes.push(ScopePlan {
+            scope: outer.scope,
+            extensions: bound,
+        });
     }
     shared_listen_addresses(
         document.engine.admin.as_ref(),
@@ -116,6 +166,7 @@ fn resolve_collecting(
     warnings.sort_by_key(|w| w.location);
     ResolvedConfig {
         engine: document.engine,
+        scopes,
         pipelines,
         warnings,
         source: document.source,
@@ -179,6 +230,17 @@ fn shared_listen_addresses(
                 }
             }
         }
+    }
+}
+
+/// The warning for an extension no node binds.
+fn unbound_warning(extension: ExtensionPlan, source: &Source) -> ConfigWarning {
+    ConfigWarning {
+        location: source.positions.locate(&extension.path),
+        path: extension.path,
+        kind: WarningKind::UnboundExtension {
+            extension: extension.id,
+        },
     }
 }
 

@@ -2,8 +2,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::plan::{ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, WarningKind};
-use super::unknown_type;
+use super::plan::{ConfigWarning, Consumer, ExtensionPlan, NodePlan, PipelinePlan, Scope};
+use super::scope::{OuterScope, declare};
+use super::{unbound_warning, unknown_type};
 use crate::capability::Binding;
 use crate::capability::CapabilityId;
 use crate::config::error::BindingError;
@@ -20,6 +21,22 @@ pub(super) struct PipelineResolver<'a> {
     pub(super) registry: &'a Registry,
     pub(super) source: &'a Source,
     pub(super) errors: &'a mut Vec<ConfigError>,
+    /// Every outer scope (the engine's first, then the groups').
+    pub(super) outer: &'a mut [OuterScope],
+    /// The outer scopes this pipeline's nodes see, innermost first: its group's, the engine's.
+    pub(super) enclosing: [usize; 2],
+}
+
+/// Where a binding's extension id leads, innermost scope first.
+enum Target {
+    /// The pipeline's own extension at this index.
+    Pipeline(usize),
+    /// Outer scope `.0`'s extension at index `.1`.
+    Outer(usize, usize),
+    /// A declaration already reported as wrong.
+    Broken,
+    /// Nothing in any scope.
+    Missing,
 }
 
 impl PipelineResolver<'_> {
@@ -31,38 +48,32 @@ impl PipelineResolver<'_> {
         let pipeline = self.pipeline;
         let positions = &self.source.positions;
         // Ids whose declaration is already reported; references to them are not reported again.
-        let mut broken: BTreeSet<&str> = pipeline.invalid_ids.iter().map(String::as_str).collect();
+        let mut broken: BTreeSet<&str> = pipeline
+            .invalid_node_ids
+            .iter()
+            .chain(&pipeline.extensions.invalid_ids)
+            .map(String::as_str)
+            .collect();
 
+        let scope = Scope::Pipeline(pipeline.group.clone(), pipeline.name.clone());
+        let enclosing: Vec<&OuterScope> = self.enclosing.iter().map(|&i| &self.outer[i]).collect();
+        super::scope::shadowing(
+            &scope,
+            &pipeline.extensions,
+            &enclosing,
+            self.source,
+            warnings,
+        );
         let mut extensions = Vec::new();
-        for decl in &pipeline.extensions {
-            let Some(factory) = self.registry.extension(&decl.urn.name) else {
-                let kind = unknown_type(self.registry, &decl.urn);
-                self.error(&decl.path.key("type"), kind);
-                broken.insert(&decl.id);
-                continue;
-            };
-            let config_path = decl.path.key("config");
-            if let Err(error) =
-                factory.validate(&ComponentConfig::new(&decl.config, &config_path, positions))
-            {
-                self.errors.push(error);
+        for decl in &pipeline.extensions.declared {
+            match declare(decl, self.registry, self.source, self.errors) {
+                Some(plan) => extensions.push(plan),
+                None => {
+                    broken.insert(&decl.id);
+                }
             }
-            extensions.push(ExtensionPlan {
-                id: decl.id.clone(),
-                factory,
-                execution: ExecutionModel::Local,
-                startup_timeout: decl.startup_timeout.unwrap_or(factory.startup_timeout()),
-                config: decl.config.clone(),
-                path: decl.path.clone(),
-                consumers: Vec::new(),
-            });
         }
 
-        let extension_index: HashMap<String, usize> = extensions
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.id.clone(), i))
-            .collect();
         let mut nodes = Vec::new();
         for decl in &pipeline.nodes {
             let factory = self.registry.node(decl.urn.kind, &decl.urn.name);
@@ -83,7 +94,7 @@ impl PipelineResolver<'_> {
                     }
                 }
             }
-            let bindings = self.bindings(decl, factory, &mut extensions, &extension_index, &broken);
+            let bindings = self.bindings(decl, factory, &mut extensions, &broken);
             if let Some(factory) = factory {
                 nodes.push(NodePlan {
                     id: decl.id.clone(),
@@ -116,15 +127,7 @@ impl PipelineResolver<'_> {
         let (bound, unbound): (Vec<_>, Vec<_>) = extensions
             .into_iter()
             .partition(|e| !e.consumers.is_empty());
-        for extension in unbound {
-            warnings.push(ConfigWarning {
-                location: positions.locate(&extension.path),
-                path: extension.path,
-                kind: WarningKind::UnboundExtension {
-                    extension: extension.id,
-                },
-            });
-        }
+        warnings.extend(unbound.into_iter().map(|e| unbound_warning(e, self.source)));
 
         let edges = self.connections(&broken);
         PipelinePlan {
@@ -136,28 +139,65 @@ impl PipelineResolver<'_> {
         }
     }
 
+    /// Where `id` leads from this pipeline: its own extensions, then its group's, then the
+    /// engine's.
+    fn target(&self, id: &str, extensions: &[ExtensionPlan], broken: &BTreeSet<&str>) -> Target {
+        if let Some(index) = extensions.iter().position(|e| e.id == id) {
+            return Target::Pipeline(index);
+        }
+        if broken.contains(id) {
+            return Target::Broken;
+        }
+        for &scope in &self.enclosing {
+            let outer = &self.outer[scope];
+            if let Some(index) = outer.extensions.iter().position(|e| e.id == id) {
+                return Target::Outer(scope, index);
+            }
+            if outer.broken.contains(id) {
+                return Target::Broken;
+            }
+        }
+        Target::Missing
+    }
+
+    /// Every extension this pipeline's nodes can bind, innermost first, each id once.
+    fn visible<'e>(&'e self, extensions: &'e [ExtensionPlan]) -> Vec<&'e ExtensionPlan> {
+        let mut visible: Vec<&ExtensionPlan> = extensions.iter().collect();
+        for &scope in &self.enclosing {
+            for extension in &self.outer[scope].extensions {
+                if !visible.iter().any(|e| e.id == extension.id) {
+                    visible.push(extension);
+                }
+            }
+        }
+        visible
+    }
+
     fn bindings(
         &mut self,
         decl: &crate::config::NodeDecl,
         factory: Option<&'static NodeFactory>,
         extensions: &mut [ExtensionPlan],
-        extension_index: &HashMap<String, usize>,
         broken: &BTreeSet<&str>,
     ) -> Vec<Binding> {
         let node = &decl.id;
         let mut bound = Vec::new();
         for binding in &decl.capabilities {
-            // 1. the extension exists
-            let Some(extension) = extension_index
-                .get(&binding.extension)
-                .and_then(|&i| extensions.get_mut(i))
-            else {
-                if !broken.contains(binding.extension.as_str()) {
+            // 1. the extension exists (innermost scope first)
+            let target = self.target(&binding.extension, extensions, broken);
+            let (extension_id, extension_factory) = match target {
+                Target::Pipeline(index) => (&extensions[index].id, extensions[index].factory),
+                Target::Outer(scope, index) => {
+                    let plan = &self.outer[scope].extensions[index];
+                    (&plan.id, plan.factory)
+                }
+                Target::Broken => continue,
+                Target::Missing => {
                     let known: Vec<String> = self
-                        .pipeline
-                        .extensions
+                        .visible(extensions)
                         .iter()
                         .map(|e| e.id.clone())
+                        .chain(self.pipeline.extensions.invalid_ids.iter().cloned())
                         .collect();
                     let suggestion = closest(&binding.extension, known.iter().map(String::as_str));
                     self.error(
@@ -170,9 +210,10 @@ impl PipelineResolver<'_> {
                             suggestion,
                         },
                     );
+                    continue;
                 }
-                continue;
             };
+            let extension_id = extension_id.clone();
             // 2. the capability name is known
             let Some(capability) = CapabilityId::from_name(&binding.capability) else {
                 let known: Vec<String> = CapabilityId::ALL
@@ -192,14 +233,13 @@ impl PipelineResolver<'_> {
                 continue;
             };
             // 3. the extension provides it
-            if !extension.factory.provides_capability(capability) {
+            if !extension_factory.provides_capability(capability) {
                 let error = BindingError::NotProvided {
                     node: node.clone(),
                     capability,
-                    extension: extension.id.clone(),
-                    extension_type: extension.factory.name().to_owned(),
-                    provided: extension
-                        .factory
+                    extension: extension_id,
+                    extension_type: extension_factory.name().to_owned(),
+                    provided: extension_factory
                         .provided()
                         .iter()
                         .map(|c| c.name().to_owned())
@@ -224,26 +264,34 @@ impl PipelineResolver<'_> {
                 self.error(&binding.path, error);
                 continue;
             }
-            // 5. the execution model fits
+            // 5. the execution model fits (an outer scope's extension is always shared)
             if factory.execution_model() == ExecutionModel::Shared
-                && extension.factory.shared_constructor().is_none()
+                && extension_factory.shared_constructor().is_none()
             {
                 let error = BindingError::ExecutionModelMismatch {
                     node: node.clone(),
                     capability,
-                    extension: extension.id.clone(),
-                    extension_type: extension.factory.name().to_owned(),
+                    extension: extension_id,
+                    extension_type: extension_factory.name().to_owned(),
                 };
                 self.error(&binding.path, error);
                 continue;
             }
-            extension.consumers.push(Consumer {
+            let consumer = Consumer {
+                pipeline: format!("{}/{}", self.pipeline.group, self.pipeline.name),
                 node: node.clone(),
                 capability,
-            });
+            };
+            match target {
+                Target::Pipeline(index) => extensions[index].consumers.push(consumer),
+                Target::Outer(scope, index) => {
+                    self.outer[scope].extensions[index].consumers.push(consumer);
+                }
+                Target::Broken | Target::Missing => {}
+            }
             bound.push(Binding {
                 capability,
-                extension: extension.id.clone(),
+                extension: extension_id,
             });
         }
         if let Some(factory) = factory {
@@ -254,7 +302,8 @@ impl PipelineResolver<'_> {
                     .iter()
                     .any(|b| b.capability == capability.name());
                 if !attempted {
-                    let candidates = extensions
+                    let candidates = self
+                        .visible(extensions)
                         .iter()
                         .filter(|e| e.factory.provides_capability(capability))
                         .map(|e| e.id.clone())

@@ -31,6 +31,21 @@ pub enum WarningKind {
         /// The extension id.
         extension: String,
     },
+    /// An extension has the id of one in an enclosing scope: within its scope, bindings to
+    /// that id reach it, not the outer one.
+    #[error(
+        "extension `{extension}` of {scope} shadows `{extension}` of {outer}{outer_at}: nodes of {scope} that bind `{extension}` get this one"
+    )]
+    Shadows {
+        /// The extension id.
+        extension: String,
+        /// The inner scope (`pipeline \`g/p\``, `group \`g\``).
+        scope: String,
+        /// The outer scope (`group \`g\``, `the engine`).
+        outer: String,
+        /// ` (line L:C)` of the outer declaration, or empty.
+        outer_at: String,
+    },
 }
 
 impl fmt::Display for ConfigWarning {
@@ -47,12 +62,126 @@ impl fmt::Display for ConfigWarning {
 pub struct ResolvedConfig {
     /// Engine settings.
     pub engine: EngineConfig,
+    /// The outer scopes: the engine's (always first), then one per group in document order,
+    /// each with its bound extensions.
+    pub scopes: Vec<ScopePlan>,
     /// One plan per pipeline, in document order.
     pub pipelines: Vec<PipelinePlan>,
     /// Warnings, in document order.
     pub warnings: Vec<ConfigWarning>,
     /// The document's source and positions.
     pub source: Source,
+}
+
+/// Where extensions are declared: the engine, a group, or a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// `engine.extensions`: one instance for every pipeline.
+    Engine,
+    /// `groups.<group>.extensions`: one instance for every pipeline of the group.
+    Group(String),
+    /// A pipeline's `extensions` (`group`, `pipeline`).
+    Pipeline(String, String),
+}
+
+impl Scope {
+    /// How telemetry names the scope (the `pipeline` label of the extension metrics):
+    /// `engine`, `group:<group>`, `<group>/<pipeline>`.
+    pub fn label(&self) -> String {
+        match self {
+            Scope::Engine => "engine".to_owned(),
+            Scope::Group(group) => format!("group:{group}"),
+            Scope::Pipeline(group, pipeline) => format!("{group}/{pipeline}"),
+        }
+    }
+
+    /// The words for a scope given by its [`label`](Self::label): `the engine`,
+    /// ``group `g` ``, ``pipeline `g/p` ``.
+    pub fn describe_label(label: &str) -> String {
+        if label == "engine" {
+            "the engine".to_owned()
+        } else if let Some(group) = label.strip_prefix("group:").filter(|g| !g.contains('/')) {
+            format!("group `{group}`")
+        } else {
+            format!("pipeline `{label}`")
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Engine => f.write_str("the engine"),
+            Scope::Group(group) => write!(f, "group `{group}`"),
+            Scope::Pipeline(group, pipeline) => write!(f, "pipeline `{group}/{pipeline}`"),
+        }
+    }
+}
+
+/// Which instances an extension belongs to, as the engine keys them: an outer scope (an index
+/// into [`ResolvedConfig::scopes`]) or a pipeline (an index into
+/// [`ResolvedConfig::pipelines`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScopeKey {
+    /// The engine (`0`) or a group.
+    Outer(usize),
+    /// A pipeline.
+    Pipeline(usize),
+}
+
+/// An outer scope (the engine or a group), resolved.
+#[derive(Debug)]
+pub struct ScopePlan {
+    /// Which scope.
+    pub scope: Scope,
+    /// Its bound extensions, in document order; each runs one shared instance for the whole
+    /// scope. Unbound ones are not here.
+    pub extensions: Vec<ExtensionPlan>,
+}
+
+impl ResolvedConfig {
+    /// The scope `key` names.
+    pub fn scope(&self, key: ScopeKey) -> Scope {
+        match key {
+            ScopeKey::Outer(index) => self.scopes[index].scope.clone(),
+            ScopeKey::Pipeline(index) => {
+                let plan = &self.pipelines[index];
+                Scope::Pipeline(plan.group.clone(), plan.name.clone())
+            }
+        }
+    }
+
+    /// The bound extensions of scope `key`.
+    pub fn extensions_of(&self, key: ScopeKey) -> &[ExtensionPlan] {
+        match key {
+            ScopeKey::Outer(index) => &self.scopes[index].extensions,
+            ScopeKey::Pipeline(index) => &self.pipelines[index].extensions,
+        }
+    }
+
+    /// The scopes whose extensions the nodes of pipeline `pipeline` can bind, innermost first:
+    /// the pipeline, its group, the engine.
+    pub fn scopes_of(&self, pipeline: usize) -> [ScopeKey; 3] {
+        let group = &self.pipelines[pipeline].group;
+        let group_scope = self
+            .scopes
+            .iter()
+            .position(|s| matches!(&s.scope, Scope::Group(g) if g == group))
+            .unwrap_or(0);
+        [
+            ScopeKey::Pipeline(pipeline),
+            ScopeKey::Outer(group_scope),
+            ScopeKey::Outer(0),
+        ]
+    }
+
+    /// The scope of the extension `extension` that the nodes of pipeline `pipeline` bind by
+    /// that id: the innermost that has it, as resolution bound it.
+    pub fn binding_scope(&self, pipeline: usize, extension: &str) -> Option<ScopeKey> {
+        self.scopes_of(pipeline)
+            .into_iter()
+            .find(|&key| self.extensions_of(key).iter().any(|e| e.id == extension))
+    }
 }
 
 /// A pipeline, resolved.
@@ -77,7 +206,8 @@ pub struct ExtensionPlan {
     pub id: String,
     /// Its type.
     pub factory: &'static ExtensionFactory,
-    /// Which variant runs: shared when a shared node binds it or it has no local variant.
+    /// Which variant runs: shared when a shared node binds it, it has no local variant, or it
+    /// is declared at the engine or a group.
     pub execution: ExecutionModel,
     /// The readiness timeout.
     pub startup_timeout: Duration,
@@ -92,6 +222,8 @@ pub struct ExtensionPlan {
 /// A node that binds one of an extension's capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
+    /// The node's pipeline (`group/pipeline`).
+    pub pipeline: String,
     /// The node's id.
     pub node: String,
     /// The capability it binds.

@@ -3,17 +3,20 @@
 //!
 //! Order of events, on every path (success, node error, node panic, readiness timeout,
 //! extension exit, signal):
-//! 1. Shared extensions are created once per pipeline; each core creates its local
-//!    extensions and constructs its nodes (which claim their capabilities).
+//! 1. Shared extensions are created: the engine's (`engine.extensions`), each group's, then
+//!    each pipeline's, once for all cores; each core creates its pipelines' local extensions
+//!    and constructs its nodes (which claim their capabilities, innermost scope first).
 //! 2. Extensions that some node claimed are started — shared ones on a small engine runtime,
-//!    local ones on their core — in declaration order, shared before local, before any node:
+//!    local ones on their core — outer scopes first (engine, group, pipeline), in declaration
+//!    order within a scope, shared before local, before any node:
 //!    each task has run up to its first suspension point before the next one is spawned, and
 //!    the engine waits for those that probe readiness, each within its `startup_timeout`.
 //!    Unclaimed and passive extensions are not started.
 //! 3. Nodes run. Shutdown (a request, a signal, a failure) tells receivers to stop;
 //!    processors and exporters drain what is in flight and finish.
 //! 4. Only when every node of a core has finished are its local extensions shut down, in
-//!    reverse start order, with a deadline; shared extensions go last, after every core.
+//!    reverse start order, with a deadline; shared extensions go last, after every core, in
+//!    reverse start order too: a pipeline's, then its group's, then the engine's.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
 use crate::node::NodeShared;
-use crate::resolve::{PipelinePlan, ResolvedConfig};
+use crate::resolve::{PipelinePlan, ResolvedConfig, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 
 pub use super::failure::{EngineError, Failure};
@@ -91,38 +94,48 @@ impl Engine {
             .map_err(|e| EngineError(vec![Failure::Start(e.to_string())]))?;
         let mut failures = Vec::new();
 
-        // 1. Shared extensions, created once per pipeline.
-        let mut shared_provisions: Vec<Vec<SharedProvisions>> = Vec::new();
-        let mut shared_lifecycles: Vec<Vec<SharedLifecycle>> = Vec::new();
-        for plan in &self.resolved.pipelines {
+        // 1. Shared extensions: the engine's, each group's, then each pipeline's shared ones,
+        //    once for all cores; they start in this order and stop in the reverse one.
+        let resolved = &self.resolved;
+        let keys = (0..resolved.scopes.len())
+            .map(ScopeKey::Outer)
+            .chain((0..resolved.pipelines.len()).map(ScopeKey::Pipeline));
+        let mut shared_provisions: HashMap<ScopeKey, Vec<SharedProvisions>> = HashMap::new();
+        let mut shared_lifecycles: Vec<(ScopeKey, Vec<SharedLifecycle>)> = Vec::new();
+        for key in keys {
+            let created = match key {
+                ScopeKey::Outer(index) => {
+                    resolved.scopes[index].create_shared_extensions(&resolved.source)
+                }
+                ScopeKey::Pipeline(index) => {
+                    resolved.pipelines[index].create_shared_extensions(&resolved.source)
+                }
+            };
+            let label = resolved.scope(key).label();
             let mut provisions = Vec::new();
             let mut lifecycles = Vec::new();
-            match plan.create_shared_extensions(&self.resolved.source) {
+            match created {
                 Ok(extensions) => {
                     for extension in extensions {
                         self.telemetry.register_extension_metrics(
-                            &pipeline_name(plan),
+                            &label,
                             extension.extension_id(),
                             None,
                             extension.metrics(),
                         );
                         let (provision, lifecycle) = extension.into_parts();
                         let id = provision.extension_id().to_owned();
-                        let timeout = startup_timeout(plan, &id);
-                        self.telemetry.set_extension(
-                            &pipeline_name(plan),
-                            &id,
-                            None,
-                            ExtensionState::Created,
-                        );
+                        let timeout = startup_timeout(resolved, key, &id);
+                        self.telemetry
+                            .set_extension(&label, &id, None, ExtensionState::Created);
                         provisions.push(provision);
                         lifecycles.push((id, lifecycle, timeout));
                     }
                 }
                 Err(error) => failures.push(instantiate_failure(error)),
             }
-            shared_provisions.push(provisions);
-            shared_lifecycles.push(lifecycles);
+            shared_provisions.insert(key, provisions);
+            shared_lifecycles.push((key, lifecycles));
         }
         if !failures.is_empty() {
             return Err(EngineError(failures));
@@ -171,7 +184,7 @@ impl Engine {
             }
         }
         drop(report_tx);
-        let mut claimed: BTreeSet<(usize, String)> = BTreeSet::new();
+        let mut claimed: BTreeSet<(ScopeKey, String)> = BTreeSet::new();
         for _ in 0..threads.len() {
             match report_rx.recv() {
                 Ok(CoreReport::Constructed { claims }) => claimed.extend(claims),
@@ -187,16 +200,15 @@ impl Engine {
         if failures.is_empty() {
             let to_start = shared_lifecycles
                 .into_iter()
-                .enumerate()
-                .flat_map(|(index, lifecycles)| {
-                    let plan = &self.resolved.pipelines[index];
+                .flat_map(|(key, lifecycles)| {
+                    let label = self.resolved.scope(key).label();
                     let claimed = &claimed;
                     lifecycles
                         .into_iter()
                         .map(move |(id, lifecycle, timeout)| ToStart {
-                            pipeline_index: index,
-                            pipeline: pipeline_name(plan),
-                            claimed: claimed.contains(&(index, id.clone())),
+                            scope: key,
+                            label: label.clone(),
+                            claimed: claimed.contains(&(key, id.clone())),
                             id,
                             lifecycle,
                             startup_timeout: timeout,

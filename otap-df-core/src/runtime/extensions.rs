@@ -15,18 +15,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::engine::{ExtensionState, Failure, Telemetry, pipeline_name};
+use super::engine::{ExtensionState, Failure, Telemetry};
 use crate::extension::{
     ExtensionControl, ExtensionHandle, ExtensionMessage, Lifecycle, Readiness, control_channel,
 };
-use crate::resolve::ResolvedConfig;
+use crate::resolve::{ResolvedConfig, ScopeKey};
 
 /// An extension to start, where it belongs, and whether a node claimed it.
 pub(super) struct ToStart<T> {
-    /// Its pipeline's index in the resolved configuration.
-    pub pipeline_index: usize,
-    /// Its pipeline's name (`group/pipeline`).
-    pub pipeline: String,
+    /// Its scope.
+    pub scope: ScopeKey,
+    /// Its scope's label (`engine`, `group:<group>`, `group/pipeline`).
+    pub label: String,
     /// Its id.
     pub id: String,
     /// Its task, if it has one.
@@ -39,18 +39,18 @@ pub(super) struct ToStart<T> {
 
 /// An extension whose task was spawned.
 pub(super) struct Started {
-    pipeline_index: usize,
+    scope: ScopeKey,
     id: String,
     handle: ExtensionHandle,
 }
 
-/// The extension tasks of one scope — the engine's shared extensions, or one core's local
-/// ones — and which extension each runs.
+/// The extension tasks of one runtime — every shared extension (the engine's, the groups',
+/// the pipelines'), or one core's local ones — and which extension each runs.
 pub(super) struct ExtensionTasks {
     /// `None` for the engine's shared extensions, the core for local ones.
     core: Option<usize>,
     pub(super) set: JoinSet<Result<(), String>>,
-    names: HashMap<tokio::task::Id, (usize, String)>,
+    names: HashMap<tokio::task::Id, (ScopeKey, String)>,
     /// Started extensions, in start order.
     started: Vec<Started>,
 }
@@ -89,8 +89,8 @@ impl ExtensionTasks {
         let mut failures = Vec::new();
         for extension in extensions {
             let ToStart {
-                pipeline_index,
-                pipeline,
+                scope,
+                label: pipeline,
                 id,
                 lifecycle,
                 startup_timeout,
@@ -114,7 +114,7 @@ impl ExtensionTasks {
             telemetry.watch_extension(&pipeline, &id, core, &handle);
             let (begun_tx, begun) = oneshot::channel();
             let spawned = spawn(&mut self.set, task, control, begun_tx);
-            self.names.insert(spawned, (pipeline_index, id.clone()));
+            self.names.insert(spawned, (scope, id.clone()));
             // A task that panics in its first poll drops the sender; the panic is reported
             // when the task is joined.
             let _ = begun.await;
@@ -147,20 +147,12 @@ impl ExtensionTasks {
                             reason: handle.degraded(),
                         });
                     }
-                    self.started.push(Started {
-                        pipeline_index,
-                        id,
-                        handle,
-                    });
+                    self.started.push(Started { scope, id, handle });
                     return failures;
                 }
             }
             telemetry.set_extension(&pipeline, &id, core, ExtensionState::Ready);
-            self.started.push(Started {
-                pipeline_index,
-                id,
-                handle,
-            });
+            self.started.push(Started { scope, id, handle });
         }
         failures
     }
@@ -174,7 +166,7 @@ impl ExtensionTasks {
         telemetry: &Telemetry,
     ) -> Option<Failure> {
         for started in self.started.drain(..).rev() {
-            let pipeline = pipeline_name(&resolved.pipelines[started.pipeline_index]);
+            let pipeline = resolved.scope(started.scope).label();
             let _ = started
                 .handle
                 .send(ExtensionMessage::Shutdown { deadline })
@@ -245,8 +237,12 @@ impl ExtensionTasks {
             ),
             Err(_) => return None,
         };
-        let (index, extension) = self.names.get(&id).cloned().unwrap_or((0, "?".into()));
-        let pipeline = pipeline_name(&resolved.pipelines[index]);
+        let (scope, extension) = self
+            .names
+            .get(&id)
+            .cloned()
+            .unwrap_or((ScopeKey::Outer(0), "?".into()));
+        let pipeline = resolved.scope(scope).label();
         telemetry.set_extension(
             &pipeline,
             &extension,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::node::NodeError;
+use crate::resolve::Scope;
 
 /// Something that went wrong in a run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +37,13 @@ pub enum Failure {
     },
     /// An extension did not signal readiness in time.
     #[error(
-        "extension `{extension}` of pipeline `{pipeline}` was not ready within its startup_timeout \
+        "extension `{extension}` of {} was not ready within its startup_timeout \
          of {timeout:?}{}; nodes were not started",
+        Scope::describe_label(.pipeline),
         last_report(.reason)
     )]
     ReadinessTimeout {
-        /// `group/pipeline`.
+        /// Its scope's label: `group/pipeline`, `group:<group>` or `engine`.
         pipeline: String,
         /// Extension id.
         extension: String,
@@ -51,9 +53,12 @@ pub enum Failure {
         reason: Option<String>,
     },
     /// An active or background extension's task ended before shutdown.
-    #[error("extension `{extension}` of pipeline `{pipeline}` stopped before shutdown: {reason}")]
+    #[error(
+        "extension `{extension}` of {} stopped before shutdown: {reason}",
+        Scope::describe_label(.pipeline)
+    )]
     ExtensionExited {
-        /// `group/pipeline`.
+        /// Its scope's label: `group/pipeline`, `group:<group>` or `engine`.
         pipeline: String,
         /// Extension id.
         extension: String,

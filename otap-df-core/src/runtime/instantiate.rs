@@ -1,20 +1,19 @@
-//! Instantiation: a pipeline plan's extensions created, shared ones once for all cores,
+//! Instantiation: the extensions of a scope created — an outer scope's (the engine's or a
+//! group's) once for everything in it, a pipeline's shared ones once for all cores and its
 //! local ones once per core.
 
 use crate::config::{ComponentConfig, Source};
 use crate::extension::{
     ExecutionModel, ExtensionContext, ExtensionError, LocalExtension, SharedExtension,
 };
-use crate::resolve::{ExtensionPlan, PipelinePlan};
+use crate::resolve::{ExtensionPlan, PipelinePlan, Scope, ScopePlan};
 
 /// An extension's constructor failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot create extension `{extension}` of pipeline `{group}/{pipeline}`: {source}")]
+#[error("cannot create extension `{extension}` of {scope}: {source}")]
 pub struct InstantiateError {
-    /// The pipeline group.
-    pub group: String,
-    /// The pipeline.
-    pub pipeline: String,
+    /// Where the extension is declared.
+    pub scope: Scope,
     /// The extension id.
     pub extension: String,
     /// What went wrong.
@@ -22,18 +21,58 @@ pub struct InstantiateError {
     pub source: ExtensionError,
 }
 
-impl PipelinePlan {
-    fn instantiate_error(
-        &self,
-        extension: &ExtensionPlan,
-        source: ExtensionError,
-    ) -> InstantiateError {
-        InstantiateError {
-            group: self.group.clone(),
-            pipeline: self.name.clone(),
-            extension: extension.id.clone(),
+/// The context of an extension of `scope`: its group and pipeline, empty for an outer
+/// scope that has none.
+fn context(scope: &Scope, plan: &ExtensionPlan, core: Option<usize>) -> ExtensionContext {
+    let (group, pipeline) = match scope {
+        Scope::Engine => ("", ""),
+        Scope::Group(group) => (group.as_str(), ""),
+        Scope::Pipeline(group, pipeline) => (group.as_str(), pipeline.as_str()),
+    };
+    ExtensionContext::new(plan.factory, &plan.id, group, pipeline, core)
+}
+
+/// Creates the shared extensions among `plans` (once for all cores).
+fn create_shared(
+    scope: &Scope,
+    plans: &[ExtensionPlan],
+    source: &Source,
+) -> Result<Vec<SharedExtension>, InstantiateError> {
+    let mut created = Vec::new();
+    for plan in plans
+        .iter()
+        .filter(|e| e.execution == ExecutionModel::Shared)
+    {
+        let failed = |source| InstantiateError {
+            scope: scope.clone(),
+            extension: plan.id.clone(),
             source,
-        }
+        };
+        let context = context(scope, plan, None);
+        let config_path = plan.path.key("config");
+        let config = ComponentConfig::new(&plan.config, &config_path, &source.positions);
+        let constructor = plan
+            .factory
+            .shared_constructor()
+            .ok_or_else(|| failed(context.error("the extension type has no shared variant")))?;
+        created.push(constructor(&context, &config).map_err(failed)?);
+    }
+    Ok(created)
+}
+
+impl ScopePlan {
+    /// Creates the scope's extensions: one shared instance each for the whole scope.
+    pub fn create_shared_extensions(
+        &self,
+        source: &Source,
+    ) -> Result<Vec<SharedExtension>, InstantiateError> {
+        create_shared(&self.scope, &self.extensions, source)
+    }
+}
+
+impl PipelinePlan {
+    fn scope(&self) -> Scope {
+        Scope::Pipeline(self.group.clone(), self.name.clone())
     }
 
     /// Creates the pipeline's shared extensions (once for all cores).
@@ -41,26 +80,7 @@ impl PipelinePlan {
         &self,
         source: &Source,
     ) -> Result<Vec<SharedExtension>, InstantiateError> {
-        let mut created = Vec::new();
-        for plan in self
-            .extensions
-            .iter()
-            .filter(|e| e.execution == ExecutionModel::Shared)
-        {
-            let context =
-                ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, None);
-            let config_path = plan.path.key("config");
-            let config = ComponentConfig::new(&plan.config, &config_path, &source.positions);
-            let constructor = plan.factory.shared_constructor().ok_or_else(|| {
-                self.instantiate_error(
-                    plan,
-                    context.error("the extension type has no shared variant"),
-                )
-            })?;
-            created
-                .push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
-        }
-        Ok(created)
+        create_shared(&self.scope(), &self.extensions, source)
     }
 
     /// Creates the pipeline's local extensions for pipeline instance `core`.
@@ -69,24 +89,26 @@ impl PipelinePlan {
         core: usize,
         source: &Source,
     ) -> Result<Vec<LocalExtension>, InstantiateError> {
+        let scope = self.scope();
         let mut created = Vec::new();
         for plan in self
             .extensions
             .iter()
             .filter(|e| e.execution == ExecutionModel::Local)
         {
-            let context =
-                ExtensionContext::new(plan.factory, &plan.id, &self.group, &self.name, Some(core));
+            let failed = |source| InstantiateError {
+                scope: scope.clone(),
+                extension: plan.id.clone(),
+                source,
+            };
+            let context = context(&scope, plan, Some(core));
             let config_path = plan.path.key("config");
             let config = ComponentConfig::new(&plan.config, &config_path, &source.positions);
-            let constructor = plan.factory.local_constructor().ok_or_else(|| {
-                self.instantiate_error(
-                    plan,
-                    context.error("the extension type has no local variant"),
-                )
-            })?;
-            created
-                .push(constructor(&context, &config).map_err(|e| self.instantiate_error(plan, e))?);
+            let constructor = plan
+                .factory
+                .local_constructor()
+                .ok_or_else(|| failed(context.error("the extension type has no local variant")))?;
+            created.push(constructor(&context, &config).map_err(failed)?);
         }
         Ok(created)
     }

@@ -287,11 +287,10 @@ impl Telemetry {
             reasons.push(format!("the engine is {}", phase.as_str()));
         }
         for (pipeline, extension, core, state) in self.extension_states() {
+            let scope = crate::resolve::Scope::describe_label(&pipeline);
             let instance = match core {
-                Some(core) => {
-                    format!("extension `{extension}` of pipeline `{pipeline}` (core {core})")
-                }
-                None => format!("extension `{extension}` of pipeline `{pipeline}`"),
+                Some(core) => format!("extension `{extension}` of {scope} (core {core})"),
+                None => format!("extension `{extension}` of {scope}"),
             };
             match state {
                 ExtensionState::Ready | ExtensionState::Passive | ExtensionState::Unclaimed => {}

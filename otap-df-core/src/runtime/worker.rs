@@ -20,7 +20,7 @@ use crate::node::{
     ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, NodeShared, Outputs,
     ReceiverContext, ShutdownSignal, StopRequest,
 };
-use crate::resolve::{PipelinePlan, ResolvedConfig};
+use crate::resolve::{PipelinePlan, ResolvedConfig, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
@@ -30,8 +30,13 @@ pub(super) enum CoreCommand {
     Abort,
 }
 
-pub(super) fn startup_timeout(plan: &PipelinePlan, extension: &str) -> Duration {
-    plan.extensions
+pub(super) fn startup_timeout(
+    resolved: &ResolvedConfig,
+    scope: ScopeKey,
+    extension: &str,
+) -> Duration {
+    resolved
+        .extensions_of(scope)
         .iter()
         .find(|e| e.id == extension)
         .map(|e| e.startup_timeout)
@@ -43,7 +48,7 @@ pub(super) fn instantiate_failure(error: InstantiateError) -> Failure {
 }
 
 pub(super) enum CoreReport {
-    Constructed { claims: Vec<(usize, String)> },
+    Constructed { claims: Vec<(ScopeKey, String)> },
     Finished { failures: Vec<Failure> },
 }
 
@@ -51,7 +56,8 @@ pub(super) struct CoreWorker {
     pub(super) core: usize,
     pub(super) cores: usize,
     pub(super) resolved: Arc<ResolvedConfig>,
-    pub(super) shared: Arc<Vec<Vec<SharedProvisions>>>,
+    /// Every shared instance, by scope.
+    pub(super) shared: Arc<HashMap<ScopeKey, Vec<SharedProvisions>>>,
     pub(super) options: RunOptions,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) telemetry: Arc<Telemetry>,
@@ -67,7 +73,8 @@ struct BuiltPipeline {
     name: String,
     extensions: Vec<LocalLifecycle>,
     nodes: Vec<(String, NodeInstance, Arc<NodeCounters>)>,
-    claims: BTreeSet<String>,
+    /// The extensions its nodes claimed, by the scope they belong to.
+    claims: BTreeSet<(ScopeKey, String)>,
     // Keeps the local capabilities alive as long as the pipeline instance.
     _provisions: Vec<LocalProvisions>,
 }
@@ -99,7 +106,7 @@ impl CoreWorker {
         };
         let claims = built
             .iter()
-            .flat_map(|p| p.claims.iter().map(move |id| (p.index, id.clone())))
+            .flat_map(|p| p.claims.iter().cloned())
             .collect();
         let _ = reports.send(CoreReport::Constructed { claims });
         let failures = match commands.recv() {
@@ -135,9 +142,18 @@ impl CoreWorker {
                 let id = provision.extension_id().to_owned();
                 self.telemetry
                     .set_extension(&name, &id, Some(self.core), ExtensionState::Created);
-                extensions.push((id.clone(), lifecycle, startup_timeout(plan, &id)));
+                let timeout = startup_timeout(&self.resolved, ScopeKey::Pipeline(index), &id);
+                extensions.push((id.clone(), lifecycle, timeout));
                 provisions.push(provision);
             }
+            // The shared instances this pipeline's nodes can bind, innermost scope first.
+            let shared_in_scope: Vec<&SharedProvisions> = self
+                .resolved
+                .scopes_of(index)
+                .iter()
+                .filter_map(|key| self.shared.get(key))
+                .flatten()
+                .collect();
             let mut nodes = Vec::new();
             let mut claims = BTreeSet::new();
             for node in &plan.nodes {
@@ -165,12 +181,8 @@ impl CoreWorker {
                 };
                 let config_path = node.path.key("config");
                 let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
-                let mut capabilities = Capabilities::for_node(
-                    &node.id,
-                    &node.bindings,
-                    &provisions,
-                    &self.shared[index],
-                );
+                let mut capabilities =
+                    Capabilities::for_node(&node.id, &node.bindings, &provisions, &shared_in_scope);
                 let instance =
                     constructor(&context, &config, &mut capabilities).and_then(|instance| {
                         if instance.kind_name() == node.factory.kind().as_str() {
@@ -191,8 +203,11 @@ impl CoreWorker {
                                 "the node did not claim a capability bound to it");
                         }
                         for binding in &node.bindings {
-                            if !unclaimed.iter().any(|(_, e)| *e == binding.extension) {
-                                claims.insert(binding.extension.clone());
+                            if !unclaimed.iter().any(|(_, e)| *e == binding.extension)
+                                && let Some(scope) =
+                                    self.resolved.binding_scope(index, &binding.extension)
+                            {
+                                claims.insert((scope, binding.extension.clone()));
                             }
                         }
                         nodes.push((node.id.clone(), instance, context.counters.clone()));
@@ -231,10 +246,11 @@ impl CoreWorker {
         let mut pipelines = Vec::new();
         for pipeline in built {
             for (id, lifecycle, timeout) in pipeline.extensions {
+                let scope = ScopeKey::Pipeline(pipeline.index);
                 to_start.push(ToStart {
-                    pipeline_index: pipeline.index,
-                    pipeline: pipeline.name.clone(),
-                    claimed: pipeline.claims.contains(&id),
+                    scope,
+                    label: pipeline.name.clone(),
+                    claimed: pipeline.claims.contains(&(scope, id.clone())),
                     id,
                     lifecycle,
                     startup_timeout: timeout,

@@ -284,6 +284,22 @@ fn a_misconfiguration_is_reported_with_file_line_and_path() {
     );
 }
 
+/// Runs `yaml` to its end on two cores; its telemetry.
+fn run_on_two_cores(yaml: &str) -> Arc<otap_df_core::runtime::engine::Telemetry> {
+    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
+        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(2),
+            ..RunOptions::default()
+        },
+    );
+    let telemetry = engine.telemetry();
+    engine.run().expect("the pipelines run to the end");
+    telemetry
+}
+
 #[test]
 fn two_cores_and_two_exporters_share_one_token_request() {
     let endpoint = TokenEndpoint::start(&[], Reply::Token(3600));
@@ -315,17 +331,7 @@ groups:
           - {{ from: gen, to: [a, b] }}
 "
     );
-    let resolved = load_with_env(&yaml, "test.yaml", &registry(), &|_| None)
-        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(2),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    engine.run().expect("the pipeline runs to the end");
+    let telemetry = run_on_two_cores(&yaml);
     let seen = seen.lock().unwrap();
     // 40 batches, each to both exporters (one request each: no merging), over two cores;
     // all with the one token.
@@ -346,5 +352,65 @@ groups:
             "token_expiry_unix_seconds",
             i64::try_from(expiry_of(&seen[0].token)).unwrap()
         )]
+    );
+}
+
+#[test]
+fn two_pipelines_on_two_cores_share_one_engine_scoped_token_request() {
+    let endpoint = TokenEndpoint::start(&[], Reply::Token(3600));
+    run_child(
+        "two_pipelines_on_two_cores_share_one_engine_scoped_token_request_child",
+        &endpoint.env(),
+    );
+    assert_eq!(endpoint.served().len(), 1, "{:?}", endpoint.served());
+}
+
+#[test]
+#[ignore = "run by `two_pipelines_on_two_cores_share_one_engine_scoped_token_request` in a child process"]
+fn two_pipelines_on_two_cores_share_one_engine_scoped_token_request_child() {
+    expect_child("two_pipelines_on_two_cores_share_one_engine_scoped_token_request_child");
+    let (_runtime, url, seen) = upstream();
+    let pipeline = |name: &str| {
+        format!(
+            "      {name}:
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 5, count: 40 }} }}
+          out: {{ type: exporter:otlp_http, config: {{ endpoint: '{url}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: azure }} }}
+        connections:
+          - {{ from: gen, to: out }}
+"
+        )
+    };
+    let yaml = format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    azure: {{ type: extension:azure_auth, config: {{ scope: '{SCOPE}', method: managed_identity }} }}
+groups:
+  g:
+    pipelines:
+{}{}",
+        pipeline("p"),
+        pipeline("q")
+    );
+    let telemetry = run_on_two_cores(&yaml);
+    let seen = seen.lock().unwrap();
+    // 40 batches per pipeline (over its two cores), all with the one token.
+    assert_eq!(seen.len(), 80);
+    assert!(seen.iter().all(|e| number_of(&e.token) == 1));
+    // One instance, the engine's.
+    let metrics = telemetry.extension_metrics();
+    assert_eq!(metrics.len(), 1, "{metrics:?}");
+    assert_eq!(
+        (
+            metrics[0].pipeline.as_str(),
+            metrics[0].extension.as_str(),
+            metrics[0].core
+        ),
+        ("engine", "azure", None)
+    );
+    assert_eq!(
+        metrics[0].metrics.counters,
+        [("renewals", 1), ("renewal_failures", 0)]
     );
 }

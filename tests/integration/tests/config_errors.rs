@@ -68,6 +68,7 @@ fn valid_configuration_loads_with_its_plan() {
     assert_eq!(
         plan.extensions[0].consumers,
         vec![otap_df_core::resolve::Consumer {
+            pipeline: "g/p".to_owned(),
             node: "dedup".to_owned(),
             capability: CapabilityId::KeyValueStore
         }]

@@ -1,0 +1,388 @@
+//! Extension scopes: `engine.extensions`, `groups.<g>.extensions` and a pipeline's own. A
+//! binding resolves innermost first; an id hiding an outer one is a warning naming both; an
+//! outer extension is one instance for its whole scope (every pipeline, every core), starts
+//! before and stops after everything inside it, also when the start fails.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+use std::time::Duration;
+
+use otap_df_core::config::ConfigErrors;
+use otap_df_core::resolve::{ResolvedConfig, Scope, ScopeKey, load_with_env};
+use otap_df_core::runtime::engine::{Engine, EngineError, Failure, RunOptions};
+use otap_df_tests::recording::{self, events};
+
+fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
+    let registry = recording::registry_with(otap_df_nodes::register);
+    load_with_env(text, "scopes.yaml", &registry, &|_| None)
+}
+
+fn resolve(text: &str) -> ResolvedConfig {
+    load(text).unwrap_or_else(|errors| panic!("invalid test configuration:\n{errors}"))
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("the configuration was accepted"),
+        Err(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn run(text: &str, cores: usize) -> Result<(), EngineError> {
+    let options = RunOptions {
+        cores: Some(cores),
+        shutdown_timeout: Duration::from_secs(5),
+        ..RunOptions::default()
+    };
+    Engine::new(resolve(text), options).run()
+}
+
+/// A passive recorder (no task): an extension that only provides capabilities.
+const PASSIVE: &str = "{ type: extension:recorder, config: { log: unused, behaviour: passive } }";
+
+/// The one configuration of the resolution tests: `tokens` at the engine, in group `g` and in
+/// pipeline `g/p`; `g/q` and `h/r` declare none; `store` only at the engine.
+fn layered() -> String {
+    format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    tokens: {PASSIVE}
+    store: {PASSIVE}
+groups:
+  g:
+    extensions:
+      tokens: {PASSIVE}
+    pipelines:
+      p:
+        extensions:
+          tokens: {PASSIVE}
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: unused, count: 1 }}, capabilities: {{ bearer_token_provider: tokens, key_value_store: store }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+      q:
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: unused, count: 1 }}, capabilities: {{ bearer_token_provider: tokens }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+  h:
+    pipelines:
+      r:
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: unused, count: 1 }}, capabilities: {{ bearer_token_provider: tokens }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+"
+    )
+}
+
+#[test]
+fn a_binding_resolves_to_the_innermost_scope_that_declares_the_id() {
+    let text = layered();
+    let resolved = resolve(&text);
+    let pipeline = |name: &str| {
+        resolved
+            .pipelines
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap()
+    };
+    let scope_of = |name: &str, id: &str| {
+        resolved
+            .binding_scope(pipeline(name), id)
+            .map(|key| resolved.scope(key))
+    };
+    // p's own, then g's, then the engine's.
+    assert_eq!(
+        scope_of("p", "tokens"),
+        Some(Scope::Pipeline("g".into(), "p".into()))
+    );
+    assert_eq!(scope_of("q", "tokens"), Some(Scope::Group("g".into())));
+    assert_eq!(scope_of("r", "tokens"), Some(Scope::Engine));
+    assert_eq!(scope_of("p", "store"), Some(Scope::Engine));
+    // Each declaration knows its consumers, across pipelines for an outer one.
+    let consumers = |key: ScopeKey, id: &str| -> Vec<String> {
+        resolved
+            .extensions_of(key)
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| {
+                e.consumers
+                    .iter()
+                    .map(|c| format!("{}.{} {}", c.pipeline, c.node, c.capability))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        consumers(ScopeKey::Outer(0), "tokens"),
+        ["h/r.src bearer_token_provider"]
+    );
+    assert_eq!(
+        consumers(ScopeKey::Outer(0), "store"),
+        ["g/p.src key_value_store"]
+    );
+    assert_eq!(
+        consumers(ScopeKey::Outer(1), "tokens"),
+        ["g/q.src bearer_token_provider"]
+    );
+    assert_eq!(
+        consumers(ScopeKey::Pipeline(pipeline("p")), "tokens"),
+        ["g/p.src bearer_token_provider"]
+    );
+    // Outer extensions always run one shared instance.
+    assert!(
+        resolved
+            .scopes
+            .iter()
+            .flat_map(|s| &s.extensions)
+            .all(|e| e.execution == otap_df_core::extension::ExecutionModel::Shared)
+    );
+}
+
+#[test]
+fn an_id_that_hides_an_outer_one_is_a_warning_naming_both() {
+    let text = layered();
+    let warnings: Vec<String> = resolve(&text)
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "9:7: at `groups.g.extensions.tokens`: extension `tokens` of group `g` shadows \
+             `tokens` of the engine (line 4:5): nodes of group `g` that bind `tokens` get this one",
+            "13:11: at `groups.g.pipelines.p.extensions.tokens`: extension `tokens` of pipeline \
+             `g/p` shadows `tokens` of group `g` (line 9:7): nodes of pipeline `g/p` that bind \
+             `tokens` get this one",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_id_lists_the_ids_of_every_enclosing_scope() {
+    let text = layered().replace(
+        "capabilities: { bearer_token_provider: tokens }",
+        "capabilities: { bearer_token_provider: tokns }",
+    );
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(
+        errors[0],
+        "20:102: at `groups.g.pipelines.q.nodes.src.capabilities.bearer_token_provider`: node \
+         `src` binds `bearer_token_provider` to extension `tokns`, which neither this pipeline, \
+         its group nor the engine declares; declared extensions: `tokens`, `store` \
+         (did you mean `tokens`?)"
+    );
+    assert!(
+        errors[1].contains("declared extensions: `tokens`, `store`"),
+        "{}",
+        errors[1]
+    );
+}
+
+#[test]
+fn an_extension_that_runs_one_instance_per_core_is_refused_at_an_outer_scope() {
+    let text = "version: otap_df/v1
+engine:
+  extensions:
+    local: { type: extension:local_recorder, config: { log: unused, behaviour: passive } }
+groups:
+  g:
+    extensions:
+      per_core: { type: extension:memory_kv, config: { per_core: true } }
+    pipelines:
+      p:
+        nodes:
+          src: { type: receiver:recording_source, config: { log: unused, count: 1 }, capabilities: { bearer_token_provider: local, key_value_store: per_core } }
+          out: { type: exporter:noop }
+        connections: [ { from: src, to: out } ]
+";
+    assert_eq!(
+        errors(text),
+        [
+            "4:14: at `engine.extensions.local.type`: extension `local` \
+             (extension:local_recorder) has a local variant only (one instance per core), and an \
+             extension of the engine is one instance for all of its pipelines and cores; declare \
+             it in each pipeline's `extensions:` instead",
+            "8:19: at `groups.g.extensions.per_core.type`: extension `per_core` \
+             (extension:memory_kv) runs one instance per core with this configuration, and an \
+             extension of group `g` is one instance for all of its pipelines and cores; declare \
+             it in each pipeline's `extensions:` instead",
+        ]
+    );
+}
+
+#[test]
+fn an_outer_extension_no_node_binds_is_a_warning_and_left_out() {
+    let text = format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    idle: {PASSIVE}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          src: {{ type: receiver:generator, config: {{ count: 1 }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+"
+    );
+    let resolved = resolve(&text);
+    assert!(resolved.scopes[0].extensions.is_empty());
+    let warnings: Vec<String> = resolved.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "4:5: at `engine.extensions.idle`: extension `idle` is not bound by any node and will not be started"
+        ]
+    );
+}
+
+/// Two pipelines on `cores` cores: `eng` at the engine (token provider of both sources),
+/// `grp` in group `g` (store of `q`'s source), `loc` local in `p` (store of `p`'s source).
+fn scoped_run(log: &str, grp: &str) -> String {
+    let recorder = |kind: &str, behaviour: &str| {
+        format!(
+            "{{ type: extension:{kind}, startup_timeout: 500ms, config: {{ log: {log}, {behaviour} }} }}"
+        )
+    };
+    let eng = recorder("recorder", "behaviour: ready");
+    let grp = recorder("recorder", grp);
+    let loc = recorder("local_recorder", "behaviour: ready");
+    format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    eng: {eng}
+groups:
+  g:
+    extensions:
+      grp: {grp}
+    pipelines:
+      p:
+        extensions:
+          loc: {loc}
+        nodes:
+          src_p: {{ type: receiver:recording_source, config: {{ log: {log}, count: 3 }}, capabilities: {{ bearer_token_provider: eng, key_value_store: loc }} }}
+          sink_p: {{ type: exporter:recording_sink, config: {{ log: {log}, ignore_store: true }} }}
+        connections: [ {{ from: src_p, to: sink_p }} ]
+      q:
+        nodes:
+          src_q: {{ type: receiver:recording_source, config: {{ log: {log}, count: 3 }}, capabilities: {{ bearer_token_provider: eng, key_value_store: grp }} }}
+          sink_q: {{ type: exporter:recording_sink, config: {{ log: {log}, ignore_store: true }} }}
+        connections: [ {{ from: src_q, to: sink_q }} ]
+"
+    )
+}
+
+fn count(events: &[String], event: &str) -> usize {
+    events.iter().filter(|e| *e == event).count()
+}
+
+fn first(events: &[String], event: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e == event)
+        .unwrap_or_else(|| panic!("no `{event}` in {events:?}"))
+}
+
+fn last(events: &[String], event: &str) -> usize {
+    events
+        .iter()
+        .rposition(|e| e == event)
+        .unwrap_or_else(|| panic!("no `{event}` in {events:?}"))
+}
+
+#[test]
+fn an_outer_extension_is_one_instance_for_every_pipeline_and_core_and_wraps_the_inner_ones() {
+    let log = "scopes-graceful";
+    run(&scoped_run(log, "behaviour: ready"), 2).expect("the run ends well");
+    let events = events(log);
+    // One instance per scope: the engine's and the group's once, the pipeline's local one
+    // per core.
+    assert_eq!(count(&events, "eng:start"), 1, "{events:?}");
+    assert_eq!(count(&events, "grp:start"), 1, "{events:?}");
+    assert_eq!(count(&events, "loc:start"), 2, "{events:?}");
+    assert_eq!(count(&events, "eng:stop"), 1, "{events:?}");
+    assert_eq!(count(&events, "grp:stop"), 1, "{events:?}");
+    assert_eq!(count(&events, "loc:stop"), 2, "{events:?}");
+    // Outer first: the engine's is ready before the group's starts, which is ready before
+    // any of the pipeline's starts.
+    assert!(
+        first(&events, "eng:ready") < first(&events, "grp:start"),
+        "{events:?}"
+    );
+    assert!(
+        last(&events, "grp:ready") < first(&events, "loc:start"),
+        "{events:?}"
+    );
+    let first_node = events
+        .iter()
+        .position(|e| e.starts_with("src_") || e.starts_with("sink_"))
+        .unwrap();
+    let last_node = events
+        .iter()
+        .rposition(|e| e.starts_with("src_") || e.starts_with("sink_"))
+        .unwrap();
+    // Cores run on their own: one may be done before the other starts, so the pipeline's
+    // local instances bracket the nodes per core (as `runtime.rs` tests); across scopes:
+    assert!(first(&events, "loc:ready") < first_node, "{events:?}");
+    // Inner last: nodes, then the pipeline's, then the group's, then the engine's.
+    assert!(last_node < last(&events, "loc:stop"), "{events:?}");
+    assert!(
+        last(&events, "loc:stop") < first(&events, "grp:stop"),
+        "{events:?}"
+    );
+    assert!(
+        first(&events, "grp:stop") < first(&events, "eng:stop"),
+        "{events:?}"
+    );
+    // Both pipelines ran on both cores: 3 records per source per core.
+    assert_eq!(count(&events, "sink_p:finish 3"), 2, "{events:?}");
+    assert_eq!(count(&events, "sink_q:finish 3"), 2, "{events:?}");
+}
+
+#[test]
+fn when_a_group_extension_is_not_ready_the_engine_one_still_stops_last_and_no_node_starts() {
+    let log = "scopes-not-ready";
+    let failures = match run(&scoped_run(log, "behaviour: never_ready"), 2) {
+        Ok(()) => panic!("the run succeeded"),
+        Err(error) => error.0,
+    };
+    assert_eq!(
+        failures,
+        [Failure::ReadinessTimeout {
+            pipeline: "group:g".into(),
+            extension: "grp".into(),
+            timeout: Duration::from_millis(500),
+            reason: None,
+        }]
+    );
+    assert_eq!(
+        failures[0].to_string(),
+        "extension `grp` of group `g` was not ready within its startup_timeout of 500ms; \
+         nodes were not started"
+    );
+    let events = events(log);
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("src_") || e.starts_with("loc:")),
+        "nothing inside the group started: {events:?}"
+    );
+    assert_eq!(
+        events,
+        [
+            "eng:start",
+            "eng:ready",
+            "grp:start",
+            "grp:stop",
+            "eng:stop"
+        ]
+    );
+}
