@@ -88,7 +88,7 @@ pub struct RegistryError {
 }
 
 /// The extension and node types one build knows.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Registry {
     extensions: BTreeMap<&'static str, &'static ExtensionFactory>,
     nodes: BTreeMap<(ComponentKind, &'static str), &'static NodeFactory>,

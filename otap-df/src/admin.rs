@@ -11,6 +11,8 @@
 //!   bindings with the scope of the bound extension, counters, the node's own counters).
 //!   Extension instances of the engine and of a group carry the label `engine` and
 //!   `group:<group>` where a pipeline's carry `<group>/<pipeline>`.
+//! - `POST /reload`: re-reads the configuration files and applies them like SIGHUP (see
+//!   [`crate::reload`]); answers JSON with what was done.
 //! - `GET /metrics`: Prometheus metrics in the OpenMetrics text format (`prometheus-client`):
 //!   every node counter with `pipeline` and `node` labels, the nodes' own counters, extension
 //!   states, the extensions' own counters and gauges, the run's phase, readiness and lost
@@ -37,6 +39,7 @@ use tokio::sync::oneshot;
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
 use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
+use crate::reload::{ReloadReport, Reloader};
 
 /// The content type of `/metrics`.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,11 +54,13 @@ pub struct Admin {
 
 impl Admin {
     /// Listens on `listen` (bound before this returns, so a taken port is an error here) and
-    /// serves `telemetry` on a thread of its own. `resolved` gives the shape the status shows.
+    /// serves `telemetry` on a thread of its own. `resolved` gives the shape the status shows;
+    /// `reload`, when given, serves `POST /reload`.
     pub fn start(
         listen: SocketAddr,
         telemetry: Arc<Telemetry>,
         resolved: &ResolvedConfig,
+        reload: Option<Reloader>,
     ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
@@ -63,6 +68,7 @@ impl Admin {
         let state = Arc::new(State {
             shape: Shape::of(resolved),
             telemetry,
+            reload,
         });
         let (stop, stopped) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,9 +121,14 @@ async fn serve(
                 let Ok((stream, _)) = accepted else { continue };
                 let state = state.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.answer(&request)) }
+                        async move {
+                            if request.method() == Method::POST && request.uri().path() == "/reload" {
+                                return Ok::<_, Infallible>(state.reload().await);
+                            }
+                            Ok::<_, Infallible>(state.answer(&request))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -131,13 +142,71 @@ async fn serve(
 }
 
 /// What the endpoint serves from.
-#[derive(Debug)]
 struct State {
     shape: Shape,
     telemetry: Arc<Telemetry>,
+    reload: Option<Reloader>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("shape", &self.shape)
+            .field("reload", &self.reload.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {
+    /// `POST /reload`: re-reads and applies the configuration (off the endpoint's thread),
+    /// answers what happened as JSON — 200 applied or unchanged, 409 needs a restart, 422
+    /// invalid, 500 an extension refused its new config, 503 the engine is not running.
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        let Some(reload) = self.reload.clone() else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no reload here: the engine was not started by `otap-df run`\n".into(),
+            );
+        };
+        let report = match tokio::task::spawn_blocking(move || reload()).await {
+            Ok(report) => report,
+            Err(error) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the reload did not finish: {error}\n"),
+                );
+            }
+        };
+        crate::reload::log(&report);
+        let (status, body) = match &report {
+            ReloadReport::Invalid(errors) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "result": "invalid", "errors": errors }),
+            ),
+            ReloadReport::NotRunning => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "result": "not_running" }),
+            ),
+            ReloadReport::Done(outcome) if !outcome.needs_restart.is_empty() => (
+                StatusCode::CONFLICT,
+                json!({ "result": "needs_restart", "reasons": outcome.needs_restart }),
+            ),
+            ReloadReport::Done(outcome) if !outcome.failed.is_empty() => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "result": "failed", "updated": outcome.updated, "failed": outcome.failed }),
+            ),
+            ReloadReport::Done(outcome) if outcome.unchanged() => {
+                (StatusCode::OK, json!({ "result": "unchanged" }))
+            }
+            ReloadReport::Done(outcome) => (
+                StatusCode::OK,
+                json!({ "result": "applied", "updated": outcome.updated }),
+            ),
+        };
+        let body = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
+        response(status, "application/json", body)
+    }
+
     fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(

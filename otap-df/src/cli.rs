@@ -396,13 +396,20 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
         },
     );
     let telemetry = engine.telemetry();
+    let reload = crate::reload::reloader(registry.clone(), sources.clone(), engine.reload_handle());
     // Up before the engine starts, down after it ended: it reports the whole run.
     let _admin = match admin_listen {
         Some(listen) => {
-            match crate::admin::Admin::start(listen, telemetry.clone(), engine.resolved()) {
+            let admin = crate::admin::Admin::start(
+                listen,
+                telemetry.clone(),
+                engine.resolved(),
+                Some(reload.clone()),
+            );
+            match admin {
                 Ok(admin) => {
                     tracing::info!(
-                        "admin endpoint on http://{} (/livez /readyz /status /metrics)",
+                        "admin endpoint on http://{} (/livez /readyz /status /metrics, POST /reload)",
                         admin.local_addr()
                     );
                     Some(admin)
@@ -417,7 +424,7 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
         }
         None => None,
     };
-    watch_signals(engine.shutdown_handle(), telemetry.clone(), report);
+    watch_signals(engine.shutdown_handle(), telemetry.clone(), report, reload);
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let progress = (!quiet && (progress || terminal)).then(|| {
         let telemetry = telemetry.clone();
@@ -464,9 +471,14 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once, with the final line of
-/// what was counted so far. SIGHUP: logged and ignored (a reload is not supported yet; the
-/// default action would kill the process with no drain).
-fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>, report: Report) {
+/// what was counted so far. SIGHUP: reload the configuration (see [`crate::reload`]), off
+/// the signal loop so that a signal during a reload is still handled.
+fn watch_signals(
+    shutdown: ShutdownHandle,
+    telemetry: std::sync::Arc<Telemetry>,
+    report: Report,
+    reload: crate::reload::Reloader,
+) {
     let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
             tracing::error!("cannot watch signals: no runtime");
@@ -488,7 +500,9 @@ fn watch_signals(shutdown: ShutdownHandle, telemetry: std::sync::Arc<Telemetry>,
                     _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                     _ = hangup.recv() => {
-                        tracing::warn!("SIGHUP: reloading the configuration is not supported yet; ignored (the run goes on)");
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let reload = reload.clone();
+                        tokio::task::spawn_blocking(move || crate::reload::log(&reload()));
                         continue;
                     }
                 }

@@ -17,6 +17,7 @@ pub use otap_df_tests as testkit;
 pub mod admin;
 pub mod cli;
 pub mod node;
+pub mod reload;
 mod sources;
 
 use otap_df_core::config::ComponentKind;

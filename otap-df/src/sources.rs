@@ -59,6 +59,23 @@ impl Read {
 }
 
 impl Sources {
+    /// Reads every source again, for a reload: standard input cannot be read twice.
+    pub(crate) fn read_again(&self) -> Result<Read, String> {
+        if self
+            .files
+            .iter()
+            .chain(&self.configs)
+            .any(|p| p.as_os_str() == "-")
+        {
+            return Err(
+                "the configuration came from standard input, which cannot be read again; \
+                 a reload needs configuration files"
+                    .to_owned(),
+            );
+        }
+        self.read()
+    }
+
     /// Reads every source; the error says which and why.
     pub(crate) fn read(&self) -> Result<Read, String> {
         let paths: Vec<&PathBuf> = self.files.iter().chain(&self.configs).collect();

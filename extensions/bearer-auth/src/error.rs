@@ -15,6 +15,15 @@ pub enum BearerAuthError {
         /// The variable.
         name: String,
     },
+    /// A reload changed an option that the running instance cannot take (a restart applies
+    /// it).
+    #[error(
+        "`{option}` cannot change while running (what reads the files and frames the header is set up at start); restart to apply it"
+    )]
+    FixedAtStart {
+        /// The option.
+        option: &'static str,
+    },
     /// `token_env` names a variable that holds only whitespace.
     #[error("environment variable `{name}` is empty")]
     EmptyVariable {

@@ -40,6 +40,7 @@ pub static BEARER_AUTH: ExtensionFactory = ExtensionFactory::new(
 ])
 .validate_config(|config| decode(config).map(drop))
 .shared(create)
+.updates_in_place()
 .build();
 
 fn decode(
@@ -61,7 +62,8 @@ fn create(
     let builder = context
         .shared_builder()
         .provide::<BearerTokenProvider>(provider)
-        .provide::<BearerTokenAuthorizer>(authorizer);
+        .provide::<BearerTokenAuthorizer>(authorizer)
+        .updatable(auth.clone());
     if config.watches_files() {
         let task = Reloader::new(auth, config.reload_interval);
         Ok(builder.active(Box::new(task), Readiness::Probe)?)
@@ -71,7 +73,7 @@ fn create(
 }
 
 /// Where the client token comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ClientSource {
     /// None configured: only the server side is served.
     None,
@@ -98,6 +100,8 @@ pub struct BearerAuth {
     pub(crate) accepted: ArcSwap<Vec<Accepted>>,
     client_source: ClientSource,
     tokens_file: Option<PathBuf>,
+    /// How often files are re-read (fixed at start: the task's timer).
+    reload_interval: Duration,
     // Written only by reloads (never on a request path).
     sources: Mutex<Sources>,
     pub(crate) counters: Counters,
@@ -148,28 +152,7 @@ impl BearerAuth {
     /// naming it.
     pub fn new(id: &str, config: &BearerAuthConfig) -> Result<Self, ExtensionError> {
         let failed = |error: FileError| ExtensionError::typed(id, BearerAuthError::from(error));
-        let (client_source, client) = match (&config.token, &config.token_file, &config.token_env) {
-            (Some(token), _, _) => (ClientSource::Fixed("token"), Some(token.clone())),
-            (_, Some(path), _) => {
-                let content = token_source::read_blocking(path).map_err(failed)?;
-                let token = token_source::parse_token(path, content).map_err(failed)?;
-                (ClientSource::File(path.clone()), Some(token))
-            }
-            (_, _, Some(name)) => {
-                let value = std::env::var(name).map_err(|_| {
-                    ExtensionError::typed(id, BearerAuthError::UnsetVariable { name: name.clone() })
-                })?;
-                let token = Secret::new(value.trim());
-                if token.is_empty() {
-                    return Err(ExtensionError::typed(
-                        id,
-                        BearerAuthError::EmptyVariable { name: name.clone() },
-                    ));
-                }
-                (ClientSource::Fixed("token_env"), Some(token))
-            }
-            (None, None, None) => (ClientSource::None, None),
-        };
+        let (client_source, client) = Self::client_of(id, config)?;
         let file = match &config.tokens_file {
             Some(path) => {
                 let content = token_source::read_blocking(path).map_err(failed)?;
@@ -190,11 +173,85 @@ impl BearerAuth {
             accepted: ArcSwap::from_pointee(Vec::new()),
             client_source,
             tokens_file: config.tokens_file.clone(),
+            reload_interval: config.reload_interval,
             sources: Mutex::new(Sources::default()),
             counters: Counters::default(),
         };
         auth.install(sources);
         Ok(auth)
+    }
+
+    /// Where the client token of `config` comes from, and the token as read now.
+    fn client_of(
+        id: &str,
+        config: &BearerAuthConfig,
+    ) -> Result<(ClientSource, Option<Secret>), ExtensionError> {
+        let failed = |error: FileError| ExtensionError::typed(id, BearerAuthError::from(error));
+        Ok(
+            match (&config.token, &config.token_file, &config.token_env) {
+                (Some(token), _, _) => (ClientSource::Fixed("token"), Some(token.clone())),
+                (_, Some(path), _) => {
+                    let content = token_source::read_blocking(path).map_err(failed)?;
+                    let token = token_source::parse_token(path, content).map_err(failed)?;
+                    (ClientSource::File(path.clone()), Some(token))
+                }
+                (_, _, Some(name)) => {
+                    let value = std::env::var(name).map_err(|_| {
+                        ExtensionError::typed(
+                            id,
+                            BearerAuthError::UnsetVariable { name: name.clone() },
+                        )
+                    })?;
+                    let token = Secret::new(value.trim());
+                    if token.is_empty() {
+                        return Err(ExtensionError::typed(
+                            id,
+                            BearerAuthError::EmptyVariable { name: name.clone() },
+                        ));
+                    }
+                    (ClientSource::Fixed("token_env"), Some(token))
+                }
+                (None, None, None) => (ClientSource::None, None),
+            },
+        )
+    }
+
+    /// Takes a changed `config:` (a reload): new inline tokens and client token are served
+    /// from the next request on; the options that set up files and the header cannot change.
+    pub fn update(&self, config: &BearerAuthConfig) -> Result<(), ExtensionError> {
+        let fixed =
+            |option| ExtensionError::typed(&self.id, BearerAuthError::FixedAtStart { option });
+        if AuthHeader::new(&config.header, &config.scheme) != self.header {
+            return Err(fixed("header` / `scheme"));
+        }
+        if config.tokens_file != self.tokens_file {
+            return Err(fixed("tokens_file"));
+        }
+        if config.reload_interval != self.reload_interval {
+            return Err(fixed("reload_interval"));
+        }
+        let (client_source, client) = Self::client_of(&self.id, config)?;
+        // Which option gives the client token is fixed (a file has its task); its inline
+        // value or variable is not.
+        if client_source != self.client_source {
+            return Err(fixed("token` / `token_env` / `token_file"));
+        }
+        let (file, client) = {
+            let current = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+            // A token file keeps its last reading: its task re-reads it.
+            let client = match client_source {
+                ClientSource::File(_) => current.client.clone(),
+                _ => client,
+            };
+            (current.file.clone(), client)
+        };
+        self.install(Sources {
+            client,
+            inline: config.tokens.clone(),
+            file,
+        });
+        tracing::info!(extension = %self.id, "configuration updated; serving the new tokens");
+        Ok(())
     }
 
     /// Makes `sources` the served tokens: rebuilds the accepted list and, when the client
@@ -303,6 +360,12 @@ impl BearerAuth {
             }
             _ => "the token source gave no token",
         }
+    }
+}
+
+impl otap_df_core::extension::ConfigUpdater for BearerAuth {
+    fn update(&self, config: &ComponentConfig<'_>) -> Result<(), ExtensionError> {
+        BearerAuth::update(self, &decode(config)?)
     }
 }
 

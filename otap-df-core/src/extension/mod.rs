@@ -123,6 +123,19 @@ pub struct ExtensionFactory {
     local: Option<LocalConstructor>,
     shared: Option<SharedConstructor>,
     preferred_model: Option<ModelChooser>,
+    updates_in_place: bool,
+}
+
+/// Takes a new `config:` block into a running extension instance, for a type that declares
+/// [`ExtensionFactory::updates_in_place`] (the instance hands it to its builder with
+/// `updatable`). On a reload whose only change to the instance is its `config:`, the engine
+/// calls [`update`](Self::update) with the new block, already checked by the factory's
+/// validator; consumers keep the capabilities they hold and see the new configuration from
+/// their next call.
+pub trait ConfigUpdater: Send + Sync {
+    /// Serves `config` from now on. An error leaves the current configuration in force and
+    /// says why (an option that cannot change while running, a file that cannot be read).
+    fn update(&self, config: &ComponentConfig<'_>) -> Result<(), ExtensionError>;
 }
 
 /// Chooses, from an instance's `config:`, the variant it runs as when the factory has both
@@ -150,6 +163,7 @@ impl ExtensionFactory {
             local: None,
             shared: None,
             preferred_model: None,
+            updates_in_place: false,
         }
     }
 
@@ -202,6 +216,20 @@ impl ExtensionFactory {
     pub const fn preferred_model(mut self, chooser: ModelChooser) -> Self {
         self.preferred_model = Some(chooser);
         self
+    }
+
+    /// Declares that its instances take a changed `config:` while running (each hands a
+    /// [`ConfigUpdater`] to its builder): a reload updates them in place instead of needing a
+    /// restart.
+    #[must_use]
+    pub const fn updates_in_place(mut self) -> Self {
+        self.updates_in_place = true;
+        self
+    }
+
+    /// Whether its instances take a changed `config:` while running.
+    pub fn takes_updates(&self) -> bool {
+        self.updates_in_place
     }
 
     /// Finishes the declaration. Evaluated in a `static`, a factory without any constructor
@@ -454,6 +482,7 @@ macro_rules! extension_flavour {
             factory: &'static ExtensionFactory,
             metrics: Arc<ExtensionMetrics>,
             provisions: Vec<(CapabilityId, $Provision)>,
+            updater: Option<Arc<dyn ConfigUpdater>>,
             state: PhantomData<State>,
         }
 
@@ -464,6 +493,7 @@ macro_rules! extension_flavour {
                     factory: context.factory,
                     metrics: context.metrics.clone(),
                     provisions: Vec::new(),
+                    updater: None,
                     state: PhantomData,
                 }
             }
@@ -492,12 +522,21 @@ macro_rules! extension_flavour {
                 self.with_capabilities()
             }
 
+            /// Lets a reload hand the instance a changed `config:` (for a factory that
+            /// declares [`ExtensionFactory::updates_in_place`]).
+            #[must_use]
+            pub fn updatable(mut self, updater: Arc<dyn ConfigUpdater>) -> Self {
+                self.updater = Some(updater);
+                self
+            }
+
             fn with_capabilities(self) -> $Builder<WithCapabilities> {
                 $Builder {
                     extension_id: self.extension_id,
                     factory: self.factory,
                     metrics: self.metrics,
                     provisions: self.provisions,
+                    updater: self.updater,
                     state: PhantomData,
                 }
             }
@@ -508,6 +547,7 @@ macro_rules! extension_flavour {
                     provisions: ExtensionProvisions {
                         extension_id: self.extension_id,
                         provisions: self.provisions,
+                        updater: self.updater,
                     },
                     lifecycle,
                     metrics: self.metrics,

@@ -48,6 +48,7 @@ pub(crate) type SharedProvision = Arc<dyn Any + Send + Sync>;
 pub struct ExtensionProvisions<P> {
     pub(crate) extension_id: String,
     pub(crate) provisions: Vec<(CapabilityId, P)>,
+    pub(crate) updater: Option<Arc<dyn super::ConfigUpdater>>,
 }
 
 impl<P> ExtensionProvisions<P> {
@@ -59,6 +60,11 @@ impl<P> ExtensionProvisions<P> {
     /// The capabilities provided.
     pub fn capabilities(&self) -> Vec<CapabilityId> {
         self.provisions.iter().map(|(c, _)| *c).collect()
+    }
+
+    /// What takes a changed `config:` into the running instance, if it takes one.
+    pub fn updater(&self) -> Option<&Arc<dyn super::ConfigUpdater>> {
+        self.updater.as_ref()
     }
 }
 

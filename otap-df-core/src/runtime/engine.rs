@@ -32,6 +32,8 @@ use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_pol
 
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};
+pub use super::reload::{ReloadHandle, ReloadOutcome};
+use super::reload::{ReloadRequest, live_configs};
 pub use super::telemetry::{
     ExtensionMetricsOf, ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats,
     NodeTotals, RunPhase, Telemetry,
@@ -44,6 +46,10 @@ pub struct Engine {
     options: RunOptions,
     shutdown: Arc<watch::Sender<bool>>,
     telemetry: Arc<Telemetry>,
+    reloads: (
+        std::sync::mpsc::Sender<ReloadRequest>,
+        std::sync::mpsc::Receiver<ReloadRequest>,
+    ),
 }
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
@@ -57,7 +63,13 @@ impl Engine {
             options,
             shutdown: Arc::new(shutdown),
             telemetry: Arc::new(Telemetry::default()),
+            reloads: std::sync::mpsc::channel(),
         }
+    }
+
+    /// A handle that hands the running engine a new configuration (see [`ReloadHandle`]).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.reloads.0.clone())
     }
 
     /// A handle that starts a graceful shutdown.
@@ -249,7 +261,25 @@ impl Engine {
         }
         let mut remaining = threads.len();
         let mut shutting_down_extensions = false;
+        // Reloads are taken while nodes run; a request that comes earlier waits for that, one
+        // that comes later finds the channel closed when the run is over.
+        let running = matches!(command, CoreCommand::Start);
+        let mut live = live_configs(&self.resolved);
         while remaining > 0 {
+            if running {
+                while let Ok((new, answer)) = self.reloads.1.try_recv() {
+                    let outcome = match super::reload::plan(&self.resolved, &live, &new) {
+                        Ok(updates) => {
+                            super::reload::apply(updates, &new, &shared_provisions, &mut live)
+                        }
+                        Err(needs_restart) => ReloadOutcome {
+                            needs_restart,
+                            ..ReloadOutcome::default()
+                        },
+                    };
+                    let _ = answer.send(outcome);
+                }
+            }
             match report_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(CoreReport::Finished { failures: f }) => {
                     failures.extend(f);

@@ -386,3 +386,88 @@ fn when_a_group_extension_is_not_ready_the_engine_one_still_stops_last_and_no_no
         ]
     );
 }
+
+/// A running engine of [`reload_config`] (its source waits for shutdown), its reload and
+/// shutdown handles.
+fn running(
+    log: &str,
+    store: &str,
+) -> (
+    std::thread::JoinHandle<Result<(), EngineError>>,
+    otap_df_core::runtime::engine::ReloadHandle,
+    otap_df_core::runtime::engine::ShutdownHandle,
+) {
+    let engine = Engine::new(
+        resolve(&reload_config(log, store, "")),
+        RunOptions::default(),
+    );
+    let (reload, shutdown) = (engine.reload_handle(), engine.shutdown_handle());
+    let thread = std::thread::spawn(move || engine.run());
+    assert!(
+        recording::wait_for(log, "src:start", Duration::from_secs(10)),
+        "{:?}",
+        events(log)
+    );
+    (thread, reload, shutdown)
+}
+
+/// Group `g` with a `memory_kv` (`store`, config `store`), pipeline `g/p` binding it; `more`
+/// adds pipelines.
+fn reload_config(log: &str, store: &str, more: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    extensions:
+      store: {{ type: extension:memory_kv, config: {store} }}
+    pipelines:
+      p:
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: {log}, count: 1, then: wait }}, capabilities: {{ key_value_store: store }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+{more}"
+    )
+}
+
+#[test]
+fn a_reload_the_running_engine_cannot_take_is_refused_with_every_reason() {
+    let log = "scopes-reload";
+    let (thread, reload, shutdown) = running(log, "{ max_entries: 10 }");
+    // The same configuration: nothing to do.
+    let same = reload
+        .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
+        .unwrap();
+    assert!(same.unchanged(), "{same:?}");
+    // memory_kv does not take a new config in place; a new pipeline needs a restart.
+    let more = "      q:
+        nodes:
+          src: { type: receiver:generator, config: { count: 1 } }
+          out: { type: exporter:noop }
+        connections: [ { from: src, to: out } ]
+";
+    let outcome = reload
+        .reload(resolve(&reload_config(log, "{ max_entries: 20 }", more)))
+        .unwrap();
+    assert_eq!(
+        outcome.needs_restart,
+        [
+            "pipeline `g/q` was added",
+            "the config of extension `store` of group `g` changed, and extension:memory_kv \
+             does not take a new config while running",
+        ]
+    );
+    assert!(outcome.updated.is_empty() && outcome.failed.is_empty());
+    // The engine is still the old one, and still stops cleanly.
+    let again = reload
+        .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
+        .unwrap();
+    assert!(again.unchanged(), "{again:?}");
+    shutdown.request();
+    thread.join().unwrap().expect("a clean end");
+    // Once the run is over, a reload finds no engine.
+    assert_eq!(
+        reload.reload(resolve(&reload_config(log, "{ max_entries: 10 }", ""))),
+        None
+    );
+}

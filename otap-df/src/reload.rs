@@ -1,0 +1,88 @@
+//! Live reconfiguration of `otap-df run`: SIGHUP and `POST /reload` on the admin endpoint
+//! re-read the configuration's files (and `--set` overrides), validate them completely and
+//! hand the result to the running engine, which applies what it can take in place (see
+//! [`ReloadHandle`](crate::core::runtime::engine::ReloadHandle)) or keeps the running
+//! configuration and says which changes need a restart.
+
+use std::sync::Arc;
+
+use crate::Registry;
+use crate::core::runtime::engine::{ReloadHandle, ReloadOutcome};
+use crate::sources::Sources;
+
+/// What one reload found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadReport {
+    /// The files could not be read, or the configuration is invalid: the running one stays.
+    /// Each error as `validate` prints it.
+    Invalid(Vec<String>),
+    /// The engine is not running (starting up took longer than the wait, or it ended).
+    NotRunning,
+    /// The engine's answer.
+    Done(ReloadOutcome),
+}
+
+/// Re-reads, validates and applies the configuration; called from the signal thread and the
+/// admin endpoint.
+pub type Reloader = Arc<dyn Fn() -> ReloadReport + Send + Sync>;
+
+/// A [`Reloader`] for the configuration `sources` name, checked against `registry` and
+/// applied through `engine`.
+pub(crate) fn reloader(registry: Registry, sources: Sources, engine: ReloadHandle) -> Reloader {
+    Arc::new(move || {
+        let read = match sources.read_again() {
+            Ok(read) => read,
+            Err(message) => return ReloadReport::Invalid(vec![message]),
+        };
+        let loaded = crate::core::resolve::load_layers(&read.layers(), &registry, &|name| {
+            std::env::var(name).ok()
+        });
+        match loaded {
+            Err(errors) => ReloadReport::Invalid(
+                errors
+                    .to_string()
+                    .lines()
+                    .map(|line| line.trim().to_owned())
+                    .collect(),
+            ),
+            Ok(new) => {
+                for warning in &new.warnings {
+                    tracing::warn!("reload: {}:{warning}", read.label());
+                }
+                engine
+                    .reload(new)
+                    .map_or(ReloadReport::NotRunning, ReloadReport::Done)
+            }
+        }
+    })
+}
+
+/// Logs what a reload did, one line per outcome.
+pub(crate) fn log(report: &ReloadReport) {
+    match report {
+        ReloadReport::Invalid(errors) => tracing::error!(
+            "reload: the configuration was not applied, the running one stays:\n{}",
+            errors.join("\n")
+        ),
+        ReloadReport::NotRunning => {
+            tracing::warn!("reload: the engine is not running; nothing applied");
+        }
+        ReloadReport::Done(outcome) if outcome.unchanged() => {
+            tracing::info!("reload: the configuration is unchanged");
+        }
+        ReloadReport::Done(outcome) => {
+            if !outcome.needs_restart.is_empty() {
+                tracing::warn!(
+                    "reload: not applied, the running configuration stays; these changes need a restart: {}",
+                    outcome.needs_restart.join("; ")
+                );
+            }
+            if !outcome.updated.is_empty() {
+                tracing::info!("reload: applied to {}", outcome.updated.join(", "));
+            }
+            if !outcome.failed.is_empty() {
+                tracing::warn!("reload: not taken by {}", outcome.failed.join("; "));
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Live reconfiguration through the real binary: SIGHUP and `POST /reload` re-read the
+//! configuration file, validate it completely and apply what the running engine can take in
+//! place (a `bearer_auth`'s tokens), while clients keep sending; an invalid file or a change
+//! that needs a restart leaves the running configuration as it was, and says why.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use otap_df_tests::temp::TempDir;
+use support::binary::{RunningBinary, final_line, records_out};
+use support::{free_port, get, post};
+
+/// A receiver on `otlp` guarded by an engine-level `bearer_auth` accepting `tokens`, into a
+/// noop exporter; `header` is the token's header; the admin endpoint on `admin`.
+fn write_config(path: &Path, admin: u16, otlp: u16, tokens: &str, header: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "version: otap_df/v1
+engine:
+  admin: {{ listen: '127.0.0.1:{admin}' }}
+  extensions:
+    callers: {{ type: extension:bearer_auth, config: {{ tokens: [{tokens}], header: {header} }} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{otlp}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: in, to: out }} ]
+"
+        ),
+    )
+    .unwrap();
+}
+
+/// One OTLP/HTTP logs request of 5 records with `token`: the status.
+fn send(otlp: u16, token: &str) -> u16 {
+    let logs = otap_df_nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, 5, "a", 1);
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("content-type", "application/x-protobuf"),
+        ("authorization", bearer.as_str()),
+    ];
+    post(otlp, "/v1/logs", &headers, logs.bytes().clone())
+        .status
+        .as_u16()
+}
+
+/// Waits (bounded: 10 s) until the admin endpoint answers ready.
+fn wait_ready(admin: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+        && get(admin, "/readyz").status == 200)
+    {
+        assert!(Instant::now() < deadline, "not ready within 10s");
+        // Polling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A client that keeps sending with `token` until stopped: the status of every request.
+struct Sender {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u16>>,
+}
+
+impl Sender {
+    fn start(otlp: u16, token: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                statuses.push(send(otlp, token));
+            }
+            statuses
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Vec<u16> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+struct Setup {
+    _dir: TempDir,
+    config: PathBuf,
+    admin: u16,
+    otlp: u16,
+    run: RunningBinary,
+}
+
+fn start(name: &str) -> Setup {
+    let dir = TempDir::new(name);
+    let config = dir.path("reload.yaml");
+    let (admin, otlp) = (free_port(), free_port());
+    write_config(&config, admin, otlp, "old-token", "Authorization");
+    let run = RunningBinary::start(&config);
+    wait_ready(admin);
+    Setup {
+        _dir: dir,
+        config,
+        admin,
+        otlp,
+        run,
+    }
+}
+
+/// `POST /reload`: the status and the JSON answer.
+fn reload(admin: u16) -> (u16, serde_json::Value) {
+    let answer = post(admin, "/reload", &[], Vec::new());
+    (
+        answer.status.as_u16(),
+        serde_json::from_slice(&answer.body).unwrap(),
+    )
+}
+
+/// Ends the run with SIGTERM: every accepted record was delivered.
+fn finish(run: RunningBinary) {
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(records_out(last, "in"), records_out(last, "out"), "{last}");
+}
+
+#[test]
+fn sighup_applies_a_new_accepted_token_while_clients_keep_sending_without_a_refusal() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        mut run,
+    } = start("reload-sighup");
+    assert_eq!(send(otlp, "new-token"), 401, "not accepted yet");
+    let sender = Sender::start(otlp, "old-token");
+    write_config(
+        &config,
+        admin,
+        otlp,
+        "old-token, new-token",
+        "Authorization",
+    );
+    run.signal("-HUP");
+    run.wait_for("the reload applied", |line| {
+        line.contains("reload: applied to extension `callers` of the engine")
+    });
+    assert_eq!(send(otlp, "new-token"), 200, "accepted without a restart");
+    let statuses = sender.stop();
+    assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&status| status == 200),
+        "no request refused because of the swap: {:?}",
+        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
+    );
+    // A token taken out is refused from then on.
+    write_config(&config, admin, otlp, "new-token", "Authorization");
+    assert_eq!(
+        reload(admin),
+        (
+            200,
+            serde_json::json!({ "result": "applied", "updated": ["extension `callers` of the engine"] })
+        )
+    );
+    assert_eq!(send(otlp, "old-token"), 401);
+    assert_eq!(send(otlp, "new-token"), 200);
+    finish(run);
+}
+
+#[test]
+fn an_invalid_new_configuration_leaves_the_running_one_and_says_where_it_is_wrong() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        mut run,
+    } = start("reload-invalid");
+    let valid = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, valid.replace("tokens: [", "tokenz: [")).unwrap();
+    let (status, answer) = reload(admin);
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["result"], "invalid");
+    let errors = answer["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| {
+            let e = e.as_str().unwrap();
+            e.contains(":5:")
+                && e.contains("engine.extensions.callers.config")
+                && e.contains("unknown field `tokenz`")
+        }),
+        "{answer}"
+    );
+    // By signal too: logged, and the run goes on with the old tokens.
+    run.signal("-HUP");
+    run.wait_for("the invalid reload logged", |line| {
+        line.contains("reload: the configuration was not applied, the running one stays")
+    });
+    assert_eq!(send(otlp, "old-token"), 200);
+    assert_eq!(get(admin, "/readyz").status, 200);
+    finish(run);
+}
+
+#[test]
+fn a_change_that_needs_a_restart_is_refused_as_a_whole_with_its_reasons() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        run,
+    } = start("reload-restart");
+    // A new token and a new exporter in one change: nothing is applied.
+    let valid = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        valid
+            .replace("tokens: [old-token]", "tokens: [old-token, new-token]")
+            .replace("exporter:noop", "exporter:debug"),
+    )
+    .unwrap();
+    let (status, answer) = reload(admin);
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer,
+        serde_json::json!({ "result": "needs_restart", "reasons": ["the nodes of pipeline `g/p` changed"] })
+    );
+    assert_eq!(send(otlp, "new-token"), 401, "nothing applied");
+    // An option the running instance cannot take: refused by the extension, reported.
+    write_config(&config, admin, otlp, "old-token, new-token", "X-Token");
+    let (status, answer) = reload(admin);
+    assert_eq!(status, 500, "{answer}");
+    assert_eq!(answer["result"], "failed");
+    let failed = answer["failed"][0].as_str().unwrap();
+    assert!(
+        failed.starts_with("extension `callers` of the engine: ")
+            && failed.contains("`header` / `scheme` cannot change while running"),
+        "{failed}"
+    );
+    assert_eq!(send(otlp, "old-token"), 200, "the running tokens stay");
+    assert_eq!(send(otlp, "new-token"), 401);
+    // The same file again: unchanged.
+    write_config(&config, admin, otlp, "old-token", "Authorization");
+    assert_eq!(
+        reload(admin),
+        (200, serde_json::json!({ "result": "unchanged" }))
+    );
+    finish(run);
+}
