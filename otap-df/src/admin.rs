@@ -159,8 +159,10 @@ impl std::fmt::Debug for State {
 
 impl State {
     /// `POST /reload`: re-reads and applies the configuration (off the endpoint's thread),
-    /// answers what happened as JSON — 200 applied or unchanged, 409 needs a restart, 422
-    /// invalid, 500 an extension refused its new config, 503 the engine is not running.
+    /// answers what happened as JSON — 200 applied (`updated` extensions, `added`,
+    /// `replaced`, `removed` pipelines) or unchanged, 409 needs a restart (`reasons`), 422
+    /// invalid (`errors`), 500 something failed (`failed`; what else was applied is listed),
+    /// 503 the engine is not running.
     async fn reload(&self) -> Response<Full<Bytes>> {
         let Some(reload) = self.reload.clone() else {
             return text(
@@ -191,17 +193,30 @@ impl State {
                 StatusCode::CONFLICT,
                 json!({ "result": "needs_restart", "reasons": outcome.needs_restart }),
             ),
-            ReloadReport::Done(outcome) if !outcome.failed.is_empty() => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "result": "failed", "updated": outcome.updated, "failed": outcome.failed }),
-            ),
             ReloadReport::Done(outcome) if outcome.unchanged() => {
                 (StatusCode::OK, json!({ "result": "unchanged" }))
             }
-            ReloadReport::Done(outcome) => (
-                StatusCode::OK,
-                json!({ "result": "applied", "updated": outcome.updated }),
-            ),
+            ReloadReport::Done(outcome) => {
+                let failed = !outcome.failed.is_empty();
+                let mut body = json!({ "result": if failed { "failed" } else { "applied" } });
+                for (key, list) in [
+                    ("updated", &outcome.updated),
+                    ("added", &outcome.added),
+                    ("replaced", &outcome.replaced),
+                    ("removed", &outcome.removed),
+                    ("failed", &outcome.failed),
+                ] {
+                    if !list.is_empty() {
+                        body[key] = json!(list);
+                    }
+                }
+                let status = if failed {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
+                (status, body)
+            }
         };
         let body = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
         response(status, "application/json", body)
@@ -243,6 +258,9 @@ impl State {
     }
 
     fn status(&self) -> Value {
+        // The configuration that runs now (a reload may have changed it).
+        let current = self.telemetry.config().map(|config| Shape::of(&config));
+        let shape = current.as_ref().unwrap_or(&self.shape);
         let readiness = self.telemetry.readiness();
         let states = self.telemetry.extension_states();
         let extension_metrics = self.telemetry.extension_metrics();
@@ -269,8 +287,7 @@ impl State {
                 }).collect::<Vec<_>>(),
             })
         };
-        let scopes: Vec<Value> = self
-            .shape
+        let scopes: Vec<Value> = shape
             .scopes
             .iter()
             .map(|(label, extensions)| {
@@ -281,8 +298,7 @@ impl State {
                 json!({ "name": label, "extensions": extensions })
             })
             .collect();
-        let pipelines: Vec<Value> = self
-            .shape
+        let pipelines: Vec<Value> = shape
             .pipelines
             .iter()
             .map(|pipeline| {

@@ -1,8 +1,8 @@
 //! Live reconfiguration of `otap-df run`: SIGHUP and `POST /reload` on the admin endpoint
 //! re-read the configuration's files (and `--set` overrides), validate them completely and
-//! hand the result to the running engine, which applies what it can take in place (see
-//! [`ReloadHandle`](crate::core::runtime::engine::ReloadHandle)) or keeps the running
-//! configuration and says which changes need a restart.
+//! hand the result to the running engine ([`ReloadHandle`]), which applies what it can
+//! while data flows (updates in place, pipelines added, removed or replaced) or keeps the
+//! running configuration and says which changes need a restart.
 
 use std::sync::Arc;
 
@@ -79,6 +79,15 @@ pub(crate) fn log(report: &ReloadReport) {
             }
             if !outcome.updated.is_empty() {
                 tracing::info!("reload: applied to {}", outcome.updated.join(", "));
+            }
+            for (what, list) in [
+                ("started", &outcome.added),
+                ("replaced (the old version drains)", &outcome.replaced),
+                ("stopped (draining)", &outcome.removed),
+            ] {
+                if !list.is_empty() {
+                    tracing::info!("reload: {what}: {}", list.join(", "));
+                }
             }
             if !outcome.failed.is_empty() {
                 tracing::warn!("reload: not taken by {}", outcome.failed.join("; "));

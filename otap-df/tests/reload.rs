@@ -213,6 +213,40 @@ fn an_invalid_new_configuration_leaves_the_running_one_and_says_where_it_is_wron
 }
 
 #[test]
+fn a_changed_pipeline_is_replaced_while_clients_keep_sending_and_the_old_one_drains() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        run,
+    } = start("reload-replace");
+    let sender = Sender::start(otlp, "old-token");
+    // Another exporter: the pipeline is rebuilt; its receiver keeps the bound socket.
+    let valid = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, valid.replace("exporter:noop", "exporter:debug")).unwrap();
+    let (status, answer) = reload(admin);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        serde_json::json!({ "result": "applied", "replaced": ["pipeline `g/p`"] })
+    );
+    // The new version serves: the status shows its exporter.
+    let status: serde_json::Value = serde_json::from_slice(&get(admin, "/status").body).unwrap();
+    assert_eq!(status["pipelines"][0]["nodes"][1]["type"], "exporter:debug");
+    assert_eq!(send(otlp, "old-token"), 200);
+    let statuses = sender.stop();
+    assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
+    assert!(
+        statuses.iter().all(|&status| status == 200),
+        "no request refused because of the swap: {:?}",
+        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
+    );
+    // Every record accepted by either version was delivered (the final line sums both).
+    finish(run);
+}
+
+#[test]
 fn a_change_that_needs_a_restart_is_refused_as_a_whole_with_its_reasons() {
     let Setup {
         _dir,
@@ -221,20 +255,20 @@ fn a_change_that_needs_a_restart_is_refused_as_a_whole_with_its_reasons() {
         otlp,
         run,
     } = start("reload-restart");
-    // A new token and a new exporter in one change: nothing is applied.
+    // A new token and another number of cores in one change: nothing is applied.
     let valid = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         valid
             .replace("tokens: [old-token]", "tokens: [old-token, new-token]")
-            .replace("exporter:noop", "exporter:debug"),
+            .replace("engine:\n", "engine:\n  cores: 2\n"),
     )
     .unwrap();
     let (status, answer) = reload(admin);
     assert_eq!(status, 409, "{answer}");
     assert_eq!(
         answer,
-        serde_json::json!({ "result": "needs_restart", "reasons": ["the nodes of pipeline `g/p` changed"] })
+        serde_json::json!({ "result": "needs_restart", "reasons": ["`engine.cores` changed"] })
     );
     assert_eq!(send(otlp, "new-token"), 401, "nothing applied");
     // An option the running instance cannot take: refused by the extension, reported.

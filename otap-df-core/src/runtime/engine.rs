@@ -14,9 +14,16 @@
 //!    Unclaimed and passive extensions are not started.
 //! 3. Nodes run. Shutdown (a request, a signal, a failure) tells receivers to stop;
 //!    processors and exporters drain what is in flight and finish.
-//! 4. Only when every node of a core has finished are its local extensions shut down, in
-//!    reverse start order, with a deadline; shared extensions go last, after every core, in
-//!    reverse start order too: a pipeline's, then its group's, then the engine's.
+//! 4. When every node of a pipeline on a core has finished, that pipeline's local extensions
+//!    on the core are shut down, in reverse start order, with a deadline; shared extensions
+//!    go last, after every core, in reverse start order too: a pipeline's, then its group's,
+//!    then the engine's.
+//!
+//! Each pipeline runs as a *run* (`runtime/run.rs`): a reload ([`ReloadHandle`]) that adds
+//! or changes a pipeline builds and starts a new run beside the running ones through the same
+//! steps (its shared extensions, then on every core its local ones and its nodes), and only
+//! then stops the run it replaces, which drains; its shared extensions stop once every core
+//! is done with it. A new run that does not start is dropped and the old one stays.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,13 +34,14 @@ use tokio::sync::watch;
 
 use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
 use crate::node::NodeShared;
-use crate::resolve::{PipelinePlan, ResolvedConfig, ScopeKey};
+use crate::resolve::{ResolvedConfig, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};
 pub use super::reload::{ReloadHandle, ReloadOutcome};
 use super::reload::{ReloadRequest, live_configs};
+use super::run::{Owner, PipelineRun, RunId};
 pub use super::telemetry::{
     ExtensionMetricsOf, ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats,
     NodeTotals, RunPhase, Telemetry,
@@ -104,236 +112,669 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| EngineError(vec![Failure::Start(e.to_string())]))?;
-        let mut failures = Vec::new();
+        let mut room = EngineRoom {
+            resolved: self.resolved.clone(),
+            initial: self.resolved.clone(),
+            options: self.options.clone(),
+            shutdown: self.shutdown.clone(),
+            telemetry: self.telemetry.clone(),
+            runtime,
+            failures: Vec::new(),
+            shared: Vec::new(),
+            pending: Vec::new(),
+            runs: HashMap::new(),
+            next_run: 0,
+            retiring: HashMap::new(),
+            cores: Cores::default(),
+            live: live_configs(&self.resolved),
+        };
+        self.telemetry.set_config(self.resolved.clone());
+        let result = room.run(&self.reloads.1);
+        drop(room);
+        result
+    }
+}
 
-        // 1. Shared extensions: the engine's, each group's, then each pipeline's shared ones,
-        //    once for all cores; they start in this order and stop in the reverse one.
-        let resolved = &self.resolved;
-        let keys = (0..resolved.scopes.len())
-            .map(ScopeKey::Outer)
-            .chain((0..resolved.pipelines.len()).map(ScopeKey::Pipeline));
-        let mut shared_provisions: HashMap<ScopeKey, Vec<SharedProvisions>> = HashMap::new();
-        let mut shared_lifecycles: Vec<(ScopeKey, Vec<SharedLifecycle>)> = Vec::new();
-        for key in keys {
-            let created = match key {
-                ScopeKey::Outer(index) => {
-                    resolved.scopes[index].create_shared_extensions(&resolved.source)
-                }
-                ScopeKey::Pipeline(index) => {
-                    resolved.pipelines[index].create_shared_extensions(&resolved.source)
-                }
-            };
-            let label = resolved.scope(key).label();
-            let mut provisions = Vec::new();
-            let mut lifecycles = Vec::new();
-            match created {
-                Ok(extensions) => {
-                    for extension in extensions {
-                        self.telemetry.register_extension_metrics(
-                            &label,
-                            extension.extension_id(),
-                            None,
-                            extension.metrics(),
-                        );
-                        let (provision, lifecycle) = extension.into_parts();
-                        let id = provision.extension_id().to_owned();
-                        let timeout = startup_timeout(resolved, key, &id);
-                        self.telemetry
-                            .set_extension(&label, &id, None, ExtensionState::Created);
-                        provisions.push(provision);
-                        lifecycles.push((id, lifecycle, timeout));
-                    }
-                }
-                Err(error) => failures.push(instantiate_failure(error)),
-            }
-            shared_provisions.insert(key, provisions);
-            shared_lifecycles.push((key, lifecycles));
-        }
-        if !failures.is_empty() {
-            return Err(EngineError(failures));
-        }
-        let shared_provisions = Arc::new(shared_provisions);
-        // One cell per node for all its cores.
-        let node_shared: Arc<HashMap<(usize, String), NodeShared>> = Arc::new(
-            self.resolved
-                .pipelines
-                .iter()
-                .enumerate()
-                .flat_map(|(index, plan)| {
-                    plan.nodes
-                        .iter()
-                        .map(move |node| ((index, node.id.clone()), NodeShared::default()))
-                })
-                .collect(),
-        );
+/// The shared instances of one owner, and their tasks once started.
+struct SharedOf {
+    owner: Owner,
+    label: String,
+    provisions: Vec<Arc<SharedProvisions>>,
+    tasks: ExtensionTasks,
+}
 
-        // 2. Cores create their local extensions and construct their nodes.
-        let cores = self.cores();
-        let (report_tx, report_rx) = std::sync::mpsc::channel::<CoreReport>();
-        let mut commands = Vec::new();
-        let mut threads = Vec::new();
-        for core in 0..cores {
-            let (command_tx, command_rx) = std::sync::mpsc::channel();
-            commands.push(command_tx);
-            let worker = CoreWorker {
-                core,
-                cores,
-                resolved: self.resolved.clone(),
-                shared: shared_provisions.clone(),
-                options: self.options.clone(),
-                shutdown: self.shutdown.subscribe(),
-                telemetry: self.telemetry.clone(),
-                stop: watch::Sender::new(None),
-                node_shared: node_shared.clone(),
-            };
-            let report_tx = report_tx.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("otap-df-core-{core}"))
-                .spawn(move || worker.run(command_rx, report_tx));
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(e) => failures.push(Failure::Start(e.to_string())),
+/// The cores: their command queues, and the reports they send back (with the core's
+/// number).
+#[derive(Default)]
+struct Cores {
+    commands: Vec<tokio::sync::mpsc::UnboundedSender<CoreCommand>>,
+    reports: Option<std::sync::mpsc::Receiver<(usize, CoreReport)>>,
+    threads: Vec<thread::JoinHandle<()>>,
+    /// Cores whose thread is done.
+    finished: BTreeSet<usize>,
+    /// Reports set aside while waiting for others.
+    pending: std::collections::VecDeque<(usize, CoreReport)>,
+}
+
+impl Cores {
+    fn send(&self, command: impl Fn() -> CoreCommand) {
+        for (core, tx) in self.commands.iter().enumerate() {
+            if !self.finished.contains(&core) {
+                let _ = tx.send(command());
             }
         }
-        drop(report_tx);
-        let mut claimed: BTreeSet<(ScopeKey, String)> = BTreeSet::new();
-        for _ in 0..threads.len() {
-            match report_rx.recv() {
-                Ok(CoreReport::Constructed { claims }) => claimed.extend(claims),
-                Ok(CoreReport::Finished { failures: f }) => failures.extend(f),
-                Err(_) => failures.push(Failure::Start(
-                    "a core thread ended during construction".into(),
-                )),
+    }
+
+    /// The next report: one set aside first, else one within `wait`.
+    fn next(&mut self, wait: Duration) -> Option<(usize, CoreReport)> {
+        if let Some(report) = self.pending.pop_front() {
+            return Some(report);
+        }
+        self.reports.as_ref()?.recv_timeout(wait).ok()
+    }
+
+    /// The answer of every core still running to the last command: `Built` or `Started`
+    /// reports (`is_answer`), setting the others aside. A core that finishes meanwhile answers
+    /// nothing; its `Finished` report is set aside too.
+    fn answers(&mut self, is_answer: fn(&CoreReport) -> bool) -> Vec<CoreReport> {
+        let mut waiting: BTreeSet<usize> = (0..self.commands.len())
+            .filter(|core| !self.finished.contains(core))
+            .collect();
+        let mut answers = Vec::new();
+        let mut set_aside = Vec::new();
+        while !waiting.is_empty() {
+            let Some(reports) = self.reports.as_ref() else {
+                break;
+            };
+            let Ok((core, report)) = reports.recv() else {
+                break;
+            };
+            if is_answer(&report) {
+                waiting.remove(&core);
+                answers.push(report);
+            } else {
+                if matches!(report, CoreReport::Finished { .. }) {
+                    waiting.remove(&core);
+                }
+                set_aside.push((core, report));
+            }
+        }
+        self.pending.extend(set_aside);
+        answers
+    }
+}
+
+/// Everything a run owns, and the steps of the run.
+struct EngineRoom {
+    /// The configuration it runs (the one it started with, then each applied reload's).
+    resolved: Arc<ResolvedConfig>,
+    /// The configuration it started with: [`Owner::Outer`] indexes its scopes (a reload
+    /// cannot change the outer scopes).
+    initial: Arc<ResolvedConfig>,
+    options: RunOptions,
+    shutdown: Arc<watch::Sender<bool>>,
+    telemetry: Arc<Telemetry>,
+    runtime: tokio::runtime::Runtime,
+    failures: Vec<Failure>,
+    /// Shared instances by owner, in start order (outer scopes, then runs).
+    shared: Vec<SharedOf>,
+    /// Shared lifecycles created and not started yet, by owner.
+    pending: Vec<(Owner, Vec<SharedLifecycle>)>,
+    /// The live run of each pipeline, by label.
+    runs: HashMap<String, PipelineRun>,
+    next_run: RunId,
+    /// Runs a reload stopped or discarded: how many cores have yet to report them ended.
+    retiring: HashMap<RunId, usize>,
+    cores: Cores,
+    live: super::reload::LiveConfigs,
+}
+
+impl EngineRoom {
+    fn run(
+        &mut self,
+        reloads: &std::sync::mpsc::Receiver<ReloadRequest>,
+    ) -> Result<(), EngineError> {
+        let resolved = self.resolved.clone();
+        // 1. Shared extensions: the engine's, each group's, then each pipeline's.
+        for (index, scope) in resolved.scopes.iter().enumerate() {
+            let created = scope.create_shared_extensions(&resolved.source);
+            self.created(Owner::Outer(index), scope.scope.label(), 0, created, |id| {
+                startup_timeout(&resolved, ScopeKey::Outer(index), id)
+            });
+        }
+        let mut initial = Vec::new();
+        for index in 0..resolved.pipelines.len() {
+            let run = self.new_run(resolved.clone(), index, None);
+            initial.push(run);
+        }
+        if !self.failures.is_empty() {
+            return Err(EngineError(std::mem::take(&mut self.failures)));
+        }
+        let initial: Vec<PipelineRun> = initial
+            .into_iter()
+            .map(|run| self.with_shared(run))
+            .collect();
+        for run in &initial {
+            self.runs.insert(run.label.clone(), run.clone());
+        }
+
+        // 2. Cores build their runs.
+        self.spawn_cores();
+        let built = self
+            .cores
+            .answers(|r| matches!(r, CoreReport::Built { .. }));
+        let mut claimed = BTreeSet::new();
+        for report in built {
+            if let CoreReport::Built { failures, claims } = report {
+                self.failures.extend(failures);
+                claimed.extend(claims);
             }
         }
 
         // 3. Shared extensions some node claimed start before any node, ready or not at all.
-        let mut shared_tasks = ExtensionTasks::new(None);
-        if failures.is_empty() {
-            let to_start = shared_lifecycles
-                .into_iter()
-                .flat_map(|(key, lifecycles)| {
-                    let label = self.resolved.scope(key).label();
-                    let claimed = &claimed;
-                    lifecycles
-                        .into_iter()
-                        .map(move |(id, lifecycle, timeout)| ToStart {
-                            scope: key,
-                            label: label.clone(),
-                            claimed: claimed.contains(&(key, id.clone())),
-                            id,
-                            lifecycle,
-                            startup_timeout: timeout,
-                        })
-                })
-                .collect();
-            let spawn: Spawn<Box<dyn SharedTask>> = |set, task, control, begun| {
-                set.spawn(async move {
-                    after_first_poll(task.run(control), begun)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .id()
-            };
-            failures.extend(runtime.block_on(shared_tasks.start(
-                to_start,
-                spawn,
-                &self.resolved,
-                &self.telemetry,
-            )));
+        let ids: Vec<RunId> = initial.iter().map(|run| run.id).collect();
+        if self.failures.is_empty() {
+            let owners: Vec<Owner> = self.pending.iter().map(|(owner, _)| *owner).collect();
+            let failures = self.start_shared(&owners, &claimed);
+            self.failures.extend(failures);
         }
 
         // 4. Nodes run on every core; the engine watches shared extensions meanwhile.
-        let command = if failures.is_empty() {
-            CoreCommand::Start
+        let start = self.failures.is_empty();
+        self.telemetry.advance(if start {
+            RunPhase::Running
         } else {
-            CoreCommand::Abort
-        };
-        self.telemetry.advance(match command {
-            CoreCommand::Start => RunPhase::Running,
-            CoreCommand::Abort => RunPhase::Stopping,
+            RunPhase::Stopping
         });
-        for tx in &commands {
-            let _ = tx.send(match command {
-                CoreCommand::Start => CoreCommand::Start,
-                CoreCommand::Abort => CoreCommand::Abort,
-            });
+        if start {
+            self.cores.send(|| CoreCommand::Start(ids.clone()));
+        } else {
+            self.cores.send(|| CoreCommand::Discard(ids.clone()));
         }
-        let mut remaining = threads.len();
-        let mut shutting_down_extensions = false;
+        for report in self
+            .cores
+            .answers(|r| matches!(r, CoreReport::Started { .. }))
+        {
+            if let CoreReport::Started { failures } = report
+                && !failures.is_empty()
+            {
+                self.failures.extend(failures);
+                self.shutdown.send_replace(true);
+            }
+        }
         // Reloads are taken while nodes run; a request that comes earlier waits for that, one
         // that comes later finds the channel closed when the run is over.
-        let running = matches!(command, CoreCommand::Start);
-        let mut live = live_configs(&self.resolved);
-        while remaining > 0 {
-            if running {
-                while let Ok((new, answer)) = self.reloads.1.try_recv() {
-                    let outcome = match super::reload::plan(&self.resolved, &live, &new) {
-                        Ok(updates) => {
-                            super::reload::apply(updates, &new, &shared_provisions, &mut live)
-                        }
-                        Err(needs_restart) => ReloadOutcome {
-                            needs_restart,
-                            ..ReloadOutcome::default()
-                        },
-                    };
+        while self.cores.finished.len() < self.cores.commands.len() {
+            if start && !*self.shutdown.borrow() {
+                while let Ok((new, answer)) = reloads.try_recv() {
+                    let outcome = self.reload(new);
                     let _ = answer.send(outcome);
                 }
             }
-            match report_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(CoreReport::Finished { failures: f }) => {
-                    failures.extend(f);
-                    remaining -= 1;
+            match self.cores.next(Duration::from_millis(50)) {
+                Some((core, CoreReport::Finished { failures })) => {
+                    self.failures.extend(failures);
+                    self.cores.finished.insert(core);
                     self.telemetry.advance(RunPhase::Stopping);
                 }
-                Ok(CoreReport::Constructed { .. }) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                Some((_, CoreReport::RunEnded { run, failures })) => self.run_ended(run, failures),
+                Some(_) => {}
+                None if self.cores.reports.is_none() => break,
+                None => {}
             }
             if *self.shutdown.borrow() {
                 self.telemetry.advance(RunPhase::Stopping);
             }
-            if !shutting_down_extensions {
-                while let Some(joined) = runtime.block_on(async {
-                    tokio::time::timeout(Duration::ZERO, shared_tasks.set.join_next_with_id())
-                        .await
-                        .ok()
-                        .flatten()
-                }) {
-                    let exited = shared_tasks.exited(&self.resolved, &self.telemetry, joined);
-                    if let Some(failure) = exited {
-                        failures.push(failure);
-                        self.shutdown.send_replace(true);
-                    }
-                }
-            }
-            if remaining == 0 {
-                shutting_down_extensions = true;
+            self.watch_shared();
+        }
+        for handle in std::mem::take(&mut self.cores.threads) {
+            if handle.join().is_err() {
+                self.failures
+                    .push(Failure::Start("a core thread panicked".into()));
             }
         }
-        for handle in threads {
-            if handle.join().is_err() {
-                failures.push(Failure::Start("a core thread panicked".into()));
+        // Ends of runs reported last.
+        while let Some((_, report)) = self.cores.next(Duration::ZERO) {
+            if let CoreReport::RunEnded { run, failures } = report {
+                self.run_ended(run, failures);
             }
         }
 
         // 5. Shared extensions go last, in reverse start order.
         let deadline = Instant::now() + self.options.shutdown_timeout;
-        failures.extend(runtime.block_on(shared_tasks.stop(
-            deadline,
-            &self.resolved,
-            &self.telemetry,
-        )));
-        runtime.shutdown_timeout(Duration::from_millis(100));
+        for shared in self.shared.iter_mut().rev() {
+            let stopped = self
+                .runtime
+                .block_on(shared.tasks.stop(deadline, &self.telemetry));
+            self.failures.extend(stopped);
+        }
         self.telemetry.advance(RunPhase::Stopped);
-        if failures.is_empty() {
+        if self.failures.is_empty() {
             Ok(())
         } else {
-            Err(EngineError(failures))
+            Err(EngineError(std::mem::take(&mut self.failures)))
         }
+    }
+
+    /// Records created shared extensions of `owner` (or the failure to create them).
+    fn created(
+        &mut self,
+        owner: Owner,
+        label: String,
+        generation: usize,
+        created: Result<
+            Vec<crate::extension::SharedExtension>,
+            super::instantiate::InstantiateError,
+        >,
+        timeout: impl Fn(&str) -> Duration,
+    ) {
+        let mut provisions = Vec::new();
+        let mut lifecycles = Vec::new();
+        match created {
+            Ok(extensions) => {
+                for extension in extensions {
+                    self.telemetry.register_extension_metrics(
+                        &label,
+                        extension.extension_id(),
+                        None,
+                        generation,
+                        extension.metrics(),
+                    );
+                    let (provision, lifecycle) = extension.into_parts();
+                    let id = provision.extension_id().to_owned();
+                    self.telemetry.set_extension(
+                        &label,
+                        &id,
+                        None,
+                        generation,
+                        ExtensionState::Created,
+                    );
+                    lifecycles.push((id.clone(), lifecycle, timeout(&id)));
+                    provisions.push(Arc::new(provision));
+                }
+            }
+            Err(error) => self.failures.push(instantiate_failure(error)),
+        }
+        self.shared.push(SharedOf {
+            owner,
+            label,
+            provisions,
+            tasks: ExtensionTasks::new(None, generation),
+        });
+        self.pending.push((owner, lifecycles));
+    }
+
+    /// A new run of pipeline `index` of `resolved`, its shared extensions created; `cells`:
+    /// the node cells to take over (a replaced run's), fresh ones otherwise.
+    fn new_run(
+        &mut self,
+        resolved: Arc<ResolvedConfig>,
+        index: usize,
+        cells: Option<Arc<HashMap<String, NodeShared>>>,
+    ) -> PipelineRun {
+        let id = self.next_run;
+        self.next_run += 1;
+        let cells = cells.unwrap_or_else(|| PipelineRun::fresh_cells(&resolved, index));
+        let run = PipelineRun::new(id, resolved.clone(), index, &self.initial, cells);
+        let created = resolved.pipelines[index].create_shared_extensions(&resolved.source);
+        self.created(
+            Owner::Run(id),
+            run.label.clone(),
+            id,
+            created,
+            |extension| startup_timeout(&resolved, ScopeKey::Pipeline(index), extension),
+        );
+        run
+    }
+
+    /// `run` with the shared instances its nodes can bind.
+    fn with_shared(&self, mut run: PipelineRun) -> PipelineRun {
+        run.shared = run
+            .owners()
+            .iter()
+            .flat_map(|owner| {
+                self.shared
+                    .iter()
+                    .filter(move |s| s.owner == *owner)
+                    .flat_map(|s| s.provisions.iter().cloned())
+            })
+            .collect();
+        run
+    }
+
+    fn spawn_cores(&mut self) {
+        let cores = self
+            .options
+            .cores
+            .unwrap_or(self.resolved.engine.cores)
+            .max(1);
+        let (report_tx, report_rx) = std::sync::mpsc::channel::<(usize, CoreReport)>();
+        self.cores.reports = Some(report_rx);
+        let initial: Vec<PipelineRun> = {
+            let mut runs: Vec<PipelineRun> = self.runs.values().cloned().collect();
+            runs.sort_by_key(|run| run.id);
+            runs
+        };
+        for core in 0..cores {
+            let (command_tx, command_rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = command_tx.send(CoreCommand::Build(initial.clone()));
+            self.cores.commands.push(command_tx);
+            let worker = CoreWorker {
+                core,
+                cores,
+                options: self.options.clone(),
+                shutdown: self.shutdown.subscribe(),
+                telemetry: self.telemetry.clone(),
+                stop: watch::Sender::new(None),
+            };
+            let reports = report_tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("otap-df-core-{core}"))
+                .spawn(move || worker.run(command_rx, reports));
+            match spawned {
+                Ok(handle) => self.cores.threads.push(handle),
+                Err(e) => {
+                    self.failures.push(Failure::Start(e.to_string()));
+                    self.cores.finished.insert(core);
+                }
+            }
+        }
+    }
+
+    /// Starts the pending shared extensions of `owners` that some node claimed, in order;
+    /// the failures (the first extension not ready stops the start).
+    fn start_shared(
+        &mut self,
+        owners: &[Owner],
+        claimed: &BTreeSet<(Owner, String)>,
+    ) -> Vec<Failure> {
+        let spawn: Spawn<Box<dyn SharedTask>> = |set, task, control, begun| {
+            set.spawn(async move {
+                after_first_poll(task.run(control), begun)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .id()
+        };
+        let mut failures = Vec::new();
+        for owner in owners {
+            let Some(at) = self.pending.iter().position(|(o, _)| o == owner) else {
+                continue;
+            };
+            let (_, lifecycles) = self.pending.remove(at);
+            let Some(shared) = self.shared.iter_mut().find(|s| s.owner == *owner) else {
+                continue;
+            };
+            if !failures.is_empty() {
+                continue;
+            }
+            let to_start = lifecycles
+                .into_iter()
+                .map(|(id, lifecycle, timeout)| ToStart {
+                    label: shared.label.clone(),
+                    claimed: claimed.contains(&(*owner, id.clone())),
+                    id,
+                    lifecycle,
+                    startup_timeout: timeout,
+                })
+                .collect();
+            failures.extend(self.runtime.block_on(shared.tasks.start(
+                to_start,
+                spawn,
+                &self.telemetry,
+            )));
+        }
+        failures
+    }
+
+    /// Joins the shared extension tasks that ended early: each a failure, and a shutdown.
+    fn watch_shared(&mut self) {
+        for shared in &mut self.shared {
+            while let Some(joined) = self.runtime.block_on(async {
+                tokio::time::timeout(Duration::ZERO, shared.tasks.set.join_next_with_id())
+                    .await
+                    .ok()
+                    .flatten()
+            }) {
+                if let Some(failure) = shared.tasks.exited(&self.telemetry, joined) {
+                    self.failures.push(failure);
+                    self.shutdown.send_replace(true);
+                }
+            }
+        }
+    }
+
+    /// A core reports run `run` ended there. A run a reload stopped ends for good once every
+    /// core reported it: its shared extensions stop, and telemetry forgets its instances.
+    fn run_ended(&mut self, run: RunId, failures: Vec<Failure>) {
+        let Some(left) = self.retiring.get_mut(&run) else {
+            self.failures.extend(failures);
+            return;
+        };
+        for failure in failures {
+            tracing::warn!("a pipeline a reload stopped ended with: {failure}");
+        }
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return;
+        }
+        self.retiring.remove(&run);
+        if let Some(at) = self.shared.iter().position(|s| s.owner == Owner::Run(run)) {
+            let mut shared = self.shared.remove(at);
+            let deadline = Instant::now() + self.options.shutdown_timeout;
+            if let Some(failure) = self
+                .runtime
+                .block_on(shared.tasks.stop(deadline, &self.telemetry))
+            {
+                tracing::warn!("a pipeline a reload stopped: {failure}");
+            }
+        }
+        self.pending.retain(|(owner, _)| *owner != Owner::Run(run));
+        self.telemetry.retire(run);
+    }
+
+    /// Forgets a run that never started: its shared extensions stop (those that started),
+    /// and telemetry forgets its instances.
+    fn drop_run_now(&mut self, run: RunId) {
+        self.pending.retain(|(owner, _)| *owner != Owner::Run(run));
+        if let Some(at) = self.shared.iter().position(|s| s.owner == Owner::Run(run)) {
+            let mut shared = self.shared.remove(at);
+            let deadline = Instant::now() + self.options.shutdown_timeout;
+            let _ = self
+                .runtime
+                .block_on(shared.tasks.stop(deadline, &self.telemetry));
+        }
+        self.telemetry.retire(run);
+    }
+
+    /// Runs `ids` are going away on every core still running.
+    fn retire_runs(&mut self, ids: &[RunId]) {
+        let cores = self.cores.commands.len() - self.cores.finished.len();
+        for id in ids {
+            self.retiring.insert(*id, cores);
+        }
+    }
+
+    /// Applies a new configuration (see [`super::reload`]).
+    fn reload(&mut self, new: ResolvedConfig) -> ReloadOutcome {
+        let change = match super::reload::plan(&self.resolved, &self.live, &new) {
+            Ok(change) => change,
+            Err(needs_restart) => {
+                return ReloadOutcome {
+                    needs_restart,
+                    ..ReloadOutcome::default()
+                };
+            }
+        };
+        let new = Arc::new(new);
+        let mut outcome = ReloadOutcome::default();
+        // Updates in place, to instances of outer scopes and of the runs kept.
+        let instance = |scope: &crate::resolve::Scope, id: &str| -> Option<Arc<SharedProvisions>> {
+            let owner = match scope {
+                crate::resolve::Scope::Pipeline(group, name) => {
+                    Owner::Run(self.runs.get(&format!("{group}/{name}"))?.id)
+                }
+                outer => Owner::Outer(self.initial.scopes.iter().position(|s| s.scope == *outer)?),
+            };
+            self.shared
+                .iter()
+                .filter(|s| s.owner == owner)
+                .flat_map(|s| s.provisions.iter())
+                .find(|p| p.extension_id() == id)
+                .cloned()
+        };
+        let mut live = self.live.clone();
+        super::reload::apply(change.updates, &new, instance, &mut live, &mut outcome);
+        self.live = live;
+        if change.start.is_empty() && change.stop.is_empty() {
+            if outcome.failed.is_empty() {
+                self.keep(new);
+            }
+            return outcome;
+        }
+
+        // New runs: built and started beside the old ones.
+        let before = self.failures.len();
+        let mut started = Vec::new();
+        for (index, replaces) in &change.start {
+            let cells = replaces
+                .as_ref()
+                .and_then(|label| self.runs.get(label))
+                .map(|old| takeover_cells(old, &new, *index));
+            let run = self.new_run(new.clone(), *index, cells);
+            started.push((self.with_shared(run), replaces.clone()));
+        }
+        // What failed for the new runs (creating their shared extensions, first) is the
+        // reload's, not the run's.
+        let mut new_failures = self.failures.split_off(before);
+        let runs: Vec<PipelineRun> = started.iter().map(|(run, _)| run.clone()).collect();
+        let ids: Vec<RunId> = runs.iter().map(|run| run.id).collect();
+        let mut claimed = BTreeSet::new();
+        if new_failures.is_empty() {
+            self.cores.send(|| CoreCommand::Build(runs.clone()));
+            for report in self
+                .cores
+                .answers(|r| matches!(r, CoreReport::Built { .. }))
+            {
+                if let CoreReport::Built { failures, claims } = report {
+                    new_failures.extend(failures);
+                    claimed.extend(claims);
+                }
+            }
+        }
+        if new_failures.is_empty() {
+            let owners: Vec<Owner> = ids.iter().map(|id| Owner::Run(*id)).collect();
+            new_failures.extend(self.start_shared(&owners, &claimed));
+        }
+        if new_failures.is_empty() {
+            self.cores.send(|| CoreCommand::Start(ids.clone()));
+            for report in self
+                .cores
+                .answers(|r| matches!(r, CoreReport::Started { .. }))
+            {
+                if let CoreReport::Started { failures } = report {
+                    new_failures.extend(failures);
+                }
+            }
+            if !new_failures.is_empty() {
+                // Where they started, they drain; the old ones stay.
+                self.retire_runs(&ids);
+                self.cores.send(|| CoreCommand::Stop(ids.clone()));
+            }
+        } else {
+            self.cores.send(|| CoreCommand::Discard(ids.clone()));
+            self.cores
+                .answers(|r| matches!(r, CoreReport::Started { .. }));
+            for id in &ids {
+                self.drop_run_now(*id);
+            }
+        }
+        if !new_failures.is_empty() {
+            outcome.failed.extend(
+                new_failures
+                    .iter()
+                    .map(|failure| format!("the new pipelines did not start: {failure}")),
+            );
+            return outcome;
+        }
+
+        // Then the old ones stop and drain.
+        let mut old_ids = Vec::new();
+        for (run, replaces) in started {
+            let what = format!("pipeline `{}`", run.label);
+            match replaces {
+                Some(label) => {
+                    if let Some(old) = self.runs.insert(label, run) {
+                        old_ids.push(old.id);
+                    }
+                    outcome.replaced.push(what);
+                }
+                None => {
+                    self.runs.insert(run.label.clone(), run);
+                    outcome.added.push(what);
+                }
+            }
+        }
+        for label in &change.stop {
+            if let Some(old) = self.runs.remove(label) {
+                old_ids.push(old.id);
+                outcome.removed.push(format!("pipeline `{label}`"));
+            }
+        }
+        self.retire_runs(&old_ids);
+        self.cores.send(|| CoreCommand::Stop(old_ids.clone()));
+        for (index, _) in &change.start {
+            super::reload::record_live(&new, ScopeKey::Pipeline(*index), &mut self.live);
+        }
+        for label in &change.stop {
+            self.live.retain(|(scope, _), _| {
+                !matches!(scope, crate::resolve::Scope::Pipeline(g, p) if format!("{g}/{p}") == *label)
+            });
+        }
+        if outcome.failed.is_empty() {
+            self.keep(new);
+        }
+        outcome
+    }
+
+    /// `new` is the configuration that runs now.
+    fn keep(&mut self, new: Arc<ResolvedConfig>) {
+        self.telemetry.set_config(new.clone());
+        self.resolved = new;
     }
 }
 
-pub(super) fn pipeline_name(plan: &PipelinePlan) -> String {
-    format!("{}/{}", plan.group, plan.name)
+/// The node cells a new run of pipeline `index` of `new` takes from the run it replaces: a
+/// node with the same id, type and listen addresses keeps its cell (a receiver its bound
+/// socket, so no connection is refused between the two); the others get fresh ones.
+fn takeover_cells(
+    old: &PipelineRun,
+    new: &ResolvedConfig,
+    index: usize,
+) -> Arc<HashMap<String, NodeShared>> {
+    let listens = |resolved: &ResolvedConfig, node: &crate::resolve::NodePlan| {
+        let path = node.path.key("config");
+        let config =
+            crate::config::ComponentConfig::new(&node.config, &path, &resolved.source.positions);
+        node.factory.listen_addresses(&config)
+    };
+    let old_plan = old.plan();
+    Arc::new(
+        new.pipelines[index]
+            .nodes
+            .iter()
+            .map(|node| {
+                let kept = old_plan
+                    .nodes
+                    .iter()
+                    .find(|o| {
+                        o.id == node.id
+                            && std::ptr::eq(o.factory, node.factory)
+                            && listens(&old.resolved, o) == listens(new, node)
+                    })
+                    .and_then(|_| old.node_shared.get(&node.id).cloned());
+                (node.id.clone(), kept.unwrap_or_default())
+            })
+            .collect(),
+    )
 }

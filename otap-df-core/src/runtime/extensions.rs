@@ -19,12 +19,9 @@ use super::engine::{ExtensionState, Failure, Telemetry};
 use crate::extension::{
     ExtensionControl, ExtensionHandle, ExtensionMessage, Lifecycle, Readiness, control_channel,
 };
-use crate::resolve::{ResolvedConfig, ScopeKey};
 
 /// An extension to start, where it belongs, and whether a node claimed it.
 pub(super) struct ToStart<T> {
-    /// Its scope.
-    pub scope: ScopeKey,
     /// Its scope's label (`engine`, `group:<group>`, `group/pipeline`).
     pub label: String,
     /// Its id.
@@ -39,7 +36,7 @@ pub(super) struct ToStart<T> {
 
 /// An extension whose task was spawned.
 pub(super) struct Started {
-    scope: ScopeKey,
+    label: String,
     id: String,
     handle: ExtensionHandle,
 }
@@ -49,8 +46,11 @@ pub(super) struct Started {
 pub(super) struct ExtensionTasks {
     /// `None` for the engine's shared extensions, the core for local ones.
     core: Option<usize>,
+    /// Which instances these are in telemetry (see `Telemetry::retire`).
+    generation: usize,
     pub(super) set: JoinSet<Result<(), String>>,
-    names: HashMap<tokio::task::Id, (ScopeKey, String)>,
+    /// Each task's extension: `(scope label, id)`.
+    names: HashMap<tokio::task::Id, (String, String)>,
     /// Started extensions, in start order.
     started: Vec<Started>,
 }
@@ -66,10 +66,12 @@ pub(super) type Spawn<T> = fn(
 ) -> tokio::task::Id;
 
 impl ExtensionTasks {
-    /// The tasks of the engine's shared extensions (`core: None`) or of one core's local ones.
-    pub(super) fn new(core: Option<usize>) -> Self {
+    /// The tasks of the engine's shared extensions (`core: None`) or of one core's local ones,
+    /// of telemetry generation `generation`.
+    pub(super) fn new(core: Option<usize>, generation: usize) -> Self {
         Self {
             core,
+            generation,
             set: JoinSet::new(),
             names: HashMap::new(),
             started: Vec::new(),
@@ -82,14 +84,13 @@ impl ExtensionTasks {
         &mut self,
         extensions: Vec<ToStart<T>>,
         spawn: Spawn<T>,
-        resolved: &ResolvedConfig,
         telemetry: &Telemetry,
     ) -> Vec<Failure> {
         let core = self.core;
+        let generation = self.generation;
         let mut failures = Vec::new();
         for extension in extensions {
             let ToStart {
-                scope,
                 label: pipeline,
                 id,
                 lifecycle,
@@ -99,26 +100,38 @@ impl ExtensionTasks {
             if !claimed {
                 tracing::warn!(pipeline = %pipeline, extension = %id, core = ?core,
                     "no node claimed the extension; not starting it");
-                telemetry.set_extension(&pipeline, &id, core, ExtensionState::Unclaimed);
+                telemetry.set_extension(
+                    &pipeline,
+                    &id,
+                    core,
+                    generation,
+                    ExtensionState::Unclaimed,
+                );
                 continue;
             }
             let (task, readiness) = match lifecycle {
                 Lifecycle::Passive => {
-                    telemetry.set_extension(&pipeline, &id, core, ExtensionState::Passive);
+                    telemetry.set_extension(
+                        &pipeline,
+                        &id,
+                        core,
+                        generation,
+                        ExtensionState::Passive,
+                    );
                     continue;
                 }
                 Lifecycle::Active { task, readiness } => (task, readiness),
                 Lifecycle::Background { task } => (task, Readiness::Immediate),
             };
             let (control, mut handle) = control_channel();
-            telemetry.watch_extension(&pipeline, &id, core, &handle);
+            telemetry.watch_extension(&pipeline, &id, core, generation, &handle);
             let (begun_tx, begun) = oneshot::channel();
             let spawned = spawn(&mut self.set, task, control, begun_tx);
-            self.names.insert(spawned, (scope, id.clone()));
+            self.names.insert(spawned, (pipeline.clone(), id.clone()));
             // A task that panics in its first poll drops the sender; the panic is reported
             // when the task is joined.
             let _ = begun.await;
-            telemetry.set_extension(&pipeline, &id, core, ExtensionState::Starting);
+            telemetry.set_extension(&pipeline, &id, core, generation, ExtensionState::Starting);
             if readiness == Readiness::Probe {
                 let deadline = tokio::time::Instant::now() + startup_timeout;
                 let ready = tokio::time::timeout_at(deadline, handle.wait_ready()).await;
@@ -127,13 +140,13 @@ impl ExtensionTasks {
                         &pipeline,
                         &id,
                         core,
+                        generation,
                         ExtensionState::Failed("not ready".into()),
                     );
                     // `Ok(false)`: the task ended first; its own failure says why.
                     let exited = match ready {
                         Ok(false) => {
-                            let (exited, exits) =
-                                self.exit_of(spawned, deadline, resolved, telemetry).await;
+                            let (exited, exits) = self.exit_of(spawned, deadline, telemetry).await;
                             failures.extend(exits);
                             exited
                         }
@@ -141,18 +154,26 @@ impl ExtensionTasks {
                     };
                     if !exited {
                         failures.push(Failure::ReadinessTimeout {
-                            pipeline,
+                            pipeline: pipeline.clone(),
                             extension: id.clone(),
                             timeout: startup_timeout,
                             reason: handle.degraded(),
                         });
                     }
-                    self.started.push(Started { scope, id, handle });
+                    self.started.push(Started {
+                        label: pipeline,
+                        id,
+                        handle,
+                    });
                     return failures;
                 }
             }
-            telemetry.set_extension(&pipeline, &id, core, ExtensionState::Ready);
-            self.started.push(Started { scope, id, handle });
+            telemetry.set_extension(&pipeline, &id, core, generation, ExtensionState::Ready);
+            self.started.push(Started {
+                label: pipeline,
+                id,
+                handle,
+            });
         }
         failures
     }
@@ -162,16 +183,20 @@ impl ExtensionTasks {
     pub(super) async fn stop(
         &mut self,
         deadline: Instant,
-        resolved: &ResolvedConfig,
         telemetry: &Telemetry,
     ) -> Option<Failure> {
         for started in self.started.drain(..).rev() {
-            let pipeline = resolved.scope(started.scope).label();
             let _ = started
                 .handle
                 .send(ExtensionMessage::Shutdown { deadline })
                 .await;
-            telemetry.set_extension(&pipeline, &started.id, self.core, ExtensionState::Stopped);
+            telemetry.set_extension(
+                &started.label,
+                &started.id,
+                self.core,
+                self.generation,
+                ExtensionState::Stopped,
+            );
         }
         let set = &mut self.set;
         let drained = tokio::time::timeout_at(deadline.into(), async {
@@ -201,7 +226,6 @@ impl ExtensionTasks {
         &mut self,
         task: tokio::task::Id,
         deadline: tokio::time::Instant,
-        resolved: &ResolvedConfig,
         telemetry: &Telemetry,
     ) -> (bool, Vec<Failure>) {
         let mut failures = Vec::new();
@@ -212,7 +236,7 @@ impl ExtensionTasks {
                 Ok((id, _)) => *id,
                 Err(error) => error.id(),
             };
-            failures.extend(self.exited(resolved, telemetry, joined));
+            failures.extend(self.exited(telemetry, joined));
             if id == task {
                 return (true, failures);
             }
@@ -224,7 +248,6 @@ impl ExtensionTasks {
     /// naming the extension.
     pub(super) fn exited(
         &self,
-        resolved: &ResolvedConfig,
         telemetry: &Telemetry,
         joined: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
     ) -> Option<Failure> {
@@ -237,16 +260,16 @@ impl ExtensionTasks {
             ),
             Err(_) => return None,
         };
-        let (scope, extension) = self
+        let (pipeline, extension) = self
             .names
             .get(&id)
             .cloned()
-            .unwrap_or((ScopeKey::Outer(0), "?".into()));
-        let pipeline = resolved.scope(scope).label();
+            .unwrap_or(("?".into(), "?".into()));
         telemetry.set_extension(
             &pipeline,
             &extension,
             self.core,
+            self.generation,
             ExtensionState::Failed(reason.clone()),
         );
         Some(Failure::ExtensionExited {

@@ -1,16 +1,24 @@
 //! Live reconfiguration: what a new, already validated configuration changes against the
 //! running one, and which of those changes a running engine takes.
 //!
-//! Taken in place: a changed `config:` of a shared extension whose type declares
-//! [`ExtensionFactory::updates_in_place`](crate::extension::ExtensionFactory::updates_in_place)
-//! (its instance's [`ConfigUpdater`](crate::extension::ConfigUpdater) gets the new block;
-//! consumers keep their capabilities). Every other change — engine settings, extensions or
-//! pipelines added, removed or retyped, a node, binding or connection changed, a per-core or
-//! non-updatable extension's config — needs a restart: the reload is refused as a whole, with
-//! each reason, and the running configuration stays.
+//! Taken while running:
+//! - a changed `config:` of a shared extension whose type declares
+//!   [`ExtensionFactory::updates_in_place`](crate::extension::ExtensionFactory::updates_in_place):
+//!   its instance's [`ConfigUpdater`](crate::extension::ConfigUpdater) gets the new block;
+//!   consumers keep their capabilities;
+//! - a pipeline added: it starts (its extensions ready before its nodes);
+//! - a pipeline removed: its receivers stop, the rest drains, then its extensions stop;
+//! - a pipeline whose nodes, connections or own extensions changed (other than updates in
+//!   place): replaced — the new version is built and started beside the old one (a receiver
+//!   on an unchanged address takes over the bound socket, so no client is refused), then the
+//!   old one stops and drains.
+//!
+//! A change to the engine's settings or to the engine's or a group's extensions (other than
+//! updates in place) needs a restart: the reload is refused as a whole, with each reason, and
+//! the running configuration stays.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use serde_yaml_ng::Value;
@@ -24,7 +32,13 @@ use crate::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
 pub struct ReloadOutcome {
     /// Extensions that took their new `config:`: ``extension `tokens` of the engine``.
     pub updated: Vec<String>,
-    /// Extensions whose update failed (they keep their configuration), each with why.
+    /// Pipelines started (``pipeline `g/p` ``).
+    pub added: Vec<String>,
+    /// Pipelines replaced by their new version (the old one drains).
+    pub replaced: Vec<String>,
+    /// Pipelines stopped (they drain).
+    pub removed: Vec<String>,
+    /// What failed (it keeps its running configuration), each with why.
     pub failed: Vec<String>,
     /// Why nothing was applied: each change that needs a restart.
     pub needs_restart: Vec<String>,
@@ -33,15 +47,33 @@ pub struct ReloadOutcome {
 impl ReloadOutcome {
     /// Whether the new configuration is the running one.
     pub fn unchanged(&self) -> bool {
-        self.updated.is_empty() && self.failed.is_empty() && self.needs_restart.is_empty()
+        self.updated.is_empty()
+            && self.added.is_empty()
+            && self.replaced.is_empty()
+            && self.removed.is_empty()
+            && self.failed.is_empty()
+            && self.needs_restart.is_empty()
     }
+}
+
+/// What a reload changes, once checked.
+#[derive(Debug, Default)]
+pub(super) struct Change {
+    /// Extension configs to hand to running instances.
+    pub(super) updates: Vec<Update>,
+    /// Pipelines of the new configuration to start, by index; with the label of the one each
+    /// replaces.
+    pub(super) start: Vec<(usize, Option<String>)>,
+    /// Labels of running pipelines to stop without a successor.
+    pub(super) stop: Vec<String>,
 }
 
 /// A changed `config:` to hand to a running instance.
 #[derive(Debug)]
 pub(super) struct Update {
-    scope: ScopeKey,
-    id: String,
+    /// Its scope.
+    pub(super) scope: Scope,
+    pub(super) id: String,
     what: String,
     config: Value,
     path: YamlPath,
@@ -49,30 +81,38 @@ pub(super) struct Update {
 
 /// The `config:` each extension instance runs with, by scope and id: the plan's at start,
 /// then whatever reloads applied.
-pub(super) type LiveConfigs = HashMap<(ScopeKey, String), Value>;
+pub(super) type LiveConfigs = HashMap<(Scope, String), Value>;
+
+/// The configs of the extensions of scope `key` of `resolved`, into `live`.
+pub(super) fn record_live(resolved: &ResolvedConfig, key: ScopeKey, live: &mut LiveConfigs) {
+    let scope = resolved.scope(key);
+    for extension in resolved.extensions_of(key) {
+        live.insert(
+            (scope.clone(), extension.id.clone()),
+            extension.config.clone(),
+        );
+    }
+}
 
 /// The configs of `resolved`'s extensions.
 pub(super) fn live_configs(resolved: &ResolvedConfig) -> LiveConfigs {
+    let mut live = LiveConfigs::new();
     let scopes = (0..resolved.scopes.len())
         .map(ScopeKey::Outer)
         .chain((0..resolved.pipelines.len()).map(ScopeKey::Pipeline));
-    scopes
-        .flat_map(|key| {
-            resolved
-                .extensions_of(key)
-                .iter()
-                .map(move |e| ((key, e.id.clone()), e.config.clone()))
-        })
-        .collect()
+    for key in scopes {
+        record_live(resolved, key, &mut live);
+    }
+    live
 }
 
-/// The changes from `running` (whose extensions run with `live`) to `new`: the updates to
-/// apply, or every reason why it needs a restart.
+/// The changes from `running` (whose extensions run with `live`) to `new`, or every reason
+/// why it needs a restart.
 pub(super) fn plan(
     running: &ResolvedConfig,
     live: &LiveConfigs,
     new: &ResolvedConfig,
-) -> Result<Vec<Update>, Vec<String>> {
+) -> Result<Change, Vec<String>> {
     let mut restart = Vec::new();
     if running.engine.cores != new.engine.cores {
         restart.push("`engine.cores` changed".to_owned());
@@ -80,78 +120,112 @@ pub(super) fn plan(
     if running.engine.admin != new.engine.admin {
         restart.push("`engine.admin` changed".to_owned());
     }
-    let scopes = |resolved: &ResolvedConfig| -> Vec<Scope> {
-        let outer = (0..resolved.scopes.len()).map(ScopeKey::Outer);
-        let pipelines = (0..resolved.pipelines.len()).map(ScopeKey::Pipeline);
-        outer.chain(pipelines).map(|k| resolved.scope(k)).collect()
+    let mut change = Change::default();
+    // Outer scopes: only updates in place. A group that comes or goes without extensions
+    // changes nothing here.
+    let outer = |resolved: &ResolvedConfig, scope: &Scope| {
+        resolved
+            .scopes
+            .iter()
+            .position(|s| s.scope == *scope)
+            .map(ScopeKey::Outer)
     };
-    let (old_scopes, new_scopes) = (scopes(running), scopes(new));
-    for scope in new_scopes.iter().filter(|s| !old_scopes.contains(s)) {
-        restart.push(format!("{scope} was added"));
+    let mut scopes: Vec<&Scope> = running.scopes.iter().map(|s| &s.scope).collect();
+    scopes.extend(
+        new.scopes
+            .iter()
+            .map(|s| &s.scope)
+            .filter(|s| !running.scopes.iter().any(|r| r.scope == **s)),
+    );
+    for scope in scopes {
+        let old = outer(running, scope).map_or(&[][..], |k| running.extensions_of(k));
+        let fresh = outer(new, scope).map_or(&[][..], |k| new.extensions_of(k));
+        let mut reasons = Vec::new();
+        extensions(scope, old, fresh, live, &mut change.updates, &mut reasons);
+        restart.extend(reasons);
     }
-    for scope in old_scopes.iter().filter(|s| !new_scopes.contains(s)) {
-        restart.push(format!("{scope} was removed"));
-    }
-    let key_in = |resolved: &ResolvedConfig, scope: &Scope| {
-        let outer = (0..resolved.scopes.len()).map(ScopeKey::Outer);
-        let pipelines = (0..resolved.pipelines.len()).map(ScopeKey::Pipeline);
-        outer
-            .chain(pipelines)
-            .find(|&k| resolved.scope(k) == *scope)
-    };
-    let mut updates = Vec::new();
-    for scope in old_scopes.iter().filter(|s| new_scopes.contains(s)) {
-        let (Some(old_key), Some(new_key)) = (key_in(running, scope), key_in(new, scope)) else {
+    // Pipelines: added, removed, replaced, or updated in place.
+    let label = |plan: &crate::resolve::PipelinePlan| format!("{}/{}", plan.group, plan.name);
+    for (index, plan) in new.pipelines.iter().enumerate() {
+        let Some(old_index) = running
+            .pipelines
+            .iter()
+            .position(|p| label(p) == label(plan))
+        else {
+            change.start.push((index, None));
             continue;
         };
+        let old = &running.pipelines[old_index];
+        let scope = Scope::Pipeline(plan.group.clone(), plan.name.clone());
+        let mut reasons = Vec::new();
+        let mut updates = Vec::new();
         extensions(
-            scope,
-            (old_key, running.extensions_of(old_key)),
-            new.extensions_of(new_key),
+            &scope,
+            &old.extensions,
+            &plan.extensions,
             live,
             &mut updates,
-            &mut restart,
+            &mut reasons,
         );
-        if let (ScopeKey::Pipeline(old), ScopeKey::Pipeline(new_index)) = (old_key, new_key) {
-            let (old, new) = (&running.pipelines[old], &new.pipelines[new_index]);
-            let nodes = |plan: &crate::resolve::PipelinePlan| -> Vec<_> {
-                plan.nodes
-                    .iter()
-                    .map(|n| {
-                        (
-                            n.id.clone(),
-                            n.factory.kind(),
-                            n.factory.name(),
-                            n.config.clone(),
-                            n.bindings.clone(),
-                        )
-                    })
-                    .collect()
-            };
-            if nodes(old) != nodes(new) {
-                restart.push(format!("the nodes of {scope} changed"));
-            }
-            if old.edges != new.edges {
-                restart.push(format!("the connections of {scope} changed"));
-            }
+        let nodes = |plan: &crate::resolve::PipelinePlan| -> Vec<_> {
+            plan.nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.id.clone(),
+                        n.factory.kind(),
+                        n.factory.name(),
+                        n.config.clone(),
+                        n.bindings.clone(),
+                    )
+                })
+                .collect()
+        };
+        // Bindings that now reach another scope's instance change the pipeline too.
+        let reach = |resolved: &ResolvedConfig, index: usize| -> Vec<Option<Scope>> {
+            resolved.pipelines[index]
+                .nodes
+                .iter()
+                .flat_map(|n| n.bindings.iter())
+                .map(|b| {
+                    resolved
+                        .binding_scope(index, &b.extension)
+                        .map(|k| resolved.scope(k))
+                })
+                .collect()
+        };
+        let rebuilt = !reasons.is_empty()
+            || nodes(old) != nodes(plan)
+            || old.edges != plan.edges
+            || reach(running, old_index) != reach(new, index);
+        if rebuilt {
+            change.start.push((index, Some(label(plan))));
+        } else {
+            change.updates.extend(updates);
+        }
+    }
+    for plan in &running.pipelines {
+        if !new.pipelines.iter().any(|p| label(p) == label(plan)) {
+            change.stop.push(label(plan));
         }
     }
     if restart.is_empty() {
-        Ok(updates)
+        Ok(change)
     } else {
         Err(restart)
     }
 }
 
 /// Compares one scope's extensions: the same ids with the same types and variants, and for
-/// each changed `config:` an update when the instance can take it.
+/// each changed `config:` an update when the instance can take it; otherwise a reason (which
+/// needs a restart at an outer scope, and replaces a pipeline).
 fn extensions(
     scope: &Scope,
-    (key, old): (ScopeKey, &[ExtensionPlan]),
+    old: &[ExtensionPlan],
     new: &[ExtensionPlan],
     live: &LiveConfigs,
     updates: &mut Vec<Update>,
-    restart: &mut Vec<String>,
+    reasons: &mut Vec<String>,
 ) {
     let shape = |plans: &[ExtensionPlan]| -> Vec<(String, &'static str, ExecutionModel)> {
         plans
@@ -160,29 +234,29 @@ fn extensions(
             .collect()
     };
     if shape(old) != shape(new) {
-        restart.push(format!(
+        reasons.push(format!(
             "the extensions of {scope} changed (added, removed, retyped or now bound differently)"
         ));
         return;
     }
     for plan in new {
-        let running = live.get(&(key, plan.id.clone()));
+        let running = live.get(&(scope.clone(), plan.id.clone()));
         if running == Some(&plan.config) {
             continue;
         }
         let what = format!("extension `{}` of {scope}", plan.id);
         if !plan.factory.takes_updates() {
-            restart.push(format!(
+            reasons.push(format!(
                 "the config of {what} changed, and extension:{} does not take a new config while running",
                 plan.factory.name()
             ));
         } else if plan.execution != ExecutionModel::Shared {
-            restart.push(format!(
+            reasons.push(format!(
                 "the config of {what} changed, and it runs one instance per core (only a shared instance is updated in place)"
             ));
         } else {
             updates.push(Update {
-                scope: key,
+                scope: scope.clone(),
                 id: plan.id.clone(),
                 what,
                 config: plan.config.clone(),
@@ -192,19 +266,18 @@ fn extensions(
     }
 }
 
-/// Applies `updates` to the running shared instances; what took them is recorded in `live`.
+/// Applies `updates` to the running shared instances (`instance` finds one by scope and id);
+/// what took them is recorded in `live`, and in `outcome`.
 pub(super) fn apply(
     updates: Vec<Update>,
     new: &ResolvedConfig,
-    shared: &HashMap<ScopeKey, Vec<SharedProvisions>>,
+    instance: impl Fn(&Scope, &str) -> Option<Arc<SharedProvisions>>,
     live: &mut LiveConfigs,
-) -> ReloadOutcome {
-    let mut outcome = ReloadOutcome::default();
+    outcome: &mut ReloadOutcome,
+) {
     for update in updates {
-        let updater = shared
-            .get(&update.scope)
-            .and_then(|instances| instances.iter().find(|p| p.extension_id() == update.id))
-            .and_then(|instance| instance.updater());
+        let updater =
+            instance(&update.scope, &update.id).and_then(|instance| instance.updater().cloned());
         let Some(updater) = updater else {
             outcome.failed.push(format!(
                 "{}: the running instance takes no new config (its constructor gave no updater)",
@@ -225,7 +298,6 @@ pub(super) fn apply(
             }
         }
     }
-    outcome
 }
 
 /// A request to a running engine: the new configuration, and where to answer.

@@ -5,20 +5,21 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::engine::pipeline_name;
 use crate::extension::{
     ExtensionHandle, ExtensionHealth, ExtensionMetrics, ExtensionMetricsSnapshot,
 };
 use crate::node::{CounterSnapshot, NodeCounters};
 use crate::resolve::ResolvedConfig;
 
-/// `(pipeline, extension, core, health)`. Not the handle: telemetry must not keep an
-/// extension's control channel open.
-type WatchedExtension = (String, String, Option<usize>, ExtensionHealth);
-/// `(pipeline, extension, core)`: one extension instance.
-type InstanceId = (String, String, Option<usize>);
-/// `(pipeline, extension, core, state)`.
-type ExtensionStatus = (String, String, Option<usize>, ExtensionState);
+/// `(pipeline, extension, core, generation)`: one extension instance. The generation tells
+/// apart the instances of one pipeline's extension before and after a reload replaced the
+/// pipeline: the newest one not retired is the one shown.
+type InstanceId = (String, String, Option<usize>, usize);
+/// An instance and its health. Not the handle: telemetry must not keep an extension's
+/// control channel open.
+type WatchedExtension = (InstanceId, ExtensionHealth);
+/// An instance and its state.
+type ExtensionStatus = (InstanceId, ExtensionState);
 
 /// The state of an extension instance, as the engine saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +163,10 @@ pub struct Telemetry {
     phase: std::sync::atomic::AtomicU8,
     /// Each extension instance's own counters and gauges.
     extension_metrics: Mutex<Vec<(InstanceId, Arc<ExtensionMetrics>)>>,
+    /// The configuration the engine runs: the one it started with, then each reload's.
+    config: Mutex<Option<Arc<ResolvedConfig>>>,
+    /// Generations whose instances are gone (a replaced or discarded pipeline run).
+    retired: Mutex<BTreeSet<usize>>,
 }
 
 /// One extension instance's own counters and gauges.
@@ -206,6 +211,7 @@ impl Telemetry {
         pipeline: &str,
         extension: &str,
         core: Option<usize>,
+        generation: usize,
         state: ExtensionState,
     ) {
         {
@@ -226,13 +232,36 @@ impl Telemetry {
             .extensions
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match extensions
-            .iter_mut()
-            .find(|(p, e, c, _)| p == pipeline && e == extension && *c == core)
-        {
-            Some(entry) => entry.3 = state,
-            None => extensions.push((pipeline.to_owned(), extension.to_owned(), core, state)),
+        let key = (pipeline.to_owned(), extension.to_owned(), core, generation);
+        match extensions.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = state,
+            None => extensions.push((key, state)),
         }
+    }
+
+    /// Hides the instances of `generation` (their pipeline run is gone), so that those of the
+    /// run before or after it show again.
+    pub(super) fn retire(&self, generation: usize) {
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(generation);
+    }
+
+    /// Of `entries`, per instance key without generation, the one of the newest generation
+    /// not retired; in first-registration order.
+    fn current<T: Clone>(&self, entries: &[(InstanceId, T)]) -> Vec<(InstanceId, T)> {
+        let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current: Vec<(InstanceId, T)> = Vec::new();
+        for (key, value) in entries.iter().filter(|(k, _)| !retired.contains(&k.3)) {
+            let same = |k: &InstanceId| k.0 == key.0 && k.1 == key.1 && k.2 == key.2;
+            match current.iter_mut().find(|(k, _)| same(k)) {
+                Some(entry) if entry.0.3 <= key.3 => *entry = (key.clone(), value.clone()),
+                Some(_) => {}
+                None => current.push((key.clone(), value.clone())),
+            }
+        }
+        current
     }
 
     pub(super) fn register_extension_metrics(
@@ -240,22 +269,39 @@ impl Telemetry {
         pipeline: &str,
         extension: &str,
         core: Option<usize>,
+        generation: usize,
         metrics: Arc<ExtensionMetrics>,
     ) {
+        let key = (pipeline.to_owned(), extension.to_owned(), core, generation);
         self.extension_metrics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(((pipeline.to_owned(), extension.to_owned(), core), metrics));
+            .push((key, metrics));
+    }
+
+    /// The configuration the engine runs (after the reloads it applied), once it started.
+    pub fn config(&self) -> Option<Arc<ResolvedConfig>> {
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn set_config(&self, config: Arc<ResolvedConfig>) {
+        *self.config.lock().unwrap_or_else(PoisonError::into_inner) = Some(config);
     }
 
     /// Every extension instance's own counters and gauges, in creation order.
     pub fn extension_metrics(&self) -> Vec<ExtensionMetricsOf> {
-        self.extension_metrics
+        let all = self
+            .extension_metrics
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.current(&all)
             .iter()
             .map(
-                |((pipeline, extension, core), metrics)| ExtensionMetricsOf {
+                |((pipeline, extension, core, _), metrics)| ExtensionMetricsOf {
                     pipeline: pipeline.clone(),
                     extension: extension.clone(),
                     core: *core,
@@ -343,17 +389,14 @@ impl Telemetry {
         pipeline: &str,
         extension: &str,
         core: Option<usize>,
+        generation: usize,
         handle: &ExtensionHandle,
     ) {
+        let key = (pipeline.to_owned(), extension.to_owned(), core, generation);
         self.handles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((
-                pipeline.to_owned(),
-                extension.to_owned(),
-                core,
-                handle.health(),
-            ));
+            .push((key, handle.health()));
     }
 
     /// Every lifecycle state each extension instance was put in, in order: `created`, then
@@ -369,25 +412,28 @@ impl Telemetry {
     /// Every extension instance's state: `(pipeline, extension, core, state)`. A ready
     /// extension that reports itself degraded is [`ExtensionState::Degraded`].
     pub fn extension_states(&self) -> Vec<(String, String, Option<usize>, ExtensionState)> {
-        let mut states = self
+        let all = self
             .extensions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
+        let states = self.current(&all);
         let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        for (pipeline, extension, core, state) in &mut states {
-            if *state != ExtensionState::Ready {
-                continue;
-            }
-            let degraded = handles
-                .iter()
-                .find(|(p, e, c, _)| p == pipeline && e == extension && c == core)
-                .and_then(|(_, _, _, health)| health.degraded());
-            if let Some(why) = degraded {
-                *state = ExtensionState::Degraded(why);
-            }
-        }
         states
+            .into_iter()
+            .map(|(key, mut state)| {
+                if state == ExtensionState::Ready
+                    && let Some(why) = handles
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .and_then(|(_, health)| health.degraded())
+                {
+                    state = ExtensionState::Degraded(why);
+                }
+                let (pipeline, extension, core, _) = key;
+                (pipeline, extension, core, state)
+            })
+            .collect()
     }
 
     /// Records that nodes gave up without delivering or dead-lettering them: the sum of
@@ -409,43 +455,10 @@ impl Telemetry {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Counts what core `core`'s nodes held when they were aborted: per node, what reached
-    /// it (its upstream nodes' `out`) and it did not take in (queued), plus what it took in
-    /// and neither passed on, dropped nor failed (held). Receivers hold nothing acknowledged.
-    pub(super) fn count_lost_at_deadline(&self, core: usize, resolved: &ResolvedConfig) -> u64 {
-        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut lost = 0;
-        for plan in &resolved.pipelines {
-            let pipeline = pipeline_name(plan);
-            let counts = |id: &str| {
-                nodes
-                    .iter()
-                    .find(|n| n.core == core && n.pipeline == pipeline && n.node == id)
-                    .map(|n| n.counters.snapshot())
-                    .unwrap_or_default()
-            };
-            for node in &plan.nodes {
-                let own = counts(&node.id);
-                let reached: u64 = plan
-                    .edges
-                    .iter()
-                    .filter(|(_, to)| *to == node.id)
-                    .map(|(from, _)| counts(from).records_out)
-                    .sum();
-                let queued = reached.saturating_sub(own.records_in);
-                let held = if node.factory.kind() == crate::config::ComponentKind::Receiver {
-                    0
-                } else {
-                    own.records_in
-                        .saturating_sub(own.records_out + own.records_dropped + own.records_failed)
-                };
-                lost += queued + held;
-            }
-        }
-        drop(nodes);
+    /// Adds `records` to what was lost at the shutdown deadline.
+    pub(super) fn add_lost_at_deadline(&self, records: u64) {
         self.lost_at_deadline
-            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
-        lost
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// One line: records in/out per node, drops, the nodes' own counters, and extension states.
@@ -490,6 +503,35 @@ impl Telemetry {
         }
         parts.join(" | ")
     }
+}
+
+/// What one pipeline instance's nodes held when they were aborted, from their counters
+/// (`counts` by node id): per node, what reached it (its upstream nodes' `out`) and it did
+/// not take in (queued), plus what it took in and neither passed on, dropped nor failed
+/// (held). Receivers hold nothing acknowledged.
+pub(super) fn lost_in(
+    plan: &crate::resolve::PipelinePlan,
+    counts: impl Fn(&str) -> CounterSnapshot,
+) -> u64 {
+    let mut lost = 0;
+    for node in &plan.nodes {
+        let own = counts(&node.id);
+        let reached: u64 = plan
+            .edges
+            .iter()
+            .filter(|(_, to)| *to == node.id)
+            .map(|(from, _)| counts(from).records_out)
+            .sum();
+        let queued = reached.saturating_sub(own.records_in);
+        let held = if node.factory.kind() == crate::config::ComponentKind::Receiver {
+            0
+        } else {
+            own.records_in
+                .saturating_sub(own.records_out + own.records_dropped + own.records_failed)
+        };
+        lost += queued + held;
+    }
+    lost
 }
 
 #[cfg(test)]

@@ -1,5 +1,11 @@
-//! One core: its thread and single-threaded runtime, the local extensions and node
-//! instances it constructs, and the node tasks it drives until every node has finished.
+//! One core: its thread and single-threaded runtime, the pipeline runs it builds (their
+//! local extensions and node instances) on the engine's command, and the node tasks it
+//! drives until every run has finished.
+//!
+//! The engine commands, the core reports: `Build` runs (→ `Built`, with the extensions their
+//! nodes claimed), `Start` or `Discard` built runs (→ `Started`), `Stop` running runs (their
+//! receivers stop, the rest drains; → `RunEnded` each, once its local extensions stopped
+//! too). The core ends when no run is left (→ `Finished`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -8,31 +14,55 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 
-use super::engine::pipeline_name;
 use super::failure::Failure;
 use super::instantiate::InstantiateError;
 use super::options::RunOptions;
-use super::telemetry::{ExtensionState, NodeStats, Telemetry};
+use super::run::{Owner, PipelineRun, RunId};
+use super::telemetry::{ExtensionState, NodeStats, Telemetry, lost_in};
 use crate::config::ComponentConfig;
 use crate::extension::Capabilities;
-use crate::extension::{Lifecycle, LocalProvisions, LocalTask, SharedProvisions};
+use crate::extension::{Lifecycle, LocalProvisions, LocalTask};
 use crate::node::{
-    ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, NodeShared, Outputs,
-    ReceiverContext, ShutdownSignal, StopRequest,
+    ControlMessage, NodeContext, NodeCounters, NodeError, NodeInstance, Outputs, ReceiverContext,
+    ShutdownSignal, StopRequest,
 };
-use crate::resolve::{PipelinePlan, ResolvedConfig, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll, panic_message};
 
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
+/// The extensions nodes claimed: whose instance, and its id.
+type Claims = BTreeSet<(Owner, String)>;
 
+/// What the engine tells a core.
 pub(super) enum CoreCommand {
-    Start,
-    Abort,
+    /// Build these runs: their local extensions and nodes (which claim capabilities).
+    Build(Vec<PipelineRun>),
+    /// Start built runs: their local extensions, then their nodes.
+    Start(Vec<RunId>),
+    /// Drop built runs without starting them.
+    Discard(Vec<RunId>),
+    /// Stop running runs: their receivers stop, the rest drains.
+    Stop(Vec<RunId>),
+}
+
+/// What a core tells the engine.
+pub(super) enum CoreReport {
+    /// The runs of a `Build` are built (or failed to, with why); the extensions their nodes
+    /// claimed.
+    Built {
+        failures: Vec<Failure>,
+        claims: Vec<(Owner, String)>,
+    },
+    /// The runs of a `Start` started (or failed to: their local extensions were not ready).
+    Started { failures: Vec<Failure> },
+    /// A run's nodes and local extensions on this core are done.
+    RunEnded { run: RunId, failures: Vec<Failure> },
+    /// Every run on this core is done.
+    Finished { failures: Vec<Failure> },
 }
 
 pub(super) fn startup_timeout(
-    resolved: &ResolvedConfig,
-    scope: ScopeKey,
+    resolved: &crate::resolve::ResolvedConfig,
+    scope: crate::resolve::ScopeKey,
     extension: &str,
 ) -> Duration {
     resolved
@@ -47,43 +77,51 @@ pub(super) fn instantiate_failure(error: InstantiateError) -> Failure {
     Failure::Instantiate(error.to_string())
 }
 
-pub(super) enum CoreReport {
-    Constructed { claims: Vec<(ScopeKey, String)> },
-    Finished { failures: Vec<Failure> },
-}
-
 pub(super) struct CoreWorker {
     pub(super) core: usize,
     pub(super) cores: usize,
-    pub(super) resolved: Arc<ResolvedConfig>,
-    /// Every shared instance, by scope.
-    pub(super) shared: Arc<HashMap<ScopeKey, Vec<SharedProvisions>>>,
     pub(super) options: RunOptions,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) telemetry: Arc<Telemetry>,
     /// What this core's nodes see through [`ShutdownSignal`].
     pub(super) stop: watch::Sender<Option<StopRequest>>,
-    /// Each node's cell shared by all cores, by `(pipeline index, node id)`.
-    pub(super) node_shared: Arc<HashMap<(usize, String), NodeShared>>,
 }
 
-/// One pipeline instance on one core, constructed and not yet started.
-struct BuiltPipeline {
-    index: usize,
-    name: String,
+/// One run on this core, built and not yet started.
+struct Built {
+    run: PipelineRun,
     extensions: Vec<LocalLifecycle>,
     nodes: Vec<(String, NodeInstance, Arc<NodeCounters>)>,
-    /// The extensions its nodes claimed, by the scope they belong to.
-    claims: BTreeSet<(ScopeKey, String)>,
     // Keeps the local capabilities alive as long as the pipeline instance.
+    provisions: Vec<LocalProvisions>,
+}
+
+/// One run on this core, started.
+struct Running {
+    run: PipelineRun,
+    extensions: ExtensionTasks,
+    /// Receivers' control queues: told to stop.
+    receivers: Vec<mpsc::Sender<ControlMessage>>,
+    /// Its node tasks still running.
+    nodes_left: usize,
+    /// Each node's counters, by id (for what was lost at the deadline).
+    counters: Vec<(String, Arc<NodeCounters>)>,
+    failures: Vec<Failure>,
     _provisions: Vec<LocalProvisions>,
+}
+
+/// Every node task of this core, and which run and node each is.
+#[derive(Default)]
+struct NodeTasks {
+    set: JoinSet<Result<(), NodeError>>,
+    names: HashMap<tokio::task::Id, (RunId, String, String)>,
 }
 
 impl CoreWorker {
     pub(super) fn run(
         self,
-        commands: std::sync::mpsc::Receiver<CoreCommand>,
-        reports: std::sync::mpsc::Sender<CoreReport>,
+        commands: mpsc::UnboundedReceiver<CoreCommand>,
+        reports: std::sync::mpsc::Sender<(usize, CoreReport)>,
     ) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -91,173 +129,147 @@ impl CoreWorker {
         {
             Ok(runtime) => runtime,
             Err(e) => {
-                let _ = reports.send(CoreReport::Finished {
-                    failures: vec![Failure::Start(e.to_string())],
-                });
+                let _ = reports.send((
+                    self.core,
+                    CoreReport::Finished {
+                        failures: vec![Failure::Start(e.to_string())],
+                    },
+                ));
                 return;
             }
         };
-        let built = match self.construct() {
-            Ok(built) => built,
-            Err(failures) => {
-                let _ = reports.send(CoreReport::Finished { failures });
-                return;
-            }
-        };
-        let claims = built
-            .iter()
-            .flat_map(|p| p.claims.iter().cloned())
-            .collect();
-        let _ = reports.send(CoreReport::Constructed { claims });
-        let failures = match commands.recv() {
-            Ok(CoreCommand::Start) => LocalSet::new().block_on(&runtime, self.run_pipelines(built)),
-            Ok(CoreCommand::Abort) | Err(_) => Vec::new(),
-        };
-        let _ = reports.send(CoreReport::Finished { failures });
+        let core = self.core;
+        LocalSet::new().block_on(&runtime, self.serve(commands, &reports));
+        // Each run's failures went with its `RunEnded`.
+        let _ = reports.send((
+            core,
+            CoreReport::Finished {
+                failures: Vec::new(),
+            },
+        ));
     }
 
-    fn construct(&self) -> Result<Vec<BuiltPipeline>, Vec<Failure>> {
-        let mut built = Vec::new();
+    /// Builds `run` on this core: its local extensions, then its nodes.
+    fn build(&self, run: PipelineRun) -> Result<(Built, Claims), Vec<Failure>> {
         let mut failures = Vec::new();
-        let source = &self.resolved.source;
-        for (index, plan) in self.resolved.pipelines.iter().enumerate() {
-            let name = pipeline_name(plan);
-            let local = match plan.create_local_extensions(self.core, source) {
-                Ok(local) => local,
-                Err(error) => {
-                    failures.push(instantiate_failure(error));
-                    continue;
-                }
-            };
-            let mut provisions = Vec::new();
-            let mut extensions = Vec::new();
-            for extension in local {
-                self.telemetry.register_extension_metrics(
-                    &name,
-                    extension.extension_id(),
-                    Some(self.core),
-                    extension.metrics(),
-                );
-                let (provision, lifecycle) = extension.into_parts();
-                let id = provision.extension_id().to_owned();
-                self.telemetry
-                    .set_extension(&name, &id, Some(self.core), ExtensionState::Created);
-                let timeout = startup_timeout(&self.resolved, ScopeKey::Pipeline(index), &id);
-                extensions.push((id.clone(), lifecycle, timeout));
-                provisions.push(provision);
-            }
-            // The shared instances this pipeline's nodes can bind, innermost scope first.
-            let shared_in_scope: Vec<&SharedProvisions> = self
-                .resolved
-                .scopes_of(index)
-                .iter()
-                .filter_map(|key| self.shared.get(key))
-                .flatten()
-                .collect();
-            let mut nodes = Vec::new();
-            let mut claims = BTreeSet::new();
-            for node in &plan.nodes {
-                let Some(constructor) = node.factory.constructor() else {
-                    failures.push(Failure::NotRunnable {
-                        pipeline: name.clone(),
-                        node: node.id.clone(),
-                        node_type: format!("{}:{}", node.factory.kind(), node.factory.name()),
-                    });
-                    continue;
-                };
-                let context = NodeContext {
-                    node_id: node.id.clone(),
-                    group: plan.group.clone(),
-                    pipeline: plan.name.clone(),
-                    core: self.core,
-                    cores: self.cores,
-                    counters: Arc::new(NodeCounters::default()),
-                    shutdown: ShutdownSignal::new(self.stop.subscribe()),
-                    shared: self
-                        .node_shared
-                        .get(&(index, node.id.clone()))
-                        .cloned()
-                        .unwrap_or_default(),
-                };
-                let config_path = node.path.key("config");
-                let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
-                let mut capabilities =
-                    Capabilities::for_node(&node.id, &node.bindings, &provisions, &shared_in_scope);
-                let instance =
-                    constructor(&context, &config, &mut capabilities).and_then(|instance| {
-                        if instance.kind_name() == node.factory.kind().as_str() {
-                            Ok(instance)
-                        } else {
-                            Err(context.error(format!(
-                                "its constructor built a {} for a {} type",
-                                instance.kind_name(),
-                                node.factory.kind()
-                            )))
-                        }
-                    });
-                match instance {
-                    Ok(instance) => {
-                        let unclaimed = capabilities.unclaimed();
-                        for (capability, extension) in &unclaimed {
-                            tracing::warn!(pipeline = %name, node = %node.id, %capability, extension = %extension,
-                                "the node did not claim a capability bound to it");
-                        }
-                        for binding in &node.bindings {
-                            if !unclaimed.iter().any(|(_, e)| *e == binding.extension)
-                                && let Some(scope) =
-                                    self.resolved.binding_scope(index, &binding.extension)
-                            {
-                                claims.insert((scope, binding.extension.clone()));
-                            }
-                        }
-                        nodes.push((node.id.clone(), instance, context.counters.clone()));
-                    }
-                    Err(error) => failures.push(Failure::NodeConstruction {
-                        pipeline: name.clone(),
-                        node: node.id.clone(),
-                        core: self.core,
-                        error,
-                    }),
-                }
-            }
-            built.push(BuiltPipeline {
-                index,
+        let plan = run.plan();
+        let source = &run.resolved.source;
+        let name = &run.label;
+        let local = plan
+            .create_local_extensions(self.core, source)
+            .map_err(|error| vec![instantiate_failure(error)])?;
+        let mut provisions = Vec::new();
+        let mut extensions = Vec::new();
+        for extension in local {
+            self.telemetry.register_extension_metrics(
                 name,
+                extension.extension_id(),
+                Some(self.core),
+                run.id,
+                extension.metrics(),
+            );
+            let (provision, lifecycle) = extension.into_parts();
+            let id = provision.extension_id().to_owned();
+            self.telemetry.set_extension(
+                name,
+                &id,
+                Some(self.core),
+                run.id,
+                ExtensionState::Created,
+            );
+            let own = crate::resolve::ScopeKey::Pipeline(run.index);
+            let timeout = startup_timeout(&run.resolved, own, &id);
+            extensions.push((id.clone(), lifecycle, timeout));
+            provisions.push(provision);
+        }
+        let mut nodes = Vec::new();
+        let mut claims = BTreeSet::new();
+        for node in &plan.nodes {
+            let Some(constructor) = node.factory.constructor() else {
+                failures.push(Failure::NotRunnable {
+                    pipeline: name.clone(),
+                    node: node.id.clone(),
+                    node_type: format!("{}:{}", node.factory.kind(), node.factory.name()),
+                });
+                continue;
+            };
+            let context = NodeContext {
+                node_id: node.id.clone(),
+                group: plan.group.clone(),
+                pipeline: plan.name.clone(),
+                core: self.core,
+                cores: self.cores,
+                counters: Arc::new(NodeCounters::default()),
+                shutdown: ShutdownSignal::new(self.stop.subscribe()),
+                shared: run.node_shared.get(&node.id).cloned().unwrap_or_default(),
+            };
+            let config_path = node.path.key("config");
+            let config = ComponentConfig::new(&node.config, &config_path, &source.positions);
+            let mut capabilities =
+                Capabilities::for_node(&node.id, &node.bindings, &provisions, &run.shared);
+            let instance = constructor(&context, &config, &mut capabilities).and_then(|instance| {
+                if instance.kind_name() == node.factory.kind().as_str() {
+                    Ok(instance)
+                } else {
+                    Err(context.error(format!(
+                        "its constructor built a {} for a {} type",
+                        instance.kind_name(),
+                        node.factory.kind()
+                    )))
+                }
+            });
+            match instance {
+                Ok(instance) => {
+                    let unclaimed = capabilities.unclaimed();
+                    for (capability, extension) in &unclaimed {
+                        tracing::warn!(pipeline = %name, node = %node.id, %capability, extension = %extension,
+                            "the node did not claim a capability bound to it");
+                    }
+                    for binding in &node.bindings {
+                        if !unclaimed.iter().any(|(_, e)| *e == binding.extension)
+                            && let Some(owner) = run.owner_of(&binding.extension)
+                        {
+                            claims.insert((owner, binding.extension.clone()));
+                        }
+                    }
+                    nodes.push((node.id.clone(), instance, context.counters.clone()));
+                }
+                Err(error) => failures.push(Failure::NodeConstruction {
+                    pipeline: name.clone(),
+                    node: node.id.clone(),
+                    core: self.core,
+                    error,
+                }),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(failures);
+        }
+        Ok((
+            Built {
+                run,
                 extensions,
                 nodes,
-                claims,
-                _provisions: provisions,
-            });
-        }
-        if failures.is_empty() {
-            Ok(built)
-        } else {
-            Err(failures)
-        }
+                provisions,
+            },
+            claims,
+        ))
     }
 
-    async fn run_pipelines(mut self, built: Vec<BuiltPipeline>) -> Vec<Failure> {
-        let mut failures = Vec::new();
+    async fn serve(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<CoreCommand>,
+        reports: &std::sync::mpsc::Sender<(usize, CoreReport)>,
+    ) {
         let deadline_after = self.options.shutdown_timeout;
-
-        // Local extensions some node claimed start first, ready or not at all.
-        let mut extension_tasks = ExtensionTasks::new(Some(self.core));
-        let mut to_start = Vec::new();
-        let mut pipelines = Vec::new();
-        for pipeline in built {
-            for (id, lifecycle, timeout) in pipeline.extensions {
-                let scope = ScopeKey::Pipeline(pipeline.index);
-                to_start.push(ToStart {
-                    scope,
-                    label: pipeline.name.clone(),
-                    claimed: pipeline.claims.contains(&(scope, id.clone())),
-                    id,
-                    lifecycle,
-                    startup_timeout: timeout,
-                });
-            }
-            pipelines.push((pipeline.index, pipeline.name, pipeline.nodes));
-        }
+        let mut built: HashMap<RunId, Built> = HashMap::new();
+        let mut claimed: BTreeSet<(Owner, String)> = BTreeSet::new();
+        let mut running: HashMap<RunId, Running> = HashMap::new();
+        let mut node_tasks = NodeTasks::default();
+        let mut tickers = JoinSet::new();
+        let mut shutdown_deadline: Option<Instant> = None;
+        // Until the first `Start`, the core has nothing to run yet.
+        let mut started_once = false;
         let spawn: Spawn<Box<dyn LocalTask>> = |set, task, control, begun| {
             set.spawn_local(async move {
                 after_first_poll(task.run(control), begun)
@@ -266,107 +278,268 @@ impl CoreWorker {
             })
             .id()
         };
-        failures.extend(
-            extension_tasks
-                .start(to_start, spawn, &self.resolved, &self.telemetry)
-                .await,
-        );
 
-        // Nodes.
-        let mut receivers: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
-        let mut tickable: Vec<mpsc::Sender<ControlMessage>> = Vec::new();
-        let mut node_tasks = NodeTasks::default();
-        if failures.is_empty() {
-            for (index, name, nodes) in pipelines {
-                let plan = &self.resolved.pipelines[index];
-                let controls = self.spawn_nodes(index, &name, plan, nodes, &mut node_tasks);
-                receivers.extend(controls.receivers);
-                tickable.extend(controls.others);
+        loop {
+            if started_once && running.is_empty() && built.is_empty() {
+                break;
             }
-        }
-        let ticker = self
-            .options
-            .timer_interval
-            .filter(|every| !every.is_zero() && !tickable.is_empty())
-            .map(|every| tokio::task::spawn_local(tick(every, tickable)));
-        let mut shutdown_deadline: Option<Instant> = None;
-        let request_shutdown = |receivers: &mut Vec<mpsc::Sender<ControlMessage>>,
-                                deadline: &mut Option<Instant>| {
-            if deadline.is_none() {
-                let request = StopRequest::now(deadline_after);
-                let at = request.deadline;
-                *deadline = Some(at);
-                self.stop.send_replace(Some(request));
-                for receiver in receivers.drain(..) {
-                    let _ = receiver.try_send(ControlMessage::Shutdown { deadline: at });
-                }
-            }
-        };
-        if *self.shutdown.borrow() {
-            request_shutdown(&mut receivers, &mut shutdown_deadline);
-        }
-        while !node_tasks.set.is_empty() {
             let until = shutdown_deadline.map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed(), if shutdown_deadline.is_none() => {
                     if changed.is_err() || *self.shutdown.borrow() {
-                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                        shutdown_deadline = Some(self.request_stop(&mut running, deadline_after));
                     }
                 }
+                command = commands.recv() => match command {
+                    None => {
+                        // The engine is gone: nothing more will come.
+                        if !started_once {
+                            break;
+                        }
+                        // Keep running what runs until it ends.
+                        std::future::pending::<()>().await;
+                    }
+                    Some(CoreCommand::Build(runs)) => {
+                        let mut build_failures = Vec::new();
+                        for run in runs {
+                            match self.build(run) {
+                                Ok((run, claims)) => {
+                                    claimed.extend(claims.iter().cloned());
+                                    built.insert(run.run.id, run);
+                                }
+                                Err(f) => build_failures.extend(f),
+                            }
+                        }
+                        let _ = reports.send((self.core, CoreReport::Built {
+                            failures: build_failures,
+                            claims: claimed.iter().cloned().collect(),
+                        }));
+                    }
+                    Some(CoreCommand::Discard(ids)) => {
+                        for id in ids {
+                            built.remove(&id);
+                        }
+                        started_once = true;
+                        let _ = reports.send((self.core, CoreReport::Started { failures: Vec::new() }));
+                    }
+                    Some(CoreCommand::Start(ids)) => {
+                        started_once = true;
+                        let runs: Vec<Built> = ids.iter().filter_map(|id| built.remove(id)).collect();
+                        let (started, start_failures) = self
+                            .start_runs(runs, &claimed, spawn, &mut node_tasks, &mut tickers)
+                            .await;
+                        let mut started: HashMap<RunId, Running> =
+                            started.into_iter().map(|run| (run.run.id, run)).collect();
+                        if shutdown_deadline.is_some() {
+                            // Started during a shutdown: stops at once.
+                            self.stop_receivers(&mut started, deadline_after);
+                        }
+                        // Runs whose nodes did not start end here (their extensions stop).
+                        let idle: Vec<RunId> = started
+                            .iter()
+                            .filter(|(_, run)| run.nodes_left == 0)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        for id in idle {
+                            if let Some(mut run) = started.remove(&id) {
+                                self.end_run(&mut run, deadline_after, reports).await;
+                            }
+                        }
+                        running.extend(started);
+                        let _ = reports.send((self.core, CoreReport::Started { failures: start_failures }));
+                    }
+                    Some(CoreCommand::Stop(ids)) => {
+                        let mut stopping: HashMap<RunId, Running> = ids
+                            .iter()
+                            .filter_map(|id| running.remove(id).map(|run| (*id, run)))
+                            .collect();
+                        self.stop_receivers(&mut stopping, deadline_after);
+                        running.extend(stopping);
+                    }
+                },
                 Some(joined) = node_tasks.set.join_next_with_id() => {
-                    if let Some(failure) = node_tasks.failure(self.core, &self.resolved, joined) {
-                        failures.push(failure);
-                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                    let (run_id, failure) = node_tasks.ended(self.core, joined);
+                    if let Some(run) = running.get_mut(&run_id) {
+                        run.nodes_left = run.nodes_left.saturating_sub(1);
+                        if let Some(failure) = failure {
+                            run.failures.push(failure);
+                            shutdown_deadline = Some(self.request_stop(&mut running, deadline_after));
+                        }
+                    }
+                    if running.get(&run_id).is_some_and(|run| run.nodes_left == 0)
+                        && let Some(mut run) = running.remove(&run_id)
+                    {
+                        self.end_run(&mut run, deadline_after, reports).await;
                     }
                 }
-                Some(joined) = extension_tasks.set.join_next_with_id() => {
-                    let exited = extension_tasks.exited(&self.resolved, &self.telemetry, joined);
-                    if let Some(failure) = exited {
-                        failures.push(failure);
-                        request_shutdown(&mut receivers, &mut shutdown_deadline);
+                (run_id, joined) = extension_exit(&mut running) => {
+                    if let Some(run) = running.get(&run_id) {
+                        let exited = run.extensions.exited(&self.telemetry, joined);
+                        if let Some(failure) = exited {
+                            if let Some(run) = running.get_mut(&run_id) {
+                                run.failures.push(failure);
+                            }
+                            shutdown_deadline = Some(self.request_stop(&mut running, deadline_after));
+                        }
                     }
                 }
                 () = sleep_until(until) => {
                     node_tasks.set.abort_all();
                     while let Some(joined) = node_tasks.set.join_next_with_id().await {
-                        failures.extend(node_tasks.failure(self.core, &self.resolved, joined));
+                        let (run_id, failure) = node_tasks.ended(self.core, joined);
+                        if let (Some(run), Some(failure)) = (running.get_mut(&run_id), failure) {
+                            run.failures.push(failure);
+                        }
                     }
-                    let lost = self.telemetry.count_lost_at_deadline(self.core, &self.resolved);
+                    let lost: u64 = running.values().map(|run| {
+                        lost_in(run.run.plan(), |id| {
+                            run.counters
+                                .iter()
+                                .find(|(node, _)| node == id)
+                                .map(|(_, counters)| counters.snapshot())
+                                .unwrap_or_default()
+                        })
+                    }).sum();
                     if lost > 0 {
+                        self.telemetry.add_lost_at_deadline(lost);
                         tracing::error!(
                             core = self.core,
                             records = lost,
                             "records held by nodes or queued between them were lost at the shutdown deadline"
                         );
                     }
+                    let ids: Vec<RunId> = running.keys().copied().collect();
+                    for id in ids {
+                        if let Some(mut run) = running.remove(&id) {
+                            self.end_run(&mut run, deadline_after, reports).await;
+                        }
+                    }
+                    built.clear();
                 }
             }
         }
-
-        if let Some(ticker) = ticker {
-            ticker.abort();
-        }
-
-        // Local extensions go after every node of this core, in reverse start order.
-        let deadline = Instant::now() + deadline_after;
-        failures.extend(
-            extension_tasks
-                .stop(deadline, &self.resolved, &self.telemetry)
-                .await,
-        );
-        failures
+        tickers.abort_all();
     }
 
+    /// Starts built runs: the claimed local extensions of all of them (each ready or not at
+    /// all), then — only when every one is ready — their nodes. Returns the runs and the
+    /// failures.
+    async fn start_runs(
+        &self,
+        runs: Vec<Built>,
+        claimed: &BTreeSet<(Owner, String)>,
+        spawn: Spawn<Box<dyn LocalTask>>,
+        node_tasks: &mut NodeTasks,
+        tickers: &mut JoinSet<()>,
+    ) -> (Vec<Running>, Vec<Failure>) {
+        let mut failures = Vec::new();
+        let mut started = Vec::new();
+        let mut pending_nodes = Vec::new();
+        for built in runs {
+            let Built {
+                run,
+                extensions,
+                nodes,
+                provisions,
+            } = built;
+            let mut tasks = ExtensionTasks::new(Some(self.core), run.id);
+            let owner = Owner::Run(run.id);
+            let to_start = extensions
+                .into_iter()
+                .map(|(id, lifecycle, timeout)| ToStart {
+                    label: run.label.clone(),
+                    claimed: claimed.contains(&(owner, id.clone())),
+                    id,
+                    lifecycle,
+                    startup_timeout: timeout,
+                })
+                .collect();
+            if failures.is_empty() {
+                failures.extend(tasks.start(to_start, spawn, &self.telemetry).await);
+            }
+            started.push(Running {
+                run,
+                extensions: tasks,
+                receivers: Vec::new(),
+                nodes_left: 0,
+                counters: Vec::new(),
+                failures: Vec::new(),
+                _provisions: provisions,
+            });
+            pending_nodes.push(nodes);
+        }
+        if failures.is_empty() {
+            for (running, nodes) in started.iter_mut().zip(pending_nodes) {
+                let controls = self.spawn_nodes(running, nodes, node_tasks);
+                if let Some(every) = self
+                    .options
+                    .timer_interval
+                    .filter(|every| !every.is_zero() && !controls.is_empty())
+                {
+                    tickers.spawn_local(tick(every, controls));
+                }
+            }
+        }
+        (started, failures)
+    }
+
+    /// Stops a run whose nodes are done: its local extensions, in reverse start order; reports
+    /// it ended, with its failures.
+    async fn end_run(
+        &self,
+        run: &mut Running,
+        deadline_after: Duration,
+        reports: &std::sync::mpsc::Sender<(usize, CoreReport)>,
+    ) {
+        let deadline = Instant::now() + deadline_after;
+        let mut failures = std::mem::take(&mut run.failures);
+        failures.extend(run.extensions.stop(deadline, &self.telemetry).await);
+        let _ = reports.send((
+            self.core,
+            CoreReport::RunEnded {
+                run: run.run.id,
+                failures,
+            },
+        ));
+    }
+
+    /// Starts a graceful stop of everything on this core: the stop request nodes read, and
+    /// every receiver told. Returns the deadline.
+    fn request_stop(
+        &self,
+        running: &mut HashMap<RunId, Running>,
+        deadline_after: Duration,
+    ) -> Instant {
+        if let Some(request) = *self.stop.borrow() {
+            return request.deadline;
+        }
+        let request = StopRequest::now(deadline_after);
+        self.stop.send_replace(Some(request));
+        self.stop_receivers(running, deadline_after);
+        request.deadline
+    }
+
+    /// Tells the receivers of `runs` to stop; the rest of each run drains after them.
+    fn stop_receivers(&self, runs: &mut HashMap<RunId, Running>, deadline_after: Duration) {
+        let deadline = Instant::now() + deadline_after;
+        for run in runs.values_mut() {
+            for receiver in run.receivers.drain(..) {
+                let _ = receiver.try_send(ControlMessage::Shutdown { deadline });
+            }
+        }
+    }
+
+    /// Spawns a run's nodes; returns the control queues of its processors and exporters.
     fn spawn_nodes(
         &self,
-        index: usize,
-        name: &str,
-        plan: &PipelinePlan,
+        running: &mut Running,
         nodes: Vec<(String, NodeInstance, Arc<NodeCounters>)>,
         tasks: &mut NodeTasks,
-    ) -> NodeControls {
-        let mut controls = NodeControls::default();
+    ) -> Vec<mpsc::Sender<ControlMessage>> {
+        let mut others = Vec::new();
+        let plan = running.run.plan();
+        let name = running.run.label.clone();
         let capacity = self.options.channel_capacity.max(1);
         let mut senders = HashMap::new();
         let mut inputs = HashMap::new();
@@ -377,13 +550,16 @@ impl CoreWorker {
                 inputs.insert(id.clone(), rx);
             }
         }
+        let mut receivers = Vec::new();
+        let mut counted = Vec::new();
         for (id, instance, counters) in nodes {
             self.telemetry.register_node(NodeStats {
-                pipeline: name.to_owned(),
+                pipeline: name.clone(),
                 node: id.clone(),
                 core: self.core,
                 counters: counters.clone(),
             });
+            counted.push((id.clone(), counters.clone()));
             let targets = plan
                 .edges
                 .iter()
@@ -395,7 +571,7 @@ impl CoreWorker {
             let input = inputs.remove(&id);
             let handle = match instance {
                 NodeInstance::Receiver(receiver) => {
-                    controls.receivers.push(control_tx);
+                    receivers.push(control_tx);
                     tasks.set.spawn_local(async move {
                         receiver
                             .run(ReceiverContext::new(outputs, control_rx))
@@ -405,31 +581,47 @@ impl CoreWorker {
                 // Processors and exporters get no shutdown message: they end when their
                 // input closes, once every upstream node has finished and drained.
                 NodeInstance::Processor(processor) => {
-                    controls.others.push(control_tx);
+                    others.push(control_tx);
                     tasks.set.spawn_local(async move {
                         drive_processor(processor, input, control_rx, outputs, counters).await
                     })
                 }
                 NodeInstance::Exporter(exporter) => {
-                    controls.others.push(control_tx);
+                    others.push(control_tx);
                     tasks.set.spawn_local(async move {
                         drive_exporter(exporter, input, control_rx, counters).await
                     })
                 }
             };
-            tasks.names.insert(handle.id(), (index, id));
+            tasks
+                .names
+                .insert(handle.id(), (running.run.id, name.clone(), id));
+            running.nodes_left += 1;
         }
-        controls
+        running.receivers = receivers;
+        running.counters = counted;
+        others
     }
 }
 
-/// The control queues of a core's nodes.
-#[derive(Default)]
-struct NodeControls {
-    /// Receivers: told to stop on shutdown.
-    receivers: Vec<mpsc::Sender<ControlMessage>>,
-    /// Processors and exporters: ticked.
-    others: Vec<mpsc::Sender<ControlMessage>>,
+/// The next extension task of any run that ended: its run and how it ended.
+async fn extension_exit(
+    running: &mut HashMap<RunId, Running>,
+) -> (
+    RunId,
+    Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+) {
+    std::future::poll_fn(|cx| {
+        for (id, run) in running.iter_mut() {
+            if let std::task::Poll::Ready(Some(joined)) =
+                run.extensions.set.poll_join_next_with_id(cx)
+            {
+                return std::task::Poll::Ready((*id, joined));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Sends a timer tick to every node in `nodes` each `every`, skipping a node whose control
@@ -449,47 +641,42 @@ async fn tick(every: Duration, mut nodes: Vec<mpsc::Sender<ControlMessage>>) {
     }
 }
 
-/// The node tasks of one core, and which node each task runs.
-#[derive(Default)]
-struct NodeTasks {
-    set: JoinSet<Result<(), NodeError>>,
-    names: HashMap<tokio::task::Id, (usize, String)>,
-}
-
 impl NodeTasks {
-    /// The failure a finished task represents, if any.
-    fn failure(
+    /// A finished node task: its run, and the failure it represents, if any.
+    fn ended(
         &self,
         core: usize,
-        resolved: &ResolvedConfig,
         joined: Result<(tokio::task::Id, Result<(), NodeError>), tokio::task::JoinError>,
-    ) -> Option<Failure> {
-        let (id, reason) = match joined {
-            Ok((_, Ok(()))) => return None,
-            Ok((id, Err(error))) => (id, error.to_string()),
-            Err(error) if error.is_panic() => (
-                error.id(),
-                format!("panicked: {}", panic_message(error.into_panic())),
-            ),
-            Err(error) => {
-                let (index, node) = self
-                    .names
-                    .get(&error.id())
-                    .cloned()
-                    .unwrap_or((0, "?".into()));
-                return Some(Failure::ShutdownTimeout {
-                    pipeline: pipeline_name(&resolved.pipelines[index]),
-                    task: node,
-                });
-            }
+    ) -> (RunId, Option<Failure>) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(error) => error.id(),
         };
-        let (index, node) = self.names.get(&id).cloned().unwrap_or((0, "?".into()));
-        Some(Failure::Node {
-            pipeline: pipeline_name(&resolved.pipelines[index]),
-            node,
-            core,
-            reason,
-        })
+        let (run, pipeline, node) =
+            self.names
+                .get(&id)
+                .cloned()
+                .unwrap_or((usize::MAX, "?".into(), "?".into()));
+        let failure = match joined {
+            Ok((_, Ok(()))) => None,
+            Ok((_, Err(error))) => Some(Failure::Node {
+                pipeline,
+                node,
+                core,
+                reason: error.to_string(),
+            }),
+            Err(error) if error.is_panic() => Some(Failure::Node {
+                pipeline,
+                node,
+                core,
+                reason: format!("panicked: {}", panic_message(error.into_panic())),
+            }),
+            Err(_) => Some(Failure::ShutdownTimeout {
+                pipeline,
+                task: node,
+            }),
+        };
+        (run, failure)
     }
 }
 

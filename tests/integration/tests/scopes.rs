@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use otap_df_core::config::ConfigErrors;
 use otap_df_core::resolve::{ResolvedConfig, Scope, ScopeKey, load_with_env};
-use otap_df_core::runtime::engine::{Engine, EngineError, Failure, RunOptions};
+use otap_df_core::runtime::engine::{Engine, EngineError, ExtensionState, Failure, RunOptions};
 use otap_df_tests::recording::{self, events};
 
 fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
@@ -387,28 +387,36 @@ fn when_a_group_extension_is_not_ready_the_engine_one_still_stops_last_and_no_no
     );
 }
 
-/// A running engine of [`reload_config`] (its source waits for shutdown), its reload and
-/// shutdown handles.
-fn running(
-    log: &str,
-    store: &str,
-) -> (
-    std::thread::JoinHandle<Result<(), EngineError>>,
-    otap_df_core::runtime::engine::ReloadHandle,
-    otap_df_core::runtime::engine::ShutdownHandle,
-) {
+/// An engine running `text` on one core, past `event` of log `log`.
+struct Spawned {
+    thread: std::thread::JoinHandle<Result<(), EngineError>>,
+    reload: otap_df_core::runtime::engine::ReloadHandle,
+    shutdown: otap_df_core::runtime::engine::ShutdownHandle,
+    telemetry: std::sync::Arc<otap_df_core::runtime::engine::Telemetry>,
+}
+
+fn spawn(text: &str, log: &str, event: &str) -> Spawned {
     let engine = Engine::new(
-        resolve(&reload_config(log, store, "")),
-        RunOptions::default(),
+        resolve(text),
+        RunOptions {
+            cores: Some(1),
+            ..RunOptions::default()
+        },
     );
     let (reload, shutdown) = (engine.reload_handle(), engine.shutdown_handle());
+    let telemetry = engine.telemetry();
     let thread = std::thread::spawn(move || engine.run());
     assert!(
-        recording::wait_for(log, "src:start", Duration::from_secs(10)),
-        "{:?}",
+        recording::wait_for(log, event, Duration::from_secs(10)),
+        "no `{event}`: {:?}",
         events(log)
     );
-    (thread, reload, shutdown)
+    Spawned {
+        thread,
+        reload,
+        shutdown,
+        telemetry,
+    }
 }
 
 /// Group `g` with a `memory_kv` (`store`, config `store`), pipeline `g/p` binding it; `more`
@@ -431,43 +439,192 @@ groups:
 }
 
 #[test]
-fn a_reload_the_running_engine_cannot_take_is_refused_with_every_reason() {
+fn a_reload_adds_and_removes_pipelines_and_refuses_what_the_engine_cannot_take() {
     let log = "scopes-reload";
-    let (thread, reload, shutdown) = running(log, "{ max_entries: 10 }");
+    let Spawned {
+        thread,
+        reload,
+        shutdown,
+        ..
+    } = spawn(
+        &reload_config(log, "{ max_entries: 10 }", ""),
+        log,
+        "src:start",
+    );
     // The same configuration: nothing to do.
     let same = reload
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
         .unwrap();
     assert!(same.unchanged(), "{same:?}");
-    // memory_kv does not take a new config in place; a new pipeline needs a restart.
-    let more = "      q:
+    // memory_kv does not take a new config in place, and a group's extension is one instance
+    // for all its pipelines: that needs a restart, and nothing else of the reload applies.
+    let more = format!(
+        "      q:
         nodes:
-          src: { type: receiver:generator, config: { count: 1 } }
-          out: { type: exporter:noop }
-        connections: [ { from: src, to: out } ]
-";
+          src_q: {{ type: receiver:recording_source, config: {{ log: {log}, count: 1, then: wait }}, capabilities: {{ key_value_store: store }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src_q, to: out }} ]
+"
+    );
     let outcome = reload
-        .reload(resolve(&reload_config(log, "{ max_entries: 20 }", more)))
+        .reload(resolve(&reload_config(log, "{ max_entries: 20 }", &more)))
         .unwrap();
     assert_eq!(
         outcome.needs_restart,
         [
-            "pipeline `g/q` was added",
             "the config of extension `store` of group `g` changed, and extension:memory_kv \
-             does not take a new config while running",
+          does not take a new config while running"
         ]
     );
-    assert!(outcome.updated.is_empty() && outcome.failed.is_empty());
-    // The engine is still the old one, and still stops cleanly.
-    let again = reload
+    assert!(outcome.added.is_empty() && outcome.updated.is_empty());
+    assert!(!events(log).contains(&"src_q:start".to_owned()));
+    // A new pipeline starts, binding the group's running store.
+    let outcome = reload
+        .reload(resolve(&reload_config(log, "{ max_entries: 10 }", &more)))
+        .unwrap();
+    assert_eq!(outcome.added, ["pipeline `g/q`"]);
+    assert!(
+        recording::wait_for(log, "src_q:start", Duration::from_secs(10)),
+        "{:?}",
+        events(log)
+    );
+    // And stops again, draining, while `g/p` goes on.
+    let outcome = reload
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
         .unwrap();
-    assert!(again.unchanged(), "{again:?}");
+    assert_eq!(outcome.removed, ["pipeline `g/q`"]);
+    assert!(
+        recording::wait_for(log, "src_q:shutdown", Duration::from_secs(10)),
+        "{:?}",
+        events(log)
+    );
+    assert!(!events(log).contains(&"src:shutdown".to_owned()));
     shutdown.request();
     thread.join().unwrap().expect("a clean end");
+    assert!(events(log).contains(&"src:shutdown".to_owned()));
     // Once the run is over, a reload finds no engine.
     assert_eq!(
         reload.reload(resolve(&reload_config(log, "{ max_entries: 10 }", ""))),
         None
     );
+}
+
+#[test]
+fn a_replaced_pipeline_drains_every_record_it_accepted_while_its_successor_runs() {
+    let log = "scopes-replace";
+    let config = |delay: &str| {
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    extensions:
+      store: {{ type: extension:memory_kv }}
+    pipelines:
+      p:
+        extensions:
+          own: {{ type: extension:recorder, config: {{ log: {log}, behaviour: ready }} }}
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: {log}, count: 40, then: wait }}, capabilities: {{ key_value_store: store, bearer_token_provider: own }} }}
+          sink: {{ type: exporter:recording_sink, config: {{ log: {log}, delay: {delay}, ignore_store: true }} }}
+        connections: [ {{ from: src, to: sink }} ]
+"
+        )
+    };
+    let Spawned {
+        thread,
+        reload,
+        shutdown,
+        telemetry,
+    } = spawn(&config("5ms"), log, "src:sent 40");
+    // 40 records accepted, the sink still working through them (5 ms each).
+    let outcome = reload.reload(resolve(&config("1ms"))).unwrap();
+    assert_eq!(outcome.replaced, ["pipeline `g/p`"], "{outcome:?}");
+    assert!(
+        recording::wait_for(log, "sink:finish 40", Duration::from_secs(10)),
+        "the old version drained: {:?}",
+        events(log)
+    );
+    // Once the old version is gone, its stopped instance no longer counts: ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while telemetry.readiness().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready after the swap: {:?}",
+            telemetry.readiness()
+        );
+        // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let states = telemetry.extension_states();
+    let own: Vec<_> = states.iter().filter(|s| s.1 == "own").collect();
+    assert_eq!(own.len(), 1, "{states:?}");
+    assert_eq!(own[0].3, ExtensionState::Ready);
+    shutdown.request();
+    thread.join().unwrap().expect("a clean end");
+    let events = events(log);
+    // Old and new: each sent 40 and delivered 40; the new version's extension started
+    // (and was ready) before the old one's stopped; the group's store served both.
+    assert_eq!(count(&events, "src:sent 40"), 2, "{events:?}");
+    assert_eq!(count(&events, "sink:finish 40"), 2, "{events:?}");
+    assert_eq!(count(&events, "own:start"), 2, "{events:?}");
+    assert!(
+        last(&events, "own:ready") < first(&events, "own:stop"),
+        "{events:?}"
+    );
+    let sink = telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == "sink")
+        .unwrap();
+    assert_eq!((sink.counts.records_in, sink.counts.records_out), (80, 80));
+}
+
+#[test]
+fn a_new_version_that_does_not_start_leaves_the_old_one_running() {
+    let log = "scopes-replace-fails";
+    let config = |behaviour: &str| {
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          own: {{ type: extension:recorder, startup_timeout: 200ms, config: {{ log: {log}, behaviour: {behaviour} }} }}
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: {log}, count: 1, then: wait }}, capabilities: {{ bearer_token_provider: own }} }}
+          sink: {{ type: exporter:recording_sink, config: {{ log: {log} }} }}
+        connections: [ {{ from: src, to: sink }} ]
+"
+        )
+    };
+    let Spawned {
+        thread,
+        reload,
+        shutdown,
+        telemetry,
+    } = spawn(&config("ready"), log, "src:sent 1");
+    let outcome = reload.reload(resolve(&config("never_ready"))).unwrap();
+    assert_eq!(
+        outcome.failed,
+        [
+            "the new pipelines did not start: extension `own` of pipeline `g/p` was not ready \
+          within its startup_timeout of 200ms; nodes were not started"
+        ]
+    );
+    assert!(outcome.replaced.is_empty());
+    // The old version still runs, and the engine is ready: the failed instance is forgotten.
+    assert_eq!(telemetry.readiness(), Ok(()));
+    let events_now = events(log);
+    assert_eq!(count(&events_now, "src:start"), 1, "{events_now:?}");
+    assert!(!events_now.contains(&"src:shutdown".to_owned()));
+    // A later reload to the same configuration finds nothing to do.
+    assert!(
+        reload
+            .reload(resolve(&config("ready")))
+            .unwrap()
+            .unchanged()
+    );
+    shutdown.request();
+    thread.join().unwrap().expect("a clean end");
 }
