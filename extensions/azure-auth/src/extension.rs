@@ -42,6 +42,7 @@ pub static AZURE_AUTH: ExtensionFactory = ExtensionFactory::new(
 .default_startup_timeout(DEFAULT_STARTUP_TIMEOUT)
 .validate_config(|config| decode(config).map(drop))
 .shared(create)
+.updates_in_place()
 .build();
 
 fn decode(
@@ -64,6 +65,7 @@ fn create(
     Ok(context
         .shared_builder()
         .provide::<BearerTokenProvider>(provider)
+        .updatable(auth.clone())
         .active(Box::new(Refresher { auth }), Readiness::Probe)?)
 }
 
@@ -96,8 +98,11 @@ pub struct AzureAuth {
     pub(crate) header: AuthHeader,
     pub(crate) token: TokenCell,
     pub(crate) updates: watch::Sender<Option<BearerToken>>,
-    source: TokenSource,
-    refresh: RefreshConfig,
+    /// Where tokens come from, and when to renew them: replaced by an update, read by each
+    /// request.
+    settings: Mutex<Arc<Settings>>,
+    /// New settings an update left for the next request (which it makes due at once).
+    pending: Mutex<Option<Arc<Settings>>>,
     fetch: tokio::sync::Mutex<FetchState>,
     /// Requests made (successful or not); the loop watches it to re-plan and report.
     attempts: watch::Sender<u64>,
@@ -110,6 +115,14 @@ pub struct AzureAuth {
     status: Mutex<Status>,
 }
 
+/// What a configuration decides: where tokens come from, when to renew, how to retry.
+#[derive(Debug)]
+struct Settings {
+    source: TokenSource,
+    refresh: RefreshConfig,
+    retry: crate::config::RetryConfig,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Status {
     next_attempt: Option<Instant>,
@@ -120,7 +133,7 @@ impl std::fmt::Debug for AzureAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AzureAuth")
             .field("id", &self.id)
-            .field("source", &self.source)
+            .field("settings", &self.settings())
             .field("renewals", &self.renewals.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -135,8 +148,12 @@ impl AzureAuth {
             header: AuthHeader::default(),
             token: TokenCell::new(),
             updates: watch::Sender::new(None),
-            source,
-            refresh: config.refresh,
+            settings: Mutex::new(Arc::new(Settings {
+                source,
+                refresh: config.refresh,
+                retry: config.retry,
+            })),
+            pending: Mutex::new(None),
             fetch: tokio::sync::Mutex::new(FetchState {
                 backoff: Backoff::new(config.retry),
                 next_attempt: None,
@@ -155,6 +172,35 @@ impl AzureAuth {
     /// The extension id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes a changed configuration (a reload): the next token request — made at once —
+    /// uses it; the current token is served until that request answers. A configuration
+    /// that cannot be resolved (an unreadable `tls.ca_file`) is refused and the current one
+    /// stays.
+    pub fn update(&self, config: &AzureAuthConfig) -> Result<(), ExtensionError> {
+        let source =
+            TokenSource::new(config).map_err(|error| ExtensionError::typed(&self.id, error))?;
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Settings {
+            source,
+            refresh: config.refresh,
+            retry: config.retry,
+        }));
+        // Due now: the loop re-plans when the attempt count moves.
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_attempt = Some(Instant::now());
+        self.attempts.send_modify(|_| {});
+        tracing::info!(extension = %self.id, "configuration updated; requesting a token with it");
+        Ok(())
     }
 
     /// Tokens received so far.
@@ -184,6 +230,19 @@ impl AzureAuth {
     pub(crate) async fn fetch(&self, trigger: Trigger) -> Result<BearerToken, String> {
         let asked = Instant::now();
         let mut state = self.fetch.lock().await;
+        let updated = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(settings) = updated {
+            // New settings: a request now, whatever the schedule said.
+            state.backoff = Backoff::new(settings.retry);
+            state.next_attempt = None;
+            state.last_forced = None;
+            *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = settings;
+        }
+        let settings = self.settings();
         let now = Instant::now();
         let skip = match trigger {
             // A consumer's request made since this one was planned moved the schedule.
@@ -197,7 +256,7 @@ impl AzureAuth {
                     // A storm of rejections makes one request per `min_interval`.
                     || state
                         .last_forced
-                        .is_some_and(|at| now.duration_since(at) < self.refresh.min_interval)
+                        .is_some_and(|at| now.duration_since(at) < settings.refresh.min_interval)
             }
         };
         if skip {
@@ -213,7 +272,7 @@ impl AzureAuth {
         if trigger == Trigger::Forced {
             state.last_forced = Some(started);
         }
-        let result = self
+        let result = settings
             .source
             .fetch()
             .await
@@ -222,12 +281,12 @@ impl AzureAuth {
             Ok((token, lifetime)) => {
                 state.backoff.reset();
                 state.last_error = None;
-                let delay = refresh_delay(lifetime, &self.refresh);
+                let delay = refresh_delay(lifetime, &settings.refresh);
                 state.next_attempt = Some(started + delay);
                 let renewals = self.renewals.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(
                     extension = %self.id,
-                    method = self.source.method().name(),
+                    method = settings.source.method().name(),
                     renewals,
                     expires_in = ?lifetime,
                     renew_in = ?delay,
@@ -287,6 +346,12 @@ impl AzureAuth {
             self.updates.send_replace(None);
         }
         stale
+    }
+}
+
+impl otap_df_core::extension::ConfigUpdater for AzureAuth {
+    fn update(&self, config: &ComponentConfig<'_>) -> Result<(), ExtensionError> {
+        AzureAuth::update(self, &decode(config)?)
     }
 }
 

@@ -481,3 +481,49 @@ fn an_unreadable_ca_file_fails_the_start_with_a_typed_error_naming_it() {
         "{error}"
     );
 }
+
+#[test]
+fn an_updated_configuration_takes_effect_with_a_token_requested_at_once() {
+    run_child(
+        "an_updated_configuration_takes_effect_with_a_token_requested_at_once_child",
+        &[],
+    );
+}
+
+#[test]
+#[ignore = "run by `an_updated_configuration_takes_effect_with_a_token_requested_at_once` in a child process"]
+fn an_updated_configuration_takes_effect_with_a_token_requested_at_once_child() {
+    expect_child("an_updated_configuration_takes_effect_with_a_token_requested_at_once_child");
+    let pki = TestPki::generate().unwrap();
+    let entra = Entra::start(&pki);
+    let dir = TempDir::new("azure-client-secret-update");
+    let secret_file = dir.path("secret");
+    std::fs::write(&secret_file, "s3cret-one").unwrap();
+    let before = client_secret_config(&entra, &pki, &secret_file);
+    let auth = running(&before);
+    assert_eq!(auth.current_value(), "entra-1");
+    let mut subscription = auth.subscribe();
+    assert_eq!(auth.next(&mut subscription).secret().expose(), "entra-1");
+
+    // Another application and scope (a reload): the token valid for an hour is not waited
+    // for; the next one comes from the new settings, and the old one is served meanwhile.
+    let after = before
+        .replace("client_id: app-1", "client_id: app-2")
+        .replace(SCOPE, "https://other.example/.default");
+    auth.auth.update(&support::config(&after)).expect("taken");
+    assert_eq!(auth.next(&mut subscription).secret().expose(), "entra-2");
+    let seen = entra.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].field("client_id"), Some("app-2"));
+    assert_eq!(
+        seen[1].field("scope"),
+        Some("https://other.example/.default")
+    );
+
+    // One that cannot be resolved is refused, and the running settings stay.
+    let broken = after.replace(&pki.ca_cert().display().to_string(), "/nonexistent/ca.pem");
+    let error = auth.auth.update(&support::config(&broken)).unwrap_err();
+    assert!(error.to_string().contains("tls.ca_file"), "{error}");
+    assert_eq!(fresh_value(&auth), "entra-3");
+    assert_eq!(entra.seen()[2].field("client_id"), Some("app-2"));
+}

@@ -6,6 +6,14 @@ use std::path::PathBuf;
 /// Why a `redis_kv` instance could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisKvError {
+    /// A reload changed an option that sets up the connection (a restart applies it).
+    #[error(
+        "`{option}` cannot change while running (it sets up the connection); restart to apply it"
+    )]
+    FixedAtStart {
+        /// The option.
+        option: &'static str,
+    },
     /// `url` is not a Redis URL.
     #[error("invalid `url` ({kind:?})")]
     InvalidUrl {

@@ -25,6 +25,7 @@ pub static REDIS_KV: ExtensionFactory = ExtensionFactory::new("redis_kv", env!("
     .default_startup_timeout(Duration::from_secs(10))
     .validate_config(|config| RedisKvConfig::decode(config).map(drop))
     .shared(create)
+    .updates_in_place()
     .build();
 
 fn create(
@@ -37,7 +38,15 @@ fn create(
     Ok(context
         .shared_builder()
         .provide::<KeyValueStore>(provided)
+        .updatable(store.clone())
         .active(Box::new(Probe { store }), Readiness::Probe)?)
+}
+
+impl otap_df_core::extension::ConfigUpdater for RedisKv {
+    fn update(&self, config: &ComponentConfig<'_>) -> Result<(), ExtensionError> {
+        RedisKv::update(self, &RedisKvConfig::decode(config)?)
+            .map_err(|error| ExtensionError::typed(self.id(), error))
+    }
 }
 
 /// The default key prefix: unique per extension instance of a configuration.
@@ -155,14 +164,10 @@ pub fn connect(
         .set_number_of_retries(config.max_retries)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
-    let prefix = config
-        .key_prefix
-        .clone()
-        .unwrap_or_else(|| default_prefix(context));
     Ok(RedisKv::new(
         id,
         target,
-        prefix,
+        default_prefix(context),
         config,
         client,
         manager_config,

@@ -20,9 +20,13 @@ pub struct RedisKv {
     pub(crate) id: String,
     /// Where it connects, without credentials (for errors and logs).
     pub(crate) target: String,
-    prefix: Vec<u8>,
-    default_ttl: Option<Duration>,
-    call_timeout: Duration,
+    /// What a reload may change: read per call.
+    options: arc_swap::ArcSwap<Options>,
+    /// The connection settings a reload may not change (`url`, credentials, `db`, timeouts
+    /// of the connection, `fail_fast_after`, `tls`), as first configured.
+    fixed: crate::config::RedisKvConfig,
+    /// The key prefix when `key_prefix` is absent.
+    default_prefix: String,
     client: redis::Client,
     manager_config: ConnectionManagerConfig,
     connection: OnceLock<ConnectionManager>,
@@ -82,24 +86,48 @@ impl CallMetrics {
     }
 }
 
+/// The options a running instance takes from a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Options {
+    prefix: Vec<u8>,
+    default_ttl: Option<Duration>,
+    call_timeout: Duration,
+}
+
+impl Options {
+    fn of(config: &crate::config::RedisKvConfig, default_prefix: &str) -> Self {
+        Self {
+            prefix: config
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| default_prefix.to_owned())
+                .into_bytes(),
+            default_ttl: config.default_ttl,
+            call_timeout: config.call_timeout,
+        }
+    }
+}
+
 impl std::fmt::Debug for RedisKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options = self.options.load();
         f.debug_struct("RedisKv")
             .field("id", &self.id)
             .field("target", &self.target)
-            .field("prefix", &String::from_utf8_lossy(&self.prefix))
-            .field("default_ttl", &self.default_ttl)
-            .field("call_timeout", &self.call_timeout)
+            .field("prefix", &String::from_utf8_lossy(&options.prefix))
+            .field("default_ttl", &options.default_ttl)
+            .field("call_timeout", &options.call_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisKv {
-    /// `config` gives `default_ttl`, `call_timeout` and `fail_fast_after`.
+    /// `config` gives `key_prefix` (`default_prefix` when absent), `default_ttl`,
+    /// `call_timeout` and `fail_fast_after`.
     pub(crate) fn new(
         id: String,
         target: String,
-        prefix: String,
+        default_prefix: String,
         config: &crate::config::RedisKvConfig,
         client: redis::Client,
         manager_config: ConnectionManagerConfig,
@@ -110,9 +138,9 @@ impl RedisKv {
             breaker: Arc::new(CircuitBreaker::new(id.clone(), config.fail_fast_after)),
             id,
             target,
-            prefix: prefix.into_bytes(),
-            default_ttl: config.default_ttl,
-            call_timeout: config.call_timeout,
+            options: arc_swap::ArcSwap::from_pointee(Options::of(config, &default_prefix)),
+            fixed: config.clone(),
+            default_prefix,
             client,
             manager_config,
             connection: OnceLock::new(),
@@ -139,13 +167,65 @@ impl RedisKv {
     }
 
     /// The key prefix.
-    pub fn prefix(&self) -> &[u8] {
-        &self.prefix
+    pub fn prefix(&self) -> Vec<u8> {
+        self.options.load().prefix.clone()
+    }
+
+    fn call_timeout(&self) -> Duration {
+        self.options.load().call_timeout
+    }
+
+    /// Takes a changed configuration (a reload): `key_prefix`, `default_ttl` and
+    /// `call_timeout` apply from the next call. What sets up the connection cannot change
+    /// while running; such a change is refused, naming the option, and nothing changes.
+    pub fn update(
+        &self,
+        config: &crate::config::RedisKvConfig,
+    ) -> Result<(), crate::error::RedisKvError> {
+        let old = &self.fixed;
+        let tls = |c: &crate::config::RedisKvConfig| {
+            c.tls
+                .as_ref()
+                .map(|t| (t.ca_file.clone(), t.cert_file.clone(), t.key_file.clone()))
+        };
+        let fixed = [
+            ("url", old.url.expose() == config.url.expose()),
+            ("username", old.username == config.username),
+            (
+                "password",
+                old.password.as_ref().map(|p| p.expose())
+                    == config.password.as_ref().map(|p| p.expose()),
+            ),
+            ("password_file", old.password_file == config.password_file),
+            ("db", old.db == config.db),
+            (
+                "connect_timeout",
+                old.connect_timeout == config.connect_timeout,
+            ),
+            (
+                "response_timeout",
+                old.response_timeout == config.response_timeout,
+            ),
+            ("max_retries", old.max_retries == config.max_retries),
+            (
+                "fail_fast_after",
+                old.fail_fast_after == config.fail_fast_after,
+            ),
+            ("tls", tls(old) == tls(config)),
+        ];
+        if let Some((option, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(crate::error::RedisKvError::FixedAtStart { option });
+        }
+        self.options
+            .store(Arc::new(Options::of(config, &self.default_prefix)));
+        tracing::info!(extension = %self.id, "configuration updated");
+        Ok(())
     }
 
     fn key(&self, key: &[u8]) -> Vec<u8> {
-        let mut full = Vec::with_capacity(self.prefix.len() + key.len());
-        full.extend_from_slice(&self.prefix);
+        let options = self.options.load();
+        let mut full = Vec::with_capacity(options.prefix.len() + key.len());
+        full.extend_from_slice(&options.prefix);
         full.extend_from_slice(key);
         full
     }
@@ -174,7 +254,7 @@ impl RedisKv {
         let Ok(mut connection) = self.connection() else {
             return;
         };
-        let (breaker, timeout) = (self.breaker.clone(), self.call_timeout);
+        let (breaker, timeout) = (self.breaker.clone(), self.call_timeout());
         tokio::spawn(async move {
             let ping = redis::cmd("PING");
             if let Ok(Ok(_)) =
@@ -191,14 +271,13 @@ impl RedisKv {
         command: redis::Cmd,
     ) -> Result<T, KvError> {
         let mut connection = self.connection()?;
-        match tokio::time::timeout(self.call_timeout, command.query_async::<T>(&mut connection))
-            .await
-        {
+        let timeout = self.call_timeout();
+        match tokio::time::timeout(timeout, command.query_async::<T>(&mut connection)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.error(&error)),
             Err(_) => Err(KvError::Timeout {
                 store: self.id.clone(),
-                timeout: self.call_timeout,
+                timeout,
             }),
         }
     }
@@ -209,7 +288,7 @@ impl RedisKv {
         if error.is_timeout() {
             return KvError::Timeout {
                 store: self.id.clone(),
-                timeout: self.call_timeout,
+                timeout: self.call_timeout(),
             };
         }
         let store = self.id.clone();
@@ -230,7 +309,7 @@ impl RedisKv {
     fn set_command(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> redis::Cmd {
         let mut command = redis::cmd("SET");
         command.arg(self.key(key)).arg(value);
-        if let Some(ttl) = ttl.or(self.default_ttl) {
+        if let Some(ttl) = ttl.or(self.options.load().default_ttl) {
             let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             command.arg("PX").arg(millis);
         }

@@ -62,6 +62,45 @@ fn two_extensions_on_one_server_never_see_each_others_keys() {
 }
 
 #[test]
+fn a_reload_changes_the_prefix_and_default_ttl_in_place_and_refuses_connection_settings() {
+    let Some(server) = redis_server::require("update") else {
+        return;
+    };
+    let store = store(&server, "update", "");
+    let url = server.url();
+    runtime().block_on(async {
+        use shared::KeyValueStore as _;
+        store.set(b"k", b"before", None).await.unwrap();
+        // A new prefix and a default expiry, from the next call on: the old keys are out of
+        // sight, and new entries expire.
+        store
+            .update(&config(&format!(
+                "{{ url: '{url}', key_prefix: 'tenant-b:', default_ttl: 50ms }}"
+            )))
+            .expect("taken in place");
+        assert_eq!(store.prefix(), b"tenant-b:");
+        assert_eq!(store.get(b"k").await.unwrap(), None);
+        store.set(b"k", b"after", None).await.unwrap();
+        assert_eq!(store.get(b"k").await.unwrap(), Some(b"after".to_vec()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.get(b"k").await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "the default TTL applies");
+            // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // What sets up the connection is refused, naming the option; nothing changes.
+        let error = store
+            .update(&config(&format!("{{ url: '{url}', db: 3 }}")))
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`db` cannot change while running (it sets up the connection); restart to apply it"
+        );
+        assert_eq!(store.prefix(), b"tenant-b:");
+    });
+}
+
+#[test]
 fn set_if_absent_has_exactly_one_winner_among_concurrent_callers() {
     let Some(server) = redis_server::require("atomic") else {
         return;
