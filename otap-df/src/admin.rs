@@ -159,8 +159,8 @@ impl std::fmt::Debug for State {
 
 impl State {
     /// `POST /reload`: re-reads and applies the configuration (off the endpoint's thread),
-    /// answers what happened as JSON — 200 applied (`updated` extensions, `added`,
-    /// `replaced`, `removed` pipelines) or unchanged, 409 needs a restart (`reasons`), 422
+    /// answers what happened as JSON — 200 applied (`updated` extensions; `added`,
+    /// `replaced`, `removed` pipelines and outer extensions) or unchanged, 409 needs a restart (`reasons`), 422
     /// invalid (`errors`), 500 something failed (`failed`; what else was applied is listed),
     /// 503 the engine is not running.
     async fn reload(&self) -> Response<Full<Bytes>> {

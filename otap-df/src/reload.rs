@@ -1,8 +1,8 @@
 //! Live reconfiguration of `otap-df run`: SIGHUP and `POST /reload` on the admin endpoint
 //! re-read the configuration's files (and `--set` overrides), validate them completely and
-//! hand the result to the running engine ([`ReloadHandle`]), which applies what it can
-//! while data flows (updates in place, pipelines added, removed or replaced) or keeps the
-//! running configuration and says which changes need a restart.
+//! hand the result to the running engine ([`ReloadHandle`]), which applies it while data
+//! flows (updates in place, new extension instances, pipelines added, removed or replaced)
+//! or keeps the running configuration and says which changes need a restart.
 
 use std::sync::Arc;
 

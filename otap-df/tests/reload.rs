@@ -1,7 +1,8 @@
 //! Live reconfiguration through the real binary: SIGHUP and `POST /reload` re-read the
-//! configuration file, validate it completely and apply what the running engine can take in
-//! place (a `bearer_auth`'s tokens), while clients keep sending; an invalid file or a change
-//! that needs a restart leaves the running configuration as it was, and says why.
+//! configuration file, validate it completely and apply it while clients keep sending: in
+//! place (a `bearer_auth`'s tokens) or with a new instance (an option the running one cannot
+//! take); an invalid file or a change that needs a restart leaves the running configuration
+//! as it was, and says why.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
@@ -43,11 +44,16 @@ groups:
 
 /// One OTLP/HTTP logs request of 5 records with `token`: the status.
 fn send(otlp: u16, token: &str) -> u16 {
+    send_in(otlp, "authorization", token)
+}
+
+/// One OTLP/HTTP logs request of 5 records with `token` in header `header`: the status.
+fn send_in(otlp: u16, header: &str, token: &str) -> u16 {
     let logs = otap_df_nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, 5, "a", 1);
     let bearer = format!("Bearer {token}");
     let headers = [
         ("content-type", "application/x-protobuf"),
-        ("authorization", bearer.as_str()),
+        (header, bearer.as_str()),
     ];
     post(otlp, "/v1/logs", &headers, logs.bytes().clone())
         .status
@@ -86,9 +92,16 @@ impl Sender {
         Self { stop, thread }
     }
 
-    fn stop(self) -> Vec<u16> {
+    /// Stops it: it sent more than one request, and none was refused.
+    fn stop_with_no_refusal(self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap()
+        let statuses = self.thread.join().unwrap();
+        assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
+        assert!(
+            statuses.iter().all(|&status| status == 200),
+            "no request refused because of the swap: {:?}",
+            statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -157,13 +170,7 @@ fn sighup_applies_a_new_accepted_token_while_clients_keep_sending_without_a_refu
         line.contains("reload: applied to extension `callers` of the engine")
     });
     assert_eq!(send(otlp, "new-token"), 200, "accepted without a restart");
-    let statuses = sender.stop();
-    assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
-    assert!(
-        statuses.iter().all(|&status| status == 200),
-        "no request refused because of the swap: {:?}",
-        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
-    );
+    sender.stop_with_no_refusal();
     // A token taken out is refused from then on.
     write_config(&config, admin, otlp, "new-token", "Authorization");
     assert_eq!(
@@ -235,13 +242,7 @@ fn a_changed_pipeline_is_replaced_while_clients_keep_sending_and_the_old_one_dra
     let status: serde_json::Value = serde_json::from_slice(&get(admin, "/status").body).unwrap();
     assert_eq!(status["pipelines"][0]["nodes"][1]["type"], "exporter:debug");
     assert_eq!(send(otlp, "old-token"), 200);
-    let statuses = sender.stop();
-    assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
-    assert!(
-        statuses.iter().all(|&status| status == 200),
-        "no request refused because of the swap: {:?}",
-        statuses.iter().filter(|&&s| s != 200).collect::<Vec<_>>()
-    );
+    sender.stop_with_no_refusal();
     // Every record accepted by either version was delivered (the final line sums both).
     finish(run);
 }
@@ -271,24 +272,52 @@ fn a_change_that_needs_a_restart_is_refused_as_a_whole_with_its_reasons() {
         serde_json::json!({ "result": "needs_restart", "reasons": ["`engine.cores` changed"] })
     );
     assert_eq!(send(otlp, "new-token"), 401, "nothing applied");
-    // An option the running instance cannot take: refused by the extension, reported.
-    write_config(&config, admin, otlp, "old-token, new-token", "X-Token");
-    let (status, answer) = reload(admin);
-    assert_eq!(status, 500, "{answer}");
-    assert_eq!(answer["result"], "failed");
-    let failed = answer["failed"][0].as_str().unwrap();
-    assert!(
-        failed.starts_with("extension `callers` of the engine: ")
-            && failed.contains("`header` / `scheme` cannot change while running"),
-        "{failed}"
-    );
-    assert_eq!(send(otlp, "old-token"), 200, "the running tokens stay");
-    assert_eq!(send(otlp, "new-token"), 401);
     // The same file again: unchanged.
     write_config(&config, admin, otlp, "old-token", "Authorization");
     assert_eq!(
         reload(admin),
         (200, serde_json::json!({ "result": "unchanged" }))
     );
+    finish(run);
+}
+
+#[test]
+fn an_option_the_running_instance_cannot_take_gets_a_new_instance_while_clients_keep_sending() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        run,
+    } = start("reload-new-instance");
+    let sender = Sender::start(otlp, "old-token");
+    // `reload_interval` is fixed at start: the engine's `callers` gets a new instance, ready
+    // before the pipeline that binds it is replaced; the client sees no refusal.
+    let valid = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        valid.replace(
+            "header: Authorization",
+            "header: Authorization, reload_interval: 5s",
+        ),
+    )
+    .unwrap();
+    let replaced = serde_json::json!({
+        "result": "applied",
+        "replaced": ["extension `callers` of the engine", "pipeline `g/p`"]
+    });
+    assert_eq!(reload(admin), (200, replaced.clone()));
+    assert_eq!(send(otlp, "old-token"), 200);
+    sender.stop_with_no_refusal();
+    // Another header: the instance refuses it in place, so a new one serves it.
+    write_config(&config, admin, otlp, "old-token, new-token", "X-Token");
+    assert_eq!(reload(admin), (200, replaced));
+    assert_eq!(send_in(otlp, "x-token", "new-token"), 200);
+    assert_eq!(
+        send(otlp, "new-token"),
+        401,
+        "the old header no longer counts"
+    );
+    assert_eq!(get(admin, "/readyz").status, 200);
     finish(run);
 }

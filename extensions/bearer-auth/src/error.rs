@@ -15,10 +15,10 @@ pub enum BearerAuthError {
         /// The variable.
         name: String,
     },
-    /// A reload changed an option that the running instance cannot take (a restart applies
-    /// it).
+    /// A reload changed an option that the running instance cannot take in place (the
+    /// engine gives the extension a new instance instead).
     #[error(
-        "`{option}` cannot change while running (what reads the files and frames the header is set up at start); restart to apply it"
+        "`{option}` cannot change in place (what reads the files and frames the header is set up at start); a new instance takes it"
     )]
     FixedAtStart {
         /// The option.

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 /// Why a `redis_kv` instance could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisKvError {
-    /// A reload changed an option that sets up the connection (a restart applies it).
+    /// A reload changed an option that sets up the connection (the engine gives the
+    /// extension a new instance, with its own connection, instead).
     #[error(
-        "`{option}` cannot change while running (it sets up the connection); restart to apply it"
+        "`{option}` cannot change in place (it sets up the connection); a new instance takes it"
     )]
     FixedAtStart {
         /// The option.

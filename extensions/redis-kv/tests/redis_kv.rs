@@ -94,7 +94,7 @@ fn a_reload_changes_the_prefix_and_default_ttl_in_place_and_refuses_connection_s
             .unwrap_err();
         assert_eq!(
             error.to_string(),
-            "`db` cannot change while running (it sets up the connection); restart to apply it"
+            "`db` cannot change in place (it sets up the connection); a new instance takes it"
         );
         assert_eq!(store.prefix(), b"tenant-b:");
     });

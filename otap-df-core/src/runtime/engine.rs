@@ -23,7 +23,10 @@
 //! or changes a pipeline builds and starts a new run beside the running ones through the same
 //! steps (its shared extensions, then on every core its local ones and its nodes), and only
 //! then stops the run it replaces, which drains; its shared extensions stop once every core
-//! is done with it. A new run that does not start is dropped and the old one stays.
+//! is done with it. A new run that does not start is dropped and the old one stays. Each
+//! extension of the engine or of a group is an instance of its own: a reload that cannot
+//! update one in place creates and starts its successor first, builds the runs that bind it
+//! against the successor, and stops the old instance once the last run bound to it is gone.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -34,14 +37,14 @@ use tokio::sync::watch;
 
 use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
 use crate::node::NodeShared;
-use crate::resolve::{ResolvedConfig, ScopeKey};
+use crate::resolve::{ResolvedConfig, Scope, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 
 pub use super::failure::{EngineError, Failure};
 pub use super::options::{RunOptions, ShutdownHandle};
 pub use super::reload::{ReloadHandle, ReloadOutcome};
 use super::reload::{ReloadRequest, live_configs};
-use super::run::{Owner, PipelineRun, RunId};
+use super::run::{OuterInstances, Owner, PipelineRun, RunId};
 pub use super::telemetry::{
     ExtensionMetricsOf, ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats,
     NodeTotals, RunPhase, Telemetry,
@@ -114,7 +117,8 @@ impl Engine {
             .map_err(|e| EngineError(vec![Failure::Start(e.to_string())]))?;
         let mut room = EngineRoom {
             resolved: self.resolved.clone(),
-            initial: self.resolved.clone(),
+            outer: OuterInstances::new(),
+            superseded: BTreeSet::new(),
             options: self.options.clone(),
             shutdown: self.shutdown.clone(),
             telemetry: self.telemetry.clone(),
@@ -123,7 +127,7 @@ impl Engine {
             shared: Vec::new(),
             pending: Vec::new(),
             runs: HashMap::new(),
-            next_run: 0,
+            next_id: 0,
             retiring: HashMap::new(),
             cores: Cores::default(),
             live: live_configs(&self.resolved),
@@ -138,6 +142,9 @@ impl Engine {
 /// The shared instances of one owner, and their tasks once started.
 struct SharedOf {
     owner: Owner,
+    /// How far in its scope is: the engine `0`, a group `1`, a pipeline `2` (inner ones stop
+    /// first).
+    rank: u8,
     label: String,
     provisions: Vec<Arc<SharedProvisions>>,
     tasks: ExtensionTasks,
@@ -208,9 +215,10 @@ impl Cores {
 struct EngineRoom {
     /// The configuration it runs (the one it started with, then each applied reload's).
     resolved: Arc<ResolvedConfig>,
-    /// The configuration it started with: [`Owner::Outer`] indexes its scopes (a reload
-    /// cannot change the outer scopes).
-    initial: Arc<ResolvedConfig>,
+    /// The current instance of each extension of the engine and of the groups.
+    outer: OuterInstances,
+    /// Outer instances a reload replaced or removed: each stops once no run binds it.
+    superseded: BTreeSet<Owner>,
     options: RunOptions,
     shutdown: Arc<watch::Sender<bool>>,
     telemetry: Arc<Telemetry>,
@@ -222,9 +230,11 @@ struct EngineRoom {
     pending: Vec<(Owner, Vec<SharedLifecycle>)>,
     /// The live run of each pipeline, by label.
     runs: HashMap<String, PipelineRun>,
-    next_run: RunId,
-    /// Runs a reload stopped or discarded: how many cores have yet to report them ended.
-    retiring: HashMap<RunId, usize>,
+    /// The next run id or outer instance number (also their telemetry generation).
+    next_id: usize,
+    /// Runs a reload stopped: how many cores have yet to report them ended, and the outer
+    /// instances they bind.
+    retiring: HashMap<RunId, (usize, Vec<Owner>)>,
     cores: Cores,
     live: super::reload::LiveConfigs,
 }
@@ -237,14 +247,16 @@ impl EngineRoom {
         let resolved = self.resolved.clone();
         // 1. Shared extensions: the engine's, each group's, then each pipeline's.
         for (index, scope) in resolved.scopes.iter().enumerate() {
-            let created = scope.create_shared_extensions(&resolved.source);
-            self.created(Owner::Outer(index), scope.scope.label(), 0, created, |id| {
-                startup_timeout(&resolved, ScopeKey::Outer(index), id)
-            });
+            for extension in &scope.extensions {
+                let owner = self.new_outer(&resolved, index, &extension.id);
+                self.outer
+                    .insert((scope.scope.clone(), extension.id.clone()), owner);
+            }
         }
         let mut initial = Vec::new();
+        let outer = self.outer.clone();
         for index in 0..resolved.pipelines.len() {
-            let run = self.new_run(resolved.clone(), index, None);
+            let run = self.new_run(resolved.clone(), index, &outer, None);
             initial.push(run);
         }
         if !self.failures.is_empty() {
@@ -340,9 +352,12 @@ impl EngineRoom {
             }
         }
 
-        // 5. Shared extensions go last, in reverse start order.
+        // 5. Shared extensions go last, inner scopes first, each in reverse start order.
         let deadline = Instant::now() + self.options.shutdown_timeout;
-        for shared in self.shared.iter_mut().rev() {
+        let mut order: Vec<usize> = (0..self.shared.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(self.shared[i].rank), std::cmp::Reverse(i)));
+        for i in order {
+            let shared = &mut self.shared[i];
             let stopped = self
                 .runtime
                 .block_on(shared.tasks.stop(deadline, &self.telemetry));
@@ -360,6 +375,7 @@ impl EngineRoom {
     fn created(
         &mut self,
         owner: Owner,
+        rank: u8,
         label: String,
         generation: usize,
         created: Result<
@@ -397,6 +413,7 @@ impl EngineRoom {
         }
         self.shared.push(SharedOf {
             owner,
+            rank,
             label,
             provisions,
             tasks: ExtensionTasks::new(None, generation),
@@ -404,21 +421,41 @@ impl EngineRoom {
         self.pending.push((owner, lifecycles));
     }
 
-    /// A new run of pipeline `index` of `resolved`, its shared extensions created; `cells`:
-    /// the node cells to take over (a replaced run's), fresh ones otherwise.
+    /// A new instance of extension `id` of outer scope `index` of `resolved`, created (or
+    /// its failure recorded); its owner.
+    fn new_outer(&mut self, resolved: &ResolvedConfig, index: usize, id: &str) -> Owner {
+        let number = self.next_id;
+        self.next_id += 1;
+        let owner = Owner::Outer(number);
+        let plan = &resolved.scopes[index];
+        let rank = if plan.scope == Scope::Engine { 0 } else { 1 };
+        let created = plan
+            .create_shared_extension(id, &resolved.source)
+            .map(|created| created.into_iter().collect());
+        self.created(owner, rank, plan.scope.label(), number, created, |id| {
+            startup_timeout(resolved, ScopeKey::Outer(index), id)
+        });
+        owner
+    }
+
+    /// A new run of pipeline `index` of `resolved`, its shared extensions created, binding the
+    /// outer instances of `outer`; `cells`: the node cells to take over (a replaced run's),
+    /// fresh ones otherwise.
     fn new_run(
         &mut self,
         resolved: Arc<ResolvedConfig>,
         index: usize,
+        outer: &OuterInstances,
         cells: Option<Arc<HashMap<String, NodeShared>>>,
     ) -> PipelineRun {
-        let id = self.next_run;
-        self.next_run += 1;
+        let id = self.next_id;
+        self.next_id += 1;
         let cells = cells.unwrap_or_else(|| PipelineRun::fresh_cells(&resolved, index));
-        let run = PipelineRun::new(id, resolved.clone(), index, &self.initial, cells);
+        let run = PipelineRun::new(id, resolved.clone(), index, outer, cells);
         let created = resolved.pipelines[index].create_shared_extensions(&resolved.source);
         self.created(
             Owner::Run(id),
+            2,
             run.label.clone(),
             id,
             created,
@@ -427,18 +464,18 @@ impl EngineRoom {
         run
     }
 
-    /// `run` with the shared instances its nodes can bind.
+    /// `run` with the shared instances its nodes can bind: its own, then the outer ones it
+    /// binds.
     fn with_shared(&self, mut run: PipelineRun) -> PipelineRun {
-        run.shared = run
-            .owners()
-            .iter()
-            .flat_map(|owner| {
-                self.shared
-                    .iter()
-                    .filter(move |s| s.owner == *owner)
-                    .flat_map(|s| s.provisions.iter().cloned())
-            })
-            .collect();
+        let of = |owner: Owner| self.shared.iter().filter(move |s| s.owner == owner);
+        let own = of(Owner::Run(run.id)).flat_map(|s| s.provisions.iter().cloned());
+        let outer = run.outer.iter().filter_map(|(id, owner)| {
+            of(*owner)
+                .flat_map(|s| s.provisions.iter())
+                .find(|p| p.extension_id() == id)
+                .cloned()
+        });
+        run.shared = own.chain(outer).collect();
         run
     }
 
@@ -545,9 +582,10 @@ impl EngineRoom {
     }
 
     /// A core reports run `run` ended there. A run a reload stopped ends for good once every
-    /// core reported it: its shared extensions stop, and telemetry forgets its instances.
+    /// core reported it: its shared extensions stop, and telemetry forgets its instances; so
+    /// do the replaced outer instances it was the last to bind.
     fn run_ended(&mut self, run: RunId, failures: Vec<Failure>) {
-        let Some(left) = self.retiring.get_mut(&run) else {
+        let Some((left, _)) = self.retiring.get_mut(&run) else {
             self.failures.extend(failures);
             return;
         };
@@ -559,40 +597,77 @@ impl EngineRoom {
             return;
         }
         self.retiring.remove(&run);
-        if let Some(at) = self.shared.iter().position(|s| s.owner == Owner::Run(run)) {
+        self.stop_owner(Owner::Run(run));
+        self.stop_unbound();
+    }
+
+    /// Forgets a run that never started: its shared extensions stop (those that started),
+    /// and telemetry forgets its instances.
+    fn drop_run_now(&mut self, run: RunId) {
+        self.stop_owner(Owner::Run(run));
+    }
+
+    /// Stops the shared instances of `owner` (those that started) and has telemetry forget
+    /// them.
+    fn stop_owner(&mut self, owner: Owner) {
+        self.pending.retain(|(o, _)| *o != owner);
+        if let Some(at) = self.shared.iter().position(|s| s.owner == owner) {
             let mut shared = self.shared.remove(at);
             let deadline = Instant::now() + self.options.shutdown_timeout;
             if let Some(failure) = self
                 .runtime
                 .block_on(shared.tasks.stop(deadline, &self.telemetry))
             {
-                tracing::warn!("a pipeline a reload stopped: {failure}");
+                tracing::warn!("an extension instance a reload retired: {failure}");
             }
         }
-        self.pending.retain(|(owner, _)| *owner != Owner::Run(run));
-        self.telemetry.retire(run);
+        let (Owner::Outer(generation) | Owner::Run(generation)) = owner;
+        self.telemetry.retire(generation);
     }
 
-    /// Forgets a run that never started: its shared extensions stop (those that started),
-    /// and telemetry forgets its instances.
-    fn drop_run_now(&mut self, run: RunId) {
-        self.pending.retain(|(owner, _)| *owner != Owner::Run(run));
-        if let Some(at) = self.shared.iter().position(|s| s.owner == Owner::Run(run)) {
-            let mut shared = self.shared.remove(at);
-            let deadline = Instant::now() + self.options.shutdown_timeout;
-            let _ = self
-                .runtime
-                .block_on(shared.tasks.stop(deadline, &self.telemetry));
+    /// Stops the replaced or removed outer instances that no run binds any more.
+    fn stop_unbound(&mut self) {
+        let unbound: Vec<Owner> = self
+            .superseded
+            .iter()
+            .copied()
+            .filter(|owner| {
+                !self.runs.values().any(|run| run.binds(*owner))
+                    && !self
+                        .retiring
+                        .values()
+                        .any(|(_, binds)| binds.contains(owner))
+            })
+            .collect();
+        for owner in unbound {
+            self.superseded.remove(&owner);
+            self.stop_owner(owner);
         }
-        self.telemetry.retire(run);
     }
 
-    /// Runs `ids` are going away on every core still running.
-    fn retire_runs(&mut self, ids: &[RunId]) {
+    /// `runs` are going away on every core still running.
+    fn retire_runs(&mut self, runs: &[PipelineRun]) {
         let cores = self.cores.commands.len() - self.cores.finished.len();
-        for id in ids {
-            self.retiring.insert(*id, cores);
+        for run in runs {
+            let binds = run.outer.values().copied().collect();
+            self.retiring.insert(run.id, (cores, binds));
         }
+    }
+
+    /// The running shared instance of extension `id` of `scope`.
+    fn instance(&self, scope: &Scope, id: &str) -> Option<Arc<SharedProvisions>> {
+        let owner = match scope {
+            Scope::Pipeline(group, name) => {
+                Owner::Run(self.runs.get(&format!("{group}/{name}"))?.id)
+            }
+            outer => *self.outer.get(&(outer.clone(), id.to_owned()))?,
+        };
+        self.shared
+            .iter()
+            .filter(|s| s.owner == owner)
+            .flat_map(|s| s.provisions.iter())
+            .find(|p| p.extension_id() == id)
+            .cloned()
     }
 
     /// Applies a new configuration (see [`super::reload`]).
@@ -608,49 +683,124 @@ impl EngineRoom {
         };
         let new = Arc::new(new);
         let mut outcome = ReloadOutcome::default();
-        // Updates in place, to instances of outer scopes and of the runs kept.
-        let instance = |scope: &crate::resolve::Scope, id: &str| -> Option<Arc<SharedProvisions>> {
-            let owner = match scope {
-                crate::resolve::Scope::Pipeline(group, name) => {
-                    Owner::Run(self.runs.get(&format!("{group}/{name}"))?.id)
-                }
-                outer => Owner::Outer(self.initial.scopes.iter().position(|s| s.scope == *outer)?),
-            };
-            self.shared
-                .iter()
-                .filter(|s| s.owner == owner)
-                .flat_map(|s| s.provisions.iter())
-                .find(|p| p.extension_id() == id)
-                .cloned()
-        };
+        let label = |plan: &crate::resolve::PipelinePlan| format!("{}/{}", plan.group, plan.name);
+
+        // 1. Updates in place to outer instances; those not taken become new instances.
+        let (outer_updates, pipeline_updates): (Vec<_>, Vec<_>) = change
+            .updates
+            .into_iter()
+            .partition(|update| !matches!(update.scope, Scope::Pipeline(..)));
         let mut live = self.live.clone();
-        super::reload::apply(change.updates, &new, instance, &mut live, &mut outcome);
+        let refused = super::reload::apply(
+            outer_updates,
+            &new,
+            |scope, id| self.instance(scope, id),
+            &mut live,
+            &mut outcome,
+        );
+        let mut create = change.create;
+        create.extend(refused.into_iter().map(|update| (update.scope, update.id)));
+
+        // 2. Pipelines: the changed ones, those bound to an outer extension that gets a new
+        // instance, and those whose own extension refused its update in place.
+        let mut start = change.start;
+        let binds_created = |index: usize| {
+            new.pipelines[index]
+                .nodes
+                .iter()
+                .flat_map(|node| &node.bindings)
+                .any(|binding| {
+                    matches!(
+                        new.binding_scope(index, &binding.extension),
+                        Some(key @ ScopeKey::Outer(_))
+                            if create.contains(&(new.scope(key), binding.extension.clone()))
+                    )
+                })
+        };
+        for (index, plan) in new.pipelines.iter().enumerate() {
+            if !start.iter().any(|(i, _)| *i == index)
+                && self.runs.contains_key(&label(plan))
+                && binds_created(index)
+            {
+                start.push((index, Some(label(plan))));
+            }
+        }
+        let replaced_label = |scope: &Scope| match scope {
+            Scope::Pipeline(group, name) => Some(format!("{group}/{name}")),
+            _ => None,
+        };
+        let kept: Vec<_> = pipeline_updates
+            .into_iter()
+            .filter(|update| {
+                !start.iter().any(|(index, _)| {
+                    replaced_label(&update.scope) == Some(label(&new.pipelines[*index]))
+                })
+            })
+            .collect();
+        let refused = super::reload::apply(
+            kept,
+            &new,
+            |scope, id| self.instance(scope, id),
+            &mut live,
+            &mut outcome,
+        );
+        for update in refused {
+            let Some(of) = replaced_label(&update.scope) else {
+                continue;
+            };
+            let index = new.pipelines.iter().position(|plan| label(plan) == of);
+            if let Some(index) = index
+                && !start.iter().any(|(i, _)| *i == index)
+            {
+                start.push((index, Some(of)));
+            }
+        }
         self.live = live;
-        if change.start.is_empty() && change.stop.is_empty() {
+        if create.is_empty()
+            && change.remove.is_empty()
+            && start.is_empty()
+            && change.stop.is_empty()
+        {
             if outcome.failed.is_empty() {
                 self.keep(new);
             }
             return outcome;
         }
 
-        // New runs: built and started beside the old ones.
+        // 3. New outer instances (the engine's first, in declaration order), then new runs:
+        // built and started beside the old ones.
         let before = self.failures.len();
+        let mut outer = self.outer.clone();
+        for key in &change.remove {
+            outer.remove(key);
+        }
+        let mut created = Vec::new();
+        for (index, scope) in new.scopes.iter().enumerate() {
+            for extension in &scope.extensions {
+                let key = (scope.scope.clone(), extension.id.clone());
+                if create.contains(&key) {
+                    let owner = self.new_outer(&new, index, &extension.id);
+                    created.push(owner);
+                    outer.insert(key, owner);
+                }
+            }
+        }
         let mut started = Vec::new();
-        for (index, replaces) in &change.start {
+        for (index, replaces) in &start {
             let cells = replaces
                 .as_ref()
                 .and_then(|label| self.runs.get(label))
                 .map(|old| takeover_cells(old, &new, *index));
-            let run = self.new_run(new.clone(), *index, cells);
+            let run = self.new_run(new.clone(), *index, &outer, cells);
             started.push((self.with_shared(run), replaces.clone()));
         }
-        // What failed for the new runs (creating their shared extensions, first) is the
-        // reload's, not the run's.
+        // What failed for the new instances and runs (creating their shared extensions,
+        // first) is the reload's, not the running engine's.
         let mut new_failures = self.failures.split_off(before);
         let runs: Vec<PipelineRun> = started.iter().map(|(run, _)| run.clone()).collect();
         let ids: Vec<RunId> = runs.iter().map(|run| run.id).collect();
         let mut claimed = BTreeSet::new();
-        if new_failures.is_empty() {
+        if new_failures.is_empty() && !runs.is_empty() {
             self.cores.send(|| CoreCommand::Build(runs.clone()));
             for report in self
                 .cores
@@ -663,10 +813,14 @@ impl EngineRoom {
             }
         }
         if new_failures.is_empty() {
-            let owners: Vec<Owner> = ids.iter().map(|id| Owner::Run(*id)).collect();
+            let owners: Vec<Owner> = created
+                .iter()
+                .copied()
+                .chain(ids.iter().map(|id| Owner::Run(*id)))
+                .collect();
             new_failures.extend(self.start_shared(&owners, &claimed));
         }
-        if new_failures.is_empty() {
+        if new_failures.is_empty() && !runs.is_empty() {
             self.cores.send(|| CoreCommand::Start(ids.clone()));
             for report in self
                 .cores
@@ -678,10 +832,10 @@ impl EngineRoom {
             }
             if !new_failures.is_empty() {
                 // Where they started, they drain; the old ones stay.
-                self.retire_runs(&ids);
+                self.retire_runs(&runs);
                 self.cores.send(|| CoreCommand::Stop(ids.clone()));
             }
-        } else {
+        } else if !runs.is_empty() {
             self.cores.send(|| CoreCommand::Discard(ids.clone()));
             self.cores
                 .answers(|r| matches!(r, CoreReport::Started { .. }));
@@ -690,22 +844,56 @@ impl EngineRoom {
             }
         }
         if !new_failures.is_empty() {
+            // The new outer instances go once the new runs that bind them have drained.
+            self.superseded.extend(created);
+            self.stop_unbound();
             outcome.failed.extend(
                 new_failures
                     .iter()
-                    .map(|failure| format!("the new pipelines did not start: {failure}")),
+                    .map(|failure| format!("the new configuration did not start: {failure}")),
             );
             return outcome;
         }
 
-        // Then the old ones stop and drain.
-        let mut old_ids = Vec::new();
+        // 4. Then the old runs stop and drain, and the old outer instances stop after the
+        // last run bound to them.
+        for (scope, id) in &create {
+            let what = format!("extension `{id}` of {scope}");
+            match self.outer.get(&(scope.clone(), id.clone())) {
+                Some(old) => {
+                    self.superseded.insert(*old);
+                    outcome.replaced.push(what);
+                }
+                None => outcome.added.push(what),
+            }
+            let plan = new
+                .scopes
+                .iter()
+                .filter(|s| s.scope == *scope)
+                .flat_map(|s| &s.extensions)
+                .find(|e| e.id == *id);
+            if let Some(plan) = plan {
+                self.live
+                    .insert((scope.clone(), id.clone()), plan.config.clone());
+            }
+        }
+        for key in &change.remove {
+            if let Some(old) = self.outer.get(key) {
+                self.superseded.insert(*old);
+            }
+            self.live.remove(key);
+            outcome
+                .removed
+                .push(format!("extension `{}` of {}", key.1, key.0));
+        }
+        self.outer = outer;
+        let mut old_runs = Vec::new();
         for (run, replaces) in started {
             let what = format!("pipeline `{}`", run.label);
             match replaces {
                 Some(label) => {
                     if let Some(old) = self.runs.insert(label, run) {
-                        old_ids.push(old.id);
+                        old_runs.push(old);
                     }
                     outcome.replaced.push(what);
                 }
@@ -717,23 +905,25 @@ impl EngineRoom {
         }
         for label in &change.stop {
             if let Some(old) = self.runs.remove(label) {
-                old_ids.push(old.id);
+                old_runs.push(old);
                 outcome.removed.push(format!("pipeline `{label}`"));
             }
         }
-        self.retire_runs(&old_ids);
-        self.cores.send(|| CoreCommand::Stop(old_ids.clone()));
-        for (index, _) in &change.start {
+        let old_ids: Vec<RunId> = old_runs.iter().map(|run| run.id).collect();
+        self.retire_runs(&old_runs);
+        if !old_ids.is_empty() {
+            self.cores.send(|| CoreCommand::Stop(old_ids.clone()));
+        }
+        for (index, _) in &start {
             super::reload::record_live(&new, ScopeKey::Pipeline(*index), &mut self.live);
         }
         for label in &change.stop {
             self.live.retain(|(scope, _), _| {
-                !matches!(scope, crate::resolve::Scope::Pipeline(g, p) if format!("{g}/{p}") == *label)
+                !matches!(scope, Scope::Pipeline(g, p) if format!("{g}/{p}") == *label)
             });
         }
-        if outcome.failed.is_empty() {
-            self.keep(new);
-        }
+        self.stop_unbound();
+        self.keep(new);
         outcome
     }
 

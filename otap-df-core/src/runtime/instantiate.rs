@@ -68,6 +68,19 @@ impl ScopePlan {
     ) -> Result<Vec<SharedExtension>, InstantiateError> {
         create_shared(&self.scope, &self.extensions, source)
     }
+
+    /// Creates the scope's extension `id` alone (a reload replaces or adds it); nothing when
+    /// the scope has no such extension.
+    pub fn create_shared_extension(
+        &self,
+        id: &str,
+        source: &Source,
+    ) -> Result<Option<SharedExtension>, InstantiateError> {
+        let Some(plan) = self.extensions.iter().find(|e| e.id == id) else {
+            return Ok(None);
+        };
+        Ok(create_shared(&self.scope, std::slice::from_ref(plan), source)?.pop())
+    }
 }
 
 impl PipelinePlan {

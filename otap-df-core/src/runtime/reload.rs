@@ -6,16 +6,20 @@
 //!   [`ExtensionFactory::updates_in_place`](crate::extension::ExtensionFactory::updates_in_place):
 //!   its instance's [`ConfigUpdater`](crate::extension::ConfigUpdater) gets the new block;
 //!   consumers keep their capabilities;
+//! - an extension of the engine or of a group added, retyped, or whose `config:` changed and
+//!   cannot be taken in place (the type takes no updates, or its updater refused this
+//!   change): a new instance is created and started (ready, when it probes readiness), every
+//!   pipeline that binds it is replaced by a version bound to the new instance, and the old
+//!   instance stops once the last run bound to it has drained; one removed stops likewise;
 //! - a pipeline added: it starts (its extensions ready before its nodes);
 //! - a pipeline removed: its receivers stop, the rest drains, then its extensions stop;
 //! - a pipeline whose nodes, connections or own extensions changed (other than updates in
-//!   place): replaced — the new version is built and started beside the old one (a receiver
-//!   on an unchanged address takes over the bound socket, so no client is refused), then the
-//!   old one stops and drains.
+//!   place, and including an update its extension refused): replaced — the new version is
+//!   built and started beside the old one (a receiver on an unchanged address takes over the
+//!   bound socket, so no client is refused), then the old one stops and drains.
 //!
-//! A change to the engine's settings or to the engine's or a group's extensions (other than
-//! updates in place) needs a restart: the reload is refused as a whole, with each reason, and
-//! the running configuration stays.
+//! A change to the engine's settings (`engine.cores`, `engine.admin`) needs a restart: the
+//! reload is refused as a whole, with each reason, and the running configuration stays.
 
 use std::collections::HashMap;
 use std::sync::{Arc, mpsc};
@@ -30,13 +34,17 @@ use crate::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
 /// What a reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadOutcome {
-    /// Extensions that took their new `config:`: ``extension `tokens` of the engine``.
+    /// Extensions that took their new `config:` in place: ``extension `tokens` of the
+    /// engine``.
     pub updated: Vec<String>,
-    /// Pipelines started (``pipeline `g/p` ``).
+    /// Pipelines started (``pipeline `g/p` ``) and extensions of the engine or of a group
+    /// added.
     pub added: Vec<String>,
-    /// Pipelines replaced by their new version (the old one drains).
+    /// Pipelines replaced by their new version (the old one drains), and extensions of the
+    /// engine or of a group replaced by a new instance (the old one stops after the runs
+    /// bound to it).
     pub replaced: Vec<String>,
-    /// Pipelines stopped (they drain).
+    /// Pipelines stopped (they drain), and extensions of the engine or of a group removed.
     pub removed: Vec<String>,
     /// What failed (it keeps its running configuration), each with why.
     pub failed: Vec<String>,
@@ -61,6 +69,11 @@ impl ReloadOutcome {
 pub(super) struct Change {
     /// Extension configs to hand to running instances.
     pub(super) updates: Vec<Update>,
+    /// Extensions of the engine or of a group to create (added, retyped, or changed in a way
+    /// their instance cannot take), by scope and id.
+    pub(super) create: Vec<(Scope, String)>,
+    /// Extensions of the engine or of a group removed, by scope and id.
+    pub(super) remove: Vec<(Scope, String)>,
     /// Pipelines of the new configuration to start, by index; with the label of the one each
     /// replaces.
     pub(super) start: Vec<(usize, Option<String>)>,
@@ -74,7 +87,7 @@ pub(super) struct Update {
     /// Its scope.
     pub(super) scope: Scope,
     pub(super) id: String,
-    what: String,
+    pub(super) what: String,
     config: Value,
     path: YamlPath,
 }
@@ -121,8 +134,8 @@ pub(super) fn plan(
         restart.push("`engine.admin` changed".to_owned());
     }
     let mut change = Change::default();
-    // Outer scopes: only updates in place. A group that comes or goes without extensions
-    // changes nothing here.
+    // Outer scopes: each extension compared alone. A group that comes or goes without
+    // extensions changes nothing here.
     let outer = |resolved: &ResolvedConfig, scope: &Scope| {
         resolved
             .scopes
@@ -140,9 +153,30 @@ pub(super) fn plan(
     for scope in scopes {
         let old = outer(running, scope).map_or(&[][..], |k| running.extensions_of(k));
         let fresh = outer(new, scope).map_or(&[][..], |k| new.extensions_of(k));
-        let mut reasons = Vec::new();
-        extensions(scope, old, fresh, live, &mut change.updates, &mut reasons);
-        restart.extend(reasons);
+        for plan in old {
+            if !fresh.iter().any(|e| e.id == plan.id) {
+                change.remove.push((scope.clone(), plan.id.clone()));
+            }
+        }
+        for plan in fresh {
+            let same_kind = old.iter().any(|e| {
+                e.id == plan.id
+                    && e.factory.name() == plan.factory.name()
+                    && e.execution == plan.execution
+            });
+            if !same_kind {
+                change.create.push((scope.clone(), plan.id.clone()));
+                continue;
+            }
+            match compare(scope, plan, live) {
+                Compared::Same => {}
+                Compared::Update(update) => change.updates.push(update),
+                Compared::Replace(why) => {
+                    tracing::info!("reload: {why}; a new instance replaces it");
+                    change.create.push((scope.clone(), plan.id.clone()));
+                }
+            }
+        }
     }
     // Pipelines: added, removed, replaced, or updated in place.
     let label = |plan: &crate::resolve::PipelinePlan| format!("{}/{}", plan.group, plan.name);
@@ -216,9 +250,46 @@ pub(super) fn plan(
     }
 }
 
-/// Compares one scope's extensions: the same ids with the same types and variants, and for
+/// How an extension's new `config:` compares with the one its instance runs with.
+enum Compared {
+    Same,
+    /// Its instance can take it.
+    Update(Update),
+    /// It needs a new instance: why.
+    Replace(String),
+}
+
+/// Compares extension `plan` of `scope` (same id, type and variant as the running one) with
+/// the config its instance runs with.
+fn compare(scope: &Scope, plan: &ExtensionPlan, live: &LiveConfigs) -> Compared {
+    let running = live.get(&(scope.clone(), plan.id.clone()));
+    if running == Some(&plan.config) {
+        return Compared::Same;
+    }
+    let what = format!("extension `{}` of {scope}", plan.id);
+    if !plan.factory.takes_updates() {
+        Compared::Replace(format!(
+            "the config of {what} changed, and extension:{} does not take a new config while running",
+            plan.factory.name()
+        ))
+    } else if plan.execution != ExecutionModel::Shared {
+        Compared::Replace(format!(
+            "the config of {what} changed, and it runs one instance per core (only a shared instance is updated in place)"
+        ))
+    } else {
+        Compared::Update(Update {
+            scope: scope.clone(),
+            id: plan.id.clone(),
+            what,
+            config: plan.config.clone(),
+            path: plan.path.key("config"),
+        })
+    }
+}
+
+/// Compares one pipeline's extensions: the same ids with the same types and variants, and for
 /// each changed `config:` an update when the instance can take it; otherwise a reason (which
-/// needs a restart at an outer scope, and replaces a pipeline).
+/// replaces the pipeline).
 fn extensions(
     scope: &Scope,
     old: &[ExtensionPlan],
@@ -240,49 +311,34 @@ fn extensions(
         return;
     }
     for plan in new {
-        let running = live.get(&(scope.clone(), plan.id.clone()));
-        if running == Some(&plan.config) {
-            continue;
-        }
-        let what = format!("extension `{}` of {scope}", plan.id);
-        if !plan.factory.takes_updates() {
-            reasons.push(format!(
-                "the config of {what} changed, and extension:{} does not take a new config while running",
-                plan.factory.name()
-            ));
-        } else if plan.execution != ExecutionModel::Shared {
-            reasons.push(format!(
-                "the config of {what} changed, and it runs one instance per core (only a shared instance is updated in place)"
-            ));
-        } else {
-            updates.push(Update {
-                scope: scope.clone(),
-                id: plan.id.clone(),
-                what,
-                config: plan.config.clone(),
-                path: plan.path.key("config"),
-            });
+        match compare(scope, plan, live) {
+            Compared::Same => {}
+            Compared::Update(update) => updates.push(update),
+            Compared::Replace(why) => reasons.push(why),
         }
     }
 }
 
 /// Applies `updates` to the running shared instances (`instance` finds one by scope and id);
-/// what took them is recorded in `live`, and in `outcome`.
+/// what took them is recorded in `live`, and in `outcome`. Returns the updates not taken (the
+/// instance has no updater, or it refused this change): their instances are to be replaced.
 pub(super) fn apply(
     updates: Vec<Update>,
     new: &ResolvedConfig,
     instance: impl Fn(&Scope, &str) -> Option<Arc<SharedProvisions>>,
     live: &mut LiveConfigs,
     outcome: &mut ReloadOutcome,
-) {
+) -> Vec<Update> {
+    let mut refused = Vec::new();
     for update in updates {
         let updater =
             instance(&update.scope, &update.id).and_then(|instance| instance.updater().cloned());
         let Some(updater) = updater else {
-            outcome.failed.push(format!(
-                "{}: the running instance takes no new config (its constructor gave no updater)",
+            tracing::info!(
+                "reload: {}: the running instance takes no new config (its constructor gave no updater); a new instance replaces it",
                 update.what
-            ));
+            );
+            refused.push(update);
             continue;
         };
         let config = ComponentConfig::new(&update.config, &update.path, &new.source.positions);
@@ -293,11 +349,15 @@ pub(super) fn apply(
                 outcome.updated.push(update.what);
             }
             Err(error) => {
-                tracing::warn!("reload: {} kept its config: {error}", update.what);
-                outcome.failed.push(format!("{}: {error}", update.what));
+                tracing::info!(
+                    "reload: {} does not take this change in place ({error}); a new instance replaces it",
+                    update.what
+                );
+                refused.push(update);
             }
         }
     }
+    refused
 }
 
 /// A request to a running engine: the new configuration, and where to answer.

@@ -1,28 +1,34 @@
 //! Pipeline runs: one pipeline of one configuration as the engine runs it on every core. The
 //! engine starts with one run per pipeline; a reload that changes a pipeline starts a new run
 //! of it (from the new configuration) beside the old one and then stops the old one, so runs
-//! of several configurations can be alive at once.
+//! of several configurations can be alive at once. Likewise an extension of the engine or of a
+//! group that a reload replaces: the runs built before keep the old instance, those built
+//! after get the new one, and the old one stops once no run binds it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::extension::SharedProvisions;
 use crate::node::NodeShared;
-use crate::resolve::{PipelinePlan, ResolvedConfig, ScopeKey};
+use crate::resolve::{PipelinePlan, ResolvedConfig, Scope, ScopeKey};
 
 /// A run's number, unique for the engine's life.
 pub(super) type RunId = usize;
 
-/// What the engine's extension instances belong to: an outer scope (the engine's or a
-/// group's, by its index in the configuration the engine started with — outer scopes do not
-/// change while it runs) or one pipeline run.
+/// What the engine's shared extension instances belong to: one instance of an outer scope's
+/// extension (the engine's or a group's), or one pipeline run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Owner {
-    /// `engine.extensions` (`0`) or a group's.
+    /// One instance of an extension of `engine.extensions` or of a group's, by its number
+    /// (drawn, like run ids, from one counter: a replacement gets a new one).
     Outer(usize),
     /// A pipeline run's own extensions.
     Run(RunId),
 }
+
+/// The instance of each extension of the engine and of the groups that new runs bind, by
+/// scope and id.
+pub(super) type OuterInstances = HashMap<(Scope, String), Owner>;
 
 /// One pipeline of one configuration, as every core builds it.
 #[derive(Clone)]
@@ -37,35 +43,40 @@ pub(super) struct PipelineRun {
     /// Each node's cell shared by all cores, by node id; a receiver's cell holds its bound
     /// socket, which the run that replaces it takes over.
     pub(super) node_shared: Arc<HashMap<String, NodeShared>>,
-    /// Where the outer scopes its nodes see are among the engine's: its group's (when the
-    /// engine has that scope) and the engine's.
-    pub(super) outer: [Option<usize>; 2],
+    /// The outer instance each of its bindings to an extension of its group or of the engine
+    /// reaches, by extension id: the one current when the run was built.
+    pub(super) outer: HashMap<String, Owner>,
     /// The shared instances its nodes can bind, innermost scope first (its own, its
     /// group's, the engine's).
     pub(super) shared: Vec<Arc<SharedProvisions>>,
 }
 
 impl PipelineRun {
-    /// The run of pipeline `index` of `resolved`; `outer_scopes` are the engine's (from the
-    /// configuration it started with), `node_shared` the node cells to use.
+    /// The run of pipeline `index` of `resolved`, binding the outer instances of `outer`;
+    /// `node_shared` the node cells to use.
     pub(super) fn new(
         id: RunId,
         resolved: Arc<ResolvedConfig>,
         index: usize,
-        outer_scopes: &ResolvedConfig,
+        outer: &OuterInstances,
         node_shared: Arc<HashMap<String, NodeShared>>,
     ) -> Self {
         let plan = &resolved.pipelines[index];
         let label = format!("{}/{}", plan.group, plan.name);
-        let [_, group, engine] = resolved.scopes_of(index);
-        let find = |key: ScopeKey| {
+        let mut bound = HashMap::new();
+        for binding in plan.nodes.iter().flat_map(|node| &node.bindings) {
+            let Some(key) = resolved.binding_scope(index, &binding.extension) else {
+                continue;
+            };
+            if key == ScopeKey::Pipeline(index) {
+                continue;
+            }
             let scope = resolved.scope(key);
-            outer_scopes
-                .scopes
-                .iter()
-                .position(|outer| outer.scope == scope)
-        };
-        let outer = [find(group), find(engine)];
+            if let Some(owner) = outer.get(&(scope, binding.extension.clone())) {
+                bound.insert(binding.extension.clone(), *owner);
+            }
+        }
+        let outer = bound;
         Self {
             id,
             resolved,
@@ -99,18 +110,14 @@ impl PipelineRun {
     /// Whose instance its nodes get when they bind extension `id` (as resolution bound it:
     /// innermost scope first).
     pub(super) fn owner_of(&self, id: &str) -> Option<Owner> {
-        let [own, group, _] = self.resolved.scopes_of(self.index);
         match self.resolved.binding_scope(self.index, id)? {
-            key if key == own => Some(Owner::Run(self.id)),
-            key if key == group => self.outer[0].map(Owner::Outer),
-            _ => self.outer[1].map(Owner::Outer),
+            ScopeKey::Pipeline(_) => Some(Owner::Run(self.id)),
+            ScopeKey::Outer(_) => self.outer.get(id).copied(),
         }
     }
 
-    /// The owners whose shared instances its nodes can bind, innermost first.
-    pub(super) fn owners(&self) -> Vec<Owner> {
-        std::iter::once(Owner::Run(self.id))
-            .chain(self.outer.iter().flatten().map(|&i| Owner::Outer(i)))
-            .collect()
+    /// Whether its nodes bind outer instance `owner`.
+    pub(super) fn binds(&self, owner: Owner) -> bool {
+        self.outer.values().any(|o| *o == owner)
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use otap_df_core::config::ConfigErrors;
 use otap_df_core::resolve::{ResolvedConfig, Scope, ScopeKey, load_with_env};
-use otap_df_core::runtime::engine::{Engine, EngineError, ExtensionState, Failure, RunOptions};
+use otap_df_core::runtime::engine::{
+    Engine, EngineError, ExtensionState, Failure, ReloadOutcome, RunOptions,
+};
 use otap_df_tests::recording::{self, events};
 
 fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
@@ -439,7 +441,7 @@ groups:
 }
 
 #[test]
-fn a_reload_adds_and_removes_pipelines_and_refuses_what_the_engine_cannot_take() {
+fn a_reload_adds_and_removes_pipelines_and_replaces_a_group_extension_that_cannot_update() {
     let log = "scopes-reload";
     let Spawned {
         thread,
@@ -456,8 +458,9 @@ fn a_reload_adds_and_removes_pipelines_and_refuses_what_the_engine_cannot_take()
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
         .unwrap();
     assert!(same.unchanged(), "{same:?}");
-    // memory_kv does not take a new config in place, and a group's extension is one instance
-    // for all its pipelines: that needs a restart, and nothing else of the reload applies.
+    // memory_kv does not take a new config in place: the group's store gets a new instance,
+    // ready before the pipeline that binds it is replaced by a version bound to it; the new
+    // pipeline binds the new store too.
     let more = format!(
         "      q:
         nodes:
@@ -470,19 +473,35 @@ fn a_reload_adds_and_removes_pipelines_and_refuses_what_the_engine_cannot_take()
         .reload(resolve(&reload_config(log, "{ max_entries: 20 }", &more)))
         .unwrap();
     assert_eq!(
-        outcome.needs_restart,
-        [
-            "the config of extension `store` of group `g` changed, and extension:memory_kv \
-          does not take a new config while running"
-        ]
+        outcome,
+        ReloadOutcome {
+            added: vec!["pipeline `g/q`".into()],
+            replaced: vec![
+                "extension `store` of group `g`".into(),
+                "pipeline `g/p`".into()
+            ],
+            ..ReloadOutcome::default()
+        }
     );
-    assert!(outcome.added.is_empty() && outcome.updated.is_empty());
-    assert!(!events(log).contains(&"src_q:start".to_owned()));
-    // A new pipeline starts, binding the group's running store.
+    assert!(
+        recording::wait_for(log, "src:shutdown", Duration::from_secs(10)),
+        "the old version of g/p stopped: {:?}",
+        events(log)
+    );
+    assert_eq!(count(&events(log), "src:start"), 2);
+    // The store again as it was: both pipelines bind it, both are replaced.
     let outcome = reload
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", &more)))
         .unwrap();
-    assert_eq!(outcome.added, ["pipeline `g/q`"]);
+    assert_eq!(
+        outcome.replaced,
+        [
+            "extension `store` of group `g`",
+            "pipeline `g/p`",
+            "pipeline `g/q`"
+        ],
+        "{outcome:?}"
+    );
     assert!(
         recording::wait_for(log, "src_q:start", Duration::from_secs(10)),
         "{:?}",
@@ -493,15 +512,24 @@ fn a_reload_adds_and_removes_pipelines_and_refuses_what_the_engine_cannot_take()
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
         .unwrap();
     assert_eq!(outcome.removed, ["pipeline `g/q`"]);
-    assert!(
-        recording::wait_for(log, "src_q:shutdown", Duration::from_secs(10)),
-        "{:?}",
-        events(log)
+    assert!(outcome.replaced.is_empty(), "{outcome:?}");
+    // Two versions of `g/q` ran; both stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&events(log), "src_q:shutdown") < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", events(log));
+        // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // `g/p` goes on: of its three versions, the two replaced ones stopped.
+    let now = events(log);
+    assert_eq!(
+        (count(&now, "src:start"), count(&now, "src:shutdown")),
+        (3, 2),
+        "{now:?}"
     );
-    assert!(!events(log).contains(&"src:shutdown".to_owned()));
     shutdown.request();
     thread.join().unwrap().expect("a clean end");
-    assert!(events(log).contains(&"src:shutdown".to_owned()));
+    assert_eq!(count(&events(log), "src:shutdown"), 3);
     // Once the run is over, a reload finds no engine.
     assert_eq!(
         reload.reload(resolve(&reload_config(log, "{ max_entries: 10 }", ""))),
@@ -571,12 +599,7 @@ groups:
         last(&events, "own:ready") < first(&events, "own:stop"),
         "{events:?}"
     );
-    let sink = telemetry
-        .node_totals()
-        .into_iter()
-        .find(|t| t.node == "sink")
-        .unwrap();
-    assert_eq!((sink.counts.records_in, sink.counts.records_out), (80, 80));
+    assert_eq!(sink_in_out(&telemetry), (80, 80));
 }
 
 #[test]
@@ -608,7 +631,7 @@ groups:
     assert_eq!(
         outcome.failed,
         [
-            "the new pipelines did not start: extension `own` of pipeline `g/p` was not ready \
+            "the new configuration did not start: extension `own` of pipeline `g/p` was not ready \
           within its startup_timeout of 200ms; nodes were not started"
         ]
     );
@@ -627,4 +650,168 @@ groups:
     );
     shutdown.request();
     thread.join().unwrap().expect("a clean end");
+}
+
+/// An engine extension `tok` (a recorder; `tok_config` its options) bound by `g/p`'s
+/// source, which sends 40 records to a slow sink; `g/q` binds nothing.
+fn outer_replace_config(log: &str, tok_config: &str) -> String {
+    format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    tok: {{ type: extension:recorder, startup_timeout: 300ms, config: {{ log: {log}, {tok_config} }} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: {log}, count: 40, then: wait }}, capabilities: {{ bearer_token_provider: tok }} }}
+          sink: {{ type: exporter:recording_sink, config: {{ log: {log}, delay: 5ms }} }}
+        connections: [ {{ from: src, to: sink }} ]
+      q:
+        nodes:
+          src_q: {{ type: receiver:recording_source, config: {{ log: {log}, count: 1, then: wait }} }}
+          sink_q: {{ type: exporter:recording_sink, config: {{ log: {log} }} }}
+        connections: [ {{ from: src_q, to: sink_q }} ]
+"
+    )
+}
+
+/// Telemetry shows one instance of extension `id`, ready.
+fn shows_one_ready(telemetry: &otap_df_core::runtime::engine::Telemetry, id: &str) {
+    let states = telemetry.extension_states();
+    let shown: Vec<_> = states.iter().filter(|s| s.1 == id).collect();
+    assert_eq!(shown.len(), 1, "{states:?}");
+    assert_eq!(shown[0].3, ExtensionState::Ready);
+}
+
+/// The records node `sink` took in and sent out, across its runs.
+fn sink_in_out(telemetry: &otap_df_core::runtime::engine::Telemetry) -> (u64, u64) {
+    let sink = telemetry
+        .node_totals()
+        .into_iter()
+        .find(|t| t.node == "sink")
+        .unwrap();
+    (sink.counts.records_in, sink.counts.records_out)
+}
+
+fn positions(events: &[String], event: &str) -> Vec<usize> {
+    (0..events.len()).filter(|&i| events[i] == event).collect()
+}
+
+#[test]
+fn an_engine_extension_a_reload_replaces_is_ready_before_its_consumers_switch_and_stops_after_they_drained()
+ {
+    let log = "scopes-outer-replace";
+    let Spawned {
+        thread,
+        reload,
+        shutdown,
+        telemetry,
+    } = spawn(
+        &outer_replace_config(log, "behaviour: ready"),
+        log,
+        "src:sent 40",
+    );
+    // The recorder takes no new config in place: a new instance, and `g/p`, which binds
+    // it, replaced; `g/q` untouched.
+    let outcome = reload
+        .reload(resolve(&outer_replace_config(
+            log,
+            "behaviour: ready, ready_after: 50ms",
+        )))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReloadOutcome {
+            replaced: vec![
+                "extension `tok` of the engine".into(),
+                "pipeline `g/p`".into()
+            ],
+            ..ReloadOutcome::default()
+        }
+    );
+    assert!(
+        recording::wait_for(log, "tok:stop", Duration::from_secs(10)),
+        "the old instance stopped: {:?}",
+        events(log)
+    );
+    // The status shows one `tok`, the new one, ready.
+    shows_one_ready(&telemetry, "tok");
+    assert_eq!(telemetry.readiness(), Ok(()));
+    shutdown.request();
+    thread.join().unwrap().expect("a clean end");
+
+    let events = events(log);
+    let (ready, started) = (
+        positions(&events, "tok:ready"),
+        positions(&events, "src:start"),
+    );
+    let (stopped, drained) = (
+        positions(&events, "tok:stop"),
+        positions(&events, "sink:finish 40"),
+    );
+    assert_eq!(
+        (ready.len(), started.len(), stopped.len(), drained.len()),
+        (2, 2, 2, 2),
+        "{events:?}"
+    );
+    assert!(
+        ready[1] < started[1],
+        "the new instance was ready before the new version of g/p started: {events:?}"
+    );
+    assert!(
+        drained[0] < stopped[0],
+        "the old instance served the old version until it drained: {events:?}"
+    );
+    assert_eq!(count(&events, "src_q:start"), 1, "{events:?}");
+    assert_eq!(sink_in_out(&telemetry), (80, 80));
+}
+
+#[test]
+fn an_engine_extension_whose_new_instance_does_not_start_leaves_the_old_one_serving() {
+    let log = "scopes-outer-replace-fails";
+    let Spawned {
+        thread,
+        reload,
+        shutdown,
+        telemetry,
+    } = spawn(
+        &outer_replace_config(log, "behaviour: ready"),
+        log,
+        "src:sent 40",
+    );
+    let outcome = reload
+        .reload(resolve(&outer_replace_config(
+            log,
+            "behaviour: never_ready",
+        )))
+        .unwrap();
+    assert_eq!(
+        outcome.failed,
+        [
+            "the new configuration did not start: extension `tok` of the engine was not ready \
+          within its startup_timeout of 300ms; nodes were not started"
+        ]
+    );
+    assert!(outcome.replaced.is_empty(), "{outcome:?}");
+    // The old instance and the old version of `g/p` go on; the failed instance is forgotten.
+    assert_eq!(telemetry.readiness(), Ok(()));
+    shows_one_ready(&telemetry, "tok");
+    let now = events(log);
+    assert_eq!(
+        (count(&now, "src:start"), count(&now, "src:shutdown")),
+        (1, 0),
+        "{now:?}"
+    );
+    // The running configuration did not change: the same file again finds nothing to do.
+    assert!(
+        reload
+            .reload(resolve(&outer_replace_config(log, "behaviour: ready")))
+            .unwrap()
+            .unchanged()
+    );
+    shutdown.request();
+    thread.join().unwrap().expect("a clean end");
+    assert_eq!(sink_in_out(&telemetry), (40, 40));
 }
