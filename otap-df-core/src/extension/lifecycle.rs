@@ -36,8 +36,6 @@ pub enum ExtensionMessage {
         /// When the engine stops waiting.
         deadline: Instant,
     },
-    /// A new `config:` block for the extension.
-    ConfigUpdate(serde_yaml_ng::Value),
     /// Report state and counters now.
     CollectTelemetry,
 }

@@ -37,8 +37,6 @@ pub enum ControlMessage {
     },
     /// A periodic tick (flush buffers, expire state).
     TimerTick,
-    /// A new `config:` block for the node.
-    ConfigUpdate(serde_yaml_ng::Value),
     /// Report counters now.
     CollectTelemetry,
 }
