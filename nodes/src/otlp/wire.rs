@@ -190,7 +190,95 @@ fn framed(bytes: &[u8], message: &str, field: &str) -> Result<(), WireError> {
 /// with no error to build.
 #[inline]
 fn well_framed(bytes: &[u8]) -> bool {
-    each_field(bytes, |_, _, _| Some(())).is_some()
+    let mut at = 0;
+    while at < bytes.len() {
+        match field_end(bytes, at) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Where the field that starts at `at` (inside `bytes`) ends, when it is well framed.
+///
+/// Records are most of a request's bytes, and their fields are what encoders write with a
+/// one-byte key (field numbers 1–15) and mostly a one-byte length: that case skips its value
+/// with one comparison and no varint loop; any other key goes through [`skip_field`].
+#[inline(always)]
+fn field_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let key = *bytes.get(at)?;
+    // Field number 0 (keys below 8) is invalid; a key of two bytes or more is rare.
+    if !(8..0x80).contains(&key) {
+        return skip_field(bytes, at);
+    }
+    let at = at + 1;
+    let (at, length) = match key & 7 {
+        0 => {
+            return match bytes.get(at) {
+                Some(&byte) if byte < 0x80 => Some(at + 1),
+                _ => skip_varint(bytes, at),
+            };
+        }
+        1 => (at, 8),
+        2 => match bytes.get(at) {
+            Some(&byte) if byte < 0x80 => (at + 1, u64::from(byte)),
+            _ => {
+                let mut at = at;
+                let length = varint_value(bytes, &mut at)?;
+                (at, length)
+            }
+        },
+        5 => (at, 4),
+        _ => return None,
+    };
+    // `at <= bytes.len()` here: every read above was inside the slice.
+    (length <= (bytes.len() - at) as u64).then(|| at + length as usize)
+}
+
+/// The offset after the one field that starts at `at`, when it is well framed: the general
+/// reading, for keys of more than one byte and invalid ones.
+#[cold]
+fn skip_field(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let key = varint_value(bytes, &mut at)?;
+    let number = key >> 3;
+    if number == 0 || number > u64::from(u32::MAX >> 3) {
+        return None;
+    }
+    let length = match key & 7 {
+        0 => return skip_varint(bytes, at),
+        1 => 8,
+        2 => varint_value(bytes, &mut at)?,
+        5 => 4,
+        _ => return None,
+    };
+    (length <= (bytes.len() - at) as u64).then(|| at + length as usize)
+}
+
+/// The offset after the varint at `at`, when it is one.
+#[cold]
+fn skip_varint(bytes: &[u8], mut at: usize) -> Option<usize> {
+    varint_value(bytes, &mut at).map(|_| at)
+}
+
+/// The varint at `*at`, moving past it: up to 10 bytes, the 10th keeping within 64 bits.
+#[inline(always)]
+fn varint_value(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let first = *bytes.get(*at)?;
+    *at += 1;
+    if first < 0x80 {
+        return Some(u64::from(first));
+    }
+    let mut value = u64::from(first & 0x7f);
+    for shift in 1..10 {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << (shift * 7);
+        if byte < 0x80 {
+            return (shift < 9 || byte <= 1).then_some(value);
+        }
+    }
+    None
 }
 
 /// The fast twin of [`fields`]: calls `visit` with each field's number, wire type and (for a
@@ -202,42 +290,35 @@ fn each_field<'a>(
     bytes: &'a [u8],
     mut visit: impl FnMut(u64, u64, &'a [u8]) -> Option<()>,
 ) -> Option<()> {
-    /// A varint of up to 10 bytes whose 10th byte keeps within 64 bits.
-    #[inline(always)]
-    fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-        let first = *bytes.get(*at)?;
-        *at += 1;
-        if first < 0x80 {
-            return Some(u64::from(first));
-        }
-        let mut value = u64::from(first & 0x7f);
-        for shift in 1..10 {
-            let byte = *bytes.get(*at)?;
-            *at += 1;
-            value |= u64::from(byte & 0x7f) << (shift * 7);
-            if byte < 0x80 {
-                return (shift < 9 || byte <= 1).then_some(value);
-            }
-        }
-        None
-    }
     let end = bytes.len();
     let mut at = 0;
     while at < end {
-        let key = varint(bytes, &mut at)?;
+        let key = match bytes[at] {
+            // A one-byte key of a valid field number (1–15): what encoders write for every
+            // envelope field.
+            key @ 8..0x80 => {
+                at += 1;
+                u64::from(key)
+            }
+            _ => {
+                let key = varint_value(bytes, &mut at)?;
+                let number = key >> 3;
+                if number == 0 || number > u64::from(u32::MAX >> 3) {
+                    return None;
+                }
+                key
+            }
+        };
         let number = key >> 3;
-        if number == 0 || number > u64::from(u32::MAX >> 3) {
-            return None;
-        }
         let wire_type = key & 7;
         let length = match wire_type {
             0 => {
-                varint(bytes, &mut at)?;
+                varint_value(bytes, &mut at)?;
                 visit(number, 0, &[])?;
                 continue;
             }
             1 => 8,
-            2 => varint(bytes, &mut at)?,
+            2 => varint_value(bytes, &mut at)?,
             5 => 4,
             _ => return None,
         };
@@ -537,6 +618,71 @@ mod tests {
             })
         );
         assert_eq!(count(Signal::Logs, &[]), Ok(Shape::default()));
+    }
+
+    #[test]
+    fn records_with_long_keys_lengths_and_varints_are_framed_like_short_ones() {
+        // A record whose fields leave the one-byte fast path: a body longer than 127 bytes
+        // (two-byte length), a severity of 300 (two-byte varint), and unknown fields with
+        // two- and five-byte keys (field numbers 16 and 2^28), as a newer schema would add.
+        let record = LogRecord {
+            severity_number: 300,
+            body: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "x".repeat(300),
+                    ),
+                ),
+            }),
+            ..Default::default()
+        };
+        let mut record = record.encode_to_vec();
+        prost::encoding::encode_varint(16 << 3, &mut record);
+        prost::encoding::encode_varint(u64::MAX, &mut record);
+        prost::encoding::encode_varint(((1 << 28) << 3) | 2, &mut record);
+        record.extend(encode_length(200));
+        record.extend([7; 200]);
+        let mut scope = vec![0x12];
+        scope.extend(encode_length(record.len()));
+        scope.extend(&record);
+        let scope = scope.repeat(3);
+        let mut resource = vec![0x12];
+        resource.extend(encode_length(scope.len()));
+        resource.extend(&scope);
+        let mut request = vec![0x0a];
+        request.extend(encode_length(resource.len()));
+        request.extend(&resource);
+        let expected = Shape {
+            resources: 1,
+            scopes: 1,
+            records: 3,
+        };
+        assert_eq!(count_fast(Signal::Logs, &request), Some(expected));
+        assert_eq!(count_detailed(Signal::Logs, &request), Ok(expected));
+        assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(expected));
+        // Each of those fields cut short is refused by both walks, as by a decoder.
+        for cut in 1..record.len() {
+            let mut short = vec![0x0a];
+            let mut scope = vec![0x12];
+            scope.extend(encode_length(cut));
+            scope.extend(&record[..cut]);
+            let mut resource = vec![0x12];
+            resource.extend(encode_length(scope.len()));
+            resource.extend(&scope);
+            short.extend(encode_length(resource.len()));
+            short.extend(&resource);
+            let detailed = count_detailed(Signal::Logs, &short);
+            assert_eq!(
+                count_fast(Signal::Logs, &short),
+                detailed.clone().ok(),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                detailed.is_ok(),
+                decode_with_prost(Signal::Logs, &short).is_ok(),
+                "cut at {cut}: {detailed:?}"
+            );
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -635,12 +636,16 @@ impl Handler {
             .reserve_body(declared.unwrap_or(self.max_body_size as u64))
             .await?;
         bump(&counters.read);
-        let body = match tokio::time::timeout(
-            self.body_read_timeout,
-            Limited::new(request.into_body(), self.max_body_size).collect(),
-        )
-        .await
-        {
+        let mut collect =
+            std::pin::pin!(Limited::new(request.into_body(), self.max_body_size).collect());
+        // A body of a few kilobytes is mostly in hand by the time it is first asked for: only
+        // one still on its way arms the read timer (an entry in the core's timer wheel per
+        // request is measurable at these rates).
+        let read = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+            Poll::Ready(read) => Ok(read),
+            Poll::Pending => tokio::time::timeout(self.body_read_timeout, collect).await,
+        };
+        let body = match read {
             Ok(Ok(body)) => body.to_bytes(),
             Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
                 return Err(too_large());
