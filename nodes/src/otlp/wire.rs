@@ -204,15 +204,16 @@ fn well_framed(bytes: &[u8]) -> bool {
 ///
 /// Records are most of a request's bytes, and their fields are what encoders write with a
 /// one-byte key (field numbers 1–15) and mostly a one-byte length: that case skips its value
-/// with one comparison and no varint loop; any other key goes through [`skip_field`].
+/// with one comparison and no varint loop.
 #[inline(always)]
 fn field_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let key = *bytes.get(at)?;
-    // Field number 0 (keys below 8) is invalid; a key of two bytes or more is rare.
-    if !(8..0x80).contains(&key) {
-        return skip_field(bytes, at);
-    }
-    let at = at + 1;
+    let (key, at) = match *bytes.get(at)? {
+        key @ 8..0x80 => (u64::from(key), at + 1),
+        _ => {
+            let mut at = at;
+            (long_key(bytes, &mut at)?, at)
+        }
+    };
     let (at, length) = match key & 7 {
         0 => {
             return match bytes.get(at) {
@@ -236,23 +237,13 @@ fn field_end(bytes: &[u8], at: usize) -> Option<usize> {
     (length <= (bytes.len() - at) as u64).then(|| at + length as usize)
 }
 
-/// The offset after the one field that starts at `at`, when it is well framed: the general
-/// reading, for keys of more than one byte and invalid ones.
+/// A key that is not one byte of a valid field number (1–15): read as a varint, then its
+/// field number checked (0 and numbers past 2^29 − 1 are invalid).
 #[cold]
-fn skip_field(bytes: &[u8], mut at: usize) -> Option<usize> {
-    let key = varint_value(bytes, &mut at)?;
+fn long_key(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let key = varint_value(bytes, at)?;
     let number = key >> 3;
-    if number == 0 || number > u64::from(u32::MAX >> 3) {
-        return None;
-    }
-    let length = match key & 7 {
-        0 => return skip_varint(bytes, at),
-        1 => 8,
-        2 => varint_value(bytes, &mut at)?,
-        5 => 4,
-        _ => return None,
-    };
-    (length <= (bytes.len() - at) as u64).then(|| at + length as usize)
+    (number != 0 && number <= u64::from(u32::MAX >> 3)).then_some(key)
 }
 
 /// The offset after the varint at `at`, when it is one.
@@ -300,14 +291,7 @@ fn each_field<'a>(
                 at += 1;
                 u64::from(key)
             }
-            _ => {
-                let key = varint_value(bytes, &mut at)?;
-                let number = key >> 3;
-                if number == 0 || number > u64::from(u32::MAX >> 3) {
-                    return None;
-                }
-                key
-            }
+            _ => long_key(bytes, &mut at)?,
         };
         let number = key >> 3;
         let wire_type = key & 7;
@@ -660,7 +644,8 @@ mod tests {
         assert_eq!(count_fast(Signal::Logs, &request), Some(expected));
         assert_eq!(count_detailed(Signal::Logs, &request), Ok(expected));
         assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(expected));
-        // Each of those fields cut short is refused by both walks, as by a decoder.
+        // Every cut of such a record (inside a field or between two): both walks and a
+        // decoder agree on whether it is well-formed.
         for cut in 1..record.len() {
             let mut short = vec![0x0a];
             let mut scope = vec![0x12];
