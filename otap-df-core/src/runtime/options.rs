@@ -11,6 +11,13 @@ pub struct RunOptions {
     /// Pipeline instances (one per core); the configuration's `engine.cores` when `None`.
     pub cores: Option<usize>,
     /// Payloads each node's input queue holds before senders wait (backpressure).
+    ///
+    /// A core runs its tasks in turn, and a consumer woken by the first payload of a round
+    /// runs after every task already woken in that round: a receiver with N connections
+    /// ready can queue N payloads before the exporter drains them. A queue shorter than that
+    /// makes nearly every request wait for room (a timer, a waiter and a second poll each),
+    /// although the exporter keeps up; 256 holds a round of 256 busy connections (measured in
+    /// BENCHMARKS.md, "Queue capacity and the drain").
     pub channel_capacity: usize,
     /// How long nodes, then extensions, get to finish once shutdown starts.
     pub shutdown_timeout: Duration,
@@ -24,7 +31,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             cores: None,
-            channel_capacity: 64,
+            channel_capacity: 256,
             shutdown_timeout: Duration::from_secs(10),
             timer_interval: Some(Duration::from_secs(1)),
         }

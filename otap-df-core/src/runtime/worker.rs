@@ -705,7 +705,11 @@ async fn drive_processor(
                 Some(message) => processor.control(message, &outputs).await?,
                 None => control_open = false,
             },
-            data = input.recv() => match data {
+            // Outside tokio's budget (128 operations a poll): a consumer that yielded after
+            // 128 payloads would drain a busy queue only once per round of the core's
+            // tasks and leave its senders waiting. The drain is bounded by the queue's
+            // capacity; `process` itself still yields where it waits.
+            data = tokio::task::coop::unconstrained(input.recv()) => match data {
                 Some(data) => {
                     NodeCounters::add(&counters.records_in, data.records());
                     processor.process(data, &outputs).await?;
@@ -733,7 +737,11 @@ async fn drive_exporter(
                 Some(message) => exporter.control(message).await?,
                 None => control_open = false,
             },
-            data = input.recv() => match data {
+            // Outside tokio's budget (128 operations a poll): a consumer that yielded after
+            // 128 payloads would drain a busy queue only once per round of the core's
+            // tasks and leave its senders waiting. The drain is bounded by the queue's
+            // capacity; `export` itself still yields where it waits.
+            data = tokio::task::coop::unconstrained(input.recv()) => match data {
                 Some(data) => {
                     let records = data.records();
                     NodeCounters::add(&counters.records_in, records);
