@@ -758,3 +758,63 @@ async fn drive_exporter(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::data::{Encoding, OtlpPayload, Signal};
+    use crate::node::LocalExporter;
+
+    struct Counting(Rc<Cell<usize>>);
+
+    #[crate::async_trait(?Send)]
+    impl LocalExporter for Counting {
+        async fn export(&mut self, _: OtlpPayload) -> Result<(), NodeError> {
+            self.0.set(self.0.get() + 1);
+            Ok(())
+        }
+    }
+
+    /// tokio lets a task do 128 budgeted operations a poll; an exporter that yielded there
+    /// would leave the rest of a full queue, and its senders, waiting for a whole round of
+    /// the core's tasks.
+    #[test]
+    fn an_exporter_drains_its_whole_queue_in_one_turn() {
+        const QUEUED: usize = 300;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let local = LocalSet::new();
+        let (input, queue) = mpsc::channel(QUEUED);
+        for _ in 0..QUEUED {
+            input
+                .try_send(OtlpPayload::new(
+                    Signal::Logs,
+                    Encoding::Protobuf,
+                    1,
+                    &b""[..],
+                ))
+                .expect("room");
+        }
+        let (_control, control) = mpsc::channel(1);
+        let exported = Rc::new(Cell::new(0));
+        // Tasks run in the order they were spawned: the exporter takes its first turn, then
+        // the check sees what that turn did.
+        local.spawn_local(drive_exporter(
+            Box::new(Counting(exported.clone())),
+            Some(queue),
+            control,
+            Arc::new(NodeCounters::default()),
+        ));
+        let seen = local.spawn_local({
+            let exported = exported.clone();
+            async move { exported.get() }
+        });
+        let after_first_turn = local.block_on(&runtime, seen).expect("check ran");
+        assert_eq!(after_first_turn, QUEUED);
+        drop(input);
+    }
+}
