@@ -40,7 +40,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use otap_df_core::capability::{AuthzDecision, BearerTokenAuthorizer, CapabilityId, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
@@ -363,7 +363,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
             counters,
         });
-        let graceful = GracefulShutdown::new();
+        let (drain, draining) = tokio::sync::watch::channel(false);
         let mut connections = JoinSet::new();
         let mut http = hyper::server::conn::http1::Builder::new();
         // The header timeout also closes keep-alive connections idle that long: hyper arms it
@@ -407,23 +407,28 @@ impl LocalReceiver for OtlpHttpReceiver {
                     }
                     let _ = stream.set_nodelay(true);
                     let handler = handler.clone();
-                    let watcher = graceful.watcher();
+                    let draining = draining.clone();
                     let tls = tls.clone();
                     let http = http.clone();
                     let handshake_timeout = config.header_read_timeout;
                     connections.spawn_local(async move {
-                        let service = service_fn(move |request| {
-                            let handler = handler.clone();
-                            async move { Ok::<_, Infallible>(handler.handle(request).await) }
+                        let asked = Rc::new(tokio::sync::Notify::new());
+                        let service = service_fn({
+                            let asked = asked.clone();
+                            move |request| {
+                                asked.notify_one();
+                                let handler = handler.clone();
+                                async move { Ok::<_, Infallible>(handler.handle(request).await) }
+                            }
                         });
-                        // A client that goes away mid-request is its own business.
-                        let _ = match tls {
-                            None => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                            Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
-                                Ok(Ok(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
-                                Ok(Err(_)) | Err(_) => Ok(()),
-                            },
-                        };
+                        match tls {
+                            None => serve(http.serve_connection(TokioIo::new(stream), service), draining, &asked).await,
+                            Some(tls) => {
+                                if let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                                    serve(http.serve_connection(TokioIo::new(stream), service), draining, &asked).await;
+                                }
+                            }
+                        }
                     });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -438,13 +443,44 @@ impl LocalReceiver for OtlpHttpReceiver {
         let until = shutdown
             .requested()
             .map_or(deadline, |request| request.stop_waiting_at.min(deadline));
-        let drained = tokio::time::timeout_at(until.into(), graceful.shutdown()).await;
+        let _ = drain.send(true);
+        let drained = tokio::time::timeout_at(until.into(), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             connections.abort_all();
+            while connections.join_next().await.is_some() {}
         }
-        while connections.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// How long a connection accepted just before a drain may take to send its first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection until it ends or the receiver drains; then it answers the request in
+/// flight (with `Connection: close`) and closes. A connection that has not sent a request
+/// yet gets up to [`FIRST_REQUEST_GRACE`] to send one: its client connected to send it and
+/// would otherwise see the connection closed instead of an answer (an accept racing a
+/// reload's drain). A client that goes away mid-request is its own business.
+async fn serve<C: GracefulConnection>(
+    connection: C,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+    asked: &tokio::sync::Notify,
+) {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = draining.wait_for(|draining| *draining) => {}
+    }
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = asked.notified() => {}
+        () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
 }
 
 /// Failed `accept`s in a row: how long to pause before the next, and a warning at most once a
