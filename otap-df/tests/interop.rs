@@ -346,7 +346,8 @@ fn the_collector_honours_our_retry_after_and_nothing_is_lost() {
         ),
     );
     let _collector = collector(dir.dir(), "otelcol", collector_port, gateway_port);
-    // 100 logs batches of 10: more than the gateway's queue holds while nothing drains it.
+    // 400 logs batches of 10: more than the gateway's queue (`RunOptions::channel_capacity`,
+    // 256) holds while nothing drains it, and fewer than the Collector's own queue (1000).
     let config = dir.path("sender.yaml");
     std::fs::write(
         &config,
@@ -359,7 +360,7 @@ groups:
         extensions:
           token: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
         nodes:
-          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: 100 }} }}
+          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: 400 }} }}
           out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{collector_port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
         connections:
           - {{ from: logs, to: out }}
@@ -396,12 +397,12 @@ groups:
             out.display()
         ),
     );
-    assert_eq!(records_by_signal(&out, 1000), [1000, 0, 0]);
+    assert_eq!(records_by_signal(&out, 4000), [4000, 0, 0]);
     let last = stop(gateway);
     let refused = counter(&last, "in", "refused.pipeline_full").expect("refusals");
     assert!(refused > 0, "{last}");
     // Every refused request came again: the gateway took in each record once.
-    assert_eq!(counter(&last, "in", "accepted"), Some(100), "{last}");
-    assert!(last.contains("out in=1000 out=1000"), "{last}");
+    assert_eq!(counter(&last, "in", "accepted"), Some(400), "{last}");
+    assert!(last.contains("out in=4000 out=4000"), "{last}");
     stop(upstream);
 }
