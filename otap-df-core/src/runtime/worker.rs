@@ -705,11 +705,7 @@ async fn drive_processor(
                 Some(message) => processor.control(message, &outputs).await?,
                 None => control_open = false,
             },
-            // Outside tokio's budget (128 operations a poll): a consumer that yielded after
-            // 128 payloads would drain a busy queue only once per round of the core's
-            // tasks and leave its senders waiting. The drain is bounded by the queue's
-            // capacity; `process` itself still yields where it waits.
-            data = tokio::task::coop::unconstrained(input.recv()) => match data {
+            data = next_payload(&mut input) => match data {
                 Some(data) => {
                     NodeCounters::add(&counters.records_in, data.records());
                     processor.process(data, &outputs).await?;
@@ -718,6 +714,16 @@ async fn drive_processor(
             },
         }
     }
+}
+
+/// The next payload of a processor's or exporter's input, outside tokio's budget (128
+/// operations a poll): a consumer that yielded after 128 payloads would drain a busy queue
+/// only once per round of the core's tasks and leave its senders waiting. The drain is
+/// bounded by the queue's capacity; `process` and `export` still yield where they wait.
+fn next_payload(
+    input: &mut mpsc::Receiver<crate::data::OtlpPayload>,
+) -> impl Future<Output = Option<crate::data::OtlpPayload>> + '_ {
+    tokio::task::coop::unconstrained(input.recv())
 }
 
 async fn drive_exporter(
@@ -737,11 +743,7 @@ async fn drive_exporter(
                 Some(message) => exporter.control(message).await?,
                 None => control_open = false,
             },
-            // Outside tokio's budget (128 operations a poll): a consumer that yielded after
-            // 128 payloads would drain a busy queue only once per round of the core's
-            // tasks and leave its senders waiting. The drain is bounded by the queue's
-            // capacity; `export` itself still yields where it waits.
-            data = tokio::task::coop::unconstrained(input.recv()) => match data {
+            data = next_payload(&mut input) => match data {
                 Some(data) => {
                     let records = data.records();
                     NodeCounters::add(&counters.records_in, records);
