@@ -187,6 +187,11 @@ impl BearerToken {
         self.secret.ct_eq(candidate.secret.expose().as_bytes())
     }
 
+    /// The token as a borrowed [`Credential`], to hand to an authorizer.
+    pub fn credential(&self) -> Credential<'_> {
+        Credential::new(self.secret.expose())
+    }
+
     /// Parses an `Authorization` header value of the `Bearer` scheme.
     pub fn from_header_value(value: &str) -> Result<Self, TokenParseError> {
         AuthHeader::default().parse(value)
@@ -203,6 +208,53 @@ impl fmt::Debug for BearerToken {
 }
 
 impl fmt::Display for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A credential borrowed from where it arrived (an incoming request's header), as an
+/// authorizer receives it: the token alone, its scheme already checked by
+/// [`AuthHeader::credential`].
+///
+/// Nothing is copied or allocated, so a receiver can authorize every request for the price
+/// of the comparison itself. There is nothing to wipe either: the bytes stay in the buffer the
+/// request was read into, which outlives any copy of them. Like [`Secret`], it prints as
+/// `<redacted>` and has no `Serialize`; keep what you derive from it (an identity), never the
+/// credential.
+#[derive(Clone, Copy)]
+pub struct Credential<'a>(&'a str);
+
+impl<'a> Credential<'a> {
+    /// `value`, the token without its scheme.
+    pub fn new(value: &'a str) -> Self {
+        Self(value)
+    }
+
+    /// The credential's value. Compare it with [`ct_eq`](Self::ct_eq); never log it.
+    pub fn expose(&self) -> &'a str {
+        self.0
+    }
+
+    /// Whether the credential is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `secret` is this credential's value, compared in time that depends only on the
+    /// lengths.
+    pub fn ct_eq(&self, secret: &Secret) -> bool {
+        secret.ct_eq(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+impl fmt::Display for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
@@ -274,14 +326,22 @@ impl AuthHeader {
         }
     }
 
-    /// Parses a header value: the scheme (case-insensitive) then the token.
+    /// Parses a header value: the scheme (case-insensitive) then the token, as an owned
+    /// [`BearerToken`] (one allocation; see [`credential`](Self::credential) for none).
     pub fn parse(&self, value: &str) -> Result<BearerToken, TokenParseError> {
+        self.credential(value)
+            .map(|credential| BearerToken::new(credential.expose()))
+    }
+
+    /// Parses a header value as [`parse`](Self::parse) does, borrowing the token from `value`
+    /// instead of copying it: what a receiver hands its authorizer per request.
+    pub fn credential<'a>(&self, value: &'a str) -> Result<Credential<'a>, TokenParseError> {
         let value = value.trim();
         if value.is_empty() {
             return Err(TokenParseError::Empty);
         }
         if self.scheme.is_empty() {
-            return Ok(BearerToken::new(value));
+            return Ok(Credential::new(value));
         }
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case(&self.scheme) {
@@ -295,7 +355,7 @@ impl AuthHeader {
                 scheme: self.scheme.clone(),
             });
         }
-        Ok(BearerToken::new(token))
+        Ok(Credential::new(token))
     }
 }
 
@@ -355,6 +415,26 @@ mod tests {
             BearerToken::from_header_value("  ").map(|_| ()),
             Err(TokenParseError::Empty)
         );
+    }
+
+    #[test]
+    fn a_credential_borrows_the_token_and_is_redacted() {
+        let value = String::from("Bearer  abc.def ");
+        let credential = AuthHeader::default().credential(&value).expect("valid");
+        assert_eq!(credential.expose(), "abc.def");
+        assert!(std::ptr::eq(credential.expose(), &value[8..15]));
+        assert_eq!(format!("{credential:?}"), "Credential(<redacted>)");
+        assert_eq!(credential.to_string(), "<redacted>");
+        assert!(credential.ct_eq(&Secret::new("abc.def")));
+        assert!(!credential.ct_eq(&Secret::new("abc.deg")));
+        assert_eq!(
+            AuthHeader::default().credential("Basic abc").map(|_| ()),
+            Err(TokenParseError::WrongScheme {
+                expected: "Bearer".into()
+            })
+        );
+        let token = BearerToken::new("t-1");
+        assert_eq!(token.credential().expose(), "t-1");
     }
 
     #[test]

@@ -80,7 +80,7 @@ struct Gate {
 #[async_trait(?Send)]
 impl LocalReceiver for Gate {
     async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
-        match self.authorizer.authorize(&self.credential) {
+        match self.authorizer.authorize(self.credential.credential()) {
             Ok(AuthzDecision::Allow { .. }) => {}
             Ok(AuthzDecision::Deny { reason }) => {
                 return Err(self

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use otap_df_core::capability::{AuthorizeError, AuthzDecision, DenyReason, shared};
-use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
+use otap_df_core::secret::{AuthHeader, Credential, Secret};
 
 use crate::extension::{BearerAuth, Counters};
 
@@ -28,9 +28,8 @@ impl shared::BearerTokenAuthorizer for BearerAuth {
     /// Compares the candidate with every accepted token, each in constant time and without
     /// stopping at a match, so the time taken says nothing about which token, or which
     /// prefix, matched. An empty token is `Deny(missing)`.
-    fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
-        let candidate = token.secret().expose().as_bytes();
-        if candidate.is_empty() {
+    fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
+        if credential.is_empty() {
             Counters::add(&self.counters.denied_missing);
             return Ok(AuthzDecision::Deny {
                 reason: DenyReason::Missing,
@@ -39,7 +38,7 @@ impl shared::BearerTokenAuthorizer for BearerAuth {
         let accepted = self.accepted.load();
         let mut allowed: Option<&Accepted> = None;
         for entry in accepted.iter() {
-            if entry.token.ct_eq(candidate) && allowed.is_none() {
+            if credential.ct_eq(&entry.token) && allowed.is_none() {
                 allowed = Some(entry);
             }
         }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use otap_df_core::capability::{AuthzDecision, DenyReason, shared};
 use otap_df_core::extension::LifecycleKind;
-use otap_df_core::secret::BearerToken;
+use otap_df_core::secret::Credential;
 use otap_df_tests::bearer_suite::{self, AuthorizerUnderTest, ProviderUnderTest};
 use support::{TempDir, auth, create, running, write_atomically};
 
@@ -75,7 +75,7 @@ fn the_authorizer_names_which_token_matched_and_why_others_are_denied() {
         path.display()
     ));
     let decide = |token: &str| {
-        shared::BearerTokenAuthorizer::authorize(auth.as_ref(), &BearerToken::new(token))
+        shared::BearerTokenAuthorizer::authorize(auth.as_ref(), Credential::new(token))
             .expect("a decision")
     };
     let allow = |identity: &str| AuthzDecision::Allow {
@@ -137,13 +137,13 @@ fn a_token_file_is_followed_through_in_place_writes_renames_and_symlink_swaps() 
     assert_eq!(running.current(), "v4");
     // The server side follows the same file.
     assert_eq!(
-        shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), &BearerToken::new("v4")),
+        shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), Credential::new("v4")),
         Ok(AuthzDecision::Allow {
             identity: Arc::from("tokens:token_file")
         })
     );
     assert_eq!(
-        shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), &BearerToken::new("v1")),
+        shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), Credential::new("v1")),
         Ok(AuthzDecision::Deny {
             reason: DenyReason::Invalid
         })

@@ -31,7 +31,8 @@ fn tokens_never_appear_in_debug_logs_or_errors() {
             running.auth.as_ref(),
         ));
         let token = BearerToken::new("s3cret-wrong");
-        let decision = shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), &token);
+        let decision =
+            shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), token.credential());
         shown = format!(
             "{:?} {fresh:?} {decision:?} {:?} {:?}",
             running.auth,

@@ -49,8 +49,8 @@ fn reading_the_token_and_authorizing_allocate_nothing() {
         let token = provider.current_token();
         assert!(token.is_some());
         assert_eq!(provider.token_generation(), generation);
-        let allow = authorizer.authorize(&allowed).unwrap();
-        let deny = authorizer.authorize(&denied).unwrap();
+        let allow = authorizer.authorize(allowed.credential()).unwrap();
+        let deny = authorizer.authorize(denied.credential()).unwrap();
         std::hint::black_box((token, allow, deny));
     }
     assert_eq!(ALLOCATIONS.load(Ordering::Relaxed) - before, 0);

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http::header::{
     ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -219,7 +219,10 @@ fn create(
     capabilities: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
     let config = OtlpHttpReceiverConfig::decode(config)?;
-    let authorizer = capabilities.optional_local::<BearerTokenAuthorizer>()?;
+    let authorizer = capabilities
+        .optional_local::<BearerTokenAuthorizer>()?
+        .map(|authorizer| Authorization::of(context, authorizer))
+        .transpose()?;
     let tls = config
         .tls
         .as_ref()
@@ -326,9 +329,31 @@ struct OtlpHttpReceiver {
     socket: socket2::Socket,
     tls: Option<TlsAcceptor>,
     config: OtlpHttpReceiverConfig,
-    authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
+    authorizer: Option<Authorization>,
     counters: Counters,
     shutdown: ShutdownSignal,
+}
+
+/// The bound authorizer and the header it reads, parsed once rather than per request.
+struct Authorization {
+    authorizer: Rc<dyn local::BearerTokenAuthorizer>,
+    header: HeaderName,
+}
+
+impl Authorization {
+    fn of(
+        context: &NodeContext,
+        authorizer: Rc<dyn local::BearerTokenAuthorizer>,
+    ) -> Result<Self, NodeError> {
+        let name = authorizer.header().name();
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            context.error(format!(
+                "the bound authorizer reads the header `{name}`, which is not a valid HTTP \
+                 header name (letters, digits and `!#$%&'*+-.^_`|~`)"
+            ))
+        })?;
+        Ok(Self { authorizer, header })
+    }
 }
 
 #[otap_df_core::async_trait(?Send)]
@@ -529,7 +554,7 @@ struct Handler {
     body_read_timeout: Duration,
     /// Bytes of bodies being read, in KiB.
     body_budget: tokio::sync::Semaphore,
-    authorizer: Option<Rc<dyn local::BearerTokenAuthorizer>>,
+    authorizer: Option<Authorization>,
     max_body_size: usize,
     retry_after: HeaderValue,
     counters: Counters,
@@ -571,7 +596,7 @@ impl Handler {
                         let scheme = self
                             .authorizer
                             .as_ref()
-                            .map(|a| a.header().scheme())
+                            .map(|a| a.authorizer.header().scheme())
                             .filter(|s| !s.is_empty())
                             .unwrap_or("Bearer");
                         if let Ok(value) =
@@ -822,7 +847,7 @@ impl Handler {
     /// With an authorizer bound: the request's token must be accepted. An authorizer that
     /// cannot decide refuses (fail closed).
     fn authorize(&self, request: &Request<Incoming>) -> Result<(), Refusal<'_>> {
-        let Some(authorizer) = &self.authorizer else {
+        let Some(Authorization { authorizer, header }) = &self.authorizer else {
             return Ok(());
         };
         let counters = &self.counters;
@@ -832,8 +857,7 @@ impl Handler {
             message: message.to_owned(),
             counter,
         };
-        let header = authorizer.header();
-        let mut values = request.headers().get_all(header.name()).iter();
+        let mut values = request.headers().get_all(header).iter();
         let Some(value) = values.next() else {
             return Err(unauthorized(
                 "no credential; send a bearer token",
@@ -846,21 +870,19 @@ impl Handler {
             return Err(Refusal {
                 status: StatusCode::BAD_REQUEST,
                 code: code::INVALID_ARGUMENT,
-                message: format!(
-                    "more than one `{}` header; send one credential",
-                    header.name()
-                ),
+                message: format!("more than one `{header}` header; send one credential"),
                 counter: &counters.bad_request,
             });
         }
-        let token = value
+        // Borrowed from the request's header: authorizing allocates nothing.
+        let credential = value
             .to_str()
             .ok()
-            .and_then(|value| header.parse(value).ok())
+            .and_then(|value| authorizer.header().credential(value).ok())
             .ok_or_else(|| {
                 unauthorized("the credential is not accepted", &counters.auth_invalid)
             })?;
-        match authorizer.authorize(&token) {
+        match authorizer.authorize(credential) {
             Ok(AuthzDecision::Allow { .. }) => Ok(()),
             Ok(AuthzDecision::Deny { reason }) => {
                 let counter = match reason {

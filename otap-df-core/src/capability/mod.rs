@@ -35,7 +35,7 @@ pub struct Binding {
     pub extension: String,
 }
 
-use crate::secret::{AuthHeader, BearerToken};
+use crate::secret::{AuthHeader, BearerToken, Credential};
 
 mod sealed {
     pub trait Sealed {}
@@ -230,11 +230,14 @@ define_capabilities! {
     "bearer_token_authorizer" => BearerTokenAuthorizer {
         description: "decides whether an incoming bearer token is accepted",
         sync {
-            /// Decides on `token`. Cheap and non-blocking: implementations that validate
-            /// remotely keep a cache maintained by their own task. `Ok(Deny)` is a decision;
-            /// `Err` means *no decision* could be made, and callers must refuse the request
-            /// (fail closed).
-            fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError>;
+            /// Decides on `credential`, borrowed from the request
+            /// ([`AuthHeader::credential`](crate::secret::AuthHeader::credential)) so that
+            /// authorizing costs no allocation; a caller holding a [`BearerToken`] passes
+            /// [`token.credential()`](BearerToken::credential). Cheap and non-blocking:
+            /// implementations that validate remotely keep a cache maintained by their own
+            /// task. `Ok(Deny)` is a decision; `Err` means *no decision* could be made, and
+            /// callers must refuse the request (fail closed).
+            fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError>;
             /// The header the credential is read from and its scheme.
             fn header(&self) -> &AuthHeader;
         }

@@ -30,11 +30,11 @@ struct AcceptsAnything(otap_df_core::secret::AuthHeader);
 impl otap_df_core::capability::shared::BearerTokenAuthorizer for AcceptsAnything {
     fn authorize(
         &self,
-        token: &otap_df_core::secret::BearerToken,
+        credential: otap_df_core::secret::Credential<'_>,
     ) -> Result<otap_df_core::capability::AuthzDecision, otap_df_core::capability::AuthorizeError>
     {
         use otap_df_core::capability::{AuthzDecision, DenyReason};
-        Ok(if token.secret().is_empty() {
+        Ok(if credential.is_empty() {
             AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             }

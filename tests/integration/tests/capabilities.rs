@@ -16,7 +16,7 @@ use otap_df_core::extension::{
 };
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
-use otap_df_core::secret::BearerToken;
+use otap_df_core::secret::Credential;
 use otap_df_tests::fixtures;
 
 fn resolve(nodes: &str) -> ResolvedConfig {
@@ -139,13 +139,13 @@ fn shared_only_extension_serves_a_local_consumer_through_the_adapter() {
         .require_local::<BearerTokenAuthorizer>()
         .expect("authorizer");
     assert_eq!(
-        authorizer.authorize(&BearerToken::new("fixed-token")),
+        authorizer.authorize(Credential::new("fixed-token")),
         Ok(AuthzDecision::Allow {
             identity: Arc::from("fixed")
         })
     );
     assert_eq!(
-        authorizer.authorize(&BearerToken::new("other")),
+        authorizer.authorize(Credential::new("other")),
         Ok(AuthzDecision::Deny {
             reason: DenyReason::Invalid
         })

@@ -790,7 +790,7 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
         .require_shared::<otap_df_core::capability::BearerTokenAuthorizer>()
         .expect("authorizer");
     assert!(matches!(
-        authorizer.authorize(&otap_df_core::secret::BearerToken::new("987654321")),
+        authorizer.authorize(otap_df_core::secret::Credential::new("987654321")),
         Ok(otap_df_core::capability::AuthzDecision::Allow { .. })
     ));
 }

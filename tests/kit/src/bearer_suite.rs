@@ -16,7 +16,7 @@ use otap_df_core::capability::{
     AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, Capability, DenyReason, local,
     shared,
 };
-use otap_df_core::secret::BearerToken;
+use otap_df_core::secret::{BearerToken, Credential};
 
 /// How long a rotated token may take to reach subscribers before the suite calls it a
 /// failure. Generous: it bounds a wait, it is not a measurement.
@@ -286,7 +286,7 @@ fn near_misses(token: &str) -> Vec<String> {
 fn authorizer_allows(t: AuthorizerUnderTest) -> Outcome {
     Box::pin(async move {
         for (i, token) in t.accepted.iter().enumerate() {
-            match t.authorizer.authorize(&BearerToken::new(token.clone())) {
+            match t.authorizer.authorize(Credential::new(token)) {
                 Ok(AuthzDecision::Allow { identity }) => check(
                     !identity.is_empty() && !identity.contains(token.as_str()),
                     || format!("accepted token #{i}: the identity is empty or holds the token"),
@@ -305,7 +305,7 @@ fn authorizer_denies_others(t: AuthorizerUnderTest) -> Outcome {
                 if t.accepted.contains(&miss) {
                     continue;
                 }
-                let decision = t.authorizer.authorize(&BearerToken::new(miss));
+                let decision = t.authorizer.authorize(Credential::new(&miss));
                 check(
                     decision
                         == Ok(AuthzDecision::Deny {
@@ -321,7 +321,7 @@ fn authorizer_denies_others(t: AuthorizerUnderTest) -> Outcome {
 
 fn authorizer_missing(t: AuthorizerUnderTest) -> Outcome {
     Box::pin(async move {
-        let decision = t.authorizer.authorize(&BearerToken::new(""));
+        let decision = t.authorizer.authorize(Credential::new(""));
         check(
             decision
                 == Ok(AuthzDecision::Deny {
@@ -335,9 +335,9 @@ fn authorizer_missing(t: AuthorizerUnderTest) -> Outcome {
 fn authorizer_stable(t: AuthorizerUnderTest) -> Outcome {
     Box::pin(async move {
         let token = BearerToken::new(t.accepted[0].clone());
-        let first = t.authorizer.authorize(&token);
+        let first = t.authorizer.authorize(token.credential());
         for _ in 0..100 {
-            let again = t.authorizer.authorize(&token);
+            let again = t.authorizer.authorize(token.credential());
             check(again == first, || {
                 format!("decisions differ: {first:?} then {again:?}")
             })?;

@@ -14,7 +14,7 @@ use otap_df_core::extension::{ExecutionModel, ExtensionFactory};
 use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::registry::Registry;
-use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
+use otap_df_core::secret::{AuthHeader, BearerToken, Credential, Secret};
 
 const REGISTRANT: &str = env!("CARGO_PKG_NAME");
 
@@ -94,18 +94,19 @@ impl shared::BearerTokenProvider for FixedToken {
 
 #[otap_df_core::async_trait]
 impl shared::BearerTokenAuthorizer for FixedToken {
-    fn authorize(&self, token: &BearerToken) -> Result<AuthzDecision, AuthorizeError> {
+    fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
         if self.undecided {
             return Err(AuthorizeError {
                 authorizer: "fixed_token".to_owned(),
                 message: "configured to be undecided".to_owned(),
             });
         }
-        Ok(if token.secret().is_empty() {
+        Ok(if credential.is_empty() {
             AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             }
-        } else if self.token.matches(token) || (self.current_expired && self.fresh().matches(token))
+        } else if credential.ct_eq(self.token.secret())
+            || (self.current_expired && credential.ct_eq(self.fresh().secret()))
         {
             AuthzDecision::Allow {
                 identity: Arc::from("fixed"),
