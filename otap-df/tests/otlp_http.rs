@@ -296,6 +296,28 @@ fn an_authorizer_that_cannot_decide_refuses_every_request() {
 }
 
 #[test]
+fn an_authorizer_reading_a_header_http_cannot_carry_fails_the_start_naming_it() {
+    let dir = TempDir::new("bad-auth-header");
+    let port = free_port();
+    let yaml = gateway(
+        port,
+        Some("{ type: extension:fixed_token, config: { header: 'x api key' } }"),
+        &dir.path("out.bin"),
+    );
+    let error = Running::start(&yaml)
+        .finish()
+        .expect_err("the header name is invalid");
+    let text = error.to_string();
+    assert!(
+        text.contains(
+            "node `otlp_in` failed: the bound authorizer reads the header `x api key`, which \
+             is not a valid HTTP header name"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps_serving() {
     let dir = TempDir::new("malformed");
     let port = free_port();

@@ -137,6 +137,10 @@ pub struct FixedTokenConfig {
     /// does not expire (and which the authorizer also accepts).
     #[serde(default)]
     pub current_expired: bool,
+    /// The header the token travels in (default `authorization`), taken as given: a test
+    /// can name one that is not an HTTP header name.
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 /// `extension:fixed_token`: shared-only provider and authorizer of one token from its config.
@@ -153,6 +157,9 @@ pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", 
         let mut token = FixedToken::new(value.as_deref().unwrap_or("fixed-token"));
         token.undecided = config.undecided;
         token.current_expired = config.current_expired;
+        if let Some(header) = config.header {
+            token.header = AuthHeader::new(header, "Bearer");
+        }
         let token = Arc::new(token);
         let provider: Arc<dyn shared::BearerTokenProvider> = token.clone();
         let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = token;
