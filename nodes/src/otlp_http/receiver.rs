@@ -349,7 +349,8 @@ impl Authorization {
         let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             context.error(format!(
                 "the bound authorizer reads the header `{name}`, which is not a valid HTTP \
-                 header name (letters, digits and `!#$%&'*+-.^_`|~`)"
+                 header name (letters, digits and !#$%&'*+-.^_`|~); configure the extension \
+                 with a header such as `authorization` or `x-api-key`"
             ))
         })?;
         Ok(Self { authorizer, header })
