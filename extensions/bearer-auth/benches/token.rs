@@ -65,7 +65,7 @@ fn current_token(c: &mut Criterion) {
 
 fn authorize(c: &mut Criterion) {
     let mut group = c.benchmark_group("authorize");
-    for accepted in [1usize, 10] {
+    for accepted in [1usize, 10, 1000] {
         let tokens: Vec<String> = (0..accepted).map(token).collect();
         let authorizer: Arc<dyn shared::BearerTokenAuthorizer> =
             auth(&format!("tokens: [{}]", tokens.join(", ")));

@@ -21,7 +21,7 @@ use otap_df_core::extension::{
 use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
 use tokio::sync::watch;
 
-use crate::authorizer::Accepted;
+use crate::authorizer::{Accepted, AcceptedTokens};
 use crate::config::BearerAuthConfig;
 use crate::error::BearerAuthError;
 use crate::token_source::{self, FileError};
@@ -97,7 +97,7 @@ pub struct BearerAuth {
     pub(crate) header: AuthHeader,
     pub(crate) client: TokenCell,
     pub(crate) updates: watch::Sender<Option<BearerToken>>,
-    pub(crate) accepted: ArcSwap<Vec<Accepted>>,
+    pub(crate) accepted: ArcSwap<AcceptedTokens>,
     client_source: ClientSource,
     tokens_file: Option<PathBuf>,
     /// How often files are re-read (fixed at start: the task's timer).
@@ -170,7 +170,7 @@ impl BearerAuth {
             header: AuthHeader::new(&config.header, &config.scheme),
             client: TokenCell::new(),
             updates: watch::Sender::new(None),
-            accepted: ArcSwap::from_pointee(Vec::new()),
+            accepted: ArcSwap::from_pointee(AcceptedTokens::default()),
             client_source,
             tokens_file: config.tokens_file.clone(),
             reload_interval: config.reload_interval,
@@ -279,7 +279,7 @@ impl BearerAuth {
                 ));
             }
         }
-        self.accepted.store(Arc::new(accepted));
+        self.accepted.store(Arc::new(AcceptedTokens::new(accepted)));
         let mut current = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
         let client_changed = current.client.as_ref().map(Secret::expose)
             != sources.client.as_ref().map(Secret::expose);

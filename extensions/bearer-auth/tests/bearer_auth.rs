@@ -102,6 +102,53 @@ fn the_authorizer_names_which_token_matched_and_why_others_are_denied() {
 }
 
 #[test]
+fn among_a_thousand_tokens_each_is_found_once_the_first_of_duplicates_wins_and_near_misses_are_denied()
+ {
+    let dir = TempDir::new("bearer");
+    let path = dir.path("tokens");
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| format!("token-{i:04}-{}", "x".repeat(i % 7)))
+        .collect();
+    // The file repeats the first inline token: the inline entry comes first and names it.
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n", tokens[1..].join("\n"), tokens[0]),
+    )
+    .expect("write");
+    let auth = auth(&format!(
+        "{{ tokens: ['{}'], tokens_file: '{}' }}",
+        tokens[0],
+        path.display()
+    ));
+    let decide = |token: &str| {
+        shared::BearerTokenAuthorizer::authorize(auth.as_ref(), Credential::new(token))
+            .expect("a decision")
+    };
+    let allow = |identity: String| AuthzDecision::Allow {
+        identity: Arc::from(identity),
+    };
+    assert_eq!(decide(&tokens[0]), allow("tokens:tokens[0]".to_owned()));
+    for (i, token) in tokens.iter().enumerate().skip(1) {
+        assert_eq!(
+            decide(token),
+            allow(format!("tokens:{}:{i}", path.display())),
+            "token {i}"
+        );
+    }
+    let denied = AuthzDecision::Deny {
+        reason: DenyReason::Invalid,
+    };
+    for near in [
+        &tokens[5][..tokens[5].len() - 1],
+        &format!("{}y", tokens[5]),
+        &tokens[5].to_uppercase(),
+        "token-1000-",
+    ] {
+        assert_eq!(decide(near), denied, "{near}");
+    }
+}
+
+#[test]
 fn a_token_file_is_followed_through_in_place_writes_renames_and_symlink_swaps() {
     let dir = TempDir::new("bearer");
     // Kubernetes mounts a secret as `token -> ..data/token`, `..data -> ..<timestamp>/`, and
