@@ -7,8 +7,8 @@ pub use otap_df_core::node::*;
 
 pub use otap_df_core::capability::{
     AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, Capability,
-    CapabilityId, DenyReason, KeyValueStore, KvError, TokenError, TokenSubscription, key_value,
-    local, shared,
+    CapabilityId, DenyReason, Identity, KeyValueStore, KvError, TokenError, TokenSubscription,
+    key_value, local, shared,
 };
 pub use otap_df_core::config::{
     ComponentConfig, ComponentKind, ConfigError, PositionIndex, YamlPath,

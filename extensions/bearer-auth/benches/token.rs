@@ -81,5 +81,35 @@ fn authorize(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, current_token, authorize);
+/// One decision while another thread decides as fast as it can on the same instance: what
+/// the cores of a gateway do at once. Shared cache lines (counters, the identity's reference
+/// count) show here and not in `authorize`.
+fn authorize_contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("authorize_contended");
+    let tokens: Vec<String> = (0..10).map(token).collect();
+    let authorizer: Arc<dyn shared::BearerTokenAuthorizer> =
+        auth(&format!("tokens: [{}]", tokens.join(", ")));
+    let last = BearerToken::new(tokens[9].clone());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let other = std::thread::spawn({
+        let authorizer = authorizer.clone();
+        let token = last.clone();
+        let stop = stop.clone();
+        move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..1000 {
+                    black_box(authorizer.authorize(black_box(token.credential())).ok());
+                }
+            }
+        }
+    });
+    group.bench_function("allow/10", |b| {
+        b.iter(|| authorizer.authorize(black_box(last.credential())))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    other.join().expect("the other thread");
+    group.finish();
+}
+
+criterion_group!(benches, current_token, authorize, authorize_contended);
 criterion_main!(benches);

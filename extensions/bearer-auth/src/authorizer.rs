@@ -1,26 +1,28 @@
 //! `bearer_token_authorizer`: decides on the token of an incoming request.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 
-use otap_df_core::capability::{AuthorizeError, AuthzDecision, DenyReason, shared};
+use otap_df_core::capability::{AuthorizeError, AuthzDecision, DenyReason, Identity, shared};
 use otap_df_core::secret::{AuthHeader, Credential, Secret};
 
-use crate::extension::{BearerAuth, Counters};
+use crate::extension::BearerAuth;
 
 /// One accepted token and the identity a request that carries it is given.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     token: Secret,
-    identity: Arc<str>,
+    identity: Identity,
 }
 
 impl Accepted {
-    /// `token`, known as `identity` (`<extension>:<option>`, never the token).
-    pub fn new(token: Secret, identity: String) -> Self {
+    /// `token`, known as `identity` (`<extension>:<option>`, never the token). The name is
+    /// interned ([`Identity::interned`]): names come from the configuration (option, file
+    /// and line), so they are bounded by it, and a decision's clone of one writes to no
+    /// memory that other cores share.
+    pub fn new(token: Secret, identity: &str) -> Self {
         Self {
             token,
-            identity: Arc::from(identity),
+            identity: Identity::interned(identity),
         }
     }
 }
@@ -74,20 +76,20 @@ impl shared::BearerTokenAuthorizer for BearerAuth {
     /// in constant time ([`AcceptedTokens`]). An empty token is `Deny(missing)`.
     fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
         if credential.is_empty() {
-            Counters::add(&self.counters.denied_missing);
+            self.counters.denied_missing.add(1);
             return Ok(AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             });
         }
         Ok(match self.accepted.load().find(credential) {
             Some(entry) => {
-                Counters::add(&self.counters.authorized);
+                self.counters.authorized.add(1);
                 AuthzDecision::Allow {
                     identity: entry.identity.clone(),
                 }
             }
             None => {
-                Counters::add(&self.counters.denied_invalid);
+                self.counters.denied_invalid.add(1);
                 AuthzDecision::Deny {
                     reason: DenyReason::Invalid,
                 }

@@ -16,7 +16,7 @@ use otap_df_core::capability::{BearerTokenAuthorizer, BearerTokenProvider, Capab
 use otap_df_core::config::ComponentConfig;
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
-    Readiness, SharedExtension, SharedTask,
+    Readiness, ShardedCounter, SharedExtension, SharedTask,
 };
 use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
 use tokio::sync::watch;
@@ -109,12 +109,13 @@ pub struct BearerAuth {
 
 /// What an instance counts (the admin endpoint's `otap_df_extension_counter`): decisions by
 /// outcome, token files served anew, and reload attempts that found a broken file. One
-/// atomic add per event.
+/// atomic add per event; the decisions, counted by every core per request, on a shard of
+/// the core's own.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) authorized: Arc<AtomicU64>,
-    pub(crate) denied_missing: Arc<AtomicU64>,
-    pub(crate) denied_invalid: Arc<AtomicU64>,
+    pub(crate) authorized: Arc<ShardedCounter>,
+    pub(crate) denied_missing: Arc<ShardedCounter>,
+    pub(crate) denied_invalid: Arc<ShardedCounter>,
     reloads: Arc<AtomicU64>,
     reload_failures: Arc<AtomicU64>,
 }
@@ -122,9 +123,9 @@ pub(crate) struct Counters {
 impl Counters {
     fn of(context: &ExtensionContext) -> Self {
         Self {
-            authorized: context.counter("authorized"),
-            denied_missing: context.counter("denied.missing"),
-            denied_invalid: context.counter("denied.invalid"),
+            authorized: context.sharded_counter("authorized"),
+            denied_missing: context.sharded_counter("denied.missing"),
+            denied_invalid: context.sharded_counter("denied.invalid"),
             reloads: context.counter("reloads"),
             reload_failures: context.counter("reload_failures"),
         }
@@ -263,19 +264,19 @@ impl BearerAuth {
                 ClientSource::Fixed(option) => (*option).to_owned(),
                 _ => "token_file".to_owned(),
             };
-            accepted.push(Accepted::new(token.clone(), format!("{}:{name}", self.id)));
+            accepted.push(Accepted::new(token.clone(), &format!("{}:{name}", self.id)));
         }
         for (i, token) in sources.inline.iter().enumerate() {
             accepted.push(Accepted::new(
                 token.clone(),
-                format!("{}:tokens[{i}]", self.id),
+                &format!("{}:tokens[{i}]", self.id),
             ));
         }
         if let Some(path) = &self.tokens_file {
             for (token, line) in &sources.file {
                 accepted.push(Accepted::new(
                     token.clone(),
-                    format!("{}:{}:{line}", self.id, path.display()),
+                    &format!("{}:{}:{line}", self.id, path.display()),
                 ));
             }
         }

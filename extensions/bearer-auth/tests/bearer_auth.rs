@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use otap_df_core::capability::{AuthzDecision, DenyReason, shared};
+use otap_df_core::capability::{AuthzDecision, DenyReason, Identity, shared};
 use otap_df_core::extension::LifecycleKind;
 use otap_df_core::secret::Credential;
 use otap_df_tests::bearer_suite::{self, AuthorizerUnderTest, ProviderUnderTest};
@@ -79,7 +79,7 @@ fn the_authorizer_names_which_token_matched_and_why_others_are_denied() {
             .expect("a decision")
     };
     let allow = |identity: &str| AuthzDecision::Allow {
-        identity: Arc::from(identity),
+        identity: Identity::interned(identity),
     };
     assert_eq!(decide("client"), allow("tokens:token"));
     assert_eq!(decide("inline-a"), allow("tokens:tokens[0]"));
@@ -125,7 +125,7 @@ fn among_a_thousand_tokens_each_is_found_once_the_first_of_duplicates_wins_and_n
             .expect("a decision")
     };
     let allow = |identity: String| AuthzDecision::Allow {
-        identity: Arc::from(identity),
+        identity: identity.into(),
     };
     assert_eq!(decide(&tokens[0]), allow("tokens:tokens[0]".to_owned()));
     for (i, token) in tokens.iter().enumerate().skip(1) {
@@ -186,7 +186,7 @@ fn a_token_file_is_followed_through_in_place_writes_renames_and_symlink_swaps() 
     assert_eq!(
         shared::BearerTokenAuthorizer::authorize(running.auth.as_ref(), Credential::new("v4")),
         Ok(AuthzDecision::Allow {
-            identity: Arc::from("tokens:token_file")
+            identity: "tokens:token_file".into()
         })
     );
     assert_eq!(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bearer::{
-    AuthorizeError, AuthzDecision, DenyReason, TokenCell, TokenError, TokenSubscription,
+    AuthorizeError, AuthzDecision, DenyReason, Identity, TokenCell, TokenError, TokenSubscription,
 };
 pub use key_value::{CircuitBreaker, KvError};
 

@@ -33,14 +33,14 @@ impl otap_df_core::capability::shared::BearerTokenAuthorizer for AcceptsAnything
         credential: otap_df_core::secret::Credential<'_>,
     ) -> Result<otap_df_core::capability::AuthzDecision, otap_df_core::capability::AuthorizeError>
     {
-        use otap_df_core::capability::{AuthzDecision, DenyReason};
+        use otap_df_core::capability::{AuthzDecision, DenyReason, Identity};
         Ok(if credential.is_empty() {
             AuthzDecision::Deny {
                 reason: DenyReason::Missing,
             }
         } else {
             AuthzDecision::Allow {
-                identity: Arc::from("anyone"),
+                identity: Identity::from_static("anyone"),
             }
         })
     }

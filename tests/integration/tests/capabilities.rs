@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use otap_df_core::capability::{
-    AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId, DenyReason,
+    AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId, DenyReason, Identity,
     KeyValueStore, local, shared,
 };
 use otap_df_core::extension::{Capabilities, CapabilityError};
@@ -141,7 +141,7 @@ fn shared_only_extension_serves_a_local_consumer_through_the_adapter() {
     assert_eq!(
         authorizer.authorize(Credential::new("fixed-token")),
         Ok(AuthzDecision::Allow {
-            identity: Arc::from("fixed")
+            identity: Identity::from_static("fixed")
         })
     );
     assert_eq!(

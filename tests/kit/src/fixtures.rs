@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use otap_df_core::capability::{
     AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId,
-    DenyReason, KeyValueStore, TokenError, TokenSubscription, local, shared,
+    DenyReason, Identity, KeyValueStore, TokenError, TokenSubscription, local, shared,
 };
 use otap_df_core::config::ComponentKind;
 use otap_df_core::extension::{ExecutionModel, ExtensionFactory};
@@ -109,7 +109,7 @@ impl shared::BearerTokenAuthorizer for FixedToken {
             || (self.current_expired && credential.ct_eq(self.fresh().secret()))
         {
             AuthzDecision::Allow {
-                identity: Arc::from("fixed"),
+                identity: Identity::from_static("fixed"),
             }
         } else {
             AuthzDecision::Deny {
