@@ -73,7 +73,7 @@ impl AcceptedTokens {
 
 impl shared::BearerTokenAuthorizer for BearerAuth {
     /// Looks the candidate up among the accepted tokens by its keyed hash and confirms a match
-    /// in constant time ([`AcceptedTokens`]). An empty token is `Deny(missing)`.
+    /// in constant time (see `AcceptedTokens`). An empty token is `Deny(missing)`.
     fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
         if credential.is_empty() {
             self.counters.denied_missing.add(1);
