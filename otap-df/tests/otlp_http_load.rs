@@ -420,6 +420,75 @@ fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
     assert_eq!(named(&receiver, "accepted"), 1);
 }
 
+/// Reads one HTTP/1.1 answer (head and `Content-Length` body) from a keep-alive connection:
+/// its status line.
+fn read_answer(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = |what: &str| {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).expect(what);
+        assert_ne!(read, 0, "the connection was closed before {what}");
+        line
+    };
+    let status = line("a status line");
+    let mut length = 0;
+    loop {
+        let line = line("a header line");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("a length");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    status.trim_end().to_owned()
+}
+
+#[test]
+fn the_header_timer_spares_a_connection_whose_requests_keep_coming_or_wait_for_room() {
+    let port = free_port();
+    // A 200 ms header timeout; the sink holds each payload 400 ms and the queue one more, so
+    // the third and fourth requests wait for room longer than the header timeout, on a
+    // connection that lives four times as long.
+    let gateway = Running::listening_with(
+        &slow_gateway(port, ", header_read_timeout: 200ms", "400ms"),
+        port,
+        1,
+    );
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 2, "t", 1);
+    for request in 0..4 {
+        write!(
+            writer,
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            body.bytes().len()
+        )
+        .unwrap();
+        writer.write_all(body.bytes()).unwrap();
+        assert_eq!(
+            read_answer(&mut reader),
+            "HTTP/1.1 200 OK",
+            "request {request}"
+        );
+    }
+    // Then idle: closed, without an answer.
+    assert!(reader.buffer().is_empty());
+    assert_eq!(read_until_closed(reader.get_mut()), "");
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "accepted"), 4);
+    assert!(
+        named(&receiver, "admission.waited") >= 1,
+        "no request waited for room: {:?}",
+        receiver.named
+    );
+}
+
 #[test]
 fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
     let port = free_port();
