@@ -385,6 +385,13 @@ fn read_until_closed(stream: &mut TcpStream) -> String {
     }
 }
 
+/// The head of a keep-alive `POST /v1/logs` of a protobuf body of `length` bytes.
+fn logs_head(length: usize) -> String {
+    format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
 fn limited_gateway(port: u16, limits: &str) -> String {
     slow_gateway(port, limits, "1ms")
 }
@@ -406,12 +413,8 @@ fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
     // A keep-alive connection idle after a request goes the same way.
     let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 2, "t", 1);
-    write!(
-        idle,
-        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-        body.bytes().len()
-    )
-    .unwrap();
+    idle.write_all(logs_head(body.bytes().len()).as_bytes())
+        .unwrap();
     idle.write_all(body.bytes()).unwrap();
     let answer = read_until_closed(&mut idle);
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
@@ -463,12 +466,9 @@ fn the_header_timer_spares_a_connection_whose_requests_keep_coming_or_wait_for_r
     let mut reader = BufReader::new(stream);
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 2, "t", 1);
     for request in 0..4 {
-        write!(
-            writer,
-            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-            body.bytes().len()
-        )
-        .unwrap();
+        writer
+            .write_all(logs_head(body.bytes().len()).as_bytes())
+            .unwrap();
         writer.write_all(body.bytes()).unwrap();
         assert_eq!(
             read_answer(&mut reader),
@@ -524,10 +524,7 @@ fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
     let gateway = Running::listening_with(&limited_gateway(port, ", max_connections: 2"), port, 64);
     // Two connections, each proven served (so both are open on the receiver's side).
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 1, "t", 1);
-    let request = format!(
-        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-        body.bytes().len()
-    );
+    let request = logs_head(body.bytes().len());
     let mut open = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -562,10 +559,7 @@ fn bodies_being_read_are_held_to_max_body_bytes_in_flight() {
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 70, "t", 1);
     let bytes = body.bytes();
     assert!((2049..=3072).contains(&bytes.len()), "{}", bytes.len());
-    let head = format!(
-        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
-        bytes.len()
-    );
+    let head = logs_head(bytes.len());
     // A body of 3 KiB half sent: it holds 3 of the 4 KiB.
     let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
     slow.write_all(head.as_bytes()).unwrap();
