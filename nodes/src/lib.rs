@@ -7,16 +7,18 @@ pub mod generator;
 pub mod noop;
 pub mod otlp;
 pub mod otlp_http;
+pub mod payload_file;
 pub mod tls;
 
 pub use debug::{DEBUG, DebugConfig, Verbosity};
 pub use dedup::{DEDUP, DedupConfig};
-pub use file::{FILE, FileConfig, read_payloads};
+pub use file::{FILE, FileConfig};
 pub use generator::{GENERATOR, GeneratorConfig};
 pub use noop::NOOP;
 pub use otap_df_core::data::Signal;
 pub use otlp_http::exporter::{OTLP_HTTP_EXPORTER, OtlpHttpExporterConfig};
 pub use otlp_http::receiver::{OTLP_HTTP_RECEIVER, OtlpHttpReceiverConfig};
+pub use payload_file::read_payloads;
 
 use otap_df_core::registry::Registry;
 

@@ -388,7 +388,7 @@ fn every_generated_record_reaches_the_file_exporter_on_one_and_two_cores() {
         let mut records = 0;
         let mut batches = 0;
         for core in 0..cores {
-            let path = otap_df::nodes::file::core_path(&dir.join(format!("out-{cores}.bin")), core);
+            let path = otap_df::nodes::payload_file::core_path(&dir.join(format!("out-{cores}.bin")), core);
             for payload in otap_df::nodes::read_payloads(&path).expect("payload file") {
                 let shape = otap_df::nodes::otlp::shape(&payload).expect("valid OTLP");
                 assert_eq!(shape.records as u64, payload.records());
@@ -838,7 +838,7 @@ groups:
     let last = final_line(&lines);
     assert_eq!(counter(last, "dedup", "dropped"), Some(190), "{last}");
     let written: u64 = (0..2)
-        .map(|core| otap_df::nodes::file::core_path(&out, core))
+        .map(|core| otap_df::nodes::payload_file::core_path(&out, core))
         .filter(|path| path.exists())
         .flat_map(|path| otap_df::nodes::read_payloads(&path).expect("payload file"))
         .map(|payload| payload.records())

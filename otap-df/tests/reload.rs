@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use otap_df_tests::temp::TempDir;
-use support::binary::{RunningBinary, final_line, records_out};
+use support::binary::{RunningBinary, counter, final_line, records_out};
 use support::{free_port, get, post};
 
 /// A receiver on `otlp` guarded by an engine-level `bearer_auth` accepting `tokens`, into a
@@ -320,4 +320,103 @@ fn an_option_the_running_instance_cannot_take_gets_a_new_instance_while_clients_
     );
     assert_eq!(get(admin, "/readyz").status, 200);
     finish(run);
+}
+
+/// Two pipelines behind receivers on `files` and `dead`: one into `exporter:file` writing
+/// `out`, one into an exporter whose upstream refuses connections, dead-lettering into
+/// `dead_letters`; `version` goes into both receivers' config, so that each new value
+/// replaces both pipelines.
+fn write_payload_file_config(
+    path: &Path,
+    admin: u16,
+    (files, dead): (u16, u16),
+    (out, dead_letters): (&Path, &Path),
+    version: usize,
+) {
+    let closed = free_port();
+    let receiver = |port: u16| {
+        format!(
+            "{{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}', max_connections: {} }} }}",
+            100 + version
+        )
+    };
+    std::fs::write(
+        path,
+        format!(
+            "version: otap_df/v1
+engine:
+  admin: {{ listen: '127.0.0.1:{admin}' }}
+groups:
+  g:
+    pipelines:
+      files:
+        nodes:
+          in: {}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections: [ {{ from: in, to: out }} ]
+      dead:
+        nodes:
+          in: {}
+          up: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{closed}', retry: {{ enabled: false }}, dead_letter_file: '{}' }} }}
+        connections: [ {{ from: in, to: up }} ]
+",
+            receiver(files),
+            out.display(),
+            receiver(dead),
+            dead_letters.display(),
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn payload_files_read_back_exactly_whatever_reloads_replaced_their_writers() {
+    let dir = TempDir::new("reload-payload-files");
+    let config = dir.path("reload.yaml");
+    let (out, dead_letters) = (dir.path("out.bin"), dir.path("dead.bin"));
+    let (admin, files, dead) = (free_port(), free_port(), free_port());
+    let write = |version| {
+        write_payload_file_config(
+            &config,
+            admin,
+            (files, dead),
+            (&out, &dead_letters),
+            version,
+        );
+    };
+    write(0);
+    let run = RunningBinary::start(&config);
+    wait_ready(admin);
+    let replaced = serde_json::json!({
+        "result": "applied",
+        "replaced": ["pipeline `g/files`", "pipeline `g/dead`"]
+    });
+    // Versions that open both files before anything is written to them, then versions that
+    // each write some payloads while the previous one drains.
+    for version in 1..=3 {
+        write(version);
+        assert_eq!(reload(admin), (200, replaced.clone()), "reload {version}");
+    }
+    let logs = otap_df_nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, 5, "a", 1);
+    let headers = [("content-type", "application/x-protobuf")];
+    for version in 4..24 {
+        for port in [files, dead] {
+            let answer = post(port, "/v1/logs", &headers, logs.bytes().clone());
+            assert_eq!(answer.status, 200, "request before reload {version}");
+        }
+        write(version);
+        assert_eq!(reload(admin), (200, replaced.clone()), "reload {version}");
+    }
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "stderr: {lines:?}");
+    let last = final_line(&lines);
+    assert_eq!(records_out(last, "g/files/out"), Some(100), "{last}");
+    assert_eq!(counter(last, "g/dead/up", "dead_lettered"), Some(100), "{last}");
+    for file in [&out, &dead_letters] {
+        let payloads = otap_df::nodes::read_payloads(file)
+            .unwrap_or_else(|e| panic!("{} reads back: {e}", file.display()));
+        assert_eq!(payloads.len(), 20, "{}", file.display());
+        assert!(payloads.iter().all(|p| p.bytes() == logs.bytes()));
+    }
 }

@@ -52,7 +52,7 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 
 use super::{media_type, signal_path, status_message};
-use crate::file::{PayloadWriter, core_path};
+use crate::payload_file::{PayloadWriter, core_path};
 
 /// `config:` of `exporter:otlp_http`.
 #[derive(Debug, Clone, Deserialize)]
@@ -416,14 +416,12 @@ fn create(
         .as_ref()
         .map(|path| {
             let path = core_path(path, context.core);
-            PayloadWriter::open(&path)
-                .map(|writer| (path.clone(), writer))
-                .map_err(|e| {
-                    context.error(format!(
-                        "cannot open `dead_letter_file` `{}`: {e}",
-                        path.display()
-                    ))
-                })
+            PayloadWriter::open(&path).map_err(|e| {
+                context.error(format!(
+                    "cannot open `dead_letter_file` `{}`: {e}",
+                    path.display()
+                ))
+            })
         })
         .transpose()?;
     let counters = &context.counters;
@@ -440,7 +438,7 @@ fn create(
         provider,
         auth_name,
         auth: RefCell::new(None),
-        dead_letter: RefCell::new(dead_letter),
+        dead_letter,
         counters: counters.clone(),
         requests: counters.named("requests"),
         sent: counters.named("sent"),
@@ -486,7 +484,7 @@ struct Delivery {
     /// The last token sent and its rendered header value, so that a request costs one
     /// atomic read and no allocation for the header while the token does not change.
     auth: RefCell<Option<RenderedToken>>,
-    dead_letter: RefCell<Option<(PathBuf, PayloadWriter)>>,
+    dead_letter: Option<PayloadWriter>,
     counters: Arc<NodeCounters>,
     sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
@@ -731,14 +729,14 @@ impl Delivery {
     /// Counts, logs and (when configured) dead-letters a payload that was not delivered.
     fn undeliverable(&self, data: &OtlpPayload, reason: &str) {
         NodeCounters::add(&self.counters.records_failed, data.records());
-        let dead_lettered = match self.dead_letter.borrow_mut().as_mut() {
+        let dead_lettered = match &self.dead_letter {
             None => false,
-            Some((path, writer)) => match writer.write(data).and_then(|()| writer.flush()) {
+            Some(writer) => match writer.write(data) {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(
                         node = %self.node,
-                        file = %path.display(),
+                        file = %writer.path().display(),
                         error = %e,
                         "cannot write the dead-letter file"
                     );
