@@ -19,17 +19,19 @@ use otap_df_core::resolve::{load_with_env, resolve};
 static SOURCE: NodeFactory = NodeFactory::new(ComponentKind::Receiver, "source", "bench");
 static USER: NodeFactory = NodeFactory::new(ComponentKind::Processor, "user", "bench")
     .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)]);
+static SINK: NodeFactory = NodeFactory::new(ComponentKind::Exporter, "sink", "bench");
 
 fn registry() -> Registry {
     let mut registry = Registry::new();
     otap_df_core::register_builtins(&mut registry);
     registry.register_node(&SOURCE);
     registry.register_node(&USER);
+    registry.register_node(&SINK);
     registry.finish().expect("registry")
 }
 
 /// A pipeline of `nodes` processors, each bound to one of `extensions` memory stores, fed by
-/// one receiver.
+/// one receiver and feeding one exporter.
 fn config(nodes: usize, extensions: usize) -> String {
     let mut text = String::from(
         "version: otap_df/v1\ngroups:\n  g:\n    pipelines:\n      p:\n        extensions:\n",
@@ -39,7 +41,9 @@ fn config(nodes: usize, extensions: usize) -> String {
             "          kv{e}: {{ type: extension:memory_kv, config: {{ max_entries: 1000 }} }}\n"
         ));
     }
-    text.push_str("        nodes:\n          src: { type: receiver:source }\n");
+    text.push_str(
+        "        nodes:\n          src: { type: receiver:source }\n          sink: { type: exporter:sink }\n",
+    );
     for n in 0..nodes {
         text.push_str(&format!(
             "          n{n}: {{ type: processor:user, capabilities: {{ key_value_store: kv{} }} }}\n",
@@ -49,6 +53,7 @@ fn config(nodes: usize, extensions: usize) -> String {
     text.push_str("        connections:\n");
     for n in 0..nodes {
         text.push_str(&format!("          - {{ from: src, to: n{n} }}\n"));
+        text.push_str(&format!("          - {{ from: n{n}, to: sink }}\n"));
     }
     text
 }

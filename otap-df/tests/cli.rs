@@ -388,7 +388,10 @@ fn every_generated_record_reaches_the_file_exporter_on_one_and_two_cores() {
         let mut records = 0;
         let mut batches = 0;
         for core in 0..cores {
-            let path = otap_df::nodes::payload_file::core_path(&dir.join(format!("out-{cores}.bin")), core);
+            let path = otap_df::nodes::payload_file::core_path(
+                &dir.join(format!("out-{cores}.bin")),
+                core,
+            );
             for payload in otap_df::nodes::read_payloads(&path).expect("payload file") {
                 let shape = otap_df::nodes::otlp::shape(&payload).expect("valid OTLP");
                 assert_eq!(shape.records as u64, payload.records());
@@ -518,7 +521,7 @@ groups:
 }
 
 #[test]
-fn a_file_exporter_on_a_full_disk_counts_nothing_as_written() {
+fn a_file_exporter_on_a_full_disk_fails_the_start_naming_the_file_before_taking_anything() {
     let temp = TempDir::new("full");
     let dir = temp.dir();
     let config = dir.join("full.yaml");
@@ -540,12 +543,15 @@ groups:
     let output = otap_df(&["run", config.to_str().expect("utf-8 path")]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot write `/dev/full`"), "{stderr}");
-    let last = stderr
-        .lines()
-        .find(|line| line.starts_with("final: "))
-        .unwrap_or_else(|| panic!("no final line: {stderr}"));
-    assert_eq!(records_out(last, "out"), Some(0), "{last}");
+    // The payload file's header is written when the file is opened: a disk that cannot take
+    // it fails the pipeline's start, before the generator emits anything.
+    assert!(
+        stderr.contains(
+            "node `out` failed: cannot open `/dev/full`: No space left on device (os error 28)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("gen in="), "nothing ran: {stderr}");
 }
 
 /// One OTLP/HTTP request of `records` log records to `port`, answered; its status.
@@ -630,7 +636,8 @@ fn at_shutdown_an_exporter_mid_retry_dead_letters_everything_acknowledged() {
     assert_eq!(code, Some(0), "stderr: {lines:?}");
     let last = final_line(&lines);
     assert_eq!(counter(last, "otlp_in", "accepted"), Some(30), "{last}");
-    assert_eq!(counter(last, "otlp_out", "sent"), None, "{last}");
+    // `out` of the exporter is what its upstream accepted: nothing.
+    assert_eq!(records_out(last, "otlp_out"), Some(0), "{last}");
     assert_eq!(
         counter(last, "otlp_out", "dead_lettered"),
         Some(300),

@@ -248,6 +248,43 @@ fn a_changed_pipeline_is_replaced_while_clients_keep_sending_and_the_old_one_dra
 }
 
 #[test]
+fn a_reload_to_a_configuration_without_a_pipeline_is_refused_and_everything_keeps_running() {
+    let Setup {
+        _dir,
+        config,
+        admin,
+        otlp,
+        run,
+    } = start("reload-empty");
+    std::fs::write(
+        &config,
+        format!("version: otap_df/v1\nengine:\n  admin: {{ listen: '127.0.0.1:{admin}' }}\ngroups: {{}}\n"),
+    )
+    .unwrap();
+    let (status, answer) = reload(admin);
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["result"], "invalid");
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{answer}");
+    assert!(
+        errors[1].as_str().unwrap().ends_with(
+            ":4:1: at `groups`: the configuration has no pipeline, so the engine would have \
+             nothing to run; add one under `groups.<group>.pipelines` (to stop a running \
+             engine, send it SIGTERM)"
+        ),
+        "{answer}"
+    );
+    // The running pipeline still serves, and the engine can still be reloaded.
+    assert_eq!(send(otlp, "old-token"), 200);
+    write_config(&config, admin, otlp, "old-token", "Authorization");
+    assert_eq!(
+        reload(admin),
+        (200, serde_json::json!({ "result": "unchanged" }))
+    );
+    finish(run);
+}
+
+#[test]
 fn a_change_that_needs_a_restart_is_refused_as_a_whole_with_its_reasons() {
     let Setup {
         _dir,
@@ -412,7 +449,11 @@ fn payload_files_read_back_exactly_whatever_reloads_replaced_their_writers() {
     assert_eq!(code, Some(0), "stderr: {lines:?}");
     let last = final_line(&lines);
     assert_eq!(records_out(last, "g/files/out"), Some(100), "{last}");
-    assert_eq!(counter(last, "g/dead/up", "dead_lettered"), Some(100), "{last}");
+    assert_eq!(
+        counter(last, "g/dead/up", "dead_lettered"),
+        Some(100),
+        "{last}"
+    );
     for file in [&out, &dead_letters] {
         let payloads = otap_df::nodes::read_payloads(file)
             .unwrap_or_else(|e| panic!("{} reads back: {e}", file.display()));

@@ -9,6 +9,9 @@
 //! freshest token. What cannot be delivered is counted, logged, and written to
 //! `dead_letter_file` when one is set: never dropped silently.
 //!
+//! Its `out` counts the records the upstream accepted (a `2xx`), when it accepts them
+//! ([`NodeFactory::counts_delivered`]): `in - out - failed` is what its requests still hold.
+//!
 //! Up to `max_in_flight` requests are outstanding per core, over a pool of keep-alive
 //! connections; each has its own retry schedule, so a request that waits to be retried never
 //! holds up the others, and a gateway moves at `max_in_flight` upstream round trips at a time
@@ -366,6 +369,7 @@ pub static OTLP_HTTP_EXPORTER: NodeFactory =
             CapabilityId::BearerTokenProvider,
         )])
         .validate_config(|config| OtlpHttpExporterConfig::decode(config).map(drop))
+        .counts_delivered()
         .create(create);
 
 fn create(
@@ -441,7 +445,6 @@ fn create(
         dead_letter,
         counters: counters.clone(),
         requests: counters.named("requests"),
-        sent: counters.named("sent"),
         retried: counters.named("retried"),
         refreshed: counters.named("token_refreshed"),
         dead_lettered: counters.named("dead_lettered"),
@@ -486,7 +489,6 @@ struct Delivery {
     auth: RefCell<Option<RenderedToken>>,
     dead_letter: Option<PayloadWriter>,
     counters: Arc<NodeCounters>,
-    sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
     retried: Arc<AtomicU64>,
     refreshed: Arc<AtomicU64>,
@@ -908,7 +910,7 @@ impl Delivery {
             };
             let (reason, retry_after) = match attempt {
                 Attempt::Delivered => {
-                    self.sent.fetch_add(data.records(), Ordering::Relaxed);
+                    NodeCounters::add(&self.counters.records_out, data.records());
                     return;
                 }
                 // One more attempt with the freshest token, at once.

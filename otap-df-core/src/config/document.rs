@@ -107,6 +107,7 @@ impl Walker<'_> {
         let mut engine = EngineConfig::default();
         let mut extensions = ScopeExtensions::default();
         let mut groups = Vec::new();
+        let mut groups_path = None;
         let Some(map) = self.mapping(root, &path, "a mapping with `version` and `groups`") else {
             return (engine, extensions, groups);
         };
@@ -150,8 +151,28 @@ impl Walker<'_> {
                         engine = parsed;
                     }
                 }
-                _ => groups = self.groups(value, &path),
+                _ => {
+                    groups = self.groups(value, &path);
+                    groups_path = Some(path);
+                }
             }
+        }
+        // An engine without a pipeline has nothing to run, and a reload to it would stop
+        // everything that runs. Said only of an otherwise right document: one being written
+        // gets its other errors first.
+        if let Some(path) = groups_path
+            && self.errors.is_empty()
+            && groups.iter().all(|g| g.pipelines.is_empty())
+        {
+            self.error(
+                &path,
+                ConfigErrorKind::InvalidValue {
+                    message: "the configuration has no pipeline, so the engine would have \
+                              nothing to run; add one under `groups.<group>.pipelines` (to stop \
+                              a running engine, send it SIGTERM)"
+                        .to_owned(),
+                },
+            );
         }
         (engine, extensions, groups)
     }

@@ -191,9 +191,34 @@ pub enum ConfigErrorKind {
         /// Why it is invalid.
         reason: String,
     },
+    /// A receiver or processor from which no connection leads to an exporter: what it takes
+    /// could not be delivered.
+    #[error(
+        "{kind} `{node}` reaches no exporter, so nothing it takes could be delivered; {}",
+        reach_hint(.node, .exporters)
+    )]
+    NoExporterReached {
+        /// The node.
+        node: String,
+        /// Its kind.
+        kind: ComponentKind,
+        /// The pipeline's exporters.
+        exporters: Vec<String>,
+    },
     /// A capability binding that cannot be resolved.
     #[error(transparent)]
     Binding(#[from] BindingError),
+}
+
+fn reach_hint(node: &str, exporters: &[String]) -> String {
+    match exporters.first() {
+        None => "the pipeline has no exporter: add one and connect it".to_owned(),
+        Some(exporter) => format!(
+            "connect it, for example `connections: [{{ from: {node}, to: {exporter} }}]` \
+             (exporters of this pipeline: {})",
+            one_of(exporters)
+        ),
+    }
 }
 
 /// Every error found in one configuration, in document order, with the source's name.

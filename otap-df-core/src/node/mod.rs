@@ -61,6 +61,7 @@ pub struct NodeFactory {
     accepts: &'static [CapabilityRequirement],
     validate_config: ConfigValidator,
     listens: Option<ListenAddresses>,
+    counts_delivered: bool,
     create: Option<NodeConstructor>,
 }
 
@@ -86,6 +87,7 @@ impl NodeFactory {
             accepts: &[],
             validate_config: accept_any_config,
             listens: None,
+            counts_delivered: false,
             create: None,
         }
     }
@@ -125,6 +127,23 @@ impl NodeFactory {
     pub const fn listens(mut self, addresses: ListenAddresses) -> Self {
         self.listens = Some(addresses);
         self
+    }
+
+    /// Declares an exporter that delivers after [`export`](super::LocalExporter::export)
+    /// returns (it keeps requests in flight, with retries): it counts
+    /// [`records_out`](super::NodeCounters::records_out) itself, when its records are
+    /// delivered, and the engine counts only what comes in. Without it, the engine counts a
+    /// payload `out` once `export` returns `Ok`. Either way `out` means delivered, and
+    /// `in - out - failed` is what the exporter still holds.
+    #[must_use]
+    pub const fn counts_delivered(mut self) -> Self {
+        self.counts_delivered = true;
+        self
+    }
+
+    /// Whether the node counts `records_out` itself ([`counts_delivered`](Self::counts_delivered)).
+    pub fn counts_own_output(&self) -> bool {
+        self.counts_delivered
     }
 
     /// Sets the constructor the engine runs the node with. A type without one can be

@@ -130,6 +130,16 @@ impl PipelineResolver<'_> {
         warnings.extend(unbound.into_iter().map(|e| unbound_warning(e, self.source)));
 
         let edges = self.connections(&broken);
+        // Where data can go is checked in a pipeline that is otherwise right: a node or
+        // connection already reported as wrong leaves the graph unreliable, and a pipeline
+        // being written gets its other errors first.
+        let sound = !self
+            .errors
+            .iter()
+            .any(|e| e.path.starts_with(&pipeline.path));
+        if sound && pipeline.invalid_node_ids.is_empty() {
+            self.reach(&edges, warnings);
+        }
         PipelinePlan {
             group: pipeline.group.clone(),
             name: pipeline.name.clone(),
@@ -319,6 +329,74 @@ impl PipelineResolver<'_> {
             }
         }
         bound
+    }
+
+    /// Every receiver and processor must reach an exporter (an error: what it takes could
+    /// not be delivered); every processor and exporter should be reached from a receiver (a
+    /// warning: it never gets data).
+    fn reach(&mut self, edges: &[(String, String)], warnings: &mut Vec<ConfigWarning>) {
+        let pipeline = self.pipeline;
+        let kind_of = |id: &str| {
+            pipeline
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.urn.kind)
+        };
+        let mut downstream: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut upstream: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (from, to) in edges {
+            downstream.entry(from).or_default().push(to);
+            upstream.entry(to).or_default().push(from);
+        }
+        // Every node reachable from `start` along `next`.
+        let closure = |start: Vec<&'_ str>, next: &HashMap<&str, Vec<&str>>| -> HashSet<String> {
+            let mut seen: HashSet<String> = start.iter().map(|s| (*s).to_owned()).collect();
+            let mut queue = start;
+            while let Some(node) = queue.pop() {
+                for &neighbour in next.get(node).into_iter().flatten() {
+                    if seen.insert(neighbour.to_owned()) {
+                        queue.push(neighbour);
+                    }
+                }
+            }
+            seen
+        };
+        let of_kind = |kind: ComponentKind| -> Vec<&str> {
+            pipeline
+                .nodes
+                .iter()
+                .filter(|n| n.urn.kind == kind)
+                .map(|n| n.id.as_str())
+                .collect()
+        };
+        let exporters = of_kind(ComponentKind::Exporter);
+        let delivering = closure(exporters.clone(), &upstream);
+        let fed = closure(of_kind(ComponentKind::Receiver), &downstream);
+        for decl in &pipeline.nodes {
+            let Some(kind) = kind_of(&decl.id) else {
+                continue;
+            };
+            if kind != ComponentKind::Exporter && !delivering.contains(&decl.id) {
+                self.error(
+                    &decl.path,
+                    ConfigErrorKind::NoExporterReached {
+                        node: decl.id.clone(),
+                        kind,
+                        exporters: exporters.iter().map(|e| (*e).to_owned()).collect(),
+                    },
+                );
+            } else if kind != ComponentKind::Receiver && !fed.contains(&decl.id) {
+                warnings.push(ConfigWarning {
+                    location: self.source.positions.locate(&decl.path),
+                    path: decl.path.clone(),
+                    kind: super::plan::WarningKind::NoInput {
+                        node: decl.id.clone(),
+                        kind,
+                    },
+                });
+            }
+        }
     }
 
     fn connections(&mut self, broken: &BTreeSet<&str>) -> Vec<(String, String)> {

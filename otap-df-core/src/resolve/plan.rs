@@ -31,6 +31,16 @@ pub enum WarningKind {
         /// The extension id.
         extension: String,
     },
+    /// A processor or exporter that no receiver feeds: it never gets data.
+    #[error(
+        "{kind} `{node}` has no input from any receiver, so it never gets data; connect it or remove it"
+    )]
+    NoInput {
+        /// The node.
+        node: String,
+        /// Its kind.
+        kind: crate::config::ComponentKind,
+    },
     /// An extension has the id of one in an enclosing scope: within its scope, bindings to
     /// that id reach it, not the outer one.
     #[error(

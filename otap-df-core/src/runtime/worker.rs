@@ -588,8 +588,13 @@ impl CoreWorker {
                 }
                 NodeInstance::Exporter(exporter) => {
                     others.push(control_tx);
+                    let counts_own_output = plan
+                        .nodes
+                        .iter()
+                        .any(|node| node.id == id && node.factory.counts_own_output());
                     tasks.set.spawn_local(async move {
-                        drive_exporter(exporter, input, control_rx, counters).await
+                        drive_exporter(exporter, input, control_rx, counters, counts_own_output)
+                            .await
                     })
                 }
             };
@@ -726,11 +731,14 @@ fn next_payload(
     tokio::task::coop::unconstrained(input.recv())
 }
 
+/// Runs an exporter; `counts_own_output`: it counts `records_out` itself, on delivery
+/// ([`NodeFactory::counts_delivered`](crate::node::NodeFactory::counts_delivered)).
 async fn drive_exporter(
     mut exporter: Box<dyn crate::node::LocalExporter>,
     input: Option<mpsc::Receiver<crate::data::OtlpPayload>>,
     mut control: mpsc::Receiver<ControlMessage>,
     counters: Arc<NodeCounters>,
+    counts_own_output: bool,
 ) -> Result<(), NodeError> {
     let Some(mut input) = input else {
         return exporter.finish().await;
@@ -748,6 +756,7 @@ async fn drive_exporter(
                     let records = data.records();
                     NodeCounters::add(&counters.records_in, records);
                     match exporter.export(data).await {
+                        Ok(()) if counts_own_output => {}
                         Ok(()) => NodeCounters::add(&counters.records_out, records),
                         Err(error) => {
                             NodeCounters::add(&counters.records_failed, records);
@@ -810,6 +819,7 @@ mod tests {
             Some(queue),
             control,
             Arc::new(NodeCounters::default()),
+            false,
         ));
         let seen = local.spawn_local({
             let exported = exported.clone();
@@ -818,5 +828,46 @@ mod tests {
         let after_first_turn = local.block_on(&runtime, seen).expect("check ran");
         assert_eq!(after_first_turn, QUEUED);
         drop(input);
+    }
+
+    /// An exporter that delivers after `export` returns counts `out` itself; the engine
+    /// counts only what came in. Another gets `out` counted by the engine.
+    #[test]
+    fn the_engine_counts_out_only_for_an_exporter_that_does_not_count_its_deliveries() {
+        for (counts_own_output, out) in [(false, 5), (true, 0)] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let (input, queue) = mpsc::channel(8);
+            for _ in 0..5 {
+                input
+                    .try_send(OtlpPayload::new(
+                        Signal::Logs,
+                        Encoding::Protobuf,
+                        1,
+                        &b""[..],
+                    ))
+                    .expect("room");
+            }
+            drop(input);
+            let (_control, control) = mpsc::channel(1);
+            let counters = Arc::new(NodeCounters::default());
+            let exporter = Box::new(Counting(Rc::new(Cell::new(0))));
+            let local = LocalSet::new();
+            local
+                .block_on(
+                    &runtime,
+                    drive_exporter(
+                        exporter,
+                        Some(queue),
+                        control,
+                        counters.clone(),
+                        counts_own_output,
+                    ),
+                )
+                .expect("the exporter ends when its input closes");
+            let counted = counters.snapshot();
+            assert_eq!((counted.records_in, counted.records_out), (5, out));
+        }
     }
 }

@@ -19,7 +19,20 @@ use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::secret::Credential;
 use otap_df_tests::fixtures;
 
+/// A pipeline of `nodes` (one `id: {...}` per line), each connected so that data can flow
+/// through it: from a receiver `src` into every processor and exporter, and from every
+/// receiver and processor into an exporter `sink` (both declared after `nodes`).
 fn resolve(nodes: &str) -> ResolvedConfig {
+    let mut connections = String::new();
+    for line in nodes.lines() {
+        let (id, rest) = line.trim().split_once(':').expect("`id: {...}`");
+        if !rest.contains("type: receiver:") {
+            connections.push_str(&format!("          - {{ from: src, to: {id} }}\n"));
+        }
+        if !rest.contains("type: exporter:") {
+            connections.push_str(&format!("          - {{ from: {id}, to: sink }}\n"));
+        }
+    }
     let text = format!(
         "version: otap_df/v1
 groups:
@@ -32,7 +45,10 @@ groups:
           local_store: {{ type: extension:local_kv }}
           token: {{ type: extension:fixed_token }}
         nodes:
-{nodes}"
+{nodes}          src: {{ type: receiver:probe }}
+          sink: {{ type: exporter:probe, config: {{ path: x }} }}
+        connections:
+{connections}"
     );
     load_with_env(&text, "test.yaml", &fixtures::registry(), &|_| None)
         .expect("valid configuration")

@@ -44,6 +44,9 @@ const NO_LOCAL: &[otap_df_core::extension::LocalProvisions] = &[];
 
 const P: &str = "groups.g.pipelines.p";
 
+/// A receiver `in` into an exporter `out` (after the nodes a test adds above it).
+const FLOW: &str = "          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: in, to: out }\n";
+
 #[test]
 fn valid_configuration_loads_with_its_plan() {
     let resolved = load(&pipeline(
@@ -103,8 +106,23 @@ fn a_pipeline_without_nodes_is_refused_where_its_nodes_are() {
 
 #[test]
 fn a_byte_order_mark_is_accepted() {
-    let resolved = load("\u{feff}version: otap_df/v1\ngroups: {}\n").expect("valid with a BOM");
-    assert!(resolved.pipelines.is_empty());
+    let resolved = load(&format!(
+        "\u{feff}{}",
+        pipeline(&format!("        nodes:\n{FLOW}"))
+    ))
+    .expect("valid with a BOM");
+    assert_eq!(resolved.pipelines.len(), 1);
+}
+
+#[test]
+fn a_configuration_without_a_pipeline_is_refused_at_its_groups() {
+    let (path, line, kind) = single("version: otap_df/v1\ngroups:\n  g: { pipelines: {} }\n");
+    assert_eq!((path.as_str(), line), ("groups", 2));
+    assert_eq!(
+        kind.to_string(),
+        "the configuration has no pipeline, so the engine would have nothing to run; add one \
+         under `groups.<group>.pipelines` (to stop a running engine, send it SIGTERM)"
+    );
 }
 
 #[test]
@@ -483,7 +501,7 @@ fn unset_environment_variable_is_named_and_located() {
 #[test]
 fn environment_variable_substitutes_a_typed_value() {
     let resolved = load(&pipeline(
-        "        extensions:\n          s: { type: extension:memory_kv, config: { max_entries: '${env:SET}' } }\n        nodes:\n          d: { type: processor:local_kv_user, capabilities: { key_value_store: s } }\n",
+        "        extensions:\n          s: { type: extension:memory_kv, config: { max_entries: '${env:SET}' } }\n        nodes:\n          d: { type: processor:local_kv_user, capabilities: { key_value_store: s } }\n          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: in, to: d }\n          - { from: d, to: out }\n",
     ))
     .expect("SET=4 is a number");
     assert_eq!(
@@ -524,6 +542,82 @@ fn connections_against_the_data_flow_are_rejected() {
         ]
     );
     assert_eq!(errors[0].location.map(|l| l.line), Some(10));
+}
+
+#[test]
+fn a_receiver_that_reaches_no_exporter_is_refused_where_it_is_declared() {
+    let (path, line, kind) = single(&pipeline(
+        "        nodes:\n          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n",
+    ));
+    assert_eq!((path.as_str(), line), (format!("{P}.nodes.in").as_str(), 7));
+    assert_eq!(
+        kind,
+        ConfigErrorKind::NoExporterReached {
+            node: "in".into(),
+            kind: ComponentKind::Receiver,
+            exporters: vec!["out".into()],
+        }
+    );
+    assert_eq!(
+        kind.to_string(),
+        "receiver `in` reaches no exporter, so nothing it takes could be delivered; connect it, \
+         for example `connections: [{ from: in, to: out }]` (exporters of this pipeline: `out`)"
+    );
+}
+
+#[test]
+fn a_pipeline_without_an_exporter_says_to_add_one() {
+    let (path, _, kind) = single(&pipeline(
+        "        nodes:\n          in: { type: receiver:probe }\n",
+    ));
+    assert_eq!(path, format!("{P}.nodes.in"));
+    assert_eq!(
+        kind.to_string(),
+        "receiver `in` reaches no exporter, so nothing it takes could be delivered; the \
+         pipeline has no exporter: add one and connect it"
+    );
+}
+
+#[test]
+fn a_node_that_no_receiver_feeds_is_a_warning_and_the_pipeline_loads() {
+    let resolved = load(&pipeline(
+        "        nodes:\n          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n          spare: { type: exporter:probe, config: { path: y } }\n        connections:\n          - { from: in, to: out }\n",
+    ))
+    .expect("valid");
+    let warnings: Vec<(String, Option<usize>, WarningKind)> = resolved
+        .warnings
+        .iter()
+        .map(|w| {
+            (
+                w.path.to_string(),
+                w.location.map(|l| l.line),
+                w.kind.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![(
+            format!("{P}.nodes.spare"),
+            Some(9),
+            WarningKind::NoInput {
+                node: "spare".into(),
+                kind: ComponentKind::Exporter
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_graph_with_a_wrong_connection_gets_only_that_error() {
+    let errors = errors(&pipeline(
+        "        nodes:\n          in: { type: receiver:probe }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: in, to: otu }\n",
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(matches!(
+        errors[0].kind,
+        ConfigErrorKind::UnknownNode { .. }
+    ));
 }
 
 fn binding_error(body: &str) -> (String, usize, BindingError) {
@@ -686,10 +780,7 @@ fn missing_required_capability_lists_candidates() {
 
 #[test]
 fn unbound_extension_is_reported_and_left_out_of_the_plan() {
-    let resolved = load(&pipeline(&format!(
-        "{STORE}          in: {{ type: receiver:probe }}\n"
-    )))
-    .expect("valid");
+    let resolved = load(&pipeline(&format!("{STORE}{FLOW}"))).expect("valid");
     assert!(resolved.pipelines[0].extensions.is_empty());
     assert_eq!(resolved.warnings.len(), 1);
     assert_eq!(
@@ -773,7 +864,7 @@ fn secrets_never_appear_in_error_output() {
 #[test]
 fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
     let text = pipeline(
-        "        extensions:\n          t: { type: extension:fixed_token, config: { token: 987654321 } }\n        nodes:\n          in: { type: receiver:probe, capabilities: { bearer_token_authorizer: t } }\n",
+        "        extensions:\n          t: { type: extension:fixed_token, config: { token: 987654321 } }\n        nodes:\n          in: { type: receiver:probe, capabilities: { bearer_token_authorizer: t } }\n          out: { type: exporter:probe, config: { path: x } }\n        connections:\n          - { from: in, to: out }\n",
     );
     let resolved = load(&text).expect("a numeric token is a token");
     let plan = &resolved.pipelines[0];
