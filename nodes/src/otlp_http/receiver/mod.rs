@@ -1,0 +1,238 @@
+//! `receiver:otlp_http`: the OTLP/HTTP server side.
+//!
+//! `POST /v1/logs`, `/v1/metrics`, `/v1/traces` with `application/x-protobuf` or
+//! `application/json` bodies, optionally gzip-compressed. A request is answered `200` only
+//! once its payload is in the pipeline's queue. With a `bearer_token_authorizer` bound, every
+//! request needs an accepted token (`401` otherwise), and an authorizer that cannot decide
+//! refuses the request (`503`): it fails closed.
+//!
+//! **Admission before work.** A request is checked in the order of what each check costs:
+//! path, method, credential, headers; then it takes room in the pipeline's queue, waiting up
+//! to `admission_timeout` while the queue is full — backpressure through the open request, as
+//! the OpenTelemetry Collector's receivers apply it — and only with that room held is its body
+//! read, decompressed and counted. A request that still finds no room is answered `429` (and
+//! one that arrives while the pipeline stops `503`), with `Retry-After`, before its body is
+//! read: refusing costs almost nothing, so an overloaded receiver keeps its core for the
+//! requests it accepts. Protobuf bodies are counted by walking the wire format in place
+//! ([`crate::otlp::wire`]), never decoded into owned structures.
+//!
+//! One instance per core. The address is bound once, by the first core, without
+//! `SO_REUSEPORT`, and every core accepts from that one socket: a second process (or a
+//! second receiver of the same configuration) on the same address fails to start with
+//! "address in use", whatever `cores` is.
+
+mod config;
+mod connection;
+mod handler;
+mod listener;
+
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use otap_df_core::capability::{BearerTokenAuthorizer, CapabilityId};
+use otap_df_core::config::{ComponentConfig, ComponentKind};
+use otap_df_core::extension::Capabilities;
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::node::{
+    ControlMessage, LocalReceiver, NodeContext, NodeError, NodeInstance, ReceiverContext,
+    ShutdownSignal,
+};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use config::{OtlpHttpReceiverConfig, ServerTls};
+use connection::{Exchange, serve};
+use handler::{Authorization, Counters, Handler, bump};
+use listener::{AcceptErrors, bind, listen};
+
+/// `receiver:otlp_http`.
+pub static OTLP_HTTP_RECEIVER: NodeFactory =
+    NodeFactory::new(ComponentKind::Receiver, "otlp_http", env!("CARGO_PKG_NAME"))
+        .description("OTLP/HTTP server (protobuf, JSON, gzip), optionally behind bearer tokens")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenAuthorizer,
+        )])
+        .validate_config(|config| OtlpHttpReceiverConfig::decode(config).map(drop))
+        .listens(|config| {
+            let decoded: OtlpHttpReceiverConfig = config.decode().ok()?;
+            Some(vec![("listen", decoded.listen)])
+        })
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let config = OtlpHttpReceiverConfig::decode(config)?;
+    let authorizer = capabilities
+        .optional_local::<BearerTokenAuthorizer>()?
+        .map(|authorizer| Authorization::of(context, authorizer))
+        .transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::server_config(tls.cert_file.as_path(), tls.key_file.as_path()))
+        .transpose()
+        .map_err(|message| context.error(message))?
+        .map(|config| TlsAcceptor::from(Arc::new(config)));
+    // Bound now, once for all cores, so that an address in use fails the start, naming the
+    // node; each core accepts on its own handle of the one socket.
+    let socket = context
+        .shared
+        .get_or_try_init(|| bind(config.listen))
+        .and_then(|listener| listener.try_clone())
+        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
+        node: context.node_id.clone(),
+        socket,
+        tls,
+        config,
+        authorizer,
+        counters: Counters::new(&context.counters),
+        shutdown: context.shutdown.clone(),
+    })))
+}
+
+struct OtlpHttpReceiver {
+    node: String,
+    socket: socket2::Socket,
+    tls: Option<TlsAcceptor>,
+    config: OtlpHttpReceiverConfig,
+    authorizer: Option<Authorization>,
+    counters: Counters,
+    shutdown: ShutdownSignal,
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalReceiver for OtlpHttpReceiver {
+    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+        let Self {
+            node,
+            socket,
+            tls,
+            config,
+            authorizer,
+            counters,
+            shutdown,
+        } = *self;
+        let error = |message: String| NodeError::Failed {
+            node: node.clone(),
+            message,
+        };
+        let listener = listen(socket)
+            .map_err(|e| error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+        tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
+        let handler = Rc::new(Handler {
+            outputs: context.outputs,
+            shutdown: shutdown.clone(),
+            admission_timeout: config.admission_timeout,
+            body_read_timeout: config.body_read_timeout,
+            body_budget: tokio::sync::Semaphore::new(
+                config.max_body_bytes_in_flight.div_ceil(1024),
+            ),
+            authorizer,
+            max_body_size: config.max_body_size,
+            retry_after: HeaderValue::from(config.retry_after.as_secs()),
+            counters,
+        });
+        let (drain, draining) = tokio::sync::watch::channel(false);
+        let mut connections = JoinSet::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // The header timeout is the connection's own ([`serve`]): hyper's allocates a timer
+        // and enters it in the core's timer wheel for every request's head.
+        http.header_read_timeout(None);
+        let mut accept_errors = AcceptErrors::default();
+        let deadline = loop {
+            tokio::select! {
+                message = context.control.recv() => {
+                    if let ControlMessage::Shutdown { deadline } = message {
+                        break deadline;
+                    }
+                }
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            // Out of file descriptors and the like: the listener stays, and
+                            // the loop backs off instead of spinning on the same error.
+                            bump(&handler.counters.accept_errors);
+                            let pause = accept_errors.failed(&node, &error);
+                            tokio::select! {
+                                message = context.control.recv() => {
+                                    if let ControlMessage::Shutdown { deadline } = message {
+                                        break deadline;
+                                    }
+                                }
+                                () = tokio::time::sleep(pause) => {}
+                            }
+                            continue;
+                        }
+                    };
+                    accept_errors.succeeded();
+                    if connections.len() >= config.max_connections {
+                        // Closed at once: the client learns now, rather than waiting in a
+                        // backlog, and the core's memory stays bounded.
+                        bump(&handler.counters.connections_rejected);
+                        drop(stream);
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let handler = handler.clone();
+                    let draining = draining.clone();
+                    let tls = tls.clone();
+                    let http = http.clone();
+                    let header_read_timeout = config.header_read_timeout;
+                    connections.spawn_local(async move {
+                        let exchange = Rc::new(Exchange::default());
+                        let service = service_fn({
+                            let exchange = exchange.clone();
+                            move |request| {
+                                exchange.started();
+                                let handler = handler.clone();
+                                let exchange = exchange.clone();
+                                async move {
+                                    let response = handler.handle(request).await;
+                                    exchange.answered();
+                                    Ok::<_, Infallible>(response)
+                                }
+                            }
+                        });
+                        match tls {
+                            None => serve(http.serve_connection(TokioIo::new(stream), service), draining, &exchange, header_read_timeout).await,
+                            Some(tls) => {
+                                if let Ok(Ok(stream)) = tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
+                                    serve(http.serve_connection(TokioIo::new(stream), service), draining, &exchange, header_read_timeout).await;
+                                }
+                            }
+                        }
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        // No new connections; requests waiting for room are refused (503), requests in
+        // flight finish (and are answered) until the deadline, then their connections are
+        // closed.
+        drop(listener);
+        // Clients get until shortly before the deadline, so that what they hand over can
+        // still be passed on (or accounted for) downstream in time.
+        let until = shutdown
+            .requested()
+            .map_or(deadline, |request| request.stop_waiting_at.min(deadline));
+        let _ = drain.send(true);
+        let drained = tokio::time::timeout_at(until.into(), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
