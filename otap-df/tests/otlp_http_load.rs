@@ -8,7 +8,9 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
 mod support;
-use support::{Answer, Running, free_port, named, post, run_to_end};
+use support::{
+    Answer, Running, free_port, logs_head, named, post, read_answer, read_until_closed, run_to_end,
+};
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -368,30 +370,6 @@ fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
     assert_eq!(exporter.counts.records_failed, 0);
 }
 
-/// Reads from `stream` until the server closes it; what it sent first. Bounded by a 10 s
-/// read timeout: a server that keeps the connection open fails the test.
-fn read_until_closed(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut answer = Vec::new();
-    match stream.read_to_end(&mut answer) {
-        Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
-        // A reset after the answer is a close too.
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-            String::from_utf8_lossy(&answer).into_owned()
-        }
-        Err(e) => panic!("the connection stayed open ({e}); read so far: {answer:?}"),
-    }
-}
-
-/// The head of a keep-alive `POST /v1/logs` of a protobuf body of `length` bytes.
-fn logs_head(length: usize) -> String {
-    format!(
-        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {length}\r\n\r\n"
-    )
-}
-
 fn limited_gateway(port: u16, limits: &str) -> String {
     slow_gateway(port, limits, "1ms")
 }
@@ -423,33 +401,6 @@ fn a_client_that_sends_half_a_header_or_nothing_is_disconnected() {
     assert_eq!(named(&receiver, "accepted"), 1);
 }
 
-/// Reads one HTTP/1.1 answer (head and `Content-Length` body) from a keep-alive connection:
-/// its status line.
-fn read_answer(reader: &mut BufReader<TcpStream>) -> String {
-    let mut line = |what: &str| {
-        let mut line = String::new();
-        let read = reader.read_line(&mut line).expect(what);
-        assert_ne!(read, 0, "the connection was closed before {what}");
-        line
-    };
-    let status = line("a status line");
-    let mut length = 0;
-    loop {
-        let line = line("a header line");
-        if line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().expect("a length");
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).expect("the body");
-    status.trim_end().to_owned()
-}
-
 #[test]
 fn the_header_timer_spares_a_connection_whose_requests_keep_coming_or_wait_for_room() {
     let port = free_port();
@@ -471,7 +422,7 @@ fn the_header_timer_spares_a_connection_whose_requests_keep_coming_or_wait_for_r
             .unwrap();
         writer.write_all(body.bytes()).unwrap();
         assert_eq!(
-            read_answer(&mut reader),
+            read_answer(&mut reader).status,
             "HTTP/1.1 200 OK",
             "request {request}"
         );

@@ -291,13 +291,12 @@ impl EngineRoom {
             self.failures.extend(failures);
         }
 
-        // 4. Nodes run on every core; the engine watches shared extensions meanwhile.
+        // 4. Nodes run on every core; the engine watches shared extensions meanwhile. The run
+        // is `running` (and ready) only once every core started its nodes.
         let start = self.failures.is_empty();
-        self.telemetry.advance(if start {
-            RunPhase::Running
-        } else {
-            RunPhase::Stopping
-        });
+        if !start {
+            self.telemetry.advance(RunPhase::Stopping);
+        }
         if start {
             self.cores.send(|| CoreCommand::Start(ids.clone()));
         } else {
@@ -313,6 +312,13 @@ impl EngineRoom {
                 self.failures.extend(failures);
                 self.shutdown.send_replace(true);
             }
+        }
+        if start {
+            self.telemetry.advance(if self.failures.is_empty() {
+                RunPhase::Running
+            } else {
+                RunPhase::Stopping
+            });
         }
         // Reloads are taken while nodes run; a request that comes earlier waits for that, one
         // that comes later finds the channel closed when the run is over.

@@ -210,3 +210,76 @@ pub fn request(
         }
     })
 }
+
+/// Reads from `stream` until the server closes it; what it sent first. Bounded by a 10 s
+/// read timeout: a server that keeps the connection open fails the test.
+pub fn read_until_closed(stream: &mut TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => String::from_utf8_lossy(&answer).into_owned(),
+        // A reset after the answer is a close too.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+        Err(e) => panic!("the connection stayed open ({e}); read so far: {answer:?}"),
+    }
+}
+
+/// The head of a keep-alive `POST /v1/logs` of a protobuf body of `length` bytes.
+pub fn logs_head(length: usize) -> String {
+    format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// One answer read off a keep-alive connection.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The status line (`HTTP/1.1 200 OK`).
+    pub status: String,
+    /// The headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RawAnswer {
+    /// The value of header `name` (lower case), if it came.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP/1.1 answer (head and `Content-Length` body) from a keep-alive connection.
+pub fn read_answer(reader: &mut std::io::BufReader<TcpStream>) -> RawAnswer {
+    use std::io::{BufRead, Read};
+    let mut line = |what: &str| {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).expect(what);
+        assert_ne!(read, 0, "the connection was closed before {what}");
+        line
+    };
+    let status = line("a status line").trim_end().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let line = line("a header line");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    let answer = RawAnswer { status, headers };
+    let length = answer
+        .header("content-length")
+        .map_or(0, |length| length.parse().expect("a length"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    answer
+}

@@ -1,37 +1,265 @@
-//! One connection's life: its header timer, and how it ends when the receiver drains.
+//! One connection's life: how it arrives (accepted, or handed over by the version a reload
+//! replaced), its header timer, and how it ends when the receiver drains — handed to the
+//! successor between two requests, or closed once its request in flight is answered.
 
 use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulConnection;
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::CONNECTION;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::handler::{Handler, bump};
+use super::listener::Takeover;
 
 /// How long a connection accepted just before a drain may take to send its first request.
-pub(super) const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// A connection's byte stream: plain TCP, or TLS over it.
+pub(super) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Ends the stream: what was written is sent, then the end of it (a TLS close first).
+    async fn close(mut self) {
+        let _ = std::future::poll_fn(|cx| match &mut self {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        })
+        .await;
+    }
+}
+
+/// An open connection handed from one version of the receiver to its successor, between two
+/// requests: its stream, and the bytes of the next request already read from it.
+pub(super) struct Handed {
+    pub(super) stream: Stream,
+    pub(super) unread: Bytes,
+}
+
+/// Where a connection comes from.
+pub(super) enum Arrival {
+    /// Accepted from the socket.
+    Accepted(TcpStream),
+    /// Handed over by an older version.
+    Handed(Handed),
+}
+
+/// The stream as hyper reads and writes it: the bytes an older version read and did not
+/// process come first.
+struct ConnectionIo {
+    unread: Bytes,
+    stream: Stream,
+    /// Set when the connection is to be handed on: hyper's shutdown then leaves it open.
+    keep_open: Rc<Cell<bool>>,
+    /// Whether bytes were written since the last complete flush.
+    unflushed: bool,
+}
+
+impl AsyncRead for ConnectionIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ConnectionIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.unflushed = true;
+        match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.unflushed = true;
+        match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.stream {
+            Stream::Plain(stream) => stream.is_write_vectored(),
+            Stream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        };
+        if let Poll::Ready(Ok(())) = flushed {
+            this.unflushed = false;
+        }
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.keep_open.get() {
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.stream {
+            Stream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What every connection of one receiver version shares.
+pub(super) struct Connections {
+    pub(super) handler: Rc<Handler>,
+    pub(super) http: http1::Builder,
+    pub(super) tls: Option<TlsAcceptor>,
+    pub(super) header_read_timeout: Duration,
+    pub(super) draining: tokio::sync::watch::Receiver<bool>,
+    pub(super) takeover: Takeover,
+}
+
+impl Connections {
+    /// Whether the receiver drains (a copy of the signal to wait on).
+    fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining.clone()
+    }
+
+    /// Hands `connection` to the successor, or gives it back.
+    fn hand_over(&self, connection: Handed) -> Result<(), Handed> {
+        let handed = self.takeover.hand_over(connection);
+        if handed.is_ok() {
+            bump(&self.handler.counters.handed_over);
+        }
+        handed
+    }
+}
+
+/// A connection's whole life (see the module documentation).
+///
+/// Until its client sends something, a plain connection holds no HTTP state (hyper's buffers
+/// are made for its first request), and a drain hands the bare stream on. A connection that
+/// stays silent for `header_read_timeout` is closed.
+pub(super) async fn connection(arrival: Arrival, connections: Rc<Connections>) {
+    let timeout = connections.header_read_timeout;
+    let (stream, unread) = match arrival {
+        Arrival::Handed(Handed { stream, unread }) => (stream, unread),
+        Arrival::Accepted(tcp) => match &connections.tls {
+            None => (Stream::Plain(tcp), Bytes::new()),
+            Some(tls) => match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => (Stream::Tls(Box::new(stream)), Bytes::new()),
+                _ => return,
+            },
+        },
+    };
+    let (stream, unread) = match (stream, unread) {
+        (Stream::Plain(tcp), unread) if unread.is_empty() => {
+            let mut draining = connections.draining();
+            // A peek waits for the first byte and takes nothing (`readable` would answer at
+            // once for a new socket, whose readiness starts set).
+            let mut first = [0u8; 1];
+            let drained = tokio::select! {
+                biased;
+                sent = tcp.peek(&mut first) => match sent {
+                    Ok(1..) => false,
+                    // Closed, or failed, before sending anything.
+                    Ok(0) | Err(_) => return,
+                },
+                _ = draining.wait_for(|draining| *draining) => true,
+                // Closed without an answer, as no request was sent.
+                () = tokio::time::sleep(timeout) => return,
+            };
+            let handed = Handed {
+                stream: Stream::Plain(tcp),
+                unread,
+            };
+            match drained {
+                false => (handed.stream, handed.unread),
+                true => match connections.hand_over(handed) {
+                    Ok(()) => return,
+                    Err(back) => (back.stream, back.unread),
+                },
+            }
+        }
+        other => other,
+    };
+    serve(stream, unread, &connections).await;
+}
 
 /// What a connection's task knows of its requests: for its header timer and its drain.
 #[derive(Default)]
-pub(super) struct Exchange {
+struct Exchange {
     /// Since when the connection has been waiting for a request's head: since it was
     /// accepted (or its TLS handshake ended) or its last request was answered; `None` while a
     /// request is being answered.
     waiting_since: Cell<Option<tokio::time::Instant>>,
-    /// Whether a request has come, and the wake-up of the drain waiting for the first.
-    asked: Cell<bool>,
+    /// How many requests have come, and the wake-up of the drain waiting for the first.
+    requests: Cell<u64>,
     first: tokio::sync::Notify,
+    /// Whether answers close the connection (the receiver drains and no version takes the
+    /// connection over).
+    closing: Cell<bool>,
 }
 
 impl Exchange {
     /// A request's head has been read.
-    pub(super) fn started(&self) {
+    fn started(&self) {
         self.waiting_since.set(None);
-        if !self.asked.replace(true) {
+        let requests = self.requests.get();
+        self.requests.set(requests + 1);
+        if requests == 0 {
             self.first.notify_one();
         }
     }
 
     /// The connection waits for the next request's head from now on.
-    pub(super) fn answered(&self) {
+    fn answered(&self) {
         self.waiting_since.set(Some(tokio::time::Instant::now()));
+    }
+
+    /// Whether the connection is between two requests, having answered at least one. hyper
+    /// keeps a connection alive only after a first answer; until then, it is not idle for
+    /// it.
+    fn between_requests(&self) -> bool {
+        self.requests.get() > 0 && self.waiting_since.get().is_some()
     }
 }
 
@@ -50,33 +278,63 @@ fn head_deadline(
     }
 }
 
-/// Serves one connection until it ends or the receiver drains; then it answers the request in
-/// flight (with `Connection: close`) and closes. A connection that has not sent a request
-/// yet gets up to [`FIRST_REQUEST_GRACE`] to send one: its client connected to send it and
-/// would otherwise see the connection closed instead of an answer (an accept racing a
-/// reload's drain). A client that goes away mid-request is its own business.
+/// Serves the connection's requests until it ends or the receiver drains.
 ///
 /// A connection that takes longer than `header_read_timeout` to send a request's head, or
 /// stays idle that long between requests, is closed. One timer per connection does it, moved
 /// only when it fires: a request costs a clock read instead of a timer of its own.
-pub(super) async fn serve<C: GracefulConnection>(
-    connection: C,
-    mut draining: tokio::sync::watch::Receiver<bool>,
-    exchange: &Exchange,
-    header_read_timeout: Duration,
-) {
-    let mut connection = std::pin::pin!(connection);
-    // The head of the first request is awaited from now on (after any TLS handshake).
+///
+/// When the receiver drains and a successor runs on the core (a reload replaced this
+/// version), the connection is handed to it between two requests: at once when it is idle,
+/// else once its request in flight is answered. Its client sees no close, and a request it
+/// sends meanwhile is read by the successor. Without a successor (the pipeline is removed, or
+/// the engine stops), the request in flight is answered with `Connection: close` and the
+/// connection closes; one that has not sent a request yet gets up to [`FIRST_REQUEST_GRACE`]
+/// to send one, answered with `Connection: close` too: its client connected to send it and
+/// would otherwise see the connection closed instead of an answer. One between two requests
+/// closes at once. A client that goes away mid-request is its own business.
+async fn serve(stream: Stream, unread: Bytes, connections: &Connections) {
+    let keep_open = Rc::new(Cell::new(false));
+    let exchange = Rc::new(Exchange::default());
+    let service = service_fn({
+        let exchange = exchange.clone();
+        let handler = connections.handler.clone();
+        move |request| {
+            exchange.started();
+            let handler = handler.clone();
+            let exchange = exchange.clone();
+            async move {
+                let mut response = handler.handle(request).await;
+                if exchange.closing.get() {
+                    response
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                exchange.answered();
+                Ok::<_, Infallible>(response)
+            }
+        }
+    });
+    let io = ConnectionIo {
+        unread,
+        stream,
+        keep_open: keep_open.clone(),
+        unflushed: false,
+    };
+    let mut connection = connections.http.serve_connection(TokioIo::new(io), service);
+    let timeout = connections.header_read_timeout;
+    let mut draining = connections.draining();
+    // The head of the first request is awaited from now on.
     exchange.answered();
-    let mut timer = std::pin::pin!(tokio::time::sleep(header_read_timeout));
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
     loop {
         tokio::select! {
             biased;
-            _ = connection.as_mut() => return,
+            _ = &mut connection => return,
             _ = draining.wait_for(|draining| *draining) => break,
             () = timer.as_mut() => {
                 let now = tokio::time::Instant::now();
-                match head_deadline(exchange.waiting_since.get(), now, header_read_timeout) {
+                match head_deadline(exchange.waiting_since.get(), now, timeout) {
                     // Closed without an answer, as no request was sent.
                     None => return,
                     Some(deadline) => timer.as_mut().reset(deadline),
@@ -84,12 +342,60 @@ pub(super) async fn serve<C: GracefulConnection>(
             }
         }
     }
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        () = exchange.first.notified() => {}
-        () = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+    if exchange.requests.get() > 0 && connections.takeover.has_successor() {
+        // hyper goes idle in the poll that writes an answer, and only this task polls the
+        // connection: once it is pending with its request answered, it is between requests.
+        let idle = std::future::poll_fn(|_| match exchange.between_requests() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        });
+        tokio::select! {
+            biased;
+            _ = &mut connection => return,
+            () = idle => {}
+        }
+        let answered = exchange.requests.get();
+        keep_open.set(true);
+        // Idle: hyper closes at once, reading and writing nothing more.
+        Pin::new(&mut connection).graceful_shutdown();
+        let ended = (&mut connection).await;
+        let parts = connection.into_parts();
+        let io = parts.io.into_inner();
+        if ended.is_err() || exchange.requests.get() != answered || io.unflushed {
+            io.stream.close().await;
+            return;
+        }
+        let mut unread = io.unread;
+        if unread.is_empty() {
+            unread = parts.read_buf;
+        } else {
+            let mut both = Vec::with_capacity(unread.len() + parts.read_buf.len());
+            both.extend_from_slice(&unread);
+            both.extend_from_slice(&parts.read_buf);
+            unread = Bytes::from(both);
+        }
+        let handed = Handed {
+            stream: io.stream,
+            unread,
+        };
+        if let Err(back) = connections.hand_over(handed) {
+            back.stream.close().await;
+        }
+        return;
     }
-    connection.as_mut().graceful_shutdown();
+    // From now on every answer says `Connection: close` (hyper then closes after it): the one
+    // to the request in flight, or to a first request still to come. A connection between two
+    // requests closes now.
+    exchange.closing.set(true);
+    if exchange.between_requests() {
+        Pin::new(&mut connection).graceful_shutdown();
+    } else if exchange.requests.get() == 0 {
+        tokio::select! {
+            _ = &mut connection => return,
+            () = exchange.first.notified() => {}
+            () = tokio::time::sleep(FIRST_REQUEST_GRACE) => return,
+        }
+    }
     let _ = connection.await;
 }
 
@@ -124,7 +430,7 @@ mod tests {
     fn an_exchange_tracks_the_wait_for_a_head_and_the_first_request() {
         let exchange = Exchange::default();
         assert_eq!(exchange.waiting_since.get(), None);
-        assert!(!exchange.asked.get());
+        assert_eq!(exchange.requests.get(), 0);
         let before = tokio::time::Instant::now();
         exchange.answered();
         let since = exchange
@@ -132,9 +438,12 @@ mod tests {
             .get()
             .expect("waiting after an answer");
         assert!(since >= before);
+        // Waiting for a first request is not between requests: hyper is not idle yet.
+        assert!(!exchange.between_requests());
         exchange.started();
         assert_eq!(exchange.waiting_since.get(), None);
-        assert!(exchange.asked.get());
+        assert_eq!(exchange.requests.get(), 1);
+        assert!(!exchange.between_requests());
         exchange.answered();
         assert!(
             exchange
@@ -142,5 +451,6 @@ mod tests {
                 .get()
                 .is_some_and(|again| again >= since)
         );
+        assert!(exchange.between_requests());
     }
 }

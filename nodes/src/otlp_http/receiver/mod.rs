@@ -26,13 +26,10 @@ mod connection;
 mod handler;
 mod listener;
 
-use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use otap_df_core::capability::{BearerTokenAuthorizer, CapabilityId};
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
@@ -41,13 +38,14 @@ use otap_df_core::node::{
     ControlMessage, LocalReceiver, NodeContext, NodeError, NodeInstance, ReceiverContext,
     ShutdownSignal,
 };
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 pub use config::{OtlpHttpReceiverConfig, ServerTls};
-use connection::{Exchange, serve};
+use connection::{Arrival, Connections, Handed, connection};
 use handler::{Authorization, Counters, Handler, bump};
-use listener::{AcceptErrors, bind, listen};
+use listener::{AcceptErrors, Listener, Takeover, listen};
 
 /// `receiver:otlp_http`.
 pub static OTLP_HTTP_RECEIVER: NodeFactory =
@@ -81,15 +79,21 @@ fn create(
         .map_err(|message| context.error(message))?
         .map(|config| TlsAcceptor::from(Arc::new(config)));
     // Bound now, once for all cores, so that an address in use fails the start, naming the
-    // node; each core accepts on its own handle of the one socket.
-    let socket = context
+    // node; each core accepts on its own handle of the one socket. A version built by a
+    // reload finds the socket bound by the one it replaces, and takes its connections over.
+    let listener = context
         .shared
-        .get_or_try_init(|| bind(config.listen))
-        .and_then(|listener| listener.try_clone())
+        .get_or_try_init(|| Listener::bind(config.listen))
         .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    let socket = listener
+        .handle()
+        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    let (takeover, handed) = listener.take_over(context.core, tls.is_some());
     Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
         node: context.node_id.clone(),
         socket,
+        takeover,
+        handed,
         tls,
         config,
         authorizer,
@@ -101,6 +105,9 @@ fn create(
 struct OtlpHttpReceiver {
     node: String,
     socket: socket2::Socket,
+    takeover: Takeover,
+    /// Connections that an older version hands over.
+    handed: mpsc::UnboundedReceiver<Handed>,
     tls: Option<TlsAcceptor>,
     config: OtlpHttpReceiverConfig,
     authorizer: Option<Authorization>,
@@ -114,6 +121,8 @@ impl LocalReceiver for OtlpHttpReceiver {
         let Self {
             node,
             socket,
+            takeover,
+            mut handed,
             tls,
             config,
             authorizer,
@@ -141,11 +150,19 @@ impl LocalReceiver for OtlpHttpReceiver {
             counters,
         });
         let (drain, draining) = tokio::sync::watch::channel(false);
-        let mut connections = JoinSet::new();
         let mut http = hyper::server::conn::http1::Builder::new();
-        // The header timeout is the connection's own ([`serve`]): hyper's allocates a timer
-        // and enters it in the core's timer wheel for every request's head.
+        // The header timeout is the connection's own ([`connection`]): hyper's allocates a
+        // timer and enters it in the core's timer wheel for every request's head.
         http.header_read_timeout(None);
+        let shared = Rc::new(Connections {
+            handler: handler.clone(),
+            http,
+            tls,
+            header_read_timeout: config.header_read_timeout,
+            draining,
+            takeover,
+        });
+        let mut connections = JoinSet::new();
         let mut accept_errors = AcceptErrors::default();
         let deadline = loop {
             tokio::select! {
@@ -181,44 +198,42 @@ impl LocalReceiver for OtlpHttpReceiver {
                         drop(stream);
                         continue;
                     }
+                    bump(&handler.counters.connections_accepted);
                     let _ = stream.set_nodelay(true);
-                    let handler = handler.clone();
-                    let draining = draining.clone();
-                    let tls = tls.clone();
-                    let http = http.clone();
-                    let header_read_timeout = config.header_read_timeout;
-                    connections.spawn_local(async move {
-                        let exchange = Rc::new(Exchange::default());
-                        let service = service_fn({
-                            let exchange = exchange.clone();
-                            move |request| {
-                                exchange.started();
-                                let handler = handler.clone();
-                                let exchange = exchange.clone();
-                                async move {
-                                    let response = handler.handle(request).await;
-                                    exchange.answered();
-                                    Ok::<_, Infallible>(response)
-                                }
-                            }
-                        });
-                        match tls {
-                            None => serve(http.serve_connection(TokioIo::new(stream), service), draining, &exchange, header_read_timeout).await,
-                            Some(tls) => {
-                                if let Ok(Ok(stream)) = tokio::time::timeout(header_read_timeout, tls.accept(stream)).await {
-                                    serve(http.serve_connection(TokioIo::new(stream), service), draining, &exchange, header_read_timeout).await;
-                                }
-                            }
-                        }
-                    });
+                    connections.spawn_local(connection(Arrival::Accepted(stream), shared.clone()));
+                }
+                Some(handed) = handed.recv() => {
+                    connections.spawn_local(connection(Arrival::Handed(handed), shared.clone()));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         };
-        // No new connections; requests waiting for room are refused (503), requests in
-        // flight finish (and are answered) until the deadline, then their connections are
-        // closed.
+        // No new connections. With a successor (a reload replaced this version), open
+        // connections go to it between two requests, and so do those handed to this version
+        // that it did not take yet. Without one, requests waiting for room are refused
+        // (503), requests in flight finish (and are answered) until the deadline, then their
+        // connections are closed; and the socket closes once every core let go of it.
+        if !shared.takeover.succeeded() {
+            // What waits in the backlog was already connected: it is served like the open
+            // connections (a first request answered), rather than reset when the socket
+            // closes.
+            while let Some(Ok((stream, _))) =
+                std::future::poll_fn(|cx| match listener.poll_accept(cx) {
+                    std::task::Poll::Ready(accepted) => std::task::Poll::Ready(Some(accepted)),
+                    std::task::Poll::Pending => std::task::Poll::Ready(None),
+                })
+                .await
+            {
+                bump(&handler.counters.connections_accepted);
+                connections.spawn_local(connection(Arrival::Accepted(stream), shared.clone()));
+            }
+        }
         drop(listener);
+        shared.takeover.close_socket_unless_succeeded();
+        handed.close();
+        while let Ok(late) = handed.try_recv() {
+            connections.spawn_local(connection(Arrival::Handed(late), shared.clone()));
+        }
         // Clients get until shortly before the deadline, so that what they hand over can
         // still be passed on (or accounted for) downstream in time.
         let until = shutdown
