@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
 use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
-use crate::reload::{ReloadReport, Reloader};
+use crate::reload::{ReloadReport, Reloads};
 
 /// The content type of `/metrics`.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -60,7 +60,7 @@ impl Admin {
         listen: SocketAddr,
         telemetry: Arc<Telemetry>,
         resolved: &ResolvedConfig,
-        reload: Option<Reloader>,
+        reload: Option<Reloads>,
     ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
@@ -145,7 +145,7 @@ async fn serve(
 struct State {
     shape: Shape,
     telemetry: Arc<Telemetry>,
-    reload: Option<Reloader>,
+    reload: Option<Reloads>,
 }
 
 impl std::fmt::Debug for State {
@@ -158,7 +158,7 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    /// `POST /reload`: re-reads and applies the configuration (off the endpoint's thread),
+    /// `POST /reload`: re-reads and applies the configuration (on the reload thread),
     /// answers what happened as JSON — 200 applied (`updated` extensions; `added`,
     /// `replaced`, `removed` pipelines and outer extensions) or unchanged, 409 needs a restart (`reasons`), 422
     /// invalid (`errors`), 500 something failed (`failed`; what else was applied is listed),
@@ -170,16 +170,15 @@ impl State {
                 "no reload here: the engine was not started by `otap-df run`\n".into(),
             );
         };
-        let report = match tokio::task::spawn_blocking(move || reload()).await {
+        let report = match reload.ask_and_wait().await {
             Ok(report) => report,
-            Err(error) => {
+            Err(_) => {
                 return text(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the reload did not finish: {error}\n"),
+                    "the reload did not finish: its thread ended\n".into(),
                 );
             }
         };
-        crate::reload::log(&report);
         let (status, body) = match &report {
             ReloadReport::Invalid(errors) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

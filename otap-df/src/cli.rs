@@ -396,7 +396,15 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
         },
     );
     let telemetry = engine.telemetry();
-    let reload = crate::reload::reloader(registry.clone(), sources.clone(), engine.reload_handle());
+    let reloader =
+        crate::reload::reloader(registry.clone(), sources.clone(), engine.reload_handle());
+    let reload = match crate::reload::Reloads::start(reloader) {
+        Ok(reload) => reload,
+        Err(error) => {
+            out.error(format_args!("cannot start the reload thread: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
     // Up before the engine starts, down after it ended: it reports the whole run.
     let _admin = match admin_listen {
         Some(listen) => {
@@ -477,7 +485,7 @@ fn watch_signals(
     shutdown: ShutdownHandle,
     telemetry: std::sync::Arc<Telemetry>,
     report: Report,
-    reload: crate::reload::Reloader,
+    reload: crate::reload::Reloads,
 ) {
     let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_io().build() else {
@@ -501,8 +509,7 @@ fn watch_signals(
                     _ = terminate.recv() => {}
                     _ = hangup.recv() => {
                         tracing::info!("SIGHUP: reloading the configuration");
-                        let reload = reload.clone();
-                        tokio::task::spawn_blocking(move || crate::reload::log(&reload()));
+                        reload.ask();
                         continue;
                     }
                 }

@@ -3,8 +3,14 @@
 //! hand the result to the running engine ([`ReloadHandle`]), which applies it while data
 //! flows (updates in place, new extension instances, pipelines added, removed or replaced)
 //! or keeps the running configuration and says which changes need a restart.
+//!
+//! Reloads run one at a time, on a thread of their own ([`Reloads`]): requests that come
+//! while one runs are served together by the next, which reads the files after them. A burst
+//! of signals costs one reload more, not a thread each.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
 
 use crate::Registry;
 use crate::core::runtime::engine::{ReloadHandle, ReloadOutcome};
@@ -55,6 +61,90 @@ pub(crate) fn reloader(registry: Registry, sources: Sources, engine: ReloadHandl
             }
         }
     })
+}
+
+/// Reloads, one at a time on a thread of their own (see the module documentation).
+#[derive(Clone)]
+pub struct Reloads(Arc<Queue>);
+
+impl std::fmt::Debug for Reloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloads").finish_non_exhaustive()
+    }
+}
+
+struct Queue {
+    waiting: Mutex<Waiting>,
+    asked: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// Whether a reload is asked for (by a signal, or a caller below).
+    asked: bool,
+    /// Who waits for the next reload's report.
+    callers: Vec<oneshot::Sender<ReloadReport>>,
+}
+
+impl Reloads {
+    /// Runs `reloader` on a thread of its own whenever a reload is asked for; each report is
+    /// logged.
+    pub fn start(reloader: Reloader) -> std::io::Result<Self> {
+        let queue = Arc::new(Queue {
+            waiting: Mutex::new(Waiting::default()),
+            asked: Condvar::new(),
+        });
+        let worker = queue.clone();
+        std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                loop {
+                    let callers = {
+                        let waiting = worker
+                            .waiting
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        let mut waiting = worker
+                            .asked
+                            .wait_while(waiting, |waiting| !waiting.asked)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        waiting.asked = false;
+                        std::mem::take(&mut waiting.callers)
+                    };
+                    let report = reloader();
+                    log(&report);
+                    for caller in callers {
+                        let _ = caller.send(report.clone());
+                    }
+                }
+            })?;
+        Ok(Self(queue))
+    }
+
+    /// Asks for a reload (a signal): it runs after the one running now, if any.
+    pub fn ask(&self) {
+        self.queue().asked = true;
+        self.0.asked.notify_one();
+    }
+
+    /// Asks for a reload and gives the report of one that reads the files after this call.
+    pub fn ask_and_wait(&self) -> oneshot::Receiver<ReloadReport> {
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut waiting = self.queue();
+            waiting.asked = true;
+            waiting.callers.push(answer);
+        }
+        self.0.asked.notify_one();
+        answered
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Logs what a reload did, one line per outcome.

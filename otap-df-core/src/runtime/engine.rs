@@ -49,7 +49,9 @@ pub use super::telemetry::{
     ExtensionMetricsOf, ExtensionState, ExtensionTransition, MAX_TRANSITIONS, NodeStats,
     NodeTotals, RunPhase, Telemetry,
 };
-use super::worker::{CoreCommand, CoreReport, CoreWorker, instantiate_failure, startup_timeout};
+use super::worker::{
+    CoreCommand, CoreReport, CoreWorker, ReportSender, instantiate_failure, startup_timeout,
+};
 
 /// Runs a resolved configuration.
 pub struct Engine {
@@ -61,6 +63,8 @@ pub struct Engine {
         std::sync::mpsc::Sender<ReloadRequest>,
         std::sync::mpsc::Receiver<ReloadRequest>,
     ),
+    /// What the cores report, and through which a reload request wakes the engine.
+    reports: (ReportSender, std::sync::mpsc::Receiver<(usize, CoreReport)>),
 }
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
@@ -75,12 +79,16 @@ impl Engine {
             shutdown: Arc::new(shutdown),
             telemetry: Arc::new(Telemetry::default()),
             reloads: std::sync::mpsc::channel(),
+            reports: std::sync::mpsc::channel(),
         }
     }
 
     /// A handle that hands the running engine a new configuration (see [`ReloadHandle`]).
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle(self.reloads.0.clone())
+        ReloadHandle {
+            requests: self.reloads.0.clone(),
+            wake: self.reports.0.clone(),
+        }
     }
 
     /// A handle that starts a graceful shutdown.
@@ -129,7 +137,11 @@ impl Engine {
             runs: HashMap::new(),
             next_id: 0,
             retiring: HashMap::new(),
-            cores: Cores::default(),
+            cores: Cores {
+                reports: Some(self.reports.1),
+                ..Cores::default()
+            },
+            report_to: Some(self.reports.0),
             live: live_configs(&self.resolved),
         };
         self.telemetry.set_config(self.resolved.clone());
@@ -156,7 +168,8 @@ struct SharedOf {
 struct Cores {
     commands: Vec<tokio::sync::mpsc::UnboundedSender<CoreCommand>>,
     reports: Option<std::sync::mpsc::Receiver<(usize, CoreReport)>>,
-    threads: Vec<thread::JoinHandle<()>>,
+    /// Each core's thread, by core.
+    threads: Vec<(usize, thread::JoinHandle<()>)>,
     /// Cores whose thread is done.
     finished: BTreeSet<usize>,
     /// Reports set aside while waiting for others.
@@ -193,8 +206,18 @@ impl Cores {
             let Some(reports) = self.reports.as_ref() else {
                 break;
             };
-            let Ok((core, report)) = reports.recv() else {
-                break;
+            let (core, report) = match reports.recv_timeout(Duration::from_millis(50)) {
+                Ok(report) => report,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                // A core whose thread ended without answering (it panicked) answers nothing.
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    for (core, thread) in &self.threads {
+                        if thread.is_finished() {
+                            waiting.remove(core);
+                        }
+                    }
+                    continue;
+                }
             };
             if is_answer(&report) {
                 waiting.remove(&core);
@@ -236,6 +259,8 @@ struct EngineRoom {
     /// instances they bind.
     retiring: HashMap<RunId, (usize, Vec<Owner>)>,
     cores: Cores,
+    /// Where the cores report, until they are spawned.
+    report_to: Option<ReportSender>,
     live: super::reload::LiveConfigs,
 }
 
@@ -345,7 +370,7 @@ impl EngineRoom {
             }
             self.watch_shared();
         }
-        for handle in std::mem::take(&mut self.cores.threads) {
+        for (_, handle) in std::mem::take(&mut self.cores.threads) {
             if handle.join().is_err() {
                 self.failures
                     .push(Failure::Start("a core thread panicked".into()));
@@ -491,8 +516,9 @@ impl EngineRoom {
             .cores
             .unwrap_or(self.resolved.engine.cores)
             .max(1);
-        let (report_tx, report_rx) = std::sync::mpsc::channel::<(usize, CoreReport)>();
-        self.cores.reports = Some(report_rx);
+        let Some(report_tx) = self.report_to.take() else {
+            return;
+        };
         let initial: Vec<PipelineRun> = {
             let mut runs: Vec<PipelineRun> = self.runs.values().cloned().collect();
             runs.sort_by_key(|run| run.id);
@@ -515,7 +541,7 @@ impl EngineRoom {
                 .name(format!("otap-df-core-{core}"))
                 .spawn(move || worker.run(command_rx, reports));
             match spawned {
-                Ok(handle) => self.cores.threads.push(handle),
+                Ok(handle) => self.cores.threads.push((core, handle)),
                 Err(e) => {
                     self.failures.push(Failure::Start(e.to_string()));
                     self.cores.finished.insert(core);

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+use super::worker::{CoreReport, ReportSender};
 use crate::config::{ComponentConfig, YamlPath};
 use crate::extension::{ExecutionModel, SharedProvisions};
 use crate::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
@@ -365,16 +366,21 @@ pub(super) type ReloadRequest = (ResolvedConfig, mpsc::Sender<ReloadOutcome>);
 
 /// Hands a running engine a new configuration (see the module documentation).
 #[derive(Debug, Clone)]
-pub struct ReloadHandle(pub(super) mpsc::Sender<ReloadRequest>);
+pub struct ReloadHandle {
+    pub(super) requests: mpsc::Sender<ReloadRequest>,
+    /// Wakes the engine, which takes the request at once rather than at its next check.
+    pub(super) wake: ReportSender,
+}
 
 impl ReloadHandle {
     /// Applies `new` (already validated: `resolve::load*`) to the running engine and says what
     /// was done; `None` when the engine is not running (not started yet, or ended).
     pub fn reload(&self, new: ResolvedConfig) -> Option<ReloadOutcome> {
         let (answer, answered) = mpsc::channel();
-        self.0.send((new, answer)).ok()?;
-        // The engine answers between two of its checks (every 50 ms); an update reads at
-        // most a few files.
+        self.requests.send((new, answer)).ok()?;
+        let _ = self.wake.send((usize::MAX, CoreReport::Wake));
+        // The engine answers as soon as the reload is applied; an update reads at most a few
+        // files, a new run starts its extensions (each within its `startup_timeout`).
         answered.recv_timeout(Duration::from_secs(30)).ok()
     }
 }

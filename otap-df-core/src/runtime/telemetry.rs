@@ -130,6 +130,9 @@ pub struct NodeStats {
     pub node: String,
     /// Core.
     pub core: usize,
+    /// The pipeline run it belongs to (its generation): once the run is retired, its counts
+    /// are kept as sums and the instance is forgotten.
+    pub run: usize,
     /// Counters, updated live.
     pub counters: Arc<NodeCounters>,
 }
@@ -153,11 +156,15 @@ pub struct Telemetry {
     /// Records that nodes still held, or that sat in queues between them, when the shutdown
     /// deadline aborted them.
     lost_at_deadline: std::sync::atomic::AtomicU64,
+    /// The node instances of the runs not retired.
     nodes: Mutex<Vec<NodeStats>>,
+    /// The counts of the node instances of retired runs, summed per node in first-seen order:
+    /// what a reload replaced still counts, and costs nothing per reload.
+    settled: Mutex<Vec<NodeTotals>>,
     extensions: Mutex<Vec<ExtensionStatus>>,
-    /// Every lifecycle state an extension instance was put in, in order (at most
-    /// [`MAX_TRANSITIONS`]; a degraded report is not a transition).
-    transitions: Mutex<Vec<ExtensionTransition>>,
+    /// The lifecycle states extension instances were put in, in order: the newest
+    /// [`MAX_TRANSITIONS`] (a degraded report is not a transition).
+    transitions: Mutex<std::collections::VecDeque<ExtensionTransition>>,
     handles: Mutex<Vec<WatchedExtension>>,
     /// A [`RunPhase`], as its index.
     phase: std::sync::atomic::AtomicU8,
@@ -165,7 +172,9 @@ pub struct Telemetry {
     extension_metrics: Mutex<Vec<(InstanceId, Arc<ExtensionMetrics>)>>,
     /// The configuration the engine runs: the one it started with, then each reload's.
     config: Mutex<Option<Arc<ResolvedConfig>>>,
-    /// Generations whose instances are gone (a replaced or discarded pipeline run).
+    /// Generations whose instances are gone (a replaced or discarded pipeline run, a
+    /// replaced extension instance): what telemetry held of them is forgotten, and what
+    /// comes for them later is not kept.
     retired: Mutex<BTreeSet<usize>>,
 }
 
@@ -182,8 +191,8 @@ pub struct ExtensionMetricsOf {
     pub metrics: ExtensionMetricsSnapshot,
 }
 
-/// The most transitions [`Telemetry::extension_transitions`] keeps.
-pub const MAX_TRANSITIONS: usize = 10_000;
+/// The most transitions [`Telemetry::extension_transitions`] keeps: the newest.
+pub const MAX_TRANSITIONS: usize = 1_000;
 
 /// One extension instance put in a lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,14 +228,18 @@ impl Telemetry {
                 .transitions
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if transitions.len() < MAX_TRANSITIONS {
-                transitions.push(ExtensionTransition {
-                    pipeline: pipeline.to_owned(),
-                    extension: extension.to_owned(),
-                    core,
-                    state: state.clone(),
-                });
+            if transitions.len() == MAX_TRANSITIONS {
+                transitions.pop_front();
             }
+            transitions.push_back(ExtensionTransition {
+                pipeline: pipeline.to_owned(),
+                extension: extension.to_owned(),
+                core,
+                state: state.clone(),
+            });
+        }
+        if self.is_retired(generation) {
+            return;
         }
         let mut extensions = self
             .extensions
@@ -239,13 +252,47 @@ impl Telemetry {
         }
     }
 
-    /// Hides the instances of `generation` (their pipeline run is gone), so that those of the
-    /// run before or after it show again.
+    /// Forgets the instances of `generation` (their pipeline run, or their extension
+    /// instance, is gone), so that those of the run before or after it show again; its node
+    /// instances' counts go into the settled sums.
     pub(super) fn retire(&self, generation: usize) {
         self.retired
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(generation);
+        let gone: Vec<NodeStats> = {
+            let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept) = std::mem::take(&mut *nodes)
+                .into_iter()
+                .partition(|stats| stats.run == generation);
+            *nodes = kept;
+            gone
+        };
+        let mut settled = self.settled.lock().unwrap_or_else(PoisonError::into_inner);
+        for stats in gone {
+            add_to(&mut settled, &stats);
+        }
+        drop(settled);
+        let of_generation = |key: &InstanceId| key.3 == generation;
+        self.extensions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(key, _)| !of_generation(key));
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(key, _)| !of_generation(key));
+        self.extension_metrics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(key, _)| !of_generation(key));
+    }
+
+    fn is_retired(&self, generation: usize) -> bool {
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&generation)
     }
 
     /// Of `entries`, per instance key without generation, the one of the newest generation
@@ -272,6 +319,9 @@ impl Telemetry {
         generation: usize,
         metrics: Arc<ExtensionMetrics>,
     ) {
+        if self.is_retired(generation) {
+            return;
+        }
         let key = (pipeline.to_owned(), extension.to_owned(), core, generation);
         self.extension_metrics
             .lock()
@@ -353,33 +403,21 @@ impl Telemetry {
         }
     }
 
-    /// Per node, summed over cores, in registration order.
+    /// Per node, summed over cores and over the runs of its pipeline (those a reload
+    /// replaced too), in registration order.
     pub fn node_totals(&self) -> Vec<NodeTotals> {
-        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut totals: Vec<NodeTotals> = Vec::new();
-        for stats in nodes.iter() {
-            let counts = stats.counters.snapshot();
-            let named = stats.counters.named_snapshot();
-            match totals
-                .iter_mut()
-                .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
-            {
-                Some(total) => {
-                    total.counts += counts;
-                    for (name, value) in named {
-                        match total.named.iter_mut().find(|(n, _)| *n == name) {
-                            Some((_, sum)) => *sum += value,
-                            None => total.named.push((name, value)),
-                        }
-                    }
-                }
-                None => totals.push(NodeTotals {
-                    pipeline: stats.pipeline.clone(),
-                    node: stats.node.clone(),
-                    counts,
-                    named,
-                }),
-            }
+        let mut totals = self
+            .settled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for stats in self
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            add_to(&mut totals, stats);
         }
         totals
     }
@@ -392,6 +430,9 @@ impl Telemetry {
         generation: usize,
         handle: &ExtensionHandle,
     ) {
+        if self.is_retired(generation) {
+            return;
+        }
         let key = (pipeline.to_owned(), extension.to_owned(), core, generation);
         self.handles
             .lock()
@@ -406,7 +447,9 @@ impl Telemetry {
         self.transitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Every extension instance's state: `(pipeline, extension, core, state)`. A ready
@@ -502,6 +545,33 @@ impl Telemetry {
             parts.push(format!("lost at the shutdown deadline: {lost}"));
         }
         parts.join(" | ")
+    }
+}
+
+/// Adds a node instance's counts to its node's sums in `totals` (a new entry at the end the
+/// first time).
+fn add_to(totals: &mut Vec<NodeTotals>, stats: &NodeStats) {
+    let counts = stats.counters.snapshot();
+    let named = stats.counters.named_snapshot();
+    match totals
+        .iter_mut()
+        .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
+    {
+        Some(total) => {
+            total.counts += counts;
+            for (name, value) in named {
+                match total.named.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, sum)) => *sum += value,
+                    None => total.named.push((name, value)),
+                }
+            }
+        }
+        None => totals.push(NodeTotals {
+            pipeline: stats.pipeline.clone(),
+            node: stats.node.clone(),
+            counts,
+            named,
+        }),
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) enum CoreCommand {
     Stop(Vec<RunId>),
 }
 
+/// Where a core reports (`(core, report)`).
+pub(super) type ReportSender = std::sync::mpsc::Sender<(usize, CoreReport)>;
+
 /// What a core tells the engine.
 pub(super) enum CoreReport {
     /// The runs of a `Build` are built (or failed to, with why); the extensions their nodes
@@ -58,6 +61,9 @@ pub(super) enum CoreReport {
     RunEnded { run: RunId, failures: Vec<Failure> },
     /// Every run on this core is done.
     Finished { failures: Vec<Failure> },
+    /// Not a core's: a reload request waits, and the engine takes it now rather than at its
+    /// next check.
+    Wake,
 }
 
 pub(super) fn startup_timeout(
@@ -262,8 +268,8 @@ impl CoreWorker {
         reports: &std::sync::mpsc::Sender<(usize, CoreReport)>,
     ) {
         let deadline_after = self.options.shutdown_timeout;
-        let mut built: HashMap<RunId, Built> = HashMap::new();
-        let mut claimed: BTreeSet<(Owner, String)> = BTreeSet::new();
+        // Built runs, with the extensions their nodes claimed (until they start).
+        let mut built: HashMap<RunId, (Built, Claims)> = HashMap::new();
         let mut running: HashMap<RunId, Running> = HashMap::new();
         let mut node_tasks = NodeTasks::default();
         let mut tickers = JoinSet::new();
@@ -302,18 +308,19 @@ impl CoreWorker {
                     }
                     Some(CoreCommand::Build(runs)) => {
                         let mut build_failures = Vec::new();
+                        let mut claimed = Claims::new();
                         for run in runs {
                             match self.build(run) {
                                 Ok((run, claims)) => {
                                     claimed.extend(claims.iter().cloned());
-                                    built.insert(run.run.id, run);
+                                    built.insert(run.run.id, (run, claims));
                                 }
                                 Err(f) => build_failures.extend(f),
                             }
                         }
                         let _ = reports.send((self.core, CoreReport::Built {
                             failures: build_failures,
-                            claims: claimed.iter().cloned().collect(),
+                            claims: claimed.into_iter().collect(),
                         }));
                     }
                     Some(CoreCommand::Discard(ids)) => {
@@ -325,7 +332,15 @@ impl CoreWorker {
                     }
                     Some(CoreCommand::Start(ids)) => {
                         started_once = true;
-                        let runs: Vec<Built> = ids.iter().filter_map(|id| built.remove(id)).collect();
+                        let mut claimed = Claims::new();
+                        let runs: Vec<Built> = ids
+                            .iter()
+                            .filter_map(|id| built.remove(id))
+                            .map(|(run, claims)| {
+                                claimed.extend(claims);
+                                run
+                            })
+                            .collect();
                         let (started, start_failures) = self
                             .start_runs(runs, &claimed, spawn, &mut node_tasks, &mut tickers)
                             .await;
@@ -358,6 +373,8 @@ impl CoreWorker {
                         running.extend(stopping);
                     }
                 },
+                // A run's ticker ends once its nodes are gone: forgotten here.
+                Some(_) = tickers.join_next(), if !tickers.is_empty() => {}
                 Some(joined) = node_tasks.set.join_next_with_id() => {
                     let (run_id, failure) = node_tasks.ended(self.core, joined);
                     if let Some(run) = running.get_mut(&run_id) {
@@ -557,6 +574,7 @@ impl CoreWorker {
                 pipeline: name.clone(),
                 node: id.clone(),
                 core: self.core,
+                run: running.run.id,
                 counters: counters.clone(),
             });
             counted.push((id.clone(), counters.clone()));
@@ -647,9 +665,9 @@ async fn tick(every: Duration, mut nodes: Vec<mpsc::Sender<ControlMessage>>) {
 }
 
 impl NodeTasks {
-    /// A finished node task: its run, and the failure it represents, if any.
+    /// A finished node task, forgotten: its run, and the failure it represents, if any.
     fn ended(
-        &self,
+        &mut self,
         core: usize,
         joined: Result<(tokio::task::Id, Result<(), NodeError>), tokio::task::JoinError>,
     ) -> (RunId, Option<Failure>) {
@@ -659,8 +677,7 @@ impl NodeTasks {
         };
         let (run, pipeline, node) =
             self.names
-                .get(&id)
-                .cloned()
+                .remove(&id)
                 .unwrap_or((usize::MAX, "?".into(), "?".into()));
         let failure = match joined {
             Ok((_, Ok(()))) => None,

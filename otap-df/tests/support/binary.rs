@@ -18,12 +18,18 @@ pub fn records_out(line: &str, node: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+type Stderr = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
 /// A running `otap-df run` with its standard error read line by line.
 pub struct RunningBinary {
     child: std::process::Child,
-    stderr: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    /// Standard error, until it is drained in the background.
+    stderr: Option<Stderr>,
     /// The lines read so far.
     pub seen: Vec<String>,
+    /// Reads standard error while the test does something else for long (see
+    /// [`drain_in_background`](Self::drain_in_background)).
+    draining: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl RunningBinary {
@@ -47,14 +53,35 @@ impl RunningBinary {
         let stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
         Self {
             child,
-            stderr,
+            stderr: Some(stderr),
             seen: Vec::new(),
+            draining: None,
         }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// From now on standard error is read on a thread of its own (the lines come back with
+    /// [`finish`](Self::finish)), so that a long run cannot fill the pipe and block the
+    /// process; [`wait_for`](Self::wait_for) sees nothing more.
+    pub fn drain_in_background(&mut self) {
+        let stderr = self.stderr.take().expect("standard error is read here");
+        self.draining = Some(std::thread::spawn(move || {
+            stderr.map(|line| line.expect("stderr line")).collect()
+        }));
     }
 
     /// Reads standard error until a line satisfies `done`; panics if the process ends first.
     pub fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
-        for line in self.stderr.by_ref() {
+        for line in self
+            .stderr
+            .as_mut()
+            .expect("standard error is read here")
+            .by_ref()
+        {
             let line = line.expect("stderr line");
             self.seen.push(line.clone());
             if done(&line) {
@@ -82,7 +109,15 @@ impl RunningBinary {
 
     /// The rest of standard error and the exit code.
     pub fn finish(mut self) -> (Vec<String>, Option<i32>) {
-        let rest: Vec<String> = self.stderr.map(|l| l.expect("stderr line")).collect();
+        let rest: Vec<String> = match self.draining.take() {
+            Some(draining) => draining.join().expect("the stderr reader"),
+            None => self
+                .stderr
+                .into_iter()
+                .flatten()
+                .map(|l| l.expect("stderr line"))
+                .collect(),
+        };
         let status = self.child.wait().expect("the process ends");
         self.seen.extend(rest);
         (self.seen, status.code())
