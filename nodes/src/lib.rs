@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod allocator;
 pub mod debug;
 pub mod dedup;
 pub mod file;

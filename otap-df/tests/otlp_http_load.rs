@@ -470,29 +470,41 @@ fn a_body_that_does_not_arrive_in_time_is_answered_408_and_frees_its_place() {
 }
 
 #[test]
-fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
+fn a_connection_beyond_max_connections_is_closed_at_once_when_every_one_is_busy() {
     let port = free_port();
     let gateway = Running::listening_with(&limited_gateway(port, ", max_connections: 2"), port, 64);
-    // Two connections, each proven served (so both are open on the receiver's side).
-    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 1, "t", 1);
+    // Two connections, each with a request in flight: its head and half its body sent.
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 20, "t", 1);
     let request = logs_head(body.bytes().len());
-    let mut open = Vec::new();
+    let mut busy = Vec::new();
     for _ in 0..2 {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.write_all(request.as_bytes()).unwrap();
-        stream.write_all(body.bytes()).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        stream.write_all(&body.bytes()[..10]).unwrap();
+        busy.push(stream);
+    }
+    // Both are being read (bounded wait): the receiver counted them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while named(&gateway.node("otlp_in"), "bodies_read") < 2 {
+        assert!(Instant::now() < deadline, "both bodies are being read");
+        // Polling a counter, bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // None can make room for a third, which is closed at once.
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(read_until_closed(&mut third), "");
+    // The two busy ones finish their requests and are answered.
+    for mut stream in busy {
+        stream.write_all(&body.bytes()[10..]).unwrap();
+        let mut reader = BufReader::new(stream);
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
         assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        open.push(stream);
     }
-    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    assert_eq!(read_until_closed(&mut third), "");
-    drop(open);
     let receiver = gateway.node("otlp_in");
     gateway.stop().unwrap();
     assert_eq!(named(&receiver, "connections.rejected"), 1);
+    assert_eq!(named(&receiver, "connections.shed"), 0);
     assert_eq!(named(&receiver, "accepted"), 2);
 }
 

@@ -23,6 +23,7 @@ use tokio_rustls::server::TlsStream;
 
 use super::handler::{Handler, bump};
 use super::listener::Takeover;
+use super::table::{Entry, Exchange, SharedTable};
 
 /// How long a connection accepted just before a drain may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
@@ -45,10 +46,13 @@ impl Stream {
 }
 
 /// An open connection handed from one version of the receiver to its successor, between two
-/// requests: its stream, and the bytes of the next request already read from it.
+/// requests: its stream, the bytes of the next request already read from it, and what it did
+/// so far (for [`ConnectionTable`](super::table::ConnectionTable)).
 pub(super) struct Handed {
     pub(super) stream: Stream,
     pub(super) unread: Bytes,
+    pub(super) requests: u64,
+    pub(super) accepted: bool,
 }
 
 /// Where a connection comes from.
@@ -155,6 +159,7 @@ pub(super) struct Connections {
     pub(super) header_read_timeout: Duration,
     pub(super) draining: tokio::sync::watch::Receiver<bool>,
     pub(super) takeover: Takeover,
+    pub(super) table: SharedTable,
 }
 
 impl Connections {
@@ -178,13 +183,21 @@ impl Connections {
 /// Until its client sends something, a plain connection holds no HTTP state (hyper's buffers
 /// are made for its first request), and a drain hands the bare stream on. A connection that
 /// stays silent for `header_read_timeout` is closed.
-pub(super) async fn connection(arrival: Arrival, connections: Rc<Connections>) {
+pub(super) async fn connection(
+    arrival: Arrival,
+    exchange: Rc<Exchange>,
+    entry: Entry,
+    connections: Rc<Connections>,
+) {
+    exchange.seen.set(true);
     let timeout = connections.header_read_timeout;
     let (stream, unread) = match arrival {
-        Arrival::Handed(Handed { stream, unread }) => (stream, unread),
+        Arrival::Handed(Handed { stream, unread, .. }) => (stream, unread),
         Arrival::Accepted(tcp) => match &connections.tls {
             None => (Stream::Plain(tcp), Bytes::new()),
-            Some(tls) => match tokio::time::timeout(timeout, tls.accept(tcp)).await {
+            // Boxed, like the serving below: a handshake holds rustls' state, which would
+            // otherwise size every connection's task, plain ones too.
+            Some(tls) => match Box::pin(tokio::time::timeout(timeout, tls.accept(tcp))).await {
                 Ok(Ok(stream)) => (Stream::Tls(Box::new(stream)), Bytes::new()),
                 _ => return,
             },
@@ -204,12 +217,16 @@ pub(super) async fn connection(arrival: Arrival, connections: Rc<Connections>) {
                     Ok(0) | Err(_) => return,
                 },
                 _ = draining.wait_for(|draining| *draining) => true,
-                // Closed without an answer, as no request was sent.
+                // Closed without an answer, as no request was sent: silent for a whole
+                // header timeout, or displaced by a new connection at the cap.
                 () = tokio::time::sleep(timeout) => return,
+                () = exchange.shed_signal.notified() => return,
             };
             let handed = Handed {
                 stream: Stream::Plain(tcp),
                 unread,
+                requests: exchange.requests.get(),
+                accepted: exchange.accepted.get(),
             };
             match drained {
                 false => (handed.stream, handed.unread),
@@ -221,46 +238,12 @@ pub(super) async fn connection(arrival: Arrival, connections: Rc<Connections>) {
         }
         other => other,
     };
-    serve(stream, unread, &connections).await;
-}
-
-/// What a connection's task knows of its requests: for its header timer and its drain.
-#[derive(Default)]
-struct Exchange {
-    /// Since when the connection has been waiting for a request's head: since it was
-    /// accepted (or its TLS handshake ended) or its last request was answered; `None` while a
-    /// request is being answered.
-    waiting_since: Cell<Option<tokio::time::Instant>>,
-    /// How many requests have come, and the wake-up of the drain waiting for the first.
-    requests: Cell<u64>,
-    first: tokio::sync::Notify,
-    /// Whether answers close the connection (the receiver drains and no version takes the
-    /// connection over).
-    closing: Cell<bool>,
-}
-
-impl Exchange {
-    /// A request's head has been read.
-    fn started(&self) {
-        self.waiting_since.set(None);
-        let requests = self.requests.get();
-        self.requests.set(requests + 1);
-        if requests == 0 {
-            self.first.notify_one();
-        }
-    }
-
-    /// The connection waits for the next request's head from now on.
-    fn answered(&self) {
-        self.waiting_since.set(Some(tokio::time::Instant::now()));
-    }
-
-    /// Whether the connection is between two requests, having answered at least one. hyper
-    /// keeps a connection alive only after a first answer; until then, it is not idle for
-    /// it.
-    fn between_requests(&self) -> bool {
-        self.requests.get() > 0 && self.waiting_since.get().is_some()
-    }
+    // Boxed: the task of a connection that has sent nothing stays the size of the wait above
+    // (hundreds of bytes, not hyper's state), which is what a flood of silent connections
+    // costs.
+    Box::pin(serve(stream, unread, exchange, entry.number, &connections)).await;
+    // The table forgets the connection when `entry` goes, whichever way the task ends.
+    drop(entry);
 }
 
 /// When the header timer of a connection waiting since `waiting_since` looks next, seen at
@@ -293,18 +276,32 @@ fn head_deadline(
 /// to send one, answered with `Connection: close` too: its client connected to send it and
 /// would otherwise see the connection closed instead of an answer. One between two requests
 /// closes at once. A client that goes away mid-request is its own business.
-async fn serve(stream: Stream, unread: Bytes, connections: &Connections) {
+async fn serve(
+    stream: Stream,
+    unread: Bytes,
+    exchange: Rc<Exchange>,
+    number: u64,
+    connections: &Connections,
+) {
     let keep_open = Rc::new(Cell::new(false));
-    let exchange = Rc::new(Exchange::default());
     let service = service_fn({
         let exchange = exchange.clone();
         let handler = connections.handler.clone();
+        let table = connections.table.clone();
         move |request| {
             exchange.started();
             let handler = handler.clone();
             let exchange = exchange.clone();
+            let table = table.clone();
             async move {
                 let mut response = handler.handle(request).await;
+                // Once one request was accepted the connection is known good: nothing more
+                // to note.
+                if !exchange.accepted.get() {
+                    table
+                        .borrow_mut()
+                        .answered(number, &exchange, response.status().is_success());
+                }
                 if exchange.closing.get() {
                     response
                         .headers_mut()
@@ -332,6 +329,14 @@ async fn serve(stream: Stream, unread: Bytes, connections: &Connections) {
             biased;
             _ = &mut connection => return,
             _ = draining.wait_for(|draining| *draining) => break,
+            // Displaced by a new connection at the cap: closed now if idle; a request that
+            // started meanwhile is answered first, with `Connection: close`.
+            () = exchange.shed_signal.notified() => {
+                if exchange.idle() {
+                    return;
+                }
+                exchange.closing.set(true);
+            }
             () = timer.as_mut() => {
                 let now = tokio::time::Instant::now();
                 match head_deadline(exchange.waiting_since.get(), now, timeout) {
@@ -377,6 +382,8 @@ async fn serve(stream: Stream, unread: Bytes, connections: &Connections) {
         let handed = Handed {
             stream: io.stream,
             unread,
+            requests: exchange.requests.get(),
+            accepted: exchange.accepted.get(),
         };
         if let Err(back) = connections.hand_over(handed) {
             back.stream.close().await;
@@ -428,6 +435,7 @@ mod tests {
 
     #[test]
     fn an_exchange_tracks_the_wait_for_a_head_and_the_first_request() {
+        use super::super::table::Exchange;
         let exchange = Exchange::default();
         assert_eq!(exchange.waiting_since.get(), None);
         assert_eq!(exchange.requests.get(), 0);

@@ -25,6 +25,7 @@ mod config;
 mod connection;
 mod handler;
 mod listener;
+mod table;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ pub use config::{OtlpHttpReceiverConfig, ServerTls};
 use connection::{Arrival, Connections, Handed, connection};
 use handler::{Authorization, Counters, Handler, bump};
 use listener::{AcceptErrors, Listener, Takeover, listen};
+use table::{Entry, Exchange, SharedTable};
 
 /// `receiver:otlp_http`.
 pub static OTLP_HTTP_RECEIVER: NodeFactory =
@@ -161,9 +163,19 @@ impl LocalReceiver for OtlpHttpReceiver {
             header_read_timeout: config.header_read_timeout,
             draining,
             takeover,
+            table: SharedTable::default(),
         });
         let mut connections = JoinSet::new();
         let mut accept_errors = AcceptErrors::default();
+        // Displaces an idle connection to make room ([`table`]), counted.
+        let shed_one = |shared: &Connections| {
+            let shed = shared.table.borrow_mut().shed_one();
+            if shed {
+                bump(&handler.counters.connections_shed);
+            }
+            shed
+        };
+        let mut peak = Peak::default();
         let deadline = loop {
             tokio::select! {
                 message = context.control.recv() => {
@@ -191,21 +203,51 @@ impl LocalReceiver for OtlpHttpReceiver {
                         }
                     };
                     accept_errors.succeeded();
-                    if connections.len() >= config.max_connections {
-                        // Closed at once: the client learns now, rather than waiting in a
-                        // backlog, and the core's memory stays bounded.
-                        bump(&handler.counters.connections_rejected);
-                        drop(stream);
-                        continue;
+                    // Counted without the connections that closed since the last turn.
+                    while connections.try_join_next().is_some() {}
+                    let at_cap = connections.len() >= config.max_connections;
+                    if at_cap {
+                        let mut made_room = shed_one(&shared);
+                        if !made_room {
+                            // Connections accepted in this burst whose tasks have not run
+                            // yet cannot be displaced: they get their turn first (and some
+                            // may close meanwhile).
+                            tokio::task::yield_now().await;
+                            while connections.try_join_next().is_some() {}
+                            made_room =
+                                connections.len() < config.max_connections || shed_one(&shared);
+                        }
+                        if !made_room {
+                            // Every connection is busy: closed at once, so that the client
+                            // learns now, rather than waiting in a backlog, and the core's
+                            // memory stays bounded.
+                            bump(&handler.counters.connections_rejected);
+                            drop(stream);
+                            continue;
+                        }
                     }
                     bump(&handler.counters.connections_accepted);
                     let _ = stream.set_nodelay(true);
-                    connections.spawn_local(connection(Arrival::Accepted(stream), shared.clone()));
+                    spawn_connection(&mut connections, &shared, Arrival::Accepted(stream));
+                    peak.saw(connections.len());
+                    if at_cap {
+                        // Under a flood, the connections' tasks run between two accepts: the
+                        // displaced one closes, and a client's request is read before the
+                        // next newcomer could displace its connection.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Some(handed) = handed.recv() => {
-                    connections.spawn_local(connection(Arrival::Handed(handed), shared.clone()));
+                    // A client of the version before: taken whatever the count, room made
+                    // when there is some to make.
+                    if connections.len() >= config.max_connections {
+                        shed_one(&shared);
+                    }
+                    spawn_connection(&mut connections, &shared, Arrival::Handed(handed));
                 }
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(_) = connections.join_next(), if !connections.is_empty() => {
+                    peak.fell_to(connections.len());
+                }
             }
         };
         // No new connections. With a successor (a reload replaced this version), open
@@ -225,14 +267,14 @@ impl LocalReceiver for OtlpHttpReceiver {
                 .await
             {
                 bump(&handler.counters.connections_accepted);
-                connections.spawn_local(connection(Arrival::Accepted(stream), shared.clone()));
+                spawn_connection(&mut connections, &shared, Arrival::Accepted(stream));
             }
         }
         drop(listener);
         shared.takeover.close_socket_unless_succeeded();
         handed.close();
         while let Ok(late) = handed.try_recv() {
-            connections.spawn_local(connection(Arrival::Handed(late), shared.clone()));
+            spawn_connection(&mut connections, &shared, Arrival::Handed(late));
         }
         // Clients get until shortly before the deadline, so that what they hand over can
         // still be passed on (or accounted for) downstream in time.
@@ -249,5 +291,46 @@ impl LocalReceiver for OtlpHttpReceiver {
             while connections.join_next().await.is_some() {}
         }
         Ok(())
+    }
+}
+
+/// Spawns the task of a connection, entered in the core's table.
+fn spawn_connection(connections: &mut JoinSet<()>, shared: &Rc<Connections>, arrival: Arrival) {
+    let exchange = Rc::new(match &arrival {
+        Arrival::Accepted(_) => Exchange::default(),
+        Arrival::Handed(handed) => Exchange::continued(handed.requests, handed.accepted),
+    });
+    let number = shared.table.borrow_mut().add(&exchange);
+    let entry = Entry {
+        table: shared.table.clone(),
+        number,
+    };
+    connections.spawn_local(connection(arrival, exchange, entry, shared.clone()));
+}
+
+/// The most connections this core had open since memory was last given back: once a burst
+/// of at least [`Peak::BURST`] is down to a quarter, the memory it used goes back to the
+/// system ([`crate::allocator`]), once per burst.
+#[derive(Default)]
+struct Peak(usize);
+
+impl Peak {
+    const BURST: usize = 1024;
+
+    fn saw(&mut self, open: usize) {
+        self.0 = self.0.max(open);
+    }
+
+    fn fell_to(&mut self, open: usize) {
+        if self.0 >= Self::BURST && open <= self.0 / 4 {
+            let released = crate::allocator::release_free_memory();
+            tracing::debug!(
+                peak = self.0,
+                open,
+                released,
+                "a burst of connections is over"
+            );
+            self.0 = open;
+        }
     }
 }
