@@ -1,0 +1,196 @@
+//! `GET /metrics`: the run's metrics in the OpenMetrics text format (`prometheus-client`),
+//! read from its telemetry at each scrape.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::State;
+use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
+
+impl State {
+    pub(super) fn metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Metrics(self.telemetry.clone())));
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry)?;
+        Ok(body)
+    }
+}
+
+/// One of a node's engine-kept counts.
+type CountOf = fn(&crate::core::node::CounterSnapshot) -> u64;
+
+/// The run's metrics, read from its telemetry at each scrape.
+#[derive(Debug)]
+struct Metrics(Arc<Telemetry>);
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let totals = self.0.node_totals();
+        let counters: [(&str, &str, CountOf); 5] = [
+            (
+                "otap_df_node_records_in",
+                "Records that entered the node (summed over cores).",
+                |c| c.records_in,
+            ),
+            (
+                "otap_df_node_records_out",
+                "Records the node sent on or delivered.",
+                |c| c.records_out,
+            ),
+            (
+                "otap_df_node_records_dropped",
+                "Records the node dropped on purpose (deduplicated, filtered).",
+                |c| c.records_dropped,
+            ),
+            (
+                "otap_df_node_records_failed",
+                "Records the node could not deliver or process.",
+                |c| c.records_failed,
+            ),
+            (
+                "otap_df_node_errors",
+                "Errors the node handled without losing data.",
+                |c| c.errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            for total in &totals {
+                let labels = [
+                    ("pipeline", total.pipeline.as_str()),
+                    ("node", total.node.as_str()),
+                ];
+                ConstCounter::new(value(&total.counts)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "otap_df_node_counter",
+            "The nodes' own counters (requests, refusals by reason, retries, ...), by name.",
+            None,
+            counter.metric_type(),
+        )?;
+        for total in &totals {
+            for (name, value) in &total.named {
+                let labels = [
+                    ("pipeline", total.pipeline.as_str()),
+                    ("node", total.node.as_str()),
+                    ("name", name),
+                ];
+                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "otap_df_extension_state",
+            "1 for the state each extension instance is in, 0 for the others.",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (pipeline, extension, core, state) in self.0.extension_states() {
+            let core = core.map_or_else(|| "shared".to_owned(), |core| core.to_string());
+            let current = state.name();
+            for name in ExtensionState::NAMES {
+                let labels = [
+                    ("pipeline", pipeline.as_str()),
+                    ("extension", extension.as_str()),
+                    ("core", core.as_str()),
+                    ("state", name),
+                ];
+                ConstGauge::new(i64::from(name == current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let extension_metrics = self.0.extension_metrics();
+        let labels_of = |m: &ExtensionMetricsOf| {
+            (
+                m.pipeline.clone(),
+                m.extension.clone(),
+                m.core
+                    .map_or_else(|| "shared".to_owned(), |core| core.to_string()),
+            )
+        };
+        // A family without samples is left out: some OpenMetrics parsers refuse an empty one.
+        let any = |of: fn(&ExtensionMetricsOf) -> bool| extension_metrics.iter().any(of);
+        if any(|m| !m.metrics.counters.is_empty()) {
+            let mut family = encoder.encode_descriptor(
+            "otap_df_extension_counter",
+            "The extensions' own counters (token reloads and renewals, calls, errors by class, ...), by name.",
+            None,
+            counter.metric_type(),
+        )?;
+            for metrics in &extension_metrics {
+                let (pipeline, extension, core) = labels_of(metrics);
+                for (name, value) in &metrics.metrics.counters {
+                    let labels = [
+                        ("pipeline", pipeline.as_str()),
+                        ("extension", extension.as_str()),
+                        ("core", core.as_str()),
+                        ("name", name),
+                    ];
+                    ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        if any(|m| !m.metrics.gauges.is_empty()) {
+            let mut family = encoder.encode_descriptor(
+                "otap_df_extension_gauge",
+                "The extensions' own gauges (entries held, token expiry, ...), by name.",
+                None,
+                gauge.metric_type(),
+            )?;
+            for metrics in &extension_metrics {
+                let (pipeline, extension, core) = labels_of(metrics);
+                for (name, value) in &metrics.metrics.gauges {
+                    let labels = [
+                        ("pipeline", pipeline.as_str()),
+                        ("extension", extension.as_str()),
+                        ("core", core.as_str()),
+                        ("name", name),
+                    ];
+                    ConstGauge::new(*value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+
+        let phase = self.0.phase();
+        let mut family = encoder.encode_descriptor(
+            "otap_df_run_phase",
+            "1 for the phase the run is in (starting, running, stopping, stopped), 0 for the others.",
+            None,
+            gauge.metric_type(),
+        )?;
+        for candidate in [
+            RunPhase::Starting,
+            RunPhase::Running,
+            RunPhase::Stopping,
+            RunPhase::Stopped,
+        ] {
+            ConstGauge::new(i64::from(candidate == phase))
+                .encode(family.encode_family(&[("phase", candidate.as_str())])?)?;
+        }
+        let ready = ConstGauge::new(i64::from(self.0.readiness().is_ok()));
+        ready.encode(encoder.encode_descriptor(
+            "otap_df_ready",
+            "1 while /readyz answers 200.",
+            None,
+            ready.metric_type(),
+        )?)?;
+        let lost = ConstCounter::new(self.0.records_lost());
+        lost.encode(encoder.encode_descriptor(
+            "otap_df_records_lost",
+            "Records accepted, then neither delivered nor dead-lettered.",
+            None,
+            lost.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! `GET /status`: the configuration that runs now, with each extension's state and counters
+//! and each node's counters, as JSON.
+
+use serde_json::{Value, json};
+
+use super::State;
+use crate::core::extension::ExecutionModel;
+use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
+use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState};
+
+impl State {
+    pub(super) fn status(&self) -> Value {
+        // The configuration that runs now (a reload may have changed it).
+        let current = self.telemetry.config().map(|config| Shape::of(&config));
+        let shape = current.as_ref().unwrap_or(&self.shape);
+        let readiness = self.telemetry.readiness();
+        let states = self.telemetry.extension_states();
+        let extension_metrics = self.telemetry.extension_metrics();
+        let totals = self.telemetry.node_totals();
+        // One extension's entry, with its instances as the scope `label` runs them.
+        let extension_json = |label: &str, extension: &ExtensionShape| {
+            let instances: Vec<Value> = states
+                .iter()
+                .filter(|(p, e, _, _)| p == label && *e == extension.id)
+                .map(|(_, _, core, state)| {
+                    let metrics = extension_metrics.iter().find(|m| {
+                        m.pipeline == label && m.extension == extension.id && m.core == *core
+                    });
+                    instance(*core, state, metrics)
+                })
+                .collect();
+            json!({
+                "id": extension.id,
+                "type": extension.type_name,
+                "execution": extension.execution,
+                "instances": instances,
+                "bound_by": extension.bound_by.iter().map(|(pipeline, node, capability)| {
+                    json!({ "pipeline": pipeline, "node": node, "capability": capability })
+                }).collect::<Vec<_>>(),
+            })
+        };
+        let scopes: Vec<Value> = shape
+            .scopes
+            .iter()
+            .map(|(label, extensions)| {
+                let extensions: Vec<Value> = extensions
+                    .iter()
+                    .map(|extension| extension_json(label, extension))
+                    .collect();
+                json!({ "name": label, "extensions": extensions })
+            })
+            .collect();
+        let pipelines: Vec<Value> = shape
+            .pipelines
+            .iter()
+            .map(|pipeline| {
+                let extensions: Vec<Value> = pipeline
+                    .extensions
+                    .iter()
+                    .map(|extension| extension_json(&pipeline.name, extension))
+                    .collect();
+                let nodes: Vec<Value> = pipeline
+                    .nodes
+                    .iter()
+                    .map(|node| {
+                        let total = totals
+                            .iter()
+                            .find(|t| t.pipeline == pipeline.name && t.node == node.id);
+                        let counters = total.map_or(Value::Null, |t| {
+                            let named: serde_json::Map<String, Value> = t
+                                .named
+                                .iter()
+                                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                                .collect();
+                            json!({
+                                "records_in": t.counts.records_in,
+                                "records_out": t.counts.records_out,
+                                "records_dropped": t.counts.records_dropped,
+                                "records_failed": t.counts.records_failed,
+                                "errors": t.counts.errors,
+                                "named": named,
+                            })
+                        });
+                        json!({
+                            "id": node.id,
+                            "type": node.type_name,
+                            "bindings": node.bindings.iter().map(|(capability, extension, scope)| {
+                                json!({ "capability": capability, "extension": extension, "scope": scope })
+                            }).collect::<Vec<_>>(),
+                            "counters": counters,
+                        })
+                    })
+                    .collect();
+                json!({ "name": pipeline.name, "extensions": extensions, "nodes": nodes })
+            })
+            .collect();
+        json!({
+            "phase": self.telemetry.phase().as_str(),
+            "ready": readiness.is_ok(),
+            "not_ready_because": readiness.err().unwrap_or_default(),
+            "records_lost": self.telemetry.records_lost(),
+            "scopes": scopes,
+            "pipelines": pipelines,
+        })
+    }
+}
+
+fn instance(
+    core: Option<usize>,
+    state: &ExtensionState,
+    metrics: Option<&ExtensionMetricsOf>,
+) -> Value {
+    let (name, reason) = (state.name(), state.reason());
+    let counters: serde_json::Map<String, Value> = metrics
+        .map(|m| &m.metrics.counters[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    let gauges: serde_json::Map<String, Value> = metrics
+        .map(|m| &m.metrics.gauges[..])
+        .unwrap_or_default()
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), json!(value)))
+        .collect();
+    json!({ "core": core, "state": name, "reason": reason, "counters": counters, "gauges": gauges })
+}
+
+/// What the status shows of the configuration: the outer scopes' extensions, pipelines,
+/// their extensions and nodes.
+#[derive(Debug)]
+pub(super) struct Shape {
+    /// The engine's and groups' extensions, by scope label (`engine`, `group:<g>`); only
+    /// scopes with bound extensions.
+    scopes: Vec<(String, Vec<ExtensionShape>)>,
+    pipelines: Vec<PipelineShape>,
+}
+
+#[derive(Debug)]
+pub(super) struct PipelineShape {
+    name: String,
+    extensions: Vec<ExtensionShape>,
+    nodes: Vec<NodeShape>,
+}
+
+#[derive(Debug)]
+pub(super) struct ExtensionShape {
+    id: String,
+    type_name: String,
+    execution: &'static str,
+    /// `(pipeline, node, capability)`.
+    bound_by: Vec<(String, String, String)>,
+}
+
+#[derive(Debug)]
+pub(super) struct NodeShape {
+    id: String,
+    type_name: String,
+    /// `(capability, extension, the extension's scope label)`.
+    bindings: Vec<(String, String, String)>,
+}
+
+impl ExtensionShape {
+    fn of(extension: &ExtensionPlan) -> Self {
+        Self {
+            id: extension.id.clone(),
+            type_name: format!("extension:{}", extension.factory.name()),
+            execution: match extension.execution {
+                ExecutionModel::Local => "local",
+                ExecutionModel::Shared => "shared",
+            },
+            bound_by: extension
+                .consumers
+                .iter()
+                .map(|c| (c.pipeline.clone(), c.node.clone(), c.capability.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl Shape {
+    pub(super) fn of(resolved: &ResolvedConfig) -> Self {
+        let scopes = resolved
+            .scopes
+            .iter()
+            .filter(|scope| !scope.extensions.is_empty())
+            .map(|scope| {
+                let extensions = scope.extensions.iter().map(ExtensionShape::of).collect();
+                (scope.scope.label(), extensions)
+            })
+            .collect();
+        let pipelines = resolved
+            .pipelines
+            .iter()
+            .enumerate()
+            .map(|(index, plan)| PipelineShape {
+                name: format!("{}/{}", plan.group, plan.name),
+                extensions: plan.extensions.iter().map(ExtensionShape::of).collect(),
+                nodes: plan
+                    .nodes
+                    .iter()
+                    .map(|node| NodeShape {
+                        id: node.id.clone(),
+                        type_name: format!("{}:{}", node.factory.kind(), node.factory.name()),
+                        bindings: node
+                            .bindings
+                            .iter()
+                            .map(|b| {
+                                let scope = resolved
+                                    .binding_scope(index, &b.extension)
+                                    .map(|key| resolved.scope(key).label())
+                                    .unwrap_or_default();
+                                (b.capability.to_string(), b.extension.clone(), scope)
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self { scopes, pipelines }
+    }
+}
