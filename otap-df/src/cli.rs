@@ -386,7 +386,26 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
         ));
         return ExitCode::FAILURE;
     }
-    let admin_listen = admin_listen.or(resolved.engine.admin.as_ref().map(|a| a.listen));
+    // `--admin-listen` overrides where the endpoint listens; its other settings are the
+    // configuration's, or the defaults.
+    let admin = match (admin_listen, resolved.engine.admin.clone()) {
+        (None, None) => None,
+        (listen, config) => {
+            let mut config = config.unwrap_or_default();
+            if let Some(listen) = listen {
+                if !listen.ip().is_loopback() && config.capabilities.is_empty() {
+                    tracing::warn!(
+                        "the admin endpoint listens on {listen}, beyond this machine, without a \
+                         token: anyone who reaches it can read its status and metrics and reload \
+                         the configuration"
+                    );
+                }
+                config.listen = listen;
+            }
+            Some(config)
+        }
+    };
+    let admin_token = resolved.admin_authorizer().is_some();
     let engine = Engine::new(
         resolved,
         RunOptions {
@@ -406,13 +425,15 @@ fn run(out: Out, registry: &Registry, sources: &Sources, flags: RunFlags) -> Exi
         }
     };
     // Up before the engine starts, down after it ended: it reports the whole run.
-    let _admin = match admin_listen {
-        Some(listen) => {
+    let _admin = match admin {
+        Some(config) => {
+            let listen = config.listen;
             let admin = crate::admin::Admin::start(
-                listen,
+                &config,
                 telemetry.clone(),
                 engine.resolved(),
                 Some(reload.clone()),
+                admin_token.then(|| engine.admin_authorizer()),
             );
             match admin {
                 Ok(admin) => {

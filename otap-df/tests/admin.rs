@@ -392,3 +392,229 @@ fn an_admin_port_already_taken_fails_the_start_naming_it() {
         "{stderr}"
     );
 }
+
+/// An engine-level `bearer_auth` (`admins`, accepting `tokens`, reload interval `interval`)
+/// bound by the admin endpoint on `admin` with `require_token_for`; a receiver on `otlp`.
+fn guarded_config(
+    path: &Path,
+    (admin, otlp): (u16, u16),
+    tokens: &str,
+    interval: &str,
+    require_token_for: &str,
+) {
+    std::fs::write(
+        path,
+        format!(
+            "version: otap_df/v1
+engine:
+  admin:
+    listen: '127.0.0.1:{admin}'
+    capabilities: {{ bearer_token_authorizer: admins }}
+    require_token_for: {require_token_for}
+  extensions:
+    admins: {{ type: extension:bearer_auth, config: {{ tokens: [{tokens}], reload_interval: {interval} }} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{otlp}' }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: in, to: out }} ]
+"
+        ),
+    )
+    .unwrap();
+}
+
+/// `method path` with `token` (`Bearer`), if any: the status.
+fn with_token(port: u16, method: http::Method, path: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|bearer| vec![("authorization", bearer)])
+        .unwrap_or_default();
+    request(method, port, path, &headers, Vec::new())
+}
+
+#[test]
+fn a_bound_token_guards_reload_and_reads_and_follows_its_extension_across_reloads() {
+    let dir = TempDir::new("admin-token");
+    let config = dir.path("guarded.yaml");
+    let (admin, otlp) = (free_port(), free_port());
+    guarded_config(&config, (admin, otlp), "admin-secret", "1m", "all");
+    let run = RunningBinary::start(&config);
+    until(admin, "/readyz", "ready", |a| a.status == 200);
+    // The probes need no token; the reads and the reload need the accepted one.
+    assert_eq!(get(admin, "/livez").status, 200);
+    let status = get(admin, "/status");
+    assert_eq!(status.status, 401, "{}", body(&status));
+    assert_eq!(
+        status.headers["www-authenticate"],
+        "Bearer realm=\"otap-df admin\""
+    );
+    let post = http::Method::POST;
+    assert_eq!(with_token(admin, post.clone(), "/reload", None).status, 401);
+    assert_eq!(
+        with_token(admin, post.clone(), "/reload", Some("guess")).status,
+        401
+    );
+    let status = with_token(admin, http::Method::GET, "/status", Some("admin-secret"));
+    assert_eq!(status.status, 200);
+    let status: serde_json::Value = serde_json::from_slice(&status.body).unwrap();
+    assert_eq!(
+        status["scopes"][0]["extensions"][0]["bound_by"],
+        serde_json::json!([{ "pipeline": "engine", "node": "admin", "capability": "bearer_token_authorizer" }])
+    );
+    // A new token, taken in place: the old one no longer opens the endpoint.
+    guarded_config(&config, (admin, otlp), "new-secret", "1m", "all");
+    let answer = with_token(admin, post.clone(), "/reload", Some("admin-secret"));
+    assert_eq!(answer.status, 200, "{}", body(&answer));
+    assert_eq!(
+        with_token(admin, http::Method::GET, "/metrics", Some("admin-secret")).status,
+        401
+    );
+    assert_eq!(
+        with_token(admin, http::Method::GET, "/metrics", Some("new-secret")).status,
+        200
+    );
+    // An option the instance cannot take: a new instance, which the endpoint asks from then on.
+    guarded_config(&config, (admin, otlp), "third-secret", "2m", "all");
+    let answer = with_token(admin, post.clone(), "/reload", Some("new-secret"));
+    assert_eq!(answer.status, 200, "{}", body(&answer));
+    let answer: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(
+        answer["replaced"],
+        serde_json::json!(["extension `admins` of the engine"])
+    );
+    assert_eq!(
+        with_token(admin, http::Method::GET, "/status", Some("new-secret")).status,
+        401
+    );
+    assert_eq!(
+        with_token(admin, http::Method::GET, "/status", Some("third-secret")).status,
+        200
+    );
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+}
+
+#[test]
+fn a_reload_a_web_page_could_send_is_refused_and_the_command_lines_is_served() {
+    let dir = TempDir::new("admin-csrf");
+    let (admin, otlp) = (free_port(), free_port());
+    let run = RunningBinary::start(&config(dir.dir(), admin, otlp));
+    until(admin, "/readyz", "ready", |a| a.status == 200);
+    let post = http::Method::POST;
+    let from_a_page = request(
+        post.clone(),
+        admin,
+        "/reload",
+        &[("origin", "https://evil.example")],
+        "",
+    );
+    assert_eq!(from_a_page.status, 403, "{}", body(&from_a_page));
+    let a_form = request(
+        post.clone(),
+        admin,
+        "/reload",
+        &[("content-type", "text/plain")],
+        "x",
+    );
+    assert_eq!(a_form.status, 415, "{}", body(&a_form));
+    let rebound = request(
+        http::Method::GET,
+        admin,
+        "/status",
+        &[("host", "attacker.example")],
+        "",
+    );
+    assert_eq!(rebound.status, 403, "{}", body(&rebound));
+    let curl = request(post, admin, "/reload", &[], "");
+    assert_eq!(curl.status, 200, "{}", body(&curl));
+    run.signal("-TERM");
+    assert_eq!(run.finish().1, Some(0));
+}
+
+#[test]
+fn the_admin_endpoint_survives_idle_and_slow_floods_within_512_descriptors_and_the_data_path_serves()
+ {
+    let dir = TempDir::new("admin-flood");
+    let config = dir.path("flood.yaml");
+    let (admin, otlp) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+engine:
+  admin: {{ listen: '127.0.0.1:{admin}', max_connections: 16, header_read_timeout: 500ms }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{otlp}' }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: in, to: out }} ]
+"
+        ),
+    )
+    .unwrap();
+    // The engine with 512 file descriptors: 600 connections held open to the admin endpoint
+    // would take them all without its cap.
+    let run = RunningBinary::start_with_fd_limit(&config, 512);
+    until(admin, "/readyz", "ready", |a| a.status == 200);
+    use std::io::{Read, Write};
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        if let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
+            idle.push(stream);
+        }
+    }
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        // Half a request head, and then nothing.
+        stream
+            .write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n")
+            .unwrap();
+        slow.push(stream);
+    }
+    // While they are held: the probes are answered, and the data path takes requests.
+    let logs = otap_df_nodes::otlp::synthetic(otap_df::core::data::Signal::Logs, 5, "a", 1);
+    for _ in 0..20 {
+        assert_eq!(get(admin, "/livez").status, 200);
+        let answer = support::post(
+            otlp,
+            "/v1/logs",
+            &[("content-type", "application/x-protobuf")],
+            logs.bytes().clone(),
+        );
+        assert_eq!(answer.status, 200);
+    }
+    // A slow head is closed: displaced or timed out (500 ms), never left open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(deadline.saturating_duration_since(Instant::now())))
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(
+            read.is_ok()
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "closed within the bound: {read:?}"
+        );
+    }
+    drop(idle);
+    run.signal("-TERM");
+    let (lines, code) = run.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("final: in in=100 out=100")),
+        "{lines:?}"
+    );
+}

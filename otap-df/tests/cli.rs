@@ -1215,3 +1215,103 @@ fn print_config_shows_the_merged_configuration_with_secrets_redacted() {
         text(&output.stderr)
     );
 }
+
+/// A pipeline and `engine:` block `engine` for the admin endpoint tests.
+fn with_engine(engine: &str) -> String {
+    format!(
+        "version: otap_df/v1
+engine:
+{engine}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:4318' }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: in, to: out }} ]
+"
+    )
+}
+
+#[test]
+fn validate_warns_of_an_admin_endpoint_reachable_beyond_this_machine_and_how_to_narrow_it() {
+    let dir = TempDir::new("cli-admin-warn");
+    for (engine, warning) in [
+        (
+            "  admin: { listen: '0.0.0.0:8888' }",
+            ":3:12: at `engine.admin.listen`: the admin endpoint listens on 0.0.0.0:8888, beyond this machine: anyone who reaches \
+             it can read its status and metrics and reload the configuration; keep it on \
+             loopback (the default, `127.0.0.1:8888`), or bind a token",
+        ),
+        (
+            "  admin:\n    listen: '10.0.0.5:8888'\n    capabilities: { bearer_token_authorizer: admins }\n  extensions:\n    admins: { type: extension:bearer_auth, config: { tokens: [t] } }",
+            ":4:5: at `engine.admin.listen`: the admin endpoint listens on 10.0.0.5:8888, \
+             beyond this machine: anyone who \
+             reaches it can read its status and metrics (a reload needs the token); keep it on \
+             loopback, or set `require_token_for: all`",
+        ),
+    ] {
+        let config = dir.path("admin.yaml");
+        std::fs::write(&config, with_engine(engine)).unwrap();
+        let output = otap_df(&["validate", &config.display().to_string()]);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert!(stdout.contains(warning), "{stdout}");
+    }
+    // On loopback (the default when `listen` is left out), or guarded entirely: no warning.
+    for engine in [
+        "  admin: {}",
+        "  admin:\n    listen: '0.0.0.0:8888'\n    require_token_for: all\n    capabilities: { bearer_token_authorizer: admins }\n  extensions:\n    admins: { type: extension:bearer_auth, config: { tokens: [t] } }",
+    ] {
+        let config = dir.path("admin.yaml");
+        std::fs::write(&config, with_engine(engine)).unwrap();
+        let output = otap_df(&["validate", &config.display().to_string()]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert!(
+            !text(&output.stdout).contains("warning"),
+            "{}",
+            text(&output.stdout)
+        );
+    }
+}
+
+#[test]
+fn an_admin_binding_that_cannot_hold_is_an_error_where_it_is_written() {
+    for (engine, error) in [
+        (
+            "  admin:\n    capabilities: { bearer_token_authorizer: admin }\n  extensions:\n    admins: { type: extension:bearer_auth, config: { tokens: [t] } }",
+            ":4:21: at `engine.admin.capabilities.bearer_token_authorizer`: the admin endpoint \
+             binds `bearer_token_authorizer` to extension `admin`, which `engine.extensions` does \
+             not declare (the admin endpoint binds engine extensions only); engine extensions: \
+             `admins` (did you mean `admins`?)",
+        ),
+        (
+            "  admin:\n    capabilities: { key_value_store: store }\n  extensions:\n    store: { type: extension:memory_kv }",
+            "at `engine.admin.capabilities.key_value_store`: the admin endpoint binds only \
+             `bearer_token_authorizer` (the extension that decides on its token), not \
+             `key_value_store`",
+        ),
+        (
+            "  admin:\n    capabilities: { bearer_token_authorizer: store }\n  extensions:\n    store: { type: extension:memory_kv }",
+            "extension `store` (type `memory_kv`) does not provide `bearer_token_authorizer`; it \
+             provides: `key_value_store`",
+        ),
+        (
+            "  admin: { max_connections: 0 }",
+            "at `engine.admin.max_connections`: `max_connections` must be between 1 and 4096",
+        ),
+        (
+            "  admin: { header_read_timeout: 1ms }",
+            "at `engine.admin.header_read_timeout`: `header_read_timeout` must be between 100ms \
+             and 10m",
+        ),
+        (
+            "  admin: { require_token_for: everything }",
+            "unknown variant `everything`, expected `mutating` or `all`",
+        ),
+    ] {
+        let (_, stderr) = validate_refuses("admin.yaml", with_engine(engine));
+        assert!(stderr.contains(error), "{engine}\n{stderr}");
+    }
+}

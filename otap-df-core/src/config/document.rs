@@ -137,7 +137,25 @@ impl Walker<'_> {
                     {
                         extensions = self.extensions(&declared, &path.key("extensions"));
                     }
-                    if let Some(parsed) = self.decode::<EngineConfig>(&value, &path) {
+                    // The admin endpoint's bindings are read like a node's.
+                    let admin_path = path.key("admin");
+                    let admin_bindings = match value.get_mut("admin") {
+                        Some(Value::Mapping(admin)) => admin
+                            .remove("capabilities")
+                            .map(|bound| self.bindings(&bound, &admin_path.key("capabilities")))
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    if let Some(mut parsed) = self.decode::<EngineConfig>(&value, &path) {
+                        if let Some(admin) = &mut parsed.admin {
+                            admin.capabilities = admin_bindings;
+                            if let Some((field, message)) = admin.out_of_range() {
+                                self.error(
+                                    &admin_path.key(field),
+                                    ConfigErrorKind::InvalidValue { message },
+                                );
+                            }
+                        }
                         if !(1..=MAX_CORES).contains(&parsed.cores) {
                             self.error(
                                 &path.key("cores"),

@@ -6,6 +6,7 @@
 //! and line:column. [`crate::resolve::resolve`] then checks the document against a
 //! [`Registry`](crate::registry::Registry).
 
+mod admin;
 pub mod component;
 mod document;
 pub mod env;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 
+pub use admin::{AdminConfig, TokenScope};
 pub use component::ComponentConfig;
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use position::{Location, PathSegment, PositionIndex, YamlPath};
@@ -88,29 +90,6 @@ impl Default for EngineConfig {
             admin: None,
         }
     }
-}
-
-/// `engine.admin:` the admin endpoint (`/livez`, `/readyz`, `/status`, `/metrics`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Where it listens: an IP address and a port (`127.0.0.1:8888`). It has no
-    /// authentication: keep it on loopback or a management network.
-    #[serde(deserialize_with = "socket_address")]
-    pub listen: std::net::SocketAddr,
-}
-
-/// An IP address and port, with an error that says what is expected.
-fn socket_address<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<std::net::SocketAddr, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not an IP address and port (such as `127.0.0.1:8888` or `[::1]:8888`; \
-             a host name is not accepted)"
-        ))
-    })
 }
 
 /// The `extensions:` section of one scope: the engine, a group or a pipeline.

@@ -16,10 +16,15 @@
 //! - [`plan`]: what resolution produces (the plan types and warnings);
 //! - `scope`: each scope's declarations, the outer scopes' rule, shadowing;
 //! - `pipeline`: the checks of one pipeline (bindings, connections);
+//! - `admin`: the admin endpoint's binding (an engine extension's `bearer_token_authorizer`)
+//!   and where it listens;
 
+mod admin;
 mod pipeline;
 pub mod plan;
 mod scope;
+
+pub use admin::ADMIN_CONSUMER;
 
 pub use crate::config::error::BindingError;
 pub use plan::{
@@ -144,6 +149,9 @@ fn resolve_collecting(
             };
             pipelines.push(resolver.resolve(&mut warnings));
         }
+    }
+    if let Some(admin) = &document.engine.admin {
+        admin::resolve(admin, &mut outer[0], source, errors, &mut warnings);
     }
     let mut scopes = Vec::new();
     for outer in outer {

@@ -31,6 +31,14 @@ pub enum WarningKind {
         /// The extension id.
         extension: String,
     },
+    /// The admin endpoint listens on an address other machines can reach.
+    #[error("the admin endpoint listens on {listen}, beyond this machine: {reach}")]
+    AdminReachable {
+        /// Its address.
+        listen: std::net::SocketAddr,
+        /// Who can do what there, and how to narrow it.
+        reach: String,
+    },
     /// A processor or exporter that no receiver feeds: it never gets data.
     #[error(
         "{kind} `{node}` has no input from any receiver, so it never gets data; connect it or remove it"
@@ -150,6 +158,24 @@ pub struct ScopePlan {
 }
 
 impl ResolvedConfig {
+    /// The engine extension whose `bearer_token_authorizer` decides on the admin endpoint's
+    /// token (`engine.admin.capabilities`), when one is bound.
+    pub fn admin_authorizer(&self) -> Option<&str> {
+        let (pipeline, node) = super::ADMIN_CONSUMER;
+        self.scopes
+            .iter()
+            .find(|scope| scope.scope == Scope::Engine)?
+            .extensions
+            .iter()
+            .find(|extension| {
+                extension
+                    .consumers
+                    .iter()
+                    .any(|c| c.pipeline == pipeline && c.node == node)
+            })
+            .map(|extension| extension.id.as_str())
+    }
+
     /// The scope `key` names.
     pub fn scope(&self, key: ScopeKey) -> Scope {
         match key {

@@ -41,7 +41,7 @@ use crate::resolve::{ResolvedConfig, Scope, ScopeKey};
 use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 
 pub use super::failure::{EngineError, Failure};
-pub use super::options::{RunOptions, ShutdownHandle};
+pub use super::options::{AdminAuthorizer, RunOptions, ShutdownHandle};
 pub use super::reload::{ReloadHandle, ReloadOutcome};
 use super::reload::{ReloadRequest, live_configs};
 use super::run::{OuterInstances, Owner, PipelineRun, RunId};
@@ -65,6 +65,7 @@ pub struct Engine {
     ),
     /// What the cores report, and through which a reload request wakes the engine.
     reports: (ReportSender, std::sync::mpsc::Receiver<(usize, CoreReport)>),
+    admin: AdminAuthorizer,
 }
 
 type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
@@ -80,7 +81,15 @@ impl Engine {
             telemetry: Arc::new(Telemetry::default()),
             reloads: std::sync::mpsc::channel(),
             reports: std::sync::mpsc::channel(),
+            admin: AdminAuthorizer::default(),
         }
+    }
+
+    /// The authorizer of the engine extension the admin endpoint binds
+    /// (`engine.admin.capabilities`): filled once that extension's instance started, kept
+    /// current across reloads.
+    pub fn admin_authorizer(&self) -> AdminAuthorizer {
+        self.admin.clone()
     }
 
     /// A handle that hands the running engine a new configuration (see [`ReloadHandle`]).
@@ -143,6 +152,7 @@ impl Engine {
             },
             report_to: Some(self.reports.0),
             live: live_configs(&self.resolved),
+            admin: self.admin.clone(),
         };
         self.telemetry.set_config(self.resolved.clone());
         let result = room.run(&self.reloads.1);
@@ -262,6 +272,7 @@ struct EngineRoom {
     /// Where the cores report, until they are spawned.
     report_to: Option<ReportSender>,
     live: super::reload::LiveConfigs,
+    admin: AdminAuthorizer,
 }
 
 impl EngineRoom {
@@ -308,12 +319,15 @@ impl EngineRoom {
             }
         }
 
-        // 3. Shared extensions some node claimed start before any node, ready or not at all.
+        // 3. Shared extensions some node (or the admin endpoint) claimed start before any
+        // node, ready or not at all.
         let ids: Vec<RunId> = initial.iter().map(|run| run.id).collect();
+        claimed.extend(self.admin_claim(&resolved, &self.outer));
         if self.failures.is_empty() {
             let owners: Vec<Owner> = self.pending.iter().map(|(owner, _)| *owner).collect();
             let failures = self.start_shared(&owners, &claimed);
             self.failures.extend(failures);
+            self.serve_admin(&resolved);
         }
 
         // 4. Nodes run on every core; the engine watches shared extensions meanwhile. The run
@@ -850,6 +864,7 @@ impl EngineRoom {
                 .copied()
                 .chain(ids.iter().map(|id| Owner::Run(*id)))
                 .collect();
+            claimed.extend(self.admin_claim(&new, &outer));
             new_failures.extend(self.start_shared(&owners, &claimed));
         }
         if new_failures.is_empty() && !runs.is_empty() {
@@ -954,9 +969,48 @@ impl EngineRoom {
                 !matches!(scope, Scope::Pipeline(g, p) if format!("{g}/{p}") == *label)
             });
         }
+        // The admin endpoint asks the new instance of its extension from now on.
+        self.serve_admin(&new);
         self.stop_unbound();
         self.keep(new);
         outcome
+    }
+
+    /// The admin endpoint's claim on the instance of its extension in `outer`, when
+    /// `resolved` binds one.
+    fn admin_claim(
+        &self,
+        resolved: &ResolvedConfig,
+        outer: &OuterInstances,
+    ) -> Option<(Owner, String)> {
+        let id = resolved.admin_authorizer()?;
+        let owner = outer.get(&(Scope::Engine, id.to_owned()))?;
+        Some((*owner, id.to_owned()))
+    }
+
+    /// Hands the admin endpoint the authorizer of its extension's current instance.
+    fn serve_admin(&self, resolved: &ResolvedConfig) {
+        let Some((owner, id)) = self.admin_claim(resolved, &self.outer) else {
+            return;
+        };
+        let Some(shared) = self.shared.iter().find(|shared| shared.owner == owner) else {
+            return;
+        };
+        let binding = crate::capability::Binding {
+            capability: crate::capability::CapabilityId::BearerTokenAuthorizer,
+            extension: id,
+        };
+        let no_local: &[crate::extension::LocalProvisions] = &[];
+        let mut capabilities = crate::extension::Capabilities::for_node(
+            crate::resolve::ADMIN_CONSUMER.1,
+            &[binding],
+            no_local,
+            &shared.provisions,
+        );
+        match capabilities.require_shared::<crate::capability::BearerTokenAuthorizer>() {
+            Ok(authorizer) => self.admin.set(authorizer),
+            Err(error) => tracing::error!(%error, "the admin endpoint gets no authorizer"),
+        }
     }
 
     /// `new` is the configuration that runs now.

@@ -1,9 +1,12 @@
-//! How the engine runs: its options, and the handle that stops it.
+//! How the engine runs: its options, the handle that stops it, and what it hands the admin
+//! endpoint.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::capability::shared;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -46,5 +49,35 @@ impl ShutdownHandle {
     /// Starts a graceful shutdown (idempotent).
     pub fn request(&self) {
         self.0.send_replace(true);
+    }
+}
+
+/// The `bearer_token_authorizer` of the engine extension the admin endpoint binds
+/// (`engine.admin.capabilities`), as the engine provides it: none until that extension's
+/// instance has started, then its capability, replaced when a reload gives the extension a
+/// new instance. Cheap to clone; usable from any thread.
+#[derive(Clone, Default)]
+pub struct AdminAuthorizer(Arc<RwLock<Option<Arc<dyn shared::BearerTokenAuthorizer>>>>);
+
+impl AdminAuthorizer {
+    /// The authorizer to ask now; `None` while the extension is not started (a request that
+    /// needs a token is then refused: fail closed).
+    pub fn current(&self) -> Option<Arc<dyn shared::BearerTokenAuthorizer>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn set(&self, authorizer: Arc<dyn shared::BearerTokenAuthorizer>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(authorizer);
+    }
+}
+
+impl std::fmt::Debug for AdminAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuthorizer")
+            .field("ready", &self.current().is_some())
+            .finish()
     }
 }

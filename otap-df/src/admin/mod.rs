@@ -19,21 +19,28 @@
 //!   records.
 //!
 //! It runs on a thread and runtime of its own, so a saturated pipeline core cannot starve it.
+//! What a request must pass before it is served (its host, not from a web page, a token when
+//! one is bound) is in [`guard`]; a connection's head must come within
+//! `engine.admin.header_read_timeout`, and at `engine.admin.max_connections` a new connection
+//! displaces the oldest one that is not answering a request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::core::config::AdminConfig;
 use crate::core::resolve::ResolvedConfig;
-use crate::core::runtime::engine::Telemetry;
+use crate::core::runtime::engine::{AdminAuthorizer, Telemetry};
 use crate::reload::{ReloadReport, Reloads};
 
 /// The content type of `/metrics`.
@@ -47,31 +54,46 @@ pub struct Admin {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long a connection may stay open however busy it keeps: then it closes between two
+/// requests (a client that never reads its answers holds it no longer).
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(600);
+
 impl Admin {
-    /// Listens on `listen` (bound before this returns, so a taken port is an error here) and
-    /// serves `telemetry` on a thread of its own. `resolved` gives the shape the status shows;
-    /// `reload`, when given, serves `POST /reload`.
+    /// Listens on `config.listen` (bound before this returns, so a taken port is an error
+    /// here) and serves `telemetry` on a thread of its own. `resolved` gives the shape the
+    /// status shows; `reload`, when given, serves `POST /reload`; `authorizer`, when given,
+    /// decides on the token of the requests `config.require_token_for` names.
     pub fn start(
-        listen: SocketAddr,
+        config: &AdminConfig,
         telemetry: Arc<Telemetry>,
         resolved: &ResolvedConfig,
         reload: Option<Reloads>,
+        authorizer: Option<AdminAuthorizer>,
     ) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
+        let listener = bind(config.listen)?;
         let address = listener.local_addr()?;
         let state = Arc::new(State {
             shape: Shape::of(resolved),
             telemetry,
             reload,
+            guard: Guard {
+                loopback: address.ip().is_loopback(),
+                require_token_for: config.require_token_for,
+                authorizer,
+            },
         });
+        let limits = Limits {
+            max_connections: config.max_connections,
+            header_read_timeout: config.header_read_timeout,
+        };
         let (stop, stopped) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
+            .enable_time()
             .build()?;
         let thread = std::thread::Builder::new()
             .name("admin".into())
-            .spawn(move || runtime.block_on(serve(listener, state, stopped)))?;
+            .spawn(move || runtime.block_on(serve(listener, state, limits, stopped)))?;
         Ok(Self {
             address,
             stop: Some(stop),
@@ -96,9 +118,75 @@ impl Drop for Admin {
     }
 }
 
+/// A listening socket on `address` with a backlog of 1024: a burst of connections waits in the
+/// kernel in arrival order (an overflowing backlog would make some complete seconds later,
+/// after the clients that came behind them).
+fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// What bounds the connections.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    header_read_timeout: Duration,
+}
+
+/// One open connection, as the accept loop sees it.
+#[derive(Default)]
+struct Slot {
+    /// Its task has run: it had one chance to be read before it can be displaced.
+    seen: AtomicBool,
+    /// A request is being answered.
+    busy: AtomicBool,
+    /// Its task ended.
+    ended: AtomicBool,
+    /// Told to close to make room, and its task's wake-up.
+    shed: AtomicBool,
+    close: tokio::sync::Notify,
+}
+
+impl Slot {
+    fn displaceable(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+            && !self.busy.load(Ordering::Relaxed)
+            && !self.ended.load(Ordering::Relaxed)
+            && !self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// The open connections in arrival order; at the cap, the oldest that is not answering a
+/// request makes room for the new one.
+#[derive(Default)]
+struct Slots(std::collections::VecDeque<Arc<Slot>>);
+
+impl Slots {
+    fn shed_oldest_idle(&mut self) -> bool {
+        self.0.retain(|slot| !slot.ended.load(Ordering::Relaxed));
+        match self.0.iter().find(|slot| slot.displaceable()) {
+            Some(slot) => {
+                slot.shed.store(true, Ordering::Relaxed);
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     state: Arc<State>,
+    limits: Limits,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
@@ -108,32 +196,82 @@ async fn serve(
             return;
         }
     };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A request's head within the timeout, and no longer idle than it between requests.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
     let mut connections = tokio::task::JoinSet::new();
+    let mut slots = Slots::default();
     loop {
         tokio::select! {
             _ = &mut stopped => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let state = state.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let state = state.clone();
-                        async move {
-                            if request.method() == Method::POST && request.uri().path() == "/reload" {
-                                return Ok::<_, Infallible>(state.reload().await);
-                            }
-                            Ok::<_, Infallible>(state.answer(&request))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                while connections.try_join_next().is_some() {}
+                if connections.len() >= limits.max_connections && !slots.shed_oldest_idle() {
+                    // Connections that came in this burst get their first turn before any
+                    // is displaced.
+                    tokio::task::yield_now().await;
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= limits.max_connections && !slots.shed_oldest_idle() {
+                        // Every connection is answering a request: closed at once.
+                        drop(stream);
+                        continue;
+                    }
+                }
+                let slot = Arc::new(Slot::default());
+                slots.0.push_back(slot.clone());
+                connections.spawn(connection(stream, state.clone(), http.clone(), slot, limits));
+                if connections.len() >= limits.max_connections {
+                    // Under a flood the connections' tasks run between two accepts.
+                    tokio::task::yield_now().await;
+                }
             }
-            Some(_) = connections.join_next() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     connections.abort_all();
+}
+
+/// Serves one connection: its requests, until it closes, stays idle or slow past the header
+/// timeout, is displaced to make room while not answering, or has lived
+/// [`MAX_CONNECTION_LIFE`].
+async fn connection(
+    stream: tokio::net::TcpStream,
+    state: Arc<State>,
+    http: hyper::server::conn::http1::Builder,
+    slot: Arc<Slot>,
+    limits: Limits,
+) {
+    slot.seen.store(true, Ordering::Relaxed);
+    let service = hyper::service::service_fn({
+        let slot = slot.clone();
+        move |request: Request<Incoming>| {
+            let state = state.clone();
+            let slot = slot.clone();
+            slot.busy.store(true, Ordering::Relaxed);
+            async move {
+                let answer = state.serve(request).await;
+                slot.busy.store(false, Ordering::Relaxed);
+                Ok::<_, Infallible>(answer)
+            }
+        }
+    });
+    let mut connection = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+    let graceful = tokio::select! {
+        _ = connection.as_mut() => false,
+        // Displaced to make room while not answering (half a head, or nothing): closed now,
+        // so that its place is free at once. A request that started meanwhile is answered.
+        () = slot.close.notified() => slot.busy.load(Ordering::Relaxed),
+        () = tokio::time::sleep(MAX_CONNECTION_LIFE) => true,
+    };
+    if graceful {
+        // A request being answered is answered first; between two requests hyper closes at
+        // once.
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(limits.header_read_timeout, connection).await;
+    }
+    slot.ended.store(true, Ordering::Relaxed);
 }
 
 /// What the endpoint serves from.
@@ -141,6 +279,7 @@ struct State {
     shape: Shape,
     telemetry: Arc<Telemetry>,
     reload: Option<Reloads>,
+    guard: Guard,
 }
 
 impl std::fmt::Debug for State {
@@ -153,6 +292,23 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
+    /// Answers one request, once it passed the [`guard`] checks.
+    async fn serve(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err(refusal) = self.guard.check(&request) {
+            let mut answer = text(refusal.status, refusal.text);
+            if let Some(challenge) = refusal.challenge {
+                answer
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge);
+            }
+            return answer;
+        }
+        if request.method() == Method::POST && request.uri().path() == "/reload" {
+            return self.reload().await;
+        }
+        self.answer(&request)
+    }
+
     /// `POST /reload`: re-reads and applies the configuration (on the reload thread),
     /// answers what happened as JSON — 200 applied (`updated` extensions; `added`,
     /// `replaced`, `removed` pipelines and outer extensions) or unchanged, 409 needs a restart (`reasons`), 422
@@ -265,7 +421,9 @@ fn response(status: StatusCode, content_type: &str, body: String) -> Response<Fu
     response
 }
 
+mod guard;
 mod metrics;
 mod status;
 
+use guard::Guard;
 use status::Shape;

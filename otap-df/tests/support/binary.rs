@@ -40,12 +40,28 @@ impl RunningBinary {
 
     /// [`start`](Self::start) with more flags.
     pub fn start_with(config: &Path, flags: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otap-df"));
+        command.args(["run", "--progress", "--progress-interval", "0.1"]);
+        command.args(flags).arg(config);
+        Self::spawn(command)
+    }
+
+    /// [`start`](Self::start) with at most `descriptors` open files (a shell's `ulimit -n`).
+    pub fn start_with_fd_limit(config: &Path, descriptors: u32) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {descriptors} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_otap-df"))
+            .args(["run", "--progress", "--progress-interval", "0.1"])
+            .arg(config);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         use std::io::{BufRead, BufReader};
         use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otap-df"))
-            .args(["run", "--progress", "--progress-interval", "0.1"])
-            .args(flags)
-            .arg(config)
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
