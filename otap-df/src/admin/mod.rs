@@ -20,7 +20,7 @@
 //!
 //! It runs on a thread and runtime of its own, so a saturated pipeline core cannot starve it.
 //! What a request must pass before it is served (its host, not from a web page, a token when
-//! one is bound) is in [`guard`]; a connection's head must come within
+//! one is bound) is in the `guard` module; a connection's head must come within
 //! `engine.admin.header_read_timeout`, and at `engine.admin.max_connections` a new connection
 //! displaces the oldest one that is not answering a request.
 
