@@ -129,9 +129,9 @@ impl NodeFactory {
         self
     }
 
-    /// Declares an exporter that delivers after [`export`](super::LocalExporter::export)
+    /// Declares an exporter that delivers after [`export`](crate::node::LocalExporter::export)
     /// returns (it keeps requests in flight, with retries): it counts
-    /// [`records_out`](super::NodeCounters::records_out) itself, when its records are
+    /// [`records_out`](crate::node::NodeCounters::records_out) itself, when its records are
     /// delivered, and the engine counts only what comes in. Without it, the engine counts a
     /// payload `out` once `export` returns `Ok`. Either way `out` means delivered, and
     /// `in - out - failed` is what the exporter still holds.
