@@ -157,17 +157,14 @@ pub(super) struct Connections {
     pub(super) http: http1::Builder,
     pub(super) tls: Option<TlsAcceptor>,
     pub(super) header_read_timeout: Duration,
-    pub(super) draining: tokio::sync::watch::Receiver<bool>,
+    /// Whether the receiver drains (every connection's [`Attention`] is raised when it
+    /// starts).
+    pub(super) draining: Cell<bool>,
     pub(super) takeover: Takeover,
     pub(super) table: SharedTable,
 }
 
 impl Connections {
-    /// Whether the receiver drains (a copy of the signal to wait on).
-    fn draining(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.draining.clone()
-    }
-
     /// Hands `connection` to the successor, or gives it back.
     fn hand_over(&self, connection: Handed) -> Result<(), Handed> {
         let handed = self.takeover.hand_over(connection);
@@ -205,23 +202,28 @@ pub(super) async fn connection(
     };
     let (stream, unread) = match (stream, unread) {
         (Stream::Plain(tcp), unread) if unread.is_empty() => {
-            let mut draining = connections.draining();
             // A peek waits for the first byte and takes nothing (`readable` would answer at
             // once for a new socket, whose readiness starts set).
             let mut first = [0u8; 1];
-            let drained = tokio::select! {
-                biased;
-                sent = tcp.peek(&mut first) => match sent {
-                    Ok(1..) => false,
-                    // Closed, or failed, before sending anything.
-                    Ok(0) | Err(_) => return,
-                },
-                _ = draining.wait_for(|draining| *draining) => true,
-                // Closed without an answer, as no request was sent: silent for a whole
-                // header timeout, or displaced by a new connection at the cap.
-                () = tokio::time::sleep(timeout) => return,
-                () = exchange.shed_signal.notified() => return,
-            };
+            let drained = connections.draining.get()
+                || tokio::select! {
+                    biased;
+                    sent = tcp.peek(&mut first) => match sent {
+                        Ok(1..) => false,
+                        // Closed, or failed, before sending anything.
+                        Ok(0) | Err(_) => return,
+                    },
+                    // The receiver drains, or (closed without an answer, as no request was
+                    // sent) a new connection displaced this one at the cap.
+                    () = exchange.attention.wait() => {
+                        if !connections.draining.get() {
+                            return;
+                        }
+                        true
+                    }
+                    // Silent for a whole header timeout: closed.
+                    () = tokio::time::sleep(timeout) => return,
+                };
             let handed = Handed {
                 stream: Stream::Plain(tcp),
                 unread,
@@ -320,18 +322,23 @@ async fn serve(
     };
     let mut connection = connections.http.serve_connection(TokioIo::new(io), service);
     let timeout = connections.header_read_timeout;
-    let mut draining = connections.draining();
     // The head of the first request is awaited from now on.
     exchange.answered();
     let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
     loop {
+        if connections.draining.get() {
+            break;
+        }
         tokio::select! {
             biased;
             _ = &mut connection => return,
-            _ = draining.wait_for(|draining| *draining) => break,
-            // Displaced by a new connection at the cap: closed now if idle; a request that
-            // started meanwhile is answered first, with `Connection: close`.
-            () = exchange.shed_signal.notified() => {
+            // The receiver drains (the loop ends above), or a new connection displaced this
+            // one at the cap: closed now if idle; a request that started meanwhile is
+            // answered first, with `Connection: close`.
+            () = exchange.attention.wait() => {
+                if connections.draining.get() {
+                    continue;
+                }
                 if exchange.idle() {
                     return;
                 }

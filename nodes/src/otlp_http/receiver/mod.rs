@@ -151,7 +151,6 @@ impl LocalReceiver for OtlpHttpReceiver {
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
             counters,
         });
-        let (drain, draining) = tokio::sync::watch::channel(false);
         let mut http = hyper::server::conn::http1::Builder::new();
         // The header timeout is the connection's own ([`connection`]): hyper's allocates a
         // timer and enters it in the core's timer wheel for every request's head.
@@ -161,7 +160,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             http,
             tls,
             header_read_timeout: config.header_read_timeout,
-            draining,
+            draining: std::cell::Cell::new(false),
             takeover,
             table: SharedTable::default(),
         });
@@ -281,7 +280,8 @@ impl LocalReceiver for OtlpHttpReceiver {
         let until = shutdown
             .requested()
             .map_or(deadline, |request| request.stop_waiting_at.min(deadline));
-        let _ = drain.send(true);
+        shared.draining.set(true);
+        shared.table.borrow().raise_all();
         let drained = tokio::time::timeout_at(until.into(), async {
             while connections.join_next().await.is_some() {}
         })

@@ -15,6 +15,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 /// What a connection's task knows of its requests: for its header timer, its drain, and
 /// whether it is shed at the cap.
@@ -37,9 +38,44 @@ pub(super) struct Exchange {
     /// Whether its task has run: a connection gets that one chance to be read before it can
     /// be displaced, however fast others come.
     pub(super) seen: Cell<bool>,
-    /// Told to close, to make room for a new connection (and its task's wake-up).
+    /// Told to close, to make room for a new connection.
     shed: Cell<bool>,
-    pub(super) shed_signal: tokio::sync::Notify,
+    /// Wakes the connection's task when it is shed or the receiver drains.
+    pub(super) attention: Attention,
+}
+
+/// Wakes one connection's task when something concerns it (it is displaced, or the receiver
+/// drains): a flag and the task's waker, on the core's thread. Cheaper to poll on every wake-up
+/// of a connection than a `Notify`, which takes its lock to keep the waker current.
+#[derive(Default)]
+pub(super) struct Attention {
+    raised: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Attention {
+    /// Raises it: the task's next wait returns.
+    pub(super) fn raise(&self) {
+        self.raised.set(true);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Returns once it is raised (at once if it is), and lowers it.
+    pub(super) fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.raised.replace(false) {
+                return Poll::Ready(());
+            }
+            let waker = match self.waker.take() {
+                Some(waker) if waker.will_wake(cx.waker()) => waker,
+                _ => cx.waker().clone(),
+            };
+            self.waker.set(Some(waker));
+            Poll::Pending
+        })
+    }
 }
 
 impl Exchange {
@@ -87,7 +123,7 @@ impl Exchange {
 
     fn shed(&self) {
         self.shed.set(true);
-        self.shed_signal.notify_one();
+        self.attention.raise();
     }
 }
 
@@ -135,6 +171,13 @@ impl ConnectionTable {
                 .retain(|n| open.get(n).is_some_and(|e| !e.accepted.get()));
         }
         number
+    }
+
+    /// Wakes every open connection (the receiver drains).
+    pub(super) fn raise_all(&self) {
+        for exchange in self.open.values() {
+            exchange.attention.raise();
+        }
     }
 
     /// The connection numbered `number` ended.
