@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use otap_df_tests::temp::TempDir;
 use support::binary::{RunningBinary, counter, final_line};
-use support::{free_port, get, logs_head, read_answer};
+use support::{free_port, logs_head, read_answer, wait_ready};
 
 /// A receiver on `otlp` that accepts `Bearer good` (engine-level `bearer_auth`), at most
 /// `max_connections` connections, into a noop exporter.
@@ -51,13 +51,7 @@ fn start(name: &str, max_connections: usize) -> (TempDir, u16, RunningBinary) {
     let (admin, otlp) = (free_port(), free_port());
     write_config(&config, admin, otlp, max_connections);
     let run = RunningBinary::start(&config);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(TcpStream::connect(("127.0.0.1", admin)).is_ok() && get(admin, "/readyz").status == 200)
-    {
-        assert!(Instant::now() < deadline, "not ready within 10s");
-        // Readiness poll, bounded by the deadline.
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ready(admin);
     (dir, otlp, run)
 }
 

@@ -11,11 +11,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use otap_df_tests::temp::TempDir;
 use support::binary::{RunningBinary, counter, final_line, records_out};
-use support::{free_port, get, post};
+use support::{free_port, get, post, reload, wait_ready};
 
 /// A receiver on `otlp` guarded by an engine-level `bearer_auth` accepting `tokens`, into a
 /// noop exporter; `header` is the token's header; the admin endpoint on `admin`.
@@ -58,18 +57,6 @@ fn send_in(otlp: u16, header: &str, token: &str) -> u16 {
     post(otlp, "/v1/logs", &headers, logs.bytes().clone())
         .status
         .as_u16()
-}
-
-/// Waits (bounded: 10 s) until the admin endpoint answers ready.
-fn wait_ready(admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-        && get(admin, "/readyz").status == 200)
-    {
-        assert!(Instant::now() < deadline, "not ready within 10s");
-        // Polling interval, not a wait for an outcome: the deadline bounds the loop.
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A client that keeps sending with `token` until stopped: the status of every request.
@@ -127,15 +114,6 @@ fn start(name: &str) -> Setup {
         otlp,
         run,
     }
-}
-
-/// `POST /reload`: the status and the JSON answer.
-fn reload(admin: u16) -> (u16, serde_json::Value) {
-    let answer = post(admin, "/reload", &[], Vec::new());
-    (
-        answer.status.as_u16(),
-        serde_json::from_slice(&answer.body).unwrap(),
-    )
 }
 
 /// Ends the run with SIGTERM: every accepted record was delivered.

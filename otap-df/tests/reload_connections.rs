@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use otap_df_tests::temp::TempDir;
 use support::binary::{RunningBinary, counter, final_line, records_out};
-use support::{free_port, get, logs_head, post, read_answer};
+use support::{free_port, logs_head, read_answer, reload, wait_ready};
 
 /// `tls` of a receiver: its certificate and key files.
 type Tls<'a> = Option<(&'a Path, &'a Path)>;
@@ -55,26 +55,6 @@ groups:
         ),
     )
     .unwrap();
-}
-
-/// Waits (bounded: 10 s) until the admin endpoint answers ready.
-fn wait_ready(admin: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(TcpStream::connect(("127.0.0.1", admin)).is_ok() && get(admin, "/readyz").status == 200)
-    {
-        assert!(Instant::now() < deadline, "not ready within 10s");
-        // Readiness poll, bounded by the deadline.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `POST /reload`: the status and the JSON answer.
-fn reload(admin: u16) -> (u16, serde_json::Value) {
-    let answer = post(admin, "/reload", &[], Vec::new());
-    (
-        answer.status.as_u16(),
-        serde_json::from_slice(&answer.body).unwrap(),
-    )
 }
 
 fn replaced() -> (u16, serde_json::Value) {

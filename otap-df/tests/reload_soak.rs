@@ -9,11 +9,10 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use otap_df_tests::temp::TempDir;
 use support::binary::{RunningBinary, final_line};
-use support::{free_port, get, post};
+use support::{free_port, post, wait_ready};
 
 /// A receiver guarded by the pipeline's own `bearer_auth` into a noop exporter; `version`
 /// goes into the receiver's config, so that each new value replaces the pipeline.
@@ -91,14 +90,7 @@ fn two_thousand_replacing_reloads_and_a_burst_of_sighups_leave_memory_and_thread
     let mut run = RunningBinary::start(&config);
     // Thousands of reloads log more than a pipe holds.
     run.drain_in_background();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-        && get(admin, "/readyz").status == 200)
-    {
-        assert!(Instant::now() < deadline, "not ready within 10s");
-        // Readiness poll, bounded by the deadline.
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ready(admin);
     let pid = run.id();
     // Warm-up: the allocator's arenas and every lazily made structure reach their size
     // (measured: resident memory settles within the first 500 reloads).

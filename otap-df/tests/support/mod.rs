@@ -283,3 +283,23 @@ pub fn read_answer(reader: &mut std::io::BufReader<TcpStream>) -> RawAnswer {
     reader.read_exact(&mut body).expect("the body");
     answer
 }
+
+/// Waits (bounded: 10 s) until the admin endpoint on `admin` answers ready.
+pub fn wait_ready(admin: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(TcpStream::connect(("127.0.0.1", admin)).is_ok() && get(admin, "/readyz").status == 200)
+    {
+        assert!(Instant::now() < deadline, "not ready within 10s");
+        // Readiness poll, bounded by the deadline.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `POST /reload` on the admin endpoint `admin`: the status and the JSON answer.
+pub fn reload(admin: u16) -> (u16, serde_json::Value) {
+    let answer = post(admin, "/reload", &[], Vec::new());
+    (
+        answer.status.as_u16(),
+        serde_json::from_slice(&answer.body).unwrap(),
+    )
+}
