@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::{Engine, RunOptions};
 
 /// `(batches, records per batch)`: records/s with realistic batches, and the per-batch cost
 /// of the engine and the hop with one-record batches.

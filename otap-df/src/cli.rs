@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::core::config::ComponentKind;
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
-use crate::core::runtime::engine::{Engine, RunOptions, ShutdownHandle, Telemetry};
+use crate::core::runtime::{Engine, RunOptions, ShutdownHandle, Telemetry};
 
 /// A command line built on otap-df: `validate`, `components` and `run`, under a
 /// distribution's name and version.

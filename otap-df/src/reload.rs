@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 use crate::Registry;
-use crate::core::runtime::engine::{ReloadHandle, ReloadOutcome};
+use crate::core::runtime::{ReloadHandle, ReloadOutcome};
 use crate::sources::Sources;
 
 /// What one reload found.

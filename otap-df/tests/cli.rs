@@ -601,10 +601,7 @@ groups:
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    otap_df_tests::ports::free_port().expect("a free loopback port")
 }
 
 /// Sends 30 requests of 10 records; all must be acknowledged. Then SIGTERM.

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::{Engine, RunOptions};
 use proptest::prelude::*;
 use serde_yaml_ng::Value;
 

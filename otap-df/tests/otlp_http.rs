@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use otap_df_core::data::{Encoding, Signal};
-use otap_df_core::runtime::engine::Telemetry;
+use otap_df_core::runtime::Telemetry;
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);

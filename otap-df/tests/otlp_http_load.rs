@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use otap_df_core::data::{Encoding, Signal};
-use otap_df_core::runtime::engine::{NodeTotals, RunOptions, Telemetry};
+use otap_df_core::runtime::{NodeTotals, RunOptions, Telemetry};
 use otap_df_nodes::otlp::Shape;
 
 /// One `POST /v1/logs` of `records` log records, with a plain HTTP/1.1 client.

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use otap_df::core::runtime::engine::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
+use otap_df::core::runtime::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
 
 // Names the crate: without it nothing links it and its nodes are not registered.
 use acme_nodes as _;

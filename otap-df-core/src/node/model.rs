@@ -128,7 +128,7 @@ impl ShutdownSignal {
 /// gave up without delivering or dead-lettering them: [`Telemetry::records_lost`] sums it
 /// over every node, and `otap-df run` exits non-zero when it is not zero.
 ///
-/// [`Telemetry::records_lost`]: crate::runtime::engine::Telemetry::records_lost
+/// [`Telemetry::records_lost`]: crate::runtime::Telemetry::records_lost
 pub const LOST: &str = "lost";
 
 /// A node failed.
@@ -189,7 +189,7 @@ impl NodeCounters {
     /// The node's own counter `name` (`requests`, `refused.unauthorized`, ...), created at
     /// zero on first use. Look it up once, when the node is built, and keep the `Arc`:
     /// adding to it is then one atomic operation. Counters that are not zero are shown in
-    /// the `run` progress line and in [`NodeTotals`](crate::runtime::engine::NodeTotals).
+    /// the `run` progress line and in [`NodeTotals`](crate::runtime::NodeTotals).
     pub fn named(&self, name: &'static str) -> Arc<AtomicU64> {
         let mut named = self.named.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = named.iter().find(|(n, _)| *n == name) {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
-use super::engine::{ExtensionState, Failure, Telemetry};
+use super::failure::Failure;
+use super::telemetry::{ExtensionState, Telemetry};
 use crate::extension::{
     ExtensionControl, ExtensionHandle, ExtensionMessage, Lifecycle, Readiness, control_channel,
 };

@@ -1,11 +1,6 @@
 //! One core: its thread and single-threaded runtime, the pipeline runs it builds (their
 //! local extensions and node instances) on the engine's command, and the node tasks it
-//! drives until every run has finished.
-//!
-//! The engine commands, the core reports: `Build` runs (→ `Built`, with the extensions their
-//! nodes claimed), `Start` or `Discard` built runs (→ `Started`), `Stop` running runs (their
-//! receivers stop, the rest drains; → `RunEnded` each, once its local extensions stopped
-//! too). The core ends when no run is left (→ `Finished`).
+//! drives until every run has finished (the commands and reports: `protocol.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +12,7 @@ use tokio::task::{JoinSet, LocalSet};
 use super::failure::Failure;
 use super::instantiate::InstantiateError;
 use super::options::RunOptions;
+use super::protocol::{CoreCommand, CoreReport};
 use super::run::{Owner, PipelineRun, RunId};
 use super::telemetry::{ExtensionState, NodeStats, Telemetry, lost_in};
 use crate::config::ComponentConfig;
@@ -31,40 +27,6 @@ use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_pol
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
 /// The extensions nodes claimed: whose instance, and its id.
 type Claims = BTreeSet<(Owner, String)>;
-
-/// What the engine tells a core.
-pub(super) enum CoreCommand {
-    /// Build these runs: their local extensions and nodes (which claim capabilities).
-    Build(Vec<PipelineRun>),
-    /// Start built runs: their local extensions, then their nodes.
-    Start(Vec<RunId>),
-    /// Drop built runs without starting them.
-    Discard(Vec<RunId>),
-    /// Stop running runs: their receivers stop, the rest drains.
-    Stop(Vec<RunId>),
-}
-
-/// Where a core reports (`(core, report)`).
-pub(super) type ReportSender = std::sync::mpsc::Sender<(usize, CoreReport)>;
-
-/// What a core tells the engine.
-pub(super) enum CoreReport {
-    /// The runs of a `Build` are built (or failed to, with why); the extensions their nodes
-    /// claimed.
-    Built {
-        failures: Vec<Failure>,
-        claims: Vec<(Owner, String)>,
-    },
-    /// The runs of a `Start` started (or failed to: their local extensions were not ready).
-    Started { failures: Vec<Failure> },
-    /// A run's nodes and local extensions on this core are done.
-    RunEnded { run: RunId, failures: Vec<Failure> },
-    /// Every run on this core is done.
-    Finished { failures: Vec<Failure> },
-    /// Not a core's: a reload request waits, and the engine takes it now rather than at its
-    /// next check.
-    Wake,
-}
 
 pub(super) fn startup_timeout(
     resolved: &crate::resolve::ResolvedConfig,

@@ -19,7 +19,7 @@ use http::{HeaderValue, Method, Request, StatusCode};
 
 use crate::core::capability::AuthzDecision;
 use crate::core::config::TokenScope;
-use crate::core::runtime::engine::AdminAuthorizer;
+use crate::core::runtime::AdminAuthorizer;
 
 /// What a refused request is answered: status, text, and a header to add.
 #[derive(Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::State;
-use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
+use crate::core::runtime::{ExtensionMetricsOf, ExtensionState, RunPhase, Telemetry};
 
 impl State {
     pub(super) fn metrics(&self) -> Result<String, std::fmt::Error> {

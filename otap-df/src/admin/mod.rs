@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 
 use crate::core::config::AdminConfig;
 use crate::core::resolve::ResolvedConfig;
-use crate::core::runtime::engine::{AdminAuthorizer, Telemetry};
+use crate::core::runtime::{AdminAuthorizer, Telemetry};
 use crate::reload::{ReloadReport, Reloads};
 
 /// The content type of `/metrics`.
@@ -81,6 +81,7 @@ impl Admin {
                 require_token_for: config.require_token_for,
                 authorizer,
             },
+            header_read_timeout: config.header_read_timeout,
         });
         let limits = Limits {
             max_connections: config.max_connections,
@@ -249,10 +250,18 @@ async fn connection(
         move |request: Request<Incoming>| {
             let state = state.clone();
             let slot = slot.clone();
-            slot.busy.store(true, Ordering::Relaxed);
             async move {
-                let answer = state.serve(request).await;
-                slot.busy.store(false, Ordering::Relaxed);
+                // Busy (never displaced) only while answering: a body still coming leaves it
+                // displaceable, so slow bodies cannot hold every place.
+                let answer = match state.read(request).await {
+                    Ok(request) => {
+                        slot.busy.store(true, Ordering::Relaxed);
+                        let answer = state.serve(request).await;
+                        slot.busy.store(false, Ordering::Relaxed);
+                        answer
+                    }
+                    Err(answer) => answer,
+                };
                 Ok::<_, Infallible>(answer)
             }
         }
@@ -274,12 +283,17 @@ async fn connection(
     slot.ended.store(true, Ordering::Relaxed);
 }
 
+/// The largest request body the endpoint reads (and throws away: it takes none).
+const MAX_BODY: usize = 64 * 1024;
+
 /// What the endpoint serves from.
 struct State {
     shape: Shape,
     telemetry: Arc<Telemetry>,
     reload: Option<Reloads>,
     guard: Guard,
+    /// How long a request's body may take.
+    header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for State {
@@ -292,8 +306,36 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    /// Answers one request, once it passed the [`guard`] checks.
-    async fn serve(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// Reads a request's body (none is used) before anything is answered: a connection closed
+    /// with a body unread is reset, and a reset can take the answer with it. The request
+    /// without it, or the answer when the body is too large or too slow.
+    async fn read(&self, request: Request<Incoming>) -> Result<Request<()>, Response<Full<Bytes>>> {
+        let (parts, body) = request.into_parts();
+        let limited = http_body_util::Limited::new(body, MAX_BODY);
+        let read = tokio::time::timeout(
+            self.header_read_timeout,
+            http_body_util::BodyExt::collect(limited),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(_))) {
+            let mut answer = text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "refused: the endpoint takes no body over {MAX_BODY} bytes, nor one slower \
+                     than {:?}\n",
+                    self.header_read_timeout
+                ),
+            );
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return Err(answer);
+        }
+        Ok(Request::from_parts(parts, ()))
+    }
+
+    /// Answers a request read whole, once it passed the [`guard`] checks.
+    async fn serve(&self, request: Request<()>) -> Response<Full<Bytes>> {
         if let Err(refusal) = self.guard.check(&request) {
             let mut answer = text(refusal.status, refusal.text);
             if let Some(challenge) = refusal.challenge {
@@ -372,7 +414,7 @@ impl State {
         response(status, "application/json", body)
     }
 
-    fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn answer(&self, request: &Request<()>) -> Response<Full<Bytes>> {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,

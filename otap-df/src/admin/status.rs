@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::State;
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
-use crate::core::runtime::engine::{ExtensionMetricsOf, ExtensionState};
+use crate::core::runtime::{ExtensionMetricsOf, ExtensionState};
 
 impl State {
     pub(super) fn status(&self) -> Value {

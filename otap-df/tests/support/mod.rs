@@ -6,14 +6,14 @@
 pub mod binary;
 
 use http_body_util::BodyExt;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{
+use otap_df_core::runtime::{
     Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
 };
 
@@ -31,11 +31,7 @@ pub fn registry() -> Registry {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    otap_df_tests::ports::free_port().expect("a free loopback port")
 }
 
 /// A pipeline running on one core on its own thread.

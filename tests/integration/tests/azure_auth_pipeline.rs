@@ -18,7 +18,7 @@ use http::Response;
 use http_body_util::Full;
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::{Engine, RunOptions};
 use support::{Reply, SCOPE, TokenEndpoint, expect_child, expiry_of, number_of, run_child};
 
 fn registry() -> Registry {
@@ -285,7 +285,7 @@ fn a_misconfiguration_is_reported_with_file_line_and_path() {
 }
 
 /// Runs `yaml` to its end on two cores; its telemetry.
-fn run_on_two_cores(yaml: &str) -> Arc<otap_df_core::runtime::engine::Telemetry> {
+fn run_on_two_cores(yaml: &str) -> Arc<otap_df_core::runtime::Telemetry> {
     let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
         .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
     let engine = Engine::new(

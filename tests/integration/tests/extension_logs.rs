@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::{Engine, RunOptions};
 use otap_df_tests::logs::capture_all;
 use otap_df_tests::recording;
 

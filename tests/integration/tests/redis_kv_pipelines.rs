@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{Engine, Failure, RunOptions};
+use otap_df_core::runtime::{Engine, Failure, RunOptions};
 use otap_df_tests::redis_server;
 
 /// Built-ins, the nodes and `extension:redis_kv`.
@@ -89,11 +89,7 @@ pub fn start_expecting_not_ready(store_config: &str) -> NotReady {
 #[test]
 fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_password() {
     // A port nothing listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = otap_df_tests::ports::free_port().unwrap();
     let not_ready = start_expecting_not_ready(&format!(
         "{{ url: 'redis://:hunter2-secret@127.0.0.1:{port}/0' }}"
     ));
@@ -111,9 +107,9 @@ fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_
 fn start_one_core(
     text: &str,
 ) -> (
-    Arc<otap_df_core::runtime::engine::Telemetry>,
-    otap_df_core::runtime::engine::ShutdownHandle,
-    std::thread::JoinHandle<Result<(), otap_df_core::runtime::engine::EngineError>>,
+    Arc<otap_df_core::runtime::Telemetry>,
+    otap_df_core::runtime::ShutdownHandle,
+    std::thread::JoinHandle<Result<(), otap_df_core::runtime::EngineError>>,
 ) {
     let resolved = load_with_env(text, "redis.yaml", &registry(), &|_| None).expect("valid");
     let engine = Engine::new(
@@ -134,7 +130,7 @@ fn start_one_core(
 
 /// Waits until `done(dedup counters)` holds, for at most 20 s.
 fn wait_for_dedup(
-    telemetry: &otap_df_core::runtime::engine::Telemetry,
+    telemetry: &otap_df_core::runtime::Telemetry,
     what: &str,
     done: impl Fn(&otap_df_core::node::CounterSnapshot) -> bool,
 ) -> otap_df_core::node::CounterSnapshot {
@@ -318,7 +314,7 @@ impl PacedClient {
     }
 }
 
-fn store_state(telemetry: &otap_df_core::runtime::engine::Telemetry) -> String {
+fn store_state(telemetry: &otap_df_core::runtime::Telemetry) -> String {
     telemetry
         .extension_states()
         .into_iter()
@@ -333,11 +329,7 @@ fn during_an_outage_calls_fail_fast_the_store_is_degraded_and_the_receiver_in_fr
     let Some(mut server) = redis_server::require("breaker") else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = otap_df_tests::ports::free_port().unwrap();
     let text = format!(
         "version: otap_df/v1
 groups:
@@ -386,7 +378,7 @@ groups:
 
     server.restart().expect("redis restarts");
     let restarted = Instant::now();
-    let dropped = |t: &otap_df_core::runtime::engine::Telemetry| {
+    let dropped = |t: &otap_df_core::runtime::Telemetry| {
         t.node_totals()
             .into_iter()
             .find(|n| n.node == "dedup")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use otap_df_core::node::CounterSnapshot;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
-use otap_df_core::runtime::engine::{
+use otap_df_core::runtime::{
     Engine, EngineError, ExtensionState, ExtensionTransition, Failure, RunOptions, RunPhase,
 };
 use otap_df_tests::recording::{self, events};

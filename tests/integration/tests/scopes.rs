@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use otap_df_core::config::ConfigErrors;
 use otap_df_core::resolve::{ResolvedConfig, Scope, ScopeKey, load_with_env};
-use otap_df_core::runtime::engine::{
+use otap_df_core::runtime::{
     Engine, EngineError, ExtensionState, Failure, ReloadOutcome, RunOptions,
 };
 use otap_df_tests::recording::{self, events};
@@ -392,9 +392,9 @@ fn when_a_group_extension_is_not_ready_the_engine_one_still_stops_last_and_no_no
 /// An engine running `text` on one core, past `event` of log `log`.
 struct Spawned {
     thread: std::thread::JoinHandle<Result<(), EngineError>>,
-    reload: otap_df_core::runtime::engine::ReloadHandle,
-    shutdown: otap_df_core::runtime::engine::ShutdownHandle,
-    telemetry: std::sync::Arc<otap_df_core::runtime::engine::Telemetry>,
+    reload: otap_df_core::runtime::ReloadHandle,
+    shutdown: otap_df_core::runtime::ShutdownHandle,
+    telemetry: std::sync::Arc<otap_df_core::runtime::Telemetry>,
 }
 
 fn spawn(text: &str, log: &str, event: &str) -> Spawned {
@@ -678,7 +678,7 @@ groups:
 }
 
 /// Telemetry shows one instance of extension `id`, ready.
-fn shows_one_ready(telemetry: &otap_df_core::runtime::engine::Telemetry, id: &str) {
+fn shows_one_ready(telemetry: &otap_df_core::runtime::Telemetry, id: &str) {
     let states = telemetry.extension_states();
     let shown: Vec<_> = states.iter().filter(|s| s.1 == id).collect();
     assert_eq!(shown.len(), 1, "{states:?}");
@@ -686,7 +686,7 @@ fn shows_one_ready(telemetry: &otap_df_core::runtime::engine::Telemetry, id: &st
 }
 
 /// The records node `sink` took in and sent out, across its runs.
-fn sink_in_out(telemetry: &otap_df_core::runtime::engine::Telemetry) -> (u64, u64) {
+fn sink_in_out(telemetry: &otap_df_core::runtime::Telemetry) -> (u64, u64) {
     let sink = telemetry
         .node_totals()
         .into_iter()

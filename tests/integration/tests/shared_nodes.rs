@@ -16,7 +16,7 @@ use otap_df_core::node::{
 };
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::engine::{Engine, RunOptions};
+use otap_df_core::runtime::{Engine, RunOptions};
 
 /// What the nodes saw, in order.
 static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -15,6 +15,7 @@ pub mod bearer_suite;
 pub mod fixtures;
 pub mod key_value_suite;
 pub mod logs;
+pub mod ports;
 pub mod recording;
 pub mod redis_server;
 pub mod task;

@@ -6,7 +6,7 @@
 //! test; elsewhere the test is skipped with a message that says how to install Redis.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,15 +86,6 @@ fn require_with(
 /// How a start error begins when `redis-server` cannot be run at all.
 const NOT_INSTALLED: &str = "cannot run `redis-server`";
 
-fn free_port() -> Result<u16, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free loopback port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| e.to_string())
-}
-
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers `PING`.
     pub fn start() -> Result<Self, String> {
@@ -136,11 +127,11 @@ impl RedisServer {
         for _ in 0..5 {
             let mut tls = tls.clone();
             if let Some(tls) = &mut tls {
-                tls.port = free_port()?;
+                tls.port = crate::ports::free_port()?;
             }
             let mut server = Self {
                 child: None,
-                port: free_port()?,
+                port: crate::ports::free_port()?,
                 dir: dir.clone(),
                 tls,
                 extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
