@@ -2,6 +2,8 @@
 //! group's) once for everything in it, a pipeline's shared ones once for all cores and its
 //! local ones once per core.
 
+use std::time::Duration;
+
 use crate::config::{ComponentConfig, Source};
 use crate::extension::{
     ExecutionModel, ExtensionContext, ExtensionError, LocalExtension, SharedExtension,
@@ -32,12 +34,18 @@ fn context(scope: &Scope, plan: &ExtensionPlan, core: Option<usize>) -> Extensio
     ExtensionContext::new(plan.factory, &plan.id, group, pipeline, core)
 }
 
+/// An extension created, with the time its plan gives it to become ready.
+pub(crate) struct Created<E> {
+    pub(crate) extension: E,
+    pub(crate) startup_timeout: Duration,
+}
+
 /// Creates the shared extensions among `plans` (once for all cores).
 fn create_shared(
     scope: &Scope,
     plans: &[ExtensionPlan],
     source: &Source,
-) -> Result<Vec<SharedExtension>, InstantiateError> {
+) -> Result<Vec<Created<SharedExtension>>, InstantiateError> {
     let mut created = Vec::new();
     for plan in plans
         .iter()
@@ -55,9 +63,20 @@ fn create_shared(
             .factory
             .shared_constructor()
             .ok_or_else(|| failed(context.error("the extension type has no shared variant")))?;
-        created.push(constructor(&context, &config).map_err(failed)?);
+        created.push(Created {
+            extension: constructor(&context, &config).map_err(failed)?,
+            startup_timeout: plan.startup_timeout,
+        });
     }
     Ok(created)
+}
+
+/// The extensions of `created`, without their timeouts.
+fn extensions<E>(created: Vec<Created<E>>) -> Vec<E> {
+    created
+        .into_iter()
+        .map(|created| created.extension)
+        .collect()
 }
 
 impl ScopePlan {
@@ -66,7 +85,7 @@ impl ScopePlan {
         &self,
         source: &Source,
     ) -> Result<Vec<SharedExtension>, InstantiateError> {
-        create_shared(&self.scope, &self.extensions, source)
+        create_shared(&self.scope, &self.extensions, source).map(extensions)
     }
 
     /// Creates the scope's extension `id` alone (a reload replaces or adds it); nothing when
@@ -76,6 +95,17 @@ impl ScopePlan {
         id: &str,
         source: &Source,
     ) -> Result<Option<SharedExtension>, InstantiateError> {
+        Ok(self
+            .instantiate(id, source)?
+            .map(|created| created.extension))
+    }
+
+    /// [`create_shared_extension`](Self::create_shared_extension), with its timeout.
+    pub(crate) fn instantiate(
+        &self,
+        id: &str,
+        source: &Source,
+    ) -> Result<Option<Created<SharedExtension>>, InstantiateError> {
         let Some(plan) = self.extensions.iter().find(|e| e.id == id) else {
             return Ok(None);
         };
@@ -93,6 +123,14 @@ impl PipelinePlan {
         &self,
         source: &Source,
     ) -> Result<Vec<SharedExtension>, InstantiateError> {
+        self.instantiate_shared(source).map(extensions)
+    }
+
+    /// [`create_shared_extensions`](Self::create_shared_extensions), with their timeouts.
+    pub(crate) fn instantiate_shared(
+        &self,
+        source: &Source,
+    ) -> Result<Vec<Created<SharedExtension>>, InstantiateError> {
         create_shared(&self.scope(), &self.extensions, source)
     }
 
@@ -102,6 +140,15 @@ impl PipelinePlan {
         core: usize,
         source: &Source,
     ) -> Result<Vec<LocalExtension>, InstantiateError> {
+        self.instantiate_local(core, source).map(extensions)
+    }
+
+    /// [`create_local_extensions`](Self::create_local_extensions), with their timeouts.
+    pub(crate) fn instantiate_local(
+        &self,
+        core: usize,
+        source: &Source,
+    ) -> Result<Vec<Created<LocalExtension>>, InstantiateError> {
         let scope = self.scope();
         let mut created = Vec::new();
         for plan in self
@@ -121,7 +168,10 @@ impl PipelinePlan {
                 .factory
                 .local_constructor()
                 .ok_or_else(|| failed(context.error("the extension type has no local variant")))?;
-            created.push(constructor(&context, &config).map_err(failed)?);
+            created.push(Created {
+                extension: constructor(&context, &config).map_err(failed)?,
+                startup_timeout: plan.startup_timeout,
+            });
         }
         Ok(created)
     }

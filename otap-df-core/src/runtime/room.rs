@@ -16,9 +16,17 @@ use super::reload::{LiveConfigs, ReloadRequest};
 use super::run::{OuterInstances, Owner, PipelineRun, RunId};
 use super::shared::{SharedLifecycle, SharedOf};
 use super::telemetry::{RunPhase, Telemetry};
-use super::worker::{CoreWorker, startup_timeout};
+use super::worker::CoreWorker;
 use crate::node::NodeShared;
-use crate::resolve::{ResolvedConfig, ScopeKey};
+use crate::resolve::ResolvedConfig;
+
+/// What bringing runs up failed at: before their nodes started (building them, starting the
+/// shared extensions they claimed: they were discarded), or at their start.
+#[derive(Debug, Default)]
+pub(super) struct BroughtUp {
+    pub(super) before_start: Vec<Failure>,
+    pub(super) at_start: Vec<Failure>,
+}
 
 /// Everything a run owns, and the steps of the run.
 pub(super) struct EngineRoom {
@@ -52,93 +60,129 @@ pub(super) struct EngineRoom {
 }
 
 impl EngineRoom {
+    /// The whole run, in the order of events of [`super::engine`]: everything created, the
+    /// runs brought up on every core, served (reloads taken) until every core is done, then
+    /// the shared extensions stopped last.
     pub(super) fn run(
         &mut self,
         reloads: &std::sync::mpsc::Receiver<ReloadRequest>,
     ) -> Result<(), EngineError> {
         let resolved = self.resolved.clone();
-        // 1. Shared extensions: the engine's, each group's, then each pipeline's.
+        let runs = self.create_all(&resolved);
+        if !self.failures.is_empty() {
+            return Err(EngineError(std::mem::take(&mut self.failures)));
+        }
+        self.spawn_cores();
+        let owners: Vec<Owner> = self.pending.iter().map(|(owner, _)| *owner).collect();
+        let outer = self.outer.clone();
+        let brought = self.bring_up(&runs, &owners, &resolved, &outer);
+        let started = self.first_start(brought, &resolved);
+        self.serve(reloads, started);
+        self.finish()
+    }
+
+    /// Step 1: The shared extensions — the engine's, each group's, then each pipeline's — and a run
+    /// of every pipeline, each with the shared instances its nodes can bind.
+    fn create_all(&mut self, resolved: &Arc<ResolvedConfig>) -> Vec<PipelineRun> {
         for (index, scope) in resolved.scopes.iter().enumerate() {
             for extension in &scope.extensions {
-                let owner = self.new_outer(&resolved, index, &extension.id);
+                let owner = self.new_outer(resolved, index, &extension.id);
                 self.outer
                     .insert((scope.scope.clone(), extension.id.clone()), owner);
             }
         }
-        let mut initial = Vec::new();
         let outer = self.outer.clone();
-        for index in 0..resolved.pipelines.len() {
-            let run = self.new_run(resolved.clone(), index, &outer, None);
-            initial.push(run);
-        }
-        if !self.failures.is_empty() {
-            return Err(EngineError(std::mem::take(&mut self.failures)));
-        }
-        let initial: Vec<PipelineRun> = initial
-            .into_iter()
-            .map(|run| self.with_shared(run))
+        let runs: Vec<PipelineRun> = (0..resolved.pipelines.len())
+            .map(|index| self.new_run(resolved.clone(), index, &outer, None))
             .collect();
-        for run in &initial {
+        let runs: Vec<PipelineRun> = runs.into_iter().map(|run| self.with_shared(run)).collect();
+        for run in &runs {
             self.runs.insert(run.label.clone(), run.clone());
         }
+        runs
+    }
 
-        // 2. Cores build their runs.
-        self.spawn_cores();
-        let built = self
-            .cores
-            .answers(|r| matches!(r, CoreReport::Built { .. }));
+    /// Step 2–3: Brings `runs` up on every core, for the first start and for a reload alike: the
+    /// cores build them (local extensions, then nodes, which claim capabilities); the shared
+    /// extensions of `owners` that a node — or the admin endpoint, by `resolved`'s binding to
+    /// `outer`'s instances — claimed start, ready or not at all; then the cores start the runs,
+    /// or discard them when anything failed before.
+    pub(super) fn bring_up(
+        &mut self,
+        runs: &[PipelineRun],
+        owners: &[Owner],
+        resolved: &ResolvedConfig,
+        outer: &OuterInstances,
+    ) -> BroughtUp {
+        let ids: Vec<RunId> = runs.iter().map(|run| run.id).collect();
+        let mut brought = BroughtUp::default();
         let mut claimed = BTreeSet::new();
-        for report in built {
-            if let CoreReport::Built { failures, claims } = report {
-                self.failures.extend(failures);
-                claimed.extend(claims);
+        if !runs.is_empty() {
+            self.cores.send(|| CoreCommand::Build(runs.to_vec()));
+            for report in self
+                .cores
+                .answers(|r| matches!(r, CoreReport::Built { .. }))
+            {
+                if let CoreReport::Built { failures, claims } = report {
+                    brought.before_start.extend(failures);
+                    claimed.extend(claims);
+                }
             }
         }
-
-        // 3. Shared extensions some node (or the admin endpoint) claimed start before any
-        // node, ready or not at all.
-        let ids: Vec<RunId> = initial.iter().map(|run| run.id).collect();
-        claimed.extend(self.admin_claim(&resolved, &self.outer));
-        if self.failures.is_empty() {
-            let owners: Vec<Owner> = self.pending.iter().map(|(owner, _)| *owner).collect();
-            let failures = self.start_shared(&owners, &claimed);
-            self.failures.extend(failures);
-            self.serve_admin(&resolved);
+        if brought.before_start.is_empty() {
+            claimed.extend(self.admin_claim(resolved, outer));
+            let failures = self.start_shared(owners, &claimed);
+            brought.before_start.extend(failures);
         }
-
-        // 4. Nodes run on every core; the engine watches shared extensions meanwhile. The run
-        // is `running` (and ready) only once every core started its nodes.
-        let start = self.failures.is_empty();
-        if !start {
-            self.telemetry.advance(RunPhase::Stopping);
+        if runs.is_empty() {
+            return brought;
         }
-        if start {
-            self.cores.send(|| CoreCommand::Start(ids.clone()));
-        } else {
-            self.cores.send(|| CoreCommand::Discard(ids.clone()));
-        }
+        let start = brought.before_start.is_empty();
+        self.cores.send(|| match start {
+            true => CoreCommand::Start(ids.clone()),
+            false => CoreCommand::Discard(ids.clone()),
+        });
         for report in self
             .cores
             .answers(|r| matches!(r, CoreReport::Started { .. }))
         {
             if let CoreReport::Started { failures } = report
-                && !failures.is_empty()
+                && start
             {
-                self.failures.extend(failures);
-                self.shutdown.send_replace(true);
+                brought.at_start.extend(failures);
             }
         }
-        if start {
-            self.telemetry.advance(if self.failures.is_empty() {
+        brought
+    }
+
+    /// What the first start brought up: its failures are the run's (one at the start of the
+    /// nodes shuts everything down); the run is `running` (and ready) only once every core
+    /// started its nodes. Whether the nodes were started.
+    fn first_start(&mut self, brought: BroughtUp, resolved: &ResolvedConfig) -> bool {
+        let started = brought.before_start.is_empty();
+        self.failures.extend(brought.before_start);
+        if !brought.at_start.is_empty() {
+            self.failures.extend(brought.at_start);
+            self.shutdown.send_replace(true);
+        }
+        if started {
+            self.serve_admin(resolved);
+        }
+        self.telemetry
+            .advance(if started && self.failures.is_empty() {
                 RunPhase::Running
             } else {
                 RunPhase::Stopping
             });
-        }
-        // Reloads are taken while nodes run; a request that comes earlier waits for that, one
-        // that comes later finds the channel closed when the run is over.
+        started
+    }
+
+    /// Step 4: While the cores run: reloads taken (only while the nodes run: a request that comes
+    /// earlier waits for that, one that comes later finds the channel closed when the run is
+    /// over), the cores' reports read, the shared extensions watched.
+    fn serve(&mut self, reloads: &std::sync::mpsc::Receiver<ReloadRequest>, started: bool) {
         while self.cores.finished.len() < self.cores.commands.len() {
-            if start && !*self.shutdown.borrow() {
+            if started && !*self.shutdown.borrow() {
                 while let Ok((new, answer)) = reloads.try_recv() {
                     let outcome = self.reload(new);
                     let _ = answer.send(outcome);
@@ -160,20 +204,22 @@ impl EngineRoom {
             }
             self.watch_shared();
         }
+    }
+
+    /// Step 5: Every core done: their threads joined, the last ends of runs read, then the shared
+    /// extensions stop — inner scopes first, each in reverse start order.
+    fn finish(&mut self) -> Result<(), EngineError> {
         for (_, handle) in std::mem::take(&mut self.cores.threads) {
             if handle.join().is_err() {
                 self.failures
                     .push(Failure::Start("a core thread panicked".into()));
             }
         }
-        // Ends of runs reported last.
         while let Some((_, report)) = self.cores.next(Duration::ZERO) {
             if let CoreReport::RunEnded { run, failures } = report {
                 self.run_ended(run, failures);
             }
         }
-
-        // 5. Shared extensions go last, inner scopes first, each in reverse start order.
         let deadline = Instant::now() + self.options.shutdown_timeout;
         let mut order: Vec<usize> = (0..self.shared.len()).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(self.shared[i].rank), std::cmp::Reverse(i)));
@@ -206,15 +252,8 @@ impl EngineRoom {
         self.next_id += 1;
         let cells = cells.unwrap_or_else(|| PipelineRun::fresh_cells(&resolved, index));
         let run = PipelineRun::new(id, resolved.clone(), index, outer, cells);
-        let created = resolved.pipelines[index].create_shared_extensions(&resolved.source);
-        self.created(
-            Owner::Run(id),
-            2,
-            run.label.clone(),
-            id,
-            created,
-            |extension| startup_timeout(&resolved, ScopeKey::Pipeline(index), extension),
-        );
+        let created = resolved.pipelines[index].instantiate_shared(&resolved.source);
+        self.created(Owner::Run(id), 2, run.label.clone(), id, created);
         run
     }
 
@@ -242,14 +281,8 @@ impl EngineRoom {
         let Some(report_tx) = self.report_to.take() else {
             return;
         };
-        let initial: Vec<PipelineRun> = {
-            let mut runs: Vec<PipelineRun> = self.runs.values().cloned().collect();
-            runs.sort_by_key(|run| run.id);
-            runs
-        };
         for core in 0..cores {
             let (command_tx, command_rx) = tokio::sync::mpsc::unbounded_channel();
-            let _ = command_tx.send(CoreCommand::Build(initial.clone()));
             self.cores.commands.push(command_tx);
             let worker = CoreWorker {
                 core,

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 use super::failure::Failure;
+use super::instantiate::{Created, InstantiateError};
 use super::room::EngineRoom;
 use super::run::{OuterInstances, Owner};
 use super::telemetry::ExtensionState;
-use super::worker::{instantiate_failure, startup_timeout};
-use crate::extension::{Lifecycle, SharedProvisions, SharedTask};
-use crate::resolve::{ResolvedConfig, Scope, ScopeKey};
+use super::worker::instantiate_failure;
+use crate::extension::{Lifecycle, SharedExtension, SharedProvisions, SharedTask};
+use crate::resolve::{ResolvedConfig, Scope};
 
 pub(super) type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
 
@@ -37,17 +38,17 @@ impl EngineRoom {
         rank: u8,
         label: String,
         generation: usize,
-        created: Result<
-            Vec<crate::extension::SharedExtension>,
-            super::instantiate::InstantiateError,
-        >,
-        timeout: impl Fn(&str) -> Duration,
+        created: Result<Vec<Created<SharedExtension>>, InstantiateError>,
     ) {
         let mut provisions = Vec::new();
         let mut lifecycles = Vec::new();
         match created {
             Ok(extensions) => {
-                for extension in extensions {
+                for Created {
+                    extension,
+                    startup_timeout,
+                } in extensions
+                {
                     self.telemetry.register_extension_metrics(
                         &label,
                         extension.extension_id(),
@@ -64,7 +65,7 @@ impl EngineRoom {
                         generation,
                         ExtensionState::Created,
                     );
-                    lifecycles.push((id.clone(), lifecycle, timeout(&id)));
+                    lifecycles.push((id.clone(), lifecycle, startup_timeout));
                     provisions.push(Arc::new(provision));
                 }
             }
@@ -89,11 +90,9 @@ impl EngineRoom {
         let plan = &resolved.scopes[index];
         let rank = if plan.scope == Scope::Engine { 0 } else { 1 };
         let created = plan
-            .create_shared_extension(id, &resolved.source)
+            .instantiate(id, &resolved.source)
             .map(|created| created.into_iter().collect());
-        self.created(owner, rank, plan.scope.label(), number, created, |id| {
-            startup_timeout(resolved, ScopeKey::Outer(index), id)
-        });
+        self.created(owner, rank, plan.scope.label(), number, created);
         owner
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinSet, LocalSet};
 
 use super::failure::Failure;
-use super::instantiate::InstantiateError;
+use super::instantiate::{Created, InstantiateError};
 use super::options::RunOptions;
 use super::protocol::{CoreCommand, CoreReport};
 use super::run::{Owner, PipelineRun, RunId};
@@ -27,19 +27,6 @@ use crate::runtime::extensions::{ExtensionTasks, Spawn, ToStart, after_first_pol
 type LocalLifecycle = (String, Lifecycle<Box<dyn LocalTask>>, Duration);
 /// The extensions nodes claimed: whose instance, and its id.
 type Claims = BTreeSet<(Owner, String)>;
-
-pub(super) fn startup_timeout(
-    resolved: &crate::resolve::ResolvedConfig,
-    scope: crate::resolve::ScopeKey,
-    extension: &str,
-) -> Duration {
-    resolved
-        .extensions_of(scope)
-        .iter()
-        .find(|e| e.id == extension)
-        .map(|e| e.startup_timeout)
-        .unwrap_or(crate::extension::ExtensionFactory::DEFAULT_STARTUP_TIMEOUT)
-}
 
 pub(super) fn instantiate_failure(error: InstantiateError) -> Failure {
     Failure::Instantiate(error.to_string())
@@ -124,11 +111,15 @@ impl CoreWorker {
         let source = &run.resolved.source;
         let name = &run.label;
         let local = plan
-            .create_local_extensions(self.core, source)
+            .instantiate_local(self.core, source)
             .map_err(|error| vec![instantiate_failure(error)])?;
         let mut provisions = Vec::new();
         let mut extensions = Vec::new();
-        for extension in local {
+        for Created {
+            extension,
+            startup_timeout,
+        } in local
+        {
             self.telemetry.register_extension_metrics(
                 name,
                 extension.extension_id(),
@@ -145,9 +136,7 @@ impl CoreWorker {
                 run.id,
                 ExtensionState::Created,
             );
-            let own = crate::resolve::ScopeKey::Pipeline(run.index);
-            let timeout = startup_timeout(&run.resolved, own, &id);
-            extensions.push((id.clone(), lifecycle, timeout));
+            extensions.push((id.clone(), lifecycle, startup_timeout));
             provisions.push(provision);
         }
         let mut nodes = Vec::new();
