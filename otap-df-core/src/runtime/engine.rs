@@ -39,6 +39,7 @@ use super::protocol::{CoreReport, Cores, ReportSender};
 use super::reload::{ReloadHandle, ReloadRequest, live_configs};
 use super::room::EngineRoom;
 use super::run::OuterInstances;
+use super::shared::SharedInstances;
 use super::telemetry::Telemetry;
 use crate::resolve::ResolvedConfig;
 
@@ -128,8 +129,7 @@ impl Engine {
             telemetry: self.telemetry.clone(),
             runtime,
             failures: Vec::new(),
-            shared: Vec::new(),
-            pending: Vec::new(),
+            shared: SharedInstances::new(self.telemetry.clone()),
             runs: HashMap::new(),
             next_id: 0,
             retiring: HashMap::new(),

@@ -87,96 +87,87 @@ impl ExtensionTasks {
         spawn: Spawn<T>,
         telemetry: &Telemetry,
     ) -> Vec<Failure> {
-        let core = self.core;
-        let generation = self.generation;
-        let mut failures = Vec::new();
         for extension in extensions {
-            let ToStart {
-                label: pipeline,
-                id,
-                lifecycle,
-                startup_timeout,
-                claimed,
-            } = extension;
-            if !claimed {
-                tracing::warn!(pipeline = %pipeline, extension = %id, core = ?core,
-                    "no node claimed the extension; not starting it");
-                telemetry.set_extension(
-                    &pipeline,
-                    &id,
-                    core,
-                    generation,
-                    ExtensionState::Unclaimed,
-                );
-                continue;
+            if let Err(failures) = self.start_one(extension, spawn, telemetry).await {
+                return failures;
             }
-            let (task, readiness) = match lifecycle {
-                Lifecycle::Passive => {
-                    telemetry.set_extension(
-                        &pipeline,
-                        &id,
-                        core,
-                        generation,
-                        ExtensionState::Passive,
-                    );
-                    continue;
-                }
-                Lifecycle::Active { task, readiness } => (task, readiness),
-                Lifecycle::Background { task } => (task, Readiness::Immediate),
-            };
-            let (control, mut handle) = control_channel();
-            telemetry.watch_extension(&pipeline, &id, core, generation, &handle);
-            let (begun_tx, begun) = oneshot::channel();
-            let spawned = spawn(&mut self.set, task, control, begun_tx);
-            self.names.insert(spawned, (pipeline.clone(), id.clone()));
-            // A task that panics in its first poll drops the sender; the panic is reported
-            // when the task is joined.
-            let _ = begun.await;
-            telemetry.set_extension(&pipeline, &id, core, generation, ExtensionState::Starting);
-            if readiness == Readiness::Probe {
-                let deadline = tokio::time::Instant::now() + startup_timeout;
-                let ready = tokio::time::timeout_at(deadline, handle.wait_ready()).await;
-                if !matches!(ready, Ok(true)) {
-                    telemetry.set_extension(
-                        &pipeline,
-                        &id,
-                        core,
-                        generation,
-                        ExtensionState::Failed("not ready".into()),
-                    );
-                    // `Ok(false)`: the task ended first; its own failure says why.
-                    let exited = match ready {
-                        Ok(false) => {
-                            let (exited, exits) = self.exit_of(spawned, deadline, telemetry).await;
-                            failures.extend(exits);
-                            exited
-                        }
-                        _ => false,
-                    };
-                    if !exited {
-                        failures.push(Failure::ReadinessTimeout {
-                            pipeline: pipeline.clone(),
-                            extension: id.clone(),
-                            timeout: startup_timeout,
-                            reason: handle.degraded(),
-                        });
-                    }
-                    self.started.push(Started {
-                        label: pipeline,
-                        id,
-                        handle,
-                    });
-                    return failures;
-                }
-            }
-            telemetry.set_extension(&pipeline, &id, core, generation, ExtensionState::Ready);
-            self.started.push(Started {
-                label: pipeline,
-                id,
-                handle,
-            });
         }
-        failures
+        Vec::new()
+    }
+
+    /// Starts one extension: nothing for one no node claimed or a passive one; a task
+    /// spawned otherwise, and waited for until ready when it probes readiness. When it was
+    /// not ready in time: the failures, and nothing after it starts.
+    async fn start_one<T>(
+        &mut self,
+        extension: ToStart<T>,
+        spawn: Spawn<T>,
+        telemetry: &Telemetry,
+    ) -> Result<(), Vec<Failure>> {
+        let ToStart {
+            label,
+            id,
+            lifecycle,
+            startup_timeout,
+            claimed,
+        } = extension;
+        let (core, generation) = (self.core, self.generation);
+        let set_state = |state| telemetry.set_extension(&label, &id, core, generation, state);
+        if !claimed {
+            tracing::warn!(pipeline = %label, extension = %id, core = ?core,
+                "no node claimed the extension; not starting it");
+            set_state(ExtensionState::Unclaimed);
+            return Ok(());
+        }
+        let (task, readiness) = match lifecycle {
+            Lifecycle::Passive => {
+                set_state(ExtensionState::Passive);
+                return Ok(());
+            }
+            Lifecycle::Active { task, readiness } => (task, readiness),
+            Lifecycle::Background { task } => (task, Readiness::Immediate),
+        };
+        let (control, mut handle) = control_channel();
+        telemetry.watch_extension(&label, &id, core, generation, &handle);
+        let (begun_tx, begun) = oneshot::channel();
+        let spawned = spawn(&mut self.set, task, control, begun_tx);
+        self.names.insert(spawned, (label.clone(), id.clone()));
+        // A task that panics in its first poll drops the sender; the panic is reported when
+        // the task is joined.
+        let _ = begun.await;
+        set_state(ExtensionState::Starting);
+        let mut not_ready = None;
+        if readiness == Readiness::Probe {
+            let deadline = tokio::time::Instant::now() + startup_timeout;
+            let ready = tokio::time::timeout_at(deadline, handle.wait_ready()).await;
+            if !matches!(ready, Ok(true)) {
+                let mut failures = Vec::new();
+                set_state(ExtensionState::Failed("not ready".into()));
+                // `Ok(false)`: the task ended first; its own failure says why.
+                let exited = match ready {
+                    Ok(false) => {
+                        let (exited, exits) = self.exit_of(spawned, deadline, telemetry).await;
+                        failures.extend(exits);
+                        exited
+                    }
+                    _ => false,
+                };
+                if !exited {
+                    failures.push(Failure::ReadinessTimeout {
+                        pipeline: label.clone(),
+                        extension: id.clone(),
+                        timeout: startup_timeout,
+                        reason: handle.degraded(),
+                    });
+                }
+                not_ready = Some(failures);
+            }
+        }
+        if not_ready.is_none() {
+            set_state(ExtensionState::Ready);
+        }
+        self.started.push(Started { label, id, handle });
+        not_ready.map_or(Ok(()), Err)
     }
 
     /// Tells every started extension to shut down, last started first, and waits for their

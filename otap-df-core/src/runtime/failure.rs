@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::instantiate::InstantiateError;
 use crate::node::NodeError;
 use crate::resolve::Scope;
 
@@ -103,3 +104,9 @@ fn last_report(reason: &Option<String>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct EngineError(pub Vec<Failure>);
+
+impl From<InstantiateError> for Failure {
+    fn from(error: InstantiateError) -> Self {
+        Failure::Instantiate(error.to_string())
+    }
+}

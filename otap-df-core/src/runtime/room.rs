@@ -14,11 +14,12 @@ use super::options::{AdminAuthorizer, RunOptions};
 use super::protocol::{CoreCommand, CoreReport, Cores, ReportSender};
 use super::reload::{LiveConfigs, ReloadRequest};
 use super::run::{OuterInstances, Owner, PipelineRun, RunId};
-use super::shared::{SharedLifecycle, SharedOf};
+use super::shared::SharedInstances;
 use super::telemetry::{RunPhase, Telemetry};
 use super::worker::CoreWorker;
+use crate::extension::SharedProvisions;
 use crate::node::NodeShared;
-use crate::resolve::ResolvedConfig;
+use crate::resolve::{ADMIN_CONSUMER, ResolvedConfig, Scope};
 
 /// What bringing runs up failed at: before their nodes started (building them, starting the
 /// shared extensions they claimed: they were discarded), or at their start.
@@ -41,10 +42,8 @@ pub(super) struct EngineRoom {
     pub(super) telemetry: Arc<Telemetry>,
     pub(super) runtime: tokio::runtime::Runtime,
     pub(super) failures: Vec<Failure>,
-    /// Shared instances by owner, in start order (outer scopes, then runs).
-    pub(super) shared: Vec<SharedOf>,
-    /// Shared lifecycles created and not started yet, by owner.
-    pub(super) pending: Vec<(Owner, Vec<SharedLifecycle>)>,
+    /// The shared extension instances of every owner.
+    pub(super) shared: SharedInstances,
     /// The live run of each pipeline, by label.
     pub(super) runs: HashMap<String, PipelineRun>,
     /// The next run id or outer instance number (also their telemetry generation).
@@ -73,7 +72,7 @@ impl EngineRoom {
             return Err(EngineError(std::mem::take(&mut self.failures)));
         }
         self.spawn_cores();
-        let owners: Vec<Owner> = self.pending.iter().map(|(owner, _)| *owner).collect();
+        let owners = self.shared.pending_owners();
         let outer = self.outer.clone();
         let brought = self.bring_up(&runs, &owners, &resolved, &outer);
         let started = self.first_start(brought, &resolved);
@@ -131,7 +130,7 @@ impl EngineRoom {
         }
         if brought.before_start.is_empty() {
             claimed.extend(self.admin_claim(resolved, outer));
-            let failures = self.start_shared(owners, &claimed);
+            let failures = self.shared.start(owners, &claimed, &self.runtime);
             brought.before_start.extend(failures);
         }
         if runs.is_empty() {
@@ -202,7 +201,11 @@ impl EngineRoom {
             if *self.shutdown.borrow() {
                 self.telemetry.advance(RunPhase::Stopping);
             }
-            self.watch_shared();
+            let ended = self.shared.ended_early(&self.runtime);
+            if !ended.is_empty() {
+                self.failures.extend(ended);
+                self.shutdown.send_replace(true);
+            }
         }
     }
 
@@ -221,15 +224,8 @@ impl EngineRoom {
             }
         }
         let deadline = Instant::now() + self.options.shutdown_timeout;
-        let mut order: Vec<usize> = (0..self.shared.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(self.shared[i].rank), std::cmp::Reverse(i)));
-        for i in order {
-            let shared = &mut self.shared[i];
-            let stopped = self
-                .runtime
-                .block_on(shared.tasks.stop(deadline, &self.telemetry));
-            self.failures.extend(stopped);
-        }
+        let stopped = self.shared.stop_all(deadline, &self.runtime);
+        self.failures.extend(stopped);
         self.telemetry.advance(RunPhase::Stopped);
         if self.failures.is_empty() {
             Ok(())
@@ -253,21 +249,74 @@ impl EngineRoom {
         let cells = cells.unwrap_or_else(|| PipelineRun::fresh_cells(&resolved, index));
         let run = PipelineRun::new(id, resolved.clone(), index, outer, cells);
         let created = resolved.pipelines[index].instantiate_shared(&resolved.source);
-        self.created(Owner::Run(id), 2, run.label.clone(), id, created);
+        let failure = self
+            .shared
+            .created(Owner::Run(id), 2, run.label.clone(), id, created);
+        self.failures.extend(failure);
         run
+    }
+
+    /// A new instance of extension `id` of outer scope `index` of `resolved`, created (or
+    /// its failure recorded); its owner.
+    pub(super) fn new_outer(&mut self, resolved: &ResolvedConfig, index: usize, id: &str) -> Owner {
+        let number = self.next_id;
+        self.next_id += 1;
+        let owner = Owner::Outer(number);
+        let plan = &resolved.scopes[index];
+        let rank = if plan.scope == Scope::Engine { 0 } else { 1 };
+        let created = plan
+            .instantiate(id, &resolved.source)
+            .map(|created| created.into_iter().collect());
+        let failure = self
+            .shared
+            .created(owner, rank, plan.scope.label(), number, created);
+        self.failures.extend(failure);
+        owner
+    }
+
+    /// The running shared instance of extension `id` of `scope`.
+    pub(super) fn instance(&self, scope: &Scope, id: &str) -> Option<Arc<SharedProvisions>> {
+        let owner = match scope {
+            Scope::Pipeline(group, name) => {
+                Owner::Run(self.runs.get(&format!("{group}/{name}"))?.id)
+            }
+            outer => *self.outer.get(&(outer.clone(), id.to_owned()))?,
+        };
+        self.shared.instance(owner, id)
+    }
+
+    /// The admin endpoint's claim on the instance of its extension in `outer`, when
+    /// `resolved` binds one.
+    pub(super) fn admin_claim(
+        &self,
+        resolved: &ResolvedConfig,
+        outer: &OuterInstances,
+    ) -> Option<(Owner, String)> {
+        let id = resolved.admin_authorizer()?;
+        let owner = outer.get(&(Scope::Engine, id.to_owned()))?;
+        Some((*owner, id.to_owned()))
+    }
+
+    /// Hands the admin endpoint the authorizer of its extension's current instance.
+    pub(super) fn serve_admin(&self, resolved: &ResolvedConfig) {
+        let Some((owner, id)) = self.admin_claim(resolved, &self.outer) else {
+            return;
+        };
+        match self.shared.authorizer(owner, &id, ADMIN_CONSUMER.1) {
+            Ok(Some(authorizer)) => self.admin.set(authorizer),
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "the admin endpoint gets no authorizer"),
+        }
     }
 
     /// `run` with the shared instances its nodes can bind: its own, then the outer ones it
     /// binds.
     pub(super) fn with_shared(&self, mut run: PipelineRun) -> PipelineRun {
-        let of = |owner: Owner| self.shared.iter().filter(move |s| s.owner == owner);
-        let own = of(Owner::Run(run.id)).flat_map(|s| s.provisions.iter().cloned());
-        let outer = run.outer.iter().filter_map(|(id, owner)| {
-            of(*owner)
-                .flat_map(|s| s.provisions.iter())
-                .find(|p| p.extension_id() == id)
-                .cloned()
-        });
+        let own = self.shared.provisions_of(Owner::Run(run.id)).cloned();
+        let outer = run
+            .outer
+            .iter()
+            .filter_map(|(id, owner)| self.shared.instance(*owner, id));
         run.shared = own.chain(outer).collect();
         run
     }
@@ -324,6 +373,15 @@ impl EngineRoom {
         self.retiring.remove(&run);
         self.stop_owner(Owner::Run(run));
         self.stop_unbound();
+    }
+
+    /// Stops the shared instances of `owner` (those that started) and has telemetry forget
+    /// them.
+    fn stop_owner(&mut self, owner: Owner) {
+        let deadline = Instant::now() + self.options.shutdown_timeout;
+        if let Some(failure) = self.shared.stop_owner(owner, deadline, &self.runtime) {
+            tracing::warn!("an extension instance a reload retired: {failure}");
+        }
     }
 
     /// Forgets a run that never started: its shared extensions stop (those that started),

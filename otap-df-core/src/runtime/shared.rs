@@ -1,7 +1,6 @@
 //! The engine's shared extension instances: each owner's (an outer scope's extension instance,
 //! or a run's own), created, started when some node (or the admin endpoint) claimed them,
-//! watched while they run, stopped when their owner goes; and the authorizer the admin endpoint
-//! asks.
+//! watched while they run, stopped when their owner goes.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,28 +9,45 @@ use std::time::{Duration, Instant};
 use super::extensions::{ExtensionTasks, Spawn, ToStart, after_first_poll};
 use super::failure::Failure;
 use super::instantiate::{Created, InstantiateError};
-use super::room::EngineRoom;
-use super::run::{OuterInstances, Owner};
-use super::telemetry::ExtensionState;
-use super::worker::instantiate_failure;
-use crate::extension::{Lifecycle, SharedExtension, SharedProvisions, SharedTask};
-use crate::resolve::{ResolvedConfig, Scope};
+use super::run::Owner;
+use super::telemetry::{ExtensionState, Telemetry};
+use crate::capability::{self, Binding, CapabilityId};
+use crate::extension::{
+    Capabilities, Lifecycle, LocalProvisions, SharedExtension, SharedProvisions, SharedTask,
+};
 
-pub(super) type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
+type SharedLifecycle = (String, Lifecycle<Box<dyn SharedTask>>, Duration);
 
 /// The shared instances of one owner, and their tasks once started.
-pub(super) struct SharedOf {
-    pub(super) owner: Owner,
+struct SharedOf {
+    owner: Owner,
     /// How far in its scope is: the engine `0`, a group `1`, a pipeline `2` (inner ones stop
     /// first).
-    pub(super) rank: u8,
-    pub(super) label: String,
-    pub(super) provisions: Vec<Arc<SharedProvisions>>,
-    pub(super) tasks: ExtensionTasks,
+    rank: u8,
+    label: String,
+    provisions: Vec<Arc<SharedProvisions>>,
+    tasks: ExtensionTasks,
 }
 
-impl EngineRoom {
-    /// Records created shared extensions of `owner` (or the failure to create them).
+/// Every owner's shared instances, in creation order (outer scopes, then runs), and the
+/// lifecycles created and not started yet.
+pub(super) struct SharedInstances {
+    telemetry: Arc<Telemetry>,
+    of: Vec<SharedOf>,
+    pending: Vec<(Owner, Vec<SharedLifecycle>)>,
+}
+
+impl SharedInstances {
+    pub(super) fn new(telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            telemetry,
+            of: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Records the created shared extensions of `owner` (telemetry's generation
+    /// `generation`); the failure to create them, if that is what `created` is.
     pub(super) fn created(
         &mut self,
         owner: Owner,
@@ -39,39 +55,21 @@ impl EngineRoom {
         label: String,
         generation: usize,
         created: Result<Vec<Created<SharedExtension>>, InstantiateError>,
-    ) {
+    ) -> Option<Failure> {
         let mut provisions = Vec::new();
         let mut lifecycles = Vec::new();
-        match created {
+        let failure = match created {
             Ok(extensions) => {
-                for Created {
-                    extension,
-                    startup_timeout,
-                } in extensions
-                {
-                    self.telemetry.register_extension_metrics(
-                        &label,
-                        extension.extension_id(),
-                        None,
-                        generation,
-                        extension.metrics(),
-                    );
-                    let (provision, lifecycle) = extension.into_parts();
-                    let id = provision.extension_id().to_owned();
-                    self.telemetry.set_extension(
-                        &label,
-                        &id,
-                        None,
-                        generation,
-                        ExtensionState::Created,
-                    );
-                    lifecycles.push((id.clone(), lifecycle, startup_timeout));
+                for created in extensions {
+                    let (provision, lifecycle) = self.record(&label, generation, created);
                     provisions.push(Arc::new(provision));
+                    lifecycles.push(lifecycle);
                 }
+                None
             }
-            Err(error) => self.failures.push(instantiate_failure(error)),
-        }
-        self.shared.push(SharedOf {
+            Err(error) => Some(Failure::from(error)),
+        };
+        self.of.push(SharedOf {
             owner,
             rank,
             label,
@@ -79,29 +77,45 @@ impl EngineRoom {
             tasks: ExtensionTasks::new(None, generation),
         });
         self.pending.push((owner, lifecycles));
+        failure
     }
 
-    /// A new instance of extension `id` of outer scope `index` of `resolved`, created (or
-    /// its failure recorded); its owner.
-    pub(super) fn new_outer(&mut self, resolved: &ResolvedConfig, index: usize, id: &str) -> Owner {
-        let number = self.next_id;
-        self.next_id += 1;
-        let owner = Owner::Outer(number);
-        let plan = &resolved.scopes[index];
-        let rank = if plan.scope == Scope::Engine { 0 } else { 1 };
-        let created = plan
-            .instantiate(id, &resolved.source)
-            .map(|created| created.into_iter().collect());
-        self.created(owner, rank, plan.scope.label(), number, created);
-        owner
+    /// A created extension, known to telemetry: its provisions and its lifecycle.
+    fn record(
+        &self,
+        label: &str,
+        generation: usize,
+        Created {
+            extension,
+            startup_timeout,
+        }: Created<SharedExtension>,
+    ) -> (SharedProvisions, SharedLifecycle) {
+        let id = extension.extension_id().to_owned();
+        self.telemetry.register_extension_metrics(
+            label,
+            &id,
+            None,
+            generation,
+            extension.metrics(),
+        );
+        let (provision, lifecycle) = extension.into_parts();
+        self.telemetry
+            .set_extension(label, &id, None, generation, ExtensionState::Created);
+        (provision, (id, lifecycle, startup_timeout))
     }
 
-    /// Starts the pending shared extensions of `owners` that some node claimed, in order;
-    /// the failures (the first extension not ready stops the start).
-    pub(super) fn start_shared(
+    /// The owners whose instances are created and not started yet.
+    pub(super) fn pending_owners(&self) -> Vec<Owner> {
+        self.pending.iter().map(|(owner, _)| *owner).collect()
+    }
+
+    /// Starts the pending shared extensions of `owners` that some node claimed, in order, on
+    /// `runtime`; the failures (the first extension not ready stops the start).
+    pub(super) fn start(
         &mut self,
         owners: &[Owner],
         claimed: &BTreeSet<(Owner, String)>,
+        runtime: &tokio::runtime::Runtime,
     ) -> Vec<Failure> {
         let spawn: Spawn<Box<dyn SharedTask>> = |set, task, control, begun| {
             set.spawn(async move {
@@ -117,7 +131,7 @@ impl EngineRoom {
                 continue;
             };
             let (_, lifecycles) = self.pending.remove(at);
-            let Some(shared) = self.shared.iter_mut().find(|s| s.owner == *owner) else {
+            let Some(shared) = self.of.iter_mut().find(|s| s.owner == *owner) else {
                 continue;
             };
             if !failures.is_empty() {
@@ -133,100 +147,103 @@ impl EngineRoom {
                     startup_timeout: timeout,
                 })
                 .collect();
-            failures.extend(self.runtime.block_on(shared.tasks.start(
-                to_start,
-                spawn,
-                &self.telemetry,
-            )));
+            failures.extend(runtime.block_on(shared.tasks.start(to_start, spawn, &self.telemetry)));
         }
         failures
     }
 
-    /// Joins the shared extension tasks that ended early: each a failure, and a shutdown.
-    pub(super) fn watch_shared(&mut self) {
-        for shared in &mut self.shared {
-            while let Some(joined) = self.runtime.block_on(async {
+    /// Joins the shared extension tasks that ended early: each a failure.
+    pub(super) fn ended_early(&mut self, runtime: &tokio::runtime::Runtime) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        for shared in &mut self.of {
+            while let Some(joined) = runtime.block_on(async {
                 tokio::time::timeout(Duration::ZERO, shared.tasks.set.join_next_with_id())
                     .await
                     .ok()
                     .flatten()
             }) {
-                if let Some(failure) = shared.tasks.exited(&self.telemetry, joined) {
-                    self.failures.push(failure);
-                    self.shutdown.send_replace(true);
-                }
+                failures.extend(shared.tasks.exited(&self.telemetry, joined));
             }
         }
+        failures
     }
 
-    /// Stops the shared instances of `owner` (those that started) and has telemetry forget
-    /// them.
-    pub(super) fn stop_owner(&mut self, owner: Owner) {
+    /// Stops the instances of `owner` (those that started) by `deadline` and has telemetry
+    /// forget them; how the stop failed, if it did.
+    pub(super) fn stop_owner(
+        &mut self,
+        owner: Owner,
+        deadline: Instant,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Option<Failure> {
         self.pending.retain(|(o, _)| *o != owner);
-        if let Some(at) = self.shared.iter().position(|s| s.owner == owner) {
-            let mut shared = self.shared.remove(at);
-            let deadline = Instant::now() + self.options.shutdown_timeout;
-            if let Some(failure) = self
-                .runtime
-                .block_on(shared.tasks.stop(deadline, &self.telemetry))
-            {
-                tracing::warn!("an extension instance a reload retired: {failure}");
+        let failure = match self.of.iter().position(|s| s.owner == owner) {
+            Some(at) => {
+                let mut shared = self.of.remove(at);
+                runtime.block_on(shared.tasks.stop(deadline, &self.telemetry))
             }
-        }
+            None => None,
+        };
         let (Owner::Outer(generation) | Owner::Run(generation)) = owner;
         self.telemetry.retire(generation);
+        failure
     }
 
-    /// The running shared instance of extension `id` of `scope`.
-    pub(super) fn instance(&self, scope: &Scope, id: &str) -> Option<Arc<SharedProvisions>> {
-        let owner = match scope {
-            Scope::Pipeline(group, name) => {
-                Owner::Run(self.runs.get(&format!("{group}/{name}"))?.id)
-            }
-            outer => *self.outer.get(&(outer.clone(), id.to_owned()))?,
-        };
-        self.shared
+    /// Stops every instance by `deadline`: inner scopes first, each in reverse start order.
+    pub(super) fn stop_all(
+        &mut self,
+        deadline: Instant,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Vec<Failure> {
+        let mut order: Vec<usize> = (0..self.of.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(self.of[i].rank), std::cmp::Reverse(i)));
+        let mut failures = Vec::new();
+        for i in order {
+            let shared = &mut self.of[i];
+            failures.extend(runtime.block_on(shared.tasks.stop(deadline, &self.telemetry)));
+        }
+        failures
+    }
+
+    /// The instances of `owner`.
+    pub(super) fn provisions_of(
+        &self,
+        owner: Owner,
+    ) -> impl Iterator<Item = &Arc<SharedProvisions>> + '_ {
+        self.of
             .iter()
-            .filter(|s| s.owner == owner)
+            .filter(move |s| s.owner == owner)
             .flat_map(|s| s.provisions.iter())
+    }
+
+    /// The instance of extension `id` of `owner`.
+    pub(super) fn instance(&self, owner: Owner, id: &str) -> Option<Arc<SharedProvisions>> {
+        self.provisions_of(owner)
             .find(|p| p.extension_id() == id)
             .cloned()
     }
 
-    /// The admin endpoint's claim on the instance of its extension in `outer`, when
-    /// `resolved` binds one.
-    pub(super) fn admin_claim(
+    /// The bearer-token authorizer of `owner`'s instance of extension `id`, as consumer
+    /// `consumer` claims it.
+    pub(super) fn authorizer(
         &self,
-        resolved: &ResolvedConfig,
-        outer: &OuterInstances,
-    ) -> Option<(Owner, String)> {
-        let id = resolved.admin_authorizer()?;
-        let owner = outer.get(&(Scope::Engine, id.to_owned()))?;
-        Some((*owner, id.to_owned()))
-    }
-
-    /// Hands the admin endpoint the authorizer of its extension's current instance.
-    pub(super) fn serve_admin(&self, resolved: &ResolvedConfig) {
-        let Some((owner, id)) = self.admin_claim(resolved, &self.outer) else {
-            return;
+        owner: Owner,
+        id: &str,
+        consumer: &str,
+    ) -> Result<Option<Arc<dyn capability::shared::BearerTokenAuthorizer>>, String> {
+        let Some(shared) = self.of.iter().find(|shared| shared.owner == owner) else {
+            return Ok(None);
         };
-        let Some(shared) = self.shared.iter().find(|shared| shared.owner == owner) else {
-            return;
+        let binding = Binding {
+            capability: CapabilityId::BearerTokenAuthorizer,
+            extension: id.to_owned(),
         };
-        let binding = crate::capability::Binding {
-            capability: crate::capability::CapabilityId::BearerTokenAuthorizer,
-            extension: id,
-        };
-        let no_local: &[crate::extension::LocalProvisions] = &[];
-        let mut capabilities = crate::extension::Capabilities::for_node(
-            crate::resolve::ADMIN_CONSUMER.1,
-            &[binding],
-            no_local,
-            &shared.provisions,
-        );
-        match capabilities.require_shared::<crate::capability::BearerTokenAuthorizer>() {
-            Ok(authorizer) => self.admin.set(authorizer),
-            Err(error) => tracing::error!(%error, "the admin endpoint gets no authorizer"),
-        }
+        let no_local: &[LocalProvisions] = &[];
+        let mut capabilities =
+            Capabilities::for_node(consumer, &[binding], no_local, &shared.provisions);
+        capabilities
+            .require_shared::<capability::BearerTokenAuthorizer>()
+            .map(Some)
+            .map_err(|error| error.to_string())
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::ReloadOutcome;
+use super::handle::ReloadOutcome;
 use super::plan::{Change, apply, plan, record_live};
 use crate::node::NodeShared;
 use crate::resolve::{ResolvedConfig, Scope, ScopeKey};

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde_yaml_ng::Value;
 
-use super::ReloadOutcome;
-use crate::config::{ComponentConfig, YamlPath};
+use super::handle::ReloadOutcome;
+use crate::capability::Binding;
+use crate::config::{ComponentConfig, ComponentKind, YamlPath};
 use crate::extension::{ExecutionModel, SharedProvisions};
-use crate::resolve::{ExtensionPlan, ResolvedConfig, Scope, ScopeKey};
+use crate::resolve::{ExtensionPlan, PipelinePlan, ResolvedConfig, Scope, ScopeKey};
 
 /// What a reload changes, once checked.
 #[derive(Debug, Default)]
@@ -80,9 +81,43 @@ pub(super) fn plan(
     if running.engine.admin != new.engine.admin {
         restart.push("`engine.admin` changed".to_owned());
     }
+    if !restart.is_empty() {
+        return Err(restart);
+    }
     let mut change = Change::default();
-    // Outer scopes: each extension compared alone. A group that comes or goes without
-    // extensions changes nothing here.
+    outer_changes(running, live, new, &mut change);
+    for (index, plan) in new.pipelines.iter().enumerate() {
+        match running
+            .pipelines
+            .iter()
+            .position(|p| label(p) == label(plan))
+        {
+            None => change.start.push((index, None)),
+            Some(old) => pipeline_change(running, old, live, new, index, &mut change),
+        }
+    }
+    for plan in &running.pipelines {
+        if !new.pipelines.iter().any(|p| label(p) == label(plan)) {
+            change.stop.push(label(plan));
+        }
+    }
+    Ok(change)
+}
+
+/// `group/pipeline`.
+fn label(plan: &PipelinePlan) -> String {
+    format!("{}/{}", plan.group, plan.name)
+}
+
+/// The changes to the extensions of the engine and of the groups, each extension compared
+/// alone: removed, created (new, retyped, or a `config:` its instance cannot take), or
+/// updated in place. A group that comes or goes without extensions changes nothing here.
+fn outer_changes(
+    running: &ResolvedConfig,
+    live: &LiveConfigs,
+    new: &ResolvedConfig,
+    change: &mut Change,
+) {
     let outer = |resolved: &ResolvedConfig, scope: &Scope| {
         resolved
             .scopes
@@ -125,75 +160,61 @@ pub(super) fn plan(
             }
         }
     }
-    // Pipelines: added, removed, replaced, or updated in place.
-    let label = |plan: &crate::resolve::PipelinePlan| format!("{}/{}", plan.group, plan.name);
-    for (index, plan) in new.pipelines.iter().enumerate() {
-        let Some(old_index) = running
-            .pipelines
+}
+
+/// Pipeline `old` of `running`, now pipeline `index` of `new`: replaced when its nodes, its
+/// connections, the scopes its bindings reach or its own extensions (other than updates in
+/// place) changed; otherwise its extensions' updates are taken in place.
+fn pipeline_change(
+    running: &ResolvedConfig,
+    old: usize,
+    live: &LiveConfigs,
+    new: &ResolvedConfig,
+    index: usize,
+    change: &mut Change,
+) {
+    let (before, plan) = (&running.pipelines[old], &new.pipelines[index]);
+    let scope = Scope::Pipeline(plan.group.clone(), plan.name.clone());
+    let mut reasons = Vec::new();
+    let mut updates = Vec::new();
+    extensions(
+        &scope,
+        &before.extensions,
+        &plan.extensions,
+        live,
+        &mut updates,
+        &mut reasons,
+    );
+    fn nodes(plan: &PipelinePlan) -> Vec<(&String, ComponentKind, &str, &Value, &[Binding])> {
+        plan.nodes
             .iter()
-            .position(|p| label(p) == label(plan))
-        else {
-            change.start.push((index, None));
-            continue;
-        };
-        let old = &running.pipelines[old_index];
-        let scope = Scope::Pipeline(plan.group.clone(), plan.name.clone());
-        let mut reasons = Vec::new();
-        let mut updates = Vec::new();
-        extensions(
-            &scope,
-            &old.extensions,
-            &plan.extensions,
-            live,
-            &mut updates,
-            &mut reasons,
-        );
-        let nodes = |plan: &crate::resolve::PipelinePlan| -> Vec<_> {
-            plan.nodes
-                .iter()
-                .map(|n| {
-                    (
-                        n.id.clone(),
-                        n.factory.kind(),
-                        n.factory.name(),
-                        n.config.clone(),
-                        n.bindings.clone(),
-                    )
-                })
-                .collect()
-        };
-        // Bindings that now reach another scope's instance change the pipeline too.
-        let reach = |resolved: &ResolvedConfig, index: usize| -> Vec<Option<Scope>> {
-            resolved.pipelines[index]
-                .nodes
-                .iter()
-                .flat_map(|n| n.bindings.iter())
-                .map(|b| {
-                    resolved
-                        .binding_scope(index, &b.extension)
-                        .map(|k| resolved.scope(k))
-                })
-                .collect()
-        };
-        let rebuilt = !reasons.is_empty()
-            || nodes(old) != nodes(plan)
-            || old.edges != plan.edges
-            || reach(running, old_index) != reach(new, index);
-        if rebuilt {
-            change.start.push((index, Some(label(plan))));
-        } else {
-            change.updates.extend(updates);
-        }
+            .map(|n| {
+                let (kind, name) = (n.factory.kind(), n.factory.name());
+                (&n.id, kind, name, &n.config, &n.bindings[..])
+            })
+            .collect()
     }
-    for plan in &running.pipelines {
-        if !new.pipelines.iter().any(|p| label(p) == label(plan)) {
-            change.stop.push(label(plan));
-        }
-    }
-    if restart.is_empty() {
-        Ok(change)
+    // Bindings that now reach another scope's instance change the pipeline too.
+    let reach = |resolved: &ResolvedConfig, index: usize| -> Vec<Option<Scope>> {
+        resolved.pipelines[index]
+            .nodes
+            .iter()
+            .flat_map(|n| n.bindings.iter())
+            .map(|b| {
+                resolved
+                    .binding_scope(index, &b.extension)
+                    .map(|k| resolved.scope(k))
+            })
+            .collect()
+    };
+    let rebuilt = !reasons.is_empty()
+        || nodes(before) != nodes(plan)
+        || before.edges != plan.edges
+        || reach(running, old) != reach(new, index);
+    if rebuilt {
+        change.start.push((index, Some(label(plan))));
     } else {
-        Err(restart)
+        change.updates.extend(updates);
     }
 }
 

@@ -1,15 +1,20 @@
 //! What a run shows while it runs: node counters and extension states, readable from any
-//! thread.
+//! thread (`records`: the values it reports; `counts`: sums of node counters).
+
+mod counts;
+mod records;
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::extension::{
-    ExtensionHandle, ExtensionHealth, ExtensionMetrics, ExtensionMetricsSnapshot,
-};
-use crate::node::{CounterSnapshot, NodeCounters};
+use crate::extension::{ExtensionHandle, ExtensionHealth, ExtensionMetrics};
 use crate::resolve::ResolvedConfig;
+
+use counts::add_to;
+pub(super) use counts::lost_in;
+pub use records::{
+    ExtensionMetricsOf, ExtensionState, ExtensionTransition, NodeStats, NodeTotals, RunPhase,
+};
 
 /// `(pipeline, extension, core, generation)`: one extension instance. The generation tells
 /// apart the instances of one pipeline's extension before and after a reload replaced the
@@ -20,135 +25,6 @@ type InstanceId = (String, String, Option<usize>, usize);
 type WatchedExtension = (InstanceId, ExtensionHealth);
 /// An instance and its state.
 type ExtensionStatus = (InstanceId, ExtensionState);
-
-/// The state of an extension instance, as the engine saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExtensionState {
-    /// Created; not started (yet).
-    Created,
-    /// Passive: nothing to start.
-    Passive,
-    /// Started, waiting for its readiness probe.
-    Starting,
-    /// Running and ready.
-    Ready,
-    /// Running, serving its capabilities, but not as configured (the reason).
-    Degraded(String),
-    /// No node claimed it: never started.
-    Unclaimed,
-    /// Shut down.
-    Stopped,
-    /// Failed.
-    Failed(String),
-}
-
-impl ExtensionState {
-    /// Every state's name, as [`name`](Self::name) gives it.
-    pub const NAMES: [&'static str; 8] = [
-        "created",
-        "passive",
-        "starting",
-        "ready",
-        "degraded",
-        "unclaimed",
-        "stopped",
-        "failed",
-    ];
-
-    /// The state's name: `ready`, `degraded`, ...
-    pub fn name(&self) -> &'static str {
-        match self {
-            ExtensionState::Created => "created",
-            ExtensionState::Passive => "passive",
-            ExtensionState::Starting => "starting",
-            ExtensionState::Ready => "ready",
-            ExtensionState::Degraded(_) => "degraded",
-            ExtensionState::Unclaimed => "unclaimed",
-            ExtensionState::Stopped => "stopped",
-            ExtensionState::Failed(_) => "failed",
-        }
-    }
-
-    /// Why, for a degraded or failed extension.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            ExtensionState::Degraded(why) | ExtensionState::Failed(why) => Some(why),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ExtensionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reason() {
-            Some(why) => write!(f, "{}: {why}", self.name()),
-            None => f.write_str(self.name()),
-        }
-    }
-}
-
-/// Where a run is, as its [`Telemetry`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RunPhase {
-    /// Extensions start and nodes are built; nothing runs yet.
-    Starting,
-    /// Every core was told to run its nodes.
-    Running,
-    /// A shutdown was requested, a pipeline finished or failed: the run drains.
-    Stopping,
-    /// The run is over.
-    Stopped,
-}
-
-impl RunPhase {
-    /// `starting`, `running`, `stopping` or `stopped`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunPhase::Starting => "starting",
-            RunPhase::Running => "running",
-            RunPhase::Stopping => "stopping",
-            RunPhase::Stopped => "stopped",
-        }
-    }
-
-    const fn from_u8(value: u8) -> Self {
-        match value {
-            0 => RunPhase::Starting,
-            1 => RunPhase::Running,
-            2 => RunPhase::Stopping,
-            _ => RunPhase::Stopped,
-        }
-    }
-}
-
-/// One node instance's counters.
-#[derive(Debug, Clone)]
-pub struct NodeStats {
-    /// `group/pipeline`.
-    pub pipeline: String,
-    /// Node id.
-    pub node: String,
-    /// Core.
-    pub core: usize,
-    /// The pipeline run it belongs to (its generation): once the run is retired, its counts
-    /// are kept as sums and the instance is forgotten.
-    pub run: usize,
-    /// Counters, updated live.
-    pub counters: Arc<NodeCounters>,
-}
-
-/// One node's counters summed over its instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeTotals {
-    /// `group/pipeline`.
-    pub pipeline: String,
-    /// Node id.
-    pub node: String,
-    /// The sums.
-    pub counts: CounterSnapshot,
-    /// The node's own counters ([`NodeCounters::named`]), summed, in first-use order.
-    pub named: Vec<(&'static str, u64)>,
-}
 
 /// Live counters and states of a run, readable from any thread.
 #[derive(Debug, Default)]
@@ -178,34 +54,8 @@ pub struct Telemetry {
     retired: Mutex<BTreeSet<usize>>,
 }
 
-/// One extension instance's own counters and gauges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtensionMetricsOf {
-    /// `group/pipeline`.
-    pub pipeline: String,
-    /// The extension's id.
-    pub extension: String,
-    /// Its core; `None` for a shared extension.
-    pub core: Option<usize>,
-    /// The values.
-    pub metrics: ExtensionMetricsSnapshot,
-}
-
 /// The most transitions [`Telemetry::extension_transitions`] keeps: the newest.
 pub const MAX_TRANSITIONS: usize = 1_000;
-
-/// One extension instance put in a lifecycle state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtensionTransition {
-    /// `group/pipeline`.
-    pub pipeline: String,
-    /// The extension's id.
-    pub extension: String,
-    /// Its core; `None` for a shared extension.
-    pub core: Option<usize>,
-    /// The state it was put in.
-    pub state: ExtensionState,
-}
 
 impl Telemetry {
     pub(super) fn register_node(&self, stats: NodeStats) {
@@ -545,84 +395,5 @@ impl Telemetry {
             parts.push(format!("lost at the shutdown deadline: {lost}"));
         }
         parts.join(" | ")
-    }
-}
-
-/// Adds a node instance's counts to its node's sums in `totals` (a new entry at the end the
-/// first time).
-fn add_to(totals: &mut Vec<NodeTotals>, stats: &NodeStats) {
-    let counts = stats.counters.snapshot();
-    let named = stats.counters.named_snapshot();
-    match totals
-        .iter_mut()
-        .find(|t| t.pipeline == stats.pipeline && t.node == stats.node)
-    {
-        Some(total) => {
-            total.counts += counts;
-            for (name, value) in named {
-                match total.named.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, sum)) => *sum += value,
-                    None => total.named.push((name, value)),
-                }
-            }
-        }
-        None => totals.push(NodeTotals {
-            pipeline: stats.pipeline.clone(),
-            node: stats.node.clone(),
-            counts,
-            named,
-        }),
-    }
-}
-
-/// What one pipeline instance's nodes held when they were aborted, from their counters
-/// (`counts` by node id): per node, what reached it (its upstream nodes' `out`) and it did
-/// not take in (queued), plus what it took in and neither passed on, dropped nor failed
-/// (held). Receivers hold nothing acknowledged.
-pub(super) fn lost_in(
-    plan: &crate::resolve::PipelinePlan,
-    counts: impl Fn(&str) -> CounterSnapshot,
-) -> u64 {
-    let mut lost = 0;
-    for node in &plan.nodes {
-        let own = counts(&node.id);
-        let reached: u64 = plan
-            .edges
-            .iter()
-            .filter(|(_, to)| *to == node.id)
-            .map(|(from, _)| counts(from).records_out)
-            .sum();
-        let queued = reached.saturating_sub(own.records_in);
-        let held = if node.factory.kind() == crate::config::ComponentKind::Receiver {
-            0
-        } else {
-            own.records_in
-                .saturating_sub(own.records_out + own.records_dropped + own.records_failed)
-        };
-        lost += queued + held;
-    }
-    lost
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ExtensionState;
-
-    #[test]
-    fn every_state_is_named_once_and_shows_its_reason() {
-        let states = [
-            ExtensionState::Created,
-            ExtensionState::Passive,
-            ExtensionState::Starting,
-            ExtensionState::Ready,
-            ExtensionState::Degraded("file gone".into()),
-            ExtensionState::Unclaimed,
-            ExtensionState::Stopped,
-            ExtensionState::Failed("not ready".into()),
-        ];
-        let names: Vec<&str> = states.iter().map(ExtensionState::name).collect();
-        assert_eq!(names, ExtensionState::NAMES);
-        assert_eq!(states[4].to_string(), "degraded: file gone");
-        assert_eq!(states[3].to_string(), "ready");
     }
 }
