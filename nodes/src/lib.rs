@@ -3,6 +3,7 @@
 pub mod allocator;
 pub mod debug;
 pub mod dedup;
+mod export;
 pub mod file;
 pub mod generator;
 pub mod noop;

@@ -1,0 +1,156 @@
+//! What an exporter that sends payloads to an upstream does, whatever the protocol it speaks:
+//! the parts `exporter:otlp_http` uses and an exporter of another transport (OTLP/gRPC) uses
+//! alike.
+//!
+//! - [`Exporting`]: the exporter as the engine drives it — each payload handed to a request
+//!   task of its own, at most `max_in_flight` of them per core; while all are taken, payloads
+//!   wait merged into one ([`merge`]) and then the exporter stops taking payloads, so the
+//!   backpressure reaches the receiver.
+//! - [`Delivery`](delivery::Delivery): one payload's fate — sent, retried with backoff and
+//!   jitter ([`retry`]) within its budget, once more with a fresh token after an
+//!   `unauthenticated` answer, and otherwise counted, logged and written to the dead-letter
+//!   file: never dropped silently; also when the pipeline stops first.
+//! - [`Transport`]: the one attempt a protocol makes, and what its answer means
+//!   ([`Attempt`]); the bearer token it carries comes from [`token`].
+
+pub(crate) mod delivery;
+pub(crate) mod merge;
+pub mod retry;
+pub(crate) mod token;
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use otap_df_core::data::OtlpPayload;
+use otap_df_core::node::{LocalExporter, NodeContext, NodeError};
+use tokio::task::JoinSet;
+
+use delivery::Delivery;
+use merge::Waiting;
+pub use retry::RetryConfig;
+
+use crate::payload_file::{PayloadWriter, core_path};
+
+/// How one attempt to send a payload ended.
+pub(crate) enum Attempt {
+    /// The upstream accepted it.
+    Delivered,
+    /// Worth another attempt, after `retry_after` when the upstream said so.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The upstream refused the credentials: worth one more attempt with a fresh token.
+    Unauthorized,
+    /// Retrying cannot help.
+    Permanent(String),
+}
+
+/// One protocol's way of sending a payload to the upstream.
+pub(crate) trait Transport {
+    /// The protocol, as logs name it: `OTLP/HTTP`.
+    const PROTOCOL: &'static str;
+
+    /// What is sent for `data` (compressed, when the transport compresses).
+    fn body(&self, data: &OtlpPayload) -> std::io::Result<Bytes>;
+
+    /// Whether requests carry a token, which an `unauthenticated` answer may refresh.
+    fn carries_token(&self) -> bool;
+
+    /// One attempt to send `data` as `body`; `fresh`: with the freshest token.
+    async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt;
+}
+
+/// The exporter as the engine drives it: it hands each payload to a task of its own and
+/// keeps at most `max_in_flight` of them.
+pub(crate) struct Exporting<T: Transport> {
+    delivery: Rc<Delivery<T>>,
+    max_in_flight: usize,
+    in_flight: JoinSet<()>,
+}
+
+impl<T: Transport + 'static> Exporting<T> {
+    pub(crate) fn new(delivery: Delivery<T>, max_in_flight: usize) -> Self {
+        Self {
+            delivery: Rc::new(delivery),
+            max_in_flight,
+            in_flight: JoinSet::new(),
+        }
+    }
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl<T: Transport + 'static> LocalExporter for Exporting<T> {
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        let mut data = data;
+        loop {
+            while let Some(done) = self.in_flight.try_join_next() {
+                self.delivery.joined(done)?;
+            }
+            if self.in_flight.len() < self.max_in_flight {
+                // A request ends only when nothing waits, so nothing does now.
+                let delivery = self.delivery.clone();
+                self.in_flight
+                    .spawn_local(async move { delivery.deliver_while_waiting(data).await });
+                return Ok(());
+            }
+            // Every request is taken: wait with the others, merged when it can be.
+            let max_bytes = self.delivery.merge_max_bytes;
+            data = match &mut *self.delivery.waiting.borrow_mut() {
+                waiting @ None => {
+                    *waiting = Some(Waiting::One(data));
+                    return Ok(());
+                }
+                Some(waiting) => match waiting.merge(data, max_bytes) {
+                    Ok(()) => {
+                        self.delivery.merged.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(data) => data,
+                },
+            };
+            // No room beside the waiting request: the queue waits, and backpressure reaches
+            // the receiver, until a request takes the waiting one or ends.
+            tokio::select! {
+                done = self.in_flight.join_next() => {
+                    if let Some(done) = done {
+                        self.delivery.joined(done)?;
+                    }
+                }
+                () = self.delivery.waiting_taken.notified() => {}
+            }
+        }
+    }
+
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        while let Some(done) = self.in_flight.join_next().await {
+            self.delivery.joined(done)?;
+        }
+        // Requests take what waits before they end; nothing is left but to be sure.
+        if let Some(waiting) = self.delivery.waiting.take() {
+            self.delivery.deliver(waiting.into_payload()).await;
+        }
+        Ok(())
+    }
+}
+
+/// The dead-letter file of node `context` (of its core, when the node runs on several), opened
+/// for appending; `None` when none is configured.
+pub(crate) fn dead_letter_file(
+    context: &NodeContext,
+    path: Option<&Path>,
+) -> Result<Option<PayloadWriter>, NodeError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let path = core_path(path, context.core);
+    PayloadWriter::open(&path).map(Some).map_err(|e| {
+        context.error(format!(
+            "cannot open `dead_letter_file` `{}`: {e}",
+            path.display()
+        ))
+    })
+}

@@ -1,0 +1,127 @@
+//! `exporter:otlp_http`: the OTLP/HTTP client side.
+//!
+//! Each payload is `POST`ed to its signal's URL in its own encoding, gzip-compressed unless
+//! told otherwise. `429`, `502`, `503`, `504` and connection errors are retried with
+//! exponential backoff and jitter (a `Retry-After` from the server wins), until
+//! `retry.max_elapsed_time`; other `4xx` are not retried. With a `bearer_token_provider`
+//! bound, each request carries the current token; a token that is missing or about to expire
+//! is never sent (a fresh one is asked for instead), and a `401` gets one retry with the
+//! freshest token. What cannot be delivered is counted, logged, and written to
+//! `dead_letter_file` when one is set: never dropped silently.
+//!
+//! Its `out` counts the records the upstream accepted (a `2xx`), when it accepts them
+//! ([`NodeFactory::counts_delivered`]): `in - out - failed` is what its requests still hold.
+//!
+//! Up to `max_in_flight` requests are outstanding per core, over a pool of keep-alive
+//! connections; each has its own retry schedule, so a request that waits to be retried never
+//! holds up the others, and a gateway moves at `max_in_flight` upstream round trips at a time
+//! rather than one. When all are taken, the exporter stops taking payloads from its queue, and
+//! the backpressure reaches the receiver. Requests complete in any order: the order of
+//! payloads is not kept across requests.
+//!
+//! While every request is taken, payloads that arrive are merged into one waiting request
+//! of up to `merge_max_bytes` (protobuf payloads of one signal: the concatenation of two
+//! export requests is, by protobuf's rules, the request holding both), which the first
+//! request to finish sends next. Under load a gateway then makes fewer, larger upstream
+//! requests; when requests are free, nothing waits to be merged and no latency is added.
+//!
+//! By job: `config` decodes and checks the block; `transport` makes one HTTP request and reads
+//! what its answer means; the rest — requests in flight, merging, retries, the token,
+//! dead-lettering — is the `export` module's, shared with other transports.
+
+mod config;
+mod transport;
+
+use http::{HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use otap_df_core::capability::{BearerTokenProvider, CapabilityId};
+use otap_df_core::config::{ComponentConfig, ComponentKind};
+use otap_df_core::extension::Capabilities;
+use otap_df_core::node::{
+    CapabilityRequirement, NodeContext, NodeError, NodeFactory, NodeInstance,
+};
+
+pub use crate::export::RetryConfig;
+use crate::export::delivery::Delivery;
+use crate::export::token::TokenHeader;
+use crate::export::{Exporting, dead_letter_file};
+pub use config::{ClientTls, Compression, MAX_IN_FLIGHT_LIMIT, OtlpHttpExporterConfig};
+use transport::{HttpClient, HttpTransport};
+
+/// `exporter:otlp_http`.
+pub static OTLP_HTTP_EXPORTER: NodeFactory =
+    NodeFactory::new(ComponentKind::Exporter, "otlp_http", env!("CARGO_PKG_NAME"))
+        .description("OTLP/HTTP client with retries, gzip and an optional bearer token")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenProvider,
+        )])
+        .validate_config(|config| OtlpHttpExporterConfig::decode(config).map(drop))
+        .counts_delivered()
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let decoded = OtlpHttpExporterConfig::decode(config)?;
+    let endpoints = decoded.endpoints(config)?;
+    let counters = &context.counters;
+    // The provider's header name, checked once here rather than per request.
+    let token = capabilities
+        .optional_local::<BearerTokenProvider>()?
+        .map(|provider| TokenHeader::new(provider, counters.named("token_refreshed")))
+        .transpose()
+        .map_err(|message| context.error(message))?;
+    let headers = decoded
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+            let mut value = HeaderValue::from_str(value.expose()).ok()?;
+            value.set_sensitive(true);
+            Some((name, value))
+        })
+        .collect();
+    let transport = HttpTransport {
+        client: client(context, &decoded)?,
+        endpoints,
+        headers,
+        compression: decoded.compression,
+        timeout: decoded.timeout,
+        token,
+        requests: counters.named("requests"),
+    };
+    let dead_letter = dead_letter_file(context, decoded.dead_letter_file.as_deref())?;
+    let delivery = Delivery::new(
+        context,
+        transport,
+        decoded.retry,
+        decoded.merge_max_bytes,
+        dead_letter,
+    );
+    let exporter = Exporting::new(delivery, decoded.max_in_flight);
+    Ok(NodeInstance::Exporter(Box::new(exporter)))
+}
+
+/// The HTTP/1 client: TLS as configured, keep-alive connections, `timeout` to connect.
+fn client(
+    context: &NodeContext,
+    decoded: &OtlpHttpExporterConfig,
+) -> Result<HttpClient, NodeError> {
+    let tls =
+        crate::tls::client_config(decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()))
+            .map_err(|message| context.error(message))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(decoded.timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}

@@ -1,0 +1,161 @@
+//! The HTTP side of `exporter:otlp_http`: one `POST` of a payload to its signal's URL, in its
+//! own encoding, gzip-compressed unless told otherwise, and what the answer means.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use otap_df_core::data::OtlpPayload;
+
+use super::config::{Compression, Endpoints};
+use crate::export::token::TokenHeader;
+use crate::export::{Attempt, Transport};
+use crate::otlp_http::{media_type, status_message};
+
+/// The HTTP/1 client, over a pool of keep-alive connections.
+pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The requests of one exporter instance.
+pub(super) struct HttpTransport {
+    pub(super) client: HttpClient,
+    pub(super) endpoints: Endpoints,
+    /// Sent with every request.
+    pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(super) compression: Compression,
+    /// Bound of one request, response included.
+    pub(super) timeout: Duration,
+    pub(super) token: Option<TokenHeader>,
+    /// Requests sent.
+    pub(super) requests: Arc<AtomicU64>,
+}
+
+impl Transport for HttpTransport {
+    const PROTOCOL: &'static str = "OTLP/HTTP";
+
+    fn body(&self, data: &OtlpPayload) -> std::io::Result<Bytes> {
+        match self.compression {
+            Compression::Gzip => gzip(data.bytes()),
+            Compression::None => Ok(data.bytes().clone()),
+        }
+    }
+
+    fn carries_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
+        let auth = match &self.token {
+            None => None,
+            Some(token) => match token.header(fresh).await {
+                Ok(header) => Some(header),
+                // The provider may get a token later (its source is down): retryable.
+                Err(reason) => {
+                    return Attempt::Retry {
+                        reason: format!("no usable token: {reason}"),
+                        retry_after: None,
+                    };
+                }
+            },
+        };
+        let mut request = Request::post(self.endpoints.of(data.signal()).clone())
+            .header(CONTENT_TYPE, media_type(data.encoding()));
+        if self.compression == Compression::Gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        if let Some((name, value)) = auth {
+            request = request.header(name, value);
+        }
+        let request = match request.body(Full::new(body.clone())) {
+            Ok(request) => request,
+            Err(e) => return Attempt::Permanent(format!("cannot build the request: {e}")),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.exchange(data, request).await
+    }
+}
+
+impl HttpTransport {
+    /// Sends `request` (of `data`) and reads the answer, within the timeout.
+    async fn exchange(&self, data: &OtlpPayload, request: Request<Full<Bytes>>) -> Attempt {
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            // The body is read so that the connection can be reused.
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Attempt::Retry {
+                reason: format!("no answer within {:?}", self.timeout),
+                retry_after: None,
+            },
+            Ok(Err(error)) => Attempt::Retry {
+                reason: format!("request failed: {}", error_chain(&error)),
+                retry_after: None,
+            },
+            Ok(Ok((status, retry_after, body))) => {
+                let detail = || {
+                    let message = status_message(data.encoding(), &body)
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    format!("{status}{message}")
+                };
+                match status {
+                    s if s.is_success() => Attempt::Delivered,
+                    StatusCode::UNAUTHORIZED => Attempt::Unauthorized,
+                    StatusCode::TOO_MANY_REQUESTS
+                    | StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT => Attempt::Retry {
+                        reason: detail(),
+                        retry_after,
+                    },
+                    _ => Attempt::Permanent(detail()),
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is terse).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish().map(Bytes::from)
+}
