@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use otap_df_core as core;
 pub use otap_df_core::capability::{Capability, CapabilityId};
@@ -12,12 +13,20 @@ pub use otap_df_nodes as nodes;
 /// The test kit `otap-df-tests` (feature `testkit`): the behaviour suite of each capability,
 /// the Redis and TLS harnesses, fixtures.
 #[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub use otap_df_tests as testkit;
 
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod admin;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 pub mod node;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod reload;
+#[cfg(feature = "cli")]
 mod sources;
 
 use otap_df_core::config::ComponentKind;
@@ -26,12 +35,15 @@ use otap_df_core::config::ComponentKind;
 pub mod extensions {
     /// `extension:azure_auth` (feature `extension-azure-auth`, off by default).
     #[cfg(feature = "extension-azure-auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-azure-auth")))]
     pub use otap_df_extension_azure_auth as azure_auth;
     /// `extension:bearer_auth` (feature `extension-bearer-auth`, on by default).
     #[cfg(feature = "extension-bearer-auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-bearer-auth")))]
     pub use otap_df_extension_bearer_auth as bearer_auth;
     /// `extension:redis_kv` (feature `extension-redis-kv`, off by default).
     #[cfg(feature = "extension-redis-kv")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-redis-kv")))]
     pub use otap_df_extension_redis_kv as redis_kv;
 }
 

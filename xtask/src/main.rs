@@ -475,7 +475,8 @@ fn features() -> Result<(), String> {
 }
 
 /// Crates a package must not compile, by package: `(package, cargo tree edge kinds,
-/// forbidden name prefixes)`. The package itself is never an offender.
+/// forbidden name prefixes)`, with default features. The package itself is never an
+/// offender.
 const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     // The default facade: light extensions only.
     ("otap-df", "normal", &["azure_", "redis"]),
@@ -517,14 +518,27 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// Checks [`FOOTPRINT`] with `cargo tree` (default features).
+/// What the facade must not compile for a library user (`default-features = false`): no
+/// command line, no admin server, no log subscriber.
+const LIBRARY_FOOTPRINT: &[&str] = &["clap", "prometheus-client", "tracing-subscriber"];
+
+/// Checks [`FOOTPRINT`] (default features) and [`LIBRARY_FOOTPRINT`] with `cargo tree`.
 fn footprint() -> Result<(), String> {
-    for (package, edges, forbidden) in FOOTPRINT {
-        eprintln!("==> dependency footprint of {package} ({edges} dependencies, default features)");
+    let library = ("otap-df", "normal", LIBRARY_FOOTPRINT);
+    let checks = FOOTPRINT
+        .iter()
+        .map(|check| (check, "default features"))
+        .chain([(&library, "no default features")]);
+    for ((package, edges, forbidden), features) in checks {
+        eprintln!("==> dependency footprint of {package} ({edges} dependencies, {features})");
+        let mut args = vec![
+            "tree", "-p", package, "-e", edges, "--prefix", "none", "--format", "{p}",
+        ];
+        if features == "no default features" {
+            args.push("--no-default-features");
+        }
         let output = Command::new(cargo_path())
-            .args([
-                "tree", "-p", package, "-e", edges, "--prefix", "none", "--format", "{p}",
-            ])
+            .args(&args)
             .output()
             .map_err(|e| format!("cannot run `cargo tree`: {e}"))?;
         if !output.status.success() {
@@ -542,7 +556,7 @@ fn footprint() -> Result<(), String> {
             .collect();
         if !offending.is_empty() {
             return Err(format!(
-                "{package} ({edges} dependencies, default features) depends on {offending:?}; \
+                "{package} ({edges} dependencies, {features}) depends on {offending:?}; \
                  forbidden: {forbidden:?}"
             ));
         }
