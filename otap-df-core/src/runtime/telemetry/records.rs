@@ -73,7 +73,7 @@ impl fmt::Display for ExtensionState {
     }
 }
 
-/// Where a run is, as its [`Telemetry`] reports it.
+/// Where a run is, as its [`Telemetry`](super::Telemetry) reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RunPhase {
     /// Extensions start and nodes are built; nothing runs yet.
