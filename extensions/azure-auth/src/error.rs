@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use otap_df_core::extension::{ClassifiedError, ErrorKind};
+
 /// Why an `azure_auth` instance could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AzureAuthError {
@@ -38,4 +40,16 @@ pub enum AzureAuthError {
         /// What rustls said.
         message: String,
     },
+}
+
+impl ClassifiedError for AzureAuthError {
+    /// Every start-time failure is a file or setting the configuration names: misconfigured.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AzureAuthError::Unreadable { .. }
+            | AzureAuthError::EmptySecretFile { .. }
+            | AzureAuthError::CaFile { .. }
+            | AzureAuthError::Tls { .. } => ErrorKind::Misconfigured,
+        }
+    }
 }

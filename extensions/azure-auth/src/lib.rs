@@ -1,16 +1,25 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-pub mod config;
-pub mod credential;
-pub mod error;
-pub mod extension;
-pub mod provider;
-pub mod schedule;
+mod config;
+mod credential;
+mod error;
+mod extension;
+mod provider;
+mod schedule;
 
-pub use config::{AzureAuthConfig, Method};
+pub use config::{
+    AzureAuthConfig, AzureTls, MAX_DURATION, MIN_RETRY_INTERVAL, Method, RefreshConfig,
+    RetryConfig, WORKLOAD_IDENTITY_ENV,
+};
 pub use error::AzureAuthError;
-pub use extension::{AZURE_AUTH, AzureAuth};
+pub use extension::{AZURE_AUTH, AzureAuth, DEFAULT_STARTUP_TIMEOUT};
+
+/// What this crate's own tests drive directly; not part of its API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::extension::Refresher;
+}
 
 use otap_df_core::registry::Registry;
 

@@ -462,10 +462,18 @@ fn an_unreadable_ca_file_fails_the_start_with_a_typed_error_naming_it() {
     )
     .map(|_| ())
     .expect_err("no such file");
-    let otap_df_core::extension::ExtensionError::Source { extension, source } = &error else {
+    let otap_df_core::extension::ExtensionError::Source {
+        extension, source, ..
+    } = &error
+    else {
         panic!("{error:?}");
     };
     assert_eq!(extension, "entra");
+    assert_eq!(
+        error.kind(),
+        otap_df_core::extension::ErrorKind::Misconfigured
+    );
+    assert!(!error.retry_can_help());
     let typed = source
         .get()
         .downcast_ref::<otap_df_extension_azure_auth::AzureAuthError>()

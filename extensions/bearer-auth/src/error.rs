@@ -1,6 +1,8 @@
 //! What can go wrong when `extension:bearer_auth` starts: its kind, its context (the file or
 //! variable), and the cause.
 
+use otap_df_core::extension::{ClassifiedError, ErrorKind};
+
 use crate::token_source::FileError;
 
 /// Why a `bearer_auth` instance could not be built.
@@ -30,4 +32,17 @@ pub enum BearerAuthError {
         /// The variable.
         name: String,
     },
+}
+
+impl ClassifiedError for BearerAuthError {
+    /// A file or variable the configuration names is unusable: misconfigured; a change a
+    /// running instance cannot take: refused.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            BearerAuthError::File(_)
+            | BearerAuthError::UnsetVariable { .. }
+            | BearerAuthError::EmptyVariable { .. } => ErrorKind::Misconfigured,
+            BearerAuthError::FixedAtStart { .. } => ErrorKind::Refused,
+        }
+    }
 }

@@ -1,16 +1,23 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-pub mod authorizer;
-pub mod config;
-pub mod error;
-pub mod extension;
-pub mod provider;
-pub mod token_source;
+mod authorizer;
+mod config;
+mod error;
+mod extension;
+mod provider;
+mod token_source;
 
-pub use config::BearerAuthConfig;
+pub use config::{BearerAuthConfig, MAX_RELOAD_INTERVAL, MIN_RELOAD_INTERVAL};
 pub use error::BearerAuthError;
 pub use extension::{BEARER_AUTH, BearerAuth};
+pub use token_source::{FileError, FileProblem};
+
+/// What this crate's own tests drive directly; not part of its API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::extension::Reloader;
+}
 
 use otap_df_core::registry::Registry;
 

@@ -299,10 +299,18 @@ fn a_start_failure_carries_the_crates_typed_error() {
     )
     .map(|_| ())
     .expect_err("no such file");
-    let otap_df_core::extension::ExtensionError::Source { extension, source } = &error else {
+    let otap_df_core::extension::ExtensionError::Source {
+        extension, source, ..
+    } = &error
+    else {
         panic!("{error:?}");
     };
     assert_eq!(extension, "tokens");
+    assert_eq!(
+        error.kind(),
+        otap_df_core::extension::ErrorKind::Misconfigured
+    );
+    assert!(!error.retry_can_help());
     let typed = source
         .get()
         .downcast_ref::<otap_df_extension_bearer_auth::BearerAuthError>()

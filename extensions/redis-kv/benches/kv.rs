@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use otap_df_core::capability::shared;
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_core::extension::ExtensionContext;
-use otap_df_extension_redis_kv::extension::connect;
+use otap_df_extension_redis_kv::connect;
 use otap_df_extension_redis_kv::{REDIS_KV, RedisKvConfig};
 use otap_df_tests::redis_server;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use otap_df_core::extension::{ClassifiedError, ErrorKind};
+
 /// Why a `redis_kv` instance could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisKvError {
@@ -71,4 +73,20 @@ pub enum RedisKvError {
         /// What the server said (never the password).
         message: String,
     },
+}
+
+impl ClassifiedError for RedisKvError {
+    /// What the configuration names is unusable: misconfigured; the server refused the
+    /// credentials, or a running instance cannot take a change: refused.
+    fn kind(&self) -> ErrorKind {
+        match self {
+            RedisKvError::InvalidUrl { .. }
+            | RedisKvError::Unreadable { .. }
+            | RedisKvError::NoCertificate { .. }
+            | RedisKvError::InvalidPem { .. }
+            | RedisKvError::Tls { .. }
+            | RedisKvError::Target { .. } => ErrorKind::Misconfigured,
+            RedisKvError::Refused { .. } | RedisKvError::FixedAtStart { .. } => ErrorKind::Refused,
+        }
+    }
 }

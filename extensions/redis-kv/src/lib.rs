@@ -1,14 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-pub mod config;
-pub mod error;
-pub mod extension;
-pub mod key_value;
+mod config;
+mod error;
+mod extension;
+mod key_value;
 
-pub use config::RedisKvConfig;
+pub use config::{RedisKvConfig, TlsConfig};
 pub use error::RedisKvError;
-pub use extension::REDIS_KV;
+pub use extension::{REDIS_KV, connect, default_prefix};
 pub use key_value::RedisKv;
 
 use otap_df_core::registry::Registry;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otap_df_core::capability::{Capability, KeyValueStore, KvError, local, shared};
-use otap_df_core::extension::ExtensionContext;
-use otap_df_extension_redis_kv::extension::connect;
+use otap_df_core::extension::{ClassifiedError as _, ErrorKind, ExtensionContext};
+use otap_df_extension_redis_kv::connect;
 use otap_df_extension_redis_kv::{REDIS_KV, RedisKv};
 use otap_df_tests::redis_server::{self, RedisServer};
 
@@ -96,6 +96,9 @@ fn a_reload_changes_the_prefix_and_default_ttl_in_place_and_refuses_connection_s
             error.to_string(),
             "`db` cannot change in place (it sets up the connection); a new instance takes it"
         );
+        // Someone has to restart it (a new instance): retrying the same cannot help.
+        assert_eq!(error.kind(), ErrorKind::Refused);
+        assert!(!error.kind().retry_can_help());
         assert_eq!(store.prefix(), b"tenant-b:");
     });
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use otap_df_core::capability::{KvError, shared};
-use otap_df_core::extension::{ExtensionContext, ExtensionError};
-use otap_df_extension_redis_kv::extension::connect;
+use otap_df_core::extension::{ErrorKind, ExtensionContext, ExtensionError};
+use otap_df_extension_redis_kv::connect;
 use otap_df_extension_redis_kv::{REDIS_KV, RedisKv, RedisKvError};
 use otap_df_tests::redis_server::{self, RedisServer};
 use otap_df_tests::tls::TestPki;
@@ -98,8 +98,13 @@ fn unreadable_or_wrong_tls_files_fail_at_creation_naming_the_option_and_file() {
     };
     // The crate's typed error, its message as users see it.
     let message = |tls: &str| match store(&server, "files", tls) {
-        Err(ExtensionError::Source { extension, source }) => {
+        Err(ExtensionError::Source {
+            extension,
+            source,
+            kind,
+        }) => {
             assert_eq!(extension, "files");
+            assert_eq!(kind, ErrorKind::Misconfigured);
             assert!(
                 source.get().downcast_ref::<RedisKvError>().is_some(),
                 "{source:?}"

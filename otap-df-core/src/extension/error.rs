@@ -1,10 +1,60 @@
 //! How an extension fails: at run time (its own error, or its crate's typed one) or by
-//! breaking its factory's declaration.
+//! breaking its factory's declaration; and, whatever the crate, what kind of failure it is
+//! ([`ErrorKind`]): whether fixing the configuration, someone's action, or time (a retry)
+//! can help.
 
 use std::sync::Arc;
 
 use crate::capability::CapabilityId;
 use crate::config::ConfigError;
+
+/// What kind of failure an extension's error is, the same for every extension crate: what
+/// can make it pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Its configuration, or something it names (a file, a variable, a URL), is wrong: fixing
+    /// the configuration helps; retrying cannot.
+    Misconfigured,
+    /// What was asked was refused — by a service it relies on (credentials, permissions) or by
+    /// the extension itself (a change it cannot take in place): someone has to change
+    /// something; retrying the same cannot help.
+    Refused,
+    /// A service it relies on cannot be reached, or is not ready, now: retrying can help.
+    Unavailable,
+    /// A failure of the extension itself (or a broken declaration): report it.
+    Failed,
+}
+
+impl ErrorKind {
+    /// Whether trying again, unchanged, can succeed.
+    pub const fn retry_can_help(self) -> bool {
+        matches!(self, ErrorKind::Unavailable)
+    }
+
+    /// `misconfigured`, `refused`, `unavailable` or `failed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Misconfigured => "misconfigured",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An extension crate's error type, which says of each of its values what kind of failure it
+/// is: what [`ExtensionError::typed`] keeps.
+pub trait ClassifiedError: std::error::Error + Send + Sync + 'static {
+    /// What kind of failure this is.
+    fn kind(&self) -> ErrorKind;
+}
 
 /// An extension failed at run time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +72,8 @@ pub enum ExtensionError {
     Source {
         /// Extension id.
         extension: String,
+        /// What kind of failure it is, as the crate's error says.
+        kind: ErrorKind,
         /// The crate's error.
         #[source]
         source: SourceError,
@@ -35,15 +87,30 @@ pub enum ExtensionError {
 }
 
 impl ExtensionError {
-    /// Extension `extension` failed with its crate's typed `error`, kept as the source.
-    pub fn typed(
-        extension: impl Into<String>,
-        error: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    /// Extension `extension` failed with its crate's typed `error`, kept as the source with
+    /// its kind.
+    pub fn typed(extension: impl Into<String>, error: impl ClassifiedError) -> Self {
         ExtensionError::Source {
             extension: extension.into(),
+            kind: error.kind(),
             source: SourceError(Arc::new(error)),
         }
+    }
+
+    /// What kind of failure this is: a crate's typed error says; an invalid `config:` block
+    /// is [`ErrorKind::Misconfigured`]; a message or a broken declaration is
+    /// [`ErrorKind::Failed`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ExtensionError::Source { kind, .. } => *kind,
+            ExtensionError::Config(_) => ErrorKind::Misconfigured,
+            ExtensionError::Failed { .. } | ExtensionError::Build(_) => ErrorKind::Failed,
+        }
+    }
+
+    /// Whether trying again, unchanged, can succeed ([`ErrorKind::retry_can_help`]).
+    pub fn retry_can_help(&self) -> bool {
+        self.kind().retry_can_help()
     }
 }
 
@@ -120,4 +187,52 @@ pub enum ExtensionBuildError {
         /// The capability.
         capability: CapabilityId,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the service is down")]
+    struct Down;
+
+    impl ClassifiedError for Down {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Unavailable
+        }
+    }
+
+    #[test]
+    fn every_error_has_a_kind_and_only_an_unavailable_service_is_worth_a_retry() {
+        let typed = ExtensionError::typed("store", Down);
+        assert_eq!(typed.kind(), ErrorKind::Unavailable);
+        assert!(typed.retry_can_help());
+        assert_eq!(
+            typed.to_string(),
+            "extension `store` failed: the service is down"
+        );
+        let message = ExtensionError::Failed {
+            extension: "x".into(),
+            message: "broke".into(),
+        };
+        assert_eq!(message.kind(), ErrorKind::Failed);
+        let config = ExtensionError::Config(ConfigError::new(
+            crate::config::YamlPath::root(),
+            crate::config::ConfigErrorKind::MissingField {
+                field: "url".into(),
+            },
+        ));
+        assert_eq!(config.kind(), ErrorKind::Misconfigured);
+        let kinds = [
+            ErrorKind::Misconfigured,
+            ErrorKind::Refused,
+            ErrorKind::Unavailable,
+            ErrorKind::Failed,
+        ];
+        let names: Vec<String> = kinds.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["misconfigured", "refused", "unavailable", "failed"]);
+        let retry: Vec<bool> = kinds.iter().map(|k| k.retry_can_help()).collect();
+        assert_eq!(retry, [false, false, true, false]);
+    }
 }

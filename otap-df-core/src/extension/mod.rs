@@ -61,7 +61,7 @@ mod metrics;
 mod provision;
 
 pub use claims::{Capabilities, CapabilityError};
-pub use error::{ExtensionBuildError, ExtensionError, SourceError};
+pub use error::{ClassifiedError, ErrorKind, ExtensionBuildError, ExtensionError, SourceError};
 pub use lifecycle::*;
 pub use metrics::{ExtensionMetrics, ExtensionMetricsSnapshot, ShardedCounter};
 use provision::check_provisions;

@@ -21,7 +21,7 @@ use otap_df_core::capability::{TokenSubscription, shared};
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_core::extension::ExtensionHandle;
 use otap_df_core::secret::BearerToken;
-use otap_df_extension_azure_auth::extension::Refresher;
+use otap_df_extension_azure_auth::testing::Refresher;
 use otap_df_extension_azure_auth::{AzureAuth, AzureAuthConfig};
 use otap_df_tests::task::TaskRuntime;
 pub use otap_df_tests::temp::TempDir;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use otap_df_core::capability::{TokenSubscription, shared};
 use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_core::extension::{ExtensionContext, ExtensionHandle, LifecycleKind};
-use otap_df_extension_bearer_auth::extension::Reloader;
+use otap_df_extension_bearer_auth::testing::Reloader;
 use otap_df_extension_bearer_auth::{BEARER_AUTH, BearerAuth, BearerAuthConfig};
 use otap_df_tests::task::TaskRuntime;
 pub use otap_df_tests::temp::TempDir;
