@@ -10,6 +10,7 @@ pub mod noop;
 pub mod otlp;
 pub mod otlp_http;
 pub mod payload_file;
+mod receive;
 pub mod tls;
 
 pub use debug::{DEBUG, DebugConfig, Verbosity};

@@ -21,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::handler::{Handler, bump};
+use super::handler::Handler;
 use super::listener::Takeover;
 use super::table::{Entry, Exchange, SharedTable};
+use crate::receive::counters::bump;
 
 /// How long a connection accepted just before a drain may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);

@@ -43,9 +43,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::receive::admission::Admission;
+use crate::receive::authorization::Authorization;
+use crate::receive::counters::{Counters, bump};
 pub use config::{OtlpHttpReceiverConfig, ServerTls};
 use connection::{Arrival, Connections, Handed, connection};
-use handler::{Authorization, Counters, Handler, bump};
+use handler::Handler;
 use listener::{AcceptErrors, Listener, Takeover, listen};
 use table::{Entry, Exchange, SharedTable};
 
@@ -139,14 +142,14 @@ impl LocalReceiver for OtlpHttpReceiver {
             .map_err(|e| error(format!("cannot listen on `{}`: {e}", config.listen)))?;
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
-            outputs: context.outputs,
-            shutdown: shutdown.clone(),
-            admission_timeout: config.admission_timeout,
-            body_read_timeout: config.body_read_timeout,
-            body_budget: tokio::sync::Semaphore::new(
-                config.max_body_bytes_in_flight.div_ceil(1024),
+            admission: Admission::new(
+                context.outputs,
+                shutdown.clone(),
+                config.admission_timeout,
+                config.max_body_bytes_in_flight,
             ),
-            authorizer,
+            body_read_timeout: config.body_read_timeout,
+            authorization: authorizer,
             max_body_size: config.max_body_size,
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
             counters,

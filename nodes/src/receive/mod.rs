@@ -1,0 +1,114 @@
+//! What a receiver that takes OTLP payloads does, whatever transport carries them: the parts
+//! `receiver:otlp_http` uses and a receiver of another transport (OTLP/gRPC) uses alike.
+//!
+//! - [`Refusal`]: why a request is not taken ([`Reason`]), which counter it goes to, and its
+//!   OTLP status code; each transport maps a reason to its own status (HTTP: `429`, ...).
+//! - [`counters`]: the receiver's own counters — requests, refusals by reason, connections.
+//! - [`authorization`]: the bound authorizer asked about a request's credential (fail
+//!   closed: one that cannot decide refuses).
+//! - [`admission`]: room in the pipeline's queue, then in the core's budget of body bytes
+//!   being read, waited for up to `admission_timeout` — before any body is read.
+//! - [`payload`]: an admitted body decompressed, validated and counted by walking its wire
+//!   format, and handed on into the room admission reserved.
+
+pub(crate) mod admission;
+pub(crate) mod authorization;
+pub(crate) mod counters;
+pub(crate) mod payload;
+
+use std::sync::atomic::AtomicU64;
+
+use counters::Counters;
+
+/// Why a request was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Nothing takes OTLP data there (an unknown path or service).
+    NotFound,
+    /// A method other than the protocol's.
+    MethodNotAllowed,
+    /// A content type or encoding this receiver does not read.
+    Unsupported,
+    /// The body is over `max_body_size`, before or after decompression.
+    TooLarge,
+    /// The body did not arrive within `body_read_timeout`.
+    BodyTimeout,
+    /// The request is malformed: unreadable, not decompressible, not OTLP, or ambiguous.
+    BadRequest,
+    /// The pipeline stops.
+    PipelineClosed,
+    /// The pipeline had no room within `admission_timeout`.
+    PipelineFull,
+    /// The core's budget of body bytes being read had no room within `admission_timeout`.
+    BytesInFlight,
+    /// No credential.
+    AuthMissing,
+    /// A credential the authorizer does not accept.
+    AuthInvalid,
+    /// An expired credential.
+    AuthExpired,
+    /// The authorizer could not decide.
+    AuthUnavailable,
+}
+
+impl Reason {
+    /// The OTLP (gRPC) status code of the refusal, which OTLP/HTTP also carries in its body.
+    pub(crate) const fn code(self) -> i32 {
+        use crate::otlp_http::code;
+        match self {
+            Reason::NotFound | Reason::MethodNotAllowed => code::UNIMPLEMENTED,
+            Reason::Unsupported | Reason::TooLarge | Reason::BadRequest => code::INVALID_ARGUMENT,
+            Reason::BodyTimeout => code::DEADLINE_EXCEEDED,
+            Reason::PipelineClosed | Reason::AuthUnavailable => code::UNAVAILABLE,
+            Reason::PipelineFull | Reason::BytesInFlight => code::RESOURCE_EXHAUSTED,
+            Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => {
+                code::UNAUTHENTICATED
+            }
+        }
+    }
+
+    /// Whether the sender should come back later (the answer carries `retry_after`).
+    pub(crate) const fn retry_later(self) -> bool {
+        matches!(
+            self,
+            Reason::PipelineClosed
+                | Reason::PipelineFull
+                | Reason::BytesInFlight
+                | Reason::AuthUnavailable
+        )
+    }
+
+    /// The counter of `counters` the refusal goes to.
+    pub(crate) fn counter(self, counters: &Counters) -> &AtomicU64 {
+        match self {
+            Reason::NotFound | Reason::MethodNotAllowed => &counters.not_found,
+            Reason::Unsupported => &counters.unsupported,
+            Reason::TooLarge => &counters.too_large,
+            Reason::BodyTimeout => &counters.body_timeout,
+            Reason::BadRequest => &counters.bad_request,
+            Reason::PipelineClosed => &counters.pipeline_closed,
+            Reason::PipelineFull => &counters.pipeline_full,
+            Reason::BytesInFlight => &counters.bytes_in_flight,
+            Reason::AuthMissing => &counters.auth_missing,
+            Reason::AuthInvalid => &counters.auth_invalid,
+            Reason::AuthExpired => &counters.auth_expired,
+            Reason::AuthUnavailable => &counters.auth_unavailable,
+        }
+    }
+}
+
+/// A request not taken: why, and what the sender is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) reason: Reason,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
