@@ -130,42 +130,9 @@ impl Walker<'_> {
                     ),
                 },
                 "engine" => {
-                    // `extensions` is walked like a pipeline's; the rest is plain settings.
-                    let mut value = value.clone();
-                    if let Value::Mapping(map) = &mut value
-                        && let Some(declared) = map.remove("extensions")
-                    {
-                        extensions = self.extensions(&declared, &path.key("extensions"));
-                    }
-                    // The admin endpoint's bindings are read like a node's.
-                    let admin_path = path.key("admin");
-                    let admin_bindings = match value.get_mut("admin") {
-                        Some(Value::Mapping(admin)) => admin
-                            .remove("capabilities")
-                            .map(|bound| self.bindings(&bound, &admin_path.key("capabilities")))
-                            .unwrap_or_default(),
-                        _ => Vec::new(),
-                    };
-                    if let Some(mut parsed) = self.decode::<EngineConfig>(&value, &path) {
-                        if let Some(admin) = &mut parsed.admin {
-                            admin.capabilities = admin_bindings;
-                            if let Some((field, message)) = admin.out_of_range() {
-                                self.error(
-                                    &admin_path.key(field),
-                                    ConfigErrorKind::InvalidValue { message },
-                                );
-                            }
-                        }
-                        if !(1..=MAX_CORES).contains(&parsed.cores) {
-                            self.error(
-                                &path.key("cores"),
-                                ConfigErrorKind::InvalidValue {
-                                    message: format!(
-                                        "`cores` must be between 1 and {MAX_CORES} (one thread and runtime each)"
-                                    ),
-                                },
-                            );
-                        }
+                    let (parsed, declared) = self.engine(value, &path);
+                    extensions = declared;
+                    if let Some(parsed) = parsed {
                         engine = parsed;
                     }
                 }
@@ -193,6 +160,54 @@ impl Walker<'_> {
             );
         }
         (engine, extensions, groups)
+    }
+
+    /// `engine:`: its settings, range-checked, and its extensions (walked like a pipeline's);
+    /// the admin endpoint's bindings are read like a node's. No settings where they do not
+    /// decode (reported); the extensions are checked either way.
+    fn engine(
+        &mut self,
+        value: &Value,
+        path: &YamlPath,
+    ) -> (Option<EngineConfig>, ScopeExtensions) {
+        let mut value = value.clone();
+        let mut extensions = ScopeExtensions::default();
+        if let Value::Mapping(map) = &mut value
+            && let Some(declared) = map.remove("extensions")
+        {
+            extensions = self.extensions(&declared, &path.key("extensions"));
+        }
+        let admin_path = path.key("admin");
+        let admin_bindings = match value.get_mut("admin") {
+            Some(Value::Mapping(admin)) => admin
+                .remove("capabilities")
+                .map(|bound| self.bindings(&bound, &admin_path.key("capabilities")))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let Some(mut parsed) = self.decode::<EngineConfig>(&value, path) else {
+            return (None, extensions);
+        };
+        if let Some(admin) = &mut parsed.admin {
+            admin.capabilities = admin_bindings;
+            if let Some((field, message)) = admin.out_of_range() {
+                self.error(
+                    &admin_path.key(field),
+                    ConfigErrorKind::InvalidValue { message },
+                );
+            }
+        }
+        if !(1..=MAX_CORES).contains(&parsed.cores) {
+            self.error(
+                &path.key("cores"),
+                ConfigErrorKind::InvalidValue {
+                    message: format!(
+                        "`cores` must be between 1 and {MAX_CORES} (one thread and runtime each)"
+                    ),
+                },
+            );
+        }
+        (Some(parsed), extensions)
     }
 
     fn groups(&mut self, value: &Value, path: &YamlPath) -> Vec<GroupConfig> {

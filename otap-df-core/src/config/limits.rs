@@ -45,6 +45,17 @@ struct Open {
     at_start: Size,
 }
 
+/// The totals so far of one pass over the events.
+#[derive(Default)]
+struct Tally {
+    total: Size,
+    /// What each anchor stands for, once its node has ended.
+    anchors: HashMap<usize, Size>,
+    /// Every open collection, anchored or not (`anchor` 0: none).
+    open: Vec<Open>,
+    documents: usize,
+}
+
 /// Checks `text` against the limits above; the first limit crossed, located.
 pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
     if text.len() > MAX_SOURCE_BYTES {
@@ -56,11 +67,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let mut total = Size::default();
-    let mut anchors: HashMap<usize, Size> = HashMap::new();
-    // Every open collection, anchored or not (`anchor` 0: none).
-    let mut open: Vec<Open> = Vec::new();
-    let mut documents = 0usize;
+    let mut tally = Tally::default();
     for event in Parser::new_from_str(text) {
         let (event, span) = match event {
             Ok(event) => event,
@@ -82,10 +89,20 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
             line: span.start.line(),
             column: span.start.col() + 1,
         });
+        tally.count(event, at)?;
+        tally.within(at)?;
+    }
+    Ok(())
+}
+
+impl Tally {
+    /// Adds one event; refuses a second document and nesting past [`MAX_DEPTH`].
+    fn count(&mut self, event: Event<'_>, at: Option<Location>) -> Result<(), ConfigError> {
+        let total = &mut self.total;
         match event {
             Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
+                self.documents += 1;
+                if self.documents > 1 {
                     return Err(limit_error(
                         at,
                         "a second YAML document starts here; a configuration is one document \
@@ -95,52 +112,53 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
                 }
             }
             Event::Scalar(value, _, anchor, _) => {
-                total.nodes += 1;
-                total.bytes += value.len() as u64;
+                let size = Size {
+                    nodes: 1,
+                    bytes: value.len() as u64,
+                };
+                total.nodes += size.nodes;
+                total.bytes += size.bytes;
                 if anchor != 0 {
-                    anchors.insert(
-                        anchor,
-                        Size {
-                            nodes: 1,
-                            bytes: value.len() as u64,
-                        },
-                    );
+                    self.anchors.insert(anchor, size);
                 }
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 total.nodes += 1;
-                open.push(Open {
+                self.open.push(Open {
                     anchor,
-                    at_start: total,
+                    at_start: *total,
                 });
-                if open.len() > MAX_DEPTH {
+                if self.open.len() > MAX_DEPTH {
                     return Err(error_at_depth(at));
                 }
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some(Open { anchor, at_start }) = open.pop()
+                if let Some(Open { anchor, at_start }) = self.open.pop()
                     && anchor != 0
                 {
-                    anchors.insert(
-                        anchor,
-                        Size {
-                            // The collection itself was counted before `at_start` was taken.
-                            nodes: total.nodes - at_start.nodes + 1,
-                            bytes: total.bytes - at_start.bytes,
-                        },
-                    );
+                    let size = Size {
+                        // The collection itself was counted before `at_start` was taken.
+                        nodes: total.nodes - at_start.nodes + 1,
+                        bytes: total.bytes - at_start.bytes,
+                    };
+                    self.anchors.insert(anchor, size);
                 }
             }
             Event::Alias(anchor) => {
                 // An alias of an anchor still open (a recursive alias) is refused by the
                 // parser that builds the value.
-                let size = anchors.get(&anchor).copied().unwrap_or_default();
+                let size = self.anchors.get(&anchor).copied().unwrap_or_default();
                 total.nodes += size.nodes;
                 total.bytes += size.bytes;
             }
             _ => {}
         }
-        if total.nodes > MAX_EXPANDED_NODES {
+        Ok(())
+    }
+
+    /// Refuses totals past [`MAX_EXPANDED_NODES`] or [`MAX_EXPANDED_SCALAR_BYTES`].
+    fn within(&self, at: Option<Location>) -> Result<(), ConfigError> {
+        if self.total.nodes > MAX_EXPANDED_NODES {
             return Err(limit_error(
                 at,
                 format!(
@@ -148,7 +166,7 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
                 ),
             ));
         }
-        if total.bytes > MAX_EXPANDED_SCALAR_BYTES {
+        if self.total.bytes > MAX_EXPANDED_SCALAR_BYTES {
             return Err(limit_error(
                 at,
                 format!(
@@ -156,8 +174,8 @@ pub(crate) fn check(text: &str) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A limit crossed at `location`.

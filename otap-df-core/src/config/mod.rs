@@ -317,71 +317,7 @@ fn merge_layers(layers: &[Layer<'_>]) -> Result<(Value, Source), ConfigErrors> {
             source: layer.name.to_owned(),
             errors: vec![error],
         };
-        // A byte-order mark is not content (editors on some systems write one).
-        let text = layer.text.strip_prefix('\u{feff}').unwrap_or(layer.text);
-        limits::check(text).map_err(alone)?;
-        let value: Value = serde_yaml_ng::from_str(text).map_err(|error| {
-            let mut location = error.location().map(|l| Location {
-                file: 0,
-                line: l.line(),
-                column: l.column(),
-            });
-            let mut message = strip_location(&error.to_string());
-            // A second document is located by `limits::check`; this message without one
-            // means the text ended its first document early (a line indented less than the
-            // first): the other parser says where, and what it found.
-            if location.is_none()
-                && message.contains("more than one document")
-                && let Some((at, found)) = position::first_syntax_error(text)
-            {
-                location = Some(at);
-                message = format!(
-                    "{found} (a line is indented less than the ones before it: the keys of \
-                     one mapping start in the same column, top-level keys in column 1)"
-                );
-            }
-            alone(ConfigError {
-                path: YamlPath::root(),
-                location,
-                kind: ConfigErrorKind::Syntax { message },
-            })
-        })?;
-        let (value, positions) = match layer.path {
-            None => (value, PositionIndex::build_in(text, file)),
-            Some(path) => {
-                let parsed = YamlPath::parse(path);
-                let mut keys = Vec::new();
-                for segment in parsed.segments() {
-                    match segment {
-                        PathSegment::Key(key) => keys.push(key.clone()),
-                        PathSegment::Index(_) => {
-                            return Err(alone(ConfigError {
-                                path: parsed.clone(),
-                                location: None,
-                                kind: ConfigErrorKind::InvalidValue {
-                                    message: "an override names mapping keys only \
-                                              (`a.b.c=value`); to change a list, set the \
-                                              whole list (`a.b=[x, y]`)"
-                                        .to_owned(),
-                                },
-                            }));
-                        }
-                    }
-                }
-                let value = keys.into_iter().rev().fold(value, |value, key| {
-                    let mut map = serde_yaml_ng::Mapping::new();
-                    map.insert(Value::String(key), value);
-                    Value::Mapping(map)
-                });
-                let at = Location {
-                    file,
-                    line: 1,
-                    column: 1,
-                };
-                let positions = PositionIndex::all_at(&value, at);
-                (value, positions)
-            }
-        };
+        let (value, positions) = parse_layer(layer, file).map_err(alone)?;
         source.positions.overlay(positions, &value);
         root = Some(match root {
             None => value,
@@ -389,6 +325,76 @@ fn merge_layers(layers: &[Layer<'_>]) -> Result<(Value, Source), ConfigErrors> {
         });
     }
     Ok((root.unwrap_or(Value::Null), source))
+}
+
+/// One layer's value and where its nodes are (`file`: the layer's index). An override's
+/// value is nested under its path's keys, every node located at the override itself.
+fn parse_layer(layer: &Layer<'_>, file: u16) -> Result<(Value, PositionIndex), ConfigError> {
+    // A byte-order mark is not content (editors on some systems write one).
+    let text = layer.text.strip_prefix('\u{feff}').unwrap_or(layer.text);
+    limits::check(text)?;
+    let value: Value = serde_yaml_ng::from_str(text).map_err(|error| syntax_error(text, &error))?;
+    let Some(path) = layer.path else {
+        return Ok((value, PositionIndex::build_in(text, file)));
+    };
+    let parsed = YamlPath::parse(path);
+    let mut keys = Vec::new();
+    for segment in parsed.segments() {
+        match segment {
+            PathSegment::Key(key) => keys.push(key.clone()),
+            PathSegment::Index(_) => {
+                return Err(ConfigError {
+                    path: parsed.clone(),
+                    location: None,
+                    kind: ConfigErrorKind::InvalidValue {
+                        message: "an override names mapping keys only (`a.b.c=value`); to \
+                                  change a list, set the whole list (`a.b=[x, y]`)"
+                            .to_owned(),
+                    },
+                });
+            }
+        }
+    }
+    let value = keys.into_iter().rev().fold(value, |value, key| {
+        let mut map = serde_yaml_ng::Mapping::new();
+        map.insert(Value::String(key), value);
+        Value::Mapping(map)
+    });
+    let at = Location {
+        file,
+        line: 1,
+        column: 1,
+    };
+    let positions = PositionIndex::all_at(&value, at);
+    Ok((value, positions))
+}
+
+/// The syntax error of a layer's `text`, located.
+fn syntax_error(text: &str, error: &serde_yaml_ng::Error) -> ConfigError {
+    let mut location = error.location().map(|l| Location {
+        file: 0,
+        line: l.line(),
+        column: l.column(),
+    });
+    let mut message = strip_location(&error.to_string());
+    // A second document is located by `limits::check`; this message without one means the
+    // text ended its first document early (a line indented less than the first): the other
+    // parser says where, and what it found.
+    if location.is_none()
+        && message.contains("more than one document")
+        && let Some((at, found)) = position::first_syntax_error(text)
+    {
+        location = Some(at);
+        message = format!(
+            "{found} (a line is indented less than the ones before it: the keys of one mapping \
+             start in the same column, top-level keys in column 1)"
+        );
+    }
+    ConfigError {
+        path: YamlPath::root(),
+        location,
+        kind: ConfigErrorKind::Syntax { message },
+    }
 }
 
 /// The configuration `layers` make, merged and with `${env:…}` / `${file:…}` substituted: what

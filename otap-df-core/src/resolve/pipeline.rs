@@ -10,9 +10,10 @@ use crate::capability::CapabilityId;
 use crate::config::error::BindingError;
 use crate::config::error::closest;
 use crate::config::{
-    ComponentConfig, ComponentKind, ConfigError, ConfigErrorKind, PipelineConfig, Source, YamlPath,
+    CapabilityBinding, ComponentConfig, ComponentKind, ConfigError, ConfigErrorKind, NodeDecl,
+    PipelineConfig, Source, YamlPath,
 };
-use crate::extension::ExecutionModel;
+use crate::extension::{ExecutionModel, ExtensionFactory};
 use crate::node::NodeFactory;
 use crate::registry::Registry;
 
@@ -39,14 +40,13 @@ enum Target {
     Missing,
 }
 
-impl PipelineResolver<'_> {
+impl<'a> PipelineResolver<'a> {
     fn error(&mut self, path: &YamlPath, kind: impl Into<ConfigErrorKind>) {
         self.errors.push(self.source.error(path, kind));
     }
 
     pub(super) fn resolve(&mut self, warnings: &mut Vec<ConfigWarning>) -> PipelinePlan {
         let pipeline = self.pipeline;
-        let positions = &self.source.positions;
         // Ids whose declaration is already reported; references to them are not reported again.
         let mut broken: BTreeSet<&str> = pipeline
             .invalid_node_ids
@@ -55,75 +55,9 @@ impl PipelineResolver<'_> {
             .map(String::as_str)
             .collect();
 
-        let scope = Scope::Pipeline(pipeline.group.clone(), pipeline.name.clone());
-        let enclosing: Vec<&OuterScope> = self.enclosing.iter().map(|&i| &self.outer[i]).collect();
-        super::scope::shadowing(
-            &scope,
-            &pipeline.extensions,
-            &enclosing,
-            self.source,
-            warnings,
-        );
-        let mut extensions = Vec::new();
-        for decl in &pipeline.extensions.declared {
-            match declare(decl, self.registry, self.source, self.errors) {
-                Some(plan) => extensions.push(plan),
-                None => {
-                    broken.insert(&decl.id);
-                }
-            }
-        }
-
-        let mut nodes = Vec::new();
-        for decl in &pipeline.nodes {
-            let factory = self.registry.node(decl.urn.kind, &decl.urn.name);
-            match factory {
-                None => {
-                    let kind = unknown_type(self.registry, &decl.urn);
-                    self.error(&decl.path.key("type"), kind);
-                    broken.insert(&decl.id);
-                }
-                Some(factory) => {
-                    let config_path = decl.path.key("config");
-                    if let Err(error) = factory.validate(&ComponentConfig::new(
-                        &decl.config,
-                        &config_path,
-                        positions,
-                    )) {
-                        self.errors.push(error);
-                    }
-                }
-            }
-            let bindings = self.bindings(decl, factory, &mut extensions, &broken);
-            if let Some(factory) = factory {
-                nodes.push(NodePlan {
-                    id: decl.id.clone(),
-                    factory,
-                    config: decl.config.clone(),
-                    path: decl.path.clone(),
-                    bindings,
-                });
-            }
-        }
-
-        let shared_nodes: HashSet<&str> = nodes
-            .iter()
-            .filter(|n| n.factory.execution_model() == ExecutionModel::Shared)
-            .map(|n| n.id.as_str())
-            .collect();
-        for extension in &mut extensions {
-            let shared_consumer = extension
-                .consumers
-                .iter()
-                .any(|consumer| shared_nodes.contains(consumer.node.as_str()));
-            let config_path = extension.path.key("config");
-            let config = ComponentConfig::new(&extension.config, &config_path, positions);
-            extension.execution = if shared_consumer {
-                ExecutionModel::Shared
-            } else {
-                extension.factory.model_for(&config)
-            };
-        }
+        let mut extensions = self.extensions(warnings, &mut broken);
+        let nodes = self.nodes(&mut extensions, &mut broken);
+        self.settle_execution(&nodes, &mut extensions);
         let (bound, unbound): (Vec<_>, Vec<_>) = extensions
             .into_iter()
             .partition(|e| !e.consumers.is_empty());
@@ -146,6 +80,98 @@ impl PipelineResolver<'_> {
             extensions: bound,
             nodes,
             edges,
+        }
+    }
+
+    /// The pipeline's own extensions, each checked; one that is wrong joins `broken`. Warns
+    /// where one shadows an outer scope's extension of the same id.
+    fn extensions(
+        &mut self,
+        warnings: &mut Vec<ConfigWarning>,
+        broken: &mut BTreeSet<&'a str>,
+    ) -> Vec<ExtensionPlan> {
+        let pipeline = self.pipeline;
+        let scope = Scope::Pipeline(pipeline.group.clone(), pipeline.name.clone());
+        let enclosing: Vec<&OuterScope> = self.enclosing.iter().map(|&i| &self.outer[i]).collect();
+        super::scope::shadowing(
+            &scope,
+            &pipeline.extensions,
+            &enclosing,
+            self.source,
+            warnings,
+        );
+        let mut extensions = Vec::new();
+        for decl in &pipeline.extensions.declared {
+            match declare(decl, self.registry, self.source, self.errors) {
+                Some(plan) => extensions.push(plan),
+                None => {
+                    broken.insert(&decl.id);
+                }
+            }
+        }
+        extensions
+    }
+
+    /// The pipeline's nodes, each type and config checked and its bindings resolved; a node
+    /// of an unknown type joins `broken`.
+    fn nodes(
+        &mut self,
+        extensions: &mut [ExtensionPlan],
+        broken: &mut BTreeSet<&'a str>,
+    ) -> Vec<NodePlan> {
+        let mut nodes = Vec::new();
+        for decl in &self.pipeline.nodes {
+            let factory = self.registry.node(decl.urn.kind, &decl.urn.name);
+            match factory {
+                None => {
+                    let kind = unknown_type(self.registry, &decl.urn);
+                    self.error(&decl.path.key("type"), kind);
+                    broken.insert(&decl.id);
+                }
+                Some(factory) => {
+                    let config_path = decl.path.key("config");
+                    let config =
+                        ComponentConfig::new(&decl.config, &config_path, &self.source.positions);
+                    if let Err(error) = factory.validate(&config) {
+                        self.errors.push(error);
+                    }
+                }
+            }
+            let bindings = self.bindings(decl, factory, extensions, broken);
+            if let Some(factory) = factory {
+                nodes.push(NodePlan {
+                    id: decl.id.clone(),
+                    factory,
+                    config: decl.config.clone(),
+                    path: decl.path.clone(),
+                    bindings,
+                });
+            }
+        }
+        nodes
+    }
+
+    /// An extension a shared node binds runs shared; any other runs as its factory chooses
+    /// for its config.
+    fn settle_execution(&self, nodes: &[NodePlan], extensions: &mut [ExtensionPlan]) {
+        let shared_nodes: HashSet<&str> = nodes
+            .iter()
+            .filter(|n| n.factory.execution_model() == ExecutionModel::Shared)
+            .map(|n| n.id.as_str())
+            .collect();
+        for extension in extensions {
+            let shared_consumer = extension
+                .consumers
+                .iter()
+                .any(|consumer| shared_nodes.contains(consumer.node.as_str()));
+            let config_path = extension.path.key("config");
+            let config =
+                ComponentConfig::new(&extension.config, &config_path, &self.source.positions);
+            extension.execution = if shared_consumer {
+                ExecutionModel::Shared
+            } else {
+                extension.factory.model_for(&config)
+            };
         }
     }
 
@@ -183,152 +209,145 @@ impl PipelineResolver<'_> {
         visible
     }
 
+    /// The node's bindings that hold; each that does not is reported, and so is a required
+    /// capability the node does not bind.
     fn bindings(
         &mut self,
-        decl: &crate::config::NodeDecl,
+        decl: &NodeDecl,
         factory: Option<&'static NodeFactory>,
         extensions: &mut [ExtensionPlan],
         broken: &BTreeSet<&str>,
     ) -> Vec<Binding> {
-        let node = &decl.id;
-        let mut bound = Vec::new();
-        for binding in &decl.capabilities {
-            // 1. the extension exists (innermost scope first)
-            let target = self.target(&binding.extension, extensions, broken);
-            let (extension_id, extension_factory) = match target {
-                Target::Pipeline(index) => (&extensions[index].id, extensions[index].factory),
-                Target::Outer(scope, index) => {
-                    let plan = &self.outer[scope].extensions[index];
-                    (&plan.id, plan.factory)
-                }
-                Target::Broken => continue,
-                Target::Missing => {
-                    let known: Vec<String> = self
-                        .visible(extensions)
-                        .iter()
-                        .map(|e| e.id.clone())
-                        .chain(self.pipeline.extensions.invalid_ids.iter().cloned())
-                        .collect();
-                    let suggestion = closest(&binding.extension, known.iter().map(String::as_str));
-                    self.error(
-                        &binding.path,
-                        BindingError::UnknownExtension {
-                            node: node.clone(),
-                            capability: binding.capability.clone(),
-                            extension: binding.extension.clone(),
-                            known,
-                            suggestion,
-                        },
-                    );
-                    continue;
-                }
-            };
-            let extension_id = extension_id.clone();
-            // 2. the capability name is known
-            let Some(capability) = CapabilityId::from_name(&binding.capability) else {
-                let known: Vec<String> = CapabilityId::ALL
-                    .iter()
-                    .map(|c| c.name().to_owned())
-                    .collect();
-                let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
-                self.error(
-                    &binding.path,
-                    BindingError::UnknownCapability {
-                        node: node.clone(),
-                        capability: binding.capability.clone(),
-                        known,
-                        suggestion,
-                    },
-                );
-                continue;
-            };
-            // 3. the extension provides it
-            if !extension_factory.provides_capability(capability) {
-                let error = BindingError::NotProvided {
-                    node: node.clone(),
-                    capability,
-                    extension: extension_id,
-                    extension_type: extension_factory.name().to_owned(),
-                    provided: extension_factory
-                        .provided()
-                        .iter()
-                        .map(|c| c.name().to_owned())
-                        .collect(),
-                };
-                self.error(&binding.path, error);
-                continue;
-            }
-            let Some(factory) = factory else { continue };
-            // 4. the node accepts it
-            if factory.requirement(capability).is_none() {
-                let error = BindingError::NotAccepted {
-                    node: node.clone(),
-                    node_type: format!("{}:{}", factory.kind(), factory.name()),
-                    capability,
-                    accepted: factory
-                        .accepted()
-                        .iter()
-                        .map(|r| r.capability.name().to_owned())
-                        .collect(),
-                };
-                self.error(&binding.path, error);
-                continue;
-            }
-            // 5. the execution model fits (an outer scope's extension is always shared)
-            if factory.execution_model() == ExecutionModel::Shared
-                && extension_factory.shared_constructor().is_none()
-            {
-                let error = BindingError::ExecutionModelMismatch {
-                    node: node.clone(),
-                    capability,
-                    extension: extension_id,
-                    extension_type: extension_factory.name().to_owned(),
-                };
-                self.error(&binding.path, error);
-                continue;
-            }
-            let consumer = Consumer {
-                pipeline: format!("{}/{}", self.pipeline.group, self.pipeline.name),
-                node: node.clone(),
-                capability,
-            };
-            match target {
-                Target::Pipeline(index) => extensions[index].consumers.push(consumer),
-                Target::Outer(scope, index) => {
-                    self.outer[scope].extensions[index].consumers.push(consumer);
-                }
-                Target::Broken | Target::Missing => {}
-            }
-            bound.push(Binding {
-                capability,
-                extension: extension_id,
-            });
-        }
+        let bound = decl
+            .capabilities
+            .iter()
+            .filter_map(|binding| self.bind(&decl.id, binding, factory, extensions, broken))
+            .collect();
         if let Some(factory) = factory {
-            for requirement in factory.accepted().iter().filter(|r| r.required) {
-                let capability = requirement.capability;
-                let attempted = decl
-                    .capabilities
-                    .iter()
-                    .any(|b| b.capability == capability.name());
-                if !attempted {
-                    let candidates = self
-                        .visible(extensions)
-                        .iter()
-                        .filter(|e| e.factory.provides_capability(capability))
-                        .map(|e| e.id.clone())
-                        .collect();
-                    let error = BindingError::MissingRequired {
-                        node: node.clone(),
-                        node_type: format!("{}:{}", factory.kind(), factory.name()),
-                        capability,
-                        candidates,
-                    };
-                    self.error(&decl.path, error);
-                }
-            }
+            self.missing_required(decl, factory, extensions);
         }
         bound
+    }
+
+    /// One binding, checked in order: the extension exists (innermost scope first), the
+    /// capability name is known, the extension provides it, the node accepts it, the
+    /// execution models fit. The extension that holds records the node as its consumer.
+    fn bind(
+        &mut self,
+        node: &str,
+        binding: &CapabilityBinding,
+        factory: Option<&'static NodeFactory>,
+        extensions: &mut [ExtensionPlan],
+        broken: &BTreeSet<&str>,
+    ) -> Option<Binding> {
+        let target = self.target(&binding.extension, extensions, broken);
+        let (extension_id, extension_factory) = match target {
+            Target::Pipeline(index) => (extensions[index].id.clone(), extensions[index].factory),
+            Target::Outer(scope, index) => {
+                let plan = &self.outer[scope].extensions[index];
+                (plan.id.clone(), plan.factory)
+            }
+            Target::Broken => return None,
+            Target::Missing => {
+                let error = self.unknown_extension(node, binding, extensions);
+                self.error(&binding.path, error);
+                return None;
+            }
+        };
+        let Some(capability) = CapabilityId::from_name(&binding.capability) else {
+            let known: Vec<String> = CapabilityId::ALL
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect();
+            let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
+            let error = BindingError::UnknownCapability {
+                node: node.to_owned(),
+                capability: binding.capability.clone(),
+                known,
+                suggestion,
+            };
+            self.error(&binding.path, error);
+            return None;
+        };
+        let fit = fits(node, capability, &extension_id, extension_factory, factory);
+        if let Err(error) = fit {
+            self.error(&binding.path, error);
+            return None;
+        }
+        // A node of an unknown type (already reported) binds nothing.
+        factory?;
+        let consumer = Consumer {
+            pipeline: format!("{}/{}", self.pipeline.group, self.pipeline.name),
+            node: node.to_owned(),
+            capability,
+        };
+        match target {
+            Target::Pipeline(index) => extensions[index].consumers.push(consumer),
+            Target::Outer(scope, index) => {
+                self.outer[scope].extensions[index].consumers.push(consumer);
+            }
+            Target::Broken | Target::Missing => {}
+        }
+        Some(Binding {
+            capability,
+            extension: extension_id,
+        })
+    }
+
+    /// The error for a binding to an id no scope declares, with the ids it could have meant.
+    fn unknown_extension(
+        &self,
+        node: &str,
+        binding: &CapabilityBinding,
+        extensions: &[ExtensionPlan],
+    ) -> BindingError {
+        let known: Vec<String> = self
+            .visible(extensions)
+            .iter()
+            .map(|e| e.id.clone())
+            .chain(self.pipeline.extensions.invalid_ids.iter().cloned())
+            .collect();
+        let suggestion = closest(&binding.extension, known.iter().map(String::as_str));
+        BindingError::UnknownExtension {
+            node: node.to_owned(),
+            capability: binding.capability.clone(),
+            extension: binding.extension.clone(),
+            known,
+            suggestion,
+        }
+    }
+
+    /// Reports each capability the node requires and does not try to bind, with the visible
+    /// extensions that provide it.
+    fn missing_required(
+        &mut self,
+        decl: &NodeDecl,
+        factory: &'static NodeFactory,
+        extensions: &[ExtensionPlan],
+    ) {
+        for requirement in factory.accepted().iter().filter(|r| r.required) {
+            let capability = requirement.capability;
+            let attempted = decl
+                .capabilities
+                .iter()
+                .any(|b| b.capability == capability.name());
+            if attempted {
+                continue;
+            }
+            let candidates = self
+                .visible(extensions)
+                .iter()
+                .filter(|e| e.factory.provides_capability(capability))
+                .map(|e| e.id.clone())
+                .collect();
+            let error = BindingError::MissingRequired {
+                node: decl.id.clone(),
+                node_type: format!("{}:{}", factory.kind(), factory.name()),
+                capability,
+                candidates,
+            };
+            self.error(&decl.path, error);
+        }
     }
 
     /// Every receiver and processor must reach an exporter (an error: what it takes could
@@ -461,4 +480,56 @@ impl PipelineResolver<'_> {
         }
         edges
     }
+}
+
+/// Whether a capability the extension is known to hold can go to the node: the extension
+/// provides it, the node accepts it, and a shared node gets a shared instance (an outer
+/// scope's extension is always shared). Of a node of an unknown type, only the first is
+/// checked.
+fn fits(
+    node: &str,
+    capability: CapabilityId,
+    extension: &str,
+    extension_factory: &'static ExtensionFactory,
+    factory: Option<&'static NodeFactory>,
+) -> Result<(), BindingError> {
+    if !extension_factory.provides_capability(capability) {
+        return Err(BindingError::NotProvided {
+            node: node.to_owned(),
+            capability,
+            extension: extension.to_owned(),
+            extension_type: extension_factory.name().to_owned(),
+            provided: extension_factory
+                .provided()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+        });
+    }
+    let Some(factory) = factory else {
+        return Ok(());
+    };
+    if factory.requirement(capability).is_none() {
+        return Err(BindingError::NotAccepted {
+            node: node.to_owned(),
+            node_type: format!("{}:{}", factory.kind(), factory.name()),
+            capability,
+            accepted: factory
+                .accepted()
+                .iter()
+                .map(|r| r.capability.name().to_owned())
+                .collect(),
+        });
+    }
+    if factory.execution_model() == ExecutionModel::Shared
+        && extension_factory.shared_constructor().is_none()
+    {
+        return Err(BindingError::ExecutionModelMismatch {
+            node: node.to_owned(),
+            capability,
+            extension: extension.to_owned(),
+            extension_type: extension_factory.name().to_owned(),
+        });
+    }
+    Ok(())
 }
