@@ -14,12 +14,15 @@
 //! By job: this file parses the command line and dispatches; `output` is where error lines
 //! and summaries go and how a configuration is read; `run` is `otap-df run` (logs, the admin
 //! endpoint, signals, the exit code); `inspect` is `validate` and `print-config`;
-//! `components` lists this build's types.
+//! `components` lists this build's types; `new_extension` writes an extension crate.
 
 mod components;
 mod inspect;
+mod new_extension;
 mod output;
 mod run;
+
+pub use new_extension::FIRST_PARTY_PREFIX;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -100,6 +103,16 @@ impl Cli {
             Command::PrintConfig { sources } => inspect::print_config(out, &registry, &sources),
             Command::Components { output } => components::print(out, &registry, output),
             Command::Run { sources, flags } => run::run(out, &registry, &sources, flags),
+            Command::NewExtension(args) => match new_extension::run(&args) {
+                Ok(said) => {
+                    eprintln!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    out.error(format_args!("{error}"));
+                    ExitCode::FAILURE
+                }
+            },
         }
     }
 }
@@ -143,6 +156,10 @@ enum Command {
         #[command(flatten)]
         flags: RunFlags,
     },
+    /// Writes a new extension crate (for extension authors): the files every extension crate
+    /// has and a working `key_value_store` to replace with yours; it builds and passes its
+    /// tests as generated.
+    NewExtension(new_extension::NewExtension),
 }
 
 /// What `run` logs when `RUST_LOG` is not set: otap-df's own INFO lines, and only warnings
