@@ -30,36 +30,53 @@ struct Metrics(Arc<Telemetry>);
 
 impl Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.nodes(&mut encoder)?;
+        self.extension_states(&mut encoder)?;
+        self.extensions_own(&mut encoder)?;
+        self.run(&mut encoder)
+    }
+}
+
+/// The engine-kept counts of every node: name, help, and the count.
+const NODE_COUNTS: [(&str, &str, CountOf); 5] = [
+    (
+        "otap_df_node_records_in",
+        "Records that entered the node (summed over cores).",
+        |c| c.records_in,
+    ),
+    (
+        "otap_df_node_records_out",
+        "Records the node sent on or delivered.",
+        |c| c.records_out,
+    ),
+    (
+        "otap_df_node_records_dropped",
+        "Records the node dropped on purpose (deduplicated, filtered).",
+        |c| c.records_dropped,
+    ),
+    (
+        "otap_df_node_records_failed",
+        "Records the node could not deliver or process.",
+        |c| c.records_failed,
+    ),
+    (
+        "otap_df_node_errors",
+        "Errors the node handled without losing data.",
+        |c| c.errors,
+    ),
+];
+
+/// An instance's `core` label: its core, or `shared`.
+fn core_label(core: Option<usize>) -> String {
+    core.map_or_else(|| "shared".to_owned(), |core| core.to_string())
+}
+
+impl Metrics {
+    /// The nodes' engine-kept counts, and their own counters by name.
+    fn nodes(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let totals = self.0.node_totals();
-        let counters: [(&str, &str, CountOf); 5] = [
-            (
-                "otap_df_node_records_in",
-                "Records that entered the node (summed over cores).",
-                |c| c.records_in,
-            ),
-            (
-                "otap_df_node_records_out",
-                "Records the node sent on or delivered.",
-                |c| c.records_out,
-            ),
-            (
-                "otap_df_node_records_dropped",
-                "Records the node dropped on purpose (deduplicated, filtered).",
-                |c| c.records_dropped,
-            ),
-            (
-                "otap_df_node_records_failed",
-                "Records the node could not deliver or process.",
-                |c| c.records_failed,
-            ),
-            (
-                "otap_df_node_errors",
-                "Errors the node handled without losing data.",
-                |c| c.errors,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(0u64);
+        let counter = ConstCounter::new(0u64);
+        for (name, help, value) in NODE_COUNTS {
             let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             for total in &totals {
                 let labels = [
@@ -69,7 +86,6 @@ impl Collector for Metrics {
                 ConstCounter::new(value(&total.counts)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let counter = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "otap_df_node_counter",
             "The nodes' own counters (requests, refusals by reason, retries, ...), by name.",
@@ -86,7 +102,11 @@ impl Collector for Metrics {
                 ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
 
+    /// Each extension instance's state, one sample per state name.
+    fn extension_states(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let gauge = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "otap_df_extension_state",
@@ -95,7 +115,7 @@ impl Collector for Metrics {
             gauge.metric_type(),
         )?;
         for (pipeline, extension, core, state) in self.0.extension_states() {
-            let core = core.map_or_else(|| "shared".to_owned(), |core| core.to_string());
+            let core = core_label(core);
             let current = state.name();
             for name in ExtensionState::NAMES {
                 let labels = [
@@ -108,31 +128,29 @@ impl Collector for Metrics {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
+        Ok(())
+    }
 
+    /// The extensions' own counters and gauges by name. A family without samples is left
+    /// out: some OpenMetrics parsers refuse an empty one.
+    fn extensions_own(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let extension_metrics = self.0.extension_metrics();
-        let labels_of = |m: &ExtensionMetricsOf| {
-            (
-                m.pipeline.clone(),
-                m.extension.clone(),
-                m.core
-                    .map_or_else(|| "shared".to_owned(), |core| core.to_string()),
-            )
-        };
-        // A family without samples is left out: some OpenMetrics parsers refuse an empty one.
         let any = |of: fn(&ExtensionMetricsOf) -> bool| extension_metrics.iter().any(of);
         if any(|m| !m.metrics.counters.is_empty()) {
+            let counter = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(
-            "otap_df_extension_counter",
-            "The extensions' own counters (token reloads and renewals, calls, errors by class, ...), by name.",
-            None,
-            counter.metric_type(),
-        )?;
+                "otap_df_extension_counter",
+                "The extensions' own counters (token reloads and renewals, calls, errors by \
+                 class, ...), by name.",
+                None,
+                counter.metric_type(),
+            )?;
             for metrics in &extension_metrics {
-                let (pipeline, extension, core) = labels_of(metrics);
+                let core = core_label(metrics.core);
                 for (name, value) in &metrics.metrics.counters {
                     let labels = [
-                        ("pipeline", pipeline.as_str()),
-                        ("extension", extension.as_str()),
+                        ("pipeline", metrics.pipeline.as_str()),
+                        ("extension", metrics.extension.as_str()),
                         ("core", core.as_str()),
                         ("name", name),
                     ];
@@ -141,6 +159,7 @@ impl Collector for Metrics {
             }
         }
         if any(|m| !m.metrics.gauges.is_empty()) {
+            let gauge = ConstGauge::new(0i64);
             let mut family = encoder.encode_descriptor(
                 "otap_df_extension_gauge",
                 "The extensions' own gauges (entries held, token expiry, ...), by name.",
@@ -148,11 +167,11 @@ impl Collector for Metrics {
                 gauge.metric_type(),
             )?;
             for metrics in &extension_metrics {
-                let (pipeline, extension, core) = labels_of(metrics);
+                let core = core_label(metrics.core);
                 for (name, value) in &metrics.metrics.gauges {
                     let labels = [
-                        ("pipeline", pipeline.as_str()),
-                        ("extension", extension.as_str()),
+                        ("pipeline", metrics.pipeline.as_str()),
+                        ("extension", metrics.extension.as_str()),
                         ("core", core.as_str()),
                         ("name", name),
                     ];
@@ -160,11 +179,17 @@ impl Collector for Metrics {
                 }
             }
         }
+        Ok(())
+    }
 
+    /// The run's phase, its readiness and the records it lost.
+    fn run(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let phase = self.0.phase();
+        let gauge = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "otap_df_run_phase",
-            "1 for the phase the run is in (starting, running, stopping, stopped), 0 for the others.",
+            "1 for the phase the run is in (starting, running, stopping, stopped), 0 for the \
+             others.",
             None,
             gauge.metric_type(),
         )?;

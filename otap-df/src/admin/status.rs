@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::State;
 use crate::core::extension::ExecutionModel;
 use crate::core::resolve::{ExtensionPlan, ResolvedConfig};
-use crate::core::runtime::{ExtensionMetricsOf, ExtensionState};
+use crate::core::runtime::{ExtensionMetricsOf, ExtensionState, NodeTotals};
 
 impl State {
     pub(super) fn status(&self) -> Value {
@@ -14,30 +14,10 @@ impl State {
         let current = self.telemetry.config().map(|config| Shape::of(&config));
         let shape = current.as_ref().unwrap_or(&self.shape);
         let readiness = self.telemetry.readiness();
-        let states = self.telemetry.extension_states();
-        let extension_metrics = self.telemetry.extension_metrics();
-        let totals = self.telemetry.node_totals();
-        // One extension's entry, with its instances as the scope `label` runs them.
-        let extension_json = |label: &str, extension: &ExtensionShape| {
-            let instances: Vec<Value> = states
-                .iter()
-                .filter(|(p, e, _, _)| p == label && *e == extension.id)
-                .map(|(_, _, core, state)| {
-                    let metrics = extension_metrics.iter().find(|m| {
-                        m.pipeline == label && m.extension == extension.id && m.core == *core
-                    });
-                    instance(*core, state, metrics)
-                })
-                .collect();
-            json!({
-                "id": extension.id,
-                "type": extension.type_name,
-                "execution": extension.execution,
-                "instances": instances,
-                "bound_by": extension.bound_by.iter().map(|(pipeline, node, capability)| {
-                    json!({ "pipeline": pipeline, "node": node, "capability": capability })
-                }).collect::<Vec<_>>(),
-            })
+        let now = Counts {
+            states: self.telemetry.extension_states(),
+            extension_metrics: self.telemetry.extension_metrics(),
+            totals: self.telemetry.node_totals(),
         };
         let scopes: Vec<Value> = shape
             .scopes
@@ -45,7 +25,7 @@ impl State {
             .map(|(label, extensions)| {
                 let extensions: Vec<Value> = extensions
                     .iter()
-                    .map(|extension| extension_json(label, extension))
+                    .map(|extension| now.extension(label, extension))
                     .collect();
                 json!({ "name": label, "extensions": extensions })
             })
@@ -53,46 +33,7 @@ impl State {
         let pipelines: Vec<Value> = shape
             .pipelines
             .iter()
-            .map(|pipeline| {
-                let extensions: Vec<Value> = pipeline
-                    .extensions
-                    .iter()
-                    .map(|extension| extension_json(&pipeline.name, extension))
-                    .collect();
-                let nodes: Vec<Value> = pipeline
-                    .nodes
-                    .iter()
-                    .map(|node| {
-                        let total = totals
-                            .iter()
-                            .find(|t| t.pipeline == pipeline.name && t.node == node.id);
-                        let counters = total.map_or(Value::Null, |t| {
-                            let named: serde_json::Map<String, Value> = t
-                                .named
-                                .iter()
-                                .map(|(name, value)| ((*name).to_owned(), json!(value)))
-                                .collect();
-                            json!({
-                                "records_in": t.counts.records_in,
-                                "records_out": t.counts.records_out,
-                                "records_dropped": t.counts.records_dropped,
-                                "records_failed": t.counts.records_failed,
-                                "errors": t.counts.errors,
-                                "named": named,
-                            })
-                        });
-                        json!({
-                            "id": node.id,
-                            "type": node.type_name,
-                            "bindings": node.bindings.iter().map(|(capability, extension, scope)| {
-                                json!({ "capability": capability, "extension": extension, "scope": scope })
-                            }).collect::<Vec<_>>(),
-                            "counters": counters,
-                        })
-                    })
-                    .collect();
-                json!({ "name": pipeline.name, "extensions": extensions, "nodes": nodes })
-            })
+            .map(|pipeline| now.pipeline(pipeline))
             .collect();
         json!({
             "phase": self.telemetry.phase().as_str(),
@@ -101,6 +42,95 @@ impl State {
             "records_lost": self.telemetry.records_lost(),
             "scopes": scopes,
             "pipelines": pipelines,
+        })
+    }
+}
+
+/// The telemetry's states and counters at one request.
+struct Counts {
+    states: Vec<(String, String, Option<usize>, ExtensionState)>,
+    extension_metrics: Vec<ExtensionMetricsOf>,
+    totals: Vec<NodeTotals>,
+}
+
+impl Counts {
+    /// One extension's entry, with its instances as the scope `label` runs them.
+    fn extension(&self, label: &str, extension: &ExtensionShape) -> Value {
+        let instances: Vec<Value> = self
+            .states
+            .iter()
+            .filter(|(p, e, _, _)| p == label && *e == extension.id)
+            .map(|(_, _, core, state)| {
+                let metrics = self.extension_metrics.iter().find(|m| {
+                    m.pipeline == label && m.extension == extension.id && m.core == *core
+                });
+                instance(*core, state, metrics)
+            })
+            .collect();
+        let bound_by: Vec<Value> = extension
+            .bound_by
+            .iter()
+            .map(|(pipeline, node, capability)| {
+                json!({ "pipeline": pipeline, "node": node, "capability": capability })
+            })
+            .collect();
+        json!({
+            "id": extension.id,
+            "type": extension.type_name,
+            "execution": extension.execution,
+            "instances": instances,
+            "bound_by": bound_by,
+        })
+    }
+
+    /// One pipeline's entry: its extensions and its nodes with their counters.
+    fn pipeline(&self, pipeline: &PipelineShape) -> Value {
+        let extensions: Vec<Value> = pipeline
+            .extensions
+            .iter()
+            .map(|extension| self.extension(&pipeline.name, extension))
+            .collect();
+        let nodes: Vec<Value> = pipeline
+            .nodes
+            .iter()
+            .map(|node| self.node(&pipeline.name, node))
+            .collect();
+        json!({ "name": pipeline.name, "extensions": extensions, "nodes": nodes })
+    }
+
+    /// One node's entry: its type, bindings and counters (null before its first run).
+    fn node(&self, pipeline: &str, node: &NodeShape) -> Value {
+        let total = self
+            .totals
+            .iter()
+            .find(|t| t.pipeline == pipeline && t.node == node.id);
+        let counters = total.map_or(Value::Null, |t| {
+            let named: serde_json::Map<String, Value> = t
+                .named
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), json!(value)))
+                .collect();
+            json!({
+                "records_in": t.counts.records_in,
+                "records_out": t.counts.records_out,
+                "records_dropped": t.counts.records_dropped,
+                "records_failed": t.counts.records_failed,
+                "errors": t.counts.errors,
+                "named": named,
+            })
+        });
+        let bindings: Vec<Value> = node
+            .bindings
+            .iter()
+            .map(|(capability, extension, scope)| {
+                json!({ "capability": capability, "extension": extension, "scope": scope })
+            })
+            .collect();
+        json!({
+            "id": node.id,
+            "type": node.type_name,
+            "bindings": bindings,
+            "counters": counters,
         })
     }
 }

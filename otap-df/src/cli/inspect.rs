@@ -46,71 +46,79 @@ fn summary(name: &str, resolved: &ResolvedConfig) -> String {
             );
         }
     }
-    for (index, pipeline) in resolved.pipelines.iter().enumerate() {
-        let _ = writeln!(out, "pipeline {}/{}", pipeline.group, pipeline.name);
-        let id_width = pipeline
-            .extensions
-            .iter()
-            .map(|e| e.id.len())
-            .chain(pipeline.nodes.iter().map(|n| n.id.len()))
-            .max()
-            .unwrap_or(0);
-        if !pipeline.extensions.is_empty() {
-            let _ = writeln!(out, "  extensions:");
-        }
-        for extension in &pipeline.extensions {
-            let instances = match extension.execution {
-                ExecutionModel::Local => format!("local, one per core ({cores})"),
-                ExecutionModel::Shared => "shared, one for all cores".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "    {:id_width$}  extension:{}  [{instances}]  bound by {}",
-                extension.id,
-                extension.factory.name(),
-                consumers(extension, false),
-            );
-        }
-        let _ = writeln!(out, "  nodes:");
-        for node in &pipeline.nodes {
-            let bindings: Vec<String> = node
-                .bindings
-                .iter()
-                .map(|binding| {
-                    let outer = match resolved.binding_scope(index, &binding.extension) {
-                        Some(ScopeKey::Outer(scope)) => match &resolved.scopes[scope].scope {
-                            Scope::Group(group) => format!(" (group {group})"),
-                            _ => " (engine)".to_owned(),
-                        },
-                        _ => String::new(),
-                    };
-                    format!("{} <- {}{outer}", binding.capability, binding.extension)
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "    {:id_width$}  {}:{}{}",
-                node.id,
-                node.factory.kind(),
-                node.factory.name(),
-                if bindings.is_empty() {
-                    String::new()
-                } else {
-                    format!("  [{}]", bindings.join(", "))
-                }
-            );
-        }
-        if !pipeline.edges.is_empty() {
-            let _ = writeln!(out, "  connections:");
-            for (from, to) in &pipeline.edges {
-                let _ = writeln!(out, "    {from} -> {to}");
-            }
-        }
+    for index in 0..resolved.pipelines.len() {
+        pipeline_summary(&mut out, resolved, index);
     }
     for warning in &resolved.warnings {
         let _ = writeln!(out, "warning: {name}:{warning}");
     }
     out
+}
+
+/// Pipeline `index`'s part of the summary: its extensions, nodes with their bindings (and
+/// the scope of each that is not the pipeline's), connections.
+fn pipeline_summary(out: &mut String, resolved: &ResolvedConfig, index: usize) {
+    let pipeline = &resolved.pipelines[index];
+    let cores = resolved.engine.cores;
+    let _ = writeln!(out, "pipeline {}/{}", pipeline.group, pipeline.name);
+    let id_width = pipeline
+        .extensions
+        .iter()
+        .map(|e| e.id.len())
+        .chain(pipeline.nodes.iter().map(|n| n.id.len()))
+        .max()
+        .unwrap_or(0);
+    if !pipeline.extensions.is_empty() {
+        let _ = writeln!(out, "  extensions:");
+    }
+    for extension in &pipeline.extensions {
+        let instances = match extension.execution {
+            ExecutionModel::Local => format!("local, one per core ({cores})"),
+            ExecutionModel::Shared => "shared, one for all cores".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "    {:id_width$}  extension:{}  [{instances}]  bound by {}",
+            extension.id,
+            extension.factory.name(),
+            consumers(extension, false),
+        );
+    }
+    let _ = writeln!(out, "  nodes:");
+    for node in &pipeline.nodes {
+        let bindings: Vec<String> = node
+            .bindings
+            .iter()
+            .map(|binding| {
+                let outer = match resolved.binding_scope(index, &binding.extension) {
+                    Some(ScopeKey::Outer(scope)) => match &resolved.scopes[scope].scope {
+                        Scope::Group(group) => format!(" (group {group})"),
+                        _ => " (engine)".to_owned(),
+                    },
+                    _ => String::new(),
+                };
+                format!("{} <- {}{outer}", binding.capability, binding.extension)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "    {:id_width$}  {}:{}{}",
+            node.id,
+            node.factory.kind(),
+            node.factory.name(),
+            if bindings.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", bindings.join(", "))
+            }
+        );
+    }
+    if !pipeline.edges.is_empty() {
+        let _ = writeln!(out, "  connections:");
+        for (from, to) in &pipeline.edges {
+            let _ = writeln!(out, "    {from} -> {to}");
+        }
+    }
 }
 
 /// The nodes that bind `extension`, each once: `node`, or `group/pipeline.node` when
