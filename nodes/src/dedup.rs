@@ -115,11 +115,7 @@ mod tests {
     use super::*;
 
     fn decode(yaml: &str) -> Result<DedupConfig, String> {
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-        let path = otap_df_core::config::YamlPath::root().key("config");
-        let positions = otap_df_core::config::PositionIndex::default();
-        DedupConfig::decode(&ComponentConfig::new(&value, &path, &positions))
-            .map_err(|e| e.to_string())
+        otap_df_tests::config::try_decode(yaml, DedupConfig::decode)
     }
 
     #[test]

@@ -240,9 +240,8 @@ fn run_briefly(resolved: otap_df_core::resolve::ResolvedConfig) -> Result<(), St
     let engine = Engine::new(
         resolved,
         RunOptions {
-            cores: Some(1),
             shutdown_timeout: Duration::from_millis(500),
-            ..RunOptions::default()
+            ..otap_df_tests::engine::one_core_options()
         },
     );
     let shutdown = engine.shutdown_handle();

@@ -130,7 +130,7 @@ fn a_sender_and_a_gateway_with_tokens_on_both_ends_deliver_every_record_in_every
             Some("{ type: extension:bearer_auth, config: { token: s3cret-b } }"),
         ));
         sent.finish().expect("the sender delivers and ends");
-        let telemetry = gateway.telemetry.clone();
+        let telemetry = gateway.telemetry().clone();
         gateway.stop().expect("a clean gateway run");
         let (records, encodings) = records_in(&out);
         assert_eq!(records, 140, "{encoding}/{compression}");
@@ -654,7 +654,7 @@ fn wait_accepted(gateway: &Running, records: u64) {
         assert!(
             Instant::now() < deadline,
             "the gateway did not reach {records} records: {}",
-            gateway.telemetry.summary()
+            gateway.telemetry().summary()
         );
         // Sampling live counters; bounded by the deadline.
         std::thread::sleep(Duration::from_millis(5));
@@ -695,7 +695,7 @@ fn tokens_rotated_on_both_sides_during_a_run_lose_nothing() {
     replace_file(&client, "new\n"); // clients switch
     wait_accepted(&gateway, 300);
     replace_file(&accepted, "new\n"); // the old token is retired
-    let sender_telemetry = sent.telemetry.clone();
+    let sender_telemetry = sent.telemetry().clone();
     sent.finish().expect("the sender ends cleanly");
     let receiver = gateway.node("otlp_in");
     gateway.stop().unwrap();

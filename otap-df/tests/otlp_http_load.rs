@@ -354,7 +354,7 @@ fn a_stopping_pipeline_finishes_the_requests_it_has_in_flight() {
         assert!(Instant::now() < deadline, "no request reached the upstream");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let telemetry = running.telemetry.clone();
+    let telemetry = running.telemetry().clone();
     running.stop().expect("a clean stop");
     let generator = telemetry
         .node_totals()

@@ -6,36 +6,21 @@
 
 use std::sync::Arc;
 
-use otap_df::core::runtime::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
+use otap_df::core::runtime::{Engine, EngineError, Telemetry};
+use otap_df::testkit::engine::{self, totals};
 
 // Names the crate: without it nothing links it and its nodes are not registered.
 use acme_nodes as _;
 
 fn engine(yaml: &str) -> Engine {
     let registry = otap_df::registry().expect("registry");
-    let resolved = otap_df::load(yaml, "test.yaml", &registry)
-        .unwrap_or_else(|errors| panic!("invalid test config: {errors}\n{yaml}"));
-    Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    )
+    engine::one_core(engine::resolve(yaml, &registry))
 }
 
 fn run(yaml: &str) -> (Result<(), EngineError>, Arc<Telemetry>) {
     let engine = engine(yaml);
     let telemetry = engine.telemetry();
     (engine.run(), telemetry)
-}
-
-fn totals(telemetry: &Telemetry, node: &str) -> NodeTotals {
-    telemetry
-        .node_totals()
-        .into_iter()
-        .find(|t| t.node == node)
-        .unwrap_or_else(|| panic!("no node `{node}`"))
 }
 
 fn pipeline(extensions: &str, nodes: &str, connections: &str) -> String {

@@ -3,13 +3,25 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::config::{ComponentConfig, ConfigError, InvalidOption};
 use otap_df_core::secret::{EXPIRY_MARGIN, Secret};
 use serde::Deserialize;
 
 /// The options of `extension:azure_auth`. See the crate README for each one.
+///
+/// Built in code (without YAML) from the scope and the method, the rest at its default until
+/// set:
+///
+/// ```
+/// use otap_df_extension_azure_auth::{AzureAuthConfig, Method};
+///
+/// let config = AzureAuthConfig::new("https://monitor.azure.com/.default", Method::ManagedIdentity)
+///     .with_client_id("00000000-0000-0000-0000-000000000001");
+/// assert_eq!(config.validate(), Ok(()));
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AzureAuthConfig {
     /// The one scope tokens are requested for (`https://monitor.azure.com/.default`).
     pub scope: String,
@@ -64,6 +76,7 @@ pub struct AzureAuthConfig {
 
 /// How the extension gets its tokens; each is one `azure_identity` credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// The managed identity of the Azure host (VM, App Service, Functions, AKS node).
@@ -118,6 +131,7 @@ impl Method {
 /// `tls:` — trust for the token endpoints (managed identity, Entra ID).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AzureTls {
     /// PEM certificates trusted besides (or, with `system_roots: false`, instead of) the
     /// system's.
@@ -132,6 +146,7 @@ pub struct AzureTls {
 /// `before_expiry` before it expires, whichever comes first.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RefreshConfig {
     /// The share of a token's lifetime after which it is renewed (0 < f < 1).
     #[serde(default = "defaults::lifetime_fraction")]
@@ -144,6 +159,60 @@ pub struct RefreshConfig {
     /// rejected a token).
     #[serde(default = "defaults::min_interval", with = "humantime_serde")]
     pub min_interval: Duration,
+}
+
+impl Default for AzureTls {
+    /// The system's trust store, nothing besides.
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            system_roots: defaults::system_roots(),
+        }
+    }
+}
+
+impl AzureTls {
+    /// PEM certificates trusted besides the system's.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Only the `ca_file`'s certificates, not the system's.
+    #[must_use]
+    pub fn without_system_roots(mut self) -> Self {
+        self.system_roots = false;
+        self
+    }
+}
+
+impl RefreshConfig {
+    /// Renewal at `lifetime_fraction` of a token's lifetime, and at the latest
+    /// `before_expiry` before it expires.
+    #[must_use]
+    pub fn with_renewal(mut self, lifetime_fraction: f64, before_expiry: Duration) -> Self {
+        self.lifetime_fraction = lifetime_fraction;
+        self.before_expiry = before_expiry;
+        self
+    }
+
+    /// No two token requests closer than this, retries after a failure aside.
+    #[must_use]
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
+        self
+    }
+}
+
+impl RetryConfig {
+    /// Waits after a failed request: `initial` first, doubling up to `max`.
+    #[must_use]
+    pub fn with_intervals(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_interval = initial;
+        self.max_interval = max;
+        self
+    }
 }
 
 impl Default for RefreshConfig {
@@ -161,6 +230,7 @@ impl Default for RefreshConfig {
 /// time the current token has left.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// Wait after the first failure.
     #[serde(default = "defaults::initial_interval", with = "humantime_serde")]
@@ -225,6 +295,121 @@ pub const WORKLOAD_IDENTITY_ENV: [(&str, &str); 3] = [
 ];
 
 impl AzureAuthConfig {
+    /// Tokens for `scope` through `method`, every other option at its default until set.
+    pub fn new(scope: impl Into<String>, method: Method) -> Self {
+        Self {
+            scope: scope.into(),
+            method,
+            client_id: None,
+            object_id: None,
+            resource_id: None,
+            tenant_id: None,
+            token_file: None,
+            client_secret: None,
+            client_secret_file: None,
+            subscription: None,
+            authority_host: None,
+            tls: None,
+            refresh: RefreshConfig::default(),
+            retry: RetryConfig::default(),
+            request_timeout: defaults::request_timeout(),
+            startup_timeout: None,
+        }
+    }
+
+    /// The client (application) id.
+    #[must_use]
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The object (principal) id of a user-assigned managed identity.
+    #[must_use]
+    pub fn with_object_id(mut self, object_id: impl Into<String>) -> Self {
+        self.object_id = Some(object_id.into());
+        self
+    }
+
+    /// The Azure resource id of a user-assigned managed identity.
+    #[must_use]
+    pub fn with_resource_id(mut self, resource_id: impl Into<String>) -> Self {
+        self.resource_id = Some(resource_id.into());
+        self
+    }
+
+    /// The tenant (directory) id.
+    #[must_use]
+    pub fn with_tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The subscription `az` uses.
+    #[must_use]
+    pub fn with_subscription(mut self, subscription: impl Into<String>) -> Self {
+        self.subscription = Some(subscription.into());
+        self
+    }
+
+    /// The Microsoft Entra ID authority of a sovereign or private cloud (`https://…`).
+    #[must_use]
+    pub fn with_authority_host(mut self, authority_host: impl Into<String>) -> Self {
+        self.authority_host = Some(authority_host.into());
+        self
+    }
+
+    /// The Kubernetes service account token file of a workload identity.
+    #[must_use]
+    pub fn with_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_file = Some(path.into());
+        self
+    }
+
+    /// The service principal's secret, inline.
+    #[must_use]
+    pub fn with_client_secret(mut self, secret: Secret) -> Self {
+        self.client_secret = Some(secret);
+        self
+    }
+
+    /// A file holding the service principal's secret, read at every token request.
+    #[must_use]
+    pub fn with_client_secret_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_secret_file = Some(path.into());
+        self
+    }
+
+    /// Trust for the token endpoints.
+    #[must_use]
+    pub fn with_tls(mut self, tls: AzureTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// When tokens are renewed.
+    #[must_use]
+    pub fn with_refresh(mut self, refresh: RefreshConfig) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// How failed token requests are retried.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The bound of one token request.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+}
+
+impl AzureAuthConfig {
     /// Decodes and validates the block; `env` reads the `AZURE_*` fallbacks of a workload
     /// identity. Nothing is contacted.
     pub fn decode(
@@ -232,17 +417,40 @@ impl AzureAuthConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
+        decoded
+            .check(env)
+            .map_err(|invalid| config.located(invalid))?;
+        Ok(decoded)
+    }
+
+    /// Checks the options as [`decode`](Self::decode) does, reading a workload identity's
+    /// `AZURE_*` fallbacks from the process environment: for a config built in code
+    /// ([`AzureAuth::new`](crate::AzureAuth::new) checks it too). Nothing is contacted.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        self.check(&|name| std::env::var(name).ok())
+    }
+
+    fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), InvalidOption> {
+        self.check_endpoints()?;
+        self.check_method(env)?;
+        self.check_ids()?;
+        self.check_schedule()
+    }
+
+    /// The scope, the options of another method, the authority and the trust.
+    fn check_endpoints(&self) -> Result<(), InvalidOption> {
+        let decoded = self;
         if decoded.startup_timeout.is_some() {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "startup_timeout",
                 "`startup_timeout` is set beside `type:` and `config:`, not inside `config:` \
                  (default for azure_auth: 30s)",
             ));
         }
         if let Err(message) = check_scope(&decoded.scope) {
-            return Err(config.invalid("scope", message));
+            return Err(InvalidOption::new("scope", message));
         }
-        decoded.check_method_options(config)?;
+        decoded.check_method_options()?;
         if let Some(host) = &decoded.authority_host {
             let parsed = reqwest::Url::parse(host).ok().filter(|url| {
                 url.scheme() == "https"
@@ -251,7 +459,7 @@ impl AzureAuthConfig {
                     && url.password().is_none()
             });
             if parsed.is_none() {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     "authority_host",
                     format!(
                         "`authority_host` `{host}` is not an https:// URL with a host (e.g. \
@@ -266,17 +474,24 @@ impl AzureAuthConfig {
                 .as_ref()
                 .is_some_and(|path| path.as_os_str().is_empty())
             {
-                return Err(
-                    config.invalid("tls.ca_file", "`tls.ca_file` is empty; name a PEM file")
-                );
+                return Err(InvalidOption::new(
+                    "tls.ca_file",
+                    "`tls.ca_file` is empty; name a PEM file",
+                ));
             }
             if !tls.system_roots && tls.ca_file.is_none() {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     "tls.system_roots",
                     "`tls.system_roots: false` needs `tls.ca_file`: nothing would be trusted",
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// What the method needs (`env`: a workload identity's `AZURE_*` fallbacks).
+    fn check_method(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), InvalidOption> {
+        let decoded = self;
         match decoded.method {
             Method::ManagedIdentity => {
                 let ids: Vec<&str> = [
@@ -288,8 +503,8 @@ impl AzureAuthConfig {
                 .filter_map(|(name, set)| set.then_some(name))
                 .collect();
                 if let [first, second, ..] = ids.as_slice() {
-                    return Err(config.invalid(
-                        second,
+                    return Err(InvalidOption::new(
+                        *second,
                         format!(
                             "`{first}` and `{second}` are both set; a user-assigned identity is \
                              named by one of `client_id`, `object_id`, `resource_id` (none: the \
@@ -306,7 +521,7 @@ impl AzureAuthConfig {
                         _ => decoded.token_file.is_some(),
                     };
                     if !set && env(variable).is_none_or(|v| v.trim().is_empty()) {
-                        return Err(config.invalid(
+                        return Err(InvalidOption::new(
                             "",
                             format!(
                                 "method `workload_identity` needs `{option}`: set it here or in \
@@ -322,34 +537,44 @@ impl AzureAuthConfig {
                     ("client_id", decoded.client_id.is_some()),
                 ] {
                     if !set {
-                        return Err(
-                            config.invalid("", format!("method `client_secret` needs `{option}`"))
-                        );
+                        return Err(InvalidOption::new(
+                            "",
+                            format!("method `client_secret` needs `{option}`"),
+                        ));
                     }
                 }
                 match (&decoded.client_secret, &decoded.client_secret_file) {
                     (Some(_), Some(_)) => {
-                        return Err(config.invalid(
+                        return Err(InvalidOption::new(
                             "client_secret_file",
                             "`client_secret` and `client_secret_file` are both set; the secret \
                              comes from exactly one of them",
                         ));
                     }
                     (None, None) => {
-                        return Err(config.invalid(
+                        return Err(InvalidOption::new(
                             "",
                             "method `client_secret` needs `client_secret` or \
                              `client_secret_file`",
                         ));
                     }
                     (Some(secret), None) if secret.is_empty() => {
-                        return Err(config.invalid("client_secret", "`client_secret` is empty"));
+                        return Err(InvalidOption::new(
+                            "client_secret",
+                            "`client_secret` is empty",
+                        ));
                     }
                     _ => {}
                 }
             }
             Method::AzureCli | Method::DeveloperTools => {}
         }
+        Ok(())
+    }
+
+    /// Ids that are set are not blank, and a tenant is a directory id or a domain.
+    fn check_ids(&self) -> Result<(), InvalidOption> {
+        let decoded = self;
         for (option, value) in [
             ("tenant_id", &decoded.tenant_id),
             ("client_id", &decoded.client_id),
@@ -358,7 +583,7 @@ impl AzureAuthConfig {
             ("subscription", &decoded.subscription),
         ] {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
-                return Err(config.invalid(option, format!("`{option}` is empty")));
+                return Err(InvalidOption::new(option, format!("`{option}` is empty")));
             }
         }
         if let Some(tenant) = &decoded.tenant_id
@@ -366,18 +591,17 @@ impl AzureAuthConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "tenant_id",
                 "`tenant_id` is a directory id (a GUID) or a domain name \
                  (letters, digits, `-`, `.`)",
             ));
         }
-        decoded.check_schedule(config)?;
-        Ok(decoded)
+        Ok(())
     }
 
     /// Options that belong to another method are errors naming the method they belong to.
-    fn check_method_options(&self, config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+    fn check_method_options(&self) -> Result<(), InvalidOption> {
         let set = [
             ("client_id", self.client_id.is_some()),
             ("object_id", self.object_id.is_some()),
@@ -407,8 +631,8 @@ impl AzureAuthConfig {
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
-                return Err(config.invalid(
-                    option,
+                return Err(InvalidOption::new(
+                    *option,
                     format!(
                         "`{option}` does not apply to method `{}` (it is an option of {}); the \
                          options of `{}` are: {here}",
@@ -422,10 +646,10 @@ impl AzureAuthConfig {
         Ok(())
     }
 
-    fn check_schedule(&self, config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
+    fn check_schedule(&self) -> Result<(), InvalidOption> {
         let fraction = self.refresh.lifetime_fraction;
         if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "refresh.lifetime_fraction",
                 format!(
                     "`refresh.lifetime_fraction` is a share of the token's lifetime, between 0 \
@@ -442,11 +666,14 @@ impl AzureAuthConfig {
             ("request_timeout", self.request_timeout),
         ] {
             if value > MAX_DURATION {
-                return Err(config.invalid(field, format!("`{field}` must be at most 1 day")));
+                return Err(InvalidOption::new(
+                    field,
+                    format!("`{field}` must be at most 1 day"),
+                ));
             }
         }
         if self.refresh.before_expiry <= EXPIRY_MARGIN {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "refresh.before_expiry",
                 format!(
                     "`refresh.before_expiry` must exceed {EXPIRY_MARGIN:?}: tokens are not sent \
@@ -455,25 +682,28 @@ impl AzureAuthConfig {
             ));
         }
         if self.refresh.min_interval < MIN_RETRY_INTERVAL {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "refresh.min_interval",
                 format!("`refresh.min_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
             ));
         }
         if self.retry.initial_interval < MIN_RETRY_INTERVAL {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "retry.initial_interval",
                 format!("`retry.initial_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
             ));
         }
         if self.retry.max_interval < self.retry.initial_interval {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "retry.max_interval",
                 "`retry.max_interval` must be at least `retry.initial_interval`",
             ));
         }
         if self.request_timeout.is_zero() {
-            return Err(config.invalid("request_timeout", "`request_timeout` must be positive"));
+            return Err(InvalidOption::new(
+                "request_timeout",
+                "`request_timeout` must be positive",
+            ));
         }
         Ok(())
     }
@@ -507,24 +737,79 @@ fn check_scope(scope: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
-
     use super::*;
 
     fn decode(yaml: &str) -> Result<AzureAuthConfig, String> {
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-        let path = YamlPath::root().key("config");
-        let positions = PositionIndex::default();
-        let config = ComponentConfig::new(&value, &path, &positions);
         let env = |name: &str| match name {
             "AZURE_TENANT_ID" => Some("tenant-from-env".to_owned()),
             "AZURE_CLIENT_ID" => Some("client-from-env".to_owned()),
             _ => None,
         };
-        AzureAuthConfig::decode(&config, &env).map_err(|e| e.to_string())
+        otap_df_tests::config::try_decode(yaml, |config| AzureAuthConfig::decode(config, &env))
     }
 
     const SCOPE: &str = "scope: https://monitor.azure.com/.default";
+
+    #[test]
+    fn a_config_built_in_code_is_checked_as_a_decoded_one() {
+        let scope = "https://monitor.azure.com/.default";
+        let built = AzureAuthConfig::new(scope, Method::ClientSecret)
+            .with_tenant_id("my-tenant")
+            .with_client_id("my-client")
+            .with_client_secret_file("/secret")
+            .with_refresh(RefreshConfig::default().with_renewal(0.5, Duration::from_secs(600)))
+            .with_retry(
+                RetryConfig::default()
+                    .with_intervals(Duration::from_millis(100), Duration::from_secs(10)),
+            )
+            .with_tls(AzureTls::default().with_ca_file("/ca.pem"));
+        assert_eq!(built.validate(), Ok(()));
+        let decoded = decode(&format!(
+            "{{ scope: '{scope}', method: client_secret, tenant_id: my-tenant, \
+             client_id: my-client, client_secret_file: /secret, \
+             refresh: {{ lifetime_fraction: 0.5, before_expiry: 10m }}, \
+             retry: {{ initial_interval: 100ms, max_interval: 10s }}, tls: {{ ca_file: /ca.pem }} }}"
+        ))
+        .expect("valid");
+        assert_eq!(format!("{built:?}"), format!("{decoded:?}"));
+
+        let cases = [
+            (
+                AzureAuthConfig::new(scope, Method::ClientSecret).with_tenant_id("t"),
+                InvalidOption::new("", "method `client_secret` needs `client_id`"),
+            ),
+            (
+                AzureAuthConfig::new(scope, Method::ManagedIdentity).with_tenant_id("t"),
+                InvalidOption::new(
+                    "tenant_id",
+                    "`tenant_id` does not apply to method `managed_identity` (it is an option \
+                     of workload_identity, client_secret, azure_cli); the options of \
+                     `managed_identity` are: `client_id`, `object_id`, `resource_id`, `tls`",
+                ),
+            ),
+            (
+                AzureAuthConfig::new(scope, Method::AzureCli)
+                    .with_tls(AzureTls::default().without_system_roots()),
+                InvalidOption::new(
+                    "tls",
+                    "`tls` does not apply to method `azure_cli` (it is an option of \
+                     managed_identity, workload_identity, client_secret); the options of \
+                     `azure_cli` are: `tenant_id`, `subscription`",
+                ),
+            ),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(config.validate(), Err(expected));
+        }
+        // The constructor refuses what the check refuses, as a misconfiguration.
+        let refused = AzureAuthConfig::new(scope, Method::ClientSecret);
+        let error = crate::AzureAuth::new("azure", &refused).expect_err("refused");
+        assert_eq!(
+            error.kind(),
+            otap_df_core::extension::ErrorKind::Misconfigured
+        );
+        assert!(error.to_string().contains("needs `tenant_id`"), "{error}");
+    }
 
     #[test]
     fn defaults() {

@@ -142,6 +142,10 @@ impl std::fmt::Debug for AzureAuth {
 impl AzureAuth {
     /// Resolves the configuration; makes no request.
     pub fn new(id: &str, config: &AzureAuthConfig) -> Result<Self, ExtensionError> {
+        // A config built in code is checked as a decoded one.
+        config
+            .validate()
+            .map_err(|invalid| ExtensionError::typed(id, invalid))?;
         let source = TokenSource::new(config).map_err(|error| ExtensionError::typed(id, error))?;
         Ok(Self {
             id: id.to_owned(),

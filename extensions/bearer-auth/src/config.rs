@@ -3,13 +3,28 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::config::{ComponentConfig, ConfigError, InvalidOption};
 use otap_df_core::secret::Secret;
 use serde::Deserialize;
 
 /// The options of `extension:bearer_auth`. See the crate README for each one.
+///
+/// Built in code (without YAML) from the client token or the tokens a server accepts, the
+/// rest at its default until set:
+///
+/// ```
+/// use std::time::Duration;
+/// use otap_df_core::secret::Secret;
+/// use otap_df_extension_bearer_auth::BearerAuthConfig;
+///
+/// let config = BearerAuthConfig::from_token(Secret::new("t0ken"))
+///     .with_header("X-Api-Key", "")
+///     .with_reload_interval(Duration::from_secs(5));
+/// assert_eq!(config.validate(), Ok(()));
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct BearerAuthConfig {
     /// The client token, inline (usually `${env:…}`).
     #[serde(default)]
@@ -42,6 +57,9 @@ pub struct BearerAuthConfig {
     pub reload_interval: Duration,
 }
 
+/// Reads an environment variable (the process's, or a test's).
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
 /// The shortest `reload_interval` accepted.
 pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -49,6 +67,89 @@ pub const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_RELOAD_INTERVAL: Duration = Duration::from_secs(86_400);
 
 impl BearerAuthConfig {
+    /// No token, every option at its default: the start of the constructors.
+    fn empty() -> Self {
+        Self {
+            token: None,
+            token_file: None,
+            token_env: None,
+            tokens: Vec::new(),
+            tokens_file: None,
+            scheme: Self::default_scheme(),
+            header: Self::default_header(),
+            reload_interval: Self::default_reload_interval(),
+        }
+    }
+
+    /// The client token (`token:`), which servers accept too.
+    pub fn from_token(token: Secret) -> Self {
+        Self {
+            token: Some(token),
+            ..Self::empty()
+        }
+    }
+
+    /// The client token read from a file, re-read when it changes (`token_file:`).
+    pub fn from_token_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            token_file: Some(path.into()),
+            ..Self::empty()
+        }
+    }
+
+    /// The client token read from an environment variable at start (`token_env:`).
+    pub fn from_token_env(variable: impl Into<String>) -> Self {
+        Self {
+            token_env: Some(variable.into()),
+            ..Self::empty()
+        }
+    }
+
+    /// Only tokens a server accepts (`tokens:`), no client token.
+    pub fn accepting(tokens: impl IntoIterator<Item = Secret>) -> Self {
+        Self {
+            tokens: tokens.into_iter().collect(),
+            ..Self::empty()
+        }
+    }
+
+    /// Only a file of tokens a server accepts (`tokens_file:`), no client token.
+    pub fn accepting_file(path: impl Into<PathBuf>) -> Self {
+        Self {
+            tokens_file: Some(path.into()),
+            ..Self::empty()
+        }
+    }
+
+    /// More tokens servers accept, besides those already set.
+    #[must_use]
+    pub fn with_tokens(mut self, tokens: impl IntoIterator<Item = Secret>) -> Self {
+        self.tokens.extend(tokens);
+        self
+    }
+
+    /// A file of more tokens servers accept.
+    #[must_use]
+    pub fn with_tokens_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tokens_file = Some(path.into());
+        self
+    }
+
+    /// The header that carries the token, and the scheme before it (empty: a bare token).
+    #[must_use]
+    pub fn with_header(mut self, header: impl Into<String>, scheme: impl Into<String>) -> Self {
+        self.header = header.into();
+        self.scheme = scheme.into();
+        self
+    }
+
+    /// How often token files are checked for changes.
+    #[must_use]
+    pub fn with_reload_interval(mut self, every: Duration) -> Self {
+        self.reload_interval = every;
+        self
+    }
+
     fn default_scheme() -> String {
         "Bearer".to_owned()
     }
@@ -67,6 +168,24 @@ impl BearerAuthConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
+        decoded
+            .check(Some(env))
+            .map_err(|invalid| config.located(invalid))?;
+        Ok(decoded)
+    }
+
+    /// Checks the options as [`decode`](Self::decode) does, reading `token_env` from the
+    /// process environment: for a config built in code ([`BearerAuth::new`] checks it too).
+    ///
+    /// [`BearerAuth::new`]: crate::BearerAuth::new
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        self.check(Some(&|name| std::env::var(name).ok()))
+    }
+
+    /// The checks; `env` reads `token_env` (None: not read here, as the constructor reads it
+    /// and says what is wrong with it).
+    pub(crate) fn check(&self, env: Option<&Lookup<'_>>) -> Result<(), InvalidOption> {
+        let decoded = self;
         let sources: Vec<&str> = [
             ("token", decoded.token.is_some()),
             ("token_file", decoded.token_file.is_some()),
@@ -76,8 +195,8 @@ impl BearerAuthConfig {
         .filter_map(|(name, set)| set.then_some(name))
         .collect();
         if let [first, second, ..] = sources.as_slice() {
-            return Err(config.invalid(
-                second,
+            return Err(InvalidOption::new(
+                *second,
                 format!(
                     "`{first}` and `{second}` are both set; the client token comes from exactly \
                      one of `token`, `token_file`, `token_env`"
@@ -85,7 +204,7 @@ impl BearerAuthConfig {
             ));
         }
         if sources.is_empty() && decoded.tokens.is_empty() && decoded.tokens_file.is_none() {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "",
                 "no token configured: set one of `token`, `token_file`, `token_env` (the token \
                  clients send, also accepted by servers), and/or `tokens`, `tokens_file` (more \
@@ -107,10 +226,10 @@ impl BearerAuthConfig {
             );
         for (field, what, token) in inline {
             if token.is_empty() {
-                return Err(config.invalid(&field, format!("{what} is empty")));
+                return Err(InvalidOption::new(&field, format!("{what} is empty")));
             }
             if !is_header_text(token.expose()) {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     &field,
                     format!(
                         "{what} holds a line break or control character, which HTTP headers \
@@ -119,17 +238,17 @@ impl BearerAuthConfig {
                 ));
             }
         }
-        if let Some(name) = &decoded.token_env {
+        if let (Some(name), Some(env)) = (&decoded.token_env, env) {
             match env(name) {
                 Some(value) if !value.trim().is_empty() => {}
                 Some(_) => {
-                    return Err(config.invalid(
+                    return Err(InvalidOption::new(
                         "token_env",
                         format!("environment variable `{name}` is empty"),
                     ));
                 }
                 None => {
-                    return Err(config.invalid(
+                    return Err(InvalidOption::new(
                         "token_env",
                         format!("environment variable `{name}` is not set"),
                     ));
@@ -137,7 +256,7 @@ impl BearerAuthConfig {
             }
         }
         if !is_header_name(&decoded.header) {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "header",
                 format!(
                     "`{}` is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
@@ -149,7 +268,7 @@ impl BearerAuthConfig {
             .iter()
             .any(|reserved| reserved.eq_ignore_ascii_case(&decoded.header))
         {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "header",
                 format!(
                     "`{}` frames or routes the HTTP message and cannot carry a token; use \
@@ -163,20 +282,20 @@ impl BearerAuthConfig {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "scheme",
                 "`scheme` is one word (`Bearer`, `Token`…), or empty for a bare token",
             ));
         }
         if !(MIN_RELOAD_INTERVAL..=MAX_RELOAD_INTERVAL).contains(&decoded.reload_interval) {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "reload_interval",
                 format!(
                     "`reload_interval` must be between {MIN_RELOAD_INTERVAL:?} and 1 day (86400s)"
                 ),
             ));
         }
-        Ok(decoded)
+        Ok(())
     }
 
     /// Whether a file is configured: the extension then runs a task that watches it.
@@ -218,21 +337,75 @@ fn is_header_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
-
     use super::*;
 
     fn decode(yaml: &str) -> Result<BearerAuthConfig, String> {
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-        let path = YamlPath::root().key("config");
-        let positions = PositionIndex::default();
-        let config = ComponentConfig::new(&value, &path, &positions);
         let env = |name: &str| match name {
             "SET" => Some("from-env".to_owned()),
             "BLANK" => Some("  ".to_owned()),
             _ => None,
         };
-        BearerAuthConfig::decode(&config, &env).map_err(|e| e.to_string())
+        otap_df_tests::config::try_decode(yaml, |config| BearerAuthConfig::decode(config, &env))
+    }
+
+    #[test]
+    fn a_config_built_in_code_is_checked_as_a_decoded_one() {
+        let built = BearerAuthConfig::from_token(Secret::new("t0ken"))
+            .with_tokens([Secret::new("other")])
+            .with_header("X-Api-Key", "")
+            .with_reload_interval(Duration::from_secs(5));
+        assert_eq!(built.validate(), Ok(()));
+        let decoded = decode(
+            "{ token: t0ken, tokens: [other], header: X-Api-Key, scheme: '', reload_interval: 5s }",
+        )
+        .expect("valid");
+        assert_eq!(format!("{built:?}"), format!("{decoded:?}"));
+
+        let cases = [
+            (
+                BearerAuthConfig::accepting([]),
+                InvalidOption::new(
+                    "",
+                    "no token configured: set one of `token`, `token_file`, `token_env` (the \
+                     token clients send, also accepted by servers), and/or `tokens`, \
+                     `tokens_file` (more tokens servers accept)",
+                ),
+            ),
+            (
+                BearerAuthConfig::from_token(Secret::new("a\nb")),
+                InvalidOption::new(
+                    "token",
+                    "`token` holds a line break or control character, which HTTP headers \
+                     cannot carry",
+                ),
+            ),
+            (
+                BearerAuthConfig::from_token(Secret::new("t")).with_header("Host", "Bearer"),
+                InvalidOption::new(
+                    "header",
+                    "`Host` frames or routes the HTTP message and cannot carry a token; use \
+                     `Authorization` (the default) or a header of your own such as `X-Api-Key`",
+                ),
+            ),
+            (
+                BearerAuthConfig::from_token_env("OTAP_DF_TEST_SURELY_UNSET"),
+                InvalidOption::new(
+                    "token_env",
+                    "environment variable `OTAP_DF_TEST_SURELY_UNSET` is not set",
+                ),
+            ),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(config.validate(), Err(expected));
+        }
+        // The constructor refuses what the check refuses, as a misconfiguration.
+        let error = crate::BearerAuth::new("tokens", &BearerAuthConfig::accepting([]))
+            .expect_err("refused");
+        assert_eq!(
+            error.kind(),
+            otap_df_core::extension::ErrorKind::Misconfigured
+        );
+        assert!(error.to_string().contains("no token configured"), "{error}");
     }
 
     #[test]

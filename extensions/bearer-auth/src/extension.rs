@@ -150,8 +150,12 @@ impl std::fmt::Debug for BearerAuth {
 
 impl BearerAuth {
     /// Reads every configured source once; a token file that cannot give a token is an error
-    /// naming it.
+    /// naming it, and so is an option that is not valid (a config built in code is checked as
+    /// a decoded one).
     pub fn new(id: &str, config: &BearerAuthConfig) -> Result<Self, ExtensionError> {
+        config
+            .check(None)
+            .map_err(|invalid| ExtensionError::typed(id, invalid))?;
         let failed = |error: FileError| ExtensionError::typed(id, BearerAuthError::from(error));
         let (client_source, client) = Self::client_of(id, config)?;
         let file = match &config.tokens_file {

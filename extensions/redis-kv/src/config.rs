@@ -4,13 +4,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use otap_df_core::capability::key_value;
-use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::config::{ComponentConfig, ConfigError, InvalidOption};
 use otap_df_core::secret::Secret;
 use serde::Deserialize;
 
 /// The options of `extension:redis_kv`. See the crate README for each one.
+///
+/// Built in code (without YAML) from the server's URL, the rest at its default until set:
+///
+/// ```
+/// use std::time::Duration;
+/// use otap_df_core::secret::Secret;
+/// use otap_df_extension_redis_kv::RedisKvConfig;
+///
+/// let config = RedisKvConfig::new(Secret::new("redis://127.0.0.1:6379/0"))
+///     .with_default_ttl(Duration::from_secs(600));
+/// assert_eq!(config.validate(), Ok(()));
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedisKvConfig {
     /// `redis://host:port/db` or `unix:///path/to.sock`; may carry credentials, so it is held
     /// as a secret and shown without them.
@@ -55,9 +68,11 @@ pub struct RedisKvConfig {
     pub tls: Option<TlsConfig>,
 }
 
-/// `tls:` of a `rediss://` connection.
+/// `tls:` of a `rediss://` connection: `TlsConfig::default()` trusts the system's store;
+/// `with_*` adds the rest.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct TlsConfig {
     /// PEM file of the CA certificate(s) to trust instead of the system's trust store.
     #[serde(default)]
@@ -68,6 +83,27 @@ pub struct TlsConfig {
     /// PEM file of the client certificate's private key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The CA certificate(s) to trust instead of the system's trust store.
+    #[must_use]
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate chain and its private key, for servers that require mutual TLS.
+    #[must_use]
+    pub fn with_client_certificate(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.cert_file = Some(cert_file.into());
+        self.key_file = Some(key_file.into());
+        self
+    }
 }
 
 mod defaults {
@@ -95,9 +131,77 @@ mod defaults {
 }
 
 impl RedisKvConfig {
+    /// The server at `url` (`redis://host:port/db`, `rediss://…`, `unix:///path`), every
+    /// other option at its default until set.
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            username: None,
+            password: None,
+            password_file: None,
+            db: None,
+            key_prefix: None,
+            default_ttl: None,
+            connect_timeout: defaults::connect_timeout(),
+            response_timeout: defaults::response_timeout(),
+            max_retries: defaults::max_retries(),
+            call_timeout: defaults::call_timeout(),
+            fail_fast_after: defaults::fail_fast_after(),
+            tls: None,
+        }
+    }
+
+    /// The ACL user and password (overriding the URL's).
+    #[must_use]
+    pub fn with_credentials(mut self, username: Option<String>, password: Secret) -> Self {
+        self.username = username;
+        self.password = Some(password);
+        self
+    }
+
+    /// The prefix of every key (the default keeps extensions apart).
+    #[must_use]
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The expiry of entries written without a TTL.
+    #[must_use]
+    pub fn with_default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// The bounds of one connection attempt, one command's response, and a whole call.
+    #[must_use]
+    pub fn with_timeouts(mut self, connect: Duration, response: Duration, call: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.response_timeout = response;
+        self.call_timeout = call;
+        self
+    }
+
+    /// Certificates for a `rediss://` server.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Decodes and validates the block (no connection is made).
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
+        decoded
+            .validate()
+            .map_err(|invalid| config.located(invalid))?;
+        Ok(decoded)
+    }
+
+    /// Checks the options as [`decode`](Self::decode) does (no connection is made): for a
+    /// config built in code ([`connect`](crate::connect) checks it too).
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        let decoded = self;
         let scheme = decoded
             .url
             .expose()
@@ -107,7 +211,7 @@ impl RedisKvConfig {
             Some("redis" | "unix" | "redis+unix") => false,
             Some("rediss") => true,
             _ => {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     "url",
                     "`url` must start with `redis://`, `rediss://` (TLS) or `unix://` \
                      (e.g. `redis://127.0.0.1:6379/0`)",
@@ -116,7 +220,7 @@ impl RedisKvConfig {
         };
         if let Some(tls_config) = &decoded.tls {
             if !tls {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     "tls",
                     "`tls` is set but `url` does not use TLS; use a `rediss://` URL",
                 ));
@@ -127,8 +231,8 @@ impl RedisKvConfig {
                 } else {
                     ("key_file", "cert_file")
                 };
-                return Err(config.invalid(
-                    &format!("tls.{set}"),
+                return Err(InvalidOption::new(
+                    format!("tls.{set}"),
                     format!(
                         "`tls.{set}` is set without `tls.{missing}`; a client certificate needs both"
                     ),
@@ -138,7 +242,7 @@ impl RedisKvConfig {
         match redis::Client::open(decoded.url.expose()) {
             // The library's message may quote the URL: report its kind only.
             Err(error) => {
-                return Err(config.invalid(
+                return Err(InvalidOption::new(
                     "url",
                     format!("`url` is not a valid Redis URL ({:?})", error.kind()),
                 ));
@@ -147,7 +251,7 @@ impl RedisKvConfig {
                 if let redis::ConnectionAddr::TcpTls { insecure: true, .. } =
                     client.get_connection_info().addr()
                 {
-                    return Err(config.invalid(
+                    return Err(InvalidOption::new(
                         "url",
                         "`#insecure` (no certificate verification) is not supported; trust the \
                          server's CA with `tls.ca_file` instead",
@@ -156,13 +260,13 @@ impl RedisKvConfig {
             }
         }
         if decoded.password.is_some() && decoded.password_file.is_some() {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "password_file",
                 "`password` and `password_file` are both set; use one",
             ));
         }
         if decoded.key_prefix.as_deref() == Some("") {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "key_prefix",
                 "`key_prefix` is empty; leave it out for the default, which keeps extensions apart",
             ));
@@ -173,11 +277,14 @@ impl RedisKvConfig {
             ("call_timeout", decoded.call_timeout),
         ] {
             if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&value) {
-                return Err(config.invalid(field, format!("`{field}` must be between 1ms and 1h")));
+                return Err(InvalidOption::new(
+                    field,
+                    format!("`{field}` must be between 1ms and 1h"),
+                ));
             }
         }
         if !(1..=1000).contains(&decoded.fail_fast_after) {
-            return Err(config.invalid(
+            return Err(InvalidOption::new(
                 "fail_fast_after",
                 "`fail_fast_after` must be between 1 and 1000 failures",
             ));
@@ -186,24 +293,84 @@ impl RedisKvConfig {
             .default_ttl
             .and_then(|ttl| key_value::ttl_out_of_range("default_ttl", ttl))
         {
-            return Err(config.invalid("default_ttl", reason));
+            return Err(InvalidOption::new("default_ttl", reason));
         }
-        Ok(decoded)
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
-
     use super::*;
 
     fn decode(yaml: &str) -> Result<RedisKvConfig, String> {
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-        let path = YamlPath::root().key("config");
-        let positions = PositionIndex::default();
-        RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions))
-            .map_err(|e| e.to_string())
+        otap_df_tests::config::try_decode(yaml, RedisKvConfig::decode)
+    }
+
+    #[test]
+    fn a_config_built_in_code_is_checked_as_a_decoded_one() {
+        let built = RedisKvConfig::new(Secret::new("rediss://127.0.0.1:6380/1"))
+            .with_key_prefix("app:")
+            .with_default_ttl(Duration::from_secs(600))
+            .with_tls(TlsConfig::default().with_ca_file("/ca.pem"));
+        assert_eq!(built.validate(), Ok(()));
+        let decoded = decode(
+            "{ url: 'rediss://127.0.0.1:6380/1', key_prefix: 'app:', default_ttl: 10m, \
+             tls: { ca_file: /ca.pem } }",
+        )
+        .expect("valid");
+        assert_eq!(format!("{built:?}"), format!("{decoded:?}"));
+
+        let cases = [
+            (
+                RedisKvConfig::new(Secret::new("http://x")),
+                InvalidOption::new(
+                    "url",
+                    "`url` must start with `redis://`, `rediss://` (TLS) or `unix://` (e.g. \
+                     `redis://127.0.0.1:6379/0`)",
+                ),
+            ),
+            (
+                RedisKvConfig::new(Secret::new("redis://x"))
+                    .with_tls(TlsConfig::default().with_ca_file("/ca.pem")),
+                InvalidOption::new(
+                    "tls",
+                    "`tls` is set but `url` does not use TLS; use a `rediss://` URL",
+                ),
+            ),
+            (
+                RedisKvConfig::new(Secret::new("redis://x")).with_timeouts(
+                    Duration::ZERO,
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                ),
+                InvalidOption::new(
+                    "connect_timeout",
+                    "`connect_timeout` must be between 1ms and 1h",
+                ),
+            ),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(config.validate(), Err(expected));
+        }
+        // `connect` refuses what the check refuses, as a misconfiguration.
+        let context = otap_df_core::extension::ExtensionContext::new(
+            &crate::REDIS_KV,
+            "store",
+            "g",
+            "p",
+            None,
+        );
+        let error = crate::connect(&context, &RedisKvConfig::new(Secret::new("http://x")))
+            .expect_err("refused");
+        assert_eq!(
+            error.kind(),
+            otap_df_core::extension::ErrorKind::Misconfigured
+        );
+        assert!(
+            error.to_string().contains("`url` must start with"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub fn connect(
     config: &RedisKvConfig,
 ) -> Result<RedisKv, ExtensionError> {
     let id = context.extension_id().to_owned();
+    // A config built in code is checked as a decoded one.
+    config
+        .validate()
+        .map_err(|invalid| ExtensionError::typed(id.clone(), invalid))?;
     let failed = |error: RedisKvError| ExtensionError::typed(id.clone(), error);
     let client = redis::Client::open(config.url.expose())
         .map_err(|e| failed(RedisKvError::InvalidUrl { kind: e.kind() }))?;

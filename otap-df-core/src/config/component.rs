@@ -61,6 +61,35 @@ impl<'a> ComponentConfig<'a> {
             },
         }
     }
+
+    /// [`invalid`](Self::invalid) of what a config struct's own check found.
+    pub fn located(&self, invalid: InvalidOption) -> ConfigError {
+        self.invalid(&invalid.option, invalid.message)
+    }
+}
+
+/// An option of a component's `config:` that decoded but is not valid, as a config struct's
+/// own check reports it: the same check serves a block decoded from YAML (where
+/// [`ComponentConfig::located`] adds the path and line) and a struct built in code (where
+/// the constructor that takes it returns this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if option.is_empty() { String::new() } else { format!("`config.{option}`: ") })]
+pub struct InvalidOption {
+    /// The option, as a path inside the block (`tls.ca_file`, `tokens[2]`); empty for the
+    /// block as a whole (a required option missing).
+    pub option: String,
+    /// What is wrong, and what would be valid.
+    pub message: String,
+}
+
+impl InvalidOption {
+    /// Option `option` (empty: the block) is not valid, for `message`.
+    pub fn new(option: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            option: option.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Decodes `value` (found at `path`) into `T`, turning a serde error into a located

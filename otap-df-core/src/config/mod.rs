@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 pub use admin::{AdminConfig, TokenScope};
-pub use component::ComponentConfig;
+pub use component::{ComponentConfig, InvalidOption};
 pub use error::{ConfigError, ConfigErrorKind, ConfigErrors};
 pub use position::{Location, PathSegment, PositionIndex, YamlPath};
 pub use urn::{ComponentKind, ComponentUrn};

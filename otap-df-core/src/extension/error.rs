@@ -56,6 +56,14 @@ pub trait ClassifiedError: std::error::Error + Send + Sync + 'static {
     fn kind(&self) -> ErrorKind;
 }
 
+/// A config struct's own check failed (built in code, the constructor that takes it says
+/// so): the configuration is wrong, and retrying cannot help.
+impl ClassifiedError for crate::config::InvalidOption {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Misconfigured
+    }
+}
+
 /// An extension failed at run time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExtensionError {

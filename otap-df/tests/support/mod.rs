@@ -8,14 +8,11 @@ pub mod binary;
 use http_body_util::BodyExt;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use otap_df_core::registry::Registry;
-use otap_df_core::resolve::load_with_env;
-use otap_df_core::runtime::{
-    Engine, EngineError, NodeTotals, RunOptions, ShutdownHandle, Telemetry,
-};
+use otap_df_core::runtime::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
+use otap_df_tests::engine::{self, Started};
 
 /// Core's built-ins, the built-in nodes, `bearer_auth`, and the test kit's fixtures and
 /// recording nodes.
@@ -36,9 +33,7 @@ pub fn free_port() -> u16 {
 
 /// A pipeline running on one core on its own thread.
 pub struct Running {
-    pub shutdown: ShutdownHandle,
-    pub telemetry: Arc<Telemetry>,
-    pub thread: JoinHandle<Result<(), EngineError>>,
+    started: Started,
 }
 
 impl Running {
@@ -47,20 +42,13 @@ impl Running {
     }
 
     pub fn start_with(yaml: &str, channel_capacity: usize) -> Self {
-        let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
-            .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-        let engine = Engine::new(
-            resolved,
-            RunOptions {
-                cores: Some(1),
-                channel_capacity,
-                ..RunOptions::default()
-            },
-        );
+        let options = RunOptions {
+            channel_capacity,
+            ..engine::one_core_options()
+        };
+        let engine = Engine::new(engine::resolve(yaml, &registry()), options);
         Self {
-            shutdown: engine.shutdown_handle(),
-            telemetry: engine.telemetry(),
-            thread: std::thread::spawn(move || engine.run()),
+            started: engine::start(engine),
         }
     }
 
@@ -74,11 +62,12 @@ impl Running {
         let running = Self::start_with(yaml, channel_capacity);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                !running.thread.is_finished(),
-                "the pipeline ended before listening: {:?}",
-                running.thread.join()
-            );
+            if running.started.is_finished() {
+                panic!(
+                    "the pipeline ended before listening: {:?}",
+                    running.started.join()
+                );
+            }
             assert!(Instant::now() < deadline, "nothing listens on {port}");
             // Readiness poll, bounded by the deadline.
             std::thread::sleep(Duration::from_millis(5));
@@ -86,53 +75,34 @@ impl Running {
         running
     }
 
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.started.telemetry
+    }
+
     pub fn node(&self, node: &str) -> NodeTotals {
-        node_totals(&self.telemetry, node)
+        node_totals(&self.started.telemetry, node)
     }
 
     pub fn stop(self) -> Result<(), EngineError> {
-        self.shutdown.request();
-        self.thread.join().unwrap()
+        self.started.stop()
     }
 
     /// Waits for the pipeline to end by itself.
     pub fn finish(self) -> Result<(), EngineError> {
-        self.thread.join().unwrap()
+        self.started.join()
     }
 }
 
 /// The totals of `node` (panics when there is none).
-pub fn node_totals(telemetry: &Telemetry, node: &str) -> NodeTotals {
-    telemetry
-        .node_totals()
-        .into_iter()
-        .find(|t| t.node == node)
-        .unwrap_or_else(|| panic!("no node `{node}`"))
-}
+pub use otap_df_tests::engine::totals as node_totals;
 
 /// The node's own counter `name` (0 when it never counted).
-pub fn named(totals: &NodeTotals, name: &str) -> u64 {
-    totals
-        .named
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .unwrap_or(0)
-}
+#[allow(unused_imports)] // used by some test binaries
+pub use otap_df_tests::engine::named;
 
 /// Runs a pipeline that ends by itself, on one core; its telemetry.
 pub fn run_to_end(yaml: &str) -> Arc<Telemetry> {
-    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None).unwrap();
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    engine.run().expect("the pipeline ends cleanly");
-    telemetry
+    engine::run_to_end(engine::resolve(yaml, &registry()))
 }
 
 /// What a raw request got back.

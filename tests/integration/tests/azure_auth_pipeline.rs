@@ -19,6 +19,7 @@ use http_body_util::Full;
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::{Engine, RunOptions};
+use otap_df_tests::engine;
 use support::{Reply, SCOPE, TokenEndpoint, expect_child, expiry_of, number_of, run_child};
 
 fn registry() -> Registry {
@@ -52,15 +53,7 @@ groups:
 }
 
 fn engine(yaml: &str) -> Engine {
-    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
-        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
-    Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    )
+    engine::one_core(engine::resolve(yaml, &registry()))
 }
 
 #[test]
@@ -286,10 +279,8 @@ fn a_misconfiguration_is_reported_with_file_line_and_path() {
 
 /// Runs `yaml` to its end on two cores; its telemetry.
 fn run_on_two_cores(yaml: &str) -> Arc<otap_df_core::runtime::Telemetry> {
-    let resolved = load_with_env(yaml, "test.yaml", &registry(), &|_| None)
-        .unwrap_or_else(|e| panic!("invalid test config: {e}\n{yaml}"));
     let engine = Engine::new(
-        resolved,
+        engine::resolve(yaml, &registry()),
         RunOptions {
             cores: Some(2),
             ..RunOptions::default()

@@ -40,9 +40,8 @@ groups:
         Engine::new(
             resolved,
             RunOptions {
-                cores: Some(1),
                 shutdown_timeout: Duration::from_secs(5),
-                ..RunOptions::default()
+                ..otap_df_tests::engine::one_core_options()
             },
         )
         .run()

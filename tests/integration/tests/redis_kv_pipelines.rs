@@ -5,12 +5,12 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::load_with_env;
 use otap_df_core::runtime::{Engine, Failure, RunOptions};
+use otap_df_tests::engine::{self, Started};
 use otap_df_tests::redis_server;
 
 /// Built-ins, the nodes and `extension:redis_kv`.
@@ -103,29 +103,9 @@ fn startup_with_redis_down_fails_naming_the_extension_and_the_address_never_the_
     assert!(!not_ready.shown.contains("hunter2-secret"), "{not_ready:?}");
 }
 
-/// Runs `text` on one core on its own thread: its telemetry, its shutdown and the run.
-fn start_one_core(
-    text: &str,
-) -> (
-    Arc<otap_df_core::runtime::Telemetry>,
-    otap_df_core::runtime::ShutdownHandle,
-    std::thread::JoinHandle<Result<(), otap_df_core::runtime::EngineError>>,
-) {
-    let resolved = load_with_env(text, "redis.yaml", &registry(), &|_| None).expect("valid");
-    let engine = Engine::new(
-        resolved,
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let telemetry = engine.telemetry();
-    let shutdown = engine.shutdown_handle();
-    (
-        telemetry,
-        shutdown,
-        std::thread::spawn(move || engine.run()),
-    )
+/// Runs `text` on one core on its own thread.
+fn start_one_core(text: &str) -> Started {
+    engine::start(engine::one_core(engine::resolve(text, &registry())))
 }
 
 /// Waits until `done(dedup counters)` holds, for at most 20 s.
@@ -181,7 +161,8 @@ groups:
         server.url(),
         out.display()
     );
-    let (telemetry, shutdown, run) = start_one_core(&text);
+    let started = start_one_core(&text);
+    let telemetry = started.telemetry.clone();
 
     wait_for_dedup(&telemetry, "dedup through Redis", |c| c.records_dropped > 0);
     server.stop();
@@ -190,8 +171,7 @@ groups:
     wait_for_dedup(&telemetry, "dedup again after the outage", |c| {
         c.records_dropped > during.records_dropped + 5
     });
-    shutdown.request();
-    run.join().unwrap().expect("a clean run");
+    started.stop().expect("a clean run");
 
     let totals = telemetry.node_totals();
     let counts = |node: &str| totals.iter().find(|t| t.node == node).unwrap().counts;
@@ -348,7 +328,8 @@ groups:
 ",
         server.url(),
     );
-    let (telemetry, shutdown, run) = start_one_core(&text);
+    let started = start_one_core(&text);
+    let telemetry = started.telemetry.clone();
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens");
@@ -402,8 +383,7 @@ groups:
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    shutdown.request();
-    run.join().unwrap().expect("a clean run");
+    started.stop().expect("a clean run");
 
     let (up_rate, down_rate) = (up.0 as f64 / 2.0, down.0 as f64 / 5.0);
     eprintln!(

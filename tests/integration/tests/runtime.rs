@@ -69,9 +69,8 @@ fn node_failure(node: &str, reason: &str) -> Failure {
 
 fn options() -> RunOptions {
     RunOptions {
-        cores: Some(1),
         shutdown_timeout: Duration::from_secs(5),
-        ..RunOptions::default()
+        ..otap_df_tests::engine::one_core_options()
     }
 }
 

@@ -12,6 +12,7 @@ use otap_df_core::resolve::{ResolvedConfig, Scope, ScopeKey, load_with_env};
 use otap_df_core::runtime::{
     Engine, EngineError, ExtensionState, Failure, ReloadOutcome, RunOptions,
 };
+use otap_df_tests::engine::{self, Started};
 use otap_df_tests::recording::{self, events};
 
 fn load(text: &str) -> Result<ResolvedConfig, ConfigErrors> {
@@ -390,35 +391,14 @@ fn when_a_group_extension_is_not_ready_the_engine_one_still_stops_last_and_no_no
 }
 
 /// An engine running `text` on one core, past `event` of log `log`.
-struct Spawned {
-    thread: std::thread::JoinHandle<Result<(), EngineError>>,
-    reload: otap_df_core::runtime::ReloadHandle,
-    shutdown: otap_df_core::runtime::ShutdownHandle,
-    telemetry: std::sync::Arc<otap_df_core::runtime::Telemetry>,
-}
-
-fn spawn(text: &str, log: &str, event: &str) -> Spawned {
-    let engine = Engine::new(
-        resolve(text),
-        RunOptions {
-            cores: Some(1),
-            ..RunOptions::default()
-        },
-    );
-    let (reload, shutdown) = (engine.reload_handle(), engine.shutdown_handle());
-    let telemetry = engine.telemetry();
-    let thread = std::thread::spawn(move || engine.run());
+fn spawn(text: &str, log: &str, event: &str) -> Started {
+    let started = engine::start(engine::one_core(resolve(text)));
     assert!(
         recording::wait_for(log, event, Duration::from_secs(10)),
         "no `{event}`: {:?}",
         events(log)
     );
-    Spawned {
-        thread,
-        reload,
-        shutdown,
-        telemetry,
-    }
+    started
 }
 
 /// Group `g` with a `memory_kv` (`store`, config `store`), pipeline `g/p` binding it; `more`
@@ -443,16 +423,12 @@ groups:
 #[test]
 fn a_reload_adds_and_removes_pipelines_and_replaces_a_group_extension_that_cannot_update() {
     let log = "scopes-reload";
-    let Spawned {
-        thread,
-        reload,
-        shutdown,
-        ..
-    } = spawn(
+    let started = spawn(
         &reload_config(log, "{ max_entries: 10 }", ""),
         log,
         "src:start",
     );
+    let reload = started.reload.clone();
     // The same configuration: nothing to do.
     let same = reload
         .reload(resolve(&reload_config(log, "{ max_entries: 10 }", "")))
@@ -527,8 +503,7 @@ fn a_reload_adds_and_removes_pipelines_and_replaces_a_group_extension_that_canno
         (3, 2),
         "{now:?}"
     );
-    shutdown.request();
-    thread.join().unwrap().expect("a clean end");
+    started.stop().expect("a clean end");
     assert_eq!(count(&events(log), "src:shutdown"), 3);
     // Once the run is over, a reload finds no engine.
     assert_eq!(
@@ -558,12 +533,9 @@ groups:
 "
         )
     };
-    let Spawned {
-        thread,
-        reload,
-        shutdown,
-        telemetry,
-    } = spawn(&config("5ms"), log, "src:sent 40");
+    let started = spawn(&config("5ms"), log, "src:sent 40");
+    let reload = started.reload.clone();
+    let telemetry = started.telemetry.clone();
     // 40 records accepted, the sink still working through them (5 ms each).
     let outcome = reload.reload(resolve(&config("1ms"))).unwrap();
     assert_eq!(outcome.replaced, ["pipeline `g/p`"], "{outcome:?}");
@@ -587,8 +559,7 @@ groups:
     let own: Vec<_> = states.iter().filter(|s| s.1 == "own").collect();
     assert_eq!(own.len(), 1, "{states:?}");
     assert_eq!(own[0].3, ExtensionState::Ready);
-    shutdown.request();
-    thread.join().unwrap().expect("a clean end");
+    started.stop().expect("a clean end");
     let events = events(log);
     // Old and new: each sent 40 and delivered 40; the new version's extension started
     // (and was ready) before the old one's stopped; the group's store served both.
@@ -621,12 +592,9 @@ groups:
 "
         )
     };
-    let Spawned {
-        thread,
-        reload,
-        shutdown,
-        telemetry,
-    } = spawn(&config("ready"), log, "src:sent 1");
+    let started = spawn(&config("ready"), log, "src:sent 1");
+    let reload = started.reload.clone();
+    let telemetry = started.telemetry.clone();
     let outcome = reload.reload(resolve(&config("never_ready"))).unwrap();
     assert_eq!(
         outcome.failed,
@@ -648,8 +616,7 @@ groups:
             .unwrap()
             .unchanged()
     );
-    shutdown.request();
-    thread.join().unwrap().expect("a clean end");
+    started.stop().expect("a clean end");
 }
 
 /// An engine extension `tok` (a recorder; `tok_config` its options) bound by `g/p`'s
@@ -703,16 +670,13 @@ fn positions(events: &[String], event: &str) -> Vec<usize> {
 fn an_engine_extension_a_reload_replaces_is_ready_before_its_consumers_switch_and_stops_after_they_drained()
  {
     let log = "scopes-outer-replace";
-    let Spawned {
-        thread,
-        reload,
-        shutdown,
-        telemetry,
-    } = spawn(
+    let started = spawn(
         &outer_replace_config(log, "behaviour: ready"),
         log,
         "src:sent 40",
     );
+    let reload = started.reload.clone();
+    let telemetry = started.telemetry.clone();
     // The recorder takes no new config in place: a new instance, and `g/p`, which binds
     // it, replaced; `g/q` untouched.
     let outcome = reload
@@ -739,8 +703,7 @@ fn an_engine_extension_a_reload_replaces_is_ready_before_its_consumers_switch_an
     // The status shows one `tok`, the new one, ready.
     shows_one_ready(&telemetry, "tok");
     assert_eq!(telemetry.readiness(), Ok(()));
-    shutdown.request();
-    thread.join().unwrap().expect("a clean end");
+    started.stop().expect("a clean end");
 
     let events = events(log);
     let (ready, started) = (
@@ -771,16 +734,13 @@ fn an_engine_extension_a_reload_replaces_is_ready_before_its_consumers_switch_an
 #[test]
 fn an_engine_extension_whose_new_instance_does_not_start_leaves_the_old_one_serving() {
     let log = "scopes-outer-replace-fails";
-    let Spawned {
-        thread,
-        reload,
-        shutdown,
-        telemetry,
-    } = spawn(
+    let started = spawn(
         &outer_replace_config(log, "behaviour: ready"),
         log,
         "src:sent 40",
     );
+    let reload = started.reload.clone();
+    let telemetry = started.telemetry.clone();
     let outcome = reload
         .reload(resolve(&outer_replace_config(
             log,
@@ -811,7 +771,6 @@ fn an_engine_extension_whose_new_instance_does_not_start_leaves_the_old_one_serv
             .unwrap()
             .unchanged()
     );
-    shutdown.request();
-    thread.join().unwrap().expect("a clean end");
+    started.stop().expect("a clean end");
     assert_eq!(sink_in_out(&telemetry), (40, 40));
 }

@@ -163,10 +163,9 @@ groups:
     let engine = Engine::new(
         resolved,
         RunOptions {
-            cores: Some(1),
             // A tick every millisecond, for the processor's and the exporter's `control`.
             timer_interval: Some(Duration::from_millis(1)),
-            ..RunOptions::default()
+            ..otap_df_tests::engine::one_core_options()
         },
     );
     let telemetry = engine.telemetry();

@@ -12,6 +12,8 @@
 //! ```
 
 pub mod bearer_suite;
+pub mod config;
+pub mod engine;
 pub mod fixtures;
 pub mod key_value_suite;
 pub mod logs;
@@ -21,3 +23,4 @@ pub mod redis_server;
 pub mod task;
 pub mod temp;
 pub mod tls;
+pub mod token;

@@ -333,13 +333,9 @@ fn percent_decode(value: &str) -> String {
 
 /// Decodes an `azure_auth` config block.
 pub fn config(yaml: &str) -> AzureAuthConfig {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-    let path = YamlPath::root().key("config");
-    let positions = PositionIndex::default();
-    AzureAuthConfig::decode(&ComponentConfig::new(&value, &path, &positions), &|name| {
-        std::env::var(name).ok()
+    otap_df_tests::config::decode(yaml, |config| {
+        AzureAuthConfig::decode(config, &|name| std::env::var(name).ok())
     })
-    .unwrap_or_else(|e| panic!("invalid test config: {e}"))
 }
 
 /// An instance with its refresh loop running on a runtime of its own, as the engine runs
@@ -402,11 +398,10 @@ impl Running {
 
     /// The next token of `subscription`, within 20 s.
     pub fn next(&self, subscription: &mut TokenSubscription) -> BearerToken {
-        self.block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), subscription.next()).await
-        })
-        .expect("a token within 20s")
-        .expect("subscription open")
+        self.block_on(otap_df_tests::token::next_within(
+            subscription,
+            Duration::from_secs(20),
+        ))
     }
 }
 

@@ -13,15 +13,12 @@ use otap_df_extension_bearer_auth::testing::Reloader;
 use otap_df_extension_bearer_auth::{BEARER_AUTH, BearerAuth, BearerAuthConfig};
 use otap_df_tests::task::TaskRuntime;
 pub use otap_df_tests::temp::TempDir;
+use otap_df_tests::token::{self, next_within};
 
 pub fn config(yaml: &str) -> BearerAuthConfig {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-    let path = YamlPath::root().key("config");
-    let positions = PositionIndex::default();
-    BearerAuthConfig::decode(&ComponentConfig::new(&value, &path, &positions), &|name| {
-        std::env::var(name).ok()
+    otap_df_tests::config::decode(yaml, |config| {
+        BearerAuthConfig::decode(config, &|name| std::env::var(name).ok())
     })
-    .expect("valid config")
 }
 
 pub fn auth(yaml: &str) -> Arc<BearerAuth> {
@@ -71,14 +68,8 @@ impl Running {
 
     /// The next token of `subscription`, within a bound.
     pub fn next(&self, subscription: &mut TokenSubscription) -> String {
-        self.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), subscription.next()).await
-        })
-        .expect("a token within 10s")
-        .expect("subscription open")
-        .secret()
-        .expose()
-        .to_owned()
+        let token = self.block_on(next_within(subscription, Duration::from_secs(10)));
+        token::value(&token)
     }
 
     /// Waits until the extension reports itself degraded (`Some`) or healthy (`None`).

@@ -2,15 +2,11 @@
 
 #![allow(dead_code, clippy::expect_used)] // each test file uses a part; a failure is a test failure
 
-use otap_df_core::config::{ComponentConfig, PositionIndex, YamlPath};
 use otap_df_extension_redis_kv::RedisKvConfig;
 
 /// Decodes a `config:` block of `extension:redis_kv`.
 pub fn config(yaml: &str) -> RedisKvConfig {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml).expect("yaml");
-    let path = YamlPath::root().key("config");
-    let positions = PositionIndex::default();
-    RedisKvConfig::decode(&ComponentConfig::new(&value, &path, &positions)).expect("config")
+    otap_df_tests::config::decode(yaml, RedisKvConfig::decode)
 }
 
 /// A two-worker runtime for calls outside an engine.
