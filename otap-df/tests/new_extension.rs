@@ -65,6 +65,7 @@ fn outside_the_repository_it_writes_a_crate_of_its_own_under_the_chosen_name() {
             "Cargo.toml",
             "README.md",
             "src/config.rs",
+            "src/error.rs",
             "src/extension.rs",
             "src/key_value.rs",
             "src/lib.rs",

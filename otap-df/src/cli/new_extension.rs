@@ -27,6 +27,10 @@ const TEMPLATE: &[(&str, &str)] = &[
         include_str!("../../templates/extension/src/config.rs.tmpl"),
     ),
     (
+        "src/error.rs",
+        include_str!("../../templates/extension/src/error.rs.tmpl"),
+    ),
+    (
         "src/extension.rs",
         include_str!("../../templates/extension/src/extension.rs.tmpl"),
     ),

@@ -47,3 +47,22 @@ impl Drop for TaskRuntime {
         }
     }
 }
+
+/// Runs `future` to completion on a current-thread runtime of its own (timers and I/O on), as
+/// a core runs a local extension: for calling a local capability in a test.
+///
+/// ```
+/// assert_eq!(otap_df_tests::task::block_on(async { 1 + 1 }), 2);
+/// ```
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => panic!("cannot build a runtime: {error}"),
+    }
+}
