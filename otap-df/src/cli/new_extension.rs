@@ -401,7 +401,7 @@ mod tests {
             );
         }
         let suite = &member.last().expect("files").1;
-        assert!(suite.contains("use acme_otap_df_my_store::{Config, Store};"));
+        assert!(suite.contains("use acme_otap_df_my_store::{Config, Store, StoreError};"));
     }
 
     #[test]
