@@ -1,6 +1,6 @@
-//! A component's `config:` block from YAML text, decoded the way the engine decodes it (at the
-//! path `config`, so errors read `at \`config.<field>\``): what each crate's tests of its config
-//! struct need.
+//! A component's `config:` block from YAML text, decoded the way the engine decodes it, at the
+//! path `config` (an error names a field as `config.size`): what each crate's tests of its
+//! config struct need.
 //!
 //! ```
 //! use otap_df_core::config::{ComponentConfig, ConfigError};
