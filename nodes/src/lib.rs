@@ -8,6 +8,7 @@ pub mod file;
 pub mod generator;
 pub mod noop;
 pub mod otlp;
+pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod payload_file;
 mod receive;
@@ -19,6 +20,7 @@ pub use file::{FILE, FileConfig};
 pub use generator::{GENERATOR, GeneratorConfig};
 pub use noop::NOOP;
 pub use otap_df_core::data::Signal;
+pub use otlp_grpc::exporter::{OTLP_GRPC_EXPORTER, OtlpGrpcExporterConfig};
 pub use otlp_http::exporter::{OTLP_HTTP_EXPORTER, OtlpHttpExporterConfig};
 pub use otlp_http::receiver::{OTLP_HTTP_RECEIVER, OtlpHttpReceiverConfig};
 pub use payload_file::read_payloads;
@@ -34,4 +36,5 @@ pub fn register(registry: &mut Registry) {
     registry.register_node(&NOOP);
     registry.register_node(&OTLP_HTTP_RECEIVER);
     registry.register_node(&OTLP_HTTP_EXPORTER);
+    registry.register_node(&OTLP_GRPC_EXPORTER);
 }

@@ -3,7 +3,9 @@
 //! exporter with `bearer_auth` into the Collector's `otlp` receiver guarded by
 //! `bearertokenauth`, the Collector's `otlp_http` exporter with `bearertokenauth` into our
 //! receiver with `bearer_auth`: a three-hop chain with exact counts per signal, and a wrong
-//! token refused and counted.
+//! token refused and counted. The same over OTLP/gRPC: our `exporter:otlp_grpc` into the
+//! Collector's gRPC receiver (gzip and none), and a wrong token refused (`UNAUTHENTICATED`)
+//! and counted lost.
 //!
 //! Ignored under a plain `cargo test` (they need the Collector build): `cargo xtask interop`
 //! (part of `cargo xtask test`) runs them.
@@ -38,10 +40,16 @@ impl Drop for Collector {
     }
 }
 
-/// Starts the Collector: `otlp` receiver on `port` accepting `token-in`, `otlp_http` exporter
-/// to our receiver on `upstream` sending `token-out`, every signal. Waits (bounded) until it
-/// listens.
+/// Starts the Collector: `otlp` receiver accepting `token-in` over HTTP on `port` and over
+/// gRPC on `grpc` (none: `port + 1` is not assumed, a free port is taken), `otlp_http`
+/// exporter to our receiver on `upstream` sending `token-out`, every signal. Waits (bounded)
+/// until both listen.
 fn collector(dir: &Path, name: &str, port: u16, upstream: u16) -> Collector {
+    collector_with_grpc(dir, name, port, free_port(), upstream)
+}
+
+/// [`collector`], its gRPC receiver on `grpc`.
+fn collector_with_grpc(dir: &Path, name: &str, port: u16, grpc: u16, upstream: u16) -> Collector {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
@@ -56,6 +64,10 @@ receivers:
     protocols:
       http:
         endpoint: 127.0.0.1:{port}
+        auth:
+          authenticator: bearertokenauth/in
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
         auth:
           authenticator: bearertokenauth/in
 exporters:
@@ -87,7 +99,9 @@ service:
         .expect("the Collector starts");
     let mut collector = Collector(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err()
+    {
         if let Ok(Some(status)) = collector.0.try_wait() {
             panic!(
                 "the Collector exited ({status}): {}",
@@ -165,8 +179,30 @@ fn gateway(dir: &Path, port: u16, upstream: u16) -> RunningBinary {
 }
 
 /// Our sender: `count` batches of 10 records of each signal (traces in `traces_encoding`), to
-/// the Collector on `port` with `token`, compressed with `compression`; runs to its end.
+/// the Collector's OTLP/HTTP receiver on `port` with `token`, compressed with `compression`;
+/// runs to its end.
 fn send(
+    dir: &Path,
+    port: u16,
+    token: &str,
+    count: u64,
+    traces_encoding: &str,
+    compression: &str,
+) -> Output {
+    send_with(
+        "otlp_http",
+        dir,
+        port,
+        token,
+        count,
+        traces_encoding,
+        compression,
+    )
+}
+
+/// [`send`] through `exporter:<exporter>` (`otlp_http` or `otlp_grpc`).
+fn send_with(
+    exporter: &str,
     dir: &Path,
     port: u16,
     token: &str,
@@ -190,7 +226,7 @@ groups:
           traces: {{ type: receiver:generator, config: {{ signal: traces, batch_size: 10, count: {count}, encoding: {traces_encoding} }} }}
           metrics: {{ type: receiver:generator, config: {{ signal: metrics, batch_size: 10, count: {count} }} }}
           out:
-            type: exporter:otlp_http
+            type: exporter:{exporter}
             config: {{ endpoint: 'http://127.0.0.1:{port}', compression: {compression}, retry: {{ initial_interval: 50ms, max_elapsed_time: 2s }} }}
             capabilities: {{ bearer_token_provider: token }}
         connections:
@@ -285,7 +321,7 @@ fn the_collector_refuses_a_wrong_token_and_our_exporter_counts_the_records_lost(
     let stderr = String::from_utf8_lossy(&sent.stderr);
     assert_eq!(sent.status.code(), Some(3), "{stderr}");
     assert!(
-        stderr.contains("reason=\"401 Unauthorized\""),
+        stderr.contains("reason=\"401 Unauthorized"),
         "the Collector's refusal is logged: {stderr}"
     );
     assert!(
@@ -405,4 +441,72 @@ groups:
     assert_eq!(counter(&last, "in", "accepted"), Some(400), "{last}");
     assert!(last.contains("out in=4000 out=4000"), "{last}");
     stop(upstream);
+}
+
+/// Our OTLP/gRPC exporter → the Collector's gRPC receiver → its `otlp_http` exporter → our
+/// receiver: every record of every signal, exactly.
+fn grpc_chain(traces_encoding: &str, compression: &str) {
+    let dir = TempDir::new("interop-grpc-chain");
+    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
+    let out = dir.path("received.bin");
+    let ours = receiver(dir.dir(), our_port, &out);
+    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let sent = send_with(
+        "otlp_grpc",
+        dir.dir(),
+        grpc_port,
+        "token-in",
+        25,
+        traces_encoding,
+        compression,
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
+    let last = stop(ours);
+    assert!(last.contains("out in=750 out=750"), "{last}");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_gzipped() {
+    grpc_chain("json", "gzip");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_uncompressed()
+ {
+    grpc_chain("protobuf", "none");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collectors_grpc_receiver_refuses_a_wrong_token_and_our_grpc_exporter_counts_it_lost() {
+    let dir = TempDir::new("interop-grpc-wrong-token");
+    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
+    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let sent = send_with(
+        "otlp_grpc",
+        dir.dir(),
+        grpc_port,
+        "wrong-token",
+        2,
+        "protobuf",
+        "gzip",
+    );
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("reason=\"gRPC status 16: "),
+        "the Collector's UNAUTHENTICATED is logged: {stderr}"
+    );
+    assert!(
+        stderr.contains("otap-df: 60 records were lost"),
+        "every record is counted lost: {stderr}"
+    );
 }

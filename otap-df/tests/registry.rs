@@ -46,6 +46,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
             "exporter:debug",
             "exporter:file",
             "exporter:noop",
+            "exporter:otlp_grpc",
             "exporter:otlp_http"
         ]
     );

@@ -140,14 +140,14 @@ impl<T: Transport> Delivery<T> {
                     return;
                 }
                 // One more attempt with the freshest token, at once.
-                Attempt::Unauthorized if self.transport.carries_token() && !refreshed => {
+                Attempt::Unauthorized(_) if self.transport.carries_token() && !refreshed => {
                     refreshed = true;
                     fresh = true;
                     self.retried.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                Attempt::Unauthorized => {
-                    self.undeliverable(&data, "401 Unauthorized");
+                Attempt::Unauthorized(reason) => {
+                    self.undeliverable(&data, &reason);
                     return;
                 }
                 Attempt::Permanent(reason) => {

@@ -15,6 +15,7 @@
 
 pub(crate) mod delivery;
 pub(crate) mod merge;
+pub(crate) mod options;
 pub mod retry;
 pub(crate) mod token;
 
@@ -43,10 +44,34 @@ pub(crate) enum Attempt {
         reason: String,
         retry_after: Option<Duration>,
     },
-    /// The upstream refused the credentials: worth one more attempt with a fresh token.
-    Unauthorized,
+    /// The upstream refused the credentials (how it said so): worth one more attempt with a
+    /// fresh token.
+    Unauthorized(String),
     /// Retrying cannot help.
     Permanent(String),
+}
+
+/// `bytes` gzip-compressed, fast (the level every OTLP client uses by default).
+pub(crate) fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(bytes)?;
+    encoder.finish().map(Bytes::from)
+}
+
+/// An error and its sources, `: `-separated (hyper's own message is terse).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// One protocol's way of sending a payload to the upstream.

@@ -232,6 +232,60 @@ pub fn to_json(payload: &OtlpPayload) -> Result<OtlpPayload, String> {
     ))
 }
 
+/// The same request in OTLP/protobuf (a JSON payload, for a transport that carries protobuf
+/// only: OTLP/gRPC).
+pub fn to_protobuf(payload: &OtlpPayload) -> Result<OtlpPayload, String> {
+    fn transcode<T: Message + serde::de::DeserializeOwned>(
+        bytes: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let request: T = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok(request.encode_to_vec())
+    }
+    if payload.encoding() == Encoding::Protobuf {
+        return Ok(payload.clone());
+    }
+    let bytes = match payload.signal() {
+        Signal::Logs => transcode::<ExportLogsServiceRequest>(payload.bytes())?,
+        Signal::Metrics => transcode::<ExportMetricsServiceRequest>(payload.bytes())?,
+        Signal::Traces => transcode::<ExportTraceServiceRequest>(payload.bytes())?,
+    };
+    Ok(OtlpPayload::new(
+        payload.signal(),
+        Encoding::Protobuf,
+        payload.records(),
+        bytes,
+    ))
+}
+
+/// The partial success an export response (protobuf) reports: the records the server
+/// rejected and its message; None when the response does not decode.
+pub fn partial_success(signal: Signal, response: &[u8]) -> Option<(u64, String)> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let (rejected, message) = match signal {
+        Signal::Logs => {
+            let partial = ExportLogsServiceResponse::decode(response)
+                .ok()?
+                .partial_success?;
+            (partial.rejected_log_records, partial.error_message)
+        }
+        Signal::Metrics => {
+            let partial = ExportMetricsServiceResponse::decode(response)
+                .ok()?
+                .partial_success?;
+            (partial.rejected_data_points, partial.error_message)
+        }
+        Signal::Traces => {
+            let partial = ExportTraceServiceResponse::decode(response)
+                .ok()?
+                .partial_success?;
+            (partial.rejected_spans, partial.error_message)
+        }
+    };
+    Some((u64::try_from(rejected).unwrap_or(0), message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)] // each test binary uses a part
 
 pub mod binary;
+pub mod grpc;
 
 use http_body_util::BodyExt;
 use std::net::TcpStream;

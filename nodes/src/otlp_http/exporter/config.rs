@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Uri};
+use http::Uri;
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::data::Signal;
 use otap_df_core::secret::Secret;
 use serde::Deserialize;
 
 use crate::export::RetryConfig;
-use crate::export::retry::check_duration;
+use crate::export::options::{Common, parse_url};
 use crate::otlp_http::signal_path;
 
 /// `config:` of `exporter:otlp_http`.
@@ -96,24 +96,7 @@ mod defaults {
     }
 }
 
-/// The port text of an authority (`[user@]host[:port]`, the host possibly `[v6]`), if any.
-fn port_of(authority: &str) -> Option<&str> {
-    let host_port = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, rest)| rest);
-    match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']')?.1.strip_prefix(':'),
-        None => host_port.rsplit_once(':').map(|(_, port)| port),
-    }
-}
-
-/// The most `merge_max_bytes` accepts: one merged request is held in memory beside the ones
-/// in flight.
-const MERGE_MAX_BYTES_LIMIT: usize = 64 << 20;
-
-/// The most `max_in_flight` accepts: beyond it, memory (one payload each) rather than
-/// throughput grows.
-pub const MAX_IN_FLIGHT_LIMIT: usize = 4096;
+pub use crate::export::options::MAX_IN_FLIGHT_LIMIT;
 
 /// The URLs of the three signals.
 #[derive(Debug, Clone)]
@@ -138,89 +121,20 @@ impl OtlpHttpExporterConfig {
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
         decoded.endpoints(config)?;
-        for (name, value) in &decoded.headers {
-            if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(config.invalid(
-                    &format!("headers.{name}"),
-                    format!("`{name}` is not a valid HTTP header name"),
-                ));
-            }
-            if HeaderValue::from_str(value.expose()).is_err() {
-                return Err(config.invalid(
-                    &format!("headers.{name}"),
-                    format!("the value of header `{name}` holds characters HTTP does not allow"),
-                ));
-            }
-        }
-        if decoded
-            .dead_letter_file
-            .as_ref()
-            .is_some_and(|path| path.as_os_str().is_empty())
-        {
-            return Err(config.invalid(
-                "dead_letter_file",
-                "`dead_letter_file` is empty; name a file, or leave it out to count and log what cannot be delivered",
-            ));
-        }
-        if decoded.merge_max_bytes > MERGE_MAX_BYTES_LIMIT {
-            return Err(config.invalid(
-                "merge_max_bytes",
-                format!("`merge_max_bytes` must be at most {MERGE_MAX_BYTES_LIMIT} (64 MiB)"),
-            ));
-        }
-        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&decoded.max_in_flight) {
-            return Err(config.invalid(
-                "max_in_flight",
-                format!("`max_in_flight` must be between 1 and {MAX_IN_FLIGHT_LIMIT}"),
-            ));
-        }
-        check_duration(config, "timeout", decoded.timeout)?;
-        decoded.retry.check(config)?;
+        let common = Common {
+            headers: &decoded.headers,
+            dead_letter_file: decoded.dead_letter_file.as_deref(),
+            merge_max_bytes: decoded.merge_max_bytes,
+            max_in_flight: decoded.max_in_flight,
+            timeout: decoded.timeout,
+            retry: &decoded.retry,
+        };
+        common.check(config)?;
         Ok(decoded)
     }
 
     pub(super) fn endpoints(&self, config: &ComponentConfig<'_>) -> Result<Endpoints, ConfigError> {
-        let parse = |field: &str, url: &str| -> Result<Uri, ConfigError> {
-            let invalid = |why: &str| {
-                config.invalid(
-                    field,
-                    format!(
-                        "`{field}` {why}; give an http:// or https:// URL such as \
-                         `http://collector:4318`"
-                    ),
-                )
-            };
-            let uri: Uri = url.parse().map_err(|_| invalid("is not a URL"))?;
-            // `http::Uri` keeps a port it cannot represent (65536, `4318x`) as text and a
-            // client then connects to the scheme's default port: check it here.
-            if let Some(authority) = uri.authority() {
-                if authority.host().is_empty() {
-                    return Err(invalid("has no host"));
-                }
-                if let Some(port) = port_of(authority.as_str())
-                    && port.parse::<u16>().ok().filter(|p| *p >= 1).is_none()
-                {
-                    return Err(invalid("has a port outside 1–65535"));
-                }
-            }
-            // Credentials in the URL would travel into logs with the authority (the HTTP
-            // client's connection pool logs it): they belong in headers or an extension.
-            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Err(config.invalid(
-                    field,
-                    format!(
-                        "`{field}` holds credentials (`user:password@`); put them in `headers` \
-                         (e.g. `Authorization: Basic ${{env:UPSTREAM_AUTH}}`) or bind a \
-                         `bearer_token_provider` extension"
-                    ),
-                ));
-            }
-            match uri.scheme_str() {
-                Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-                Some("http" | "https") => Err(invalid("has no host")),
-                _ => Err(invalid("does not start with http:// or https://")),
-            }
-        };
+        let parse = |field: &str, url: &str| parse_url(config, field, url, "http://collector:4318");
         let base = self
             .endpoint
             .as_deref()

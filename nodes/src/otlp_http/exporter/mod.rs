@@ -32,7 +32,6 @@
 mod config;
 mod transport;
 
-use http::{HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -45,6 +44,7 @@ use otap_df_core::node::{
 
 pub use crate::export::RetryConfig;
 use crate::export::delivery::Delivery;
+use crate::export::options::header_values;
 use crate::export::token::TokenHeader;
 use crate::export::{Exporting, dead_letter_file};
 pub use config::{ClientTls, Compression, MAX_IN_FLIGHT_LIMIT, OtlpHttpExporterConfig};
@@ -75,16 +75,7 @@ fn create(
         .map(|provider| TokenHeader::new(provider, counters.named("token_refreshed")))
         .transpose()
         .map_err(|message| context.error(message))?;
-    let headers = decoded
-        .headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-            let mut value = HeaderValue::from_str(value.expose()).ok()?;
-            value.set_sensitive(true);
-            Some((name, value))
-        })
-        .collect();
+    let headers = header_values(&decoded.headers);
     let transport = HttpTransport {
         client: client(context, &decoded)?,
         endpoints,

@@ -1,7 +1,6 @@
 //! The HTTP side of `exporter:otlp_http`: one `POST` of a payload to its signal's URL, in its
 //! own encoding, gzip-compressed unless told otherwise, and what the answer means.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,7 +41,7 @@ impl Transport for HttpTransport {
 
     fn body(&self, data: &OtlpPayload) -> std::io::Result<Bytes> {
         match self.compression {
-            Compression::Gzip => gzip(data.bytes()),
+            Compression::Gzip => crate::export::gzip(data.bytes()),
             Compression::None => Ok(data.bytes().clone()),
         }
     }
@@ -112,7 +111,7 @@ impl HttpTransport {
                 retry_after: None,
             },
             Ok(Err(error)) => Attempt::Retry {
-                reason: format!("request failed: {}", error_chain(&error)),
+                reason: format!("request failed: {}", crate::export::error_chain(&error)),
                 retry_after: None,
             },
             Ok(Ok((status, retry_after, body))) => {
@@ -124,7 +123,7 @@ impl HttpTransport {
                 };
                 match status {
                     s if s.is_success() => Attempt::Delivered,
-                    StatusCode::UNAUTHORIZED => Attempt::Unauthorized,
+                    StatusCode::UNAUTHORIZED => Attempt::Unauthorized(detail()),
                     StatusCode::TOO_MANY_REQUESTS
                     | StatusCode::BAD_GATEWAY
                     | StatusCode::SERVICE_UNAVAILABLE
@@ -137,25 +136,4 @@ impl HttpTransport {
             }
         }
     }
-}
-
-/// An error and its sources, `: `-separated (hyper's own message is terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
-fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(bytes)?;
-    encoder.finish().map(Bytes::from)
 }

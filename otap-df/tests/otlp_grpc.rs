@@ -1,0 +1,230 @@
+//! `exporter:otlp_grpc` against a real HTTP/2 server on loopback that speaks OTLP/gRPC
+//! (`support::grpc`): every record of every signal delivered, in each compression and
+//! encoding; the specification's statuses retried (and `RetryInfo` honoured) or not; what is
+//! refused dead-lettered and counted; the bearer token sent as metadata and refreshed once
+//! after `UNAUTHENTICATED`; a partial success reported.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+
+use std::time::Duration;
+
+use otap_df_core::data::Signal;
+use otap_df_nodes::otlp_grpc::code;
+use otap_df_tests::temp::TempDir;
+use support::grpc::{GrpcUpstream, Reply};
+use support::{named, node_totals, run_to_end};
+
+/// A generator of `count` batches of 10 `signal` records in `encoding`, to an
+/// `exporter:otlp_grpc` with `exporter` options (a YAML flow mapping's entries) and, with
+/// `token`, a `bearer_auth` extension sending it.
+fn pipeline(
+    signal: &str,
+    encoding: &str,
+    count: u64,
+    exporter: &str,
+    token: Option<&str>,
+) -> String {
+    let (extensions, capabilities) = match token {
+        Some(token) => (
+            format!(
+                "        extensions:\n          auth: {{ type: extension:bearer_auth, config: {{ token: {token} }} }}\n"
+            ),
+            ", capabilities: { bearer_token_provider: auth }",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+{extensions}        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: {signal}, encoding: {encoding}, batch_size: 10, count: {count} }} }}
+          out: {{ type: exporter:otlp_grpc, config: {{ {exporter} }}{capabilities} }}
+        connections:
+          - {{ from: gen, to: out }}
+"
+    )
+}
+
+const RETRY: &str = "retry: { initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 20s }";
+
+#[test]
+fn every_record_of_every_signal_reaches_the_server_in_each_compression_and_encoding() {
+    for (compression, encoding) in [("gzip", "protobuf"), ("none", "protobuf"), ("gzip", "json")] {
+        let upstream = GrpcUpstream::start(vec![Reply::Ok]);
+        for signal in ["logs", "metrics", "traces"] {
+            let exporter = format!(
+                "endpoint: 'http://127.0.0.1:{}', compression: {compression}",
+                upstream.port
+            );
+            let telemetry = run_to_end(&pipeline(signal, encoding, 20, &exporter, None));
+            let out = node_totals(&telemetry, "out");
+            assert_eq!(
+                out.counts.records_in, 200,
+                "{signal} {compression} {encoding}"
+            );
+            assert_eq!(
+                out.counts.records_out, 200,
+                "{signal} {compression} {encoding}"
+            );
+            assert_eq!(out.counts.records_failed, 0);
+        }
+        for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+            assert_eq!(
+                upstream.records(signal),
+                200,
+                "{signal:?} {compression} {encoding}"
+            );
+        }
+        for call in upstream.calls() {
+            assert_eq!(call.headers["content-type"], "application/grpc");
+            assert_eq!(call.headers["te"], "trailers");
+            assert_eq!(
+                call.headers
+                    .get("grpc-encoding")
+                    .map(|v| v.to_str().unwrap()),
+                (compression == "gzip").then_some("gzip")
+            );
+            assert!(call.headers.contains_key("grpc-timeout"));
+        }
+    }
+}
+
+#[test]
+fn retryable_statuses_are_retried_as_retry_info_says_and_delivered_once() {
+    let upstream = GrpcUpstream::start(vec![
+        Reply::Status(code::UNAVAILABLE, None),
+        Reply::Status(code::RESOURCE_EXHAUSTED, Some(Duration::from_millis(300))),
+        Reply::Ok,
+    ]);
+    let exporter = format!(
+        "endpoint: 'http://127.0.0.1:{}', compression: none, max_in_flight: 1, \
+         retry: {{ initial_interval: 20ms, max_interval: 2s, max_elapsed_time: 20s }}",
+        upstream.port
+    );
+    let telemetry = run_to_end(&pipeline("logs", "protobuf", 1, &exporter, None));
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 3, "two refusals, one delivery");
+    let waited = calls[2].at - calls[1].at;
+    assert!(
+        waited >= Duration::from_millis(300),
+        "the RetryInfo delay (300ms) is honoured over the backoff (20ms, doubled): {waited:?}"
+    );
+    assert_eq!(
+        upstream.records(Signal::Logs),
+        30,
+        "each call carried the batch"
+    );
+    let out = node_totals(&telemetry, "out");
+    assert_eq!((out.counts.records_out, out.counts.records_failed), (10, 0));
+    assert_eq!(named(&out, "requests"), 3);
+}
+
+#[test]
+fn what_the_server_refuses_for_good_is_not_retried_and_is_dead_lettered_and_counted() {
+    let temp = TempDir::new("otlp-grpc-dead-letter");
+    let dead = temp.path("dead.bin");
+    // `RESOURCE_EXHAUSTED` without `RetryInfo` is not retried (the OTLP specification), nor
+    // is `INVALID_ARGUMENT`.
+    for reply in [
+        Reply::Status(code::INVALID_ARGUMENT, None),
+        Reply::Status(code::RESOURCE_EXHAUSTED, None),
+    ] {
+        let _ = std::fs::remove_file(&dead);
+        let upstream = GrpcUpstream::start(vec![reply.clone()]);
+        let exporter = format!(
+            "endpoint: 'http://127.0.0.1:{}', {RETRY}, dead_letter_file: '{}'",
+            upstream.port,
+            dead.display()
+        );
+        let telemetry = run_to_end(&pipeline("traces", "protobuf", 2, &exporter, None));
+        assert_eq!(
+            upstream.calls().len(),
+            2,
+            "{reply:?}: one call per batch, no retry"
+        );
+        let out = node_totals(&telemetry, "out");
+        assert_eq!(
+            (out.counts.records_out, out.counts.records_failed),
+            (0, 20),
+            "{reply:?}"
+        );
+        let kept = otap_df_nodes::read_payloads(&dead).expect("a readable dead-letter file");
+        assert_eq!(
+            kept.iter().map(|p| p.records()).sum::<u64>(),
+            20,
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn the_token_travels_as_metadata_and_unauthenticated_gets_one_retry_with_a_fresh_one() {
+    let upstream = GrpcUpstream::start(vec![Reply::Status(code::UNAUTHENTICATED, None), Reply::Ok]);
+    let exporter = format!(
+        "endpoint: 'http://127.0.0.1:{}', max_in_flight: 1, {RETRY}",
+        upstream.port
+    );
+    let telemetry = run_to_end(&pipeline(
+        "metrics",
+        "protobuf",
+        1,
+        &exporter,
+        Some("t0ken"),
+    ));
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2);
+    for call in &calls {
+        assert_eq!(call.headers["authorization"], "Bearer t0ken");
+    }
+    let out = node_totals(&telemetry, "out");
+    assert_eq!(out.counts.records_out, 10);
+
+    // Refused again: no second retry, the batch is counted as failed.
+    let refusing = GrpcUpstream::start(vec![Reply::Status(code::UNAUTHENTICATED, None)]);
+    let exporter = format!(
+        "endpoint: 'http://127.0.0.1:{}', max_in_flight: 1, {RETRY}",
+        refusing.port
+    );
+    let telemetry = run_to_end(&pipeline(
+        "metrics",
+        "protobuf",
+        1,
+        &exporter,
+        Some("t0ken"),
+    ));
+    assert_eq!(
+        refusing.calls().len(),
+        2,
+        "one retry with the freshest token, no more"
+    );
+    assert_eq!(node_totals(&telemetry, "out").counts.records_failed, 10);
+}
+
+#[test]
+fn a_partial_success_is_counted_and_not_retried() {
+    let upstream = GrpcUpstream::start(vec![Reply::Partial(3)]);
+    let exporter = format!("endpoint: 'http://127.0.0.1:{}', {RETRY}", upstream.port);
+    let telemetry = run_to_end(&pipeline("logs", "protobuf", 2, &exporter, None));
+    assert_eq!(upstream.calls().len(), 2);
+    let out = node_totals(&telemetry, "out");
+    assert_eq!(out.counts.records_out, 20);
+    assert_eq!(named(&out, "records_rejected"), 6);
+}
+
+#[test]
+fn a_server_that_is_not_there_is_retried_until_the_budget_then_counted() {
+    let port = otap_df_tests::ports::free_port().expect("a free port");
+    let exporter = format!(
+        "endpoint: 'http://127.0.0.1:{port}', timeout: 1s, \
+         retry: {{ initial_interval: 20ms, max_interval: 50ms, max_elapsed_time: 300ms }}"
+    );
+    let telemetry = run_to_end(&pipeline("logs", "protobuf", 1, &exporter, None));
+    let out = node_totals(&telemetry, "out");
+    assert_eq!((out.counts.records_out, out.counts.records_failed), (0, 10));
+    assert!(named(&out, "requests") >= 2, "retried: {:?}", out.named);
+}

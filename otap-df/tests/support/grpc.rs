@@ -1,0 +1,221 @@
+//! A scripted OTLP/gRPC server for the exporter's tests: real HTTP/2 (hyper) on loopback,
+//! each call's metadata and records kept, each answered with the next status of its script
+//! (the last one repeats).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use otap_df_core::data::{Encoding, Signal};
+use otap_df_nodes::otlp_grpc::{frame, service_path, status_with_retry, unframe};
+
+/// How the server answers one call.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// `OK`, with an empty response.
+    Ok,
+    /// `OK`, with a partial success rejecting this many records.
+    Partial(i64),
+    /// This status, with a `RetryInfo` of the delay when one is given.
+    Status(i32, Option<Duration>),
+}
+
+/// One call, as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The method's path.
+    pub path: String,
+    /// Its metadata.
+    pub headers: HeaderMap,
+    /// The records its message held (0 when it did not decode).
+    pub records: usize,
+    /// When it arrived.
+    pub at: std::time::Instant,
+}
+
+/// The server, on its own thread; stops when dropped.
+pub struct GrpcUpstream {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    calls: Arc<Mutex<Vec<Call>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl GrpcUpstream {
+    /// Serves `script` (at least one reply).
+    pub fn start(script: Vec<Reply>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("bound").port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let seen = calls.clone();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (seen, script) = (seen.clone(), script.clone());
+                let service = hyper::service::service_fn(move |request| {
+                    answer(request, seen.clone(), script.clone())
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self {
+            port,
+            calls,
+            _runtime: runtime,
+        }
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// The records of the calls to `signal`'s method that were answered `OK`-ish, and of
+    /// every call to it.
+    pub fn records(&self, signal: Signal) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| c.path == service_path(signal))
+            .map(|c| c.records)
+            .sum()
+    }
+}
+
+/// A response body: its message (if any), then its trailers.
+pub struct Body {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(Ok(Frame::data(data))),
+            None => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
+        };
+        std::task::Poll::Ready(frame)
+    }
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    calls: Arc<Mutex<Vec<Call>>>,
+    script: Arc<Vec<Reply>>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let signal = [Signal::Logs, Signal::Metrics, Signal::Traces]
+        .into_iter()
+        .find(|s| service_path(*s) == path);
+    let records = match (signal, unframe(&body)) {
+        (Some(signal), Ok((compressed, message))) => {
+            let plain = if compressed {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(message), &mut out)
+                    .map(|_| out)
+                    .unwrap_or_default()
+            } else {
+                message.to_vec()
+            };
+            otap_df_nodes::otlp::decode_shape(signal, Encoding::Protobuf, &plain)
+                .map(|shape| shape.records)
+                .unwrap_or(0)
+        }
+        _ => 0,
+    };
+    let index = {
+        let mut calls = calls.lock().expect("not poisoned");
+        calls.push(Call {
+            path,
+            headers: parts.headers,
+            records,
+            at: std::time::Instant::now(),
+        });
+        calls.len() - 1
+    };
+    let reply = script
+        .get(index)
+        .or_else(|| script.last())
+        .cloned()
+        .unwrap_or(Reply::Ok);
+    let mut trailers = HeaderMap::new();
+    let message = match reply {
+        Reply::Ok => Bytes::new(),
+        Reply::Partial(rejected) => partial_success(rejected),
+        Reply::Status(code, delay) => {
+            trailers.insert("grpc-status", HeaderValue::from(code));
+            trailers.insert(
+                "grpc-message",
+                HeaderValue::from_static("scripted%20refusal"),
+            );
+            if let Some(delay) = delay {
+                let details = status_with_retry(code, "scripted refusal", delay);
+                let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+                trailers.insert(
+                    "grpc-status-details-bin",
+                    HeaderValue::from_str(&encoded).expect("base64"),
+                );
+            }
+            let response = Response::builder()
+                .header("content-type", "application/grpc")
+                .body(Body {
+                    data: None,
+                    trailers: Some(trailers),
+                })
+                .expect("a response");
+            return Ok(response);
+        }
+    };
+    trailers.insert("grpc-status", HeaderValue::from(0));
+    let response = Response::builder()
+        .header("content-type", "application/grpc")
+        .body(Body {
+            data: Some(frame(&message, false)),
+            trailers: Some(trailers),
+        })
+        .expect("a response");
+    Ok(response)
+}
+
+/// A logs export response whose partial success rejects `rejected` records.
+fn partial_success(rejected: i64) -> Bytes {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsPartialSuccess, ExportLogsServiceResponse,
+    };
+    use prost::Message;
+    ExportLogsServiceResponse {
+        partial_success: Some(ExportLogsPartialSuccess {
+            rejected_log_records: rejected,
+            error_message: "some records are too old".to_owned(),
+        }),
+    }
+    .encode_to_vec()
+    .into()
+}
