@@ -161,6 +161,11 @@ fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
 /// Our gateway on `port`: accepts `token-out` (what the Collector sends), forwards to a
 /// Collector on `upstream` with `token-in` (what the Collector accepts).
 fn gateway(dir: &Path, port: u16, upstream: u16) -> RunningBinary {
+    gateway_to(dir, port, "otlp_http", upstream)
+}
+
+/// [`gateway`] whose exporter is `exporter:<exporter>` (`otlp_http` or `otlp_grpc`).
+fn gateway_to(dir: &Path, port: u16, exporter: &str, upstream: u16) -> RunningBinary {
     ours(
         dir,
         "gateway",
@@ -170,7 +175,7 @@ fn gateway(dir: &Path, port: u16, upstream: u16) -> RunningBinary {
           own: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
         nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
-          out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{upstream}' }}, capabilities: {{ bearer_token_provider: own }} }}
+          out: {{ type: exporter:{exporter}, config: {{ endpoint: 'http://127.0.0.1:{upstream}' }}, capabilities: {{ bearer_token_provider: own }} }}
         connections:
           - {{ from: in, to: out }}
 "
@@ -509,4 +514,36 @@ fn the_collectors_grpc_receiver_refuses_a_wrong_token_and_our_grpc_exporter_coun
         stderr.contains("otap-df: 60 records were lost"),
         "every record is counted lost: {stderr}"
     );
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_http_to_grpc_gateway_between_two_collectors_forwards_every_record() {
+    // otap-df sender → Collector A (OTLP/HTTP) → otap-df gateway, OTLP/HTTP in and OTLP/gRPC
+    // out → Collector B's gRPC receiver → otap-df receiver → file, tokens on every hop.
+    let dir = TempDir::new("interop-grpc-gateway");
+    let (a_port, gateway_port, b_port, b_grpc, our_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let out = dir.path("received.bin");
+    let receiver = receiver(dir.dir(), our_port, &out);
+    let _b = collector_with_grpc(dir.dir(), "collector-b", b_port, b_grpc, our_port);
+    let gateway = gateway_to(dir.dir(), gateway_port, "otlp_grpc", b_grpc);
+    let _a = collector(dir.dir(), "collector-a", a_port, gateway_port);
+    let sent = send(dir.dir(), a_port, "token-in", 20, "protobuf", "gzip");
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
+    for run in [gateway, receiver] {
+        let last = stop(run);
+        assert!(last.contains("out in=600 out=600"), "{last}");
+    }
 }

@@ -228,3 +228,40 @@ fn a_server_that_is_not_there_is_retried_until_the_budget_then_counted() {
     assert_eq!((out.counts.records_out, out.counts.records_failed), (0, 10));
     assert!(named(&out, "requests") >= 2, "retried: {:?}", out.named);
 }
+
+#[test]
+fn over_tls_the_exporter_delivers_to_a_server_it_trusts_and_not_to_one_it_does_not() {
+    let pki = otap_df_tests::tls::TestPki::generate().expect("a PKI");
+    let other = otap_df_tests::tls::TestPki::generate().expect("another PKI");
+    let upstream = GrpcUpstream::start_tls(vec![Reply::Ok], &pki.server_cert(), &pki.server_key());
+    let exporter = |ca: &std::path::Path| {
+        format!(
+            "endpoint: 'https://localhost:{}', tls: {{ ca_file: '{}' }}, \
+             retry: {{ initial_interval: 20ms, max_elapsed_time: 200ms }}",
+            upstream.port,
+            ca.display()
+        )
+    };
+    let trusted = run_to_end(&pipeline(
+        "logs",
+        "protobuf",
+        5,
+        &exporter(&pki.ca_cert()),
+        None,
+    ));
+    assert_eq!(node_totals(&trusted, "out").counts.records_out, 50);
+    assert_eq!(upstream.records(Signal::Logs), 50);
+    let untrusted = run_to_end(&pipeline(
+        "logs",
+        "protobuf",
+        1,
+        &exporter(&other.ca_cert()),
+        None,
+    ));
+    let refused = node_totals(&untrusted, "out");
+    assert_eq!(
+        (refused.counts.records_out, refused.counts.records_failed),
+        (0, 10)
+    );
+    assert_eq!(upstream.records(Signal::Logs), 50, "nothing reached it");
+}

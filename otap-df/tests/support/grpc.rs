@@ -50,6 +50,20 @@ pub struct GrpcUpstream {
 impl GrpcUpstream {
     /// Serves `script` (at least one reply).
     pub fn start(script: Vec<Reply>) -> Self {
+        Self::serve(script, None)
+    }
+
+    /// [`start`](Self::start) over TLS (ALPN `h2`) with this certificate and key.
+    pub fn start_tls(script: Vec<Reply>, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let mut config = otap_df_nodes::tls::server_config(cert, key).expect("a server config");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Self::serve(
+            script,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn serve(script: Vec<Reply>, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -68,10 +82,21 @@ impl GrpcUpstream {
                 let service = hyper::service::service_fn(move |request| {
                     answer(request, seen.clone(), script.clone())
                 });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let http = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                match tls.clone() {
+                    None => {
+                        tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
+                    }
+                    Some(tls) => {
+                        tokio::spawn(async move {
+                            // A client that does not trust the certificate fails the
+                            // handshake: nothing to serve.
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Self {
