@@ -21,6 +21,7 @@ pub use generator::{GENERATOR, GeneratorConfig};
 pub use noop::NOOP;
 pub use otap_df_core::data::Signal;
 pub use otlp_grpc::exporter::{OTLP_GRPC_EXPORTER, OtlpGrpcExporterConfig};
+pub use otlp_grpc::receiver::{OTLP_GRPC_RECEIVER, OtlpGrpcReceiverConfig};
 pub use otlp_http::exporter::{OTLP_HTTP_EXPORTER, OtlpHttpExporterConfig};
 pub use otlp_http::receiver::{OTLP_HTTP_RECEIVER, OtlpHttpReceiverConfig};
 pub use payload_file::read_payloads;
@@ -35,6 +36,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_node(&FILE);
     registry.register_node(&NOOP);
     registry.register_node(&OTLP_HTTP_RECEIVER);
+    registry.register_node(&OTLP_GRPC_RECEIVER);
     registry.register_node(&OTLP_HTTP_EXPORTER);
     registry.register_node(&OTLP_GRPC_EXPORTER);
 }

@@ -265,3 +265,259 @@ fn over_tls_the_exporter_delivers_to_a_server_it_trusts_and_not_to_one_it_does_n
     );
     assert_eq!(upstream.records(Signal::Logs), 50, "nothing reached it");
 }
+
+/// A gateway on `port`: `receiver:otlp_grpc` (accepting `token`, when given) → `exporter:file`
+/// writing `out`.
+fn grpc_gateway(port: u16, token: Option<&str>, out: &std::path::Path, extra: &str) -> String {
+    let (extensions, capabilities) = match token {
+        Some(token) => (
+            format!(
+                "        extensions:\n          callers: {{ type: extension:bearer_auth, config: {{ tokens: [{token}] }} }}\n"
+            ),
+            ", capabilities: { bearer_token_authorizer: callers }",
+        ),
+        None => (String::new(), ""),
+    };
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+{extensions}        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}'{extra} }}{capabilities} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        out.display()
+    )
+}
+
+/// The records of each signal in the payload file `out`: logs, metrics, traces.
+fn records_by_signal(out: &std::path::Path) -> [u64; 3] {
+    let payloads = otap_df_nodes::read_payloads(out).expect("a readable payload file");
+    [Signal::Logs, Signal::Metrics, Signal::Traces].map(|signal| {
+        payloads
+            .iter()
+            .filter(|p| p.signal() == signal)
+            .map(|p| p.records())
+            .sum()
+    })
+}
+
+#[test]
+fn a_grpc_sender_and_a_grpc_gateway_with_tokens_on_both_ends_deliver_every_record() {
+    let temp = TempDir::new("otlp-grpc-gateway");
+    for compression in ["gzip", "none"] {
+        let port = support::free_port();
+        let out = temp.path(&format!("{compression}.bin"));
+        let gateway =
+            support::Running::listening(&grpc_gateway(port, Some("t-in"), &out, ""), port);
+        for signal in ["logs", "metrics", "traces"] {
+            let exporter = format!(
+                "endpoint: 'http://127.0.0.1:{port}', compression: {compression}, \
+                 merge_max_bytes: 0, {RETRY}"
+            );
+            let telemetry = run_to_end(&pipeline(signal, "protobuf", 30, &exporter, Some("t-in")));
+            assert_eq!(
+                node_totals(&telemetry, "out").counts.records_out,
+                300,
+                "{signal}"
+            );
+        }
+        let accepted = gateway.node("in");
+        gateway.stop().expect("a clean stop");
+        assert_eq!(records_by_signal(&out), [300, 300, 300], "{compression}");
+        assert_eq!(accepted.counts.records_in, 900);
+        assert_eq!(named(&accepted, "requests"), 90);
+        assert_eq!(named(&accepted, "accepted"), 90);
+    }
+}
+
+#[test]
+fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
+    use http::Method;
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::call;
+
+    let temp = TempDir::new("otlp-grpc-refusals");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    let gateway = support::Running::listening(&grpc_gateway(port, Some("t-in"), &out, ""), port);
+    let logs = service_path(Signal::Logs);
+    let valid = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let grpc = ("content-type", "application/grpc");
+    let token = ("authorization", "Bearer t-in");
+    // What is sent (a name, the method, the path, the metadata, the body), and the status.
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        bytes::Bytes,
+        i32,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "unknown method",
+            Method::POST,
+            "/x.Y/Export",
+            vec![grpc, token],
+            valid.clone(),
+            code::UNIMPLEMENTED,
+        ),
+        (
+            "GET",
+            Method::GET,
+            logs,
+            vec![grpc, token],
+            valid.clone(),
+            code::UNIMPLEMENTED,
+        ),
+        (
+            "not gRPC",
+            Method::POST,
+            logs,
+            vec![("content-type", "application/json"), token],
+            valid.clone(),
+            code::INVALID_ARGUMENT,
+        ),
+        (
+            "no token",
+            Method::POST,
+            logs,
+            vec![grpc],
+            valid.clone(),
+            code::UNAUTHENTICATED,
+        ),
+        (
+            "wrong token",
+            Method::POST,
+            logs,
+            vec![grpc, ("authorization", "Bearer nope")],
+            valid.clone(),
+            code::UNAUTHENTICATED,
+        ),
+        (
+            "zstd",
+            Method::POST,
+            logs,
+            vec![grpc, token, ("grpc-encoding", "zstd")],
+            valid.clone(),
+            code::UNIMPLEMENTED,
+        ),
+        (
+            "short framing",
+            Method::POST,
+            logs,
+            vec![grpc, token],
+            bytes::Bytes::from_static(b"\0\0"),
+            code::INVALID_ARGUMENT,
+        ),
+        (
+            "not OTLP",
+            Method::POST,
+            logs,
+            vec![grpc, token],
+            frame(b"\xff\xff\xff", false),
+            code::INVALID_ARGUMENT,
+        ),
+        (
+            "compressed without encoding",
+            Method::POST,
+            logs,
+            vec![grpc, token],
+            frame(b"abc", true),
+            code::INVALID_ARGUMENT,
+        ),
+        (
+            "valid",
+            Method::POST,
+            logs,
+            vec![grpc, token],
+            valid.clone(),
+            code::OK,
+        ),
+    ];
+    for (what, method, path, headers, body, expected) in cases {
+        let answer = call(port, method, path, &headers, body);
+        assert_eq!(answer.http, http::StatusCode::OK, "{what}");
+        assert_eq!(answer.code, Some(expected), "{what}: {answer:?}");
+        assert!(
+            !answer.details,
+            "{what}: no RetryInfo for a refusal not worth retrying"
+        );
+    }
+    let totals = gateway.node("in");
+    gateway.stop().expect("a clean stop");
+    assert_eq!(
+        records_by_signal(&out),
+        [5, 0, 0],
+        "only the valid call's records"
+    );
+    assert_eq!(named(&totals, "requests"), 10);
+    assert_eq!(named(&totals, "accepted"), 1);
+}
+
+#[test]
+fn a_full_pipeline_answers_resource_exhausted_with_retry_info_without_reading_the_message() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::call;
+
+    let port = support::free_port();
+    // The sink holds a payload for a second and the queue one more: a call that finds both
+    // taken waits `admission_timeout`, then is refused.
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}', admission_timeout: 100ms, retry_after: 2s }} }}
+          slow: {{ type: exporter:recording_sink, config: {{ log: grpc-full, delay: 1s }} }}
+        connections:
+          - {{ from: in, to: slow }}
+"
+    );
+    let gateway = support::Running::listening_with(&yaml, port, 1);
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let headers = [("content-type", "application/grpc")];
+    let mut accepted = 0;
+    let refused = loop {
+        let answer = call(
+            port,
+            http::Method::POST,
+            service_path(Signal::Logs),
+            &headers,
+            message.clone(),
+        );
+        match answer.code {
+            Some(code::OK) => accepted += 1,
+            _ => break answer,
+        }
+        assert!(accepted < 5, "the pipeline never filled");
+    };
+    assert_eq!(refused.code, Some(code::RESOURCE_EXHAUSTED), "{refused:?}");
+    assert!(
+        refused.details,
+        "a RetryInfo says when to come back: {refused:?}"
+    );
+    assert!(accepted >= 1, "the first calls fit");
+    let totals = gateway.node("in");
+    assert_eq!(named(&totals, "accepted"), accepted);
+    assert_eq!(named(&totals, "refused.pipeline_full"), 1);
+    assert_eq!(
+        named(&totals, "bodies_read"),
+        accepted,
+        "the refused call's message was never read"
+    );
+    gateway.stop().expect("a clean stop");
+}

@@ -7,6 +7,7 @@
 //! bytes are framed as they are, and only a response (a few bytes) or a status is decoded.
 
 pub mod exporter;
+pub mod receiver;
 
 use std::time::Duration;
 
@@ -22,6 +23,44 @@ pub const fn service_path(signal: Signal) -> &'static str {
         Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    }
+}
+
+/// A unary call's body: its one message (if any), then its trailers (gRPC's status). What
+/// the receiver answers with.
+#[derive(Debug, Default)]
+pub struct UnaryBody {
+    message: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl UnaryBody {
+    /// A body of `message` (already framed) and `trailers`.
+    pub fn new(message: Option<Bytes>, trailers: Option<HeaderMap>) -> Self {
+        Self { message, trailers }
+    }
+}
+
+impl hyper::body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let frame = match self.message.take() {
+            Some(message) => Some(Ok(hyper::body::Frame::data(message))),
+            None => self
+                .trailers
+                .take()
+                .map(|trailers| Ok(hyper::body::Frame::trailers(trailers))),
+        };
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.message.is_none() && self.trailers.is_none()
     }
 }
 

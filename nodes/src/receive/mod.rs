@@ -8,12 +8,15 @@
 //!   closed: one that cannot decide refuses).
 //! - [`admission`]: room in the pipeline's queue, then in the core's budget of body bytes
 //!   being read, waited for up to `admission_timeout` — before any body is read.
+//! - [`listener`]: the socket, bound once for all cores and versions, and a reload's
+//!   hand-over of connections.
 //! - [`payload`]: an admitted body decompressed, validated and counted by walking its wire
 //!   format, and handed on into the room admission reserved.
 
 pub(crate) mod admission;
 pub(crate) mod authorization;
 pub(crate) mod counters;
+pub(crate) mod listener;
 pub(crate) mod payload;
 
 use std::sync::atomic::AtomicU64;

@@ -244,3 +244,66 @@ fn partial_success(rejected: i64) -> Bytes {
     .encode_to_vec()
     .into()
 }
+
+/// What one raw call got back.
+#[derive(Debug)]
+pub struct CallAnswer {
+    /// The HTTP status.
+    pub http: http::StatusCode,
+    /// `grpc-status`, from the trailers or (trailers-only) the headers.
+    pub code: Option<i32>,
+    /// `grpc-message`, as sent (percent-encoded).
+    pub message: String,
+    /// Whether a `grpc-status-details-bin` (a `RetryInfo`) came with it.
+    pub details: bool,
+}
+
+/// One raw unary call to `127.0.0.1:port` over h2c: `method` on `path` with `headers` and
+/// `body` as given.
+pub fn call(
+    port: u16,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> CallAnswer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connects");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("an HTTP/2 handshake");
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://127.0.0.1:{port}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(http_body_util::Full::new(body))
+            .expect("a request");
+        let response = sender.send_request(request).await.expect("an answer");
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.expect("the body");
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| parts.headers.get(name))
+                .map(|v| v.to_str().unwrap_or("").to_owned())
+        };
+        CallAnswer {
+            http: parts.status,
+            code: get("grpc-status").and_then(|c| c.parse().ok()),
+            message: get("grpc-message").unwrap_or_default(),
+            details: get("grpc-status-details-bin").is_some(),
+        }
+    })
+}

@@ -22,9 +22,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::handler::Handler;
-use super::listener::Takeover;
 use super::table::{Entry, Exchange, SharedTable};
 use crate::receive::counters::bump;
+use crate::receive::listener::Takeover;
 
 /// How long a connection accepted just before a drain may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
@@ -161,7 +161,7 @@ pub(super) struct Connections {
     /// Whether the receiver drains (every connection's [`Attention`] is raised when it
     /// starts).
     pub(super) draining: Cell<bool>,
-    pub(super) takeover: Takeover,
+    pub(super) takeover: Takeover<Handed>,
     pub(super) table: SharedTable,
 }
 

@@ -24,7 +24,6 @@
 mod config;
 mod connection;
 mod handler;
-mod listener;
 mod table;
 
 use std::rc::Rc;
@@ -46,10 +45,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
+use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
 pub use config::{OtlpHttpReceiverConfig, ServerTls};
 use connection::{Arrival, Connections, Handed, connection};
 use handler::Handler;
-use listener::{AcceptErrors, Listener, Takeover, listen};
 use table::{Entry, Exchange, SharedTable};
 
 /// `receiver:otlp_http`.
@@ -110,7 +109,7 @@ fn create(
 struct OtlpHttpReceiver {
     node: String,
     socket: socket2::Socket,
-    takeover: Takeover,
+    takeover: Takeover<Handed>,
     /// Connections that an older version hands over.
     handed: mpsc::UnboundedReceiver<Handed>,
     tls: Option<TlsAcceptor>,

@@ -1,6 +1,8 @@
-//! The receiver's socket: bound once for all cores and versions, listened on by each core;
-//! the hand-over of open connections from a version that a reload replaces to its successor;
-//! and the back-off of a failing `accept`.
+//! A receiver's socket: bound once for all cores and versions, listened on by each core;
+//! the hand-over of open connections (of type `H`) from a version that a reload replaces to
+//! its successor, for a protocol whose connections can be handed over between two requests
+//! (HTTP/1; an HTTP/2 receiver hands none, `H` = `Infallible`, and lets its clients reconnect
+//! after a `GOAWAY`); and the back-off of a failing `accept`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,33 +13,31 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use super::connection::Handed;
-
 /// What every version of one receiver node shares, on every core and across reloads (the
 /// node's cell, which a reload keeps while the address stays): the bound socket, and per core
 /// the newest version, which takes the open connections that an older version hands over
 /// when a reload replaces it.
-pub(super) struct Listener {
+pub(crate) struct Listener<H> {
     /// The bound socket; each core listens on a handle of its own. Let go when a version
     /// drains with no successor, so that the socket closes with the last handle: a client
     /// then learns at once that nothing listens, rather than waiting in the backlog.
     socket: Mutex<Option<socket2::Socket>>,
     /// Per core, the version that takes handed-over connections.
-    takers: Mutex<HashMap<usize, Taker>>,
+    takers: Mutex<HashMap<usize, Taker<H>>>,
 }
 
-struct Taker {
+struct Taker<H> {
     version: u64,
     tls: bool,
-    connections: mpsc::UnboundedSender<Handed>,
+    connections: mpsc::UnboundedSender<H>,
 }
 
 /// Versions of receivers, in the order they were built: a successor has a higher one.
 static VERSIONS: AtomicU64 = AtomicU64::new(0);
 
-impl Listener {
+impl<H> Listener<H> {
     /// Binds `address` (see [`bind`]).
-    pub(super) fn bind(address: SocketAddr) -> std::io::Result<Self> {
+    pub(crate) fn bind(address: SocketAddr) -> std::io::Result<Self> {
         Ok(Self {
             socket: Mutex::new(Some(bind(address)?)),
             takers: Mutex::new(HashMap::new()),
@@ -45,7 +45,7 @@ impl Listener {
     }
 
     /// A handle of the socket for one core to listen on.
-    pub(super) fn handle(&self) -> std::io::Result<socket2::Socket> {
+    pub(crate) fn handle(&self) -> std::io::Result<socket2::Socket> {
         match &*self.socket.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(socket) => socket.try_clone(),
             None => Err(std::io::Error::other(
@@ -57,11 +57,11 @@ impl Listener {
     /// Registers a new version on `core` as the one that takes handed-over connections from
     /// now on (`tls`: whether it serves TLS; connections go only to a version that serves
     /// the same); the connections come out of the returned queue.
-    pub(super) fn take_over(
+    pub(crate) fn take_over(
         self: &Arc<Self>,
         core: usize,
         tls: bool,
-    ) -> (Takeover, mpsc::UnboundedReceiver<Handed>) {
+    ) -> (Takeover<H>, mpsc::UnboundedReceiver<H>) {
         let version = VERSIONS.fetch_add(1, Ordering::Relaxed);
         let (connections, handed) = mpsc::unbounded_channel();
         self.takers
@@ -86,24 +86,24 @@ impl Listener {
 }
 
 /// One version's place among the versions of its core (see [`Listener::take_over`]).
-pub(super) struct Takeover {
-    listener: Arc<Listener>,
+pub(crate) struct Takeover<H> {
+    listener: Arc<Listener<H>>,
     core: usize,
     version: u64,
     tls: bool,
 }
 
-impl Takeover {
+impl<H> Takeover<H> {
     /// Whether a newer version serving the same protocol runs on this core: the one open
     /// connections go to when this version drains.
-    pub(super) fn has_successor(&self) -> bool {
+    pub(crate) fn has_successor(&self) -> bool {
         self.successor().is_some()
     }
 
     /// Hands `connection` to this core's newest version, when it is newer than this one and
     /// serves the same protocol; gives it back otherwise (or when that version stopped taking
     /// connections).
-    pub(super) fn hand_over(&self, connection: Handed) -> Result<(), Handed> {
+    pub(crate) fn hand_over(&self, connection: H) -> Result<(), H> {
         match self.successor() {
             Some(successor) => successor.send(connection).map_err(|back| back.0),
             None => Err(connection),
@@ -112,7 +112,7 @@ impl Takeover {
 
     /// Whether a newer version runs on this core, whatever protocol it serves: it accepts
     /// from the socket.
-    pub(super) fn succeeded(&self) -> bool {
+    pub(crate) fn succeeded(&self) -> bool {
         self.listener
             .takers
             .lock()
@@ -123,7 +123,7 @@ impl Takeover {
 
     /// Lets go of the node's socket when no version follows this one: it closes once every
     /// core's handle is gone.
-    pub(super) fn close_socket_unless_succeeded(&self) {
+    pub(crate) fn close_socket_unless_succeeded(&self) {
         if !self.succeeded() {
             self.listener
                 .socket
@@ -134,7 +134,7 @@ impl Takeover {
     }
 
     /// Where this core's newest version takes connections, when it succeeds this one.
-    fn successor(&self) -> Option<mpsc::UnboundedSender<Handed>> {
+    fn successor(&self) -> Option<mpsc::UnboundedSender<H>> {
         let takers = self
             .listener
             .takers
@@ -147,7 +147,7 @@ impl Takeover {
     }
 }
 
-impl Drop for Takeover {
+impl<H> Drop for Takeover<H> {
     fn drop(&mut self) {
         let mut takers = self
             .listener
@@ -181,7 +181,7 @@ fn bind(address: SocketAddr) -> std::io::Result<socket2::Socket> {
 }
 
 /// This core's handle of the listening socket, as the core's runtime accepts from it.
-pub(super) fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     TcpListener::from_std(socket.into())
 }
@@ -189,14 +189,14 @@ pub(super) fn listen(socket: socket2::Socket) -> std::io::Result<TcpListener> {
 /// Failed `accept`s in a row: how long to pause before the next, and a warning at most once a
 /// second with the number of failures since the last one.
 #[derive(Default)]
-pub(super) struct AcceptErrors {
+pub(crate) struct AcceptErrors {
     in_a_row: u32,
     unreported: u64,
     last_report: Option<std::time::Instant>,
 }
 
 impl AcceptErrors {
-    pub(super) fn failed(&mut self, node: &str, error: &std::io::Error) -> Duration {
+    pub(crate) fn failed(&mut self, node: &str, error: &std::io::Error) -> Duration {
         self.in_a_row = self.in_a_row.saturating_add(1);
         self.unreported += 1;
         let now = std::time::Instant::now();
@@ -218,7 +218,7 @@ impl AcceptErrors {
             .min(Duration::from_secs(1))
     }
 
-    pub(super) fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.in_a_row = 0;
     }
 }

@@ -1,0 +1,224 @@
+//! Answering one OTLP/gRPC call: what gRPC says of it (method path, content type, metadata,
+//! the message's framing and compression) and how a refusal is answered (a trailers-only
+//! response with `grpc-status`, `grpc-message` and, when the sender should come back, a
+//! `RetryInfo`); admission, authorization, decompression, validation, counting and the
+//! hand-off are the protocol-independent ones of `crate::receive`.
+
+use std::task::Poll;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use otap_df_core::data::{Encoding, Signal};
+
+use crate::otlp_grpc::{UnaryBody, code, frame, service_path, status_with_retry, unframe};
+use crate::receive::admission::Admission;
+use crate::receive::authorization::Authorization;
+use crate::receive::counters::{Counters, bump};
+use crate::receive::payload::{gunzip, take, too_large};
+use crate::receive::{Reason, Refusal};
+
+/// Answers one call.
+pub(super) struct Handler {
+    pub(super) admission: Admission,
+    pub(super) message_read_timeout: Duration,
+    pub(super) authorization: Option<Authorization>,
+    pub(super) max_message_size: usize,
+    pub(super) retry_after: Duration,
+    pub(super) counters: Counters,
+}
+
+/// The signals, by the path of their export method.
+const SIGNALS: [Signal; 3] = [Signal::Logs, Signal::Metrics, Signal::Traces];
+
+impl Handler {
+    pub(super) async fn handle(&self, request: Request<Incoming>) -> Response<UnaryBody> {
+        bump(&self.counters.requests);
+        match self.accept(request).await {
+            Ok(()) => {
+                bump(&self.counters.accepted);
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from(code::OK));
+                // An empty `Export*ServiceResponse`: no partial success.
+                response(HeaderMap::new(), Some(frame(&[], false)), Some(trailers))
+            }
+            Err(refusal) => self.refused(&refusal),
+        }
+    }
+
+    /// The trailers-only answer to a refused call, counted.
+    fn refused(&self, refusal: &Refusal) -> Response<UnaryBody> {
+        let reason = refusal.reason;
+        bump(reason.counter(&self.counters));
+        let code = match reason {
+            // gRPC's own mapping: an unknown method or a non-POST one is UNIMPLEMENTED, an
+            // unsupported compression too.
+            Reason::Unsupported if refusal.message.starts_with("grpc-encoding") => {
+                code::UNIMPLEMENTED
+            }
+            _ => reason.code(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(message) = HeaderValue::from_str(&percent_encode(&refusal.message)) {
+            headers.insert("grpc-message", message);
+        }
+        if reason.retry_later() {
+            let details = status_with_retry(code, &refusal.message, self.retry_after);
+            let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+            if let Ok(value) = HeaderValue::from_str(&encoded) {
+                headers.insert("grpc-status-details-bin", value);
+            }
+        }
+        response(headers, None, None)
+    }
+
+    /// Takes the call's message into the pipeline, or says why not: checked in the order of
+    /// what each check costs (method, content type, credential, compression), then admitted,
+    /// and only then its message read.
+    async fn accept(&self, request: Request<Incoming>) -> Result<(), Refusal> {
+        let (signal, gzip) = self.check_head(&request)?;
+        let permit = self.admission.admit(&self.counters).await?;
+        let framed_limit = self.max_message_size + 5;
+        let _reading = self
+            .admission
+            .reserve_body(framed_limit as u64, &self.counters)
+            .await?;
+        bump(&self.counters.read);
+        let body = self.read_message(request.into_body(), framed_limit).await?;
+        let (compressed, message) =
+            unframe(&body).map_err(|message| Refusal::new(Reason::BadRequest, message))?;
+        let message = match (compressed, gzip) {
+            (false, _) => body.slice_ref(message),
+            (true, true) => gunzip(message, self.max_message_size)?,
+            (true, false) => {
+                return Err(Refusal::new(
+                    Reason::BadRequest,
+                    "the message is marked compressed but the call has no grpc-encoding",
+                ));
+            }
+        };
+        take(signal, Encoding::Protobuf, message, permit, &self.counters)
+    }
+
+    /// What the call's head says: its signal and whether its message is gzip-compressed;
+    /// refused when any of it is not what OTLP/gRPC takes.
+    fn check_head(&self, request: &Request<Incoming>) -> Result<(Signal, bool), Refusal> {
+        let path = request.uri().path();
+        let Some(signal) = SIGNALS.into_iter().find(|&s| service_path(s) == path) else {
+            return Err(Refusal::new(
+                Reason::NotFound,
+                format!(
+                    "no OTLP export method at `{path}`; this server serves \
+                     opentelemetry.proto.collector.{{logs,metrics,trace}}.v1 Export"
+                ),
+            ));
+        };
+        if request.method() != Method::POST {
+            return Err(Refusal::new(
+                Reason::MethodNotAllowed,
+                format!("{} is not allowed; gRPC uses POST", request.method()),
+            ));
+        }
+        let headers = request.headers();
+        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let grpc = content_type.is_some_and(|t| {
+            t == "application/grpc"
+                || t.starts_with("application/grpc+proto")
+                || t.starts_with("application/grpc;")
+        });
+        if !grpc {
+            return Err(Refusal::new(
+                Reason::Unsupported,
+                format!(
+                    "content-type `{}` is not gRPC's; use application/grpc",
+                    content_type.unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(authorization) = &self.authorization {
+            authorization.check(headers.get_all(&authorization.header).iter())?;
+        }
+        let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+            None | Some(b"identity") => false,
+            Some(b"gzip") => true,
+            Some(other) => {
+                return Err(Refusal::new(
+                    Reason::Unsupported,
+                    format!(
+                        "grpc-encoding `{}` is not supported; use gzip or identity",
+                        String::from_utf8_lossy(other)
+                    ),
+                ));
+            }
+        };
+        Ok((signal, gzip))
+    }
+
+    /// The whole framed message, within `limit` bytes and `message_read_timeout`.
+    async fn read_message(&self, body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
+        let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
+        // A message of a few kilobytes is mostly in hand by the time it is first asked for:
+        // only one still on its way arms the read timer.
+        let read = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+            Poll::Ready(read) => Ok(read),
+            Poll::Pending => tokio::time::timeout(self.message_read_timeout, collect).await,
+        };
+        match read {
+            Ok(Ok(body)) => Ok(body.to_bytes()),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(too_large(self.max_message_size))
+            }
+            Err(_) => Err(Refusal::new(
+                Reason::BodyTimeout,
+                format!(
+                    "the message did not arrive within {:?}",
+                    self.message_read_timeout
+                ),
+            )),
+            Ok(Err(error)) => Err(Refusal::new(
+                Reason::BadRequest,
+                format!("the message could not be read: {error}"),
+            )),
+        }
+    }
+}
+
+/// A gRPC response: `headers` (besides the content type), then the message and trailers.
+fn response(
+    mut headers: HeaderMap,
+    message: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+) -> Response<UnaryBody> {
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    let mut response = Response::new(UnaryBody::new(message, trailers));
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `grpc-message`'s percent-encoding: bytes outside printable ASCII, and `%`, escaped.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode("full: 100% é\n"), "full: 100%25 %C3%A9%0A");
+    }
+}

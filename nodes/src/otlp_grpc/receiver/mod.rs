@@ -1,0 +1,289 @@
+//! `receiver:otlp_grpc`: the OTLP/gRPC server side.
+//!
+//! The three export methods (`opentelemetry.proto.collector.logs.v1.LogsService/Export`, and
+//! metrics' and traces') over HTTP/2: h2c (prior knowledge) without `tls`, TLS with ALPN `h2`
+//! with it. A call is answered `OK` only once its message is in the pipeline's queue; its
+//! protobuf bytes go on as they came, walked to be validated and counted, never decoded into
+//! generated types. With a `bearer_token_authorizer` bound, every call needs an accepted token
+//! in its metadata (`UNAUTHENTICATED` otherwise; an authorizer that cannot decide refuses:
+//! `UNAVAILABLE`).
+//!
+//! **Admission before work**, as `receiver:otlp_http`: method, content type, credential and
+//! compression are checked first; then the call takes room in the pipeline's queue, waiting up
+//! to `admission_timeout` while it is full, and only with that room held is its message read,
+//! decompressed and counted. A call that still finds no room is refused
+//! `RESOURCE_EXHAUSTED` with a `RetryInfo` of `retry_after` (and one arriving while the
+//! pipeline stops `UNAVAILABLE`, with one too), before its message is read: an OTLP client
+//! retries it after the delay. A stream is never held for ever.
+//!
+//! One instance per core, accepting from one socket bound once for all cores (as
+//! `receiver:otlp_http`: a second process on the address fails to start). Each connection
+//! carries up to `max_concurrent_streams` calls at once. When the receiver stops — the engine
+//! stops, or a reload replaces or removes its pipeline — each connection is sent a `GOAWAY`:
+//! the calls in flight finish and are answered, and a client reconnects for the next (to the
+//! new version, after a reload, which accepts from the same socket meanwhile).
+
+mod config;
+mod handler;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use otap_df_core::capability::{BearerTokenAuthorizer, CapabilityId};
+use otap_df_core::config::{ComponentConfig, ComponentKind};
+use otap_df_core::extension::Capabilities;
+use otap_df_core::node::{CapabilityRequirement, NodeFactory};
+use otap_df_core::node::{
+    ControlMessage, LocalReceiver, NodeContext, NodeError, NodeInstance, ReceiverContext,
+    ShutdownSignal,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::receive::admission::Admission;
+use crate::receive::authorization::Authorization;
+use crate::receive::counters::{Counters, bump};
+use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
+pub use config::{Keepalive, MAX_MESSAGE_SIZE, OtlpGrpcReceiverConfig, ServerTls};
+use handler::Handler;
+
+/// `receiver:otlp_grpc`.
+pub static OTLP_GRPC_RECEIVER: NodeFactory =
+    NodeFactory::new(ComponentKind::Receiver, "otlp_grpc", env!("CARGO_PKG_NAME"))
+        .description("OTLP/gRPC server (HTTP/2, h2c or TLS, gzip), optionally behind bearer tokens")
+        .accepts(&[CapabilityRequirement::optional(
+            CapabilityId::BearerTokenAuthorizer,
+        )])
+        .validate_config(|config| OtlpGrpcReceiverConfig::decode(config).map(drop))
+        .listens(|config| {
+            let decoded: OtlpGrpcReceiverConfig = config.decode().ok()?;
+            Some(vec![("listen", decoded.listen)])
+        })
+        .create(create);
+
+fn create(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let config = OtlpGrpcReceiverConfig::decode(config)?;
+    let authorizer = capabilities
+        .optional_local::<BearerTokenAuthorizer>()?
+        .map(|authorizer| Authorization::of(context, authorizer))
+        .transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::server_config(tls.cert_file.as_path(), tls.key_file.as_path()))
+        .transpose()
+        .map_err(|message| context.error(message))?
+        .map(|mut tls| {
+            tls.alpn_protocols = vec![b"h2".to_vec()];
+            TlsAcceptor::from(Arc::new(tls))
+        });
+    // Bound now, once for all cores and versions, so that an address in use fails the start,
+    // naming the node.
+    let listener = context
+        .shared
+        .get_or_try_init(|| Listener::<Infallible>::bind(config.listen))
+        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    let socket = listener
+        .handle()
+        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+    // HTTP/2 connections are not handed over: a version that stops sends `GOAWAY`, and its
+    // clients reconnect to its successor.
+    let (takeover, _) = listener.take_over(context.core, tls.is_some());
+    Ok(NodeInstance::Receiver(Box::new(OtlpGrpcReceiver {
+        node: context.node_id.clone(),
+        socket,
+        takeover,
+        tls,
+        config,
+        authorizer,
+        counters: Counters::new(&context.counters),
+        shutdown: context.shutdown.clone(),
+    })))
+}
+
+struct OtlpGrpcReceiver {
+    node: String,
+    socket: socket2::Socket,
+    takeover: Takeover<Infallible>,
+    tls: Option<TlsAcceptor>,
+    config: OtlpGrpcReceiverConfig,
+    authorizer: Option<Authorization>,
+    counters: Counters,
+    shutdown: ShutdownSignal,
+}
+
+/// Runs hyper's HTTP/2 tasks (a connection's streams) on the core's own task set: they hold
+/// the core's handler, which never leaves the core.
+#[derive(Clone, Copy)]
+struct LocalExecutor;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExecutor {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// What every connection of a core shares.
+struct Connections {
+    handler: Rc<Handler>,
+    http: http2::Builder<LocalExecutor>,
+    tls: Option<TlsAcceptor>,
+    /// Becomes true when the receiver stops: each connection sends `GOAWAY`.
+    draining: watch::Receiver<bool>,
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalReceiver for OtlpGrpcReceiver {
+    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+        let Self {
+            node,
+            socket,
+            takeover,
+            tls,
+            config,
+            authorizer,
+            counters,
+            shutdown,
+        } = *self;
+        let listener = listen(socket).map_err(|e| NodeError::Failed {
+            node: node.clone(),
+            message: format!("cannot listen on `{}`: {e}", config.listen),
+        })?;
+        tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/gRPC receiver listening");
+        let handler = Rc::new(Handler {
+            admission: Admission::new(
+                context.outputs,
+                shutdown.clone(),
+                config.admission_timeout,
+                config.max_message_bytes_in_flight,
+            ),
+            message_read_timeout: config.message_read_timeout,
+            authorization: authorizer,
+            max_message_size: config.max_message_size,
+            retry_after: config.retry_after,
+            counters,
+        });
+        let (drain, draining) = watch::channel(false);
+        let shared = Rc::new(Connections {
+            handler: handler.clone(),
+            http: http_builder(&config),
+            tls,
+            draining,
+        });
+        let mut connections = JoinSet::new();
+        let mut accept_errors = AcceptErrors::default();
+        let deadline = loop {
+            tokio::select! {
+                message = context.control.recv() => {
+                    if let ControlMessage::Shutdown { deadline } = message {
+                        break deadline;
+                    }
+                }
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(error) => {
+                            bump(&handler.counters.accept_errors);
+                            let pause = accept_errors.failed(&node, &error);
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                    };
+                    accept_errors.succeeded();
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= config.max_connections {
+                        // Closed at once: the client learns now, and the core's memory stays
+                        // bounded.
+                        bump(&handler.counters.connections_rejected);
+                        drop(stream);
+                        continue;
+                    }
+                    bump(&handler.counters.connections_accepted);
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn_local(serve(stream, shared.clone()));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        };
+        // No new connections here; a successor (after a reload) accepts from the socket, and
+        // without one the socket closes once every core let go of it. Each connection sends
+        // `GOAWAY` and answers the calls in flight, until shortly before the deadline.
+        drop(listener);
+        takeover.close_socket_unless_succeeded();
+        let _ = drain.send(true);
+        let until = shutdown
+            .requested()
+            .map_or(deadline, |request| request.stop_waiting_at.min(deadline));
+        let drained = tokio::time::timeout_at(until.into(), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.abort_all();
+            while connections.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP/2 server settings of `config`.
+fn http_builder(config: &OtlpGrpcReceiverConfig) -> http2::Builder<LocalExecutor> {
+    let mut http = http2::Builder::new(LocalExecutor);
+    http.timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // A frame carries at most a message's worth; the windows let a client send one
+        // message of `max_message_size` without waiting for window updates.
+        .max_send_buf_size(1 << 20)
+        .adaptive_window(true);
+    if let Some(keepalive) = config.keepalive {
+        http.keep_alive_interval(keepalive.interval)
+            .keep_alive_timeout(keepalive.timeout);
+    }
+    http
+}
+
+/// Serves one connection (after its TLS handshake, with `tls`).
+async fn serve(stream: tokio::net::TcpStream, shared: Rc<Connections>) {
+    match &shared.tls {
+        None => serve_io(stream, &shared).await,
+        Some(tls) => {
+            let handshake =
+                tokio::time::timeout(shared.handler.message_read_timeout, tls.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                serve_io(stream, &shared).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/2 on `io` until the client closes it, or until the receiver drains: then
+/// `GOAWAY`, and the calls in flight are answered.
+async fn serve_io<I>(io: I, shared: &Connections)
+where
+    I: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let handler = shared.handler.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let connection = shared.http.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut draining = shared.draining.clone();
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = draining.wait_for(|draining| *draining) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    let _ = connection.await;
+}
