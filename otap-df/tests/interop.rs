@@ -5,7 +5,9 @@
 //! receiver with `bearer_auth`: a three-hop chain with exact counts per signal, and a wrong
 //! token refused and counted. The same over OTLP/gRPC: our `exporter:otlp_grpc` into the
 //! Collector's gRPC receiver (gzip and none), and a wrong token refused (`UNAUTHENTICATED`)
-//! and counted lost.
+//! and counted lost; the Collector's gRPC exporter into our `receiver:otlp_grpc` (TLS, as
+//! gRPC sends its token only over TLS); HTTP→gRPC and gRPC→HTTP gateways of ours; the
+//! Collector honouring our `RESOURCE_EXHAUSTED` + `RetryInfo`.
 //!
 //! Ignored under a plain `cargo test` (they need the Collector build): `cargo xtask interop`
 //! (part of `cargo xtask test`) runs them.
@@ -50,6 +52,40 @@ fn collector(dir: &Path, name: &str, port: u16, upstream: u16) -> Collector {
 
 /// [`collector`], its gRPC receiver on `grpc`.
 fn collector_with_grpc(dir: &Path, name: &str, port: u16, grpc: u16, upstream: u16) -> Collector {
+    collector_exporting(dir, name, port, grpc, Upstream::Http(upstream))
+}
+
+/// Where the Collector exports, and over which protocol.
+enum Upstream {
+    /// Its `otlp_http` exporter, to our `receiver:otlp_http` on this port.
+    Http(u16),
+    /// Its `otlp` (gRPC) exporter, to our `receiver:otlp_grpc` on this port, serving TLS
+    /// with a certificate of this CA (gRPC sends per-call credentials such as
+    /// `bearertokenauth`'s only over TLS).
+    Grpc(u16, PathBuf),
+}
+
+/// [`collector_with_grpc`], exporting to `upstream`.
+fn collector_exporting(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    grpc: u16,
+    upstream: Upstream,
+) -> Collector {
+    let (exporter, exporter_config) = match upstream {
+        Upstream::Http(upstream) => (
+            "otlp_http",
+            format!("    endpoint: http://127.0.0.1:{upstream}\n"),
+        ),
+        Upstream::Grpc(upstream, ca) => (
+            "otlp",
+            format!(
+                "    endpoint: localhost:{upstream}\n    tls: {{ ca_file: '{}' }}\n",
+                ca.display()
+            ),
+        ),
+    };
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
@@ -71,9 +107,8 @@ receivers:
         auth:
           authenticator: bearertokenauth/in
 exporters:
-  otlp_http:
-    endpoint: http://127.0.0.1:{upstream}
-    auth:
+  {exporter}:
+{exporter_config}    auth:
       authenticator: bearertokenauth/out
 service:
   extensions: [bearertokenauth/in, bearertokenauth/out]
@@ -81,9 +116,9 @@ service:
     logs: {{ level: warn }}
     metrics: {{ level: none }}
   pipelines:
-    logs: {{ receivers: [otlp], exporters: [otlp_http] }}
-    traces: {{ receivers: [otlp], exporters: [otlp_http] }}
-    metrics: {{ receivers: [otlp], exporters: [otlp_http] }}
+    logs: {{ receivers: [otlp], exporters: [{exporter}] }}
+    traces: {{ receivers: [otlp], exporters: [{exporter}] }}
+    metrics: {{ receivers: [otlp], exporters: [{exporter}] }}
 "
         ),
     )
@@ -127,7 +162,7 @@ fn ours(dir: &Path, name: &str, pipeline: &str) -> RunningBinary {
     )
     .unwrap();
     let mut run = RunningBinary::start(&config);
-    run.wait_for(name, |line| line.contains("OTLP/HTTP receiver listening"));
+    run.wait_for(name, |line| line.contains("receiver listening"));
     run
 }
 
@@ -141,6 +176,12 @@ fn stop(run: RunningBinary) -> String {
 
 /// Our receiver on `port` accepting `token-out`, writing what it accepts to `out`.
 fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
+    receiver_of("otlp_http", dir, port, out, "")
+}
+
+/// [`receiver`] of type `receiver:<kind>` (`otlp_http` or `otlp_grpc`), `extra` entries in
+/// its config.
+fn receiver_of(kind: &str, dir: &Path, port: u16, out: &Path, extra: &str) -> RunningBinary {
     ours(
         dir,
         "receiver",
@@ -148,7 +189,7 @@ fn receiver(dir: &Path, port: u16, out: &Path) -> RunningBinary {
             "        extensions:
           callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
         nodes:
-          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          in: {{ type: receiver:{kind}, config: {{ listen: '127.0.0.1:{port}'{extra} }}, capabilities: {{ bearer_token_authorizer: callers }} }}
           out: {{ type: exporter:file, config: {{ path: '{}' }} }}
         connections:
           - {{ from: in, to: out }}
@@ -546,4 +587,189 @@ fn our_http_to_grpc_gateway_between_two_collectors_forwards_every_record() {
         let last = stop(run);
         assert!(last.contains("out in=600 out=600"), "{last}");
     }
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiver() {
+    // otap-df sender (OTLP/HTTP) → Collector → its `otlp` gRPC exporter with
+    // `bearertokenauth` → our `receiver:otlp_grpc` with `bearer_auth` → file.
+    let dir = TempDir::new("interop-grpc-receiver");
+    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
+    let out = dir.path("received.bin");
+    let pki = otap_df_tests::tls::TestPki::generate().unwrap();
+    let ours = receiver_of("otlp_grpc", dir.dir(), our_port, &out, &tls_of(&pki));
+    let _collector = collector_exporting(
+        dir.dir(),
+        "otelcol",
+        http_port,
+        grpc_port,
+        Upstream::Grpc(our_port, pki.ca_cert()),
+    );
+    let sent = send(dir.dir(), http_port, "token-in", 25, "json", "gzip");
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
+    let last = stop(ours);
+    assert!(last.contains("out in=750 out=750"), "{last}");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_to_http_gateway_in_front_of_the_collector_forwards_every_record() {
+    // otap-df sender (OTLP/gRPC) → otap-df gateway, OTLP/gRPC in and OTLP/HTTP out →
+    // Collector → otap-df receiver → file, tokens on every hop.
+    let dir = TempDir::new("interop-grpc-to-http");
+    let (gateway_port, http_port, grpc_port, our_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let out = dir.path("received.bin");
+    let receiver = receiver(dir.dir(), our_port, &out);
+    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let gateway = ours(
+        dir.dir(),
+        "gateway",
+        &format!(
+            "        extensions:
+          callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
+          own: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{gateway_port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{http_port}' }}, capabilities: {{ bearer_token_provider: own }} }}
+        connections:
+          - {{ from: in, to: out }}
+"
+        ),
+    );
+    let sent = send_with(
+        "otlp_grpc",
+        dir.dir(),
+        gateway_port,
+        "token-out",
+        20,
+        "protobuf",
+        "gzip",
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
+    for run in [gateway, receiver] {
+        let last = stop(run);
+        assert!(last.contains("out in=600 out=600"), "{last}");
+    }
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_is_lost() {
+    // Collector (its `otlp` gRPC exporter) → our gRPC gateway, whose upstream is down at
+    // first: its queue fills, and with `admission_timeout: 0s` it answers
+    // `RESOURCE_EXHAUSTED` + `RetryInfo` (1s) at once. The Collector waits and retries; once
+    // the upstream comes up, every record arrives, exactly once.
+    let dir = TempDir::new("interop-grpc-retry-info");
+    let (http_port, grpc_port, gateway_port, upstream_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let pki = otap_df_tests::tls::TestPki::generate().unwrap();
+    let tls = tls_of(&pki);
+    let mut gateway = ours(
+        dir.dir(),
+        "busy-gateway",
+        &format!(
+            "        extensions:
+          callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s{tls} }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out:
+            type: exporter:otlp_http
+            config: {{ endpoint: 'http://127.0.0.1:{upstream_port}', max_in_flight: 1, merge_max_bytes: 0, retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1m }} }}
+        connections:
+          - {{ from: in, to: out }}
+"
+        ),
+    );
+    let _collector = collector_exporting(
+        dir.dir(),
+        "otelcol",
+        http_port,
+        grpc_port,
+        Upstream::Grpc(gateway_port, pki.ca_cert()),
+    );
+    // 400 logs batches of 10 over OTLP/gRPC to the Collector: more than the gateway's queue
+    // holds while nothing drains it, fewer than the Collector's own queue (1000).
+    let sent = send_logs_grpc(dir.dir(), grpc_port, 400);
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    gateway.wait_for("the gateway refusing with RetryInfo", |line| {
+        counter(line, "in", "refused.pipeline_full").is_some_and(|n| n > 0)
+    });
+    let out = dir.path("received.bin");
+    let upstream = ours(
+        dir.dir(),
+        "upstream",
+        &format!(
+            "        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{upstream_port}' }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+            out.display()
+        ),
+    );
+    assert_eq!(records_by_signal(&out, 4000), [4000, 0, 0]);
+    let last = stop(gateway);
+    let refused = counter(&last, "in", "refused.pipeline_full").expect("refusals");
+    assert!(refused > 0, "{last}");
+    assert!(last.contains("out in=4000 out=4000"), "{last}");
+    stop(upstream);
+}
+
+/// Our sender: `count` batches of 10 logs over OTLP/gRPC, one payload a call, to the
+/// Collector's gRPC receiver on `port` with `token-in`; runs to its end.
+fn send_logs_grpc(dir: &Path, port: u16, count: u64) -> Output {
+    let config = dir.join("grpc-sender.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          token: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
+        nodes:
+          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: {count} }} }}
+          out: {{ type: exporter:otlp_grpc, config: {{ endpoint: 'http://127.0.0.1:{port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
+        connections:
+          - {{ from: logs, to: out }}
+"
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_otap-df"))
+        .args(["run", "--quiet"])
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
+/// A receiver's `tls:` entry serving `pki`'s server certificate (for `localhost`).
+fn tls_of(pki: &otap_df_tests::tls::TestPki) -> String {
+    format!(
+        ", tls: {{ cert_file: '{}', key_file: '{}' }}",
+        pki.server_cert().display(),
+        pki.server_key().display()
+    )
 }

@@ -521,3 +521,30 @@ groups:
     );
     gateway.stop().expect("a clean stop");
 }
+
+#[test]
+fn over_tls_a_grpc_sender_reaches_a_grpc_gateway_it_trusts() {
+    let temp = TempDir::new("otlp-grpc-tls");
+    let pki = otap_df_tests::tls::TestPki::generate().expect("a PKI");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    let tls = format!(
+        ", tls: {{ cert_file: '{}', key_file: '{}' }}",
+        pki.server_cert().display(),
+        pki.server_key().display()
+    );
+    let gateway = support::Running::listening(&grpc_gateway(port, None, &out, &tls), port);
+    let exporter = format!(
+        "endpoint: 'https://localhost:{port}', tls: {{ ca_file: '{}' }}, {RETRY}",
+        pki.ca_cert().display()
+    );
+    let telemetry = run_to_end(&pipeline("traces", "protobuf", 7, &exporter, None));
+    assert_eq!(node_totals(&telemetry, "out").counts.records_out, 70);
+    // A client speaking h2c to the TLS port gets nothing through.
+    let plain =
+        format!("endpoint: 'http://127.0.0.1:{port}', timeout: 1s, retry: {{ enabled: false }}");
+    let refused = run_to_end(&pipeline("traces", "protobuf", 1, &plain, None));
+    assert_eq!(node_totals(&refused, "out").counts.records_failed, 10);
+    gateway.stop().expect("a clean stop");
+    assert_eq!(records_by_signal(&out), [0, 0, 70]);
+}
