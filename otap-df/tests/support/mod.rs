@@ -73,6 +73,10 @@ impl Running {
             // Readiness poll, bounded by the deadline.
             std::thread::sleep(Duration::from_millis(5));
         }
+        // The socket accepts from the pipeline's build on; its counters exist once it runs.
+        if !running.started.wait_running(Duration::from_secs(10)) {
+            panic!("the pipeline did not start: {:?}", running.started.join());
+        }
         running
     }
 

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::runtime::{
-    Engine, EngineError, NodeTotals, ReloadHandle, RunOptions, ShutdownHandle, Telemetry,
+    Engine, EngineError, NodeTotals, ReloadHandle, RunOptions, RunPhase, ShutdownHandle,
+    Telemetry,
 };
 
 /// Resolves `yaml` (named `test.yaml` in errors) against `registry`; `${env:…}` reads nothing.
@@ -82,6 +83,26 @@ impl Started {
     pub fn stop(self) -> Result<(), EngineError> {
         self.shutdown.request();
         self.join()
+    }
+
+    /// Waits, up to `bound`, until the run has started: every node built and counted in its
+    /// telemetry (a receiver's socket accepts connections earlier, from the pipeline's build
+    /// on). Whether it runs: false when it failed to start, ended, or is still starting at
+    /// the bound.
+    pub fn wait_running(&self, bound: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            match self.telemetry.phase() {
+                RunPhase::Starting => {}
+                RunPhase::Running => return true,
+                _ => return false,
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            // Readiness poll, bounded by the deadline.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Whether the run has ended (a test waiting for readiness stops waiting then).
