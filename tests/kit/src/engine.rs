@@ -15,8 +15,7 @@ use std::sync::Arc;
 use otap_df_core::registry::Registry;
 use otap_df_core::resolve::{ResolvedConfig, load_with_env};
 use otap_df_core::runtime::{
-    Engine, EngineError, NodeTotals, ReloadHandle, RunOptions, RunPhase, ShutdownHandle,
-    Telemetry,
+    Engine, EngineError, NodeTotals, ReloadHandle, RunOptions, RunPhase, ShutdownHandle, Telemetry,
 };
 
 /// Resolves `yaml` (named `test.yaml` in errors) against `registry`; `${env:…}` reads nothing.
