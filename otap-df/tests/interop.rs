@@ -7,7 +7,8 @@
 //! Collector's gRPC receiver (gzip and none), and a wrong token refused (`UNAUTHENTICATED`)
 //! and counted lost; the Collector's gRPC exporter into our `receiver:otlp_grpc` (TLS, as
 //! gRPC sends its token only over TLS); HTTP→gRPC and gRPC→HTTP gateways of ours; the
-//! Collector honouring our `RESOURCE_EXHAUSTED` + `RetryInfo`.
+//! Collector honouring our `RESOURCE_EXHAUSTED` + `RetryInfo`; and the OpenTelemetry Python
+//! SDK's own OTLP/gRPC exporter into our receiver (`interop/python-sdk`).
 //!
 //! Ignored under a plain `cargo test` (they need the Collector build): `cargo xtask interop`
 //! (part of `cargo xtask test`) runs them.
@@ -772,4 +773,58 @@ fn tls_of(pki: &otap_df_tests::tls::TestPki) -> String {
         pki.server_cert().display(),
         pki.server_key().display()
     )
+}
+
+/// The Python interpreter with the OpenTelemetry SDK that `cargo xtask interop` installed.
+fn python_sdk() -> PathBuf {
+    PathBuf::from(std::env::var_os("OTAP_DF_PYTHON_SDK").expect(
+        "OTAP_DF_PYTHON_SDK names a Python with the OpenTelemetry SDK: run these tests with \
+         `cargo xtask interop`",
+    ))
+}
+
+/// `spans` spans sent by the Python SDK's own OTLP/gRPC exporter to `127.0.0.1:port` with
+/// `token`, `compression` `gzip` or `none`; how the script ended.
+fn python_spans(port: u16, token: &str, spans: u64, compression: &str) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/python-sdk/send_spans.py");
+    Command::new(python_sdk())
+        .arg(script)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(token)
+        .arg(spans.to_string())
+        .arg(compression)
+        .output()
+        .expect("the Python SDK runs")
+}
+
+#[test]
+#[ignore = "needs the Python SDK: run by `cargo xtask interop`"]
+fn the_python_sdks_grpc_exporter_delivers_every_span_to_our_grpc_receiver() {
+    let dir = TempDir::new("interop-python-sdk");
+    let port = free_port();
+    let out = dir.path("received.bin");
+    let ours = receiver_of("otlp_grpc", dir.dir(), port, &out, "");
+    for (compression, spans) in [("gzip", 500), ("none", 300)] {
+        let sent = python_spans(port, "token-out", spans, compression);
+        assert_eq!(
+            sent.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+    assert_eq!(records_by_signal(&out, 800), [0, 800, 0]);
+    // A wrong token: refused (`UNAUTHENTICATED`, which the SDK does not retry), nothing taken.
+    let refused = python_spans(port, "wrong-token", 50, "gzip");
+    assert_eq!(
+        refused.status.code(),
+        Some(0),
+        "the SDK flushed and logged the refusal"
+    );
+    let last = stop(ours);
+    assert!(last.contains("out in=800 out=800"), "{last}");
+    // The SDK batches on a timer: the 50 spans went in one call or a few, each refused.
+    let refusals = counter(&last, "in", "refused.auth_invalid").expect("refusals");
+    assert!((1..=50).contains(&refusals), "{last}");
+    assert_eq!(records_by_signal(&out, 800), [0, 800, 0]);
 }

@@ -5,7 +5,8 @@
 //!   with warnings denied, every facade feature checked alone (cargo-hack, installed when
 //!   missing), the dependency footprints, the publishing checks of `package`, and `interop`.
 //! - `interop`: the OpenTelemetry Collector of `interop/otelcol` built with Go into
-//!   `target/otelcol/`, and the interop tests against it.
+//!   `target/otelcol/`, the OpenTelemetry Python SDK of `interop/python-sdk` installed into
+//!   `target/python-sdk/` (pip), and the interop tests against them.
 //! - `package`: the publishing checks alone (also part of `test`): every library crate
 //!   packaged and built from its package, and the out-of-tree path (a generated extension and
 //!   a distribution binary) built and tested against those packages.
@@ -143,6 +144,7 @@ fn test() -> Result<(), String> {
 fn interop() -> Result<(), String> {
     let root = workspace_root()?;
     let collector = build_collector(&root)?;
+    let python = python_sdk(&root)?;
     cargo_with_env(
         &[
             "test",
@@ -153,8 +155,58 @@ fn interop() -> Result<(), String> {
             "--",
             "--ignored",
         ],
-        &[("OTAP_DF_OTELCOL", &collector.display().to_string())],
+        &[
+            ("OTAP_DF_OTELCOL", &collector.display().to_string()),
+            ("OTAP_DF_PYTHON_SDK", &python.display().to_string()),
+        ],
     )
+}
+
+/// A Python environment in `target/python-sdk/` with the OpenTelemetry SDK and its OTLP/gRPC
+/// exporter (`interop/python-sdk/requirements.txt`, from PyPI), made again only when the
+/// requirements changed; its interpreter.
+fn python_sdk(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let requirements = root
+        .join("interop")
+        .join("python-sdk")
+        .join("requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .map_err(|e| format!("cannot read {}: {e}", requirements.display()))?;
+    let venv = root.join("target").join("python-sdk");
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("requirements.stamp");
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        eprintln!("==> the Python SDK is installed ({})", venv.display());
+        return Ok(python);
+    }
+    let run = |program: &std::path::Path, args: &[&str]| -> Result<(), String> {
+        eprintln!("==> {} {}", program.display(), args.join(" "));
+        let status = Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {} failed ({status})",
+                program.display(),
+                args.join(" ")
+            ))
+        }
+    };
+    let venv_text = venv.display().to_string();
+    run(
+        std::path::Path::new("python3"),
+        &["-m", "venv", "--clear", &venv_text],
+    )?;
+    let requirements_text = requirements.display().to_string();
+    run(
+        &python,
+        &["-m", "pip", "install", "--quiet", "-r", &requirements_text],
+    )?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    Ok(python)
 }
 
 /// Builds `interop/otelcol` unless the binary in `target/otelcol/` was built from the same
