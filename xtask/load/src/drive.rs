@@ -235,3 +235,141 @@ async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), (
         Ok(_) => Ok(()),
     }
 }
+
+/// Calls over one HTTP/2 connection: one connection per [`STREAMS_PER_CONNECTION`] calls.
+pub const STREAMS_PER_CONNECTION: usize = 16;
+
+/// Runs `calls` closed-loop OTLP/gRPC callers against `address` for `warmup + measure`, over
+/// `calls / 16` HTTP/2 connections (at least one), each sending `message` (framed) to `path`
+/// with `headers`; counts the answers that arrive inside the measured window: `OK` accepted,
+/// `RESOURCE_EXHAUSTED` and `UNAVAILABLE` refused (with a `RetryInfo`: "with Retry-After").
+pub async fn drive_grpc(
+    address: SocketAddr,
+    path: &str,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    message: bytes::Bytes,
+    calls: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Outcome {
+    let begin = Instant::now() + warmup;
+    let end = begin + measure;
+    let connections = calls.div_ceil(STREAMS_PER_CONNECTION).max(1);
+    let mut callers = tokio::task::JoinSet::new();
+    let mut total = Outcome {
+        window: measure,
+        ..Outcome::default()
+    };
+    let Ok(uri) = format!("http://{address}{path}").parse::<http::Uri>() else {
+        total.errors += 1;
+        return total;
+    };
+    for connection in 0..connections {
+        let Ok(stream) = TcpStream::connect(address).await else {
+            total.errors += 1;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handshake =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .adaptive_window(true)
+                .handshake(hyper_util::rt::TokioIo::new(stream))
+                .await;
+        let Ok((sender, driver)) = handshake else {
+            total.errors += 1;
+            continue;
+        };
+        tokio::spawn(driver);
+        // The calls spread over the connections as evenly as they go.
+        let here = calls / connections + usize::from(connection < calls % connections);
+        for _ in 0..here {
+            let call = GrpcCall {
+                sender: sender.clone(),
+                uri: uri.clone(),
+                headers: headers.clone(),
+                message: message.clone(),
+            };
+            callers.spawn(call.run(begin, end));
+        }
+    }
+    while let Some(outcome) = callers.join_next().await {
+        if let Ok(outcome) = outcome {
+            total.merge(outcome);
+        }
+    }
+    total
+}
+
+/// One closed-loop caller on an HTTP/2 connection.
+struct GrpcCall {
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    uri: http::Uri,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    message: bytes::Bytes,
+}
+
+impl GrpcCall {
+    async fn run(mut self, begin: Instant, end: Instant) -> Outcome {
+        use http_body_util::BodyExt;
+        let mut outcome = Outcome::default();
+        let deadline = tokio::time::Instant::from_std(end);
+        while Instant::now() < end {
+            let mut request = http::Request::post(self.uri.clone())
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header("te", "trailers");
+            for (name, value) in &self.headers {
+                request = request.header(name, value);
+            }
+            let Ok(request) = request.body(http_body_util::Full::new(self.message.clone())) else {
+                break;
+            };
+            let sent = Instant::now();
+            let call = async {
+                let response = self.sender.send_request(request).await.map_err(drop)?;
+                let (parts, body) = response.into_parts();
+                let collected = body.collect().await.map_err(drop)?;
+                let trailers = collected.trailers().cloned().unwrap_or_default();
+                let get = |name: &str| {
+                    trailers
+                        .get(name)
+                        .or_else(|| parts.headers.get(name))
+                        .cloned()
+                };
+                let code = get("grpc-status")
+                    .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<i32>().ok()));
+                Ok::<_, ()>((code, get("grpc-status-details-bin").is_some()))
+            };
+            let answered_call = tokio::time::timeout_at(deadline, call).await;
+            let answered = Instant::now();
+            let counted = answered >= begin && answered <= end;
+            match answered_call {
+                Err(_) => break,
+                Ok(Err(())) => {
+                    if counted {
+                        outcome.errors += 1;
+                    }
+                    // The connection broke: this caller stops (the others report theirs).
+                    break;
+                }
+                Ok(Ok((code, retry_info))) => {
+                    if !counted {
+                        continue;
+                    }
+                    match code {
+                        Some(0) => {
+                            outcome.accepted += 1;
+                            let micros = (answered - sent).as_micros().min(u128::from(u32::MAX));
+                            outcome.latencies_us.push(micros as u32);
+                        }
+                        Some(8 | 14) => {
+                            outcome.refused += 1;
+                            outcome.refused_with_retry_after += u64::from(retry_info);
+                        }
+                        _ => outcome.errors += 1,
+                    }
+                }
+            }
+        }
+        outcome
+    }
+}

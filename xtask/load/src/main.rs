@@ -6,7 +6,9 @@
 //!   without bearer tokens on both sides of the gateway) and a slow one —
 //!   drives it at each connection count and prints accepted and refused requests per second,
 //!   latency, CPU and peak memory as a Markdown table.
-//! - `serve`: the minimal server alone (also the gateway's upstream).
+//!   The `grpc-*` targets do the same over OTLP/gRPC (calls over HTTP/2 connections, 16 to a
+//!   connection), against a gRPC ceiling, with the Collector's gRPC gateway beside them.
+//! - `serve`: the minimal server alone (also the gateway's upstream); `--grpc` for OTLP/gRPC.
 //! - `drive`: one load level against any OTLP/HTTP server.
 
 mod drive;
@@ -48,7 +50,9 @@ enum Command {
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
         /// gateway+auth, gateway-slow-upstream, otelcol-gateway+auth,
-        /// otelcol-gateway-blocking+auth.
+        /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-receiver,
+        /// grpc-receiver+auth, grpc-gateway, grpc-gateway+auth, otelcol-grpc-gateway (their
+        /// connection count is the number of concurrent calls, 16 to an HTTP/2 connection).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// The OpenTelemetry Collector binary (`cargo xtask interop` builds it into
@@ -87,14 +91,19 @@ enum Command {
         /// Milliseconds to wait before each answer.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Serve OTLP/gRPC (HTTP/2, every call answered `OK`) instead of OTLP/HTTP.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        grpc: bool,
     },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Serve { listen, delay_ms } => {
-            serve::serve(listen, Duration::from_millis(delay_ms))
-        }
+        Command::Serve {
+            listen,
+            delay_ms,
+            grpc,
+        } => serve::serve(listen, Duration::from_millis(delay_ms), grpc),
         Command::Sweep {
             engine,
             connections,

@@ -54,7 +54,18 @@ pub const TARGETS: &[&str] = &[
     "gateway-slow-upstream",
     "otelcol-gateway+auth",
     "otelcol-gateway-blocking+auth",
+    "grpc-ceiling",
+    "grpc-receiver",
+    "grpc-receiver+auth",
+    "grpc-gateway",
+    "grpc-gateway+auth",
+    "otelcol-grpc-gateway",
 ];
+
+/// Whether `target` speaks OTLP/gRPC (its load is calls over HTTP/2 connections).
+fn grpc(target: &str) -> bool {
+    target.starts_with("grpc-") || target.starts_with("otelcol-grpc")
+}
 
 /// One measured level of one target.
 #[derive(Debug, Clone)]
@@ -233,20 +244,25 @@ fn engine_config(target: &str, port: u16, upstream: u16) -> String {
     } else {
         (String::new(), String::new())
     };
-    let exporter = if target.starts_with("gateway") {
+    let (receiver, exporter_type) = if grpc(target) {
+        ("otlp_grpc", "otlp_grpc")
+    } else {
+        ("otlp_http", "otlp_http")
+    };
+    let exporter = if target.starts_with("gateway") || target.starts_with("grpc-gateway") {
         let provider = if auth {
             "            capabilities: { bearer_token_provider: own }\n"
         } else {
             ""
         };
         format!(
-            "          out:\n            type: exporter:otlp_http\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n{provider}"
+            "          out:\n            type: exporter:{exporter_type}\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n{provider}"
         )
     } else {
         "          out:\n            type: exporter:noop\n".to_owned()
     };
     format!(
-        "version: otap_df/v1\nengine:\n  cores: 1\ngroups:\n  load:\n    pipelines:\n      main:\n{extensions}        nodes:\n          ingest:\n            type: receiver:otlp_http\n            config: {{ listen: '127.0.0.1:{port}' }}\n{binding}{exporter}        connections:\n          - {{ from: ingest, to: out }}\n"
+        "version: otap_df/v1\nengine:\n  cores: 1\ngroups:\n  load:\n    pipelines:\n      main:\n{extensions}        nodes:\n          ingest:\n            type: receiver:{receiver}\n            config: {{ listen: '127.0.0.1:{port}' }}\n{binding}{exporter}        connections:\n          - {{ from: ingest, to: out }}\n"
     )
 }
 
@@ -291,6 +307,32 @@ service:
 ",
         caller = caller_token(CALLER_TOKENS - 1),
         own = "y".repeat(48),
+    )
+}
+
+/// The Collector's configuration for `otelcol-grpc-gateway`, the same job as our
+/// `grpc-gateway`: OTLP/gRPC in on `port`, OTLP/gRPC out to `upstream`, uncompressed, with its
+/// exporter's defaults otherwise (a sending queue drained by 10 consumers, retries on). No
+/// tokens: gRPC sends per-call credentials only over TLS.
+fn otelcol_grpc_config(port: u16, upstream: u16) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{upstream}
+    compression: none
+    tls: {{ insecure: true }}
+service:
+  telemetry:
+    logs: {{ level: warn }}
+    metrics: {{ level: none }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [otlp] }}
+"
     )
 }
 
@@ -362,7 +404,15 @@ fn run_level(
     // The gateway's upstream, on the client's CPUs so that the engine has its own.
     let mut upstream = None;
     let upstream_port = free_port()?;
-    if target.starts_with("gateway") || target.starts_with("otelcol-gateway") {
+    let gateway = [
+        "gateway",
+        "otelcol-gateway",
+        "grpc-gateway",
+        "otelcol-grpc-gateway",
+    ]
+    .iter()
+    .any(|prefix| target.starts_with(prefix));
+    if gateway {
         let delay = if target == "gateway-slow-upstream" {
             options.slow_delay
         } else {
@@ -379,6 +429,7 @@ fn run_level(
                 format!("127.0.0.1:{upstream_port}"),
                 "--delay-ms".to_owned(),
                 delay.as_millis().to_string(),
+                format!("--grpc={}", grpc(target)),
             ],
             &log,
         )?;
@@ -386,25 +437,28 @@ fn run_level(
         upstream = Some(process);
     }
     let log = dir.join(format!("{}-{connections}.log", target.replace('+', "-")));
-    let mut server = if target == "ceiling" {
+    let mut server = if target == "ceiling" || target == "grpc-ceiling" {
         Process::spawn(
-            "ceiling",
+            target,
             server_cpus,
             own,
             &[
                 "serve".to_owned(),
                 "--listen".to_owned(),
                 format!("127.0.0.1:{port}"),
+                format!("--grpc={}", grpc(target)),
             ],
             &log,
         )?
     } else if let (true, Some(otelcol)) = (target.starts_with("otelcol"), &options.otelcol) {
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
-        std::fs::write(
-            &config,
-            otelcol_config(port, upstream_port, target.contains("blocking")),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let text = if grpc(target) {
+            otelcol_grpc_config(port, upstream_port)
+        } else {
+            otelcol_config(port, upstream_port, target.contains("blocking"))
+        };
+        std::fs::write(&config, text)
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         Process::spawn_with_env(
             target,
             server_cpus,
@@ -453,13 +507,34 @@ fn run_level(
         };
         (share(before.0, after.0), share(before.1, after.1))
     });
-    let outcome = client.block_on(drive::drive(
-        address,
-        Arc::clone(&request),
-        connections,
-        warmup,
-        measure,
-    ));
+    let outcome = if grpc(target) {
+        let mut metadata = Vec::new();
+        if target.ends_with("+auth") {
+            metadata.push((
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&authorization).map_err(|e| e.to_string())?,
+            ));
+        }
+        let path = otap_df_nodes::otlp_grpc::service_path(Signal::Logs);
+        let message = otap_df_nodes::otlp_grpc::frame(body, false);
+        client.block_on(drive::drive_grpc(
+            address,
+            path,
+            metadata,
+            message,
+            connections,
+            warmup,
+            measure,
+        ))
+    } else {
+        client.block_on(drive::drive(
+            address,
+            Arc::clone(&request),
+            connections,
+            warmup,
+            measure,
+        ))
+    };
     let (server_cpu, client_cpu) = sampler.join().unwrap_or((f64::NAN, f64::NAN));
     let server_peak_rss_kib = peak_rss_kib(server.pid());
     drop(server);
@@ -524,16 +599,22 @@ pub fn row(level: &Level, ceiling: Option<f64>) -> String {
 
 /// The whole table, each row against the ceiling at the same connection count.
 pub fn table(levels: &[Level]) -> String {
-    let ceiling = |connections: usize| {
+    // Each protocol's targets against its own ceiling.
+    let ceiling = |target: &str, connections: usize| {
+        let ceiling = if grpc(target) {
+            "grpc-ceiling"
+        } else {
+            "ceiling"
+        };
         levels
             .iter()
-            .find(|l| l.target == "ceiling" && l.connections == connections)
+            .find(|l| l.target == ceiling && l.connections == connections)
             .map(|l| l.outcome.accepted_per_second())
     };
     let mut text = String::from(HEADER);
     for level in levels {
         text.push('\n');
-        text.push_str(&row(level, ceiling(level.connections)));
+        text.push_str(&row(level, ceiling(&level.target, level.connections)));
     }
     text
 }
