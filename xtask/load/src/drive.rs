@@ -373,3 +373,70 @@ impl GrpcCall {
         outcome
     }
 }
+
+/// What `otap-df-load drive` is told.
+pub struct Once {
+    pub address: SocketAddr,
+    pub grpc: bool,
+    pub connections: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub records: usize,
+    pub token: Option<String>,
+}
+
+/// One level against a running server, on a runtime of one thread; prints the outcome.
+pub fn once(options: Once) -> Result<(), String> {
+    use otap_df_core::data::Signal;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let payload = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", 1);
+    let authorization = options
+        .token
+        .as_ref()
+        .map(|token| format!("Bearer {token}"));
+    let outcome = if options.grpc {
+        let mut headers = Vec::new();
+        if let Some(value) = &authorization {
+            headers.push((
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(value).map_err(|e| e.to_string())?,
+            ));
+        }
+        runtime.block_on(drive_grpc(
+            options.address,
+            otap_df_nodes::otlp_grpc::service_path(Signal::Logs),
+            headers,
+            otap_df_nodes::otlp_grpc::frame(payload.bytes(), false),
+            options.connections,
+            options.warmup,
+            options.measure,
+        ))
+    } else {
+        let mut headers = vec![("Content-Type", "application/x-protobuf")];
+        if let Some(value) = &authorization {
+            headers.push(("Authorization", value.as_str()));
+        }
+        let request = request(options.address, "/v1/logs", &headers, payload.bytes());
+        runtime.block_on(drive(
+            options.address,
+            request,
+            options.connections,
+            options.warmup,
+            options.measure,
+        ))
+    };
+    println!(
+        "accepted={} refused={} errors={} accepted/s={:.0} p50={:?} p99={:?}",
+        outcome.accepted,
+        outcome.refused,
+        outcome.errors,
+        outcome.accepted_per_second(),
+        outcome.latency(0.5),
+        outcome.latency(0.99),
+    );
+    Ok(())
+}

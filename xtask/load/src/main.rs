@@ -9,7 +9,7 @@
 //!   The `grpc-*` targets do the same over OTLP/gRPC (calls over HTTP/2 connections, 16 to a
 //!   connection), against a gRPC ceiling, with the Collector's gRPC gateway beside them.
 //! - `serve`: the minimal server alone (also the gateway's upstream); `--grpc` for OTLP/gRPC.
-//! - `drive`: one load level against any OTLP/HTTP server.
+//! - `drive`: one load level against a running OTLP/HTTP or (`--grpc`) OTLP/gRPC server.
 
 mod drive;
 mod serve;
@@ -95,6 +95,30 @@ enum Command {
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         grpc: bool,
     },
+    /// One load level against a running OTLP server: prints what the clients saw.
+    Drive {
+        /// The server's address.
+        #[arg(long)]
+        address: SocketAddr,
+        /// Speak OTLP/gRPC (calls over HTTP/2, 16 to a connection) instead of OTLP/HTTP.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        grpc: bool,
+        /// Connections (OTLP/HTTP) or concurrent calls (OTLP/gRPC).
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Unmeasured seconds at the start.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Records per request.
+        #[arg(long, default_value_t = 100)]
+        records: usize,
+        /// A bearer token to send.
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +128,23 @@ fn main() -> ExitCode {
             delay_ms,
             grpc,
         } => serve::serve(listen, Duration::from_millis(delay_ms), grpc),
+        Command::Drive {
+            address,
+            grpc,
+            connections,
+            warmup,
+            seconds,
+            records,
+            token,
+        } => drive::once(drive::Once {
+            address,
+            grpc,
+            connections,
+            warmup: Duration::from_secs_f64(warmup),
+            measure: Duration::from_secs_f64(seconds),
+            records,
+            token,
+        }),
         Command::Sweep {
             engine,
             connections,
