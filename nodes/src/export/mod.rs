@@ -25,8 +25,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 use otap_df_core::data::OtlpPayload;
-use otap_df_core::node::{LocalExporter, NodeContext, NodeError};
+use otap_df_core::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use tokio::task::JoinSet;
 
 use delivery::Delivery;
@@ -164,6 +166,57 @@ impl<T: Transport + 'static> LocalExporter for Exporting<T> {
 
 /// The dead-letter file of node `context` (of its core, when the node runs on several), opened
 /// for appending; `None` when none is configured.
+/// How an exporter delivers, whatever its protocol: its options besides the upstream.
+pub(crate) struct DeliveryOptions<'a> {
+    pub(crate) retry: RetryConfig,
+    pub(crate) merge_max_bytes: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) dead_letter_file: Option<&'a Path>,
+}
+
+/// The exporter the engine drives, sending each payload with `transport`: up to
+/// `max_in_flight` requests, merging while all are taken, retries and dead letters.
+pub(crate) fn instance<T: Transport + 'static>(
+    context: &NodeContext,
+    transport: T,
+    options: DeliveryOptions<'_>,
+) -> Result<NodeInstance, NodeError> {
+    let dead_letter = dead_letter_file(context, options.dead_letter_file)?;
+    let delivery = Delivery::new(
+        context,
+        transport,
+        options.retry,
+        options.merge_max_bytes,
+        dead_letter,
+    );
+    let exporter = Exporting::new(delivery, options.max_in_flight);
+    Ok(NodeInstance::Exporter(Box::new(exporter)))
+}
+
+/// The connector of an exporter's client: `https://` with TLS trusting `ca_file` (the
+/// system's trust store without one) and plain `http://`, no Nagle delay, `timeout` to
+/// connect; ALPN `h2` for an HTTP/2 client, `http/1.1` otherwise.
+pub(crate) fn connector(
+    context: &NodeContext,
+    ca_file: Option<&Path>,
+    timeout: Duration,
+    http2: bool,
+) -> Result<HttpsConnector<HttpConnector>, NodeError> {
+    let tls = crate::tls::client_config(ca_file).map_err(|message| context.error(message))?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    Ok(if http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    })
+}
+
 pub(crate) fn dead_letter_file(
     context: &NodeContext,
     path: Option<&Path>,

@@ -8,8 +8,45 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, HeaderValue};
-use otap_df_core::capability::local;
+use otap_df_core::capability::{BearerTokenProvider, local};
+use otap_df_core::extension::Capabilities;
+use otap_df_core::node::{NodeContext, NodeError};
 use otap_df_core::secret::BearerToken;
+
+use super::Attempt;
+
+/// The token header of the exporter's bound `bearer_token_provider`, if one is bound; its
+/// header name checked once here rather than per request.
+pub(crate) fn bound(
+    context: &NodeContext,
+    capabilities: &mut Capabilities,
+) -> Result<Option<TokenHeader>, NodeError> {
+    capabilities
+        .optional_local::<BearerTokenProvider>()?
+        .map(|provider| TokenHeader::new(provider, context.counters.named("token_refreshed")))
+        .transpose()
+        .map_err(|message| context.error(message))
+}
+
+/// The token header one attempt carries (`fresh`: the freshest token): none without a
+/// provider; when the provider has no usable token now, the attempt ends retryable (its
+/// source may be down, and give one later).
+pub(crate) async fn for_attempt(
+    token: Option<&TokenHeader>,
+    fresh: bool,
+) -> Result<Option<(HeaderName, HeaderValue)>, Attempt> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    token
+        .header(fresh)
+        .await
+        .map(Some)
+        .map_err(|reason| Attempt::Retry {
+            reason: format!("no usable token: {reason}"),
+            retry_after: None,
+        })
+}
 
 /// A token as it was last sent.
 struct RenderedToken {

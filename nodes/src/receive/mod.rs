@@ -19,9 +19,68 @@ pub(crate) mod counters;
 pub(crate) mod listener;
 pub(crate) mod payload;
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use otap_df_core::capability::BearerTokenAuthorizer;
+use otap_df_core::extension::Capabilities;
+use otap_df_core::node::{NodeContext, NodeError};
+use tokio_rustls::TlsAcceptor;
+
+use authorization::Authorization;
 use counters::Counters;
+use listener::Listener;
+
+/// What every OTLP receiver builds when it is created, whatever its protocol.
+pub(crate) struct Setup<H> {
+    /// The bound `bearer_token_authorizer`, if any.
+    pub(crate) authorization: Option<Authorization>,
+    /// TLS, when configured.
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// The node's socket and versions, shared by every core and version.
+    pub(crate) listener: Arc<Listener<H>>,
+    /// This core's handle of the socket.
+    pub(crate) socket: socket2::Socket,
+}
+
+/// The receiver's [`Setup`]: its authorizer; TLS with `cert_file` and `key_file` (`tls`),
+/// offering `alpn`; and `listen` bound now, once for all cores and versions, so that an
+/// address in use fails the start, naming the node (a version built by a reload finds the
+/// socket bound by the one it replaces).
+pub(crate) fn setup<H: Send + 'static>(
+    context: &NodeContext,
+    capabilities: &mut Capabilities,
+    listen: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+    alpn: &[u8],
+) -> Result<Setup<H>, NodeError> {
+    let authorization = capabilities
+        .optional_local::<BearerTokenAuthorizer>()?
+        .map(|authorizer| Authorization::of(context, authorizer))
+        .transpose()?;
+    let tls = tls
+        .map(|(cert_file, key_file)| crate::tls::server_config(cert_file, key_file))
+        .transpose()
+        .map_err(|message| context.error(message))?
+        .map(|mut config| {
+            config.alpn_protocols = vec![alpn.to_vec()];
+            TlsAcceptor::from(Arc::new(config))
+        });
+    let cannot = |e: std::io::Error| context.error(format!("cannot listen on `{listen}`: {e}"));
+    let listener = context
+        .shared
+        .get_or_try_init(|| Listener::<H>::bind(listen))
+        .map_err(cannot)?;
+    let socket = listener.handle().map_err(cannot)?;
+    Ok(Setup {
+        authorization,
+        tls,
+        listener,
+        socket,
+    })
+}
 
 /// Why a request was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

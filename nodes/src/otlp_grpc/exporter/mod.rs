@@ -25,21 +25,18 @@ mod config;
 mod transport;
 
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use otap_df_core::capability::{BearerTokenProvider, CapabilityId};
+use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{
     CapabilityRequirement, NodeContext, NodeError, NodeFactory, NodeInstance,
 };
 
-use crate::export::delivery::Delivery;
 use crate::export::options::header_values;
-use crate::export::token::TokenHeader;
-use crate::export::{Exporting, dead_letter_file};
+use crate::export::{self, DeliveryOptions, token};
 pub use config::OtlpGrpcExporterConfig;
-use transport::{GrpcClient, GrpcTransport, methods};
+use transport::{GrpcTransport, methods};
 
 /// `exporter:otlp_grpc`.
 pub static OTLP_GRPC_EXPORTER: NodeFactory =
@@ -59,54 +56,27 @@ fn create(
 ) -> Result<NodeInstance, NodeError> {
     let decoded = OtlpGrpcExporterConfig::decode(config)?;
     let methods = methods(&decoded.endpoint(config)?).map_err(|message| context.error(message))?;
-    let counters = &context.counters;
-    let token = capabilities
-        .optional_local::<BearerTokenProvider>()?
-        .map(|provider| TokenHeader::new(provider, counters.named("token_refreshed")))
-        .transpose()
-        .map_err(|message| context.error(message))?;
+    let ca_file = decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref());
+    let connector = export::connector(context, ca_file, decoded.timeout, true)?;
     let transport = GrpcTransport {
-        client: client(context, &decoded)?,
+        // h2c with prior knowledge for `http://`; windows that grow with the link.
+        client: Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .http2_adaptive_window(true)
+            .build(connector),
         methods,
         headers: header_values(&decoded.headers),
         compression: decoded.compression,
         timeout: decoded.timeout,
-        token,
-        requests: counters.named("requests"),
-        rejected: counters.named("records_rejected"),
+        token: token::bound(context, capabilities)?,
+        requests: context.counters.named("requests"),
+        rejected: context.counters.named("records_rejected"),
     };
-    let dead_letter = dead_letter_file(context, decoded.dead_letter_file.as_deref())?;
-    let delivery = Delivery::new(
-        context,
-        transport,
-        decoded.retry,
-        decoded.merge_max_bytes,
-        dead_letter,
-    );
-    let exporter = Exporting::new(delivery, decoded.max_in_flight);
-    Ok(NodeInstance::Exporter(Box::new(exporter)))
-}
-
-/// The HTTP/2 client: TLS as configured (ALPN `h2`), h2c with prior knowledge for
-/// `http://`, `timeout` to connect, windows that grow with the link.
-fn client(
-    context: &NodeContext,
-    decoded: &OtlpGrpcExporterConfig,
-) -> Result<GrpcClient, NodeError> {
-    let tls =
-        crate::tls::client_config(decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()))
-            .map_err(|message| context.error(message))?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(decoded.timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .http2_adaptive_window(true)
-        .build(connector))
+    let options = DeliveryOptions {
+        retry: decoded.retry,
+        merge_max_bytes: decoded.merge_max_bytes,
+        max_in_flight: decoded.max_in_flight,
+        dead_letter_file: decoded.dead_letter_file.as_deref(),
+    };
+    export::instance(context, transport, options)
 }

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 
-use crate::export::token::TokenHeader;
+use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_grpc::{GrpcStatus, code, frame, service_path, unframe};
 use crate::otlp_http::exporter::Compression;
@@ -77,18 +77,9 @@ impl Transport for GrpcTransport {
     }
 
     async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
-        let auth = match &self.token {
-            None => None,
-            Some(token) => match token.header(fresh).await {
-                Ok(header) => Some(header),
-                // The provider may get a token later (its source is down): retryable.
-                Err(reason) => {
-                    return Attempt::Retry {
-                        reason: format!("no usable token: {reason}"),
-                        retry_after: None,
-                    };
-                }
-            },
+        let auth = match token::for_attempt(self.token.as_ref(), fresh).await {
+            Ok(auth) => auth,
+            Err(attempt) => return attempt,
         };
         let method = match data.signal() {
             Signal::Logs => &self.methods[0],

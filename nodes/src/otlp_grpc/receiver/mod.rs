@@ -29,11 +29,10 @@ mod handler;
 use std::convert::Infallible;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use otap_df_core::capability::{BearerTokenAuthorizer, CapabilityId};
+use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
@@ -49,7 +48,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
+use crate::receive::listener::{AcceptErrors, Takeover, listen};
+use crate::receive::{self, Setup};
 pub use config::{Keepalive, MAX_MESSAGE_SIZE, OtlpGrpcReceiverConfig, ServerTls};
 use handler::Handler;
 
@@ -73,29 +73,16 @@ fn create(
     capabilities: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
     let config = OtlpGrpcReceiverConfig::decode(config)?;
-    let authorizer = capabilities
-        .optional_local::<BearerTokenAuthorizer>()?
-        .map(|authorizer| Authorization::of(context, authorizer))
-        .transpose()?;
     let tls = config
         .tls
         .as_ref()
-        .map(|tls| crate::tls::server_config(tls.cert_file.as_path(), tls.key_file.as_path()))
-        .transpose()
-        .map_err(|message| context.error(message))?
-        .map(|mut tls| {
-            tls.alpn_protocols = vec![b"h2".to_vec()];
-            TlsAcceptor::from(Arc::new(tls))
-        });
-    // Bound now, once for all cores and versions, so that an address in use fails the start,
-    // naming the node.
-    let listener = context
-        .shared
-        .get_or_try_init(|| Listener::<Infallible>::bind(config.listen))
-        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
-    let socket = listener
-        .handle()
-        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+        .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
+    let Setup {
+        authorization: authorizer,
+        tls,
+        listener,
+        socket,
+    } = receive::setup::<Infallible>(context, capabilities, config.listen, tls, b"h2")?;
     // HTTP/2 connections are not handed over: a version that stops sends `GOAWAY`, and its
     // clients reconnect to its successor.
     let (takeover, _) = listener.take_over(context.core, tls.is_some());

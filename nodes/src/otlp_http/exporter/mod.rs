@@ -33,9 +33,8 @@ mod config;
 mod transport;
 
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use otap_df_core::capability::{BearerTokenProvider, CapabilityId};
+use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{
@@ -43,12 +42,10 @@ use otap_df_core::node::{
 };
 
 pub use crate::export::RetryConfig;
-use crate::export::delivery::Delivery;
 use crate::export::options::header_values;
-use crate::export::token::TokenHeader;
-use crate::export::{Exporting, dead_letter_file};
+use crate::export::{self, DeliveryOptions, token};
 pub use config::{ClientTls, Compression, MAX_IN_FLIGHT_LIMIT, OtlpHttpExporterConfig};
-use transport::{HttpClient, HttpTransport};
+use transport::HttpTransport;
 
 /// `exporter:otlp_http`.
 pub static OTLP_HTTP_EXPORTER: NodeFactory =
@@ -67,52 +64,22 @@ fn create(
     capabilities: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
     let decoded = OtlpHttpExporterConfig::decode(config)?;
-    let endpoints = decoded.endpoints(config)?;
-    let counters = &context.counters;
-    // The provider's header name, checked once here rather than per request.
-    let token = capabilities
-        .optional_local::<BearerTokenProvider>()?
-        .map(|provider| TokenHeader::new(provider, counters.named("token_refreshed")))
-        .transpose()
-        .map_err(|message| context.error(message))?;
-    let headers = header_values(&decoded.headers);
+    let ca_file = decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref());
+    let connector = export::connector(context, ca_file, decoded.timeout, false)?;
     let transport = HttpTransport {
-        client: client(context, &decoded)?,
-        endpoints,
-        headers,
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        endpoints: decoded.endpoints(config)?,
+        headers: header_values(&decoded.headers),
         compression: decoded.compression,
         timeout: decoded.timeout,
-        token,
-        requests: counters.named("requests"),
+        token: token::bound(context, capabilities)?,
+        requests: context.counters.named("requests"),
     };
-    let dead_letter = dead_letter_file(context, decoded.dead_letter_file.as_deref())?;
-    let delivery = Delivery::new(
-        context,
-        transport,
-        decoded.retry,
-        decoded.merge_max_bytes,
-        dead_letter,
-    );
-    let exporter = Exporting::new(delivery, decoded.max_in_flight);
-    Ok(NodeInstance::Exporter(Box::new(exporter)))
-}
-
-/// The HTTP/1 client: TLS as configured, keep-alive connections, `timeout` to connect.
-fn client(
-    context: &NodeContext,
-    decoded: &OtlpHttpExporterConfig,
-) -> Result<HttpClient, NodeError> {
-    let tls =
-        crate::tls::client_config(decoded.tls.as_ref().and_then(|tls| tls.ca_file.as_deref()))
-            .map_err(|message| context.error(message))?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(decoded.timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    let options = DeliveryOptions {
+        retry: decoded.retry,
+        merge_max_bytes: decoded.merge_max_bytes,
+        max_in_flight: decoded.max_in_flight,
+        dead_letter_file: decoded.dead_letter_file.as_deref(),
+    };
+    export::instance(context, transport, options)
 }

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use otap_df_core::data::OtlpPayload;
 
 use super::config::{Compression, Endpoints};
-use crate::export::token::TokenHeader;
+use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_http::{media_type, status_message};
 
@@ -51,18 +51,9 @@ impl Transport for HttpTransport {
     }
 
     async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
-        let auth = match &self.token {
-            None => None,
-            Some(token) => match token.header(fresh).await {
-                Ok(header) => Some(header),
-                // The provider may get a token later (its source is down): retryable.
-                Err(reason) => {
-                    return Attempt::Retry {
-                        reason: format!("no usable token: {reason}"),
-                        retry_after: None,
-                    };
-                }
-            },
+        let auth = match token::for_attempt(self.token.as_ref(), fresh).await {
+            Ok(auth) => auth,
+            Err(attempt) => return attempt,
         };
         let mut request = Request::post(self.endpoints.of(data.signal()).clone())
             .header(CONTENT_TYPE, media_type(data.encoding()));

@@ -27,10 +27,9 @@ mod handler;
 mod table;
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use http::HeaderValue;
-use otap_df_core::capability::{BearerTokenAuthorizer, CapabilityId};
+use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
@@ -45,7 +44,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
+use crate::receive::listener::{AcceptErrors, Takeover, listen};
+use crate::receive::{self, Setup};
 pub use config::{OtlpHttpReceiverConfig, ServerTls};
 use connection::{Arrival, Connections, Handed, connection};
 use handler::Handler;
@@ -71,27 +71,18 @@ fn create(
     capabilities: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
     let config = OtlpHttpReceiverConfig::decode(config)?;
-    let authorizer = capabilities
-        .optional_local::<BearerTokenAuthorizer>()?
-        .map(|authorizer| Authorization::of(context, authorizer))
-        .transpose()?;
     let tls = config
         .tls
         .as_ref()
-        .map(|tls| crate::tls::server_config(tls.cert_file.as_path(), tls.key_file.as_path()))
-        .transpose()
-        .map_err(|message| context.error(message))?
-        .map(|config| TlsAcceptor::from(Arc::new(config)));
-    // Bound now, once for all cores, so that an address in use fails the start, naming the
-    // node; each core accepts on its own handle of the one socket. A version built by a
-    // reload finds the socket bound by the one it replaces, and takes its connections over.
-    let listener = context
-        .shared
-        .get_or_try_init(|| Listener::bind(config.listen))
-        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
-    let socket = listener
-        .handle()
-        .map_err(|e| context.error(format!("cannot listen on `{}`: {e}", config.listen)))?;
+        .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
+    // Each core accepts on its own handle of the one socket; a version built by a reload
+    // takes the open connections of the one it replaces over.
+    let Setup {
+        authorization: authorizer,
+        tls,
+        listener,
+        socket,
+    } = receive::setup::<Handed>(context, capabilities, config.listen, tls, b"http/1.1")?;
     let (takeover, handed) = listener.take_over(context.core, tls.is_some());
     Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
         node: context.node_id.clone(),
