@@ -200,13 +200,9 @@ fn receiver_of(kind: &str, dir: &Path, port: u16, out: &Path, extra: &str) -> Ru
     )
 }
 
-/// Our gateway on `port`: accepts `token-out` (what the Collector sends), forwards to a
-/// Collector on `upstream` with `token-in` (what the Collector accepts).
-fn gateway(dir: &Path, port: u16, upstream: u16) -> RunningBinary {
-    gateway_to(dir, port, "otlp_http", upstream)
-}
-
-/// [`gateway`] whose exporter is `exporter:<exporter>` (`otlp_http` or `otlp_grpc`).
+/// Our gateway on `port` (OTLP/HTTP): accepts `token-out` (what the Collector sends),
+/// forwards through `exporter:<exporter>` (`otlp_http` or `otlp_grpc`) to a Collector on
+/// `upstream` with `token-in` (what the Collector accepts).
 fn gateway_to(dir: &Path, port: u16, exporter: &str, upstream: u16) -> RunningBinary {
     ours(
         dir,
@@ -313,283 +309,6 @@ fn records_by_signal(out: &Path, expected: u64) -> [u64; 3] {
     }
 }
 
-fn chain(traces_encoding: &str, compression: &str) {
-    let dir = TempDir::new("interop-chain");
-    let (collector_port, our_port) = (free_port(), free_port());
-    let out = dir.path("received.bin");
-    let ours = receiver(dir.dir(), our_port, &out);
-    let _collector = collector(dir.dir(), "otelcol", collector_port, our_port);
-    let sent = send(
-        dir.dir(),
-        collector_port,
-        "token-in",
-        25,
-        traces_encoding,
-        compression,
-    );
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    // Through the Collector and back: every record of every signal, exactly.
-    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
-    let last = stop(ours);
-    assert!(last.contains("out in=750 out=750"), "{last}");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn a_chain_through_the_collector_delivers_every_signal_exactly_protobuf_and_json_gzipped() {
-    chain("json", "gzip");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn a_chain_through_the_collector_delivers_every_signal_exactly_uncompressed() {
-    chain("protobuf", "none");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn the_collector_refuses_a_wrong_token_and_our_exporter_counts_the_records_lost() {
-    let dir = TempDir::new("interop-wrong-token");
-    let (collector_port, our_port) = (free_port(), free_port());
-    let _collector = collector(dir.dir(), "otelcol", collector_port, our_port);
-    let sent = send(
-        dir.dir(),
-        collector_port,
-        "wrong-token",
-        2,
-        "protobuf",
-        "gzip",
-    );
-    let stderr = String::from_utf8_lossy(&sent.stderr);
-    assert_eq!(sent.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("reason=\"401 Unauthorized"),
-        "the Collector's refusal is logged: {stderr}"
-    );
-    assert!(
-        stderr.contains("otap-df: 60 records were lost"),
-        "every record is counted lost: {stderr}"
-    );
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn our_gateway_between_two_collectors_forwards_every_record() {
-    // otap-df sender → Collector A → otap-df gateway → Collector B → otap-df receiver → file,
-    // with bearer tokens checked on every hop.
-    let dir = TempDir::new("interop-gateway");
-    let (a_port, gateway_port, b_port, our_port) =
-        (free_port(), free_port(), free_port(), free_port());
-    let out = dir.path("received.bin");
-    let receiver = receiver(dir.dir(), our_port, &out);
-    let _b = collector(dir.dir(), "collector-b", b_port, our_port);
-    let gateway = gateway(dir.dir(), gateway_port, b_port);
-    let _a = collector(dir.dir(), "collector-a", a_port, gateway_port);
-    let sent = send(dir.dir(), a_port, "token-in", 20, "protobuf", "gzip");
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
-    for run in [gateway, receiver] {
-        let last = stop(run);
-        assert!(last.contains("out in=600 out=600"), "{last}");
-    }
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn the_collector_honours_our_retry_after_and_nothing_is_lost() {
-    // Collector → our gateway, whose upstream is down at first: its queue fills, and with
-    // `admission_timeout: 0s` it answers 429 + `Retry-After: 1` at once. The Collector waits
-    // and retries; once the upstream comes up, every record arrives, exactly once.
-    let dir = TempDir::new("interop-retry-after");
-    let (collector_port, gateway_port, upstream_port) = (free_port(), free_port(), free_port());
-    let mut gateway = ours(
-        dir.dir(),
-        "busy-gateway",
-        &format!(
-            "        extensions:
-          callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
-        nodes:
-          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s }}, capabilities: {{ bearer_token_authorizer: callers }} }}
-          out:
-            type: exporter:otlp_http
-            config: {{ endpoint: 'http://127.0.0.1:{upstream_port}', max_in_flight: 1, merge_max_bytes: 0, retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1m }} }}
-        connections:
-          - {{ from: in, to: out }}
-"
-        ),
-    );
-    let _collector = collector(dir.dir(), "otelcol", collector_port, gateway_port);
-    // 400 logs batches of 10: more than the gateway's queue (`RunOptions::channel_capacity`,
-    // 256) holds while nothing drains it, and fewer than the Collector's own queue (1000).
-    let config = dir.path("sender.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
-          token: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
-        nodes:
-          logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: 400 }} }}
-          out: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{collector_port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
-        connections:
-          - {{ from: logs, to: out }}
-"
-        ),
-    )
-    .unwrap();
-    let sent = Command::new(env!("CARGO_BIN_EXE_otap-df"))
-        .args(["run", "--quiet"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    gateway.wait_for("the gateway refusing with Retry-After", |line| {
-        counter(line, "in", "refused.pipeline_full").is_some_and(|n| n > 0)
-    });
-    // The upstream comes up: everything drains.
-    let out = dir.path("received.bin");
-    let upstream = ours(
-        dir.dir(),
-        "upstream",
-        &format!(
-            "        nodes:
-          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{upstream_port}' }} }}
-          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
-        connections:
-          - {{ from: in, to: out }}
-",
-            out.display()
-        ),
-    );
-    assert_eq!(records_by_signal(&out, 4000), [4000, 0, 0]);
-    let last = stop(gateway);
-    let refused = counter(&last, "in", "refused.pipeline_full").expect("refusals");
-    assert!(refused > 0, "{last}");
-    // Every refused request came again: the gateway took in each record once.
-    assert_eq!(counter(&last, "in", "accepted"), Some(400), "{last}");
-    assert!(last.contains("out in=4000 out=4000"), "{last}");
-    stop(upstream);
-}
-
-/// Our OTLP/gRPC exporter → the Collector's gRPC receiver → its `otlp_http` exporter → our
-/// receiver: every record of every signal, exactly.
-fn grpc_chain(traces_encoding: &str, compression: &str) {
-    let dir = TempDir::new("interop-grpc-chain");
-    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
-    let out = dir.path("received.bin");
-    let ours = receiver(dir.dir(), our_port, &out);
-    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
-    let sent = send_with(
-        "otlp_grpc",
-        dir.dir(),
-        grpc_port,
-        "token-in",
-        25,
-        traces_encoding,
-        compression,
-    );
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
-    let last = stop(ours);
-    assert!(last.contains("out in=750 out=750"), "{last}");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_gzipped() {
-    grpc_chain("json", "gzip");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_uncompressed()
- {
-    grpc_chain("protobuf", "none");
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn the_collectors_grpc_receiver_refuses_a_wrong_token_and_our_grpc_exporter_counts_it_lost() {
-    let dir = TempDir::new("interop-grpc-wrong-token");
-    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
-    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
-    let sent = send_with(
-        "otlp_grpc",
-        dir.dir(),
-        grpc_port,
-        "wrong-token",
-        2,
-        "protobuf",
-        "gzip",
-    );
-    let stderr = String::from_utf8_lossy(&sent.stderr);
-    assert_eq!(sent.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains("reason=\"gRPC status 16: "),
-        "the Collector's UNAUTHENTICATED is logged: {stderr}"
-    );
-    assert!(
-        stderr.contains("otap-df: 60 records were lost"),
-        "every record is counted lost: {stderr}"
-    );
-}
-
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn our_http_to_grpc_gateway_between_two_collectors_forwards_every_record() {
-    // otap-df sender → Collector A (OTLP/HTTP) → otap-df gateway, OTLP/HTTP in and OTLP/gRPC
-    // out → Collector B's gRPC receiver → otap-df receiver → file, tokens on every hop.
-    let dir = TempDir::new("interop-grpc-gateway");
-    let (a_port, gateway_port, b_port, b_grpc, our_port) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let out = dir.path("received.bin");
-    let receiver = receiver(dir.dir(), our_port, &out);
-    let _b = collector_with_grpc(dir.dir(), "collector-b", b_port, b_grpc, our_port);
-    let gateway = gateway_to(dir.dir(), gateway_port, "otlp_grpc", b_grpc);
-    let _a = collector(dir.dir(), "collector-a", a_port, gateway_port);
-    let sent = send(dir.dir(), a_port, "token-in", 20, "protobuf", "gzip");
-    assert_eq!(
-        sent.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-    assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
-    for run in [gateway, receiver] {
-        let last = stop(run);
-        assert!(last.contains("out in=600 out=600"), "{last}");
-    }
-}
-
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask interop`"]
 fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiver() {
@@ -667,18 +386,160 @@ fn our_grpc_to_http_gateway_in_front_of_the_collector_forwards_every_record() {
     }
 }
 
+/// The Collector's receiver port that `exporter` (`otlp_http` or `otlp_grpc`) sends to.
+fn receiver_port(exporter: &str, http: u16, grpc: u16) -> u16 {
+    if exporter == "otlp_grpc" { grpc } else { http }
+}
+
+/// Our `exporter:<exporter>` → the Collector's receiver of that protocol → its `otlp_http`
+/// exporter → our receiver: every record of every signal, exactly.
+fn chain(exporter: &str, traces_encoding: &str, compression: &str) {
+    let dir = TempDir::new(&format!("interop-chain-{exporter}"));
+    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
+    let out = dir.path("received.bin");
+    let ours = receiver(dir.dir(), our_port, &out);
+    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let sent = send_with(
+        exporter,
+        dir.dir(),
+        receiver_port(exporter, http_port, grpc_port),
+        "token-in",
+        25,
+        traces_encoding,
+        compression,
+    );
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // Through the Collector and back: every record of every signal, exactly.
+    assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
+    let last = stop(ours);
+    assert!(last.contains("out in=750 out=750"), "{last}");
+}
+
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_is_lost() {
-    // Collector (its `otlp` gRPC exporter) → our gRPC gateway, whose upstream is down at
-    // first: its queue fills, and with `admission_timeout: 0s` it answers
-    // `RESOURCE_EXHAUSTED` + `RetryInfo` (1s) at once. The Collector waits and retries; once
-    // the upstream comes up, every record arrives, exactly once.
-    let dir = TempDir::new("interop-grpc-retry-info");
+fn a_chain_through_the_collector_delivers_every_signal_exactly_protobuf_and_json_gzipped() {
+    chain("otlp_http", "json", "gzip");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn a_chain_through_the_collector_delivers_every_signal_exactly_uncompressed() {
+    chain("otlp_http", "protobuf", "none");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_gzipped() {
+    chain("otlp_grpc", "json", "gzip");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_exporter_delivers_every_signal_exactly_through_the_collectors_grpc_receiver_uncompressed()
+ {
+    chain("otlp_grpc", "protobuf", "none");
+}
+
+/// Our `exporter:<exporter>` with a token the Collector does not accept: refused, logged with
+/// the reason starting `refusal`, and every record counted lost (exit 3).
+fn wrong_token(exporter: &str, refusal: &str) {
+    let dir = TempDir::new(&format!("interop-wrong-token-{exporter}"));
+    let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
+    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let sent = send_with(
+        exporter,
+        dir.dir(),
+        receiver_port(exporter, http_port, grpc_port),
+        "wrong-token",
+        2,
+        "protobuf",
+        "gzip",
+    );
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert_eq!(sent.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("reason=\"{refusal}")),
+        "the Collector's refusal is logged: {stderr}"
+    );
+    assert!(
+        stderr.contains("otap-df: 60 records were lost"),
+        "every record is counted lost: {stderr}"
+    );
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_refuses_a_wrong_token_and_our_exporter_counts_the_records_lost() {
+    wrong_token("otlp_http", "401 Unauthorized");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collectors_grpc_receiver_refuses_a_wrong_token_and_our_grpc_exporter_counts_it_lost() {
+    wrong_token("otlp_grpc", "gRPC status 16: ");
+}
+
+/// otap-df sender → Collector A (OTLP/HTTP) → otap-df gateway, OTLP/HTTP in and
+/// `exporter:<exporter>` out → Collector B's receiver of that protocol → otap-df receiver →
+/// file, with bearer tokens checked on every hop.
+fn gateway_between_two_collectors(exporter: &str) {
+    let dir = TempDir::new(&format!("interop-gateway-{exporter}"));
+    let (a_port, gateway_port, b_port, b_grpc, our_port) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let out = dir.path("received.bin");
+    let receiver = receiver(dir.dir(), our_port, &out);
+    let _b = collector_with_grpc(dir.dir(), "collector-b", b_port, b_grpc, our_port);
+    let upstream = receiver_port(exporter, b_port, b_grpc);
+    let gateway = gateway_to(dir.dir(), gateway_port, exporter, upstream);
+    let _a = collector(dir.dir(), "collector-a", a_port, gateway_port);
+    let sent = send(dir.dir(), a_port, "token-in", 20, "protobuf", "gzip");
+    assert_eq!(
+        sent.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(records_by_signal(&out, 600), [200, 200, 200]);
+    for run in [gateway, receiver] {
+        let last = stop(run);
+        assert!(last.contains("out in=600 out=600"), "{last}");
+    }
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_gateway_between_two_collectors_forwards_every_record() {
+    gateway_between_two_collectors("otlp_http");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_http_to_grpc_gateway_between_two_collectors_forwards_every_record() {
+    gateway_between_two_collectors("otlp_grpc");
+}
+
+/// Collector → our gateway of `receiver:<receiver>`, whose upstream is down at first: its
+/// queue fills, and with `admission_timeout: 0s` it refuses at once, saying when to come back
+/// (`429` + `Retry-After: 1`, or `RESOURCE_EXHAUSTED` + `RetryInfo` of 1s). The Collector
+/// waits and retries; once the upstream comes up, every record arrives, exactly once.
+fn the_collector_waits_as_our_gateway_says(receiver: &str) {
+    let grpc = receiver == "otlp_grpc";
+    let dir = TempDir::new(&format!("interop-retry-after-{receiver}"));
     let (http_port, grpc_port, gateway_port, upstream_port) =
         (free_port(), free_port(), free_port(), free_port());
+    // The Collector sends its gRPC exporter's token only over TLS.
     let pki = otap_df_tests::tls::TestPki::generate().unwrap();
-    let tls = tls_of(&pki);
+    let tls = if grpc { tls_of(&pki) } else { String::new() };
     let mut gateway = ours(
         dir.dir(),
         "busy-gateway",
@@ -686,7 +547,7 @@ fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_
             "        extensions:
           callers: {{ type: extension:bearer_auth, config: {{ tokens: [token-out] }} }}
         nodes:
-          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s{tls} }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          in: {{ type: receiver:{receiver}, config: {{ listen: '127.0.0.1:{gateway_port}', admission_timeout: 0s, retry_after: 1s{tls} }}, capabilities: {{ bearer_token_authorizer: callers }} }}
           out:
             type: exporter:otlp_http
             config: {{ endpoint: 'http://127.0.0.1:{upstream_port}', max_in_flight: 1, merge_max_bytes: 0, retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1m }} }}
@@ -695,25 +556,31 @@ fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_
 "
         ),
     );
-    let _collector = collector_exporting(
+    let upstream = if grpc {
+        Upstream::Grpc(gateway_port, pki.ca_cert())
+    } else {
+        Upstream::Http(gateway_port)
+    };
+    let _collector = collector_exporting(dir.dir(), "otelcol", http_port, grpc_port, upstream);
+    // 400 logs batches of 10: more than the gateway's queue (`RunOptions::channel_capacity`,
+    // 256) holds while nothing drains it, and fewer than the Collector's own queue (1000).
+    let exporter = if grpc { "otlp_grpc" } else { "otlp_http" };
+    let sent = send_logs(
+        exporter,
         dir.dir(),
-        "otelcol",
-        http_port,
-        grpc_port,
-        Upstream::Grpc(gateway_port, pki.ca_cert()),
+        receiver_port(exporter, http_port, grpc_port),
+        400,
     );
-    // 400 logs batches of 10 over OTLP/gRPC to the Collector: more than the gateway's queue
-    // holds while nothing drains it, fewer than the Collector's own queue (1000).
-    let sent = send_logs_grpc(dir.dir(), grpc_port, 400);
     assert_eq!(
         sent.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
-    gateway.wait_for("the gateway refusing with RetryInfo", |line| {
+    gateway.wait_for("the gateway refusing, saying when to come back", |line| {
         counter(line, "in", "refused.pipeline_full").is_some_and(|n| n > 0)
     });
+    // The upstream comes up: everything drains.
     let out = dir.path("received.bin");
     let upstream = ours(
         dir.dir(),
@@ -732,14 +599,30 @@ fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_
     let last = stop(gateway);
     let refused = counter(&last, "in", "refused.pipeline_full").expect("refusals");
     assert!(refused > 0, "{last}");
+    if !grpc {
+        // Every refused request came again: the gateway took in each record once.
+        assert_eq!(counter(&last, "in", "accepted"), Some(400), "{last}");
+    }
     assert!(last.contains("out in=4000 out=4000"), "{last}");
     stop(upstream);
 }
 
-/// Our sender: `count` batches of 10 logs over OTLP/gRPC, one payload a call, to the
-/// Collector's gRPC receiver on `port` with `token-in`; runs to its end.
-fn send_logs_grpc(dir: &Path, port: u16, count: u64) -> Output {
-    let config = dir.join("grpc-sender.yaml");
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_honours_our_retry_after_and_nothing_is_lost() {
+    the_collector_waits_as_our_gateway_says("otlp_http");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collector_honours_our_grpc_resource_exhausted_and_retry_info_and_nothing_is_lost() {
+    the_collector_waits_as_our_gateway_says("otlp_grpc");
+}
+
+/// Our sender: `count` batches of 10 logs through `exporter:<exporter>`, one payload a
+/// request, to the Collector on `port` with `token-in`; runs to its end.
+fn send_logs(exporter: &str, dir: &Path, port: u16, count: u64) -> Output {
+    let config = dir.join("logs-sender.yaml");
     std::fs::write(
         &config,
         format!(
@@ -752,7 +635,7 @@ groups:
           token: {{ type: extension:bearer_auth, config: {{ token: token-in }} }}
         nodes:
           logs: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: {count} }} }}
-          out: {{ type: exporter:otlp_grpc, config: {{ endpoint: 'http://127.0.0.1:{port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
+          out: {{ type: exporter:{exporter}, config: {{ endpoint: 'http://127.0.0.1:{port}', merge_max_bytes: 0 }}, capabilities: {{ bearer_token_provider: token }} }}
         connections:
           - {{ from: logs, to: out }}
 "

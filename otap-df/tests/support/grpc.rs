@@ -10,10 +10,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use otap_df_core::data::{Encoding, Signal};
-use otap_df_nodes::otlp_grpc::{frame, service_path, status_with_retry, unframe};
+use otap_df_nodes::otlp_grpc::{UnaryBody, frame, service_path, status_with_retry, unframe};
 
 /// How the server answers one call.
 #[derive(Debug, Clone)]
@@ -111,8 +111,7 @@ impl GrpcUpstream {
         self.calls.lock().expect("not poisoned").clone()
     }
 
-    /// The records of the calls to `signal`'s method that were answered `OK`-ish, and of
-    /// every call to it.
+    /// The records of every call to `signal`'s method, whatever it was answered.
     pub fn records(&self, signal: Signal) -> usize {
         self.calls()
             .iter()
@@ -122,33 +121,11 @@ impl GrpcUpstream {
     }
 }
 
-/// A response body: its message (if any), then its trailers.
-pub struct Body {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl hyper::body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let frame = match self.data.take() {
-            Some(data) => Some(Ok(Frame::data(data))),
-            None => self.trailers.take().map(|t| Ok(Frame::trailers(t))),
-        };
-        std::task::Poll::Ready(frame)
-    }
-}
-
 async fn answer(
     request: Request<Incoming>,
     calls: Arc<Mutex<Vec<Call>>>,
     script: Arc<Vec<Reply>>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<UnaryBody>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
@@ -210,10 +187,7 @@ async fn answer(
             }
             let response = Response::builder()
                 .header("content-type", "application/grpc")
-                .body(Body {
-                    data: None,
-                    trailers: Some(trailers),
-                })
+                .body(UnaryBody::new(None, Some(trailers)))
                 .expect("a response");
             return Ok(response);
         }
@@ -221,10 +195,7 @@ async fn answer(
     trailers.insert("grpc-status", HeaderValue::from(0));
     let response = Response::builder()
         .header("content-type", "application/grpc")
-        .body(Body {
-            data: Some(frame(&message, false)),
-            trailers: Some(trailers),
-        })
+        .body(UnaryBody::new(Some(frame(&message, false)), Some(trailers)))
         .expect("a response");
     Ok(response)
 }
