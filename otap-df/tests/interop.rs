@@ -53,7 +53,7 @@ fn collector(dir: &Path, name: &str, port: u16, upstream: u16) -> Collector {
 
 /// [`collector`], its gRPC receiver on `grpc`.
 fn collector_with_grpc(dir: &Path, name: &str, port: u16, grpc: u16, upstream: u16) -> Collector {
-    collector_exporting(dir, name, port, grpc, Upstream::Http(upstream))
+    collector_exporting(dir, name, port, grpc, Upstream::Http(upstream), "gzip")
 }
 
 /// Where the Collector exports, and over which protocol.
@@ -66,13 +66,15 @@ enum Upstream {
     Grpc(u16, PathBuf),
 }
 
-/// [`collector_with_grpc`], exporting to `upstream`.
+/// [`collector_with_grpc`], exporting to `upstream` compressed with `compression` (`gzip`,
+/// `zstd` or `none`).
 fn collector_exporting(
     dir: &Path,
     name: &str,
     port: u16,
     grpc: u16,
     upstream: Upstream,
+    compression: &str,
 ) -> Collector {
     let (exporter, exporter_config) = match upstream {
         Upstream::Http(upstream) => (
@@ -87,6 +89,7 @@ fn collector_exporting(
             ),
         ),
     };
+    let exporter_config = format!("{exporter_config}    compression: {compression}\n");
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
@@ -309,12 +312,10 @@ fn records_by_signal(out: &Path, expected: u64) -> [u64; 3] {
     }
 }
 
-#[test]
-#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
-fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiver() {
-    // otap-df sender (OTLP/HTTP) → Collector → its `otlp` gRPC exporter with
-    // `bearertokenauth` → our `receiver:otlp_grpc` with `bearer_auth` → file.
-    let dir = TempDir::new("interop-grpc-receiver");
+/// otap-df sender (OTLP/HTTP) → Collector → its `otlp` gRPC exporter with `bearertokenauth`,
+/// compressed with `compression` → our `receiver:otlp_grpc` with `bearer_auth` → file.
+fn collector_grpc_to_ours(compression: &str) {
+    let dir = TempDir::new(&format!("interop-grpc-receiver-{compression}"));
     let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
     let out = dir.path("received.bin");
     let pki = otap_df_tests::tls::TestPki::generate().unwrap();
@@ -325,6 +326,7 @@ fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiv
         http_port,
         grpc_port,
         Upstream::Grpc(our_port, pki.ca_cert()),
+        compression,
     );
     let sent = send(dir.dir(), http_port, "token-in", 25, "json", "gzip");
     assert_eq!(
@@ -336,6 +338,18 @@ fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiv
     assert_eq!(records_by_signal(&out, 750), [250, 250, 250]);
     let last = stop(ours);
     assert!(last.contains("out in=750 out=750"), "{last}");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collectors_grpc_exporter_delivers_every_signal_exactly_to_our_grpc_receiver() {
+    collector_grpc_to_ours("gzip");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn the_collectors_grpc_exporter_delivers_zstd_calls_exactly_to_our_grpc_receiver() {
+    collector_grpc_to_ours("zstd");
 }
 
 #[test]
@@ -392,13 +406,22 @@ fn receiver_port(exporter: &str, http: u16, grpc: u16) -> u16 {
 }
 
 /// Our `exporter:<exporter>` → the Collector's receiver of that protocol → its `otlp_http`
-/// exporter → our receiver: every record of every signal, exactly.
+/// exporter → our receiver, compressed with `compression` on both hops: every record of every
+/// signal, exactly.
 fn chain(exporter: &str, traces_encoding: &str, compression: &str) {
-    let dir = TempDir::new(&format!("interop-chain-{exporter}"));
+    let dir = TempDir::new(&format!("interop-chain-{exporter}-{compression}"));
     let (http_port, grpc_port, our_port) = (free_port(), free_port(), free_port());
     let out = dir.path("received.bin");
     let ours = receiver(dir.dir(), our_port, &out);
-    let _collector = collector_with_grpc(dir.dir(), "otelcol", http_port, grpc_port, our_port);
+    let upstream = Upstream::Http(our_port);
+    let _collector = collector_exporting(
+        dir.dir(),
+        "otelcol",
+        http_port,
+        grpc_port,
+        upstream,
+        compression,
+    );
     let sent = send_with(
         exporter,
         dir.dir(),
@@ -430,6 +453,18 @@ fn a_chain_through_the_collector_delivers_every_signal_exactly_protobuf_and_json
 #[ignore = "needs the Collector build: run by `cargo xtask interop`"]
 fn a_chain_through_the_collector_delivers_every_signal_exactly_uncompressed() {
     chain("otlp_http", "protobuf", "none");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn a_chain_through_the_collector_delivers_every_signal_exactly_zstd_both_ways() {
+    chain("otlp_http", "protobuf", "zstd");
+}
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask interop`"]
+fn our_grpc_exporter_delivers_zstd_calls_exactly_through_the_collectors_grpc_receiver() {
+    chain("otlp_grpc", "json", "zstd");
 }
 
 #[test]
@@ -561,7 +596,8 @@ fn the_collector_waits_as_our_gateway_says(receiver: &str) {
     } else {
         Upstream::Http(gateway_port)
     };
-    let _collector = collector_exporting(dir.dir(), "otelcol", http_port, grpc_port, upstream);
+    let _collector =
+        collector_exporting(dir.dir(), "otelcol", http_port, grpc_port, upstream, "gzip");
     // 400 logs batches of 10: more than the gateway's queue (`RunOptions::channel_capacity`,
     // 256) holds while nothing drains it, and fewer than the Collector's own queue (1000).
     let exporter = if grpc { "otlp_grpc" } else { "otlp_http" };

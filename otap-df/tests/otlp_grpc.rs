@@ -54,7 +54,13 @@ const RETRY: &str = "retry: { initial_interval: 20ms, max_interval: 100ms, max_e
 
 #[test]
 fn every_record_of_every_signal_reaches_the_server_in_each_compression_and_encoding() {
-    for (compression, encoding) in [("gzip", "protobuf"), ("none", "protobuf"), ("gzip", "json")] {
+    let cases = [
+        ("gzip", "protobuf"),
+        ("zstd", "protobuf"),
+        ("none", "protobuf"),
+        ("gzip", "json"),
+    ];
+    for (compression, encoding) in cases {
         let upstream = GrpcUpstream::start(vec![Reply::Ok]);
         for signal in ["logs", "metrics", "traces"] {
             let exporter = format!(
@@ -87,7 +93,7 @@ fn every_record_of_every_signal_reaches_the_server_in_each_compression_and_encod
                 call.headers
                     .get("grpc-encoding")
                     .map(|v| v.to_str().unwrap()),
-                (compression == "gzip").then_some("gzip")
+                (compression != "none").then_some(compression)
             );
             assert!(call.headers.contains_key("grpc-timeout"));
         }
@@ -346,10 +352,10 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
     let out = temp.path("out.bin");
     let gateway = support::Running::listening(&grpc_gateway(port, Some("t-in"), &out, ""), port);
     let logs = service_path(Signal::Logs);
-    let valid = frame(
-        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
-        false,
-    );
+    let message = otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1)
+        .bytes()
+        .clone();
+    let valid = frame(&message, false);
     let grpc = ("content-type", "application/grpc");
     let token = ("authorization", "Bearer t-in");
     // What is sent (a name, the method, the path, the metadata, the body), and the status.
@@ -403,12 +409,36 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
             code::UNAUTHENTICATED,
         ),
         (
-            "zstd",
+            "snappy",
+            Method::POST,
+            logs,
+            vec![grpc, token, ("grpc-encoding", "snappy")],
+            valid.clone(),
+            code::UNIMPLEMENTED,
+        ),
+        (
+            "past the limit",
+            Method::POST,
+            logs,
+            vec![grpc, token],
+            frame(&vec![0u8; (4 << 20) + 1], false),
+            code::RESOURCE_EXHAUSTED,
+        ),
+        (
+            "bad zstd",
             Method::POST,
             logs,
             vec![grpc, token, ("grpc-encoding", "zstd")],
-            valid.clone(),
-            code::UNIMPLEMENTED,
+            frame(b"not zstd", true),
+            code::INVALID_ARGUMENT,
+        ),
+        (
+            "zstd past the limit once decompressed",
+            Method::POST,
+            logs,
+            vec![grpc, token, ("grpc-encoding", "zstd")],
+            frame(&zstd::encode_all(&vec![0u8; 5 << 20][..], 1).unwrap(), true),
+            code::RESOURCE_EXHAUSTED,
         ),
         (
             "short framing",
@@ -442,6 +472,14 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
             valid.clone(),
             code::OK,
         ),
+        (
+            "valid, zstd",
+            Method::POST,
+            logs,
+            vec![grpc, token, ("grpc-encoding", "zstd")],
+            frame(&zstd::encode_all(message.as_ref(), 3).unwrap(), true),
+            code::OK,
+        ),
     ];
     for (what, method, path, headers, body, expected) in cases {
         let answer = call(port, method, path, &headers, body);
@@ -456,11 +494,11 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
     gateway.stop().expect("a clean stop");
     assert_eq!(
         records_by_signal(&out),
-        [5, 0, 0],
-        "only the valid call's records"
+        [10, 0, 0],
+        "only the valid calls' records"
     );
-    assert_eq!(named(&totals, "requests"), 10);
-    assert_eq!(named(&totals, "accepted"), 1);
+    assert_eq!(named(&totals, "requests"), 14);
+    assert_eq!(named(&totals, "accepted"), 2);
 }
 
 #[test]

@@ -107,6 +107,7 @@ fn a_sender_and_a_gateway_with_tokens_on_both_ends_deliver_every_record_in_every
     let dir = TempDir::new("e2e");
     for (encoding, compression) in [
         ("protobuf", "gzip"),
+        ("protobuf", "zstd"),
         ("protobuf", "none"),
         ("json", "gzip"),
         ("json", "none"),
@@ -377,6 +378,26 @@ fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (
+            "oversize once zstd-decompressed",
+            post(
+                port,
+                "/v1/logs",
+                &[PROTOBUF, ("content-encoding", "zstd")],
+                zstd::encode_all(&vec![0u8; 100_000][..], 1).unwrap(),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "bad zstd",
+            post(
+                port,
+                "/v1/logs",
+                &[PROTOBUF, ("content-encoding", "zstd")],
+                good.clone(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
             "bad gzip",
             post(
                 port,
@@ -418,6 +439,13 @@ fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps
         gzip(&good),
     );
     assert_eq!(zipped.status, StatusCode::OK);
+    let zstd_ok = post(
+        port,
+        "/v1/logs",
+        &[PROTOBUF, (CONTENT_ENCODING.as_str(), "ZSTD")],
+        zstd::encode_all(&good[..], 3).unwrap(),
+    );
+    assert_eq!(zstd_ok.status, StatusCode::OK);
     let json_body =
         otap_df_nodes::otlp::to_json(&otap_df_nodes::otlp::synthetic(Signal::Logs, 4, "j", 1))
             .unwrap();
@@ -426,12 +454,12 @@ fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps
     assert_eq!(&json_ok.body[..], b"{}");
     let receiver = gateway.node("otlp_in");
     gateway.stop().unwrap();
-    assert_eq!(named(&receiver, "refused.bad_request"), 3);
+    assert_eq!(named(&receiver, "refused.bad_request"), 4);
     assert_eq!(named(&receiver, "refused.unsupported_media_type"), 2);
-    assert_eq!(named(&receiver, "refused.too_large"), 2);
+    assert_eq!(named(&receiver, "refused.too_large"), 3);
     assert_eq!(named(&receiver, "refused.not_found"), 1);
-    assert_eq!(named(&receiver, "accepted"), 3);
-    assert_eq!(records_in(&out).0, 12);
+    assert_eq!(named(&receiver, "accepted"), 4);
+    assert_eq!(records_in(&out).0, 16);
 }
 
 /// A scripted upstream: answers one request per entry of its script, in order, then stops

@@ -19,6 +19,7 @@ pub(crate) mod options;
 pub mod retry;
 pub(crate) mod token;
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -35,6 +36,7 @@ use delivery::Delivery;
 use merge::Waiting;
 pub use retry::RetryConfig;
 
+use crate::otlp_http::exporter::Compression;
 use crate::payload_file::{PayloadWriter, core_path};
 
 /// How one attempt to send a payload ended.
@@ -53,15 +55,45 @@ pub(crate) enum Attempt {
     Permanent(String),
 }
 
-/// `bytes` gzip-compressed, fast (the level every OTLP client uses by default).
-pub(crate) fn gzip(bytes: &[u8]) -> std::io::Result<Bytes> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(bytes)?;
-    encoder.finish().map(Bytes::from)
+impl Compression {
+    /// The coding's name in `Content-Encoding` and `grpc-encoding`; `None` when uncompressed.
+    pub(crate) fn name(self) -> Option<&'static str> {
+        match self {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None => None,
+        }
+    }
+
+    /// `bytes` compressed at a fast level: gzip's `fast` (what OTLP clients use by default),
+    /// zstd's level 1 (its fastest standard level, on a compressor each thread reuses).
+    pub(crate) fn compress(self, bytes: &Bytes) -> std::io::Result<Bytes> {
+        use std::io::Write;
+        match self {
+            Compression::None => Ok(bytes.clone()),
+            Compression::Gzip => {
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(bytes.len() / 4 + 64),
+                    flate2::Compression::fast(),
+                );
+                encoder.write_all(bytes)?;
+                encoder.finish().map(Bytes::from)
+            }
+            Compression::Zstd => {
+                thread_local! {
+                    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+                        const { RefCell::new(None) };
+                }
+                ZSTD.with_borrow_mut(|compressor| {
+                    let compressor = match compressor {
+                        Some(compressor) => compressor,
+                        None => compressor.insert(zstd::bulk::Compressor::new(1)?),
+                    };
+                    compressor.compress(bytes).map(Bytes::from)
+                })
+            }
+        }
+    }
 }
 
 /// An error and its sources, `: `-separated (hyper's own message is terse).

@@ -1,6 +1,7 @@
-//! An admitted body taken into the pipeline: decompressed (within `max_body_size`),
-//! validated and counted by walking its wire format in place ([`crate::otlp::wire`]), never
-//! decoded into owned structures, then handed on into the room admission reserved.
+//! An admitted body taken into the pipeline: decompressed (gzip or zstd, within
+//! `max_body_size`), validated and counted by walking its wire format in place
+//! ([`crate::otlp::wire`]), never decoded into owned structures, then handed on into the room
+//! admission reserved.
 
 use std::io::Read;
 
@@ -20,20 +21,68 @@ pub(crate) fn too_large(max_body_size: usize) -> Refusal {
     )
 }
 
-/// `body`, gzip-decompressed, when it holds at most `max_body_size` bytes decompressed.
-pub(crate) fn gunzip(body: &[u8], max_body_size: usize) -> Result<Bytes, Refusal> {
-    let mut plain = Vec::with_capacity(body.len() * 4);
-    let read = flate2::read::GzDecoder::new(body)
-        .take(max_body_size as u64 + 1)
-        .read_to_end(&mut plain);
-    match read {
-        Ok(length) if length > max_body_size => Err(too_large(max_body_size)),
-        Ok(_) => Ok(Bytes::from(plain)),
-        Err(error) => Err(Refusal::new(
-            Reason::BadRequest,
-            format!("the gzip body does not decompress: {error}"),
-        )),
+/// How a body (HTTP's `Content-Encoding`) or a message (gRPC's `grpc-encoding`) is
+/// compressed: the codings OTLP senders use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+impl Coding {
+    /// The coding `name` names (ASCII case-insensitive, surrounding blanks ignored), if it is
+    /// one of these.
+    pub(crate) fn named(name: &[u8]) -> Option<Self> {
+        let name = name.trim_ascii();
+        [
+            (&b"identity"[..], Self::Identity),
+            (b"gzip", Self::Gzip),
+            (b"zstd", Self::Zstd),
+        ]
+        .into_iter()
+        .find_map(|(known, coding)| name.eq_ignore_ascii_case(known).then_some(coding))
     }
+
+    /// The names [`Coding::named`] takes, for a refusal's message.
+    pub(crate) const NAMES: &'static str = "gzip, zstd or identity";
+
+    /// `body` decompressed, when it holds at most `max_body_size` bytes decompressed.
+    pub(crate) fn decompress(self, body: Bytes, max_body_size: usize) -> Result<Bytes, Refusal> {
+        let (name, read) = match self {
+            Self::Identity => return Ok(body),
+            Self::Gzip => {
+                let mut plain = Vec::with_capacity((body.len() * 4).min(max_body_size + 1));
+                let read = flate2::read::GzDecoder::new(&body[..])
+                    .take(max_body_size as u64 + 1)
+                    .read_to_end(&mut plain);
+                ("gzip", read.map(|_| plain))
+            }
+            Self::Zstd => ("zstd", unzstd(&body, max_body_size)),
+        };
+        match read {
+            Ok(plain) if plain.len() > max_body_size => Err(too_large(max_body_size)),
+            Ok(plain) => Ok(Bytes::from(plain)),
+            Err(error) => Err(Refusal::new(
+                Reason::BadRequest,
+                format!("the {name} body does not decompress: {error}"),
+            )),
+        }
+    }
+}
+
+/// `body`'s zstd frames decompressed, up to one byte past `max_body_size` (the caller refuses
+/// that); the output sized by the frame's declared content size when it has one.
+fn unzstd(body: &[u8], max_body_size: usize) -> std::io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(body)
+        .ok()
+        .flatten()
+        .map_or(body.len() * 4, |size| size as usize);
+    let mut plain = Vec::with_capacity(declared.min(max_body_size + 1));
+    zstd::stream::read::Decoder::with_buffer(body)?
+        .take(max_body_size as u64 + 1)
+        .read_to_end(&mut plain)?;
+    Ok(plain)
 }
 
 /// Validates `body` (an export request of `signal` in `encoding`), counts its records in,
@@ -51,4 +100,50 @@ pub(crate) fn take(
     NodeCounters::add(&counters.counters.records_in, records);
     permit.send(OtlpPayload::new(signal, encoding, records, body));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codings_are_named_as_http_and_grpc_name_them() {
+        assert_eq!(Coding::named(b"gzip"), Some(Coding::Gzip));
+        assert_eq!(Coding::named(b" ZStd "), Some(Coding::Zstd));
+        assert_eq!(Coding::named(b"identity"), Some(Coding::Identity));
+        assert_eq!(Coding::named(b"br"), None);
+        assert_eq!(Coding::named(b"gzip, zstd"), None);
+    }
+
+    #[test]
+    fn each_coding_decompresses_within_the_limit_and_says_what_did_not() {
+        let plain = Bytes::from(vec![7u8; 4096]);
+        let gzip = crate::otlp_http::exporter::Compression::Gzip
+            .compress(&plain)
+            .unwrap();
+        let zstd = crate::otlp_http::exporter::Compression::Zstd
+            .compress(&plain)
+            .unwrap();
+        for (coding, body) in [(Coding::Gzip, &gzip), (Coding::Zstd, &zstd)] {
+            assert_eq!(coding.decompress(body.clone(), 4096).unwrap(), plain);
+            let over = coding.decompress(body.clone(), 4095).unwrap_err();
+            assert_eq!(over.reason, Reason::TooLarge, "{coding:?}");
+            let torn = coding
+                .decompress(body.slice(..body.len() - 4), 4096)
+                .unwrap_err();
+            assert_eq!(torn.reason, Reason::BadRequest, "{coding:?}");
+        }
+        let foreign = Coding::Zstd.decompress(gzip, 4096).unwrap_err();
+        assert!(
+            foreign
+                .message
+                .starts_with("the zstd body does not decompress: "),
+            "{}",
+            foreign.message
+        );
+        assert_eq!(
+            Coding::Identity.decompress(plain.clone(), 1).unwrap(),
+            plain
+        );
+    }
 }

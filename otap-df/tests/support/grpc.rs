@@ -138,13 +138,17 @@ async fn answer(
         .find(|s| service_path(*s) == path);
     let records = match (signal, unframe(&body)) {
         (Some(signal), Ok((compressed, message))) => {
-            let plain = if compressed {
-                let mut out = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(message), &mut out)
-                    .map(|_| out)
-                    .unwrap_or_default()
-            } else {
-                message.to_vec()
+            let coding = parts.headers.get("grpc-encoding").map(|v| v.as_bytes());
+            let plain = match (compressed, coding) {
+                (false, _) => message.to_vec(),
+                (true, Some(b"zstd")) => zstd::decode_all(message).unwrap_or_default(),
+                (true, _) => {
+                    let mut out = Vec::new();
+                    let mut gzip = flate2::read::GzDecoder::new(message);
+                    std::io::Read::read_to_end(&mut gzip, &mut out)
+                        .map(|_| out)
+                        .unwrap_or_default()
+                }
             };
             otap_df_nodes::otlp::decode_shape(signal, Encoding::Protobuf, &plain)
                 .map(|shape| shape.records)

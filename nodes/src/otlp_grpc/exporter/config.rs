@@ -23,7 +23,7 @@ pub struct OtlpGrpcExporterConfig {
     /// Bound of one call, response included.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// `gzip` (default) or `none`.
+    /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// Metadata sent with every call; values are secrets (never logged).

@@ -4,8 +4,8 @@
 //! (`opentelemetry.proto.collector.logs.v1.LogsService/Export`, ...) on `endpoint`, over
 //! HTTP/2: `http://` without TLS (h2c, prior knowledge), `https://` with TLS (ALPN `h2`). The
 //! payload's protobuf bytes are framed as they are (a JSON payload, from an OTLP/HTTP JSON
-//! sender, is transcoded first), gzip-compressed unless told otherwise. Calls share one
-//! connection per upstream, each its own stream.
+//! sender, is transcoded first), gzip- (or zstd-) compressed unless told otherwise. Calls share
+//! one connection per upstream, each its own stream.
 //!
 //! A call's status decides: `OK` is delivered (a partial success's rejected records are
 //! counted as `records_rejected` and logged, not retried); `UNAVAILABLE`, `CANCELLED`,
@@ -41,7 +41,7 @@ use transport::{GrpcTransport, methods};
 /// `exporter:otlp_grpc`.
 pub static OTLP_GRPC_EXPORTER: NodeFactory =
     NodeFactory::new(ComponentKind::Exporter, "otlp_grpc", env!("CARGO_PKG_NAME"))
-        .description("OTLP/gRPC client with retries, gzip and an optional bearer token")
+        .description("OTLP/gRPC client with retries, gzip or zstd and an optional bearer token")
         .accepts(&[CapabilityRequirement::optional(
             CapabilityId::BearerTokenProvider,
         )])

@@ -1,5 +1,5 @@
 //! The gRPC side of `exporter:otlp_grpc`: one unary call of a payload's export method, its
-//! protobuf bytes framed as they are (gzip-compressed unless told otherwise), and what the
+//! protobuf bytes framed as they are (gzip- or zstd-compressed unless told otherwise), and what the
 //! call's status means.
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_grpc::{GrpcStatus, code, frame, service_path, unframe};
 use crate::otlp_http::exporter::Compression;
+use crate::receive::payload::Coding;
 
 /// The HTTP/2 client: every call a stream of one connection per upstream.
 pub(super) type GrpcClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -66,10 +67,8 @@ impl Transport for GrpcTransport {
                 .map(|payload| payload.bytes().clone())
                 .map_err(std::io::Error::other)?,
         };
-        Ok(match self.compression {
-            Compression::Gzip => frame(&crate::export::gzip(&message)?, true),
-            Compression::None => frame(&message, false),
-        })
+        let compressed = self.compression != Compression::None;
+        Ok(frame(&self.compression.compress(&message)?, compressed))
     }
 
     fn carries_token(&self) -> bool {
@@ -90,8 +89,8 @@ impl Transport for GrpcTransport {
             .header(CONTENT_TYPE, "application/grpc")
             .header("te", "trailers")
             .header("grpc-timeout", format!("{}m", self.timeout.as_millis()));
-        if self.compression == Compression::Gzip {
-            request = request.header("grpc-encoding", "gzip");
+        if let Some(coding) = self.compression.name() {
+            request = request.header("grpc-encoding", coding);
         }
         for (name, value) in &self.headers {
             request = request.header(name, value);
@@ -162,18 +161,16 @@ impl GrpcTransport {
         };
         let plain;
         let message = if compressed {
-            let gzip = headers
+            // A server answers in the coding of the call, or one the call did not rule out.
+            let coding = headers
                 .get("grpc-encoding")
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-            if !gzip {
-                return;
-            }
-            match crate::receive::payload::gunzip(message, 4 << 20) {
-                Ok(bytes) => {
+                .and_then(|name| Coding::named(name.as_bytes()));
+            match coding.map(|coding| coding.decompress(body.slice_ref(message), 4 << 20)) {
+                Some(Ok(bytes)) => {
                     plain = bytes;
                     &plain[..]
                 }
-                Err(_) => return,
+                _ => return,
             }
         } else {
             message

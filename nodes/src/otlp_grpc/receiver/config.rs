@@ -15,7 +15,7 @@ pub struct OtlpGrpcReceiverConfig {
     /// The address to listen on.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
-    /// The largest message accepted, in bytes, compressed or not (a gzip message is also held
+    /// The largest message accepted, in bytes, compressed or not (a compressed message is also held
     /// to it once decompressed).
     #[serde(default = "defaults::max_message_size")]
     pub max_message_size: usize,

@@ -19,7 +19,7 @@ use crate::otlp_grpc::{UnaryBody, code, frame, service_path, status_with_retry, 
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{gunzip, take, too_large};
+use crate::receive::payload::{Coding, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one call.
@@ -60,6 +60,9 @@ impl Handler {
             Reason::Unsupported if refusal.message.starts_with("grpc-encoding") => {
                 code::UNIMPLEMENTED
             }
+            // And a message over the server's limit RESOURCE_EXHAUSTED, which OTLP clients do
+            // not retry without a RetryInfo (none is sent: the same message would fail again).
+            Reason::TooLarge => code::RESOURCE_EXHAUSTED,
             _ => reason.code(),
         };
         let mut headers = HeaderMap::new();
@@ -81,7 +84,7 @@ impl Handler {
     /// what each check costs (method, content type, credential, compression), then admitted,
     /// and only then its message read.
     async fn accept(&self, request: Request<Incoming>) -> Result<(), Refusal> {
-        let (signal, gzip) = self.check_head(&request)?;
+        let (signal, coding) = self.check_head(&request)?;
         let permit = self.admission.admit(&self.counters).await?;
         let framed_limit = self.max_message_size + 5;
         let _reading = self
@@ -92,22 +95,22 @@ impl Handler {
         let body = self.read_message(request.into_body(), framed_limit).await?;
         let (compressed, message) =
             unframe(&body).map_err(|message| Refusal::new(Reason::BadRequest, message))?;
-        let message = match (compressed, gzip) {
+        let message = match (compressed, coding) {
             (false, _) => body.slice_ref(message),
-            (true, true) => gunzip(message, self.max_message_size)?,
-            (true, false) => {
+            (true, Coding::Identity) => {
                 return Err(Refusal::new(
                     Reason::BadRequest,
                     "the message is marked compressed but the call has no grpc-encoding",
                 ));
             }
+            (true, coding) => coding.decompress(body.slice_ref(message), self.max_message_size)?,
         };
         take(signal, Encoding::Protobuf, message, permit, &self.counters)
     }
 
-    /// What the call's head says: its signal and whether its message is gzip-compressed;
-    /// refused when any of it is not what OTLP/gRPC takes.
-    fn check_head(&self, request: &Request<Incoming>) -> Result<(Signal, bool), Refusal> {
+    /// What the call's head says: its signal and how its message is compressed; refused when
+    /// any of it is not what OTLP/gRPC takes.
+    fn check_head(&self, request: &Request<Incoming>) -> Result<(Signal, Coding), Refusal> {
         let path = request.uri().path();
         let Some(signal) = SIGNALS.into_iter().find(|&s| service_path(s) == path) else {
             return Err(Refusal::new(
@@ -143,20 +146,24 @@ impl Handler {
         if let Some(authorization) = &self.authorization {
             authorization.check(headers.get_all(&authorization.header).iter())?;
         }
-        let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
-            None | Some(b"identity") => false,
-            Some(b"gzip") => true,
-            Some(other) => {
-                return Err(Refusal::new(
-                    Reason::Unsupported,
-                    format!(
-                        "grpc-encoding `{}` is not supported; use gzip or identity",
-                        String::from_utf8_lossy(other)
-                    ),
-                ));
-            }
+        // gRPC names its codings in lower case, exactly.
+        let coding = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
+            None => Coding::Identity,
+            Some(name) => match Coding::named(name) {
+                Some(coding) if name.iter().all(|b| !b.is_ascii_uppercase()) => coding,
+                _ => {
+                    return Err(Refusal::new(
+                        Reason::Unsupported,
+                        format!(
+                            "grpc-encoding `{}` is not supported; use {}",
+                            String::from_utf8_lossy(name),
+                            Coding::NAMES
+                        ),
+                    ));
+                }
+            },
         };
-        Ok((signal, gzip))
+        Ok((signal, coding))
     }
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.

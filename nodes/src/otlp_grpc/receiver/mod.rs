@@ -56,7 +56,9 @@ use handler::Handler;
 /// `receiver:otlp_grpc`.
 pub static OTLP_GRPC_RECEIVER: NodeFactory =
     NodeFactory::new(ComponentKind::Receiver, "otlp_grpc", env!("CARGO_PKG_NAME"))
-        .description("OTLP/gRPC server (HTTP/2, h2c or TLS, gzip), optionally behind bearer tokens")
+        .description(
+            "OTLP/gRPC server (HTTP/2, h2c or TLS, gzip, zstd), optionally behind bearer tokens",
+        )
         .accepts(&[CapabilityRequirement::optional(
             CapabilityId::BearerTokenAuthorizer,
         )])

@@ -33,7 +33,7 @@ pub struct OtlpHttpExporterConfig {
     /// Bound of one request, response included.
     #[serde(default = "defaults::timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// `gzip` (default) or `none`.
+    /// `gzip` (default), `zstd` or `none`.
     #[serde(default)]
     pub compression: Compression,
     /// Headers sent with every request; values are secrets (never logged).
@@ -64,6 +64,8 @@ pub enum Compression {
     /// `Content-Encoding: gzip`.
     #[default]
     Gzip,
+    /// `Content-Encoding: zstd`.
+    Zstd,
     /// Uncompressed.
     None,
 }

@@ -1,8 +1,8 @@
 //! `exporter:otlp_http`: the OTLP/HTTP client side.
 //!
-//! Each payload is `POST`ed to its signal's URL in its own encoding, gzip-compressed unless
-//! told otherwise. `429`, `502`, `503`, `504` and connection errors are retried with
-//! exponential backoff and jitter (a `Retry-After` from the server wins), until
+//! Each payload is `POST`ed to its signal's URL in its own encoding, gzip- (or zstd-)
+//! compressed unless told otherwise. `429`, `502`, `503`, `504` and connection errors are
+//! retried with exponential backoff and jitter (a `Retry-After` from the server wins), until
 //! `retry.max_elapsed_time`; other `4xx` are not retried. With a `bearer_token_provider`
 //! bound, each request carries the current token; a token that is missing or about to expire
 //! is never sent (a fresh one is asked for instead), and a `401` gets one retry with the
@@ -50,7 +50,7 @@ use transport::HttpTransport;
 /// `exporter:otlp_http`.
 pub static OTLP_HTTP_EXPORTER: NodeFactory =
     NodeFactory::new(ComponentKind::Exporter, "otlp_http", env!("CARGO_PKG_NAME"))
-        .description("OTLP/HTTP client with retries, gzip and an optional bearer token")
+        .description("OTLP/HTTP client with retries, gzip or zstd and an optional bearer token")
         .accepts(&[CapabilityRequirement::optional(
             CapabilityId::BearerTokenProvider,
         )])

@@ -1,5 +1,5 @@
 //! The HTTP side of `exporter:otlp_http`: one `POST` of a payload to its signal's URL, in its
-//! own encoding, gzip-compressed unless told otherwise, and what the answer means.
+//! own encoding, gzip-compressed (or zstd) unless told otherwise, and what the answer means.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,10 +40,7 @@ impl Transport for HttpTransport {
     const PROTOCOL: &'static str = "OTLP/HTTP";
 
     fn body(&self, data: &OtlpPayload) -> std::io::Result<Bytes> {
-        match self.compression {
-            Compression::Gzip => crate::export::gzip(data.bytes()),
-            Compression::None => Ok(data.bytes().clone()),
-        }
+        self.compression.compress(data.bytes())
     }
 
     fn carries_token(&self) -> bool {
@@ -57,8 +54,8 @@ impl Transport for HttpTransport {
         };
         let mut request = Request::post(self.endpoints.of(data.signal()).clone())
             .header(CONTENT_TYPE, media_type(data.encoding()));
-        if self.compression == Compression::Gzip {
-            request = request.header(CONTENT_ENCODING, "gzip");
+        if let Some(coding) = self.compression.name() {
+            request = request.header(CONTENT_ENCODING, coding);
         }
         for (name, value) in &self.headers {
             request = request.header(name, value);

@@ -14,7 +14,7 @@ pub struct OtlpHttpReceiverConfig {
     /// The address to listen on.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
-    /// The largest request body accepted, in bytes, compressed or not (a gzip body is also
+    /// The largest request body accepted, in bytes, compressed or not (a compressed body is also
     /// held to it once decompressed).
     #[serde(default = "defaults::max_body_size")]
     pub max_body_size: usize,

@@ -19,7 +19,7 @@ use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, succes
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{gunzip, take, too_large};
+use crate::receive::payload::{Coding, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one request.
@@ -94,27 +94,23 @@ impl Handler {
     /// each check costs (path, method, credential, headers), then admitted, and only then
     /// its body read.
     async fn accept(&self, request: Request<Incoming>) -> Result<Encoding, Refusal> {
-        let (signal, encoding, gzip, declared) = self.check_head(&request)?;
+        let (signal, encoding, coding, declared) = self.check_head(&request)?;
         let permit = self.admission.admit(&self.counters).await?;
         let budget = declared.unwrap_or(self.max_body_size as u64);
         let _reading = self.admission.reserve_body(budget, &self.counters).await?;
         bump(&self.counters.read);
         let body = self.read_body(request.into_body()).await?;
-        let body = if gzip {
-            gunzip(&body, self.max_body_size)?
-        } else {
-            body
-        };
+        let body = coding.decompress(body, self.max_body_size)?;
         take(signal, encoding, body, permit, &self.counters)?;
         Ok(encoding)
     }
 
-    /// What the request's head says: its signal, encoding, whether it is gzip-compressed,
-    /// and its declared length; refused when any of it is not what OTLP/HTTP takes.
+    /// What the request's head says: its signal, encoding, compression and declared length;
+    /// refused when any of it is not what OTLP/HTTP takes.
     fn check_head(
         &self,
         request: &Request<Incoming>,
-    ) -> Result<(Signal, Encoding, bool, Option<u64>), Refusal> {
+    ) -> Result<(Signal, Encoding, Coding, Option<u64>), Refusal> {
         let path = request.uri().path();
         let Some(signal) = [Signal::Logs, Signal::Metrics, Signal::Traces]
             .into_iter()
@@ -145,19 +141,18 @@ impl Handler {
                 ),
             ));
         };
-        let gzip = match headers.get(CONTENT_ENCODING).map(HeaderValue::to_str) {
-            None => false,
-            Some(Ok(value)) if value.trim().eq_ignore_ascii_case("identity") => false,
-            Some(Ok(value)) if value.trim().eq_ignore_ascii_case("gzip") => true,
-            Some(value) => {
-                return Err(Refusal::new(
+        let coding = match headers.get(CONTENT_ENCODING) {
+            None => Coding::Identity,
+            Some(value) => Coding::named(value.as_bytes()).ok_or_else(|| {
+                Refusal::new(
                     Reason::Unsupported,
                     format!(
-                        "Content-Encoding `{}` is not supported; use gzip or none",
-                        value.unwrap_or("")
+                        "Content-Encoding `{}` is not supported; use {}",
+                        String::from_utf8_lossy(value.as_bytes()),
+                        Coding::NAMES
                     ),
-                ));
-            }
+                )
+            })?,
         };
         let declared = headers
             .get(CONTENT_LENGTH)
@@ -166,7 +161,7 @@ impl Handler {
         if declared.is_some_and(|length| length > self.max_body_size as u64) {
             return Err(too_large(self.max_body_size));
         }
-        Ok((signal, encoding, gzip, declared))
+        Ok((signal, encoding, coding, declared))
     }
 
     /// The whole body, within `max_body_size` and `body_read_timeout`.

@@ -1,10 +1,10 @@
 //! `receiver:otlp_http`: the OTLP/HTTP server side.
 //!
 //! `POST /v1/logs`, `/v1/metrics`, `/v1/traces` with `application/x-protobuf` or
-//! `application/json` bodies, optionally gzip-compressed. A request is answered `200` only
-//! once its payload is in the pipeline's queue. With a `bearer_token_authorizer` bound, every
-//! request needs an accepted token (`401` otherwise), and an authorizer that cannot decide
-//! refuses the request (`503`): it fails closed.
+//! `application/json` bodies, optionally gzip- or zstd-compressed. A request is answered `200`
+//! only once its payload is in the pipeline's queue. With a `bearer_token_authorizer` bound,
+//! every request needs an accepted token (`401` otherwise), and an authorizer that cannot
+//! decide refuses the request (`503`): it fails closed.
 //!
 //! **Admission before work.** A request is checked in the order of what each check costs:
 //! path, method, credential, headers; then it takes room in the pipeline's queue, waiting up
@@ -54,7 +54,9 @@ use table::{Entry, Exchange, SharedTable};
 /// `receiver:otlp_http`.
 pub static OTLP_HTTP_RECEIVER: NodeFactory =
     NodeFactory::new(ComponentKind::Receiver, "otlp_http", env!("CARGO_PKG_NAME"))
-        .description("OTLP/HTTP server (protobuf, JSON, gzip), optionally behind bearer tokens")
+        .description(
+            "OTLP/HTTP server (protobuf, JSON, gzip, zstd), optionally behind bearer tokens",
+        )
         .accepts(&[CapabilityRequirement::optional(
             CapabilityId::BearerTokenAuthorizer,
         )])
