@@ -417,6 +417,14 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
             code::UNIMPLEMENTED,
         ),
         (
+            "a grpc-timeout that is not one",
+            Method::POST,
+            logs,
+            vec![grpc, token, ("grpc-timeout", "10s")],
+            valid.clone(),
+            code::INVALID_ARGUMENT,
+        ),
+        (
             "past the limit",
             Method::POST,
             logs,
@@ -497,7 +505,7 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
         [10, 0, 0],
         "only the valid calls' records"
     );
-    assert_eq!(named(&totals, "requests"), 14);
+    assert_eq!(named(&totals, "requests"), 15);
     assert_eq!(named(&totals, "accepted"), 2);
 }
 
@@ -652,4 +660,105 @@ fn reloads_that_replace_a_grpc_gateway_lose_nothing_its_clients_send_meanwhile()
     assert_eq!(named(&out_totals, "requests"), 400);
     gateway.stop().expect("a clean stop");
     assert_eq!(records_by_signal(&out), [4000, 0, 0]);
+}
+
+#[test]
+fn a_call_that_cannot_be_taken_before_its_deadline_is_answered_deadline_exceeded_unread() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::call;
+
+    let port = support::free_port();
+    // The sink holds a payload for two seconds and the queue one more; admission would wait
+    // 30s, but each call says it waits 300ms (`grpc-timeout`): the first that finds no room is
+    // answered when its client stops waiting, not taken after it.
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}', admission_timeout: 30s }} }}
+          slow: {{ type: exporter:recording_sink, config: {{ log: grpc-deadline, delay: 2s }} }}
+        connections:
+          - {{ from: in, to: slow }}
+"
+    );
+    let gateway = support::Running::listening_with(&yaml, port, 1);
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("grpc-timeout", "300m"),
+    ];
+    let mut accepted = 0;
+    let late = loop {
+        let answer = call(
+            port,
+            http::Method::POST,
+            service_path(Signal::Logs),
+            &headers,
+            message.clone(),
+        );
+        match answer.code {
+            Some(code::OK) => accepted += 1,
+            _ => break answer,
+        }
+        assert!(accepted < 5, "the pipeline never filled");
+    };
+    assert_eq!(late.code, Some(code::DEADLINE_EXCEEDED), "{late:?}");
+    assert!(late.message.contains("deadline (300ms) passed"), "{late:?}");
+    let totals = gateway.node("in");
+    assert_eq!(named(&totals, "accepted"), accepted);
+    assert_eq!(named(&totals, "refused.deadline_exceeded"), 1);
+    assert_eq!(named(&totals, "refused.pipeline_full"), 0);
+    assert_eq!(named(&totals, "bodies_read"), accepted);
+    gateway.stop().expect("a clean stop");
+}
+
+#[test]
+fn a_connection_idle_for_idle_timeout_is_closed_and_a_busy_one_is_not() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::Connection;
+
+    let temp = TempDir::new("otlp-grpc-idle");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    let gateway =
+        support::Running::listening(&grpc_gateway(port, None, &out, ", idle_timeout: 1s"), port);
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let headers = [("content-type", "application/grpc")];
+    let logs = service_path(Signal::Logs);
+    let mut busy = Connection::open(port);
+    let mut idle = Connection::open(port);
+    let answer = idle.call(http::Method::POST, logs, &headers, message.clone());
+    assert_eq!(answer.code, Some(code::OK));
+    // A call every 100 ms, for longer than the idle timeout, on one connection: never idle
+    // for long enough, never closed (a closed connection fails the next call).
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < std::time::Duration::from_millis(1500) {
+        let answer = busy.call(http::Method::POST, logs, &headers, message.clone());
+        assert_eq!(answer.code, Some(code::OK), "call {calls}");
+        calls += 1;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        idle.closed_within(std::time::Duration::from_secs(10)),
+        "the idle connection is closed"
+    );
+    let totals = gateway.node("in");
+    assert_eq!(named(&totals, "connections.idle_closed"), 1);
+    assert_eq!(named(&totals, "accepted"), calls + 1);
+    assert!(
+        busy.closed_within(std::time::Duration::from_secs(10)),
+        "idle in its turn, the busy connection is closed too"
+    );
+    assert_eq!(named(&gateway.node("in"), "connections.idle_closed"), 2);
+    gateway.stop().expect("a clean stop");
 }

@@ -128,6 +128,27 @@ pub fn unframe(body: &[u8]) -> Result<(bool, &[u8]), String> {
     Ok((compressed, rest))
 }
 
+/// The time a call's `grpc-timeout` gives it (`1`–`8` digits and a unit: `H`, `M`, `S`,
+/// `m`illi-, `u`micro-, `n`anoseconds); `None` when the value is not one.
+pub fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount = digits
+        .iter()
+        .fold(0u64, |amount, digit| amount * 10 + u64::from(digit - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
 /// A call's outcome as its trailers (or its headers, in a trailers-only answer) say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GrpcStatus {
@@ -285,6 +306,31 @@ mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_each_unit_and_nothing_else_is() {
+        assert_eq!(grpc_timeout(b"10000m"), Some(Duration::from_secs(10)));
+        assert_eq!(grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(
+            grpc_timeout(b"99999999S"),
+            Some(Duration::from_secs(99_999_999))
+        );
+        assert_eq!(grpc_timeout(b"250u"), Some(Duration::from_micros(250)));
+        assert_eq!(grpc_timeout(b"7n"), Some(Duration::from_nanos(7)));
+        for bad in [
+            &b""[..],
+            b"m",
+            b"10",
+            b"10s",
+            b"123456789S",
+            b"-1S",
+            b"1.5S",
+            b" 1S",
+        ] {
+            assert_eq!(grpc_timeout(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn a_message_is_framed_and_unframed_whole() {

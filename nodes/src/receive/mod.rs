@@ -95,6 +95,9 @@ pub(crate) enum Reason {
     TooLarge,
     /// The body did not arrive within `body_read_timeout`.
     BodyTimeout,
+    /// The caller's own deadline (gRPC's `grpc-timeout`) passed before its message was taken:
+    /// it has given up, and would send again what was taken now.
+    DeadlineExceeded,
     /// The request is malformed: unreadable, not decompressible, not OTLP, or ambiguous.
     BadRequest,
     /// The pipeline stops.
@@ -120,7 +123,7 @@ impl Reason {
         match self {
             Reason::NotFound | Reason::MethodNotAllowed => code::UNIMPLEMENTED,
             Reason::Unsupported | Reason::TooLarge | Reason::BadRequest => code::INVALID_ARGUMENT,
-            Reason::BodyTimeout => code::DEADLINE_EXCEEDED,
+            Reason::BodyTimeout | Reason::DeadlineExceeded => code::DEADLINE_EXCEEDED,
             Reason::PipelineClosed | Reason::AuthUnavailable => code::UNAVAILABLE,
             Reason::PipelineFull | Reason::BytesInFlight => code::RESOURCE_EXHAUSTED,
             Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => {
@@ -147,6 +150,7 @@ impl Reason {
             Reason::Unsupported => &counters.unsupported,
             Reason::TooLarge => &counters.too_large,
             Reason::BodyTimeout => &counters.body_timeout,
+            Reason::DeadlineExceeded => &counters.deadline_exceeded,
             Reason::BadRequest => &counters.bad_request,
             Reason::PipelineClosed => &counters.pipeline_closed,
             Reason::PipelineFull => &counters.pipeline_full,
@@ -172,5 +176,22 @@ impl Refusal {
             reason,
             message: message.into(),
         }
+    }
+}
+
+/// When a connection's idle timer fires next: `None` when the connection has been idle (no
+/// request, or no call, in progress) since `idle_since` for `timeout` by `now`, and is to be
+/// closed; a connection busy now (`idle_since` none) is looked at again a `timeout` later. One
+/// timer per connection, moved only when it fires: a request costs a clock read instead of a
+/// timer of its own.
+pub(crate) fn idle_deadline(
+    idle_since: Option<tokio::time::Instant>,
+    now: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Option<tokio::time::Instant> {
+    match idle_since {
+        Some(since) if now >= since + timeout => None,
+        Some(since) => Some(since + timeout),
+        None => Some(now + timeout),
     }
 }

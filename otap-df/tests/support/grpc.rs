@@ -233,8 +233,8 @@ pub struct CallAnswer {
     pub details: bool,
 }
 
-/// One raw unary call to `127.0.0.1:port` over h2c: `method` on `path` with `headers` and
-/// `body` as given.
+/// One raw unary call to `127.0.0.1:port` over h2c, on a connection of its own: `method` on
+/// `path` with `headers` and `body` as given.
 pub fn call(
     port: u16,
     method: http::Method,
@@ -242,43 +242,88 @@ pub fn call(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> CallAnswer {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connects");
-        let (mut sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    Connection::open(port).call(method, path, headers, body)
+}
+
+/// An h2c connection to `127.0.0.1:port`, for raw calls one after the other.
+pub struct Connection {
+    port: u16,
+    runtime: tokio::runtime::Runtime,
+    sender: hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    /// Ends when the connection does.
+    ended: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    pub fn open(port: u16) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (sender, ended) = runtime.block_on(async {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
-                .expect("an HTTP/2 handshake");
-        tokio::spawn(connection);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(format!("http://127.0.0.1:{port}{path}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
+                .expect("connects");
+            let (sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .expect("an HTTP/2 handshake");
+            let ended = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            (sender, ended)
+        });
+        Self {
+            port,
+            runtime,
+            sender,
+            ended,
         }
-        let request = request
-            .body(http_body_util::Full::new(body))
-            .expect("a request");
-        let response = sender.send_request(request).await.expect("an answer");
-        let (parts, body) = response.into_parts();
-        let collected = body.collect().await.expect("the body");
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        let get = |name: &str| {
-            trailers
-                .get(name)
-                .or_else(|| parts.headers.get(name))
-                .map(|v| v.to_str().unwrap_or("").to_owned())
-        };
-        CallAnswer {
-            http: parts.status,
-            code: get("grpc-status").and_then(|c| c.parse().ok()),
-            message: get("grpc-message").unwrap_or_default(),
-            details: get("grpc-status-details-bin").is_some(),
-        }
-    })
+    }
+
+    /// `method` on `path` with `headers` and `body` as given, and its answer.
+    pub fn call(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> CallAnswer {
+        let port = self.port;
+        let sender = &mut self.sender;
+        self.runtime.block_on(async {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(format!("http://127.0.0.1:{port}{path}"));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request
+                .body(http_body_util::Full::new(body))
+                .expect("a request");
+            let response = sender.send_request(request).await.expect("an answer");
+            let (parts, body) = response.into_parts();
+            let collected = body.collect().await.expect("the body");
+            let trailers = collected.trailers().cloned().unwrap_or_default();
+            let get = |name: &str| {
+                trailers
+                    .get(name)
+                    .or_else(|| parts.headers.get(name))
+                    .map(|v| v.to_str().unwrap_or("").to_owned())
+            };
+            CallAnswer {
+                http: parts.status,
+                code: get("grpc-status").and_then(|c| c.parse().ok()),
+                message: get("grpc-message").unwrap_or_default(),
+                details: get("grpc-status-details-bin").is_some(),
+            }
+        })
+    }
+
+    /// Whether the server closed the connection within `bound` (waited for, not slept).
+    pub fn closed_within(&mut self, bound: std::time::Duration) -> bool {
+        let ended = &mut self.ended;
+        self.runtime
+            .block_on(async { tokio::time::timeout(bound, ended).await.is_ok() })
+    }
 }

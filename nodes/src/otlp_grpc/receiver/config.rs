@@ -40,6 +40,10 @@ pub struct OtlpGrpcReceiverConfig {
     /// queue room, then gets `RESOURCE_EXHAUSTED`.
     #[serde(default = "defaults::max_message_bytes_in_flight")]
     pub max_message_bytes_in_flight: usize,
+    /// How long a connection may carry no call before it is closed (`GOAWAY`; its client
+    /// reconnects for its next call).
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Keepalive pings on idle connections: every `interval`, the connection closed when one
     /// is not answered within `timeout`. Off when absent.
     #[serde(default)]
@@ -100,6 +104,13 @@ mod defaults {
         128 * 1024 * 1024
     }
 
+    /// Long enough that a client exporting every few seconds or minutes keeps its
+    /// connection; short enough that connections left open by clients gone quiet do not hold
+    /// `max_connections` for ever.
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+
     pub fn keepalive_timeout() -> Duration {
         Duration::from_secs(20)
     }
@@ -148,6 +159,14 @@ impl OtlpGrpcReceiverConfig {
                 return Err(config.invalid(field, format!("`{field}` must be between 10ms and 1h")));
             }
         }
+        if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86_400))
+            .contains(&decoded.idle_timeout)
+        {
+            return Err(config.invalid(
+                "idle_timeout",
+                "`idle_timeout` must be between 1s and 7 days",
+            ));
+        }
         if let Some(keepalive) = decoded.keepalive {
             for (field, value) in [
                 ("keepalive.interval", keepalive.interval),
@@ -191,6 +210,7 @@ mod tests {
         assert_eq!(decoded.max_message_size, 4 << 20);
         assert_eq!(decoded.max_concurrent_streams, 100);
         assert!(decoded.keepalive.is_none());
+        assert_eq!(decoded.idle_timeout, Duration::from_secs(600));
         for (yaml, said) in [
             (
                 "max_message_size: 10",
@@ -207,6 +227,10 @@ mod tests {
             (
                 "{ max_message_size: 2097152, max_message_bytes_in_flight: 1048576 }",
                 "`max_message_bytes_in_flight` must be at least `max_message_size` (2097152)",
+            ),
+            (
+                "idle_timeout: 0s",
+                "at `config.idle_timeout`: `idle_timeout` must be between 1s and 7 days",
             ),
             ("max_body_size: 5", "unknown field `max_body_size`"),
         ] {

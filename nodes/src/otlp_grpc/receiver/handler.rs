@@ -15,7 +15,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use otap_df_core::data::{Encoding, Signal};
 
-use crate::otlp_grpc::{UnaryBody, code, frame, service_path, status_with_retry, unframe};
+use crate::otlp_grpc::{
+    UnaryBody, code, frame, grpc_timeout, service_path, status_with_retry, unframe,
+};
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
@@ -81,10 +83,29 @@ impl Handler {
     }
 
     /// Takes the call's message into the pipeline, or says why not: checked in the order of
-    /// what each check costs (method, content type, credential, compression), then admitted,
-    /// and only then its message read.
+    /// what each check costs (method, content type, credential, compression, deadline), then
+    /// admitted, and only then its message read. A call with a deadline (`grpc-timeout`) is
+    /// taken before it or not at all: its client stops waiting then, and would send again
+    /// what was taken later.
     async fn accept(&self, request: Request<Incoming>) -> Result<(), Refusal> {
-        let (signal, coding) = self.check_head(&request)?;
+        let (signal, coding, deadline) = self.check_head(&request)?;
+        let take = self.take(request.into_body(), signal, coding);
+        let Some(deadline) = deadline else {
+            return take.await;
+        };
+        // The timer starts only if the call has to wait: one whose room and message are at
+        // hand is taken in the first poll.
+        match tokio::time::timeout(deadline, take).await {
+            Ok(taken) => taken,
+            Err(_) => Err(Refusal::new(
+                Reason::DeadlineExceeded,
+                format!("the call's deadline ({deadline:?}) passed before its message was taken"),
+            )),
+        }
+    }
+
+    /// Admits the call, reads its message, and takes it into the pipeline.
+    async fn take(&self, body: Incoming, signal: Signal, coding: Coding) -> Result<(), Refusal> {
         let permit = self.admission.admit(&self.counters).await?;
         let framed_limit = self.max_message_size + 5;
         let _reading = self
@@ -92,7 +113,7 @@ impl Handler {
             .reserve_body(framed_limit as u64, &self.counters)
             .await?;
         bump(&self.counters.read);
-        let body = self.read_message(request.into_body(), framed_limit).await?;
+        let body = self.read_message(body, framed_limit).await?;
         let (compressed, message) =
             unframe(&body).map_err(|message| Refusal::new(Reason::BadRequest, message))?;
         let message = match (compressed, coding) {
@@ -108,9 +129,12 @@ impl Handler {
         take(signal, Encoding::Protobuf, message, permit, &self.counters)
     }
 
-    /// What the call's head says: its signal and how its message is compressed; refused when
-    /// any of it is not what OTLP/gRPC takes.
-    fn check_head(&self, request: &Request<Incoming>) -> Result<(Signal, Coding), Refusal> {
+    /// What the call's head says: its signal, how its message is compressed, and its deadline;
+    /// refused when any of it is not what OTLP/gRPC takes.
+    fn check_head(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<(Signal, Coding, Option<Duration>), Refusal> {
         let path = request.uri().path();
         let Some(signal) = SIGNALS.into_iter().find(|&s| service_path(s) == path) else {
             return Err(Refusal::new(
@@ -163,7 +187,20 @@ impl Handler {
                 }
             },
         };
-        Ok((signal, coding))
+        let deadline = match headers.get("grpc-timeout") {
+            None => None,
+            Some(value) => Some(grpc_timeout(value.as_bytes()).ok_or_else(|| {
+                Refusal::new(
+                    Reason::BadRequest,
+                    format!(
+                        "grpc-timeout `{}` is not a timeout (1 to 8 digits and a unit: H, M, \
+                         S, m, u or n)",
+                        String::from_utf8_lossy(value.as_bytes())
+                    ),
+                )
+            })?),
+        };
+        Ok((signal, coding, deadline))
     }
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.

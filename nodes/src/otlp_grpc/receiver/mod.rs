@@ -14,7 +14,12 @@
 //! decompressed and counted. A call that still finds no room is refused
 //! `RESOURCE_EXHAUSTED` with a `RetryInfo` of `retry_after` (and one arriving while the
 //! pipeline stops `UNAVAILABLE`, with one too), before its message is read: an OTLP client
-//! retries it after the delay. A stream is never held for ever.
+//! retries it after the delay. A stream is never held for ever, nor past its call's deadline
+//! (`grpc-timeout`): a call not taken by then is answered `DEADLINE_EXCEEDED`, as its client
+//! has stopped waiting and would send again what was taken later.
+//!
+//! A connection that carries no call for `idle_timeout` is sent `GOAWAY` and closes (one
+//! timer per connection, moved when it fires; a call costs a clock read).
 //!
 //! One instance per core, accepting from one socket bound once for all cores (as
 //! `receiver:otlp_http`: a second process on the address fails to start). Each connection
@@ -26,9 +31,11 @@
 mod config;
 mod handler;
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::rc::Rc;
+use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -43,13 +50,14 @@ use otap_df_core::node::{
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
 use crate::receive::listener::{AcceptErrors, Takeover, listen};
-use crate::receive::{self, Setup};
+use crate::receive::{self, Setup, idle_deadline};
 pub use config::{Keepalive, MAX_MESSAGE_SIZE, OtlpGrpcReceiverConfig, ServerTls};
 use handler::Handler;
 
@@ -127,6 +135,7 @@ struct Connections {
     handler: Rc<Handler>,
     http: http2::Builder<LocalExecutor>,
     tls: Option<TlsAcceptor>,
+    idle_timeout: Duration,
     /// Becomes true when the receiver stops: each connection sends `GOAWAY`.
     draining: watch::Receiver<bool>,
 }
@@ -167,6 +176,7 @@ impl LocalReceiver for OtlpGrpcReceiver {
             handler: handler.clone(),
             http: http_builder(&config),
             tls,
+            idle_timeout: config.idle_timeout,
             draining,
         });
         let mut connections = JoinSet::new();
@@ -255,24 +265,76 @@ async fn serve(stream: tokio::net::TcpStream, shared: Rc<Connections>) {
     }
 }
 
-/// Serves HTTP/2 on `io` until the client closes it, or until the receiver drains: then
-/// `GOAWAY`, and the calls in flight are answered.
+/// Serves HTTP/2 on `io` until the client closes it, it carries no call for `idle_timeout`,
+/// or the receiver drains: then `GOAWAY`, and the calls in flight are answered.
 async fn serve_io<I>(io: I, shared: &Connections)
 where
     I: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let activity = Rc::new(Activity {
+        calls: Cell::new(0),
+        idle_since: Cell::new(Some(Instant::now())),
+    });
     let handler = shared.handler.clone();
-    let service = hyper::service::service_fn(move |request| {
-        let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        move |request| {
+            let handler = handler.clone();
+            let call = Call::begin(&activity);
+            async move {
+                let _call = call;
+                Ok::<_, Infallible>(handler.handle(request).await)
+            }
+        }
     });
     let connection = shared.http.serve_connection(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let mut draining = shared.draining.clone();
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        _ = draining.wait_for(|draining| *draining) => {}
+    let timeout = shared.idle_timeout;
+    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = draining.wait_for(|draining| *draining) => break,
+            () = timer.as_mut() => {
+                match idle_deadline(activity.idle_since.get(), Instant::now(), timeout) {
+                    Some(deadline) => timer.as_mut().reset(deadline),
+                    None => {
+                        bump(&shared.handler.counters.idle_closed);
+                        break;
+                    }
+                }
+            }
+        }
     }
     connection.as_mut().graceful_shutdown();
     let _ = connection.await;
+}
+
+/// A connection's calls in progress, and since when it has had none: what its idle timer
+/// reads.
+struct Activity {
+    calls: Cell<usize>,
+    idle_since: Cell<Option<Instant>>,
+}
+
+/// One call in progress on a connection, until it is answered or abandoned (dropped).
+struct Call(Rc<Activity>);
+
+impl Call {
+    fn begin(activity: &Rc<Activity>) -> Self {
+        activity.calls.set(activity.calls.get() + 1);
+        activity.idle_since.set(None);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let calls = self.0.calls.get() - 1;
+        self.0.calls.set(calls);
+        if calls == 0 {
+            self.0.idle_since.set(Some(Instant::now()));
+        }
+    }
 }

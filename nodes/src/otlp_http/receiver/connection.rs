@@ -24,6 +24,7 @@ use tokio_rustls::server::TlsStream;
 use super::handler::Handler;
 use super::table::{Entry, Exchange, SharedTable};
 use crate::receive::counters::bump;
+use crate::receive::idle_deadline;
 use crate::receive::listener::Takeover;
 
 /// How long a connection accepted just before a drain may take to send its first request.
@@ -249,21 +250,6 @@ pub(super) async fn connection(
     drop(entry);
 }
 
-/// When the header timer of a connection waiting since `waiting_since` looks next, seen at
-/// `now`; `None` when its time is up. A request in hand (`None` waiting) has timeouts of its
-/// own (admission, body): the timer looks again a whole timeout later.
-fn head_deadline(
-    waiting_since: Option<tokio::time::Instant>,
-    now: tokio::time::Instant,
-    timeout: Duration,
-) -> Option<tokio::time::Instant> {
-    match waiting_since {
-        Some(since) if now >= since + timeout => None,
-        Some(since) => Some(since + timeout),
-        None => Some(now + timeout),
-    }
-}
-
 /// Serves the connection's requests until it ends or the receiver drains.
 ///
 /// A connection that takes longer than `header_read_timeout` to send a request's head, or
@@ -347,9 +333,12 @@ async fn serve(
             }
             () = timer.as_mut() => {
                 let now = tokio::time::Instant::now();
-                match head_deadline(exchange.waiting_since.get(), now, timeout) {
+                match idle_deadline(exchange.waiting_since.get(), now, timeout) {
                     // Closed without an answer, as no request was sent.
-                    None => return,
+                    None => {
+                        bump(&connections.handler.counters.idle_closed);
+                        return;
+                    }
                     Some(deadline) => timer.as_mut().reset(deadline),
                 }
             }
@@ -425,20 +414,20 @@ mod tests {
         let at = |ms| start + Duration::from_millis(ms);
         // Waiting since the start: looked at early (the timer was armed before the last
         // answer moved it), it moves to a timeout after that answer; on time, it closes.
-        assert_eq!(head_deadline(Some(at(0)), at(100), timeout), Some(at(300)));
+        assert_eq!(idle_deadline(Some(at(0)), at(100), timeout), Some(at(300)));
         assert_eq!(
-            head_deadline(Some(at(200)), at(300), timeout),
+            idle_deadline(Some(at(200)), at(300), timeout),
             Some(at(500))
         );
         assert_eq!(
-            head_deadline(Some(at(200)), at(499), timeout),
+            idle_deadline(Some(at(200)), at(499), timeout),
             Some(at(500))
         );
-        assert_eq!(head_deadline(Some(at(200)), at(500), timeout), None);
-        assert_eq!(head_deadline(Some(at(0)), at(900), timeout), None);
+        assert_eq!(idle_deadline(Some(at(200)), at(500), timeout), None);
+        assert_eq!(idle_deadline(Some(at(0)), at(900), timeout), None);
         // A request being answered, however long: looked at again a timeout later.
-        assert_eq!(head_deadline(None, at(300), timeout), Some(at(600)));
-        assert_eq!(head_deadline(None, at(5_000), timeout), Some(at(5_300)));
+        assert_eq!(idle_deadline(None, at(300), timeout), Some(at(600)));
+        assert_eq!(idle_deadline(None, at(5_000), timeout), Some(at(5_300)));
     }
 
     #[test]

@@ -39,7 +39,7 @@ const fn status(reason: Reason) -> StatusCode {
         Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Reason::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Reason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+        Reason::BodyTimeout | Reason::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         Reason::BadRequest => StatusCode::BAD_REQUEST,
         Reason::PipelineClosed | Reason::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Reason::PipelineFull | Reason::BytesInFlight => StatusCode::TOO_MANY_REQUESTS,
