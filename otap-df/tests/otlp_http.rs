@@ -512,9 +512,17 @@ fn serve(listener: TcpListener, script: Vec<&'static str>) -> Vec<(Instant, Stri
             } else {
                 ""
             };
+            // `status|body`: an answer with a body, JSON when it starts with `{`.
+            let (status, answer) = status.split_once('|').unwrap_or((status, ""));
+            let media = if answer.starts_with('{') {
+                "application/json"
+            } else {
+                "application/x-protobuf"
+            };
             write!(
                 stream,
-                "HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\n{extra}content-length: 0\r\n\r\n"
+                "HTTP/1.1 {status}\r\ncontent-type: {media}\r\n{extra}content-length: {}\r\n\r\n{answer}",
+                answer.len()
             )
             .unwrap();
         }
@@ -567,6 +575,31 @@ fn the_exporter_sends_its_headers_waits_as_retry_after_says_then_delivers_once()
     assert_eq!(named(&exporter, "retried"), 1);
     assert_eq!(named(&exporter, "requests"), 2);
     assert_eq!(exporter.counts.records_failed, 0);
+}
+
+#[test]
+fn a_partial_success_in_protobuf_or_json_is_counted_and_not_retried() {
+    // `ExportMetricsServiceResponse { partial_success { rejected_data_points: 3,
+    // error_message: "x" } }` on the wire, and the same in OTLP/JSON (int64 as a string).
+    let protobuf = "200 OK|\n\x05\x08\x03\x12\x01x";
+    let json = r#"200 OK|{"partialSuccess":{"rejectedDataPoints":"2","errorMessage":"too old"}}"#;
+    for (encoding, answer, rejected) in [("protobuf", protobuf, 3), ("json", json, 2)] {
+        let upstream = Upstream::start(vec![answer]);
+        let telemetry = run_to_end(&sender(
+            &format!("{{ count: 1, batch_size: 4, signal: metrics, encoding: {encoding} }}"),
+            &format!(
+                "{{ endpoint: 'http://127.0.0.1:{}', compression: none, retry: {RETRY} }}",
+                upstream.port
+            ),
+            None,
+        ));
+        let seen = upstream.thread.join().unwrap();
+        assert_eq!(seen.len(), 1, "{encoding}: not retried");
+        let exporter = node_totals(&telemetry, "otlp_out");
+        assert_eq!(exporter.counts.records_out, 4, "{encoding}");
+        assert_eq!(named(&exporter, "records_rejected"), rejected, "{encoding}");
+        assert_eq!(named(&exporter, "retried"), 0, "{encoding}");
+    }
 }
 
 #[test]

@@ -96,6 +96,26 @@ impl Compression {
     }
 }
 
+/// Counts and logs the records an upstream said it rejected in a partial success (a
+/// response's `(rejected, message)`): they are not retried, as the OTLP specification says.
+pub(crate) fn rejected_in_part(
+    signal: otap_df_core::data::Signal,
+    partial: Option<(u64, String)>,
+    counter: &std::sync::atomic::AtomicU64,
+) {
+    if let Some((rejected, reason)) = partial
+        && rejected > 0
+    {
+        counter.fetch_add(rejected, Ordering::Relaxed);
+        tracing::warn!(
+            signal = signal.as_str(),
+            rejected,
+            reason = %reason,
+            "the upstream accepted a payload in part (OTLP partial success)"
+        );
+    }
+}
+
 /// An error and its sources, `: `-separated (hyper's own message is terse).
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

@@ -286,9 +286,55 @@ pub fn partial_success(signal: Signal, response: &[u8]) -> Option<(u64, String)>
     Some((u64::try_from(rejected).unwrap_or(0), message))
 }
 
+/// [`partial_success`] of an OTLP/JSON export response: its `partialSuccess` (or
+/// `partial_success`) object, the count a number or a string (JSON's int64).
+pub fn partial_success_json(signal: Signal, response: &[u8]) -> Option<(u64, String)> {
+    let response: serde_json::Value = serde_json::from_slice(response).ok()?;
+    let field = |object: &serde_json::Value, camel: &str, snake: &str| {
+        object.get(camel).or_else(|| object.get(snake)).cloned()
+    };
+    let partial = field(&response, "partialSuccess", "partial_success")?;
+    let (camel, snake) = match signal {
+        Signal::Logs => ("rejectedLogRecords", "rejected_log_records"),
+        Signal::Metrics => ("rejectedDataPoints", "rejected_data_points"),
+        Signal::Traces => ("rejectedSpans", "rejected_spans"),
+    };
+    let rejected = match field(&partial, camel, snake) {
+        None => 0,
+        Some(serde_json::Value::Number(number)) => number.as_u64()?,
+        Some(serde_json::Value::String(text)) => text.parse().ok()?,
+        Some(_) => return None,
+    };
+    let message = field(&partial, "errorMessage", "error_message");
+    let message = message.as_ref().and_then(serde_json::Value::as_str);
+    Some((rejected, message.unwrap_or_default().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_partial_success_is_read_in_either_field_spelling_and_int64_form() {
+        let logs = br#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"bad"}}"#;
+        assert_eq!(
+            partial_success_json(Signal::Logs, logs),
+            Some((3, "bad".to_owned()))
+        );
+        let spans = br#"{"partial_success":{"rejected_spans":2}}"#;
+        assert_eq!(
+            partial_success_json(Signal::Traces, spans),
+            Some((2, String::new()))
+        );
+        assert_eq!(partial_success_json(Signal::Metrics, b"{}"), None);
+        assert_eq!(
+            partial_success_json(Signal::Metrics, br#"{"partialSuccess":{}}"#),
+            Some((0, String::new()))
+        );
+        let negative = br#"{"partialSuccess":{"rejectedDataPoints":-1}}"#;
+        assert_eq!(partial_success_json(Signal::Metrics, negative), None);
+        assert_eq!(partial_success_json(Signal::Logs, b"not json"), None);
+    }
 
     #[test]
     fn synthetic_requests_decode_to_their_record_count() {

@@ -175,17 +175,8 @@ impl GrpcTransport {
         } else {
             message
         };
-        if let Some((rejected, reason)) = crate::otlp::partial_success(signal, message)
-            && rejected > 0
-        {
-            self.rejected.fetch_add(rejected, Ordering::Relaxed);
-            tracing::warn!(
-                signal = signal.as_str(),
-                rejected,
-                reason = %reason,
-                "the upstream accepted a payload in part (OTLP partial success)"
-            );
-        }
+        let partial = crate::otlp::partial_success(signal, message);
+        crate::export::rejected_in_part(signal, partial, &self.rejected);
     }
 }
 

@@ -11,6 +11,8 @@
 //!
 //! Its `out` counts the records the upstream accepted (a `2xx`), when it accepts them
 //! ([`NodeFactory::counts_delivered`]): `in - out - failed` is what its requests still hold.
+//! A `2xx` that reports a partial success has the records it rejected counted
+//! (`records_rejected`) and logged, not retried, as the OTLP specification says.
 //!
 //! Up to `max_in_flight` requests are outstanding per core, over a pool of keep-alive
 //! connections; each has its own retry schedule, so a request that waits to be retried never
@@ -74,6 +76,7 @@ fn create(
         timeout: decoded.timeout,
         token: token::bound(context, capabilities)?,
         requests: context.counters.named("requests"),
+        rejected: context.counters.named("records_rejected"),
     };
     let options = DeliveryOptions {
         retry: decoded.retry,

@@ -12,12 +12,13 @@ use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use otap_df_core::data::OtlpPayload;
+use otap_df_core::data::{Encoding, OtlpPayload};
 
 use super::config::{Compression, Endpoints};
 use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_http::{media_type, status_message};
+use crate::receive::payload::Coding;
 
 /// The HTTP/1 client, over a pool of keep-alive connections.
 pub(super) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -34,6 +35,8 @@ pub(super) struct HttpTransport {
     pub(super) token: Option<TokenHeader>,
     /// Requests sent.
     pub(super) requests: Arc<AtomicU64>,
+    /// Records the server said it rejected in a partial success.
+    pub(super) rejected: Arc<AtomicU64>,
 }
 
 impl Transport for HttpTransport {
@@ -84,6 +87,10 @@ impl HttpTransport {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
+            let coding = match response.headers().get(CONTENT_ENCODING) {
+                None => Some(Coding::Identity),
+                Some(name) => Coding::named(name.as_bytes()),
+            };
             // The body is read so that the connection can be reused.
             let body = response
                 .into_body()
@@ -91,7 +98,13 @@ impl HttpTransport {
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
-            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after, body))
+            // A response compressed in a coding this exporter does not read is not read.
+            let body = coding.and_then(|coding| coding.decompress(body, 4 << 20).ok());
+            Ok::<_, hyper_util::client::legacy::Error>((
+                status,
+                retry_after,
+                body.unwrap_or_default(),
+            ))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Attempt::Retry {
@@ -110,7 +123,10 @@ impl HttpTransport {
                     format!("{status}{message}")
                 };
                 match status {
-                    s if s.is_success() => Attempt::Delivered,
+                    s if s.is_success() => {
+                        self.partial_success(data, &body);
+                        Attempt::Delivered
+                    }
                     StatusCode::UNAUTHORIZED => Attempt::Unauthorized(detail()),
                     StatusCode::TOO_MANY_REQUESTS
                     | StatusCode::BAD_GATEWAY
@@ -123,5 +139,21 @@ impl HttpTransport {
                 }
             }
         }
+    }
+
+    /// Reads a success's body for a partial success, and reports the records it rejected
+    /// (counted as `records_rejected`, and logged with the server's message): they are not
+    /// retried, as the OTLP specification says. The body is in the request's encoding; an
+    /// empty one (the usual answer) says nothing.
+    fn partial_success(&self, data: &OtlpPayload, body: &Bytes) {
+        if body.is_empty() || &body[..] == b"{}" {
+            return;
+        }
+        let signal = data.signal();
+        let partial = match data.encoding() {
+            Encoding::Protobuf => crate::otlp::partial_success(signal, body),
+            Encoding::Json => crate::otlp::partial_success_json(signal, body),
+        };
+        crate::export::rejected_in_part(signal, partial, &self.rejected);
     }
 }
