@@ -20,6 +20,7 @@ pub use file::{FILE, FileConfig};
 pub use generator::{GENERATOR, GeneratorConfig};
 pub use noop::NOOP;
 pub use otap_df_core::data::Signal;
+pub use otlp::receiver::{OTLP_RECEIVER, OtlpReceiverConfig};
 pub use otlp_grpc::exporter::{OTLP_GRPC_EXPORTER, OtlpGrpcExporterConfig};
 pub use otlp_grpc::receiver::{OTLP_GRPC_RECEIVER, OtlpGrpcReceiverConfig};
 pub use otlp_http::exporter::{OTLP_HTTP_EXPORTER, OtlpHttpExporterConfig};
@@ -35,6 +36,7 @@ pub fn register(registry: &mut Registry) {
     registry.register_node(&DEBUG);
     registry.register_node(&FILE);
     registry.register_node(&NOOP);
+    registry.register_node(&OTLP_RECEIVER);
     registry.register_node(&OTLP_HTTP_RECEIVER);
     registry.register_node(&OTLP_GRPC_RECEIVER);
     registry.register_node(&OTLP_HTTP_EXPORTER);

@@ -41,6 +41,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
         nodes,
         vec![
             "receiver:generator",
+            "receiver:otlp",
             "receiver:otlp_grpc",
             "receiver:otlp_http",
             "processor:dedup",

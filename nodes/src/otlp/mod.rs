@@ -1,7 +1,8 @@
 //! Building and reading OTLP requests: the `opentelemetry-proto` types where a request is
 //! built or transcoded, a zero-copy walk of the wire format ([`wire`]) where it is only
-//! counted.
+//! counted; and `receiver:otlp` ([`receiver`]), which serves both transports.
 
+pub mod receiver;
 pub mod wire;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;

@@ -4,6 +4,7 @@
 //! Collector's receivers apply it. Refusing costs almost nothing, so an overloaded receiver
 //! keeps its core for the requests it accepts.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use otap_df_core::node::{OutputPermit, Outputs, ShutdownSignal, TrySendError};
@@ -14,7 +15,8 @@ use super::{Reason, Refusal};
 
 /// The room a receiver's requests take.
 pub(crate) struct Admission {
-    pub(crate) outputs: Outputs,
+    /// The node's outputs, shared by its protocols (`receiver:otlp` serves two).
+    pub(crate) outputs: Rc<Outputs>,
     /// Requests waiting for room give up once the engine asks the pipeline to stop.
     pub(crate) shutdown: ShutdownSignal,
     pub(crate) timeout: Duration,
@@ -25,7 +27,7 @@ pub(crate) struct Admission {
 impl Admission {
     /// Room for `max_body_bytes_in_flight` bytes of bodies being read at once.
     pub(crate) fn new(
-        outputs: Outputs,
+        outputs: Rc<Outputs>,
         shutdown: ShutdownSignal,
         timeout: Duration,
         max_body_bytes_in_flight: usize,

@@ -11,6 +11,7 @@ use super::{Reason, Refusal};
 
 /// The bound authorizer and the header (HTTP) or metadata key (gRPC) it reads, parsed once
 /// rather than per request.
+#[derive(Clone)]
 pub(crate) struct Authorization {
     pub(crate) authorizer: Rc<dyn local::BearerTokenAuthorizer>,
     pub(crate) header: HeaderName,

@@ -23,10 +23,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Instant;
 
 use otap_df_core::capability::BearerTokenAuthorizer;
 use otap_df_core::extension::Capabilities;
-use otap_df_core::node::{NodeContext, NodeError};
+use otap_df_core::node::{Control, ControlMessage, NodeContext, NodeError};
 use tokio_rustls::TlsAcceptor;
 
 use authorization::Authorization;
@@ -56,30 +57,57 @@ pub(crate) fn setup<H: Send + 'static>(
     tls: Option<(&Path, &Path)>,
     alpn: &[u8],
 ) -> Result<Setup<H>, NodeError> {
-    let authorization = capabilities
-        .optional_local::<BearerTokenAuthorizer>()?
-        .map(|authorizer| Authorization::of(context, authorizer))
-        .transpose()?;
-    let tls = tls
-        .map(|(cert_file, key_file)| crate::tls::server_config(cert_file, key_file))
-        .transpose()
-        .map_err(|message| context.error(message))?
-        .map(|mut config| {
-            config.alpn_protocols = vec![alpn.to_vec()];
-            TlsAcceptor::from(Arc::new(config))
-        });
-    let cannot = |e: std::io::Error| context.error(format!("cannot listen on `{listen}`: {e}"));
+    let authorization = authorization(context, capabilities)?;
+    let tls = tls_acceptor(context, tls, alpn)?;
     let listener = context
         .shared
         .get_or_try_init(|| Listener::<H>::bind(listen))
-        .map_err(cannot)?;
-    let socket = listener.handle().map_err(cannot)?;
+        .map_err(|e| cannot_listen(context, listen, e))?;
+    let socket = listener
+        .handle()
+        .map_err(|e| cannot_listen(context, listen, e))?;
     Ok(Setup {
         authorization,
         tls,
         listener,
         socket,
     })
+}
+
+/// The bound `bearer_token_authorizer`, if any.
+pub(crate) fn authorization(
+    context: &NodeContext,
+    capabilities: &mut Capabilities,
+) -> Result<Option<Authorization>, NodeError> {
+    capabilities
+        .optional_local::<BearerTokenAuthorizer>()?
+        .map(|authorizer| Authorization::of(context, authorizer))
+        .transpose()
+}
+
+/// TLS with `cert_file` and `key_file` (`tls`), offering `alpn`.
+pub(crate) fn tls_acceptor(
+    context: &NodeContext,
+    tls: Option<(&Path, &Path)>,
+    alpn: &[u8],
+) -> Result<Option<TlsAcceptor>, NodeError> {
+    Ok(tls
+        .map(|(cert_file, key_file)| crate::tls::server_config(cert_file, key_file))
+        .transpose()
+        .map_err(|message| context.error(message))?
+        .map(|mut config| {
+            config.alpn_protocols = vec![alpn.to_vec()];
+            TlsAcceptor::from(Arc::new(config))
+        }))
+}
+
+/// The node's error for `listen` not bound (`error`).
+pub(crate) fn cannot_listen(
+    context: &NodeContext,
+    listen: SocketAddr,
+    error: std::io::Error,
+) -> NodeError {
+    context.error(format!("cannot listen on `{listen}`: {error}"))
 }
 
 /// Why a request was not taken.
@@ -193,5 +221,15 @@ pub(crate) fn idle_deadline(
         Some(since) if now >= since + timeout => None,
         Some(since) => Some(since + timeout),
         None => Some(now + timeout),
+    }
+}
+
+/// The deadline of the engine's request to stop, once `control` carries it: what a receiver
+/// serves until.
+pub(crate) async fn shutdown_deadline(mut control: Control) -> Instant {
+    loop {
+        if let ControlMessage::Shutdown { deadline } = control.recv().await {
+            return deadline;
+        }
     }
 }

@@ -62,6 +62,29 @@ impl<'a> ComponentConfig<'a> {
         }
     }
 
+    /// The mapping at `field` (`protocols.grpc`) as a block of its own, handed to `decode`:
+    /// for a component whose configuration holds another's, decoded and checked by that
+    /// other's own code, its errors located inside this block. `None` when `field` is absent;
+    /// a field present without a value (`grpc:`) is an empty mapping, so its defaults.
+    pub fn nested<R>(
+        &self,
+        field: &str,
+        decode: impl FnOnce(&ComponentConfig<'_>) -> R,
+    ) -> Option<R> {
+        let mut path = self.path.clone();
+        let mut value = self.value;
+        for segment in YamlPath::parse(field).segments() {
+            let crate::config::position::PathSegment::Key(key) = segment else {
+                return None;
+            };
+            value = value.get(key.as_str())?;
+            path = path.key(key.clone());
+        }
+        let empty = Value::Mapping(serde_yaml_ng::Mapping::new());
+        let value = if value.is_null() { &empty } else { value };
+        Some(decode(&ComponentConfig::new(value, &path, self.positions)))
+    }
+
     /// [`invalid`](Self::invalid) of what a config struct's own check found.
     pub fn located(&self, invalid: InvalidOption) -> ConfigError {
         self.invalid(&invalid.option, invalid.message)
@@ -227,5 +250,39 @@ mod tests {
                 field: "max_entries".into()
             }
         );
+    }
+
+    #[test]
+    fn a_nested_block_decodes_on_its_own_with_errors_located_in_the_whole() {
+        let text = "outer:\n  inner:\n    ttl: soon\n  bare:\n";
+        let positions = PositionIndex::build(text);
+        let value: Value = serde_yaml_ng::from_str(text).expect("test YAML");
+        let root = YamlPath::root();
+        let config = ComponentConfig::new(&value, &root, &positions);
+        let error = config
+            .nested("outer.inner", |inner| inner.decode::<Nested>())
+            .expect("present")
+            .expect_err("bad type");
+        assert_eq!(error.path.to_string(), "outer.inner.ttl");
+        assert_eq!(error.location.map(|l| (l.line, l.column)), Some((3, 5)));
+        let bare = config
+            .nested("outer.bare", |bare| bare.decode::<Option<Nested>>())
+            .expect("present");
+        assert!(
+            matches!(
+                bare,
+                Err(ConfigError {
+                    kind: ConfigErrorKind::MissingField { .. },
+                    ..
+                })
+            ),
+            "an empty value is an empty mapping: {bare:?}"
+        );
+        assert!(config.nested("outer.absent", |_| ()).is_none());
+        let invalid = config
+            .nested("outer.inner", |inner| inner.invalid("ttl", "too soon"))
+            .expect("present");
+        assert_eq!(invalid.path.to_string(), "outer.inner.ttl");
+        assert_eq!(invalid.location.map(|l| (l.line, l.column)), Some((3, 5)));
     }
 }

@@ -66,9 +66,16 @@ impl StopRequest {
 
 /// One value per node for all cores: what the first core to ask creates, every other core
 /// of the same node gets (a listening socket bound once and shared, so that a second
-/// process cannot bind the same address beside it).
+/// process cannot bind the same address beside it). A node that listens on several addresses
+/// keeps one value per address ([`get_or_try_init_for`](Self::get_or_try_init_for)).
+///
+/// A reload's new version of the node (same id and type) takes over its predecessor's values:
+/// the value of each listen address that stays, and the node-wide one when none changes.
 #[derive(Debug, Clone, Default)]
-pub struct NodeShared(Arc<Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>>);
+pub struct NodeShared(Arc<Mutex<SharedValues>>);
+
+/// Each value by the listen option it belongs to (`""`: the node's own).
+type SharedValues = Vec<(String, Arc<dyn std::any::Any + Send + Sync>)>;
 
 impl NodeShared {
     /// The node's shared `T`, created by `init` on first use. A failed `init` leaves it
@@ -78,17 +85,61 @@ impl NodeShared {
     where
         T: std::any::Any + Send + Sync,
     {
-        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = slot.as_ref()
-            && let Ok(value) = existing.clone().downcast::<T>()
+        self.get_or_try_init_for("", init)
+    }
+
+    /// [`get_or_try_init`](Self::get_or_try_init) of the value that belongs to one of the
+    /// node's listen addresses, by the option the factory's `listens` names it with
+    /// (`protocols.grpc.listen`): a reload that keeps that address keeps the value, whatever
+    /// happens to the node's other addresses.
+    pub fn get_or_try_init_for<T, E>(
+        &self,
+        listen: &str,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E>
+    where
+        T: std::any::Any + Send + Sync,
+    {
+        let mut values = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let existing = values.iter().find(|(key, _)| key == listen);
+        if let Some((_, value)) = existing
+            && let Ok(value) = value.clone().downcast::<T>()
         {
             return Ok(value);
         }
         let value = Arc::new(init()?);
-        if slot.is_none() {
-            *slot = Some(value.clone());
+        if existing.is_none() {
+            values.push((listen.to_owned(), value.clone()));
         }
         Ok(value)
+    }
+
+    /// What a new version of the node takes over from this one, whose listen addresses were
+    /// `old` and are `new`: the value of each address that stays, and the node's own value
+    /// when no address changes.
+    pub(crate) fn carried_over(
+        &self,
+        old: &[(&str, std::net::SocketAddr)],
+        new: &[(&str, std::net::SocketAddr)],
+    ) -> Self {
+        let values = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = values
+            .iter()
+            .filter(|(key, _)| match key.as_str() {
+                "" => old == new,
+                listen => {
+                    let address = |addresses: &[(&str, std::net::SocketAddr)]| {
+                        addresses
+                            .iter()
+                            .find(|(option, _)| *option == listen)
+                            .map(|(_, address)| *address)
+                    };
+                    address(old).is_some() && address(old) == address(new)
+                }
+            })
+            .cloned()
+            .collect();
+        Self(Arc::new(Mutex::new(kept)))
     }
 }
 
@@ -570,3 +621,41 @@ impl NodeInstance {
 /// Builds a node instance; it claims its capabilities from `capabilities` here, once.
 pub type NodeConstructor =
     fn(&NodeContext, &ComponentConfig<'_>, &mut Capabilities) -> Result<NodeInstance, NodeError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_version_takes_over_the_values_of_the_addresses_it_keeps() {
+        let address = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let shared = NodeShared::default();
+        let grpc = shared.get_or_try_init_for("grpc", || Ok::<_, ()>(4317u16));
+        let http = shared.get_or_try_init_for("http", || Ok::<_, ()>(4318u16));
+        let own = shared.get_or_try_init(|| Ok::<_, ()>("node-wide"));
+        let old = [("grpc", address(4317)), ("http", address(4318))];
+        let moved = [("grpc", address(4317)), ("http", address(5318))];
+        let next = shared.carried_over(&old, &moved);
+        let kept = next.get_or_try_init_for("grpc", || Ok::<_, ()>(0u16));
+        assert!(
+            Arc::ptr_eq(&kept.unwrap(), &grpc.unwrap()),
+            "gRPC's address stays"
+        );
+        let fresh = next.get_or_try_init_for("http", || Ok::<_, ()>(5318u16));
+        assert_eq!(*fresh.unwrap(), 5318, "HTTP's moved: a value of its own");
+        let own_after_move = next.get_or_try_init(|| Ok::<_, ()>("fresh"));
+        assert_eq!(*own_after_move.unwrap(), "fresh", "an address changed");
+        let same = shared.carried_over(&old, &old);
+        let own_kept = same.get_or_try_init(|| Ok::<_, ()>("fresh"));
+        assert!(
+            Arc::ptr_eq(&own_kept.unwrap(), &own.unwrap()),
+            "nothing changed"
+        );
+        assert!(Arc::ptr_eq(
+            &same
+                .get_or_try_init_for("http", || Ok::<_, ()>(0u16))
+                .unwrap(),
+            &http.unwrap()
+        ));
+    }
+}

@@ -35,7 +35,8 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
 
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -44,8 +45,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::node::{
-    ControlMessage, LocalReceiver, NodeContext, NodeError, NodeInstance, ReceiverContext,
-    ShutdownSignal,
+    LocalReceiver, NodeContext, NodeError, NodeInstance, Outputs, ReceiverContext, ShutdownSignal,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -56,7 +56,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::listener::{AcceptErrors, Takeover, listen};
+use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
 use crate::receive::{self, Setup, idle_deadline};
 pub use config::{Keepalive, MAX_MESSAGE_SIZE, OtlpGrpcReceiverConfig, ServerTls};
 use handler::Handler;
@@ -93,22 +93,13 @@ fn create(
         listener,
         socket,
     } = receive::setup::<Infallible>(context, capabilities, config.listen, tls, b"h2")?;
-    // HTTP/2 connections are not handed over: a version that stops sends `GOAWAY`, and its
-    // clients reconnect to its successor.
-    let (takeover, _) = listener.take_over(context.core, tls.is_some());
-    Ok(NodeInstance::Receiver(Box::new(OtlpGrpcReceiver {
-        node: context.node_id.clone(),
-        socket,
-        takeover,
-        tls,
-        config,
-        authorizer,
-        counters: Counters::new(&context.counters),
-        shutdown: context.shutdown.clone(),
-    })))
+    Ok(NodeInstance::Receiver(Box::new(OtlpGrpcReceiver::new(
+        context, config, authorizer, tls, &listener, socket,
+    ))))
 }
 
-struct OtlpGrpcReceiver {
+/// One core's OTLP/gRPC server: `receiver:otlp_grpc`, or the gRPC side of `receiver:otlp`.
+pub(crate) struct OtlpGrpcReceiver {
     node: String,
     socket: socket2::Socket,
     takeover: Takeover<Infallible>,
@@ -142,7 +133,46 @@ struct Connections {
 
 #[otap_df_core::async_trait(?Send)]
 impl LocalReceiver for OtlpGrpcReceiver {
-    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError> {
+        let ReceiverContext { outputs, control } = context;
+        let stop = receive::shutdown_deadline(control);
+        self.serve(Rc::new(outputs), stop).await
+    }
+}
+
+impl OtlpGrpcReceiver {
+    /// This core's server on the node's `listener` (its `socket` this core's handle of it).
+    pub(crate) fn new(
+        context: &NodeContext,
+        config: OtlpGrpcReceiverConfig,
+        authorizer: Option<Authorization>,
+        tls: Option<TlsAcceptor>,
+        listener: &Arc<Listener<Infallible>>,
+        socket: socket2::Socket,
+    ) -> Self {
+        // HTTP/2 connections are not handed over: a version that stops sends `GOAWAY`, and
+        // its clients reconnect to its successor.
+        let (takeover, _) = listener.take_over(context.core, tls.is_some());
+        Self {
+            node: context.node_id.clone(),
+            socket,
+            takeover,
+            tls,
+            config,
+            authorizer,
+            counters: Counters::new(&context.counters),
+            shutdown: context.shutdown.clone(),
+        }
+    }
+
+    /// Serves into `outputs` until `stop` yields the deadline of a request to stop; then each
+    /// connection is sent `GOAWAY` and its calls in flight are answered, by that deadline.
+    pub(crate) async fn serve(
+        self,
+        outputs: Rc<Outputs>,
+        stop: impl Future<Output = StdInstant>,
+    ) -> Result<(), NodeError> {
+        let mut stop = std::pin::pin!(stop);
         let Self {
             node,
             socket,
@@ -152,7 +182,7 @@ impl LocalReceiver for OtlpGrpcReceiver {
             authorizer,
             counters,
             shutdown,
-        } = *self;
+        } = self;
         let listener = listen(socket).map_err(|e| NodeError::Failed {
             node: node.clone(),
             message: format!("cannot listen on `{}`: {e}", config.listen),
@@ -160,7 +190,7 @@ impl LocalReceiver for OtlpGrpcReceiver {
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/gRPC receiver listening");
         let handler = Rc::new(Handler {
             admission: Admission::new(
-                context.outputs,
+                outputs,
                 shutdown.clone(),
                 config.admission_timeout,
                 config.max_message_bytes_in_flight,
@@ -183,11 +213,7 @@ impl LocalReceiver for OtlpGrpcReceiver {
         let mut accept_errors = AcceptErrors::default();
         let deadline = loop {
             tokio::select! {
-                message = context.control.recv() => {
-                    if let ControlMessage::Shutdown { deadline } = message {
-                        break deadline;
-                    }
-                }
+                deadline = stop.as_mut() => break deadline,
                 accepted = listener.accept() => {
                     let stream = match accepted {
                         Ok((stream, _)) => stream,

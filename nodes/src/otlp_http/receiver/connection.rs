@@ -50,7 +50,7 @@ impl Stream {
 /// An open connection handed from one version of the receiver to its successor, between two
 /// requests: its stream, the bytes of the next request already read from it, and what it did
 /// so far (for [`ConnectionTable`](super::table::ConnectionTable)).
-pub(super) struct Handed {
+pub(crate) struct Handed {
     pub(super) stream: Stream,
     pub(super) unread: Bytes,
     pub(super) requests: u64,

@@ -26,7 +26,10 @@ mod connection;
 mod handler;
 mod table;
 
+use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use http::HeaderValue;
 use otap_df_core::capability::CapabilityId;
@@ -34,8 +37,7 @@ use otap_df_core::config::{ComponentConfig, ComponentKind};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::node::{
-    ControlMessage, LocalReceiver, NodeContext, NodeError, NodeInstance, ReceiverContext,
-    ShutdownSignal,
+    LocalReceiver, NodeContext, NodeError, NodeInstance, Outputs, ReceiverContext, ShutdownSignal,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -44,10 +46,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::listener::{AcceptErrors, Takeover, listen};
+use crate::receive::listener::{AcceptErrors, Listener, Takeover, listen};
 use crate::receive::{self, Setup};
 pub use config::{OtlpHttpReceiverConfig, ServerTls};
-use connection::{Arrival, Connections, Handed, connection};
+pub(crate) use connection::Handed;
+use connection::{Arrival, Connections, connection};
 use handler::Handler;
 use table::{Entry, Exchange, SharedTable};
 
@@ -77,29 +80,19 @@ fn create(
         .tls
         .as_ref()
         .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
-    // Each core accepts on its own handle of the one socket; a version built by a reload
-    // takes the open connections of the one it replaces over.
     let Setup {
         authorization: authorizer,
         tls,
         listener,
         socket,
     } = receive::setup::<Handed>(context, capabilities, config.listen, tls, b"http/1.1")?;
-    let (takeover, handed) = listener.take_over(context.core, tls.is_some());
-    Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver {
-        node: context.node_id.clone(),
-        socket,
-        takeover,
-        handed,
-        tls,
-        config,
-        authorizer,
-        counters: Counters::new(&context.counters),
-        shutdown: context.shutdown.clone(),
-    })))
+    Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver::new(
+        context, config, authorizer, tls, &listener, socket,
+    ))))
 }
 
-struct OtlpHttpReceiver {
+/// One core's OTLP/HTTP server: `receiver:otlp_http`, or the HTTP side of `receiver:otlp`.
+pub(crate) struct OtlpHttpReceiver {
     node: String,
     socket: socket2::Socket,
     takeover: Takeover<Handed>,
@@ -114,7 +107,47 @@ struct OtlpHttpReceiver {
 
 #[otap_df_core::async_trait(?Send)]
 impl LocalReceiver for OtlpHttpReceiver {
-    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+    async fn run(self: Box<Self>, context: ReceiverContext) -> Result<(), NodeError> {
+        let ReceiverContext { outputs, control } = context;
+        let stop = receive::shutdown_deadline(control);
+        self.serve(Rc::new(outputs), stop).await
+    }
+}
+
+impl OtlpHttpReceiver {
+    /// This core's server on the node's `listener` (its `socket` this core's handle of it).
+    pub(crate) fn new(
+        context: &NodeContext,
+        config: OtlpHttpReceiverConfig,
+        authorizer: Option<Authorization>,
+        tls: Option<TlsAcceptor>,
+        listener: &Arc<Listener<Handed>>,
+        socket: socket2::Socket,
+    ) -> Self {
+        // Each core accepts on its own handle of the one socket; a version built by a reload
+        // takes the open connections of the one it replaces over.
+        let (takeover, handed) = listener.take_over(context.core, tls.is_some());
+        Self {
+            node: context.node_id.clone(),
+            socket,
+            takeover,
+            handed,
+            tls,
+            config,
+            authorizer,
+            counters: Counters::new(&context.counters),
+            shutdown: context.shutdown.clone(),
+        }
+    }
+
+    /// Serves into `outputs` until `stop` yields the deadline of a request to stop, then
+    /// drains (connections handed to a successor, or answered and closed) by that deadline.
+    pub(crate) async fn serve(
+        self,
+        outputs: Rc<Outputs>,
+        stop: impl Future<Output = Instant>,
+    ) -> Result<(), NodeError> {
+        let mut stop = std::pin::pin!(stop);
         let Self {
             node,
             socket,
@@ -125,7 +158,7 @@ impl LocalReceiver for OtlpHttpReceiver {
             authorizer,
             counters,
             shutdown,
-        } = *self;
+        } = self;
         let error = |message: String| NodeError::Failed {
             node: node.clone(),
             message,
@@ -135,7 +168,7 @@ impl LocalReceiver for OtlpHttpReceiver {
         tracing::info!(node = %node, address = %config.listen, tls = tls.is_some(), "OTLP/HTTP receiver listening");
         let handler = Rc::new(Handler {
             admission: Admission::new(
-                context.outputs,
+                outputs,
                 shutdown.clone(),
                 config.admission_timeout,
                 config.max_body_bytes_in_flight,
@@ -172,11 +205,7 @@ impl LocalReceiver for OtlpHttpReceiver {
         let mut peak = Peak::default();
         let deadline = loop {
             tokio::select! {
-                message = context.control.recv() => {
-                    if let ControlMessage::Shutdown { deadline } = message {
-                        break deadline;
-                    }
-                }
+                deadline = stop.as_mut() => break deadline,
                 accepted = listener.accept() => {
                     let stream = match accepted {
                         Ok((stream, _)) => stream,
@@ -186,11 +215,7 @@ impl LocalReceiver for OtlpHttpReceiver {
                             bump(&handler.counters.accept_errors);
                             let pause = accept_errors.failed(&node, &error);
                             tokio::select! {
-                                message = context.control.recv() => {
-                                    if let ControlMessage::Shutdown { deadline } = message {
-                                        break deadline;
-                                    }
-                                }
+                                deadline = stop.as_mut() => break deadline,
                                 () = tokio::time::sleep(pause) => {}
                             }
                             continue;

@@ -344,8 +344,10 @@ impl EngineRoom {
 }
 
 /// The node cells a new run of pipeline `index` of `new` takes from the run it replaces: a
-/// node with the same id, type and listen addresses keeps its cell (a receiver its bound
-/// socket, so no connection is refused between the two); the others get fresh ones.
+/// node with the same id and type carries over what belongs to the listen addresses it keeps
+/// (a receiver its bound socket, so no connection is refused between the two), and the rest
+/// of its cell when it keeps them all ([`NodeShared::carried_over`]); the others get fresh
+/// ones.
 fn takeover_cells(
     old: &PipelineRun,
     new: &ResolvedConfig,
@@ -366,12 +368,11 @@ fn takeover_cells(
                 let kept = old_plan
                     .nodes
                     .iter()
-                    .find(|o| {
-                        o.id == node.id
-                            && std::ptr::eq(o.factory, node.factory)
-                            && listens(&old.resolved, o) == listens(new, node)
-                    })
-                    .and_then(|_| old.node_shared.get(&node.id).cloned());
+                    .find(|o| o.id == node.id && std::ptr::eq(o.factory, node.factory))
+                    .and_then(|o| {
+                        let cell = old.node_shared.get(&node.id)?;
+                        Some(cell.carried_over(&listens(&old.resolved, o), &listens(new, node)))
+                    });
                 (node.id.clone(), kept.unwrap_or_default())
             })
             .collect(),
