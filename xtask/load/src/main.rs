@@ -7,8 +7,10 @@
 //!   drives it at each connection count and prints accepted and refused requests per second,
 //!   latency, CPU and peak memory as a Markdown table.
 //!   The `grpc-*` targets do the same over OTLP/gRPC (calls over HTTP/2 connections, 16 to a
-//!   connection), against a gRPC ceiling, with the Collector's gRPC gateway beside them.
-//! - `serve`: the minimal server alone (also the gateway's upstream); `--grpc` for OTLP/gRPC.
+//!   connection), against a gRPC ceiling (hyper's HTTP/2 alone, and tonic's server side), with
+//!   the Collector's gRPC gateway beside them (refusing, or blocking, when its queue is full).
+//! - `serve`: the minimal server alone (also the gateway's upstream); `--grpc` for OTLP/gRPC,
+//!   `--tonic` for it on tonic.
 //! - `drive`: one load level against a running OTLP/HTTP or (`--grpc`) OTLP/gRPC server.
 
 mod drive;
@@ -50,8 +52,9 @@ enum Command {
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
         /// gateway+auth, gateway-slow-upstream, otelcol-gateway+auth,
-        /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-receiver,
-        /// grpc-receiver+auth, grpc-gateway, grpc-gateway+auth, otelcol-grpc-gateway (their
+        /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-tonic-ceiling,
+        /// grpc-receiver, grpc-receiver+auth, otelcol-grpc-receiver, grpc-gateway,
+        /// grpc-gateway+auth, otelcol-grpc-gateway, otelcol-grpc-gateway-blocking (their
         /// connection count is the number of concurrent calls, 16 to an HTTP/2 connection).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -94,6 +97,9 @@ enum Command {
         /// Serve OTLP/gRPC (HTTP/2, every call answered `OK`) instead of OTLP/HTTP.
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         grpc: bool,
+        /// With `--grpc`: serve it on tonic's server side instead of hyper's HTTP/2 alone.
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        tonic: bool,
     },
     /// One load level against a running OTLP server: prints what the clients saw.
     Drive {
@@ -127,7 +133,15 @@ fn main() -> ExitCode {
             listen,
             delay_ms,
             grpc,
-        } => serve::serve(listen, Duration::from_millis(delay_ms), grpc),
+            tonic,
+        } => {
+            let grpc = match (grpc, tonic) {
+                (false, _) => serve::Grpc::No,
+                (true, false) => serve::Grpc::Hyper,
+                (true, true) => serve::Grpc::Tonic,
+            };
+            serve::serve(listen, Duration::from_millis(delay_ms), grpc)
+        }
         Command::Drive {
             address,
             grpc,

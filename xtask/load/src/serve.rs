@@ -4,7 +4,9 @@
 //! handler that reads the whole body and answers `200` with an empty protobuf body, after
 //! `delay` when asked (a slow upstream). Nothing else: no routing, no decoding, no queue.
 //! With `grpc`, hyper's HTTP/2 server answering every call `OK` with an empty message, the
-//! least an OTLP/gRPC server can do.
+//! least an OTLP/gRPC server can do; with `tonic` too, the same on tonic's server side (its
+//! `Grpc` unary path with a codec that keeps the message as bytes, as upstream otap-dataflow
+//! receives OTLP), the ceiling of a Rust gRPC server as one is usually built.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +18,19 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+/// Which gRPC server, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grpc {
+    /// OTLP/HTTP.
+    No,
+    /// OTLP/gRPC on hyper's HTTP/2 server alone.
+    Hyper,
+    /// OTLP/gRPC on tonic's server side.
+    Tonic,
+}
+
 /// Serves until the process is killed.
-pub fn serve(listen: SocketAddr, delay: Duration, grpc: bool) -> Result<(), String> {
+pub fn serve(listen: SocketAddr, delay: Duration, grpc: Grpc) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,9 +44,16 @@ pub fn serve(listen: SocketAddr, delay: Duration, grpc: bool) -> Result<(), Stri
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            if grpc {
-                tokio::spawn(serve_grpc(stream, delay));
-                continue;
+            match grpc {
+                Grpc::No => {}
+                Grpc::Hyper => {
+                    tokio::spawn(serve_grpc(stream, delay));
+                    continue;
+                }
+                Grpc::Tonic => {
+                    tokio::spawn(tonic_ceiling::serve(stream));
+                    continue;
+                }
             }
             tokio::spawn(async move {
                 let service = service_fn(
@@ -84,4 +104,81 @@ async fn serve_grpc(stream: tokio::net::TcpStream, delay: Duration) {
         .adaptive_window(true)
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+/// The tonic ceiling: every call decoded by tonic's `Grpc` with a codec that keeps the message
+/// as bytes, answered `OK` with an empty message.
+mod tonic_ceiling {
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+
+    use bytes::{Buf, BufMut, Bytes};
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    use tonic::{Request, Response, Status};
+
+    /// Messages as bytes, both ways.
+    #[derive(Default)]
+    struct BytesCodec;
+
+    struct BytesCoder;
+
+    impl Codec for BytesCodec {
+        type Encode = Bytes;
+        type Decode = Bytes;
+        type Encoder = BytesCoder;
+        type Decoder = BytesCoder;
+
+        fn encoder(&mut self) -> BytesCoder {
+            BytesCoder
+        }
+
+        fn decoder(&mut self) -> BytesCoder {
+            BytesCoder
+        }
+    }
+
+    impl Encoder for BytesCoder {
+        type Item = Bytes;
+        type Error = Status;
+
+        fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put(item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for BytesCoder {
+        type Item = Bytes;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+            Ok(Some(src.copy_to_bytes(src.remaining())))
+        }
+    }
+
+    /// An export method: takes the message, answers an empty one.
+    struct Export;
+
+    impl tonic::server::UnaryService<Bytes> for Export {
+        type Response = Bytes;
+        type Future = Ready<Result<Response<Bytes>, Status>>;
+
+        fn call(&mut self, _request: Request<Bytes>) -> Self::Future {
+            ready(Ok(Response::new(Bytes::new())))
+        }
+    }
+
+    /// One HTTP/2 connection.
+    pub(super) async fn serve(stream: tokio::net::TcpStream) {
+        let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+            let mut grpc = tonic::server::Grpc::new(BytesCodec);
+            Ok::<_, Infallible>(grpc.unary(Export, request).await)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .adaptive_window(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    }
 }

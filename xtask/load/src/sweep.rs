@@ -55,11 +55,14 @@ pub const TARGETS: &[&str] = &[
     "otelcol-gateway+auth",
     "otelcol-gateway-blocking+auth",
     "grpc-ceiling",
+    "grpc-tonic-ceiling",
     "grpc-receiver",
     "grpc-receiver+auth",
+    "otelcol-grpc-receiver",
     "grpc-gateway",
     "grpc-gateway+auth",
     "otelcol-grpc-gateway",
+    "otelcol-grpc-gateway-blocking",
 ];
 
 /// Whether `target` speaks OTLP/gRPC (its load is calls over HTTP/2 connections).
@@ -312,9 +315,15 @@ service:
 
 /// The Collector's configuration for `otelcol-grpc-gateway`, the same job as our
 /// `grpc-gateway`: OTLP/gRPC in on `port`, OTLP/gRPC out to `upstream`, uncompressed, with its
-/// exporter's defaults otherwise (a sending queue drained by 10 consumers, retries on). No
-/// tokens: gRPC sends per-call credentials only over TLS.
-fn otelcol_grpc_config(port: u16, upstream: u16) -> String {
+/// exporter's defaults otherwise (a sending queue drained by 10 consumers, retries on); with
+/// `blocking`, a full queue blocks the receiver's call instead of refusing it (backpressure,
+/// as ours applies it). No tokens: gRPC sends per-call credentials only over TLS.
+fn otelcol_grpc_config(port: u16, upstream: u16, blocking: bool) -> String {
+    let queue = if blocking {
+        "\n    sending_queue:\n      block_on_overflow: true"
+    } else {
+        ""
+    };
     format!(
         "receivers:
   otlp:
@@ -324,7 +333,7 @@ fn otelcol_grpc_config(port: u16, upstream: u16) -> String {
 exporters:
   otlp:
     endpoint: 127.0.0.1:{upstream}
-    compression: none
+    compression: none{queue}
     tls: {{ insecure: true }}
 service:
   telemetry:
@@ -332,6 +341,27 @@ service:
     metrics: {{ level: none }}
   pipelines:
     logs: {{ receivers: [otlp], exporters: [otlp] }}
+"
+    )
+}
+
+/// The Collector's configuration for `otelcol-grpc-receiver`, the same job as our
+/// `grpc-receiver`: OTLP/gRPC in on `port`, every call's data handed to the `nop` exporter.
+fn otelcol_grpc_receiver_config(port: u16) -> String {
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+exporters:
+  nop:
+service:
+  telemetry:
+    logs: {{ level: warn }}
+    metrics: {{ level: none }}
+  pipelines:
+    logs: {{ receivers: [otlp], exporters: [nop] }}
 "
     )
 }
@@ -437,7 +467,7 @@ fn run_level(
         upstream = Some(process);
     }
     let log = dir.join(format!("{}-{connections}.log", target.replace('+', "-")));
-    let mut server = if target == "ceiling" || target == "grpc-ceiling" {
+    let mut server = if target.ends_with("ceiling") {
         Process::spawn(
             target,
             server_cpus,
@@ -447,13 +477,16 @@ fn run_level(
                 "--listen".to_owned(),
                 format!("127.0.0.1:{port}"),
                 format!("--grpc={}", grpc(target)),
+                format!("--tonic={}", target == "grpc-tonic-ceiling"),
             ],
             &log,
         )?
     } else if let (true, Some(otelcol)) = (target.starts_with("otelcol"), &options.otelcol) {
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
-        let text = if grpc(target) {
-            otelcol_grpc_config(port, upstream_port)
+        let text = if target == "otelcol-grpc-receiver" {
+            otelcol_grpc_receiver_config(port)
+        } else if grpc(target) {
+            otelcol_grpc_config(port, upstream_port, target.contains("blocking"))
         } else {
             otelcol_config(port, upstream_port, target.contains("blocking"))
         };
