@@ -363,8 +363,12 @@ fn packaged() -> Result<(), String> {
         std::fs::create_dir_all(&unpacked)
             .map_err(|e| format!("cannot create `{}`: {e}", unpacked.display()))?;
         let archive = packages.join(format!("{crate_name}.crate"));
+        // `-m`: the files get the time of extraction, not the archive's. Cargo fingerprints
+        // path dependencies by modification time: with the archive's times, sources older
+        // than the last build of the same path counted as built, and a method added to core
+        // was "missing" in the scaffolded build against them (seen).
         let status = Command::new("tar")
-            .arg("-xzf")
+            .arg("-xzmf")
             .arg(&archive)
             .arg("-C")
             .arg(&unpacked)
