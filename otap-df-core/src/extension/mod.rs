@@ -123,8 +123,15 @@ pub struct ExtensionFactory {
     local: Option<LocalConstructor>,
     shared: Option<SharedConstructor>,
     preferred_model: Option<ModelChooser>,
+    configured_provides: Option<ProvidesChooser>,
     updates_in_place: bool,
 }
+
+/// Says, from an instance's `config:`, which of its type's declared capabilities the instance
+/// provides (a type whose instances each provide what their configuration names: a WebAssembly
+/// module that implements some of them); `None` when the block does not say (it is invalid:
+/// validation reports it), and then the declared ones count.
+pub type ProvidesChooser = fn(&ComponentConfig<'_>) -> Option<Vec<CapabilityId>>;
 
 /// Takes a new `config:` block into a running extension instance, for a type that declares
 /// [`ExtensionFactory::updates_in_place`] (the instance hands it to its builder with
@@ -163,6 +170,7 @@ impl ExtensionFactory {
             local: None,
             shared: None,
             preferred_model: None,
+            configured_provides: None,
             updates_in_place: false,
         }
     }
@@ -178,6 +186,15 @@ impl ExtensionFactory {
     #[must_use]
     pub const fn provides(mut self, capabilities: &'static [CapabilityId]) -> Self {
         self.provides = capabilities;
+        self
+    }
+
+    /// Lets each instance's `config:` say which of the declared capabilities (`provides`) it
+    /// provides: bindings to one it does not are configuration errors, and the instance
+    /// provides a non-empty subset of the declared ones (what it names).
+    #[must_use]
+    pub const fn provides_configured(mut self, chooser: ProvidesChooser) -> Self {
+        self.configured_provides = Some(chooser);
         self
     }
 
@@ -265,6 +282,24 @@ impl ExtensionFactory {
     /// Whether it provides `capability`.
     pub fn provides_capability(&self, capability: CapabilityId) -> bool {
         self.provides.contains(&capability)
+    }
+
+    /// What an instance with `config` provides: what the configuration names, for a type
+    /// with [`provides_configured`](Self::provides_configured) (only declared capabilities
+    /// kept), else every declared capability.
+    pub fn provided_for(&self, config: &ComponentConfig<'_>) -> Vec<CapabilityId> {
+        match self.configured_provides.and_then(|choose| choose(config)) {
+            Some(named) => named
+                .into_iter()
+                .filter(|c| self.provides.contains(c))
+                .collect(),
+            None => self.provides.to_vec(),
+        }
+    }
+
+    /// Whether each instance says, by its `config:`, which capabilities it provides.
+    pub fn provides_by_config(&self) -> bool {
+        self.configured_provides.is_some()
     }
 
     /// Its readiness timeout when the configuration sets none.

@@ -110,6 +110,20 @@ pub(super) fn check_provisions<P>(
             });
         }
     }
+    // A type whose instances provide what their configuration names provides a subset; the
+    // resolver holds bindings to what it names.
+    if factory.provides_by_config() {
+        if provisions.is_empty() {
+            if let Some(capability) = factory.provided().first() {
+                return Err(ExtensionBuildError::Missing {
+                    extension: extension.to_owned(),
+                    extension_type: factory.name(),
+                    capability: *capability,
+                });
+            }
+        }
+        return Ok(());
+    }
     for capability in factory.provided() {
         if !provisions.iter().any(|(c, _)| c == capability) {
             return Err(ExtensionBuildError::Missing {

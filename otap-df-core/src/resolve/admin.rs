@@ -74,10 +74,9 @@ fn bind(binding: &CapabilityBinding, engine: &mut OuterScope) -> Result<bool, St
             binding.extension,
         ));
     };
-    if !extension.factory.provides_capability(capability) {
+    if !extension.provides.contains(&capability) {
         let provided: Vec<String> = extension
-            .factory
-            .provided()
+            .provides
             .iter()
             .map(|c| format!("`{}`", c.name()))
             .collect();

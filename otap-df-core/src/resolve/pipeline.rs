@@ -241,11 +241,14 @@ impl<'a> PipelineResolver<'a> {
         broken: &BTreeSet<&str>,
     ) -> Option<Binding> {
         let target = self.target(&binding.extension, extensions, broken);
-        let (extension_id, extension_factory) = match target {
-            Target::Pipeline(index) => (extensions[index].id.clone(), extensions[index].factory),
+        let (extension_id, extension_factory, provided) = match target {
+            Target::Pipeline(index) => {
+                let plan = &extensions[index];
+                (plan.id.clone(), plan.factory, plan.provides.clone())
+            }
             Target::Outer(scope, index) => {
                 let plan = &self.outer[scope].extensions[index];
-                (plan.id.clone(), plan.factory)
+                (plan.id.clone(), plan.factory, plan.provides.clone())
             }
             Target::Broken => return None,
             Target::Missing => {
@@ -269,7 +272,12 @@ impl<'a> PipelineResolver<'a> {
             self.error(&binding.path, error);
             return None;
         };
-        let fit = fits(node, capability, &extension_id, extension_factory, factory);
+        let fit = fits(
+            node,
+            capability,
+            (&extension_id, extension_factory, &provided),
+            factory,
+        );
         if let Err(error) = fit {
             self.error(&binding.path, error);
             return None;
@@ -337,7 +345,7 @@ impl<'a> PipelineResolver<'a> {
             let candidates = self
                 .visible(extensions)
                 .iter()
-                .filter(|e| e.factory.provides_capability(capability))
+                .filter(|e| e.provides.contains(&capability))
                 .map(|e| e.id.clone())
                 .collect();
             let error = BindingError::MissingRequired {
@@ -483,27 +491,22 @@ impl<'a> PipelineResolver<'a> {
 }
 
 /// Whether a capability the extension is known to hold can go to the node: the extension
-/// provides it, the node accepts it, and a shared node gets a shared instance (an outer
+/// provides it (its type, or its `config:` for a type whose instances say), the node accepts it, and a shared node gets a shared instance (an outer
 /// scope's extension is always shared). Of a node of an unknown type, only the first is
 /// checked.
 fn fits(
     node: &str,
     capability: CapabilityId,
-    extension: &str,
-    extension_factory: &'static ExtensionFactory,
+    (extension, extension_factory, provided): (&str, &'static ExtensionFactory, &[CapabilityId]),
     factory: Option<&'static NodeFactory>,
 ) -> Result<(), BindingError> {
-    if !extension_factory.provides_capability(capability) {
+    if !provided.contains(&capability) {
         return Err(BindingError::NotProvided {
             node: node.to_owned(),
             capability,
             extension: extension.to_owned(),
             extension_type: extension_factory.name().to_owned(),
-            provided: extension_factory
-                .provided()
-                .iter()
-                .map(|c| c.name().to_owned())
-                .collect(),
+            provided: provided.iter().map(|c| c.name().to_owned()).collect(),
         });
     }
     let Some(factory) = factory else {

@@ -251,6 +251,9 @@ pub struct ExtensionPlan {
     pub config: Value,
     /// Its path.
     pub path: YamlPath,
+    /// The capabilities it provides: its type's, or those its `config:` names
+    /// ([`ExtensionFactory::provided_for`]).
+    pub provides: Vec<CapabilityId>,
     /// Who binds it, in document order.
     pub consumers: Vec<Consumer>,
 }

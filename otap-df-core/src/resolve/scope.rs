@@ -25,11 +25,8 @@ pub(super) fn declare(
         return None;
     };
     let config_path = decl.path.key("config");
-    if let Err(error) = factory.validate(&ComponentConfig::new(
-        &decl.config,
-        &config_path,
-        &source.positions,
-    )) {
+    let config = ComponentConfig::new(&decl.config, &config_path, &source.positions);
+    if let Err(error) = factory.validate(&config) {
         errors.push(error);
     }
     Some(ExtensionPlan {
@@ -39,6 +36,7 @@ pub(super) fn declare(
         startup_timeout: decl.startup_timeout.unwrap_or(factory.startup_timeout()),
         config: decl.config.clone(),
         path: decl.path.clone(),
+        provides: factory.provided_for(&config),
         consumers: Vec::new(),
     })
 }

@@ -400,3 +400,88 @@ fn per_consumer_provision_builds_a_new_object_for_each_consumer() {
         );
     });
 }
+
+/// An extension type whose instances provide what their `config:` names (`provides: [...]`)
+/// of the two it declares.
+static CONFIGURED_CAPS: ExtensionFactory = ExtensionFactory::new("configured_caps", "test")
+    .provides(&[
+        CapabilityId::KeyValueStore,
+        CapabilityId::BearerTokenProvider,
+    ])
+    .provides_configured(|config| {
+        let names: Vec<String> = config
+            .value()
+            .get("provides")?
+            .as_sequence()?
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect();
+        Some(
+            names
+                .iter()
+                .filter_map(|n| CapabilityId::from_name(n))
+                .collect(),
+        )
+    })
+    .local(|context, _| {
+        Ok(context
+            .local_builder()
+            .provide::<KeyValueStore>(kv())
+            .passive()?)
+    })
+    .build();
+
+#[test]
+fn an_instance_that_names_what_it_provides_is_bound_and_built_by_that() {
+    let registry = || {
+        let mut registry = fixtures::registry();
+        registry.register_extension(&CONFIGURED_CAPS);
+        registry
+    };
+    let yaml = |provides: &str| {
+        format!(
+            "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          some: {{ type: extension:configured_caps, config: {{ provides: [{provides}] }} }}
+        nodes:
+          src: {{ type: receiver:probe }}
+          dedup: {{ type: processor:local_kv_user, capabilities: {{ key_value_store: some }} }}
+          sink: {{ type: exporter:probe, config: {{ path: x }} }}
+        connections:
+          - {{ from: src, to: dedup }}
+          - {{ from: dedup, to: sink }}
+"
+        )
+    };
+    let resolved = load_with_env(&yaml("key_value_store"), "t.yaml", &registry(), &|_| None)
+        .expect("the store it names is bound");
+    assert_eq!(
+        resolved.pipelines[0].extensions[0].provides,
+        [CapabilityId::KeyValueStore]
+    );
+    let error = load_with_env(
+        &yaml("bearer_token_provider"),
+        "t.yaml",
+        &registry(),
+        &|_| None,
+    )
+    .expect_err("a store it does not name");
+    let text = error.to_string();
+    assert!(
+        text.contains("does not provide `key_value_store`")
+            && text.contains("bearer_token_provider"),
+        "{text}"
+    );
+    // The instance provides a subset of the declared capabilities: its build is not held to
+    // all of them.
+    let context = ExtensionContext::new(&CONFIGURED_CAPS, "some", "g", "p", Some(0));
+    let built = context
+        .local_builder()
+        .provide::<KeyValueStore>(kv())
+        .passive();
+    assert!(built.is_ok(), "{:?}", built.err());
+}
