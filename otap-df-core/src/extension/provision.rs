@@ -113,14 +113,14 @@ pub(super) fn check_provisions<P>(
     // A type whose instances provide what their configuration names provides a subset; the
     // resolver holds bindings to what it names.
     if factory.provides_by_config() {
-        if provisions.is_empty() {
-            if let Some(capability) = factory.provided().first() {
-                return Err(ExtensionBuildError::Missing {
-                    extension: extension.to_owned(),
-                    extension_type: factory.name(),
-                    capability: *capability,
-                });
-            }
+        if provisions.is_empty()
+            && let Some(capability) = factory.provided().first()
+        {
+            return Err(ExtensionBuildError::Missing {
+                extension: extension.to_owned(),
+                extension_type: factory.name(),
+                capability: *capability,
+            });
         }
         return Ok(());
     }
