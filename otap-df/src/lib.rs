@@ -45,6 +45,10 @@ pub mod extensions {
     #[cfg(feature = "extension-redis-kv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-redis-kv")))]
     pub use otap_df_extension_redis_kv as redis_kv;
+    /// `extension:wasm` (feature `extension-wasm`, off by default: it compiles wasmtime).
+    #[cfg(feature = "extension-wasm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-wasm")))]
+    pub use otap_df_extension_wasm as wasm;
 }
 
 /// A first-party extension crate: its type name, the cargo feature that compiles it in, and
@@ -85,6 +89,14 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
         #[cfg(feature = "extension-redis-kv")]
         register: Some(otap_df_extension_redis_kv::register),
         #[cfg(not(feature = "extension-redis-kv"))]
+        register: None,
+    },
+    FirstPartyExtension {
+        name: "wasm",
+        feature: "otap-df/extension-wasm",
+        #[cfg(feature = "extension-wasm")]
+        register: Some(otap_df_extension_wasm::register),
+        #[cfg(not(feature = "extension-wasm"))]
         register: None,
     },
 ];

@@ -326,6 +326,7 @@ pub(crate) const PUBLISHED: &[&str] = &[
     "otap-df-extension-bearer-auth",
     "otap-df-extension-azure-auth",
     "otap-df-extension-redis-kv",
+    "otap-df-extension-wasm",
     "otap-df",
 ];
 
@@ -413,7 +414,7 @@ fn features() -> Result<(), String> {
 /// offender.
 const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     // The default facade: light extensions only.
-    ("otap-df", "normal", &["azure_", "redis"]),
+    ("otap-df", "normal", &["azure_", "redis", "wasmtime"]),
     // Core: no extension client library, no HTTP stack.
     (
         "otap-df-core",
@@ -447,6 +448,11 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     ),
     (
         "otap-df-extension-redis-kv",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-wasm",
         "normal,dev",
         &["otap-df-nodes", "otap-df-extension-"],
     ),

@@ -101,6 +101,8 @@ fn text(registry: &Registry) -> String {
             "      provides: {}  ({})",
             if provides.is_empty() {
                 "nothing (background)".to_owned()
+            } else if factory.provides_by_config() {
+                format!("{} (those its config names)", provides.join(", "))
             } else {
                 provides.join(", ")
             },

@@ -1,0 +1,132 @@
+//! The guest ABI, version 1: what a module exports for each capability, what the host lets
+//! it import, and how results come back. A plain core-module interface of 32-bit pointers
+//! and lengths into the guest's memory, so that any language that targets WebAssembly can
+//! implement it. The README documents it (with a WIT description of the same).
+
+use otap_df_core::capability::CapabilityId;
+use wasmtime::ValType;
+
+/// The ABI version this host speaks; a module's `otap_abi_version` must return it.
+pub const VERSION: i32 = 1;
+
+/// The memory every module exports.
+pub const MEMORY: &str = "memory";
+
+/// The export that says the module's ABI version.
+pub const ABI_VERSION: &str = "otap_abi_version";
+
+/// The export that hands the host a buffer of at least the asked size for its input. The
+/// buffer stays the host's until the next `otap_alloc`: the host asks once for a size and
+/// reuses the buffer for every call whose input fits.
+pub const ALLOC: &str = "otap_alloc";
+
+/// The optional export called once per instance with the `config:` value as JSON; a
+/// non-zero result refuses the start.
+pub const START: &str = "otap_start";
+
+/// The optional export a reactor runtime (Go's `GOOS=wasip1`, TinyGo) initialises itself
+/// with; called first when present.
+pub const INITIALIZE: &str = "_initialize";
+
+/// `bearer_token_authorizer`'s export: `(credential pointer, length) -> i64`.
+pub const AUTHORIZE: &str = "otap_authorize";
+
+/// A function of the ABI: where it lives and its type.
+pub struct Function {
+    /// The import module (`otap`), or empty for an export.
+    pub module: &'static str,
+    /// Its name.
+    pub name: &'static str,
+    /// Parameter types.
+    pub params: &'static [ValType],
+    /// Result types.
+    pub results: &'static [ValType],
+}
+
+impl Function {
+    /// `name(i32, i32) -> i64`, as errors show it.
+    pub fn signature(&self) -> String {
+        let types = |types: &[ValType]| {
+            types
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let module = if self.module.is_empty() {
+            String::new()
+        } else {
+            format!("{}.", self.module)
+        };
+        let results = match self.results {
+            [] => String::new(),
+            results => format!(" -> {}", types(results)),
+        };
+        format!("`{module}{}({}){results}`", self.name, types(self.params))
+    }
+}
+
+const fn export(
+    name: &'static str,
+    params: &'static [ValType],
+    results: &'static [ValType],
+) -> Function {
+    Function {
+        module: "",
+        name,
+        params,
+        results,
+    }
+}
+
+/// What every module exports (besides `memory`).
+pub const COMMON_EXPORTS: &[Function] = &[
+    export(ABI_VERSION, &[], &[ValType::I32]),
+    export(ALLOC, &[ValType::I32], &[ValType::I32]),
+];
+
+const AUTHORIZER_EXPORTS: &[Function] = &[export(
+    AUTHORIZE,
+    &[ValType::I32, ValType::I32],
+    &[ValType::I64],
+)];
+
+/// The exports `capability` needs.
+pub fn exports_of(capability: CapabilityId) -> &'static [Function] {
+    match capability {
+        CapabilityId::BearerTokenAuthorizer => AUTHORIZER_EXPORTS,
+        _ => &[],
+    }
+}
+
+/// The host functions a module may import (module `otap`); nothing else.
+pub const HOST_FUNCTIONS: &[Function] = &[
+    Function {
+        module: "otap",
+        name: "log",
+        params: &[ValType::I32, ValType::I32, ValType::I32],
+        results: &[],
+    },
+    Function {
+        module: "otap",
+        name: "monotonic_ns",
+        params: &[],
+        results: &[ValType::I64],
+    },
+];
+
+/// A packed `(pointer, length)` result (`pointer << 32 | length`), when the value is not a
+/// negative status.
+pub fn unpack(value: i64) -> Option<(u32, u32)> {
+    (value >= 0).then_some(((value >> 32) as u32, value as u32))
+}
+
+/// `otap_authorize`'s negative statuses.
+pub mod status {
+    /// No credential: denied `missing`.
+    pub const DENY_MISSING: i64 = -1;
+    /// Not an accepted credential: denied `invalid`.
+    pub const DENY_INVALID: i64 = -2;
+    /// An accepted credential that has expired: denied `expired`.
+    pub const DENY_EXPIRED: i64 = -3;
+}

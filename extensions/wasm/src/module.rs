@@ -1,0 +1,173 @@
+//! The module: read, compiled once per process (the same bytes are never compiled twice,
+//! across extensions, cores and reloads), and checked against the guest ABI before anything
+//! runs: its imports are among the host's, its exports are what the capabilities it is said
+//! to provide need.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use otap_df_core::capability::CapabilityId;
+use wasmtime::{Engine, ExternType, FuncType, Module, ValType};
+
+use crate::abi;
+
+/// The engine every instance runs on: fuel metering on (each call's budget), everything
+/// else at wasmtime's defaults. An engine that cannot be built is an error of every module,
+/// never an engine without limits.
+pub(crate) fn engine() -> Result<&'static Engine, String> {
+    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let mut config = wasmtime::Config::new();
+            config.consume_fuel(true);
+            Engine::new(&config)
+                .map_err(|e| format!("the WebAssembly engine cannot start: {}", error_chain(&e)))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Modules compiled in this process, by their bytes; the oldest dropped past
+/// [`COMPILED_KEPT`].
+static COMPILED: Mutex<VecDeque<(Arc<[u8]>, Module)>> = Mutex::new(VecDeque::new());
+
+/// How many compiled modules the process keeps (a reload to a new module adds one).
+const COMPILED_KEPT: usize = 16;
+
+/// The module at `path`, compiled (or found compiled), and checked: its imports are the
+/// host's, and it exports what each of `capabilities` needs. The error says what is wrong
+/// and what would do.
+pub(crate) fn load(path: &Path, capabilities: &[CapabilityId]) -> Result<Module, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read the module `{}`: {e}", path.display()))?;
+    let module = compiled(path, bytes)?;
+    check(&module, capabilities)?;
+    Ok(module)
+}
+
+/// `bytes` compiled, once per process.
+fn compiled(path: &Path, bytes: Vec<u8>) -> Result<Module, String> {
+    let mut kept = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, module)) = kept.iter().find(|(known, _)| known[..] == bytes[..]) {
+        return Ok(module.clone());
+    }
+    let text = path.extension().is_some_and(|e| e == "wat");
+    let module = if text {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| format!("the module `{}` is not WAT text: {e}", path.display()))?;
+        Module::new(engine()?, text)
+    } else {
+        Module::from_binary(engine()?, &bytes)
+    }
+    .map_err(|e| {
+        format!(
+            "the module `{}` is not a valid WebAssembly {}: {}",
+            path.display(),
+            if text { "text (WAT) module" } else { "module" },
+            error_chain(&e)
+        )
+    })?;
+    if kept.len() == COMPILED_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back((bytes.into(), module.clone()));
+    Ok(module)
+}
+
+/// wasmtime's error and its causes, on one line.
+pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+    }
+    text
+}
+
+/// Imports the host does not offer, and exports the capabilities need that are missing or
+/// of the wrong type.
+fn check(module: &Module, capabilities: &[CapabilityId]) -> Result<(), String> {
+    for import in module.imports() {
+        let offered = abi::HOST_FUNCTIONS
+            .iter()
+            .find(|f| f.module == import.module() && f.name == import.name());
+        let fits = match (offered, import.ty()) {
+            (Some(function), ExternType::Func(ty)) => {
+                same_type(&ty, function.params, function.results)
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "the module imports `{}.{}` ({}), which the host does not offer; the host \
+                 offers only {} (no WASI, files, network or environment)",
+                import.module(),
+                import.name(),
+                describe(&import.ty()),
+                abi::HOST_FUNCTIONS
+                    .iter()
+                    .map(abi::Function::signature)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let needed = abi::COMMON_EXPORTS.iter().chain(
+        capabilities
+            .iter()
+            .flat_map(|capability| abi::exports_of(*capability).iter()),
+    );
+    let mut missing = Vec::new();
+    for function in needed {
+        let fits = match module.get_export(function.name) {
+            Some(ExternType::Func(ty)) => same_type(&ty, function.params, function.results),
+            _ => false,
+        };
+        if !fits {
+            missing.push(function.signature());
+        }
+    }
+    if !matches!(module.get_export(abi::MEMORY), Some(ExternType::Memory(_))) {
+        missing.push(format!("memory `{}`", abi::MEMORY));
+    }
+    if !missing.is_empty() {
+        let provides: Vec<&str> = capabilities.iter().map(|c| c.name()).collect();
+        return Err(format!(
+            "the module does not export what it must to provide {} (ABI version {}): missing \
+             or of another type: {}",
+            provides.join(", "),
+            abi::VERSION,
+            missing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn same_type(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
+    let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
+        a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
+    };
+    same(&mut ty.params(), params) && same(&mut ty.results(), results)
+}
+
+fn describe(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(ty) => {
+            let types = |types: &mut dyn Iterator<Item = ValType>| {
+                types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            let results = types(&mut ty.results());
+            let results = if results.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {results}")
+            };
+            format!("a function ({}){results}", types(&mut ty.params()))
+        }
+        ExternType::Memory(_) => "a memory".to_owned(),
+        ExternType::Table(_) => "a table".to_owned(),
+        ExternType::Global(_) => "a global".to_owned(),
+        ExternType::Tag(_) => "a tag".to_owned(),
+    }
+}

@@ -1,0 +1,168 @@
+//! `extension:wasm` in a running engine: a WebAssembly authorizer guarding
+//! `receiver:otlp_http` on real HTTP, the extension's counters, and a guest that runs out of
+//! fuel on every call denying every request while the receiver keeps answering.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use otap_df_core::data::Signal;
+use otap_df_core::registry::Registry;
+use otap_df_tests::engine;
+
+fn registry() -> Registry {
+    let mut registry = Registry::new();
+    otap_df_core::register_builtins(&mut registry);
+    otap_df_nodes::register(&mut registry);
+    otap_df_extension_wasm::register(&mut registry);
+    registry.finish().expect("registry")
+}
+
+/// The guest `name` of the wasm crate's tests.
+fn guest(name: &str) -> String {
+    format!(
+        "{}/../../extensions/wasm/tests/guests/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `receiver:otlp_http` on `port` guarded by an `extension:wasm` of guest `name`, into noop.
+fn gateway(port: u16, name: &str, limits: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          guard: {{ type: extension:wasm, config: {{ module: '{}', provides: [bearer_token_authorizer]{limits} }} }}
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        guest(name)
+    )
+}
+
+/// The status of one OTLP/HTTP logs request with `token` (none when empty).
+fn post(port: u16, token: &str) -> u16 {
+    let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 3, "wasm", 1)
+        .bytes()
+        .clone();
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("authorization: Bearer {token}\r\n")
+    };
+    write!(
+        stream,
+        "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line")
+}
+
+/// Starts `yaml` on one core and waits (bounded) until `port` accepts connections.
+fn start(yaml: &str, port: u16) -> engine::Started {
+    let started = engine::start(engine::one_core(engine::resolve(yaml, &registry())));
+    assert!(started.wait_running(Duration::from_secs(10)), "it runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::yield_now();
+    }
+    started
+}
+
+/// The wasm extension's counters (core 0).
+fn counters(started: &engine::Started) -> Vec<(&'static str, u64)> {
+    let metrics = started.telemetry.extension_metrics();
+    let guard = metrics
+        .iter()
+        .find(|m| m.extension == "guard")
+        .expect("the extension's metrics");
+    assert_eq!(guard.core, Some(0), "one instance per core");
+    guard.metrics.counters.clone()
+}
+
+fn counter(counters: &[(&'static str, u64)], name: &str) -> u64 {
+    counters
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, v)| *v)
+}
+
+#[test]
+fn a_webassembly_authorizer_guards_a_receiver_and_counts_its_decisions() {
+    let port = otap_df_tests::ports::free_port().unwrap();
+    let started = start(&gateway(port, "authorizer.wat", ""), port);
+    assert_eq!(post(port, "alpha-token"), 200);
+    assert_eq!(post(port, "beta-token"), 200);
+    assert_eq!(post(port, "nope"), 401);
+    assert_eq!(post(port, "old-token"), 401);
+    assert_eq!(post(port, ""), 401);
+    let counters = counters(&started);
+    started.stop().expect("a clean stop");
+    assert_eq!(counter(&counters, "authorized"), 2);
+    assert_eq!(counter(&counters, "denied.invalid"), 1);
+    assert_eq!(counter(&counters, "denied.expired"), 1);
+    // A request without a credential is refused by the receiver without asking.
+    assert_eq!(counter(&counters, "denied.missing"), 0);
+    assert_eq!(counter(&counters, "guest.out_of_fuel"), 0);
+}
+
+#[test]
+fn a_guest_that_never_answers_denies_every_request_and_the_receiver_keeps_serving() {
+    let port = otap_df_tests::ports::free_port().unwrap();
+    let started = start(
+        &gateway(port, "spin.wat", ", limits: { fuel_per_call: 100000 }"),
+        port,
+    );
+    for _ in 0..5 {
+        assert_eq!(post(port, "alpha-token"), 401);
+    }
+    let counters = counters(&started);
+    started.stop().expect("a clean stop");
+    assert_eq!(counter(&counters, "guest.out_of_fuel"), 5);
+    assert_eq!(counter(&counters, "denied.invalid"), 5);
+    assert_eq!(counter(&counters, "authorized"), 0);
+}
+
+#[test]
+fn a_module_that_does_not_provide_what_a_node_binds_is_a_located_config_error() {
+    let yaml = gateway(1, "no-authorize.wat", "");
+    let error = otap_df_core::resolve::load_with_env(&yaml, "wasm.yaml", &registry(), &|_| None)
+        .expect_err("the module lacks otap_authorize");
+    let text = error.to_string();
+    assert!(
+        text.contains("wasm.yaml:7:52:")
+            && text.contains("extensions.guard.config.module")
+            && text.contains("`otap_authorize(i32, i32) -> i64`"),
+        "{text}"
+    );
+    let yaml = gateway(1, "authorizer.wat", "").replace(
+        "capabilities: { bearer_token_authorizer: guard }",
+        "capabilities: { bearer_token_provider: guard }",
+    );
+    let error = otap_df_core::resolve::load_with_env(&yaml, "wasm.yaml", &registry(), &|_| None)
+        .expect_err("a capability the instance does not name");
+    assert!(
+        error
+            .to_string()
+            .contains("wasm.yaml:9:94: at `groups.g.pipelines.p.nodes.in.capabilities.bearer_token_provider`: extension `guard` (type `wasm`) does not provide `bearer_token_provider`; it provides: `bearer_token_authorizer`"),
+        "{error}"
+    );
+}
