@@ -283,6 +283,7 @@ fn components_for_tools_are_json_or_yaml_with_the_same_facts() {
         serde_json::json!([
             { "type": "extension:azure_auth", "feature": "otap-df/extension-azure-auth" },
             { "type": "extension:redis_kv", "feature": "otap-df/extension-redis-kv" },
+            { "type": "extension:wasm", "feature": "otap-df/extension-wasm" },
         ])
     );
     let yaml = otap_df(&["components", "--output", "yaml"]);
@@ -316,6 +317,7 @@ fn components_lists_types_and_what_is_not_compiled_in() {
             "not compiled in:
   extension:azure_auth  enable cargo feature `otap-df/extension-azure-auth`
   extension:redis_kv  enable cargo feature `otap-df/extension-redis-kv`
+  extension:wasm  enable cargo feature `otap-df/extension-wasm`
 "
         ),
         "{stdout}"

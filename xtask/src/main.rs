@@ -86,6 +86,9 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     if REDIS_REQUIRED.load(std::sync::atomic::Ordering::Relaxed) {
         command.env("OTAP_DF_REQUIRE_REDIS", "1");
     }
+    if GO_REQUIRED.load(std::sync::atomic::Ordering::Relaxed) {
+        command.env("OTAP_DF_REQUIRE_GO", "1");
+    }
     let status = command
         .status()
         .map_err(|e| format!("cannot run `{cargo}`: {e}"))?;
@@ -99,6 +102,9 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     redis_server()?;
+    // The wasm extension's Go guest is built by its tests, as the Collector is by interop:
+    // `test` runs both, so Go is required, not skipped.
+    GO_REQUIRED.store(true, std::sync::atomic::Ordering::Relaxed);
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&[
         "clippy",
@@ -317,6 +323,10 @@ fn redis_server() -> Result<(), String> {
 /// Set once `redis-server` is known to be on PATH: every cargo command then runs with
 /// `OTAP_DF_REQUIRE_REDIS=1`.
 static REDIS_REQUIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the tests must fail rather than skip without Go (`OTAP_DF_REQUIRE_GO=1`): set by
+/// `test`.
+static GO_REQUIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The library crates the out-of-tree check builds from their packages, not their paths.
 pub(crate) const PUBLISHED: &[&str] = &[

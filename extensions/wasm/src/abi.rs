@@ -31,6 +31,15 @@ pub const INITIALIZE: &str = "_initialize";
 /// `bearer_token_authorizer`'s export: `(credential pointer, length) -> i64`.
 pub const AUTHORIZE: &str = "otap_authorize";
 
+/// `key_value_store`'s exports.
+pub const KV_GET: &str = "otap_kv_get";
+/// See [`KV_GET`].
+pub const KV_SET: &str = "otap_kv_set";
+/// See [`KV_GET`].
+pub const KV_SET_IF_ABSENT: &str = "otap_kv_set_if_absent";
+/// See [`KV_GET`].
+pub const KV_DELETE: &str = "otap_kv_delete";
+
 /// A function of the ABI: where it lives and its type.
 pub struct Function {
     /// The import module (`otap`), or empty for an export.
@@ -91,15 +100,44 @@ const AUTHORIZER_EXPORTS: &[Function] = &[export(
     &[ValType::I64],
 )];
 
+const STORE_EXPORTS: &[Function] = &[
+    export(KV_GET, &[ValType::I32, ValType::I32], &[ValType::I64]),
+    export(
+        KV_SET,
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I64,
+        ],
+        &[ValType::I32],
+    ),
+    export(
+        KV_SET_IF_ABSENT,
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I64,
+        ],
+        &[ValType::I32],
+    ),
+    export(KV_DELETE, &[ValType::I32, ValType::I32], &[ValType::I32]),
+];
+
 /// The exports `capability` needs.
 pub fn exports_of(capability: CapabilityId) -> &'static [Function] {
     match capability {
         CapabilityId::BearerTokenAuthorizer => AUTHORIZER_EXPORTS,
-        _ => &[],
+        CapabilityId::KeyValueStore => STORE_EXPORTS,
+        CapabilityId::BearerTokenProvider => &[],
     }
 }
 
-/// The host functions a module may import (module `otap`); nothing else.
+/// The host's own functions a module may import (module `otap`); besides them only the WASI
+/// functions of [`crate::wasi::FUNCTIONS`].
 pub const HOST_FUNCTIONS: &[Function] = &[
     Function {
         module: "otap",
@@ -121,8 +159,10 @@ pub fn unpack(value: i64) -> Option<(u32, u32)> {
     (value >= 0).then_some(((value >> 32) as u32, value as u32))
 }
 
-/// `otap_authorize`'s negative statuses.
+/// The ABI's negative statuses.
 pub mod status {
+    /// `otap_kv_get`: no value for the key.
+    pub const ABSENT: i64 = -1;
     /// No credential: denied `missing`.
     pub const DENY_MISSING: i64 = -1;
     /// Not an accepted credential: denied `invalid`.

@@ -17,7 +17,7 @@ pub struct WasmConfig {
     /// `.wat`). A relative path is read from the engine's working directory.
     pub module: PathBuf,
     /// The capabilities the module provides (each needs its exports, see the README):
-    /// `bearer_token_authorizer` for now.
+    /// `bearer_token_authorizer`, `key_value_store`.
     pub provides: Vec<String>,
     /// Handed to the guest's `otap_start` as JSON, once per instance; absent: `null`.
     #[serde(default)]
@@ -77,7 +77,10 @@ mod defaults {
 }
 
 /// The capabilities a module can provide, in the order the README documents them.
-pub const PROVIDABLE: &[CapabilityId] = &[CapabilityId::BearerTokenAuthorizer];
+pub const PROVIDABLE: &[CapabilityId] = &[
+    CapabilityId::BearerTokenAuthorizer,
+    CapabilityId::KeyValueStore,
+];
 
 /// The least `fuel_per_call`: below it no guest can do anything useful.
 pub const MIN_FUEL_PER_CALL: u64 = 1_000;

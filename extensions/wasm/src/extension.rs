@@ -6,9 +6,11 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use otap_df_core::capability::{
-    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, CapabilityId, DenyReason, Identity, local,
+    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, CapabilityId, DenyReason, Identity,
+    KeyValueStore, KvError, key_value, local,
 };
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{
@@ -24,8 +26,8 @@ use crate::guest::{Answer, Failure, Guest};
 /// `extension:wasm`.
 pub static WASM: ExtensionFactory = ExtensionFactory::new("wasm", env!("CARGO_PKG_NAME"))
     .description(
-        "capability providers as sandboxed WebAssembly modules (fuel and memory limits, no \
-         WASI): bearer_token_authorizer",
+        "capability providers as sandboxed WebAssembly modules (fuel and memory limits, \
+         nothing opened to them)",
     )
     .provides(PROVIDABLE)
     .provides_configured(|config| {
@@ -56,17 +58,26 @@ fn create(
     let wasm = Wasm::start(id, &decoded, &capabilities, Counters::of(context))
         .map_err(|error| ExtensionError::typed(id, error))?;
     let builder = context.local_builder();
-    let Some(authorizer) = wasm.authorizer() else {
-        return Err(context.error("`provides` names no capability this build serves"));
+    let built = match (wasm.authorizer(), wasm.store()) {
+        (Some(authorizer), Some(store)) => builder
+            .provide::<BearerTokenAuthorizer>(authorizer)
+            .provide::<KeyValueStore>(store)
+            .passive(),
+        (Some(authorizer), None) => builder
+            .provide::<BearerTokenAuthorizer>(authorizer)
+            .passive(),
+        (None, Some(store)) => builder.provide::<KeyValueStore>(store).passive(),
+        (None, None) => {
+            return Err(context.error("`provides` names no capability this build serves"));
+        }
     };
-    Ok(builder
-        .provide::<BearerTokenAuthorizer>(authorizer)
-        .passive()?)
+    Ok(built?)
 }
 
 /// One instance of `extension:wasm` on one core: the guest and the capabilities it serves.
 pub struct Wasm {
     authorizer: Option<Rc<WasmAuthorizer>>,
+    store: Option<Rc<WasmStore>>,
 }
 
 impl Wasm {
@@ -101,10 +112,19 @@ impl Wasm {
                     guest: guest.clone(),
                     extension: Identity::from(id.to_owned()),
                     header: AuthHeader::new(&config.header, &config.scheme),
+                    counters: counters.clone(),
+                })
+            });
+        let store = capabilities
+            .contains(&CapabilityId::KeyValueStore)
+            .then(|| {
+                Rc::new(WasmStore {
+                    guest: guest.clone(),
+                    id: id.to_owned(),
                     counters,
                 })
             });
-        Ok(Self { authorizer })
+        Ok(Self { authorizer, store })
     }
 
     /// Its `bearer_token_authorizer`, when `provides` names it.
@@ -112,6 +132,13 @@ impl Wasm {
         self.authorizer
             .clone()
             .map(|a| a as Rc<dyn local::BearerTokenAuthorizer>)
+    }
+
+    /// Its `key_value_store`, when `provides` names it.
+    pub fn store(&self) -> Option<Rc<dyn local::KeyValueStore>> {
+        self.store
+            .clone()
+            .map(|s| s as Rc<dyn local::KeyValueStore>)
     }
 }
 
@@ -125,6 +152,7 @@ struct Counters {
     denied_expired: Arc<ShardedCounter>,
     out_of_fuel: Arc<ShardedCounter>,
     trapped: Arc<ShardedCounter>,
+    store_errors: Arc<ShardedCounter>,
 }
 
 impl Counters {
@@ -136,6 +164,7 @@ impl Counters {
             denied_expired: context.sharded_counter("denied.expired"),
             out_of_fuel: context.sharded_counter("guest.out_of_fuel"),
             trapped: context.sharded_counter("guest.trapped"),
+            store_errors: context.sharded_counter("store.errors"),
         }
     }
 }
@@ -204,5 +233,104 @@ impl WasmAuthorizer {
         self.counters.denied_invalid.add(1);
         tracing::warn!(extension = %self.extension, "the guest failed a decision, denied: {failure}");
         deny(DenyReason::Invalid)
+    }
+}
+
+/// `key_value_store` served by the guest's `otap_kv_*` exports. A call that fails (out of
+/// fuel, a trap) is `Unavailable` (the next call gets a fresh instance, and with it an empty
+/// store for a guest that keeps its entries in its own memory); a negative status is
+/// `Refused`.
+struct WasmStore {
+    guest: Rc<Guest>,
+    id: String,
+    counters: Counters,
+}
+
+impl WasmStore {
+    fn failed(&self, failure: &Failure) -> KvError {
+        match failure {
+            Failure::OutOfFuel => self.counters.out_of_fuel.add(1),
+            Failure::Trapped(_) | Failure::Broke(_) => self.counters.trapped.add(1),
+        }
+        self.counters.store_errors.add(1);
+        KvError::Unavailable {
+            store: self.id.clone(),
+            message: format!("the guest failed: {failure}"),
+        }
+    }
+
+    fn refused(&self, function: &str, status: i64) -> KvError {
+        self.counters.store_errors.add(1);
+        KvError::Refused {
+            store: self.id.clone(),
+            message: format!("`{function}` answered {status}"),
+        }
+    }
+
+    /// `ttl` in whole milliseconds (rounded up), `-1` for none; refused out of range.
+    fn ttl_ms(&self, ttl: Option<Duration>) -> Result<i64, KvError> {
+        let Some(ttl) = ttl else {
+            return Ok(-1);
+        };
+        if let Some(reason) = key_value::ttl_out_of_range("ttl", ttl) {
+            return Err(KvError::Refused {
+                store: self.id.clone(),
+                message: reason,
+            });
+        }
+        Ok(i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX))
+    }
+
+    fn set_with(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+        only_if_absent: bool,
+    ) -> Result<i32, KvError> {
+        let ttl = self.ttl_ms(ttl)?;
+        let function = if only_if_absent {
+            crate::abi::KV_SET_IF_ABSENT
+        } else {
+            crate::abi::KV_SET
+        };
+        match self.guest.kv_set(key, value, ttl, only_if_absent) {
+            Ok(status) if status >= 0 => Ok(status),
+            Ok(status) => Err(self.refused(function, i64::from(status))),
+            Err(failure) => Err(self.failed(&failure)),
+        }
+    }
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl local::KeyValueStore for WasmStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        match self.guest.kv_get(key) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(status)) => Err(self.refused(crate::abi::KV_GET, status)),
+            Err(failure) => Err(self.failed(&failure)),
+        }
+    }
+
+    async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.set_with(key, value, ttl, false).map(drop)
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        self.set_with(key, value, ttl, true)
+            .map(|status| status == 1)
+    }
+
+    async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
+        match self.guest.kv_delete(key) {
+            Ok(status) if status >= 0 => Ok(status == 1),
+            Ok(status) => Err(self.refused(crate::abi::KV_DELETE, i64::from(status))),
+            Err(failure) => Err(self.failed(&failure)),
+        }
     }
 }

@@ -25,7 +25,7 @@ use crate::module::{engine, error_chain};
 pub(crate) struct Host {
     limits: StoreLimits,
     /// The extension id, for the guest's log lines.
-    extension: String,
+    pub(crate) extension: String,
 }
 
 /// Why a call did not give an answer.
@@ -54,8 +54,18 @@ struct Running {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     authorize: Option<TypedFunc<(i32, i32), i64>>,
+    store_calls: Option<StoreCalls>,
     /// The input buffer the guest handed over, and its size.
     buffer: Option<(u32, u32)>,
+}
+
+/// `key_value_store`'s exports.
+#[derive(Clone)]
+struct StoreCalls {
+    get: TypedFunc<(i32, i32), i64>,
+    set: TypedFunc<(i32, i32, i32, i32, i64), i32>,
+    set_if_absent: TypedFunc<(i32, i32, i32, i32, i64), i32>,
+    delete: TypedFunc<(i32, i32), i32>,
 }
 
 /// One core's guest.
@@ -63,7 +73,7 @@ pub(crate) struct Guest {
     module: Module,
     linker: Linker<Host>,
     limits: Limits,
-    extension: String,
+    pub(crate) extension: String,
     config: Vec<u8>,
     running: RefCell<Option<Running>>,
     /// Identities the guest answered with, kept so that a repeated one costs no allocation
@@ -165,11 +175,32 @@ impl Guest {
             ),
             None => None,
         };
+        let typed = |store: &mut Store<Host>, name: &str| {
+            instance
+                .get_func(&mut *store, name)
+                .ok_or_else(|| format!("no export `{name}`"))
+        };
+        let store_calls = match instance.get_func(&mut store, abi::KV_GET) {
+            None => None,
+            Some(get) => Some(StoreCalls {
+                get: get.typed(&store).map_err(|e| error_chain(&e))?,
+                set: typed(&mut store, abi::KV_SET)?
+                    .typed(&store)
+                    .map_err(|e| error_chain(&e))?,
+                set_if_absent: typed(&mut store, abi::KV_SET_IF_ABSENT)?
+                    .typed(&store)
+                    .map_err(|e| error_chain(&e))?,
+                delete: typed(&mut store, abi::KV_DELETE)?
+                    .typed(&store)
+                    .map_err(|e| error_chain(&e))?,
+            }),
+        };
         let mut running = Running {
             store,
             memory,
             alloc,
             authorize,
+            store_calls,
             buffer: None,
         };
         if let Some(start) = instance.get_func(&mut running.store, abi::START) {
@@ -177,7 +208,7 @@ impl Guest {
                 .typed::<(i32, i32), i32>(&running.store)
                 .map_err(|e| format!("`{}`: {}", abi::START, error_chain(&e)))?;
             let (pointer, length) = running
-                .input(&self.config)
+                .input(&[&self.config])
                 .map_err(|failure| format!("handing the config over failed: {failure}"))?;
             let refused = start
                 .call(&mut running.store, (pointer as i32, length as i32))
@@ -192,9 +223,9 @@ impl Guest {
         Ok(running)
     }
 
-    /// Calls `otap_authorize` with `credential`: `Ok(status)` for a negative status,
-    /// `Ok(identity)` for an allow. A failed call drops the instance.
-    pub(crate) fn authorize(&self, credential: &[u8]) -> Result<Answer, Failure> {
+    /// Runs `call` on the running instance (a fresh one started first when the last call
+    /// failed), with a full call's fuel. A failed call drops the instance.
+    fn call<R>(&self, call: impl FnOnce(&mut Running) -> Result<R, Failure>) -> Result<R, Failure> {
         let mut slot = self.running.borrow_mut();
         if slot.is_none() {
             *slot = Some(self.instantiate().map_err(Failure::Trapped)?);
@@ -202,11 +233,81 @@ impl Guest {
         let Some(running) = slot.as_mut() else {
             return Err(Failure::Broke("no instance".to_owned()));
         };
-        let answer = running.authorize(credential, self.limits.fuel_per_call, &self.identities);
-        if answer.is_err() {
+        let result = running
+            .store
+            .set_fuel(self.limits.fuel_per_call)
+            .map_err(|e| Failure::Broke(error_chain(&e)))
+            .and_then(|()| call(running));
+        if result.is_err() {
             *slot = None;
         }
-        answer
+        result
+    }
+
+    /// Calls `otap_authorize` with `credential`.
+    pub(crate) fn authorize(&self, credential: &[u8]) -> Result<Answer, Failure> {
+        self.call(|running| running.authorize(credential, &self.identities))
+    }
+
+    /// Calls `otap_kv_get`: the value, `None` when absent, or the guest's negative status.
+    pub(crate) fn kv_get(&self, key: &[u8]) -> Result<Result<Option<Vec<u8>>, i64>, Failure> {
+        self.call(|running| {
+            let calls = running.store_calls()?;
+            let (pointer, _) = running.input(&[key])?;
+            let value = calls
+                .get
+                .call(&mut running.store, (pointer as i32, key.len() as i32))
+                .map_err(failure)?;
+            match abi::unpack(value) {
+                Some((at, length)) => running.read(at, length, abi::KV_GET).map(|v| Ok(Some(v))),
+                None if value == abi::status::ABSENT => Ok(Ok(None)),
+                None => Ok(Err(value)),
+            }
+        })
+    }
+
+    /// Calls `otap_kv_set` (`only_if_absent`: `otap_kv_set_if_absent`): the guest's status.
+    pub(crate) fn kv_set(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl_ms: i64,
+        only_if_absent: bool,
+    ) -> Result<i32, Failure> {
+        self.call(|running| {
+            let calls = running.store_calls()?;
+            let function = if only_if_absent {
+                calls.set_if_absent
+            } else {
+                calls.set
+            };
+            let (pointer, _) = running.input(&[key, value])?;
+            let key_length = key.len() as i32;
+            function
+                .call(
+                    &mut running.store,
+                    (
+                        pointer as i32,
+                        key_length,
+                        pointer as i32 + key_length,
+                        value.len() as i32,
+                        ttl_ms,
+                    ),
+                )
+                .map_err(failure)
+        })
+    }
+
+    /// Calls `otap_kv_delete`: the guest's status.
+    pub(crate) fn kv_delete(&self, key: &[u8]) -> Result<i32, Failure> {
+        self.call(|running| {
+            let calls = running.store_calls()?;
+            let (pointer, _) = running.input(&[key])?;
+            calls
+                .delete
+                .call(&mut running.store, (pointer as i32, key.len() as i32))
+                .map_err(failure)
+        })
     }
 }
 
@@ -220,11 +321,14 @@ pub(crate) enum Answer {
 }
 
 impl Running {
-    /// `bytes` written into the guest's input buffer (asked for when it is missing or too
-    /// small): where they are.
-    fn input(&mut self, bytes: &[u8]) -> Result<(u32, u32), Failure> {
-        let length = u32::try_from(bytes.len())
-            .map_err(|_| Failure::Broke("an input over 4 GiB".to_owned()))?;
+    /// `parts` written one after the other into the guest's input buffer (asked for when it
+    /// is missing or too small): where they start, and their whole length.
+    fn input(&mut self, parts: &[&[u8]]) -> Result<(u32, u32), Failure> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let length = u32::try_from(total)
+            .ok()
+            .filter(|l| *l <= i32::MAX as u32)
+            .ok_or_else(|| Failure::Broke("an input over 2 GiB".to_owned()))?;
         let pointer = match self.buffer {
             Some((pointer, size)) if size >= length => pointer,
             _ => {
@@ -237,30 +341,53 @@ impl Running {
                 pointer
             }
         };
-        self.memory
-            .write(&mut self.store, pointer as usize, bytes)
-            .map_err(|_| {
+        let mut at = pointer as usize;
+        for part in parts {
+            self.memory.write(&mut self.store, at, part).map_err(|_| {
                 Failure::Broke(format!(
                     "`{}` handed a buffer at {pointer} outside the guest's memory",
                     abi::ALLOC
                 ))
             })?;
+            at += part.len();
+        }
         Ok((pointer, length))
+    }
+
+    /// `length` bytes at `at` of the guest's memory, which `function` answered with.
+    fn read(&self, at: u32, length: u32, function: &str) -> Result<Vec<u8>, Failure> {
+        self.bytes(at, length, function).map(<[u8]>::to_vec)
+    }
+
+    /// The bytes at `at`, borrowed.
+    fn bytes(&self, at: u32, length: u32, function: &str) -> Result<&[u8], Failure> {
+        let start = at as usize;
+        self.memory
+            .data(&self.store)
+            .get(start..start + length as usize)
+            .ok_or_else(|| {
+                Failure::Broke(format!(
+                    "`{function}` answered bytes at {at}..+{length}, outside the guest's memory"
+                ))
+            })
+    }
+
+    /// The store's exports.
+    fn store_calls(&self) -> Result<StoreCalls, Failure> {
+        self.store_calls
+            .clone()
+            .ok_or_else(|| Failure::Broke(format!("no export `{}`", abi::KV_GET)))
     }
 
     fn authorize(
         &mut self,
         credential: &[u8],
-        fuel: u64,
         identities: &RefCell<HashMap<Box<[u8]>, Identity>>,
     ) -> Result<Answer, Failure> {
-        self.store
-            .set_fuel(fuel)
-            .map_err(|e| Failure::Trapped(error_chain(&e)))?;
         let Some(authorize) = self.authorize.clone() else {
             return Err(Failure::Broke(format!("no export `{}`", abi::AUTHORIZE)));
         };
-        let (pointer, length) = self.input(credential)?;
+        let (pointer, length) = self.input(&[credential])?;
         let value = authorize
             .call(&mut self.store, (pointer as i32, length as i32))
             .map_err(failure)?;
@@ -270,16 +397,7 @@ impl Running {
         if length == 0 {
             return Ok(Answer::Allow(None));
         }
-        let data = self.memory.data(&self.store);
-        let name = data
-            .get(pointer as usize..pointer as usize + length as usize)
-            .ok_or_else(|| {
-                Failure::Broke(format!(
-                    "`{}` answered an identity at {pointer}..+{length}, outside the guest's \
-                     memory",
-                    abi::AUTHORIZE
-                ))
-            })?;
+        let name = self.bytes(pointer, length, abi::AUTHORIZE)?;
         let mut known = identities.borrow_mut();
         if let Some(identity) = known.get(name) {
             return Ok(Answer::Allow(Some(identity.clone())));
@@ -334,10 +452,14 @@ fn host_functions(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap("otap", "monotonic_ns", || -> i64 {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        let origin = *ORIGIN.get_or_init(Instant::now);
-        i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
-    })?;
+    linker.func_wrap("otap", "monotonic_ns", monotonic_ns)?;
+    crate::wasi::add(linker)?;
     Ok(())
+}
+
+/// Nanoseconds of the host's monotonic clock (since its first reading).
+pub(crate) fn monotonic_ns() -> i64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
 }

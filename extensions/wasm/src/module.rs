@@ -91,6 +91,7 @@ fn check(module: &Module, capabilities: &[CapabilityId]) -> Result<(), String> {
     for import in module.imports() {
         let offered = abi::HOST_FUNCTIONS
             .iter()
+            .chain(crate::wasi::FUNCTIONS)
             .find(|f| f.module == import.module() && f.name == import.name());
         let fits = match (offered, import.ty()) {
             (Some(function), ExternType::Func(ty)) => {
@@ -101,13 +102,19 @@ fn check(module: &Module, capabilities: &[CapabilityId]) -> Result<(), String> {
         if !fits {
             return Err(format!(
                 "the module imports `{}.{}` ({}), which the host does not offer; the host \
-                 offers only {} (no WASI, files, network or environment)",
+                 offers only {}, and of WASI preview 1 what a language runtime needs to start \
+                 (no arguments, environment, files or network): {}",
                 import.module(),
                 import.name(),
                 describe(&import.ty()),
                 abi::HOST_FUNCTIONS
                     .iter()
                     .map(abi::Function::signature)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::wasi::FUNCTIONS
+                    .iter()
+                    .map(|f| f.name)
                     .collect::<Vec<_>>()
                     .join(", ")
             ));

@@ -136,9 +136,14 @@ fn a_module_is_checked_against_what_it_is_said_to_provide_before_it_runs() {
         ),
         (
             guest("wasi.wat"),
-            "the module imports `wasi_snapshot_preview1.fd_write` (a function (i32, i32, i32, \
-             i32) -> i32), which the host does not offer; the host offers only \
-             `otap.log(i32, i32, i32)`, `otap.monotonic_ns() -> i64`",
+            "the module imports `wasi_snapshot_preview1.path_open` (a function (i32, i32, i32, \
+             i32, i32, i64, i64, i32, i32) -> i32), which the host does not offer; the host \
+             offers only `otap.log(i32, i32, i32)`, `otap.monotonic_ns() -> i64`, and of WASI \
+             preview 1 what a language runtime needs to start (no arguments, environment, \
+             files or network): args_get, args_sizes_get, environ_get, environ_sizes_get, \
+             clock_time_get, fd_write, fd_close, fd_fdstat_get, fd_fdstat_set_flags, \
+             fd_prestat_get, fd_prestat_dir_name, random_get, poll_oneoff, sched_yield, \
+             proc_exit",
         ),
         (guest("missing.wat"), "cannot read the module"),
         (
@@ -153,7 +158,7 @@ fn a_module_is_checked_against_what_it_is_said_to_provide_before_it_runs() {
         (
             "provides: []",
             "at `config.provides`: `provides` names no capability; a module can provide: \
-             bearer_token_authorizer",
+             bearer_token_authorizer, key_value_store",
         ),
         (
             "provides: [key_value_storage]",

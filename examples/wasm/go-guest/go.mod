@@ -1,0 +1,3 @@
+module example.com/otap-df-guest
+
+go 1.24
