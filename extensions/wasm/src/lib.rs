@@ -7,7 +7,7 @@ mod error;
 mod extension;
 mod guest;
 mod module;
-mod wasi;
+pub mod wasi;
 
 pub use config::{Limits, MAX_MEMORY_BYTES, MIN_FUEL_PER_CALL, PROVIDABLE, WasmConfig};
 pub use error::WasmError;
