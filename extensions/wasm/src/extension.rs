@@ -76,6 +76,7 @@ fn create(
 
 /// One instance of `extension:wasm` on one core: the guest and the capabilities it serves.
 pub struct Wasm {
+    guest: Rc<Guest>,
     authorizer: Option<Rc<WasmAuthorizer>>,
     store: Option<Rc<WasmStore>>,
 }
@@ -124,7 +125,11 @@ impl Wasm {
                     counters,
                 })
             });
-        Ok(Self { authorizer, store })
+        Ok(Self {
+            guest,
+            authorizer,
+            store,
+        })
     }
 
     /// Its `bearer_token_authorizer`, when `provides` names it.
@@ -132,6 +137,12 @@ impl Wasm {
         self.authorizer
             .clone()
             .map(|a| a as Rc<dyn local::BearerTokenAuthorizer>)
+    }
+
+    /// The bytes of linear memory its guest holds now: what one instance (one core) costs
+    /// besides wasmtime's own bookkeeping.
+    pub fn memory_bytes(&self) -> usize {
+        self.guest.memory_bytes()
     }
 
     /// Its `key_value_store`, when `provides` names it.

@@ -244,6 +244,15 @@ impl Guest {
         result
     }
 
+    /// The bytes of linear memory the running instance holds now (0 between a failed call
+    /// and the next).
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.running
+            .borrow()
+            .as_ref()
+            .map_or(0, |running| running.memory.data_size(&running.store))
+    }
+
     /// Calls `otap_authorize` with `credential`.
     pub(crate) fn authorize(&self, credential: &[u8]) -> Result<Answer, Failure> {
         self.call(|running| running.authorize(credential, &self.identities))
