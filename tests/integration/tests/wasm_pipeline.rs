@@ -17,6 +17,7 @@ fn registry() -> Registry {
     otap_df_core::register_builtins(&mut registry);
     otap_df_nodes::register(&mut registry);
     otap_df_extension_wasm::register(&mut registry);
+    otap_df_extension_bearer_auth::register(&mut registry);
     registry.finish().expect("registry")
 }
 
@@ -30,6 +31,11 @@ fn guest(name: &str) -> String {
 
 /// `receiver:otlp_http` on `port` guarded by an `extension:wasm` of guest `name`, into noop.
 fn gateway(port: u16, name: &str, limits: &str) -> String {
+    gateway_of(port, &guest(name), limits)
+}
+
+/// [`gateway`] of the module at `module`.
+fn gateway_of(port: u16, module: &str, limits: &str) -> String {
     format!(
         "version: otap_df/v1
 groups:
@@ -37,14 +43,13 @@ groups:
     pipelines:
       p:
         extensions:
-          guard: {{ type: extension:wasm, config: {{ module: '{}', provides: [bearer_token_authorizer]{limits} }} }}
+          guard: {{ type: extension:wasm, config: {{ module: '{module}', provides: [bearer_token_authorizer]{limits} }} }}
         nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
           out: {{ type: exporter:noop }}
         connections:
           - {{ from: in, to: out }}
-",
-        guest(name)
+"
     )
 }
 
@@ -165,4 +170,74 @@ fn a_module_that_does_not_provide_what_a_node_binds_is_a_located_config_error() 
             .contains("wasm.yaml:9:94: at `groups.g.pipelines.p.nodes.in.capabilities.bearer_token_provider`: extension `guard` (type `wasm`) does not provide `bearer_token_provider`; it provides: `bearer_token_authorizer`"),
         "{error}"
     );
+}
+
+#[test]
+fn reloads_that_swap_the_module_refuse_no_request_a_sender_makes_meanwhile() {
+    use otap_df_tests::temp::TempDir;
+
+    // Two modules of different bytes (a comment apart) that accept the same token: each
+    // reload swaps the module, so each is a new instance (and a new compilation).
+    let dir = TempDir::new("wasm-reload");
+    let source = std::fs::read_to_string(guest("authorizer.wat")).unwrap();
+    let modules = ["first", "second"].map(|name| {
+        let path = dir.path(&format!("{name}.wat"));
+        std::fs::write(&path, format!(";; the {name} module\n{source}")).unwrap();
+        path.display().to_string()
+    });
+    let port = otap_df_tests::ports::free_port().unwrap();
+    let gateways = registry();
+    let version = |n: usize| engine::resolve(&gateway_of(port, &modules[n % 2], ""), &gateways);
+    let started = engine::start(engine::one_core(version(0)));
+    assert!(started.wait_running(Duration::from_secs(10)), "it runs");
+    // 300 batches at 300 a second, each one request with the token both modules accept.
+    let sender = std::thread::spawn(move || {
+        engine::run_to_end(engine::resolve(
+            &format!(
+                "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          token: {{ type: extension:bearer_auth, config: {{ token: alpha-token }} }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 10, count: 300, rate: 300 }} }}
+          out:
+            type: exporter:otlp_http
+            config: {{ endpoint: 'http://127.0.0.1:{port}', merge_max_bytes: 0, retry: {{ initial_interval: 10ms, max_interval: 100ms, max_elapsed_time: 20s }} }}
+            capabilities: {{ bearer_token_provider: token }}
+        connections:
+          - {{ from: gen, to: out }}
+"
+            ),
+            &registry(),
+        ))
+    });
+    let mut swapped = 0;
+    while !sender.is_finished() {
+        let outcome = started
+            .reload
+            .reload(version(swapped + 1))
+            .expect("the reload is answered");
+        assert!(outcome.failed.is_empty(), "{outcome:?}");
+        assert_eq!(outcome.replaced.len(), 1, "{outcome:?}");
+        swapped += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let telemetry = sender.join().expect("the sender ran");
+    let out = engine::totals(&telemetry, "out");
+    assert_eq!(
+        (out.counts.records_out, out.counts.records_failed),
+        (3000, 0),
+        "every record delivered across {swapped} swaps"
+    );
+    assert_eq!(
+        engine::named(&out, "retried"),
+        0,
+        "no request refused: {:?}",
+        out.named
+    );
+    assert!(swapped >= 3, "the swaps overlapped the traffic: {swapped}");
+    started.stop().expect("a clean stop");
 }
