@@ -14,7 +14,8 @@ use otap_df_core::capability::{
 };
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{
-    ExtensionContext, ExtensionError, ExtensionFactory, LocalExtension, ShardedCounter,
+    ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
+    LocalExtension, LocalTask, Readiness, ShardedCounter,
 };
 use otap_df_core::secret::{AuthHeader, Credential};
 
@@ -58,20 +59,44 @@ fn create(
     let wasm = Wasm::start(id, &decoded, &capabilities, Counters::of(context))
         .map_err(|error| ExtensionError::typed(id, error))?;
     let builder = context.local_builder();
-    let built = match (wasm.authorizer(), wasm.store()) {
+    let builder = match (wasm.authorizer(), wasm.store()) {
         (Some(authorizer), Some(store)) => builder
             .provide::<BearerTokenAuthorizer>(authorizer)
-            .provide::<KeyValueStore>(store)
-            .passive(),
-        (Some(authorizer), None) => builder
-            .provide::<BearerTokenAuthorizer>(authorizer)
-            .passive(),
-        (None, Some(store)) => builder.provide::<KeyValueStore>(store).passive(),
+            .provide::<KeyValueStore>(store),
+        (Some(authorizer), None) => builder.provide::<BearerTokenAuthorizer>(authorizer),
+        (None, Some(store)) => builder.provide::<KeyValueStore>(store),
         (None, None) => {
             return Err(context.error("`provides` names no capability this build serves"));
         }
     };
-    Ok(built?)
+    let watch = HealthWatch {
+        health: wasm.guest.health.clone(),
+    };
+    Ok(builder.active(Box::new(watch), Readiness::Immediate)?)
+}
+
+/// The extension's task: reports it degraded, with the reason, while its guest keeps failing
+/// (the engine's readiness turns red), and healthy again at the guest's next success.
+struct HealthWatch {
+    health: Rc<crate::guest::Health>,
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalTask for HealthWatch {
+    async fn run(self: Box<Self>, mut control: ExtensionControl) -> Result<(), ExtensionError> {
+        loop {
+            tokio::select! {
+                message = control.recv() => match message {
+                    None | Some(ExtensionMessage::Shutdown { .. }) => return Ok(()),
+                    Some(_) => {}
+                },
+                () = self.health.changed.notified() => match self.health.failing() {
+                    Some(why) => control.set_degraded(why),
+                    None => control.set_healthy(),
+                },
+            }
+        }
+    }
 }
 
 /// One instance of `extension:wasm` on one core: the guest and the capabilities it serves.

@@ -7,8 +7,9 @@
 //! next call: a guest stopped halfway may have left its own state (its allocator, a table)
 //! inconsistent.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -48,6 +49,45 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Consecutive failed calls after which the extension reports itself degraded.
+pub(crate) const FAILURES_TO_DEGRADE: u32 = 3;
+
+/// How the guest's calls have gone lately: what the extension's task reports as its health.
+/// Changes are signalled only when the guest crosses into or out of failing, so a call costs
+/// a `Cell` update.
+#[derive(Default)]
+pub(crate) struct Health {
+    failures_in_a_row: Cell<u32>,
+    failing: RefCell<Option<String>>,
+    /// Woken when `failing` changes.
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl Health {
+    fn failed(&self, failure: &Failure) {
+        let failures = self.failures_in_a_row.get().saturating_add(1);
+        self.failures_in_a_row.set(failures);
+        if failures == FAILURES_TO_DEGRADE {
+            *self.failing.borrow_mut() = Some(format!(
+                "the guest failed {failures} calls in a row, the last: {failure}"
+            ));
+            self.changed.notify_one();
+        }
+    }
+
+    fn succeeded(&self) {
+        if self.failures_in_a_row.replace(0) >= FAILURES_TO_DEGRADE {
+            *self.failing.borrow_mut() = None;
+            self.changed.notify_one();
+        }
+    }
+
+    /// Why the guest is failing, or `None` while its calls succeed.
+    pub(crate) fn failing(&self) -> Option<String> {
+        self.failing.borrow().clone()
+    }
+}
+
 /// A running instance and its exports.
 struct Running {
     store: Store<Host>,
@@ -79,6 +119,7 @@ pub(crate) struct Guest {
     /// Identities the guest answered with, kept so that a repeated one costs no allocation
     /// (at most [`IDENTITIES_KEPT`]).
     identities: RefCell<HashMap<Box<[u8]>, Identity>>,
+    pub(crate) health: Rc<Health>,
 }
 
 /// How many distinct identities an instance keeps ready.
@@ -107,6 +148,7 @@ impl Guest {
             config,
             running: RefCell::new(None),
             identities: RefCell::new(HashMap::new()),
+            health: Rc::default(),
         };
         let running = guest.instantiate()?;
         *guest.running.borrow_mut() = Some(running);
@@ -228,7 +270,14 @@ impl Guest {
     fn call<R>(&self, call: impl FnOnce(&mut Running) -> Result<R, Failure>) -> Result<R, Failure> {
         let mut slot = self.running.borrow_mut();
         if slot.is_none() {
-            *slot = Some(self.instantiate().map_err(Failure::Trapped)?);
+            match self.instantiate() {
+                Ok(running) => *slot = Some(running),
+                Err(why) => {
+                    let failure = Failure::Trapped(format!("the guest did not start again: {why}"));
+                    self.health.failed(&failure);
+                    return Err(failure);
+                }
+            }
         }
         let Some(running) = slot.as_mut() else {
             return Err(Failure::Broke("no instance".to_owned()));
@@ -238,8 +287,12 @@ impl Guest {
             .set_fuel(self.limits.fuel_per_call)
             .map_err(|e| Failure::Broke(error_chain(&e)))
             .and_then(|()| call(running));
-        if result.is_err() {
-            *slot = None;
+        match &result {
+            Ok(_) => self.health.succeeded(),
+            Err(failure) => {
+                self.health.failed(failure);
+                *slot = None;
+            }
         }
         result
     }
@@ -471,4 +524,32 @@ pub(crate) fn monotonic_ns() -> i64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     let origin = *ORIGIN.get_or_init(Instant::now);
     i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_turns_failing_at_the_third_failure_in_a_row_and_back_at_a_success() {
+        let health = Health::default();
+        let failure = Failure::OutOfFuel;
+        health.failed(&failure);
+        health.succeeded();
+        health.failed(&failure);
+        health.failed(&failure);
+        assert_eq!(health.failing(), None, "two in a row");
+        health.failed(&failure);
+        assert_eq!(
+            health.failing().as_deref(),
+            Some(
+                "the guest failed 3 calls in a row, the last: the call ran out of fuel \
+                 (`limits.fuel_per_call`)"
+            )
+        );
+        health.failed(&failure);
+        assert!(health.failing().is_some());
+        health.succeeded();
+        assert_eq!(health.failing(), None);
+    }
 }

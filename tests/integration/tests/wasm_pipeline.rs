@@ -136,9 +136,31 @@ fn a_guest_that_never_answers_denies_every_request_and_the_receiver_keeps_servin
         &gateway(port, "spin.wat", ", limits: { fuel_per_call: 100000 }"),
         port,
     );
+    assert_eq!(
+        started.telemetry.readiness(),
+        Ok(()),
+        "ready before any call"
+    );
     for _ in 0..5 {
         assert_eq!(post(port, "alpha-token"), 401);
     }
+    // The third failure in a row turns the extension degraded: the engine is not ready,
+    // saying why (the extension's task reports it: a bounded wait for it to run).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reasons = loop {
+        if let Err(reasons) = started.telemetry.readiness() {
+            break reasons;
+        }
+        assert!(Instant::now() < deadline, "the failing guest never showed");
+        std::thread::yield_now();
+    };
+    assert_eq!(
+        reasons,
+        [
+            "extension `guard` of pipeline `g/p` (core 0) is degraded: the guest failed 3 calls \
+          in a row, the last: the call ran out of fuel (`limits.fuel_per_call`)"
+        ]
+    );
     let counters = counters(&started);
     started.stop().expect("a clean stop");
     assert_eq!(counter(&counters, "guest.out_of_fuel"), 5);
