@@ -31,6 +31,11 @@ pub const INITIALIZE: &str = "_initialize";
 /// `bearer_token_authorizer`'s export: `(credential pointer, length) -> i64`.
 pub const AUTHORIZE: &str = "otap_authorize";
 
+/// `bearer_token_provider`'s exports: the token now, and how long it stays valid.
+pub const TOKEN: &str = "otap_token";
+/// See [`TOKEN`].
+pub const TOKEN_VALID_MS: &str = "otap_token_valid_ms";
+
 /// `key_value_store`'s exports.
 pub const KV_GET: &str = "otap_kv_get";
 /// See [`KV_GET`].
@@ -127,12 +132,17 @@ const STORE_EXPORTS: &[Function] = &[
     export(KV_DELETE, &[ValType::I32, ValType::I32], &[ValType::I32]),
 ];
 
+const PROVIDER_EXPORTS: &[Function] = &[
+    export(TOKEN, &[], &[ValType::I64]),
+    export(TOKEN_VALID_MS, &[], &[ValType::I64]),
+];
+
 /// The exports `capability` needs.
 pub fn exports_of(capability: CapabilityId) -> &'static [Function] {
     match capability {
         CapabilityId::BearerTokenAuthorizer => AUTHORIZER_EXPORTS,
         CapabilityId::KeyValueStore => STORE_EXPORTS,
-        CapabilityId::BearerTokenProvider => &[],
+        CapabilityId::BearerTokenProvider => PROVIDER_EXPORTS,
     }
 }
 

@@ -17,12 +17,13 @@ pub struct WasmConfig {
     /// `.wat`). A relative path is read from the engine's working directory.
     pub module: PathBuf,
     /// The capabilities the module provides (each needs its exports, see the README):
-    /// `bearer_token_authorizer`, `key_value_store`.
+    /// `bearer_token_authorizer`, `key_value_store`, `bearer_token_provider`.
     pub provides: Vec<String>,
     /// Handed to the guest's `otap_start` as JSON, once per instance; absent: `null`.
     #[serde(default)]
     pub config: serde_json::Value,
-    /// The header that carries the credential an authorizer decides on.
+    /// The header that carries the credential an authorizer decides on, and the token a
+    /// provider's consumers send.
     #[serde(default = "defaults::header")]
     pub header: String,
     /// The scheme before the credential (`Bearer`); empty for a bare credential.
@@ -80,6 +81,7 @@ mod defaults {
 pub const PROVIDABLE: &[CapabilityId] = &[
     CapabilityId::BearerTokenAuthorizer,
     CapabilityId::KeyValueStore,
+    CapabilityId::BearerTokenProvider,
 ];
 
 /// The least `fuel_per_call`: below it no guest can do anything useful.

@@ -8,16 +8,20 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::cell::Cell;
+use std::time::{Instant, SystemTime};
+
 use otap_df_core::capability::{
-    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, CapabilityId, DenyReason, Identity,
-    KeyValueStore, KvError, key_value, local,
+    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId,
+    DenyReason, Identity, KeyValueStore, KvError, TokenCell, TokenError, TokenSubscription,
+    key_value, local,
 };
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
     LocalExtension, LocalTask, Readiness, ShardedCounter,
 };
-use otap_df_core::secret::{AuthHeader, Credential};
+use otap_df_core::secret::{AuthHeader, BearerToken, Credential, EXPIRY_MARGIN};
 
 use crate::abi::status;
 use crate::config::{PROVIDABLE, WasmConfig};
@@ -59,18 +63,38 @@ fn create(
     let wasm = Wasm::start(id, &decoded, &capabilities, Counters::of(context))
         .map_err(|error| ExtensionError::typed(id, error))?;
     let builder = context.local_builder();
-    let builder = match (wasm.authorizer(), wasm.store()) {
-        (Some(authorizer), Some(store)) => builder
-            .provide::<BearerTokenAuthorizer>(authorizer)
-            .provide::<KeyValueStore>(store),
-        (Some(authorizer), None) => builder.provide::<BearerTokenAuthorizer>(authorizer),
-        (None, Some(store)) => builder.provide::<KeyValueStore>(store),
-        (None, None) => {
+    let builder = match (wasm.authorizer(), wasm.store(), wasm.provider()) {
+        (None, None, None) => {
             return Err(context.error("`provides` names no capability this build serves"));
+        }
+        (authorizer, store, provider) => {
+            // At least one is there: each provided in turn.
+            let mut provided = None;
+            if let Some(authorizer) = authorizer {
+                provided = Some(builder.provide::<BearerTokenAuthorizer>(authorizer));
+            }
+            let mut provided = match (provided, store) {
+                (Some(b), Some(store)) => Some(b.provide::<KeyValueStore>(store)),
+                (None, Some(store)) => {
+                    Some(context.local_builder().provide::<KeyValueStore>(store))
+                }
+                (b, None) => b,
+            };
+            provided = match (provided, provider) {
+                (Some(b), Some(provider)) => Some(b.provide::<BearerTokenProvider>(provider)),
+                (None, Some(provider)) => Some(
+                    context
+                        .local_builder()
+                        .provide::<BearerTokenProvider>(provider),
+                ),
+                (b, None) => b,
+            };
+            provided.ok_or_else(|| context.error("`provides` names no capability"))?
         }
     };
     let watch = HealthWatch {
         health: wasm.guest.health.clone(),
+        provider: wasm.provider.clone(),
     };
     Ok(builder.active(Box::new(watch), Readiness::Immediate)?)
 }
@@ -79,12 +103,21 @@ fn create(
 /// (the engine's readiness turns red), and healthy again at the guest's next success.
 struct HealthWatch {
     health: Rc<crate::guest::Health>,
+    /// A provider's token, asked for again before it expires.
+    provider: Option<Rc<WasmProvider>>,
 }
 
 #[otap_df_core::async_trait(?Send)]
 impl LocalTask for HealthWatch {
     async fn run(self: Box<Self>, mut control: ExtensionControl) -> Result<(), ExtensionError> {
         loop {
+            let refresh_at = self.provider.as_ref().and_then(|p| p.refresh_at.get());
+            let refresh = async {
+                match refresh_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 message = control.recv() => match message {
                     None | Some(ExtensionMessage::Shutdown { .. }) => return Ok(()),
@@ -94,6 +127,13 @@ impl LocalTask for HealthWatch {
                     Some(why) => control.set_degraded(why),
                     None => control.set_healthy(),
                 },
+                () = refresh => {
+                    if let Some(provider) = &self.provider
+                        && let Err(error) = provider.refresh()
+                    {
+                        tracing::warn!(extension = %provider.id, "{}; serving the last token", error.message);
+                    }
+                }
             }
         }
     }
@@ -104,6 +144,7 @@ pub struct Wasm {
     guest: Rc<Guest>,
     authorizer: Option<Rc<WasmAuthorizer>>,
     store: Option<Rc<WasmStore>>,
+    provider: Option<Rc<WasmProvider>>,
 }
 
 impl Wasm {
@@ -150,10 +191,28 @@ impl Wasm {
                     counters,
                 })
             });
+        let provider = match capabilities.contains(&CapabilityId::BearerTokenProvider) {
+            false => None,
+            true => {
+                let provider = Rc::new(WasmProvider {
+                    guest: guest.clone(),
+                    id: id.to_owned(),
+                    header: AuthHeader::new(&config.header, &config.scheme),
+                    cell: TokenCell::new(),
+                    updates: tokio::sync::watch::Sender::new(None),
+                    refresh_at: Cell::new(None),
+                });
+                provider
+                    .refresh()
+                    .map_err(|error| WasmError::Start(error.message))?;
+                Some(provider)
+            }
+        };
         Ok(Self {
             guest,
             authorizer,
             store,
+            provider,
         })
     }
 
@@ -168,6 +227,13 @@ impl Wasm {
     /// besides wasmtime's own bookkeeping.
     pub fn memory_bytes(&self) -> usize {
         self.guest.memory_bytes()
+    }
+
+    /// Its `bearer_token_provider`, when `provides` names it.
+    pub fn provider(&self) -> Option<Rc<dyn local::BearerTokenProvider>> {
+        self.provider
+            .clone()
+            .map(|p| p as Rc<dyn local::BearerTokenProvider>)
     }
 
     /// Its `key_value_store`, when `provides` names it.
@@ -368,5 +434,96 @@ impl local::KeyValueStore for WasmStore {
             Ok(status) => Err(self.refused(crate::abi::KV_DELETE, i64::from(status))),
             Err(failure) => Err(self.failed(&failure)),
         }
+    }
+}
+
+/// `bearer_token_provider` served by the guest's `otap_token` and `otap_token_valid_ms`:
+/// asked at start (a guest with no token does not start), again by the extension's task at
+/// four fifths of the time the token is usable (its validity less the 30 s before expiry in
+/// which consumers no longer send it; never, for a token without expiry), and at once by
+/// `fresh_token`. Consumers read the last token from a [`TokenCell`]: no call into the guest
+/// per request.
+struct WasmProvider {
+    guest: Rc<Guest>,
+    id: String,
+    header: AuthHeader,
+    cell: TokenCell,
+    updates: tokio::sync::watch::Sender<Option<BearerToken>>,
+    /// When the task asks the guest again.
+    refresh_at: Cell<Option<Instant>>,
+}
+
+impl WasmProvider {
+    /// Asks the guest for its token and serves it from now on; on failure the last token
+    /// stays and the task tries again in a second.
+    fn refresh(&self) -> Result<BearerToken, TokenError> {
+        let error = |message: String| TokenError {
+            provider: self.id.clone(),
+            message,
+        };
+        let answer = match self.guest.token() {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(status)) => {
+                self.refresh_at
+                    .set(Some(Instant::now() + Duration::from_secs(1)));
+                return Err(error(format!(
+                    "`otap_token` answered {status}: no token now"
+                )));
+            }
+            Err(failure) => {
+                self.refresh_at
+                    .set(Some(Instant::now() + Duration::from_secs(1)));
+                return Err(error(format!("the guest failed: {failure}")));
+            }
+        };
+        let text = String::from_utf8(answer.bytes)
+            .map_err(|_| error("`otap_token` answered a token that is not UTF-8".to_owned()))?;
+        let mut token = BearerToken::new(text);
+        match answer.valid_ms {
+            Some(ms) => {
+                // Consumers stop sending a token `EXPIRY_MARGIN` before it expires: the next
+                // one is asked for at four fifths of the time it is usable, at least 100 ms on.
+                let valid = Duration::from_millis(ms);
+                token = token.with_expiry(SystemTime::now() + valid);
+                let usable = valid.saturating_sub(EXPIRY_MARGIN);
+                if usable.is_zero() {
+                    tracing::warn!(
+                        extension = %self.id,
+                        "the guest's token is valid {valid:?}, within the {EXPIRY_MARGIN:?} before \
+                         expiry in which consumers no longer send a token"
+                    );
+                }
+                let next = usable.mul_f64(0.8).max(Duration::from_millis(100));
+                self.refresh_at.set(Some(Instant::now() + next));
+            }
+            None => self.refresh_at.set(None),
+        }
+        self.cell.store(Some(token.clone()));
+        self.updates.send_replace(Some(token.clone()));
+        Ok(token)
+    }
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl local::BearerTokenProvider for WasmProvider {
+    fn current_token(&self) -> Option<BearerToken> {
+        self.cell.load()
+    }
+
+    fn token_generation(&self) -> u64 {
+        self.cell.generation()
+    }
+
+    fn subscribe(&self) -> TokenSubscription {
+        TokenSubscription::new(self.updates.subscribe())
+    }
+
+    fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+
+    /// Asks the guest now.
+    async fn fresh_token(&self) -> Result<BearerToken, TokenError> {
+        self.refresh()
     }
 }

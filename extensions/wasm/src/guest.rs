@@ -95,6 +95,7 @@ struct Running {
     alloc: TypedFunc<i32, i32>,
     authorize: Option<TypedFunc<(i32, i32), i64>>,
     store_calls: Option<StoreCalls>,
+    token_calls: Option<(TypedFunc<(), i64>, TypedFunc<(), i64>)>,
     /// The input buffer the guest handed over, and its size.
     buffer: Option<(u32, u32)>,
 }
@@ -237,12 +238,22 @@ impl Guest {
                     .map_err(|e| error_chain(&e))?,
             }),
         };
+        let token_calls = match instance.get_func(&mut store, abi::TOKEN) {
+            None => None,
+            Some(token) => Some((
+                token.typed(&store).map_err(|e| error_chain(&e))?,
+                typed(&mut store, abi::TOKEN_VALID_MS)?
+                    .typed(&store)
+                    .map_err(|e| error_chain(&e))?,
+            )),
+        };
         let mut running = Running {
             store,
             memory,
             alloc,
             authorize,
             store_calls,
+            token_calls,
             buffer: None,
         };
         if let Some(start) = instance.get_func(&mut running.store, abi::START) {
@@ -360,6 +371,26 @@ impl Guest {
         })
     }
 
+    /// Calls `otap_token`, then `otap_token_valid_ms`: the token, or the guest's negative
+    /// status.
+    pub(crate) fn token(&self) -> Result<Result<GuestToken, i64>, Failure> {
+        self.call(|running| {
+            let Some((token, valid)) = running.token_calls.clone() else {
+                return Err(Failure::Broke(format!("no export `{}`", abi::TOKEN)));
+            };
+            let value = token.call(&mut running.store, ()).map_err(failure)?;
+            let Some((at, length)) = abi::unpack(value) else {
+                return Ok(Err(value));
+            };
+            let bytes = running.read(at, length, abi::TOKEN)?;
+            let valid = valid.call(&mut running.store, ()).map_err(failure)?;
+            Ok(Ok(GuestToken {
+                bytes,
+                valid_ms: u64::try_from(valid).ok().filter(|ms| *ms > 0),
+            }))
+        })
+    }
+
     /// Calls `otap_kv_delete`: the guest's status.
     pub(crate) fn kv_delete(&self, key: &[u8]) -> Result<i32, Failure> {
         self.call(|running| {
@@ -371,6 +402,14 @@ impl Guest {
                 .map_err(failure)
         })
     }
+}
+
+/// What `otap_token` and `otap_token_valid_ms` answered.
+pub(crate) struct GuestToken {
+    /// The token's bytes.
+    pub(crate) bytes: Vec<u8>,
+    /// How long it stays valid; `None`: no expiry.
+    pub(crate) valid_ms: Option<u64>,
 }
 
 /// What `otap_authorize` answered.

@@ -234,3 +234,52 @@ fn an_answer_outside_the_guests_memory_is_denied() {
     let authorizer = authorizer("out-of-bounds.wat", "");
     assert_eq!(decide(&*authorizer, "a"), denied(DenyReason::Invalid));
 }
+
+fn provider(name: &str) -> std::rc::Rc<dyn local::BearerTokenProvider> {
+    let config = config(&format!(
+        "module: '{}', provides: [bearer_token_provider]",
+        guest(name)
+    ));
+    Wasm::new("guest", &config)
+        .expect("the guest starts")
+        .provider()
+        .expect("a provider")
+}
+
+#[test]
+fn a_wat_provider_passes_the_provider_suite() {
+    bearer_suite::run_provider("wasm provider.wat", || {
+        otap_df_tests::bearer_suite::ProviderUnderTest {
+            provider: provider("provider.wat"),
+            token: "wat-token".to_owned(),
+            rotate: None,
+            keep_alive: None,
+        }
+    });
+}
+
+#[test]
+fn a_provider_serves_the_guests_token_with_its_validity_and_asks_again_when_told() {
+    let provider = provider("rotating.wat");
+    let first = provider.current_token().expect("a token from the start");
+    assert_eq!(first.secret().expose(), "tok-1");
+    let expires = first.expires_at().expect("valid for a minute");
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .expect("in the future");
+    assert!(left > std::time::Duration::from_secs(50), "{left:?}");
+    let generation = provider.token_generation();
+    let mut subscription = provider.subscribe();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fresh = runtime
+        .block_on(provider.fresh_token())
+        .expect("a fresh token");
+    assert_eq!(fresh.secret().expose(), "tok-2");
+    assert_eq!(provider.current_token().unwrap().secret().expose(), "tok-2");
+    assert!(provider.token_generation() > generation);
+    let seen = runtime.block_on(subscription.next()).expect("a token");
+    assert_eq!(seen.secret().expose(), "tok-2");
+}

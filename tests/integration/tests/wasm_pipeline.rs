@@ -263,3 +263,90 @@ groups:
     assert!(swapped >= 3, "the swaps overlapped the traffic: {swapped}");
     started.stop().expect("a clean stop");
 }
+
+#[test]
+fn a_webassembly_provider_signs_an_exporters_requests_and_renews_its_token_before_it_expires() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+
+    // An upstream that answers every request 200 and notes its Authorization header.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let noted = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let noted = noted.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let (mut length, mut line) = (0usize, String::new());
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(value) = lower.strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap();
+                        }
+                        if let Some(value) = line.strip_prefix("authorization: ") {
+                            noted.lock().unwrap().push(value.trim().to_owned());
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          signer: {{ type: extension:wasm, config: {{ module: '{}', provides: [bearer_token_provider] }} }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 5, rate: 50 }} }}
+          out:
+            type: exporter:otlp_http
+            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none, merge_max_bytes: 0 }}
+            capabilities: {{ bearer_token_provider: signer }}
+        connections:
+          - {{ from: gen, to: out }}
+",
+        guest("rotating-fast.wat")
+    );
+    let started = engine::start(engine::one_core(engine::resolve(&yaml, &registry())));
+    assert!(started.wait_running(Duration::from_secs(10)), "it runs");
+    // The guest's token is valid 200 ms: the extension asks again at 160 ms, and the requests
+    // carry the new one (a bounded wait for the second token to show).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tokens: std::collections::BTreeSet<String> =
+            seen.lock().unwrap().iter().cloned().collect();
+        if tokens.len() >= 2 {
+            assert!(
+                tokens.iter().all(|t| t.starts_with("Bearer tok-")),
+                "{tokens:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token was never renewed: {tokens:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.stop().expect("a clean stop");
+}
