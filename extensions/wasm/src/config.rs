@@ -32,6 +32,12 @@ pub struct WasmConfig {
     /// What one instance may use.
     #[serde(default)]
     pub limits: Limits,
+    /// Where compiled modules are kept across restarts, by the module's SHA-256 and the
+    /// engine's build; `null` keeps them in memory only. Default: `$XDG_CACHE_HOME/otap-df/wasm`,
+    /// else `$HOME/.cache/otap-df/wasm` (none without either). The folder must be writable by
+    /// this user alone: what is in it runs as compiled code.
+    #[serde(default = "defaults::compile_cache")]
+    pub compile_cache: Option<PathBuf>,
 }
 
 /// `limits:` of `extension:wasm`.
@@ -57,6 +63,8 @@ impl Default for Limits {
 }
 
 mod defaults {
+    use std::path::PathBuf;
+
     pub fn header() -> String {
         "authorization".to_owned()
     }
@@ -74,6 +82,16 @@ mod defaults {
     /// 16 MiB.
     pub fn max_memory_bytes() -> usize {
         16 << 20
+    }
+
+    pub fn compile_cache() -> Option<PathBuf> {
+        let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            Some(cache) => PathBuf::from(cache),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache")
+            }
+        };
+        Some(base.join("otap-df").join("wasm"))
     }
 }
 

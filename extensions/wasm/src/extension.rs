@@ -48,9 +48,13 @@ pub static WASM: ExtensionFactory = ExtensionFactory::new("wasm", env!("CARGO_PK
 fn validate(config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
     let decoded = WasmConfig::decode(config)?;
     let capabilities = decoded.capabilities(config)?;
-    crate::module::load(&decoded.module, &capabilities)
-        .map(drop)
-        .map_err(|message| config.invalid("module", message))
+    crate::module::load(
+        &decoded.module,
+        &capabilities,
+        decoded.compile_cache.as_deref(),
+    )
+    .map(drop)
+    .map_err(|message| config.invalid("module", message))
 }
 
 fn create(
@@ -166,8 +170,12 @@ impl Wasm {
         capabilities: &[CapabilityId],
         counters: Counters,
     ) -> Result<Self, WasmError> {
-        let module =
-            crate::module::load(&config.module, capabilities).map_err(WasmError::Module)?;
+        let module = crate::module::load(
+            &config.module,
+            capabilities,
+            config.compile_cache.as_deref(),
+        )
+        .map_err(WasmError::Module)?;
         let start_config = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"null".to_vec());
         let guest = Rc::new(
             Guest::start(module, config.limits, id, start_config).map_err(WasmError::Start)?,

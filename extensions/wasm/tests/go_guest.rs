@@ -58,7 +58,8 @@ fn instance(module: &std::path::Path) -> Wasm {
     let config: WasmConfig = otap_df_tests::config::decode(
         &format!(
             "{{ module: '{}', provides: [bearer_token_authorizer, key_value_store], \
-             config: {{ tokens: {{ go-token: 'go:alice', other-token: 'go:bob' }} }} }}",
+             config: {{ tokens: {{ go-token: 'go:alice', other-token: 'go:bob' }} }}, \
+             compile_cache: null }}",
             module.display()
         ),
         WasmConfig::decode,

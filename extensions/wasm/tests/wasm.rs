@@ -17,9 +17,13 @@ fn guest(name: &str) -> String {
     format!("{}/tests/guests/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `config:` decoded from `yaml` (a flow mapping's entries, `module:` first).
+/// `config:` decoded from `yaml` (a flow mapping's entries, `module:` first), compiled
+/// modules kept in memory only (no cache folder written by the tests).
 fn config(yaml: &str) -> WasmConfig {
-    otap_df_tests::config::decode(&format!("{{ {yaml} }}"), WasmConfig::decode)
+    otap_df_tests::config::decode(
+        &format!("{{ {yaml}, compile_cache: null }}"),
+        WasmConfig::decode,
+    )
 }
 
 /// The authorizer of an instance of guest `name` with `more` options.
@@ -46,7 +50,9 @@ fn denied(reason: DenyReason) -> AuthzDecision {
 
 /// The `validate` of a `config:` block: the options, then the module against them.
 fn validate(yaml: &str) -> Result<(), String> {
-    otap_df_tests::config::try_decode(&format!("{{ {yaml} }}"), |c| WASM.validate(c))
+    otap_df_tests::config::try_decode(&format!("{{ {yaml}, compile_cache: null }}"), |c| {
+        WASM.validate(c)
+    })
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn guests() -> PathBuf {
 fn wasm(module: &std::path::Path, provides: &str, config: &str) -> Wasm {
     let config: WasmConfig = decode(
         &format!(
-            "{{ module: '{}', provides: [{provides}], config: {config} }}",
+            "{{ module: '{}', provides: [{provides}], config: {config}, compile_cache: null }}",
             module.display()
         ),
         WasmConfig::decode,

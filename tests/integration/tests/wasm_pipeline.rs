@@ -43,7 +43,7 @@ groups:
     pipelines:
       p:
         extensions:
-          guard: {{ type: extension:wasm, config: {{ module: '{module}', provides: [bearer_token_authorizer]{limits} }} }}
+          guard: {{ type: extension:wasm, config: {{ module: '{module}', provides: [bearer_token_authorizer], compile_cache: null{limits} }} }}
         nodes:
           in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
           out: {{ type: exporter:noop }}
@@ -315,7 +315,7 @@ groups:
     pipelines:
       p:
         extensions:
-          signer: {{ type: extension:wasm, config: {{ module: '{}', provides: [bearer_token_provider] }} }}
+          signer: {{ type: extension:wasm, config: {{ module: '{}', provides: [bearer_token_provider], compile_cache: null }} }}
         nodes:
           gen: {{ type: receiver:generator, config: {{ signal: logs, batch_size: 5, rate: 50 }} }}
           out:
