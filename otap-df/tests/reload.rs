@@ -10,7 +10,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use otap_df_tests::temp::TempDir;
 use support::binary::{RunningBinary, counter, final_line, records_out};
@@ -62,25 +62,39 @@ fn send_in(otlp: u16, header: &str, token: &str) -> u16 {
 /// A client that keeps sending with `token` until stopped: the status of every request.
 struct Sender {
     stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Vec<u16>>,
 }
 
 impl Sender {
     fn start(otlp: u16, token: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (stopping, counting) = (stop.clone(), sent.clone());
         let thread = std::thread::spawn(move || {
             let mut statuses = Vec::new();
             while !stopping.load(Ordering::Relaxed) {
                 statuses.push(send(otlp, token));
+                counting.fetch_add(1, Ordering::Relaxed);
             }
             statuses
         });
-        Self { stop, thread }
+        Self { stop, sent, thread }
     }
 
-    /// Stops it: it sent more than one request, and none was refused.
+    /// Stops it once it has answers for two requests more than it had when asked (a bounded
+    /// wait: a slow first connection must not end the test with one request sent): it kept
+    /// sending across what the test did before, and none was refused.
     fn stop_with_no_refusal(self) {
+        let target = self.sent.load(Ordering::Relaxed) + 2;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.sent.load(Ordering::Relaxed) < target {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client stopped getting answers"
+            );
+            std::thread::yield_now();
+        }
         self.stop.store(true, Ordering::Relaxed);
         let statuses = self.thread.join().unwrap();
         assert!(statuses.len() > 1, "the client kept sending: {statuses:?}");
