@@ -12,14 +12,14 @@ use std::cell::Cell;
 use std::time::{Instant, SystemTime};
 
 use otap_df_core::capability::{
-    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, CapabilityId,
-    DenyReason, Identity, KeyValueStore, KvError, TokenCell, TokenError, TokenSubscription,
-    key_value, local,
+    AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, Capability,
+    CapabilityId, DenyReason, Identity, KeyValueStore, KvError, TokenCell, TokenError,
+    TokenSubscription, key_value, local,
 };
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{
     ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
-    LocalExtension, LocalTask, Readiness, ShardedCounter,
+    LocalExtension, LocalExtensionBuilder, LocalTask, Readiness, ShardedCounter, WithCapabilities,
 };
 use otap_df_core::secret::{AuthHeader, BearerToken, Credential, EXPIRY_MARGIN};
 
@@ -66,41 +66,36 @@ fn create(
     let id = context.extension_id();
     let wasm = Wasm::start(id, &decoded, &capabilities, Counters::of(context))
         .map_err(|error| ExtensionError::typed(id, error))?;
-    let builder = context.local_builder();
-    let builder = match (wasm.authorizer(), wasm.store(), wasm.provider()) {
-        (None, None, None) => {
-            return Err(context.error("`provides` names no capability this build serves"));
-        }
-        (authorizer, store, provider) => {
-            // At least one is there: each provided in turn.
-            let mut provided = None;
-            if let Some(authorizer) = authorizer {
-                provided = Some(builder.provide::<BearerTokenAuthorizer>(authorizer));
-            }
-            let mut provided = match (provided, store) {
-                (Some(b), Some(store)) => Some(b.provide::<KeyValueStore>(store)),
-                (None, Some(store)) => {
-                    Some(context.local_builder().provide::<KeyValueStore>(store))
-                }
-                (b, None) => b,
-            };
-            provided = match (provided, provider) {
-                (Some(b), Some(provider)) => Some(b.provide::<BearerTokenProvider>(provider)),
-                (None, Some(provider)) => Some(
-                    context
-                        .local_builder()
-                        .provide::<BearerTokenProvider>(provider),
-                ),
-                (b, None) => b,
-            };
-            provided.ok_or_else(|| context.error("`provides` names no capability"))?
-        }
+    let mut provided = None;
+    if let Some(authorizer) = wasm.authorizer() {
+        provided = Some(add::<BearerTokenAuthorizer>(context, provided, authorizer));
+    }
+    if let Some(store) = wasm.store() {
+        provided = Some(add::<KeyValueStore>(context, provided, store));
+    }
+    if let Some(provider) = wasm.provider() {
+        provided = Some(add::<BearerTokenProvider>(context, provided, provider));
+    }
+    let Some(builder) = provided else {
+        return Err(context.error("`provides` names no capability this build serves"));
     };
     let watch = HealthWatch {
         health: wasm.guest.health.clone(),
         provider: wasm.provider.clone(),
     };
     Ok(builder.active(Box::new(watch), Readiness::Immediate)?)
+}
+
+/// `instance` provided as `C`, by `provided` or by a new builder when nothing is provided yet.
+fn add<C: Capability>(
+    context: &ExtensionContext,
+    provided: Option<LocalExtensionBuilder<WithCapabilities>>,
+    instance: Rc<C::Local>,
+) -> LocalExtensionBuilder<WithCapabilities> {
+    match provided {
+        Some(builder) => builder.provide::<C>(instance),
+        None => context.local_builder().provide::<C>(instance),
+    }
 }
 
 /// The extension's task: reports it degraded, with the reason, while its guest keeps failing
