@@ -511,46 +511,16 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
 
 #[test]
 fn a_full_pipeline_answers_resource_exhausted_with_retry_info_without_reading_the_message() {
-    use otap_df_nodes::otlp_grpc::{frame, service_path};
-    use support::grpc::call;
-
     let port = support::free_port();
     // The sink holds a payload for a second and the queue one more: a call that finds both
     // taken waits `admission_timeout`, then is refused.
-    let yaml = format!(
-        "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      gateway:
-        nodes:
-          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}', admission_timeout: 100ms, retry_after: 2s }} }}
-          slow: {{ type: exporter:recording_sink, config: {{ log: grpc-full, delay: 1s }} }}
-        connections:
-          - {{ from: in, to: slow }}
-"
+    let gateway = slow_gateway(
+        port,
+        ", admission_timeout: 100ms, retry_after: 2s",
+        "grpc-full",
+        "1s",
     );
-    let gateway = support::Running::listening_with(&yaml, port, 1);
-    let message = frame(
-        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
-        false,
-    );
-    let headers = [("content-type", "application/grpc")];
-    let mut accepted = 0;
-    let refused = loop {
-        let answer = call(
-            port,
-            http::Method::POST,
-            service_path(Signal::Logs),
-            &headers,
-            message.clone(),
-        );
-        match answer.code {
-            Some(code::OK) => accepted += 1,
-            _ => break answer,
-        }
-        assert!(accepted < 5, "the pipeline never filled");
-    };
+    let (accepted, refused) = call_until_refused(port, &[("content-type", "application/grpc")]);
     assert_eq!(refused.code, Some(code::RESOURCE_EXHAUSTED), "{refused:?}");
     assert!(
         refused.details,
@@ -664,50 +634,18 @@ fn reloads_that_replace_a_grpc_gateway_lose_nothing_its_clients_send_meanwhile()
 
 #[test]
 fn a_call_that_cannot_be_taken_before_its_deadline_is_answered_deadline_exceeded_unread() {
-    use otap_df_nodes::otlp_grpc::{frame, service_path};
-    use support::grpc::call;
-
     let port = support::free_port();
     // The sink holds a payload for two seconds and the queue one more; admission would wait
     // 30s, but each call says it waits 300ms (`grpc-timeout`): the first that finds no room is
     // answered when its client stops waiting, not taken after it.
-    let yaml = format!(
-        "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      gateway:
-        nodes:
-          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}', admission_timeout: 30s }} }}
-          slow: {{ type: exporter:recording_sink, config: {{ log: grpc-deadline, delay: 2s }} }}
-        connections:
-          - {{ from: in, to: slow }}
-"
+    let gateway = slow_gateway(port, ", admission_timeout: 30s", "grpc-deadline", "2s");
+    let (accepted, late) = call_until_refused(
+        port,
+        &[
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", "300m"),
+        ],
     );
-    let gateway = support::Running::listening_with(&yaml, port, 1);
-    let message = frame(
-        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
-        false,
-    );
-    let headers = [
-        ("content-type", "application/grpc"),
-        ("grpc-timeout", "300m"),
-    ];
-    let mut accepted = 0;
-    let late = loop {
-        let answer = call(
-            port,
-            http::Method::POST,
-            service_path(Signal::Logs),
-            &headers,
-            message.clone(),
-        );
-        match answer.code {
-            Some(code::OK) => accepted += 1,
-            _ => break answer,
-        }
-        assert!(accepted < 5, "the pipeline never filled");
-    };
     assert_eq!(late.code, Some(code::DEADLINE_EXCEEDED), "{late:?}");
     assert!(late.message.contains("deadline (300ms) passed"), "{late:?}");
     let totals = gateway.node("in");
@@ -761,4 +699,48 @@ fn a_connection_idle_for_idle_timeout_is_closed_and_a_busy_one_is_not() {
     );
     assert_eq!(named(&gateway.node("in"), "connections.idle_closed"), 2);
     gateway.stop().expect("a clean stop");
+}
+
+/// A gateway on `port` whose receiver has `options` (a flow mapping's entries after `listen`)
+/// into a sink that holds each payload for `delay`, with a queue of one: the third call at
+/// once finds the pipeline full.
+fn slow_gateway(port: u16, options: &str, log: &str, delay: &str) -> support::Running {
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      gateway:
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}'{options} }} }}
+          slow: {{ type: exporter:recording_sink, config: {{ log: {log}, delay: {delay} }} }}
+        connections:
+          - {{ from: in, to: slow }}
+"
+    );
+    support::Running::listening_with(&yaml, port, 1)
+}
+
+/// Raw logs calls with `headers` until one is not `OK`: how many were, and that one's answer.
+fn call_until_refused(port: u16, headers: &[(&str, &str)]) -> (u64, support::grpc::CallAnswer) {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let mut accepted = 0;
+    loop {
+        let answer = support::grpc::call(
+            port,
+            http::Method::POST,
+            service_path(Signal::Logs),
+            headers,
+            message.clone(),
+        );
+        match answer.code {
+            Some(code::OK) => accepted += 1,
+            _ => return (accepted, answer),
+        }
+        assert!(accepted < 5, "the pipeline never filled");
+    }
 }
