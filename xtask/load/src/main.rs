@@ -50,7 +50,8 @@ enum Command {
         /// Measured seconds of each level.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
-        /// Only these targets (comma-separated): ceiling, receiver, receiver+auth, gateway,
+        /// Only these targets (comma-separated): ceiling, receiver, receiver+auth,
+        /// receiver+wasm-auth (an engine built with `--features extension-wasm`), gateway,
         /// gateway+auth, gateway-slow-upstream, otelcol-gateway+auth,
         /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-tonic-ceiling,
         /// grpc-receiver, grpc-receiver+auth, otelcol-grpc-receiver, grpc-gateway,

@@ -49,6 +49,7 @@ pub const TARGETS: &[&str] = &[
     "ceiling",
     "receiver",
     "receiver+auth",
+    "receiver+wasm-auth",
     "gateway",
     "gateway+auth",
     "gateway-slow-upstream",
@@ -235,7 +236,15 @@ fn peak_rss_kib(pid: u32) -> u64 {
 fn engine_config(target: &str, port: u16, upstream: u16) -> String {
     let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
     let auth = target.ends_with("+auth");
-    let (extensions, binding) = if auth {
+    let (extensions, binding) = if target == "receiver+wasm-auth" {
+        (
+            format!(
+                "        extensions:\n          callers:\n            type: extension:wasm\n            config: {{ module: '{}', provides: [bearer_token_authorizer], compile_cache: null }}\n",
+                wasm_authorizer().display()
+            ),
+            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
+        )
+    } else if auth {
         (
             format!(
                 "        extensions:\n          callers:\n            type: extension:bearer_auth\n            config: {{ tokens: [{}] }}\n          own:\n            type: extension:bearer_auth\n            config: {{ token: gateway-{} }}\n",
@@ -268,6 +277,29 @@ fn engine_config(target: &str, port: u16, upstream: u16) -> String {
         "version: otap_df/v1\nengine:\n  cores: 1\ngroups:\n  load:\n    pipelines:\n      main:\n{extensions}        nodes:\n          ingest:\n            type: receiver:{receiver}\n            config: {{ listen: '127.0.0.1:{port}' }}\n{binding}{exporter}        connections:\n          - {{ from: ingest, to: out }}\n"
     )
 }
+
+/// The WebAssembly authorizer of `receiver+wasm-auth`: the wasm extension's WAT fixture,
+/// which accepts [`WASM_TOKEN`] (an engine built with `--features extension-wasm` runs it).
+fn wasm_authorizer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../extensions/wasm/tests/guests/authorizer.wat")
+}
+
+/// Whether `engine` was built with `extension:wasm` (its `components` lists the type as
+/// compiled in).
+fn engine_has_wasm(engine: &Path) -> bool {
+    std::process::Command::new(engine)
+        .arg("components")
+        .output()
+        .is_ok_and(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .any(|line| line.starts_with("  extension:wasm  capability providers"))
+        })
+}
+
+/// The token `receiver+wasm-auth`'s client sends.
+const WASM_TOKEN: &str = "alpha-token";
 
 /// The Collector's configuration for `otelcol-gateway+auth`, the same job as our
 /// `gateway+auth`: OTLP/HTTP in on `port` checking the caller's bearer token
@@ -385,6 +417,13 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
     // Rounds go over every target in turn, so that drift on the machine hits all alike; each
     // (target, connections) keeps its median round.
     let mut rounds: Vec<Vec<Level>> = Vec::new();
+    let wasm = engine_has_wasm(&options.engine);
+    if !wasm {
+        eprintln!(
+            "receiver+wasm-auth is left out: the engine has no extension:wasm (build it with \
+             --features extension-wasm)"
+        );
+    }
     for round in 1..=options.rounds.max(1) {
         if options.rounds > 1 {
             eprintln!("round {round} of {}", options.rounds);
@@ -395,6 +434,9 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
                 continue;
             }
             if target.starts_with("otelcol") && options.otelcol.is_none() {
+                continue;
+            }
+            if target == "receiver+wasm-auth" && !wasm {
                 continue;
             }
             for &connections in &options.connections {
@@ -518,9 +560,13 @@ fn run_level(
     };
     server.wait_listening(port, &log)?;
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let authorization = format!("Bearer {}", caller_token(CALLER_TOKENS - 1));
+    let authorization = if target == "receiver+wasm-auth" {
+        format!("Bearer {WASM_TOKEN}")
+    } else {
+        format!("Bearer {}", caller_token(CALLER_TOKENS - 1))
+    };
     let mut headers = vec![("Content-Type", "application/x-protobuf")];
-    if target.ends_with("+auth") {
+    if target.ends_with("auth") {
         headers.push(("Authorization", authorization.as_str()));
     }
     let request = drive::request(address, "/v1/logs", &headers, body);
