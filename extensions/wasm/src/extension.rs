@@ -150,12 +150,19 @@ impl Wasm {
     /// An instance with `config` (checked), outside an engine: its counters count for no
     /// one. What the crate's tests and a host embedding the guest use.
     pub fn new(id: &str, config: &WasmConfig) -> Result<Self, WasmError> {
-        let capabilities: Vec<CapabilityId> = config
+        let capabilities = config
             .provides
             .iter()
-            .filter_map(|name| CapabilityId::from_name(name))
-            .filter(|c| PROVIDABLE.contains(c))
-            .collect();
+            .map(|name| {
+                CapabilityId::from_name(name)
+                    .filter(|c| PROVIDABLE.contains(c))
+                    .ok_or_else(|| {
+                        WasmError::Module(format!(
+                            "`{name}` is not a capability a WebAssembly module can provide"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Self::start(id, config, &capabilities, Counters::default())
     }
 
@@ -272,6 +279,14 @@ impl Counters {
             store_errors: context.sharded_counter("store.errors"),
         }
     }
+
+    /// A failed call, by why.
+    fn failed(&self, failure: &Failure) {
+        match failure {
+            Failure::OutOfFuel => self.out_of_fuel.add(1),
+            Failure::Trapped(_) | Failure::Broke(_) => self.trapped.add(1),
+        }
+    }
 }
 
 /// `bearer_token_authorizer` served by the guest's `otap_authorize`.
@@ -331,10 +346,7 @@ fn deny(reason: DenyReason) -> AuthzDecision {
 impl WasmAuthorizer {
     /// A failed call: the request denied `invalid`, the failure counted and logged.
     fn failed(&self, failure: &Failure) -> AuthzDecision {
-        match failure {
-            Failure::OutOfFuel => self.counters.out_of_fuel.add(1),
-            Failure::Trapped(_) | Failure::Broke(_) => self.counters.trapped.add(1),
-        }
+        self.counters.failed(failure);
         self.counters.denied_invalid.add(1);
         tracing::warn!(extension = %self.extension, "the guest failed a decision, denied: {failure}");
         deny(DenyReason::Invalid)
@@ -353,10 +365,7 @@ struct WasmStore {
 
 impl WasmStore {
     fn failed(&self, failure: &Failure) -> KvError {
-        match failure {
-            Failure::OutOfFuel => self.counters.out_of_fuel.add(1),
-            Failure::Trapped(_) | Failure::Broke(_) => self.counters.trapped.add(1),
-        }
+        self.counters.failed(failure);
         self.counters.store_errors.add(1);
         KvError::Unavailable {
             store: self.id.clone(),

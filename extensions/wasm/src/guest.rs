@@ -218,22 +218,17 @@ impl Guest {
             ),
             None => None,
         };
-        let typed = |store: &mut Store<Host>, name: &str| {
-            instance
-                .get_func(&mut *store, name)
-                .ok_or_else(|| format!("no export `{name}`"))
-        };
         let store_calls = match instance.get_func(&mut store, abi::KV_GET) {
             None => None,
             Some(get) => Some(StoreCalls {
                 get: get.typed(&store).map_err(|e| error_chain(&e))?,
-                set: typed(&mut store, abi::KV_SET)?
+                set: export(&mut store, abi::KV_SET)?
                     .typed(&store)
                     .map_err(|e| error_chain(&e))?,
-                set_if_absent: typed(&mut store, abi::KV_SET_IF_ABSENT)?
+                set_if_absent: export(&mut store, abi::KV_SET_IF_ABSENT)?
                     .typed(&store)
                     .map_err(|e| error_chain(&e))?,
-                delete: typed(&mut store, abi::KV_DELETE)?
+                delete: export(&mut store, abi::KV_DELETE)?
                     .typed(&store)
                     .map_err(|e| error_chain(&e))?,
             }),
@@ -242,7 +237,7 @@ impl Guest {
             None => None,
             Some(token) => Some((
                 token.typed(&store).map_err(|e| error_chain(&e))?,
-                typed(&mut store, abi::TOKEN_VALID_MS)?
+                export(&mut store, abi::TOKEN_VALID_MS)?
                     .typed(&store)
                     .map_err(|e| error_chain(&e))?,
             )),

@@ -60,10 +60,7 @@ fn compiled(path: &Path, bytes: Vec<u8>, cache: Option<&Path>) -> Result<Module,
     let cached = cache.map(|dir| dir.join(cache_name(&bytes)));
     if let Some(module) = cached.as_deref().and_then(from_cache) {
         tracing::info!(module = %path.display(), "WebAssembly module loaded from the compile cache");
-        if kept.len() == COMPILED_KEPT {
-            kept.pop_front();
-        }
-        kept.push_back((bytes.into(), module.clone()));
+        keep(&mut kept, bytes, &module);
         return Ok(module);
     }
     let text = path.extension().is_some_and(|e| e == "wat");
@@ -91,11 +88,17 @@ fn compiled(path: &Path, bytes: Vec<u8>, cache: Option<&Path>) -> Result<Module,
     if let Some(file) = &cached {
         to_cache(&module, file);
     }
+    keep(&mut kept, bytes, &module);
+    Ok(module)
+}
+
+/// Keeps `module` (compiled from `bytes`) for the process, the oldest dropped past
+/// [`COMPILED_KEPT`].
+fn keep(kept: &mut VecDeque<(Arc<[u8]>, Module)>, bytes: Vec<u8>, module: &Module) {
     if kept.len() == COMPILED_KEPT {
         kept.pop_front();
     }
     kept.push_back((bytes.into(), module.clone()));
-    Ok(module)
 }
 
 /// The cache file of a module: its SHA-256 and the engine's compatibility (wasmtime's

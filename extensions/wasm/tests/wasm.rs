@@ -216,9 +216,17 @@ fn a_guest_that_loops_for_ever_runs_out_of_fuel_and_every_call_is_denied() {
 
 #[test]
 fn a_guest_that_grows_past_its_memory_limit_traps_and_is_denied() {
-    let authorizer = authorizer("grow.wat", ", limits: { max_memory_bytes: 1048576 }");
-    assert_eq!(decide(&*authorizer, "any"), denied(DenyReason::Invalid));
-    assert_eq!(decide(&*authorizer, "any"), denied(DenyReason::Invalid));
+    // 2 MiB more than its one page: past a 1 MiB limit, within a 4 MiB one.
+    let limited = authorizer("grow.wat", ", limits: { max_memory_bytes: 1048576 }");
+    assert_eq!(decide(&*limited, "any"), denied(DenyReason::Invalid));
+    assert_eq!(decide(&*limited, "any"), denied(DenyReason::Invalid));
+    let roomy = authorizer("grow.wat", ", limits: { max_memory_bytes: 4194304 }");
+    assert_eq!(
+        decide(&*roomy, "any"),
+        AuthzDecision::Allow {
+            identity: Identity::from("guest")
+        }
+    );
 }
 
 #[test]

@@ -145,11 +145,7 @@ fn create(
     };
     let grpc = match (config.grpc, &listeners.grpc) {
         (Some(grpc), Some(listener)) => {
-            let tls = grpc
-                .tls
-                .as_ref()
-                .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
-            let tls = tls_acceptor(context, tls, b"h2")?;
+            let tls = tls_acceptor(context, grpc.tls.as_ref(), b"h2")?;
             let socket = listener
                 .handle()
                 .map_err(|e| cannot_listen(context, grpc.listen, e))?;
@@ -162,11 +158,7 @@ fn create(
     };
     let http = match (config.http, &listeners.http) {
         (Some(http), Some(listener)) => {
-            let tls = http
-                .tls
-                .as_ref()
-                .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
-            let tls = tls_acceptor(context, tls, b"http/1.1")?;
+            let tls = tls_acceptor(context, http.tls.as_ref(), b"http/1.1")?;
             let socket = listener
                 .handle()
                 .map_err(|e| cannot_listen(context, http.listen, e))?;

@@ -20,7 +20,6 @@ pub(crate) mod listener;
 pub(crate) mod payload;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -29,6 +28,8 @@ use otap_df_core::capability::BearerTokenAuthorizer;
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{Control, ControlMessage, NodeContext, NodeError};
 use tokio_rustls::TlsAcceptor;
+
+use crate::otlp_http::receiver::ServerTls;
 
 use authorization::Authorization;
 use counters::Counters;
@@ -46,7 +47,7 @@ pub(crate) struct Setup<H> {
     pub(crate) socket: socket2::Socket,
 }
 
-/// The receiver's [`Setup`]: its authorizer; TLS with `cert_file` and `key_file` (`tls`),
+/// The receiver's [`Setup`]: its authorizer; TLS with `tls`'s certificate and key,
 /// offering `alpn`; and `listen` bound now, once for all cores and versions, so that an
 /// address in use fails the start, naming the node (a version built by a reload finds the
 /// socket bound by the one it replaces).
@@ -54,7 +55,7 @@ pub(crate) fn setup<H: Send + 'static>(
     context: &NodeContext,
     capabilities: &mut Capabilities,
     listen: SocketAddr,
-    tls: Option<(&Path, &Path)>,
+    tls: Option<&ServerTls>,
     alpn: &[u8],
 ) -> Result<Setup<H>, NodeError> {
     let authorization = authorization(context, capabilities)?;
@@ -85,14 +86,14 @@ pub(crate) fn authorization(
         .transpose()
 }
 
-/// TLS with `cert_file` and `key_file` (`tls`), offering `alpn`.
+/// TLS with `tls`'s certificate and key, offering `alpn`.
 pub(crate) fn tls_acceptor(
     context: &NodeContext,
-    tls: Option<(&Path, &Path)>,
+    tls: Option<&ServerTls>,
     alpn: &[u8],
 ) -> Result<Option<TlsAcceptor>, NodeError> {
     Ok(tls
-        .map(|(cert_file, key_file)| crate::tls::server_config(cert_file, key_file))
+        .map(|tls| crate::tls::server_config(&tls.cert_file, &tls.key_file))
         .transpose()
         .map_err(|message| context.error(message))?
         .map(|mut config| {

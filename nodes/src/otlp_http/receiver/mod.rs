@@ -76,10 +76,7 @@ fn create(
     capabilities: &mut Capabilities,
 ) -> Result<NodeInstance, NodeError> {
     let config = OtlpHttpReceiverConfig::decode(config)?;
-    let tls = config
-        .tls
-        .as_ref()
-        .map(|tls| (tls.cert_file.as_path(), tls.key_file.as_path()));
+    let tls = config.tls.as_ref();
     let Setup {
         authorization: authorizer,
         tls,
