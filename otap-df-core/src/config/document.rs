@@ -333,11 +333,14 @@ impl Walker<'_> {
                 .decode::<RawExtension>(entry, &entry_path)
                 .and_then(|raw| {
                     let urn = self.component_type(&raw.type_name, &entry_path, true)?;
+                    let capabilities =
+                        self.bindings(&raw.capabilities, &entry_path.key("capabilities"));
                     Some(ExtensionDecl {
                         id: id.to_owned(),
                         urn,
                         config: empty_if_null(raw.config),
                         startup_timeout: raw.startup_timeout,
+                        capabilities,
                         path: entry_path,
                     })
                 });

@@ -145,6 +145,9 @@ pub struct ExtensionDecl {
     /// How long the pipeline waits for it to become ready, when it probes readiness
     /// (`startup_timeout:`; the factory's default when absent).
     pub startup_timeout: Option<Duration>,
+    /// Its `capabilities:` bindings to other extensions, in document order (only an extension
+    /// of a pipeline may have them; the resolver says so for the others).
+    pub capabilities: Vec<CapabilityBinding>,
     /// Its path.
     pub path: YamlPath,
 }
@@ -164,7 +167,7 @@ pub struct NodeDecl {
     pub path: YamlPath,
 }
 
-/// `capability_name: extension_id` in a node's `capabilities:`.
+/// `capability_name: extension_id` in a node's or an extension's `capabilities:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CapabilityBinding {
     /// The capability name as written.
@@ -195,6 +198,8 @@ struct RawExtension {
     config: Value,
     #[serde(default, with = "humantime_serde")]
     startup_timeout: Option<Duration>,
+    #[serde(default)]
+    capabilities: Value,
 }
 
 #[derive(Deserialize)]

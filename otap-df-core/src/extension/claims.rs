@@ -145,7 +145,15 @@ impl Capabilities {
         }
     }
 
-    /// The node these capabilities belong to.
+    /// No capabilities, for `consumer` (a node or an extension that binds none).
+    pub fn none(consumer: &str) -> Self {
+        Self {
+            node: consumer.to_owned(),
+            bound: Vec::new(),
+        }
+    }
+
+    /// The node (or extension) these capabilities belong to.
     pub fn node(&self) -> &str {
         &self.node
     }

@@ -125,6 +125,7 @@ pub struct ExtensionFactory {
     preferred_model: Option<ModelChooser>,
     configured_provides: Option<ProvidesChooser>,
     updates_in_place: bool,
+    consumes: &'static [CapabilityId],
 }
 
 /// Says, from an instance's `config:`, which of its type's declared capabilities the instance
@@ -172,6 +173,7 @@ impl ExtensionFactory {
             preferred_model: None,
             configured_provides: None,
             updates_in_place: false,
+            consumes: &[],
         }
     }
 
@@ -186,6 +188,15 @@ impl ExtensionFactory {
     #[must_use]
     pub const fn provides(mut self, capabilities: &'static [CapabilityId]) -> Self {
         self.provides = capabilities;
+        self
+    }
+
+    /// Declares the capabilities of other extensions an instance may bind (its
+    /// `capabilities:`, like a node's): the constructor takes them from
+    /// [`ExtensionContext::capabilities`]. Binding any other is a configuration error.
+    #[must_use]
+    pub const fn consumes(mut self, capabilities: &'static [CapabilityId]) -> Self {
+        self.consumes = capabilities;
         self
     }
 
@@ -279,6 +290,11 @@ impl ExtensionFactory {
         self.provides
     }
 
+    /// The capabilities of other extensions its instances may bind.
+    pub fn consumed(&self) -> &'static [CapabilityId] {
+        self.consumes
+    }
+
     /// Whether it provides `capability`.
     pub fn provides_capability(&self, capability: CapabilityId) -> bool {
         self.provides.contains(&capability)
@@ -365,6 +381,7 @@ pub struct ExtensionContext {
     core: Option<usize>,
     factory: &'static ExtensionFactory,
     metrics: Arc<ExtensionMetrics>,
+    capabilities: Rc<std::cell::RefCell<Capabilities>>,
 }
 
 impl ExtensionContext {
@@ -377,14 +394,33 @@ impl ExtensionContext {
         pipeline: impl Into<String>,
         core: Option<usize>,
     ) -> Self {
+        let extension_id = extension_id.into();
+        let capabilities = Capabilities::none(&extension_id);
         Self {
-            extension_id: extension_id.into(),
+            extension_id,
             group: group.into(),
             pipeline: pipeline.into(),
             core,
             factory,
             metrics: Arc::default(),
+            capabilities: Rc::new(std::cell::RefCell::new(capabilities)),
         }
+    }
+
+    /// This context with `capabilities`: those of other extensions the instance binds (its
+    /// `capabilities:`), built by the engine as for a node.
+    #[must_use]
+    pub fn with_capabilities(self, capabilities: Capabilities) -> Self {
+        *self.capabilities.borrow_mut() = capabilities;
+        self
+    }
+
+    /// The capabilities of other extensions bound to this instance (its `capabilities:`,
+    /// for a type that [`consumes`](ExtensionFactory::consumes) them): claim them as a node
+    /// does, with `require_local`/`optional_shared`... A shared instance gets only shared
+    /// ones (the engine runs what it binds shared). Empty when it binds none.
+    pub fn capabilities(&self) -> std::cell::RefMut<'_, Capabilities> {
+        self.capabilities.borrow_mut()
     }
 
     /// This instance's counter `name` (`reloads`, `calls`, ...), created at zero: look it up

@@ -94,6 +94,7 @@ fn bind(binding: &CapabilityBinding, engine: &mut OuterScope) -> Result<bool, St
         pipeline: ADMIN_CONSUMER.0.to_owned(),
         node: ADMIN_CONSUMER.1.to_owned(),
         capability,
+        extension: false,
     });
     Ok(true)
 }

@@ -29,6 +29,7 @@ pub(super) struct PipelineResolver<'a> {
 }
 
 /// Where a binding's extension id leads, innermost scope first.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
     /// The pipeline's own extension at this index.
     Pipeline(usize),
@@ -55,8 +56,10 @@ impl<'a> PipelineResolver<'a> {
             .map(String::as_str)
             .collect();
 
-        let mut extensions = self.extensions(warnings, &mut broken);
+        let extensions = self.extensions(warnings, &mut broken);
+        let mut extensions = self.order_extensions(extensions, &broken);
         let nodes = self.nodes(&mut extensions, &mut broken);
+        self.claim_for_extensions(&mut extensions);
         self.settle_execution(&nodes, &mut extensions);
         let (bound, unbound): (Vec<_>, Vec<_>) = extensions
             .into_iter()
@@ -151,27 +154,248 @@ impl<'a> PipelineResolver<'a> {
         nodes
     }
 
-    /// An extension a shared node binds runs shared; any other runs as its factory chooses
-    /// for its config.
-    fn settle_execution(&self, nodes: &[NodePlan], extensions: &mut [ExtensionPlan]) {
+    /// An extension a shared node or a shared extension binds runs shared; any other runs as
+    /// its factory chooses for its config. Consumers come after what they bind, so the
+    /// extensions are settled last first.
+    fn settle_execution(&mut self, nodes: &[NodePlan], extensions: &mut [ExtensionPlan]) {
         let shared_nodes: HashSet<&str> = nodes
             .iter()
             .filter(|n| n.factory.execution_model() == ExecutionModel::Shared)
             .map(|n| n.id.as_str())
             .collect();
-        for extension in extensions {
-            let shared_consumer = extension
+        let mut shared_extensions: HashSet<String> = HashSet::new();
+        for extension in extensions.iter_mut().rev() {
+            let shared_node = extension
                 .consumers
                 .iter()
-                .any(|consumer| shared_nodes.contains(consumer.node.as_str()));
+                .any(|c| !c.extension && shared_nodes.contains(c.node.as_str()));
+            let shared_extension = extension
+                .consumers
+                .iter()
+                .find(|c| c.extension && shared_extensions.contains(&c.node));
             let config_path = extension.path.key("config");
             let config =
                 ComponentConfig::new(&extension.config, &config_path, &self.source.positions);
-            extension.execution = if shared_consumer {
+            extension.execution = if shared_node || shared_extension.is_some() {
                 ExecutionModel::Shared
             } else {
                 extension.factory.model_for(&config)
             };
+            if let Some(consumer) = shared_extension
+                && extension.factory.shared_constructor().is_none()
+            {
+                let message = format!(
+                    "extension `{}` (extension:{}) is local-only, but extension `{}`, which binds its `{}`, runs shared (a shared node binds it); bind an extension type with a shared variant",
+                    extension.id,
+                    extension.factory.name(),
+                    consumer.node,
+                    consumer.capability
+                );
+                let path = extension.path.key("type");
+                self.error(&path, ConfigErrorKind::InvalidValue { message });
+            }
+            if extension.execution == ExecutionModel::Shared {
+                shared_extensions.insert(extension.id.clone());
+            }
+        }
+    }
+
+    /// The pipeline's extensions with their own bindings (`capabilities:`) resolved, each
+    /// checked (the extension exists, the capability is known, the extension provides it, the
+    /// binding type uses it, it is not itself), and ordered so that each comes after those it
+    /// binds (document order otherwise); a cycle is an error.
+    fn order_extensions(
+        &mut self,
+        mut extensions: Vec<ExtensionPlan>,
+        broken: &BTreeSet<&str>,
+    ) -> Vec<ExtensionPlan> {
+        let declared = &self.pipeline.extensions.declared;
+        // Per extension: its bindings, and the indexes of the pipeline's own it binds.
+        let mut depends: Vec<Vec<(usize, YamlPath)>> = Vec::new();
+        for index in 0..extensions.len() {
+            let Some(decl) = declared.iter().find(|d| d.id == extensions[index].id) else {
+                depends.push(Vec::new());
+                continue;
+            };
+            let mut own = Vec::new();
+            let mut bindings = Vec::new();
+            for binding in &decl.capabilities {
+                if let Some((bound, target)) =
+                    self.bind_extension(index, binding, &extensions, broken)
+                {
+                    if let Target::Pipeline(provider) = target {
+                        own.push((provider, binding.path.clone()));
+                    }
+                    bindings.push(bound);
+                }
+            }
+            extensions[index].bindings = bindings;
+            depends.push(own);
+        }
+        // Kahn's order, the earliest declared first among those ready.
+        let mut order = Vec::with_capacity(extensions.len());
+        let mut placed = vec![false; extensions.len()];
+        while order.len() < extensions.len() {
+            let ready = (0..extensions.len())
+                .find(|&i| !placed[i] && depends[i].iter().all(|(provider, _)| placed[*provider]));
+            let next = match ready {
+                Some(next) => next,
+                None => {
+                    let stuck = (0..extensions.len()).find(|&i| !placed[i]).unwrap_or(0);
+                    let cycle = depends[stuck]
+                        .iter()
+                        .find(|(provider, _)| !placed[*provider]);
+                    if let Some((provider, path)) = cycle {
+                        let message = format!(
+                            "extension `{}` binds extension `{}`, which binds `{}` in turn (directly or through others): extensions cannot bind each other in a cycle",
+                            extensions[stuck].id, extensions[*provider].id, extensions[stuck].id
+                        );
+                        let path = path.clone();
+                        self.error(&path, ConfigErrorKind::InvalidValue { message });
+                    }
+                    depends[stuck].clear();
+                    stuck
+                }
+            };
+            placed[next] = true;
+            order.push(next);
+        }
+        let mut slots: Vec<Option<ExtensionPlan>> = extensions.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(|index| slots[index].take())
+            .collect()
+    }
+
+    /// One of extension `index`'s bindings, checked: its target and the binding, or `None`
+    /// (reported, unless its target is already reported as wrong).
+    fn bind_extension(
+        &mut self,
+        index: usize,
+        binding: &CapabilityBinding,
+        extensions: &[ExtensionPlan],
+        broken: &BTreeSet<&str>,
+    ) -> Option<(Binding, Target)> {
+        let consumer = &extensions[index];
+        let target = self.target(&binding.extension, extensions, broken);
+        let provider = match target {
+            Target::Pipeline(provider) if provider == index => {
+                let message = format!(
+                    "extension `{}` binds itself; bind another extension's `{}`",
+                    consumer.id, binding.capability
+                );
+                self.error(&binding.path, ConfigErrorKind::InvalidValue { message });
+                return None;
+            }
+            Target::Pipeline(provider) => &extensions[provider],
+            Target::Outer(scope, provider) => &self.outer[scope].extensions[provider],
+            Target::Broken => return None,
+            Target::Missing => {
+                let known: Vec<String> = self
+                    .visible(extensions)
+                    .iter()
+                    .map(|e| e.id.clone())
+                    .filter(|id| *id != consumer.id)
+                    .collect();
+                let suggestion = closest(&binding.extension, known.iter().map(String::as_str));
+                let message = format!(
+                    "extension `{}` binds `{}` to extension `{}`, which neither this pipeline, its group nor the engine declares; declared extensions: {}{}",
+                    consumer.id,
+                    binding.capability,
+                    binding.extension,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    },
+                    suggestion
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default()
+                );
+                self.error(&binding.path, ConfigErrorKind::InvalidValue { message });
+                return None;
+            }
+        };
+        let Some(capability) = CapabilityId::from_name(&binding.capability) else {
+            let known: Vec<String> = CapabilityId::ALL
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect();
+            let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
+            let error = BindingError::UnknownCapability {
+                node: consumer.id.clone(),
+                capability: binding.capability.clone(),
+                known,
+                suggestion,
+            };
+            self.error(&binding.path, error);
+            return None;
+        };
+        if !provider.provides.contains(&capability) {
+            let error = BindingError::NotProvided {
+                node: consumer.id.clone(),
+                capability,
+                extension: provider.id.clone(),
+                extension_type: provider.factory.name().to_owned(),
+                provided: provider
+                    .provides
+                    .iter()
+                    .map(|c| c.name().to_owned())
+                    .collect(),
+            };
+            self.error(&binding.path, error);
+            return None;
+        }
+        let consumed = consumer.factory.consumed();
+        if !consumed.contains(&capability) {
+            let uses = if consumed.is_empty() {
+                "it binds no other extension's capabilities".to_owned()
+            } else {
+                let names: Vec<&str> = consumed.iter().map(|c| c.name()).collect();
+                format!("it uses: {}", names.join(", "))
+            };
+            let message = format!(
+                "extension `{}` (extension:{}) does not use `{capability}`; {uses}",
+                consumer.id,
+                consumer.factory.name()
+            );
+            self.error(&binding.path, ConfigErrorKind::InvalidValue { message });
+            return None;
+        }
+        let bound = Binding {
+            capability,
+            extension: provider.id.clone(),
+        };
+        Some((bound, target))
+    }
+
+    /// Records each extension that something binds as the consumer of the extensions it binds
+    /// in turn (an extension nothing binds is not started, and neither is what only it binds).
+    /// Consumers come after what they bind: last first, one pass reaches every provider.
+    fn claim_for_extensions(&mut self, extensions: &mut [ExtensionPlan]) {
+        let pipeline = format!("{}/{}", self.pipeline.group, self.pipeline.name);
+        let broken = BTreeSet::new();
+        for index in (0..extensions.len()).rev() {
+            if extensions[index].consumers.is_empty() {
+                continue;
+            }
+            for binding in extensions[index].bindings.clone() {
+                let consumer = Consumer {
+                    pipeline: pipeline.clone(),
+                    node: extensions[index].id.clone(),
+                    capability: binding.capability,
+                    extension: true,
+                };
+                match self.target(&binding.extension, extensions, &broken) {
+                    Target::Pipeline(provider) => extensions[provider].consumers.push(consumer),
+                    Target::Outer(scope, provider) => {
+                        self.outer[scope].extensions[provider]
+                            .consumers
+                            .push(consumer);
+                    }
+                    Target::Broken | Target::Missing => {}
+                }
+            }
         }
     }
 
@@ -288,6 +512,7 @@ impl<'a> PipelineResolver<'a> {
             pipeline: format!("{}/{}", self.pipeline.group, self.pipeline.name),
             node: node.to_owned(),
             capability,
+            extension: false,
         };
         match target {
             Target::Pipeline(index) => extensions[index].consumers.push(consumer),

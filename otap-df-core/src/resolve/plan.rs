@@ -227,7 +227,8 @@ pub struct PipelinePlan {
     pub group: String,
     /// Its name.
     pub name: String,
-    /// Bound extensions, in document order. Unbound ones are not here.
+    /// Bound extensions, in document order but for those another binds, which come before it.
+    /// Unbound ones are not here.
     pub extensions: Vec<ExtensionPlan>,
     /// Nodes, in document order.
     pub nodes: Vec<NodePlan>,
@@ -254,19 +255,35 @@ pub struct ExtensionPlan {
     /// The capabilities it provides: its type's, or those its `config:` names
     /// ([`ExtensionFactory::provided_for`]).
     pub provides: Vec<CapabilityId>,
-    /// Who binds it, in document order.
+    /// Who binds it: nodes in document order, then the extensions that bind it.
     pub consumers: Vec<Consumer>,
+    /// The capabilities of other extensions it binds (its `capabilities:`), in document
+    /// order; the plans of a pipeline's extensions are ordered so that each comes after
+    /// those it binds.
+    pub bindings: Vec<Binding>,
 }
 
-/// A node that binds one of an extension's capabilities.
+/// A node, or an extension, that binds one of an extension's capabilities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
-    /// The node's pipeline (`group/pipeline`).
+    /// The consumer's pipeline (`group/pipeline`).
     pub pipeline: String,
-    /// The node's id.
+    /// The node's id, or the extension's for an extension consumer.
     pub node: String,
     /// The capability it binds.
     pub capability: CapabilityId,
+    /// Whether the consumer is an extension of the pipeline rather than a node.
+    pub extension: bool,
+}
+
+impl PipelinePlan {
+    /// Every binding of its nodes and of its extensions.
+    pub fn all_bindings(&self) -> impl Iterator<Item = &Binding> {
+        self.nodes
+            .iter()
+            .flat_map(|node| &node.bindings)
+            .chain(self.extensions.iter().flat_map(|e| &e.bindings))
+    }
 }
 
 /// A node, resolved.

@@ -38,6 +38,7 @@ pub(super) fn declare(
         path: decl.path.clone(),
         provides: factory.provided_for(&config),
         consumers: Vec::new(),
+        bindings: Vec::new(),
     })
 }
 
@@ -71,6 +72,19 @@ impl OuterScope {
                 outer.broken.insert(decl.id.clone());
                 continue;
             };
+            if !decl.capabilities.is_empty() {
+                errors.push(source.error(
+                    &decl.path.key("capabilities"),
+                    ConfigErrorKind::InvalidValue {
+                        message: format!(
+                            "extension `{}` of {} binds capabilities, and only an extension of a pipeline (its `extensions:`) can bind another extension's capabilities; declare it in the pipeline that uses it",
+                            decl.id, outer.scope
+                        ),
+                    },
+                ));
+                outer.broken.insert(decl.id.clone());
+                continue;
+            }
             let config_path = decl.path.key("config");
             let config = ComponentConfig::new(&decl.config, &config_path, &source.positions);
             if plan.factory.per_core_only(&config) {

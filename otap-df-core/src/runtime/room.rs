@@ -248,7 +248,8 @@ impl EngineRoom {
         self.next_id += 1;
         let cells = cells.unwrap_or_else(|| PipelineRun::fresh_cells(&resolved, index));
         let run = PipelineRun::new(id, resolved.clone(), index, outer, cells);
-        let created = resolved.pipelines[index].instantiate_shared(&resolved.source);
+        let created =
+            resolved.pipelines[index].instantiate_shared(&resolved.source, &self.outer_of(&run));
         let failure = self
             .shared
             .created(Owner::Run(id), 2, run.label.clone(), id, created);
@@ -313,12 +314,16 @@ impl EngineRoom {
     /// binds.
     pub(super) fn with_shared(&self, mut run: PipelineRun) -> PipelineRun {
         let own = self.shared.provisions_of(Owner::Run(run.id)).cloned();
-        let outer = run
-            .outer
-            .iter()
-            .filter_map(|(id, owner)| self.shared.instance(*owner, id));
-        run.shared = own.chain(outer).collect();
+        run.shared = own.chain(self.outer_of(&run)).collect();
         run
+    }
+
+    /// The outer instances `run` binds.
+    fn outer_of(&self, run: &PipelineRun) -> Vec<Arc<SharedProvisions>> {
+        run.outer
+            .iter()
+            .filter_map(|(id, owner)| self.shared.instance(*owner, id))
+            .collect()
     }
 
     pub(super) fn spawn_cores(&mut self) {

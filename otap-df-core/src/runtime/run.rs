@@ -43,8 +43,9 @@ pub(super) struct PipelineRun {
     /// Each node's cell shared by all cores, by node id; a receiver's cell holds its bound
     /// socket, which the run that replaces it takes over.
     pub(super) node_shared: Arc<HashMap<String, NodeShared>>,
-    /// The outer instance each of its bindings to an extension of its group or of the engine
-    /// reaches, by extension id: the one current when the run was built.
+    /// The outer instance each of its bindings (its nodes' and its extensions') to an
+    /// extension of its group or of the engine reaches, by extension id: the one current when
+    /// the run was built.
     pub(super) outer: HashMap<String, Owner>,
     /// The shared instances its nodes can bind, innermost scope first (its own, its
     /// group's, the engine's).
@@ -64,7 +65,7 @@ impl PipelineRun {
         let plan = &resolved.pipelines[index];
         let label = format!("{}/{}", plan.group, plan.name);
         let mut bound = HashMap::new();
-        for binding in plan.nodes.iter().flat_map(|node| &node.bindings) {
+        for binding in plan.all_bindings() {
             let Some(key) = resolved.binding_scope(index, &binding.extension) else {
                 continue;
             };

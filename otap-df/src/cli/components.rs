@@ -43,6 +43,7 @@ fn value(registry: &Registry) -> serde_json::Value {
                 "description": factory.description_text(),
                 "crate": factory.registrant(),
                 "provides": factory.provided().iter().map(|c| c.name()).collect::<Vec<_>>(),
+                "binds": factory.consumed().iter().map(|c| c.name()).collect::<Vec<_>>(),
                 "execution": factory.execution_models().iter().map(|m| m.as_str()).collect::<Vec<_>>(),
             })
         })
@@ -108,6 +109,14 @@ fn text(registry: &Registry) -> String {
             },
             models.join(", ")
         );
+        let binds: Vec<&str> = factory.consumed().iter().map(|c| c.name()).collect();
+        if !binds.is_empty() {
+            let _ = writeln!(
+                out,
+                "      binds: {}  (optional, from other extensions)",
+                binds.join(", ")
+            );
+        }
         let _ = writeln!(out, "      from: {}", factory.registrant());
     }
     for kind in [

@@ -121,15 +121,17 @@ fn pipeline_summary(out: &mut String, resolved: &ResolvedConfig, index: usize) {
     }
 }
 
-/// The nodes that bind `extension`, each once: `node`, or `group/pipeline.node` when
-/// `qualified` (an outer scope's consumers come from several pipelines).
+/// The nodes and extensions that bind `extension`, each once: `node` (`extension id` for an
+/// extension), or `group/pipeline.node` when `qualified` (an outer scope's consumers come from
+/// several pipelines).
 fn consumers(extension: &ExtensionPlan, qualified: bool) -> String {
     let mut names: Vec<String> = Vec::new();
     for consumer in &extension.consumers {
-        let name = if qualified {
-            format!("{}.{}", consumer.pipeline, consumer.node)
-        } else {
-            consumer.node.clone()
+        let name = match (qualified, consumer.extension) {
+            (true, false) => format!("{}.{}", consumer.pipeline, consumer.node),
+            (true, true) => format!("extension {}.{}", consumer.pipeline, consumer.node),
+            (false, false) => consumer.node.clone(),
+            (false, true) => format!("extension {}", consumer.node),
         };
         if !names.contains(&name) {
             names.push(name);

@@ -58,10 +58,10 @@ groups:
 fn capabilities(resolved: &ResolvedConfig, node: &str) -> Capabilities {
     let plan = &resolved.pipelines[0];
     let shared = plan
-        .create_shared_extensions(&resolved.source)
+        .create_shared_extensions(&resolved.source, &[])
         .expect("shared extensions");
     let local = plan
-        .create_local_extensions(0, &resolved.source)
+        .create_local_extensions(0, &resolved.source, &[])
         .expect("local extensions");
     let node = plan
         .nodes
@@ -106,10 +106,10 @@ fn a_shared_consumer_makes_the_extension_shared_for_everyone() {
     let plan = &resolved.pipelines[0];
     assert_eq!(plan.extensions[0].execution, ExecutionModel::Shared);
     let shared = plan
-        .create_shared_extensions(&resolved.source)
+        .create_shared_extensions(&resolved.source, &[])
         .expect("shared");
     let local = plan
-        .create_local_extensions(0, &resolved.source)
+        .create_local_extensions(0, &resolved.source, &[])
         .expect("local");
     assert_eq!(shared.len(), 1);
     assert!(local.is_empty());
@@ -261,10 +261,10 @@ fn local_extensions_are_instantiated_per_core() {
     );
     let plan = &resolved.pipelines[0];
     let core0 = plan
-        .create_local_extensions(0, &resolved.source)
+        .create_local_extensions(0, &resolved.source, &[])
         .expect("core 0");
     let core1 = plan
-        .create_local_extensions(1, &resolved.source)
+        .create_local_extensions(1, &resolved.source, &[])
         .expect("core 1");
     let store0 = Capabilities::for_node(
         &plan.nodes[0].id,

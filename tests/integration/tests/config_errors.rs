@@ -5,6 +5,7 @@
 
 use otap_df_core::capability::CapabilityId;
 use otap_df_core::config::{ComponentKind, ConfigError, ConfigErrorKind, ConfigErrors};
+use otap_df_core::extension::ExecutionModel;
 use otap_df_core::resolve::{BindingError, ResolvedConfig, WarningKind, load_with_env};
 use otap_df_tests::fixtures;
 
@@ -73,7 +74,8 @@ fn valid_configuration_loads_with_its_plan() {
         vec![otap_df_core::resolve::Consumer {
             pipeline: "g/p".to_owned(),
             node: "dedup".to_owned(),
-            capability: CapabilityId::KeyValueStore
+            capability: CapabilityId::KeyValueStore,
+            extension: false,
         }]
     );
     assert_eq!(
@@ -869,7 +871,7 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
     let resolved = load(&text).expect("a numeric token is a token");
     let plan = &resolved.pipelines[0];
     let shared = plan
-        .create_shared_extensions(&resolved.source)
+        .create_shared_extensions(&resolved.source, &[])
         .expect("created");
     let mut caps = otap_df_core::extension::Capabilities::for_node(
         &plan.nodes[0].id,
@@ -884,4 +886,175 @@ fn a_numeric_secret_is_accepted_rather_than_echoed_in_a_type_error() {
         authorizer.authorize(otap_df_core::secret::Credential::new("987654321")),
         Ok(otap_df_core::capability::AuthzDecision::Allow { .. })
     ));
+}
+
+/// The only error of `text` under the recording registry (whose extensions bind others).
+fn single_recording(text: &str) -> (String, usize, String) {
+    let registry = otap_df_tests::recording::registry();
+    let errors = match load_with_env(text, "test.yaml", &registry, &|_| None) {
+        Ok(_) => panic!("expected errors, the configuration loaded"),
+        Err(errors) => errors.errors,
+    };
+    assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
+    let error = &errors[0];
+    let line = error.location.map(|l| l.line).unwrap_or(0);
+    (error.path.to_string(), line, error.kind.to_string())
+}
+
+/// A pipeline whose extensions are `extensions` (indented under `extensions:`) and whose
+/// source binds `front`'s key/value store.
+fn binding_extensions(extensions: &str) -> String {
+    pipeline(&format!(
+        "        extensions:\n{extensions}        nodes:\n          in: {{ type: receiver:recording_source, config: {{ log: x, count: 1 }}, capabilities: {{ key_value_store: front }} }}\n          out: {{ type: exporter:recording_sink, config: {{ log: x }} }}\n        connections:\n          - {{ from: in, to: out }}\n"
+    ))
+}
+
+const READY: &str = "config: { log: x, behaviour: ready }";
+
+#[test]
+fn extensions_that_bind_each_other_in_a_cycle_are_refused_where_the_cycle_closes() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:local_recorder, {READY}, capabilities: {{ key_value_store: back }} }}\n          back: {{ type: extension:local_recorder, {READY}, capabilities: {{ key_value_store: front }} }}\n"
+    ));
+    assert_eq!(
+        single_recording(&text),
+        (
+            format!("{P}.extensions.front.capabilities.key_value_store"),
+            7,
+            "extension `front` binds extension `back`, which binds `front` in turn (directly or through others): extensions cannot bind each other in a cycle".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_extension_that_binds_itself_is_refused() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:local_recorder, {READY}, capabilities: {{ key_value_store: front }} }}\n"
+    ));
+    assert_eq!(
+        single_recording(&text),
+        (
+            format!("{P}.extensions.front.capabilities.key_value_store"),
+            7,
+            "extension `front` binds itself; bind another extension's `key_value_store`".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_extension_binding_an_undeclared_extension_gets_the_declared_ids_and_a_suggestion() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:local_recorder, {READY}, capabilities: {{ key_value_store: bak }} }}\n          back: {{ type: extension:local_recorder, {READY} }}\n"
+    ));
+    assert_eq!(
+        single_recording(&text),
+        (
+            format!("{P}.extensions.front.capabilities.key_value_store"),
+            7,
+            "extension `front` binds `key_value_store` to extension `bak`, which neither this pipeline, its group nor the engine declares; declared extensions: back; did you mean `back`?".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_extension_binding_what_its_type_does_not_use_is_refused_with_what_it_uses() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:local_recorder, {READY}, capabilities: {{ bearer_token_provider: back }} }}\n          back: {{ type: extension:recorder, {READY} }}\n          mem: {{ type: extension:memory_kv, capabilities: {{ key_value_store: back }} }}\n"
+    ));
+    let registry = otap_df_tests::recording::registry();
+    let errors = load_with_env(&text, "test.yaml", &registry, &|_| None)
+        .expect_err("two bindings are wrong")
+        .errors;
+    let found: Vec<(String, String)> = errors
+        .iter()
+        .map(|e| (e.path.to_string(), e.kind.to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                format!("{P}.extensions.front.capabilities.bearer_token_provider"),
+                "extension `front` (extension:local_recorder) does not use `bearer_token_provider`; it uses: key_value_store".to_owned()
+            ),
+            (
+                format!("{P}.extensions.mem.capabilities.key_value_store"),
+                "extension `mem` (extension:memory_kv) does not use `key_value_store`; it binds no other extension's capabilities".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_extension_of_a_group_cannot_bind_capabilities() {
+    let text = format!(
+        "version: otap_df/v1\ngroups:\n  g:\n    extensions:\n      back: {{ type: extension:recorder, {READY} }}\n      front: {{ type: extension:recorder, {READY}, capabilities: {{ key_value_store: back }} }}\n    pipelines:\n      p:\n        nodes:\n          in: {{ type: receiver:recording_source, config: {{ log: x, count: 1 }}, capabilities: {{ key_value_store: back }} }}\n          out: {{ type: exporter:recording_sink, config: {{ log: x }} }}\n        connections:\n          - {{ from: in, to: out }}\n"
+    );
+    assert_eq!(
+        single_recording(&text),
+        (
+            "groups.g.extensions.front.capabilities".to_owned(),
+            6,
+            "extension `front` of group `g` binds capabilities, and only an extension of a pipeline (its `extensions:`) can bind another extension's capabilities; declare it in the pipeline that uses it".to_owned()
+        )
+    );
+}
+
+#[test]
+fn a_shared_extension_cannot_bind_a_local_only_one() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:recorder, {READY}, capabilities: {{ key_value_store: back }} }}\n          back: {{ type: extension:local_kv }}\n"
+    ));
+    assert_eq!(
+        single_recording(&text),
+        (
+            format!("{P}.extensions.back.type"),
+            8,
+            "extension `back` (extension:local_kv) is local-only, but extension `front`, which binds its `key_value_store`, runs shared (a shared node binds it); bind an extension type with a shared variant".to_owned()
+        )
+    );
+}
+
+#[test]
+fn a_local_extension_binding_a_shared_one_resolves_and_each_side_records_the_other() {
+    let text = binding_extensions(&format!(
+        "          front: {{ type: extension:local_recorder, {READY}, capabilities: {{ key_value_store: back }} }}\n          back: {{ type: extension:recorder, {READY} }}\n"
+    ));
+    let registry = otap_df_tests::recording::registry();
+    let resolved = load_with_env(&text, "test.yaml", &registry, &|_| None).expect("valid");
+    let plan = &resolved.pipelines[0];
+    type Summary<'a> = (&'a str, ExecutionModel, Vec<(String, bool)>);
+    let summary: Vec<Summary<'_>> = plan
+        .extensions
+        .iter()
+        .map(|e| {
+            let consumers = e
+                .consumers
+                .iter()
+                .map(|c| (c.node.clone(), c.extension))
+                .collect();
+            (e.id.as_str(), e.execution, consumers)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "back",
+                ExecutionModel::Shared,
+                vec![("front".to_owned(), true)]
+            ),
+            (
+                "front",
+                ExecutionModel::Local,
+                vec![("in".to_owned(), false)]
+            ),
+        ]
+    );
+    assert_eq!(
+        plan.extensions[1].bindings,
+        [otap_df_core::capability::Binding {
+            capability: CapabilityId::KeyValueStore,
+            extension: "back".to_owned()
+        }]
+    );
 }

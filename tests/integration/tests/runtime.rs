@@ -785,3 +785,125 @@ groups:
         telemetry.summary()
     );
 }
+
+#[test]
+fn an_extension_that_binds_another_is_built_after_it_starts_after_it_and_stops_before_it() {
+    let log = "extension-binds-extension";
+    // `front` is declared first and binds `back`, which binds the group's `outer`; only a node
+    // binds `front`, and what it binds is started because it does.
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    extensions:
+      outer: {{ type: extension:recorder, config: {{ log: {log}, behaviour: ready }} }}
+    pipelines:
+      p:
+        extensions:
+          front:
+            type: extension:local_recorder
+            config: {{ log: {log}, behaviour: ready }}
+            capabilities: {{ key_value_store: back }}
+          back:
+            type: extension:local_recorder
+            config: {{ log: {log}, behaviour: ready }}
+            capabilities: {{ key_value_store: outer }}
+        nodes:
+          source:
+            type: receiver:recording_source
+            config: {{ log: {log}, count: 3 }}
+            capabilities: {{ key_value_store: front }}
+          sink:
+            type: exporter:recording_sink
+            config: {{ log: {log} }}
+        connections:
+          - {{ from: source, to: sink }}
+"
+    );
+    let resolved = resolve(&text);
+    let ids: Vec<&str> = resolved.pipelines[0]
+        .extensions
+        .iter()
+        .map(|e| e.id.as_str())
+        .collect();
+    assert_eq!(ids, ["back", "front"], "providers come first in the plan");
+    run(&text, options()).expect("a clean run");
+    assert_eq!(
+        events(log),
+        [
+            "back:binds",
+            "front:binds",
+            "outer:start",
+            "outer:ready",
+            "back:start",
+            "back:ready",
+            "front:start",
+            "front:ready",
+            "source:start",
+            "source:sent 3",
+            "sink:finish 3",
+            "front:stop",
+            "back:stop",
+            "outer:stop",
+        ]
+    );
+}
+
+#[test]
+fn an_extension_only_an_unclaimed_extension_binds_is_not_started_either() {
+    let log = "unclaimed-chain";
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          auth: {{ type: extension:recorder, config: {{ log: {log}, behaviour: ready }} }}
+          front:
+            type: extension:recorder
+            config: {{ log: {log}, behaviour: ready }}
+            capabilities: {{ key_value_store: back }}
+          back: {{ type: extension:recorder, config: {{ log: {log}, behaviour: ready }} }}
+        nodes:
+          source:
+            type: receiver:recording_source
+            config: {{ log: {log}, count: 2 }}
+            capabilities: {{ bearer_token_provider: auth }}
+          sink:
+            type: exporter:recording_sink
+            config: {{ log: {log}, ignore_store: true }}
+            capabilities: {{ key_value_store: front }}
+        connections:
+          - {{ from: source, to: sink }}
+"
+    );
+    let engine = Engine::new(resolve(&text), options());
+    let telemetry = engine.telemetry();
+    engine.run().expect("a clean run");
+    assert_eq!(
+        events(log),
+        [
+            "front:binds",
+            "auth:start",
+            "auth:ready",
+            "source:start",
+            "source:sent 2",
+            "sink:finish 2",
+            "auth:stop",
+        ]
+    );
+    let states: Vec<(String, ExtensionState)> = telemetry
+        .extension_states()
+        .into_iter()
+        .map(|(_, extension, _, state)| (extension, state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("auth".to_owned(), ExtensionState::Stopped),
+            ("back".to_owned(), ExtensionState::Unclaimed),
+            ("front".to_owned(), ExtensionState::Unclaimed),
+        ]
+    );
+}

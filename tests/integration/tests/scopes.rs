@@ -774,3 +774,85 @@ fn an_engine_extension_whose_new_instance_does_not_start_leaves_the_old_one_serv
     started.stop().expect("a clean end");
     assert_eq!(sink_in_out(&telemetry), (40, 40));
 }
+
+/// Group `g` with a `memory_kv` (`store`, config `store`); pipeline `g/p` whose extension
+/// `front` binds `binds` (the group's `store` or the pipeline's own `back`), and whose source
+/// binds `front`.
+fn extension_binding_config(log: &str, store: &str, binds: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    extensions:
+      store: {{ type: extension:memory_kv, config: {store} }}
+    pipelines:
+      p:
+        extensions:
+          front: {{ type: extension:local_recorder, config: {{ log: {log}, behaviour: ready }}, capabilities: {{ key_value_store: {binds} }} }}
+          back: {{ type: extension:memory_kv }}
+        nodes:
+          src: {{ type: receiver:recording_source, config: {{ log: {log}, count: 1, then: wait }}, capabilities: {{ key_value_store: front }} }}
+          out: {{ type: exporter:noop }}
+        connections: [ {{ from: src, to: out }} ]
+"
+    )
+}
+
+#[test]
+fn a_reload_replaces_the_pipeline_whose_extension_binds_a_replaced_or_rebound_extension() {
+    let log = "scopes-extension-binding-reload";
+    let started = spawn(
+        &extension_binding_config(log, "{ max_entries: 10 }", "store"),
+        log,
+        "src:start",
+    );
+    let reload = started.reload.clone();
+    // The group's store gets a new instance: the pipeline whose extension binds it is
+    // replaced by one bound to the new instance.
+    let outcome = reload
+        .reload(resolve(&extension_binding_config(
+            log,
+            "{ max_entries: 20 }",
+            "store",
+        )))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReloadOutcome {
+            replaced: vec![
+                "extension `store` of group `g`".into(),
+                "pipeline `g/p`".into()
+            ],
+            ..ReloadOutcome::default()
+        }
+    );
+    assert!(
+        recording::wait_for(log, "src:shutdown", Duration::from_secs(10)),
+        "{:?}",
+        events(log)
+    );
+    // `front` now binds the pipeline's own store: the pipeline is replaced, and the group's
+    // store, which nothing binds any more, goes.
+    let outcome = reload
+        .reload(resolve(&extension_binding_config(
+            log,
+            "{ max_entries: 20 }",
+            "back",
+        )))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        ReloadOutcome {
+            removed: vec!["extension `store` of group `g`".into()],
+            replaced: vec!["pipeline `g/p`".into()],
+            ..ReloadOutcome::default()
+        }
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&events(log), "front:binds") < 3 || count(&events(log), "src:start") < 3 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", events(log));
+        // Sampling interval, not a wait for an outcome: the deadline bounds the loop.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.stop().expect("a clean stop");
+}

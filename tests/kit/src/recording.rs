@@ -212,20 +212,32 @@ fn recorder_task_for(
 }
 
 /// `extension:recorder`: shared; a key/value store and a fixed token provider whose task
-/// records its lifecycle.
+/// records its lifecycle. It may bind another extension's `key_value_store` (recording
+/// `<id>:binds` when it does), and then provides that store as its own.
 pub static RECORDER: ExtensionFactory = ExtensionFactory::new("recorder", REGISTRANT)
     .description("test: shared extension that records its lifecycle")
     .provides(&[
         CapabilityId::KeyValueStore,
         CapabilityId::BearerTokenProvider,
     ])
+    .consumes(&[CapabilityId::KeyValueStore])
     .validate_config(|config| config.decode::<RecorderConfig>().map(drop))
     .shared(|context, config| {
         let config: RecorderConfig = config.decode()?;
-        let store: Arc<dyn shared::KeyValueStore> = Arc::new(SharedMemoryKv::new(
-            context.extension_id(),
-            &MemoryKvConfig::default(),
-        ));
+        let bound = context
+            .capabilities()
+            .optional_shared::<KeyValueStore>()
+            .map_err(|error| context.error(error.to_string()))?;
+        let store: Arc<dyn shared::KeyValueStore> = match bound {
+            Some(bound) => {
+                record(&config.log, format!("{}:binds", context.extension_id()));
+                bound
+            }
+            None => Arc::new(SharedMemoryKv::new(
+                context.extension_id(),
+                &MemoryKvConfig::default(),
+            )),
+        };
         let token: Arc<dyn shared::BearerTokenProvider> = Arc::new(FixedToken::new("recorded"));
         let builder = context
             .shared_builder()
@@ -245,13 +257,24 @@ pub static LOCAL_RECORDER: ExtensionFactory = ExtensionFactory::new("local_recor
         CapabilityId::KeyValueStore,
         CapabilityId::BearerTokenProvider,
     ])
+    .consumes(&[CapabilityId::KeyValueStore])
     .validate_config(|config| config.decode::<RecorderConfig>().map(drop))
     .local(|context, config| {
         let config: RecorderConfig = config.decode()?;
-        let store: Rc<dyn local::KeyValueStore> = Rc::new(LocalMemoryKv::new(
-            context.extension_id(),
-            &MemoryKvConfig::default(),
-        ));
+        let bound = context
+            .capabilities()
+            .optional_local::<KeyValueStore>()
+            .map_err(|error| context.error(error.to_string()))?;
+        let store: Rc<dyn local::KeyValueStore> = match bound {
+            Some(bound) => {
+                record(&config.log, format!("{}:binds", context.extension_id()));
+                bound
+            }
+            None => Rc::new(LocalMemoryKv::new(
+                context.extension_id(),
+                &MemoryKvConfig::default(),
+            )),
+        };
         let token = <BearerTokenProvider as otap_df_core::capability::Capability>::shared_as_local(
             Arc::new(FixedToken::new("recorded")),
         );

@@ -161,17 +161,13 @@ impl EngineRoom {
         start: &mut Vec<(usize, Option<String>)>,
     ) {
         let binds_created = |index: usize| {
-            new.pipelines[index]
-                .nodes
-                .iter()
-                .flat_map(|node| &node.bindings)
-                .any(|binding| {
-                    matches!(
-                        new.binding_scope(index, &binding.extension),
-                        Some(key @ ScopeKey::Outer(_))
-                            if create.contains(&(new.scope(key), binding.extension.clone()))
-                    )
-                })
+            new.pipelines[index].all_bindings().any(|binding| {
+                matches!(
+                    new.binding_scope(index, &binding.extension),
+                    Some(key @ ScopeKey::Outer(_))
+                        if create.contains(&(new.scope(key), binding.extension.clone()))
+                )
+            })
         };
         for (index, plan) in new.pipelines.iter().enumerate() {
             if !start.iter().any(|(i, _)| *i == index)

@@ -197,9 +197,7 @@ fn pipeline_change(
     // Bindings that now reach another scope's instance change the pipeline too.
     let reach = |resolved: &ResolvedConfig, index: usize| -> Vec<Option<Scope>> {
         resolved.pipelines[index]
-            .nodes
-            .iter()
-            .flat_map(|n| n.bindings.iter())
+            .all_bindings()
             .map(|b| {
                 resolved
                     .binding_scope(index, &b.extension)
@@ -266,12 +264,20 @@ fn extensions(
     updates: &mut Vec<Update>,
     reasons: &mut Vec<String>,
 ) {
-    let shape = |plans: &[ExtensionPlan]| -> Vec<(String, &'static str, ExecutionModel)> {
-        plans
-            .iter()
-            .map(|e| (e.id.clone(), e.factory.name(), e.execution))
-            .collect()
-    };
+    let shape =
+        |plans: &[ExtensionPlan]| -> Vec<(String, &'static str, ExecutionModel, Vec<Binding>)> {
+            plans
+                .iter()
+                .map(|e| {
+                    (
+                        e.id.clone(),
+                        e.factory.name(),
+                        e.execution,
+                        e.bindings.clone(),
+                    )
+                })
+                .collect()
+        };
     if shape(old) != shape(new) {
         reasons.push(format!(
             "the extensions of {scope} changed (added, removed, retyped or now bound differently)"

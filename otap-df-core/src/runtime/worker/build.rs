@@ -20,7 +20,7 @@ impl CoreWorker {
     pub(super) fn build(&self, run: PipelineRun) -> Result<(Built, Claims), Vec<Failure>> {
         let plan = run.plan();
         let local = plan
-            .instantiate_local(self.core, &run.resolved.source)
+            .instantiate_local(self.core, &run.resolved.source, &run.shared)
             .map_err(|error| vec![Failure::from(error)])?;
         let (extensions, provisions): (Vec<_>, Vec<_>) = local
             .into_iter()
@@ -37,6 +37,21 @@ impl CoreWorker {
         }
         if !failures.is_empty() {
             return Err(failures);
+        }
+        // What a claimed extension binds is claimed too; consumers come after what they
+        // bind, so one pass from the last reaches every provider.
+        for extension in plan.extensions.iter().rev() {
+            let claimed = run
+                .owner_of(&extension.id)
+                .is_some_and(|owner| claims.contains(&(owner, extension.id.clone())));
+            if !claimed {
+                continue;
+            }
+            for binding in &extension.bindings {
+                if let Some(owner) = run.owner_of(&binding.extension) {
+                    claims.insert((owner, binding.extension.clone()));
+                }
+            }
         }
         let built = Built {
             run,
