@@ -163,6 +163,62 @@ pub const HOST_FUNCTIONS: &[Function] = &[
     },
 ];
 
+const fn granted(
+    name: &'static str,
+    params: &'static [ValType],
+    results: &'static [ValType],
+) -> Function {
+    Function {
+        module: "otap",
+        name,
+        params,
+        results,
+    }
+}
+
+/// The host functions that call the `key_value_store` granted to the guest (its
+/// `capabilities:`); a module may import them only when one is bound. Callable while the
+/// guest serves a `key_value_store` call (the engine waits for the store); anywhere else
+/// (`otap_authorize`, `otap_start`, `otap_token`, which the engine calls without waiting)
+/// they answer [`status::NOT_HERE`].
+pub const GRANTED_STORE_FUNCTIONS: &[Function] = &[
+    // (key, key length, output, output capacity) -> value length, or a negative status; the
+    // value is written at `output` when it fits, held for `kv_value` otherwise.
+    granted(
+        "kv_get",
+        &[ValType::I32, ValType::I32, ValType::I32, ValType::I32],
+        &[ValType::I64],
+    ),
+    // (output, capacity) -> the held value's length (written when it fits), or -1 if none.
+    granted("kv_value", &[ValType::I32, ValType::I32], &[ValType::I64]),
+    // (key, key length, value, value length, ttl ms or -1) -> 0, or a negative status.
+    granted(
+        "kv_set",
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I64,
+        ],
+        &[ValType::I32],
+    ),
+    // The same -> 1 set, 0 already present, or a negative status.
+    granted(
+        "kv_set_if_absent",
+        &[
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I32,
+            ValType::I64,
+        ],
+        &[ValType::I32],
+    ),
+    // (key, key length) -> 1 deleted, 0 absent, or a negative status.
+    granted("kv_delete", &[ValType::I32, ValType::I32], &[ValType::I32]),
+];
+
 /// A packed `(pointer, length)` result (`pointer << 32 | length`), when the value is not a
 /// negative status.
 pub fn unpack(value: i64) -> Option<(u32, u32)> {
@@ -179,4 +235,14 @@ pub mod status {
     pub const DENY_INVALID: i64 = -2;
     /// An accepted credential that has expired: denied `expired`.
     pub const DENY_EXPIRED: i64 = -3;
+
+    /// A granted store's call: the store is unavailable or did not answer in time (transient).
+    pub const STORE_UNAVAILABLE: i64 = -2;
+    /// A granted store's call: the store refused it (permanent).
+    pub const STORE_REFUSED: i64 = -3;
+    /// A granted store's call made where the engine does not wait (`otap_authorize`,
+    /// `otap_start`, `otap_token`).
+    pub const NOT_HERE: i64 = -4;
+    /// A granted store's call with arguments outside the guest's memory or a TTL out of range.
+    pub const BAD_ARGUMENTS: i64 = -5;
 }

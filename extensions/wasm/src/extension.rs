@@ -35,11 +35,13 @@ pub static WASM: ExtensionFactory = ExtensionFactory::new("wasm", env!("CARGO_PK
          nothing opened to them)",
     )
     .provides(PROVIDABLE)
+    .consumes(&[CapabilityId::KeyValueStore])
     .provides_configured(|config| {
         let decoded = WasmConfig::decode(config).ok()?;
         decoded.capabilities(config).ok()
     })
     .validate_config(validate)
+    .validate_bindings(validate_bindings)
     .local(create)
     .build();
 
@@ -57,6 +59,36 @@ fn validate(config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
     .map_err(|message| config.invalid("module", message))
 }
 
+/// A module that imports a granted store's functions needs a `key_value_store` bound (error
+/// at `config.module`). A config or module that is wrong otherwise is `validate`'s to report.
+fn validate_bindings(
+    config: &ComponentConfig<'_>,
+    bound: &[CapabilityId],
+) -> Result<(), ConfigError> {
+    if bound.contains(&CapabilityId::KeyValueStore) {
+        return Ok(());
+    }
+    let Ok(decoded) = WasmConfig::decode(config) else {
+        return Ok(());
+    };
+    let Ok(capabilities) = decoded.capabilities(config) else {
+        return Ok(());
+    };
+    let Ok(module) = crate::module::load(
+        &decoded.module,
+        &capabilities,
+        decoded.compile_cache.as_deref(),
+    ) else {
+        return Ok(());
+    };
+    let imports = crate::module::granted_imports(&module);
+    if imports.is_empty() {
+        Ok(())
+    } else {
+        Err(config.invalid("module", ungranted(&imports)))
+    }
+}
+
 fn create(
     context: &ExtensionContext,
     config: &ComponentConfig<'_>,
@@ -64,7 +96,11 @@ fn create(
     let decoded = WasmConfig::decode(config)?;
     let capabilities = decoded.capabilities(config)?;
     let id = context.extension_id();
-    let wasm = Wasm::start(id, &decoded, &capabilities, Counters::of(context))
+    let granted = context
+        .capabilities()
+        .optional_local::<KeyValueStore>()
+        .map_err(|error| context.error(error.to_string()))?;
+    let wasm = Wasm::start(id, &decoded, &capabilities, granted, Counters::of(context))
         .map_err(|error| ExtensionError::typed(id, error))?;
     let mut provided = None;
     if let Some(authorizer) = wasm.authorizer() {
@@ -138,6 +174,32 @@ impl LocalTask for HealthWatch {
     }
 }
 
+/// What `provides` names, each a capability a module can provide.
+fn capabilities(config: &WasmConfig) -> Result<Vec<CapabilityId>, WasmError> {
+    config
+        .provides
+        .iter()
+        .map(|name| {
+            CapabilityId::from_name(name)
+                .filter(|c| PROVIDABLE.contains(c))
+                .ok_or_else(|| {
+                    WasmError::Module(format!(
+                        "`{name}` is not a capability a WebAssembly module can provide"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Why a module that imports a granted store's functions (`imports`) cannot run without one.
+pub(crate) fn ungranted(imports: &[String]) -> String {
+    format!(
+        "the module imports {}, which call the `key_value_store` granted to it, and the \
+         extension binds none: add `capabilities: {{ key_value_store: <extension id> }}` to it",
+        imports.join(", ")
+    )
+}
+
 /// One instance of `extension:wasm` on one core: the guest and the capabilities it serves.
 pub struct Wasm {
     guest: Rc<Guest>,
@@ -150,26 +212,36 @@ impl Wasm {
     /// An instance with `config` (checked), outside an engine: its counters count for no
     /// one. What the crate's tests and a host embedding the guest use.
     pub fn new(id: &str, config: &WasmConfig) -> Result<Self, WasmError> {
-        let capabilities = config
-            .provides
-            .iter()
-            .map(|name| {
-                CapabilityId::from_name(name)
-                    .filter(|c| PROVIDABLE.contains(c))
-                    .ok_or_else(|| {
-                        WasmError::Module(format!(
-                            "`{name}` is not a capability a WebAssembly module can provide"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Self::start(id, config, &capabilities, Counters::default())
+        Self::start(
+            id,
+            config,
+            &capabilities(config)?,
+            None,
+            Counters::default(),
+        )
+    }
+
+    /// [`new`](Self::new) for a guest granted `store`: the key/value store its
+    /// `otap.kv_*` imports call (what binding one in the extension's `capabilities:` does).
+    pub fn granted(
+        id: &str,
+        config: &WasmConfig,
+        store: Rc<dyn local::KeyValueStore>,
+    ) -> Result<Self, WasmError> {
+        Self::start(
+            id,
+            config,
+            &capabilities(config)?,
+            Some(store),
+            Counters::default(),
+        )
     }
 
     fn start(
         id: &str,
         config: &WasmConfig,
         capabilities: &[CapabilityId],
+        granted: Option<Rc<dyn local::KeyValueStore>>,
         counters: Counters,
     ) -> Result<Self, WasmError> {
         let module = crate::module::load(
@@ -178,9 +250,14 @@ impl Wasm {
             config.compile_cache.as_deref(),
         )
         .map_err(WasmError::Module)?;
+        let imports = crate::module::granted_imports(&module);
+        if granted.is_none() && !imports.is_empty() {
+            return Err(WasmError::Module(ungranted(&imports)));
+        }
         let start_config = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"null".to_vec());
         let guest = Rc::new(
-            Guest::start(module, config.limits, id, start_config).map_err(WasmError::Start)?,
+            Guest::start(module, config.limits, id, start_config, granted)
+                .map_err(WasmError::Start)?,
         );
         let authorizer = capabilities
             .contains(&CapabilityId::BearerTokenAuthorizer)
@@ -356,7 +433,7 @@ impl WasmAuthorizer {
 /// `key_value_store` served by the guest's `otap_kv_*` exports. A call that fails (out of
 /// fuel, a trap) is `Unavailable` (the next call gets a fresh instance, and with it an empty
 /// store for a guest that keeps its entries in its own memory); a negative status is
-/// `Refused`.
+/// `Refused`, but `-2`, `Unavailable`.
 struct WasmStore {
     guest: Rc<Guest>,
     id: String,
@@ -373,8 +450,18 @@ impl WasmStore {
         }
     }
 
+    /// A negative status from `function`: `-2` says the guest's own store is unavailable now
+    /// (transient, as a granted store's failure reaches it); any other refuses the call.
     fn refused(&self, function: &str, status: i64) -> KvError {
         self.counters.store_errors.add(1);
+        if status == status::STORE_UNAVAILABLE {
+            return KvError::Unavailable {
+                store: self.id.clone(),
+                message: format!(
+                    "`{function}` answered {status}: the guest's store is unavailable"
+                ),
+            };
+        }
         KvError::Refused {
             store: self.id.clone(),
             message: format!("`{function}` answered {status}"),
@@ -395,7 +482,7 @@ impl WasmStore {
         Ok(i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX))
     }
 
-    fn set_with(
+    async fn set_with(
         &self,
         key: &[u8],
         value: &[u8],
@@ -408,7 +495,7 @@ impl WasmStore {
         } else {
             crate::abi::KV_SET
         };
-        match self.guest.kv_set(key, value, ttl, only_if_absent) {
+        match self.guest.kv_set(key, value, ttl, only_if_absent).await {
             Ok(status) if status >= 0 => Ok(status),
             Ok(status) => Err(self.refused(function, i64::from(status))),
             Err(failure) => Err(self.failed(&failure)),
@@ -419,7 +506,7 @@ impl WasmStore {
 #[otap_df_core::async_trait(?Send)]
 impl local::KeyValueStore for WasmStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        match self.guest.kv_get(key) {
+        match self.guest.kv_get(key).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(status)) => Err(self.refused(crate::abi::KV_GET, status)),
             Err(failure) => Err(self.failed(&failure)),
@@ -427,7 +514,7 @@ impl local::KeyValueStore for WasmStore {
     }
 
     async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
-        self.set_with(key, value, ttl, false).map(drop)
+        self.set_with(key, value, ttl, false).await.map(drop)
     }
 
     async fn set_if_absent(
@@ -437,11 +524,12 @@ impl local::KeyValueStore for WasmStore {
         ttl: Option<Duration>,
     ) -> Result<bool, KvError> {
         self.set_with(key, value, ttl, true)
+            .await
             .map(|status| status == 1)
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
-        match self.guest.kv_delete(key) {
+        match self.guest.kv_delete(key).await {
             Ok(status) if status >= 0 => Ok(status == 1),
             Ok(status) => Err(self.refused(crate::abi::KV_DELETE, i64::from(status))),
             Err(failure) => Err(self.failed(&failure)),

@@ -6,6 +6,14 @@
 //! closed (the caller denies or errs) and the instance is replaced by a fresh one before the
 //! next call: a guest stopped halfway may have left its own state (its allocator, a table)
 //! inconsistent.
+//!
+//! A guest granted a `key_value_store` (the extension's `capabilities:`) runs its calls on a
+//! fiber (wasmtime's async calls): while it serves a `key_value_store` call, a host store
+//! call suspends it until the store answers and the core serves other work meanwhile. A call
+//! that comes while one waits gets an instance of its own (kept for the next, up to
+//! [`INSTANCES_KEPT`]). The engine's other calls (`otap_authorize`, `otap_start`,
+//! `otap_token`) do not wait: there, the store's functions answer `NOT_HERE` at once and the
+//! call completes in one poll.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,9 +21,11 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use otap_df_core::capability::Identity;
+use otap_df_core::capability::{Identity, KvError, local};
+use send_wrapper::SendWrapper;
 use wasmtime::{
     Caller, Linker, Memory, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+    WasmParams, WasmResults,
 };
 
 use crate::abi;
@@ -27,6 +37,13 @@ pub(crate) struct Host {
     limits: StoreLimits,
     /// The extension id, for the guest's log lines.
     pub(crate) extension: String,
+    /// The store granted to the guest; used on the core that built it, which the wrapper
+    /// checks.
+    granted: Option<SendWrapper<Rc<dyn local::KeyValueStore>>>,
+    /// Whether the running call may wait for the granted store.
+    may_wait: bool,
+    /// A value `kv_get` found that did not fit the guest's buffer, for `kv_value`.
+    held: Option<Vec<u8>>,
 }
 
 /// Why a call did not give an answer.
@@ -116,7 +133,11 @@ pub(crate) struct Guest {
     limits: Limits,
     pub(crate) extension: String,
     config: Vec<u8>,
-    running: RefCell<Option<Running>>,
+    /// The store granted to the guest, when one is.
+    granted: Option<Rc<dyn local::KeyValueStore>>,
+    /// Started instances: the last serves calls that do not wait; a call that waits takes
+    /// one out while it runs.
+    running: RefCell<Vec<Running>>,
     /// Identities the guest answered with, kept so that a repeated one costs no allocation
     /// (at most [`IDENTITIES_KEPT`]).
     identities: RefCell<HashMap<Box<[u8]>, Identity>>,
@@ -125,6 +146,10 @@ pub(crate) struct Guest {
 
 /// How many distinct identities an instance keeps ready.
 const IDENTITIES_KEPT: usize = 4096;
+
+/// How many started instances a guest keeps for calls that overlap while one waits for the
+/// granted store.
+pub(crate) const INSTANCES_KEPT: usize = 4;
 
 /// Fuel for the guest's start (its runtime's initialisation and `otap_start`), in calls'
 /// worth.
@@ -138,21 +163,26 @@ impl Guest {
         limits: Limits,
         extension: &str,
         config: Vec<u8>,
+        granted: Option<Rc<dyn local::KeyValueStore>>,
     ) -> Result<Self, String> {
         let mut linker = Linker::new(engine()?);
         host_functions(&mut linker).map_err(|e| error_chain(&e))?;
+        if granted.is_some() {
+            granted_store_functions(&mut linker).map_err(|e| error_chain(&e))?;
+        }
         let guest = Self {
             module,
             linker,
             limits,
             extension: extension.to_owned(),
             config,
-            running: RefCell::new(None),
+            granted,
+            running: RefCell::new(Vec::new()),
             identities: RefCell::new(HashMap::new()),
             health: Rc::default(),
         };
         let running = guest.instantiate()?;
-        *guest.running.borrow_mut() = Some(running);
+        guest.running.borrow_mut().push(running);
         Ok(guest)
     }
 
@@ -170,16 +200,21 @@ impl Guest {
             Host {
                 limits,
                 extension: self.extension.clone(),
+                granted: self.granted.clone().map(SendWrapper::new),
+                may_wait: false,
+                held: None,
             },
         );
         store.limiter(|host| &mut host.limits);
         store
             .set_fuel(self.limits.fuel_per_call.saturating_mul(START_CALLS))
             .map_err(|e| error_chain(&e))?;
-        let instance = self
-            .linker
-            .instantiate(&mut store, &self.module)
-            .map_err(|e| format!("the module did not instantiate: {}", error_chain(&e)))?;
+        let instance = if self.granted.is_some() {
+            now(self.linker.instantiate_async(&mut store, &self.module))
+        } else {
+            self.linker.instantiate(&mut store, &self.module)
+        }
+        .map_err(|e| format!("the module did not instantiate: {}", error_chain(&e)))?;
         let export = |store: &mut Store<Host>, name: &str| {
             instance
                 .get_func(&mut *store, name)
@@ -189,14 +224,13 @@ impl Guest {
             let initialize = initialize
                 .typed::<(), ()>(&store)
                 .map_err(|e| format!("`{}`: {}", abi::INITIALIZE, error_chain(&e)))?;
-            initialize
-                .call(&mut store, ())
+            invoke(&mut store, &initialize, ())
                 .map_err(|e| format!("`{}` failed: {}", abi::INITIALIZE, error_chain(&e)))?;
         }
         let version = export(&mut store, abi::ABI_VERSION)?
             .typed::<(), i32>(&store)
-            .map_err(|e| error_chain(&e))?
-            .call(&mut store, ())
+            .map_err(|e| error_chain(&e))?;
+        let version = invoke(&mut store, &version, ())
             .map_err(|e| format!("`{}` failed: {}", abi::ABI_VERSION, error_chain(&e)))?;
         if version != abi::VERSION {
             return Err(format!(
@@ -258,8 +292,7 @@ impl Guest {
             let (pointer, length) = running
                 .input(&[&self.config])
                 .map_err(|failure| format!("handing the config over failed: {failure}"))?;
-            let refused = start
-                .call(&mut running.store, (pointer as i32, length as i32))
+            let refused = invoke(&mut running.store, &start, (pointer as i32, length as i32))
                 .map_err(|e| format!("`{}` failed: {}", abi::START, error_chain(&e)))?;
             if refused != 0 {
                 return Err(format!(
@@ -274,18 +307,11 @@ impl Guest {
     /// Runs `call` on the running instance (a fresh one started first when the last call
     /// failed), with a full call's fuel. A failed call drops the instance.
     fn call<R>(&self, call: impl FnOnce(&mut Running) -> Result<R, Failure>) -> Result<R, Failure> {
-        let mut slot = self.running.borrow_mut();
-        if slot.is_none() {
-            match self.instantiate() {
-                Ok(running) => *slot = Some(running),
-                Err(why) => {
-                    let failure = Failure::Trapped(format!("the guest did not start again: {why}"));
-                    self.health.failed(&failure);
-                    return Err(failure);
-                }
-            }
+        let mut pool = self.running.borrow_mut();
+        if pool.is_empty() {
+            pool.push(self.restart()?);
         }
-        let Some(running) = slot.as_mut() else {
+        let Some(running) = pool.last_mut() else {
             return Err(Failure::Broke("no instance".to_owned()));
         };
         let result = running
@@ -297,10 +323,49 @@ impl Guest {
             Ok(_) => self.health.succeeded(),
             Err(failure) => {
                 self.health.failed(failure);
-                *slot = None;
+                pool.pop();
             }
         }
         result
+    }
+
+    /// [`call`](Self::call) for a call that may wait for the granted store: the instance is
+    /// taken out while it runs (a call meanwhile gets another) and kept again after a
+    /// success.
+    async fn call_waiting<R>(
+        &self,
+        call: impl AsyncFnOnce(&mut Running) -> Result<R, Failure>,
+    ) -> Result<R, Failure> {
+        let taken = self.running.borrow_mut().pop();
+        let mut running = match taken {
+            Some(running) => running,
+            None => self.restart()?,
+        };
+        let result = match running.store.set_fuel(self.limits.fuel_per_call) {
+            Ok(()) => call(&mut running).await,
+            Err(e) => Err(Failure::Broke(error_chain(&e))),
+        };
+        match &result {
+            Ok(_) => {
+                self.health.succeeded();
+                let mut pool = self.running.borrow_mut();
+                if pool.len() < INSTANCES_KEPT {
+                    pool.push(running);
+                }
+            }
+            Err(failure) => self.health.failed(failure),
+        }
+        result
+    }
+
+    /// A fresh instance, after a failed call dropped the last one; its failure to start is a
+    /// failed call.
+    fn restart(&self) -> Result<Running, Failure> {
+        self.instantiate().map_err(|why| {
+            let failure = Failure::Trapped(format!("the guest did not start again: {why}"));
+            self.health.failed(&failure);
+            failure
+        })
     }
 
     /// The bytes of linear memory the running instance holds now (0 between a failed call
@@ -308,7 +373,7 @@ impl Guest {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.running
             .borrow()
-            .as_ref()
+            .last()
             .map_or(0, |running| running.memory.data_size(&running.store))
     }
 
@@ -318,31 +383,35 @@ impl Guest {
     }
 
     /// Calls `otap_kv_get`: the value, `None` when absent, or the guest's negative status.
-    pub(crate) fn kv_get(&self, key: &[u8]) -> Result<Result<Option<Vec<u8>>, i64>, Failure> {
-        self.call(|running| {
+    pub(crate) async fn kv_get(&self, key: &[u8]) -> Result<Result<Option<Vec<u8>>, i64>, Failure> {
+        self.call_waiting(async |running: &mut Running| {
             let calls = running.store_calls()?;
             let (pointer, _) = running.input(&[key])?;
-            let value = calls
-                .get
-                .call(&mut running.store, (pointer as i32, key.len() as i32))
-                .map_err(failure)?;
+            let value = invoke_waiting(
+                &mut running.store,
+                &calls.get,
+                (pointer as i32, key.len() as i32),
+            )
+            .await
+            .map_err(failure)?;
             match abi::unpack(value) {
                 Some((at, length)) => running.read(at, length, abi::KV_GET).map(|v| Ok(Some(v))),
                 None if value == abi::status::ABSENT => Ok(Ok(None)),
                 None => Ok(Err(value)),
             }
         })
+        .await
     }
 
     /// Calls `otap_kv_set` (`only_if_absent`: `otap_kv_set_if_absent`): the guest's status.
-    pub(crate) fn kv_set(
+    pub(crate) async fn kv_set(
         &self,
         key: &[u8],
         value: &[u8],
         ttl_ms: i64,
         only_if_absent: bool,
     ) -> Result<i32, Failure> {
-        self.call(|running| {
+        self.call_waiting(async |running: &mut Running| {
             let calls = running.store_calls()?;
             let function = if only_if_absent {
                 calls.set_if_absent
@@ -351,19 +420,18 @@ impl Guest {
             };
             let (pointer, _) = running.input(&[key, value])?;
             let key_length = key.len() as i32;
-            function
-                .call(
-                    &mut running.store,
-                    (
-                        pointer as i32,
-                        key_length,
-                        pointer as i32 + key_length,
-                        value.len() as i32,
-                        ttl_ms,
-                    ),
-                )
+            let arguments = (
+                pointer as i32,
+                key_length,
+                pointer as i32 + key_length,
+                value.len() as i32,
+                ttl_ms,
+            );
+            invoke_waiting(&mut running.store, &function, arguments)
+                .await
                 .map_err(failure)
         })
+        .await
     }
 
     /// Calls `otap_token`, then `otap_token_valid_ms`: the token, or the guest's negative
@@ -373,12 +441,12 @@ impl Guest {
             let Some((token, valid)) = running.token_calls.clone() else {
                 return Err(Failure::Broke(format!("no export `{}`", abi::TOKEN)));
             };
-            let value = token.call(&mut running.store, ()).map_err(failure)?;
+            let value = invoke(&mut running.store, &token, ()).map_err(failure)?;
             let Some((at, length)) = abi::unpack(value) else {
                 return Ok(Err(value));
             };
             let bytes = running.read(at, length, abi::TOKEN)?;
-            let valid = valid.call(&mut running.store, ()).map_err(failure)?;
+            let valid = invoke(&mut running.store, &valid, ()).map_err(failure)?;
             Ok(Ok(GuestToken {
                 bytes,
                 valid_ms: u64::try_from(valid).ok().filter(|ms| *ms > 0),
@@ -387,15 +455,19 @@ impl Guest {
     }
 
     /// Calls `otap_kv_delete`: the guest's status.
-    pub(crate) fn kv_delete(&self, key: &[u8]) -> Result<i32, Failure> {
-        self.call(|running| {
+    pub(crate) async fn kv_delete(&self, key: &[u8]) -> Result<i32, Failure> {
+        self.call_waiting(async |running: &mut Running| {
             let calls = running.store_calls()?;
             let (pointer, _) = running.input(&[key])?;
-            calls
-                .delete
-                .call(&mut running.store, (pointer as i32, key.len() as i32))
-                .map_err(failure)
+            invoke_waiting(
+                &mut running.store,
+                &calls.delete,
+                (pointer as i32, key.len() as i32),
+            )
+            .await
+            .map_err(failure)
         })
+        .await
     }
 }
 
@@ -429,10 +501,8 @@ impl Running {
             Some((pointer, size)) if size >= length => pointer,
             _ => {
                 let asked = length.max(256);
-                let pointer = self
-                    .alloc
-                    .call(&mut self.store, asked as i32)
-                    .map_err(failure)? as u32;
+                let pointer =
+                    invoke(&mut self.store, &self.alloc, asked as i32).map_err(failure)? as u32;
                 self.buffer = Some((pointer, asked));
                 pointer
             }
@@ -484,8 +554,7 @@ impl Running {
             return Err(Failure::Broke(format!("no export `{}`", abi::AUTHORIZE)));
         };
         let (pointer, length) = self.input(&[credential])?;
-        let value = authorize
-            .call(&mut self.store, (pointer as i32, length as i32))
+        let value = invoke(&mut self.store, &authorize, (pointer as i32, length as i32))
             .map_err(failure)?;
         let Some((pointer, length)) = abi::unpack(value) else {
             return Ok(Answer::Status(value));
@@ -518,6 +587,220 @@ fn failure(error: wasmtime::Error) -> Failure {
         Some(Trap::OutOfFuel) => Failure::OutOfFuel,
         _ => Failure::Trapped(format!("the guest trapped: {}", error_chain(&error))),
     }
+}
+
+/// Calls `function` where the engine does not wait: directly, or for a guest granted a store
+/// (whose calls run on a fiber) in one poll, its store's functions answering `NOT_HERE`.
+fn invoke<P, R>(
+    store: &mut Store<Host>,
+    function: &TypedFunc<P, R>,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: WasmParams + Sync,
+    R: WasmResults + Sync,
+{
+    if store.data().granted.is_none() {
+        return function.call(store, params);
+    }
+    store.data_mut().may_wait = false;
+    now(function.call_async(&mut *store, params))
+}
+
+/// Calls `function` where the engine waits: a guest granted a store may call it, and is
+/// suspended until it answers.
+async fn invoke_waiting<P, R>(
+    store: &mut Store<Host>,
+    function: &TypedFunc<P, R>,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: WasmParams + Sync,
+    R: WasmResults + Sync,
+{
+    if store.data().granted.is_none() {
+        return function.call(store, params);
+    }
+    store.data_mut().may_wait = true;
+    let result = function.call_async(&mut *store, params).await;
+    store.data_mut().may_wait = false;
+    result
+}
+
+/// `future`'s output from one poll: a call on a fiber that nothing suspends (the store's
+/// functions do not wait where `may_wait` is off) completes in it.
+fn now<T>(future: impl std::future::Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => Err(wasmtime::format_err!(
+            "the guest waited in a call the engine does not wait for"
+        )),
+    }
+}
+
+/// The store granted to the running guest when the call may wait for it; otherwise the
+/// status the guest gets.
+fn granted_store(
+    caller: &Caller<'_, Host>,
+) -> Result<SendWrapper<Rc<dyn local::KeyValueStore>>, i64> {
+    let host = caller.data();
+    match &host.granted {
+        Some(store) if host.may_wait => Ok(store.clone()),
+        _ => Err(abi::status::NOT_HERE),
+    }
+}
+
+/// `length` bytes of the guest's memory at `pointer`, copied; `BAD_ARGUMENTS` outside it.
+fn guest_bytes(caller: &mut Caller<'_, Host>, pointer: i32, length: i32) -> Result<Vec<u8>, i64> {
+    let memory = caller
+        .get_export(abi::MEMORY)
+        .and_then(|export| export.into_memory())
+        .ok_or(abi::status::BAD_ARGUMENTS)?;
+    let (Ok(start), Ok(length)) = (usize::try_from(pointer), usize::try_from(length)) else {
+        return Err(abi::status::BAD_ARGUMENTS);
+    };
+    memory
+        .data(&*caller)
+        .get(start..start.saturating_add(length))
+        .map(<[u8]>::to_vec)
+        .ok_or(abi::status::BAD_ARGUMENTS)
+}
+
+/// Writes `bytes` at `pointer` of the guest's memory; `false` outside it.
+fn write_guest(caller: &mut Caller<'_, Host>, pointer: i32, bytes: &[u8]) -> bool {
+    let Some(memory) = caller
+        .get_export(abi::MEMORY)
+        .and_then(|export| export.into_memory())
+    else {
+        return false;
+    };
+    usize::try_from(pointer).is_ok_and(|at| memory.write(&mut *caller, at, bytes).is_ok())
+}
+
+/// A store error as the guest's status.
+fn store_status(error: &KvError) -> i64 {
+    if error.is_transient() {
+        abi::status::STORE_UNAVAILABLE
+    } else {
+        abi::status::STORE_REFUSED
+    }
+}
+
+/// A TTL in milliseconds from the guest (`-1`: none); `None` when out of range.
+fn guest_ttl(ttl_ms: i64) -> Option<Option<std::time::Duration>> {
+    if ttl_ms == -1 {
+        return Some(None);
+    }
+    let ttl = std::time::Duration::from_millis(u64::try_from(ttl_ms).ok()?);
+    otap_df_core::capability::key_value::ttl_out_of_range("ttl", ttl)
+        .is_none()
+        .then_some(Some(ttl))
+}
+
+/// The host functions of [`abi::GRANTED_STORE_FUNCTIONS`], for a guest granted a store.
+fn granted_store_functions(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        "otap",
+        "kv_get",
+        |mut caller: Caller<'_, Host>, (key, key_length, out, capacity): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let call = granted_store(&caller)
+                    .and_then(|store| Ok((store, guest_bytes(&mut caller, key, key_length)?)));
+                let (store, key) = match call {
+                    Ok(call) => call,
+                    Err(status) => return Ok(status),
+                };
+                let found = SendWrapper::new(async move { store.get(&key).await }).await;
+                let value = match found {
+                    Ok(Some(value)) => value,
+                    Ok(None) => return Ok(abi::status::ABSENT),
+                    Err(error) => return Ok(store_status(&error)),
+                };
+                let length = i64::try_from(value.len()).unwrap_or(i64::MAX);
+                if usize::try_from(capacity).is_ok_and(|c| value.len() <= c) {
+                    if !write_guest(&mut caller, out, &value) {
+                        return Ok(abi::status::BAD_ARGUMENTS);
+                    }
+                } else {
+                    caller.data_mut().held = Some(value);
+                }
+                wasmtime::Result::Ok(length)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        "otap",
+        "kv_value",
+        |mut caller: Caller<'_, Host>, out: i32, capacity: i32| -> i64 {
+            let Some(value) = caller.data_mut().held.take() else {
+                return abi::status::ABSENT;
+            };
+            let length = i64::try_from(value.len()).unwrap_or(i64::MAX);
+            if usize::try_from(capacity).is_ok_and(|c| value.len() <= c) {
+                if !write_guest(&mut caller, out, &value) {
+                    return abi::status::BAD_ARGUMENTS;
+                }
+            } else {
+                caller.data_mut().held = Some(value);
+            }
+            length
+        },
+    )?;
+    for (name, only_if_absent) in [("kv_set", false), ("kv_set_if_absent", true)] {
+        linker.func_wrap_async(
+            "otap",
+            name,
+            move |mut caller: Caller<'_, Host>,
+                  (key, key_length, value, value_length, ttl_ms): (i32, i32, i32, i32, i64)| {
+                Box::new(async move {
+                    let call = granted_store(&caller).and_then(|store| {
+                        let key = guest_bytes(&mut caller, key, key_length)?;
+                        let value = guest_bytes(&mut caller, value, value_length)?;
+                        let ttl = guest_ttl(ttl_ms).ok_or(abi::status::BAD_ARGUMENTS)?;
+                        Ok((store, key, value, ttl))
+                    });
+                    let (store, key, value, ttl) = match call {
+                        Ok(call) => call,
+                        Err(status) => return Ok(status as i32),
+                    };
+                    let done = SendWrapper::new(async move {
+                        if only_if_absent {
+                            store.set_if_absent(&key, &value, ttl).await
+                        } else {
+                            store.set(&key, &value, ttl).await.map(|()| false)
+                        }
+                    })
+                    .await;
+                    wasmtime::Result::Ok(match done {
+                        Ok(set) => i32::from(only_if_absent && set),
+                        Err(error) => store_status(&error) as i32,
+                    })
+                })
+            },
+        )?;
+    }
+    linker.func_wrap_async(
+        "otap",
+        "kv_delete",
+        |mut caller: Caller<'_, Host>, (key, key_length): (i32, i32)| {
+            Box::new(async move {
+                let call = granted_store(&caller)
+                    .and_then(|store| Ok((store, guest_bytes(&mut caller, key, key_length)?)));
+                let (store, key) = match call {
+                    Ok(call) => call,
+                    Err(status) => return Ok(status as i32),
+                };
+                let deleted = SendWrapper::new(async move { store.delete(&key).await }).await;
+                wasmtime::Result::Ok(match deleted {
+                    Ok(deleted) => i32::from(deleted),
+                    Err(error) => store_status(&error) as i32,
+                })
+            })
+        },
+    )?;
+    Ok(())
 }
 
 /// The host functions of [`abi::HOST_FUNCTIONS`].

@@ -156,6 +156,19 @@ fn to_cache(module: &Module, file: &Path) {
     }
 }
 
+/// The host functions of a granted store that `module` imports.
+pub(crate) fn granted_imports(module: &Module) -> Vec<String> {
+    module
+        .imports()
+        .filter(|import| {
+            abi::GRANTED_STORE_FUNCTIONS
+                .iter()
+                .any(|f| f.module == import.module() && f.name == import.name())
+        })
+        .map(|import| format!("`{}.{}`", import.module(), import.name()))
+        .collect()
+}
+
 /// wasmtime's error and its causes, on one line.
 pub(crate) fn error_chain(error: &wasmtime::Error) -> String {
     let mut text = error.to_string();
@@ -172,6 +185,7 @@ fn check(module: &Module, capabilities: &[CapabilityId]) -> Result<(), String> {
     for import in module.imports() {
         let offered = abi::HOST_FUNCTIONS
             .iter()
+            .chain(abi::GRANTED_STORE_FUNCTIONS)
             .chain(crate::wasi::FUNCTIONS)
             .find(|f| f.module == import.module() && f.name == import.name());
         let fits = match (offered, import.ty()) {
@@ -183,12 +197,18 @@ fn check(module: &Module, capabilities: &[CapabilityId]) -> Result<(), String> {
         if !fits {
             return Err(format!(
                 "the module imports `{}.{}` ({}), which the host does not offer; the host \
-                 offers only {}, and of WASI preview 1 what a language runtime needs to start \
-                 (no arguments, environment, files or network): {}",
+                 offers only {}; with a `key_value_store` bound in the extension's \
+                 `capabilities:`, {}; and of WASI preview 1 what a language runtime needs to \
+                 start (no arguments, environment, files or network): {}",
                 import.module(),
                 import.name(),
                 describe(&import.ty()),
                 abi::HOST_FUNCTIONS
+                    .iter()
+                    .map(abi::Function::signature)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                abi::GRANTED_STORE_FUNCTIONS
                     .iter()
                     .map(abi::Function::signature)
                     .collect::<Vec<_>>()

@@ -7,10 +7,14 @@
 
 use std::rc::Rc;
 
-use otap_df_core::capability::{AuthzDecision, DenyReason, Identity, local};
+use std::time::Duration;
+
+use otap_df_core::capability::{AuthzDecision, DenyReason, Identity, KvError, local};
+use otap_df_core::memory_kv::{LocalMemoryKv, MemoryKvConfig};
 use otap_df_core::secret::Credential;
 use otap_df_extension_wasm::{WASM, Wasm, WasmConfig, WasmError};
 use otap_df_tests::bearer_suite::{self, AuthorizerUnderTest};
+use otap_df_tests::key_value_suite;
 
 /// The path of guest `name` (`tests/guests/<name>`).
 fn guest(name: &str) -> String {
@@ -144,9 +148,12 @@ fn a_module_is_checked_against_what_it_is_said_to_provide_before_it_runs() {
             guest("wasi.wat"),
             "the module imports `wasi_snapshot_preview1.path_open` (a function (i32, i32, i32, \
              i32, i32, i64, i64, i32, i32) -> i32), which the host does not offer; the host \
-             offers only `otap.log(i32, i32, i32)`, `otap.monotonic_ns() -> i64`, and of WASI \
-             preview 1 what a language runtime needs to start (no arguments, environment, \
-             files or network): args_get, args_sizes_get, environ_get, environ_sizes_get, \
+             offers only `otap.log(i32, i32, i32)`, `otap.monotonic_ns() -> i64`; with a \
+             `key_value_store` bound in the extension's `capabilities:`, `otap.kv_get(i32, \
+             i32, i32, i32) -> i64`, `otap.kv_value(i32, i32) -> i64`, `otap.kv_set(i32, i32, \
+             i32, i32, i64) -> i32`, `otap.kv_set_if_absent(i32, i32, i32, i32, i64) -> i32`, \
+             `otap.kv_delete(i32, i32) -> i32`; and of WASI preview 1 what a language runtime \
+             needs to start (no arguments, environment, files or network): args_get, args_sizes_get, environ_get, environ_sizes_get, \
              clock_time_get, fd_write, fd_close, fd_fdstat_get, fd_fdstat_set_flags, \
              fd_prestat_get, fd_prestat_dir_name, random_get, poll_oneoff, sched_yield, \
              proc_exit",
@@ -296,4 +303,233 @@ fn a_provider_serves_the_guests_token_with_its_validity_and_asks_again_when_told
     assert!(provider.token_generation() > generation);
     let seen = runtime.block_on(subscription.next()).expect("a token");
     assert_eq!(seen.secret().expose(), "tok-2");
+}
+
+/// A store over which `prefixing-store.wat` keeps its entries, and the guest's store.
+fn prefixing_store() -> (Rc<dyn local::KeyValueStore>, Rc<dyn local::KeyValueStore>) {
+    let backing: Rc<dyn local::KeyValueStore> =
+        Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    let config = config(&format!(
+        "module: '{}', provides: [key_value_store, bearer_token_authorizer]",
+        guest("prefixing-store.wat")
+    ));
+    let wasm = Wasm::granted("guest", &config, backing.clone()).expect("the guest starts");
+    (backing, wasm.store().expect("a store"))
+}
+
+/// Runs `future` on a current-thread runtime, where the guest and its granted store live.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+#[test]
+fn a_wat_store_over_a_granted_store_passes_the_key_value_suite() {
+    key_value_suite::run_local("wasm prefixing-store.wat over memory_kv", || {
+        prefixing_store().1
+    });
+}
+
+#[test]
+fn a_guest_keeps_its_entries_in_the_granted_store_under_its_own_keys() {
+    let (backing, store) = prefixing_store();
+    block_on(async {
+        store.set(b"k", b"v", None).await.unwrap();
+        assert_eq!(backing.get(b"wasm:k").await.unwrap(), Some(b"v".to_vec()));
+        assert_eq!(backing.get(b"k").await.unwrap(), None);
+        // A value larger than the guest's memory holds is handed over once it has grown.
+        let large = vec![7u8; 300 * 1024];
+        store.set(b"large", &large, None).await.unwrap();
+        assert_eq!(store.get(b"large").await.unwrap(), Some(large));
+        assert!(store.set_if_absent(b"k2", b"x", None).await.unwrap());
+        assert!(!store.set_if_absent(b"k2", b"y", None).await.unwrap());
+        assert!(store.delete(b"k2").await.unwrap());
+        assert_eq!(backing.get(b"wasm:k2").await.unwrap(), None);
+    });
+}
+
+#[test]
+fn a_granted_store_called_where_the_engine_does_not_wait_answers_not_here() {
+    let backing = Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    let config = config(&format!(
+        "module: '{}', provides: [key_value_store, bearer_token_authorizer]",
+        guest("prefixing-store.wat")
+    ));
+    let wasm = Wasm::granted("guest", &config, backing).expect("the guest starts");
+    let authorizer = wasm.authorizer().expect("an authorizer");
+    // The guest allows as `not-here` exactly when its `otap.kv_get` answered -4.
+    assert_eq!(
+        decide(&*authorizer, "any-token"),
+        AuthzDecision::Allow {
+            identity: Identity::from("not-here")
+        }
+    );
+}
+
+/// A store that fails every call, transiently or not.
+struct Failing {
+    transient: bool,
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl local::KeyValueStore for Failing {
+    async fn get(&self, _: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        Err(self.error())
+    }
+    async fn set(&self, _: &[u8], _: &[u8], _: Option<Duration>) -> Result<(), KvError> {
+        Err(self.error())
+    }
+    async fn set_if_absent(
+        &self,
+        _: &[u8],
+        _: &[u8],
+        _: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        Err(self.error())
+    }
+    async fn delete(&self, _: &[u8]) -> Result<bool, KvError> {
+        Err(self.error())
+    }
+}
+
+impl Failing {
+    fn error(&self) -> KvError {
+        if self.transient {
+            KvError::Unavailable {
+                store: "backing".into(),
+                message: "down".into(),
+            }
+        } else {
+            KvError::Refused {
+                store: "backing".into(),
+                message: "no".into(),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_granted_stores_failure_reaches_the_caller_as_transient_or_permanent() {
+    let config = config(&format!(
+        "module: '{}', provides: [key_value_store]",
+        guest("prefixing-store.wat")
+    ));
+    for (transient, expected) in [
+        (
+            true,
+            KvError::Unavailable {
+                store: "guest".into(),
+                message: "`otap_kv_get` answered -2: the guest's store is unavailable".into(),
+            },
+        ),
+        (
+            false,
+            KvError::Refused {
+                store: "guest".into(),
+                message: "`otap_kv_get` answered -3".into(),
+            },
+        ),
+    ] {
+        let wasm = Wasm::granted("guest", &config, Rc::new(Failing { transient }))
+            .expect("the guest starts");
+        let store = wasm.store().expect("a store");
+        assert_eq!(block_on(store.get(b"k")).unwrap_err(), expected);
+        let set = block_on(store.set(b"k", b"v", None)).unwrap_err();
+        assert_eq!(set.is_transient(), transient, "{set}");
+    }
+}
+
+#[test]
+fn a_module_that_calls_a_granted_store_does_not_start_without_one() {
+    let config = config(&format!(
+        "module: '{}', provides: [key_value_store]",
+        guest("prefixing-store.wat")
+    ));
+    let Err(WasmError::Module(message)) = Wasm::new("guest", &config) else {
+        panic!("started without a store");
+    };
+    assert_eq!(
+        message,
+        "the module imports `otap.kv_get`, `otap.kv_value`, `otap.kv_set`, \
+         `otap.kv_set_if_absent`, `otap.kv_delete`, which call the `key_value_store` granted \
+         to it, and the extension binds none: add `capabilities: { key_value_store: <extension \
+         id> }` to it"
+    );
+}
+
+/// A store that suspends its caller once before each answer, as a store across a network
+/// does.
+struct Yielding(LocalMemoryKv);
+
+#[otap_df_core::async_trait(?Send)]
+impl local::KeyValueStore for Yielding {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        tokio::task::yield_now().await;
+        self.0.get(key).await
+    }
+    async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        tokio::task::yield_now().await;
+        self.0.set(key, value, ttl).await
+    }
+    async fn set_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, KvError> {
+        tokio::task::yield_now().await;
+        self.0.set_if_absent(key, value, ttl).await
+    }
+    async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
+        tokio::task::yield_now().await;
+        self.0.delete(key).await
+    }
+}
+
+fn yielding_store() -> Rc<dyn local::KeyValueStore> {
+    let config = config(&format!(
+        "module: '{}', provides: [key_value_store]",
+        guest("prefixing-store.wat")
+    ));
+    let backing = Yielding(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    Wasm::granted("guest", &config, Rc::new(backing))
+        .expect("the guest starts")
+        .store()
+        .expect("a store")
+}
+
+#[test]
+fn a_guest_suspended_on_its_granted_store_passes_the_key_value_suite() {
+    key_value_suite::run_local("wasm prefixing-store.wat over a store that waits", || {
+        yielding_store()
+    });
+}
+
+#[test]
+fn calls_that_overlap_while_the_guest_waits_each_get_their_answer() {
+    let store = yielding_store();
+    let local = tokio::task::LocalSet::new();
+    let answers = block_on(local.run_until(async {
+        for i in 0..32u8 {
+            store.set(&[i], &[i, i], None).await.unwrap();
+        }
+        // Every get suspends the guest in `otap.kv_get`; the others run meanwhile, each on an
+        // instance of its own.
+        let gets: Vec<_> = (0..32u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::task::spawn_local(async move { (i, store.get(&[i]).await.unwrap()) })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for get in gets {
+            answers.push(get.await.unwrap());
+        }
+        answers
+    }));
+    let expected: Vec<(u8, Option<Vec<u8>>)> = (0..32u8).map(|i| (i, Some(vec![i, i]))).collect();
+    assert_eq!(answers, expected);
 }

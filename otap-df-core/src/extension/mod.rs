@@ -126,7 +126,14 @@ pub struct ExtensionFactory {
     configured_provides: Option<ProvidesChooser>,
     updates_in_place: bool,
     consumes: &'static [CapabilityId],
+    validate_bindings: Option<BindingsValidator>,
 }
+
+/// Checks an instance's `config:` against the capabilities of other extensions it binds
+/// (its `capabilities:`), without side effects: for a type whose configuration needs some
+/// bound (a module that calls a granted store). Called with those that resolved, once they
+/// all did.
+pub type BindingsValidator = fn(&ComponentConfig<'_>, &[CapabilityId]) -> Result<(), ConfigError>;
 
 /// Says, from an instance's `config:`, which of its type's declared capabilities the instance
 /// provides (a type whose instances each provide what their configuration names: a WebAssembly
@@ -174,6 +181,7 @@ impl ExtensionFactory {
             configured_provides: None,
             updates_in_place: false,
             consumes: &[],
+            validate_bindings: None,
         }
     }
 
@@ -197,6 +205,14 @@ impl ExtensionFactory {
     #[must_use]
     pub const fn consumes(mut self, capabilities: &'static [CapabilityId]) -> Self {
         self.consumes = capabilities;
+        self
+    }
+
+    /// Sets the check of an instance's `config:` against what it binds (see
+    /// [`BindingsValidator`]).
+    #[must_use]
+    pub const fn validate_bindings(mut self, validator: BindingsValidator) -> Self {
+        self.validate_bindings = Some(validator);
         self
     }
 
@@ -293,6 +309,17 @@ impl ExtensionFactory {
     /// The capabilities of other extensions its instances may bind.
     pub fn consumed(&self) -> &'static [CapabilityId] {
         self.consumes
+    }
+
+    /// Checks `config` against `bound`, the capabilities the instance binds (see
+    /// [`BindingsValidator`]); a type without such a check accepts any.
+    pub fn check_bindings(
+        &self,
+        config: &ComponentConfig<'_>,
+        bound: &[CapabilityId],
+    ) -> Result<(), ConfigError> {
+        self.validate_bindings
+            .map_or(Ok(()), |validate| validate(config, bound))
     }
 
     /// Whether it provides `capability`.

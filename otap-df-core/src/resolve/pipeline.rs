@@ -229,6 +229,16 @@ impl<'a> PipelineResolver<'a> {
                     bindings.push(bound);
                 }
             }
+            if bindings.len() == decl.capabilities.len() {
+                let plan = &extensions[index];
+                let bound: Vec<CapabilityId> = bindings.iter().map(|b| b.capability).collect();
+                let config_path = plan.path.key("config");
+                let config =
+                    ComponentConfig::new(&plan.config, &config_path, &self.source.positions);
+                if let Err(error) = plan.factory.check_bindings(&config, &bound) {
+                    self.errors.push(error);
+                }
+            }
             extensions[index].bindings = bindings;
             depends.push(own);
         }

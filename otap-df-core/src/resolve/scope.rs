@@ -87,6 +87,9 @@ impl OuterScope {
             }
             let config_path = decl.path.key("config");
             let config = ComponentConfig::new(&decl.config, &config_path, &source.positions);
+            if let Err(error) = plan.factory.check_bindings(&config, &[]) {
+                errors.push(error);
+            }
             if plan.factory.per_core_only(&config) {
                 let why = if plan.factory.shared_constructor().is_none() {
                     "has a local variant only (one instance per core)".to_owned()

@@ -1,6 +1,7 @@
 //! `extension:wasm` in a running engine: a WebAssembly authorizer guarding
 //! `receiver:otlp_http` on real HTTP, the extension's counters, and a guest that runs out of
-//! fuel on every call denying every request while the receiver keeps answering.
+//! fuel on every call denying every request while the receiver keeps answering; a guest
+//! store over the `redis_kv` granted to it deduplicating a pipeline's batches in Redis.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
@@ -18,6 +19,7 @@ fn registry() -> Registry {
     otap_df_nodes::register(&mut registry);
     otap_df_extension_wasm::register(&mut registry);
     otap_df_extension_bearer_auth::register(&mut registry);
+    otap_df_extension_redis_kv::register(&mut registry);
     registry.finish().expect("registry")
 }
 
@@ -349,4 +351,94 @@ groups:
         std::thread::sleep(Duration::from_millis(20));
     }
     started.stop().expect("a clean stop");
+}
+
+/// The first line of Redis's answer to `command` (inline form), e.g. `*3` for a list of 3.
+fn redis_answer(port: u16, command: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects to Redis");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "{command}\r\n").unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("an answer");
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap().trim_end().to_owned()
+}
+
+/// A dedup pipeline whose store is the guest `prefixing-store.wat` over `redis_kv` at `url`
+/// (`binds`: the guest's `capabilities:` entry, empty for none).
+fn dedup_through_guest(url: &str, binds: &str) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          seen:
+            type: extension:wasm
+            config: {{ module: '{}', provides: [key_value_store], compile_cache: null }}
+{binds}
+          backing: {{ type: extension:redis_kv, config: {{ url: '{url}' }} }}
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ batch_size: 1, count: 100, duplicate_ratio: 0.5 }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: seen }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: gen, to: dedup }}
+          - {{ from: dedup, to: out }}
+",
+        guest("prefixing-store.wat")
+    )
+}
+
+#[test]
+fn a_guest_store_over_a_granted_redis_kv_dedups_every_repeat_and_keeps_its_keys_in_redis() {
+    let Some(server) = otap_df_tests::redis_server::require("wasm guest over redis_kv") else {
+        return;
+    };
+    let text = dedup_through_guest(
+        &server.url(),
+        "            capabilities: { key_value_store: backing }",
+    );
+    let telemetry = engine::run_to_end(engine::resolve(&text, &registry()));
+    let totals = telemetry.node_totals();
+    let dedup = totals.iter().find(|t| t.node == "dedup").unwrap().counts;
+    // Exactly half of the 100 batches repeat the one before; each repeat is caught by the
+    // guest's lookup in Redis, and no store call failed.
+    assert_eq!(
+        (
+            dedup.records_in,
+            dedup.records_out,
+            dedup.records_dropped,
+            dedup.errors
+        ),
+        (100, 50, 50, 0)
+    );
+    // Every key the dedup wrote went through the guest, which prefixes it.
+    let all = redis_answer(server.port(), "KEYS *");
+    let guests = redis_answer(server.port(), "KEYS *wasm:dedup:*");
+    assert_eq!(all, "*50", "one key per distinct batch");
+    assert_eq!(guests, all);
+}
+
+#[test]
+fn a_guest_that_calls_a_granted_store_without_one_bound_is_a_located_error() {
+    let text = dedup_through_guest("redis://127.0.0.1:1", "");
+    let errors = otap_df_core::resolve::load_with_env(&text, "wasm.yaml", &registry(), &|_| None)
+        .expect_err("the guest needs a store");
+    let shown: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "9:23: at `groups.g.pipelines.p.extensions.seen.config.module`: the module \
+             imports `otap.kv_get`, `otap.kv_value`, `otap.kv_set`, `otap.kv_set_if_absent`, \
+             `otap.kv_delete`, which call the `key_value_store` granted to it, and the extension \
+             binds none: add `capabilities: { key_value_store: <extension id> }` to it"
+        ]
+    );
 }
