@@ -83,24 +83,23 @@ func authorize(pointer, length int32) int64 {
 }
 
 // The store: values by key, each with its expiry (0: none), in nanoseconds of the host's
-// monotonic clock.
+// monotonic clock. Entries are pointers so that a value is overwritten in place.
 type entry struct {
 	value   []byte
 	expires int64
 }
 
-var store = map[string]entry{}
+var store = map[string]*entry{}
 
-var found []byte
-
-// live is the entry of key when it is there and not expired.
-func live(key string) (entry, bool) {
-	e, ok := store[key]
-	if ok && e.expires != 0 && monotonicNs() >= e.expires {
-		delete(store, key)
-		return entry{}, false
+// live is the entry of key when it is there and not expired (an expired one is removed). A
+// lookup with string(key) does not copy the key: the compiler uses the bytes as they are.
+func live(key []byte) *entry {
+	e := store[string(key)]
+	if e != nil && e.expires != 0 && monotonicNs() >= e.expires {
+		delete(store, string(key))
+		return nil
 	}
-	return e, ok
+	return e
 }
 
 func expiry(ttlMs int64) int64 {
@@ -112,41 +111,46 @@ func expiry(ttlMs int64) int64 {
 
 //go:wasmexport otap_kv_get
 func kvGet(key, keyLength int32) int64 {
-	e, ok := live(string(input[:keyLength]))
-	if !ok {
+	e := live(input[:keyLength])
+	if e == nil {
 		return -1
 	}
-	found = append(found[:0], e.value...)
-	// Any non-negative answer is a hit: an empty value packs as 0.
-	return pack(found)
+	// The host copies the answer before its next call: the entry's own bytes will do. Any
+	// non-negative answer is a hit: an empty value packs as 0.
+	return pack(e.value)
+}
+
+// put stores value under key, overwriting a present entry's bytes in place.
+func put(key, value []byte, ttlMs int64) {
+	if e := store[string(key)]; e != nil {
+		e.value = append(e.value[:0], value...)
+		e.expires = expiry(ttlMs)
+		return
+	}
+	store[string(key)] = &entry{value: append([]byte(nil), value...), expires: expiry(ttlMs)}
 }
 
 //go:wasmexport otap_kv_set
 func kvSet(key, keyLength, value, valueLength int32, ttlMs int64) int32 {
-	k := string(input[:keyLength])
-	v := append([]byte(nil), input[keyLength:keyLength+valueLength]...)
-	store[k] = entry{value: v, expires: expiry(ttlMs)}
+	put(input[:keyLength], input[keyLength:keyLength+valueLength], ttlMs)
 	return 0
 }
 
 //go:wasmexport otap_kv_set_if_absent
 func kvSetIfAbsent(key, keyLength, value, valueLength int32, ttlMs int64) int32 {
-	k := string(input[:keyLength])
-	if _, ok := live(k); ok {
+	if live(input[:keyLength]) != nil {
 		return 0
 	}
-	v := append([]byte(nil), input[keyLength:keyLength+valueLength]...)
-	store[k] = entry{value: v, expires: expiry(ttlMs)}
+	put(input[:keyLength], input[keyLength:keyLength+valueLength], ttlMs)
 	return 1
 }
 
 //go:wasmexport otap_kv_delete
 func kvDelete(key, keyLength int32) int32 {
-	k := string(input[:keyLength])
-	if _, ok := live(k); !ok {
+	if live(input[:keyLength]) == nil {
 		return 0
 	}
-	delete(store, k)
+	delete(store, string(input[:keyLength]))
 	return 1
 }
 

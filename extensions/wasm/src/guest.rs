@@ -109,16 +109,22 @@ impl Health {
 struct Running {
     store: Store<Host>,
     memory: Memory,
-    alloc: TypedFunc<i32, i32>,
-    authorize: Option<TypedFunc<(i32, i32), i64>>,
-    store_calls: Option<StoreCalls>,
-    token_calls: Option<(TypedFunc<(), i64>, TypedFunc<(), i64>)>,
+    /// Shared by reference count so that a call holds them while it uses the store: a
+    /// `TypedFunc` is costly to clone (its type is registered).
+    exports: Rc<Exports>,
     /// The input buffer the guest handed over, and its size.
     buffer: Option<(u32, u32)>,
 }
 
+/// The exports the host calls.
+struct Exports {
+    alloc: TypedFunc<i32, i32>,
+    authorize: Option<TypedFunc<(i32, i32), i64>>,
+    store_calls: Option<StoreCalls>,
+    token_calls: Option<(TypedFunc<(), i64>, TypedFunc<(), i64>)>,
+}
+
 /// `key_value_store`'s exports.
-#[derive(Clone)]
 struct StoreCalls {
     get: TypedFunc<(i32, i32), i64>,
     set: TypedFunc<(i32, i32, i32, i32, i64), i32>,
@@ -279,10 +285,12 @@ impl Guest {
         let mut running = Running {
             store,
             memory,
-            alloc,
-            authorize,
-            store_calls,
-            token_calls,
+            exports: Rc::new(Exports {
+                alloc,
+                authorize,
+                store_calls,
+                token_calls,
+            }),
             buffer: None,
         };
         if let Some(start) = instance.get_func(&mut running.store, abi::START) {
@@ -385,7 +393,8 @@ impl Guest {
     /// Calls `otap_kv_get`: the value, `None` when absent, or the guest's negative status.
     pub(crate) async fn kv_get(&self, key: &[u8]) -> Result<Result<Option<Vec<u8>>, i64>, Failure> {
         self.call_waiting(async |running: &mut Running| {
-            let calls = running.store_calls()?;
+            let exports = running.exports.clone();
+            let calls = store_calls(&exports)?;
             let (pointer, _) = running.input(&[key])?;
             let value = invoke_waiting(
                 &mut running.store,
@@ -412,11 +421,12 @@ impl Guest {
         only_if_absent: bool,
     ) -> Result<i32, Failure> {
         self.call_waiting(async |running: &mut Running| {
-            let calls = running.store_calls()?;
+            let exports = running.exports.clone();
+            let calls = store_calls(&exports)?;
             let function = if only_if_absent {
-                calls.set_if_absent
+                &calls.set_if_absent
             } else {
-                calls.set
+                &calls.set
             };
             let (pointer, _) = running.input(&[key, value])?;
             let key_length = key.len() as i32;
@@ -427,7 +437,7 @@ impl Guest {
                 value.len() as i32,
                 ttl_ms,
             );
-            invoke_waiting(&mut running.store, &function, arguments)
+            invoke_waiting(&mut running.store, function, arguments)
                 .await
                 .map_err(failure)
         })
@@ -438,15 +448,16 @@ impl Guest {
     /// status.
     pub(crate) fn token(&self) -> Result<Result<GuestToken, i64>, Failure> {
         self.call(|running| {
-            let Some((token, valid)) = running.token_calls.clone() else {
+            let exports = running.exports.clone();
+            let Some((token, valid)) = &exports.token_calls else {
                 return Err(Failure::Broke(format!("no export `{}`", abi::TOKEN)));
             };
-            let value = invoke(&mut running.store, &token, ()).map_err(failure)?;
+            let value = invoke(&mut running.store, token, ()).map_err(failure)?;
             let Some((at, length)) = abi::unpack(value) else {
                 return Ok(Err(value));
             };
             let bytes = running.read(at, length, abi::TOKEN)?;
-            let valid = invoke(&mut running.store, &valid, ()).map_err(failure)?;
+            let valid = invoke(&mut running.store, valid, ()).map_err(failure)?;
             Ok(Ok(GuestToken {
                 bytes,
                 valid_ms: u64::try_from(valid).ok().filter(|ms| *ms > 0),
@@ -457,7 +468,8 @@ impl Guest {
     /// Calls `otap_kv_delete`: the guest's status.
     pub(crate) async fn kv_delete(&self, key: &[u8]) -> Result<i32, Failure> {
         self.call_waiting(async |running: &mut Running| {
-            let calls = running.store_calls()?;
+            let exports = running.exports.clone();
+            let calls = store_calls(&exports)?;
             let (pointer, _) = running.input(&[key])?;
             invoke_waiting(
                 &mut running.store,
@@ -501,8 +513,8 @@ impl Running {
             Some((pointer, size)) if size >= length => pointer,
             _ => {
                 let asked = length.max(256);
-                let pointer =
-                    invoke(&mut self.store, &self.alloc, asked as i32).map_err(failure)? as u32;
+                let pointer = invoke(&mut self.store, &self.exports.alloc, asked as i32)
+                    .map_err(failure)? as u32;
                 self.buffer = Some((pointer, asked));
                 pointer
             }
@@ -538,24 +550,18 @@ impl Running {
             })
     }
 
-    /// The store's exports.
-    fn store_calls(&self) -> Result<StoreCalls, Failure> {
-        self.store_calls
-            .clone()
-            .ok_or_else(|| Failure::Broke(format!("no export `{}`", abi::KV_GET)))
-    }
-
     fn authorize(
         &mut self,
         credential: &[u8],
         identities: &RefCell<HashMap<Box<[u8]>, Identity>>,
     ) -> Result<Answer, Failure> {
-        let Some(authorize) = self.authorize.clone() else {
+        let exports = self.exports.clone();
+        let Some(authorize) = &exports.authorize else {
             return Err(Failure::Broke(format!("no export `{}`", abi::AUTHORIZE)));
         };
         let (pointer, length) = self.input(&[credential])?;
-        let value = invoke(&mut self.store, &authorize, (pointer as i32, length as i32))
-            .map_err(failure)?;
+        let value =
+            invoke(&mut self.store, authorize, (pointer as i32, length as i32)).map_err(failure)?;
         let Some((pointer, length)) = abi::unpack(value) else {
             return Ok(Answer::Status(value));
         };
@@ -579,6 +585,14 @@ impl Running {
         }
         Ok(Answer::Allow(Some(identity)))
     }
+}
+
+/// The `key_value_store` exports among `exports`.
+fn store_calls(exports: &Exports) -> Result<&StoreCalls, Failure> {
+    exports
+        .store_calls
+        .as_ref()
+        .ok_or_else(|| Failure::Broke(format!("no export `{}`", abi::KV_GET)))
 }
 
 /// A call's error as a [`Failure`].

@@ -34,15 +34,18 @@ fn guests() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../extensions/wasm/tests/guests")
 }
 
-fn wasm(module: &std::path::Path, provides: &str, config: &str) -> Wasm {
-    let config: WasmConfig = decode(
+fn wasm_config(module: &std::path::Path, provides: &str, config: &str) -> WasmConfig {
+    decode(
         &format!(
             "{{ module: '{}', provides: [{provides}], config: {config}, compile_cache: null }}",
             module.display()
         ),
         WasmConfig::decode,
-    );
-    Wasm::new("bench", &config).expect("the guest starts")
+    )
+}
+
+fn wasm(module: &std::path::Path, provides: &str, config: &str) -> Wasm {
+    Wasm::new("bench", &wasm_config(module, provides, config)).expect("the guest starts")
 }
 
 fn authorizers(c: &mut Criterion) {
@@ -116,7 +119,29 @@ fn stores(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let mut group = c.benchmark_group("key_value");
-    for (name, store) in [("memory_kv", &native), ("wasm_go", &guest)] {
+    // The host's own cost: a guest that does no work.
+    let fixed = wasm(&guests().join("fixed-store.wat"), "key_value_store", "null")
+        .store()
+        .expect("a store");
+    // A guest over a store granted to it: each call crosses into the guest (on a fiber) and
+    // back out to `memory_kv`.
+    let backing: Rc<dyn local::KeyValueStore> =
+        Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    let prefixing = wasm_config(
+        &guests().join("prefixing-store.wat"),
+        "key_value_store",
+        "null",
+    );
+    let granted = Wasm::granted("bench", &prefixing, backing)
+        .expect("the guest starts")
+        .store()
+        .expect("a store");
+    for (name, store) in [
+        ("memory_kv", &native),
+        ("wasm_go", &guest),
+        ("wasm_fixed", &fixed),
+        ("wasm_granted", &granted),
+    ] {
         runtime
             .block_on(store.set(b"present-key-0123456789", b"value-0123456789abcdef", None))
             .expect("set");
