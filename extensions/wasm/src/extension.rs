@@ -8,25 +8,27 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::cell::Cell;
 use std::time::{Instant, SystemTime};
 
 use otap_df_core::capability::{
     AuthorizeError, AuthzDecision, BearerTokenAuthorizer, BearerTokenProvider, Capability,
     CapabilityId, DenyReason, Identity, KeyValueStore, KvError, TokenCell, TokenError,
-    TokenSubscription, key_value, local,
+    TokenSubscription, key_value, local, shared,
 };
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::extension::{
-    ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory, ExtensionMessage,
-    LocalExtension, LocalExtensionBuilder, LocalTask, Readiness, ShardedCounter, WithCapabilities,
+    ExecutionModel, ExtensionContext, ExtensionControl, ExtensionError, ExtensionFactory,
+    ExtensionMessage, LocalExtension, LocalExtensionBuilder, LocalTask, Readiness, ShardedCounter,
+    SharedExtension, SharedExtensionBuilder, SharedTask, WithCapabilities,
 };
 use otap_df_core::secret::{AuthHeader, BearerToken, Credential, EXPIRY_MARGIN};
 
 use crate::abi::status;
+// The local traits' methods, called on this crate's own local capabilities.
 use crate::config::{PROVIDABLE, WasmConfig};
 use crate::error::WasmError;
-use crate::guest::{Answer, Failure, Guest};
+use crate::guest::{Answer, Failure, Guest, GuestToken, Health};
+use otap_df_core::capability::local::BearerTokenAuthorizer as _;
 
 /// `extension:wasm`.
 pub static WASM: ExtensionFactory = ExtensionFactory::new("wasm", env!("CARGO_PKG_NAME"))
@@ -43,6 +45,8 @@ pub static WASM: ExtensionFactory = ExtensionFactory::new("wasm", env!("CARGO_PK
     .validate_config(validate)
     .validate_bindings(validate_bindings)
     .local(create)
+    .shared(create_shared)
+    .preferred_model(model)
     .build();
 
 /// The options checked, then the module read, compiled and checked against what `provides`
@@ -57,6 +61,22 @@ fn validate(config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
     )
     .map(drop)
     .map_err(|message| config.invalid("module", message))
+}
+
+/// A store runs one instance per core (its entries live in each instance's memory, so one
+/// instance per thread would not be one store); an authorizer or a provider runs the shared
+/// variant, whose instances are per thread too (started on each thread's first call), so
+/// that it can serve every pipeline from the engine or a group.
+fn model(config: &ComponentConfig<'_>) -> ExecutionModel {
+    let store = WasmConfig::decode(config)
+        .ok()
+        .and_then(|decoded| decoded.capabilities(config).ok())
+        .is_some_and(|capabilities| capabilities.contains(&CapabilityId::KeyValueStore));
+    if store {
+        ExecutionModel::Local
+    } else {
+        ExecutionModel::Shared
+    }
 }
 
 /// A module that imports a granted store's functions needs a `key_value_store` bound (error
@@ -100,8 +120,15 @@ fn create(
         .capabilities()
         .optional_local::<KeyValueStore>()
         .map_err(|error| context.error(error.to_string()))?;
-    let wasm = Wasm::start(id, &decoded, &capabilities, granted, Counters::of(context))
-        .map_err(|error| ExtensionError::typed(id, error))?;
+    let wasm = Wasm::start(
+        id,
+        &decoded,
+        &capabilities,
+        granted,
+        Counters::of(context),
+        Arc::default(),
+    )
+    .map_err(|error| ExtensionError::typed(id, error))?;
     let mut provided = None;
     if let Some(authorizer) = wasm.authorizer() {
         provided = Some(add::<BearerTokenAuthorizer>(context, provided, authorizer));
@@ -134,19 +161,57 @@ fn add<C: Capability>(
     }
 }
 
-/// The extension's task: reports it degraded, with the reason, while its guest keeps failing
-/// (the engine's readiness turns red), and healthy again at the guest's next success.
-struct HealthWatch {
-    health: Rc<crate::guest::Health>,
-    /// A provider's token, asked for again before it expires.
-    provider: Option<Rc<WasmProvider>>,
+/// `instance` provided as `C` by a shared instance, by `provided` or by a new builder.
+fn add_shared<C: Capability>(
+    context: &ExtensionContext,
+    provided: Option<SharedExtensionBuilder<WithCapabilities>>,
+    instance: Arc<C::Shared>,
+) -> SharedExtensionBuilder<WithCapabilities> {
+    match provided {
+        Some(builder) => builder.provide::<C>(instance),
+        None => context.shared_builder().provide::<C>(instance),
+    }
 }
 
-#[otap_df_core::async_trait(?Send)]
-impl LocalTask for HealthWatch {
-    async fn run(self: Box<Self>, mut control: ExtensionControl) -> Result<(), ExtensionError> {
+/// The extension's task: reports it degraded, with the reason, while its guest keeps failing
+/// (the engine's readiness turns red), and healthy again at the guest's next success; renews a
+/// provider's token when it is due.
+struct HealthWatch<P> {
+    health: Arc<Health>,
+    /// A provider's token, asked for again before it expires.
+    provider: Option<P>,
+}
+
+/// What the task renews: a provider's token.
+trait Renews {
+    /// When the token is to be asked for again.
+    fn due(&self) -> Option<Instant>;
+    /// Asks the guest for its token now.
+    fn renew(&self) -> Result<BearerToken, TokenError>;
+}
+
+impl<T: Renews + ?Sized> Renews for Rc<T> {
+    fn due(&self) -> Option<Instant> {
+        (**self).due()
+    }
+    fn renew(&self) -> Result<BearerToken, TokenError> {
+        (**self).renew()
+    }
+}
+
+impl<T: Renews + ?Sized> Renews for Arc<T> {
+    fn due(&self) -> Option<Instant> {
+        (**self).due()
+    }
+    fn renew(&self) -> Result<BearerToken, TokenError> {
+        (**self).renew()
+    }
+}
+
+impl<P: Renews> HealthWatch<P> {
+    async fn watch(&self, mut control: ExtensionControl) -> Result<(), ExtensionError> {
         loop {
-            let refresh_at = self.provider.as_ref().and_then(|p| p.refresh_at.get());
+            let refresh_at = self.provider.as_ref().and_then(Renews::due);
             let refresh = async {
                 match refresh_at {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -164,13 +229,27 @@ impl LocalTask for HealthWatch {
                 },
                 () = refresh => {
                     if let Some(provider) = &self.provider
-                        && let Err(error) = provider.refresh()
+                        && let Err(error) = provider.renew()
                     {
-                        tracing::warn!(extension = %provider.id, "{}; serving the last token", error.message);
+                        tracing::warn!(extension = %error.provider, "{}; serving the last token", error.message);
                     }
                 }
             }
         }
+    }
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl LocalTask for HealthWatch<Rc<WasmProvider>> {
+    async fn run(self: Box<Self>, control: ExtensionControl) -> Result<(), ExtensionError> {
+        self.watch(control).await
+    }
+}
+
+#[otap_df_core::async_trait]
+impl SharedTask for HealthWatch<Arc<SharedProvider>> {
+    async fn run(self: Box<Self>, control: ExtensionControl) -> Result<(), ExtensionError> {
+        self.watch(control).await
     }
 }
 
@@ -218,6 +297,7 @@ impl Wasm {
             &capabilities(config)?,
             None,
             Counters::default(),
+            Arc::default(),
         )
     }
 
@@ -234,6 +314,7 @@ impl Wasm {
             &capabilities(config)?,
             Some(store),
             Counters::default(),
+            Arc::default(),
         )
     }
 
@@ -243,6 +324,7 @@ impl Wasm {
         capabilities: &[CapabilityId],
         granted: Option<Rc<dyn local::KeyValueStore>>,
         counters: Counters,
+        health: Arc<Health>,
     ) -> Result<Self, WasmError> {
         let module = crate::module::load(
             &config.module,
@@ -256,7 +338,7 @@ impl Wasm {
         }
         let start_config = serde_json::to_vec(&config.config).unwrap_or_else(|_| b"null".to_vec());
         let guest = Rc::new(
-            Guest::start(module, config.limits, id, start_config, granted)
+            Guest::start(module, config.limits, id, start_config, granted, health)
                 .map_err(WasmError::Start)?,
         );
         let authorizer = capabilities
@@ -283,14 +365,10 @@ impl Wasm {
             true => {
                 let provider = Rc::new(WasmProvider {
                     guest: guest.clone(),
-                    id: id.to_owned(),
-                    header: AuthHeader::new(&config.header, &config.scheme),
-                    cell: TokenCell::new(),
-                    updates: tokio::sync::watch::Sender::new(None),
-                    refresh_at: Cell::new(None),
+                    token: Token::new(id, config),
                 });
                 provider
-                    .refresh()
+                    .renew()
                     .map_err(|error| WasmError::Start(error.message))?;
                 Some(provider)
             }
@@ -537,42 +615,65 @@ impl local::KeyValueStore for WasmStore {
     }
 }
 
-/// `bearer_token_provider` served by the guest's `otap_token` and `otap_token_valid_ms`:
-/// asked at start (a guest with no token does not start), again by the extension's task at
-/// four fifths of the time the token is usable (its validity less the 30 s before expiry in
-/// which consumers no longer send it; never, for a token without expiry), and at once by
-/// `fresh_token`. Consumers read the last token from a [`TokenCell`]: no call into the guest
-/// per request.
-struct WasmProvider {
-    guest: Rc<Guest>,
+/// A provider's token: asked of the guest at start (a guest with no token does not start),
+/// again by the extension's task at four fifths of the time the token is usable (its validity
+/// less the 30 s before expiry in which consumers no longer send it; never, for a token without
+/// expiry), and at once by `fresh_token`. Consumers read the last token from a [`TokenCell`]:
+/// no call into the guest per request.
+struct Token {
     id: String,
     header: AuthHeader,
     cell: TokenCell,
     updates: tokio::sync::watch::Sender<Option<BearerToken>>,
     /// When the task asks the guest again.
-    refresh_at: Cell<Option<Instant>>,
+    refresh_at: std::sync::Mutex<Option<Instant>>,
 }
 
-impl WasmProvider {
-    /// Asks the guest for its token and serves it from now on; on failure the last token
-    /// stays and the task tries again in a second.
-    fn refresh(&self) -> Result<BearerToken, TokenError> {
+impl Token {
+    fn new(id: &str, config: &WasmConfig) -> Self {
+        Self {
+            id: id.to_owned(),
+            header: AuthHeader::new(&config.header, &config.scheme),
+            cell: TokenCell::new(),
+            updates: tokio::sync::watch::Sender::new(None),
+            refresh_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn set_due(&self, at: Option<Instant>) {
+        *self
+            .refresh_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
+    fn due(&self) -> Option<Instant> {
+        *self
+            .refresh_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serves what the guest answered from now on; on failure the last token stays and the
+    /// task asks again in a second.
+    fn take(
+        &self,
+        answer: Result<Result<GuestToken, i64>, Failure>,
+    ) -> Result<BearerToken, TokenError> {
         let error = |message: String| TokenError {
             provider: self.id.clone(),
             message,
         };
-        let answer = match self.guest.token() {
+        let answer = match answer {
             Ok(Ok(answer)) => answer,
             Ok(Err(status)) => {
-                self.refresh_at
-                    .set(Some(Instant::now() + Duration::from_secs(1)));
+                self.set_due(Some(Instant::now() + Duration::from_secs(1)));
                 return Err(error(format!(
                     "`otap_token` answered {status}: no token now"
                 )));
             }
             Err(failure) => {
-                self.refresh_at
-                    .set(Some(Instant::now() + Duration::from_secs(1)));
+                self.set_due(Some(Instant::now() + Duration::from_secs(1)));
                 return Err(error(format!("the guest failed: {failure}")));
             }
         };
@@ -594,9 +695,9 @@ impl WasmProvider {
                     );
                 }
                 let next = usable.mul_f64(0.8).max(Duration::from_millis(100));
-                self.refresh_at.set(Some(Instant::now() + next));
+                self.set_due(Some(Instant::now() + next));
             }
-            None => self.refresh_at.set(None),
+            None => self.set_due(None),
         }
         self.cell.store(Some(token.clone()));
         self.updates.send_replace(Some(token.clone()));
@@ -604,26 +705,221 @@ impl WasmProvider {
     }
 }
 
-#[otap_df_core::async_trait(?Send)]
-impl local::BearerTokenProvider for WasmProvider {
-    fn current_token(&self) -> Option<BearerToken> {
-        self.cell.load()
+/// `bearer_token_provider` served by the guest's `otap_token` and `otap_token_valid_ms` (see
+/// [`Token`]).
+struct WasmProvider {
+    guest: Rc<Guest>,
+    token: Token,
+}
+
+impl Renews for WasmProvider {
+    fn due(&self) -> Option<Instant> {
+        self.token.due()
     }
 
-    fn token_generation(&self) -> u64 {
-        self.cell.generation()
+    fn renew(&self) -> Result<BearerToken, TokenError> {
+        self.token.take(self.guest.token())
+    }
+}
+
+/// The provider trait of `$trait_` for a [`Token`] holder, local or shared.
+macro_rules! serve_token {
+    ($holder:ty, $trait_:path, $($attribute:tt)*) => {
+        #[otap_df_core::async_trait $($attribute)*]
+        impl $trait_ for $holder {
+            fn current_token(&self) -> Option<BearerToken> {
+                self.token.cell.load()
+            }
+
+            fn token_generation(&self) -> u64 {
+                self.token.cell.generation()
+            }
+
+            fn subscribe(&self) -> TokenSubscription {
+                TokenSubscription::new(self.token.updates.subscribe())
+            }
+
+            fn header(&self) -> &AuthHeader {
+                &self.token.header
+            }
+
+            /// Asks the guest now.
+            async fn fresh_token(&self) -> Result<BearerToken, TokenError> {
+                self.renew()
+            }
+        }
+    };
+}
+
+serve_token!(WasmProvider, local::BearerTokenProvider, (?Send));
+serve_token!(SharedProvider, shared::BearerTokenProvider,);
+
+/// The shared variant's guests: one instance per thread that calls it, started on the
+/// thread's first call and kept in a thread-local table, so that a call takes no lock: what
+/// an authorizer or a provider runs as, in a pipeline or for every pipeline of the engine or a
+/// group.
+struct SharedGuests {
+    id: String,
+    config: WasmConfig,
+    /// What each thread's instance serves: the authorizer (the token is the extension's,
+    /// renewed by its task).
+    capabilities: Vec<CapabilityId>,
+    counters: Counters,
+    health: Arc<Health>,
+}
+
+thread_local! {
+    /// This thread's instances of shared extensions, by the extension they belong to.
+    static THREAD_GUESTS: std::cell::RefCell<Vec<(std::sync::Weak<SharedGuests>, Rc<Wasm>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl SharedGuests {
+    /// This thread's instance, started on its first call here (those of extensions that
+    /// are gone are dropped then).
+    fn here(self: &Arc<Self>) -> Result<Rc<Wasm>, Failure> {
+        THREAD_GUESTS.with(|guests| {
+            let mut guests = guests.borrow_mut();
+            let mine = guests
+                .iter()
+                .find(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(self)));
+            if let Some((_, wasm)) = mine {
+                return Ok(wasm.clone());
+            }
+            guests.retain(|(owner, _)| owner.strong_count() > 0);
+            let wasm = Rc::new(self.start().map_err(|error| {
+                let failure =
+                    Failure::Trapped(format!("the guest did not start on this thread: {error}"));
+                self.counters.failed(&failure);
+                failure
+            })?);
+            guests.push((Arc::downgrade(self), wasm.clone()));
+            Ok(wasm)
+        })
     }
 
-    fn subscribe(&self) -> TokenSubscription {
-        TokenSubscription::new(self.updates.subscribe())
+    fn start(&self) -> Result<Wasm, WasmError> {
+        Wasm::start(
+            &self.id,
+            &self.config,
+            &self.capabilities,
+            None,
+            self.counters.clone(),
+            self.health.clone(),
+        )
+    }
+}
+
+/// The shared variant: each thread's calls go to its own instance ([`SharedGuests`]).
+fn create_shared(
+    context: &ExtensionContext,
+    config: &ComponentConfig<'_>,
+) -> Result<SharedExtension, ExtensionError> {
+    let decoded = WasmConfig::decode(config)?;
+    let capabilities = decoded.capabilities(config)?;
+    let id = context.extension_id();
+    // Only a shared node makes a store's or a granted guest's instance shared: those run
+    // one instance per core (see `model`), on the core that calls them.
+    if capabilities.contains(&CapabilityId::KeyValueStore)
+        || !context.capabilities().unclaimed().is_empty()
+    {
+        return Err(context.error(
+            "a shared node binds it, and a WebAssembly key_value_store, like a guest granted a \
+             store, runs one instance per core (its state is each instance's own): bind it from \
+             local nodes only",
+        ));
+    }
+    let guests = Arc::new(SharedGuests {
+        id: id.to_owned(),
+        config: decoded.clone(),
+        capabilities: capabilities
+            .iter()
+            .copied()
+            .filter(|c| *c == CapabilityId::BearerTokenAuthorizer)
+            .collect(),
+        counters: Counters::of(context),
+        health: Arc::default(),
+    });
+    // A module that does not start is refused now, not at the first request of each thread.
+    drop(
+        guests
+            .start()
+            .map_err(|error| ExtensionError::typed(id, error))?,
+    );
+    let mut provided = None;
+    if capabilities.contains(&CapabilityId::BearerTokenAuthorizer) {
+        let authorizer: Arc<dyn shared::BearerTokenAuthorizer> = Arc::new(SharedAuthorizer {
+            guests: guests.clone(),
+            header: AuthHeader::new(&decoded.header, &decoded.scheme),
+        });
+        provided = Some(add_shared::<BearerTokenAuthorizer>(
+            context, provided, authorizer,
+        ));
+    }
+    let mut provider = None;
+    if capabilities.contains(&CapabilityId::BearerTokenProvider) {
+        let shared_provider = Arc::new(SharedProvider {
+            guests: guests.clone(),
+            token: Token::new(id, &decoded),
+        });
+        shared_provider
+            .renew()
+            .map_err(|error| context.error(error.message))?;
+        let instance: Arc<dyn shared::BearerTokenProvider> = shared_provider.clone();
+        provided = Some(add_shared::<BearerTokenProvider>(
+            context, provided, instance,
+        ));
+        provider = Some(shared_provider);
+    }
+    let Some(builder) = provided else {
+        return Err(context.error("`provides` names no capability this build serves"));
+    };
+    let watch = HealthWatch {
+        health: guests.health.clone(),
+        provider,
+    };
+    Ok(builder.active(Box::new(watch), Readiness::Immediate)?)
+}
+
+/// The shared `bearer_token_authorizer`: the calling thread's instance decides.
+struct SharedAuthorizer {
+    guests: Arc<SharedGuests>,
+    header: AuthHeader,
+}
+
+impl shared::BearerTokenAuthorizer for SharedAuthorizer {
+    fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
+        match self.guests.here() {
+            Ok(wasm) => match &wasm.authorizer {
+                Some(authorizer) => authorizer.authorize(credential),
+                None => Ok(deny(DenyReason::Invalid)),
+            },
+            Err(_) => {
+                self.guests.counters.denied_invalid.add(1);
+                Ok(deny(DenyReason::Invalid))
+            }
+        }
     }
 
     fn header(&self) -> &AuthHeader {
         &self.header
     }
+}
 
-    /// Asks the guest now.
-    async fn fresh_token(&self) -> Result<BearerToken, TokenError> {
-        self.refresh()
+/// The shared `bearer_token_provider`: one token for every core, asked of the instance on the
+/// thread the extension's task (or a consumer's `fresh_token`) runs on.
+struct SharedProvider {
+    guests: Arc<SharedGuests>,
+    token: Token,
+}
+
+impl Renews for SharedProvider {
+    fn due(&self) -> Option<Instant> {
+        self.token.due()
+    }
+
+    fn renew(&self) -> Result<BearerToken, TokenError> {
+        let answer = self.guests.here().and_then(|wasm| wasm.guest.token());
+        self.token.take(answer)
     }
 }

@@ -15,10 +15,11 @@
 //! `otap_token`) do not wait: there, the store's functions answer `NOT_HERE` at once and the
 //! call completes in one poll.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use otap_df_core::capability::{Identity, KvError, local};
@@ -70,22 +71,24 @@ impl std::fmt::Display for Failure {
 pub(crate) const FAILURES_TO_DEGRADE: u32 = 3;
 
 /// How the guest's calls have gone lately: what the extension's task reports as its health.
-/// Changes are signalled only when the guest crosses into or out of failing, so a call costs
-/// a `Cell` update.
+/// Changes are signalled only when the guest crosses into or out of failing, so a successful
+/// call costs one relaxed load. One for all of a shared extension's threads.
 #[derive(Default)]
 pub(crate) struct Health {
-    failures_in_a_row: Cell<u32>,
-    failing: RefCell<Option<String>>,
+    failures_in_a_row: AtomicU32,
+    failing: Mutex<Option<String>>,
     /// Woken when `failing` changes.
     pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Health {
     fn failed(&self, failure: &Failure) {
-        let failures = self.failures_in_a_row.get().saturating_add(1);
-        self.failures_in_a_row.set(failures);
+        let failures = self
+            .failures_in_a_row
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
         if failures == FAILURES_TO_DEGRADE {
-            *self.failing.borrow_mut() = Some(format!(
+            *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
                 "the guest failed {failures} calls in a row, the last: {failure}"
             ));
             self.changed.notify_one();
@@ -93,15 +96,21 @@ impl Health {
     }
 
     fn succeeded(&self) {
-        if self.failures_in_a_row.replace(0) >= FAILURES_TO_DEGRADE {
-            *self.failing.borrow_mut() = None;
+        if self.failures_in_a_row.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if self.failures_in_a_row.swap(0, Ordering::Relaxed) >= FAILURES_TO_DEGRADE {
+            *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
             self.changed.notify_one();
         }
     }
 
     /// Why the guest is failing, or `None` while its calls succeed.
     pub(crate) fn failing(&self) -> Option<String> {
-        self.failing.borrow().clone()
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -147,7 +156,7 @@ pub(crate) struct Guest {
     /// Identities the guest answered with, kept so that a repeated one costs no allocation
     /// (at most [`IDENTITIES_KEPT`]).
     identities: RefCell<HashMap<Box<[u8]>, Identity>>,
-    pub(crate) health: Rc<Health>,
+    pub(crate) health: Arc<Health>,
 }
 
 /// How many distinct identities an instance keeps ready.
@@ -170,6 +179,7 @@ impl Guest {
         extension: &str,
         config: Vec<u8>,
         granted: Option<Rc<dyn local::KeyValueStore>>,
+        health: Arc<Health>,
     ) -> Result<Self, String> {
         let mut linker = Linker::new(engine()?);
         host_functions(&mut linker).map_err(|e| error_chain(&e))?;
@@ -185,7 +195,7 @@ impl Guest {
             granted,
             running: RefCell::new(Vec::new()),
             identities: RefCell::new(HashMap::new()),
-            health: Rc::default(),
+            health,
         };
         let running = guest.instantiate()?;
         guest.running.borrow_mut().push(running);
@@ -641,17 +651,24 @@ where
     result
 }
 
-/// `future`'s output from one poll: a call on a fiber that nothing suspends (the store's
-/// functions do not wait where `may_wait` is off) completes in it.
-fn now<T>(future: impl std::future::Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+/// `future`'s output when one poll completes it.
+pub(crate) fn poll_once<F: std::future::Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => Err(wasmtime::format_err!(
-            "the guest waited in a call the engine does not wait for"
-        )),
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
+}
+
+/// `future`'s output from one poll: a call on a fiber that nothing suspends (the store's
+/// functions do not wait where `may_wait` is off) completes in it.
+fn now<T>(future: impl std::future::Future<Output = wasmtime::Result<T>>) -> wasmtime::Result<T> {
+    poll_once(future).unwrap_or_else(|| {
+        Err(wasmtime::format_err!(
+            "the guest waited in a call the engine does not wait for"
+        ))
+    })
 }
 
 /// The store granted to the running guest when the call may wait for it; otherwise the

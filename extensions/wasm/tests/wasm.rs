@@ -533,3 +533,109 @@ fn calls_that_overlap_while_the_guest_waits_each_get_their_answer() {
     let expected: Vec<(u8, Option<Vec<u8>>)> = (0..32u8).map(|i| (i, Some(vec![i, i]))).collect();
     assert_eq!(answers, expected);
 }
+
+/// The shared variant of `extension:wasm` with guest `name` providing `provides`, as an
+/// extension of the engine (or one a shared node binds) is built, and its provisions.
+fn shared_instance(name: &str, provides: &str) -> otap_df_core::extension::SharedProvisions {
+    use otap_df_core::extension::ExtensionContext;
+    let yaml = format!(
+        "{{ module: '{}', provides: [{provides}], compile_cache: null }}",
+        guest(name)
+    );
+    otap_df_tests::config::try_decode(&yaml, |config| {
+        let context = ExtensionContext::new(&WASM, "guest", "", "", None);
+        let constructor = WASM.shared_constructor().expect("a shared variant");
+        let extension =
+            constructor(&context, config).map_err(|e| config.invalid("module", e.to_string()))?;
+        Ok(extension.into_parts().0)
+    })
+    .expect("the shared instance starts")
+}
+
+/// Capability `C` of `provisions`, as a node bound to it gets it.
+fn bound<C: otap_df_core::capability::Capability>(
+    provisions: otap_df_core::extension::SharedProvisions,
+) -> std::sync::Arc<C::Shared> {
+    use otap_df_core::capability::Binding;
+    use otap_df_core::extension::{Capabilities, LocalProvisions};
+    let binding = Binding {
+        capability: C::ID,
+        extension: "guest".to_owned(),
+    };
+    let no_local: &[LocalProvisions] = &[];
+    Capabilities::for_node("node", &[binding], no_local, &[provisions])
+        .require_shared::<C>()
+        .expect("bound")
+}
+
+#[test]
+fn the_shared_variant_passes_the_authorizer_suite_with_an_instance_per_thread() {
+    use otap_df_core::capability::BearerTokenAuthorizer;
+    bearer_suite::run_authorizer("wasm authorizer.wat, shared", || {
+        let authorizer = bound::<BearerTokenAuthorizer>(shared_instance(
+            "authorizer.wat",
+            "bearer_token_authorizer",
+        ));
+        AuthorizerUnderTest::shared(authorizer, &["alpha-token", "beta-token"])
+    });
+    // Threads each get their own instance, and all decide the same.
+    let authorizer = bound::<BearerTokenAuthorizer>(shared_instance(
+        "authorizer.wat",
+        "bearer_token_authorizer",
+    ));
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let authorizer = authorizer.clone();
+            scope.spawn(move || {
+                for _ in 0..100 {
+                    assert_eq!(
+                        authorizer
+                            .authorize(Credential::new("alpha-token"))
+                            .unwrap(),
+                        AuthzDecision::Allow {
+                            identity: Identity::from("guest:alpha")
+                        }
+                    );
+                    assert_eq!(
+                        authorizer.authorize(Credential::new("nope")).unwrap(),
+                        denied(DenyReason::Invalid)
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn the_shared_variant_passes_the_provider_suite() {
+    use otap_df_core::capability::BearerTokenProvider;
+    bearer_suite::run_provider("wasm provider.wat, shared", || {
+        let provider =
+            bound::<BearerTokenProvider>(shared_instance("provider.wat", "bearer_token_provider"));
+        otap_df_tests::bearer_suite::ProviderUnderTest::shared(provider, "wat-token", None)
+    });
+}
+
+#[test]
+fn the_shared_variant_refuses_to_serve_a_store() {
+    let yaml = format!(
+        "{{ module: '{}', provides: [key_value_store], compile_cache: null }}",
+        guest("fixed-store.wat")
+    );
+    let error = otap_df_tests::config::try_decode(&yaml, |config| {
+        let context = otap_df_core::extension::ExtensionContext::new(&WASM, "guest", "", "", None);
+        let constructor = WASM.shared_constructor().expect("a shared variant");
+        constructor(&context, config)
+            .map(drop)
+            .map_err(|e| config.invalid("module", e.to_string()))
+    })
+    .expect_err("a store runs one instance per core");
+    assert!(
+        error.ends_with(
+            "a shared node binds it, and a WebAssembly key_value_store, like a guest granted a \
+             store, runs one instance per core (its state is each instance's own): bind it from \
+             local nodes only"
+        ),
+        "{error}"
+    );
+}

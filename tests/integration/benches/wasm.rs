@@ -70,8 +70,13 @@ fn authorizers(c: &mut Criterion) {
         instance.memory_bytes()
     );
     let guest = instance.authorizer().expect("an authorizer");
+    let shared_guest = BearerTokenAuthorizer::shared_as_local(shared_authorizer());
     let mut group = c.benchmark_group("authorize");
-    for (name, authorizer) in [("bearer_auth", &native), ("wasm_wat", &guest)] {
+    for (name, authorizer) in [
+        ("bearer_auth", &native),
+        ("wasm_wat", &guest),
+        ("wasm_wat_shared", &shared_guest),
+    ] {
         for (case, token) in [("accepted", "alpha-token"), ("denied", "alpha-tokeX")] {
             group.bench_function(format!("{name}/{case}"), |b| {
                 b.iter(|| black_box(authorizer).authorize(Credential::new(black_box(token))))
@@ -79,6 +84,34 @@ fn authorizers(c: &mut Criterion) {
         }
     }
     group.finish();
+}
+
+/// `authorizer.wat` as the shared variant builds it (what a pipeline's authorizer runs as, and
+/// one of the engine or a group): the calling thread's instance decides.
+fn shared_authorizer() -> Arc<dyn shared::BearerTokenAuthorizer> {
+    use otap_df_core::capability::Binding;
+    use otap_df_core::extension::{Capabilities, ExtensionContext, LocalProvisions};
+    let config = format!(
+        "{{ module: '{}', provides: [bearer_token_authorizer], compile_cache: null }}",
+        guests().join("authorizer.wat").display()
+    );
+    let provisions = decode(&config, |config| {
+        let context = ExtensionContext::new(&otap_df_extension_wasm::WASM, "bench", "", "", None);
+        let constructor = otap_df_extension_wasm::WASM
+            .shared_constructor()
+            .expect("a shared variant");
+        constructor(&context, config)
+            .map(|extension| extension.into_parts().0)
+            .map_err(|e| config.invalid("module", e.to_string()))
+    });
+    let binding = Binding {
+        capability: BearerTokenAuthorizer::ID,
+        extension: "bench".to_owned(),
+    };
+    let no_local: &[LocalProvisions] = &[];
+    Capabilities::for_node("bench", &[binding], no_local, &[provisions])
+        .require_shared::<BearerTokenAuthorizer>()
+        .expect("bound")
 }
 
 /// The Go guest built into the target's temporary folder, or `None` without Go.

@@ -94,14 +94,15 @@ fn start(yaml: &str, port: u16) -> engine::Started {
     started
 }
 
-/// The wasm extension's counters (core 0).
+/// The wasm extension's counters: an authorizer runs the shared variant (one extension for
+/// every core, with an instance of the guest per thread), so there is one set.
 fn counters(started: &engine::Started) -> Vec<(&'static str, u64)> {
     let metrics = started.telemetry.extension_metrics();
     let guard = metrics
         .iter()
         .find(|m| m.extension == "guard")
         .expect("the extension's metrics");
-    assert_eq!(guard.core, Some(0), "one instance per core");
+    assert_eq!(guard.core, None, "one extension for every core");
     guard.metrics.counters.clone()
 }
 
@@ -159,8 +160,8 @@ fn a_guest_that_never_answers_denies_every_request_and_the_receiver_keeps_servin
     assert_eq!(
         reasons,
         [
-            "extension `guard` of pipeline `g/p` (core 0) is degraded: the guest failed 3 calls \
-          in a row, the last: the call ran out of fuel (`limits.fuel_per_call`)"
+            "extension `guard` of pipeline `g/p` is degraded: the guest failed 3 calls in a row, \
+             the last: the call ran out of fuel (`limits.fuel_per_call`)"
         ]
     );
     let counters = counters(&started);
@@ -439,6 +440,114 @@ fn a_guest_that_calls_a_granted_store_without_one_bound_is_a_located_error() {
              imports `otap.kv_get`, `otap.kv_value`, `otap.kv_set`, `otap.kv_set_if_absent`, \
              `otap.kv_delete`, which call the `key_value_store` granted to it, and the extension \
              binds none: add `capabilities: { key_value_store: <extension id> }` to it"
+        ]
+    );
+}
+
+/// Two pipelines on `ports`, each a `receiver:otlp_http` guarded by the engine's
+/// `extension:wasm` (`provides`: what its config names) into noop.
+fn engine_guarded(ports: [u16; 2], provides: &str) -> String {
+    format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    guard: {{ type: extension:wasm, config: {{ module: '{}', provides: [{provides}], compile_cache: null }} }}
+groups:
+  g:
+    pipelines:
+      a:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: in, to: out }}
+      b:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        guest("authorizer.wat"),
+        ports[0],
+        ports[1]
+    )
+}
+
+#[test]
+fn one_webassembly_authorizer_of_the_engine_guards_every_pipeline_on_every_core() {
+    let ports = [
+        otap_df_tests::ports::free_port().unwrap(),
+        otap_df_tests::ports::free_port().unwrap(),
+    ];
+    let resolved = engine::resolve(
+        &engine_guarded(ports, "bearer_token_authorizer"),
+        &registry(),
+    );
+    let options = otap_df_core::runtime::RunOptions {
+        cores: Some(2),
+        ..otap_df_core::runtime::RunOptions::default()
+    };
+    let started = engine::start(otap_df_core::runtime::Engine::new(resolved, options));
+    assert!(started.wait_running(Duration::from_secs(10)), "it runs");
+    for port in ports {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nothing listens on {port}");
+            std::thread::yield_now();
+        }
+    }
+    // Many connections, so that both cores of each pipeline answer some.
+    for _ in 0..10 {
+        for port in ports {
+            assert_eq!(post(port, "alpha-token"), 200);
+            assert_eq!(post(port, "nope"), 401);
+        }
+    }
+    let metrics = started.telemetry.extension_metrics();
+    let guards: Vec<_> = metrics.iter().filter(|m| m.extension == "guard").collect();
+    assert_eq!(guards.len(), 1, "one extension for the engine: {guards:?}");
+    assert_eq!(
+        (guards[0].pipeline.as_str(), guards[0].core),
+        ("engine", None)
+    );
+    let counters = guards[0].metrics.counters.clone();
+    started.stop().expect("a clean stop");
+    assert_eq!(counter(&counters, "authorized"), 20);
+    assert_eq!(counter(&counters, "denied.invalid"), 20);
+}
+
+#[test]
+fn a_webassembly_store_of_the_engine_is_a_located_error() {
+    let text = format!(
+        "version: otap_df/v1
+engine:
+  extensions:
+    seen: {{ type: extension:wasm, config: {{ module: '{}', provides: [key_value_store], compile_cache: null }} }}
+groups:
+  g:
+    pipelines:
+      p:
+        nodes:
+          gen: {{ type: receiver:generator, config: {{ count: 1 }} }}
+          dedup: {{ type: processor:dedup, capabilities: {{ key_value_store: seen }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: gen, to: dedup }}
+          - {{ from: dedup, to: out }}
+",
+        guest("fixed-store.wat")
+    );
+    let errors = otap_df_core::resolve::load_with_env(&text, "wasm.yaml", &registry(), &|_| None)
+        .expect_err("a store runs one instance per core");
+    let shown: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "4:13: at `engine.extensions.seen.type`: extension `seen` (extension:wasm) runs one \
+          instance per core with this configuration, and an extension of the engine is one \
+          instance for all of its pipelines and cores; declare it in each pipeline's \
+          `extensions:` instead"
         ]
     );
 }
