@@ -80,7 +80,7 @@ pub static MEMORY_KV: ExtensionFactory = ExtensionFactory::new("memory_kv", env!
     .validate_config(|config| MemoryKvConfig::decode(config).map(drop))
     .local(create_local)
     .shared(create_shared)
-    .preferred_model(|config| match MemoryKvConfig::decode(config) {
+    .preferred_model(|config, _| match MemoryKvConfig::decode(config) {
         Ok(MemoryKvConfig { per_core: true, .. }) => ExecutionModel::Local,
         // Shared, also for an invalid config (validation reports it).
         _ => ExecutionModel::Shared,

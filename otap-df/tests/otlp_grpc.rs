@@ -744,3 +744,42 @@ fn call_until_refused(port: u16, headers: &[(&str, &str)]) -> (u64, support::grp
         assert!(accepted < 5, "the pipeline never filled");
     }
 }
+
+#[test]
+fn an_authorizer_that_waits_decides_each_call_where_the_receiver_waits() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    let temp = TempDir::new("otlp-grpc-waiting-authorizer");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    // `fixed_token` with `waits`: it decides only with `authorize_waiting`, after its caller's
+    // task yields once, as an authorizer reading its tokens from a store does.
+    let yaml = grpc_gateway(port, None, &out, "").replace(
+        "      gateway:\n",
+        "      gateway:\n        extensions:\n          callers: { type: extension:fixed_token, config: { token: t-in, waits: true } }\n",
+    ).replace(
+        &format!("listen: '127.0.0.1:{port}' }}"),
+        &format!("listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }}"),
+    );
+    let gateway = support::Running::listening(&yaml, port);
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let grpc = ("content-type", "application/grpc");
+    let answer = |token: &str| {
+        let authorization = format!("Bearer {token}");
+        support::grpc::call(
+            port,
+            http::Method::POST,
+            service_path(Signal::Logs),
+            &[grpc, ("authorization", authorization.as_str())],
+            message.clone(),
+        )
+        .code
+    };
+    assert_eq!(answer("t-in"), Some(code::OK));
+    assert_eq!(answer("wrong"), Some(code::UNAUTHENTICATED));
+    assert_eq!(answer("t-in"), Some(code::OK));
+    gateway.stop().unwrap();
+    assert_eq!(records_by_signal(&out), [10, 0, 0]);
+}

@@ -847,3 +847,37 @@ fn statuses_429_502_and_504_are_retried_with_backoff_until_delivered() {
     assert_eq!(exporter.counts.records_out, 4);
     assert_eq!(exporter.counts.records_failed, 0);
 }
+
+#[test]
+fn an_authorizer_that_waits_decides_each_request_where_the_receiver_waits() {
+    let dir = TempDir::new("waiting-authorizer");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    // `fixed_token` with `waits`: it decides only with `authorize_waiting`, after its caller's
+    // task yields once, as an authorizer reading its tokens from a store does.
+    let gateway = Running::listening(
+        &gateway(
+            port,
+            Some("{ type: extension:fixed_token, config: { token: t, waits: true } }"),
+            &out,
+        ),
+        port,
+    );
+    let status = |token: &str| {
+        let authorization = format!("Bearer {token}");
+        post(
+            port,
+            "/v1/logs",
+            &[PROTOBUF, ("authorization", authorization.as_str())],
+            protobuf_logs(2),
+        )
+        .status
+    };
+    assert_eq!(status("t"), StatusCode::OK);
+    assert_eq!(status("wrong"), StatusCode::UNAUTHORIZED);
+    assert_eq!(status("t"), StatusCode::OK);
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "refused.auth_invalid"), 1);
+    assert_eq!(records_in(&out).0, 4);
+}

@@ -235,6 +235,9 @@ pub mod status {
     pub const DENY_INVALID: i64 = -2;
     /// An accepted credential that has expired: denied `expired`.
     pub const DENY_EXPIRED: i64 = -3;
+    /// `otap_authorize`: no decision now (the guest's store could not answer): the request is
+    /// refused as unavailable (retry), not as unauthorized.
+    pub const UNDECIDED: i64 = -4;
 
     /// A granted store's call: the store is unavailable or did not answer in time (transient).
     pub const STORE_UNAVAILABLE: i64 = -2;

@@ -64,10 +64,14 @@ fn validate(config: &ComponentConfig<'_>) -> Result<(), ConfigError> {
 }
 
 /// A store runs one instance per core (its entries live in each instance's memory, so one
-/// instance per thread would not be one store); an authorizer or a provider runs the shared
-/// variant, whose instances are per thread too (started on each thread's first call), so
-/// that it can serve every pipeline from the engine or a group.
-fn model(config: &ComponentConfig<'_>) -> ExecutionModel {
+/// instance per thread would not be one store), and so does a guest granted a store (its calls
+/// wait on the core that makes them); an authorizer or a provider runs the shared variant,
+/// whose instances are per thread too (started on each thread's first call), so that it can
+/// serve every pipeline from the engine or a group.
+fn model(config: &ComponentConfig<'_>, bound: &[CapabilityId]) -> ExecutionModel {
+    if !bound.is_empty() {
+        return ExecutionModel::Local;
+    }
     let store = WasmConfig::decode(config)
         .ok()
         .and_then(|decoded| decoded.capabilities(config).ok())
@@ -417,6 +421,7 @@ struct Counters {
     denied_missing: Arc<ShardedCounter>,
     denied_invalid: Arc<ShardedCounter>,
     denied_expired: Arc<ShardedCounter>,
+    undecided: Arc<ShardedCounter>,
     out_of_fuel: Arc<ShardedCounter>,
     trapped: Arc<ShardedCounter>,
     store_errors: Arc<ShardedCounter>,
@@ -429,6 +434,7 @@ impl Counters {
             denied_missing: context.sharded_counter("denied.missing"),
             denied_invalid: context.sharded_counter("denied.invalid"),
             denied_expired: context.sharded_counter("denied.expired"),
+            undecided: context.sharded_counter("undecided"),
             out_of_fuel: context.sharded_counter("guest.out_of_fuel"),
             trapped: context.sharded_counter("guest.trapped"),
             store_errors: context.sharded_counter("store.errors"),
@@ -453,16 +459,61 @@ struct WasmAuthorizer {
     counters: Counters,
 }
 
+#[otap_df_core::async_trait(?Send)]
 impl local::BearerTokenAuthorizer for WasmAuthorizer {
     /// An empty credential is `Deny(missing)` without a call. Otherwise the guest decides;
     /// a call that fails (out of fuel, a trap, an answer outside the ABI) denies the request
-    /// `invalid`, counted and logged: it fails closed.
+    /// `invalid`, counted and logged: it fails closed. A guest granted a store decides only
+    /// with [`authorize_waiting`](Self::authorize_waiting): here it cannot decide.
     fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
         if credential.is_empty() {
             self.counters.denied_missing.add(1);
             return Ok(deny(DenyReason::Missing));
         }
-        match self.guest.authorize(credential.expose().as_bytes()) {
+        if self.guest.granted() {
+            return Err(AuthorizeError {
+                authorizer: self.extension.to_string(),
+                message: "its guest reads a granted store, and decides only where the caller \
+                          waits (`authorize_waiting`)"
+                    .to_owned(),
+            });
+        }
+        self.decided(self.guest.authorize(credential.expose().as_bytes()))
+    }
+
+    fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+
+    fn waits(&self) -> bool {
+        self.guest.granted()
+    }
+
+    /// [`authorize`](Self::authorize), the guest free to wait for its granted store.
+    async fn authorize_waiting(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<AuthzDecision, AuthorizeError> {
+        if credential.is_empty() {
+            self.counters.denied_missing.add(1);
+            return Ok(deny(DenyReason::Missing));
+        }
+        let answer = self
+            .guest
+            .authorize_waiting(credential.expose().as_bytes())
+            .await;
+        self.decided(answer)
+    }
+}
+
+fn deny(reason: DenyReason) -> AuthzDecision {
+    AuthzDecision::Deny { reason }
+}
+
+impl WasmAuthorizer {
+    /// The decision the guest's answer is.
+    fn decided(&self, answer: Result<Answer, Failure>) -> Result<AuthzDecision, AuthorizeError> {
+        match answer {
             Ok(Answer::Allow(identity)) => {
                 self.counters.authorized.add(1);
                 Ok(AuthzDecision::Allow {
@@ -481,24 +532,22 @@ impl local::BearerTokenAuthorizer for WasmAuthorizer {
                 self.counters.denied_invalid.add(1);
                 Ok(deny(DenyReason::Invalid))
             }
+            Ok(Answer::Status(status::UNDECIDED)) => {
+                self.counters.undecided.add(1);
+                Err(AuthorizeError {
+                    authorizer: self.extension.to_string(),
+                    message: "the guest could not decide now (`otap_authorize` answered -4)"
+                        .to_owned(),
+                })
+            }
             Ok(Answer::Status(other)) => Ok(self.failed(&Failure::Broke(format!(
                 "`otap_authorize` answered {other}, no status of the ABI (-1 missing, -2 \
-                 invalid, -3 expired)"
+                 invalid, -3 expired, -4 undecided)"
             )))),
             Err(failure) => Ok(self.failed(&failure)),
         }
     }
 
-    fn header(&self) -> &AuthHeader {
-        &self.header
-    }
-}
-
-fn deny(reason: DenyReason) -> AuthzDecision {
-    AuthzDecision::Deny { reason }
-}
-
-impl WasmAuthorizer {
     /// A failed call: the request denied `invalid`, the failure counted and logged.
     fn failed(&self, failure: &Failure) -> AuthzDecision {
         self.counters.failed(failure);

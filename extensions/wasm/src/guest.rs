@@ -400,6 +400,21 @@ impl Guest {
         self.call(|running| running.authorize(credential, &self.identities))
     }
 
+    /// Calls `otap_authorize` with `credential`, the guest free to wait for its granted store.
+    pub(crate) async fn authorize_waiting(&self, credential: &[u8]) -> Result<Answer, Failure> {
+        self.call_waiting(async |running: &mut Running| {
+            running
+                .authorize_waiting(credential, &self.identities)
+                .await
+        })
+        .await
+    }
+
+    /// Whether the guest is granted a store (its calls may wait for it).
+    pub(crate) fn granted(&self) -> bool {
+        self.granted.is_some()
+    }
+
     /// Calls `otap_kv_get`: the value, `None` when absent, or the guest's negative status.
     pub(crate) async fn kv_get(&self, key: &[u8]) -> Result<Result<Option<Vec<u8>>, i64>, Failure> {
         self.call_waiting(async |running: &mut Running| {
@@ -566,12 +581,35 @@ impl Running {
         identities: &RefCell<HashMap<Box<[u8]>, Identity>>,
     ) -> Result<Answer, Failure> {
         let exports = self.exports.clone();
-        let Some(authorize) = &exports.authorize else {
-            return Err(Failure::Broke(format!("no export `{}`", abi::AUTHORIZE)));
-        };
+        let authorize = authorize_export(&exports)?;
         let (pointer, length) = self.input(&[credential])?;
         let value =
             invoke(&mut self.store, authorize, (pointer as i32, length as i32)).map_err(failure)?;
+        self.answer(value, identities)
+    }
+
+    /// [`authorize`](Self::authorize) where the guest may wait for its granted store.
+    async fn authorize_waiting(
+        &mut self,
+        credential: &[u8],
+        identities: &RefCell<HashMap<Box<[u8]>, Identity>>,
+    ) -> Result<Answer, Failure> {
+        let exports = self.exports.clone();
+        let authorize = authorize_export(&exports)?;
+        let (pointer, length) = self.input(&[credential])?;
+        let value = invoke_waiting(&mut self.store, authorize, (pointer as i32, length as i32))
+            .await
+            .map_err(failure)?;
+        self.answer(value, identities)
+    }
+
+    /// What `otap_authorize`'s `value` says: an identity (looked up among those the guest
+    /// answered before: a known one costs no allocation), or a status.
+    fn answer(
+        &self,
+        value: i64,
+        identities: &RefCell<HashMap<Box<[u8]>, Identity>>,
+    ) -> Result<Answer, Failure> {
         let Some((pointer, length)) = abi::unpack(value) else {
             return Ok(Answer::Status(value));
         };
@@ -595,6 +633,14 @@ impl Running {
         }
         Ok(Answer::Allow(Some(identity)))
     }
+}
+
+/// The `bearer_token_authorizer` export among `exports`.
+fn authorize_export(exports: &Exports) -> Result<&TypedFunc<(i32, i32), i64>, Failure> {
+    exports
+        .authorize
+        .as_ref()
+        .ok_or_else(|| Failure::Broke(format!("no export `{}`", abi::AUTHORIZE)))
 }
 
 /// The `key_value_store` exports among `exports`.

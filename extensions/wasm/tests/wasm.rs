@@ -310,7 +310,7 @@ fn prefixing_store() -> (Rc<dyn local::KeyValueStore>, Rc<dyn local::KeyValueSto
     let backing: Rc<dyn local::KeyValueStore> =
         Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
     let config = config(&format!(
-        "module: '{}', provides: [key_value_store, bearer_token_authorizer]",
+        "module: '{}', provides: [key_value_store]",
         guest("prefixing-store.wat")
     ));
     let wasm = Wasm::granted("guest", &config, backing.clone()).expect("the guest starts");
@@ -353,19 +353,74 @@ fn a_guest_keeps_its_entries_in_the_granted_store_under_its_own_keys() {
 
 #[test]
 fn a_granted_store_called_where_the_engine_does_not_wait_answers_not_here() {
-    let backing = Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    // The guest's `otap_start` writes `started` and starts only if that answered -4: the
+    // engine does not wait while it builds the extension.
+    let (backing, _store) = prefixing_store();
+    assert_eq!(block_on(backing.get(b"started")).unwrap(), None);
+}
+
+/// An authorizer whose tokens live in a granted `memory_kv` (`store-authorizer.wat`), and
+/// that store.
+fn store_authorizer(backing: Rc<dyn local::KeyValueStore>) -> Rc<dyn local::BearerTokenAuthorizer> {
     let config = config(&format!(
-        "module: '{}', provides: [key_value_store, bearer_token_authorizer]",
-        guest("prefixing-store.wat")
+        "module: '{}', provides: [bearer_token_authorizer]",
+        guest("store-authorizer.wat")
     ));
-    let wasm = Wasm::granted("guest", &config, backing).expect("the guest starts");
-    let authorizer = wasm.authorizer().expect("an authorizer");
-    // The guest allows as `not-here` exactly when its `otap.kv_get` answered -4.
+    Wasm::granted("guest", &config, backing)
+        .expect("the guest starts")
+        .authorizer()
+        .expect("an authorizer")
+}
+
+#[test]
+fn an_authorizer_whose_tokens_live_in_a_granted_store_decides_where_the_caller_waits() {
+    let backing: Rc<dyn local::KeyValueStore> =
+        Rc::new(LocalMemoryKv::new("backing", &MemoryKvConfig::default()));
+    let authorizer = store_authorizer(backing.clone());
+    assert!(authorizer.waits(), "it waits for its store");
+    block_on(async {
+        backing.set(b"alpha-key", b"tenant-a", None).await.unwrap();
+        backing.set(b"beta-key", b"", None).await.unwrap();
+        let decide = |token: &'static str| authorizer.authorize_waiting(Credential::new(token));
+        assert_eq!(
+            decide("alpha-key").await.unwrap(),
+            AuthzDecision::Allow {
+                identity: Identity::from("tenant-a")
+            }
+        );
+        assert_eq!(
+            decide("beta-key").await.unwrap(),
+            AuthzDecision::Allow {
+                identity: Identity::from("guest")
+            }
+        );
+        assert_eq!(decide("nope").await.unwrap(), denied(DenyReason::Invalid));
+        // Revoked in the store: refused from the next request on, no reload.
+        backing.delete(b"alpha-key").await.unwrap();
+        assert_eq!(
+            decide("alpha-key").await.unwrap(),
+            denied(DenyReason::Invalid)
+        );
+    });
+    // Asked without waiting, it cannot decide: callers fail closed.
+    let error = authorizer
+        .authorize(Credential::new("beta-key"))
+        .expect_err("no decision without waiting");
     assert_eq!(
-        decide(&*authorizer, "any-token"),
-        AuthzDecision::Allow {
-            identity: Identity::from("not-here")
-        }
+        error.message,
+        "its guest reads a granted store, and decides only where the caller waits \
+         (`authorize_waiting`)"
+    );
+}
+
+#[test]
+fn an_authorizer_whose_store_is_down_cannot_decide_and_says_so() {
+    let authorizer = store_authorizer(Rc::new(Failing { transient: true }));
+    let error = block_on(authorizer.authorize_waiting(Credential::new("alpha-key")))
+        .expect_err("no decision");
+    assert_eq!(
+        error.message,
+        "the guest could not decide now (`otap_authorize` answered -4)"
     );
 }
 

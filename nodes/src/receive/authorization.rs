@@ -4,8 +4,9 @@
 use std::rc::Rc;
 
 use http::{HeaderName, HeaderValue};
-use otap_df_core::capability::{AuthzDecision, DenyReason, local};
+use otap_df_core::capability::{AuthorizeError, AuthzDecision, DenyReason, local};
 use otap_df_core::node::{NodeContext, NodeError};
+use otap_df_core::secret::Credential;
 
 use super::{Reason, Refusal};
 
@@ -15,6 +16,10 @@ use super::{Reason, Refusal};
 pub(crate) struct Authorization {
     pub(crate) authorizer: Rc<dyn local::BearerTokenAuthorizer>,
     pub(crate) header: HeaderName,
+    /// Whether its decisions wait (`authorize_waiting`): asked once. A receiver checks such a
+    /// credential with [`check_waiting`](Self::check_waiting) once the request's head is
+    /// checked, and with [`check`](Self::check) otherwise, on the head's first checks.
+    pub(crate) waits: bool,
 }
 
 impl Authorization {
@@ -30,7 +35,12 @@ impl Authorization {
                  with a header such as `authorization` or `x-api-key`"
             ))
         })?;
-        Ok(Self { authorizer, header })
+        let waits = authorizer.waits();
+        Ok(Self {
+            authorizer,
+            header,
+            waits,
+        })
     }
 
     /// The scheme a `401` names (`WWW-Authenticate`): the authorizer's, or `Bearer`.
@@ -41,12 +51,37 @@ impl Authorization {
     }
 
     /// Whether the credential in `values` (every value of the header in the request) is
-    /// accepted.
+    /// accepted, decided at once (an authorizer that [`waits`](Self::waits) is asked by
+    /// [`check_waiting`](Self::check_waiting) instead).
     pub(crate) fn check<'h>(
         &self,
-        mut values: impl Iterator<Item = &'h HeaderValue>,
+        values: impl Iterator<Item = &'h HeaderValue>,
     ) -> Result<(), Refusal> {
-        let not_accepted = |reason| Refusal::new(reason, "the credential is not accepted");
+        if self.waits {
+            return Ok(());
+        }
+        let credential = self.credential(values)?;
+        answer(self.authorizer.authorize(credential))
+    }
+
+    /// [`check`](Self::check) for an authorizer that waits: nothing for one that does not.
+    pub(crate) async fn check_waiting<'h>(
+        &self,
+        values: impl Iterator<Item = &'h HeaderValue>,
+    ) -> Result<(), Refusal> {
+        if !self.waits {
+            return Ok(());
+        }
+        let credential = self.credential(values)?;
+        answer(self.authorizer.authorize_waiting(credential).await)
+    }
+
+    /// The one credential in `values`, borrowed from the request's header (authorizing
+    /// allocates nothing).
+    fn credential<'h>(
+        &self,
+        mut values: impl Iterator<Item = &'h HeaderValue>,
+    ) -> Result<Credential<'h>, Refusal> {
         let Some(value) = values.next() else {
             return Err(Refusal::new(
                 Reason::AuthMissing,
@@ -64,26 +99,33 @@ impl Authorization {
                 ),
             ));
         }
-        // Borrowed from the request's header: authorizing allocates nothing.
-        let credential = value
+        value
             .to_str()
             .ok()
             .and_then(|value| self.authorizer.header().credential(value).ok())
-            .ok_or_else(|| not_accepted(Reason::AuthInvalid))?;
-        match self.authorizer.authorize(credential) {
-            Ok(AuthzDecision::Allow { .. }) => Ok(()),
-            Ok(AuthzDecision::Deny { reason }) => Err(not_accepted(match reason {
-                DenyReason::Missing => Reason::AuthMissing,
-                DenyReason::Invalid => Reason::AuthInvalid,
-                DenyReason::Expired => Reason::AuthExpired,
-            })),
-            Err(error) => {
-                tracing::warn!(error = %error, "authorizer could not decide; request refused");
-                Err(Refusal::new(
-                    Reason::AuthUnavailable,
-                    "authorization is unavailable; retry later",
-                ))
-            }
+            .ok_or_else(|| not_accepted(Reason::AuthInvalid))
+    }
+}
+
+fn not_accepted(reason: Reason) -> Refusal {
+    Refusal::new(reason, "the credential is not accepted")
+}
+
+/// The authorizer's answer as the request's fate.
+fn answer(decision: Result<AuthzDecision, AuthorizeError>) -> Result<(), Refusal> {
+    match decision {
+        Ok(AuthzDecision::Allow { .. }) => Ok(()),
+        Ok(AuthzDecision::Deny { reason }) => Err(not_accepted(match reason {
+            DenyReason::Missing => Reason::AuthMissing,
+            DenyReason::Invalid => Reason::AuthInvalid,
+            DenyReason::Expired => Reason::AuthExpired,
+        })),
+        Err(error) => {
+            tracing::warn!(error = %error, "authorizer could not decide; request refused");
+            Err(Refusal::new(
+                Reason::AuthUnavailable,
+                "authorization is unavailable; retry later",
+            ))
         }
     }
 }

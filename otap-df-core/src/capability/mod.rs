@@ -78,6 +78,22 @@ macro_rules! define_capabilities {
                         fn $async_fn:ident(&self $(, $async_arg:ident : $async_ty:ty)*) -> $async_ret:ty;
                     )*
                 }
+                $(
+                    provided {
+                        sync {
+                            $(
+                                $(#[$psync_doc:meta])*
+                                fn $psync_fn:ident(&$psync_self:ident $(, $psync_arg:ident : $psync_ty:ty)*) -> $psync_ret:ty $psync_body:block
+                            )*
+                        }
+                        async {
+                            $(
+                                $(#[$pasync_doc:meta])*
+                                fn $pasync_fn:ident(&$pasync_self:ident $(, $pasync_arg:ident : $pasync_ty:ty)*) -> $pasync_ret:ty $pasync_body:block
+                            )*
+                        }
+                    }
+                )?
             }
         )+
     ) => {
@@ -133,6 +149,10 @@ macro_rules! define_capabilities {
                 pub trait $Cap {
                     $( $(#[$sync_doc])* fn $sync_fn(&self $(, $sync_arg: $sync_ty)*) -> $sync_ret; )*
                     $( $(#[$async_doc])* async fn $async_fn(&self $(, $async_arg: $async_ty)*) -> $async_ret; )*
+                    $(
+                        $( $(#[$psync_doc])* fn $psync_fn(&$psync_self $(, $psync_arg: $psync_ty)*) -> $psync_ret $psync_body )*
+                        $( $(#[$pasync_doc])* async fn $pasync_fn(&$pasync_self $(, $pasync_arg: $pasync_ty)*) -> $pasync_ret $pasync_body )*
+                    )?
                 }
             )+
         }
@@ -150,6 +170,10 @@ macro_rules! define_capabilities {
                 pub trait $Cap: Send + Sync {
                     $( $(#[$sync_doc])* fn $sync_fn(&self $(, $sync_arg: $sync_ty)*) -> $sync_ret; )*
                     $( $(#[$async_doc])* async fn $async_fn(&self $(, $async_arg: $async_ty)*) -> $async_ret; )*
+                    $(
+                        $( $(#[$psync_doc])* fn $psync_fn(&$psync_self $(, $psync_arg: $psync_ty)*) -> $psync_ret $psync_body )*
+                        $( $(#[$pasync_doc])* async fn $pasync_fn(&$pasync_self $(, $pasync_arg: $pasync_ty)*) -> $pasync_ret $pasync_body )*
+                    )?
                 }
             )+
         }
@@ -167,6 +191,18 @@ macro_rules! define_capabilities {
                         self.0.$async_fn($($async_arg),*).await
                     }
                 )*
+                $(
+                    $(
+                        fn $psync_fn(&$psync_self $(, $psync_arg: $psync_ty)*) -> $psync_ret {
+                            $psync_self.0.$psync_fn($($psync_arg),*)
+                        }
+                    )*
+                    $(
+                        async fn $pasync_fn(&$pasync_self $(, $pasync_arg: $pasync_ty)*) -> $pasync_ret {
+                            $pasync_self.0.$pasync_fn($($pasync_arg),*).await
+                        }
+                    )*
+                )?
             }
 
             #[doc = concat!("The `", $yaml_name, "` capability, as a type parameter of ")]
@@ -242,6 +278,28 @@ define_capabilities! {
             fn header(&self) -> &AuthHeader;
         }
         async {}
+        provided {
+            sync {
+                /// Whether a decision needs [`authorize_waiting`](Self::authorize_waiting): an
+                /// authorizer that asks something it must wait for (a WebAssembly guest that
+                /// reads its tokens from a granted store). Asked once, when a consumer is
+                /// built; `false` (the default): [`authorize`](Self::authorize) decides.
+                fn waits(&self) -> bool {
+                    false
+                }
+            }
+            async {
+                /// Decides on `credential`, waiting for what the decision needs; what callers
+                /// use when [`waits`](Self::waits) says so (the same meaning as `authorize`).
+                /// The default decides at once with `authorize`.
+                fn authorize_waiting(
+                    &self,
+                    credential: Credential<'_>
+                ) -> Result<AuthzDecision, AuthorizeError> {
+                    self.authorize(credential)
+                }
+            }
+        }
     }
 
     /// Shared state for processors (deduplication, caches): byte keys and byte values.

@@ -153,9 +153,10 @@ pub trait ConfigUpdater: Send + Sync {
     fn update(&self, config: &ComponentConfig<'_>) -> Result<(), ExtensionError>;
 }
 
-/// Chooses, from an instance's `config:`, the variant it runs as when the factory has both
-/// and no shared node forces the shared one.
-pub type ModelChooser = fn(&ComponentConfig<'_>) -> ExecutionModel;
+/// Chooses, from an instance's `config:` and the capabilities of other extensions it binds
+/// (its `capabilities:`; none for an extension of the engine or a group), the variant it runs
+/// as when the factory has both and no shared consumer forces the shared one.
+pub type ModelChooser = fn(&ComponentConfig<'_>, &[CapabilityId]) -> ExecutionModel;
 
 fn accept_any_config(_: &ComponentConfig<'_>) -> Result<(), ConfigError> {
     Ok(())
@@ -367,10 +368,14 @@ impl ExtensionFactory {
 
     /// The variant an instance with `config` runs as when nothing forces the shared one:
     /// local when the factory has a local constructor, unless its chooser says otherwise.
-    pub fn model_for(&self, config: &ComponentConfig<'_>) -> ExecutionModel {
+    pub fn model_for(
+        &self,
+        config: &ComponentConfig<'_>,
+        bound: &[CapabilityId],
+    ) -> ExecutionModel {
         match (self.local, self.shared, self.preferred_model) {
             (None, _, _) => ExecutionModel::Shared,
-            (Some(_), Some(_), Some(choose)) => choose(config),
+            (Some(_), Some(_), Some(choose)) => choose(config, bound),
             (Some(_), _, _) => ExecutionModel::Local,
         }
     }
@@ -381,7 +386,7 @@ impl ExtensionFactory {
     pub fn per_core_only(&self, config: &ComponentConfig<'_>) -> bool {
         match (self.local, self.shared, self.preferred_model) {
             (_, None, _) => true,
-            (Some(_), Some(_), Some(choose)) => choose(config) == ExecutionModel::Local,
+            (Some(_), Some(_), Some(choose)) => choose(config, &[]) == ExecutionModel::Local,
             _ => false,
         }
     }

@@ -179,7 +179,9 @@ impl<'a> PipelineResolver<'a> {
             extension.execution = if shared_node || shared_extension.is_some() {
                 ExecutionModel::Shared
             } else {
-                extension.factory.model_for(&config)
+                let bound: Vec<CapabilityId> =
+                    extension.bindings.iter().map(|b| b.capability).collect();
+                extension.factory.model_for(&config, &bound)
             };
             if let Some(consumer) = shared_extension
                 && extension.factory.shared_constructor().is_none()

@@ -97,12 +97,17 @@ fn start(yaml: &str, port: u16) -> engine::Started {
 /// The wasm extension's counters: an authorizer runs the shared variant (one extension for
 /// every core, with an instance of the guest per thread), so there is one set.
 fn counters(started: &engine::Started) -> Vec<(&'static str, u64)> {
+    counters_of(started, None)
+}
+
+/// The counters of extension `guard` on `core` (`None`: a shared extension's).
+fn counters_of(started: &engine::Started, core: Option<usize>) -> Vec<(&'static str, u64)> {
     let metrics = started.telemetry.extension_metrics();
     let guard = metrics
         .iter()
         .find(|m| m.extension == "guard")
         .expect("the extension's metrics");
-    assert_eq!(guard.core, None, "one extension for every core");
+    assert_eq!(guard.core, core, "where the extension runs");
     guard.metrics.counters.clone()
 }
 
@@ -550,4 +555,58 @@ groups:
           `extensions:` instead"
         ]
     );
+}
+
+#[test]
+fn an_authorizer_whose_tokens_live_in_redis_accepts_revokes_and_fails_closed_without_a_reload() {
+    let Some(mut server) = otap_df_tests::redis_server::require("wasm authorizer over redis_kv")
+    else {
+        return;
+    };
+    let port = otap_df_tests::ports::free_port().unwrap();
+    let text = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          guard:
+            type: extension:wasm
+            config: {{ module: '{}', provides: [bearer_token_authorizer], compile_cache: null }}
+            capabilities: {{ key_value_store: tokens }}
+          tokens: {{ type: extension:redis_kv, config: {{ url: '{}', key_prefix: 'tokens:', call_timeout: 200ms }} }}
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: guard }} }}
+          out: {{ type: exporter:noop }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        guest("store-authorizer.wat"),
+        server.url()
+    );
+    assert_eq!(
+        redis_answer(server.port(), "SET tokens:alpha-key tenant-a"),
+        "+OK"
+    );
+    let started = start(&text, port);
+    assert_eq!(post(port, "alpha-key"), 200);
+    assert_eq!(post(port, "nope"), 401);
+    // Revoked in Redis: refused from the next request on.
+    assert_eq!(redis_answer(server.port(), "DEL tokens:alpha-key"), ":1");
+    assert_eq!(post(port, "alpha-key"), 401);
+    assert_eq!(
+        redis_answer(server.port(), "SET tokens:beta-key tenant-b"),
+        "+OK"
+    );
+    assert_eq!(post(port, "beta-key"), 200);
+    // Redis gone: no decision, the request refused as unavailable (retry), not unauthorized.
+    server.stop();
+    assert_eq!(post(port, "beta-key"), 503);
+    // A guest granted a store runs one instance per core.
+    let counters = counters_of(&started, Some(0));
+    started.stop().expect("a clean stop");
+    assert_eq!(counter(&counters, "authorized"), 2);
+    assert_eq!(counter(&counters, "denied.invalid"), 2);
+    assert_eq!(counter(&counters, "undecided"), 1);
 }

@@ -42,6 +42,8 @@ pub struct FixedToken {
     pub undecided: bool,
     /// `current_token` gives the token already expired; `fresh_token` gives `fresh-<token>`.
     pub current_expired: bool,
+    /// Decides only with `authorize_waiting` (an authorizer that waits for a store).
+    pub waits: bool,
 }
 
 impl FixedToken {
@@ -58,6 +60,7 @@ impl FixedToken {
             header: AuthHeader::default(),
             undecided: false,
             current_expired: false,
+            waits: false,
         }
     }
 }
@@ -95,6 +98,35 @@ impl shared::BearerTokenProvider for FixedToken {
 #[otap_df_core::async_trait]
 impl shared::BearerTokenAuthorizer for FixedToken {
     fn authorize(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
+        if self.waits {
+            return Err(AuthorizeError {
+                authorizer: "fixed_token".to_owned(),
+                message: "configured to decide only where the caller waits".to_owned(),
+            });
+        }
+        self.decide(credential)
+    }
+
+    fn header(&self) -> &AuthHeader {
+        &self.header
+    }
+
+    fn waits(&self) -> bool {
+        self.waits
+    }
+
+    /// Lets the caller's task yield once (as a store's round trip does), then decides.
+    async fn authorize_waiting(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<AuthzDecision, AuthorizeError> {
+        tokio::task::yield_now().await;
+        self.decide(credential)
+    }
+}
+
+impl FixedToken {
+    fn decide(&self, credential: Credential<'_>) -> Result<AuthzDecision, AuthorizeError> {
         if self.undecided {
             return Err(AuthorizeError {
                 authorizer: "fixed_token".to_owned(),
@@ -117,10 +149,6 @@ impl shared::BearerTokenAuthorizer for FixedToken {
             }
         })
     }
-
-    fn header(&self) -> &AuthHeader {
-        &self.header
-    }
 }
 
 /// `config:` of `extension:fixed_token`.
@@ -133,6 +161,10 @@ pub struct FixedTokenConfig {
     /// The authorizer cannot decide: every `authorize` is an error.
     #[serde(default)]
     pub undecided: bool,
+    /// The authorizer decides only where its caller waits (`authorize_waiting`, after one
+    /// yield of the caller's task), as one whose tokens live in a store does.
+    #[serde(default)]
+    pub waits: bool,
     /// The provider's current token has expired; `fresh_token` gives `fresh-<token>`, which
     /// does not expire (and which the authorizer also accepts).
     #[serde(default)]
@@ -157,6 +189,7 @@ pub static FIXED_TOKEN: ExtensionFactory = ExtensionFactory::new("fixed_token", 
         let mut token = FixedToken::new(value.as_deref().unwrap_or("fixed-token"));
         token.undecided = config.undecided;
         token.current_expired = config.current_expired;
+        token.waits = config.waits;
         if let Some(header) = config.header {
             token.header = AuthHeader::new(header, "Bearer");
         }

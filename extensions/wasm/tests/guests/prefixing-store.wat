@@ -1,8 +1,7 @@
 ;; A key_value_store guest, ABI version 1, in WebAssembly text, over the key_value_store
 ;; granted to it (the extension's `capabilities:`): every key is stored in the granted store
-;; under `wasm:<key>`. Its bearer_token_authorizer shows what a granted store's call answers
-;; where the engine does not wait: `otap.kv_get` in `otap_authorize` answers -4, and the
-;; guest then allows the caller as `not-here` (any other answer denies `invalid`).
+;; under `wasm:<key>`. Its `otap_start` shows what a granted store's call answers where the
+;; engine does not wait: it writes `started`, and refuses to start unless that answered -4.
 (module
   (import "otap" "kv_get" (func $kv_get (param i32 i32 i32 i32) (result i64)))
   (import "otap" "kv_value" (func $kv_value (param i32 i32) (result i64)))
@@ -11,7 +10,7 @@
   (import "otap" "kv_delete" (func $kv_delete (param i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "wasm:")
-  (data (i32.const 32) "not-here")
+  (data (i32.const 32) "started")
   ;; The size of the host's input buffer (at 1024).
   (global $input (mut i32) (i32.const 0))
 
@@ -84,10 +83,9 @@
     (local.set $at (call $scratch))
     (call $kv_delete (local.get $at) (call $prefixed (local.get $key) (local.get $len))))
 
-  ;; Allowed as `not-here` when the store's call answered -4 (the engine does not wait
-  ;; here); denied `invalid` otherwise.
-  (func (export "otap_authorize") (param $ptr i32) (param $len i32) (result i64)
-    (if (i64.eq (call $kv_get (local.get $ptr) (local.get $len) (i32.const 0) (i32.const 0))
-                (i64.const -4))
-      (then (return (i64.or (i64.shl (i64.const 32) (i64.const 32)) (i64.const 8)))))
-    (i64.const -2)))
+  ;; Starts only when the store's call answered -4 (the engine does not wait here).
+  (func (export "otap_start") (param $ptr i32) (param $len i32) (result i32)
+    (if (i32.eq (call $kv_set (i32.const 32) (i32.const 7) (i32.const 32) (i32.const 7) (i64.const -1))
+                (i32.const -4))
+      (then (return (i32.const 0))))
+    (i32.const 1)))

@@ -89,6 +89,12 @@ impl Handler {
     /// what was taken later.
     async fn accept(&self, request: Request<Incoming>) -> Result<(), Refusal> {
         let (signal, coding, deadline) = self.check_head(&request)?;
+        // An authorizer that waits decides once the head is checked (one that does not
+        // decided in `check_head`).
+        if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
+            let values = request.headers().get_all(&authorization.header).iter();
+            authorization.check_waiting(values).await?;
+        }
         let take = self.take(request.into_body(), signal, coding);
         let Some(deadline) = deadline else {
             return take.await;

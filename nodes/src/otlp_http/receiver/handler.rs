@@ -95,6 +95,12 @@ impl Handler {
     /// its body read.
     async fn accept(&self, request: Request<Incoming>) -> Result<Encoding, Refusal> {
         let (signal, encoding, coding, declared) = self.check_head(&request)?;
+        // An authorizer that waits decides once the head is checked (one that does not
+        // decided in `check_head`).
+        if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
+            let values = request.headers().get_all(&authorization.header).iter();
+            authorization.check_waiting(values).await?;
+        }
         let permit = self.admission.admit(&self.counters).await?;
         let budget = declared.unwrap_or(self.max_body_size as u64);
         let _reading = self.admission.reserve_body(budget, &self.counters).await?;
