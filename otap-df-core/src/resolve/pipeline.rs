@@ -329,18 +329,7 @@ impl<'a> PipelineResolver<'a> {
             }
         };
         let Some(capability) = CapabilityId::from_name(&binding.capability) else {
-            let known: Vec<String> = CapabilityId::ALL
-                .iter()
-                .map(|c| c.name().to_owned())
-                .collect();
-            let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
-            let error = BindingError::UnknownCapability {
-                node: consumer.id.clone(),
-                capability: binding.capability.clone(),
-                known,
-                suggestion,
-            };
-            self.error(&binding.path, error);
+            self.error(&binding.path, unknown_capability(&consumer.id, binding));
             return None;
         };
         if !provider.provides.contains(&capability) {
@@ -494,18 +483,7 @@ impl<'a> PipelineResolver<'a> {
             }
         };
         let Some(capability) = CapabilityId::from_name(&binding.capability) else {
-            let known: Vec<String> = CapabilityId::ALL
-                .iter()
-                .map(|c| c.name().to_owned())
-                .collect();
-            let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
-            let error = BindingError::UnknownCapability {
-                node: node.to_owned(),
-                capability: binding.capability.clone(),
-                known,
-                suggestion,
-            };
-            self.error(&binding.path, error);
+            self.error(&binding.path, unknown_capability(node, binding));
             return None;
         };
         let fit = fits(
@@ -724,6 +702,22 @@ impl<'a> PipelineResolver<'a> {
             }
         }
         edges
+    }
+}
+
+/// The error for `consumer`'s binding of a capability name that is none, with the names there
+/// are and the closest.
+fn unknown_capability(consumer: &str, binding: &CapabilityBinding) -> BindingError {
+    let known: Vec<String> = CapabilityId::ALL
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    let suggestion = closest(&binding.capability, known.iter().map(String::as_str));
+    BindingError::UnknownCapability {
+        node: consumer.to_owned(),
+        capability: binding.capability.clone(),
+        known,
+        suggestion,
     }
 }
 
