@@ -41,6 +41,10 @@ pub mod extensions {
     #[cfg(feature = "extension-bearer-auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-bearer-auth")))]
     pub use otap_df_extension_bearer_auth as bearer_auth;
+    /// `extension:disk_kv` (feature `extension-disk-kv`, off by default).
+    #[cfg(feature = "extension-disk-kv")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-disk-kv")))]
+    pub use otap_df_extension_disk_kv as disk_kv;
     /// `extension:redis_kv` (feature `extension-redis-kv`, off by default).
     #[cfg(feature = "extension-redis-kv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-redis-kv")))]
@@ -81,6 +85,14 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
         #[cfg(feature = "extension-bearer-auth")]
         register: Some(otap_df_extension_bearer_auth::register),
         #[cfg(not(feature = "extension-bearer-auth"))]
+        register: None,
+    },
+    FirstPartyExtension {
+        name: "disk_kv",
+        feature: "otap-df/extension-disk-kv",
+        #[cfg(feature = "extension-disk-kv")]
+        register: Some(otap_df_extension_disk_kv::register),
+        #[cfg(not(feature = "extension-disk-kv"))]
         register: None,
     },
     FirstPartyExtension {

@@ -15,6 +15,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
     let enabled = [
         ("azure_auth", cfg!(feature = "extension-azure-auth")),
         ("bearer_auth", cfg!(feature = "extension-bearer-auth")),
+        ("disk_kv", cfg!(feature = "extension-disk-kv")),
         ("redis_kv", cfg!(feature = "extension-redis-kv")),
         ("wasm", cfg!(feature = "extension-wasm")),
     ];

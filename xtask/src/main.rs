@@ -336,6 +336,7 @@ pub(crate) const PUBLISHED: &[&str] = &[
     "otap-df-extension-bearer-auth",
     "otap-df-extension-azure-auth",
     "otap-df-extension-redis-kv",
+    "otap-df-extension-disk-kv",
     "otap-df-extension-wasm",
     "otap-df",
 ];
@@ -424,12 +425,23 @@ fn features() -> Result<(), String> {
 /// offender.
 const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     // The default facade: light extensions only.
-    ("otap-df", "normal", &["azure_", "redis", "wasmtime"]),
+    (
+        "otap-df",
+        "normal",
+        &["azure_", "redis", "redb", "wasmtime"],
+    ),
     // Core: no extension client library, no HTTP stack.
     (
         "otap-df-core",
         "normal",
-        &["azure_", "redis", "hyper", "reqwest", "opentelemetry"],
+        &[
+            "azure_",
+            "redis",
+            "redb",
+            "hyper",
+            "reqwest",
+            "opentelemetry",
+        ],
     ),
     // azure-auth: one TLS stack (rustls with ring), not reqwest's default aws-lc build nor
     // OpenSSL.
@@ -458,6 +470,11 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     ),
     (
         "otap-df-extension-redis-kv",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-disk-kv",
         "normal,dev",
         &["otap-df-nodes", "otap-df-extension-"],
     ),

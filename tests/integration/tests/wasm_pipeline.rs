@@ -60,26 +60,12 @@ fn post(port: u16, token: &str) -> u16 {
     let body = otap_df_nodes::otlp::synthetic(Signal::Logs, 3, "wasm", 1)
         .bytes()
         .clone();
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("authorization: Bearer {token}\r\n")
-    };
-    write!(
-        stream,
-        "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(&body).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status line")
+    let authorization = format!("Bearer {token}");
+    let mut headers = vec![("content-type", "application/x-protobuf")];
+    if !token.is_empty() {
+        headers.push(("authorization", authorization.as_str()));
+    }
+    otap_df_tests::http::post_status(port, "/v1/logs", &headers, &body)
 }
 
 /// Starts `yaml` on one core and waits (bounded) until `port` accepts connections.

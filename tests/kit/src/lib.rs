@@ -15,6 +15,7 @@ pub mod bearer_suite;
 pub mod config;
 pub mod engine;
 pub mod fixtures;
+pub mod http;
 pub mod key_value_suite;
 pub mod logs;
 pub mod ports;
