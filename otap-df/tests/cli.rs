@@ -282,6 +282,7 @@ fn components_for_tools_are_json_or_yaml_with_the_same_facts() {
         value["not_compiled_in"],
         serde_json::json!([
             { "type": "extension:azure_auth", "feature": "otap-df/extension-azure-auth" },
+            { "type": "extension:disk_kv", "feature": "otap-df/extension-disk-kv" },
             { "type": "extension:redis_kv", "feature": "otap-df/extension-redis-kv" },
             { "type": "extension:wasm", "feature": "otap-df/extension-wasm" },
         ])
@@ -316,6 +317,7 @@ fn components_lists_types_and_what_is_not_compiled_in() {
         stdout.ends_with(
             "not compiled in:
   extension:azure_auth  enable cargo feature `otap-df/extension-azure-auth`
+  extension:disk_kv  enable cargo feature `otap-df/extension-disk-kv`
   extension:redis_kv  enable cargo feature `otap-df/extension-redis-kv`
   extension:wasm  enable cargo feature `otap-df/extension-wasm`
 "
