@@ -74,6 +74,16 @@ impl AdminAuthorizer {
     }
 }
 
+/// An admin authorizer that asks `authorizer` from the start (the engine sets its own when the
+/// bound extension has started).
+impl From<Arc<dyn shared::BearerTokenAuthorizer>> for AdminAuthorizer {
+    fn from(authorizer: Arc<dyn shared::BearerTokenAuthorizer>) -> Self {
+        let admin = Self::default();
+        admin.set(authorizer);
+        admin
+    }
+}
+
 impl std::fmt::Debug for AdminAuthorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminAuthorizer")

@@ -17,9 +17,10 @@
 use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, StatusCode};
 
-use crate::core::capability::AuthzDecision;
+use crate::core::capability::{AuthorizeError, AuthzDecision};
 use crate::core::config::TokenScope;
 use crate::core::runtime::AdminAuthorizer;
+use crate::core::secret::{AuthHeader, Credential};
 
 /// What a refused request is answered: status, text, and a header to add.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,16 +65,39 @@ impl Guard {
                  rebinding)\n",
             ));
         }
-        let mutating = mutates(request);
-        if mutating {
+        if mutates(request) {
             from_a_web_page(request)?;
         }
-        let probe = matches!(request.uri().path(), "/livez" | "/readyz");
-        let needs_token = mutating || (self.require_token_for == TokenScope::All && !probe);
         match &self.authorizer {
-            Some(authorizer) if needs_token => authorized(authorizer, request),
+            Some(authorizer) if self.needs_token(request) => authorized(authorizer, request),
             _ => Ok(()),
         }
+    }
+
+    /// The token decision of an authorizer that waits for it (one whose tokens live in a
+    /// store), once [`check`](Self::check) passed: nothing for one that does not.
+    pub(super) async fn check_waiting<B>(&self, request: &Request<B>) -> Result<(), Refusal> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(());
+        };
+        if !self.needs_token(request) {
+            return Ok(());
+        }
+        let Some(current) = authorizer.current().filter(|a| a.waits()) else {
+            return Ok(());
+        };
+        let credential = credential(current.header(), request)?;
+        decided(
+            current.authorize_waiting(credential).await,
+            current.header(),
+        )
+    }
+
+    /// Whether `request` needs a token: a change always, anything but the probes when
+    /// `require_token_for: all`.
+    fn needs_token<B>(&self, request: &Request<B>) -> bool {
+        let probe = matches!(request.uri().path(), "/livez" | "/readyz");
+        mutates(request) || (self.require_token_for == TokenScope::All && !probe)
     }
 }
 
@@ -153,7 +177,8 @@ fn from_a_web_page<B>(request: &Request<B>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The request's token, decided by the bound authorizer.
+/// The request's token, decided by the bound authorizer (one that waits for its decision is
+/// asked by [`Guard::check_waiting`]).
 fn authorized<B>(authorizer: &AdminAuthorizer, request: &Request<B>) -> Result<(), Refusal> {
     let Some(authorizer) = authorizer.current() else {
         return Err(Refusal::new(
@@ -161,23 +186,38 @@ fn authorized<B>(authorizer: &AdminAuthorizer, request: &Request<B>) -> Result<(
             "refused: the extension that decides on the token is not started yet; retry\n",
         ));
     };
-    let header = authorizer.header();
+    if authorizer.waits() {
+        return Ok(());
+    }
+    let credential = credential(authorizer.header(), request)?;
+    decided(authorizer.authorize(credential), authorizer.header())
+}
+
+/// A `401` naming `header`'s scheme in its challenge.
+fn unauthorized(header: &AuthHeader, text: &str) -> Refusal {
     let scheme = if header.scheme().is_empty() {
         "Bearer"
     } else {
         header.scheme()
     };
-    let unauthorized = |text: &str| Refusal {
+    Refusal {
         status: StatusCode::UNAUTHORIZED,
         text: format!("{text}\n"),
         challenge: HeaderValue::from_str(&format!("{scheme} realm=\"otap-df admin\"")).ok(),
-    };
+    }
+}
+
+/// The one credential of `request` in `header`.
+fn credential<'r, B>(
+    header: &AuthHeader,
+    request: &'r Request<B>,
+) -> Result<Credential<'r>, Refusal> {
     let mut values = request.headers().get_all(header.name()).iter();
     let Some(value) = values.next() else {
-        return Err(unauthorized(&format!(
-            "refused: send a token in `{}`",
-            header.name()
-        )));
+        return Err(unauthorized(
+            header,
+            &format!("refused: send a token in `{}`", header.name()),
+        ));
     };
     if values.next().is_some() {
         return Err(Refusal::new(
@@ -188,16 +228,23 @@ fn authorized<B>(authorizer: &AdminAuthorizer, request: &Request<B>) -> Result<(
             ),
         ));
     }
-    let Some(credential) = value
+    value
         .to_str()
         .ok()
         .and_then(|value| header.credential(value).ok())
-    else {
-        return Err(unauthorized("refused: the token is not accepted"));
-    };
-    match authorizer.authorize(credential) {
+        .ok_or_else(|| unauthorized(header, "refused: the token is not accepted"))
+}
+
+/// The decision as the request's fate.
+fn decided(
+    decision: Result<AuthzDecision, AuthorizeError>,
+    header: &AuthHeader,
+) -> Result<(), Refusal> {
+    match decision {
         Ok(AuthzDecision::Allow { .. }) => Ok(()),
-        Ok(AuthzDecision::Deny { .. }) => Err(unauthorized("refused: the token is not accepted")),
+        Ok(AuthzDecision::Deny { .. }) => {
+            Err(unauthorized(header, "refused: the token is not accepted"))
+        }
         Err(error) => {
             tracing::warn!(%error, "admin endpoint: the authorizer could not decide; refused");
             Err(Refusal::new(
@@ -333,5 +380,42 @@ mod tests {
             let get = request(Method::GET, path, &[("host", "localhost")]);
             assert_eq!(all.check(&get).is_err(), needs, "{path}");
         }
+    }
+
+    #[test]
+    fn an_authorizer_that_waits_decides_after_the_other_checks_where_the_endpoint_waits() {
+        let mut token = otap_df_tests::fixtures::FixedToken::new("admin-secret");
+        token.waits = true;
+        let token: std::sync::Arc<dyn crate::core::capability::shared::BearerTokenAuthorizer> =
+            std::sync::Arc::new(token);
+        let authorizer = AdminAuthorizer::from(token);
+        let guard = Guard {
+            require_token_for: TokenScope::All,
+            authorizer: Some(authorizer),
+            ..open_guard()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let decide = |headers: &[(&str, &str)]| {
+            let mut all = vec![("host", "localhost")];
+            all.extend_from_slice(headers);
+            let get = request(Method::GET, "/status", &all);
+            // The synchronous checks leave the token to the waiting one.
+            assert_eq!(guard.check(&get), Ok(()));
+            runtime
+                .block_on(guard.check_waiting(&get))
+                .map_err(|refusal| refusal.status)
+        };
+        assert_eq!(decide(&[("authorization", "Bearer admin-secret")]), Ok(()));
+        assert_eq!(
+            decide(&[("authorization", "Bearer guess")]),
+            Err(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(decide(&[]), Err(StatusCode::UNAUTHORIZED));
+        // The probes need none.
+        let probe = request(Method::GET, "/readyz", &[("host", "localhost")]);
+        assert_eq!(runtime.block_on(guard.check_waiting(&probe)), Ok(()));
     }
 }

@@ -336,7 +336,11 @@ impl State {
 
     /// Answers a request read whole, once it passed the [`guard`] checks.
     async fn serve(&self, request: Request<()>) -> Response<Full<Bytes>> {
-        if let Err(refusal) = self.guard.check(&request) {
+        let checked = match self.guard.check(&request) {
+            Ok(()) => self.guard.check_waiting(&request).await,
+            refused => refused,
+        };
+        if let Err(refusal) = checked {
             let mut answer = text(refusal.status, refusal.text);
             if let Some(challenge) = refusal.challenge {
                 answer
