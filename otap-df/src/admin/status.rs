@@ -67,13 +67,7 @@ impl Counts {
                 instance(*core, state, metrics)
             })
             .collect();
-        let bound_by: Vec<Value> = extension
-            .bound_by
-            .iter()
-            .map(|(pipeline, node, capability)| {
-                json!({ "pipeline": pipeline, "node": node, "capability": capability })
-            })
-            .collect();
+        let bound_by = extension.bound_by();
         json!({
             "id": extension.id,
             "type": extension.type_name,
@@ -178,8 +172,8 @@ pub(super) struct ExtensionShape {
     id: String,
     type_name: String,
     execution: &'static str,
-    /// `(pipeline, node, capability)`.
-    bound_by: Vec<(String, String, String)>,
+    /// `(pipeline, node or extension id, capability, whether the consumer is an extension)`.
+    bound_by: Vec<(String, String, String, bool)>,
 }
 
 #[derive(Debug)]
@@ -191,6 +185,18 @@ pub(super) struct NodeShape {
 }
 
 impl ExtensionShape {
+    /// Who binds it, as `/status` shows it: `{pipeline, node, capability}`, or `{pipeline,
+    /// extension, capability}` for an extension that binds another.
+    fn bound_by(&self) -> Vec<Value> {
+        self.bound_by
+            .iter()
+            .map(|(pipeline, consumer, capability, extension)| {
+                let kind = if *extension { "extension" } else { "node" };
+                json!({ "pipeline": pipeline, kind: consumer, "capability": capability })
+            })
+            .collect()
+    }
+
     fn of(extension: &ExtensionPlan) -> Self {
         Self {
             id: extension.id.clone(),
@@ -202,7 +208,14 @@ impl ExtensionShape {
             bound_by: extension
                 .consumers
                 .iter()
-                .map(|c| (c.pipeline.clone(), c.node.clone(), c.capability.to_string()))
+                .map(|c| {
+                    (
+                        c.pipeline.clone(),
+                        c.node.clone(),
+                        c.capability.to_string(),
+                        c.extension,
+                    )
+                })
                 .collect(),
         }
     }
@@ -248,5 +261,45 @@ impl Shape {
             })
             .collect();
         Self { scopes, pipelines }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extension_bound_by_another_names_it_as_an_extension() {
+        let text = "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          front: { type: extension:local_recorder, config: { log: x, behaviour: ready }, capabilities: { key_value_store: back } }
+          back: { type: extension:recorder, config: { log: x, behaviour: ready } }
+        nodes:
+          in: { type: receiver:recording_source, config: { log: x, count: 1 }, capabilities: { key_value_store: front } }
+          out: { type: exporter:recording_sink, config: { log: x } }
+        connections:
+          - { from: in, to: out }
+";
+        let registry = otap_df_tests::recording::registry();
+        let resolved =
+            crate::core::resolve::load_with_env(text, "t.yaml", &registry, &|_| None).unwrap();
+        let shapes: Vec<Vec<Value>> = resolved.pipelines[0]
+            .extensions
+            .iter()
+            .map(|e| ExtensionShape::of(e).bound_by())
+            .collect();
+        assert_eq!(
+            shapes,
+            [
+                vec![
+                    json!({ "pipeline": "g/p", "extension": "front", "capability": "key_value_store" })
+                ],
+                vec![json!({ "pipeline": "g/p", "node": "in", "capability": "key_value_store" })],
+            ]
+        );
     }
 }
