@@ -26,15 +26,15 @@ fn create(
 ) -> Result<SharedExtension, ExtensionError> {
     let config = DiskKvConfig::decode(config)?;
     let id = context.extension_id();
-    let store =
-        Arc::new(DiskKv::open(id, &config).map_err(|error| ExtensionError::typed(id, error))?);
+    let store = Arc::new(
+        DiskKv::open(id, &config)
+            .map_err(|error| ExtensionError::typed(id, error))?
+            .with_gauges(context.gauge("bytes"), context.gauge("entries")),
+    );
     let sweeper = Sweeper {
         store: store.clone(),
         every: config.sweep_interval,
-        bytes: context.gauge("bytes"),
-        entries: context.gauge("entries"),
     };
-    sweeper.show();
     let provided: Arc<dyn shared::KeyValueStore> = store;
     Ok(context
         .shared_builder()
@@ -42,23 +42,10 @@ fn create(
         .active(Box::new(sweeper), Readiness::Immediate)?)
 }
 
-/// Drops expired entries every `sweep_interval`, and shows the store's size.
+/// Drops expired entries every `sweep_interval`.
 struct Sweeper {
     store: Arc<DiskKv>,
     every: std::time::Duration,
-    bytes: Arc<std::sync::atomic::AtomicI64>,
-    entries: Arc<std::sync::atomic::AtomicI64>,
-}
-
-impl Sweeper {
-    fn show(&self) {
-        let (bytes, entries) = self.store.usage();
-        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-        self.bytes
-            .store(gauge(bytes), std::sync::atomic::Ordering::Relaxed);
-        self.entries
-            .store(gauge(entries), std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 #[otap_df_core::async_trait]
@@ -76,7 +63,6 @@ impl SharedTask for Sweeper {
                     if let Err(error) = self.store.sweep().await {
                         tracing::warn!(%error, "dropping expired entries failed; trying again later");
                     }
-                    self.show();
                 }
             }
         }

@@ -460,6 +460,8 @@ pub struct DiskKv {
     file: Arc<File>,
     max_bytes: u64,
     default_ttl: Option<Duration>,
+    /// Where the store's size is shown (`bytes`, `entries`), kept current after each write.
+    gauges: Option<[Arc<std::sync::atomic::AtomicI64>; 2]>,
 }
 
 impl DiskKv {
@@ -471,7 +473,42 @@ impl DiskKv {
             file: File::open(&config.path)?,
             max_bytes: config.max_bytes,
             default_ttl: config.default_ttl,
+            gauges: None,
         })
+    }
+
+    /// This store, showing its size (bytes of keys, values and expiries; entries) in `bytes`
+    /// and `entries` from now on, after each write.
+    #[must_use]
+    pub fn with_gauges(
+        mut self,
+        bytes: Arc<std::sync::atomic::AtomicI64>,
+        entries: Arc<std::sync::atomic::AtomicI64>,
+    ) -> Self {
+        self.gauges = Some([bytes, entries]);
+        self.show();
+        self
+    }
+
+    /// Copies the store's size into its gauges.
+    fn show(&self) {
+        if let Some([bytes, entries]) = &self.gauges {
+            let (used, count) = self.usage();
+            let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+            bytes.store(gauge(used), Ordering::Relaxed);
+            entries.store(gauge(count), Ordering::Relaxed);
+        }
+    }
+
+    /// `op` written, and the gauges brought up to date.
+    async fn write(&self, op: Op) -> Result<bool, KvError> {
+        let written = self
+            .file
+            .write(op, self.max_bytes)
+            .await
+            .map_err(|f| self.error(f));
+        self.show();
+        written
     }
 
     /// Bytes of keys and values stored (with 8 bytes of expiry each), and entries.
@@ -481,11 +518,7 @@ impl DiskKv {
 
     /// Drops expired entries now (the extension's task does it every `sweep_interval`).
     pub async fn sweep(&self) -> Result<(), KvError> {
-        self.file
-            .write(Op::Sweep, self.max_bytes)
-            .await
-            .map(drop)
-            .map_err(|f| self.error(f))
+        self.write(Op::Sweep).await.map(drop)
     }
 
     fn expires(&self, ttl: Option<Duration>) -> u64 {
@@ -536,11 +569,7 @@ impl shared::KeyValueStore for DiskKv {
             value: value.to_vec(),
             expires,
         };
-        self.file
-            .write(op, self.max_bytes)
-            .await
-            .map(drop)
-            .map_err(|f| self.error(f))
+        self.write(op).await.map(drop)
     }
 
     async fn set_if_absent(
@@ -555,17 +584,10 @@ impl shared::KeyValueStore for DiskKv {
             value: value.to_vec(),
             expires,
         };
-        self.file
-            .write(op, self.max_bytes)
-            .await
-            .map_err(|f| self.error(f))
+        self.write(op).await
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool, KvError> {
-        let op = Op::Delete { key: key.to_vec() };
-        self.file
-            .write(op, self.max_bytes)
-            .await
-            .map_err(|f| self.error(f))
+        self.write(Op::Delete { key: key.to_vec() }).await
     }
 }

@@ -56,13 +56,14 @@ fn post(port: u16, tag: &str) -> u16 {
     )
 }
 
-/// Runs the pipeline on `port` while `send` posts, then stops it: the dedup's counters.
+/// Runs the pipeline on `port` while `send` posts, then stops it: the dedup's counters, and the
+/// store's `entries` gauge.
 fn run(
     port: u16,
     store: &std::path::Path,
     out: &std::path::Path,
     send: impl FnOnce(),
-) -> otap_df_core::node::CounterSnapshot {
+) -> (otap_df_core::node::CounterSnapshot, i64) {
     let started = engine::start(engine::one_core(engine::resolve(
         &dedup_on_disk(port, store, out),
         &registry(),
@@ -76,12 +77,28 @@ fn run(
     send();
     let telemetry = started.telemetry.clone();
     started.stop().expect("a clean stop");
-    telemetry
+    let counts = telemetry
         .node_totals()
         .into_iter()
         .find(|t| t.node == "dedup")
         .expect("the dedup's counters")
-        .counts
+        .counts;
+    (counts, entries_shown(&telemetry))
+}
+
+/// The store's `entries` gauge, as the admin endpoint shows it.
+fn entries_shown(telemetry: &otap_df_core::runtime::Telemetry) -> i64 {
+    let metrics = telemetry.extension_metrics();
+    let seen = metrics
+        .iter()
+        .find(|m| m.extension == "seen")
+        .expect("the store's metrics");
+    seen.metrics
+        .gauges
+        .iter()
+        .find(|(name, _)| *name == "entries")
+        .map(|(_, value)| *value)
+        .expect("an entries gauge")
 }
 
 #[test]
@@ -89,7 +106,7 @@ fn a_dedup_on_disk_remembers_what_it_saw_across_a_restart() {
     let dir = TempDir::new("disk-kv-dedup-restart");
     let store = dir.path("seen.redb");
     let port = otap_df_tests::ports::free_port().unwrap();
-    let first = run(port, &store, &dir.path("first.bin"), || {
+    let (first, entries) = run(port, &store, &dir.path("first.bin"), || {
         assert_eq!(post(port, "a"), 200);
         assert_eq!(post(port, "a"), 200);
         assert_eq!(post(port, "b"), 200);
@@ -99,8 +116,9 @@ fn a_dedup_on_disk_remembers_what_it_saw_across_a_restart() {
         (12, 8, 4),
         "the repeat of a is dropped"
     );
+    assert_eq!(entries, 2, "the gauge follows each write");
     // A new engine, the same file: a and b are known, c is new.
-    let second = run(port, &store, &dir.path("second.bin"), || {
+    let (second, entries) = run(port, &store, &dir.path("second.bin"), || {
         assert_eq!(post(port, "a"), 200);
         assert_eq!(post(port, "b"), 200);
         assert_eq!(post(port, "c"), 200);
@@ -115,6 +133,7 @@ fn a_dedup_on_disk_remembers_what_it_saw_across_a_restart() {
         (12, 4, 8, 0),
         "what the first engine saw is remembered"
     );
+    assert_eq!(entries, 3);
     let exported = |name: &str| -> u64 {
         otap_df_nodes::read_payloads(&dir.path(name))
             .unwrap()
