@@ -163,6 +163,7 @@ impl File {
             path: path.to_owned(),
             used: used.clone(),
             entries: entries.clone(),
+            next_expiry: std::cell::Cell::new(0),
         };
         let writer = std::thread::Builder::new()
             .name("otap-df-disk-kv".to_owned())
@@ -202,11 +203,9 @@ impl File {
 
     /// The live value under `key`, read from the last commit.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
+        let db = self.db()?;
         let read = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let txn = self
-                .db()
-                .map_err(|_| redb::Error::DatabaseAlreadyOpen)?
-                .begin_read()?;
+            let txn = db.begin_read()?;
             let table = txn.open_table(ENTRIES)?;
             let Some(stored) = table.get(key)? else {
                 return Ok(None);
@@ -282,6 +281,9 @@ struct Writer {
     path: PathBuf,
     used: Arc<AtomicU64>,
     entries: Arc<AtomicU64>,
+    /// No entry expires before this time (ms since the epoch; 0: unknown): a full store
+    /// scans for expired entries only once one may have expired, not on every refused write.
+    next_expiry: std::cell::Cell<u64>,
 }
 
 impl Writer {
@@ -307,9 +309,11 @@ impl Writer {
                     }
                 }
                 Err(error) => {
-                    // Nothing of the batch was written: the counts stay as they were.
+                    // Nothing of the batch was written: the counts stay as they were, and
+                    // what a sweep in it learnt does not hold.
                     self.used.store(used, Ordering::Relaxed);
                     self.entries.store(entries, Ordering::Relaxed);
+                    self.next_expiry.set(0);
                     tracing::warn!(path = %self.path.display(), "a write to the store failed: {error}");
                     for job in jobs {
                         let _ = job.answer.send(Err(Failure::Io(error.to_string())));
@@ -402,11 +406,14 @@ impl Writer {
             Ok(used.saturating_sub(old) + new <= max_bytes)
         };
         if !fits(table, self.used.load(Ordering::Relaxed))? {
-            self.sweep(table, now, usize::MAX)?;
+            if now >= self.next_expiry.get() {
+                self.sweep(table, now, usize::MAX)?;
+            }
             if !fits(table, self.used.load(Ordering::Relaxed))? {
                 return Ok(Err(Failure::Full { max_bytes }));
             }
         }
+        self.next_expiry.set(self.next_expiry.get().min(expires));
         let mut stored = Vec::with_capacity(value.len() + 8);
         stored.extend_from_slice(&expires.to_be_bytes());
         stored.extend_from_slice(value);
@@ -425,7 +432,8 @@ impl Writer {
         Ok(Ok(true))
     }
 
-    /// Drops up to `most` expired entries.
+    /// Drops up to `most` expired entries; learns when the next one expires when it saw them
+    /// all.
     fn sweep(
         &self,
         table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
@@ -433,15 +441,22 @@ impl Writer {
         most: usize,
     ) -> Result<(), redb::Error> {
         let mut expired = Vec::new();
+        let mut next = NEVER;
         for entry in table.iter()? {
             let (key, value) = entry?;
-            if !live(value.value(), now) {
-                expired.push(key.value().to_vec());
-                if expired.len() >= most {
-                    break;
-                }
+            let expires = expiry_of(value.value());
+            if expires > now {
+                next = next.min(expires);
+                continue;
+            }
+            expired.push(key.value().to_vec());
+            if expired.len() >= most {
+                // More may be expired: the next full store scans again.
+                next = 0;
+                break;
             }
         }
+        self.next_expiry.set(next);
         for key in expired {
             if let Some(stored) = table.remove(key.as_slice())? {
                 self.used
@@ -534,7 +549,8 @@ impl DiskKv {
                 store: self.id.clone(),
                 message: format!(
                     "the store is full: {max_bytes} bytes of keys and values (`max_bytes`) \
-                     with no expired entry to drop"
+                     with no expired entry to drop; raise `max_bytes`, or give entries a TTL \
+                     (`default_ttl`)"
                 ),
             },
             Failure::Io(message) => KvError::Unavailable {

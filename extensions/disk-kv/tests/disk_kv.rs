@@ -113,7 +113,8 @@ fn a_write_past_max_bytes_is_refused_until_expired_entries_make_room() {
             KvError::Refused {
                 store: "disk".into(),
                 message: "the store is full: 1048576 bytes of keys and values (`max_bytes`) \
-                          with no expired entry to drop"
+                          with no expired entry to drop; raise `max_bytes`, or give entries a \
+                          TTL (`default_ttl`)"
                     .into(),
             }
         );

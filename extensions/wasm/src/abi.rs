@@ -107,28 +107,8 @@ const AUTHORIZER_EXPORTS: &[Function] = &[export(
 
 const STORE_EXPORTS: &[Function] = &[
     export(KV_GET, &[ValType::I32, ValType::I32], &[ValType::I64]),
-    export(
-        KV_SET,
-        &[
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I64,
-        ],
-        &[ValType::I32],
-    ),
-    export(
-        KV_SET_IF_ABSENT,
-        &[
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I64,
-        ],
-        &[ValType::I32],
-    ),
+    export(KV_SET, WRITE, &[ValType::I32]),
+    export(KV_SET_IF_ABSENT, WRITE, &[ValType::I32]),
     export(KV_DELETE, &[ValType::I32, ValType::I32], &[ValType::I32]),
 ];
 
@@ -146,24 +126,7 @@ pub fn exports_of(capability: CapabilityId) -> &'static [Function] {
     }
 }
 
-/// The host's own functions a module may import (module `otap`); besides them only the WASI
-/// functions of [`crate::wasi::FUNCTIONS`].
-pub const HOST_FUNCTIONS: &[Function] = &[
-    Function {
-        module: "otap",
-        name: "log",
-        params: &[ValType::I32, ValType::I32, ValType::I32],
-        results: &[],
-    },
-    Function {
-        module: "otap",
-        name: "monotonic_ns",
-        params: &[],
-        results: &[ValType::I64],
-    },
-];
-
-const fn granted(
+const fn import(
     name: &'static str,
     params: &'static [ValType],
     results: &'static [ValType],
@@ -176,47 +139,44 @@ const fn granted(
     }
 }
 
+/// The host's own functions a module may import (module `otap`); besides them only the WASI
+/// functions of [`crate::wasi::FUNCTIONS`].
+pub const HOST_FUNCTIONS: &[Function] = &[
+    import("log", &[ValType::I32, ValType::I32, ValType::I32], &[]),
+    import("monotonic_ns", &[], &[ValType::I64]),
+];
+
+/// `(key, key length, value, value length, ttl ms or -1)`: a write's parameters, in the
+/// store's exports and in the granted store's functions alike.
+const WRITE: &[ValType] = &[
+    ValType::I32,
+    ValType::I32,
+    ValType::I32,
+    ValType::I32,
+    ValType::I64,
+];
+
 /// The host functions that call the `key_value_store` granted to the guest (its
 /// `capabilities:`); a module may import them only when one is bound. Callable while the
-/// guest serves a `key_value_store` call (the engine waits for the store); anywhere else
-/// (`otap_authorize`, `otap_start`, `otap_token`, which the engine calls without waiting)
-/// they answer [`status::NOT_HERE`].
+/// guest serves a `key_value_store` or `bearer_token_authorizer` call (the engine waits for
+/// the store); in `otap_start` and `otap_token`, which the engine calls without waiting, they
+/// answer [`status::NOT_HERE`].
 pub const GRANTED_STORE_FUNCTIONS: &[Function] = &[
     // (key, key length, output, output capacity) -> value length, or a negative status; the
     // value is written at `output` when it fits, held for `kv_value` otherwise.
-    granted(
+    import(
         "kv_get",
         &[ValType::I32, ValType::I32, ValType::I32, ValType::I32],
         &[ValType::I64],
     ),
     // (output, capacity) -> the held value's length (written when it fits), or -1 if none.
-    granted("kv_value", &[ValType::I32, ValType::I32], &[ValType::I64]),
-    // (key, key length, value, value length, ttl ms or -1) -> 0, or a negative status.
-    granted(
-        "kv_set",
-        &[
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I64,
-        ],
-        &[ValType::I32],
-    ),
-    // The same -> 1 set, 0 already present, or a negative status.
-    granted(
-        "kv_set_if_absent",
-        &[
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I32,
-            ValType::I64,
-        ],
-        &[ValType::I32],
-    ),
+    import("kv_value", &[ValType::I32, ValType::I32], &[ValType::I64]),
+    // A write -> 0, or a negative status.
+    import("kv_set", WRITE, &[ValType::I32]),
+    // A write -> 1 set, 0 already present, or a negative status.
+    import("kv_set_if_absent", WRITE, &[ValType::I32]),
     // (key, key length) -> 1 deleted, 0 absent, or a negative status.
-    granted("kv_delete", &[ValType::I32, ValType::I32], &[ValType::I32]),
+    import("kv_delete", &[ValType::I32, ValType::I32], &[ValType::I32]),
 ];
 
 /// A packed `(pointer, length)` result (`pointer << 32 | length`), when the value is not a

@@ -673,8 +673,7 @@ where
     if store.data().granted.is_none() {
         return function.call(store, params);
     }
-    store.data_mut().may_wait = false;
-    now(function.call_async(&mut *store, params))
+    now(on_fiber(store, function, params, false))
 }
 
 /// Calls `function` where the engine waits: a guest granted a store may call it, and is
@@ -691,7 +690,22 @@ where
     if store.data().granted.is_none() {
         return function.call(store, params);
     }
-    store.data_mut().may_wait = true;
+    on_fiber(store, function, params, true).await
+}
+
+/// A granted guest's call, on a fiber; its store's functions wait for the store only when
+/// `may_wait`.
+async fn on_fiber<P, R>(
+    store: &mut Store<Host>,
+    function: &TypedFunc<P, R>,
+    params: P,
+    may_wait: bool,
+) -> wasmtime::Result<R>
+where
+    P: WasmParams + Sync,
+    R: WasmResults + Sync,
+{
+    store.data_mut().may_wait = may_wait;
     let result = function.call_async(&mut *store, params).await;
     store.data_mut().may_wait = false;
     result
