@@ -60,14 +60,29 @@ impl Encoding {
     }
 }
 
-/// One OTLP export request flowing through a pipeline. Cloning shares the bytes.
-#[derive(Clone, PartialEq, Eq)]
+/// One OTLP export request flowing through a pipeline. Cloning shares the bytes (and the
+/// [`Acknowledgement`], when it carries one: each copy is then settled on its own).
+#[derive(Clone)]
 pub struct OtlpPayload {
     signal: Signal,
     encoding: Encoding,
     records: u64,
     bytes: Bytes,
+    ack: Option<Acknowledgement>,
 }
+
+/// Two payloads are equal when their signal, encoding, count and bytes are: whether and
+/// how they are acknowledged is not what they hold.
+impl PartialEq for OtlpPayload {
+    fn eq(&self, other: &Self) -> bool {
+        self.signal == other.signal
+            && self.encoding == other.encoding
+            && self.records == other.records
+            && self.bytes == other.bytes
+    }
+}
+
+impl Eq for OtlpPayload {}
 
 impl OtlpPayload {
     /// A payload of `records` records of `signal`, encoded as `encoding`.
@@ -77,6 +92,28 @@ impl OtlpPayload {
             encoding,
             records,
             bytes: bytes.into(),
+            ack: None,
+        }
+    }
+
+    /// The payload, carrying `ack`: its producer answers its sender only once every copy of
+    /// it is settled (see [`Acknowledgement`]).
+    #[must_use]
+    pub fn with_acknowledgement(mut self, ack: Acknowledgement) -> Self {
+        self.ack = Some(ack);
+        self
+    }
+
+    /// Takes the acknowledgement it carries, if any: the caller settles it from now on.
+    pub fn take_acknowledgement(&mut self) -> Option<Acknowledgement> {
+        self.ack.take()
+    }
+
+    /// Settles the acknowledgement it carries, if any, as done: the payload (this copy) is
+    /// accepted for good, delivered or stored durably, or deliberately dropped.
+    pub fn settle(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.settle();
         }
     }
 
@@ -108,6 +145,197 @@ impl fmt::Debug for OtlpPayload {
             .field("encoding", &self.encoding)
             .field("records", &self.records)
             .field("bytes", &self.bytes.len())
+            .field("acknowledged", &self.ack.is_some())
             .finish()
+    }
+}
+
+/// Why a payload was not accepted for good, as its producer answers its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAccepted {
+    /// No room (a durable queue at its byte cap): the sender should come back later (HTTP
+    /// `429`, gRPC `RESOURCE_EXHAUSTED`).
+    Full(String),
+    /// It could not be kept (a write failed, a node failed or stopped and dropped it): the
+    /// sender should send it again (HTTP `503`, gRPC `UNAVAILABLE`).
+    Failed(String),
+}
+
+impl fmt::Display for NotAccepted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotAccepted::Full(reason) | NotAccepted::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// What becomes of a payload a receiver handed on with an [`Acknowledgement`]: whether every
+/// copy of it was accepted for good.
+pub type Acknowledged = Result<(), NotAccepted>;
+
+/// A payload's acknowledgement: how a node downstream tells the receiver that produced it
+/// when it is safe to answer the sender (for a durable queue: once the payload is on disk).
+///
+/// Each copy of a payload (fan-out clones it) holds one, and each is settled on its own:
+/// [`settle`](Self::settle) (accepted), [`refuse`](Self::refuse) (why not), or dropped
+/// unsettled, which counts as failed — so a node that fails, or a queue dropped at a stop,
+/// makes the receiver answer "send again" rather than a success nothing backs. The receiver
+/// learns the outcome once every copy is settled: success when all were, otherwise the first
+/// refusal. The engine settles a payload as it enters an exporter or a processor that
+/// does not take acknowledgements over
+/// ([`NodeFactory::acknowledges_with`](crate::node::NodeFactory::acknowledges_with),
+/// [`NodeFactory::forwards_acknowledgements`](crate::node::NodeFactory::forwards_acknowledgements)),
+/// which is what "accepted downstream" means without them.
+#[derive(Debug)]
+pub struct Acknowledgement {
+    shared: std::sync::Arc<AckShared>,
+    settled: bool,
+}
+
+#[derive(Debug)]
+struct AckShared {
+    refused: std::sync::OnceLock<NotAccepted>,
+    answer: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Acknowledged>>>,
+}
+
+impl Drop for AckShared {
+    /// The last copy is settled: the receiver learns the outcome.
+    fn drop(&mut self) {
+        let answer = self
+            .answer
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(answer) = answer {
+            let _ = answer.send(match self.refused.take() {
+                None => Ok(()),
+                Some(refused) => Err(refused),
+            });
+        }
+    }
+}
+
+impl Acknowledgement {
+    /// A new acknowledgement, and the future of its outcome (an error when a copy was not
+    /// accepted).
+    pub fn new() -> (Self, AcknowledgementWait) {
+        let (answer, wait) = tokio::sync::oneshot::channel();
+        let shared = AckShared {
+            refused: std::sync::OnceLock::new(),
+            answer: std::sync::Mutex::new(Some(answer)),
+        };
+        (
+            Self {
+                shared: std::sync::Arc::new(shared),
+                settled: false,
+            },
+            AcknowledgementWait(wait),
+        )
+    }
+
+    /// This copy is accepted for good.
+    pub fn settle(mut self) {
+        self.settled = true;
+    }
+
+    /// This copy is not accepted, for `why`.
+    pub fn refuse(mut self, why: NotAccepted) {
+        let _ = self.shared.refused.set(why);
+        self.settled = true;
+    }
+}
+
+impl Clone for Acknowledgement {
+    /// Another copy, to be settled on its own.
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Acknowledgement {
+    fn drop(&mut self) {
+        if !self.settled {
+            let _ = self.shared.refused.set(NotAccepted::Failed(
+                "the pipeline dropped the payload before it was accepted".to_owned(),
+            ));
+        }
+    }
+}
+
+/// The outcome of an [`Acknowledgement`], once every copy is settled.
+#[derive(Debug)]
+pub struct AcknowledgementWait(tokio::sync::oneshot::Receiver<Acknowledged>);
+
+impl std::future::Future for AcknowledgementWait {
+    type Output = Acknowledged;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Acknowledged> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(NotAccepted::Failed(
+                    "the payload's acknowledgement was lost".to_owned(),
+                ))
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload() -> OtlpPayload {
+        OtlpPayload::new(Signal::Logs, Encoding::Protobuf, 3, &b"abc"[..])
+    }
+
+    fn outcome(wait: AcknowledgementWait) -> Acknowledged {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(wait)
+    }
+
+    #[test]
+    fn the_outcome_comes_once_every_copy_is_settled() {
+        let (ack, wait) = Acknowledgement::new();
+        let data = payload().with_acknowledgement(ack);
+        let copy = data.clone();
+        assert_eq!(copy, data, "equality ignores the acknowledgement");
+        data.settle();
+        copy.settle();
+        assert_eq!(outcome(wait), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_copy_makes_the_outcome_that_refusal() {
+        let (ack, wait) = Acknowledgement::new();
+        let mut data = payload().with_acknowledgement(ack);
+        let copy = data.clone();
+        copy.settle();
+        data.take_acknowledgement()
+            .expect("carried")
+            .refuse(NotAccepted::Full("the queue is full".to_owned()));
+        assert_eq!(
+            outcome(wait),
+            Err(NotAccepted::Full("the queue is full".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_copy_dropped_unsettled_fails_the_outcome() {
+        let (ack, wait) = Acknowledgement::new();
+        let data = payload().with_acknowledgement(ack);
+        let copy = data.clone();
+        data.settle();
+        drop(copy);
+        assert!(matches!(outcome(wait), Err(NotAccepted::Failed(_))));
+        // Without an acknowledgement, settling does nothing.
+        payload().settle();
     }
 }

@@ -117,12 +117,15 @@ const PROVIDER_EXPORTS: &[Function] = &[
     export(TOKEN_VALID_MS, &[], &[ValType::I64]),
 ];
 
-/// The exports `capability` needs.
+/// The exports `capability` needs; none for one a module cannot provide (a durable queue:
+/// [`PROVIDABLE`](crate::config::PROVIDABLE) leaves it out, and a configuration naming it is
+/// refused before a module is read).
 pub fn exports_of(capability: CapabilityId) -> &'static [Function] {
     match capability {
         CapabilityId::BearerTokenAuthorizer => AUTHORIZER_EXPORTS,
         CapabilityId::KeyValueStore => STORE_EXPORTS,
         CapabilityId::BearerTokenProvider => PROVIDER_EXPORTS,
+        CapabilityId::DurableQueue => &[],
     }
 }
 

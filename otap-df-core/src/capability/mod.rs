@@ -16,6 +16,7 @@
 
 mod bearer;
 pub mod key_value;
+mod queue;
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub use bearer::{
     AuthorizeError, AuthzDecision, DenyReason, Identity, TokenCell, TokenError, TokenSubscription,
 };
 pub use key_value::{CircuitBreaker, KvError};
+pub use queue::{QueueEntry, QueueError, QueueStats};
 
 /// A node's `capabilities: { <capability>: <extension id> }` entry, once resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +329,39 @@ define_capabilities! {
             fn delete(&self, key: &[u8]) -> Result<bool, KvError>;
         }
     }
+
+    /// What an exporter keeps on disk until it is delivered: named queues of byte entries,
+    /// appended durably, claimed in order, removed once acknowledged. A key/value store
+    /// cannot be one: it has no order to read in and no way to wait for the next entry, and
+    /// a queue reclaims the space of what was delivered by dropping whole files, without a
+    /// compaction.
+    "durable_queue" => DurableQueue {
+        description: "ordered queues of entries kept on disk until acknowledged (exporter queues)",
+        sync {
+            /// Claims the oldest entry of `queue` that no one holds, without waiting: `None`
+            /// when there is none. A claimed entry is held until it is acknowledged or
+            /// released (or the process ends: on the next start every entry not
+            /// acknowledged is claimable again, in order).
+            fn try_claim(&self, queue: &str) -> Result<Option<QueueEntry>, QueueError>;
+            /// Removes claimed entry `id` of `queue` for good (delivered, or given up on and
+            /// dead-lettered); its space is reclaimed without a manual step.
+            fn acknowledge(&self, queue: &str, id: u64) -> Result<(), QueueError>;
+            /// Gives claimed entry `id` of `queue` back, not delivered: it is claimed again
+            /// before any newer one. `false` when it was not claimed.
+            fn release(&self, queue: &str, id: u64) -> bool;
+            /// What `queue` holds now.
+            fn stats(&self, queue: &str) -> QueueStats;
+        }
+        async {
+            /// Appends `entry` to `queue`; returns once it is durable as the store's commit
+            /// policy says (on disk and `fsync`ed, alone or with the appends that came
+            /// together). [`QueueError::Full`] at the store's byte cap.
+            fn append(&self, queue: &str, entry: bytes::Bytes) -> Result<(), QueueError>;
+            /// Waits for the oldest entry of `queue` that no one holds, and claims it (see
+            /// [`try_claim`](Self::try_claim)).
+            fn claim(&self, queue: &str) -> Result<QueueEntry, QueueError>;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -347,7 +382,8 @@ mod tests {
             [
                 "bearer_token_provider",
                 "bearer_token_authorizer",
-                "key_value_store"
+                "key_value_store",
+                "durable_queue"
             ]
         );
         assert_eq!(CapabilityId::from_name("kv"), None);

@@ -62,6 +62,8 @@ pub struct NodeFactory {
     validate_config: ConfigValidator,
     listens: Option<ListenAddresses>,
     counts_delivered: bool,
+    acknowledges_with: Option<CapabilityId>,
+    forwards_acknowledgements: bool,
     create: Option<NodeConstructor>,
 }
 
@@ -88,6 +90,8 @@ impl NodeFactory {
             validate_config: accept_any_config,
             listens: None,
             counts_delivered: false,
+            acknowledges_with: None,
+            forwards_acknowledgements: false,
             create: None,
         }
     }
@@ -144,6 +148,39 @@ impl NodeFactory {
     /// Whether the node counts `records_out` itself ([`counts_delivered`](Self::counts_delivered)).
     pub fn counts_own_output(&self) -> bool {
         self.counts_delivered
+    }
+
+    /// Declares an exporter that, when it binds `capability` (a durable queue), settles each
+    /// payload's [`Acknowledgement`](crate::data::Acknowledgement) itself, once it has kept
+    /// it for good: the receivers upstream of such a node attach one to every payload and
+    /// answer their senders only when it is settled
+    /// ([`NodeContext::awaits_acknowledgement`](crate::node::NodeContext::awaits_acknowledgement)).
+    /// Any other exporter's payloads are settled by the engine as they enter it.
+    #[must_use]
+    pub const fn acknowledges_with(mut self, capability: CapabilityId) -> Self {
+        self.acknowledges_with = Some(capability);
+        self
+    }
+
+    /// Whether a node of this type with `bindings` settles acknowledgements itself
+    /// ([`acknowledges_with`](Self::acknowledges_with)).
+    pub fn acknowledges(&self, bindings: &[crate::capability::Binding]) -> bool {
+        self.acknowledges_with
+            .is_some_and(|capability| bindings.iter().any(|b| b.capability == capability))
+    }
+
+    /// Declares a processor that hands on the payloads it takes as they are (their
+    /// acknowledgements with them) and settles the ones it drops; without it, the engine
+    /// settles a payload's acknowledgement as the processor takes it.
+    #[must_use]
+    pub const fn forwards_acknowledgements(mut self) -> Self {
+        self.forwards_acknowledgements = true;
+        self
+    }
+
+    /// Whether it forwards acknowledgements ([`forwards_acknowledgements`](Self::forwards_acknowledgements)).
+    pub fn forwards_acknowledgement(&self) -> bool {
+        self.forwards_acknowledgements
     }
 
     /// Sets the constructor the engine runs the node with. A type without one can be

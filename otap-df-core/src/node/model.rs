@@ -481,6 +481,11 @@ pub struct NodeContext {
     pub shutdown: ShutdownSignal,
     /// What this node shares across cores ([`NodeShared::get_or_try_init`]).
     pub shared: NodeShared,
+    /// For a receiver: whether a node downstream acknowledges the payloads it hands on only
+    /// once it has kept them for good (a durable queue): the receiver then attaches an
+    /// [`Acknowledgement`](crate::data::Acknowledgement) to each and answers its sender
+    /// with the outcome ([`PipelinePlan::awaits_acknowledgement`](crate::resolve::PipelinePlan::awaits_acknowledgement)).
+    pub awaits_acknowledgement: bool,
 }
 
 impl NodeContext {
@@ -566,6 +571,13 @@ node_kinds! {
 
     /// An exporter: delivers each payload.
     LocalExporter, SharedExporter {
+        /// Called once, on its core, before its first payload: start what runs beside
+        /// [`export`](Self::export) (an exporter with a durable queue resumes delivering
+        /// what it stored before a restart). Nothing by default.
+        async fn start(self: &mut Self) {
+            Ok(())
+        }
+
         /// Delivers one payload.
         async fn export(self: &mut Self, data: OtlpPayload);
 

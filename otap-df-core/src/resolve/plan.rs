@@ -277,6 +277,34 @@ pub struct Consumer {
 }
 
 impl PipelinePlan {
+    /// Whether node `id` hands on payloads whose acknowledgement a node downstream settles
+    /// itself, later ([`NodeFactory::acknowledges_with`](crate::node::NodeFactory::acknowledges_with)):
+    /// such a node reaches it along the edges, through processors that forward
+    /// acknowledgements. A receiver for which this holds answers its senders only once its
+    /// payloads are settled.
+    pub fn awaits_acknowledgement(&self, id: &str) -> bool {
+        let mut seen = vec![id];
+        let mut next = vec![id];
+        while let Some(from) = next.pop() {
+            for (_, to) in self.edges.iter().filter(|(f, _)| f == from) {
+                if seen.contains(&to.as_str()) {
+                    continue;
+                }
+                seen.push(to);
+                let Some(node) = self.nodes.iter().find(|n| n.id == *to) else {
+                    continue;
+                };
+                if node.factory.acknowledges(&node.bindings) {
+                    return true;
+                }
+                if node.factory.forwards_acknowledgement() {
+                    next.push(to);
+                }
+            }
+        }
+        false
+    }
+
     /// Every binding of its nodes and of its extensions.
     pub fn all_bindings(&self) -> impl Iterator<Item = &Binding> {
         self.nodes

@@ -674,7 +674,8 @@ fn binding_check_2_unknown_capability_lists_known_ones() {
             known: vec![
                 "bearer_token_provider".into(),
                 "bearer_token_authorizer".into(),
-                "key_value_store".into()
+                "key_value_store".into(),
+                "durable_queue".into()
             ],
             suggestion: None,
         }

@@ -107,6 +107,7 @@ impl CoreWorker {
             counters: Arc::new(NodeCounters::default()),
             shutdown: ShutdownSignal::new(self.stop.subscribe()),
             shared: run.node_shared.get(&node.id).cloned().unwrap_or_default(),
+            awaits_acknowledgement: plan.awaits_acknowledgement(&node.id),
         };
         let source = &run.resolved.source;
         let config_path = node.path.key("config");

@@ -81,19 +81,24 @@ impl CoreWorker {
                 // input closes, once every upstream node has finished and drained.
                 NodeInstance::Processor(processor) => {
                     others.push(control_tx);
+                    let forwards = plan
+                        .nodes
+                        .iter()
+                        .any(|node| node.id == id && node.factory.forwards_acknowledgement());
                     tasks.set.spawn_local(async move {
-                        drive_processor(processor, input, control_rx, outputs, counters).await
+                        drive_processor(processor, input, control_rx, outputs, counters, forwards)
+                            .await
                     })
                 }
                 NodeInstance::Exporter(exporter) => {
                     others.push(control_tx);
-                    let counts_own_output = plan
-                        .nodes
-                        .iter()
-                        .any(|node| node.id == id && node.factory.counts_own_output());
+                    let node = plan.nodes.iter().find(|node| node.id == id);
+                    let driving = Driving {
+                        counts_own_output: node.is_some_and(|n| n.factory.counts_own_output()),
+                        acknowledges: node.is_some_and(|n| n.factory.acknowledges(&n.bindings)),
+                    };
                     tasks.set.spawn_local(async move {
-                        drive_exporter(exporter, input, control_rx, counters, counts_own_output)
-                            .await
+                        drive_exporter(exporter, input, control_rx, counters, driving).await
                     })
                 }
             };
@@ -163,12 +168,16 @@ impl NodeTasks {
     }
 }
 
+/// Runs a processor; `forwards`: it hands acknowledgements on itself
+/// ([`NodeFactory::forwards_acknowledgements`](crate::node::NodeFactory::forwards_acknowledgements)),
+/// otherwise a payload's is settled once `process` took it.
 async fn drive_processor(
     mut processor: Box<dyn LocalProcessor>,
     input: Option<mpsc::Receiver<OtlpPayload>>,
     mut control: mpsc::Receiver<ControlMessage>,
     outputs: Outputs,
     counters: Arc<NodeCounters>,
+    forwards: bool,
 ) -> Result<(), NodeError> {
     let Some(mut input) = input else {
         return Ok(());
@@ -182,9 +191,13 @@ async fn drive_processor(
                 None => control_open = false,
             },
             data = next_payload(&mut input) => match data {
-                Some(data) => {
+                Some(mut data) => {
                     NodeCounters::add(&counters.records_in, data.records());
+                    let ack = if forwards { None } else { data.take_acknowledgement() };
                     processor.process(data, &outputs).await?;
+                    if let Some(ack) = ack {
+                        ack.settle();
+                    }
                 }
                 None => return Ok(()),
             },
@@ -202,15 +215,27 @@ fn next_payload(
     tokio::task::coop::unconstrained(input.recv())
 }
 
-/// Runs an exporter; `counts_own_output`: it counts `records_out` itself, on delivery
-/// ([`NodeFactory::counts_delivered`](crate::node::NodeFactory::counts_delivered)).
+/// How the engine drives an exporter.
+#[derive(Clone, Copy, Default)]
+struct Driving {
+    /// It counts `records_out` itself, on delivery
+    /// ([`NodeFactory::counts_delivered`](crate::node::NodeFactory::counts_delivered)).
+    counts_own_output: bool,
+    /// It settles acknowledgements itself
+    /// ([`NodeFactory::acknowledges_with`](crate::node::NodeFactory::acknowledges_with));
+    /// otherwise a payload's is settled once `export` took it.
+    acknowledges: bool,
+}
+
+/// Runs an exporter as `driving` says.
 async fn drive_exporter(
     mut exporter: Box<dyn LocalExporter>,
     input: Option<mpsc::Receiver<OtlpPayload>>,
     mut control: mpsc::Receiver<ControlMessage>,
     counters: Arc<NodeCounters>,
-    counts_own_output: bool,
+    driving: Driving,
 ) -> Result<(), NodeError> {
+    exporter.start().await?;
     let Some(mut input) = input else {
         return exporter.finish().await;
     };
@@ -223,11 +248,16 @@ async fn drive_exporter(
                 None => control_open = false,
             },
             data = next_payload(&mut input) => match data {
-                Some(data) => {
+                Some(mut data) => {
                     let records = data.records();
                     NodeCounters::add(&counters.records_in, records);
-                    match exporter.export(data).await {
-                        Ok(()) if counts_own_output => {}
+                    let ack = if driving.acknowledges { None } else { data.take_acknowledgement() };
+                    let exported = exporter.export(data).await;
+                    if let (Some(ack), Ok(())) = (ack, &exported) {
+                        ack.settle();
+                    }
+                    match exported {
+                        Ok(()) if driving.counts_own_output => {}
                         Ok(()) => NodeCounters::add(&counters.records_out, records),
                         Err(error) => {
                             NodeCounters::add(&counters.records_failed, records);
@@ -291,7 +321,7 @@ mod tests {
             Some(queue),
             control,
             Arc::new(NodeCounters::default()),
-            false,
+            Driving::default(),
         ));
         let seen = local.spawn_local({
             let exported = exported.clone();
@@ -334,7 +364,10 @@ mod tests {
                         Some(queue),
                         control,
                         counters.clone(),
-                        counts_own_output,
+                        Driving {
+                            counts_own_output,
+                            acknowledges: false,
+                        },
                     ),
                 )
                 .expect("the exporter ends when its input closes");
