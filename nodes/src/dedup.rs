@@ -49,6 +49,7 @@ pub static DEDUP: NodeFactory =
         .description("drops batches already seen within a TTL, using a key/value store")
         .accepts(&[CapabilityRequirement::required(CapabilityId::KeyValueStore)])
         .validate_config(|config| DedupConfig::decode(config).map(drop))
+        .forwards_acknowledgements()
         .create(create);
 
 fn create(
@@ -94,7 +95,9 @@ impl LocalProcessor for Dedup {
                     tracing::info!(node = %self.node, "key/value store answers again; deduplicating");
                 }
                 if !first {
+                    // Dropped on purpose: as good as kept, for the sender.
                     NodeCounters::add(&outputs.counters().records_dropped, data.records());
+                    data.settle();
                     return Ok(());
                 }
             }

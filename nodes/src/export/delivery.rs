@@ -1,6 +1,6 @@
 //! One payload's fate: sent, retried within its budget, or counted, logged and dead-lettered.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,8 +39,24 @@ pub(crate) struct Delivery<T> {
     /// Records neither delivered nor dead-lettered.
     lost: Arc<AtomicU64>,
     /// From the shutdown's `stop_waiting_at` on, nothing is sent or retried, and what is
-    /// left is dead-lettered or counted lost before the engine's deadline.
+    /// left is dead-lettered or counted lost before the engine's deadline — or, with a
+    /// durable queue (`keeps_on_stop`), left in it for the next start.
     shutdown: ShutdownSignal,
+    keeps_on_stop: bool,
+    /// Set when a delivery that keeps what a stop interrupts is closing: retries wait no
+    /// more (what waits to be retried stays in the queue).
+    closing: Cell<bool>,
+    closed: tokio::sync::Notify,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Delivered, or given up on: counted, logged and dead-lettered (or counted lost).
+    Settled,
+    /// The pipeline stopped first, and the payload is kept where it came from (a durable
+    /// queue): not counted.
+    Kept,
 }
 
 impl<T: Transport> Delivery<T> {
@@ -67,7 +83,56 @@ impl<T: Transport> Delivery<T> {
             dead_lettered: counters.named("dead_lettered"),
             lost: counters.named(LOST),
             shutdown: context.shutdown.clone(),
+            keeps_on_stop: false,
+            closing: Cell::new(false),
+            closed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The node's id.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// For a delivery that keeps what a stop interrupts: from now on a payload waiting to be
+    /// retried is kept at once, not retried.
+    pub(crate) fn close(&self) {
+        self.closing.set(true);
+        self.closed.notify_waiters();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
+    /// Returns once [`close`](Self::close) is called (never for a delivery that does not
+    /// keep what a stop interrupts).
+    pub(crate) async fn closed(&self) {
+        if !self.keeps_on_stop {
+            return std::future::pending().await;
+        }
+        let closed = self.closed.notified();
+        if !self.closing.get() {
+            closed.await;
+        }
+    }
+
+    /// This delivery, keeping what a stop interrupts where it came from (a durable queue)
+    /// rather than dead-lettering it.
+    #[must_use]
+    pub(crate) fn keeping_on_stop(mut self) -> Self {
+        self.keeps_on_stop = true;
+        self
+    }
+
+    /// `data` was interrupted by the pipeline's stop, for `reason`.
+    fn stopped(&self, data: &OtlpPayload, reason: &str) -> Outcome {
+        if self.keeps_on_stop {
+            return Outcome::Kept;
+        }
+        self.undeliverable(data, reason);
+        Outcome::Settled
     }
 
     /// A request task's end: a panic fails the node (its payload's fate is unknown).
@@ -108,17 +173,17 @@ impl<T: Transport> Delivery<T> {
     }
 
     /// Delivers one payload: encodes it, sends it, retries it; counts, logs and
-    /// dead-letters it when it cannot be delivered, also when the pipeline stops first.
-    pub(super) async fn deliver(&self, data: OtlpPayload) {
+    /// dead-letters it when it cannot be delivered, also when the pipeline stops first
+    /// (unless it [keeps it](Self::keeping_on_stop)).
+    pub(super) async fn deliver(&self, data: OtlpPayload) -> Outcome {
         if self.gives_up_within(Duration::ZERO) {
-            self.undeliverable(&data, STOPPED_BEFORE_SENT);
-            return;
+            return self.stopped(&data, STOPPED_BEFORE_SENT);
         }
         let body = match self.transport.body(&data) {
             Ok(body) => body,
             Err(e) => {
                 self.undeliverable(&data, &format!("cannot compress: {e}"));
-                return;
+                return Outcome::Settled;
             }
         };
         let started = Instant::now();
@@ -129,15 +194,12 @@ impl<T: Transport> Delivery<T> {
             let attempt = tokio::select! {
                 biased;
                 attempt = self.transport.send(&data, &body, fresh) => attempt,
-                () = self.given_up() => {
-                    self.undeliverable(&data, STOPPED_IN_FLIGHT);
-                    return;
-                }
+                () = self.given_up() => return self.stopped(&data, STOPPED_IN_FLIGHT),
             };
             let (reason, retry_after) = match attempt {
                 Attempt::Delivered => {
                     NodeCounters::add(&self.counters.records_out, data.records());
-                    return;
+                    return Outcome::Settled;
                 }
                 // One more attempt with the freshest token, at once.
                 Attempt::Unauthorized(_) if self.transport.carries_token() && !refreshed => {
@@ -146,13 +208,9 @@ impl<T: Transport> Delivery<T> {
                     self.retried.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                Attempt::Unauthorized(reason) => {
+                Attempt::Unauthorized(reason) | Attempt::Permanent(reason) => {
                     self.undeliverable(&data, &reason);
-                    return;
-                }
-                Attempt::Permanent(reason) => {
-                    self.undeliverable(&data, &reason);
-                    return;
+                    return Outcome::Settled;
                 }
                 Attempt::Retry {
                     reason,
@@ -160,26 +218,26 @@ impl<T: Transport> Delivery<T> {
                 } => (reason, retry_after),
             };
             fresh = false;
-            let Some((wait, reason)) =
-                self.retry_wait(&data, started, backoff, reason, retry_after)
-            else {
-                return;
+            let (wait, reason) = match self.retry_wait(&data, started, backoff, reason, retry_after)
+            {
+                Ok(wait) => wait,
+                Err(outcome) => return outcome,
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.given_up() => {
-                    self.undeliverable(&data, &format!("{reason} ({STOPPED_RETRYING})"));
-                    return;
+                    return self.stopped(&data, &format!("{reason} ({STOPPED_RETRYING})"));
                 }
+                () = self.closed() => return Outcome::Kept,
             }
             backoff = (backoff * 2).min(self.retry.max_interval);
         }
     }
 
     /// How long to wait before retrying `data` (first tried at `started`, the backoff at
-    /// `backoff`) after it failed for `reason`, and the reason; `None` when it is not retried
-    /// (retries off, the budget spent, or the pipeline stopping first): then it is
-    /// undeliverable.
+    /// `backoff`) after it failed for `reason`, and the reason; how its delivery ended when
+    /// it is not retried (retries off or the budget spent: undeliverable; the pipeline
+    /// stopping first).
     fn retry_wait(
         &self,
         data: &OtlpPayload,
@@ -187,7 +245,7 @@ impl<T: Transport> Delivery<T> {
         backoff: Duration,
         reason: String,
         retry_after: Option<Duration>,
-    ) -> Option<(Duration, String)> {
+    ) -> Result<(Duration, String), Outcome> {
         let retry = &self.retry;
         let wait = retry_after
             .unwrap_or_else(|| jitter(backoff))
@@ -202,21 +260,20 @@ impl<T: Transport> Delivery<T> {
                 reason
             };
             self.undeliverable(data, &why);
-            return None;
+            return Err(Outcome::Settled);
         }
         if self.gives_up_within(wait) {
-            self.undeliverable(data, &format!("{reason} ({STOPPED_RETRYING})"));
-            return None;
+            return Err(self.stopped(data, &format!("{reason} ({STOPPED_RETRYING})")));
         }
         NodeCounters::add(&self.counters.errors, 1);
         self.retried.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(node = %self.node, protocol = T::PROTOCOL, reason, wait = ?wait,
             "export will be retried");
-        Some((wait, reason))
+        Ok((wait, reason))
     }
 
     /// Counts, logs and (when configured) dead-letters a payload that was not delivered.
-    fn undeliverable(&self, data: &OtlpPayload, reason: &str) {
+    pub(super) fn undeliverable(&self, data: &OtlpPayload, reason: &str) {
         NodeCounters::add(&self.counters.records_failed, data.records());
         let dead_lettered = match &self.dead_letter {
             None => false,

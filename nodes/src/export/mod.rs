@@ -16,6 +16,7 @@
 pub(crate) mod delivery;
 pub(crate) mod merge;
 pub(crate) mod options;
+pub(crate) mod queued;
 pub mod retry;
 pub(crate) mod token;
 
@@ -28,7 +29,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use otap_df_core::capability::DurableQueue;
 use otap_df_core::data::OtlpPayload;
+use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{LocalExporter, NodeContext, NodeError, NodeInstance};
 use tokio::task::JoinSet;
 
@@ -227,13 +230,16 @@ pub(crate) struct DeliveryOptions<'a> {
 }
 
 /// The exporter the engine drives, sending each payload with `transport`: up to
-/// `max_in_flight` requests, merging while all are taken, retries and dead letters.
+/// `max_in_flight` requests, merging while all are taken, retries and dead letters; with a
+/// `durable_queue` bound in `capabilities`, through that queue ([`queued`]).
 pub(crate) fn instance<T: Transport + 'static>(
     context: &NodeContext,
+    capabilities: &mut Capabilities,
     transport: T,
     options: DeliveryOptions<'_>,
 ) -> Result<NodeInstance, NodeError> {
     let dead_letter = dead_letter_file(context, options.dead_letter_file)?;
+    let queue = capabilities.optional_local::<DurableQueue>()?;
     let delivery = Delivery::new(
         context,
         transport,
@@ -241,8 +247,16 @@ pub(crate) fn instance<T: Transport + 'static>(
         options.merge_max_bytes,
         dead_letter,
     );
-    let exporter = Exporting::new(delivery, options.max_in_flight);
-    Ok(NodeInstance::Exporter(Box::new(exporter)))
+    Ok(NodeInstance::Exporter(match queue {
+        Some(queue) => Box::new(queued::Queued::new(
+            context,
+            delivery,
+            queue,
+            options.max_in_flight,
+            options.merge_max_bytes,
+        )),
+        None => Box::new(Exporting::new(delivery, options.max_in_flight)),
+    }))
 }
 
 /// The connector of an exporter's client: `https://` with TLS trusting `ca_file` (the

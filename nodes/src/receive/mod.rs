@@ -135,6 +135,11 @@ pub(crate) enum Reason {
     PipelineFull,
     /// The core's budget of body bytes being read had no room within `admission_timeout`.
     BytesInFlight,
+    /// The durable queue downstream is at its byte cap: the payload was not kept.
+    QueueFull,
+    /// The payload could not be kept downstream (a durable queue's write failed, a node
+    /// failed or stopped with it): the sender should send it again.
+    NotKept,
     /// No credential.
     AuthMissing,
     /// A credential the authorizer does not accept.
@@ -153,8 +158,10 @@ impl Reason {
             Reason::NotFound | Reason::MethodNotAllowed => code::UNIMPLEMENTED,
             Reason::Unsupported | Reason::TooLarge | Reason::BadRequest => code::INVALID_ARGUMENT,
             Reason::BodyTimeout | Reason::DeadlineExceeded => code::DEADLINE_EXCEEDED,
-            Reason::PipelineClosed | Reason::AuthUnavailable => code::UNAVAILABLE,
-            Reason::PipelineFull | Reason::BytesInFlight => code::RESOURCE_EXHAUSTED,
+            Reason::PipelineClosed | Reason::AuthUnavailable | Reason::NotKept => code::UNAVAILABLE,
+            Reason::PipelineFull | Reason::BytesInFlight | Reason::QueueFull => {
+                code::RESOURCE_EXHAUSTED
+            }
             Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => {
                 code::UNAUTHENTICATED
             }
@@ -169,6 +176,8 @@ impl Reason {
                 | Reason::PipelineFull
                 | Reason::BytesInFlight
                 | Reason::AuthUnavailable
+                | Reason::QueueFull
+                | Reason::NotKept
         )
     }
 
@@ -184,6 +193,8 @@ impl Reason {
             Reason::PipelineClosed => &counters.pipeline_closed,
             Reason::PipelineFull => &counters.pipeline_full,
             Reason::BytesInFlight => &counters.bytes_in_flight,
+            Reason::QueueFull => &counters.queue_full,
+            Reason::NotKept => &counters.not_kept,
             Reason::AuthMissing => &counters.auth_missing,
             Reason::AuthInvalid => &counters.auth_invalid,
             Reason::AuthExpired => &counters.auth_expired,

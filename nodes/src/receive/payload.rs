@@ -6,7 +6,9 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use otap_df_core::data::{Encoding, OtlpPayload, Signal};
+use otap_df_core::data::{
+    Acknowledgement, AcknowledgementWait, Encoding, NotAccepted, OtlpPayload, Signal,
+};
 use otap_df_core::node::{NodeCounters, OutputPermit};
 
 use super::counters::Counters;
@@ -86,20 +88,38 @@ fn unzstd(body: &[u8], max_body_size: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// Validates `body` (an export request of `signal` in `encoding`), counts its records in,
-/// and hands it on into `permit`.
+/// and hands it on into `permit`; `acknowledged`: with an acknowledgement, whose outcome is
+/// returned (the sender is answered once it is [`settled`]).
 pub(crate) fn take(
     signal: Signal,
     encoding: Encoding,
     body: Bytes,
     permit: OutputPermit<'_>,
+    acknowledged: bool,
     counters: &Counters,
-) -> Result<(), Refusal> {
+) -> Result<Option<AcknowledgementWait>, Refusal> {
     let shape = decode_shape(signal, encoding, &body)
         .map_err(|message| Refusal::new(Reason::BadRequest, message))?;
     let records = shape.records as u64;
     NodeCounters::add(&counters.counters.records_in, records);
-    permit.send(OtlpPayload::new(signal, encoding, records, body));
-    Ok(())
+    let payload = OtlpPayload::new(signal, encoding, records, body);
+    if !acknowledged {
+        permit.send(payload);
+        return Ok(None);
+    }
+    let (ack, kept) = Acknowledgement::new();
+    permit.send(payload.with_acknowledgement(ack));
+    Ok(Some(kept))
+}
+
+/// Waits until a payload handed on with an acknowledgement is kept for good downstream;
+/// the refusal the sender gets when it was not (`429` for a full durable queue, `503`
+/// otherwise: both say "send it again").
+pub(crate) async fn settled(kept: AcknowledgementWait) -> Result<(), Refusal> {
+    kept.await.map_err(|not| match not {
+        NotAccepted::Full(why) => Refusal::new(Reason::QueueFull, why),
+        NotAccepted::Failed(why) => Refusal::new(Reason::NotKept, why),
+    })
 }
 
 #[cfg(test)]

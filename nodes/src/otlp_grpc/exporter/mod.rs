@@ -42,11 +42,13 @@ use transport::{GrpcTransport, methods};
 pub static OTLP_GRPC_EXPORTER: NodeFactory =
     NodeFactory::new(ComponentKind::Exporter, "otlp_grpc", env!("CARGO_PKG_NAME"))
         .description("OTLP/gRPC client with retries, gzip or zstd and an optional bearer token")
-        .accepts(&[CapabilityRequirement::optional(
-            CapabilityId::BearerTokenProvider,
-        )])
+        .accepts(&[
+            CapabilityRequirement::optional(CapabilityId::BearerTokenProvider),
+            CapabilityRequirement::optional(CapabilityId::DurableQueue),
+        ])
         .validate_config(|config| OtlpGrpcExporterConfig::decode(config).map(drop))
         .counts_delivered()
+        .acknowledges_with(CapabilityId::DurableQueue)
         .create(create);
 
 fn create(
@@ -78,5 +80,5 @@ fn create(
         max_in_flight: decoded.max_in_flight,
         dead_letter_file: decoded.dead_letter_file.as_deref(),
     };
-    export::instance(context, transport, options)
+    export::instance(context, capabilities, transport, options)
 }

@@ -21,7 +21,7 @@ use crate::otlp_grpc::{
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, take, too_large};
+use crate::receive::payload::{Coding, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one call.
@@ -32,6 +32,9 @@ pub(super) struct Handler {
     pub(super) max_message_size: usize,
     pub(super) retry_after: Duration,
     pub(super) counters: Counters,
+    /// Whether a request is answered only once its payload is kept for good downstream
+    /// (a durable queue): its acknowledgement settled.
+    pub(super) acknowledged: bool,
 }
 
 /// The signals, by the path of their export method.
@@ -114,12 +117,13 @@ impl Handler {
     async fn take(&self, body: Incoming, signal: Signal, coding: Coding) -> Result<(), Refusal> {
         let permit = self.admission.admit(&self.counters).await?;
         let framed_limit = self.max_message_size + 5;
-        let _reading = self
+        let reading = self
             .admission
             .reserve_body(framed_limit as u64, &self.counters)
             .await?;
         bump(&self.counters.read);
         let body = self.read_message(body, framed_limit).await?;
+        drop(reading);
         let (compressed, message) =
             unframe(&body).map_err(|message| Refusal::new(Reason::BadRequest, message))?;
         let message = match (compressed, coding) {
@@ -132,7 +136,18 @@ impl Handler {
             }
             (true, coding) => coding.decompress(body.slice_ref(message), self.max_message_size)?,
         };
-        take(signal, Encoding::Protobuf, message, permit, &self.counters)
+        let kept = take(
+            signal,
+            Encoding::Protobuf,
+            message,
+            permit,
+            self.acknowledged,
+            &self.counters,
+        )?;
+        match kept {
+            Some(kept) => settled(kept).await,
+            None => Ok(()),
+        }
     }
 
     /// What the call's head says: its signal, how its message is compressed, and its deadline;

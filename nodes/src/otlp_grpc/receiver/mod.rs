@@ -104,6 +104,9 @@ pub(crate) struct OtlpGrpcReceiver {
     config: OtlpGrpcReceiverConfig,
     authorizer: Option<Authorization>,
     counters: Counters,
+    /// Whether it answers only once its payloads are kept for good
+    /// ([`NodeContext::awaits_acknowledgement`]).
+    acknowledged: bool,
     shutdown: ShutdownSignal,
 }
 
@@ -158,6 +161,7 @@ impl OtlpGrpcReceiver {
             config,
             authorizer,
             counters: Counters::new(&context.counters),
+            acknowledged: context.awaits_acknowledgement,
             shutdown: context.shutdown.clone(),
         }
     }
@@ -178,6 +182,7 @@ impl OtlpGrpcReceiver {
             config,
             authorizer,
             counters,
+            acknowledged,
             shutdown,
         } = self;
         let listener = listen(socket).map_err(|e| NodeError::Failed {
@@ -197,6 +202,7 @@ impl OtlpGrpcReceiver {
             max_message_size: config.max_message_size,
             retry_after: config.retry_after,
             counters,
+            acknowledged,
         });
         let (drain, draining) = watch::channel(false);
         let shared = Rc::new(Connections {

@@ -53,11 +53,13 @@ use transport::HttpTransport;
 pub static OTLP_HTTP_EXPORTER: NodeFactory =
     NodeFactory::new(ComponentKind::Exporter, "otlp_http", env!("CARGO_PKG_NAME"))
         .description("OTLP/HTTP client with retries, gzip or zstd and an optional bearer token")
-        .accepts(&[CapabilityRequirement::optional(
-            CapabilityId::BearerTokenProvider,
-        )])
+        .accepts(&[
+            CapabilityRequirement::optional(CapabilityId::BearerTokenProvider),
+            CapabilityRequirement::optional(CapabilityId::DurableQueue),
+        ])
         .validate_config(|config| OtlpHttpExporterConfig::decode(config).map(drop))
         .counts_delivered()
+        .acknowledges_with(CapabilityId::DurableQueue)
         .create(create);
 
 fn create(
@@ -84,5 +86,5 @@ fn create(
         max_in_flight: decoded.max_in_flight,
         dead_letter_file: decoded.dead_letter_file.as_deref(),
     };
-    export::instance(context, transport, options)
+    export::instance(context, capabilities, transport, options)
 }

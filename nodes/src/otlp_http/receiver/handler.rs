@@ -19,7 +19,7 @@ use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, succes
 use crate::receive::admission::Admission;
 use crate::receive::authorization::Authorization;
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, take, too_large};
+use crate::receive::payload::{Coding, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one request.
@@ -30,6 +30,9 @@ pub(super) struct Handler {
     pub(super) max_body_size: usize,
     pub(super) retry_after: HeaderValue,
     pub(super) counters: Counters,
+    /// Whether a request is answered only once its payload is kept for good downstream
+    /// (a durable queue): its acknowledgement settled.
+    pub(super) acknowledged: bool,
 }
 
 /// The HTTP status of a refusal.
@@ -41,8 +44,12 @@ const fn status(reason: Reason) -> StatusCode {
         Reason::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Reason::BodyTimeout | Reason::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
         Reason::BadRequest => StatusCode::BAD_REQUEST,
-        Reason::PipelineClosed | Reason::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Reason::PipelineFull | Reason::BytesInFlight => StatusCode::TOO_MANY_REQUESTS,
+        Reason::PipelineClosed | Reason::AuthUnavailable | Reason::NotKept => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        Reason::PipelineFull | Reason::BytesInFlight | Reason::QueueFull => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => StatusCode::UNAUTHORIZED,
     }
 }
@@ -103,11 +110,22 @@ impl Handler {
         }
         let permit = self.admission.admit(&self.counters).await?;
         let budget = declared.unwrap_or(self.max_body_size as u64);
-        let _reading = self.admission.reserve_body(budget, &self.counters).await?;
+        let reading = self.admission.reserve_body(budget, &self.counters).await?;
         bump(&self.counters.read);
         let body = self.read_body(request.into_body()).await?;
+        drop(reading);
         let body = coding.decompress(body, self.max_body_size)?;
-        take(signal, encoding, body, permit, &self.counters)?;
+        let kept = take(
+            signal,
+            encoding,
+            body,
+            permit,
+            self.acknowledged,
+            &self.counters,
+        )?;
+        if let Some(kept) = kept {
+            settled(kept).await?;
+        }
         Ok(encoding)
     }
 

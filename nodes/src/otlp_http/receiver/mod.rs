@@ -99,6 +99,9 @@ pub(crate) struct OtlpHttpReceiver {
     config: OtlpHttpReceiverConfig,
     authorizer: Option<Authorization>,
     counters: Counters,
+    /// Whether it answers only once its payloads are kept for good
+    /// ([`NodeContext::awaits_acknowledgement`]).
+    acknowledged: bool,
     shutdown: ShutdownSignal,
 }
 
@@ -133,6 +136,7 @@ impl OtlpHttpReceiver {
             config,
             authorizer,
             counters: Counters::new(&context.counters),
+            acknowledged: context.awaits_acknowledgement,
             shutdown: context.shutdown.clone(),
         }
     }
@@ -154,6 +158,7 @@ impl OtlpHttpReceiver {
             config,
             authorizer,
             counters,
+            acknowledged,
             shutdown,
         } = self;
         let error = |message: String| NodeError::Failed {
@@ -175,6 +180,7 @@ impl OtlpHttpReceiver {
             max_body_size: config.max_body_size,
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
             counters,
+            acknowledged,
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         // The header timeout is the connection's own ([`connection`]): hyper's allocates a

@@ -1,0 +1,284 @@
+//! An exporter with a durable queue: each payload is appended to the bound `durable_queue`
+//! and acknowledged to its sender once it is on disk; a pump on each core claims what the
+//! queue holds, in order, sends it (merged when it can be) with the same retries as
+//! without a queue, and removes it once delivered or given up on (dead-lettered or
+//! counted). What a stop interrupts stays in the queue, and the next start resumes it.
+//!
+//! An entry is the payload's signal, encoding and record count before its bytes
+//! ([`encode`]); every core's pump claims from the one queue of the node, so a restart with
+//! fewer cores leaves nothing behind.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use otap_df_core::capability::{QueueEntry, QueueError, local};
+use otap_df_core::data::{Encoding, NotAccepted, OtlpPayload, Signal};
+use otap_df_core::node::{LocalExporter, NodeContext, NodeError};
+use tokio::task::JoinSet;
+
+use super::Transport;
+use super::delivery::{Delivery, Outcome};
+use super::merge::Waiting;
+
+/// Appends waiting for their commit, per core: the payloads whose senders wait.
+const APPENDS_IN_FLIGHT: usize = 1024;
+
+/// An entry's bytes before the payload's: format version, signal, encoding, records.
+const ENTRY_HEADER: usize = 11;
+const ENTRY_VERSION: u8 = 1;
+
+/// How long the pump waits before it claims again after the queue could not be read.
+const READ_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+
+/// `payload` as a queue entry.
+pub(crate) fn encode(payload: &OtlpPayload) -> Bytes {
+    let mut entry = BytesMut::with_capacity(ENTRY_HEADER + payload.bytes().len());
+    entry.put_u8(ENTRY_VERSION);
+    entry.put_u8(match payload.signal() {
+        Signal::Logs => 0,
+        Signal::Metrics => 1,
+        Signal::Traces => 2,
+    });
+    entry.put_u8(match payload.encoding() {
+        Encoding::Protobuf => 0,
+        Encoding::Json => 1,
+    });
+    entry.put_u64_le(payload.records());
+    entry.put_slice(payload.bytes());
+    entry.freeze()
+}
+
+/// The payload queue entry `entry` holds; why not, when it is not one.
+pub(crate) fn decode(entry: &Bytes) -> Result<OtlpPayload, String> {
+    if entry.len() < ENTRY_HEADER || entry[0] != ENTRY_VERSION {
+        return Err("not a payload entry of this version".to_owned());
+    }
+    let signal = match entry[1] {
+        0 => Signal::Logs,
+        1 => Signal::Metrics,
+        2 => Signal::Traces,
+        other => return Err(format!("unknown signal {other}")),
+    };
+    let encoding = match entry[2] {
+        0 => Encoding::Protobuf,
+        1 => Encoding::Json,
+        other => return Err(format!("unknown encoding {other}")),
+    };
+    let mut records = [0u8; 8];
+    records.copy_from_slice(&entry[3..ENTRY_HEADER]);
+    Ok(OtlpPayload::new(
+        signal,
+        encoding,
+        u64::from_le_bytes(records),
+        entry.slice(ENTRY_HEADER..),
+    ))
+}
+
+/// The queue of node `context`: one per node, shared by its cores.
+pub(crate) fn queue_name(context: &NodeContext) -> String {
+    format!("{}/{}/{}", context.group, context.pipeline, context.node_id)
+}
+
+/// What the exporter's appends and its pump share (one core).
+struct Pump<T> {
+    delivery: Delivery<T>,
+    queue: Rc<dyn local::DurableQueue>,
+    name: String,
+    max_in_flight: usize,
+    merge_max_bytes: usize,
+    /// Records appended to the queue.
+    queued: Arc<AtomicU64>,
+}
+
+/// The exporter with a durable queue, as the engine drives it.
+pub(crate) struct Queued<T: Transport> {
+    pump: Rc<Pump<T>>,
+    appends: JoinSet<()>,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl<T: Transport + 'static> Queued<T> {
+    pub(crate) fn new(
+        context: &NodeContext,
+        delivery: Delivery<T>,
+        queue: Rc<dyn local::DurableQueue>,
+        max_in_flight: usize,
+        merge_max_bytes: usize,
+    ) -> Self {
+        Self {
+            pump: Rc::new(Pump {
+                delivery: delivery.keeping_on_stop(),
+                queue,
+                name: queue_name(context),
+                max_in_flight,
+                merge_max_bytes,
+                queued: context.counters.named("records_queued"),
+            }),
+            appends: JoinSet::new(),
+            running: None,
+        }
+    }
+}
+
+#[otap_df_core::async_trait(?Send)]
+impl<T: Transport + 'static> LocalExporter for Queued<T> {
+    async fn start(&mut self) -> Result<(), NodeError> {
+        let pump = self.pump.clone();
+        self.running = Some(tokio::task::spawn_local(async move { pump.run().await }));
+        Ok(())
+    }
+
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        while self.appends.len() >= APPENDS_IN_FLIGHT {
+            self.appends.join_next().await;
+        }
+        while self.appends.try_join_next().is_some() {}
+        let pump = self.pump.clone();
+        self.appends
+            .spawn_local(async move { pump.append(data).await });
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        while self.appends.join_next().await.is_some() {}
+        // Everything taken is on disk: what is in flight ends, what waits to be retried
+        // stays in the queue for the next start.
+        self.pump.delivery.close();
+        if let Some(running) = self.running.take()
+            && let Err(error) = running.await
+            && error.is_panic()
+        {
+            return Err(NodeError::Failed {
+                node: self.pump.delivery.node().to_owned(),
+                message: "the queue's pump panicked".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<T: Transport + 'static> Pump<T> {
+    /// Appends `data` to the queue; settles its acknowledgement once it is durable, or says
+    /// why not (a full queue: "come back later"). Without an acknowledgement to answer
+    /// (a producer that does not wait), what cannot be appended is undeliverable.
+    async fn append(&self, mut data: OtlpPayload) {
+        let ack = data.take_acknowledgement();
+        let records = data.records();
+        let appended = self.queue.append(&self.name, encode(&data)).await;
+        match (appended, ack) {
+            (Ok(()), ack) => {
+                self.queued.fetch_add(records, Ordering::Relaxed);
+                if let Some(ack) = ack {
+                    ack.settle();
+                }
+            }
+            (Err(error), Some(ack)) => {
+                let refusal = match error {
+                    QueueError::Full { .. } => NotAccepted::Full(error.to_string()),
+                    _ => NotAccepted::Failed(error.to_string()),
+                };
+                tracing::debug!(node = %self.delivery.node(), %error, "not appended to the durable queue");
+                ack.refuse(refusal);
+            }
+            (Err(error), None) => {
+                self.delivery.undeliverable(
+                    &data,
+                    &format!("cannot append it to the durable queue: {error}"),
+                );
+            }
+        }
+    }
+
+    /// Claims what the queue holds and delivers it, up to `max_in_flight` requests at a
+    /// time, until the input is drained; then waits for the requests in flight.
+    async fn run(self: Rc<Self>) {
+        let mut in_flight = JoinSet::new();
+        while !self.delivery.is_closing() {
+            if in_flight.len() >= self.max_in_flight {
+                tokio::select! {
+                    _ = in_flight.join_next() => {}
+                    () = self.delivery.closed() => {}
+                }
+                continue;
+            }
+            let claimed = tokio::select! {
+                claimed = self.queue.claim(&self.name) => claimed,
+                () = self.delivery.closed() => continue,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+            };
+            match claimed {
+                Ok(first) => {
+                    let pump = self.clone();
+                    in_flight.spawn_local(async move { pump.send(first).await });
+                }
+                Err(error) => {
+                    tracing::error!(node = %self.delivery.node(), %error,
+                        "cannot read the durable queue; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(READ_FAILURE_PAUSE) => {}
+                        () = self.delivery.closed() => {}
+                    }
+                }
+            }
+        }
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Sends `first` with the entries after it that merge with it (protobuf of one signal,
+    /// up to `merge_max_bytes`); acknowledges them once delivered or given up on, releases
+    /// them when the pipeline stops first.
+    async fn send(&self, first: QueueEntry) {
+        let mut ids = Vec::new();
+        let Some(payload) = self.payload(first, &mut ids) else {
+            return;
+        };
+        let mut waiting = Waiting::One(payload);
+        while let Ok(Some(next)) = self.queue.try_claim(&self.name) {
+            let id = next.id;
+            let Some(payload) = self.payload(next, &mut Vec::new()) else {
+                continue;
+            };
+            match waiting.merge(payload, self.merge_max_bytes) {
+                Ok(()) => ids.push(id),
+                Err(_) => {
+                    self.queue.release(&self.name, id);
+                    break;
+                }
+            }
+        }
+        let outcome = self.delivery.deliver(waiting.into_payload()).await;
+        for id in ids {
+            match outcome {
+                Outcome::Settled => {
+                    if let Err(error) = self.queue.acknowledge(&self.name, id) {
+                        tracing::warn!(node = %self.delivery.node(), %error,
+                            "cannot remove a delivered entry from the durable queue; it will be sent again");
+                    }
+                }
+                Outcome::Kept => {
+                    self.queue.release(&self.name, id);
+                }
+            }
+        }
+    }
+
+    /// The payload `entry` holds, its id added to `ids`; an entry that holds none is
+    /// undeliverable: logged, counted and removed.
+    fn payload(&self, entry: QueueEntry, ids: &mut Vec<u64>) -> Option<OtlpPayload> {
+        match decode(&entry.bytes) {
+            Ok(payload) => {
+                ids.push(entry.id);
+                Some(payload)
+            }
+            Err(why) => {
+                tracing::error!(node = %self.delivery.node(), id = entry.id, why,
+                    "a durable queue entry holds no payload; it is removed");
+                let _ = self.queue.acknowledge(&self.name, entry.id);
+                None
+            }
+        }
+    }
+}
