@@ -45,6 +45,10 @@ pub mod extensions {
     #[cfg(feature = "extension-disk-kv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-disk-kv")))]
     pub use otap_df_extension_disk_kv as disk_kv;
+    /// `extension:disk_queue` (feature `extension-disk-queue`, on by default).
+    #[cfg(feature = "extension-disk-queue")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-disk-queue")))]
+    pub use otap_df_extension_disk_queue as disk_queue;
     /// `extension:redis_kv` (feature `extension-redis-kv`, off by default).
     #[cfg(feature = "extension-redis-kv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-redis-kv")))]
@@ -93,6 +97,14 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
         #[cfg(feature = "extension-disk-kv")]
         register: Some(otap_df_extension_disk_kv::register),
         #[cfg(not(feature = "extension-disk-kv"))]
+        register: None,
+    },
+    FirstPartyExtension {
+        name: "disk_queue",
+        feature: "otap-df/extension-disk-queue",
+        #[cfg(feature = "extension-disk-queue")]
+        register: Some(otap_df_extension_disk_queue::register),
+        #[cfg(not(feature = "extension-disk-queue"))]
         register: None,
     },
     FirstPartyExtension {

@@ -161,7 +161,7 @@ groups:
         text(&output.stderr),
         format!(
             "4 errors in {path}
-  {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `bearer_auth`, `memory_kv` (did you mean `memory_kv`?)
+  {path}:7:20: at `{p}.extensions.store.type`: unknown extension type `memroy_kv`; registered extension types: `bearer_auth`, `disk_queue`, `memory_kv` (did you mean `memory_kv`?)
   {path}:8:17: at `{p}.extensions.az.type`: extension type `azure_auth` is not compiled in: enable cargo feature `otap-df/extension-azure-auth`
   {path}:10:54: at `{p}.nodes.gen.config.batch_sise`: unknown field `batch_sise`; valid fields: `signal`, `batch_size`, `count`, `rate`, `duplicate_ratio`, `encoding` (did you mean `batch_size`?)
   {path}:14:26: at `{p}.connections[0].to`: unknown node `dedpu`; nodes of this pipeline: `gen`, `dedup`, `out` (did you mean `dedup`?)

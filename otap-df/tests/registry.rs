@@ -16,6 +16,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
         ("azure_auth", cfg!(feature = "extension-azure-auth")),
         ("bearer_auth", cfg!(feature = "extension-bearer-auth")),
         ("disk_kv", cfg!(feature = "extension-disk-kv")),
+        ("disk_queue", cfg!(feature = "extension-disk-queue")),
         ("redis_kv", cfg!(feature = "extension-redis-kv")),
         ("wasm", cfg!(feature = "extension-wasm")),
     ];

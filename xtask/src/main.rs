@@ -337,6 +337,7 @@ pub(crate) const PUBLISHED: &[&str] = &[
     "otap-df-extension-azure-auth",
     "otap-df-extension-redis-kv",
     "otap-df-extension-disk-kv",
+    "otap-df-extension-disk-queue",
     "otap-df-extension-wasm",
     "otap-df",
 ];
@@ -475,6 +476,11 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     ),
     (
         "otap-df-extension-disk-kv",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-disk-queue",
         "normal,dev",
         &["otap-df-nodes", "otap-df-extension-"],
     ),

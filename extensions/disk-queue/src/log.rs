@@ -1,0 +1,616 @@
+//! One queue on disk: a folder of segment files, each a header and then records appended in
+//! id order.
+//!
+//! - Segment `<first id, 20 digits>.seg`: [`MAGIC`], then records.
+//! - Record: length of the entry (u32 LE), CRC-32 of what follows (u32 LE), when it was
+//!   appended (u64 LE, milliseconds since the Unix epoch), the entry.
+//! - `acked`: the id below which every entry was acknowledged, written when the queue is
+//!   closed (after a crash, entries acknowledged since the last close are delivered again:
+//!   at least once).
+//! - `corrupt-<id>.bin`: an entry whose checksum did not match, set aside when it was read.
+//!
+//! Only the writer thread appends, to the last segment, past what is committed; readers see
+//! only committed records (the state's `next_id`). A segment is deleted once each of its
+//! entries is acknowledged and a newer one is written to: that is how space comes back.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use otap_df_core::capability::{QueueEntry, QueueStats};
+
+use crate::error::DiskQueueError;
+
+/// What every segment starts with.
+pub(crate) const MAGIC: &[u8; 8] = b"OTAPDFQ1";
+/// A record's bytes before its entry.
+pub(crate) const RECORD_HEADER: u64 = 16;
+/// The largest entry (a record's length field is 32 bits).
+pub(crate) const MAX_ENTRY: usize = u32::MAX as usize;
+
+const ACKED: &str = "acked";
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A record's header and checksum for `entry`, appended at `at_ms`.
+pub(crate) fn record_header(entry: &[u8], at_ms: u64) -> [u8; RECORD_HEADER as usize] {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&at_ms.to_le_bytes());
+    crc.update(entry);
+    let mut header = [0u8; RECORD_HEADER as usize];
+    header[..4].copy_from_slice(&(entry.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+    header[8..].copy_from_slice(&at_ms.to_le_bytes());
+    header
+}
+
+/// A record's header, read: the entry's length, its checksum, when it was appended.
+fn parse_header(header: &[u8; RECORD_HEADER as usize]) -> (u64, u32, u64) {
+    let word = |range: std::ops::Range<usize>| {
+        let mut bytes = [0u8; 8];
+        bytes[..range.len()].copy_from_slice(&header[range]);
+        u64::from_le_bytes(bytes)
+    };
+    (word(0..4), word(4..8) as u32, word(8..16))
+}
+
+fn checksum_matches(crc: u32, at_ms: u64, entry: &[u8]) -> bool {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&at_ms.to_le_bytes());
+    hasher.update(entry);
+    hasher.finalize() == crc
+}
+
+fn io(path: &Path, what: &str, error: std::io::Error) -> DiskQueueError {
+    DiskQueueError::Io {
+        path: path.to_path_buf(),
+        message: format!("{what}: {error}"),
+    }
+}
+
+/// Where a record is: its segment (by first id), offset and entry length, and when it was
+/// appended.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    offset: u64,
+    len: u64,
+    at_ms: u64,
+}
+
+/// One segment file.
+struct Segment {
+    first_id: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Committed bytes (header included).
+    len: u64,
+    /// Committed records.
+    records: u64,
+    /// Records acknowledged.
+    acked: u64,
+    /// Whether a newer segment is written to.
+    sealed: bool,
+}
+
+impl Segment {
+    fn holds(&self, id: u64) -> bool {
+        (self.first_id..self.first_id + self.records).contains(&id)
+    }
+
+    fn done(&self) -> bool {
+        self.sealed && self.acked == self.records
+    }
+}
+
+/// The queue's state, behind its lock.
+struct State {
+    segments: VecDeque<Segment>,
+    /// The id the next committed record gets.
+    next_id: u64,
+    /// The next record to claim, and its offset in its segment.
+    cursor: (u64, u64),
+    claimed: HashMap<u64, Location>,
+    released: BTreeMap<u64, Location>,
+    /// Committed entries not acknowledged.
+    entries: u64,
+    /// Bytes of the segment files.
+    bytes: u64,
+}
+
+/// What reading a claimed record found.
+pub(crate) enum Claimed {
+    Entry(QueueEntry),
+    /// Its checksum did not match: set aside (in the file named), skipped.
+    Corrupt {
+        id: u64,
+        kept_in: PathBuf,
+    },
+    None,
+}
+
+/// One queue's folder.
+pub(crate) struct Log {
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// The store's count of bytes on disk (and on their way), which this queue's segments
+    /// add to as they are created and take from as they are deleted.
+    used: Arc<AtomicU64>,
+    /// What `acked` says.
+    acked_written: AtomicU64,
+    /// Told when records are committed.
+    pub(crate) appended: tokio::sync::Notify,
+}
+
+impl Log {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens (creating it when missing) the queue folder `dir`, its bytes counted in `used`:
+    /// reads where each segment's records end; a torn tail of the last segment (a crash
+    /// while it was written) is cut off and its bytes returned. Anything else that is wrong
+    /// is an error naming the file.
+    pub(crate) fn open(dir: &Path, used: Arc<AtomicU64>) -> Result<(Self, u64), DiskQueueError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create the folder", e))?;
+        let mut names = Vec::new();
+        let mut acked_below = 0;
+        for item in std::fs::read_dir(dir).map_err(|e| io(dir, "cannot read the folder", e))? {
+            let item = item.map_err(|e| io(dir, "cannot read the folder", e))?;
+            let path = item.path();
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name == ACKED {
+                acked_below = read_acked(&path)?;
+                continue;
+            }
+            if name.starts_with("corrupt-") && name.ends_with(".bin") {
+                continue;
+            }
+            let first = name
+                .strip_suffix(".seg")
+                .filter(|digits| digits.len() == 20)
+                .and_then(|digits| digits.parse::<u64>().ok());
+            match first {
+                Some(first) if path.is_file() => names.push((first, path)),
+                _ => {
+                    return Err(DiskQueueError::Foreign {
+                        path,
+                        why: "not a segment (`<20 digits>.seg`) nor `acked`".to_owned(),
+                    });
+                }
+            }
+        }
+        names.sort();
+        let mut segments = VecDeque::new();
+        let mut torn = 0;
+        let count = names.len();
+        for (index, (first_id, path)) in names.into_iter().enumerate() {
+            let last = index + 1 == count;
+            let (segment, cut) = open_segment(first_id, path, last)?;
+            torn += cut;
+            if let Some(previous) = segments.back()
+                && previous_end(previous) != first_id
+            {
+                return Err(DiskQueueError::Corrupt {
+                    path: segment.path,
+                    offset: 0,
+                    why: format!(
+                        "it starts at entry {first_id}, the segment before it ends at entry {}",
+                        previous_end(previous)
+                    ),
+                });
+            }
+            segments.push_back(segment);
+        }
+        let next_id = segments.back().map_or(acked_below, previous_end);
+        let bytes = segments.iter().map(|s| s.len).sum();
+        let mut state = State {
+            segments,
+            next_id,
+            cursor: (next_id, 0),
+            claimed: HashMap::new(),
+            released: BTreeMap::new(),
+            entries: 0,
+            bytes,
+        };
+        // Entries below the mark were acknowledged before the last close.
+        let start = state
+            .segments
+            .front()
+            .map_or(next_id, |s| s.first_id.max(acked_below.min(next_id)));
+        for segment in &mut state.segments {
+            segment.acked = start.saturating_sub(segment.first_id).min(segment.records);
+        }
+        state.entries = next_id - start;
+        state.cursor = (start, offset_of(&state, start)?);
+        used.fetch_add(bytes, Ordering::Relaxed);
+        let log = Self {
+            dir: dir.to_path_buf(),
+            state: Mutex::new(state),
+            used,
+            acked_written: AtomicU64::new(acked_below),
+            appended: tokio::sync::Notify::new(),
+        };
+        log.drop_done();
+        Ok((log, torn))
+    }
+
+    /// Claims the oldest record no one holds: a released one first, then the next in order.
+    pub(crate) fn claim(&self) -> std::io::Result<Claimed> {
+        let mut state = self.state();
+        let (id, location) = if let Some((id, location)) = state.released.pop_first() {
+            (id, location)
+        } else {
+            let (id, offset) = state.cursor;
+            if id >= state.next_id {
+                return Ok(Claimed::None);
+            }
+            let Some(segment) = state.segments.iter().find(|s| s.holds(id)) else {
+                return Err(std::io::Error::other(format!("entry {id} has no segment")));
+            };
+            let offset = if id == segment.first_id {
+                MAGIC.len() as u64
+            } else {
+                offset
+            };
+            let mut header = [0u8; RECORD_HEADER as usize];
+            segment.file.read_exact_at(&mut header, offset)?;
+            let (len, _, at_ms) = parse_header(&header);
+            state.cursor = (id + 1, offset + RECORD_HEADER + len);
+            (id, Location { offset, len, at_ms })
+        };
+        let read = self.read(&state, id, location);
+        match read {
+            Ok(Some(bytes)) => {
+                state.claimed.insert(id, location);
+                Ok(Claimed::Entry(QueueEntry { id, bytes }))
+            }
+            Ok(None) => {
+                let kept_in = self.dir.join(format!("corrupt-{id:020}.bin"));
+                let segment = state.segments.iter().find(|s| s.holds(id));
+                if let Some(segment) = segment {
+                    let mut bytes = vec![0u8; (RECORD_HEADER + location.len) as usize];
+                    segment.file.read_exact_at(&mut bytes, location.offset)?;
+                    File::create(&kept_in)?.write_all(&bytes)?;
+                }
+                acknowledge(&mut state, id);
+                drop(state);
+                self.drop_done();
+                Ok(Claimed::Corrupt { id, kept_in })
+            }
+            Err(error) => {
+                state.released.insert(id, location);
+                Err(error)
+            }
+        }
+    }
+
+    /// Record `id`'s entry at `location`; `None` when its checksum does not match.
+    fn read(&self, state: &State, id: u64, location: Location) -> std::io::Result<Option<Bytes>> {
+        let Some(segment) = state.segments.iter().find(|s| s.holds(id)) else {
+            return Err(std::io::Error::other(format!("entry {id} has no segment")));
+        };
+        let mut record = vec![0u8; (RECORD_HEADER + location.len) as usize];
+        segment.file.read_exact_at(&mut record, location.offset)?;
+        let header: &[u8; RECORD_HEADER as usize] = record[..RECORD_HEADER as usize]
+            .try_into()
+            .map_err(std::io::Error::other)?;
+        let (len, crc, at_ms) = parse_header(header);
+        let mut entry = Bytes::from(record).slice(RECORD_HEADER as usize..);
+        if len != location.len || !checksum_matches(crc, at_ms, &entry) {
+            return Ok(None);
+        }
+        entry.truncate(len as usize);
+        Ok(Some(entry))
+    }
+
+    /// Acknowledges claimed record `id`: `false` when it was not claimed.
+    pub(crate) fn acknowledge(&self, id: u64) -> bool {
+        let mut state = self.state();
+        if state.claimed.remove(&id).is_none() {
+            return false;
+        }
+        acknowledge(&mut state, id);
+        drop(state);
+        self.drop_done();
+        true
+    }
+
+    /// Gives claimed record `id` back: `false` when it was not claimed.
+    pub(crate) fn release(&self, id: u64) -> bool {
+        let mut state = self.state();
+        match state.claimed.remove(&id) {
+            Some(location) => {
+                state.released.insert(id, location);
+                drop(state);
+                self.appended.notify_waiters();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes the segments whose every entry is acknowledged and that are not written to,
+    /// and gives their bytes back to `used`. A segment that cannot be deleted stays
+    /// (counted), and is tried again next time.
+    fn drop_done(&self) {
+        let mut state = self.state();
+        let mut index = 0;
+        while index < state.segments.len() {
+            if !state.segments[index].done() {
+                index += 1;
+                continue;
+            }
+            let path = state.segments[index].path.clone();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(segment) = state.segments.remove(index) {
+                        state.bytes -= segment.len;
+                        self.used.fetch_sub(segment.len, Ordering::Relaxed);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error,
+                        "cannot delete a delivered segment; trying again later");
+                    index += 1;
+                }
+            }
+        }
+    }
+
+    /// What the queue holds: entries, bytes, and the age of the oldest not acknowledged.
+    pub(crate) fn stats(&self) -> QueueStats {
+        let state = self.state();
+        let mut oldest = state
+            .claimed
+            .values()
+            .chain(state.released.values())
+            .map(|l| l.at_ms)
+            .min();
+        let (id, offset) = state.cursor;
+        if id < state.next_id
+            && let Some(segment) = state.segments.iter().find(|s| s.holds(id))
+        {
+            let offset = if id == segment.first_id {
+                MAGIC.len() as u64
+            } else {
+                offset
+            };
+            let mut header = [0u8; RECORD_HEADER as usize];
+            if segment.file.read_exact_at(&mut header, offset).is_ok() {
+                let at_ms = parse_header(&header).2;
+                oldest = Some(oldest.map_or(at_ms, |o| o.min(at_ms)));
+            }
+        }
+        QueueStats {
+            entries: state.entries,
+            bytes: state.bytes,
+            oldest: oldest.map(|at| Duration::from_millis(now_ms().saturating_sub(at))),
+        }
+    }
+
+    /// The segment the writer appends `len` bytes of records to, its file and where its
+    /// committed bytes end: the last one, or a new one when the last is sealed, missing, or
+    /// would pass `segment_bytes` with them (a segment holds one batch at least).
+    pub(crate) fn writable(
+        &self,
+        len: u64,
+        segment_bytes: u64,
+    ) -> Result<(Arc<File>, u64), DiskQueueError> {
+        let mut state = self.state();
+        if let Some(last) = state.segments.back()
+            && !last.sealed
+            && (last.records == 0 || last.len + len <= segment_bytes)
+        {
+            return Ok((last.file.clone(), last.len));
+        }
+        let first_id = state.next_id;
+        let path = self.dir.join(format!("{first_id:020}.seg"));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io(&path, "cannot create a segment", e))?;
+        file.write_all(MAGIC)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io(&path, "cannot write a segment", e))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io(&self.dir, "cannot sync the folder", e))?;
+        if let Some(last) = state.segments.back_mut() {
+            last.sealed = true;
+        }
+        let file = Arc::new(file);
+        let header = MAGIC.len() as u64;
+        state.segments.push_back(Segment {
+            first_id,
+            path,
+            file: file.clone(),
+            len: header,
+            records: 0,
+            acked: 0,
+            sealed: false,
+        });
+        state.bytes += header;
+        self.used.fetch_add(header, Ordering::Relaxed);
+        drop(state);
+        self.drop_done();
+        Ok((file, header))
+    }
+
+    /// `records` records of `bytes` bytes written after the last segment's committed end
+    /// and synced: readers see them.
+    pub(crate) fn committed(&self, records: u64, bytes: u64) {
+        let mut state = self.state();
+        if let Some(last) = state.segments.back_mut() {
+            last.len += bytes;
+            last.records += records;
+        }
+        state.next_id += records;
+        state.entries += records;
+        state.bytes += bytes;
+        drop(state);
+        self.appended.notify_waiters();
+    }
+
+    /// The lowest id not acknowledged, written to `acked` (every second, and on close)
+    /// when it moved since it was last written.
+    pub(crate) fn write_acked(&self) -> std::io::Result<()> {
+        let state = self.state();
+        let low = state
+            .claimed
+            .keys()
+            .chain(state.released.keys())
+            .copied()
+            .chain(std::iter::once(state.cursor.0))
+            .min()
+            .unwrap_or(state.next_id);
+        drop(state);
+        if self.acked_written.swap(low, Ordering::Relaxed) == low {
+            return Ok(());
+        }
+        let path = self.dir.join(ACKED);
+        let temporary = self.dir.join("acked.new");
+        let mut file = File::create(&temporary)?;
+        file.write_all(&low.to_le_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)
+    }
+}
+
+fn acknowledge(state: &mut State, id: u64) {
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.holds(id)) {
+        segment.acked += 1;
+        state.entries -= 1;
+    }
+}
+
+fn previous_end(segment: &Segment) -> u64 {
+    segment.first_id + segment.records
+}
+
+/// The offset of record `id` (the first not acknowledged), walking its segment's headers.
+fn offset_of(state: &State, id: u64) -> Result<u64, DiskQueueError> {
+    let Some(segment) = state.segments.iter().find(|s| s.holds(id)) else {
+        return Ok(0);
+    };
+    let mut offset = MAGIC.len() as u64;
+    for _ in segment.first_id..id {
+        let mut header = [0u8; RECORD_HEADER as usize];
+        segment
+            .file
+            .read_exact_at(&mut header, offset)
+            .map_err(|e| io(&segment.path, "cannot read", e))?;
+        offset += RECORD_HEADER + parse_header(&header).0;
+    }
+    Ok(offset)
+}
+
+fn read_acked(path: &Path) -> Result<u64, DiskQueueError> {
+    let bytes = std::fs::read(path).map_err(|e| io(path, "cannot read", e))?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| DiskQueueError::Foreign {
+        path: path.to_path_buf(),
+        why: "an `acked` file holds 8 bytes".to_owned(),
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Opens segment `path` (first id `first_id`) and finds where its records end, checking
+/// each record's length, and in the `last` segment its checksum too (a sealed segment's are
+/// checked as its records are read). In the last segment, a record that is cut short or
+/// does not match is a torn tail (a crash while it was written, before it was acknowledged):
+/// the file is cut there and the bytes cut are returned. In a sealed one it is an error.
+fn open_segment(
+    first_id: u64,
+    path: PathBuf,
+    last: bool,
+) -> Result<(Segment, u64), DiskQueueError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, "cannot open", e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| io(&path, "cannot read", e))?
+        .len();
+    let mut magic = [0u8; 8];
+    if size < MAGIC.len() as u64 || file.read_exact_at(&mut magic, 0).is_err() || &magic != MAGIC {
+        return Err(DiskQueueError::Foreign {
+            path,
+            why: "it does not start as a segment does".to_owned(),
+        });
+    }
+    let mut offset = MAGIC.len() as u64;
+    let mut records = 0;
+    let mut entry = Vec::new();
+    let damage = loop {
+        if offset == size {
+            break None;
+        }
+        if size - offset < RECORD_HEADER {
+            break Some("a record's header is cut short");
+        }
+        let mut header = [0u8; RECORD_HEADER as usize];
+        file.read_exact_at(&mut header, offset)
+            .map_err(|e| io(&path, "cannot read", e))?;
+        let (len, crc, at_ms) = parse_header(&header);
+        if size - offset - RECORD_HEADER < len {
+            break Some("a record is cut short");
+        }
+        if last {
+            entry.resize(len as usize, 0);
+            file.read_exact_at(&mut entry, offset + RECORD_HEADER)
+                .map_err(|e| io(&path, "cannot read", e))?;
+            if !checksum_matches(crc, at_ms, &entry) {
+                break Some("a record's checksum does not match");
+            }
+        }
+        offset += RECORD_HEADER + len;
+        records += 1;
+    };
+    let cut = match damage {
+        None => 0,
+        Some(why) if !last => {
+            return Err(DiskQueueError::Corrupt {
+                path,
+                offset,
+                why: why.to_owned(),
+            });
+        }
+        Some(why) => {
+            file.set_len(offset)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io(&path, "cannot cut a torn tail", e))?;
+            tracing::warn!(file = %path.display(), offset, bytes = size - offset, why,
+                "cut a torn tail (a crash while it was written; it was never acknowledged)");
+            size - offset
+        }
+    };
+    Ok((
+        Segment {
+            first_id,
+            path,
+            file: Arc::new(file),
+            len: offset,
+            records,
+            acked: 0,
+            sealed: !last,
+        },
+        cut,
+    ))
+}

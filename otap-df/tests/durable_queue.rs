@@ -1,0 +1,286 @@
+//! A gateway whose exporter binds `extension:disk_queue`, run as the `otap-df` binary: what
+//! it acknowledged survives `kill -9` while its upstream is down and arrives once the
+//! upstream is up (at least once: duplicates are counted, none is missing); a full queue
+//! answers `429` with `Retry-After` and loses nothing it acknowledged; an outage far longer
+//! than the in-memory queue is taken without a refusal until the cap.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
+
+mod support;
+use support::binary::RunningBinary;
+use support::{Running, free_port};
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use otap_df_core::data::Signal;
+use otap_df_tests::temp::TempDir;
+
+/// Records in each batch posted.
+const RECORDS: usize = 20;
+
+/// The gateway: `receiver:otlp_http` on `port` → `exporter:otlp_http` to `upstream`, queued
+/// in a `disk_queue` in `queues` with `max_bytes`.
+fn gateway(port: u16, upstream: u16, queues: &Path, max_bytes: u64) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          spool:
+            type: extension:disk_queue
+            config: {{ directory: '{}', max_bytes: {max_bytes}, segment_bytes: 65536 }}
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out:
+            type: exporter:otlp_http
+            capabilities: {{ durable_queue: spool }}
+            config:
+              endpoint: 'http://127.0.0.1:{upstream}'
+              retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 10m }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        queues.display()
+    )
+}
+
+/// The upstream: `receiver:otlp_http` on `port` → `exporter:file` at `out`.
+fn upstream(port: u16, out: &Path) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      up:
+        nodes:
+          in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out: {{ type: exporter:file, config: {{ path: '{}' }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        out.display()
+    )
+}
+
+/// The batch tagged `tag`: its body names the tag in every record.
+fn batch(tag: &str) -> bytes::Bytes {
+    otap_df_nodes::otlp::synthetic(Signal::Logs, RECORDS, tag, 1)
+        .bytes()
+        .clone()
+}
+
+/// Posts `body` to `port`: the status and `Retry-After`, or `None` when the connection
+/// failed (the engine is gone).
+fn try_post(port: u16, body: &[u8]) -> Option<(u16, Option<String>)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let head = format!(
+        "POST /v1/logs HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body).ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    // The head is text; a refusal's body is a protobuf `Status`.
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let retry_after = answer
+        .lines()
+        .find_map(|line| line.strip_prefix("retry-after: "))
+        .map(str::to_owned);
+    Some((status, retry_after))
+}
+
+/// Waits until something listens on `port`.
+fn listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many times each tag in `tags` occurs in the file `out` (an upstream's payloads).
+fn occurrences(out: &Path, tags: &[String]) -> BTreeMap<String, usize> {
+    let bytes = std::fs::read(out).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    tags.iter()
+        .map(|tag| (tag.clone(), text.matches(&format!("{tag} record ")).count()))
+        .collect()
+}
+
+/// Every tag of `tags` arrived in `out` `RECORDS` times at least, within a bound.
+fn wait_arrived(out: &Path, tags: &[String]) -> BTreeMap<String, usize> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = occurrences(out, tags);
+        if seen.values().all(|n| *n >= RECORDS) {
+            return seen;
+        }
+        let missing = seen.values().filter(|n| **n < RECORDS).count();
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged batches never arrived",
+            tags.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn what_was_acknowledged_survives_kill_9_with_the_upstream_down_and_arrives_once_it_is_up() {
+    let dir = TempDir::new("durable-queue-kill");
+    let (port, up) = (free_port(), free_port());
+    let config = dir.path("gateway.yaml");
+    std::fs::write(&config, gateway(port, up, &dir.path("queues"), 1 << 30)).unwrap();
+    let engine = RunningBinary::start(&config);
+    listening(port);
+
+    // Eight senders post tagged batches until the engine is killed; the tags it answered
+    // 200 are what it acknowledged.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..8)
+        .map(|sender| {
+            let (acknowledged, refused, stop) =
+                (acknowledged.clone(), refused.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let tag = format!("s{sender}n{n}");
+                    match try_post(port, &batch(&tag)) {
+                        Some((200, _)) => acknowledged.lock().unwrap().push(tag),
+                        Some((status, _)) => refused.lock().unwrap().push(status),
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // Far more than the in-memory queue holds (256 payloads, 100 requests in flight) is
+    // taken while the upstream is down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acknowledged.lock().unwrap().len() < 1500 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway took too few batches"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    engine.signal("-KILL");
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let (_, code) = engine.finish();
+    assert_eq!(code, None, "killed by a signal");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        refused.lock().unwrap().is_empty(),
+        "no refusal before the cap: {:?}",
+        refused.lock().unwrap()
+    );
+
+    // The upstream comes up, then the gateway again: it resumes what it stored.
+    let out = dir.path("upstream.otlp");
+    let upstream = Running::listening(&upstream(up, &out), up);
+    let engine = RunningBinary::start(&config);
+    let seen = wait_arrived(&out, &acknowledged);
+    engine.signal("-TERM");
+    let (lines, code) = engine.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    upstream.stop().unwrap();
+    let duplicated = seen.values().filter(|n| **n > RECORDS).count();
+    eprintln!(
+        "{} batches acknowledged, every one delivered; {duplicated} delivered more than once",
+        acknowledged.len()
+    );
+    assert!(
+        seen.values().all(|n| n % RECORDS == 0),
+        "whole batches only"
+    );
+}
+
+#[test]
+fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
+    let dir = TempDir::new("durable-queue-full");
+    let (port, up) = (free_port(), free_port());
+    let config = dir.path("gateway.yaml");
+    std::fs::write(&config, gateway(port, up, &dir.path("queues"), 1 << 20)).unwrap();
+    let mut engine = RunningBinary::start(&config);
+    listening(port);
+    let mut acknowledged = Vec::new();
+    let retry_after = loop {
+        let tag = format!("b{}", acknowledged.len());
+        match try_post(port, &batch(&tag)).expect("an answer") {
+            (200, _) => acknowledged.push(tag),
+            (429, retry_after) => break retry_after,
+            (status, _) => panic!("status {status}"),
+        }
+        assert!(acknowledged.len() < 10_000, "the cap never refused");
+    };
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // The cap is reached: what was taken (each batch with its record's and entry's headers)
+    // fills 1 MiB but for the end of each 64 KiB segment, where the next record did not fit.
+    let sizes: Vec<u64> = acknowledged
+        .iter()
+        .map(|tag| batch(tag).len() as u64 + 16 + 11)
+        .collect();
+    let taken: u64 = sizes.iter().sum();
+    let largest = sizes.iter().max().copied().unwrap_or(0);
+    assert!(taken <= 1 << 20, "{taken}");
+    assert!(taken + 17 * (largest + 8) > 1 << 20, "{taken} bytes taken");
+    engine.drain_in_background();
+
+    let out = dir.path("upstream.otlp");
+    let upstream = Running::listening(&upstream(up, &out), up);
+    let seen = wait_arrived(&out, &acknowledged);
+    assert!(
+        seen.values().all(|n| *n == RECORDS),
+        "no restart: no duplicate"
+    );
+    // Delivered: room again.
+    assert_eq!(try_post(port, &batch("after")).expect("an answer").0, 200);
+    engine.signal("-TERM");
+    let (lines, code) = engine.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    upstream.stop().unwrap();
+    let last = support::binary::final_line(&lines);
+    assert_eq!(
+        support::binary::counter(last, "in", "refused.queue_full"),
+        Some(1),
+        "{last}"
+    );
+    // Drained: the space came back (one segment being written to is left), and the clean
+    // stop wrote where the acknowledged entries end.
+    let queue = dir.path("queues").join("g%2Fp%2Fout");
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(&queue)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].0.ends_with(".seg") && files[0].1 <= 65536,
+        "{files:?}"
+    );
+    assert_eq!(files[1], ("acked".to_owned(), 8));
+}
