@@ -100,6 +100,8 @@ struct Segment {
     acked: u64,
     /// Whether a newer segment is written to.
     sealed: bool,
+    /// Bytes written (committed or on their way to a sync).
+    written: u64,
 }
 
 impl Segment {
@@ -107,8 +109,9 @@ impl Segment {
         (self.first_id..self.first_id + self.records).contains(&id)
     }
 
+    /// Sealed, every record committed and acknowledged.
     fn done(&self) -> bool {
-        self.sealed && self.acked == self.records
+        self.sealed && self.written == self.len && self.acked == self.records
     }
 }
 
@@ -117,6 +120,11 @@ struct State {
     segments: VecDeque<Segment>,
     /// The id the next committed record gets.
     next_id: u64,
+    /// The id the next record written gets (ahead of `next_id` while a sync is on its way).
+    written_id: u64,
+    /// Why appends are refused: a write or sync failed, and what is in the files after the
+    /// last commit is not known.
+    broken: Option<String>,
     /// The next record to claim, and its offset in its segment.
     cursor: (u64, u64),
     claimed: HashMap<u64, Location>,
@@ -125,6 +133,52 @@ struct State {
     entries: u64,
     /// Bytes of the segment files.
     bytes: u64,
+    /// The newest entries, claimed from memory rather than read back.
+    tail: Tail,
+}
+
+/// The bytes of the newest entries a queue keeps in memory: while the pump keeps up, it claims
+/// what was just appended without reading it back; a backlog beyond it is read from disk,
+/// so memory does not grow with the backlog.
+pub(crate) const TAIL_CACHE: u64 = 16 << 20;
+
+/// The newest committed entries (consecutive ids up to the last), up to [`TAIL_CACHE`] bytes.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(u64, u64, Bytes)>,
+    bytes: u64,
+}
+
+impl Tail {
+    fn push(&mut self, id: u64, at_ms: u64, entry: Bytes) {
+        self.bytes += entry.len() as u64;
+        self.entries.push_back((id, at_ms, entry));
+        while self.bytes > TAIL_CACHE {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<(u64, Bytes)> {
+        let (_, at_ms, entry) = self.entries.pop_front()?;
+        self.bytes -= entry.len() as u64;
+        Some((at_ms, entry))
+    }
+
+    /// Entry `id` and when it was appended, when it is the oldest held; older ones are let
+    /// go (they were claimed).
+    fn take(&mut self, id: u64) -> Option<(u64, Bytes)> {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(oldest, _, _)| *oldest < id)
+        {
+            self.pop_front();
+        }
+        match self.entries.front() {
+            Some((oldest, _, _)) if *oldest == id => self.pop_front(),
+            _ => None,
+        }
+    }
 }
 
 /// What reading a claimed record found.
@@ -147,6 +201,10 @@ pub(crate) struct Log {
     used: Arc<AtomicU64>,
     /// What `acked` says.
     acked_written: AtomicU64,
+    /// A segment written to whose every record is acknowledged is deleted too once it holds
+    /// this much (an eighth of `segment_bytes`): a drained queue gives its disk back, and a
+    /// queue that keeps up does not create a file per batch.
+    retire_bytes: u64,
     /// Told when records are committed.
     pub(crate) appended: tokio::sync::Notify,
 }
@@ -164,7 +222,11 @@ impl Log {
     /// reads where each segment's records end; a torn tail of the last segment (a crash
     /// while it was written) is cut off and its bytes returned. Anything else that is wrong
     /// is an error naming the file.
-    pub(crate) fn open(dir: &Path, used: Arc<AtomicU64>) -> Result<(Self, u64), DiskQueueError> {
+    pub(crate) fn open(
+        dir: &Path,
+        used: Arc<AtomicU64>,
+        segment_bytes: u64,
+    ) -> Result<(Self, u64), DiskQueueError> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create the folder", e))?;
         let mut names = Vec::new();
         let mut acked_below = 0;
@@ -220,11 +282,14 @@ impl Log {
         let mut state = State {
             segments,
             next_id,
+            written_id: next_id,
+            broken: None,
             cursor: (next_id, 0),
             claimed: HashMap::new(),
             released: BTreeMap::new(),
             entries: 0,
             bytes,
+            tail: Tail::default(),
         };
         // Entries below the mark were acknowledged before the last close.
         let start = state
@@ -242,6 +307,7 @@ impl Log {
             state: Mutex::new(state),
             used,
             acked_written: AtomicU64::new(acked_below),
+            retire_bytes: segment_bytes / 8,
             appended: tokio::sync::Notify::new(),
         };
         log.drop_done();
@@ -257,6 +323,22 @@ impl Log {
             let (id, offset) = state.cursor;
             if id >= state.next_id {
                 return Ok(Claimed::None);
+            }
+            if let Some((at_ms, bytes)) = state.tail.take(id) {
+                let offset = if state
+                    .segments
+                    .iter()
+                    .any(|s| s.first_id == id && s.holds(id))
+                {
+                    MAGIC.len() as u64
+                } else {
+                    offset
+                };
+                let len = bytes.len() as u64;
+                let location = Location { offset, len, at_ms };
+                state.cursor = (id + 1, offset + RECORD_HEADER + len);
+                state.claimed.insert(id, location);
+                return Ok(Claimed::Entry(QueueEntry { id, bytes }));
             }
             let Some(segment) = state.segments.iter().find(|s| s.holds(id)) else {
                 return Err(std::io::Error::other(format!("entry {id} has no segment")));
@@ -348,6 +430,16 @@ impl Log {
     /// (counted), and is tried again next time.
     fn drop_done(&self) {
         let mut state = self.state();
+        if let Some(last) = state.segments.back_mut()
+            && !last.sealed
+            && last.records > 0
+            && last.len >= self.retire_bytes
+            && last.written == last.len
+            && last.acked == last.records
+        {
+            // Drained: the next write starts a new segment.
+            last.sealed = true;
+        }
         let mut index = 0;
         while index < state.segments.len() {
             if !state.segments[index].done() {
@@ -402,22 +494,58 @@ impl Log {
         }
     }
 
-    /// The segment the writer appends `len` bytes of records to, its file and where its
-    /// committed bytes end: the last one, or a new one when the last is sealed, missing, or
-    /// would pass `segment_bytes` with them (a segment holds one batch at least).
-    pub(crate) fn writable(
+    /// Where the writer appends `records` records of `len` bytes: the segment (by its first
+    /// id), its file and where its written bytes end — the last segment, or a new one when
+    /// the last is sealed, missing, or would pass `segment_bytes` with them (a segment holds
+    /// one batch at least) — and counts them written. An error when the queue is broken.
+    pub(crate) fn write(
         &self,
+        records: u64,
         len: u64,
         segment_bytes: u64,
-    ) -> Result<(Arc<File>, u64), DiskQueueError> {
+    ) -> Result<(u64, Arc<File>, u64), String> {
         let mut state = self.state();
-        if let Some(last) = state.segments.back()
-            && !last.sealed
-            && (last.records == 0 || last.len + len <= segment_bytes)
-        {
-            return Ok((last.file.clone(), last.len));
+        if let Some(broken) = &state.broken {
+            return Err(broken.clone());
         }
-        let first_id = state.next_id;
+        let fits = state.segments.back().is_some_and(|last| {
+            !last.sealed
+                && (last.written == MAGIC.len() as u64 || last.written + len <= segment_bytes)
+        });
+        if !fits {
+            drop(state);
+            self.new_segment().map_err(|e| e.to_string())?;
+            state = self.state();
+        }
+        let written_id = state.written_id;
+        let Some(last) = state.segments.back_mut() else {
+            return Err("no segment to write to".to_owned());
+        };
+        let at = (last.first_id, last.file.clone(), last.written);
+        last.written += len;
+        state.written_id = written_id + records;
+        Ok(at)
+    }
+
+    /// From now on appends are refused for `why` (a write or sync failed).
+    pub(crate) fn fail(&self, why: &str) {
+        let mut state = self.state();
+        if state.broken.is_none() {
+            tracing::error!(queue = %self.dir.display(), why,
+                "the queue refuses appends until the engine restarts; what it acknowledged before is on disk");
+            state.broken = Some(format!("{why} (the queue refuses appends until a restart)"));
+        }
+    }
+
+    /// Whether appends are refused.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.state().broken.is_some()
+    }
+
+    /// A new segment after the last, which it seals.
+    fn new_segment(&self) -> Result<(), DiskQueueError> {
+        let mut state = self.state();
+        let first_id = state.written_id;
         let path = self.dir.join(format!("{first_id:020}.seg"));
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -444,21 +572,35 @@ impl Log {
             records: 0,
             acked: 0,
             sealed: false,
+            written: header,
         });
         state.bytes += header;
         self.used.fetch_add(header, Ordering::Relaxed);
         drop(state);
         self.drop_done();
-        Ok((file, header))
+        Ok(())
     }
 
-    /// `records` records of `bytes` bytes written after the last segment's committed end
-    /// and synced: readers see them.
-    pub(crate) fn committed(&self, records: u64, bytes: u64) {
+    /// The records of `entries`, `bytes` bytes in all, written to segment `segment` after
+    /// its committed end and synced: readers see them (and claim them from memory while
+    /// they are among the newest [`TAIL_CACHE`] bytes). Writes are committed in the order
+    /// they were written.
+    pub(crate) fn committed(
+        &self,
+        segment: u64,
+        entries: impl ExactSizeIterator<Item = Bytes>,
+        bytes: u64,
+        at_ms: u64,
+    ) {
+        let records = entries.len() as u64;
         let mut state = self.state();
-        if let Some(last) = state.segments.back_mut() {
-            last.len += bytes;
-            last.records += records;
+        if let Some(written) = state.segments.iter_mut().find(|s| s.first_id == segment) {
+            written.len += bytes;
+            written.records += records;
+        }
+        let first = state.next_id;
+        for (id, entry) in (first..).zip(entries) {
+            state.tail.push(id, at_ms, entry);
         }
         state.next_id += records;
         state.entries += records;
@@ -610,6 +752,7 @@ fn open_segment(
             records,
             acked: 0,
             sealed: !last,
+            written: offset,
         },
         cut,
     ))

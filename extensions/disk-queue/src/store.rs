@@ -1,10 +1,13 @@
-//! The store: a folder of queues (one [`Log`] each) in one process, and one writer thread
-//! that appends what every queue is given and syncs it together (group commit: one
-//! `fdatasync` per segment written for all the appends that waited), then answers them.
+//! The store: a folder of queues (one [`Log`] each) in one process, a writer thread that
+//! writes what is appended (each queue's waiting records in one vectored write, no copy),
+//! and a sync thread that syncs every segment written since its last round at once (group
+//! commit: one `fdatasync` for all the appends written while the last one ran) and then
+//! answers them, in the order they were written. Writing goes on while a sync runs, and a
+//! core never waits on the disk: it hands its append over and is told when it is durable.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc};
@@ -17,9 +20,6 @@ use crate::config::DiskQueueConfig;
 use crate::error::DiskQueueError;
 use crate::log::{Claimed, Log, MAX_ENTRY, RECORD_HEADER, now_ms, record_header};
 
-/// Appends one commit takes at most.
-const BATCH: usize = 1024;
-
 /// The lock file that keeps a second process out of the folder.
 const LOCK: &str = "lock";
 
@@ -27,20 +27,16 @@ const LOCK: &str = "lock";
 /// new instance beside the old one) shares it.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
 
-/// An append, and where its answer goes.
-struct Job {
-    log: Arc<Log>,
-    entry: Bytes,
-    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
-}
-
 /// One open folder of queues and its writer.
 pub(crate) struct Store {
     dir: PathBuf,
     _lock: File,
+    /// Queues by name (and their folder's name).
     queues: Mutex<HashMap<String, Arc<Log>>>,
+    /// Where appends go to the writer thread.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    segment_bytes: u64,
     /// Bytes the segment files take, and appends on their way.
     used: Arc<AtomicU64>,
     /// Bytes of torn tails cut when queues were opened.
@@ -50,8 +46,8 @@ pub(crate) struct Store {
 }
 
 impl Drop for Store {
-    /// The writer finishes what was asked and stops; each queue writes where its
-    /// acknowledged entries end, so that a restart does not deliver them again.
+    /// The writer and sync threads finish what was asked and stop; each queue writes where
+    /// its acknowledged entries end, so that a restart does not deliver them again.
     fn drop(&mut self) {
         drop(
             self.jobs
@@ -67,17 +63,7 @@ impl Drop for Store {
         {
             let _ = writer.join();
         }
-        for log in self
-            .queues
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            if let Err(error) = log.write_acked() {
-                tracing::warn!(queue = %log.dir().display(), %error,
-                    "cannot write where the acknowledged entries end; they will be delivered again");
-            }
-        }
+        self.checkpoint();
     }
 }
 
@@ -165,29 +151,42 @@ impl Store {
                     why: "a queue folder holds only queues' folders and `lock`".to_owned(),
                 });
             }
-            let (log, cut) = Log::open(&path, used.clone())?;
+            let (log, cut) = Log::open(&path, used.clone(), config.segment_bytes)?;
             torn += cut;
             queues.insert(name, Arc::new(log));
         }
         let (jobs, queue) = mpsc::channel();
-        let writer = Writer {
+        let writer = Arc::new(Writer {
             used: used.clone(),
             segment_bytes: config.segment_bytes,
             commit_interval: config.commit_interval,
+        });
+        let cannot_start = |e| DiskQueueError::Io {
+            path: dir.to_path_buf(),
+            message: format!("cannot start the writer threads: {e}"),
         };
+        let (syncs, writes) = mpsc::channel();
+        let syncer = writer.clone();
+        let syncer = std::thread::Builder::new()
+            .name("disk-queue-sync".to_owned())
+            .spawn(move || syncer.sync(&writes))
+            .map_err(cannot_start)?;
         let writer = std::thread::Builder::new()
             .name("disk-queue-writer".to_owned())
-            .spawn(move || writer.run(&queue))
-            .map_err(|e| DiskQueueError::Io {
-                path: dir.to_path_buf(),
-                message: format!("cannot start the writer thread: {e}"),
-            })?;
+            .spawn(move || {
+                writer.run(&queue, &syncs);
+                // The sync thread answers what is left, then ends.
+                drop(syncs);
+                let _ = syncer.join();
+            })
+            .map_err(cannot_start)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
             queues: Mutex::new(queues),
             jobs: Mutex::new(Some(jobs)),
             writer: Mutex::new(Some(writer)),
+            segment_bytes: config.segment_bytes,
             used,
             torn: AtomicU64::new(torn),
             corrupt: AtomicU64::new(0),
@@ -196,23 +195,45 @@ impl Store {
 
     /// Queue `name`, opened (created) when it is first asked for.
     fn log(&self, name: &str) -> Result<Arc<Log>, DiskQueueError> {
-        let folder = folder_name(name);
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(log) = queues.get(&folder) {
+        if let Some(log) = queues.get(name) {
             return Ok(log.clone());
         }
-        let (log, cut) = Log::open(&self.dir.join(&folder), self.used.clone())?;
-        self.torn.fetch_add(cut, Ordering::Relaxed);
-        let log = Arc::new(log);
+        let folder = folder_name(name);
+        let log = match queues.get(&folder) {
+            Some(log) => log.clone(),
+            None => {
+                let (log, cut) = Log::open(
+                    &self.dir.join(&folder),
+                    self.used.clone(),
+                    self.segment_bytes,
+                )?;
+                self.torn.fetch_add(cut, Ordering::Relaxed);
+                Arc::new(log)
+            }
+        };
+        // By its folder's name (what a restart finds) and by the name callers use.
         queues.insert(folder, log.clone());
+        queues.insert(name.to_owned(), log.clone());
         Ok(log)
+    }
+
+    /// Every queue once (the map holds each under two names).
+    fn logs(&self) -> Vec<Arc<Log>> {
+        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut logs: Vec<Arc<Log>> = Vec::new();
+        for log in queues.values() {
+            if !logs.iter().any(|known| Arc::ptr_eq(known, log)) {
+                logs.push(log.clone());
+            }
+        }
+        logs
     }
 
     /// Writes where each queue's acknowledged entries end, where it moved: after a crash,
     /// only what was acknowledged since is delivered again.
     pub(crate) fn checkpoint(&self) {
-        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        for log in queues.values() {
+        for log in self.logs() {
             if let Err(error) = log.write_acked() {
                 tracing::warn!(queue = %log.dir().display(), %error,
                     "cannot write where the acknowledged entries end");
@@ -222,9 +243,8 @@ impl Store {
 
     /// Every queue's stats, summed (the oldest entry: the oldest of any queue).
     pub(crate) fn totals(&self) -> QueueStats {
-        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         let mut total = QueueStats::default();
-        for log in queues.values() {
+        for log in self.logs() {
             let stats = log.stats();
             total.entries += stats.entries;
             total.bytes += stats.bytes;
@@ -234,15 +254,38 @@ impl Store {
     }
 }
 
-/// The writer thread's part.
+/// An append, and where its answer goes.
+struct Job {
+    log: Arc<Log>,
+    entry: Bytes,
+    reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Appends one write takes at most.
+const BATCH: usize = 1024;
+
+/// The writer and sync threads' part.
 struct Writer {
     used: Arc<AtomicU64>,
     segment_bytes: u64,
     commit_interval: Duration,
 }
 
+/// One queue's records written in one go, on their way to a sync.
+struct Written {
+    log: Arc<Log>,
+    jobs: Vec<Job>,
+    /// The segment (by first id) and file they are in.
+    segment: u64,
+    file: Arc<File>,
+    bytes: u64,
+    at_ms: u64,
+}
+
 impl Writer {
-    fn run(&self, queue: &mpsc::Receiver<Job>) {
+    /// The writer thread: takes every append waiting (after `commit_interval`, when it is
+    /// not zero), writes it, hands it to the sync thread; until the store is dropped.
+    fn run(&self, queue: &mpsc::Receiver<Job>, syncs: &mpsc::Sender<Written>) {
         while let Ok(first) = queue.recv() {
             let mut jobs = vec![first];
             if !self.commit_interval.is_zero() {
@@ -261,58 +304,144 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(jobs);
+            self.write(jobs, syncs);
         }
     }
 
-    /// Writes `jobs` (each queue's records as one write after its committed end), syncs each
-    /// segment written, then makes the records visible and answers.
-    fn commit(&self, mut jobs: Vec<Job>) {
+    /// Writes `jobs`, each queue's records in one vectored write after its written end (no
+    /// copy of the entries), and hands them to the sync thread; answers at once the ones
+    /// that cannot be written.
+    fn write(&self, mut jobs: Vec<Job>, syncs: &mpsc::Sender<Written>) {
         let at_ms = now_ms();
-        let mut written = Vec::new();
         while let Some(first) = jobs.first() {
             let log = first.log.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = jobs
                 .into_iter()
                 .partition(|job| Arc::ptr_eq(&job.log, &log));
             jobs = rest;
-            let mut buffer = Vec::with_capacity(
-                mine.iter()
-                    .map(|job| RECORD_HEADER as usize + job.entry.len())
-                    .sum(),
-            );
-            for job in &mine {
-                buffer.extend_from_slice(&record_header(&job.entry, at_ms));
-                buffer.extend_from_slice(&job.entry);
+            let headers: Vec<[u8; RECORD_HEADER as usize]> = mine
+                .iter()
+                .map(|job| record_header(&job.entry, at_ms))
+                .collect();
+            let mut slices = Vec::with_capacity(mine.len() * 2);
+            for (job, header) in mine.iter().zip(&headers) {
+                slices.push(IoSlice::new(header));
+                slices.push(IoSlice::new(&job.entry));
             }
-            let outcome = log
-                .writable(buffer.len() as u64, self.segment_bytes)
-                .map_err(|e| e.to_string())
-                .and_then(|(file, offset)| {
-                    file.write_all_at(&buffer, offset)
-                        .map(|()| (file, offset))
-                        .map_err(|e| format!("cannot write `{}`: {e}", log.dir().display()))
+            let bytes: u64 = slices.iter().map(|slice| slice.len() as u64).sum();
+            let written = log
+                .write(mine.len() as u64, bytes, self.segment_bytes)
+                .and_then(|(segment, file, offset)| {
+                    write_all_at(&file, &mut slices, offset)
+                        .map(|()| (segment, file))
+                        .map_err(|e| {
+                            let why = format!("cannot write `{}`: {e}", log.dir().display());
+                            log.fail(&why);
+                            why
+                        })
                 });
-            written.push((log, mine, buffer.len() as u64, outcome));
-        }
-        for (log, mine, bytes, outcome) in written {
-            let outcome = outcome.and_then(|(file, offset)| {
-                file.sync_data().map_err(|e| {
-                    let _ = file.set_len(offset);
-                    format!("cannot sync `{}`: {e}", log.dir().display())
-                })
-            });
-            match &outcome {
-                Ok(()) => log.committed(mine.len() as u64, bytes),
-                Err(_) => {
-                    self.used.fetch_sub(bytes, Ordering::Relaxed);
+            drop(slices);
+            match written {
+                Ok((segment, file)) => {
+                    let written = Written {
+                        log,
+                        jobs: mine,
+                        segment,
+                        file,
+                        bytes,
+                        at_ms,
+                    };
+                    if let Err(mpsc::SendError(written)) = syncs.send(written) {
+                        self.refuse(written.jobs, bytes, "the store is closing");
+                    }
                 }
-            }
-            for job in mine {
-                let _ = job.reply.send(outcome.clone());
+                Err(why) => self.refuse(mine, bytes, &why),
             }
         }
     }
+
+    /// Answers `jobs` (`bytes` in all) with `why`, and gives their room back.
+    fn refuse(&self, jobs: Vec<Job>, bytes: u64, why: &str) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+        for job in jobs {
+            let _ = job.reply.send(Err(why.to_owned()));
+        }
+    }
+
+    /// The sync thread: syncs each file written since its last round once, then makes the
+    /// records visible and answers, in the order they were written; until the writer ends.
+    fn sync(&self, writes: &mpsc::Receiver<Written>) {
+        while let Ok(first) = writes.recv() {
+            let mut round = vec![first];
+            while let Ok(next) = writes.try_recv() {
+                round.push(next);
+            }
+            let mut synced: Vec<(Arc<File>, Result<(), String>)> = Vec::new();
+            for written in &round {
+                if synced
+                    .iter()
+                    .any(|(file, _)| Arc::ptr_eq(file, &written.file))
+                {
+                    continue;
+                }
+                let outcome = written
+                    .file
+                    .sync_data()
+                    .map_err(|e| format!("cannot sync `{}`: {e}", written.log.dir().display()));
+                synced.push((written.file.clone(), outcome));
+            }
+            for written in round {
+                let outcome = synced
+                    .iter()
+                    .find(|(file, _)| Arc::ptr_eq(file, &written.file))
+                    .map_or(Ok(()), |(_, outcome)| outcome.clone());
+                // After a failure nothing later of the queue is committed: its ids would
+                // follow records that are not there.
+                let outcome = match outcome {
+                    Err(why) => {
+                        written.log.fail(&why);
+                        Err(why)
+                    }
+                    Ok(()) if written.log.is_broken() => {
+                        Err("an earlier write of the queue failed".to_owned())
+                    }
+                    Ok(()) => Ok(()),
+                };
+                match outcome {
+                    Ok(()) => {
+                        written.log.committed(
+                            written.segment,
+                            written.jobs.iter().map(|job| job.entry.clone()),
+                            written.bytes,
+                            written.at_ms,
+                        );
+                        for job in written.jobs {
+                            let _ = job.reply.send(Ok(()));
+                        }
+                    }
+                    Err(why) => self.refuse(written.jobs, written.bytes, &why),
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `slices` to `file` from `offset` on: a positional, vectored write (only the
+/// writer thread moves a segment file's position).
+fn write_all_at(file: &File, slices: &mut [IoSlice<'_>], offset: u64) -> std::io::Result<()> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut slices = slices;
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut slices, written),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// A `durable_queue` on a folder (shared by the instances of a process that name it): one

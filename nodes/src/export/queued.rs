@@ -211,8 +211,10 @@ impl<T: Transport + 'static> Pump<T> {
             };
             match claimed {
                 Ok(first) => {
-                    let pump = self.clone();
-                    in_flight.spawn_local(async move { pump.send(first).await });
+                    if let Some((ids, payload)) = self.gather(first) {
+                        let pump = self.clone();
+                        in_flight.spawn_local(async move { pump.send(ids, payload).await });
+                    }
                 }
                 Err(error) => {
                     tracing::error!(node = %self.delivery.node(), %error,
@@ -227,14 +229,13 @@ impl<T: Transport + 'static> Pump<T> {
         while in_flight.join_next().await.is_some() {}
     }
 
-    /// Sends `first` with the entries after it that merge with it (protobuf of one signal,
-    /// up to `merge_max_bytes`); acknowledges them once delivered or given up on, releases
-    /// them when the pipeline stops first.
-    async fn send(&self, first: QueueEntry) {
+    /// `first` with the entries after it that merge with it (protobuf of one signal, up to
+    /// `merge_max_bytes`), claimed now, before the request is started: a commit's entries
+    /// go in as few requests as they fit in. Their ids, and the payload; none when `first`
+    /// holds no payload.
+    fn gather(&self, first: QueueEntry) -> Option<(Vec<u64>, OtlpPayload)> {
         let mut ids = Vec::new();
-        let Some(payload) = self.payload(first, &mut ids) else {
-            return;
-        };
+        let payload = self.payload(first, &mut ids)?;
         let mut waiting = Waiting::One(payload);
         while let Ok(Some(next)) = self.queue.try_claim(&self.name) {
             let id = next.id;
@@ -249,7 +250,13 @@ impl<T: Transport + 'static> Pump<T> {
                 }
             }
         }
-        let outcome = self.delivery.deliver(waiting.into_payload()).await;
+        Some((ids, waiting.into_payload()))
+    }
+
+    /// Sends `payload` (entries `ids`); acknowledges them once delivered or given up on,
+    /// releases them when the pipeline stops first.
+    async fn send(&self, ids: Vec<u64>, payload: OtlpPayload) {
+        let outcome = self.delivery.deliver(payload).await;
         for id in ids {
             match outcome {
                 Outcome::Settled => {
