@@ -12,7 +12,10 @@
 //! - `serve`: the minimal server alone (also the gateway's upstream); `--grpc` for OTLP/gRPC,
 //!   `--tonic` for it on tonic.
 //! - `drive`: one load level against a running OTLP/HTTP or (`--grpc`) OTLP/gRPC server.
+//! - `drain`: a gateway's durable queue filled with its upstream down, then drained to the
+//!   minimal server: payload drained per second, disk and memory full and drained.
 
+mod drain;
 mod drive;
 mod serve;
 mod sweep;
@@ -52,10 +55,12 @@ enum Command {
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth,
         /// receiver+wasm-auth (an engine built with `--features extension-wasm`), gateway,
-        /// gateway+auth, gateway-slow-upstream, otelcol-gateway+auth,
+        /// gateway+auth, gateway+durable+auth (its exporter queued in an
+        /// `extension:disk_queue`), gateway-slow-upstream, otelcol-gateway+auth,
         /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-tonic-ceiling,
         /// grpc-receiver, grpc-receiver+auth, otelcol-grpc-receiver, grpc-gateway,
-        /// grpc-gateway+auth, otelcol-grpc-gateway, otelcol-grpc-gateway-blocking (their
+        /// grpc-gateway+auth, grpc-gateway+durable+auth, otelcol-grpc-gateway,
+        /// otelcol-grpc-gateway-blocking (their
         /// connection count is the number of concurrent calls, 16 to an HTTP/2 connection).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -101,6 +106,24 @@ enum Command {
         /// With `--grpc`: serve it on tonic's server side instead of hyper's HTTP/2 alone.
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         tonic: bool,
+    },
+    /// Fills a gateway's durable queue with its upstream down, then times the drain.
+    Drain {
+        /// The `otap-df` binary under test (build it with `--release`).
+        #[arg(long, default_value = "target/release/otap-df")]
+        engine: PathBuf,
+        /// Backlogs to fill and drain, in MiB, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+        backlog_mib: Vec<u64>,
+        /// Records per request.
+        #[arg(long, default_value_t = 100)]
+        records: usize,
+        /// Client connections while filling.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Where configurations, logs and queues go.
+        #[arg(long, default_value = "target/load")]
+        work_dir: PathBuf,
     },
     /// One load level against a running OTLP server: prints what the clients saw.
     Drive {
@@ -160,6 +183,27 @@ fn main() -> ExitCode {
             records,
             token,
         }),
+        Command::Drain {
+            engine,
+            backlog_mib,
+            records,
+            connections,
+            work_dir,
+        } => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            let pinned = cpus > 1 && which("taskset");
+            let options = drain::DrainOptions {
+                engine,
+                own: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("otap-df-load")),
+                backlogs_mib: backlog_mib,
+                records,
+                connections,
+                server_cpus: pinned.then(|| "0".to_owned()),
+                client_cpus: pinned.then(|| format!("1-{}", cpus - 1)),
+                work_dir,
+            };
+            drain::drain(&options).map(|results| println!("{}", drain::table(&results)))
+        }
         Command::Sweep {
             engine,
             connections,

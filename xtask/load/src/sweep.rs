@@ -52,6 +52,7 @@ pub const TARGETS: &[&str] = &[
     "receiver+wasm-auth",
     "gateway",
     "gateway+auth",
+    "gateway+durable+auth",
     "gateway-slow-upstream",
     "otelcol-gateway+auth",
     "otelcol-gateway-blocking+auth",
@@ -62,6 +63,7 @@ pub const TARGETS: &[&str] = &[
     "otelcol-grpc-receiver",
     "grpc-gateway",
     "grpc-gateway+auth",
+    "grpc-gateway+durable+auth",
     "otelcol-grpc-gateway",
     "otelcol-grpc-gateway-blocking",
 ];
@@ -96,7 +98,7 @@ fn caller_token(i: usize) -> String {
     format!("caller-{i:02}-{}", "x".repeat(48))
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -104,13 +106,13 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Process {
+pub(crate) struct Process {
     name: String,
     child: Child,
 }
 
 impl Process {
-    fn spawn(
+    pub(crate) fn spawn(
         name: &str,
         cpus: Option<&str>,
         program: &Path,
@@ -153,12 +155,12 @@ impl Process {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits until `port` accepts connections (bounded), or the process has ended.
-    fn wait_listening(&mut self, port: u16, log: &Path) -> Result<(), String> {
+    pub(crate) fn wait_listening(&mut self, port: u16, log: &Path) -> Result<(), String> {
         let until = Instant::now() + Duration::from_secs(20);
         while Instant::now() < until {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -232,8 +234,9 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The engine configuration of `target` listening on `port` (`upstream`: the gateway's).
-fn engine_config(target: &str, port: u16, upstream: u16) -> String {
+/// The engine configuration of `target` listening on `port` (`upstream`: the gateway's); a
+/// `+durable` gateway queues in an `extension:disk_queue` in `queues`.
+fn engine_config(target: &str, port: u16, upstream: u16, queues: &Path) -> String {
     let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
     let auth = target.ends_with("+auth");
     let (extensions, binding) = if target == "receiver+wasm-auth" {
@@ -256,16 +259,33 @@ fn engine_config(target: &str, port: u16, upstream: u16) -> String {
     } else {
         (String::new(), String::new())
     };
+    let durable = target.contains("+durable");
+    let extensions = if durable {
+        let spool = format!(
+            "          spool:\n            type: extension:disk_queue\n            config: {{ directory: '{}' }}\n",
+            queues.display()
+        );
+        if extensions.is_empty() {
+            format!("        extensions:\n{spool}")
+        } else {
+            format!("{extensions}{spool}")
+        }
+    } else {
+        extensions
+    };
     let (receiver, exporter_type) = if grpc(target) {
         ("otlp_grpc", "otlp_grpc")
     } else {
         ("otlp_http", "otlp_http")
     };
     let exporter = if target.starts_with("gateway") || target.starts_with("grpc-gateway") {
-        let provider = if auth {
-            "            capabilities: { bearer_token_provider: own }\n"
-        } else {
-            ""
+        let provider = match (auth, durable) {
+            (true, true) => {
+                "            capabilities: { bearer_token_provider: own, durable_queue: spool }\n"
+            }
+            (true, false) => "            capabilities: { bearer_token_provider: own }\n",
+            (false, true) => "            capabilities: { durable_queue: spool }\n",
+            (false, false) => "",
         };
         format!(
             "          out:\n            type: exporter:{exporter_type}\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n{provider}"
@@ -544,7 +564,10 @@ fn run_level(
         )?
     } else {
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
-        std::fs::write(&config, engine_config(target, port, upstream_port))
+        // Each level starts with an empty queue.
+        let queues = dir.join(format!("queues-{}-{connections}", target.replace('+', "-")));
+        let _ = std::fs::remove_dir_all(&queues);
+        std::fs::write(&config, engine_config(target, port, upstream_port, &queues))
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         Process::spawn(
             target,
