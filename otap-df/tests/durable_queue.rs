@@ -285,3 +285,83 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     );
     assert_eq!(acked, Some(8));
 }
+
+/// The gRPC gateway: `receiver:otlp_grpc` on `port` → `exporter:otlp_grpc` to `upstream`,
+/// queued in a `disk_queue` of 1 MiB in `queues`.
+fn grpc_gateway(port: u16, upstream: u16, queues: &Path) -> String {
+    format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          spool:
+            type: extension:disk_queue
+            config: {{ directory: '{}', max_bytes: 1048576, segment_bytes: 65536 }}
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}' }} }}
+          out:
+            type: exporter:otlp_grpc
+            capabilities: {{ durable_queue: spool }}
+            config:
+              endpoint: 'http://127.0.0.1:{upstream}'
+              retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 10m }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        queues.display()
+    )
+}
+
+#[test]
+fn over_grpc_a_full_queue_is_resource_exhausted_with_retry_info_and_what_was_taken_arrives() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::Connection;
+
+    let dir = TempDir::new("durable-queue-grpc");
+    let (port, up) = (free_port(), free_port());
+    let gateway = Running::listening(&grpc_gateway(port, up, &dir.path("queues")), port);
+    let path = service_path(Signal::Logs);
+    let headers = [("content-type", "application/grpc")];
+    let mut connection = Connection::open(port);
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        let tag = format!("g{}", acknowledged.len());
+        let answer = connection.call(
+            http::Method::POST,
+            path,
+            &headers,
+            frame(&batch(&tag), false),
+        );
+        match answer.code {
+            Some(0) => acknowledged.push(tag),
+            _ => break answer,
+        }
+        assert!(acknowledged.len() < 10_000, "the cap never refused");
+    };
+    // RESOURCE_EXHAUSTED, with the RetryInfo the OTLP specification asks for.
+    assert_eq!(
+        (refusal.code, refusal.details),
+        (Some(8), true),
+        "{}",
+        refusal.message
+    );
+    assert!(acknowledged.len() > 1000, "{} taken", acknowledged.len());
+    drop(connection);
+
+    let out = dir.path("upstream.otlp");
+    let upstream = Running::listening(&grpc_upstream(up, &out), up);
+    let seen = wait_arrived(&out, &acknowledged);
+    assert!(
+        seen.values().all(|n| *n == RECORDS),
+        "no restart: no duplicate"
+    );
+    gateway.stop().unwrap();
+    upstream.stop().unwrap();
+}
+
+/// The gRPC upstream: `receiver:otlp_grpc` on `port` → `exporter:file` at `out`.
+fn grpc_upstream(port: u16, out: &Path) -> String {
+    upstream(port, out).replace("receiver:otlp_http", "receiver:otlp_grpc")
+}

@@ -17,6 +17,8 @@
 //! - `bench load`: the OTLP/HTTP load sweep (`xtask/load`): the release binary against a
 //!   minimal server, as a receiver and as a gateway, at 8/64/256 connections (extra
 //!   arguments go to `otap-df-load sweep`).
+//! - `bench drain`: a gateway's durable queue filled with its upstream down, then drained
+//!   (`otap-df-load drain`).
 
 mod author_path;
 mod scaffold;
@@ -52,6 +54,8 @@ fn main() -> ExitCode {
                  the OTLP/HTTP load sweep (release build; see xtask/load)\n  \
                  bench vs-otelcol [sweep options]\n          \
                  the authenticating gateway as otap-df and as the Collector, one sweep\n  \
+                 bench drain [drain options]\n          \
+                 a gateway's durable queue filled with its upstream down, then drained\n  \
                  new-extension <name> [--crate <crate>] [--dir <directory>]\n          \
                  `otap-df new-extension`: a new extension crate (default:\n          \
                  extensions/<name>, a member)\n  \
@@ -543,7 +547,10 @@ pub(crate) fn cargo_path() -> String {
 
 fn bench(extra: &[String]) -> Result<(), String> {
     if extra.first().map(String::as_str) == Some("load") {
-        return load(&extra[1..]);
+        return load("sweep", &extra[1..]);
+    }
+    if extra.first().map(String::as_str) == Some("drain") {
+        return load("drain", &extra[1..]);
     }
     if extra.first().map(String::as_str) == Some("vs-otelcol") {
         // The same authenticating gateway as our engine and as the Collector, beside the
@@ -557,15 +564,16 @@ fn bench(extra: &[String]) -> Result<(), String> {
             collector.display().to_string(),
         ];
         args.extend(extra[1..].iter().cloned());
-        return load(&args);
+        return load("sweep", &args);
     }
     let mut args = vec!["bench", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
 }
 
-/// `bench load`: builds the engine and the load tool in release, then runs the sweep.
-fn load(extra: &[String]) -> Result<(), String> {
+/// `bench load` and `bench drain`: builds the engine and the load tool in release, then runs
+/// the load tool's `command` (`sweep`, `drain`).
+fn load(command: &str, extra: &[String]) -> Result<(), String> {
     cargo(&[
         "build",
         "--release",
@@ -580,15 +588,15 @@ fn load(extra: &[String]) -> Result<(), String> {
     let engine = release.join("otap-df").display().to_string();
     let work_dir = root.join("target").join("load").display().to_string();
     let program = release.join("otap-df-load");
-    eprintln!("==> {} sweep {}", program.display(), extra.join(" "));
+    eprintln!("==> {} {command} {}", program.display(), extra.join(" "));
     let status = Command::new(&program)
-        .args(["sweep", "--engine", &engine, "--work-dir", &work_dir])
+        .args([command, "--engine", &engine, "--work-dir", &work_dir])
         .args(extra)
         .status()
         .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("the load sweep failed ({status})"))
+        Err(format!("the load tool's {command} failed ({status})"))
     }
 }

@@ -264,6 +264,8 @@ impl Connection {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .expect("connects");
+            // As gRPC clients do: a call's frames go out at once, not held for an ACK.
+            stream.set_nodelay(true).expect("TCP_NODELAY");
             let (sender, connection) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                     .await

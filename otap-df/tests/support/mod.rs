@@ -15,13 +15,14 @@ use otap_df_core::registry::Registry;
 use otap_df_core::runtime::{Engine, EngineError, NodeTotals, RunOptions, Telemetry};
 use otap_df_tests::engine::{self, Started};
 
-/// Core's built-ins, the built-in nodes, `bearer_auth`, and the test kit's fixtures and
-/// recording nodes.
+/// Core's built-ins, the built-in nodes, `bearer_auth`, `disk_queue`, and the test kit's
+/// fixtures and recording nodes.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     otap_df_core::register_builtins(&mut registry);
     otap_df_nodes::register(&mut registry);
     otap_df::extensions::bearer_auth::register(&mut registry);
+    otap_df::extensions::disk_queue::register(&mut registry);
     otap_df_tests::fixtures::register(&mut registry);
     otap_df_tests::recording::register(&mut registry);
     registry.finish().expect("registry")
