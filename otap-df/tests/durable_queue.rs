@@ -305,32 +305,10 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     assert_eq!(acked, Some(8));
 }
 
-/// The gRPC gateway: `receiver:otlp_grpc` on `port` → `exporter:otlp_grpc` to `upstream`,
-/// queued in a `disk_queue` of 1 MiB in `queues`.
+/// The gRPC gateway: [`gateway`] with `receiver:otlp_grpc` and `exporter:otlp_grpc`, its
+/// queue 1 MiB.
 fn grpc_gateway(port: u16, upstream: u16, queues: &Path) -> String {
-    format!(
-        "version: otap_df/v1
-groups:
-  g:
-    pipelines:
-      p:
-        extensions:
-          spool:
-            type: extension:disk_queue
-            config: {{ directory: '{}', max_bytes: 1048576, segment_bytes: 65536 }}
-        nodes:
-          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}' }} }}
-          out:
-            type: exporter:otlp_grpc
-            capabilities: {{ durable_queue: spool }}
-            config:
-              endpoint: 'http://127.0.0.1:{upstream}'
-              retry: {{ initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 10m }}
-        connections:
-          - {{ from: in, to: out }}
-",
-        queues.display()
-    )
+    gateway(port, upstream, queues, 1 << 20).replace(":otlp_http", ":otlp_grpc")
 }
 
 #[test]

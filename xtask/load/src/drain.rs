@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use otap_df_core::data::Signal;
 
 use crate::drive;
-use crate::sweep::{Process, free_port};
+use crate::sweep::{Process, free_port, status_kib};
 
 /// What `drain` measures.
 pub struct DrainOptions {
@@ -55,16 +55,7 @@ fn disk_bytes(dir: &Path) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("VmRSS:"))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
+    status_kib(pid, "VmRSS:")
 }
 
 /// The value of the first metric line starting with `prefix` on the engine's admin endpoint
