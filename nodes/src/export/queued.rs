@@ -97,7 +97,7 @@ struct Pump<T> {
 pub(crate) struct Queued<T: Transport> {
     pump: Rc<Pump<T>>,
     appends: JoinSet<()>,
-    running: Option<tokio::task::JoinHandle<()>>,
+    running: Option<tokio::task::JoinHandle<Result<(), NodeError>>>,
 }
 
 impl<T: Transport + 'static> Queued<T> {
@@ -132,10 +132,22 @@ impl<T: Transport + 'static> LocalExporter for Queued<T> {
     }
 
     async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
-        while self.appends.len() >= APPENDS_IN_FLIGHT {
-            self.appends.join_next().await;
+        // The pump ends before `finish` only when it failed.
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|running| running.is_finished())
+        {
+            return self.stopped().await;
         }
-        while self.appends.try_join_next().is_some() {}
+        while self.appends.len() >= APPENDS_IN_FLIGHT {
+            if let Some(done) = self.appends.join_next().await {
+                self.pump.delivery.joined(done)?;
+            }
+        }
+        while let Some(done) = self.appends.try_join_next() {
+            self.pump.delivery.joined(done)?;
+        }
         let pump = self.pump.clone();
         self.appends
             .spawn_local(async move { pump.append(data).await });
@@ -143,20 +155,28 @@ impl<T: Transport + 'static> LocalExporter for Queued<T> {
     }
 
     async fn finish(&mut self) -> Result<(), NodeError> {
-        while self.appends.join_next().await.is_some() {}
+        while let Some(done) = self.appends.join_next().await {
+            self.pump.delivery.joined(done)?;
+        }
         // Everything taken is on disk: what is in flight ends, what waits to be retried
         // stays in the queue for the next start.
         self.pump.delivery.close();
-        if let Some(running) = self.running.take()
-            && let Err(error) = running.await
-            && error.is_panic()
-        {
-            return Err(NodeError::Failed {
-                node: self.pump.delivery.node().to_owned(),
-                message: "the queue's pump panicked".to_owned(),
-            });
+        self.stopped().await
+    }
+}
+
+impl<T: Transport + 'static> Queued<T> {
+    /// The pump's end: how it ended, a panic a failure of the node.
+    async fn stopped(&mut self) -> Result<(), NodeError> {
+        match self.running.take() {
+            None => Ok(()),
+            Some(running) => running.await.unwrap_or_else(|_| {
+                Err(NodeError::Failed {
+                    node: self.pump.delivery.node().to_owned(),
+                    message: "the durable queue's pump panicked".to_owned(),
+                })
+            }),
         }
-        Ok(())
     }
 }
 
@@ -194,12 +214,13 @@ impl<T: Transport + 'static> Pump<T> {
 
     /// Claims what the queue holds and delivers it, up to `max_in_flight` requests at a
     /// time, until the input is drained; then waits for the requests in flight.
-    async fn run(self: Rc<Self>) {
+    /// A request task that panicked fails the node (its entries' fate is unknown).
+    async fn run(self: Rc<Self>) -> Result<(), NodeError> {
         let mut in_flight = JoinSet::new();
         while !self.delivery.is_closing() {
             if in_flight.len() >= self.max_in_flight {
                 tokio::select! {
-                    _ = in_flight.join_next() => {}
+                    Some(done) = in_flight.join_next() => self.delivery.joined(done)?,
                     () = self.delivery.closed() => {}
                 }
                 continue;
@@ -207,7 +228,10 @@ impl<T: Transport + 'static> Pump<T> {
             let claimed = tokio::select! {
                 claimed = self.queue.claim(&self.name) => claimed,
                 () = self.delivery.closed() => continue,
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    self.delivery.joined(done)?;
+                    continue;
+                }
             };
             match claimed {
                 Ok(first) => {
@@ -226,7 +250,10 @@ impl<T: Transport + 'static> Pump<T> {
                 }
             }
         }
-        while in_flight.join_next().await.is_some() {}
+        while let Some(done) = in_flight.join_next().await {
+            self.delivery.joined(done)?;
+        }
+        Ok(())
     }
 
     /// `first` with the entries after it that merge with it (protobuf of one signal, up to
