@@ -5,13 +5,18 @@
 //! ones drop it. When the store fails, the batch is **forwarded** (fail open): a store outage
 //! may let duplicates through, it never loses data. Such batches are counted as errors and the
 //! first failure and the recovery are logged.
+//!
+//! A batch whose sender waits for it to be kept downstream (a durable queue: the payload
+//! carries an acknowledgement) is remembered only if it is: when the queue refuses it (full)
+//! or it is lost on the way, its key is deleted before the sender is told to send it again,
+//! so that the retry is not dropped as a duplicate of a batch nobody kept.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use otap_df_core::capability::{CapabilityId, KeyValueStore, key_value, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
-use otap_df_core::data::OtlpPayload;
+use otap_df_core::data::{Acknowledgement, AcknowledgementWait, OtlpPayload};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::node::{
@@ -84,11 +89,8 @@ pub fn key(payload: &OtlpPayload) -> Vec<u8> {
 #[otap_df_core::async_trait(?Send)]
 impl LocalProcessor for Dedup {
     async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
-        match self
-            .store
-            .set_if_absent(&key(&data), b"", Some(self.ttl))
-            .await
-        {
+        let key = key(&data);
+        let remembered = match self.store.set_if_absent(&key, b"", Some(self.ttl)).await {
             Ok(first) => {
                 if self.store_failing {
                     self.store_failing = false;
@@ -100,6 +102,7 @@ impl LocalProcessor for Dedup {
                     data.settle();
                     return Ok(());
                 }
+                true
             }
             Err(error) => {
                 NodeCounters::add(&outputs.counters().errors, 1);
@@ -107,9 +110,43 @@ impl LocalProcessor for Dedup {
                     self.store_failing = true;
                     tracing::warn!(node = %self.node, %error, "key/value store failed; forwarding batches without deduplication until it recovers");
                 }
+                false
+            }
+        };
+        let mut data = data;
+        match data.take_acknowledgement() {
+            Some(sender) if remembered => {
+                let (ack, kept) = Acknowledgement::new();
+                let store = self.store.clone();
+                tokio::task::spawn_local(forget_unless_kept(store, key, kept, sender));
+                outputs.send(data.with_acknowledgement(ack)).await
+            }
+            sender => {
+                if let Some(sender) = sender {
+                    data = data.with_acknowledgement(sender);
+                }
+                outputs.send(data).await
             }
         }
-        outputs.send(data).await
+    }
+}
+
+/// Tells `sender` what became of the batch remembered under `key` once it is known
+/// (`kept`); forgets the key first when the batch was not kept, so that its retry passes.
+async fn forget_unless_kept(
+    store: Rc<dyn local::KeyValueStore>,
+    key: Vec<u8>,
+    kept: AcknowledgementWait,
+    sender: Acknowledgement,
+) {
+    match kept.await {
+        Ok(()) => sender.settle(),
+        Err(why) => {
+            if let Err(error) = store.delete(&key).await {
+                tracing::warn!(%error, "cannot forget a batch that was not kept; its retry will be dropped as a duplicate until the TTL passes");
+            }
+            sender.refuse(why);
+        }
     }
 }
 

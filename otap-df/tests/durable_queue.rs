@@ -362,3 +362,53 @@ fn over_grpc_a_full_queue_is_resource_exhausted_with_retry_info_and_what_was_tak
 fn grpc_upstream(port: u16, out: &Path) -> String {
     upstream(port, out).replace("receiver:otlp_http", "receiver:otlp_grpc")
 }
+
+#[test]
+fn a_batch_the_full_queue_refused_is_not_remembered_by_dedup_and_its_retry_arrives() {
+    let dir = TempDir::new("durable-queue-dedup");
+    let (port, up) = (free_port(), free_port());
+    let config = dir.path("gateway.yaml");
+    let with_dedup = gateway(port, up, &dir.path("queues"), 1 << 20)
+        .replace(
+            "        nodes:\n",
+            "          seen: { type: extension:memory_kv }\n        nodes:\n          dedup: { type: processor:dedup, capabilities: { key_value_store: seen } }\n",
+        )
+        .replace(
+            "          - { from: in, to: out }",
+            "          - { from: in, to: dedup }\n          - { from: dedup, to: out }",
+        );
+    std::fs::write(&config, with_dedup).unwrap();
+    let mut engine = RunningBinary::start(&config);
+    listening(port);
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        let tag = format!("d{}", acknowledged.len());
+        match try_post(port, &batch(&tag)).expect("an answer") {
+            (200, _) => acknowledged.push(tag),
+            (429, _) => break tag,
+            (status, _) => panic!("status {status}"),
+        }
+        assert!(acknowledged.len() < 10_000, "the cap never refused");
+    };
+    engine.drain_in_background();
+    let out = dir.path("upstream.otlp");
+    let upstream = Running::listening(&upstream(up, &out), up);
+    wait_arrived(&out, &acknowledged);
+    // The sender sends the refused batch again: taken, and delivered.
+    assert_eq!(try_post(port, &batch(&refused)).expect("an answer").0, 200);
+    let seen = wait_arrived(&out, std::slice::from_ref(&refused));
+    assert_eq!(seen[&refused], RECORDS);
+    // A true duplicate is still dropped (answered 200, not sent again).
+    assert_eq!(try_post(port, &batch("d0")).expect("an answer").0, 200);
+    engine.signal("-TERM");
+    let (lines, code) = engine.finish();
+    assert_eq!(code, Some(0), "{lines:?}");
+    upstream.stop().unwrap();
+    assert_eq!(occurrences(&out, &["d0".to_owned()])["d0"], RECORDS);
+    let last = support::binary::final_line(&lines);
+    assert_eq!(
+        support::binary::counter(last, "dedup", "dropped"),
+        Some(RECORDS as u64),
+        "{last}"
+    );
+}
