@@ -238,7 +238,9 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     let (port, up) = (free_port(), free_port());
     let config = dir.path("gateway.yaml");
     std::fs::write(&config, gateway(port, up, &dir.path("queues"), 1 << 20)).unwrap();
-    let mut engine = RunningBinary::start(&config);
+    let admin = free_port();
+    let mut engine =
+        RunningBinary::start_with(&config, &["--admin-listen", &format!("127.0.0.1:{admin}")]);
     listening(port);
     let mut acknowledged = Vec::new();
     let retry_after = loop {
@@ -261,6 +263,31 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     let largest = sizes.iter().max().copied().unwrap_or(0);
     assert!(taken <= 1 << 20, "{taken}");
     assert!(taken + 17 * (largest + 8) > 1 << 20, "{taken} bytes taken");
+    // The queue's depth, bytes and age are the extension's gauges on /status (refreshed
+    // every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let gauges = loop {
+        let status: serde_json::Value =
+            serde_json::from_slice(&support::get(admin, "/status").body).expect("JSON");
+        let spool = status["pipelines"][0]["extensions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["id"] == "spool"))
+            .cloned()
+            .unwrap_or_default();
+        let gauges = spool["instances"][0]["gauges"].clone();
+        if gauges["entries"].as_u64() == Some(acknowledged.len() as u64)
+            && gauges["oldest_age_seconds"].as_u64() >= Some(1)
+        {
+            break gauges;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gauges never showed the queue: {spool}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let bytes = gauges["bytes"].as_u64().unwrap();
+    assert!(bytes > (1 << 20) - 70_000 && bytes <= 1 << 20, "{gauges}");
     engine.drain_in_background();
 
     let out = dir.path("upstream.otlp");
