@@ -257,7 +257,7 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     // fills 1 MiB but for the end of each 64 KiB segment, where the next record did not fit.
     let sizes: Vec<u64> = acknowledged
         .iter()
-        .map(|tag| batch(tag).len() as u64 + 16 + 11)
+        .map(|tag| batch(tag).len() as u64 + 24 + 11)
         .collect();
     let taken: u64 = sizes.iter().sum();
     let largest = sizes.iter().max().copied().unwrap_or(0);

@@ -30,7 +30,7 @@ use crate::error::DiskQueueError;
 /// What every segment starts with.
 pub(crate) const MAGIC: &[u8; 8] = b"OTAPDFQ1";
 /// A record's bytes before its entry.
-pub(crate) const RECORD_HEADER: u64 = 16;
+pub(crate) const RECORD_HEADER: u64 = 24;
 /// The largest entry (a record's length field is 32 bits).
 pub(crate) const MAX_ENTRY: usize = u32::MAX as usize;
 
@@ -42,33 +42,51 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A record's header and checksum for `entry`, appended at `at_ms`.
-pub(crate) fn record_header(entry: &[u8], at_ms: u64) -> [u8; RECORD_HEADER as usize] {
+/// The CRC-32 of a record of segment `segment`, appended at `at_ms`, holding `entry`.
+fn checksum(segment: u64, at_ms: u64, entry: &[u8]) -> u32 {
     let mut crc = crc32fast::Hasher::new();
+    crc.update(&segment.to_le_bytes());
     crc.update(&at_ms.to_le_bytes());
     crc.update(entry);
+    crc.finalize()
+}
+
+/// A record's header and checksum for `entry` in segment `segment` (its first id), appended
+/// at `at_ms`. Naming the segment tells a record from what an earlier use of a reused file
+/// left after the end.
+pub(crate) fn record_header(
+    entry: &[u8],
+    at_ms: u64,
+    segment: u64,
+) -> [u8; RECORD_HEADER as usize] {
     let mut header = [0u8; RECORD_HEADER as usize];
     header[..4].copy_from_slice(&(entry.len() as u32).to_le_bytes());
-    header[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
-    header[8..].copy_from_slice(&at_ms.to_le_bytes());
+    header[4..8].copy_from_slice(&checksum(segment, at_ms, entry).to_le_bytes());
+    header[8..16].copy_from_slice(&at_ms.to_le_bytes());
+    header[16..].copy_from_slice(&segment.to_le_bytes());
     header
 }
 
-/// A record's header, read: the entry's length, its checksum, when it was appended.
-fn parse_header(header: &[u8; RECORD_HEADER as usize]) -> (u64, u32, u64) {
+/// A record's header, read.
+struct Header {
+    len: u64,
+    crc: u32,
+    at_ms: u64,
+    segment: u64,
+}
+
+fn parse_header(header: &[u8; RECORD_HEADER as usize]) -> Header {
     let word = |range: std::ops::Range<usize>| {
         let mut bytes = [0u8; 8];
         bytes[..range.len()].copy_from_slice(&header[range]);
         u64::from_le_bytes(bytes)
     };
-    (word(0..4), word(4..8) as u32, word(8..16))
-}
-
-fn checksum_matches(crc: u32, at_ms: u64, entry: &[u8]) -> bool {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&at_ms.to_le_bytes());
-    hasher.update(entry);
-    hasher.finalize() == crc
+    Header {
+        len: word(0..4),
+        crc: word(4..8) as u32,
+        at_ms: word(8..16),
+        segment: word(16..24),
+    }
 }
 
 fn io(path: &Path, what: &str, error: std::io::Error) -> DiskQueueError {
@@ -263,14 +281,16 @@ impl Log {
             let last = index + 1 == count;
             let (segment, cut) = open_segment(first_id, path, last)?;
             torn += cut;
+            // A gap is a segment delivered and deleted before the ones around it.
             if let Some(previous) = segments.back()
-                && previous_end(previous) != first_id
+                && previous_end(previous) > first_id
             {
                 return Err(DiskQueueError::Corrupt {
                     path: segment.path,
                     offset: 0,
                     why: format!(
-                        "it starts at entry {first_id}, the segment before it ends at entry {}",
+                        "it starts at entry {first_id}, before the segment before it ends \
+                         (entry {})",
                         previous_end(previous)
                     ),
                 });
@@ -299,7 +319,7 @@ impl Log {
         for segment in &mut state.segments {
             segment.acked = start.saturating_sub(segment.first_id).min(segment.records);
         }
-        state.entries = next_id - start;
+        state.entries = state.segments.iter().map(|s| s.records - s.acked).sum();
         state.cursor = (start, offset_of(&state, start)?);
         used.fetch_add(bytes, Ordering::Relaxed);
         let log = Self {
@@ -321,6 +341,22 @@ impl Log {
             (id, location)
         } else {
             let (id, offset) = state.cursor;
+            if id >= state.next_id {
+                return Ok(Claimed::None);
+            }
+            // Past a gap (segments delivered and deleted), on to the next segment.
+            let next = state
+                .segments
+                .iter()
+                .find(|s| s.first_id + s.records > id)
+                .map(|s| s.first_id);
+            let id = match next {
+                Some(first_id) if first_id > id => {
+                    state.cursor = (first_id, 0);
+                    first_id
+                }
+                _ => id,
+            };
             if id >= state.next_id {
                 return Ok(Claimed::None);
             }
@@ -350,7 +386,7 @@ impl Log {
             };
             let mut header = [0u8; RECORD_HEADER as usize];
             segment.file.read_exact_at(&mut header, offset)?;
-            let (len, _, at_ms) = parse_header(&header);
+            let Header { len, at_ms, .. } = parse_header(&header);
             state.cursor = (id + 1, offset + RECORD_HEADER + len);
             (id, Location { offset, len, at_ms })
         };
@@ -390,12 +426,15 @@ impl Log {
         let header: &[u8; RECORD_HEADER as usize] = record[..RECORD_HEADER as usize]
             .try_into()
             .map_err(std::io::Error::other)?;
-        let (len, crc, at_ms) = parse_header(header);
-        let mut entry = Bytes::from(record).slice(RECORD_HEADER as usize..);
-        if len != location.len || !checksum_matches(crc, at_ms, &entry) {
+        let header = parse_header(header);
+        let first_id = segment.first_id;
+        let entry = Bytes::from(record).slice(RECORD_HEADER as usize..);
+        if header.len != location.len
+            || header.segment != first_id
+            || checksum(first_id, header.at_ms, &entry) != header.crc
+        {
             return Ok(None);
         }
-        entry.truncate(len as usize);
         Ok(Some(entry))
     }
 
@@ -483,7 +522,7 @@ impl Log {
             };
             let mut header = [0u8; RECORD_HEADER as usize];
             if segment.file.read_exact_at(&mut header, offset).is_ok() {
-                let at_ms = parse_header(&header).2;
+                let at_ms = parse_header(&header).at_ms;
                 oldest = Some(oldest.map_or(at_ms, |o| o.min(at_ms)));
             }
         }
@@ -657,7 +696,7 @@ fn offset_of(state: &State, id: u64) -> Result<u64, DiskQueueError> {
             .file
             .read_exact_at(&mut header, offset)
             .map_err(|e| io(&segment.path, "cannot read", e))?;
-        offset += RECORD_HEADER + parse_header(&header).0;
+        offset += RECORD_HEADER + parse_header(&header).len;
     }
     Ok(offset)
 }
@@ -700,47 +739,55 @@ fn open_segment(
     let mut offset = MAGIC.len() as u64;
     let mut records = 0;
     let mut entry = Vec::new();
+    // Where the records end, and what is wrong there (with the bytes of the record cut).
     let damage = loop {
         if offset == size {
             break None;
         }
         if size - offset < RECORD_HEADER {
-            break Some("a record's header is cut short");
+            break Some(("a record's header is cut short", size - offset));
         }
         let mut header = [0u8; RECORD_HEADER as usize];
         file.read_exact_at(&mut header, offset)
             .map_err(|e| io(&path, "cannot read", e))?;
-        let (len, crc, at_ms) = parse_header(&header);
-        if size - offset - RECORD_HEADER < len {
-            break Some("a record is cut short");
+        let header = parse_header(&header);
+        if header.segment != first_id {
+            // The end: what follows is what an earlier use of the file left (or nothing).
+            break None;
+        }
+        if size - offset - RECORD_HEADER < header.len {
+            break Some(("a record is cut short", size - offset));
         }
         if last {
-            entry.resize(len as usize, 0);
+            entry.resize(header.len as usize, 0);
             file.read_exact_at(&mut entry, offset + RECORD_HEADER)
                 .map_err(|e| io(&path, "cannot read", e))?;
-            if !checksum_matches(crc, at_ms, &entry) {
-                break Some("a record's checksum does not match");
+            if checksum(first_id, header.at_ms, &entry) != header.crc {
+                break Some((
+                    "a record's checksum does not match",
+                    RECORD_HEADER + header.len,
+                ));
             }
         }
-        offset += RECORD_HEADER + len;
+        offset += RECORD_HEADER + header.len;
         records += 1;
     };
     let cut = match damage {
         None => 0,
-        Some(why) if !last => {
+        Some((why, _)) if !last => {
             return Err(DiskQueueError::Corrupt {
                 path,
                 offset,
                 why: why.to_owned(),
             });
         }
-        Some(why) => {
+        Some((why, bytes)) => {
             file.set_len(offset)
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io(&path, "cannot cut a torn tail", e))?;
-            tracing::warn!(file = %path.display(), offset, bytes = size - offset, why,
+            tracing::warn!(file = %path.display(), offset, bytes, why,
                 "cut a torn tail (a crash while it was written; it was never acknowledged)");
-            size - offset
+            bytes
         }
     };
     Ok((

@@ -319,19 +319,23 @@ impl Writer {
                 .into_iter()
                 .partition(|job| Arc::ptr_eq(&job.log, &log));
             jobs = rest;
-            let headers: Vec<[u8; RECORD_HEADER as usize]> = mine
+            let bytes: u64 = mine
                 .iter()
-                .map(|job| record_header(&job.entry, at_ms))
-                .collect();
-            let mut slices = Vec::with_capacity(mine.len() * 2);
-            for (job, header) in mine.iter().zip(&headers) {
-                slices.push(IoSlice::new(header));
-                slices.push(IoSlice::new(&job.entry));
-            }
-            let bytes: u64 = slices.iter().map(|slice| slice.len() as u64).sum();
+                .map(|job| RECORD_HEADER + job.entry.len() as u64)
+                .sum();
             let written = log
                 .write(mine.len() as u64, bytes, self.segment_bytes)
                 .and_then(|(segment, file, offset)| {
+                    // Each record's header, then its entry as the caller gave it: no copy.
+                    let headers: Vec<[u8; RECORD_HEADER as usize]> = mine
+                        .iter()
+                        .map(|job| record_header(&job.entry, at_ms, segment))
+                        .collect();
+                    let mut slices = Vec::with_capacity(mine.len() * 2);
+                    for (job, header) in mine.iter().zip(&headers) {
+                        slices.push(IoSlice::new(header));
+                        slices.push(IoSlice::new(&job.entry));
+                    }
                     write_all_at(&file, &mut slices, offset)
                         .map(|()| (segment, file))
                         .map_err(|e| {
@@ -340,7 +344,6 @@ impl Writer {
                             why
                         })
                 });
-            drop(slices);
             match written {
                 Ok((segment, file)) => {
                     let written = Written {

@@ -179,6 +179,39 @@ fn the_cap_refuses_appends_and_delivered_segments_give_their_space_back() {
 }
 
 #[test]
+fn a_segment_delivered_before_the_ones_around_it_leaves_a_gap_a_reopen_steps_over() {
+    let dir = tempdir();
+    let rt = runtime();
+    let mut config = config(dir.dir());
+    config.segment_bytes = 64 << 10;
+    let queue = DiskQueue::open("q", &config).expect("open");
+    let big = Bytes::from(vec![3u8; 10_000]);
+    rt.block_on(async {
+        for _ in 0..18 {
+            queue.append(QUEUE, big.clone()).await.expect("append");
+        }
+    });
+    assert_eq!(segments(dir.dir()).len(), 3, "six records a segment");
+    assert_eq!(drain(&queue).len(), 18);
+    // The middle segment is delivered first (requests end in any order).
+    for id in 6..12 {
+        queue.acknowledge(QUEUE, id).expect("ack");
+    }
+    assert_eq!(segments(dir.dir()).len(), 2);
+    drop(queue);
+
+    let queue = DiskQueue::open("q", &config).expect("a gap is not damage");
+    assert_eq!(queue.stats(QUEUE).entries, 12);
+    let ids: Vec<u64> = drain(&queue).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, (0..6).chain(12..18).collect::<Vec<_>>());
+    rt.block_on(async { queue.append(QUEUE, big.clone()).await.expect("append") });
+    assert_eq!(
+        queue.try_claim(QUEUE).expect("claim").map(|e| e.id),
+        Some(18)
+    );
+}
+
+#[test]
 fn a_torn_tail_is_cut_and_counted_and_the_entries_before_it_are_kept() {
     let dir = tempdir();
     let rt = runtime();
@@ -236,7 +269,7 @@ fn a_damaged_entry_is_set_aside_counted_and_skipped() {
     );
     assert_eq!(queue.damage(), (0, 1));
     let kept = first.with_file_name("corrupt-00000000000000000000.bin");
-    assert_eq!(std::fs::metadata(&kept).expect("set aside").len(), 40_016);
+    assert_eq!(std::fs::metadata(&kept).expect("set aside").len(), 40_024);
     drop(queue);
     DiskQueue::open("q", &config).expect("what was set aside does not stop a reopen");
 }
