@@ -36,6 +36,12 @@ pub(crate) const MAX_ENTRY: usize = u32::MAX as usize;
 
 const ACKED: &str = "acked";
 
+/// Emptied segment files a busy queue keeps to write its next segments into: writing over
+/// blocks a file already has needs no size change at its sync, which then costs about half
+/// (BENCHMARKS.md, "Durable queue"). Deleted once the queue has started no segment for a
+/// second, and at a clean stop.
+const MAX_SPARES: usize = 2;
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -153,6 +159,10 @@ struct State {
     bytes: u64,
     /// The newest entries, claimed from memory rather than read back.
     tail: Tail,
+    /// Emptied segment files kept for reuse (`<old first id>.spare`).
+    spares: Vec<PathBuf>,
+    /// Segments started so far.
+    started: u64,
 }
 
 /// The bytes of the newest entries a queue keeps in memory: while the pump keeps up, it claims
@@ -219,6 +229,8 @@ pub(crate) struct Log {
     used: Arc<AtomicU64>,
     /// What `acked` says.
     acked_written: AtomicU64,
+    /// Segments started at the last [`drop_spares_if_idle`](Self::drop_spares_if_idle).
+    started_at_last_look: AtomicU64,
     /// A segment written to whose every record is acknowledged is deleted too once it holds
     /// this much (an eighth of `segment_bytes`): a drained queue gives its disk back, and a
     /// queue that keeps up does not create a file per batch.
@@ -248,6 +260,8 @@ impl Log {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, "cannot create the folder", e))?;
         let mut names = Vec::new();
         let mut acked_below = 0;
+        let mut spares = Vec::new();
+        let mut id_floor = 0;
         for item in std::fs::read_dir(dir).map_err(|e| io(dir, "cannot read the folder", e))? {
             let item = item.map_err(|e| io(dir, "cannot read the folder", e))?;
             let path = item.path();
@@ -259,6 +273,16 @@ impl Log {
             if name.starts_with("corrupt-") && name.ends_with(".bin") {
                 continue;
             }
+            if let Some(old) = name
+                .strip_suffix(".spare")
+                .filter(|digits| digits.len() == 20)
+                .and_then(|digits| digits.parse::<u64>().ok())
+            {
+                // Ids go on after every id a file here was used for.
+                id_floor = id_floor.max(old + 1);
+                spares.push(path);
+                continue;
+            }
             let first = name
                 .strip_suffix(".seg")
                 .filter(|digits| digits.len() == 20)
@@ -268,7 +292,8 @@ impl Log {
                 _ => {
                     return Err(DiskQueueError::Foreign {
                         path,
-                        why: "not a segment (`<20 digits>.seg`) nor `acked`".to_owned(),
+                        why: "not a segment (`<20 digits>.seg`), a spare (`<20 digits>.spare`) nor `acked`"
+                            .to_owned(),
                     });
                 }
             }
@@ -297,7 +322,10 @@ impl Log {
             }
             segments.push_back(segment);
         }
-        let next_id = segments.back().map_or(acked_below, previous_end);
+        let next_id = segments
+            .back()
+            .map_or(acked_below, previous_end)
+            .max(id_floor);
         let bytes = segments.iter().map(|s| s.len).sum();
         let mut state = State {
             segments,
@@ -310,6 +338,8 @@ impl Log {
             entries: 0,
             bytes,
             tail: Tail::default(),
+            spares,
+            started: 0,
         };
         // Entries below the mark were acknowledged before the last close.
         let start = state
@@ -327,6 +357,7 @@ impl Log {
             state: Mutex::new(state),
             used,
             acked_written: AtomicU64::new(acked_below),
+            started_at_last_look: AtomicU64::new(u64::MAX),
             retire_bytes: segment_bytes / 8,
             appended: tokio::sync::Notify::new(),
         };
@@ -486,7 +517,18 @@ impl Log {
                 continue;
             }
             let path = state.segments[index].path.clone();
-            match std::fs::remove_file(&path) {
+            let first_id = state.segments[index].first_id;
+            let kept = (state.spares.len() < MAX_SPARES)
+                .then(|| self.dir.join(format!("{first_id:020}.spare")))
+                .filter(|spare| std::fs::rename(&path, spare).is_ok());
+            let gone = match kept {
+                Some(spare) => {
+                    state.spares.push(spare);
+                    Ok(())
+                }
+                None => std::fs::remove_file(&path),
+            };
+            match gone {
                 Ok(()) => {
                     if let Some(segment) = state.segments.remove(index) {
                         state.bytes -= segment.len;
@@ -497,6 +539,22 @@ impl Log {
                     tracing::warn!(file = %path.display(), %error,
                         "cannot delete a delivered segment; trying again later");
                     index += 1;
+                }
+            }
+        }
+    }
+
+    /// Deletes the spare segment files when no segment was started since the last look (the
+    /// extension's task looks every second), or at once when `now`: an idle queue gives all
+    /// its disk back.
+    pub(crate) fn drop_spares(&self, now: bool) {
+        let mut state = self.state();
+        let started = state.started;
+        let idle = self.started_at_last_look.swap(started, Ordering::Relaxed) == started;
+        if now || idle {
+            for spare in state.spares.drain(..) {
+                if let Err(error) = std::fs::remove_file(&spare) {
+                    tracing::warn!(file = %spare.display(), %error, "cannot delete a spare segment");
                 }
             }
         }
@@ -586,15 +644,22 @@ impl Log {
         let mut state = self.state();
         let first_id = state.written_id;
         let path = self.dir.join(format!("{first_id:020}.seg"));
-        let mut file = std::fs::OpenOptions::new()
+        // An emptied segment's file when there is one: its records are told from this
+        // segment's by the segment id they name.
+        let reused = state
+            .spares
+            .pop()
+            .filter(|spare| std::fs::rename(spare, &path).is_ok());
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create_new(reused.is_none())
             .open(&path)
             .map_err(|e| io(&path, "cannot create a segment", e))?;
-        file.write_all(MAGIC)
+        file.write_all_at(MAGIC, 0)
             .and_then(|()| file.sync_all())
             .map_err(|e| io(&path, "cannot write a segment", e))?;
+        state.started += 1;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| io(&self.dir, "cannot sync the folder", e))?;

@@ -64,6 +64,9 @@ impl Drop for Store {
             let _ = writer.join();
         }
         self.checkpoint();
+        for log in self.logs() {
+            log.drop_spares(true);
+        }
     }
 }
 
@@ -234,6 +237,7 @@ impl Store {
     /// only what was acknowledged since is delivered again.
     pub(crate) fn checkpoint(&self) {
         for log in self.logs() {
+            log.drop_spares(false);
             if let Err(error) = log.write_acked() {
                 tracing::warn!(queue = %log.dir().display(), %error,
                     "cannot write where the acknowledged entries end");

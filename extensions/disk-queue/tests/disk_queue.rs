@@ -212,6 +212,63 @@ fn a_segment_delivered_before_the_ones_around_it_leaves_a_gap_a_reopen_steps_ove
 }
 
 #[test]
+fn emptied_segment_files_are_written_again_and_what_they_held_before_is_not_read_back() {
+    let dir = tempdir();
+    let rt = runtime();
+    let mut config = config(dir.dir());
+    config.segment_bytes = 64 << 10;
+    let queue = DiskQueue::open("q", &config).expect("open");
+    let big = Bytes::from(vec![5u8; 10_000]);
+    rt.block_on(async {
+        for _ in 0..18 {
+            queue.append(QUEUE, big.clone()).await.expect("append");
+        }
+    });
+    for (id, _) in drain(&queue).into_iter().take(12) {
+        queue.acknowledge(QUEUE, id).expect("ack");
+    }
+    // The two delivered segments are kept as spares, not counted as what the queue holds.
+    let folder = dir.dir().join("queues").join("logs%2Fmain%2Fexport");
+    let spares = |folder: &Path| {
+        std::fs::read_dir(folder)
+            .expect("folder")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".spare"))
+            })
+            .count()
+    };
+    assert_eq!(spares(&folder), 2);
+    assert_eq!(segments(dir.dir()).len(), 1);
+    // New segments are written into them: small entries over the old large ones.
+    let small: Vec<Bytes> = (0..200).map(entry).collect();
+    rt.block_on(async {
+        for entry in &small {
+            queue.append(QUEUE, entry.clone()).await.expect("append");
+        }
+    });
+    assert_eq!(spares(&folder), 1, "one spare taken");
+    drop(queue);
+    assert_eq!(spares(&folder), 0, "a clean stop deletes the spares");
+
+    // What the reused file held after its new records is not read as records.
+    let queue = DiskQueue::open("q", &config).expect("reopen");
+    let claimed = drain(&queue);
+    assert_eq!(
+        claimed.len(),
+        6 + 200,
+        "the six not delivered, and the 200 new"
+    );
+    assert!(claimed[..6].iter().all(|(_, bytes)| *bytes == big));
+    let new: Vec<Bytes> = claimed[6..]
+        .iter()
+        .map(|(_, bytes)| bytes.clone())
+        .collect();
+    assert_eq!(new, small);
+    assert_eq!(queue.damage(), (0, 0), "nothing torn, nothing damaged");
+}
+
+#[test]
 fn a_torn_tail_is_cut_and_counted_and_the_entries_before_it_are_kept() {
     let dir = tempdir();
     let rt = runtime();

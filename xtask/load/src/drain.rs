@@ -183,9 +183,12 @@ pub fn drain(options: &DrainOptions) -> Result<Vec<Drained>, String> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let drain_seconds = draining.elapsed().as_secs_f64();
-        // The segments go as their last entries are acknowledged, just after delivery.
+        // The segments go as their last entries are acknowledged, just after delivery; the
+        // two kept for reuse once the queue has been idle for a second.
         let settle = Instant::now();
-        while metric(admin, ENTRIES) != Some(0) && settle.elapsed() < Duration::from_secs(5) {
+        while (metric(admin, ENTRIES) != Some(0) || disk_bytes(&queues) > 1 << 20)
+            && settle.elapsed() < Duration::from_secs(5)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         let disk_after = disk_bytes(&queues);
