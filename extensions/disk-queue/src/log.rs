@@ -1,17 +1,23 @@
 //! One queue on disk: a folder of segment files, each a header and then records appended in
 //! id order.
 //!
-//! - Segment `<first id, 20 digits>.seg`: [`MAGIC`], then records.
-//! - Record: length of the entry (u32 LE), CRC-32 of what follows (u32 LE), when it was
-//!   appended (u64 LE, milliseconds since the Unix epoch), the entry.
-//! - `acked`: the id below which every entry was acknowledged, written when the queue is
-//!   closed (after a crash, entries acknowledged since the last close are delivered again:
-//!   at least once).
+//! - Segment `<first id, 20 digits>.seg`: [`MAGIC`], then records; they end at the file's end
+//!   or at the first record that names another segment (what an earlier use of a reused file
+//!   left).
+//! - Record: length of the entry (u32 LE), CRC-32 of its segment, time and entry (u32 LE),
+//!   when it was appended (u64 LE, milliseconds since the Unix epoch), its segment's first id
+//!   (u64 LE), the entry.
+//! - `<old first id>.spare`: an emptied segment file kept to be written over by a next
+//!   segment (at most [`MAX_SPARES`]).
+//! - `acked`: the id below which every entry was acknowledged, written every second when it
+//!   moved and when the queue is closed (after a crash, entries acknowledged since are
+//!   delivered again: at least once).
 //! - `corrupt-<id>.bin`: an entry whose checksum did not match, set aside when it was read.
 //!
-//! Only the writer thread appends, to the last segment, past what is committed; readers see
-//! only committed records (the state's `next_id`). A segment is deleted once each of its
-//! entries is acknowledged and a newer one is written to: that is how space comes back.
+//! Only the writer thread writes, to the last segment, past what is committed; readers see
+//! only committed records (the state's `next_id`). A segment is given up (kept as a spare, or
+//! deleted) once each of its entries is acknowledged and a newer one is written to: that is
+//! how space comes back. Segments may be given up out of order; a reopen steps over the gaps.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
