@@ -235,7 +235,7 @@ pub(crate) struct Log {
     used: Arc<AtomicU64>,
     /// What `acked` says.
     acked_written: AtomicU64,
-    /// Segments started at the last [`drop_spares_if_idle`](Self::drop_spares_if_idle).
+    /// Segments started at the last [`drop_spares`](Self::drop_spares).
     started_at_last_look: AtomicU64,
     /// A segment written to whose every record is acknowledged is deleted too once it holds
     /// this much (an eighth of `segment_bytes`): a drained queue gives its disk back, and a
