@@ -6,7 +6,7 @@
 //!   task of its own, at most `max_in_flight` of them per core; while all are taken, payloads
 //!   wait merged into one ([`merge`]) and then the exporter stops taking payloads, so the
 //!   backpressure reaches the receiver.
-//! - [`Delivery`](delivery::Delivery): one payload's fate — sent, retried with backoff and
+//! - [`delivery::Delivery`]: one payload's fate — sent, retried with backoff and
 //!   jitter ([`retry`]) within its budget, once more with a fresh token after an
 //!   `unauthenticated` answer, and otherwise counted, logged and written to the dead-letter
 //!   file: never dropped silently; also when the pipeline stops first.

@@ -4,8 +4,8 @@
 //! - [`Refusal`]: why a request is not taken ([`Reason`]), which counter it goes to, and its
 //!   OTLP status code; each transport maps a reason to its own status (HTTP: `429`, ...).
 //! - [`counters`]: the receiver's own counters — requests, refusals by reason, connections.
-//! - [`authorization`]: the bound authorizer asked about a request's credential (fail
-//!   closed: one that cannot decide refuses).
+//! - [`authorization`](mod@authorization): the bound authorizer asked about a request's
+//!   credential (fail closed: one that cannot decide refuses).
 //! - [`admission`]: room in the pipeline's queue, then in the core's budget of body bytes
 //!   being read, waited for up to `admission_timeout` — before any body is read.
 //! - [`listener`]: the socket, bound once for all cores and versions, and a reload's

@@ -159,7 +159,7 @@ pub(super) struct Connections {
     pub(super) http: http1::Builder,
     pub(super) tls: Option<TlsAcceptor>,
     pub(super) header_read_timeout: Duration,
-    /// Whether the receiver drains (every connection's [`Attention`] is raised when it
+    /// Whether the receiver drains (every connection's [`Attention`](super::table::Attention) is raised when it
     /// starts).
     pub(super) draining: Cell<bool>,
     pub(super) takeover: Takeover<Handed>,
