@@ -88,7 +88,7 @@ pub fn key(payload: &OtlpPayload) -> Vec<u8> {
 
 #[otap_df_core::async_trait(?Send)]
 impl LocalProcessor for Dedup {
-    async fn process(&mut self, data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
+    async fn process(&mut self, mut data: OtlpPayload, outputs: &Outputs) -> Result<(), NodeError> {
         let key = key(&data);
         let remembered = match self.store.set_if_absent(&key, b"", Some(self.ttl)).await {
             Ok(first) => {
@@ -113,21 +113,12 @@ impl LocalProcessor for Dedup {
                 false
             }
         };
-        let mut data = data;
-        match data.take_acknowledgement() {
-            Some(sender) if remembered => {
-                let (ack, kept) = Acknowledgement::new();
-                let store = self.store.clone();
-                tokio::task::spawn_local(forget_unless_kept(store, key, kept, sender));
-                outputs.send(data.with_acknowledgement(ack)).await
-            }
-            sender => {
-                if let Some(sender) = sender {
-                    data = data.with_acknowledgement(sender);
-                }
-                outputs.send(data).await
-            }
+        if remembered && let Some(sender) = data.take_acknowledgement() {
+            let (ack, kept) = Acknowledgement::new();
+            tokio::task::spawn_local(forget_unless_kept(self.store.clone(), key, kept, sender));
+            data = data.with_acknowledgement(ack);
         }
+        outputs.send(data).await
     }
 }
 

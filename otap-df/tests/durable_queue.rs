@@ -100,6 +100,21 @@ fn try_post(port: u16, body: &[u8]) -> Option<(u16, Option<String>)> {
     Some((status, retry_after))
 }
 
+/// Posts batches tagged `<prefix><n>` one after the other until the gateway on `port` answers
+/// `429`: the tags it acknowledged, the one it refused, and the refusal's `Retry-After`.
+fn fill_to_the_cap(port: u16, prefix: &str) -> (Vec<String>, String, Option<String>) {
+    let mut acknowledged = Vec::new();
+    loop {
+        let tag = format!("{prefix}{}", acknowledged.len());
+        match try_post(port, &batch(&tag)).expect("an answer") {
+            (200, _) => acknowledged.push(tag),
+            (429, retry_after) => return (acknowledged, tag, retry_after),
+            (status, _) => panic!("status {status}"),
+        }
+        assert!(acknowledged.len() < 10_000, "the cap never refused");
+    }
+}
+
 /// Waits until something listens on `port`.
 fn listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -242,16 +257,7 @@ fn a_full_queue_answers_429_and_loses_nothing_it_acknowledged() {
     let mut engine =
         RunningBinary::start_with(&config, &["--admin-listen", &format!("127.0.0.1:{admin}")]);
     listening(port);
-    let mut acknowledged = Vec::new();
-    let retry_after = loop {
-        let tag = format!("b{}", acknowledged.len());
-        match try_post(port, &batch(&tag)).expect("an answer") {
-            (200, _) => acknowledged.push(tag),
-            (429, retry_after) => break retry_after,
-            (status, _) => panic!("status {status}"),
-        }
-        assert!(acknowledged.len() < 10_000, "the cap never refused");
-    };
+    let (acknowledged, _, retry_after) = fill_to_the_cap(port, "b");
     assert_eq!(retry_after.as_deref(), Some("1"));
     // The cap is reached: what was taken (each batch with its record's and entry's headers)
     // fills 1 MiB but for the end of each 64 KiB segment, where the next record did not fit.
@@ -407,16 +413,7 @@ fn a_batch_the_full_queue_refused_is_not_remembered_by_dedup_and_its_retry_arriv
     std::fs::write(&config, with_dedup).unwrap();
     let mut engine = RunningBinary::start(&config);
     listening(port);
-    let mut acknowledged = Vec::new();
-    let refused = loop {
-        let tag = format!("d{}", acknowledged.len());
-        match try_post(port, &batch(&tag)).expect("an answer") {
-            (200, _) => acknowledged.push(tag),
-            (429, _) => break tag,
-            (status, _) => panic!("status {status}"),
-        }
-        assert!(acknowledged.len() < 10_000, "the cap never refused");
-    };
+    let (acknowledged, refused, _) = fill_to_the_cap(port, "d");
     engine.drain_in_background();
     let out = dir.path("upstream.otlp");
     let upstream = Running::listening(&upstream(up, &out), up);

@@ -377,52 +377,20 @@ impl Log {
         let (id, location) = if let Some((id, location)) = state.released.pop_first() {
             (id, location)
         } else {
-            let (id, offset) = state.cursor;
-            if id >= state.next_id {
+            let Some((id, index, offset)) = at_cursor(&state) else {
                 return Ok(Claimed::None);
-            }
-            // Past a gap (segments delivered and deleted), on to the next segment.
-            let next = state
-                .segments
-                .iter()
-                .find(|s| s.first_id + s.records > id)
-                .map(|s| s.first_id);
-            let id = match next {
-                Some(first_id) if first_id > id => {
-                    state.cursor = (first_id, 0);
-                    first_id
-                }
-                _ => id,
             };
-            if id >= state.next_id {
-                return Ok(Claimed::None);
-            }
             if let Some((at_ms, bytes)) = state.tail.take(id) {
-                let offset = if state
-                    .segments
-                    .iter()
-                    .any(|s| s.first_id == id && s.holds(id))
-                {
-                    MAGIC.len() as u64
-                } else {
-                    offset
-                };
                 let len = bytes.len() as u64;
                 let location = Location { offset, len, at_ms };
                 state.cursor = (id + 1, offset + RECORD_HEADER + len);
                 state.claimed.insert(id, location);
                 return Ok(Claimed::Entry(QueueEntry { id, bytes }));
             }
-            let Some(segment) = state.segments.iter().find(|s| s.holds(id)) else {
-                return Err(std::io::Error::other(format!("entry {id} has no segment")));
-            };
-            let offset = if id == segment.first_id {
-                MAGIC.len() as u64
-            } else {
-                offset
-            };
             let mut header = [0u8; RECORD_HEADER as usize];
-            segment.file.read_exact_at(&mut header, offset)?;
+            state.segments[index]
+                .file
+                .read_exact_at(&mut header, offset)?;
             let Header { len, at_ms, .. } = parse_header(&header);
             state.cursor = (id + 1, offset + RECORD_HEADER + len);
             (id, Location { offset, len, at_ms })
@@ -575,17 +543,13 @@ impl Log {
             .chain(state.released.values())
             .map(|l| l.at_ms)
             .min();
-        let (id, offset) = state.cursor;
-        if id < state.next_id
-            && let Some(segment) = state.segments.iter().find(|s| s.holds(id))
-        {
-            let offset = if id == segment.first_id {
-                MAGIC.len() as u64
-            } else {
-                offset
-            };
+        if let Some((_, index, offset)) = at_cursor(&state) {
             let mut header = [0u8; RECORD_HEADER as usize];
-            if segment.file.read_exact_at(&mut header, offset).is_ok() {
+            if state.segments[index]
+                .file
+                .read_exact_at(&mut header, offset)
+                .is_ok()
+            {
                 let at_ms = parse_header(&header).at_ms;
                 oldest = Some(oldest.map_or(at_ms, |o| o.min(at_ms)));
             }
@@ -742,6 +706,29 @@ impl Log {
         file.sync_all()?;
         std::fs::rename(&temporary, &path)
     }
+}
+
+/// The record the cursor is at — its id, its segment's index and its offset — stepping over
+/// a gap (segments delivered and given up before the ones around them); `None` when every
+/// committed record has been claimed. The cursor's offset is the end of the record before,
+/// which for a segment's first record is in another file: there it is after [`MAGIC`].
+fn at_cursor(state: &State) -> Option<(u64, usize, u64)> {
+    let (id, offset) = state.cursor;
+    let index = state
+        .segments
+        .iter()
+        .position(|s| s.first_id + s.records > id)?;
+    let first_id = state.segments[index].first_id;
+    let id = id.max(first_id);
+    if id >= state.next_id {
+        return None;
+    }
+    let offset = if id == first_id {
+        MAGIC.len() as u64
+    } else {
+        offset
+    };
+    Some((id, index, offset))
 }
 
 fn acknowledge(state: &mut State, id: u64) {

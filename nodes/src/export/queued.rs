@@ -261,21 +261,18 @@ impl<T: Transport + 'static> Pump<T> {
     /// go in as few requests as they fit in. Their ids, and the payload; none when `first`
     /// holds no payload.
     fn gather(&self, first: QueueEntry) -> Option<(Vec<u64>, OtlpPayload)> {
-        let mut ids = Vec::new();
-        let payload = self.payload(first, &mut ids)?;
+        let (id, payload) = self.payload(first)?;
+        let mut ids = vec![id];
         let mut waiting = Waiting::One(payload);
         while let Ok(Some(next)) = self.queue.try_claim(&self.name) {
-            let id = next.id;
-            let Some(payload) = self.payload(next, &mut Vec::new()) else {
+            let Some((id, payload)) = self.payload(next) else {
                 continue;
             };
-            match waiting.merge(payload, self.merge_max_bytes) {
-                Ok(()) => ids.push(id),
-                Err(_) => {
-                    self.queue.release(&self.name, id);
-                    break;
-                }
+            if waiting.merge(payload, self.merge_max_bytes).is_err() {
+                self.queue.release(&self.name, id);
+                break;
             }
+            ids.push(id);
         }
         Some((ids, waiting.into_payload()))
     }
@@ -299,14 +296,11 @@ impl<T: Transport + 'static> Pump<T> {
         }
     }
 
-    /// The payload `entry` holds, its id added to `ids`; an entry that holds none is
+    /// Entry `entry`'s id and the payload it holds; an entry that holds none is
     /// undeliverable: logged, counted and removed.
-    fn payload(&self, entry: QueueEntry, ids: &mut Vec<u64>) -> Option<OtlpPayload> {
+    fn payload(&self, entry: QueueEntry) -> Option<(u64, OtlpPayload)> {
         match decode(&entry.bytes) {
-            Ok(payload) => {
-                ids.push(entry.id);
-                Some(payload)
-            }
+            Ok(payload) => Some((entry.id, payload)),
             Err(why) => {
                 tracing::error!(node = %self.delivery.node(), id = entry.id, why,
                     "a durable queue entry holds no payload; it is removed");
