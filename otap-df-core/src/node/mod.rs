@@ -63,6 +63,7 @@ pub struct NodeFactory {
     listens: Option<ListenAddresses>,
     counts_delivered: bool,
     acknowledges_with: Option<CapabilityId>,
+    acknowledges_always: bool,
     forwards_acknowledgements: bool,
     create: Option<NodeConstructor>,
 }
@@ -91,6 +92,7 @@ impl NodeFactory {
             listens: None,
             counts_delivered: false,
             acknowledges_with: None,
+            acknowledges_always: false,
             forwards_acknowledgements: false,
             create: None,
         }
@@ -162,11 +164,23 @@ impl NodeFactory {
         self
     }
 
+    /// Declares an exporter that settles each payload's acknowledgement itself whatever it
+    /// binds: one that hands payloads to another runtime and settles them on its answer (the
+    /// Collector bridge's outlet). Otherwise as [`acknowledges_with`](Self::acknowledges_with).
+    #[must_use]
+    pub const fn acknowledges_always(mut self) -> Self {
+        self.acknowledges_always = true;
+        self
+    }
+
     /// Whether a node of this type with `bindings` settles acknowledgements itself
-    /// ([`acknowledges_with`](Self::acknowledges_with)).
+    /// ([`acknowledges_with`](Self::acknowledges_with),
+    /// [`acknowledges_always`](Self::acknowledges_always)).
     pub fn acknowledges(&self, bindings: &[crate::capability::Binding]) -> bool {
-        self.acknowledges_with
-            .is_some_and(|capability| bindings.iter().any(|b| b.capability == capability))
+        self.acknowledges_always
+            || self
+                .acknowledges_with
+                .is_some_and(|capability| bindings.iter().any(|b| b.capability == capability))
     }
 
     /// Declares a processor that hands on the payloads it takes as they are (their

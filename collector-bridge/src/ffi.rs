@@ -1,0 +1,470 @@
+//! The C ABI the Go module calls (`include/otapdf_bridge.h` declares it).
+//!
+//! Every function catches a panic at the boundary and reports it as an error: a Rust panic
+//! never unwinds into Go. Strings handed out are freed with [`otapdf_free`].
+//!
+//! Go → Rust ([`otapdf_consume`]) blocks the calling goroutine until the component's outcome
+//! and borrows the caller's bytes (pinned by the Go side) without copying: when the call
+//! returns with `*released == 0`, the payload is still referenced (an exporter merging it
+//! into a batch) and the Go side keeps the bytes pinned until the release callback names
+//! `token`. Rust → Go (the outlet) is asynchronous on the Rust side: the consume callback
+//! copies the bytes into the Collector's data model before it returns and answers later
+//! through [`otapdf_complete`].
+
+use std::ffi::{CString, c_char};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use otap_df::core::data::{Encoding, OtlpPayload, Signal};
+use tokio::sync::oneshot;
+
+use crate::fragment::Role;
+use crate::host::{self, Refusal};
+
+/// The Go side's consume callback: hands `len` bytes of an OTLP export request of `signal`
+/// to the next consumer of component `handle`; copies them before it returns; answers
+/// through [`otapdf_complete`] with `completion` (exactly once) when it returns 0.
+pub type GoConsume = unsafe extern "C" fn(
+    handle: u64,
+    signal: u32,
+    data: *const u8,
+    len: usize,
+    completion: u64,
+) -> i32;
+
+/// The Go side's release callback: the bytes it passed with `token` are no longer referenced.
+pub type GoRelease = unsafe extern "C" fn(token: u64);
+
+struct Callbacks {
+    consume: GoConsume,
+    release: GoRelease,
+}
+
+static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
+
+/// Status codes of [`otapdf_consume`] and [`otapdf_complete`].
+pub const ACCEPTED: i32 = 0;
+/// Send it again later.
+pub const RETRYABLE: i32 = 1;
+/// Sending it again cannot help.
+pub const PERMANENT: i32 = 2;
+
+fn signal_of(code: u32) -> Option<Signal> {
+    Some(match code {
+        0 => Signal::Logs,
+        1 => Signal::Traces,
+        2 => Signal::Metrics,
+        _ => return None,
+    })
+}
+
+fn signal_code(signal: Signal) -> u32 {
+    match signal {
+        Signal::Logs => 0,
+        Signal::Traces => 1,
+        Signal::Metrics => 2,
+    }
+}
+
+/// A C string the caller frees with [`otapdf_free`].
+fn c_string(text: impl Into<String>) -> *mut c_char {
+    let text: String = text.into().replace('\0', " ");
+    CString::new(text).map_or(std::ptr::null_mut(), CString::into_raw)
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("otap-df panicked: {message}")
+}
+
+/// Runs `body`, a panic turned into its message.
+fn guarded<T>(body: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|p| Err(panicked(&*p)))
+}
+
+/// `len` bytes at `data` (an empty slice for a null pointer).
+///
+/// # Safety
+/// `data` points to `len` readable bytes that stay valid and unchanged while the slice is used.
+unsafe fn bytes_at<'a>(data: *const u8, len: usize) -> &'a [u8] {
+    if data.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(data, len) }
+}
+
+/// Registers the Go side's callbacks (once per process; later calls change nothing).
+///
+/// # Safety
+/// Both are valid functions for the life of the process, callable from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_init(consume: GoConsume, release: GoRelease) {
+    let _ = CALLBACKS.set(Callbacks { consume, release });
+}
+
+/// Checks a component's configuration (`role`: 0 extension, 1 receiver, 2 processor,
+/// 3 exporter, 4 connector; `config`: JSON or YAML) without starting anything: null when
+/// valid, else the errors, each at its path inside the component's configuration.
+///
+/// # Safety
+/// `config` points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_validate(role: u32, config: *const u8, len: usize) -> *mut c_char {
+    // SAFETY: the caller's contract, for the duration of the call.
+    let config = unsafe { bytes_at(config, len) };
+    let outcome = guarded(|| {
+        let role = Role::from_code(role).ok_or_else(|| format!("unknown role {role}"))?;
+        host::validate(role, &String::from_utf8_lossy(config))
+    });
+    match outcome {
+        Ok(()) => std::ptr::null_mut(),
+        Err(message) => c_string(message),
+    }
+}
+
+/// Starts a component (see [`otapdf_validate`] for `role` and `config`); `go_handle` is what
+/// its outlet names to the consume callback. Null once it runs, with its id in `*id`; else
+/// why it did not start.
+///
+/// # Safety
+/// `config` points to `len` readable bytes; `id` to a writable `u64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_start(
+    role: u32,
+    config: *const u8,
+    len: usize,
+    go_handle: u64,
+    id: *mut u64,
+) -> *mut c_char {
+    // SAFETY: the caller's contract, for the duration of the call.
+    let config = unsafe { bytes_at(config, len) };
+    let outcome = guarded(|| {
+        let role = Role::from_code(role).ok_or_else(|| format!("unknown role {role}"))?;
+        host::start(role, &String::from_utf8_lossy(config), go_handle)
+    });
+    match outcome {
+        Ok(started) => {
+            if !id.is_null() {
+                // SAFETY: the caller's contract.
+                unsafe { *id = started };
+            }
+            std::ptr::null_mut()
+        }
+        Err(message) => c_string(message),
+    }
+}
+
+/// Stops component `id` and waits for its threads to end: null, or what went wrong.
+#[unsafe(no_mangle)]
+pub extern "C" fn otapdf_stop(id: u64) -> *mut c_char {
+    match guarded(|| host::stop(id)) {
+        Ok(()) => std::ptr::null_mut(),
+        Err(message) => c_string(message),
+    }
+}
+
+const BORROWED: u8 = 0;
+const RELEASED: u8 = 1;
+const RETURNED: u8 = 2;
+
+/// Go memory the payload borrows: released when the last reference to the payload's bytes
+/// goes. If the call that lent it has returned by then, the release callback tells the Go
+/// side to unpin it.
+struct Borrowed {
+    data: *const u8,
+    len: usize,
+    token: u64,
+    state: Arc<AtomicU8>,
+}
+
+// SAFETY: the bytes are read-only and pinned by the Go side until released.
+unsafe impl Send for Borrowed {}
+// SAFETY: as above: shared reads of immutable memory.
+unsafe impl Sync for Borrowed {}
+
+impl AsRef<[u8]> for Borrowed {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: pinned and unchanged until this owner is dropped (the Go side's contract).
+        unsafe { bytes_at(self.data, self.len) }
+    }
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        if self.state.swap(RELEASED, Ordering::AcqRel) == RETURNED
+            && let Some(callbacks) = CALLBACKS.get()
+        {
+            // SAFETY: a valid callback (otapdf_init's contract).
+            unsafe { (callbacks.release)(self.token) };
+        }
+    }
+}
+
+/// Hands component `id` an OTLP export request of `signal` (0 logs, 1 traces, 2 metrics;
+/// protobuf) and waits for its outcome: [`ACCEPTED`], [`RETRYABLE`] or [`PERMANENT`], with
+/// why in `*message` (null when accepted). The bytes are borrowed, not copied: `*released`
+/// is 1 when nothing references them any more, 0 when the release callback will name `token`
+/// once nothing does.
+///
+/// # Safety
+/// `data` points to `len` bytes that stay valid and unchanged until released (see above);
+/// `released` and `message` point to writable values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_consume(
+    id: u64,
+    signal: u32,
+    data: *const u8,
+    len: usize,
+    token: u64,
+    released: *mut i32,
+    message: *mut *mut c_char,
+) -> i32 {
+    let state = Arc::new(AtomicU8::new(BORROWED));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let signal = signal_of(signal)
+            .ok_or_else(|| Refusal::Permanent(format!("unknown signal code {signal}")))?;
+        let bytes = if data.is_null() || len == 0 {
+            Bytes::new()
+        } else {
+            Bytes::from_owner(Borrowed {
+                data,
+                len,
+                token,
+                state: state.clone(),
+            })
+        };
+        let shape = otap_df::nodes::otlp::wire::count(signal, &bytes)
+            .map_err(|e| Refusal::Permanent(format!("not an OTLP {signal} export request: {e}")))?;
+        let records = u64::try_from(shape.records).unwrap_or(u64::MAX);
+        host::consume(
+            id,
+            OtlpPayload::new(signal, Encoding::Protobuf, records, bytes),
+        )
+    }))
+    .unwrap_or_else(|p| Err(Refusal::Retryable(panicked(&*p))));
+    // Whoever comes second — this return or the last reference's drop — tells the Go side.
+    let done = state
+        .compare_exchange(BORROWED, RETURNED, Ordering::AcqRel, Ordering::Acquire)
+        .is_err();
+    if !released.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *released = i32::from(done) };
+    }
+    let (status, why) = match outcome {
+        Ok(()) => (ACCEPTED, None),
+        Err(Refusal::Retryable(why)) => (RETRYABLE, Some(why)),
+        Err(Refusal::Permanent(why)) => (PERMANENT, Some(why)),
+    };
+    if !message.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *message = why.map_or(std::ptr::null_mut(), c_string) };
+    }
+    status
+}
+
+type Completion = oneshot::Sender<Result<(), Refusal>>;
+
+/// Hands the Go side a payload for component `handle`'s next consumer; the outcome arrives
+/// on the receiver.
+pub(crate) fn hand_over(
+    handle: u64,
+    signal: Signal,
+    bytes: &[u8],
+) -> Result<oneshot::Receiver<Result<(), Refusal>>, Refusal> {
+    let Some(callbacks) = CALLBACKS.get() else {
+        return Err(Refusal::Retryable(
+            "the Go side has not initialised the bridge (otapdf_init)".to_owned(),
+        ));
+    };
+    let (answer, outcome) = oneshot::channel();
+    let completion = Box::into_raw(Box::new(answer)) as u64;
+    // SAFETY: a valid callback (otapdf_init's contract); the bytes live through the call,
+    // and the callback copies what it keeps.
+    let status = unsafe {
+        (callbacks.consume)(
+            handle,
+            signal_code(signal),
+            bytes.as_ptr(),
+            bytes.len(),
+            completion,
+        )
+    };
+    if status != ACCEPTED {
+        // SAFETY: the callback did not take `completion` (it returned non-zero): reclaimed once.
+        drop(unsafe { Box::from_raw(completion as *mut Completion) });
+        return Err(Refusal::Retryable(format!(
+            "the Collector's side refused the payload (status {status})"
+        )));
+    }
+    Ok(outcome)
+}
+
+/// Answers a payload the consume callback took: `status` [`ACCEPTED`], [`RETRYABLE`] or
+/// [`PERMANENT`], with why in `message` (`len` bytes of UTF-8, may be null).
+///
+/// # Safety
+/// `completion` is one the consume callback received and has not answered; `message`
+/// points to `len` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_complete(
+    completion: u64,
+    status: i32,
+    message: *const u8,
+    len: usize,
+) {
+    if completion == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
+    let answer = unsafe { Box::from_raw(completion as *mut Completion) };
+    // SAFETY: the caller's contract, for the duration of the call.
+    let why = String::from_utf8_lossy(unsafe { bytes_at(message, len) }).into_owned();
+    let outcome = match status {
+        ACCEPTED => Ok(()),
+        PERMANENT => Err(Refusal::Permanent(why)),
+        _ => Err(Refusal::Retryable(why)),
+    };
+    let _ = answer.send(outcome);
+}
+
+/// Decides on the value of an incoming credential header (`Bearer <token>`) with extension
+/// component `id`'s authorizer: 0 accepted (`*detail`: the caller's identity), 1 refused
+/// (`*detail`: why), 2 no decision — refuse (`*detail`: why).
+///
+/// # Safety
+/// `value` points to `len` readable bytes; `detail` to a writable pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_authorize(
+    id: u64,
+    value: *const u8,
+    len: usize,
+    detail: *mut *mut c_char,
+) -> i32 {
+    // SAFETY: the caller's contract, for the duration of the call.
+    let value = unsafe { bytes_at(value, len) };
+    let outcome = guarded(|| {
+        let authorizer = host::granted(id)
+            .ok_or_else(|| format!("otapdf extension {id} is not running"))?
+            .authorizer
+            .ok_or_else(|| "this otapdf extension is not an authorizer".to_owned())?;
+        let value = std::str::from_utf8(value).map_err(|_| "not UTF-8".to_owned());
+        let credential = match value {
+            Ok(value) => authorizer.header().credential(value),
+            Err(_) => return Ok((1, "invalid".to_owned())),
+        };
+        let Ok(credential) = credential else {
+            return Ok((1, "invalid".to_owned()));
+        };
+        let decision = if authorizer.waits() {
+            block_on(authorizer.authorize_waiting(credential))
+        } else {
+            authorizer.authorize(credential)
+        };
+        Ok(match decision {
+            Ok(otap_df::node::AuthzDecision::Allow { identity }) => (0, identity.to_string()),
+            Ok(otap_df::node::AuthzDecision::Deny { reason }) => (1, reason.to_string()),
+            Err(error) => (2, error.to_string()),
+        })
+    });
+    let (code, text) = outcome.unwrap_or_else(|message| (2, message));
+    if !detail.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *detail = c_string(text) };
+    }
+    code
+}
+
+/// Runs `future` to its end on the calling thread (a Go thread: no runtime of ours runs there).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// The header extension component `id`'s authorizer reads the credential from
+/// (`authorization`), or null when it is not an authorizer.
+#[unsafe(no_mangle)]
+pub extern "C" fn otapdf_server_header(id: u64) -> *mut c_char {
+    let outcome = guarded(|| {
+        host::granted(id)
+            .and_then(|g| g.authorizer)
+            .map(|a| a.header().name().to_owned())
+            .ok_or_else(String::new)
+    });
+    outcome.map_or(std::ptr::null_mut(), c_string)
+}
+
+/// The header a client sends with extension component `id`'s current token: 0 with its
+/// name and value (`Bearer <token>`) in `*name` and `*value`; 1 with why in `*value` when
+/// there is no usable token now (none yet, or expired).
+///
+/// # Safety
+/// `name` and `value` point to writable pointers.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_client_header(
+    id: u64,
+    name: *mut *mut c_char,
+    value: *mut *mut c_char,
+) -> i32 {
+    let outcome = guarded(|| {
+        let provider = host::granted(id)
+            .ok_or_else(|| format!("otapdf extension {id} is not running"))?
+            .provider
+            .ok_or_else(|| "this otapdf extension provides no token".to_owned())?;
+        let token = provider
+            .current_token()
+            .ok_or_else(|| "the token provider has no token yet".to_owned())?;
+        if !token.is_usable() {
+            return Err("the token provider's token has expired".to_owned());
+        }
+        let rendered = provider.header().render(&token);
+        Ok((
+            provider.header().name().to_owned(),
+            rendered.expose().to_owned(),
+        ))
+    });
+    let (code, header, text) = match outcome {
+        Ok((header, text)) => (0, Some(header), text),
+        Err(message) => (1, None, message),
+    };
+    if !name.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *name = header.map_or(std::ptr::null_mut(), c_string) };
+    }
+    if !value.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *value = c_string(text) };
+    }
+    code
+}
+
+/// Frees a string the bridge handed out (null is fine).
+///
+/// # Safety
+/// `text` is null or a string from this library, freed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_free(text: *mut c_char) {
+    if !text.is_null() {
+        // SAFETY: the caller's contract: made by `CString::into_raw` here.
+        drop(unsafe { CString::from_raw(text) });
+    }
+}

@@ -1,0 +1,269 @@
+//! The components the Collector started: each an otap-df engine on a thread of its own, found
+//! by the id the C ABI hands the Go side.
+//!
+//! A component's engine runs the document [`fragment::build`] wrote. Its bridge nodes find
+//! the component by the id in their `config` ([`host`]): the inlet takes what
+//! [`consume`] queues, the outlet hands payloads to the Go side through [`crate::ffi`], the
+//! capability holder stores what an extension component grants.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use otap_df::Registry;
+use otap_df::core::capability::shared;
+use otap_df::core::data::{NotAccepted, OtlpPayload};
+use otap_df::core::resolve::{ResolvedConfig, load_with_env};
+use otap_df::core::runtime::{Engine, RunOptions, RunPhase, ShutdownHandle, Telemetry};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::fragment::{self, Role};
+
+/// Why the bridge did not take, or did not deliver, a payload — as the Collector's consumer
+/// errors say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Send it again later (the Collector's retryable error): a full queue between the
+    /// runtimes, a durable queue at its cap, a node that failed, a component stopping.
+    Retryable(String),
+    /// Sending it again cannot help (`consumererror.NewPermanent`): it is not OTLP.
+    Permanent(String),
+}
+
+impl From<NotAccepted> for Refusal {
+    fn from(why: NotAccepted) -> Self {
+        Refusal::Retryable(why.to_string())
+    }
+}
+
+/// A payload the Collector handed a component, and where its outcome goes.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) payload: OtlpPayload,
+    pub(crate) answer: oneshot::Sender<Result<(), Refusal>>,
+}
+
+/// What an extension component's instance grants the Collector.
+#[derive(Default, Clone)]
+pub(crate) struct Granted {
+    pub(crate) authorizer: Option<Arc<dyn shared::BearerTokenAuthorizer>>,
+    pub(crate) provider: Option<Arc<dyn shared::BearerTokenProvider>>,
+}
+
+/// One running component.
+pub(crate) struct Host {
+    pub(crate) role: Role,
+    /// The Go side's handle of the component: what the outlet names when it hands data over.
+    pub(crate) go_handle: u64,
+    /// The inlet's queue (`queue_size`), for roles the Collector hands data.
+    inlet: Option<mpsc::Sender<Inbound>>,
+    /// Its receiving end, which every core's inlet node takes from in turn.
+    pub(crate) inlet_queue: Option<Arc<tokio::sync::Mutex<mpsc::Receiver<Inbound>>>>,
+    /// Payloads handed to the Go side and not yet answered, across cores (`queue_size`).
+    pub(crate) outlet_room: Arc<Semaphore>,
+    pub(crate) queue_size: usize,
+    pub(crate) granted: Mutex<Granted>,
+    shutdown: ShutdownHandle,
+    telemetry: Arc<Telemetry>,
+    thread: Mutex<Option<std::thread::JoinHandle<Result<(), otap_df::core::runtime::EngineError>>>>,
+}
+
+fn hosts() -> &'static Mutex<BTreeMap<u64, Arc<Host>>> {
+    static HOSTS: OnceLock<Mutex<BTreeMap<u64, Arc<Host>>>> = OnceLock::new();
+    HOSTS.get_or_init(Mutex::default)
+}
+
+/// The running component `id`.
+pub(crate) fn host(id: u64) -> Option<Arc<Host>> {
+    hosts()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .cloned()
+}
+
+/// How many components run now.
+pub fn running() -> usize {
+    hosts().lock().unwrap_or_else(PoisonError::into_inner).len()
+}
+
+fn registry() -> Result<&'static Registry, String> {
+    static REGISTRY: OnceLock<Result<Registry, String>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| crate::registry().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn resolve(
+    role: Role,
+    id: u64,
+    config: &str,
+) -> Result<(fragment::Fragment, ResolvedConfig), String> {
+    let registry = registry()?;
+    let fragment = fragment::build(role, id, config, registry)?;
+    let resolved = load_with_env(&fragment.text, "the component", registry, &|name| {
+        std::env::var(name).ok()
+    })
+    .map_err(|errors| fragment::located(role, &errors))?;
+    Ok((fragment, resolved))
+}
+
+/// Checks a component's configuration as `start` would, starting nothing.
+pub fn validate(role: Role, config: &str) -> Result<(), String> {
+    resolve(role, 0, config).map(drop)
+}
+
+/// Starts a component of `role` with the Collector configuration `config`; `go_handle` is
+/// what its outlet names to the Go side. Returns once its engine runs (every extension
+/// ready, every node built), with the component's id.
+pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    let (fragment, resolved) = resolve(role, id, config)?;
+    // An extension component's pipeline has an inlet too, which nothing feeds: the source
+    // that keeps its capability holder running.
+    let (inlet, inlet_queue) = if role.has_inlet() || role == Role::Extension {
+        let (sender, receiver) = mpsc::channel(fragment.queue_size);
+        (
+            Some(sender),
+            Some(Arc::new(tokio::sync::Mutex::new(receiver))),
+        )
+    } else {
+        (None, None)
+    };
+    let engine = Engine::new(
+        resolved,
+        RunOptions {
+            cores: Some(fragment.cores),
+            ..RunOptions::default()
+        },
+    );
+    let host = Arc::new(Host {
+        role,
+        go_handle,
+        inlet,
+        inlet_queue,
+        outlet_room: Arc::new(Semaphore::new(fragment.queue_size)),
+        queue_size: fragment.queue_size,
+        granted: Mutex::default(),
+        shutdown: engine.shutdown_handle(),
+        telemetry: engine.telemetry(),
+        thread: Mutex::new(None),
+    });
+    hosts()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, host.clone());
+    let thread = std::thread::Builder::new()
+        .name(format!("otapdf-bridge-{id}"))
+        .spawn(move || engine.run());
+    let thread = match thread {
+        Ok(thread) => thread,
+        Err(e) => {
+            forget(id);
+            return Err(format!("cannot start the component's engine thread: {e}"));
+        }
+    };
+    // Readiness: the engine bounds its own start (each extension's `startup_timeout`), so
+    // this wait ends when it runs, fails or ends.
+    while matches!(host.telemetry.phase(), RunPhase::Starting) && !thread.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    if matches!(host.telemetry.phase(), RunPhase::Running) && !thread.is_finished() {
+        *host.thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread);
+        return Ok(id);
+    }
+    forget(id);
+    host.shutdown.request();
+    let ended = thread.join();
+    Err(match ended {
+        Ok(Err(error)) => format!("the component did not start: {error}"),
+        Ok(Ok(())) => "the component ended as it started".to_owned(),
+        Err(_) => "the component's engine panicked as it started".to_owned(),
+    })
+}
+
+fn forget(id: u64) -> Option<Arc<Host>> {
+    hosts()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id)
+}
+
+/// Stops component `id` gracefully: its receivers stop taking, what it holds drains (within
+/// the engine's shutdown timeout), its extensions stop. Returns once its threads are gone.
+pub fn stop(id: u64) -> Result<(), String> {
+    let Some(host) = forget(id) else {
+        return Err(format!("no component {id} runs"));
+    };
+    host.shutdown.request();
+    let thread = host
+        .thread
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let ended = thread.map(std::thread::JoinHandle::join);
+    // What was still queued for the inlet is answered now: stopped, send it again.
+    if let Some(queue) = &host.inlet_queue
+        && let Ok(mut queue) = queue.try_lock()
+    {
+        queue.close();
+        while queue.try_recv().is_ok() {}
+    }
+    match ended {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(error))) => Err(format!("the component stopped with errors: {error}")),
+        Some(Err(_)) => Err("the component's engine panicked while stopping".to_owned()),
+    }
+}
+
+/// Hands `payload` to component `id` and waits for its outcome: accepted (by the node that
+/// settles acknowledgements — the outlet, once the Collector's next consumer took it; a
+/// durable queue, once on disk — or else as the fragment's exporters take it) or refused.
+/// A full queue (`queue_size`) is refused at once, retryable: the Collector's own retry and
+/// backpressure take over.
+pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
+    let Some(host) = host(id) else {
+        return Err(Refusal::Retryable(format!(
+            "otapdf component {id} is not running"
+        )));
+    };
+    let Some(inlet) = host.inlet.as_ref().filter(|_| host.role.has_inlet()) else {
+        return Err(Refusal::Permanent(format!(
+            "an otapdf {:?} component takes no data",
+            host.role
+        )));
+    };
+    let (answer, outcome) = oneshot::channel();
+    match inlet.try_send(Inbound { payload, answer }) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            return Err(Refusal::Retryable(format!(
+                "the otapdf component's queue is full (queue_size {})",
+                host.queue_size
+            )));
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return Err(Refusal::Retryable(
+                "the otapdf component is stopping".to_owned(),
+            ));
+        }
+    }
+    drop(host);
+    outcome.blocking_recv().unwrap_or_else(|_| {
+        Err(Refusal::Retryable(
+            "the otapdf component stopped before the payload was accepted".to_owned(),
+        ))
+    })
+}
+
+/// What an extension component grants; `None` when it is not running.
+pub(crate) fn granted(id: u64) -> Option<Granted> {
+    host(id).map(|h| {
+        h.granted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    })
+}

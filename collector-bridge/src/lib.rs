@@ -1,0 +1,30 @@
+//! The Rust side of otap-df's OpenTelemetry Collector bridge: otap-df extensions and pipeline
+//! fragments as Collector components, in the Collector's process.
+//!
+//! The Go module beside this crate (`collector-bridge/otapdf`) registers Collector factories
+//! whose instances call this crate through a small C ABI ([`ffi`], declared in
+//! `include/otapdf_bridge.h`): each component runs an otap-df engine of its own on its own
+//! threads, from the document [`fragment::build`] writes out of the component's Collector
+//! configuration. OTLP protobuf bytes cross the boundary: borrowed from Go without a copy
+//! (Go waits for the outcome), copied into the Collector's data model on the way back (Rust
+//! does not wait: the answer arrives later). See the crate's README for the configurations.
+//!
+//! Rust callers (tests, an embedding that is not Go) use [`host`]'s functions directly.
+
+#[allow(unsafe_code)]
+pub mod ffi;
+pub mod fragment;
+pub mod host;
+mod nodes;
+
+pub use host::Refusal;
+
+/// otap-df's registry (every extension this crate compiles in, every built-in node) with the
+/// bridge's own nodes.
+pub fn registry() -> Result<otap_df::Registry, otap_df::RegistryError> {
+    let mut registry = otap_df::registry()?;
+    registry.register_node(&nodes::COLLECTOR_IN);
+    registry.register_node(&nodes::COLLECTOR_OUT);
+    registry.register_node(&nodes::COLLECTOR_CAPABILITIES);
+    registry.finish()
+}

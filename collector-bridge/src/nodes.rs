@@ -1,0 +1,290 @@
+//! The bridge's nodes, which only documents the bridge writes use (`fragment.rs`):
+//! `receiver:collector_in` (what the Collector hands the component), `exporter:collector_out`
+//! (what the component hands the Collector's next consumer) and
+//! `exporter:collector_capabilities` (what an extension component grants the Collector).
+
+use std::rc::Rc;
+use std::sync::{Arc, PoisonError};
+
+use otap_df::core::data::{Acknowledgement, NotAccepted};
+use otap_df::core::node::SharedExporter;
+use otap_df::node::serde::Deserialize;
+use otap_df::node::{
+    BearerTokenAuthorizer, BearerTokenProvider, Capabilities, CapabilityId, CapabilityRequirement,
+    ComponentConfig, ComponentKind, ConfigError, ControlMessage, ExecutionModel, LocalExporter,
+    LocalReceiver, NodeContext, NodeCounters, NodeError, NodeFactory, NodeInstance, OtlpPayload,
+    ReceiverContext, async_trait,
+};
+use tokio::sync::Semaphore;
+
+use crate::host::{self, Host, Inbound, Refusal};
+
+#[derive(Debug, Deserialize)]
+#[serde(crate = "otap_df::node::serde", deny_unknown_fields)]
+struct BridgeNodeConfig {
+    component: u64,
+}
+
+fn decode(config: &ComponentConfig<'_>) -> Result<BridgeNodeConfig, ConfigError> {
+    config.decode()
+}
+
+fn host_of(context: &NodeContext, config: &ComponentConfig<'_>) -> Result<Arc<Host>, NodeError> {
+    let id = decode(config)?.component;
+    host::host(id).ok_or_else(|| {
+        context.error(format!(
+            "no Collector component {id} runs here: the bridge's nodes run only in the \
+             documents the bridge writes"
+        ))
+    })
+}
+
+/// `receiver:collector_in`.
+pub static COLLECTOR_IN: NodeFactory = NodeFactory::new(
+    ComponentKind::Receiver,
+    "collector_in",
+    env!("CARGO_PKG_NAME"),
+)
+.description("what the OpenTelemetry Collector hands an otapdf component (bridge only)")
+.validate_config(|config| decode(config).map(drop))
+.create(create_inlet);
+
+/// `exporter:collector_out`.
+pub static COLLECTOR_OUT: NodeFactory = NodeFactory::new(
+    ComponentKind::Exporter,
+    "collector_out",
+    env!("CARGO_PKG_NAME"),
+)
+.description(
+    "hands payloads to the OpenTelemetry Collector's next consumer, settling each on its \
+     answer (bridge only)",
+)
+.acknowledges_always()
+.validate_config(|config| decode(config).map(drop))
+.create(create_outlet);
+
+/// `exporter:collector_capabilities`.
+pub static COLLECTOR_CAPABILITIES: NodeFactory = NodeFactory::new(
+    ComponentKind::Exporter,
+    "collector_capabilities",
+    env!("CARGO_PKG_NAME"),
+)
+.description("holds what an extension grants the OpenTelemetry Collector (bridge only)")
+.execution(ExecutionModel::Shared)
+.accepts(&[
+    CapabilityRequirement::optional(CapabilityId::BearerTokenAuthorizer),
+    CapabilityRequirement::optional(CapabilityId::BearerTokenProvider),
+])
+.validate_config(|config| decode(config).map(drop))
+.create(create_capabilities);
+
+fn create_inlet(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    _: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let host = host_of(context, config)?;
+    let queue = host
+        .inlet_queue
+        .clone()
+        .ok_or_else(|| context.error("this component takes no data"))?;
+    Ok(NodeInstance::Receiver(Box::new(Inlet {
+        context: context.clone(),
+        queue,
+    })))
+}
+
+struct Inlet {
+    context: NodeContext,
+    queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Inbound>>>,
+}
+
+#[async_trait(?Send)]
+impl LocalReceiver for Inlet {
+    async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+        loop {
+            let next = async { self.queue.lock().await.recv().await };
+            let inbound = tokio::select! {
+                biased;
+                message = context.control.recv() => match message {
+                    ControlMessage::Shutdown { .. } => return Ok(()),
+                    _ => continue,
+                },
+                inbound = next => match inbound {
+                    Some(inbound) => inbound,
+                    None => return Ok(()),
+                },
+            };
+            self.take(inbound, &context).await?;
+        }
+    }
+}
+
+impl Inlet {
+    async fn take(&self, inbound: Inbound, context: &ReceiverContext) -> Result<(), NodeError> {
+        let Inbound {
+            mut payload,
+            answer,
+        } = inbound;
+        let records = payload.records();
+        let wait = if self.context.awaits_acknowledgement {
+            let (ack, wait) = Acknowledgement::new();
+            payload = payload.with_acknowledgement(ack);
+            Some(wait)
+        } else {
+            None
+        };
+        if let Err(error) = context.outputs.send(payload).await {
+            let _ = answer.send(Err(Refusal::Retryable(format!(
+                "the otapdf component could not take the payload: {error}"
+            ))));
+            return Err(error);
+        }
+        NodeCounters::add(&context.outputs.counters().records_in, records);
+        match wait {
+            None => {
+                let _ = answer.send(Ok(()));
+            }
+            // The answer waits for the settlement, off this loop: the next payload is taken
+            // meanwhile (up to `queue_size` wait at once, bounded by the Go side's callers).
+            Some(wait) => {
+                tokio::task::spawn_local(async move {
+                    let _ = answer.send(wait.await.map_err(Refusal::from));
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_outlet(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    _: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let host = host_of(context, config)?;
+    Ok(NodeInstance::Exporter(Box::new(Outlet {
+        context: context.clone(),
+        go_handle: host.go_handle,
+        room: host.outlet_room.clone(),
+        queue_size: host.queue_size,
+        accepted: context.counters.named("collector.accepted"),
+        refused: context.counters.named("collector.refused"),
+        rejected: context.counters.named("collector.rejected"),
+        in_flight: Rc::new(()),
+    })))
+}
+
+struct Outlet {
+    context: NodeContext,
+    go_handle: u64,
+    /// Payloads handed over and not answered, across the component's cores.
+    room: Arc<Semaphore>,
+    queue_size: usize,
+    /// Records the next consumer took.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+    /// Records it refused, retryable: the acknowledgement says so upstream.
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    /// Records it refused for good (`consumererror.Permanent`): dropped, counted here.
+    rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// One count per answer this core still waits for.
+    in_flight: Rc<()>,
+}
+
+#[async_trait(?Send)]
+impl LocalExporter for Outlet {
+    async fn export(&mut self, mut data: OtlpPayload) -> Result<(), NodeError> {
+        let ack = data.take_acknowledgement();
+        let Ok(permit) = self.room.clone().acquire_owned().await else {
+            return Err(self.context.error("the component is stopping"));
+        };
+        let records = data.records();
+        let answer = crate::ffi::hand_over(self.go_handle, data.signal(), data.bytes());
+        // The Go side copied what it needed before answering the call.
+        drop(data);
+        let accepted = self.accepted.clone();
+        let refused = self.refused.clone();
+        let rejected = self.rejected.clone();
+        let in_flight = self.in_flight.clone();
+        let settle = move |outcome: Result<(), Refusal>| {
+            let refusal = match outcome {
+                Ok(()) => {
+                    NodeCounters::add(&accepted, records);
+                    None
+                }
+                Err(Refusal::Permanent(_)) => {
+                    // Sending it again cannot help: dropped here, as an exporter drops what
+                    // its upstream rejects for good.
+                    NodeCounters::add(&rejected, records);
+                    None
+                }
+                Err(Refusal::Retryable(message)) => {
+                    NodeCounters::add(&refused, records);
+                    Some(NotAccepted::Failed(message))
+                }
+            };
+            match (ack, refusal) {
+                (None, _) => {}
+                (Some(ack), None) => ack.settle(),
+                (Some(ack), Some(why)) => ack.refuse(why),
+            }
+            drop(permit);
+            drop(in_flight);
+        };
+        match answer {
+            Err(refusal) => settle(Err(refusal)),
+            Ok(answer) => {
+                tokio::task::spawn_local(async move {
+                    settle(answer.await.unwrap_or_else(|_| {
+                        Err(Refusal::Retryable(
+                            "the Collector dropped the payload's answer".to_owned(),
+                        ))
+                    }));
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        // Every answer this core waits for, before the engine drops the tasks that settle
+        // them (bounded by the engine's shutdown deadline).
+        while Rc::strong_count(&self.in_flight) > 1 {
+            let Ok(all) = self
+                .room
+                .acquire_many(u32::try_from(self.queue_size).unwrap_or(u32::MAX))
+                .await
+            else {
+                break;
+            };
+            drop(all);
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+}
+
+fn create_capabilities(
+    context: &NodeContext,
+    config: &ComponentConfig<'_>,
+    capabilities: &mut Capabilities,
+) -> Result<NodeInstance, NodeError> {
+    let host = host_of(context, config)?;
+    let granted = host::Granted {
+        authorizer: capabilities.optional_shared::<BearerTokenAuthorizer>()?,
+        provider: capabilities.optional_shared::<BearerTokenProvider>()?,
+    };
+    *host.granted.lock().unwrap_or_else(PoisonError::into_inner) = granted;
+    Ok(NodeInstance::shared_exporter(Box::new(Holder)))
+}
+
+/// Nothing reaches it: it exists for its bindings.
+struct Holder;
+
+#[async_trait]
+impl SharedExporter for Holder {
+    async fn export(&mut self, data: OtlpPayload) -> Result<(), NodeError> {
+        drop(data);
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! The bridge's C ABI driven from Rust, as the Go module drives it: components started from
+//! Collector-shaped configurations, payloads handed in (borrowed) and out (through a
+//! consume callback standing in for the Collector's next consumer), authorizer and token
+//! calls, located configuration errors, panics kept at the boundary.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+use otap_df::core::data::Signal;
+use otap_df_collector_bridge::ffi::{self, ACCEPTED, PERMANENT, RETRYABLE};
+
+/// What the stand-in Collector does with what a component hands it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Accept,
+    Refuse(i32),
+}
+
+#[derive(Default)]
+struct Collector {
+    modes: HashMap<u64, Mode>,
+    /// (handle, signal, bytes) of every payload handed over.
+    received: Vec<(u64, u32, Vec<u8>)>,
+    /// Tokens of borrowed bytes released after their call returned.
+    released: Vec<u64>,
+}
+
+fn collector() -> MutexGuard<'static, Collector> {
+    static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
+    COLLECTOR
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+unsafe extern "C" fn consume(
+    handle: u64,
+    signal: u32,
+    data: *const u8,
+    len: usize,
+    completion: u64,
+) -> i32 {
+    // SAFETY: the bridge's contract: `len` bytes valid through the call.
+    let bytes = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+    let mode = {
+        let mut collector = collector();
+        collector.received.push((handle, signal, bytes));
+        collector
+            .modes
+            .get(&handle)
+            .copied()
+            .unwrap_or(Mode::Accept)
+    };
+    // Answered on another thread, as the Go side answers from a goroutine.
+    std::thread::spawn(move || {
+        let (status, why) = match mode {
+            Mode::Accept => (ACCEPTED, ""),
+            Mode::Refuse(status) => (status, "refused by the stand-in"),
+        };
+        // SAFETY: a completion the bridge handed this callback, answered once.
+        unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
+    });
+    ACCEPTED
+}
+
+unsafe extern "C" fn release(token: u64) {
+    collector().released.push(token);
+}
+
+fn init() {
+    // SAFETY: both live for the process and are callable from any thread.
+    unsafe { ffi::otapdf_init(consume, release) };
+}
+
+/// Takes a string the bridge handed out.
+fn take(text: *mut c_char) -> Option<String> {
+    if text.is_null() {
+        return None;
+    }
+    // SAFETY: a string from the bridge, freed once below.
+    let owned = unsafe { CStr::from_ptr(text) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: as above.
+    unsafe { ffi::otapdf_free(text) };
+    Some(owned)
+}
+
+const EXTENSION: u32 = 0;
+const RECEIVER: u32 = 1;
+const PROCESSOR: u32 = 2;
+const EXPORTER: u32 = 3;
+
+fn start(role: u32, config: &str, handle: u64) -> Result<u64, String> {
+    init();
+    let mut id = 0;
+    // SAFETY: valid pointers for the call.
+    let error = unsafe { ffi::otapdf_start(role, config.as_ptr(), config.len(), handle, &mut id) };
+    match take(error) {
+        None => Ok(id),
+        Some(error) => Err(error),
+    }
+}
+
+fn started(role: u32, config: &str, handle: u64) -> u64 {
+    start(role, config, handle).unwrap_or_else(|e| panic!("the component did not start: {e}"))
+}
+
+fn stop(id: u64) {
+    if let Some(error) = take(ffi::otapdf_stop(id)) {
+        panic!("the component did not stop cleanly: {error}");
+    }
+}
+
+fn validate(role: u32, config: &str) -> Option<String> {
+    // SAFETY: valid pointers for the call.
+    take(unsafe { ffi::otapdf_validate(role, config.as_ptr(), config.len()) })
+}
+
+/// Hands `bytes` to component `id`: the status, whether the bytes were released by the
+/// return, and why when refused.
+fn consume_bytes(id: u64, signal: u32, bytes: &[u8], token: u64) -> (i32, bool, Option<String>) {
+    let mut released = 0;
+    let mut message = std::ptr::null_mut();
+    // SAFETY: the bytes outlive the call; a test keeps them alive (leaked) when the bridge
+    // may still hold them after it.
+    let status = unsafe {
+        ffi::otapdf_consume(
+            id,
+            signal,
+            bytes.as_ptr(),
+            bytes.len(),
+            token,
+            &mut released,
+            &mut message,
+        )
+    };
+    (status, released == 1, take(message))
+}
+
+fn logs(tag: &str) -> Vec<u8> {
+    otap_df::nodes::otlp::synthetic(Signal::Logs, 100, tag, 1)
+        .bytes()
+        .to_vec()
+}
+
+const DEDUP: &str = r#"{
+  "extensions": { "seen": { "type": "extension:memory_kv" } },
+  "nodes": {
+    "dedup": {
+      "type": "processor:dedup",
+      "config": { "ttl": "10m" },
+      "capabilities": { "key_value_store": "seen" }
+    }
+  },
+  "queue_size": 4
+}"#;
+
+#[test]
+fn a_processor_hands_on_what_it_keeps_and_each_call_waits_for_the_next_consumer() {
+    let handle = 101;
+    let id = started(PROCESSOR, DEDUP, handle);
+    let batches: Vec<Vec<u8>> = ["a", "b", "a", "c", "b", "d"]
+        .iter()
+        .map(|t| logs(t))
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        let (status, released, why) = consume_bytes(id, 0, batch, 1000 + i as u64);
+        assert_eq!((status, why), (ACCEPTED, None), "batch {i}");
+        // The outlet dropped the bytes before the next consumer answered: nothing to release.
+        assert!(released, "batch {i} still referenced after its call");
+    }
+    stop(id);
+    let collector = collector();
+    let forwarded: Vec<&Vec<u8>> = collector
+        .received
+        .iter()
+        .filter(|(h, _, _)| *h == handle)
+        .map(|(_, _, bytes)| bytes)
+        .collect();
+    // Four distinct batches, each handed over once, byte for byte.
+    assert_eq!(forwarded.len(), 4);
+    for (got, want) in forwarded
+        .iter()
+        .zip([&batches[0], &batches[1], &batches[3], &batches[5]])
+    {
+        assert_eq!(*got, want);
+    }
+}
+
+#[test]
+fn the_next_consumers_refusals_reach_the_caller_retryable_or_dropped() {
+    let retry = 201;
+    collector().modes.insert(retry, Mode::Refuse(RETRYABLE));
+    let id = started(PROCESSOR, DEDUP, retry);
+    let (status, _, why) = consume_bytes(id, 0, &logs("r"), 1);
+    assert_eq!(status, RETRYABLE);
+    assert_eq!(why.as_deref(), Some("refused by the stand-in"));
+    stop(id);
+
+    // A permanent refusal downstream is dropped there (counted): the caller is answered
+    // "accepted", as an exporter answers for what its upstream rejects for good.
+    let permanent = 202;
+    collector().modes.insert(permanent, Mode::Refuse(PERMANENT));
+    let id = started(PROCESSOR, DEDUP, permanent);
+    assert_eq!(consume_bytes(id, 0, &logs("p"), 1).0, ACCEPTED);
+    stop(id);
+}
+
+#[test]
+fn what_is_not_otlp_is_refused_for_good_and_a_stopped_component_retryable() {
+    let id = started(PROCESSOR, DEDUP, 301);
+    let (status, released, why) = consume_bytes(id, 0, &[0xff, 0xff, 0xff], 1);
+    assert_eq!(status, PERMANENT);
+    assert!(released);
+    let why = why.unwrap_or_default();
+    assert!(
+        why.starts_with("not an OTLP logs export request: "),
+        "{why}"
+    );
+    let (status, _, why) = consume_bytes(id, 7, &logs("x"), 2);
+    assert_eq!(
+        (status, why.as_deref()),
+        (PERMANENT, Some("unknown signal code 7"))
+    );
+    stop(id);
+    let (status, _, why) = consume_bytes(id, 0, &logs("x"), 3);
+    assert_eq!(status, RETRYABLE);
+    assert_eq!(why, Some(format!("otapdf component {id} is not running")));
+}
+
+#[test]
+fn bytes_an_exporter_still_holds_are_released_later_through_the_callback() {
+    // An exporter that cannot reach its upstream keeps the payload, retrying: the call is
+    // answered once the exporter took it, the bytes are released when it lets go of them.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("a free port: {e}"));
+    let config = format!(
+        r#"{{ "nodes": {{ "up": {{ "type": "exporter:otlp_http",
+              "config": {{ "endpoint": "http://127.0.0.1:{port}" }} }} }} }}"#
+    );
+    let id = started(EXPORTER, &config, 401);
+    let bytes: &'static [u8] = Box::leak(logs("held").into_boxed_slice());
+    let token = 4242;
+    let (status, released, why) = consume_bytes(id, 0, bytes, token);
+    assert_eq!((status, why), (ACCEPTED, None));
+    assert!(!released, "the exporter should still hold the bytes");
+    stop(id);
+    assert!(
+        collector().released.contains(&token),
+        "the bytes were not released when the exporter stopped"
+    );
+}
+
+#[test]
+fn an_extension_component_authorizes_and_signs_with_its_capabilities() {
+    let id = started(
+        EXTENSION,
+        r#"{ "type": "bearer_auth", "config": { "token": "s3cret" } }"#,
+        0,
+    );
+    assert_eq!(
+        take(ffi::otapdf_server_header(id)).as_deref(),
+        Some("authorization")
+    );
+    let decide = |value: &str| {
+        let mut detail = std::ptr::null_mut();
+        // SAFETY: valid pointers for the call.
+        let code = unsafe { ffi::otapdf_authorize(id, value.as_ptr(), value.len(), &mut detail) };
+        (code, take(detail).unwrap_or_default())
+    };
+    assert_eq!(decide("Bearer s3cret").0, 0);
+    assert_eq!(decide("Bearer wrong"), (1, "invalid".to_owned()));
+    assert_eq!(decide("Basic s3cret"), (1, "invalid".to_owned()));
+    assert_eq!(decide(""), (1, "invalid".to_owned()));
+    let (mut name, mut value) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: valid pointers for the call.
+    let code = unsafe { ffi::otapdf_client_header(id, &mut name, &mut value) };
+    assert_eq!(
+        (code, take(name), take(value)),
+        (
+            0,
+            Some("authorization".to_owned()),
+            Some("Bearer s3cret".to_owned())
+        )
+    );
+    stop(id);
+    assert_eq!(
+        decide("Bearer s3cret").0,
+        2,
+        "a stopped extension decides nothing"
+    );
+}
+
+#[test]
+fn configuration_errors_are_located_inside_the_components_configuration() {
+    let error = validate(
+        PROCESSOR,
+        r#"{ "extensions": { "seen": { "type": "extension:memory_kv" } },
+             "nodes": { "dedup": { "type": "processor:dedup", "config": { "ttl": "forever" },
+                                   "capabilities": { "key_value_store": "seen" } } } }"#,
+    )
+    .unwrap_or_else(|| panic!("accepted a bad ttl"));
+    assert!(
+        error.starts_with("at `nodes.dedup.config.ttl`: "),
+        "{error}"
+    );
+
+    let error = validate(
+        PROCESSOR,
+        r#"{ "nodes": { "d": { "type": "processor:dedupe" } } }"#,
+    )
+    .unwrap_or_else(|| panic!("accepted an unknown type"));
+    assert!(error.starts_with("at `nodes.d.type`: "), "{error}");
+    assert!(error.contains("`dedup`"), "no suggestion: {error}");
+
+    let error = validate(
+        EXTENSION,
+        r#"{ "type": "bearer_auth", "config": { "tokn": "x" } }"#,
+    )
+    .unwrap_or_else(|| panic!("accepted an unknown field"));
+    assert!(error.starts_with("at `config"), "{error}");
+    assert!(error.contains("tokn"), "{error}");
+
+    assert_eq!(
+        start(RECEIVER, r#"{ "nodes": {} }"#, 0),
+        Err("`nodes` is empty: declare at least one node".to_owned())
+    );
+    assert_eq!(validate(PROCESSOR, DEDUP), None);
+}
