@@ -1,0 +1,296 @@
+package otapdf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/cgo"
+	"sync"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/connector"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/processor"
+	"go.opentelemetry.io/collector/receiver"
+)
+
+// Config is an otap-df pipeline fragment: the extensions its nodes bind, the nodes, how
+// they connect (optional with a single processor), and how the bridge runs it.
+type Config struct {
+	Extensions  map[string]any `mapstructure:"extensions" json:"extensions,omitempty"`
+	Nodes       map[string]any `mapstructure:"nodes" json:"nodes,omitempty"`
+	Connections []any          `mapstructure:"connections" json:"connections,omitempty"`
+	// Cores is how many pipeline instances (threads) run the fragment (default 1).
+	Cores int `mapstructure:"cores" json:"cores,omitempty"`
+	// QueueSize bounds the payloads waiting between the runtimes, each way (default 64):
+	// past it, the Collector's side gets a retryable error.
+	QueueSize int `mapstructure:"queue_size" json:"queue_size,omitempty"`
+
+	role int
+}
+
+func defaultConfig(role int) component.CreateDefaultConfigFunc {
+	return func() component.Config { return &Config{role: role} }
+}
+
+// Validate checks the fragment with otap-df: the errors name the field inside it
+// (`at nodes.dedup.config.ttl: ...`).
+func (c *Config) Validate() error {
+	return validate(c.role, c)
+}
+
+// bridged is one component: an otap-df engine, the Collector's next consumers per signal.
+type bridged struct {
+	role    int
+	config  *Config
+	mu      sync.Mutex
+	id      uint64
+	handle  cgo.Handle
+	logs    consumer.Logs
+	traces  consumer.Traces
+	metrics consumer.Metrics
+	// users counts the Collector components sharing this one (a receiver serves every
+	// signal's pipeline from one engine: one listening socket).
+	users   int
+	started int
+}
+
+func (b *bridged) Start(context.Context, component.Host) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.started++
+	if b.started > 1 {
+		return nil
+	}
+	b.handle = cgo.NewHandle(b)
+	id, err := start(b.role, b.config, b.handle)
+	if err != nil {
+		b.handle.Delete()
+		b.handle = 0
+		return err
+	}
+	b.id = id
+	return nil
+}
+
+func (b *bridged) Shutdown(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started == 0 {
+		return nil
+	}
+	b.started--
+	if b.started > 0 {
+		return nil
+	}
+	id := b.id
+	b.id = 0
+	err := error(nil)
+	if id != 0 {
+		err = stop(id)
+	}
+	if b.handle != 0 {
+		b.handle.Delete()
+		b.handle = 0
+	}
+	return err
+}
+
+func (b *bridged) Capabilities() consumer.Capabilities {
+	return consumer.Capabilities{MutatesData: false}
+}
+
+func (b *bridged) running() (uint64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.id == 0 {
+		return 0, errors.New("the otapdf component is not running")
+	}
+	return b.id, nil
+}
+
+func (b *bridged) ConsumeLogs(_ context.Context, data plog.Logs) error {
+	request, err := (&plog.ProtoMarshaler{}).MarshalLogs(data)
+	if err != nil {
+		return consumererror.NewPermanent(err)
+	}
+	id, err := b.running()
+	if err != nil {
+		return err
+	}
+	return consume(id, signalLogs, request)
+}
+
+func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
+	request, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(data)
+	if err != nil {
+		return consumererror.NewPermanent(err)
+	}
+	id, err := b.running()
+	if err != nil {
+		return err
+	}
+	return consume(id, signalTraces, request)
+}
+
+func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error {
+	request, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(data)
+	if err != nil {
+		return consumererror.NewPermanent(err)
+	}
+	id, err := b.running()
+	if err != nil {
+		return err
+	}
+	return consume(id, signalMetrics, request)
+}
+
+// deliver hands what the engine's outlet gives to the next consumer of its signal.
+func (b *bridged) deliver(signal int, request []byte, done func(error)) error {
+	switch signal {
+	case signalLogs:
+		if b.logs == nil {
+			return consumererror.NewPermanent(errors.New("no Collector logs pipeline takes this component's output"))
+		}
+		data, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(request)
+		if err != nil {
+			return consumererror.NewPermanent(err)
+		}
+		go func() { done(b.logs.ConsumeLogs(context.Background(), data)) }()
+	case signalTraces:
+		if b.traces == nil {
+			return consumererror.NewPermanent(errors.New("no Collector traces pipeline takes this component's output"))
+		}
+		data, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(request)
+		if err != nil {
+			return consumererror.NewPermanent(err)
+		}
+		go func() { done(b.traces.ConsumeTraces(context.Background(), data)) }()
+	case signalMetrics:
+		if b.metrics == nil {
+			return consumererror.NewPermanent(errors.New("no Collector metrics pipeline takes this component's output"))
+		}
+		data, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(request)
+		if err != nil {
+			return consumererror.NewPermanent(err)
+		}
+		go func() { done(b.metrics.ConsumeMetrics(context.Background(), data)) }()
+	default:
+		return consumererror.NewPermanent(fmt.Errorf("unknown signal %d", signal))
+	}
+	return nil
+}
+
+// A receiver's engine serves every signal's pipeline that names it (one listening socket):
+// the Collector creates it once per signal with the same ID.
+var (
+	receiversMu sync.Mutex
+	receivers   = map[component.ID]*bridged{}
+)
+
+func sharedReceiver(set receiver.Settings, cfg component.Config) *bridged {
+	receiversMu.Lock()
+	defer receiversMu.Unlock()
+	shared, ok := receivers[set.ID]
+	if !ok {
+		shared = &bridged{role: roleReceiver, config: cfg.(*Config)}
+		receivers[set.ID] = shared
+	}
+	shared.users++
+	return shared
+}
+
+// sharedUse is one signal's use of a shared receiver: the last Shutdown forgets it.
+type sharedUse struct {
+	*bridged
+	id component.ID
+}
+
+func (u sharedUse) Shutdown(ctx context.Context) error {
+	err := u.bridged.Shutdown(ctx)
+	receiversMu.Lock()
+	defer receiversMu.Unlock()
+	u.users--
+	if u.users == 0 && receivers[u.id] == u.bridged {
+		delete(receivers, u.id)
+	}
+	return err
+}
+
+// NewReceiverFactory is the factory of `receivers: otapdf/<name>`: otap-df receivers (and
+// processors after them) whose output the Collector's pipelines take.
+func NewReceiverFactory() receiver.Factory {
+	return receiver.NewFactory(Type, defaultConfig(roleReceiver),
+		receiver.WithLogs(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
+			shared := sharedReceiver(set, cfg)
+			shared.logs = next
+			return sharedUse{shared, set.ID}, nil
+		}, component.StabilityLevelAlpha),
+		receiver.WithTraces(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Traces) (receiver.Traces, error) {
+			shared := sharedReceiver(set, cfg)
+			shared.traces = next
+			return sharedUse{shared, set.ID}, nil
+		}, component.StabilityLevelAlpha),
+		receiver.WithMetrics(func(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Metrics) (receiver.Metrics, error) {
+			shared := sharedReceiver(set, cfg)
+			shared.metrics = next
+			return sharedUse{shared, set.ID}, nil
+		}, component.StabilityLevelAlpha),
+	)
+}
+
+// NewProcessorFactory is the factory of `processors: otapdf/<name>`: otap-df processors in a
+// Collector pipeline.
+func NewProcessorFactory() processor.Factory {
+	return processor.NewFactory(Type, defaultConfig(roleProcessor),
+		processor.WithLogs(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logs: next}, nil
+		}, component.StabilityLevelAlpha),
+		processor.WithTraces(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), traces: next}, nil
+		}, component.StabilityLevelAlpha),
+		processor.WithMetrics(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Metrics) (processor.Metrics, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), metrics: next}, nil
+		}, component.StabilityLevelAlpha),
+	)
+}
+
+// NewExporterFactory is the factory of `exporters: otapdf/<name>`: otap-df exporters (and
+// processors before them) at the end of a Collector pipeline.
+func NewExporterFactory() exporter.Factory {
+	create := func(cfg component.Config) *bridged {
+		return &bridged{role: roleExporter, config: cfg.(*Config)}
+	}
+	return exporter.NewFactory(Type, defaultConfig(roleExporter),
+		exporter.WithLogs(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Logs, error) {
+			return create(cfg), nil
+		}, component.StabilityLevelAlpha),
+		exporter.WithTraces(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Traces, error) {
+			return create(cfg), nil
+		}, component.StabilityLevelAlpha),
+		exporter.WithMetrics(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
+			return create(cfg), nil
+		}, component.StabilityLevelAlpha),
+	)
+}
+
+// NewConnectorFactory is the factory of `connectors: otapdf/<name>`: otap-df processors
+// between two Collector pipelines of the same signal.
+func NewConnectorFactory() connector.Factory {
+	return connector.NewFactory(Type, defaultConfig(roleConnector),
+		connector.WithLogsToLogs(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Logs) (connector.Logs, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), logs: next}, nil
+		}, component.StabilityLevelAlpha),
+		connector.WithTracesToTraces(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), traces: next}, nil
+		}, component.StabilityLevelAlpha),
+		connector.WithMetricsToMetrics(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Metrics, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), metrics: next}, nil
+		}, component.StabilityLevelAlpha),
+	)
+}
