@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/receiver"
+	"go.uber.org/zap"
 )
 
 // Config is an otap-df pipeline fragment: the extensions its nodes bind, the nodes, how
@@ -48,6 +49,7 @@ func (c *Config) Validate() error {
 type bridged struct {
 	role    int
 	config  *Config
+	logger  *zap.Logger
 	mu      sync.Mutex
 	id      uint64
 	handle  cgo.Handle
@@ -75,6 +77,7 @@ func (b *bridged) Start(context.Context, component.Host) error {
 		return err
 	}
 	b.id = id
+	b.logger.Info("otap-df engine started", zap.Uint64("engine", id))
 	return nil
 }
 
@@ -93,6 +96,7 @@ func (b *bridged) Shutdown(context.Context) error {
 	err := error(nil)
 	if id != 0 {
 		err = stop(id)
+		b.logger.Info("otap-df engine stopped", zap.Uint64("engine", id), zap.Error(err))
 	}
 	if b.handle != 0 {
 		b.handle.Delete()
@@ -198,7 +202,7 @@ func sharedReceiver(set receiver.Settings, cfg component.Config) *bridged {
 	defer receiversMu.Unlock()
 	shared, ok := receivers[set.ID]
 	if !ok {
-		shared = &bridged{role: roleReceiver, config: cfg.(*Config)}
+		shared = &bridged{role: roleReceiver, config: cfg.(*Config), logger: set.Logger}
 		receivers[set.ID] = shared
 	}
 	shared.users++
@@ -248,14 +252,14 @@ func NewReceiverFactory() receiver.Factory {
 // Collector pipeline.
 func NewProcessorFactory() processor.Factory {
 	return processor.NewFactory(Type, defaultConfig(roleProcessor),
-		processor.WithLogs(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), logs: next}, nil
+		processor.WithLogs(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, logs: next}, nil
 		}, component.StabilityLevelAlpha),
-		processor.WithTraces(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), traces: next}, nil
+		processor.WithTraces(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, traces: next}, nil
 		}, component.StabilityLevelAlpha),
-		processor.WithMetrics(func(_ context.Context, _ processor.Settings, cfg component.Config, next consumer.Metrics) (processor.Metrics, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), metrics: next}, nil
+		processor.WithMetrics(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Metrics) (processor.Metrics, error) {
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, metrics: next}, nil
 		}, component.StabilityLevelAlpha),
 	)
 }
@@ -263,18 +267,18 @@ func NewProcessorFactory() processor.Factory {
 // NewExporterFactory is the factory of `exporters: otapdf/<name>`: otap-df exporters (and
 // processors before them) at the end of a Collector pipeline.
 func NewExporterFactory() exporter.Factory {
-	create := func(cfg component.Config) *bridged {
-		return &bridged{role: roleExporter, config: cfg.(*Config)}
+	create := func(set exporter.Settings, cfg component.Config) *bridged {
+		return &bridged{role: roleExporter, config: cfg.(*Config), logger: set.Logger}
 	}
 	return exporter.NewFactory(Type, defaultConfig(roleExporter),
-		exporter.WithLogs(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Logs, error) {
-			return create(cfg), nil
+		exporter.WithLogs(func(_ context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
+			return create(set, cfg), nil
 		}, component.StabilityLevelAlpha),
-		exporter.WithTraces(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Traces, error) {
-			return create(cfg), nil
+		exporter.WithTraces(func(_ context.Context, set exporter.Settings, cfg component.Config) (exporter.Traces, error) {
+			return create(set, cfg), nil
 		}, component.StabilityLevelAlpha),
-		exporter.WithMetrics(func(_ context.Context, _ exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
-			return create(cfg), nil
+		exporter.WithMetrics(func(_ context.Context, set exporter.Settings, cfg component.Config) (exporter.Metrics, error) {
+			return create(set, cfg), nil
 		}, component.StabilityLevelAlpha),
 	)
 }
@@ -283,14 +287,14 @@ func NewExporterFactory() exporter.Factory {
 // between two Collector pipelines of the same signal.
 func NewConnectorFactory() connector.Factory {
 	return connector.NewFactory(Type, defaultConfig(roleConnector),
-		connector.WithLogsToLogs(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Logs) (connector.Logs, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), logs: next}, nil
+		connector.WithLogsToLogs(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Logs) (connector.Logs, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, logs: next}, nil
 		}, component.StabilityLevelAlpha),
-		connector.WithTracesToTraces(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), traces: next}, nil
+		connector.WithTracesToTraces(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, traces: next}, nil
 		}, component.StabilityLevelAlpha),
-		connector.WithMetricsToMetrics(func(_ context.Context, _ connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Metrics, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), metrics: next}, nil
+		connector.WithMetricsToMetrics(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Metrics, error) {
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, metrics: next}, nil
 		}, component.StabilityLevelAlpha),
 	)
 }

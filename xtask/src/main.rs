@@ -7,6 +7,9 @@
 //! - `interop`: the OpenTelemetry Collector of `interop/otelcol` built with Go into
 //!   `target/otelcol/`, the OpenTelemetry Python SDK of `interop/python-sdk` installed into
 //!   `target/python-sdk/` (pip), and the interop tests against them.
+//! - `collector-bridge`: the bridge's static library (`cargo rustc --crate-type staticlib`),
+//!   the `otelcol-otapdf` Collector distribution of `collector-bridge/` built with Go (cgo)
+//!   into `target/otelcol-otapdf/`, and the bridge's tests inside that Collector.
 //! - `package`: the publishing checks alone (also part of `test`): every library crate
 //!   packaged and built from its package, and the out-of-tree path (a generated extension and
 //!   a distribution binary) built and tested against those packages.
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("package") => packaged().and_then(|()| scaffolded()),
         Some("interop") => interop(),
+        Some("collector-bridge") => collector_bridge(),
         Some("new-extension") => scaffold::new_extension(&args[1..]),
         Some("author-path") => author_path::run(),
         _ => {
@@ -49,6 +53,9 @@ fn main() -> ExitCode {
                  scaffolded extension and distribution built against the packages\n  \
                  interop the OpenTelemetry Collector built from interop/otelcol (Go), and\n          \
                  the interop tests against it\n  \
+                 collector-bridge\n          \
+                 the Collector bridge's static library and Collector distribution (Go),\n          \
+                 and its tests inside that Collector\n  \
                  bench   criterion benchmarks; extra arguments go to `cargo bench`\n  \
                  bench load [sweep options]\n          \
                  the OTLP/HTTP load sweep (release build; see xtask/load)\n  \
@@ -145,7 +152,8 @@ fn test() -> Result<(), String> {
     packaged()?;
     scaffolded()?;
     author_path::run()?;
-    interop()
+    interop()?;
+    collector_bridge()
 }
 
 /// The OpenTelemetry Collector distribution of `interop/otelcol`, built with Go into
@@ -170,6 +178,120 @@ fn interop() -> Result<(), String> {
             ("OTAP_DF_PYTHON_SDK", &python.display().to_string()),
         ],
     )
+}
+
+/// The Collector bridge: its static library, the `otelcol-otapdf` distribution linking it,
+/// then the tests that run inside that Collector (`collector-bridge/tests/collector.rs`,
+/// ignored under a plain `cargo test`).
+fn collector_bridge() -> Result<(), String> {
+    let root = workspace_root()?;
+    // The library is built in this target directory's debug profile, with the dependencies
+    // the test suite already built.
+    cargo(&[
+        "rustc",
+        "-p",
+        "otap-df-collector-bridge",
+        "--lib",
+        "--crate-type",
+        "staticlib",
+    ])?;
+    let library = root.join("target").join("debug");
+    let collector = build_bridge_collector(&root, &library)?;
+    cargo_with_env(
+        &[
+            "test",
+            "-p",
+            "otap-df-collector-bridge",
+            "--test",
+            "collector",
+            "--",
+            "--ignored",
+        ],
+        &[("OTAP_DF_OTELCOL_OTAPDF", &collector.display().to_string())],
+    )
+}
+
+/// Builds `collector-bridge/cmd/otelcol-otapdf` (cgo, linking the static library in
+/// `library`) unless the binary in `target/otelcol-otapdf/` was built from the same Go
+/// sources and library.
+fn build_bridge_collector(
+    root: &std::path::Path,
+    library: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let sources = root.join("collector-bridge");
+    let out = root.join("target").join("otelcol-otapdf");
+    let binary = out.join("otelcol-otapdf");
+    let stamp_file = out.join("sources.stamp");
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut files = vec![
+        sources.join("go.mod"),
+        sources.join("go.sum"),
+        sources.join("include").join("otapdf_bridge.h"),
+    ];
+    for folder in ["otapdf", "cmd/otelcol-otapdf"] {
+        let entries = std::fs::read_dir(sources.join(folder))
+            .map_err(|e| format!("cannot read collector-bridge/{folder}: {e}"))?;
+        let mut go: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "go"))
+            .collect();
+        go.sort();
+        files.extend(go);
+    }
+    for file in &files {
+        std::fs::read(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            .hash(&mut hasher);
+    }
+    let archive = library.join("libotap_df_collector_bridge.a");
+    let built = std::fs::metadata(&archive)
+        .and_then(|m| m.modified())
+        .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
+    built.hash(&mut hasher);
+    let stamp = format!("{:016x}", hasher.finish());
+    if binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+        eprintln!("==> the bridge's Collector is built ({})", binary.display());
+        return Ok(binary);
+    }
+    require_go("the Collector bridge")?;
+    eprintln!("==> go build collector-bridge/cmd/otelcol-otapdf (cgo, the bridge's library)");
+    let started = Instant::now();
+    let status = Command::new("go")
+        .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
+        .arg(&binary)
+        .arg("./cmd/otelcol-otapdf")
+        .current_dir(&sources)
+        .env("CGO_ENABLED", "1")
+        .env("CGO_LDFLAGS", format!("-L{}", library.display()))
+        .status()
+        .map_err(|e| format!("cannot run `go build`: {e}"))?;
+    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
+    if !status.success() {
+        return Err(format!(
+            "`go build` of collector-bridge/cmd/otelcol-otapdf failed ({status})"
+        ));
+    }
+    std::fs::write(&stamp_file, stamp)
+        .map_err(|e| format!("cannot write `{}`: {e}", stamp_file.display()))?;
+    Ok(binary)
+}
+
+/// Fails with what to install when `go` does not run.
+fn require_go(what: &str) -> Result<(), String> {
+    let have_go = Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if have_go {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} is built with Go (1.26 or newer, https://go.dev/dl/): install it and \
+             run again"
+        ))
+    }
 }
 
 /// A Python environment in `target/python-sdk/` with the OpenTelemetry SDK and its OTLP/gRPC
@@ -238,17 +360,7 @@ fn build_collector(root: &std::path::Path) -> Result<std::path::PathBuf, String>
         eprintln!("==> the Collector is built ({})", binary.display());
         return Ok(binary);
     }
-    let have_go = Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !have_go {
-        return Err(
-            "the interop tests build the OpenTelemetry Collector with Go (1.26 or newer, \
-             https://go.dev/dl/): install it and run again"
-                .to_owned(),
-        );
-    }
+    require_go("the interop tests' OpenTelemetry Collector")?;
     eprintln!("==> go build interop/otelcol (the OpenTelemetry Collector, v0.165)");
     let started = Instant::now();
     let status = Command::new("go")
