@@ -13,7 +13,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
 // The azure-auth crate's own test support (a managed identity endpoint on loopback).
-#[allow(dead_code, unused_imports)]
 #[path = "../../extensions/azure-auth/tests/support/mod.rs"]
 mod azure;
 
