@@ -63,6 +63,8 @@ pub(crate) struct Host {
     pub(crate) outlet_room: Arc<Semaphore>,
     pub(crate) queue_size: usize,
     pub(crate) granted: Mutex<Granted>,
+    /// Set when the engine ended by itself (a node failed): why.
+    ended: OnceLock<String>,
     shutdown: ShutdownHandle,
     telemetry: Arc<Telemetry>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<(), otap_df::core::runtime::EngineError>>>>,
@@ -136,6 +138,9 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         resolved,
         RunOptions {
             cores: Some(fragment.cores),
+            // `queue_size` bounds every queue of the component, not only the inlet's: what
+            // the Collector waits on is at most a few `queue_size`s per node.
+            channel_capacity: fragment.queue_size,
             ..RunOptions::default()
         },
     );
@@ -147,6 +152,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         outlet_room: Arc::new(Semaphore::new(fragment.queue_size)),
         queue_size: fragment.queue_size,
         granted: Mutex::default(),
+        ended: OnceLock::new(),
         shutdown: engine.shutdown_handle(),
         telemetry: engine.telemetry(),
         thread: Mutex::new(None),
@@ -155,9 +161,20 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id, host.clone());
+    let watched = host.clone();
     let thread = std::thread::Builder::new()
         .name(format!("otapdf-bridge-{id}"))
-        .spawn(move || engine.run());
+        .spawn(move || {
+            let result = engine.run();
+            // Whatever way it ended, nothing takes from the inlet any more: calls queued and
+            // to come are answered at once.
+            let _ = watched.ended.set(match &result {
+                Ok(()) => "it stopped".to_owned(),
+                Err(error) => error.to_string(),
+            });
+            watched.close_inlet();
+            result
+        });
     let thread = match thread {
         Ok(thread) => thread,
         Err(e) => {
@@ -184,6 +201,18 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
     })
 }
 
+impl Host {
+    /// Closes the inlet's queue and answers what it still held: stopped, send it again.
+    fn close_inlet(&self) {
+        if let Some(queue) = &self.inlet_queue
+            && let Ok(mut queue) = queue.try_lock()
+        {
+            queue.close();
+            while queue.try_recv().is_ok() {}
+        }
+    }
+}
+
 fn forget(id: u64) -> Option<Arc<Host>> {
     hosts()
         .lock()
@@ -204,13 +233,7 @@ pub fn stop(id: u64) -> Result<(), String> {
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     let ended = thread.map(std::thread::JoinHandle::join);
-    // What was still queued for the inlet is answered now: stopped, send it again.
-    if let Some(queue) = &host.inlet_queue
-        && let Ok(mut queue) = queue.try_lock()
-    {
-        queue.close();
-        while queue.try_recv().is_ok() {}
-    }
+    host.close_inlet();
     match ended {
         None | Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(error))) => Err(format!("the component stopped with errors: {error}")),
@@ -245,16 +268,17 @@ pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
             )));
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(Refusal::Retryable(
-                "the otapdf component is stopping".to_owned(),
-            ));
+            return Err(Refusal::Retryable(match host.ended.get() {
+                Some(why) => format!("the otapdf component's engine ended: {why}"),
+                None => "the otapdf component is stopping".to_owned(),
+            }));
         }
     }
-    drop(host);
     outcome.blocking_recv().unwrap_or_else(|_| {
-        Err(Refusal::Retryable(
-            "the otapdf component stopped before the payload was accepted".to_owned(),
-        ))
+        Err(Refusal::Retryable(match host.ended.get() {
+            Some(why) => format!("the otapdf component's engine ended: {why}"),
+            None => "the otapdf component stopped before the payload was accepted".to_owned(),
+        }))
     })
 }
 

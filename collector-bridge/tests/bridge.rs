@@ -16,6 +16,8 @@ use otap_df_collector_bridge::ffi::{self, ACCEPTED, PERMANENT, RETRYABLE};
 enum Mode {
     Accept,
     Refuse(i32),
+    /// Keep the completion unanswered (in `held`) until the test answers it.
+    Hold,
 }
 
 #[derive(Default)]
@@ -25,6 +27,8 @@ struct Collector {
     received: Vec<(u64, u32, Vec<u8>)>,
     /// Tokens of borrowed bytes released after their call returned.
     released: Vec<u64>,
+    /// Completions kept unanswered (`Mode::Hold`), by handle.
+    held: HashMap<u64, Vec<u64>>,
 }
 
 fn collector() -> MutexGuard<'static, Collector> {
@@ -47,16 +51,21 @@ unsafe extern "C" fn consume(
     let mode = {
         let mut collector = collector();
         collector.received.push((handle, signal, bytes));
-        collector
+        let mode = collector
             .modes
             .get(&handle)
             .copied()
-            .unwrap_or(Mode::Accept)
+            .unwrap_or(Mode::Accept);
+        if mode == Mode::Hold {
+            collector.held.entry(handle).or_default().push(completion);
+            return ACCEPTED;
+        }
+        mode
     };
     // Answered on another thread, as the Go side answers from a goroutine.
     std::thread::spawn(move || {
         let (status, why) = match mode {
-            Mode::Accept => (ACCEPTED, ""),
+            Mode::Accept | Mode::Hold => (ACCEPTED, ""),
             Mode::Refuse(status) => (status, "refused by the stand-in"),
         };
         // SAFETY: a completion the bridge handed this callback, answered once.
@@ -331,4 +340,149 @@ fn configuration_errors_are_located_inside_the_components_configuration() {
         Err("`nodes` is empty: declare at least one node".to_owned())
     );
     assert_eq!(validate(PROCESSOR, DEDUP), None);
+}
+
+#[test]
+fn a_full_queue_is_refused_at_once_retryable_and_what_it_held_is_delivered_after() {
+    // The stand-in Collector answers nothing: the component fills, queue by queue (each
+    // holds `queue_size`), until a call is refused at once.
+    let handle = 501;
+    collector().modes.insert(handle, Mode::Hold);
+    let config = DEDUP.replace("\"queue_size\": 4", "\"queue_size\": 1");
+    let id = started(PROCESSOR, &config, handle);
+    let (results, outcomes) = std::sync::mpsc::channel();
+    let mut callers = Vec::new();
+    let refused = loop {
+        assert!(callers.len() < 64, "64 calls waiting and none refused");
+        let results = results.clone();
+        let n = callers.len();
+        callers.push(std::thread::spawn(move || {
+            let batch = logs(&format!("full-{n}"));
+            let _ = results.send(consume_bytes(id, 0, &batch, n as u64));
+        }));
+        // A call either waits (the component took it) or comes back refused at once; a
+        // slow machine only makes this start one more call than needed.
+        if let Ok(outcome) = outcomes.recv_timeout(std::time::Duration::from_millis(200)) {
+            break outcome;
+        }
+    };
+    assert_eq!(
+        refused,
+        (
+            RETRYABLE,
+            true,
+            Some("the otapdf component's queue is full (queue_size 1)".to_owned())
+        )
+    );
+    let waiting = callers.len() - 1;
+    // Answer everything the component handed over, until every waiting call returned.
+    let mut answered = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while answered < waiting {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{answered} of {waiting} answered"
+        );
+        let held = collector().held.remove(&handle).unwrap_or_default();
+        for completion in held {
+            // SAFETY: a completion the bridge handed the callback, answered once.
+            unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+        }
+        while let Ok(outcome) = outcomes.recv_timeout(std::time::Duration::from_millis(20)) {
+            assert_eq!(outcome.0, ACCEPTED, "{outcome:?}");
+            answered += 1;
+        }
+    }
+    for caller in callers {
+        caller
+            .join()
+            .unwrap_or_else(|_| panic!("a caller panicked"));
+    }
+    stop(id);
+    let delivered = collector()
+        .received
+        .iter()
+        .filter(|(h, _, _)| *h == handle)
+        .count();
+    assert_eq!(delivered, waiting);
+}
+
+/// `processor:bridge_test_panic`: panics where its config says (`at: validate` as the
+/// configuration is checked, on the caller's thread; `at: process` on the engine's).
+mod panicking {
+    use otap_df::node::serde::Deserialize;
+    use otap_df::node::{
+        ComponentKind, LocalProcessor, NodeError, NodeFactory, NodeInstance, OtlpPayload, Outputs,
+        async_trait,
+    };
+
+    #[derive(Deserialize)]
+    #[serde(crate = "otap_df::node::serde", deny_unknown_fields)]
+    struct Config {
+        at: String,
+    }
+
+    pub static PANIC: NodeFactory = NodeFactory::new(
+        ComponentKind::Processor,
+        "bridge_test_panic",
+        "bridge-tests",
+    )
+    // It hands on what it takes: a payload it loses in a panic is not accepted.
+    .forwards_acknowledgements()
+    .validate_config(|config| {
+        let decoded: Config = config.decode()?;
+        assert!(decoded.at != "validate", "a node's validator panicked");
+        Ok(())
+    })
+    .create(|_, _, _| Ok(NodeInstance::Processor(Box::new(Panics))));
+
+    otap_df::node::submit_node!(PANIC);
+
+    struct Panics;
+
+    #[async_trait(?Send)]
+    impl LocalProcessor for Panics {
+        async fn process(&mut self, _: OtlpPayload, _: &Outputs) -> Result<(), NodeError> {
+            panic!("a node panicked on the data path");
+        }
+    }
+}
+
+#[test]
+fn a_rust_panic_is_an_error_at_the_boundary_never_an_unwind_into_the_caller() {
+    // On the caller's thread: the configuration check.
+    let config = |at: &str| {
+        format!(
+            r#"{{ "nodes": {{ "p": {{ "type": "processor:bridge_test_panic", "config": {{ "at": "{at}" }} }} }} }}"#
+        )
+    };
+    let error = validate(PROCESSOR, &config("validate")).unwrap_or_default();
+    assert!(
+        error.starts_with("otap-df panicked: a node's validator panicked"),
+        "{error}"
+    );
+    assert_eq!(
+        start(PROCESSOR, &config("validate"), 601).map_err(|e| e.starts_with("otap-df panicked")),
+        Err(true)
+    );
+    // On the engine's thread: the node fails, the payload is refused, retryable.
+    let id = started(PROCESSOR, &config("process"), 602);
+    let (status, released, why) = consume_bytes(id, 0, &logs("boom"), 1);
+    assert_eq!(status, RETRYABLE, "{why:?}");
+    assert!(released);
+    assert!(why.is_some());
+    // The engine ended at the failure: later calls are answered at once.
+    let (status, _, why) = consume_bytes(id, 0, &logs("after"), 2);
+    assert_eq!(status, RETRYABLE);
+    let why = why.unwrap_or_default();
+    assert!(
+        why.starts_with("the otapdf component's engine ended: "),
+        "{why}"
+    );
+    // The engine stopped itself at the failure; stopping it reports how it ended.
+    let stopped = take(ffi::otapdf_stop(id)).unwrap_or_default();
+    assert!(
+        stopped.contains("a node panicked on the data path"),
+        "{stopped}"
+    );
 }
