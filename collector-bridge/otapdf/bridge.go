@@ -13,10 +13,13 @@ package otapdf
 
 extern int32_t otapdfGoConsume(uint64_t handle, uint32_t signal, uint8_t *data, size_t len,
                                uint64_t completion);
+extern void otapdfGoAnswer(uint64_t token, int32_t status, uint8_t *message, size_t len,
+                           int32_t released);
 extern void otapdfGoRelease(uint64_t token);
 
 static void otapdf_go_init(void) {
-	otapdf_init((otapdf_go_consume_fn)otapdfGoConsume, (otapdf_go_release_fn)otapdfGoRelease);
+	otapdf_init((otapdf_go_consume_fn)otapdfGoConsume, (otapdf_go_answer_fn)otapdfGoAnswer,
+	            (otapdf_go_release_fn)otapdfGoRelease);
 }
 */
 import "C"
@@ -27,6 +30,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/cgo"
+	"sync"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/consumer/consumererror"
@@ -118,25 +122,54 @@ func stop(id uint64) error {
 	return nil
 }
 
-// consume hands a component an OTLP export request and waits for its outcome. The bytes
-// are lent, not copied: pinned until otap-df no longer references them, which may be after
-// this returns (an exporter still merging them), when the release callback unpins them.
-func consume(id uint64, signal int, request []byte) error {
+// lentRequest is a request lent to otap-df while its call runs, and the Collector's data it
+// was marshalled from.
+type lentRequest struct {
+	size int
+	data any
+}
+
+// lent holds the requests lent to otap-df, by address: a payload that comes back out of the
+// component in the very bytes it went in with (a processor that kept it as it was) is
+// handed on as the data it was made from, not unmarshalled again.
+var lent sync.Map
+
+// submitted is a request handed to otap-df: its bytes pinned until released, and where its
+// outcome arrives.
+type submitted struct {
+	pinner  runtime.Pinner
+	outcome chan error
+}
+
+// consume hands a component an OTLP export request, marshalled from `original`, and waits
+// for its outcome (the goroutine parks; no thread is held in a C call). The bytes are lent,
+// not copied: pinned until otap-df no longer references them, which may be after the
+// outcome (an exporter still merging them), when the release callback unpins them.
+func consume(id uint64, signal int, request []byte, original any) error {
 	if len(request) == 0 {
 		return nil
 	}
-	pinner := new(runtime.Pinner)
-	pinner.Pin(&request[0])
-	token := cgo.NewHandle(pinner)
+	address := uintptr(unsafe.Pointer(&request[0]))
+	lent.Store(address, lentRequest{size: len(request), data: original})
+	defer lent.Delete(address)
+	call := &submitted{outcome: make(chan error, 1)}
+	call.pinner.Pin(&request[0])
+	token := cgo.NewHandle(call)
 	data, size := bytesPointer(request)
-	var released C.int32_t
 	var message *C.char
-	status := C.otapdf_consume(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(token), &released, &message)
-	if released != 0 {
-		pinner.Unpin()
+	status := C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(token), &message)
+	if status != statusAccepted {
+		// Refused now: released, and no callback names the token.
+		call.pinner.Unpin()
 		token.Delete()
+		why, _ := takeString(message)
+		return outcomeError(int(status), why)
 	}
-	why, _ := takeString(message)
+	return <-call.outcome
+}
+
+// outcomeError is the Collector's error for an outcome.
+func outcomeError(status int, why string) error {
 	switch status {
 	case statusAccepted:
 		return nil

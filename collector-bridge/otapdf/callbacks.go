@@ -11,18 +11,35 @@ import "C"
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"runtime/cgo"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/consumer/consumererror"
 )
 
+//export otapdfGoAnswer
+func otapdfGoAnswer(token C.uint64_t, status C.int32_t, message *C.uint8_t, size C.size_t, released C.int32_t) {
+	handle := cgo.Handle(token)
+	call, ok := handle.Value().(*submitted)
+	if !ok {
+		return
+	}
+	why := ""
+	if message != nil && size > 0 {
+		why = string(unsafe.Slice((*byte)(unsafe.Pointer(message)), int(size)))
+	}
+	if released != 0 {
+		call.pinner.Unpin()
+		handle.Delete()
+	}
+	call.outcome <- outcomeError(int(status), why)
+}
+
 //export otapdfGoRelease
 func otapdfGoRelease(token C.uint64_t) {
 	handle := cgo.Handle(token)
-	if pinner, ok := handle.Value().(*runtime.Pinner); ok {
-		pinner.Unpin()
+	if call, ok := handle.Value().(*submitted); ok {
+		call.pinner.Unpin()
 	}
 	handle.Delete()
 }

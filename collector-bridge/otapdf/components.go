@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/cgo"
 	"sync"
+	"unsafe"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/connector"
@@ -28,7 +29,7 @@ type Config struct {
 	Connections []any          `mapstructure:"connections" json:"connections,omitempty"`
 	// Cores is how many pipeline instances (threads) run the fragment (default 1).
 	Cores int `mapstructure:"cores" json:"cores,omitempty"`
-	// QueueSize bounds the payloads waiting between the runtimes, each way (default 64):
+	// QueueSize bounds the payloads waiting between the runtimes, each way (default 256):
 	// past it, the Collector's side gets a retryable error.
 	QueueSize int `mapstructure:"queue_size" json:"queue_size,omitempty"`
 
@@ -127,7 +128,7 @@ func (b *bridged) ConsumeLogs(_ context.Context, data plog.Logs) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalLogs, request)
+	return consume(id, signalLogs, request, data)
 }
 
 func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
@@ -139,7 +140,7 @@ func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalTraces, request)
+	return consume(id, signalTraces, request, data)
 }
 
 func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error {
@@ -151,7 +152,21 @@ func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error 
 	if err != nil {
 		return err
 	}
-	return consume(id, signalMetrics, request)
+	return consume(id, signalMetrics, request, data)
+}
+
+// original is the Collector's data `request` was marshalled from, when it is a request lent
+// to otap-df whose call still runs, coming back out unchanged (the same bytes, whole): it
+// is handed on as it came in, as a Collector processor that keeps data hands it on.
+func original(request []byte) any {
+	if len(request) == 0 {
+		return nil
+	}
+	entry, ok := lent.Load(uintptr(unsafe.Pointer(&request[0])))
+	if !ok || entry.(lentRequest).size != len(request) {
+		return nil
+	}
+	return entry.(lentRequest).data
 }
 
 // deliver hands what the engine's outlet gives to the next consumer of its signal.
@@ -161,27 +176,36 @@ func (b *bridged) deliver(signal int, request []byte, done func(error)) error {
 		if b.logs == nil {
 			return consumererror.NewPermanent(errors.New("no Collector logs pipeline takes this component's output"))
 		}
-		data, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(request)
-		if err != nil {
-			return consumererror.NewPermanent(err)
+		data, ok := original(request).(plog.Logs)
+		if !ok {
+			var err error
+			if data, err = (&plog.ProtoUnmarshaler{}).UnmarshalLogs(request); err != nil {
+				return consumererror.NewPermanent(err)
+			}
 		}
 		go func() { done(b.logs.ConsumeLogs(context.Background(), data)) }()
 	case signalTraces:
 		if b.traces == nil {
 			return consumererror.NewPermanent(errors.New("no Collector traces pipeline takes this component's output"))
 		}
-		data, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(request)
-		if err != nil {
-			return consumererror.NewPermanent(err)
+		data, ok := original(request).(ptrace.Traces)
+		if !ok {
+			var err error
+			if data, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(request); err != nil {
+				return consumererror.NewPermanent(err)
+			}
 		}
 		go func() { done(b.traces.ConsumeTraces(context.Background(), data)) }()
 	case signalMetrics:
 		if b.metrics == nil {
 			return consumererror.NewPermanent(errors.New("no Collector metrics pipeline takes this component's output"))
 		}
-		data, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(request)
-		if err != nil {
-			return consumererror.NewPermanent(err)
+		data, ok := original(request).(pmetric.Metrics)
+		if !ok {
+			var err error
+			if data, err = (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(request); err != nil {
+				return consumererror.NewPermanent(err)
+			}
 		}
 		go func() { done(b.metrics.ConsumeMetrics(context.Background(), data)) }()
 	default:

@@ -3,13 +3,14 @@
 //! Every function catches a panic at the boundary and reports it as an error: a Rust panic
 //! never unwinds into Go. Strings handed out are freed with [`otapdf_free`].
 //!
-//! Go → Rust ([`otapdf_consume`]) blocks the calling goroutine until the component's outcome
-//! and borrows the caller's bytes (pinned by the Go side) without copying: when the call
-//! returns with `*released == 0`, the payload is still referenced (an exporter merging it
-//! into a batch) and the Go side keeps the bytes pinned until the release callback names
-//! `token`. Rust → Go (the outlet) is asynchronous on the Rust side: the consume callback
-//! copies the bytes into the Collector's data model before it returns and answers later
-//! through [`otapdf_complete`].
+//! Go → Rust ([`otapdf_submit`]) queues the payload and returns; the outcome comes through
+//! the answer callback, exactly once (the Go caller waits for it on a channel: no thread is
+//! held in a C call meanwhile). The caller's bytes are borrowed (pinned by the Go side), not
+//! copied: the answer says whether they are still referenced (an exporter merging them),
+//! and the release callback names them once they are not. Rust → Go (the outlet) is
+//! asynchronous on the Rust side: the consume callback copies the bytes into the Collector's
+//! data model (or recognises a request the Go side lent, coming back unchanged) before it
+//! returns, and answers later through [`otapdf_complete`].
 
 use std::ffi::{CString, c_char};
 use std::panic::AssertUnwindSafe;
@@ -34,11 +35,18 @@ pub type GoConsume = unsafe extern "C" fn(
     completion: u64,
 ) -> i32;
 
+/// The Go side's answer callback: the outcome of the payload it submitted with `token`
+/// ([`ACCEPTED`], [`RETRYABLE`] or [`PERMANENT`], why in `len` bytes of UTF-8 at `message`),
+/// and whether its bytes are released already (1) or will be through the release callback (0).
+pub type GoAnswer =
+    unsafe extern "C" fn(token: u64, status: i32, message: *const u8, len: usize, released: i32);
+
 /// The Go side's release callback: the bytes it passed with `token` are no longer referenced.
 pub type GoRelease = unsafe extern "C" fn(token: u64);
 
 struct Callbacks {
     consume: GoConsume,
+    answer: GoAnswer,
     release: GoRelease,
 }
 
@@ -103,10 +111,14 @@ unsafe fn bytes_at<'a>(data: *const u8, len: usize) -> &'a [u8] {
 /// Registers the Go side's callbacks (once per process; later calls change nothing).
 ///
 /// # Safety
-/// Both are valid functions for the life of the process, callable from any thread.
+/// All are valid functions for the life of the process, callable from any thread.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_init(consume: GoConsume, release: GoRelease) {
-    let _ = CALLBACKS.set(Callbacks { consume, release });
+pub unsafe extern "C" fn otapdf_init(consume: GoConsume, answer: GoAnswer, release: GoRelease) {
+    let _ = CALLBACKS.set(Callbacks {
+        consume,
+        answer,
+        release,
+    });
 }
 
 /// Checks a component's configuration (`role`: 0 extension, 1 receiver, 2 processor,
@@ -172,11 +184,11 @@ pub extern "C" fn otapdf_stop(id: u64) -> *mut c_char {
 
 const BORROWED: u8 = 0;
 const RELEASED: u8 = 1;
-const RETURNED: u8 = 2;
+const ANSWERED: u8 = 2;
 
 /// Go memory the payload borrows: released when the last reference to the payload's bytes
-/// goes. If the call that lent it has returned by then, the release callback tells the Go
-/// side to unpin it.
+/// goes. If the payload was answered by then, the release callback tells the Go side to
+/// unpin it; before, the answer says it.
 struct Borrowed {
     data: *const u8,
     len: usize,
@@ -198,7 +210,7 @@ impl AsRef<[u8]> for Borrowed {
 
 impl Drop for Borrowed {
     fn drop(&mut self) {
-        if self.state.swap(RELEASED, Ordering::AcqRel) == RETURNED
+        if self.state.swap(RELEASED, Ordering::AcqRel) == ANSWERED
             && let Some(callbacks) = CALLBACKS.get()
         {
             // SAFETY: a valid callback (otapdf_init's contract).
@@ -207,23 +219,31 @@ impl Drop for Borrowed {
     }
 }
 
+fn status_of(outcome: Result<(), Refusal>) -> (i32, String) {
+    match outcome {
+        Ok(()) => (ACCEPTED, String::new()),
+        Err(Refusal::Retryable(why)) => (RETRYABLE, why),
+        Err(Refusal::Permanent(why)) => (PERMANENT, why),
+    }
+}
+
 /// Hands component `id` an OTLP export request of `signal` (0 logs, 1 traces, 2 metrics;
-/// protobuf) and waits for its outcome: [`ACCEPTED`], [`RETRYABLE`] or [`PERMANENT`], with
-/// why in `*message` (null when accepted). The bytes are borrowed, not copied: `*released`
-/// is 1 when nothing references them any more, 0 when the release callback will name `token`
-/// once nothing does.
+/// protobuf) whose `len` bytes at `data` are borrowed, not copied. Returns 0 once it is
+/// queued: the answer callback then tells its outcome, with `token`, exactly once. Otherwise
+/// it is refused now — [`RETRYABLE`] (a full queue, a component not running) or
+/// [`PERMANENT`] (not OTLP) with why in `*message` — its bytes are released and no callback
+/// names `token`.
 ///
 /// # Safety
 /// `data` points to `len` bytes that stay valid and unchanged until released (see above);
-/// `released` and `message` point to writable values.
+/// `message` points to a writable pointer.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_consume(
+pub unsafe extern "C" fn otapdf_submit(
     id: u64,
     signal: u32,
     data: *const u8,
     len: usize,
     token: u64,
-    released: *mut i32,
     message: *mut *mut c_char,
 ) -> i32 {
     let state = Arc::new(AtomicU8::new(BORROWED));
@@ -243,28 +263,40 @@ pub unsafe extern "C" fn otapdf_consume(
         let shape = otap_df::nodes::otlp::wire::count(signal, &bytes)
             .map_err(|e| Refusal::Permanent(format!("not an OTLP {signal} export request: {e}")))?;
         let records = u64::try_from(shape.records).unwrap_or(u64::MAX);
-        host::consume(
+        let answered = state.clone();
+        host::submit(
             id,
             OtlpPayload::new(signal, Encoding::Protobuf, records, bytes),
+            move |outcome| {
+                // Whoever comes second — this answer or the last reference's drop — tells
+                // the Go side the bytes are free.
+                let released = answered
+                    .compare_exchange(BORROWED, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err();
+                let (status, why) = status_of(outcome);
+                if let Some(callbacks) = CALLBACKS.get() {
+                    // SAFETY: a valid callback (otapdf_init's contract); `why` lives through it.
+                    unsafe {
+                        (callbacks.answer)(
+                            token,
+                            status,
+                            why.as_ptr(),
+                            why.len(),
+                            i32::from(released),
+                        );
+                    }
+                }
+            },
         )
     }))
     .unwrap_or_else(|p| Err(Refusal::Retryable(panicked(&*p))));
-    // Whoever comes second — this return or the last reference's drop — tells the Go side.
-    let done = state
-        .compare_exchange(BORROWED, RETURNED, Ordering::AcqRel, Ordering::Acquire)
-        .is_err();
-    if !released.is_null() {
-        // SAFETY: the caller's contract.
-        unsafe { *released = i32::from(done) };
-    }
     let (status, why) = match outcome {
-        Ok(()) => (ACCEPTED, None),
-        Err(Refusal::Retryable(why)) => (RETRYABLE, Some(why)),
-        Err(Refusal::Permanent(why)) => (PERMANENT, Some(why)),
+        Ok(()) => return ACCEPTED,
+        Err(refusal) => status_of(Err(refusal)),
     };
     if !message.is_null() {
         // SAFETY: the caller's contract.
-        unsafe { *message = why.map_or(std::ptr::null_mut(), c_string) };
+        unsafe { *message = c_string(why) };
     }
     status
 }

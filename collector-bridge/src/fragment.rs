@@ -26,7 +26,7 @@ const EXTENSION: &str = "extension";
 /// `queue_size` when the configuration gives none: payloads the Collector may have handed a
 /// component and not yet had answered, and payloads a component may have handed the
 /// Collector's next consumer and not yet had answered.
-pub const DEFAULT_QUEUE_SIZE: usize = 64;
+pub const DEFAULT_QUEUE_SIZE: usize = 256;
 
 /// What kind of Collector component hosts the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,8 +230,13 @@ fn data(role: Role, component: u64, mut map: Mapping) -> Result<Fragment, String
             ));
         }
     };
+    // A processor or connector with no nodes hands on what it takes as it is (a forward
+    // connector; what the benchmarks cross with).
+    let passes = matches!(role, Role::Processor | Role::Connector);
     let mut nodes = match map.remove("nodes") {
         Some(Value::Mapping(m)) if !m.is_empty() => m,
+        None | Some(Value::Null) if passes => Mapping::new(),
+        Some(Value::Mapping(m)) if passes => m,
         None | Some(Value::Null) => {
             return Err(format!(
                 "`nodes` is required: the otap-df {} this component runs",
@@ -305,6 +310,9 @@ fn data(role: Role, component: u64, mut map: Mapping) -> Result<Fragment, String
         }
     }
     connections.extend(added);
+    if kinds.is_empty() {
+        connections.push(connection(INLET, OUTLET));
+    }
     if role.has_inlet() {
         nodes.insert(
             INLET.into(),
@@ -515,6 +523,26 @@ mod tests {
                 ("collector_in".to_owned(), "dedup".to_owned()),
                 ("dedup".to_owned(), "collector_out".to_owned()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_processor_without_nodes_hands_on_what_it_takes() {
+        let fragment =
+            build(Role::Connector, 2, "{}", &registry()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            fragment
+                .text
+                .contains("- from: collector_in\n          to: collector_out"),
+            "{}",
+            fragment.text
+        );
+        assert_eq!(
+            build(Role::Exporter, 2, "{}", &registry()).map(|f| f.text),
+            Err(
+                "`nodes` is required: the otap-df processors and exporters this component runs"
+                    .to_owned()
+            )
         );
     }
 

@@ -40,7 +40,51 @@ impl From<NotAccepted> for Refusal {
 #[derive(Debug)]
 pub(crate) struct Inbound {
     pub(crate) payload: OtlpPayload,
-    pub(crate) answer: oneshot::Sender<Result<(), Refusal>>,
+    pub(crate) reply: Reply,
+}
+
+/// Where a payload's outcome goes: told exactly once. A reply dropped untold (a component
+/// stopping with the payload queued) tells "stopped, send it again".
+pub struct Reply {
+    deliver: Option<Box<dyn FnOnce(Result<(), Refusal>) + Send>>,
+    ended: Arc<OnceLock<String>>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("told", &self.deliver.is_none())
+            .finish()
+    }
+}
+
+impl Reply {
+    /// Tells `outcome`.
+    pub(crate) fn send(mut self, outcome: Result<(), Refusal>) {
+        if let Some(deliver) = self.deliver.take() {
+            deliver(outcome);
+        }
+    }
+
+    /// Will tell nothing (the caller was answered otherwise).
+    fn disarm(mut self) {
+        self.deliver = None;
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(deliver) = self.deliver.take() {
+            deliver(Err(Refusal::Retryable(stopped(&self.ended))));
+        }
+    }
+}
+
+fn stopped(ended: &OnceLock<String>) -> String {
+    match ended.get() {
+        Some(why) => format!("the otapdf component's engine ended: {why}"),
+        None => "the otapdf component stopped before the payload was accepted".to_owned(),
+    }
 }
 
 /// What an extension component's instance grants the Collector.
@@ -63,8 +107,8 @@ pub(crate) struct Host {
     pub(crate) outlet_room: Arc<Semaphore>,
     pub(crate) queue_size: usize,
     pub(crate) granted: Mutex<Granted>,
-    /// Set when the engine ended by itself (a node failed): why.
-    ended: OnceLock<String>,
+    /// Set when the engine ended (stopped, or a node failed): how.
+    ended: Arc<OnceLock<String>>,
     shutdown: ShutdownHandle,
     telemetry: Arc<Telemetry>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<(), otap_df::core::runtime::EngineError>>>>,
@@ -152,7 +196,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         outlet_room: Arc::new(Semaphore::new(fragment.queue_size)),
         queue_size: fragment.queue_size,
         granted: Mutex::default(),
-        ended: OnceLock::new(),
+        ended: Arc::default(),
         shutdown: engine.shutdown_handle(),
         telemetry: engine.telemetry(),
         thread: Mutex::new(None),
@@ -241,12 +285,16 @@ pub fn stop(id: u64) -> Result<(), String> {
     }
 }
 
-/// Hands `payload` to component `id` and waits for its outcome: accepted (by the node that
-/// settles acknowledgements — the outlet, once the Collector's next consumer took it; a
-/// durable queue, once on disk — or else as the fragment's exporters take it) or refused.
-/// A full queue (`queue_size`) is refused at once, retryable: the Collector's own retry and
-/// backpressure take over.
-pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
+/// Hands `payload` to component `id`; `deliver` is told its outcome, exactly once: accepted
+/// (by the node that settles acknowledgements — the outlet, once the Collector's next
+/// consumer took it; a durable queue, once on disk — or else as the fragment's exporters take
+/// it) or refused. What cannot be queued — a full queue (`queue_size`), a component that is
+/// not running, one that takes no data — is refused at once, here, and `deliver` is not told.
+pub fn submit(
+    id: u64,
+    payload: OtlpPayload,
+    deliver: impl FnOnce(Result<(), Refusal>) + Send + 'static,
+) -> Result<(), Refusal> {
     let Some(host) = host(id) else {
         return Err(Refusal::Retryable(format!(
             "otapdf component {id} is not running"
@@ -258,27 +306,39 @@ pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
             host.role
         )));
     };
-    let (answer, outcome) = oneshot::channel();
-    match inlet.try_send(Inbound { payload, answer }) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            return Err(Refusal::Retryable(format!(
+    let reply = Reply {
+        deliver: Some(Box::new(deliver)),
+        ended: host.ended.clone(),
+    };
+    match inlet.try_send(Inbound { payload, reply }) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(inbound)) => {
+            inbound.reply.disarm();
+            Err(Refusal::Retryable(format!(
                 "the otapdf component's queue is full (queue_size {})",
                 host.queue_size
-            )));
+            )))
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return Err(Refusal::Retryable(match host.ended.get() {
+        Err(mpsc::error::TrySendError::Closed(inbound)) => {
+            inbound.reply.disarm();
+            Err(Refusal::Retryable(match host.ended.get() {
                 Some(why) => format!("the otapdf component's engine ended: {why}"),
                 None => "the otapdf component is stopping".to_owned(),
-            }));
+            }))
         }
     }
+}
+
+/// [`submit`], waiting on the calling thread for the outcome (not a thread of a Tokio runtime).
+pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
+    let (answer, outcome) = oneshot::channel();
+    submit(id, payload, move |result| {
+        let _ = answer.send(result);
+    })?;
     outcome.blocking_recv().unwrap_or_else(|_| {
-        Err(Refusal::Retryable(match host.ended.get() {
-            Some(why) => format!("the otapdf component's engine ended: {why}"),
-            None => "the otapdf component stopped before the payload was accepted".to_owned(),
-        }))
+        Err(Refusal::Retryable(
+            "the otapdf component dropped the payload's answer".to_owned(),
+        ))
     })
 }
 

@@ -122,10 +122,7 @@ impl LocalReceiver for Inlet {
 
 impl Inlet {
     async fn take(&self, inbound: Inbound, context: &ReceiverContext) -> Result<(), NodeError> {
-        let Inbound {
-            mut payload,
-            answer,
-        } = inbound;
+        let Inbound { mut payload, reply } = inbound;
         let records = payload.records();
         let wait = if self.context.awaits_acknowledgement {
             let (ack, wait) = Acknowledgement::new();
@@ -135,7 +132,7 @@ impl Inlet {
             None
         };
         if let Err(error) = context.outputs.send(payload).await {
-            let _ = answer.send(Err(Refusal::Retryable(format!(
+            reply.send(Err(Refusal::Retryable(format!(
                 "the otapdf component could not take the payload: {error}"
             ))));
             return Err(error);
@@ -143,13 +140,13 @@ impl Inlet {
         NodeCounters::add(&context.outputs.counters().records_in, records);
         match wait {
             None => {
-                let _ = answer.send(Ok(()));
+                reply.send(Ok(()));
             }
             // The answer waits for the settlement, off this loop: the next payload is taken
             // meanwhile (up to `queue_size` wait at once, bounded by the Go side's callers).
             Some(wait) => {
                 tokio::task::spawn_local(async move {
-                    let _ = answer.send(wait.await.map_err(Refusal::from));
+                    reply.send(wait.await.map_err(Refusal::from));
                 });
             }
         }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use otap_df::core::data::Signal;
 use otap_df_collector_bridge::ffi::{self, ACCEPTED, PERMANENT, RETRYABLE};
@@ -29,10 +29,14 @@ struct Collector {
     released: Vec<u64>,
     /// Completions kept unanswered (`Mode::Hold`), by handle.
     held: HashMap<u64, Vec<u64>>,
+    /// Outcomes of submitted payloads, by token: status, why, released with the answer.
+    answers: HashMap<u64, (i32, String, bool)>,
 }
 
+static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
+static ANSWERED: Condvar = Condvar::new();
+
 fn collector() -> MutexGuard<'static, Collector> {
-    static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
     COLLECTOR
         .get_or_init(Mutex::default)
         .lock()
@@ -74,13 +78,32 @@ unsafe extern "C" fn consume(
     ACCEPTED
 }
 
+unsafe extern "C" fn answer(
+    token: u64,
+    status: i32,
+    message: *const u8,
+    len: usize,
+    released: i32,
+) {
+    let why = if message.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the bridge's contract: `len` bytes valid through the call.
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(message, len) }).into_owned()
+    };
+    collector()
+        .answers
+        .insert(token, (status, why, released == 1));
+    ANSWERED.notify_all();
+}
+
 unsafe extern "C" fn release(token: u64) {
     collector().released.push(token);
 }
 
 fn init() {
-    // SAFETY: both live for the process and are callable from any thread.
-    unsafe { ffi::otapdf_init(consume, release) };
+    // SAFETY: all live for the process and are callable from any thread.
+    unsafe { ffi::otapdf_init(consume, answer, release) };
 }
 
 /// Takes a string the bridge handed out.
@@ -128,25 +151,32 @@ fn validate(role: u32, config: &str) -> Option<String> {
     take(unsafe { ffi::otapdf_validate(role, config.as_ptr(), config.len()) })
 }
 
-/// Hands `bytes` to component `id`: the status, whether the bytes were released by the
-/// return, and why when refused.
+/// Hands `bytes` to component `id` and waits (bounded) for the outcome: the status, whether
+/// the bytes were released by then, and why when refused. `token` must be unique in the test
+/// binary.
 fn consume_bytes(id: u64, signal: u32, bytes: &[u8], token: u64) -> (i32, bool, Option<String>) {
-    let mut released = 0;
     let mut message = std::ptr::null_mut();
     // SAFETY: the bytes outlive the call; a test keeps them alive (leaked) when the bridge
-    // may still hold them after it.
-    let status = unsafe {
-        ffi::otapdf_consume(
-            id,
-            signal,
-            bytes.as_ptr(),
-            bytes.len(),
-            token,
-            &mut released,
-            &mut message,
-        )
-    };
-    (status, released == 1, take(message))
+    // may still hold them after the answer.
+    let queued =
+        unsafe { ffi::otapdf_submit(id, signal, bytes.as_ptr(), bytes.len(), token, &mut message) };
+    if queued != ACCEPTED {
+        // Refused now: the bytes are released.
+        return (queued, true, take(message));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut collector = collector();
+    loop {
+        if let Some((status, why, released)) = collector.answers.remove(&token) {
+            return (status, released, (status != ACCEPTED).then_some(why));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no answer for token {token}");
+        collector = ANSWERED
+            .wait_timeout(collector, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
 }
 
 fn logs(tag: &str) -> Vec<u8> {
@@ -204,7 +234,7 @@ fn the_next_consumers_refusals_reach_the_caller_retryable_or_dropped() {
     let retry = 201;
     collector().modes.insert(retry, Mode::Refuse(RETRYABLE));
     let id = started(PROCESSOR, DEDUP, retry);
-    let (status, _, why) = consume_bytes(id, 0, &logs("r"), 1);
+    let (status, _, why) = consume_bytes(id, 0, &logs("r"), 2001);
     assert_eq!(status, RETRYABLE);
     assert_eq!(why.as_deref(), Some("refused by the stand-in"));
     stop(id);
@@ -214,14 +244,14 @@ fn the_next_consumers_refusals_reach_the_caller_retryable_or_dropped() {
     let permanent = 202;
     collector().modes.insert(permanent, Mode::Refuse(PERMANENT));
     let id = started(PROCESSOR, DEDUP, permanent);
-    assert_eq!(consume_bytes(id, 0, &logs("p"), 1).0, ACCEPTED);
+    assert_eq!(consume_bytes(id, 0, &logs("p"), 2002).0, ACCEPTED);
     stop(id);
 }
 
 #[test]
 fn what_is_not_otlp_is_refused_for_good_and_a_stopped_component_retryable() {
     let id = started(PROCESSOR, DEDUP, 301);
-    let (status, released, why) = consume_bytes(id, 0, &[0xff, 0xff, 0xff], 1);
+    let (status, released, why) = consume_bytes(id, 0, &[0xff, 0xff, 0xff], 3001);
     assert_eq!(status, PERMANENT);
     assert!(released);
     let why = why.unwrap_or_default();
@@ -229,13 +259,13 @@ fn what_is_not_otlp_is_refused_for_good_and_a_stopped_component_retryable() {
         why.starts_with("not an OTLP logs export request: "),
         "{why}"
     );
-    let (status, _, why) = consume_bytes(id, 7, &logs("x"), 2);
+    let (status, _, why) = consume_bytes(id, 7, &logs("x"), 3002);
     assert_eq!(
         (status, why.as_deref()),
         (PERMANENT, Some("unknown signal code 7"))
     );
     stop(id);
-    let (status, _, why) = consume_bytes(id, 0, &logs("x"), 3);
+    let (status, _, why) = consume_bytes(id, 0, &logs("x"), 3003);
     assert_eq!(status, RETRYABLE);
     assert_eq!(why, Some(format!("otapdf component {id} is not running")));
 }
@@ -358,7 +388,7 @@ fn a_full_queue_is_refused_at_once_retryable_and_what_it_held_is_delivered_after
         let n = callers.len();
         callers.push(std::thread::spawn(move || {
             let batch = logs(&format!("full-{n}"));
-            let _ = results.send(consume_bytes(id, 0, &batch, n as u64));
+            let _ = results.send(consume_bytes(id, 0, &batch, 5000 + n as u64));
         }));
         // A call either waits (the component took it) or comes back refused at once; a
         // slow machine only makes this start one more call than needed.
@@ -467,12 +497,12 @@ fn a_rust_panic_is_an_error_at_the_boundary_never_an_unwind_into_the_caller() {
     );
     // On the engine's thread: the node fails, the payload is refused, retryable.
     let id = started(PROCESSOR, &config("process"), 602);
-    let (status, released, why) = consume_bytes(id, 0, &logs("boom"), 1);
+    let (status, released, why) = consume_bytes(id, 0, &logs("boom"), 6001);
     assert_eq!(status, RETRYABLE, "{why:?}");
     assert!(released);
     assert!(why.is_some());
     // The engine ended at the failure: later calls are answered at once.
-    let (status, _, why) = consume_bytes(id, 0, &logs("after"), 2);
+    let (status, _, why) = consume_bytes(id, 0, &logs("after"), 6002);
     assert_eq!(status, RETRYABLE);
     let why = why.unwrap_or_default();
     assert!(

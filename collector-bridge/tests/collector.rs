@@ -508,3 +508,38 @@ exporters:
     assert_eq!(log.matches("otap-df engine stopped").count(), 6, "{log}");
     sink.stop().unwrap();
 }
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
+fn the_readmes_collector_configurations_validate() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("the README");
+    let section = readme
+        .split("\n## Inside the OpenTelemetry Collector")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's bridge section");
+    let blocks: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 2, "the section's configurations");
+    let dir = TempDir::new("bridge-readme");
+    for (i, block) in blocks.iter().enumerate() {
+        let path = dir.path(&format!("readme-{i}.yaml"));
+        std::fs::write(&path, block).unwrap();
+        let output = Command::new(otelcol())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .env("SENDER_TOKEN", "a-token")
+            .output()
+            .expect("the Collector runs");
+        assert!(
+            output.status.success(),
+            "README configuration {i} does not validate: {}{}\n{block}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

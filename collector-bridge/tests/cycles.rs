@@ -49,6 +49,8 @@ unsafe extern "C" fn consume(_: u64, _: u32, _: *const u8, _: usize, completion:
     ffi::ACCEPTED
 }
 
+unsafe extern "C" fn answer(_: u64, _: i32, _: *const u8, _: usize, _: i32) {}
+
 unsafe extern "C" fn release(_: u64) {}
 
 fn threads() -> usize {
@@ -72,8 +74,8 @@ fn cycle(batches: &[otap_df::core::data::OtlpPayload]) {
 
 #[test]
 fn start_stop_cycles_leave_no_thread_and_no_memory_behind() {
-    // SAFETY: both live for the process and are callable from any thread.
-    unsafe { ffi::otapdf_init(consume, release) };
+    // SAFETY: all live for the process and are callable from any thread.
+    unsafe { ffi::otapdf_init(consume, answer, release) };
     let batches: Vec<_> = (0..20)
         .map(|i| otap_df::nodes::otlp::synthetic(Signal::Logs, 100, &format!("b{i}"), 1))
         .collect();

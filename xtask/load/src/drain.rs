@@ -139,6 +139,7 @@ pub fn drain(options: &DrainOptions) -> Result<Vec<Drained>, String> {
             let outcome = client.block_on(drive::drive(
                 address,
                 Arc::clone(&request),
+                None,
                 options.connections,
                 Duration::ZERO,
                 Duration::from_secs(1),

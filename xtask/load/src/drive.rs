@@ -83,10 +83,13 @@ pub fn request(
 }
 
 /// Runs `connections` closed-loop clients against `address` for `warmup + measure`; counts
-/// the answers that arrive inside the measured window.
+/// the answers that arrive inside the measured window. With `stamp`, the 8 bytes of the
+/// request at that offset (a record's fixed64 timestamp) are rewritten for every request, so
+/// that no two requests are alike (a deduplicating server must do all its work each time).
 pub async fn drive(
     address: SocketAddr,
     request: Arc<[u8]>,
+    stamp: Option<usize>,
     connections: usize,
     warmup: Duration,
     measure: Duration,
@@ -94,8 +97,12 @@ pub async fn drive(
     let begin = Instant::now() + warmup;
     let end = begin + measure;
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        clients.spawn(client(address, request.clone(), begin, end));
+    for index in 0..connections {
+        let request = Request {
+            bytes: request.clone(),
+            stamp: stamp.map(|at| (at, (index as u64) << 40)),
+        };
+        clients.spawn(client(address, request, begin, end));
     }
     let mut total = Outcome {
         window: measure,
@@ -116,8 +123,36 @@ struct Answer {
     close: bool,
 }
 
-async fn client(address: SocketAddr, request: Arc<[u8]>, begin: Instant, end: Instant) -> Outcome {
+/// One client's request: the same bytes each time, or with a fresh stamp at an offset.
+struct Request {
+    bytes: Arc<[u8]>,
+    /// Where the stamp goes, and the client's next stamp.
+    stamp: Option<(usize, u64)>,
+}
+
+impl Request {
+    /// The bytes to send next.
+    fn next(&mut self, own: &mut Vec<u8>) -> bool {
+        let Some((at, stamp)) = &mut self.stamp else {
+            return false;
+        };
+        if own.is_empty() {
+            own.extend_from_slice(&self.bytes);
+        }
+        *stamp += 1;
+        own[*at..*at + 8].copy_from_slice(&stamp.to_le_bytes());
+        true
+    }
+}
+
+async fn client(
+    address: SocketAddr,
+    mut request: Request,
+    begin: Instant,
+    end: Instant,
+) -> Outcome {
     let mut outcome = Outcome::default();
+    let mut own = Vec::new();
     let mut stream: Option<TcpStream> = None;
     let mut buffer = Vec::with_capacity(8192);
     let mut opened = 0u64;
@@ -144,9 +179,14 @@ async fn client(address: SocketAddr, request: Arc<[u8]>, begin: Instant, end: In
         let Some(connection) = stream.as_mut() else {
             continue;
         };
+        let bytes: &[u8] = if request.next(&mut own) {
+            &own
+        } else {
+            &request.bytes
+        };
         let sent = Instant::now();
         let exchanged =
-            tokio::time::timeout_at(deadline, exchange(connection, &request, &mut buffer)).await;
+            tokio::time::timeout_at(deadline, exchange(connection, bytes, &mut buffer)).await;
         let answered = Instant::now();
         // Throughput is answers per second of the window, whenever the request was sent.
         let counted = answered >= begin && answered <= end;
@@ -424,6 +464,7 @@ pub fn once(options: Once) -> Result<(), String> {
         runtime.block_on(drive(
             options.address,
             request,
+            None,
             options.connections,
             options.warmup,
             options.measure,

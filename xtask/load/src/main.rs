@@ -61,13 +61,20 @@ enum Command {
         /// grpc-receiver, grpc-receiver+auth, otelcol-grpc-receiver, grpc-gateway,
         /// grpc-gateway+auth, grpc-gateway+durable+auth, otelcol-grpc-gateway,
         /// otelcol-grpc-gateway-blocking (their
-        /// connection count is the number of concurrent calls, 16 to an HTTP/2 connection).
+        /// connection count is the number of concurrent calls, 16 to an HTTP/2 connection),
+        /// and bridge-baseline, bridge-dedup (the Collector with the bridge, without and with
+        /// our dedup processor; every request distinct).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// The OpenTelemetry Collector binary (`cargo xtask interop` builds it into
         /// target/otelcol/) for the `otelcol-*` targets, which are left out without it.
         #[arg(long)]
         otelcol: Option<PathBuf>,
+        /// The Collector with the bridge (`cargo xtask collector-bridge` builds it into
+        /// target/otelcol-otapdf/; `cargo xtask bench bridge` with the release library) for
+        /// the `bridge-*` targets, which are left out without it.
+        #[arg(long)]
+        bridge: Option<PathBuf>,
         /// CPUs of the server under test (`taskset -c` syntax); default: CPU 0 when the
         /// machine has more than one.
         #[arg(long)]
@@ -211,6 +218,7 @@ fn main() -> ExitCode {
             seconds,
             only,
             otelcol,
+            bridge,
             server_cpus,
             client_cpus,
             client_threads,
@@ -238,6 +246,7 @@ fn main() -> ExitCode {
                 work_dir,
                 rounds,
                 otelcol,
+                bridge,
             };
             eprintln!(
                 "server CPUs: {}, client CPUs: {} ({client_threads} client threads)",

@@ -42,6 +42,8 @@ pub struct SweepOptions {
     pub rounds: usize,
     /// The OpenTelemetry Collector binary for the `otelcol-*` targets (`interop/otelcol`).
     pub otelcol: Option<PathBuf>,
+    /// The Collector with the bridge for the `bridge-*` targets (`collector-bridge`).
+    pub bridge: Option<PathBuf>,
 }
 
 /// The targets, in the order they run.
@@ -66,7 +68,13 @@ pub const TARGETS: &[&str] = &[
     "grpc-gateway+durable+auth",
     "otelcol-grpc-gateway",
     "otelcol-grpc-gateway-blocking",
+    "bridge-baseline",
+    "bridge-dedup",
 ];
+
+/// The timestamp of every record of the `bridge-*` targets' request: the client rewrites its
+/// first occurrence in each request, so that no two are alike.
+const STAMP: u64 = 0x5eed_0000_0000_0001;
 
 /// Whether `target` speaks OTLP/gRPC (its load is calls over HTTP/2 connections).
 fn grpc(target: &str) -> bool {
@@ -371,6 +379,42 @@ service:
     )
 }
 
+/// The configuration of the Collector with the bridge for `bridge-baseline` (OTLP/HTTP in on
+/// `port`, every request's data handed to the `nop` exporter) and, with `dedup`, for
+/// `bridge-dedup` (the same with our dedup processor, on `memory_kv`, in between).
+fn bridge_config(port: u16, dedup: bool) -> String {
+    let (processors, used) = if dedup {
+        (
+            "processors:
+  otapdf/dedup:
+    extensions:
+      seen: { type: extension:memory_kv }
+    nodes:
+      dedup: { type: processor:dedup, config: { ttl: 1m }, capabilities: { key_value_store: seen } }
+",
+            "otapdf/dedup",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{port}
+{processors}exporters:
+  nop:
+service:
+  telemetry:
+    logs: {{ level: warn }}
+    metrics: {{ level: none }}
+  pipelines:
+    logs: {{ receivers: [otlp], processors: [{used}], exporters: [nop] }}
+"
+    )
+}
+
 /// The Collector's configuration for `otelcol-grpc-gateway`, the same job as our
 /// `grpc-gateway`: OTLP/gRPC in on `port`, OTLP/gRPC out to `upstream`, uncompressed, with its
 /// exporter's defaults otherwise (a sending queue drained by 10 consumers, retries on); with
@@ -462,6 +506,9 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
             if target.starts_with("otelcol") && options.otelcol.is_none() {
                 continue;
             }
+            if target.starts_with("bridge-") && options.bridge.is_none() {
+                continue;
+            }
             if target == "receiver+wasm-auth" && !wasm {
                 continue;
             }
@@ -549,6 +596,18 @@ fn run_level(
             ],
             &log,
         )?
+    } else if let (true, Some(bridge)) = (target.starts_with("bridge-"), &options.bridge) {
+        let config = dir.join(format!("{target}.yaml"));
+        std::fs::write(&config, bridge_config(port, target == "bridge-dedup"))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        Process::spawn_with_env(
+            target,
+            server_cpus,
+            bridge,
+            &["--config".to_owned(), config.display().to_string()],
+            &log,
+            &[("GOMAXPROCS", "1")],
+        )?
     } else if let (true, Some(otelcol)) = (target.starts_with("otelcol"), &options.otelcol) {
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
         let text = if target == "otelcol-grpc-receiver" {
@@ -598,7 +657,16 @@ fn run_level(
     if target.ends_with("auth") {
         headers.push(("Authorization", authorization.as_str()));
     }
+    // The bridge's targets send distinct requests: the same size, a stamp rewritten in each.
+    let stamped;
+    let (body, stamp) = if target.starts_with("bridge-") {
+        stamped = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", STAMP);
+        (stamped.bytes().as_ref(), Some(STAMP))
+    } else {
+        (body, None)
+    };
     let request = drive::request(address, "/v1/logs", &headers, body);
+    let stamp = stamp.and_then(|stamp| request.windows(8).position(|w| w == stamp.to_le_bytes()));
     // CPU of both sides over the measured window, sampled from another thread.
     let pid = server.pid().to_string();
     let (warmup, measure) = (options.warmup, options.measure);
@@ -638,6 +706,7 @@ fn run_level(
         client.block_on(drive::drive(
             address,
             Arc::clone(&request),
+            stamp,
             connections,
             warmup,
             measure,

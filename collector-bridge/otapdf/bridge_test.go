@@ -1,0 +1,209 @@
+package otapdf
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.uber.org/zap"
+)
+
+// logs is a batch of `records` log records, distinct through `tag`, shaped as the load
+// tool's (one resource, one scope, a body and two attributes a record).
+func logs(records int, tag string) plog.Logs {
+	data := plog.NewLogs()
+	resource := data.ResourceLogs().AppendEmpty()
+	resource.Resource().Attributes().PutStr("service.name", "otapdf-bridge-bench")
+	scope := resource.ScopeLogs().AppendEmpty()
+	scope.Scope().SetName("bench")
+	for i := 0; i < records; i++ {
+		record := scope.LogRecords().AppendEmpty()
+		record.SetTimestamp(1)
+		record.Body().SetStr(fmt.Sprintf("%s record %d", tag, i))
+		record.Attributes().PutStr("tag", tag)
+		record.Attributes().PutInt("index", int64(i))
+	}
+	return data
+}
+
+func startComponent(t testing.TB, role int, config *Config, sink *consumertest.LogsSink) *bridged {
+	t.Helper()
+	b := &bridged{role: role, config: config, logger: zap.NewNop()}
+	if sink != nil {
+		b.logs = sink
+	}
+	if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return b
+}
+
+func dedup() *Config {
+	return &Config{
+		role: roleProcessor,
+		Extensions: map[string]any{
+			"seen": map[string]any{"type": "extension:memory_kv"},
+		},
+		Nodes: map[string]any{
+			"dedup": map[string]any{
+				"type":         "processor:dedup",
+				"capabilities": map[string]any{"key_value_store": "seen"},
+			},
+		},
+	}
+}
+
+func TestAProcessorHandsOnWhatItKeepsAndAnswersOnceTheNextConsumerDid(t *testing.T) {
+	sink := new(consumertest.LogsSink)
+	b := startComponent(t, roleProcessor, dedup(), sink)
+	for _, tag := range []string{"a", "b", "a", "c"} {
+		if err := b.ConsumeLogs(context.Background(), logs(100, tag)); err != nil {
+			t.Fatalf("batch %s: %v", tag, err)
+		}
+	}
+	// Each call returned after the next consumer took what it kept: no waiting here.
+	if got := sink.LogRecordCount(); got != 300 {
+		t.Fatalf("records handed on: %d, want 300", got)
+	}
+	if got := len(sink.AllLogs()); got != 3 {
+		t.Fatalf("batches handed on: %d, want 3", got)
+	}
+}
+
+func TestTheNextConsumersErrorsReachTheCallerRetryableOrPermanent(t *testing.T) {
+	for _, permanent := range []bool{false, true} {
+		err := fmt.Errorf("downstream refused")
+		if permanent {
+			err = consumererror.NewPermanent(err)
+		}
+		sink := consumertest.NewErr(err)
+		b := &bridged{role: roleProcessor, config: dedup(), logger: zap.NewNop(), logs: sink}
+		if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+			t.Fatal(err)
+		}
+		got := b.ConsumeLogs(context.Background(), logs(10, fmt.Sprint(permanent)))
+		_ = b.Shutdown(context.Background())
+		if permanent {
+			// Dropped where it was refused for good, as an exporter drops it: accepted here.
+			if got != nil {
+				t.Fatalf("permanent: %v", got)
+			}
+		} else if got == nil || consumererror.IsPermanent(got) || !strings.Contains(got.Error(), "downstream refused") {
+			t.Fatalf("retryable: %v", got)
+		}
+	}
+}
+
+func TestConfigurationErrorsAreLocatedInsideTheComponent(t *testing.T) {
+	config := dedup()
+	config.Nodes["dedup"].(map[string]any)["config"] = map[string]any{"ttl": "forever"}
+	err := config.Validate()
+	if err == nil || !strings.HasPrefix(err.Error(), "at `nodes.dedup.config.ttl`: ") {
+		t.Fatalf("%v", err)
+	}
+	if err := (&ExtensionConfig{Type: "bearer_auth", Config: map[string]any{"token": "x"}}).Validate(); err != nil {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestAStoppedComponentRefusesRetryable(t *testing.T) {
+	b := &bridged{role: roleProcessor, config: dedup(), logger: zap.NewNop(), logs: new(consumertest.LogsSink)}
+	if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := b.ConsumeLogs(context.Background(), logs(1, "late"))
+	if err == nil || consumererror.IsPermanent(err) {
+		t.Fatalf("%v", err)
+	}
+}
+
+// cpu is the process's CPU time so far (user and system).
+func cpu() time.Duration {
+	var usage syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &usage)
+	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano())
+}
+
+// measured runs `op` b.N times (in parallel when `parallel`), reporting the process's CPU
+// time per op beside the wall time.
+func measured(b *testing.B, parallel bool, op func() error) {
+	b.ReportAllocs()
+	before := cpu()
+	b.ResetTimer()
+	if parallel {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	} else {
+		for i := 0; i < b.N; i++ {
+			if err := op(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpu()-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// The Collector's own work for a batch of 100 records: what crossing costs is measured
+// beyond it.
+func BenchmarkMarshalLogs100(b *testing.B) {
+	data := logs(100, "bench")
+	marshaler := &plog.ProtoMarshaler{}
+	measured(b, false, func() error {
+		_, err := marshaler.MarshalLogs(data)
+		return err
+	})
+}
+
+func BenchmarkUnmarshalLogs100(b *testing.B) {
+	request, _ := (&plog.ProtoMarshaler{}).MarshalLogs(logs(100, "bench"))
+	unmarshaler := &plog.ProtoUnmarshaler{}
+	measured(b, false, func() error {
+		_, err := unmarshaler.UnmarshalLogs(request)
+		return err
+	})
+}
+
+func benchIntoRust(b *testing.B, parallel bool) {
+	sink := map[string]any{"sink": map[string]any{"type": "exporter:noop"}}
+	c := startComponent(b, roleExporter, &Config{role: roleExporter, Nodes: sink}, nil)
+	data := logs(100, "bench")
+	measured(b, parallel, func() error { return c.ConsumeLogs(context.Background(), data) })
+}
+
+// Go → Rust: marshal, the call, the engine's core takes it (exporter:noop), the answer.
+func BenchmarkGoToRust(b *testing.B)         { benchIntoRust(b, false) }
+func BenchmarkGoToRustParallel(b *testing.B) { benchIntoRust(b, true) }
+
+func benchThroughRust(b *testing.B, parallel bool) {
+	c := startComponent(b, roleProcessor, &Config{role: roleProcessor}, nil)
+	c.logs = consumertest.NewNop()
+	data := logs(100, "bench")
+	measured(b, parallel, func() error { return c.ConsumeLogs(context.Background(), data) })
+}
+
+// Go → Rust → Go: the above, then the outlet's callback, unmarshal, the next consumer on a
+// goroutine, its answer back to Rust, and Rust's answer to the caller.
+func BenchmarkGoToRustToGo(b *testing.B)         { benchThroughRust(b, false) }
+func BenchmarkGoToRustToGoParallel(b *testing.B) { benchThroughRust(b, true) }
