@@ -43,10 +43,13 @@ pub(crate) struct Inbound {
     pub(crate) reply: Reply,
 }
 
+/// What tells a payload's outcome.
+type Deliver = Box<dyn FnOnce(Result<(), Refusal>) + Send>;
+
 /// Where a payload's outcome goes: told exactly once. A reply dropped untold (a component
 /// stopping with the payload queued) tells "stopped, send it again".
 pub struct Reply {
-    deliver: Option<Box<dyn FnOnce(Result<(), Refusal>) + Send>>,
+    deliver: Option<Deliver>,
     ended: Arc<OnceLock<String>>,
 }
 
