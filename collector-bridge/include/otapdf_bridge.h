@@ -11,25 +11,35 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Hands `len` bytes to component `handle`'s next consumer: copies them before returning;
- * returns 0 and answers later, exactly once, with otapdf_complete(completion, ...). */
-typedef int32_t (*otapdf_go_consume_fn)(uint64_t handle, uint32_t signal, const uint8_t *data,
-                                        size_t len, uint64_t completion);
-/* The outcome of what was submitted with `token` (exactly once), and whether its bytes are
- * released already (1) or will be through the release callback (0). */
-typedef void (*otapdf_go_answer_fn)(uint64_t token, int32_t status, const uint8_t *message,
-                                    size_t len, int32_t released);
-/* The bytes lent with `token` are no longer referenced. */
-typedef void (*otapdf_go_release_fn)(uint64_t token);
+/* What the library tells the caller, taken in batches (otapdf_events):
+ * kind 0, a delivery: `len` bytes at `data` of `signal` for the next consumer of component
+ *   `id` (the handle given to otapdf_start); answer with otapdf_complete(completion, ...).
+ * kind 1, an answer: the outcome `status` (why in `len` bytes at `data`) of what was
+ *   submitted with token `id`; `released` 1 when its bytes are released already.
+ * kind 2, a release: the bytes submitted with token `id` are no longer referenced. */
+typedef struct {
+    uint32_t kind;
+    uint32_t signal;
+    uint64_t id;
+    uint64_t completion;
+    const uint8_t *data;
+    size_t len;
+    int32_t status;
+    int32_t released;
+} otapdf_event;
 
-void otapdf_init(otapdf_go_consume_fn consume, otapdf_go_answer_fn answer,
-                 otapdf_go_release_fn release);
+/* The socket to wait on: a byte arrives when events are queued. Given once; then -1. */
+int32_t otapdf_events_fd(void);
+/* Every queued event, valid until otapdf_events_done(the returned batch). */
+uint64_t otapdf_events(const otapdf_event **events, size_t *count);
+void otapdf_events_done(uint64_t batch);
+
 char *otapdf_validate(uint32_t role, const uint8_t *config, size_t len);
 char *otapdf_start(uint32_t role, const uint8_t *config, size_t len, uint64_t go_handle,
                    uint64_t *id);
 char *otapdf_stop(uint64_t id);
-/* 0: queued, the answer callback tells the outcome; else refused now (why in *message),
- * the bytes released, no callback. */
+/* 0: queued, an answer event tells the outcome; else refused now (why in *message), the
+ * bytes released, no event names the token. */
 int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                       uint64_t token, char **message);
 void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);

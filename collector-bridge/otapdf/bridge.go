@@ -10,17 +10,6 @@ package otapdf
 #cgo LDFLAGS: -lotap_df_collector_bridge -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 #include <stdlib.h>
 #include "../include/otapdf_bridge.h"
-
-extern int32_t otapdfGoConsume(uint64_t handle, uint32_t signal, uint8_t *data, size_t len,
-                               uint64_t completion);
-extern void otapdfGoAnswer(uint64_t token, int32_t status, uint8_t *message, size_t len,
-                           int32_t released);
-extern void otapdfGoRelease(uint64_t token);
-
-static void otapdf_go_init(void) {
-	otapdf_init((otapdf_go_consume_fn)otapdfGoConsume, (otapdf_go_answer_fn)otapdfGoAnswer,
-	            (otapdf_go_release_fn)otapdfGoRelease);
-}
 */
 import "C"
 
@@ -60,7 +49,7 @@ const (
 )
 
 func init() {
-	C.otapdf_go_init()
+	startPump()
 }
 
 // takeString returns a string the library handed out and frees it.
@@ -101,7 +90,7 @@ func validate(role int, config any) error {
 }
 
 // start starts a component's engine; handle is what its outlet names to otapdfGoConsume.
-func start(role int, config any, handle cgo.Handle) (uint64, error) {
+func start(role int, config any, handle uint64) (uint64, error) {
 	text, err := configJSON(config)
 	if err != nil {
 		return 0, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/cgo"
 	"sync"
 	"unsafe"
 
@@ -53,7 +52,7 @@ type bridged struct {
 	logger  *zap.Logger
 	mu      sync.Mutex
 	id      uint64
-	handle  cgo.Handle
+	handle  uint64
 	logs    consumer.Logs
 	traces  consumer.Traces
 	metrics consumer.Metrics
@@ -70,10 +69,10 @@ func (b *bridged) Start(context.Context, component.Host) error {
 	if b.started > 1 {
 		return nil
 	}
-	b.handle = cgo.NewHandle(b)
+	b.handle = registerOutlet(b)
 	id, err := start(b.role, b.config, b.handle)
 	if err != nil {
-		b.handle.Delete()
+		forgetOutlet(b.handle)
 		b.handle = 0
 		return err
 	}
@@ -100,7 +99,7 @@ func (b *bridged) Shutdown(context.Context) error {
 		b.logger.Info("otap-df engine stopped", zap.Uint64("engine", id), zap.Error(err))
 	}
 	if b.handle != 0 {
-		b.handle.Delete()
+		forgetOutlet(b.handle)
 		b.handle = 0
 	}
 	return err

@@ -3,54 +3,29 @@
 //! Every function catches a panic at the boundary and reports it as an error: a Rust panic
 //! never unwinds into Go. Strings handed out are freed with [`otapdf_free`].
 //!
-//! Go → Rust ([`otapdf_submit`]) queues the payload and returns; the outcome comes through
-//! the answer callback, exactly once (the Go caller waits for it on a channel: no thread is
-//! held in a C call meanwhile). The caller's bytes are borrowed (pinned by the Go side), not
-//! copied: the answer says whether they are still referenced (an exporter merging them),
-//! and the release callback names them once they are not. Rust → Go (the outlet) is
-//! asynchronous on the Rust side: the consume callback copies the bytes into the Collector's
-//! data model (or recognises a request the Go side lent, coming back unchanged) before it
-//! returns, and answers later through [`otapdf_complete`].
+//! Go → Rust ([`otapdf_submit`]) queues the payload and returns; the outcome comes back as
+//! an event, exactly once (the Go caller waits for it on a channel: no thread is held in a C
+//! call meanwhile). The caller's bytes are borrowed (pinned by the Go side), not copied: the
+//! outcome says whether they are still referenced (an exporter merging them), and a release
+//! event names them once they are not. Rust → Go (the outlet) is asynchronous on the Rust
+//! side: a delivery event hands the bytes over, the Go side copies them into the Collector's
+//! data model (or recognises a request it lent, coming back unchanged) and answers later
+//! through [`otapdf_complete`]. Events are queued ([`crate::events`]) and taken in batches
+//! by the Go side's pump ([`otapdf_events_fd`], [`otapdf_events`], [`otapdf_events_done`]):
+//! no Rust thread ever runs Go code.
 
 use std::ffi::{CString, c_char};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use otap_df::core::data::{Encoding, OtlpPayload, Signal};
 use tokio::sync::oneshot;
 
+use crate::events::{self, Event};
 use crate::fragment::Role;
 use crate::host::{self, Refusal};
-
-/// The Go side's consume callback: hands `len` bytes of an OTLP export request of `signal`
-/// to the next consumer of component `handle`; copies them before it returns; answers
-/// through [`otapdf_complete`] with `completion` (exactly once) when it returns 0.
-pub type GoConsume = unsafe extern "C" fn(
-    handle: u64,
-    signal: u32,
-    data: *const u8,
-    len: usize,
-    completion: u64,
-) -> i32;
-
-/// The Go side's answer callback: the outcome of the payload it submitted with `token`
-/// ([`ACCEPTED`], [`RETRYABLE`] or [`PERMANENT`], why in `len` bytes of UTF-8 at `message`),
-/// and whether its bytes are released already (1) or will be through the release callback (0).
-pub type GoAnswer =
-    unsafe extern "C" fn(token: u64, status: i32, message: *const u8, len: usize, released: i32);
-
-/// The Go side's release callback: the bytes it passed with `token` are no longer referenced.
-pub type GoRelease = unsafe extern "C" fn(token: u64);
-
-struct Callbacks {
-    consume: GoConsume,
-    answer: GoAnswer,
-    release: GoRelease,
-}
-
-static CALLBACKS: OnceLock<Callbacks> = OnceLock::new();
 
 /// Status codes of [`otapdf_consume`] and [`otapdf_complete`].
 pub const ACCEPTED: i32 = 0;
@@ -106,19 +81,6 @@ unsafe fn bytes_at<'a>(data: *const u8, len: usize) -> &'a [u8] {
     }
     // SAFETY: the caller's contract.
     unsafe { std::slice::from_raw_parts(data, len) }
-}
-
-/// Registers the Go side's callbacks (once per process; later calls change nothing).
-///
-/// # Safety
-/// All are valid functions for the life of the process, callable from any thread.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_init(consume: GoConsume, answer: GoAnswer, release: GoRelease) {
-    let _ = CALLBACKS.set(Callbacks {
-        consume,
-        answer,
-        release,
-    });
 }
 
 /// Checks a component's configuration (`role`: 0 extension, 1 receiver, 2 processor,
@@ -210,11 +172,8 @@ impl AsRef<[u8]> for Borrowed {
 
 impl Drop for Borrowed {
     fn drop(&mut self) {
-        if self.state.swap(RELEASED, Ordering::AcqRel) == ANSWERED
-            && let Some(callbacks) = CALLBACKS.get()
-        {
-            // SAFETY: a valid callback (otapdf_init's contract).
-            unsafe { (callbacks.release)(self.token) };
+        if self.state.swap(RELEASED, Ordering::AcqRel) == ANSWERED {
+            events::push(Event::Release { token: self.token });
         }
     }
 }
@@ -273,19 +232,13 @@ pub unsafe extern "C" fn otapdf_submit(
                 let released = answered
                     .compare_exchange(BORROWED, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
                     .is_err();
-                let (status, why) = status_of(outcome);
-                if let Some(callbacks) = CALLBACKS.get() {
-                    // SAFETY: a valid callback (otapdf_init's contract); `why` lives through it.
-                    unsafe {
-                        (callbacks.answer)(
-                            token,
-                            status,
-                            why.as_ptr(),
-                            why.len(),
-                            i32::from(released),
-                        );
-                    }
-                }
+                let (status, message) = status_of(outcome);
+                events::push(Event::Answer {
+                    token,
+                    status,
+                    message,
+                    released,
+                });
             },
         )
     }))
@@ -308,41 +261,24 @@ type Completion = oneshot::Sender<Result<(), Refusal>>;
 pub(crate) fn hand_over(
     handle: u64,
     signal: Signal,
-    bytes: &[u8],
-) -> Result<oneshot::Receiver<Result<(), Refusal>>, Refusal> {
-    let Some(callbacks) = CALLBACKS.get() else {
-        return Err(Refusal::Retryable(
-            "the Go side has not initialised the bridge (otapdf_init)".to_owned(),
-        ));
-    };
+    bytes: Bytes,
+) -> oneshot::Receiver<Result<(), Refusal>> {
     let (answer, outcome) = oneshot::channel();
     let completion = Box::into_raw(Box::new(answer)) as u64;
-    // SAFETY: a valid callback (otapdf_init's contract); the bytes live through the call,
-    // and the callback copies what it keeps.
-    let status = unsafe {
-        (callbacks.consume)(
-            handle,
-            signal_code(signal),
-            bytes.as_ptr(),
-            bytes.len(),
-            completion,
-        )
-    };
-    if status != ACCEPTED {
-        // SAFETY: the callback did not take `completion` (it returned non-zero): reclaimed once.
-        drop(unsafe { Box::from_raw(completion as *mut Completion) });
-        return Err(Refusal::Retryable(format!(
-            "the Collector's side refused the payload (status {status})"
-        )));
-    }
-    Ok(outcome)
+    events::push(Event::Deliver {
+        handle,
+        signal: signal_code(signal),
+        bytes,
+        completion,
+    });
+    outcome
 }
 
-/// Answers a payload the consume callback took: `status` [`ACCEPTED`], [`RETRYABLE`] or
+/// Answers a payload a delivery event handed over: `status` [`ACCEPTED`], [`RETRYABLE`] or
 /// [`PERMANENT`], with why in `message` (`len` bytes of UTF-8, may be null).
 ///
 /// # Safety
-/// `completion` is one the consume callback received and has not answered; `message`
+/// `completion` is one a delivery event carried, not answered before; `message`
 /// points to `len` readable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn otapdf_complete(
@@ -498,5 +434,121 @@ pub unsafe extern "C" fn otapdf_free(text: *mut c_char) {
     if !text.is_null() {
         // SAFETY: the caller's contract: made by `CString::into_raw` here.
         drop(unsafe { CString::from_raw(text) });
+    }
+}
+
+/// What one event looks like to the Go side (`otapdf_event` in the header).
+#[repr(C)]
+pub struct CEvent {
+    /// 0 delivery, 1 answer, 2 release.
+    pub kind: u32,
+    /// A delivery's signal (0 logs, 1 traces, 2 metrics).
+    pub signal: u32,
+    /// A delivery's component handle; an answer's or a release's token.
+    pub id: u64,
+    /// A delivery's completion, for [`otapdf_complete`].
+    pub completion: u64,
+    /// A delivery's bytes; an answer's message (UTF-8).
+    pub data: *const u8,
+    /// Their length.
+    pub len: usize,
+    /// An answer's status.
+    pub status: i32,
+    /// An answer's: 1 when the bytes are released already.
+    pub released: i32,
+}
+
+/// A batch of events the Go side works on, kept until [`otapdf_events_done`].
+struct Batch {
+    /// What the view points into (held, never read here).
+    _events: Vec<Event>,
+    view: Vec<CEvent>,
+}
+
+/// The socket the Go side waits on for events (a byte arrives when there are new ones),
+/// given once: the Go side owns it; later calls return -1.
+#[unsafe(no_mangle)]
+pub extern "C" fn otapdf_events_fd() -> i32 {
+    use std::os::fd::IntoRawFd;
+    guarded(|| Ok(events::take_reader().map_or(-1, IntoRawFd::into_raw_fd))).unwrap_or(-1)
+}
+
+/// Takes every queued event: `*events` points to `*count` of them, valid until
+/// [`otapdf_events_done`] with the returned batch.
+///
+/// # Safety
+/// `events` and `count` point to writable values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut usize) -> u64 {
+    let taken = events::take();
+    let view = taken
+        .iter()
+        .map(|event| match event {
+            Event::Deliver {
+                handle,
+                signal,
+                bytes,
+                completion,
+            } => CEvent {
+                kind: 0,
+                signal: *signal,
+                id: *handle,
+                completion: *completion,
+                data: bytes.as_ptr(),
+                len: bytes.len(),
+                status: 0,
+                released: 0,
+            },
+            Event::Answer {
+                token,
+                status,
+                message,
+                released,
+            } => CEvent {
+                kind: 1,
+                signal: 0,
+                id: *token,
+                completion: 0,
+                data: message.as_ptr(),
+                len: message.len(),
+                status: *status,
+                released: i32::from(*released),
+            },
+            Event::Release { token } => CEvent {
+                kind: 2,
+                signal: 0,
+                id: *token,
+                completion: 0,
+                data: std::ptr::null(),
+                len: 0,
+                status: 0,
+                released: 0,
+            },
+        })
+        .collect::<Vec<_>>();
+    let batch = Box::new(Batch {
+        _events: taken,
+        view,
+    });
+    if !events.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *events = batch.view.as_ptr() };
+    }
+    if !count.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { *count = batch.view.len() };
+    }
+    Box::into_raw(batch) as u64
+}
+
+/// Gives back a batch [`otapdf_events`] returned: its bytes and messages may go.
+///
+/// # Safety
+/// `batch` came from [`otapdf_events`] and is given back once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_events_done(batch: u64) {
+    if batch != 0 {
+        // SAFETY: the caller's contract: made by `Box::into_raw` in `otapdf_events`.
+        drop(unsafe { Box::from_raw(batch as *mut Batch) });
     }
 }

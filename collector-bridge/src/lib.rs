@@ -11,6 +11,7 @@
 //!
 //! Rust callers (tests, an embedding that is not Go) use [`host`]'s functions directly.
 
+mod events;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod fragment;

@@ -196,8 +196,8 @@ impl LocalExporter for Outlet {
             return Err(self.context.error("the component is stopping"));
         };
         let records = data.records();
-        let answer = crate::ffi::hand_over(self.go_handle, data.signal(), data.bytes());
-        // The Go side copied what it needed before answering the call.
+        // The delivery event holds the bytes until the Go side has made its own data of them.
+        let answer = crate::ffi::hand_over(self.go_handle, data.signal(), data.bytes().clone());
         drop(data);
         let accepted = self.accepted.clone();
         let refused = self.refused.clone();
@@ -228,18 +228,13 @@ impl LocalExporter for Outlet {
             drop(permit);
             drop(in_flight);
         };
-        match answer {
-            Err(refusal) => settle(Err(refusal)),
-            Ok(answer) => {
-                tokio::task::spawn_local(async move {
-                    settle(answer.await.unwrap_or_else(|_| {
-                        Err(Refusal::Retryable(
-                            "the Collector dropped the payload's answer".to_owned(),
-                        ))
-                    }));
-                });
-            }
-        }
+        tokio::task::spawn_local(async move {
+            settle(answer.await.unwrap_or_else(|_| {
+                Err(Refusal::Retryable(
+                    "the Collector dropped the payload's answer".to_owned(),
+                ))
+            }));
+        });
         Ok(())
     }
 

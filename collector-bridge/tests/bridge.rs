@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char};
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use otap_df::core::data::Signal;
@@ -43,18 +46,12 @@ fn collector() -> MutexGuard<'static, Collector> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-unsafe extern "C" fn consume(
-    handle: u64,
-    signal: u32,
-    data: *const u8,
-    len: usize,
-    completion: u64,
-) -> i32 {
-    // SAFETY: the bridge's contract: `len` bytes valid through the call.
-    let bytes = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+/// A payload for component `handle`'s next consumer: recorded, then answered as the
+/// component's mode says (on another thread, as the Go side answers from a goroutine).
+fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
     let mode = {
         let mut collector = collector();
-        collector.received.push((handle, signal, bytes));
+        collector.received.push((handle, signal, bytes.to_vec()));
         let mode = collector
             .modes
             .get(&handle)
@@ -62,48 +59,67 @@ unsafe extern "C" fn consume(
             .unwrap_or(Mode::Accept);
         if mode == Mode::Hold {
             collector.held.entry(handle).or_default().push(completion);
-            return ACCEPTED;
+            return;
         }
         mode
     };
-    // Answered on another thread, as the Go side answers from a goroutine.
     std::thread::spawn(move || {
         let (status, why) = match mode {
             Mode::Accept | Mode::Hold => (ACCEPTED, ""),
             Mode::Refuse(status) => (status, "refused by the stand-in"),
         };
-        // SAFETY: a completion the bridge handed this callback, answered once.
+        // SAFETY: a completion a delivery carried, answered once.
         unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
     });
-    ACCEPTED
 }
 
-unsafe extern "C" fn answer(
-    token: u64,
-    status: i32,
-    message: *const u8,
-    len: usize,
-    released: i32,
-) {
-    let why = if message.is_null() {
-        String::new()
-    } else {
-        // SAFETY: the bridge's contract: `len` bytes valid through the call.
-        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(message, len) }).into_owned()
-    };
-    collector()
-        .answers
-        .insert(token, (status, why, released == 1));
-    ANSWERED.notify_all();
-}
-
-unsafe extern "C" fn release(token: u64) {
-    collector().released.push(token);
+/// The stand-in for the Go side's pump: waits on the bridge's event socket, takes each
+/// batch, dispatches it, gives it back.
+fn pump(mut socket: UnixStream) {
+    let mut wake = [0u8; 256];
+    while socket.read(&mut wake).is_ok_and(|n| n > 0) {
+        let (mut events, mut count) = (std::ptr::null(), 0);
+        // SAFETY: valid pointers for the call.
+        let batch = unsafe { ffi::otapdf_events(&mut events, &mut count) };
+        // SAFETY: `count` events, valid until the batch is given back below.
+        let taken = if count == 0 {
+            &[][..]
+        } else {
+            unsafe { std::slice::from_raw_parts(events, count) }
+        };
+        for event in taken {
+            let bytes = if event.data.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: as above.
+                unsafe { std::slice::from_raw_parts(event.data, event.len) }
+            };
+            match event.kind {
+                0 => deliver(event.id, event.signal, bytes, event.completion),
+                1 => {
+                    let why = String::from_utf8_lossy(bytes).into_owned();
+                    collector()
+                        .answers
+                        .insert(event.id, (event.status, why, event.released == 1));
+                    ANSWERED.notify_all();
+                }
+                _ => collector().released.push(event.id),
+            }
+        }
+        // SAFETY: the batch `otapdf_events` returned, given back once.
+        unsafe { ffi::otapdf_events_done(batch) };
+    }
 }
 
 fn init() {
-    // SAFETY: all live for the process and are callable from any thread.
-    unsafe { ffi::otapdf_init(consume, answer, release) };
+    static PUMP: OnceLock<()> = OnceLock::new();
+    PUMP.get_or_init(|| {
+        let fd = ffi::otapdf_events_fd();
+        assert!(fd >= 0, "the event socket was taken already");
+        // SAFETY: the bridge hands the socket over to its one caller.
+        let socket = unsafe { UnixStream::from_raw_fd(fd) };
+        std::thread::spawn(move || pump(socket));
+    });
 }
 
 /// Takes a string the bridge handed out.
@@ -271,7 +287,7 @@ fn what_is_not_otlp_is_refused_for_good_and_a_stopped_component_retryable() {
 }
 
 #[test]
-fn bytes_an_exporter_still_holds_are_released_later_through_the_callback() {
+fn bytes_an_exporter_still_holds_are_released_later_by_an_event() {
     // An exporter that cannot reach its upstream keeps the payload, retrying: the call is
     // answered once the exporter took it, the bytes are released when it lets go of them.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

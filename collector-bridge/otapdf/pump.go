@@ -1,0 +1,126 @@
+package otapdf
+
+// The pump: what the Rust side tells the Go side arrives as events, queued there and taken
+// here in batches by one goroutine that waits on a socket through Go's own poller. No Rust
+// thread ever runs Go code, so none waits for one of the Go scheduler's processors.
+
+/*
+#include "../include/otapdf_bridge.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"runtime/cgo"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"go.opentelemetry.io/collector/consumer/consumererror"
+)
+
+const (
+	eventDeliver = 0
+	eventAnswer  = 1
+	eventRelease = 2
+)
+
+// outlet is what a component's outlet hands payloads to.
+type outlet interface {
+	// deliver decodes (copying) the request, or recognises one lent to otap-df, and hands
+	// it to the next consumer on a goroutine of its own, calling done with the outcome.
+	deliver(signal int, request []byte, done func(error)) error
+}
+
+// outlets are the running components, by the handle their engine names in deliveries. A
+// delivery for a component gone meanwhile is refused, not a crash.
+var (
+	outlets    sync.Map
+	nextOutlet atomic.Uint64
+)
+
+func registerOutlet(target outlet) uint64 {
+	handle := nextOutlet.Add(1)
+	outlets.Store(handle, target)
+	return handle
+}
+
+func forgetOutlet(handle uint64) {
+	outlets.Delete(handle)
+}
+
+func startPump() {
+	fd := int(C.otapdf_events_fd())
+	if fd < 0 {
+		log.Printf("otapdf: the bridge's event socket is taken: no component can answer")
+		return
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		log.Printf("otapdf: the bridge's event socket: %v", err)
+	}
+	go pump(os.NewFile(uintptr(fd), "otapdf-events"))
+}
+
+func pump(socket *os.File) {
+	wake := make([]byte, 256)
+	for {
+		if _, err := socket.Read(wake); err != nil {
+			log.Printf("otapdf: the bridge's event socket failed, components stop answering: %v", err)
+			return
+		}
+		var events *C.otapdf_event
+		var count C.size_t
+		batch := C.otapdf_events(&events, &count)
+		if count > 0 {
+			for _, event := range unsafe.Slice(events, int(count)) {
+				dispatch(&event)
+			}
+		}
+		C.otapdf_events_done(batch)
+	}
+}
+
+func dispatch(event *C.otapdf_event) {
+	// A panic here would stop every component's answers: answered as an error instead.
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			if event.kind == eventDeliver {
+				complete(event.completion, fmt.Errorf("the Collector side panicked: %v", recovered))
+			}
+			log.Printf("otapdf: an event panicked: %v", recovered)
+		}
+	}()
+	var data []byte
+	if event.data != nil && event.len > 0 {
+		data = unsafe.Slice((*byte)(unsafe.Pointer(event.data)), int(event.len))
+	}
+	switch event.kind {
+	case eventDeliver:
+		target, ok := outlets.Load(uint64(event.id))
+		if !ok {
+			complete(event.completion, consumererror.NewPermanent(errors.New("the Collector component is gone")))
+			return
+		}
+		completion := event.completion
+		if err := target.(outlet).deliver(int(event.signal), data, func(err error) { complete(completion, err) }); err != nil {
+			complete(completion, err)
+		}
+	case eventAnswer:
+		handle := cgo.Handle(event.id)
+		call := handle.Value().(*submitted)
+		why := string(data)
+		if event.released != 0 {
+			call.pinner.Unpin()
+			handle.Delete()
+		}
+		call.outcome <- outcomeError(int(event.status), why)
+	case eventRelease:
+		handle := cgo.Handle(event.id)
+		handle.Value().(*submitted).pinner.Unpin()
+		handle.Delete()
+	}
+}
