@@ -40,8 +40,9 @@ char *otapdf_start(uint32_t role, const uint8_t *config, size_t len, uint64_t go
 char *otapdf_stop(uint64_t id);
 /* 0: queued, an answer event tells the outcome; else refused now (why in *message), the
  * bytes released, no event names the token. */
+/* `records`: what the request holds, or UINT64_MAX to have it counted and checked. */
 int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
-                      uint64_t token, char **message);
+                      uint64_t records, uint64_t token, char **message);
 void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
 int32_t otapdf_authorize(uint64_t id, const uint8_t *value, size_t len, char **detail);
 char *otapdf_server_header(uint64_t id);

@@ -134,7 +134,7 @@ type submitted struct {
 // for its outcome (the goroutine parks; no thread is held in a C call). The bytes are lent,
 // not copied: pinned until otap-df no longer references them, which may be after the
 // outcome (an exporter still merging them), when the release callback unpins them.
-func consume(id uint64, signal int, request []byte, original any) error {
+func consume(id uint64, signal int, request []byte, records int, original any) error {
 	if len(request) == 0 {
 		return nil
 	}
@@ -146,7 +146,7 @@ func consume(id uint64, signal int, request []byte, original any) error {
 	token := cgo.NewHandle(call)
 	data, size := bytesPointer(request)
 	var message *C.char
-	status := C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(token), &message)
+	status := C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
 	if status != statusAccepted {
 		// Refused now: released, and no callback names the token.
 		call.pinner.Unpin()

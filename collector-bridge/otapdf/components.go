@@ -127,7 +127,7 @@ func (b *bridged) ConsumeLogs(_ context.Context, data plog.Logs) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalLogs, request, data)
+	return consume(id, signalLogs, request, data.LogRecordCount(), data)
 }
 
 func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
@@ -139,7 +139,7 @@ func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalTraces, request, data)
+	return consume(id, signalTraces, request, data.SpanCount(), data)
 }
 
 func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error {
@@ -151,7 +151,7 @@ func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error 
 	if err != nil {
 		return err
 	}
-	return consume(id, signalMetrics, request, data)
+	return consume(id, signalMetrics, request, data.DataPointCount(), data)
 }
 
 // original is the Collector's data `request` was marshalled from, when it is a request lent

@@ -187,7 +187,10 @@ fn status_of(outcome: Result<(), Refusal>) -> (i32, String) {
 }
 
 /// Hands component `id` an OTLP export request of `signal` (0 logs, 1 traces, 2 metrics;
-/// protobuf) whose `len` bytes at `data` are borrowed, not copied. Returns 0 once it is
+/// protobuf) whose `len` bytes at `data` are borrowed, not copied, holding `records` log
+/// records, spans or data points — `u64::MAX` when the caller does not know, and then the
+/// bytes are checked as our receivers check them (the Go side knows: its data was just
+/// marshalled from the Collector's own). Returns 0 once it is
 /// queued: the answer callback then tells its outcome, with `token`, exactly once. Otherwise
 /// it is refused now — [`RETRYABLE`] (a full queue, a component not running) or
 /// [`PERMANENT`] (not OTLP) with why in `*message` — its bytes are released and no callback
@@ -202,6 +205,7 @@ pub unsafe extern "C" fn otapdf_submit(
     signal: u32,
     data: *const u8,
     len: usize,
+    records: u64,
     token: u64,
     message: *mut *mut c_char,
 ) -> i32 {
@@ -219,9 +223,14 @@ pub unsafe extern "C" fn otapdf_submit(
                 state: state.clone(),
             })
         };
-        let shape = otap_df::nodes::otlp::wire::count(signal, &bytes)
-            .map_err(|e| Refusal::Permanent(format!("not an OTLP {signal} export request: {e}")))?;
-        let records = u64::try_from(shape.records).unwrap_or(u64::MAX);
+        let records = if records == u64::MAX {
+            let shape = otap_df::nodes::otlp::wire::count(signal, &bytes).map_err(|e| {
+                Refusal::Permanent(format!("not an OTLP {signal} export request: {e}"))
+            })?;
+            u64::try_from(shape.records).unwrap_or(u64::MAX)
+        } else {
+            records
+        };
         let answered = state.clone();
         host::submit(
             id,

@@ -174,8 +174,17 @@ fn consume_bytes(id: u64, signal: u32, bytes: &[u8], token: u64) -> (i32, bool, 
     let mut message = std::ptr::null_mut();
     // SAFETY: the bytes outlive the call; a test keeps them alive (leaked) when the bridge
     // may still hold them after the answer.
-    let queued =
-        unsafe { ffi::otapdf_submit(id, signal, bytes.as_ptr(), bytes.len(), token, &mut message) };
+    let queued = unsafe {
+        ffi::otapdf_submit(
+            id,
+            signal,
+            bytes.as_ptr(),
+            bytes.len(),
+            u64::MAX,
+            token,
+            &mut message,
+        )
+    };
     if queued != ACCEPTED {
         // Refused now: the bytes are released.
         return (queued, true, take(message));

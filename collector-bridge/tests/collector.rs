@@ -526,9 +526,13 @@ fn the_readmes_collector_configurations_validate() {
         .collect();
     assert_eq!(blocks.len(), 2, "the section's configurations");
     let dir = TempDir::new("bridge-readme");
+    // The durable queue's folder must exist: the README's, here under the test's folder.
+    let state = dir.path("var-lib-otapdf");
+    std::fs::create_dir_all(&state).unwrap();
     for (i, block) in blocks.iter().enumerate() {
         let path = dir.path(&format!("readme-{i}.yaml"));
-        std::fs::write(&path, block).unwrap();
+        let block = block.replace("/var/lib/otapdf", &state.display().to_string());
+        std::fs::write(&path, &block).unwrap();
         let output = Command::new(otelcol())
             .args(["validate", "--config"])
             .arg(&path)

@@ -22,6 +22,8 @@
 //!   arguments go to `otap-df-load sweep`).
 //! - `bench drain`: a gateway's durable queue filled with its upstream down, then drained
 //!   (`otap-df-load drain`).
+//! - `bench bridge`: the Collector bridge in release: the crossing benchmarks (Go) and a
+//!   Collector pipeline's load sweep without and with our dedup processor.
 
 mod author_path;
 mod scaffold;
@@ -63,6 +65,9 @@ fn main() -> ExitCode {
                  the authenticating gateway as otap-df and as the Collector, one sweep\n  \
                  bench drain [drain options]\n          \
                  a gateway's durable queue filled with its upstream down, then drained\n  \
+                 bench bridge [sweep options]\n          \
+                 the Collector bridge: crossing benchmarks, a Collector pipeline without\n          \
+                 and with our dedup processor\n  \
                  new-extension <name> [--crate <crate>] [--dir <directory>]\n          \
                  `otap-df new-extension`: a new extension crate (default:\n          \
                  extensions/<name>, a member)\n  \
@@ -196,7 +201,10 @@ fn collector_bridge() -> Result<(), String> {
         "staticlib",
     ])?;
     let library = root.join("target").join("debug");
-    let collector = build_bridge_collector(&root, &library)?;
+    let collector = build_bridge_collector(&root, &library, "otelcol-otapdf")?;
+    // The Go package's own tests (its factories against the library, in process).
+    go_in_bridge(&root, &library, &["vet", "./otapdf"])?;
+    go_in_bridge(&root, &library, &["test", "-count=1", "./otapdf"])?;
     cargo_with_env(
         &[
             "test",
@@ -211,16 +219,41 @@ fn collector_bridge() -> Result<(), String> {
     )
 }
 
+/// Runs `go <args>` in `collector-bridge/`, linking the static library in `library`.
+fn go_in_bridge(
+    root: &std::path::Path,
+    library: &std::path::Path,
+    args: &[&str],
+) -> Result<(), String> {
+    require_go("the Collector bridge")?;
+    eprintln!("==> go {} (in collector-bridge/)", args.join(" "));
+    let started = Instant::now();
+    let status = Command::new("go")
+        .args(args)
+        .current_dir(root.join("collector-bridge"))
+        .env("CGO_ENABLED", "1")
+        .env("CGO_LDFLAGS", format!("-L{}", library.display()))
+        .status()
+        .map_err(|e| format!("cannot run `go`: {e}"))?;
+    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`go {}` failed ({status})", args.join(" ")))
+    }
+}
+
 /// Builds `collector-bridge/cmd/otelcol-otapdf` (cgo, linking the static library in
-/// `library`) unless the binary in `target/otelcol-otapdf/` was built from the same Go
+/// `library`) into `target/<folder>/` unless the binary there was built from the same Go
 /// sources and library.
 fn build_bridge_collector(
     root: &std::path::Path,
     library: &std::path::Path,
+    folder: &str,
 ) -> Result<std::path::PathBuf, String> {
     use std::hash::{Hash, Hasher};
     let sources = root.join("collector-bridge");
-    let out = root.join("target").join("otelcol-otapdf");
+    let out = root.join("target").join(folder);
     let binary = out.join("otelcol-otapdf");
     let stamp_file = out.join("sources.stamp");
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -664,6 +697,9 @@ fn bench(extra: &[String]) -> Result<(), String> {
     if extra.first().map(String::as_str) == Some("drain") {
         return load("drain", &extra[1..]);
     }
+    if extra.first().map(String::as_str) == Some("bridge") {
+        return bench_bridge(&extra[1..]);
+    }
     if extra.first().map(String::as_str) == Some("vs-otelcol") {
         // The same authenticating gateway as our engine and as the Collector, beside the
         // ceiling, in one sweep.
@@ -681,6 +717,47 @@ fn bench(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["bench", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
+}
+
+/// `bench bridge`: the bridge's library in release, the Collector distribution linking it,
+/// the crossing benchmarks (Go), then the load sweep of a Collector pipeline without and with
+/// our dedup processor (extra arguments go to the sweep).
+fn bench_bridge(extra: &[String]) -> Result<(), String> {
+    cargo(&[
+        "rustc",
+        "--release",
+        "-p",
+        "otap-df-collector-bridge",
+        "--lib",
+        "--crate-type",
+        "staticlib",
+    ])?;
+    let root = workspace_root()?;
+    let library = root.join("target").join("release");
+    let collector = build_bridge_collector(&root, &library, "otelcol-otapdf-release")?;
+    go_in_bridge(
+        &root,
+        &library,
+        &[
+            "test",
+            "-count=1",
+            "-run",
+            "^$",
+            "-bench",
+            ".",
+            "-benchtime",
+            "2s",
+            "./otapdf",
+        ],
+    )?;
+    let mut args = vec![
+        "--only".to_owned(),
+        "ceiling,bridge-baseline,bridge-dedup".to_owned(),
+        "--bridge".to_owned(),
+        collector.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    load("sweep", &args)
 }
 
 /// `bench load` and `bench drain`: builds the engine and the load tool in release, then runs
