@@ -18,8 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"go.opentelemetry.io/collector/consumer/consumererror"
@@ -128,6 +128,30 @@ var lent sync.Map
 type submitted struct {
 	pinner  runtime.Pinner
 	outcome chan error
+	// How far it got: answered, released (each once; in either order, both end it).
+	mu       sync.Mutex
+	answered bool
+	released bool
+}
+
+// calls are the submitted requests not yet answered and released, by token.
+var (
+	calls    sync.Map
+	nextCall atomic.Uint64
+)
+
+// settled records an answer (with whether it released the bytes) or a release; once both
+// are in, the bytes are unpinned and the token forgotten.
+func (call *submitted) settled(token uint64, answer, release bool) {
+	call.mu.Lock()
+	call.answered = call.answered || answer
+	call.released = call.released || release
+	done := call.answered && call.released
+	call.mu.Unlock()
+	if done {
+		call.pinner.Unpin()
+		calls.Delete(token)
+	}
 }
 
 // consume hands a component an OTLP export request, marshalled from `original`, and waits
@@ -143,14 +167,15 @@ func consume(id uint64, signal int, request []byte, records int, original any) e
 	defer lent.Delete(address)
 	call := &submitted{outcome: make(chan error, 1)}
 	call.pinner.Pin(&request[0])
-	token := cgo.NewHandle(call)
+	token := nextCall.Add(1)
+	calls.Store(token, call)
 	data, size := bytesPointer(request)
 	var message *C.char
 	status := C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
 	if status != statusAccepted {
 		// Refused now: released, and no callback names the token.
 		call.pinner.Unpin()
-		token.Delete()
+		calls.Delete(token)
 		why, _ := takeString(message)
 		return outcomeError(int(status), why)
 	}

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"runtime/cgo"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,17 +109,19 @@ func dispatch(event *C.otapdf_event) {
 			complete(completion, err)
 		}
 	case eventAnswer:
-		handle := cgo.Handle(event.id)
-		call := handle.Value().(*submitted)
-		why := string(data)
-		if event.released != 0 {
-			call.pinner.Unpin()
-			handle.Delete()
+		token := uint64(event.id)
+		found, ok := calls.Load(token)
+		if !ok {
+			log.Printf("otapdf: an answer for an unknown call %d", token)
+			return
 		}
-		call.outcome <- outcomeError(int(event.status), why)
+		call := found.(*submitted)
+		call.settled(token, true, event.released != 0)
+		call.outcome <- outcomeError(int(event.status), string(data))
 	case eventRelease:
-		handle := cgo.Handle(event.id)
-		handle.Value().(*submitted).pinner.Unpin()
-		handle.Delete()
+		token := uint64(event.id)
+		if found, ok := calls.Load(token); ok {
+			found.(*submitted).settled(token, false, true)
+		}
 	}
 }

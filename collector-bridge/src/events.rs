@@ -65,8 +65,18 @@ fn queue() -> &'static Queue {
 
 /// Queues `event` for the Go side, waking its pump when the queue was empty.
 pub(crate) fn push(event: Event) {
+    push_with(|| Some(event));
+}
+
+/// Queues the event `make` decides on, if any, deciding under the queue's lock: two threads
+/// that each decide on an event from one shared state (an answer, a release) queue them in
+/// the order they decided.
+pub(crate) fn push_with(make: impl FnOnce() -> Option<Event>) {
     let queue = queue();
     let mut events = queue.events.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(event) = make() else {
+        return;
+    };
     let was_empty = events.is_empty();
     events.push(event);
     drop(events);

@@ -172,9 +172,12 @@ impl AsRef<[u8]> for Borrowed {
 
 impl Drop for Borrowed {
     fn drop(&mut self) {
-        if self.state.swap(RELEASED, Ordering::AcqRel) == ANSWERED {
-            events::push(Event::Release { token: self.token });
-        }
+        // Decided under the event queue's lock, as the answer is: a release is queued after
+        // the answer that said the bytes were still referenced, never before.
+        events::push_with(|| {
+            (self.state.swap(RELEASED, Ordering::AcqRel) == ANSWERED)
+                .then_some(Event::Release { token: self.token })
+        });
     }
 }
 
@@ -237,16 +240,18 @@ pub unsafe extern "C" fn otapdf_submit(
             OtlpPayload::new(signal, Encoding::Protobuf, records, bytes),
             move |outcome| {
                 // Whoever comes second — this answer or the last reference's drop — tells
-                // the Go side the bytes are free.
-                let released = answered
-                    .compare_exchange(BORROWED, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err();
+                // the Go side the bytes are free; decided under the event queue's lock.
                 let (status, message) = status_of(outcome);
-                events::push(Event::Answer {
-                    token,
-                    status,
-                    message,
-                    released,
+                events::push_with(|| {
+                    let released = answered
+                        .compare_exchange(BORROWED, ANSWERED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err();
+                    Some(Event::Answer {
+                        token,
+                        status,
+                        message,
+                        released,
+                    })
                 });
             },
         )
