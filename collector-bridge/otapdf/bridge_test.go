@@ -209,3 +209,29 @@ func benchThroughRust(b *testing.B, parallel bool) {
 // goroutine, its answer back to Rust, and Rust's answer to the caller.
 func BenchmarkGoToRustToGo(b *testing.B)         { benchThroughRust(b, false) }
 func BenchmarkGoToRustToGoParallel(b *testing.B) { benchThroughRust(b, true) }
+
+func TestACallEndsOnceAnsweredAndReleasedInEitherOrder(t *testing.T) {
+	for _, releaseFirst := range []bool{false, true} {
+		call := &submitted{outcome: make(chan error, 1)}
+		buffer := make([]byte, 8)
+		call.pinner.Pin(&buffer[0])
+		token := nextCall.Add(1)
+		calls.Store(token, call)
+		if releaseFirst {
+			call.settled(token, false, true)
+		} else {
+			call.settled(token, true, false)
+		}
+		if _, ok := calls.Load(token); !ok {
+			t.Fatalf("release first %v: forgotten after one of two", releaseFirst)
+		}
+		if releaseFirst {
+			call.settled(token, true, false)
+		} else {
+			call.settled(token, false, true)
+		}
+		if _, ok := calls.Load(token); ok {
+			t.Fatalf("release first %v: kept after both", releaseFirst)
+		}
+	}
+}
