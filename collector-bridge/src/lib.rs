@@ -20,10 +20,27 @@ mod nodes;
 
 pub use host::Refusal;
 
-/// otap-df's registry (every extension this crate compiles in, every built-in node) with the
-/// bridge's own nodes.
+/// What the bridge knows: core's built-ins, the built-in nodes, every first-party extension
+/// but `wasm` (with feature `extension-wasm`, that too), whatever linked crates submitted, and
+/// the bridge's own nodes.
 pub fn registry() -> Result<otap_df::Registry, otap_df::RegistryError> {
-    let mut registry = otap_df::registry()?;
+    let mut registry = otap_df::Registry::new();
+    otap_df::core::register_builtins(&mut registry);
+    otap_df::nodes::register(&mut registry);
+    otap_df_extension_azure_auth::register(&mut registry);
+    otap_df_extension_bearer_auth::register(&mut registry);
+    otap_df_extension_disk_kv::register(&mut registry);
+    otap_df_extension_disk_queue::register(&mut registry);
+    otap_df_extension_redis_kv::register(&mut registry);
+    #[cfg(feature = "extension-wasm")]
+    otap_df_extension_wasm::register(&mut registry);
+    #[cfg(not(feature = "extension-wasm"))]
+    registry.declare_not_compiled_in(
+        otap_df::core::config::ComponentKind::Extension,
+        "wasm",
+        "otap-df-collector-bridge/extension-wasm",
+    );
+    registry.register_linked();
     registry.register_node(&nodes::COLLECTOR_IN);
     registry.register_node(&nodes::COLLECTOR_OUT);
     registry.register_node(&nodes::COLLECTOR_CAPABILITIES);
