@@ -10,7 +10,7 @@
 //! event names them once they are not. Rust → Go (the outlet) is asynchronous on the Rust
 //! side: a delivery event hands the bytes over, the Go side copies them into the Collector's
 //! data model (or recognises a request it lent, coming back unchanged) and answers later
-//! through [`otapdf_complete`]. Events are queued ([`crate::events`]) and taken in batches
+//! through [`otapdf_complete`]. Events are queued (`src/events.rs`) and taken in batches
 //! by the Go side's pump ([`otapdf_events_fd`], [`otapdf_events`], [`otapdf_events_done`]):
 //! no Rust thread ever runs Go code.
 
@@ -27,7 +27,7 @@ use crate::events::{self, Event};
 use crate::fragment::Role;
 use crate::host::{self, Refusal};
 
-/// Status codes of [`otapdf_consume`] and [`otapdf_complete`].
+/// Status codes of outcomes ([`otapdf_submit`], answer events, [`otapdf_complete`]): accepted.
 pub const ACCEPTED: i32 = 0;
 /// Send it again later.
 pub const RETRYABLE: i32 = 1;

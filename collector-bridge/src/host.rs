@@ -2,9 +2,9 @@
 //! by the id the C ABI hands the Go side.
 //!
 //! A component's engine runs the document [`fragment::build`] wrote. Its bridge nodes find
-//! the component by the id in their `config` ([`host`]): the inlet takes what
-//! [`consume`] queues, the outlet hands payloads to the Go side through [`crate::ffi`], the
-//! capability holder stores what an extension component grants.
+//! the component by the id in their `config`: the inlet takes what [`submit`] queues, the
+//! outlet hands payloads to the Go side through [`crate::ffi`], the capability holder stores
+//! what an extension component grants.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
