@@ -2,6 +2,7 @@ package otapdf
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"syscall"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -232,6 +234,43 @@ func TestACallEndsOnceAnsweredAndReleasedInEitherOrder(t *testing.T) {
 		}
 		if _, ok := calls.Load(token); ok {
 			t.Fatalf("release first %v: kept after both", releaseFirst)
+		}
+	}
+}
+
+func TestTheRuntimeSectionIsTakenOutAndSetsTheComponentsDefaults(t *testing.T) {
+	defer runtimeDefaults.Store(nil)
+	converter := runtimeConverter{}
+	conf := confmap.NewFromStringMap(map[string]any{
+		"runtime": map[string]any{"rust": map[string]any{
+			"executor": map[string]any{"cores": 2},
+			"otapdf":   map[string]any{"queue_size": 32},
+		}},
+		"receivers": map[string]any{"otlp": nil},
+	})
+	if err := converter.Convert(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if conf.IsSet("runtime") || !conf.IsSet("receivers") {
+		t.Fatalf("the runtime section stays or more went: %v", conf.ToStringMap())
+	}
+	effective := (&Config{QueueSize: 8}).withDefaults()
+	if effective.Cores != 2 || effective.QueueSize != 8 {
+		t.Fatalf("defaults: %+v", effective)
+	}
+	for section, want := range map[string]string{
+		`{"executor": {"cores": 1000}}`:  "runtime::rust::executor::cores: must be from 1 to 256",
+		`{"otapdf": {"queue_size": -1}}`: "runtime::rust::otapdf::queue_size: must be from 1 to 65536",
+		`{"executr": {"cores": 1}}`:      "executr",
+	} {
+		var rust map[string]any
+		if err := json.Unmarshal([]byte(section), &rust); err != nil {
+			t.Fatal(err)
+		}
+		bad := confmap.NewFromStringMap(map[string]any{"runtime": map[string]any{"rust": rust}})
+		err := converter.Convert(context.Background(), bad)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v", section, err)
 		}
 	}
 }

@@ -26,10 +26,12 @@ type Config struct {
 	Extensions  map[string]any `mapstructure:"extensions" json:"extensions,omitempty"`
 	Nodes       map[string]any `mapstructure:"nodes" json:"nodes,omitempty"`
 	Connections []any          `mapstructure:"connections" json:"connections,omitempty"`
-	// Cores is how many pipeline instances (threads) run the fragment (default 1).
+	// Cores is how many pipeline instances (threads) run the fragment (default: the
+	// `runtime: rust: executor: cores` of the Collector's configuration, else 1).
 	Cores int `mapstructure:"cores" json:"cores,omitempty"`
-	// QueueSize bounds the payloads waiting between the runtimes, each way (default 256):
-	// past it, the Collector's side gets a retryable error.
+	// QueueSize bounds the payloads waiting between the runtimes, each way (default: the
+	// `runtime: rust: otapdf: queue_size` of the Collector's configuration, else 256): past
+	// it, the Collector's side gets a retryable error.
 	QueueSize int `mapstructure:"queue_size" json:"queue_size,omitempty"`
 
 	role int
@@ -42,7 +44,7 @@ func defaultConfig(role int) component.CreateDefaultConfigFunc {
 // Validate checks the fragment with otap-df: the errors name the field inside it
 // (`at nodes.dedup.config.ttl: ...`).
 func (c *Config) Validate() error {
-	return validate(c.role, c)
+	return validate(c.role, c.withDefaults())
 }
 
 // bridged is one component: an otap-df engine, the Collector's next consumers per signal.
@@ -70,14 +72,16 @@ func (b *bridged) Start(context.Context, component.Host) error {
 		return nil
 	}
 	b.handle = registerOutlet(b)
-	id, err := start(b.role, b.config, b.handle)
+	config := b.config.withDefaults()
+	id, err := start(b.role, config, b.handle)
 	if err != nil {
 		forgetOutlet(b.handle)
 		b.handle = 0
 		return err
 	}
 	b.id = id
-	b.logger.Info("otap-df engine started", zap.Uint64("engine", id))
+	b.logger.Info("otap-df engine started", zap.Uint64("engine", id),
+		zap.Int("cores", config.Cores), zap.Int("queue_size", config.QueueSize))
 	return nil
 }
 

@@ -547,3 +547,70 @@ fn the_readmes_collector_configurations_validate() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
+fn the_runtime_section_sets_every_components_defaults() {
+    let dir = TempDir::new("bridge-runtime");
+    let (ingest, upstream) = (port(), port());
+    let out = dir.path("received.bin");
+    let sink = sink(upstream, "up", &out);
+    let body = |runtime: &str| {
+        format!(
+            "runtime:
+  rust:
+{runtime}
+receivers:
+  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
+processors:
+  otapdf/dedup:{DEDUP}
+exporters:
+  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
+{}",
+            service("", &every_signal("otlp", "otapdf/dedup", "otlp_http"))
+                .replace("level: warn", "level: info")
+        )
+    };
+    // Out of range, and a misspelt key: refused, named.
+    for (runtime, error) in [
+        (
+            "    executor: { cores: 0 }\n    otapdf: { queue_size: 100000 }",
+            "runtime::rust::otapdf::queue_size: must be from 1 to 65536",
+        ),
+        ("    executr: { cores: 2 }", "executr"),
+    ] {
+        let path = dir.path("bad.yaml");
+        std::fs::write(&path, body(runtime)).unwrap();
+        let output = Command::new(otelcol())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .output()
+            .expect("the Collector runs");
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && text.contains(error), "{text}");
+    }
+    let config = body("    executor: { cores: 2 }\n    otapdf: { queue_size: 32 }");
+    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
+    let sent = send(ingest, None, 20, 0.25, None);
+    assert_eq!(lost(&sent), 0, "{}", collector.output());
+    // Two cores share the store (memory_kv serves every core): repeats are still dropped.
+    assert_eq!(
+        records_by_signal(&out, 450),
+        [150, 150, 150],
+        "{}",
+        collector.output()
+    );
+    let log = collector.output();
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("otap-df engine started"))
+        .collect();
+    assert_eq!(started.len(), 3, "{log}");
+    assert!(
+        started
+            .iter()
+            .all(|l| l.contains("\"cores\": 2") && l.contains("\"queue_size\": 32")),
+        "{log}"
+    );
+    sink.stop().unwrap();
+}

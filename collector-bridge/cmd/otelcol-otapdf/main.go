@@ -80,6 +80,10 @@ func main() {
 					fileprovider.NewFactory(),
 					envprovider.NewFactory(),
 				},
+				// The `runtime: rust:` section: the otapdf components' defaults.
+				ConverterFactories: []confmap.ConverterFactory{
+					otapdf.NewRuntimeConverterFactory(),
+				},
 			},
 		},
 	}
