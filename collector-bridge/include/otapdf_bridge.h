@@ -16,7 +16,9 @@
  *   `id` (the handle given to otapdf_start); answer with otapdf_complete(completion, ...).
  * kind 1, an answer: the outcome `status` (why in `len` bytes at `data`) of what was
  *   submitted with token `id`; `released` 1 when its bytes are released already.
- * kind 2, a release: the bytes submitted with token `id` are no longer referenced. */
+ * kind 2, a release: the bytes submitted with token `id` are no longer referenced.
+ * kind 3, an ending: the engine of component `id` (its handle) ended by itself, not
+ *   stopped: a node failed (why in `len` bytes at `data`); what it is given is refused. */
 typedef struct {
     uint32_t kind;
     uint32_t signal;

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/consumer/consumererror"
@@ -272,5 +274,23 @@ func TestTheRuntimeSectionIsTakenOutAndSetsTheComponentsDefaults(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("%s: %v", section, err)
 		}
+	}
+}
+
+// reporter is a Collector host that keeps the status events reported to it.
+type reporter struct {
+	component.Host
+	events []*componentstatus.Event
+}
+
+func (r *reporter) Report(event *componentstatus.Event) { r.events = append(r.events, event) }
+
+func TestAnEngineThatEndedByItselfIsAPermanentErrorInTheComponentsStatus(t *testing.T) {
+	host := &reporter{Host: componenttest.NewNopHost()}
+	b := &bridged{role: roleProcessor, config: dedup(), logger: zap.NewNop(), host: host}
+	b.ended("a node failed")
+	if len(host.events) != 1 || host.events[0].Status() != componentstatus.StatusPermanentError ||
+		!strings.Contains(host.events[0].Err().Error(), "a node failed") {
+		t.Fatalf("%+v", host.events)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/connector"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
@@ -62,15 +63,17 @@ type bridged struct {
 	// signal's pipeline from one engine: one listening socket).
 	users   int
 	started int
+	host    component.Host
 }
 
-func (b *bridged) Start(context.Context, component.Host) error {
+func (b *bridged) Start(_ context.Context, host component.Host) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.started++
 	if b.started > 1 {
 		return nil
 	}
+	b.host = host
 	b.handle = registerOutlet(b)
 	config := b.config.withDefaults()
 	id, err := start(b.role, config, b.handle)
@@ -170,6 +173,20 @@ func original(request []byte) any {
 		return nil
 	}
 	return entry.(lentRequest).data
+}
+
+// ended reports the component's engine's end to the Collector: a permanent error in its
+// status (health checks see it) and the log; what it is given meanwhile is refused,
+// retryable.
+func (b *bridged) ended(why string) {
+	err := fmt.Errorf("the otap-df engine ended: %s", why)
+	b.logger.Error("otap-df engine ended by itself", zap.Error(err))
+	b.mu.Lock()
+	host := b.host
+	b.mu.Unlock()
+	if host != nil {
+		componentstatus.ReportStatus(host, componentstatus.NewPermanentErrorEvent(err))
+	}
 }
 
 // deliver hands what the engine's outlet gives to the next consumer of its signal.

@@ -26,6 +26,7 @@ const (
 	eventDeliver = 0
 	eventAnswer  = 1
 	eventRelease = 2
+	eventEnded   = 3
 )
 
 // outlet is what a component's outlet hands payloads to.
@@ -33,6 +34,8 @@ type outlet interface {
 	// deliver decodes (copying) the request, or recognises one lent to otap-df, and hands
 	// it to the next consumer on a goroutine of its own, calling done with the outcome.
 	deliver(signal int, request []byte, done func(error)) error
+	// ended says the component's engine ended by itself (a node failed).
+	ended(why string)
 }
 
 // outlets are the running components, by the handle their engine names in deliveries. A
@@ -118,6 +121,10 @@ func dispatch(event *C.otapdf_event) {
 		call := found.(*submitted)
 		call.settled(token, true, event.released != 0)
 		call.outcome <- outcomeError(int(event.status), string(data))
+	case eventEnded:
+		if target, ok := outlets.Load(uint64(event.id)); ok {
+			target.(outlet).ended(string(data))
+		}
 	case eventRelease:
 		token := uint64(event.id)
 		if found, ok := calls.Load(token); ok {

@@ -35,6 +35,8 @@ pub(crate) enum Event {
     },
     /// The bytes submitted with `token` are no longer referenced.
     Release { token: u64 },
+    /// The engine of component `handle` ended by itself (a node failed), not stopped.
+    Ended { handle: u64, message: String },
 }
 
 struct Queue {

@@ -454,15 +454,15 @@ pub unsafe extern "C" fn otapdf_free(text: *mut c_char) {
 /// What one event looks like to the Go side (`otapdf_event` in the header).
 #[repr(C)]
 pub struct CEvent {
-    /// 0 delivery, 1 answer, 2 release.
+    /// 0 delivery, 1 answer, 2 release, 3 an engine ended by itself.
     pub kind: u32,
     /// A delivery's signal (0 logs, 1 traces, 2 metrics).
     pub signal: u32,
-    /// A delivery's component handle; an answer's or a release's token.
+    /// A delivery's or an ending's component handle; an answer's or a release's token.
     pub id: u64,
     /// A delivery's completion, for [`otapdf_complete`].
     pub completion: u64,
-    /// A delivery's bytes; an answer's message (UTF-8).
+    /// A delivery's bytes; an answer's or an ending's message (UTF-8).
     pub data: *const u8,
     /// Their length.
     pub len: usize,
@@ -527,6 +527,16 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 len: message.len(),
                 status: *status,
                 released: i32::from(*released),
+            },
+            Event::Ended { handle, message } => CEvent {
+                kind: 3,
+                signal: 0,
+                id: *handle,
+                completion: 0,
+                data: message.as_ptr(),
+                len: message.len(),
+                status: 0,
+                released: 0,
             },
             Event::Release { token } => CEvent {
                 kind: 2,

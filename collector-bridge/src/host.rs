@@ -112,6 +112,8 @@ pub(crate) struct Host {
     pub(crate) granted: Mutex<Granted>,
     /// Set when the engine ended (stopped, or a node failed): how.
     ended: Arc<OnceLock<String>>,
+    /// Set when the Collector asked it to stop.
+    stopping: std::sync::atomic::AtomicBool,
     shutdown: ShutdownHandle,
     telemetry: Arc<Telemetry>,
     thread: Mutex<Option<std::thread::JoinHandle<Result<(), otap_df::core::runtime::EngineError>>>>,
@@ -200,6 +202,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         queue_size: fragment.queue_size,
         granted: Mutex::default(),
         ended: Arc::default(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
         shutdown: engine.shutdown_handle(),
         telemetry: engine.telemetry(),
         thread: Mutex::new(None),
@@ -220,6 +223,16 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
                 Err(error) => error.to_string(),
             });
             watched.close_inlet();
+            // Ended by itself, running: the Collector's side learns it (status, log).
+            if !watched.stopping.load(Ordering::Acquire)
+                && watched.go_handle != 0
+                && let Some(how) = watched.ended.get()
+            {
+                crate::events::push(crate::events::Event::Ended {
+                    handle: watched.go_handle,
+                    message: how.clone(),
+                });
+            }
             result
         });
     let thread = match thread {
@@ -273,6 +286,7 @@ pub fn stop(id: u64) -> Result<(), String> {
     let Some(host) = forget(id) else {
         return Err(format!("no component {id} runs"));
     };
+    host.stopping.store(true, Ordering::Release);
     host.shutdown.request();
     let thread = host
         .thread

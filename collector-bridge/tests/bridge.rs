@@ -34,6 +34,8 @@ struct Collector {
     held: HashMap<u64, Vec<u64>>,
     /// Outcomes of submitted payloads, by token: status, why, released with the answer.
     answers: HashMap<u64, (i32, String, bool)>,
+    /// Components whose engine ended by itself, by handle: why.
+    ended: HashMap<u64, String>,
 }
 
 static COLLECTOR: OnceLock<Mutex<Collector>> = OnceLock::new();
@@ -103,7 +105,11 @@ fn pump(mut socket: UnixStream) {
                         .insert(event.id, (event.status, why, event.released == 1));
                     ANSWERED.notify_all();
                 }
-                _ => collector().released.push(event.id),
+                2 => collector().released.push(event.id),
+                _ => {
+                    let why = String::from_utf8_lossy(bytes).into_owned();
+                    collector().ended.insert(event.id, why);
+                }
             }
         }
         // SAFETY: the batch `otapdf_events` returned, given back once.
@@ -533,6 +539,19 @@ fn a_rust_panic_is_an_error_at_the_boundary_never_an_unwind_into_the_caller() {
     assert!(
         why.starts_with("the otapdf component's engine ended: "),
         "{why}"
+    );
+    // The Collector's side was told, once the engine had ended (a bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ended = loop {
+        if let Some(why) = collector().ended.get(&602).cloned() {
+            break why;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ending event");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(
+        ended.contains("a node panicked on the data path"),
+        "{ended}"
     );
     // The engine stopped itself at the failure; stopping it reports how it ended.
     let stopped = take(ffi::otapdf_stop(id)).unwrap_or_default();
