@@ -4,11 +4,10 @@
 //! calls, located configuration errors, panics kept at the boundary.
 #![allow(unsafe_code)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char};
-use std::io::Read;
-use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use otap_df::core::data::Signal;
@@ -75,57 +74,28 @@ fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
     });
 }
 
-/// The stand-in for the Go side's pump: waits on the bridge's event socket, takes each
-/// batch, dispatches it, gives it back.
-fn pump(mut socket: UnixStream) {
-    let mut wake = [0u8; 256];
-    while socket.read(&mut wake).is_ok_and(|n| n > 0) {
-        let (mut events, mut count) = (std::ptr::null(), 0);
-        // SAFETY: valid pointers for the call.
-        let batch = unsafe { ffi::otapdf_events(&mut events, &mut count) };
-        // SAFETY: `count` events, valid until the batch is given back below.
-        let taken = if count == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(events, count) }
-        };
-        for event in taken {
-            let bytes = if event.data.is_null() {
-                &[][..]
-            } else {
-                // SAFETY: as above.
-                unsafe { std::slice::from_raw_parts(event.data, event.len) }
-            };
-            match event.kind {
-                0 => deliver(event.id, event.signal, bytes, event.completion),
-                1 => {
-                    let why = String::from_utf8_lossy(bytes).into_owned();
-                    collector()
-                        .answers
-                        .insert(event.id, (event.status, why, event.released == 1));
-                    ANSWERED.notify_all();
-                }
-                2 => collector().released.push(event.id),
-                _ => {
-                    let why = String::from_utf8_lossy(bytes).into_owned();
-                    collector().ended.insert(event.id, why);
-                }
-            }
+/// What the stand-in Collector does with one event.
+fn on_event(event: &ffi::CEvent, bytes: &[u8]) {
+    match event.kind {
+        0 => deliver(event.id, event.signal, bytes, event.completion),
+        1 => {
+            let why = String::from_utf8_lossy(bytes).into_owned();
+            collector()
+                .answers
+                .insert(event.id, (event.status, why, event.released == 1));
+            ANSWERED.notify_all();
         }
-        // SAFETY: the batch `otapdf_events` returned, given back once.
-        unsafe { ffi::otapdf_events_done(batch) };
+        2 => collector().released.push(event.id),
+        _ => {
+            let why = String::from_utf8_lossy(bytes).into_owned();
+            collector().ended.insert(event.id, why);
+        }
     }
 }
 
 fn init() {
     static PUMP: OnceLock<()> = OnceLock::new();
-    PUMP.get_or_init(|| {
-        let fd = ffi::otapdf_events_fd();
-        assert!(fd >= 0, "the event socket was taken already");
-        // SAFETY: the bridge hands the socket over to its one caller.
-        let socket = unsafe { UnixStream::from_raw_fd(fd) };
-        std::thread::spawn(move || pump(socket));
-    });
+    PUMP.get_or_init(|| support::start_pump(on_event));
 }
 
 /// Takes a string the bridge handed out.

@@ -226,118 +226,173 @@ const DEDUP: &str = "
     nodes:
       dedup: { type: processor:dedup, config: { ttl: 10m }, capabilities: { key_value_store: seen } }";
 
+/// One test's setting: its folder, the port the Collector takes data on, and our final
+/// receiver (accepting `up` unless said otherwise) writing what arrives to a file.
+struct Chain {
+    dir: TempDir,
+    ingest: u16,
+    upstream: u16,
+    out: PathBuf,
+    sink: Started,
+}
+
+impl Chain {
+    fn new(label: &str) -> Self {
+        Self::accepting(label, "up")
+    }
+
+    /// Our final receiver accepting `token`.
+    fn accepting(label: &str, token: &str) -> Self {
+        let dir = TempDir::new(label);
+        let (ingest, upstream) = (port(), port());
+        let out = dir.path("received.bin");
+        let sink = sink(upstream, token, &out);
+        Self {
+            dir,
+            ingest,
+            upstream,
+            out,
+            sink,
+        }
+    }
+
+    /// The Collector's `otlp` receiver (OTLP/HTTP) on the ingest port, as a `receivers:`
+    /// entry.
+    fn otlp_in(&self) -> String {
+        format!(
+            "  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{}' }} }} }}\n",
+            self.ingest
+        )
+    }
+
+    /// The Collector's `otlp_http` exporter to our final receiver with `up`, as an
+    /// `exporters:` entry.
+    fn otlp_out(&self) -> String {
+        format!(
+            "  otlp_http: {{ endpoint: 'http://127.0.0.1:{}', headers: {{ authorization: 'Bearer up' }} }}\n",
+            self.upstream
+        )
+    }
+
+    /// The Collector's `otlp` receiver → our dedup processor → its `otlp_http` exporter, for
+    /// every signal, logging at `level`.
+    fn through_dedup(&self, level: &str) -> String {
+        format!(
+            "receivers:\n{}processors:\n  otapdf/dedup:{DEDUP}\nexporters:\n{}{}",
+            self.otlp_in(),
+            self.otlp_out(),
+            service("", &every_signal("otlp", "otapdf/dedup", "otlp_http"))
+                .replace("level: warn", &format!("level: {level}"))
+        )
+    }
+
+    /// The Collector on `config`, with `env`, taking data on the ingest port.
+    fn collector(&self, config: &str, env: &[(&str, String)]) -> Collector {
+        Collector::start(self.dir.dir(), "otelcol", config, &[self.ingest], env)
+    }
+
+    /// Sends `count` batches of each signal (see [`send`]) to the ingest port; nothing is
+    /// lost on the way and `records` of each signal arrive.
+    fn delivers(
+        &self,
+        collector: &Collector,
+        token: Option<&str>,
+        count: u64,
+        ratio: f64,
+        records: u64,
+    ) {
+        let sent = send(self.ingest, token, count, ratio, None);
+        assert_eq!(lost(&sent), 0, "{}", collector.output());
+        assert_eq!(
+            records_by_signal(&self.out, 3 * records),
+            [records; 3],
+            "{}",
+            collector.output()
+        );
+    }
+
+    /// Sends 2 batches of each signal with `token`, which is refused: all 60 records lost,
+    /// nothing more arrives than the `records` of each signal before.
+    fn refuses(&self, token: &str, records: u64) {
+        let refused = send(self.ingest, Some(token), 2, 0.0, None);
+        assert_eq!(lost(&refused), 60, "a wrong token is refused");
+        assert_eq!(records_by_signal(&self.out, 3 * records + 1), [records; 3]);
+    }
+
+    fn finish(self) {
+        self.sink.stop().unwrap();
+    }
+}
+
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn the_collectors_pipeline_through_our_dedup_processor_forwards_each_batch_once() {
-    let dir = TempDir::new("bridge-processor");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "up", &out);
-    let config = format!(
-        "receivers:
-  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
-processors:
-  otapdf/dedup:{DEDUP}
-exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
-{}",
-        service("", &every_signal("otlp", "otapdf/dedup", "otlp_http"))
-    );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
+    let chain = Chain::new("bridge-processor");
+    let collector = chain.collector(&chain.through_dedup("warn"), &[]);
     // 40 batches a signal, 10 of them repeats: 30 distinct batches of 10 records.
-    let sent = send(ingest, None, 40, 0.25, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
-    assert_eq!(
-        records_by_signal(&out, 900),
-        [300, 300, 300],
-        "{}",
-        collector.output()
-    );
-    sink.stop().unwrap();
+    chain.delivers(&collector, None, 40, 0.25, 300);
+    chain.finish();
 }
 
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn our_receiver_with_bearer_auth_feeds_every_signals_pipeline_and_refuses_a_wrong_token() {
-    let dir = TempDir::new("bridge-receiver");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "up", &out);
+    let chain = Chain::new("bridge-receiver");
     let config = format!(
         "receivers:
   otapdf/in:
     extensions:
       callers: {{ type: extension:bearer_auth, config: {{ tokens: [sender] }} }}
     nodes:
-      in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{ingest}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+      in: {{ type: receiver:otlp_http, config: {{ listen: '127.0.0.1:{}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
 exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
-{}",
+{}{}",
+        chain.ingest,
+        chain.otlp_out(),
         service("", &every_signal("otapdf/in", "", "otlp_http"))
     );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
-    let sent = send(ingest, Some("sender"), 10, 0.0, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
-    assert_eq!(
-        records_by_signal(&out, 300),
-        [100, 100, 100],
-        "{}",
-        collector.output()
-    );
-    // A wrong token: refused by our receiver (401, not retried), every record lost.
-    let refused = send(ingest, Some("intruder"), 2, 0.0, None);
-    assert_eq!(lost(&refused), 60);
-    assert_eq!(records_by_signal(&out, 301), [100, 100, 100]);
-    sink.stop().unwrap();
+    let collector = chain.collector(&config, &[]);
+    chain.delivers(&collector, Some("sender"), 10, 0.0, 100);
+    // A wrong token: refused by our receiver (401, not retried).
+    chain.refuses("intruder", 100);
+    chain.finish();
 }
 
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn the_collectors_pipeline_exports_through_our_exporter_with_an_azure_auth_token() {
-    let dir = TempDir::new("bridge-exporter");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let value = dir.path("token-value");
+    let chain = Chain::accepting("bridge-exporter", "entra-issued");
+    let value = chain.dir.path("token-value");
     std::fs::write(&value, "entra-issued").unwrap();
     let endpoint =
         azure::TokenEndpoint::start(&[], azure::Reply::Token(3600)).with_value_file(&value);
-    let sink = sink(upstream, "entra-issued", &out);
     let config = format!(
         "receivers:
-  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
-exporters:
+{}exporters:
   otapdf/up:
     extensions:
       entra: {{ type: extension:azure_auth, config: {} }}
     nodes:
-      up: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{upstream}' }}, capabilities: {{ bearer_token_provider: entra }} }}
+      up: {{ type: exporter:otlp_http, config: {{ endpoint: 'http://127.0.0.1:{}' }}, capabilities: {{ bearer_token_provider: entra }} }}
 {}",
+        chain.otlp_in(),
         azure::managed_identity(""),
+        chain.upstream,
         service("", &every_signal("otlp", "", "otapdf/up"))
     );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &endpoint.env());
-    let sent = send(ingest, None, 10, 0.0, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
-    assert_eq!(
-        records_by_signal(&out, 300),
-        [100, 100, 100],
-        "{}",
-        collector.output()
-    );
+    let collector = chain.collector(&config, &endpoint.env());
+    chain.delivers(&collector, None, 10, 0.0, 100);
     assert!(
         endpoint.served().iter().all(|s| s.header_ok) && !endpoint.served().is_empty(),
         "the token came from the managed identity endpoint"
     );
-    sink.stop().unwrap();
+    chain.finish();
 }
 
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn our_extensions_guard_the_collectors_receiver_and_sign_its_exporter() {
-    let dir = TempDir::new("bridge-extension");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "signed-by-otapdf", &out);
+    let chain = Chain::accepting("bridge-extension", "signed-by-otapdf");
     let config = format!(
         "extensions:
   otapdf/callers: {{ type: bearer_auth, config: {{ tokens: [sender] }} }}
@@ -345,37 +400,27 @@ fn our_extensions_guard_the_collectors_receiver_and_sign_its_exporter() {
 receivers:
   otlp:
     protocols:
-      http: {{ endpoint: '127.0.0.1:{ingest}', auth: {{ authenticator: otapdf/callers }} }}
+      http: {{ endpoint: '127.0.0.1:{}', auth: {{ authenticator: otapdf/callers }} }}
 exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', auth: {{ authenticator: otapdf/sign }} }}
+  otlp_http: {{ endpoint: 'http://127.0.0.1:{}', auth: {{ authenticator: otapdf/sign }} }}
 {}",
+        chain.ingest,
+        chain.upstream,
         service(
             "otapdf/callers, otapdf/sign",
             &every_signal("otlp", "", "otlp_http")
         )
     );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
-    let sent = send(ingest, Some("sender"), 10, 0.0, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
-    assert_eq!(
-        records_by_signal(&out, 300),
-        [100, 100, 100],
-        "{}",
-        collector.output()
-    );
-    let refused = send(ingest, Some("intruder"), 2, 0.0, None);
-    assert_eq!(lost(&refused), 60, "a wrong token is refused");
-    assert_eq!(records_by_signal(&out, 301), [100, 100, 100]);
-    sink.stop().unwrap();
+    let collector = chain.collector(&config, &[]);
+    chain.delivers(&collector, Some("sender"), 10, 0.0, 100);
+    chain.refuses("intruder", 100);
+    chain.finish();
 }
 
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn our_connector_joins_two_pipelines_of_each_signal() {
-    let dir = TempDir::new("bridge-connector");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "up", &out);
+    let chain = Chain::new("bridge-connector");
     let pipelines: String = ["logs", "traces", "metrics"]
         .iter()
         .map(|s| {
@@ -386,25 +431,14 @@ fn our_connector_joins_two_pipelines_of_each_signal() {
         })
         .collect();
     let config = format!(
-        "receivers:
-  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
-connectors:
-  otapdf/link:{DEDUP}
-exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
-{}",
+        "receivers:\n{}connectors:\n  otapdf/link:{DEDUP}\nexporters:\n{}{}",
+        chain.otlp_in(),
+        chain.otlp_out(),
         service("", &pipelines)
     );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
-    let sent = send(ingest, None, 40, 0.25, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
-    assert_eq!(
-        records_by_signal(&out, 900),
-        [300, 300, 300],
-        "{}",
-        collector.output()
-    );
-    sink.stop().unwrap();
+    let collector = chain.collector(&config, &[]);
+    chain.delivers(&collector, None, 40, 0.25, 300);
+    chain.finish();
 }
 
 #[test]
@@ -451,44 +485,28 @@ exporters:
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn a_reload_restarts_every_component_under_load_and_nothing_is_lost() {
-    let dir = TempDir::new("bridge-reload");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "up", &out);
-    let config = format!(
-        "receivers:
-  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
-processors:
-  otapdf/dedup:{DEDUP}
-exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
-{}",
-        service("", &every_signal("otlp", "otapdf/dedup", "otlp_http"))
-            .replace("level: warn", "level: info")
-    );
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
+    let chain = Chain::new("bridge-reload");
+    let collector = chain.collector(&chain.through_dedup("info"), &[]);
     // 3 signals × 300 batches at 100 a second each: three seconds of load.
+    let ingest = chain.ingest;
     let sender = std::thread::spawn(move || send(ingest, None, 300, 0.0, Some(100)));
-    let mut reloads = 0;
     for at in [1500, 4500] {
         // Once a share of the load went through, restart every component (SIGHUP).
-        let counts = records_by_signal(&out, at);
+        let counts = records_by_signal(&chain.out, at);
         assert!(counts.iter().sum::<u64>() >= at, "{}", collector.output());
         let status = Command::new("kill")
             .args(["-HUP", &collector.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        reloads += 1;
     }
     let sent = sender.join().unwrap();
-    assert_eq!(reloads, 2);
     assert_eq!(lost(&sent), 0, "{}", collector.output());
     // Every batch arrived. A batch the Collector took while its answer was cut by the
     // restart is sent again (at least once), so distinct batches are counted.
     let deadline = Instant::now() + Duration::from_secs(30);
     let distinct = loop {
-        let mut payloads: Vec<Vec<u8>> = otap_df::nodes::read_payloads(&out)
+        let mut payloads: Vec<Vec<u8>> = otap_df::nodes::read_payloads(&chain.out)
             .unwrap_or_default()
             .iter()
             .map(|p| p.bytes().to_vec())
@@ -506,7 +524,7 @@ exporters:
     // One processor per signal, started, then stopped and started again at each reload.
     assert_eq!(log.matches("otap-df engine started").count(), 9, "{log}");
     assert_eq!(log.matches("otap-df engine stopped").count(), 6, "{log}");
-    sink.stop().unwrap();
+    chain.finish();
 }
 
 #[test]
@@ -551,24 +569,11 @@ fn the_readmes_collector_configurations_validate() {
 #[test]
 #[ignore = "needs the Collector build: run by `cargo xtask collector-bridge`"]
 fn the_runtime_section_sets_every_components_defaults() {
-    let dir = TempDir::new("bridge-runtime");
-    let (ingest, upstream) = (port(), port());
-    let out = dir.path("received.bin");
-    let sink = sink(upstream, "up", &out);
+    let chain = Chain::new("bridge-runtime");
     let body = |runtime: &str| {
         format!(
-            "runtime:
-  rust:
-{runtime}
-receivers:
-  otlp: {{ protocols: {{ http: {{ endpoint: '127.0.0.1:{ingest}' }} }} }}
-processors:
-  otapdf/dedup:{DEDUP}
-exporters:
-  otlp_http: {{ endpoint: 'http://127.0.0.1:{upstream}', headers: {{ authorization: 'Bearer up' }} }}
-{}",
-            service("", &every_signal("otlp", "otapdf/dedup", "otlp_http"))
-                .replace("level: warn", "level: info")
+            "runtime:\n  rust:\n{runtime}\n{}",
+            chain.through_dedup("info")
         )
     };
     // Out of range, and a misspelt key: refused, named.
@@ -579,7 +584,7 @@ exporters:
         ),
         ("    executr: { cores: 2 }", "executr"),
     ] {
-        let path = dir.path("bad.yaml");
+        let path = chain.dir.path("bad.yaml");
         std::fs::write(&path, body(runtime)).unwrap();
         let output = Command::new(otelcol())
             .args(["validate", "--config"])
@@ -590,16 +595,9 @@ exporters:
         assert!(!output.status.success() && text.contains(error), "{text}");
     }
     let config = body("    executor: { cores: 2 }\n    otapdf: { queue_size: 32 }");
-    let collector = Collector::start(dir.dir(), "otelcol", &config, &[ingest], &[]);
-    let sent = send(ingest, None, 20, 0.25, None);
-    assert_eq!(lost(&sent), 0, "{}", collector.output());
+    let collector = chain.collector(&config, &[]);
     // Two cores share the store (memory_kv serves every core): repeats are still dropped.
-    assert_eq!(
-        records_by_signal(&out, 450),
-        [150, 150, 150],
-        "{}",
-        collector.output()
-    );
+    chain.delivers(&collector, None, 20, 0.25, 150);
     let log = collector.output();
     let started: Vec<&str> = log
         .lines()
@@ -612,5 +610,5 @@ exporters:
             .all(|l| l.contains("\"cores\": 2") && l.contains("\"queue_size\": 32")),
         "{log}"
     );
-    sink.stop().unwrap();
+    chain.finish();
 }

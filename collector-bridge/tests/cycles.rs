@@ -3,10 +3,9 @@
 //! Alone in its test binary: it counts the process's threads and live heap bytes.
 #![allow(unsafe_code)]
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::Read;
-use std::os::fd::FromRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use otap_df::core::data::Signal;
@@ -46,28 +45,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The stand-in for the Go side's pump: every delivery accepted at once.
-fn pump(mut socket: UnixStream) {
-    let mut wake = [0u8; 256];
-    while socket.read(&mut wake).is_ok_and(|n| n > 0) {
-        let (mut events, mut count) = (std::ptr::null(), 0);
-        // SAFETY: valid pointers for the call.
-        let batch = unsafe { ffi::otapdf_events(&mut events, &mut count) };
-        // SAFETY: `count` events, valid until the batch is given back below.
-        let taken = if count == 0 {
-            &[][..]
-        } else {
-            unsafe { std::slice::from_raw_parts(events, count) }
-        };
-        for event in taken.iter().filter(|e| e.kind == 0) {
-            // SAFETY: a completion a delivery carried, answered once.
-            unsafe { ffi::otapdf_complete(event.completion, ffi::ACCEPTED, std::ptr::null(), 0) };
-        }
-        // SAFETY: the batch `otapdf_events` returned, given back once.
-        unsafe { ffi::otapdf_events_done(batch) };
-    }
-}
-
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
 }
@@ -89,9 +66,13 @@ fn cycle(batches: &[otap_df::core::data::OtlpPayload]) {
 
 #[test]
 fn start_stop_cycles_leave_no_thread_and_no_memory_behind() {
-    // SAFETY: the bridge hands the socket over to its one caller.
-    let socket = unsafe { UnixStream::from_raw_fd(ffi::otapdf_events_fd()) };
-    std::thread::spawn(move || pump(socket));
+    // The stand-in for the Go side: every delivery accepted at once.
+    support::start_pump(|event, _| {
+        if event.kind == 0 {
+            // SAFETY: a completion a delivery carried, answered once.
+            unsafe { ffi::otapdf_complete(event.completion, ffi::ACCEPTED, std::ptr::null(), 0) };
+        }
+    });
     let batches: Vec<_> = (0..20)
         .map(|i| otap_df::nodes::otlp::synthetic(Signal::Logs, 100, &format!("b{i}"), 1))
         .collect();

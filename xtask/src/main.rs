@@ -251,64 +251,89 @@ fn build_bridge_collector(
     library: &std::path::Path,
     folder: &str,
 ) -> Result<std::path::PathBuf, String> {
-    use std::hash::{Hash, Hasher};
     let sources = root.join("collector-bridge");
-    let out = root.join("target").join(folder);
-    let binary = out.join("otelcol-otapdf");
-    let stamp_file = out.join("sources.stamp");
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let mut files = vec![
+    let mut inputs = vec![
         sources.join("go.mod"),
         sources.join("go.sum"),
         sources.join("include").join("otapdf_bridge.h"),
     ];
-    for folder in ["otapdf", "cmd/otelcol-otapdf"] {
-        let entries = std::fs::read_dir(sources.join(folder))
-            .map_err(|e| format!("cannot read collector-bridge/{folder}: {e}"))?;
+    for package in ["otapdf", "cmd/otelcol-otapdf"] {
+        let entries = std::fs::read_dir(sources.join(package))
+            .map_err(|e| format!("cannot read collector-bridge/{package}: {e}"))?;
         let mut go: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "go"))
             .collect();
         go.sort();
-        files.extend(go);
-    }
-    for file in &files {
-        std::fs::read(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
-            .hash(&mut hasher);
+        inputs.extend(go);
     }
     let archive = library.join("libotap_df_collector_bridge.a");
     let built = std::fs::metadata(&archive)
         .and_then(|m| m.modified())
         .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
-    built.hash(&mut hasher);
-    let stamp = format!("{:016x}", hasher.finish());
-    if binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
-        eprintln!("==> the bridge's Collector is built ({})", binary.display());
-        return Ok(binary);
+    go_build_once(&GoBuild {
+        what: "collector-bridge/cmd/otelcol-otapdf (cgo, the bridge's library)",
+        sources: &sources,
+        package: "./cmd/otelcol-otapdf",
+        binary: &root.join("target").join(folder).join("otelcol-otapdf"),
+        inputs: &inputs,
+        also: &format!("{built:?}"),
+        env: &[
+            ("CGO_ENABLED", "1".to_owned()),
+            ("CGO_LDFLAGS", format!("-L{}", library.display())),
+        ],
+    })
+}
+
+/// A Go binary built from `package` in `sources`, again only when its inputs changed.
+struct GoBuild<'a> {
+    /// What it is, for the progress line.
+    what: &'a str,
+    sources: &'a std::path::Path,
+    package: &'a str,
+    binary: &'a std::path::Path,
+    /// The files whose contents decide whether to build again.
+    inputs: &'a [std::path::PathBuf],
+    /// More of what decides it (a linked library's time).
+    also: &'a str,
+    env: &'a [(&'a str, String)],
+}
+
+/// Builds `build` unless the binary there was built from the same inputs (a stamp beside it).
+fn go_build_once(build: &GoBuild<'_>) -> Result<std::path::PathBuf, String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in build.inputs {
+        std::fs::read(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            .hash(&mut hasher);
     }
-    require_go("the Collector bridge")?;
-    eprintln!("==> go build collector-bridge/cmd/otelcol-otapdf (cgo, the bridge's library)");
+    build.also.hash(&mut hasher);
+    let stamp = format!("{:016x}", hasher.finish());
+    let stamp_file = build.binary.with_extension("stamp");
+    if build.binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+        eprintln!("==> {} is built ({})", build.what, build.binary.display());
+        return Ok(build.binary.to_owned());
+    }
+    require_go(build.what)?;
+    eprintln!("==> go build {}", build.what);
     let started = Instant::now();
     let status = Command::new("go")
         .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
-        .arg(&binary)
-        .arg("./cmd/otelcol-otapdf")
-        .current_dir(&sources)
-        .env("CGO_ENABLED", "1")
-        .env("CGO_LDFLAGS", format!("-L{}", library.display()))
+        .arg(build.binary)
+        .arg(build.package)
+        .current_dir(build.sources)
+        .envs(build.env.iter().map(|(k, v)| (*k, v.as_str())))
         .status()
         .map_err(|e| format!("cannot run `go build`: {e}"))?;
     eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
     if !status.success() {
-        return Err(format!(
-            "`go build` of collector-bridge/cmd/otelcol-otapdf failed ({status})"
-        ));
+        return Err(format!("`go build` of {} failed ({status})", build.what));
     }
     std::fs::write(&stamp_file, stamp)
         .map_err(|e| format!("cannot write `{}`: {e}", stamp_file.display()))?;
-    Ok(binary)
+    Ok(build.binary.to_owned())
 }
 
 /// Fails with what to install when `go` does not run.
@@ -377,39 +402,20 @@ fn python_sdk(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
 /// Builds `interop/otelcol` unless the binary in `target/otelcol/` was built from the same
 /// sources (a stamp of `main.go`, `go.mod` and `go.sum`).
 fn build_collector(root: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    use std::hash::{Hash, Hasher};
     let sources = root.join("interop").join("otelcol");
-    let out = root.join("target").join("otelcol");
-    let binary = out.join("otelcol-interop");
-    let stamp_file = out.join("sources.stamp");
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for name in ["main.go", "go.mod", "go.sum"] {
-        std::fs::read(sources.join(name))
-            .map_err(|e| format!("cannot read interop/otelcol/{name}: {e}"))?
-            .hash(&mut hasher);
-    }
-    let stamp = format!("{:016x}", hasher.finish());
-    if binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
-        eprintln!("==> the Collector is built ({})", binary.display());
-        return Ok(binary);
-    }
-    require_go("the interop tests' OpenTelemetry Collector")?;
-    eprintln!("==> go build interop/otelcol (the OpenTelemetry Collector, v0.165)");
-    let started = Instant::now();
-    let status = Command::new("go")
-        .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
-        .arg(&binary)
-        .arg(".")
-        .current_dir(&sources)
-        .status()
-        .map_err(|e| format!("cannot run `go build`: {e}"))?;
-    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
-    if !status.success() {
-        return Err(format!("`go build` of interop/otelcol failed ({status})"));
-    }
-    std::fs::write(&stamp_file, stamp)
-        .map_err(|e| format!("cannot write `{}`: {e}", stamp_file.display()))?;
-    Ok(binary)
+    let inputs: Vec<_> = ["main.go", "go.mod", "go.sum"]
+        .iter()
+        .map(|name| sources.join(name))
+        .collect();
+    go_build_once(&GoBuild {
+        what: "interop/otelcol (the OpenTelemetry Collector, v0.165)",
+        sources: &sources,
+        package: ".",
+        binary: &root.join("target").join("otelcol").join("otelcol-interop"),
+        inputs: &inputs,
+        also: "",
+        env: &[],
+    })
 }
 
 /// The redis-kv tests run against real `redis-server`s: installs it from the system's packages
