@@ -94,6 +94,9 @@ fn create_inlet(
     })))
 }
 
+/// The most payloads the inlet takes from its queue at once.
+const BURST: usize = 64;
+
 struct Inlet {
     context: NodeContext,
     queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Inbound>>>,
@@ -102,20 +105,23 @@ struct Inlet {
 #[async_trait(?Send)]
 impl LocalReceiver for Inlet {
     async fn run(self: Box<Self>, mut context: ReceiverContext) -> Result<(), NodeError> {
+        // What one wake-up finds queued is taken together: one lock, one wake-up per burst.
+        let mut burst = Vec::with_capacity(BURST);
         loop {
-            let next = async { self.queue.lock().await.recv().await };
-            let inbound = tokio::select! {
+            let next = async { self.queue.lock().await.recv_many(&mut burst, BURST).await };
+            tokio::select! {
                 biased;
                 message = context.control.recv() => match message {
                     ControlMessage::Shutdown { .. } => return Ok(()),
                     _ => continue,
                 },
-                inbound = next => match inbound {
-                    Some(inbound) => inbound,
-                    None => return Ok(()),
+                taken = next => if taken == 0 {
+                    return Ok(());
                 },
-            };
-            self.take(inbound, &context).await?;
+            }
+            for inbound in burst.drain(..) {
+                self.take(inbound, &context).await?;
+            }
         }
     }
 }
