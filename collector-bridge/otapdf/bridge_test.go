@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -292,5 +293,46 @@ func TestAnEngineThatEndedByItselfIsAPermanentErrorInTheComponentsStatus(t *test
 	if len(host.events) != 1 || host.events[0].Status() != componentstatus.StatusPermanentError ||
 		!strings.Contains(host.events[0].Err().Error(), "a node failed") {
 		t.Fatalf("%+v", host.events)
+	}
+}
+
+func TestBytesAnExporterStillHoldsAreUnpinnedWhenItLetsGo(t *testing.T) {
+	// An exporter whose upstream is not there keeps the payload, retrying: the call is
+	// answered as it takes it; the bytes stay pinned until it lets go (here: at shutdown).
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoint := "http://" + listener.Addr().String()
+	listener.Close()
+	config := &Config{role: roleExporter, Nodes: map[string]any{
+		"up": map[string]any{"type": "exporter:otlp_http", "config": map[string]any{"endpoint": endpoint}},
+	}}
+	b := &bridged{role: roleExporter, config: config, logger: zap.NewNop()}
+	if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ConsumeLogs(context.Background(), logs(10, "held")); err != nil {
+		t.Fatal(err)
+	}
+	pending := 0
+	calls.Range(func(any, any) bool { pending++; return true })
+	if pending != 1 {
+		t.Fatalf("calls waiting for their bytes: %d, want 1", pending)
+	}
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pending = 0
+		calls.Range(func(any, any) bool { pending++; return true })
+		if pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bytes were never released: %d calls pinned", pending)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
