@@ -51,11 +51,10 @@ struct Queue {
 fn queue() -> &'static Queue {
     static QUEUE: OnceLock<Queue> = OnceLock::new();
     QUEUE.get_or_init(|| {
-        let (wake, read) = UnixStream::pair().unwrap_or_else(|e| {
-            // No socket pair: nothing can cross; every payload waits for its outcome until
-            // the component stops. Said once, loudly.
-            panic!("the Collector bridge cannot create its event socket: {e}")
-        });
+        // Without a socket pair nothing can cross: the first caller's C call reports the
+        // panic as its error (every C function catches panics), a node's fails the node.
+        let (wake, read) = UnixStream::pair()
+            .unwrap_or_else(|e| panic!("the Collector bridge cannot create its event socket: {e}"));
         let _ = wake.set_nonblocking(true);
         Queue {
             events: Mutex::new(Vec::new()),

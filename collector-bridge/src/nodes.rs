@@ -3,7 +3,6 @@
 //! (what the component hands the Collector's next consumer) and
 //! `exporter:collector_capabilities` (what an extension component grants the Collector).
 
-use std::rc::Rc;
 use std::sync::{Arc, PoisonError};
 
 use otap_df::core::data::{Acknowledgement, NotAccepted};
@@ -170,11 +169,10 @@ fn create_outlet(
         context: context.clone(),
         go_handle: host.go_handle,
         room: host.outlet_room.clone(),
-        queue_size: host.queue_size,
         accepted: context.counters.named("collector.accepted"),
         refused: context.counters.named("collector.refused"),
         rejected: context.counters.named("collector.rejected"),
-        in_flight: Rc::new(()),
+        answers: tokio::task::JoinSet::new(),
     })))
 }
 
@@ -183,15 +181,14 @@ struct Outlet {
     go_handle: u64,
     /// Payloads handed over and not answered, across the component's cores.
     room: Arc<Semaphore>,
-    queue_size: usize,
     /// Records the next consumer took.
     accepted: Arc<std::sync::atomic::AtomicU64>,
     /// Records it refused, retryable: the acknowledgement says so upstream.
     refused: Arc<std::sync::atomic::AtomicU64>,
     /// Records it refused for good (`consumererror.Permanent`): dropped, counted here.
     rejected: Arc<std::sync::atomic::AtomicU64>,
-    /// One count per answer this core still waits for.
-    in_flight: Rc<()>,
+    /// The tasks that settle the payloads this core handed over, one per answer awaited.
+    answers: tokio::task::JoinSet<()>,
 }
 
 #[async_trait(?Send)]
@@ -208,7 +205,6 @@ impl LocalExporter for Outlet {
         let accepted = self.accepted.clone();
         let refused = self.refused.clone();
         let rejected = self.rejected.clone();
-        let in_flight = self.in_flight.clone();
         let settle = move |outcome: Result<(), Refusal>| {
             let refusal = match outcome {
                 Ok(()) => {
@@ -232,9 +228,10 @@ impl LocalExporter for Outlet {
                 (Some(ack), Some(why)) => ack.refuse(why),
             }
             drop(permit);
-            drop(in_flight);
         };
-        tokio::task::spawn_local(async move {
+        // Finished answers are reaped as new ones start, so the set holds the unanswered.
+        while self.answers.try_join_next().is_some() {}
+        self.answers.spawn_local(async move {
             settle(answer.await.unwrap_or_else(|_| {
                 Err(Refusal::Retryable(
                     "the Collector dropped the payload's answer".to_owned(),
@@ -247,17 +244,7 @@ impl LocalExporter for Outlet {
     async fn finish(&mut self) -> Result<(), NodeError> {
         // Every answer this core waits for, before the engine drops the tasks that settle
         // them (bounded by the engine's shutdown deadline).
-        while Rc::strong_count(&self.in_flight) > 1 {
-            let Ok(all) = self
-                .room
-                .acquire_many(u32::try_from(self.queue_size).unwrap_or(u32::MAX))
-                .await
-            else {
-                break;
-            };
-            drop(all);
-            tokio::task::yield_now().await;
-        }
+        while self.answers.join_next().await.is_some() {}
         Ok(())
     }
 }

@@ -105,14 +105,23 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     if GO_REQUIRED.load(std::sync::atomic::Ordering::Relaxed) {
         command.env("OTAP_DF_REQUIRE_GO", "1");
     }
+    finished(
+        &mut command,
+        started,
+        &format!("{cargo} {}", args.join(" ")),
+    )
+}
+
+/// Runs `command` (started at `started`), printing how long it took; `shown` names it.
+fn finished(command: &mut Command, started: Instant, shown: &str) -> Result<(), String> {
     let status = command
         .status()
-        .map_err(|e| format!("cannot run `{cargo}`: {e}"))?;
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+        Err(format!("`{shown}` failed ({status})"))
     }
 }
 
@@ -227,20 +236,15 @@ fn go_in_bridge(
 ) -> Result<(), String> {
     require_go("the Collector bridge")?;
     eprintln!("==> go {} (in collector-bridge/)", args.join(" "));
-    let started = Instant::now();
-    let status = Command::new("go")
-        .args(args)
-        .current_dir(root.join("collector-bridge"))
-        .env("CGO_ENABLED", "1")
-        .env("CGO_LDFLAGS", format!("-L{}", library.display()))
-        .status()
-        .map_err(|e| format!("cannot run `go`: {e}"))?;
-    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`go {}` failed ({status})", args.join(" ")))
-    }
+    finished(
+        Command::new("go")
+            .args(args)
+            .current_dir(root.join("collector-bridge"))
+            .env("CGO_ENABLED", "1")
+            .env("CGO_LDFLAGS", format!("-L{}", library.display())),
+        Instant::now(),
+        &format!("go {}", args.join(" ")),
+    )
 }
 
 /// Builds `collector-bridge/cmd/otelcol-otapdf` (cgo, linking the static library in
@@ -318,19 +322,16 @@ fn go_build_once(build: &GoBuild<'_>) -> Result<std::path::PathBuf, String> {
     }
     require_go(build.what)?;
     eprintln!("==> go build {}", build.what);
-    let started = Instant::now();
-    let status = Command::new("go")
-        .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
-        .arg(build.binary)
-        .arg(build.package)
-        .current_dir(build.sources)
-        .envs(build.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .status()
-        .map_err(|e| format!("cannot run `go build`: {e}"))?;
-    eprintln!("<== {:.1}s", started.elapsed().as_secs_f64());
-    if !status.success() {
-        return Err(format!("`go build` of {} failed ({status})", build.what));
-    }
+    finished(
+        Command::new("go")
+            .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
+            .arg(build.binary)
+            .arg(build.package)
+            .current_dir(build.sources)
+            .envs(build.env.iter().map(|(k, v)| (*k, v.as_str()))),
+        Instant::now(),
+        &format!("go build of {}", build.what),
+    )?;
     std::fs::write(&stamp_file, stamp)
         .map_err(|e| format!("cannot write `{}`: {e}", stamp_file.display()))?;
     Ok(build.binary.to_owned())

@@ -534,6 +534,30 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
     Ok(medians)
 }
 
+/// For a target the Collector serves: its binary and its configuration.
+fn collector_target<'a>(
+    options: &'a SweepOptions,
+    target: &str,
+    port: u16,
+    upstream_port: u16,
+) -> Option<(&'a Path, String)> {
+    if target.starts_with("bridge-") {
+        let bridge = options.bridge.as_deref()?;
+        return Some((bridge, bridge_config(port, target == "bridge-dedup")));
+    }
+    if !target.starts_with("otelcol") {
+        return None;
+    }
+    let text = if target == "otelcol-grpc-receiver" {
+        otelcol_grpc_receiver_config(port)
+    } else if grpc(target) {
+        otelcol_grpc_config(port, upstream_port, target.contains("blocking"))
+    } else {
+        otelcol_config(port, upstream_port, target.contains("blocking"))
+    };
+    Some((options.otelcol.as_deref()?, text))
+}
+
 fn run_level(
     options: &SweepOptions,
     own: &Path,
@@ -596,33 +620,15 @@ fn run_level(
             ],
             &log,
         )?
-    } else if let (true, Some(bridge)) = (target.starts_with("bridge-"), &options.bridge) {
-        let config = dir.join(format!("{target}.yaml"));
-        std::fs::write(&config, bridge_config(port, target == "bridge-dedup"))
-            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
-        Process::spawn_with_env(
-            target,
-            server_cpus,
-            bridge,
-            &["--config".to_owned(), config.display().to_string()],
-            &log,
-            &[("GOMAXPROCS", "1")],
-        )?
-    } else if let (true, Some(otelcol)) = (target.starts_with("otelcol"), &options.otelcol) {
+    } else if let Some((collector, text)) = collector_target(options, target, port, upstream_port) {
+        // The Collector (ours with the bridge for `bridge-*`), on one core's worth of Go.
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
-        let text = if target == "otelcol-grpc-receiver" {
-            otelcol_grpc_receiver_config(port)
-        } else if grpc(target) {
-            otelcol_grpc_config(port, upstream_port, target.contains("blocking"))
-        } else {
-            otelcol_config(port, upstream_port, target.contains("blocking"))
-        };
         std::fs::write(&config, text)
             .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         Process::spawn_with_env(
             target,
             server_cpus,
-            otelcol,
+            collector,
             &["--config".to_owned(), config.display().to_string()],
             &log,
             &[("GOMAXPROCS", "1")],
