@@ -10,6 +10,7 @@ pub mod config;
 pub mod extension;
 pub mod memory_kv;
 pub mod node;
+pub mod refresh;
 pub mod registry;
 pub mod resolve;
 

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use otap_df_core::config::{ComponentConfig, ConfigError, InvalidOption};
-use otap_df_core::secret::{EXPIRY_MARGIN, Secret};
+pub use otap_df_core::refresh::{MAX_DURATION, MIN_RETRY_INTERVAL, RefreshConfig, RetryConfig};
+use otap_df_core::refresh::{check_duration, check_policies};
+use otap_df_core::secret::Secret;
 use serde::Deserialize;
 
 /// The options of `extension:azure_auth`. See the crate README for each one.
@@ -142,25 +144,6 @@ pub struct AzureTls {
     pub system_roots: bool,
 }
 
-/// `refresh:` — a token is renewed at `lifetime_fraction` of its lifetime, and at the latest
-/// `before_expiry` before it expires, whichever comes first.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RefreshConfig {
-    /// The share of a token's lifetime after which it is renewed (0 < f < 1).
-    #[serde(default = "defaults::lifetime_fraction")]
-    pub lifetime_fraction: f64,
-    /// How long before its expiry a token is renewed at the latest.
-    #[serde(default = "defaults::before_expiry", with = "humantime_serde")]
-    pub before_expiry: Duration,
-    /// No two token requests closer than this, retries after a failure aside: the shortest
-    /// renewal delay, and the throttle of renewals forced by consumers (after a server
-    /// rejected a token).
-    #[serde(default = "defaults::min_interval", with = "humantime_serde")]
-    pub min_interval: Duration,
-}
-
 impl Default for AzureTls {
     /// The system's trust store, nothing besides.
     fn default() -> Self {
@@ -187,90 +170,8 @@ impl AzureTls {
     }
 }
 
-impl RefreshConfig {
-    /// Renewal at `lifetime_fraction` of a token's lifetime, and at the latest
-    /// `before_expiry` before it expires.
-    #[must_use]
-    pub fn with_renewal(mut self, lifetime_fraction: f64, before_expiry: Duration) -> Self {
-        self.lifetime_fraction = lifetime_fraction;
-        self.before_expiry = before_expiry;
-        self
-    }
-
-    /// No two token requests closer than this, retries after a failure aside.
-    #[must_use]
-    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
-        self.min_interval = min_interval;
-        self
-    }
-}
-
-impl RetryConfig {
-    /// Waits after a failed request: `initial` first, doubling up to `max`.
-    #[must_use]
-    pub fn with_intervals(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_interval = initial;
-        self.max_interval = max;
-        self
-    }
-}
-
-impl Default for RefreshConfig {
-    fn default() -> Self {
-        Self {
-            lifetime_fraction: defaults::lifetime_fraction(),
-            before_expiry: defaults::before_expiry(),
-            min_interval: defaults::min_interval(),
-        }
-    }
-}
-
-/// `retry:` — after a failed token request, the next one waits `initial_interval`, doubling
-/// with each failure up to `max_interval`, with ±20 % jitter; never later than half the
-/// time the current token has left.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RetryConfig {
-    /// Wait after the first failure.
-    #[serde(default = "defaults::initial_interval", with = "humantime_serde")]
-    pub initial_interval: Duration,
-    /// The longest wait between two attempts.
-    #[serde(default = "defaults::max_interval", with = "humantime_serde")]
-    pub max_interval: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            initial_interval: defaults::initial_interval(),
-            max_interval: defaults::max_interval(),
-        }
-    }
-}
-
 mod defaults {
     use std::time::Duration;
-
-    pub fn lifetime_fraction() -> f64 {
-        0.8
-    }
-
-    pub fn before_expiry() -> Duration {
-        Duration::from_secs(5 * 60)
-    }
-
-    pub fn min_interval() -> Duration {
-        Duration::from_secs(5)
-    }
-
-    pub fn initial_interval() -> Duration {
-        Duration::from_secs(1)
-    }
-
-    pub fn max_interval() -> Duration {
-        Duration::from_secs(5 * 60)
-    }
 
     pub fn system_roots() -> bool {
         true
@@ -280,12 +181,6 @@ mod defaults {
         Duration::from_secs(10)
     }
 }
-
-/// The shortest `retry.initial_interval` and `refresh.min_interval` accepted.
-pub const MIN_RETRY_INTERVAL: Duration = Duration::from_millis(10);
-
-/// The longest of any duration option: one day.
-pub const MAX_DURATION: Duration = Duration::from_secs(86_400);
 
 /// Environment variables a workload identity falls back to, by option.
 pub const WORKLOAD_IDENTITY_ENV: [(&str, &str); 3] = [
@@ -647,58 +542,8 @@ impl AzureAuthConfig {
     }
 
     fn check_schedule(&self) -> Result<(), InvalidOption> {
-        let fraction = self.refresh.lifetime_fraction;
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(InvalidOption::new(
-                "refresh.lifetime_fraction",
-                format!(
-                    "`refresh.lifetime_fraction` is a share of the token's lifetime, between 0 \
-                     and 1 exclusive (e.g. 0.8); got {fraction}"
-                ),
-            ));
-        }
-        // Bounded above so that no deadline computed from them overflows the clock.
-        for (field, value) in [
-            ("refresh.before_expiry", self.refresh.before_expiry),
-            ("refresh.min_interval", self.refresh.min_interval),
-            ("retry.initial_interval", self.retry.initial_interval),
-            ("retry.max_interval", self.retry.max_interval),
-            ("request_timeout", self.request_timeout),
-        ] {
-            if value > MAX_DURATION {
-                return Err(InvalidOption::new(
-                    field,
-                    format!("`{field}` must be at most 1 day"),
-                ));
-            }
-        }
-        if self.refresh.before_expiry <= EXPIRY_MARGIN {
-            return Err(InvalidOption::new(
-                "refresh.before_expiry",
-                format!(
-                    "`refresh.before_expiry` must exceed {EXPIRY_MARGIN:?}: tokens are not sent \
-                     within {EXPIRY_MARGIN:?} of their expiry"
-                ),
-            ));
-        }
-        if self.refresh.min_interval < MIN_RETRY_INTERVAL {
-            return Err(InvalidOption::new(
-                "refresh.min_interval",
-                format!("`refresh.min_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
-            ));
-        }
-        if self.retry.initial_interval < MIN_RETRY_INTERVAL {
-            return Err(InvalidOption::new(
-                "retry.initial_interval",
-                format!("`retry.initial_interval` must be at least {MIN_RETRY_INTERVAL:?}"),
-            ));
-        }
-        if self.retry.max_interval < self.retry.initial_interval {
-            return Err(InvalidOption::new(
-                "retry.max_interval",
-                "`retry.max_interval` must be at least `retry.initial_interval`",
-            ));
-        }
+        check_policies(&self.refresh, &self.retry)?;
+        check_duration("request_timeout", self.request_timeout)?;
         if self.request_timeout.is_zero() {
             return Err(InvalidOption::new(
                 "request_timeout",

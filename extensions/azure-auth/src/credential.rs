@@ -21,6 +21,7 @@ use azure_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
     WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
+use otap_df_core::refresh::FetchError;
 use otap_df_core::secret::{BearerToken, Secret};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -59,6 +60,17 @@ enum SecretSource {
     File(PathBuf),
 }
 
+#[otap_df_core::async_trait]
+impl otap_df_core::refresh::TokenSource for TokenSource {
+    async fn fetch(&self) -> Result<BearerToken, FetchError> {
+        self.request().await
+    }
+
+    fn method(&self) -> &str {
+        self.method.name()
+    }
+}
+
 impl TokenSource {
     /// Resolves `config` (validated by [`AzureAuthConfig::decode`]); reads the client secret
     /// file once so that an unreadable one fails the start.
@@ -93,25 +105,27 @@ impl TokenSource {
         })
     }
 
-    /// The method's name, for messages.
-    pub fn method(&self) -> Method {
-        self.method
-    }
-
     /// Asks for a token once, within `request_timeout`. The error never contains a token
     /// or a secret.
-    pub async fn fetch(&self) -> Result<BearerToken, String> {
-        let credential = self.credential()?;
+    async fn request(&self) -> Result<BearerToken, FetchError> {
+        let credential = self.credential().map_err(FetchError::misconfigured)?;
         let scopes = [self.scope.as_str()];
         let token =
             match tokio::time::timeout(self.timeout, credential.get_token(&scopes, None)).await {
                 Err(_) => {
-                    return Err(format!(
+                    return Err(FetchError::unavailable(format!(
                         "no answer within request_timeout ({:?})",
                         self.timeout
-                    ));
+                    )));
                 }
-                Ok(Err(error)) => return Err(one_line(&error.to_string())),
+                Ok(Err(error)) => {
+                    let message = one_line(&error.to_string());
+                    // Entra ID answers a wrong client, secret or scope with 400/401/403.
+                    return Err(match http_status(&error) {
+                        Some(400..=403) => FetchError::misconfigured(message),
+                        _ => FetchError::unavailable(message),
+                    });
+                }
                 Ok(Ok(token)) => token,
             };
         let expires_at = SystemTime::from(token.expires_on);
@@ -304,4 +318,20 @@ fn one_line(message: &str) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The HTTP status the token service answered with, wherever in the error's chain it is
+/// (a credential's error wraps the HTTP one).
+fn http_status(error: &azure_core::Error) -> Option<u16> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = next {
+        if let Some(status) = current
+            .downcast_ref::<azure_core::Error>()
+            .and_then(azure_core::Error::http_status)
+        {
+            return Some(u16::from(status));
+        }
+        next = current.source();
+    }
+    None
 }

@@ -5,8 +5,6 @@ mod config;
 mod credential;
 mod error;
 mod extension;
-mod provider;
-mod schedule;
 
 pub use config::{
     AzureAuthConfig, AzureTls, MAX_DURATION, MIN_RETRY_INTERVAL, Method, RefreshConfig,
@@ -18,7 +16,7 @@ pub use extension::{AZURE_AUTH, AzureAuth, DEFAULT_STARTUP_TIMEOUT};
 /// What this crate's own tests drive directly; not part of its API.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::extension::Refresher;
+    pub use otap_df_core::refresh::Refresher;
 }
 
 use otap_df_core::registry::Registry;

@@ -38,11 +38,13 @@ impl Seen {
 
 /// A token asked for now (`fresh_token`), as its value.
 fn fresh_value(auth: &support::Running) -> String {
-    auth.block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
-        .expect("a fresh token")
-        .secret()
-        .expose()
-        .to_owned()
+    auth.block_on(shared::BearerTokenProvider::fresh_token(
+        auth.auth.tokens().as_ref(),
+    ))
+    .expect("a fresh token")
+    .secret()
+    .expose()
+    .to_owned()
 }
 
 /// What the endpoint answers next.
@@ -310,7 +312,10 @@ fn oauth_errors_are_reported_in_the_degraded_status_without_the_secret_and_retri
     let auth = support::start(&client_secret_config(&entra, &pki, &secret_file));
 
     let why = degraded_until(&auth, |why| why.contains("AADSTS7000215"));
-    assert!(why.starts_with("token request failed ("), "{why}");
+    assert!(
+        why.starts_with("token request failed (misconfigured; "),
+        "{why}"
+    );
     assert!(auth.current().is_none(), "no token was issued");
 
     // The loop keeps retrying on its backoff schedule (as for managed identity); each
@@ -368,7 +373,9 @@ fn without_the_test_ca_the_endpoint_is_not_trusted_child() {
     // Trusting another CA only: the handshake fails, no form is ever sent.
     let auth = support::start(&client_secret_config(&entra, &other, &secret_file));
     let error = auth
-        .block_on(shared::BearerTokenProvider::fresh_token(auth.auth.as_ref()))
+        .block_on(shared::BearerTokenProvider::fresh_token(
+            auth.auth.tokens().as_ref(),
+        ))
         .map(|_| ())
         .expect_err("untrusted");
     assert!(!error.to_string().contains("s3cret"), "{error}");

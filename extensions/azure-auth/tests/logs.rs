@@ -48,7 +48,7 @@ fn tokens_and_secrets_never_appear_in_logs_state_or_errors_child() {
             tokens.push(token.secret().expose().to_owned());
         }
         let fresh = running.block_on(shared::BearerTokenProvider::fresh_token(
-            running.auth.as_ref(),
+            running.auth.tokens().as_ref(),
         ));
         shown.push_str(&format!("{fresh:?} {:?} ", running.auth));
     }
@@ -70,7 +70,7 @@ fn tokens_and_secrets_never_appear_in_logs_state_or_errors_child() {
             "{why}"
         );
         let fresh = running.block_on(shared::BearerTokenProvider::fresh_token(
-            running.auth.as_ref(),
+            running.auth.tokens().as_ref(),
         ));
         shown.push_str(&format!("{why} {fresh:?} {:?} ", running.auth));
     }

@@ -51,7 +51,7 @@ fn first_token_makes_it_ready_child() {
     assert_eq!(running.handle.degraded(), None);
     let fresh = running
         .block_on(shared::BearerTokenProvider::fresh_token(
-            running.auth.as_ref(),
+            running.auth.tokens().as_ref(),
         ))
         .expect("fresh token");
     // An hour-long token: a consumer's demand makes a request, the loop does not.
@@ -183,7 +183,7 @@ fn failures_back_off_and_the_last_valid_token_is_served_meanwhile_child() {
     }
     let why = degraded_seen.expect("reported degraded during the outage");
     assert!(
-        why.starts_with("token request failed (1 in a row; next attempt in"),
+        why.starts_with("token request failed (unavailable; 1 in a row; next attempt in"),
         "{why}"
     );
     assert!(why.contains("serving the current token for"), "{why}");
@@ -244,7 +244,7 @@ fn a_token_that_expires_during_an_outage_is_withdrawn_child() {
     }
     let error = running
         .block_on(shared::BearerTokenProvider::fresh_token(
-            running.auth.as_ref(),
+            running.auth.tokens().as_ref(),
         ))
         .expect_err("no token to give");
     assert!(
@@ -305,7 +305,7 @@ fn an_endpoint_down_at_startup_leaves_it_unready_with_the_reason_child() {
     assert!(running.current().is_none());
     let error = running
         .block_on(shared::BearerTokenProvider::fresh_token(
-            running.auth.as_ref(),
+            running.auth.tokens().as_ref(),
         ))
         .expect_err("nothing to give");
     assert!(

@@ -31,7 +31,8 @@ fn azure_auth_passes_the_provider_suite_child() {
     run_provider("azure_auth", || {
         let instance = running(&managed_identity(""));
         let token = std::fs::read_to_string(&value_file).unwrap();
-        let provider: std::sync::Arc<dyn shared::BearerTokenProvider> = instance.auth.clone();
+        let provider: std::sync::Arc<dyn shared::BearerTokenProvider> =
+            instance.auth.tokens().clone();
         let file = value_file.clone();
         ProviderUnderTest::shared(
             provider,

@@ -349,7 +349,7 @@ pub struct Running {
 /// Starts an instance; does not wait for readiness.
 pub fn start(yaml: &str) -> Running {
     let auth = Arc::new(AzureAuth::new("azure", &config(yaml)).expect("extension"));
-    let (runtime, handle) = TaskRuntime::spawn(Box::new(Refresher::new(auth.clone())));
+    let (runtime, handle) = TaskRuntime::spawn(Box::new(Refresher::new(auth.tokens().clone())));
     Running {
         auth,
         handle,
@@ -381,7 +381,7 @@ impl Running {
     }
 
     pub fn current(&self) -> Option<BearerToken> {
-        shared::BearerTokenProvider::current_token(self.auth.as_ref())
+        shared::BearerTokenProvider::current_token(self.auth.tokens().as_ref())
     }
 
     pub fn current_value(&self) -> String {
@@ -393,7 +393,7 @@ impl Running {
     }
 
     pub fn subscribe(&self) -> TokenSubscription {
-        shared::BearerTokenProvider::subscribe(self.auth.as_ref())
+        shared::BearerTokenProvider::subscribe(self.auth.tokens().as_ref())
     }
 
     /// The next token of `subscription`, within 20 s.

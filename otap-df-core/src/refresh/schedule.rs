@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use otap_df_core::secret::EXPIRY_MARGIN;
+use crate::secret::EXPIRY_MARGIN;
 
-use crate::config::{RefreshConfig, RetryConfig};
+use super::{RefreshConfig, RetryConfig};
 
 /// How long after receiving a token that expires `lifetime` from now it is renewed.
 ///
