@@ -49,6 +49,11 @@ pub mod extensions {
     #[cfg(feature = "extension-disk-queue")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-disk-queue")))]
     pub use otap_df_extension_disk_queue as disk_queue;
+    /// `extension:oauth2_client` and `extension:oidc_auth` (feature `extension-oauth2`, off
+    /// by default).
+    #[cfg(feature = "extension-oauth2")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "extension-oauth2")))]
+    pub use otap_df_extension_oauth2 as oauth2;
     /// `extension:redis_kv` (feature `extension-redis-kv`, off by default).
     #[cfg(feature = "extension-redis-kv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "extension-redis-kv")))]
@@ -105,6 +110,22 @@ pub const FIRST_PARTY_EXTENSIONS: &[FirstPartyExtension] = &[
         #[cfg(feature = "extension-disk-queue")]
         register: Some(otap_df_extension_disk_queue::register),
         #[cfg(not(feature = "extension-disk-queue"))]
+        register: None,
+    },
+    FirstPartyExtension {
+        name: "oauth2_client",
+        feature: "otap-df/extension-oauth2",
+        #[cfg(feature = "extension-oauth2")]
+        register: Some(otap_df_extension_oauth2::register),
+        #[cfg(not(feature = "extension-oauth2"))]
+        register: None,
+    },
+    FirstPartyExtension {
+        name: "oidc_auth",
+        feature: "otap-df/extension-oauth2",
+        #[cfg(feature = "extension-oauth2")]
+        register: Some(otap_df_extension_oauth2::register),
+        #[cfg(not(feature = "extension-oauth2"))]
         register: None,
     },
     FirstPartyExtension {

@@ -283,6 +283,8 @@ fn components_for_tools_are_json_or_yaml_with_the_same_facts() {
         serde_json::json!([
             { "type": "extension:azure_auth", "feature": "otap-df/extension-azure-auth" },
             { "type": "extension:disk_kv", "feature": "otap-df/extension-disk-kv" },
+            { "type": "extension:oauth2_client", "feature": "otap-df/extension-oauth2" },
+            { "type": "extension:oidc_auth", "feature": "otap-df/extension-oauth2" },
             { "type": "extension:redis_kv", "feature": "otap-df/extension-redis-kv" },
             { "type": "extension:wasm", "feature": "otap-df/extension-wasm" },
         ])
@@ -318,6 +320,8 @@ fn components_lists_types_and_what_is_not_compiled_in() {
             "not compiled in:
   extension:azure_auth  enable cargo feature `otap-df/extension-azure-auth`
   extension:disk_kv  enable cargo feature `otap-df/extension-disk-kv`
+  extension:oauth2_client  enable cargo feature `otap-df/extension-oauth2`
+  extension:oidc_auth  enable cargo feature `otap-df/extension-oauth2`
   extension:redis_kv  enable cargo feature `otap-df/extension-redis-kv`
   extension:wasm  enable cargo feature `otap-df/extension-wasm`
 "

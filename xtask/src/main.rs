@@ -104,6 +104,9 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     }
     if GO_REQUIRED.load(std::sync::atomic::Ordering::Relaxed) {
         command.env("OTAP_DF_REQUIRE_GO", "1");
+        // The OAuth2/OIDC test server is an npm package its tests install: Node is required
+        // as Go is.
+        command.env("OTAP_DF_REQUIRE_NODE", "1");
     }
     finished(
         &mut command,
@@ -495,6 +498,7 @@ pub(crate) const PUBLISHED: &[&str] = &[
     "otap-df-extension-disk-kv",
     "otap-df-extension-disk-queue",
     "otap-df-extension-wasm",
+    "otap-df-extension-oauth2",
     "otap-df",
 ];
 
@@ -585,7 +589,7 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
     (
         "otap-df",
         "normal",
-        &["azure_", "redis", "redb", "wasmtime"],
+        &["azure_", "redis", "redb", "wasmtime", "reqwest"],
     ),
     // Core: no extension client library, no HTTP stack.
     (
@@ -644,6 +648,17 @@ const FOOTPRINT: &[(&str, &str, &[&str])] = &[
         "otap-df-extension-wasm",
         "normal,dev",
         &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    (
+        "otap-df-extension-oauth2",
+        "normal,dev",
+        &["otap-df-nodes", "otap-df-extension-"],
+    ),
+    // oauth2: one TLS stack and one crypto library (rustls with ring, ring for JWTs).
+    (
+        "otap-df-extension-oauth2",
+        "normal",
+        &["aws-lc", "openssl-sys", "native-tls"],
     ),
 ];
 

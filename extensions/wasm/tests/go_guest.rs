@@ -70,9 +70,11 @@ fn instance(module: &std::path::Path) -> Wasm {
 #[test]
 fn the_go_guest_passes_the_authorizer_suite() {
     let Some(module) = go_guest() else { return };
-    bearer_suite::run_authorizer("wasm go-guest", || AuthorizerUnderTest {
-        authorizer: instance(&module).authorizer().expect("an authorizer"),
-        accepted: vec!["go-token".to_owned(), "other-token".to_owned()],
+    bearer_suite::run_authorizer("wasm go-guest", || {
+        AuthorizerUnderTest::local(
+            instance(&module).authorizer().expect("an authorizer"),
+            &["go-token", "other-token"],
+        )
     });
 }
 

@@ -61,9 +61,11 @@ fn validate(yaml: &str) -> Result<(), String> {
 
 #[test]
 fn a_wat_authorizer_passes_the_authorizer_suite() {
-    bearer_suite::run_authorizer("wasm authorizer.wat", || AuthorizerUnderTest {
-        authorizer: authorizer("authorizer.wat", ""),
-        accepted: vec!["alpha-token".to_owned(), "beta-token".to_owned()],
+    bearer_suite::run_authorizer("wasm authorizer.wat", || {
+        AuthorizerUnderTest::local(
+            authorizer("authorizer.wat", ""),
+            &["alpha-token", "beta-token"],
+        )
     });
 }
 

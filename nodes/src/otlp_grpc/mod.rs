@@ -88,6 +88,8 @@ pub mod code {
     pub const DATA_LOSS: i32 = 15;
     /// The caller is not authenticated.
     pub const UNAUTHENTICATED: i32 = 16;
+    /// The caller is authenticated and not permitted.
+    pub const PERMISSION_DENIED: i32 = 7;
 }
 
 /// `message` as one gRPC message on the wire: a compressed flag, its length (big-endian), the

@@ -95,6 +95,8 @@ pub mod code {
     pub const INVALID_ARGUMENT: i32 = 3;
     /// The caller is not authenticated.
     pub const UNAUTHENTICATED: i32 = 16;
+    /// The caller is authenticated and not permitted.
+    pub const PERMISSION_DENIED: i32 = 7;
     /// The pipeline cannot take more now.
     pub const RESOURCE_EXHAUSTED: i32 = 8;
     /// The service cannot serve now.

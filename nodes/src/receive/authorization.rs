@@ -115,11 +115,15 @@ fn not_accepted(reason: Reason) -> Refusal {
 fn answer(decision: Result<AuthzDecision, AuthorizeError>) -> Result<(), Refusal> {
     match decision {
         Ok(AuthzDecision::Allow { .. }) => Ok(()),
-        Ok(AuthzDecision::Deny { reason }) => Err(not_accepted(match reason {
-            DenyReason::Missing => Reason::AuthMissing,
-            DenyReason::Invalid => Reason::AuthInvalid,
-            DenyReason::Expired => Reason::AuthExpired,
-        })),
+        Ok(AuthzDecision::Deny { reason }) => Err(match reason {
+            DenyReason::Missing => not_accepted(Reason::AuthMissing),
+            DenyReason::Invalid => not_accepted(Reason::AuthInvalid),
+            DenyReason::Expired => not_accepted(Reason::AuthExpired),
+            DenyReason::Forbidden => Refusal::new(
+                Reason::AuthForbidden,
+                "the caller is not permitted to send here",
+            ),
+        }),
         Err(error) => {
             tracing::warn!(error = %error, "authorizer could not decide; request refused");
             Err(Refusal::new(

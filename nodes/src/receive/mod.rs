@@ -146,6 +146,8 @@ pub(crate) enum Reason {
     AuthInvalid,
     /// An expired credential.
     AuthExpired,
+    /// A valid credential whose holder is not permitted here.
+    AuthForbidden,
     /// The authorizer could not decide.
     AuthUnavailable,
 }
@@ -165,6 +167,7 @@ impl Reason {
             Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => {
                 code::UNAUTHENTICATED
             }
+            Reason::AuthForbidden => code::PERMISSION_DENIED,
         }
     }
 
@@ -198,6 +201,7 @@ impl Reason {
             Reason::AuthMissing => &counters.auth_missing,
             Reason::AuthInvalid => &counters.auth_invalid,
             Reason::AuthExpired => &counters.auth_expired,
+            Reason::AuthForbidden => &counters.auth_forbidden,
             Reason::AuthUnavailable => &counters.auth_unavailable,
         }
     }

@@ -40,6 +40,13 @@ pub struct Identity(IdentityName);
 enum IdentityName {
     Static(&'static str),
     Shared(Arc<str>),
+    Described(Arc<Described>),
+}
+
+/// A name and the attributes an authorizer read with it (a token's tenant, groups).
+struct Described {
+    name: Box<str>,
+    attributes: Box<[(Box<str>, Box<str>)]>,
 }
 
 impl Identity {
@@ -69,12 +76,57 @@ impl Identity {
         Self::from_static(name)
     }
 
+    /// An identity named `name` with `attributes` (name, value; a name may repeat: one
+    /// value each, as for a token's groups), in the order given. Built by an authorizer
+    /// that reads more than a name from a credential (a JWT's tenant and groups claims);
+    /// exporters and processors read the attributes ([`attribute`](Self::attribute)).
+    pub fn with_attributes<K, V>(
+        name: impl Into<Box<str>>,
+        attributes: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: Into<Box<str>>,
+        V: Into<Box<str>>,
+    {
+        Self(IdentityName::Described(Arc::new(Described {
+            name: name.into(),
+            attributes: attributes
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        })))
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         match &self.0 {
             IdentityName::Static(name) => name,
             IdentityName::Shared(name) => name,
+            IdentityName::Described(described) => &described.name,
         }
+    }
+
+    /// The first value of attribute `name`, if the identity has it.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Every value of attribute `name`, in order.
+    pub fn attribute_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.attributes()
+            .filter(move |(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Every attribute (name, value), in order; none for an identity that is only a name.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
+        let attributes: &[(Box<str>, Box<str>)] = match &self.0 {
+            IdentityName::Described(described) => &described.attributes,
+            _ => &[],
+        };
+        attributes.iter().map(|(key, value)| (&**key, &**value))
     }
 }
 
@@ -104,9 +156,10 @@ impl std::ops::Deref for Identity {
     }
 }
 
+/// Two identities are equal when their names and attributes are, whatever holds them.
 impl PartialEq for Identity {
     fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        self.as_str() == other.as_str() && self.attributes().eq(other.attributes())
     }
 }
 
@@ -132,7 +185,13 @@ impl std::hash::Hash for Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
+        fmt::Debug::fmt(self.as_str(), f)?;
+        if let IdentityName::Described(described) = &self.0 {
+            f.debug_map()
+                .entries(described.attributes.iter().map(|(k, v)| (k, v)))
+                .finish()?;
+        }
+        Ok(())
     }
 }
 
@@ -151,6 +210,10 @@ pub enum DenyReason {
     Invalid,
     /// The credential was valid but has expired.
     Expired,
+    /// The credential is valid and names its holder, who is not permitted here (a required
+    /// claim, group or scope is missing): answered `403` / `PERMISSION_DENIED`, where the
+    /// other reasons are `401` / `UNAUTHENTICATED`.
+    Forbidden,
 }
 
 impl DenyReason {
@@ -160,6 +223,7 @@ impl DenyReason {
             DenyReason::Missing => "missing",
             DenyReason::Invalid => "invalid",
             DenyReason::Expired => "expired",
+            DenyReason::Forbidden => "forbidden",
         }
     }
 }
@@ -295,6 +359,28 @@ mod tests {
             Identity::interned("tokens:tokens[1]").as_str()
         ));
         assert_eq!(Identity::from_static("fixed").len(), 5);
+    }
+
+    #[test]
+    fn an_identity_with_attributes_answers_each_and_compares_them_too() {
+        let tenant = Identity::with_attributes(
+            "client-a",
+            [("tenant", "acme"), ("groups", "writers"), ("groups", "ops")],
+        );
+        assert_eq!(tenant, "client-a");
+        assert_eq!(tenant.attribute("tenant"), Some("acme"));
+        assert_eq!(tenant.attribute("region"), None);
+        assert_eq!(
+            tenant.attribute_values("groups").collect::<Vec<_>>(),
+            ["writers", "ops"]
+        );
+        assert_eq!(
+            format!("{tenant:?}"),
+            r#""client-a"{"tenant": "acme", "groups": "writers", "groups": "ops"}"#
+        );
+        assert_ne!(tenant, Identity::from_static("client-a"));
+        assert_eq!(tenant, tenant.clone());
+        assert_eq!(Identity::from_static("x").attributes().count(), 0);
     }
 
     #[tokio::test]

@@ -75,6 +75,6 @@ fn main() {
     let azure = support::running(&managed_identity(""));
     let mut criterion = Criterion::default().configure_from_args();
     provider(&mut criterion, "bearer_auth", bearer_auth());
-    provider(&mut criterion, "azure_auth", azure.auth.clone());
+    provider(&mut criterion, "azure_auth", azure.auth.tokens().clone());
     criterion.final_summary();
 }

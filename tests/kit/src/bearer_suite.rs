@@ -65,15 +65,29 @@ pub struct AuthorizerUnderTest {
     pub authorizer: Rc<dyn local::BearerTokenAuthorizer>,
     /// Every token it must accept (at least one).
     pub accepted: Vec<String>,
+    /// Whatever must live as long as the authorizer (the runtime its key task runs on).
+    pub keep_alive: Option<Box<dyn std::any::Any>>,
 }
 
 impl AuthorizerUnderTest {
+    /// A local authorizer.
+    pub fn local(authorizer: Rc<dyn local::BearerTokenAuthorizer>, accepted: &[&str]) -> Self {
+        Self {
+            authorizer,
+            accepted: accepted.iter().map(|t| (*t).to_owned()).collect(),
+            keep_alive: None,
+        }
+    }
+
     /// A shared authorizer, seen through the shared-as-local adapter.
     pub fn shared(authorizer: Arc<dyn shared::BearerTokenAuthorizer>, accepted: &[&str]) -> Self {
-        Self {
-            authorizer: BearerTokenAuthorizer::shared_as_local(authorizer),
-            accepted: accepted.iter().map(|t| (*t).to_owned()).collect(),
-        }
+        Self::local(BearerTokenAuthorizer::shared_as_local(authorizer), accepted)
+    }
+
+    /// Keeps `resource` alive while the cases run.
+    pub fn keeping(mut self, resource: impl std::any::Any) -> Self {
+        self.keep_alive = Some(Box::new(resource));
+        self
     }
 }
 

@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod http;
 pub mod key_value_suite;
 pub mod logs;
+pub mod oidc_server;
 pub mod ports;
 pub mod recording;
 pub mod redis_server;

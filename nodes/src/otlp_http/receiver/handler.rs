@@ -51,6 +51,7 @@ const fn status(reason: Reason) -> StatusCode {
             StatusCode::TOO_MANY_REQUESTS
         }
         Reason::AuthMissing | Reason::AuthInvalid | Reason::AuthExpired => StatusCode::UNAUTHORIZED,
+        Reason::AuthForbidden => StatusCode::FORBIDDEN,
     }
 }
 
