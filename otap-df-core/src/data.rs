@@ -10,6 +10,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::capability::Identity;
+
 /// The telemetry signal of a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -69,10 +71,11 @@ pub struct OtlpPayload {
     records: u64,
     bytes: Bytes,
     ack: Option<Acknowledgement>,
+    identity: Option<Identity>,
 }
 
 /// Two payloads are equal when their signal, encoding, count and bytes are: whether and
-/// how they are acknowledged is not what they hold.
+/// how they are acknowledged, and who sent them, is not what they hold.
 impl PartialEq for OtlpPayload {
     fn eq(&self, other: &Self) -> bool {
         self.signal == other.signal
@@ -93,7 +96,22 @@ impl OtlpPayload {
             records,
             bytes: bytes.into(),
             ack: None,
+            identity: None,
         }
+    }
+
+    /// The payload, sent by `identity` (what the receiver's authorizer decided): exporters
+    /// and processors read it ([`identity`](Self::identity)) to set headers from it, route or
+    /// drop by it.
+    #[must_use]
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Who sent it, when the receiver that took it authorized its sender.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The payload, carrying `ack`: its producer answers its sender only once every copy of
@@ -146,6 +164,7 @@ impl fmt::Debug for OtlpPayload {
             .field("records", &self.records)
             .field("bytes", &self.bytes.len())
             .field("acknowledged", &self.ack.is_some())
+            .field("identity", &self.identity)
             .finish()
     }
 }

@@ -1,7 +1,9 @@
-//! Payloads that wait for a free request, merged into one: protobuf payloads of one signal,
-//! whose concatenation is, by protobuf's rules, the export request holding both.
+//! Payloads that wait for a free request, merged into one: protobuf payloads of one signal
+//! and one sender (identity), whose concatenation is, by protobuf's rules, the export request
+//! holding both.
 
 use bytes::BytesMut;
+use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 
 /// The payloads waiting for a free request.
@@ -13,6 +15,7 @@ pub(crate) enum Waiting {
         signal: Signal,
         records: u64,
         bytes: BytesMut,
+        identity: Option<Identity>,
     },
 }
 
@@ -28,6 +31,13 @@ impl Waiting {
         match self {
             Waiting::One(payload) => payload.signal(),
             Waiting::Merged { signal, .. } => *signal,
+        }
+    }
+
+    fn identity(&self) -> Option<&Identity> {
+        match self {
+            Waiting::One(payload) => payload.identity(),
+            Waiting::Merged { identity, .. } => identity.as_ref(),
         }
     }
 
@@ -47,6 +57,7 @@ impl Waiting {
         if !self.mergeable()
             || payload.encoding() != Encoding::Protobuf
             || payload.signal() != self.signal()
+            || payload.identity() != self.identity()
             || self.len() + payload.bytes().len() > max_bytes
         {
             return Err(payload);
@@ -58,6 +69,7 @@ impl Waiting {
                 signal: first.signal(),
                 records: first.records(),
                 bytes,
+                identity: first.identity().cloned(),
             };
         }
         if let Waiting::Merged { records, bytes, .. } = self {
@@ -74,7 +86,14 @@ impl Waiting {
                 signal,
                 records,
                 bytes,
-            } => OtlpPayload::new(signal, Encoding::Protobuf, records, bytes.freeze()),
+                identity,
+            } => {
+                let payload = OtlpPayload::new(signal, Encoding::Protobuf, records, bytes.freeze());
+                match identity {
+                    Some(identity) => payload.with_identity(identity),
+                    None => payload,
+                }
+            }
         }
     }
 }
@@ -109,6 +128,21 @@ mod tests {
                 .merge(b.clone(), unlimited)
                 .is_err()
         );
-        assert!(Waiting::One(b).merge(json, unlimited).is_err());
+        assert!(Waiting::One(b.clone()).merge(json, unlimited).is_err());
+
+        // Two senders' payloads stay apart; one sender's merge and keep who sent them.
+        let acme = Identity::with_attributes("a", [("tenant", "acme")]);
+        let globex = Identity::with_attributes("b", [("tenant", "globex")]);
+        let mut waiting = Waiting::One(a.clone().with_identity(acme.clone()));
+        assert!(waiting.merge(b.clone(), unlimited).is_err());
+        assert!(
+            waiting
+                .merge(b.clone().with_identity(globex), unlimited)
+                .is_err()
+        );
+        waiting
+            .merge(b.with_identity(acme.clone()), unlimited)
+            .expect("same sender");
+        assert_eq!(waiting.into_payload().identity(), Some(&acme));
     }
 }

@@ -14,6 +14,7 @@
 //!   ([`Attempt`]); the bearer token it carries comes from [`token`].
 
 pub(crate) mod delivery;
+pub(crate) mod identity;
 pub(crate) mod merge;
 pub(crate) mod options;
 pub(crate) mod queued;

@@ -4,9 +4,11 @@
 //! without a queue, and removes it once delivered or given up on (dead-lettered or
 //! counted). What a stop interrupts stays in the queue, and the next start resumes it.
 //!
-//! An entry is the payload's signal, encoding and record count before its bytes
-//! ([`encode`]); every core's pump claims from the one queue of the node, so a restart with
-//! fewer cores leaves nothing behind.
+//! An entry is the payload's signal, encoding and record count, and who sent it (its
+//! identity, when the receiver authorized its sender), before its bytes ([`encode`]): what
+//! an exporter sets from the identity (headers) is set the same after a restart. Every
+//! core's pump claims from the one queue of the node, so a restart with fewer cores leaves
+//! nothing behind.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use otap_df_core::capability::{QueueEntry, QueueError, local};
+use otap_df_core::capability::{Identity, QueueEntry, QueueError, local};
 use otap_df_core::data::{Encoding, NotAccepted, OtlpPayload, Signal};
 use otap_df_core::node::{LocalExporter, NodeContext, NodeError};
 use tokio::task::JoinSet;
@@ -28,15 +30,27 @@ const APPENDS_IN_FLIGHT: usize = 1024;
 
 /// An entry's bytes before the payload's: format version, signal, encoding, records.
 const ENTRY_HEADER: usize = 11;
+/// An entry without an identity.
 const ENTRY_VERSION: u8 = 1;
+/// An entry with an identity: after the header, its length (`u32`) and the identity (each
+/// string a `u16` length and its bytes: the name, the number of attributes, then each
+/// attribute's name and value).
+const ENTRY_VERSION_IDENTITY: u8 = 2;
 
 /// How long the pump waits before it claims again after the queue could not be read.
 const READ_FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
 /// `payload` as a queue entry.
 pub(crate) fn encode(payload: &OtlpPayload) -> Bytes {
-    let mut entry = BytesMut::with_capacity(ENTRY_HEADER + payload.bytes().len());
-    entry.put_u8(ENTRY_VERSION);
+    let identity = payload.identity().map(encode_identity);
+    let mut entry = BytesMut::with_capacity(
+        ENTRY_HEADER + identity.as_ref().map_or(0, |i| 4 + i.len()) + payload.bytes().len(),
+    );
+    entry.put_u8(if identity.is_some() {
+        ENTRY_VERSION_IDENTITY
+    } else {
+        ENTRY_VERSION
+    });
     entry.put_u8(match payload.signal() {
         Signal::Logs => 0,
         Signal::Metrics => 1,
@@ -47,13 +61,60 @@ pub(crate) fn encode(payload: &OtlpPayload) -> Bytes {
         Encoding::Json => 1,
     });
     entry.put_u64_le(payload.records());
+    if let Some(identity) = identity {
+        entry.put_u32_le(u32::try_from(identity.len()).unwrap_or(u32::MAX));
+        entry.put_slice(&identity);
+    }
     entry.put_slice(payload.bytes());
     entry.freeze()
 }
 
+fn encode_identity(identity: &Identity) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, text: &str) {
+        // Names and attribute values come from configuration and tokens: far below 64 KiB;
+        // a longer one is cut, never misread.
+        let bytes = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    let mut out = Vec::with_capacity(64);
+    string(&mut out, identity.as_str());
+    let attributes: Vec<(&str, &str)> = identity.attributes().collect();
+    out.extend_from_slice(&(attributes.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+    for (name, value) in attributes.into_iter().take(usize::from(u16::MAX)) {
+        string(&mut out, name);
+        string(&mut out, value);
+    }
+    out
+}
+
+fn decode_identity(mut bytes: &[u8]) -> Option<Identity> {
+    fn string<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
+        let (length, rest) = bytes.split_first_chunk::<2>()?;
+        let length = usize::from(u16::from_le_bytes(*length));
+        let text = rest.get(..length)?;
+        *bytes = &rest[length..];
+        std::str::from_utf8(text).ok()
+    }
+    let name = string(&mut bytes)?;
+    let (count, rest) = bytes.split_first_chunk::<2>()?;
+    bytes = rest;
+    let mut attributes = Vec::with_capacity(usize::from(u16::from_le_bytes(*count)));
+    for _ in 0..u16::from_le_bytes(*count) {
+        attributes.push((string(&mut bytes)?, string(&mut bytes)?));
+    }
+    bytes.is_empty().then(|| {
+        if attributes.is_empty() {
+            Identity::from(name.to_owned())
+        } else {
+            Identity::with_attributes(name, attributes)
+        }
+    })
+}
+
 /// The payload queue entry `entry` holds; why not, when it is not one.
 pub(crate) fn decode(entry: &Bytes) -> Result<OtlpPayload, String> {
-    if entry.len() < ENTRY_HEADER || entry[0] != ENTRY_VERSION {
+    if entry.len() < ENTRY_HEADER || !matches!(entry[0], ENTRY_VERSION | ENTRY_VERSION_IDENTITY) {
         return Err("not a payload entry of this version".to_owned());
     }
     let signal = match entry[1] {
@@ -69,12 +130,31 @@ pub(crate) fn decode(entry: &Bytes) -> Result<OtlpPayload, String> {
     };
     let mut records = [0u8; 8];
     records.copy_from_slice(&entry[3..ENTRY_HEADER]);
-    Ok(OtlpPayload::new(
+    let (identity, start) = if entry[0] == ENTRY_VERSION_IDENTITY {
+        let length = entry
+            .get(ENTRY_HEADER..ENTRY_HEADER + 4)
+            .and_then(|l| <[u8; 4]>::try_from(l).ok())
+            .map(|l| u32::from_le_bytes(l) as usize)
+            .ok_or("an identity entry too short for its identity's length")?;
+        let start = ENTRY_HEADER + 4 + length;
+        let identity = entry
+            .get(ENTRY_HEADER + 4..start)
+            .and_then(decode_identity)
+            .ok_or("an identity entry whose identity cannot be read")?;
+        (Some(identity), start)
+    } else {
+        (None, ENTRY_HEADER)
+    };
+    let payload = OtlpPayload::new(
         signal,
         encoding,
         u64::from_le_bytes(records),
-        entry.slice(ENTRY_HEADER..),
-    ))
+        entry.slice(start..),
+    );
+    Ok(match identity {
+        Some(identity) => payload.with_identity(identity),
+        None => payload,
+    })
 }
 
 /// The queue of node `context`: one per node, shared by its cores.
@@ -306,6 +386,35 @@ impl<T: Transport + 'static> Pump<T> {
                     "a durable queue entry holds no payload; it is removed");
                 let _ = self.queue.acknowledge(&self.name, entry.id);
                 None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_keeps_the_payload_and_who_sent_it() {
+        let payload = crate::otlp::synthetic(Signal::Traces, 4, "t", 1);
+        let plain = decode(&encode(&payload)).expect("an entry");
+        assert_eq!(plain, payload);
+        assert_eq!(plain.identity(), None);
+        assert_eq!(encode(&payload)[0], ENTRY_VERSION);
+
+        for identity in [
+            Identity::with_attributes("svc-a", [("tenant", "acme"), ("groups", "ops")]),
+            Identity::from_static("tokens:tokens[0]"),
+        ] {
+            let entry = encode(&payload.clone().with_identity(identity.clone()));
+            assert_eq!(entry[0], ENTRY_VERSION_IDENTITY);
+            let back = decode(&entry).expect("an entry");
+            assert_eq!(back, payload);
+            assert_eq!(back.identity(), Some(&identity));
+            // Cut anywhere inside the identity: refused, never misread.
+            for cut in ENTRY_HEADER..ENTRY_HEADER + 8 {
+                assert!(decode(&entry.slice(..cut)).is_err(), "cut at {cut}");
             }
         }
     }

@@ -130,6 +130,15 @@ fn create(
 ) -> Result<NodeInstance, NodeError> {
     let config = OtlpReceiverConfig::decode(config)?;
     let authorizer = authorization(context, capabilities)?;
+    for permissions in [
+        config.grpc.as_ref().map(|grpc| &grpc.permissions),
+        config.http.as_ref().map(|http| &http.permissions),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        crate::receive::check_permissions(context, permissions, authorizer.is_some())?;
+    }
     // One socket per protocol, each kept by a reload that keeps its address.
     let listeners = Listeners {
         grpc: config

@@ -75,6 +75,22 @@ pub(crate) fn setup<H: Send + 'static>(
     })
 }
 
+/// `permissions` need an authorizer to decide who the caller is.
+pub(crate) fn check_permissions(
+    context: &NodeContext,
+    permissions: &authorization::Permissions,
+    authorized: bool,
+) -> Result<(), NodeError> {
+    if permissions.is_empty() || authorized {
+        return Ok(());
+    }
+    Err(context.error(
+        "`permissions` say who may send, but no `bearer_token_authorizer` is bound to tell \
+         who a caller is; bind one (`capabilities: { bearer_token_authorizer: <extension> }`) \
+         or remove `permissions`",
+    ))
+}
+
 /// The bound `bearer_token_authorizer`, if any.
 pub(crate) fn authorization(
     context: &NodeContext,

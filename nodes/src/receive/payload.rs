@@ -6,6 +6,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
+use otap_df_core::capability::Identity;
 use otap_df_core::data::{
     Acknowledgement, AcknowledgementWait, Encoding, NotAccepted, OtlpPayload, Signal,
 };
@@ -94,6 +95,7 @@ pub(crate) fn take(
     signal: Signal,
     encoding: Encoding,
     body: Bytes,
+    identity: Option<Identity>,
     permit: OutputPermit<'_>,
     acknowledged: bool,
     counters: &Counters,
@@ -102,7 +104,10 @@ pub(crate) fn take(
         .map_err(|message| Refusal::new(Reason::BadRequest, message))?;
     let records = shape.records as u64;
     NodeCounters::add(&counters.counters.records_in, records);
-    let payload = OtlpPayload::new(signal, encoding, records, body);
+    let mut payload = OtlpPayload::new(signal, encoding, records, body);
+    if let Some(identity) = identity {
+        payload = payload.with_identity(identity);
+    }
     if !acknowledged {
         permit.send(payload);
         return Ok(None);

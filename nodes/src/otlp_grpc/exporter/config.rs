@@ -29,6 +29,11 @@ pub struct OtlpGrpcExporterConfig {
     /// Metadata sent with every call; values are secrets (never logged).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// Headers set on each request from who sent its payload: header → the identity's
+    /// attribute (`tenant`), or `name` for the identity's name. A payload whose identity
+    /// lacks one is not sent (counted, logged, dead-lettered).
+    #[serde(default)]
+    pub headers_from_identity: BTreeMap<String, String>,
     /// Retries of failed calls.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -79,6 +84,7 @@ impl OtlpGrpcExporterConfig {
             retry: &decoded.retry,
         };
         common.check(config)?;
+        crate::export::identity::check(config, &decoded.headers_from_identity, &decoded.headers)?;
         Ok(decoded)
     }
 

@@ -33,6 +33,7 @@ use otap_df_core::node::{
     CapabilityRequirement, NodeContext, NodeError, NodeFactory, NodeInstance,
 };
 
+use crate::export::identity::IdentityHeaders;
 use crate::export::options::header_values;
 use crate::export::{self, DeliveryOptions, token};
 pub use config::OtlpGrpcExporterConfig;
@@ -68,6 +69,7 @@ fn create(
             .build(connector),
         methods,
         headers: header_values(&decoded.headers),
+        identity_headers: IdentityHeaders::new(&decoded.headers_from_identity),
         compression: decoded.compression,
         timeout: decoded.timeout,
         token: token::bound(context, capabilities)?,

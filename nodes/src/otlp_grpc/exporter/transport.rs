@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use otap_df_core::data::{Encoding, OtlpPayload, Signal};
 
+use crate::export::identity::IdentityHeaders;
 use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_grpc::{GrpcStatus, code, frame, service_path, unframe};
@@ -31,6 +32,8 @@ pub(super) struct GrpcTransport {
     pub(super) methods: [Uri; 3],
     /// Sent with every call.
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set on each request from its payload's identity.
+    pub(super) identity_headers: IdentityHeaders,
     pub(super) compression: Compression,
     /// Bound of one call, response included; also sent as `grpc-timeout`.
     pub(super) timeout: Duration,
@@ -76,6 +79,10 @@ impl Transport for GrpcTransport {
     }
 
     async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
+        let from_identity = match self.identity_headers.of(data) {
+            Ok(headers) => headers,
+            Err(why) => return Attempt::Permanent(why),
+        };
         let auth = match token::for_attempt(self.token.as_ref(), fresh).await {
             Ok(auth) => auth,
             Err(attempt) => return attempt,
@@ -93,6 +100,9 @@ impl Transport for GrpcTransport {
             request = request.header("grpc-encoding", coding);
         }
         for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        for (name, value) in from_identity {
             request = request.header(name, value);
         }
         if let Some((name, value)) = auth {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use serde::Deserialize;
 
+use crate::Permissions;
+
 pub use crate::otlp_http::receiver::ServerTls;
 
 /// `config:` of `receiver:otlp_grpc`.
@@ -51,6 +53,10 @@ pub struct OtlpGrpcReceiverConfig {
     /// Serve TLS (ALPN `h2`) with this certificate and key.
     #[serde(default)]
     pub tls: Option<ServerTls>,
+    /// Which authorized callers may send each signal (see [`Permissions`]); needs a bound
+    /// `bearer_token_authorizer`.
+    #[serde(default)]
+    pub permissions: Permissions,
 }
 
 /// `keepalive:` of `receiver:otlp_grpc`.
@@ -126,6 +132,12 @@ impl OtlpGrpcReceiverConfig {
     /// Decodes and checks ranges (no file is read, no socket bound).
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
+        if let Some((signal, attribute)) = decoded.permissions.empty_rule() {
+            return Err(config.invalid(
+                &format!("permissions.{signal}.{attribute}"),
+                "list the values accepted (a rule without any would refuse every caller)",
+            ));
+        }
         if !(1024..=MAX_MESSAGE_SIZE).contains(&decoded.max_message_size) {
             return Err(config.invalid(
                 "max_message_size",

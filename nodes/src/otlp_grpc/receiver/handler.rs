@@ -13,13 +13,14 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, Signal};
 
 use crate::otlp_grpc::{
     UnaryBody, code, frame, grpc_timeout, service_path, status_with_retry, unframe,
 };
 use crate::receive::admission::Admission;
-use crate::receive::authorization::Authorization;
+use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
 use crate::receive::payload::{Coding, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
@@ -29,6 +30,7 @@ pub(super) struct Handler {
     pub(super) admission: Admission,
     pub(super) message_read_timeout: Duration,
     pub(super) authorization: Option<Authorization>,
+    pub(super) permissions: Permissions,
     pub(super) max_message_size: usize,
     pub(super) retry_after: Duration,
     pub(super) counters: Counters,
@@ -91,14 +93,15 @@ impl Handler {
     /// taken before it or not at all: its client stops waiting then, and would send again
     /// what was taken later.
     async fn accept(&self, request: Request<Incoming>) -> Result<(), Refusal> {
-        let (signal, coding, deadline) = self.check_head(&request)?;
+        let (signal, coding, deadline, mut identity) = self.check_head(&request)?;
         // An authorizer that waits decides once the head is checked (one that does not
         // decided in `check_head`).
         if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
             let values = request.headers().get_all(&authorization.header).iter();
-            authorization.check_waiting(values).await?;
+            identity = authorization.check_waiting(values).await?;
         }
-        let take = self.take(request.into_body(), signal, coding);
+        self.permissions.check(signal, identity.as_ref())?;
+        let take = self.take(request.into_body(), signal, coding, identity);
         let Some(deadline) = deadline else {
             return take.await;
         };
@@ -114,7 +117,13 @@ impl Handler {
     }
 
     /// Admits the call, reads its message, and takes it into the pipeline.
-    async fn take(&self, body: Incoming, signal: Signal, coding: Coding) -> Result<(), Refusal> {
+    async fn take(
+        &self,
+        body: Incoming,
+        signal: Signal,
+        coding: Coding,
+        identity: Option<Identity>,
+    ) -> Result<(), Refusal> {
         let permit = self.admission.admit(&self.counters).await?;
         let framed_limit = self.max_message_size + 5;
         let reading = self
@@ -140,6 +149,7 @@ impl Handler {
             signal,
             Encoding::Protobuf,
             message,
+            identity,
             permit,
             self.acknowledged,
             &self.counters,
@@ -155,7 +165,7 @@ impl Handler {
     fn check_head(
         &self,
         request: &Request<Incoming>,
-    ) -> Result<(Signal, Coding, Option<Duration>), Refusal> {
+    ) -> Result<(Signal, Coding, Option<Duration>, Option<Identity>), Refusal> {
         let path = request.uri().path();
         let Some(signal) = SIGNALS.into_iter().find(|&s| service_path(s) == path) else {
             return Err(Refusal::new(
@@ -188,9 +198,12 @@ impl Handler {
                 ),
             ));
         }
-        if let Some(authorization) = &self.authorization {
-            authorization.check(headers.get_all(&authorization.header).iter())?;
-        }
+        let identity = match &self.authorization {
+            Some(authorization) => {
+                authorization.check(headers.get_all(&authorization.header).iter())?
+            }
+            None => None,
+        };
         // gRPC names its codings in lower case, exactly.
         let coding = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
             None => Coding::Identity,
@@ -221,7 +234,7 @@ impl Handler {
                 )
             })?),
         };
-        Ok((signal, coding, deadline))
+        Ok((signal, coding, deadline, identity))
     }
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.

@@ -90,6 +90,7 @@ fn create(
         listener,
         socket,
     } = receive::setup::<Infallible>(context, capabilities, config.listen, tls, b"h2")?;
+    receive::check_permissions(context, &config.permissions, authorizer.is_some())?;
     Ok(NodeInstance::Receiver(Box::new(OtlpGrpcReceiver::new(
         context, config, authorizer, tls, &listener, socket,
     ))))
@@ -199,6 +200,7 @@ impl OtlpGrpcReceiver {
             ),
             message_read_timeout: config.message_read_timeout,
             authorization: authorizer,
+            permissions: config.permissions.clone(),
             max_message_size: config.max_message_size,
             retry_after: config.retry_after,
             counters,

@@ -39,6 +39,11 @@ pub struct OtlpHttpExporterConfig {
     /// Headers sent with every request; values are secrets (never logged).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// Headers set on each request from who sent its payload: header → the identity's
+    /// attribute (`tenant`), or `name` for the identity's name. A payload whose identity
+    /// lacks one is not sent (counted, logged, dead-lettered).
+    #[serde(default)]
+    pub headers_from_identity: BTreeMap<String, String>,
     /// Retries of failed requests.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -132,6 +137,7 @@ impl OtlpHttpExporterConfig {
             retry: &decoded.retry,
         };
         common.check(config)?;
+        crate::export::identity::check(config, &decoded.headers_from_identity, &decoded.headers)?;
         Ok(decoded)
     }
 

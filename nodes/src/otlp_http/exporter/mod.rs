@@ -44,6 +44,7 @@ use otap_df_core::node::{
 };
 
 pub use crate::export::RetryConfig;
+use crate::export::identity::IdentityHeaders;
 use crate::export::options::header_values;
 use crate::export::{self, DeliveryOptions, token};
 pub use config::{ClientTls, Compression, MAX_IN_FLIGHT_LIMIT, OtlpHttpExporterConfig};
@@ -74,6 +75,7 @@ fn create(
         client: Client::builder(TokioExecutor::new()).build(connector),
         endpoints: decoded.endpoints(config)?,
         headers: header_values(&decoded.headers),
+        identity_headers: IdentityHeaders::new(&decoded.headers_from_identity),
         compression: decoded.compression,
         timeout: decoded.timeout,
         token: token::bound(context, capabilities)?,

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use otap_df_core::data::{Encoding, OtlpPayload};
 
 use super::config::{Compression, Endpoints};
+use crate::export::identity::IdentityHeaders;
 use crate::export::token::{self, TokenHeader};
 use crate::export::{Attempt, Transport};
 use crate::otlp_http::{media_type, status_message};
@@ -29,6 +30,8 @@ pub(super) struct HttpTransport {
     pub(super) endpoints: Endpoints,
     /// Sent with every request.
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
+    /// Set on each request from its payload's identity.
+    pub(super) identity_headers: IdentityHeaders,
     pub(super) compression: Compression,
     /// Bound of one request, response included.
     pub(super) timeout: Duration,
@@ -51,6 +54,10 @@ impl Transport for HttpTransport {
     }
 
     async fn send(&self, data: &OtlpPayload, body: &Bytes, fresh: bool) -> Attempt {
+        let from_identity = match self.identity_headers.of(data) {
+            Ok(headers) => headers,
+            Err(why) => return Attempt::Permanent(why),
+        };
         let auth = match token::for_attempt(self.token.as_ref(), fresh).await {
             Ok(auth) => auth,
             Err(attempt) => return attempt,
@@ -61,6 +68,9 @@ impl Transport for HttpTransport {
             request = request.header(CONTENT_ENCODING, coding);
         }
         for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        for (name, value) in from_identity {
             request = request.header(name, value);
         }
         if let Some((name, value)) = auth {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use serde::Deserialize;
 
+use crate::Permissions;
+
 /// `config:` of `receiver:otlp_http`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +44,10 @@ pub struct OtlpHttpReceiverConfig {
     /// Serve HTTPS with this certificate and key.
     #[serde(default)]
     pub tls: Option<ServerTls>,
+    /// Which authorized callers may send each signal (see [`Permissions`]); needs a bound
+    /// `bearer_token_authorizer`.
+    #[serde(default)]
+    pub permissions: Permissions,
 }
 
 /// `tls:` of `receiver:otlp_http`.
@@ -100,6 +106,12 @@ impl OtlpHttpReceiverConfig {
     /// Decodes and checks ranges (no file is read, no socket bound).
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;
+        if let Some((signal, attribute)) = decoded.permissions.empty_rule() {
+            return Err(config.invalid(
+                &format!("permissions.{signal}.{attribute}"),
+                "list the values accepted (a rule without any would refuse every caller)",
+            ));
+        }
         if decoded.max_body_size == 0 {
             return Err(config.invalid("max_body_size", "`max_body_size` must be at least 1"));
         }

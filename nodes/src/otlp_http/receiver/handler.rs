@@ -13,11 +13,12 @@ use http::header::{
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, Signal};
 
 use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, success_body};
 use crate::receive::admission::Admission;
-use crate::receive::authorization::Authorization;
+use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
 use crate::receive::payload::{Coding, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
@@ -27,12 +28,24 @@ pub(super) struct Handler {
     pub(super) admission: Admission,
     pub(super) body_read_timeout: Duration,
     pub(super) authorization: Option<Authorization>,
+    pub(super) permissions: Permissions,
     pub(super) max_body_size: usize,
     pub(super) retry_after: HeaderValue,
     pub(super) counters: Counters,
     /// Whether a request is answered only once its payload is kept for good downstream
     /// (a durable queue): its acknowledgement settled.
     pub(super) acknowledged: bool,
+}
+
+/// What a request's head says, once checked.
+struct Head {
+    signal: Signal,
+    encoding: Encoding,
+    coding: Coding,
+    /// Its `Content-Length`.
+    declared: Option<u64>,
+    /// Who sent it, when an authorizer that does not wait decided.
+    identity: Option<Identity>,
 }
 
 /// The HTTP status of a refusal.
@@ -102,13 +115,20 @@ impl Handler {
     /// each check costs (path, method, credential, headers), then admitted, and only then
     /// its body read.
     async fn accept(&self, request: Request<Incoming>) -> Result<Encoding, Refusal> {
-        let (signal, encoding, coding, declared) = self.check_head(&request)?;
+        let Head {
+            signal,
+            encoding,
+            coding,
+            declared,
+            mut identity,
+        } = self.check_head(&request)?;
         // An authorizer that waits decides once the head is checked (one that does not
         // decided in `check_head`).
         if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
             let values = request.headers().get_all(&authorization.header).iter();
-            authorization.check_waiting(values).await?;
+            identity = authorization.check_waiting(values).await?;
         }
+        self.permissions.check(signal, identity.as_ref())?;
         let permit = self.admission.admit(&self.counters).await?;
         let budget = declared.unwrap_or(self.max_body_size as u64);
         let reading = self.admission.reserve_body(budget, &self.counters).await?;
@@ -120,6 +140,7 @@ impl Handler {
             signal,
             encoding,
             body,
+            identity,
             permit,
             self.acknowledged,
             &self.counters,
@@ -132,10 +153,7 @@ impl Handler {
 
     /// What the request's head says: its signal, encoding, compression and declared length;
     /// refused when any of it is not what OTLP/HTTP takes.
-    fn check_head(
-        &self,
-        request: &Request<Incoming>,
-    ) -> Result<(Signal, Encoding, Coding, Option<u64>), Refusal> {
+    fn check_head(&self, request: &Request<Incoming>) -> Result<Head, Refusal> {
         let path = request.uri().path();
         let Some(signal) = [Signal::Logs, Signal::Metrics, Signal::Traces]
             .into_iter()
@@ -153,9 +171,12 @@ impl Handler {
             ));
         }
         let headers = request.headers();
-        if let Some(authorization) = &self.authorization {
-            authorization.check(headers.get_all(&authorization.header).iter())?;
-        }
+        let identity = match &self.authorization {
+            Some(authorization) => {
+                authorization.check(headers.get_all(&authorization.header).iter())?
+            }
+            None => None,
+        };
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let Some(encoding) = content_type.and_then(encoding_of) else {
             return Err(Refusal::new(
@@ -186,7 +207,13 @@ impl Handler {
         if declared.is_some_and(|length| length > self.max_body_size as u64) {
             return Err(too_large(self.max_body_size));
         }
-        Ok((signal, encoding, coding, declared))
+        Ok(Head {
+            signal,
+            encoding,
+            coding,
+            declared,
+            identity,
+        })
     }
 
     /// The whole body, within `max_body_size` and `body_read_timeout`.

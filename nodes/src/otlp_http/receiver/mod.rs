@@ -83,6 +83,7 @@ fn create(
         listener,
         socket,
     } = receive::setup::<Handed>(context, capabilities, config.listen, tls, b"http/1.1")?;
+    receive::check_permissions(context, &config.permissions, authorizer.is_some())?;
     Ok(NodeInstance::Receiver(Box::new(OtlpHttpReceiver::new(
         context, config, authorizer, tls, &listener, socket,
     ))))
@@ -177,6 +178,7 @@ impl OtlpHttpReceiver {
             ),
             body_read_timeout: config.body_read_timeout,
             authorization: authorizer,
+            permissions: config.permissions.clone(),
             max_body_size: config.max_body_size,
             retry_after: HeaderValue::from(config.retry_after.as_secs()),
             counters,

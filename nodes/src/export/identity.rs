@@ -1,0 +1,147 @@
+//! `headers_from_identity:` of an exporter: headers (HTTP) or metadata (gRPC) set on each
+//! request from who sent its payload, the identity the receiver's authorizer gave it
+//! (`X-Scope-OrgID: tenant` forwards each tenant's data with its own header). A payload whose
+//! identity lacks what a header needs is not sent (it would land in the wrong tenant, or in
+//! none): it is counted, logged and dead-lettered as undeliverable.
+
+use std::collections::BTreeMap;
+
+use http::{HeaderName, HeaderValue};
+use otap_df_core::config::{ComponentConfig, ConfigError};
+use otap_df_core::data::OtlpPayload;
+use otap_df_core::secret::Secret;
+
+/// The attribute that stands for the identity's name.
+pub(crate) const NAME: &str = "name";
+
+/// Headers from identities, as the transport holds them.
+#[derive(Debug, Default)]
+pub(crate) struct IdentityHeaders(Vec<(HeaderName, String)>);
+
+impl IdentityHeaders {
+    /// From a checked `headers_from_identity` ([`check`]).
+    pub(crate) fn new(headers: &BTreeMap<String, String>) -> Self {
+        Self(
+            headers
+                .iter()
+                .filter_map(|(name, attribute)| {
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        attribute.clone(),
+                    ))
+                })
+                .collect(),
+        )
+    }
+
+    /// The headers for `data`, or why it cannot be sent.
+    pub(crate) fn of(&self, data: &OtlpPayload) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        if self.0.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(identity) = data.identity() else {
+            return Err(
+                "the payload has no identity (no authorizer took it) and `headers_from_identity` \
+                 needs one; it is not sent without its headers"
+                    .to_owned(),
+            );
+        };
+        self.0
+            .iter()
+            .map(|(header, attribute)| {
+                let value = if attribute == NAME {
+                    Some(identity.as_str())
+                } else {
+                    identity.attribute(attribute)
+                };
+                let value = value.ok_or_else(|| {
+                    format!(
+                        "the sender `{identity}` has no `{attribute}` for header `{header}`; \
+                         the payload is not sent without it"
+                    )
+                })?;
+                let value = HeaderValue::from_str(value).map_err(|_| {
+                    format!(
+                        "the sender `{identity}`'s `{attribute}` cannot be an HTTP header value \
+                         (header `{header}`)"
+                    )
+                })?;
+                Ok((header.clone(), value))
+            })
+            .collect()
+    }
+}
+
+/// Each header a valid name, each attribute named, and no header also set statically.
+pub(crate) fn check(
+    config: &ComponentConfig<'_>,
+    from_identity: &BTreeMap<String, String>,
+    fixed: &BTreeMap<String, Secret>,
+) -> Result<(), ConfigError> {
+    for (name, attribute) in from_identity {
+        let field = format!("headers_from_identity.{name}");
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(config.invalid(&field, format!("`{name}` is not a valid HTTP header name")));
+        }
+        if attribute.is_empty() {
+            return Err(config.invalid(
+                &field,
+                "name the identity attribute the header is set from (`tenant`), or `name` for \
+                 the identity's name",
+            ));
+        }
+        if fixed.keys().any(|fixed| fixed.eq_ignore_ascii_case(name)) {
+            return Err(config.invalid(
+                &field,
+                format!("header `{name}` is also in `headers`; set it in one place"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use otap_df_core::capability::Identity;
+    use otap_df_core::data::Signal;
+
+    use super::*;
+
+    #[test]
+    fn headers_are_read_from_the_identity_or_the_payload_is_not_sent() {
+        let headers = IdentityHeaders::new(&BTreeMap::from([
+            ("x-scope-orgid".to_owned(), "tenant".to_owned()),
+            ("x-sender".to_owned(), NAME.to_owned()),
+        ]));
+        let payload = crate::otlp::synthetic(Signal::Logs, 1, "l", 1);
+        let acme = payload
+            .clone()
+            .with_identity(Identity::with_attributes("svc-a", [("tenant", "acme")]));
+        let set: Vec<(String, String)> = headers
+            .of(&acme)
+            .expect("headers")
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned()))
+            .collect();
+        assert_eq!(
+            set,
+            [
+                ("x-scope-orgid".to_owned(), "acme".to_owned()),
+                ("x-sender".to_owned(), "svc-a".to_owned())
+            ]
+        );
+        let error = headers.of(&payload).expect_err("no identity");
+        assert!(error.starts_with("the payload has no identity"), "{error}");
+        let error = headers
+            .of(&payload
+                .clone()
+                .with_identity(Identity::from_static("svc-b")))
+            .expect_err("no tenant");
+        assert_eq!(
+            error,
+            "the sender `svc-b` has no `tenant` for header `x-scope-orgid`; the payload is not \
+             sent without it"
+        );
+        assert_eq!(IdentityHeaders::default().of(&payload), Ok(Vec::new()));
+    }
+}
