@@ -510,6 +510,46 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
 }
 
 #[test]
+fn a_caller_not_permitted_for_a_signal_gets_permission_denied() {
+    use http::Method;
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::call;
+
+    let temp = TempDir::new("otlp-grpc-permissions");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    // Logs are open to every authorized caller; traces only to a name no token has.
+    let gateway = support::Running::listening(
+        &grpc_gateway(
+            port,
+            Some("t-in"),
+            &out,
+            ", permissions: { traces: { name: [someone-else] } }",
+        ),
+        port,
+    );
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("authorization", "Bearer t-in"),
+    ];
+    for (signal, expected) in [(Signal::Logs, code::OK), (Signal::Traces, 7)] {
+        let message = otap_df_nodes::otlp::synthetic(signal, 5, "t", 1);
+        let answer = call(
+            port,
+            Method::POST,
+            service_path(signal),
+            &headers,
+            frame(message.bytes(), false),
+        );
+        assert_eq!(answer.code, Some(expected), "{signal}: {answer:?}");
+    }
+    let totals = gateway.node("in");
+    gateway.stop().expect("a clean stop");
+    assert_eq!(records_by_signal(&out), [5, 0, 0]);
+    assert_eq!(named(&totals, "refused.auth_forbidden"), 1);
+}
+
+#[test]
 fn a_full_pipeline_answers_resource_exhausted_with_retry_info_without_reading_the_message() {
     let port = support::free_port();
     // The sink holds a payload for a second and the queue one more: a call that finds both
