@@ -23,5 +23,30 @@ fn count(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, count);
+/// What `headers_from_identity` adds to an exporter's request: the headers read from the
+/// payload's identity (one header, `X-Scope-OrgID: tenant`), beside an exporter without it.
+fn headers_from_identity(c: &mut Criterion) {
+    use otap_df_core::capability::Identity;
+    use otap_df_nodes::IdentityHeaders;
+    use std::collections::BTreeMap;
+
+    let mut group = c.benchmark_group("headers_from_identity");
+    let payload = synthetic(Signal::Logs, 100, "bench", 1).with_identity(
+        Identity::with_attributes("svc-a", [("tenant", "acme"), ("groups", "writers")]),
+    );
+    let none = IdentityHeaders::new(&BTreeMap::new());
+    let one = IdentityHeaders::new(&BTreeMap::from([(
+        "x-scope-orgid".to_owned(),
+        "tenant".to_owned(),
+    )]));
+    group.bench_function("none_configured", |b| {
+        b.iter(|| none.of(std::hint::black_box(&payload)).expect("headers"))
+    });
+    group.bench_function("one_header", |b| {
+        b.iter(|| one.of(std::hint::black_box(&payload)).expect("headers"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, count, headers_from_identity);
 criterion_main!(benches);

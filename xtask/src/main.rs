@@ -785,6 +785,7 @@ fn bench_bridge(extra: &[String]) -> Result<(), String> {
 /// `bench load` and `bench drain`: builds the engine and the load tool in release, then runs
 /// the load tool's `command` (`sweep`, `drain`).
 fn load(command: &str, extra: &[String]) -> Result<(), String> {
+    // With `extension-oauth2`, for the `+jwt` targets: every target runs this one binary.
     cargo(&[
         "build",
         "--release",
@@ -793,6 +794,8 @@ fn load(command: &str, extra: &[String]) -> Result<(), String> {
         "-p",
         "otap-df-load",
         "--bins",
+        "--features",
+        "otap-df/extension-oauth2",
     ])?;
     let root = workspace_root()?;
     let release = root.join("target").join("release");

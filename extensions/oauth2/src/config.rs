@@ -587,6 +587,13 @@ impl OidcAuthConfig {
         self
     }
 
+    /// How many verified tokens each core remembers.
+    #[must_use]
+    pub fn with_cache_size(mut self, tokens: usize) -> Self {
+        self.cache_size = tokens;
+        self
+    }
+
     /// Decodes and checks the block.
     pub fn decode(config: &ComponentConfig<'_>) -> Result<Self, ConfigError> {
         let decoded: Self = config.decode()?;

@@ -466,13 +466,14 @@ impl shared::BearerTokenAuthorizer for OidcAuth {
 }
 
 fn xxhash(token: &str) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // A per-process random key: which tokens share a slot cannot be chosen by a sender.
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut hasher = KEYS.get_or_init(Default::default).build_hasher();
-    hasher.write(token.as_bytes());
-    hasher.finish()
+    // A per-process random seed: which tokens share a slot cannot be chosen by a sender.
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        u64::from_le_bytes(bytes)
+    });
+    xxhash_rust::xxh3::xxh3_64_with_seed(token.as_bytes(), seed)
 }
 
 /// The discovery document's members used here (OpenID Connect Discovery 1.0 §3).

@@ -14,13 +14,16 @@ use otap_df_core::secret::Secret;
 /// The attribute that stands for the identity's name.
 pub(crate) const NAME: &str = "name";
 
-/// Headers from identities, as the transport holds them.
+/// Headers from identities, as an exporter holds them (`exporter:otlp_http` and
+/// `exporter:otlp_grpc` do; a third party's exporter can too).
 #[derive(Debug, Default)]
-pub(crate) struct IdentityHeaders(Vec<(HeaderName, String)>);
+pub struct IdentityHeaders(Vec<(HeaderName, String)>);
 
 impl IdentityHeaders {
-    /// From a checked `headers_from_identity` ([`check`]).
-    pub(crate) fn new(headers: &BTreeMap<String, String>) -> Self {
+    /// From `headers_from_identity`: header name → the identity's attribute (`name`: the
+    /// identity's name). A header name HTTP does not allow is left out (the exporters' config
+    /// check refuses it first).
+    pub fn new(headers: &BTreeMap<String, String>) -> Self {
         Self(
             headers
                 .iter()
@@ -34,8 +37,9 @@ impl IdentityHeaders {
         )
     }
 
-    /// The headers for `data`, or why it cannot be sent.
-    pub(crate) fn of(&self, data: &OtlpPayload) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    /// The headers for `data`, or why it cannot be sent: its sender has no identity, or lacks
+    /// an attribute a header needs, or its value cannot be an HTTP header's.
+    pub fn of(&self, data: &OtlpPayload) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         if self.0.is_empty() {
             return Ok(Vec::new());
         }

@@ -286,3 +286,22 @@ fn the_gateway_sends_upstream_with_its_own_client_credentials_token() {
         "{requests}"
     );
 }
+
+#[test]
+fn the_readme_multi_tenant_gateway_validates() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    let section = readme
+        .split("## A multi-tenant gateway")
+        .nth(1)
+        .expect("the README's multi-tenant gateway section");
+    let block = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("its YAML block");
+    let env = |name: &str| (name == "GATEWAY_CLIENT_SECRET").then(|| "s3cret".to_owned());
+    let resolved = otap_df_core::resolve::load_with_env(block, "README.md", &registry(), &env)
+        .unwrap_or_else(|errors| panic!("the README's gateway does not validate: {errors}"));
+    drop(resolved);
+}

@@ -17,6 +17,7 @@
 
 mod drain;
 mod drive;
+mod jwt;
 mod serve;
 mod sweep;
 
@@ -54,9 +55,12 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
         /// Only these targets (comma-separated): ceiling, receiver, receiver+auth,
-        /// receiver+wasm-auth (an engine built with `--features extension-wasm`), gateway,
-        /// gateway+auth, gateway+durable+auth (its exporter queued in an
-        /// `extension:disk_queue`), gateway-slow-upstream, otelcol-gateway+auth,
+        /// receiver+wasm-auth (an engine built with `--features extension-wasm`),
+        /// receiver+jwt (`oidc_auth`, ES256 tokens; an engine built with `--features
+        /// extension-oauth2`, as `cargo xtask bench load` builds it), gateway, gateway+auth,
+        /// gateway+jwt, gateway+jwt+tenant-header (`headers_from_identity`),
+        /// gateway+durable+auth (its exporter queued in an `extension:disk_queue`),
+        /// gateway-slow-upstream, otelcol-gateway+auth,
         /// otelcol-gateway-blocking+auth, and over OTLP/gRPC grpc-ceiling, grpc-tonic-ceiling,
         /// grpc-receiver, grpc-receiver+auth, otelcol-grpc-receiver, grpc-gateway,
         /// grpc-gateway+auth, grpc-gateway+durable+auth, otelcol-grpc-gateway,

@@ -52,8 +52,11 @@ pub const TARGETS: &[&str] = &[
     "receiver",
     "receiver+auth",
     "receiver+wasm-auth",
+    "receiver+jwt",
     "gateway",
     "gateway+auth",
+    "gateway+jwt",
+    "gateway+jwt+tenant-header",
     "gateway+durable+auth",
     "gateway-slow-upstream",
     "otelcol-gateway+auth",
@@ -253,7 +256,20 @@ pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
 fn engine_config(target: &str, port: u16, upstream: u16, queues: &Path) -> String {
     let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
     let auth = target.ends_with("+auth");
-    let (extensions, binding) = if target == "receiver+wasm-auth" {
+    let jwt = target.contains("+jwt");
+    let (extensions, binding) = if jwt {
+        // Checked by `jwt_available` before the target runs.
+        let issuer = crate::jwt::issuer()
+            .map(|i| i.jwks_url.as_str())
+            .unwrap_or_default();
+        (
+            format!(
+                "        extensions:\n          callers:\n            type: extension:oidc_auth\n            config: {{ issuer: '{}', jwks_url: '{issuer}', audience: otap-df, algorithms: [ES256], attributes: {{ tenant: tenant }} }}\n",
+                crate::jwt::ISSUER
+            ),
+            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
+        )
+    } else if target == "receiver+wasm-auth" {
         (
             format!(
                 "        extensions:\n          callers:\n            type: extension:wasm\n            config: {{ module: '{}', provides: [bearer_token_authorizer], compile_cache: null }}\n",
@@ -301,8 +317,13 @@ fn engine_config(target: &str, port: u16, upstream: u16, queues: &Path) -> Strin
             (false, true) => "            capabilities: { durable_queue: spool }\n",
             (false, false) => "",
         };
+        let headers = if target.ends_with("+tenant-header") {
+            ", headers_from_identity: { X-Scope-OrgID: tenant }"
+        } else {
+            ""
+        };
         format!(
-            "          out:\n            type: exporter:{exporter_type}\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none }}\n{provider}"
+            "          out:\n            type: exporter:{exporter_type}\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none{headers} }}\n{provider}"
         )
     } else {
         "          out:\n            type: exporter:noop\n".to_owned()
@@ -319,16 +340,17 @@ fn wasm_authorizer() -> PathBuf {
         .join("../../extensions/wasm/tests/guests/authorizer.wat")
 }
 
-/// Whether `engine` was built with `extension:wasm` (its `components` lists the type as
-/// compiled in).
-fn engine_has_wasm(engine: &Path) -> bool {
+/// Whether `engine` was built with the component type `name` (`extension:oidc_auth`): its
+/// `components` lists it before the types it names as not compiled in.
+fn engine_has(engine: &Path, name: &str) -> bool {
     std::process::Command::new(engine)
         .arg("components")
         .output()
         .is_ok_and(|output| {
             String::from_utf8_lossy(&output.stdout)
                 .lines()
-                .any(|line| line.starts_with("  extension:wasm  capability providers"))
+                .take_while(|line| !line.starts_with("not compiled in"))
+                .any(|line| line.starts_with(&format!("  {name}  ")))
         })
 }
 
@@ -487,7 +509,14 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
     // Rounds go over every target in turn, so that drift on the machine hits all alike; each
     // (target, connections) keeps its median round.
     let mut rounds: Vec<Vec<Level>> = Vec::new();
-    let wasm = engine_has_wasm(&options.engine);
+    let wasm = engine_has(&options.engine, "extension:wasm");
+    let oauth2 = engine_has(&options.engine, "extension:oidc_auth");
+    if !oauth2 {
+        eprintln!(
+            "the +jwt targets are left out: the engine has no extension:oidc_auth (build it \
+             with --features extension-oauth2)"
+        );
+    }
     if !wasm {
         eprintln!(
             "receiver+wasm-auth is left out: the engine has no extension:wasm (build it with \
@@ -510,6 +539,9 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
                 continue;
             }
             if target == "receiver+wasm-auth" && !wasm {
+                continue;
+            }
+            if target.contains("+jwt") && !oauth2 {
                 continue;
             }
             for &connections in &options.connections {
@@ -656,11 +688,13 @@ fn run_level(
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let authorization = if target == "receiver+wasm-auth" {
         format!("Bearer {WASM_TOKEN}")
+    } else if target.contains("+jwt") {
+        format!("Bearer {}", crate::jwt::issuer()?.token)
     } else {
         format!("Bearer {}", caller_token(CALLER_TOKENS - 1))
     };
     let mut headers = vec![("Content-Type", "application/x-protobuf")];
-    if target.ends_with("auth") {
+    if target.ends_with("auth") || target.contains("+jwt") {
         headers.push(("Authorization", authorization.as_str()));
     }
     // The bridge's targets send distinct requests: the same size, a stamp rewritten in each.
