@@ -63,17 +63,8 @@ impl IdentityFilterConfig {
 
     /// Whether `data`'s sender matches.
     pub fn matches(&self, data: &OtlpPayload) -> bool {
-        data.identity().is_some_and(|identity| {
-            self.matches.iter().all(|(attribute, accepted)| {
-                if attribute == "name" {
-                    accepted.iter().any(|value| identity.as_str() == value)
-                } else {
-                    identity
-                        .attribute_values(attribute)
-                        .any(|value| accepted.iter().any(|a| a == value))
-                }
-            })
-        })
+        data.identity()
+            .is_some_and(|identity| identity.matches(&self.matches))
     }
 }
 

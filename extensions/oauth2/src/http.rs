@@ -88,22 +88,16 @@ pub async fn body(response: reqwest::Response) -> Result<Vec<u8>, String> {
 }
 
 /// An error and its causes on one line (reqwest's message alone says "error sending request").
-pub fn one_line(error: &dyn std::error::Error) -> String {
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !line.contains(&cause) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
             line.push_str(": ");
-            line.push_str(&cause);
+            line.push_str(&text);
         }
-        source = cause_of(source);
+        source = cause.source();
     }
     line
-}
-
-fn cause_of<'a>(
-    error: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    error.and_then(std::error::Error::source)
 }

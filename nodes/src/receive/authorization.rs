@@ -192,18 +192,7 @@ impl Permissions {
         let Some(rule) = rule else {
             return Ok(());
         };
-        let permitted = identity.is_some_and(|identity| {
-            rule.iter().all(|(attribute, accepted)| {
-                if attribute == "name" {
-                    accepted.iter().any(|value| identity.as_str() == value)
-                } else {
-                    identity
-                        .attribute_values(attribute)
-                        .any(|value| accepted.iter().any(|a| a == value))
-                }
-            })
-        });
-        if permitted {
+        if identity.is_some_and(|identity| identity.matches(rule)) {
             Ok(())
         } else {
             Err(Refusal::new(

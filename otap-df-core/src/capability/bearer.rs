@@ -120,6 +120,23 @@ impl Identity {
             .map(|(_, value)| value)
     }
 
+    /// Whether, for each attribute `rule` names, the identity has one of the values listed;
+    /// the attribute `name` stands for the identity's name. What receivers' `permissions`
+    /// and `processor:identity_filter` ask.
+    pub fn matches<'r>(
+        &self,
+        rule: impl IntoIterator<Item = (&'r String, &'r Vec<String>)>,
+    ) -> bool {
+        rule.into_iter().all(|(attribute, accepted)| {
+            if attribute == "name" {
+                accepted.iter().any(|value| self.as_str() == value)
+            } else {
+                self.attribute_values(attribute)
+                    .any(|value| accepted.iter().any(|a| a == value))
+            }
+        })
+    }
+
     /// Every attribute (name, value), in order; none for an identity that is only a name.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, &str)> {
         let attributes: &[(Box<str>, Box<str>)] = match &self.0 {
