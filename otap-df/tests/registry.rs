@@ -17,6 +17,8 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
         ("bearer_auth", cfg!(feature = "extension-bearer-auth")),
         ("disk_kv", cfg!(feature = "extension-disk-kv")),
         ("disk_queue", cfg!(feature = "extension-disk-queue")),
+        ("oauth2_client", cfg!(feature = "extension-oauth2")),
+        ("oidc_auth", cfg!(feature = "extension-oauth2")),
         ("redis_kv", cfg!(feature = "extension-redis-kv")),
         ("wasm", cfg!(feature = "extension-wasm")),
     ];
@@ -48,6 +50,7 @@ fn registry_holds_the_builtins_and_exactly_the_enabled_extensions_and_declares_t
             "receiver:otlp_grpc",
             "receiver:otlp_http",
             "processor:dedup",
+            "processor:identity_filter",
             "exporter:debug",
             "exporter:file",
             "exporter:noop",
