@@ -10,7 +10,7 @@ use std::fmt;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::capability::Identity;
+use crate::identity::Identity;
 
 /// The telemetry signal of a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Default)]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod capability;
+pub mod identity;
 pub mod secret;
 
 pub use async_trait::async_trait;

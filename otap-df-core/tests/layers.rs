@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. Modules on one line are one layer and may use each other.
 const LAYERS: &[&[&str]] = &[
-    // Vocabulary: payloads, secrets, capability identities and traits.
-    &["data", "secret"],
+    // Vocabulary: payloads, secrets, who sent them, capability identities and traits.
+    &["data", "secret", "identity"],
     &["capability"],
     // The document: positions, errors, component configs.
     &["config"],
     // Factories and models of what a config names.
-    &["extension", "memory_kv"],
+    &["extension", "memory_kv", "refresh"],
     &["node"],
     &["registry"],
     // A document checked against a registry: the plan.
