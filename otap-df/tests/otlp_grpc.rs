@@ -510,6 +510,93 @@ fn refusals_get_grpcs_statuses_and_the_receiver_keeps_serving() {
 }
 
 #[test]
+fn metadata_from_the_senders_identity_travels_upstream_and_nothing_goes_without_it() {
+    use http::Method;
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+    use support::grpc::call;
+
+    // A gRPC gateway: each caller's identity (bearer_auth names it after its token's place in
+    // the configuration) sent upstream as `x-sender`.
+    let upstream = GrpcUpstream::start(vec![Reply::Ok]);
+    let port = support::free_port();
+    let yaml = format!(
+        "version: otap_df/v1
+groups:
+  g:
+    pipelines:
+      p:
+        extensions:
+          callers: {{ type: extension:bearer_auth, config: {{ tokens: [t-one, t-two] }} }}
+        nodes:
+          in: {{ type: receiver:otlp_grpc, config: {{ listen: '127.0.0.1:{port}' }}, capabilities: {{ bearer_token_authorizer: callers }} }}
+          out: {{ type: exporter:otlp_grpc, config: {{ endpoint: 'http://127.0.0.1:{}', compression: none, headers_from_identity: {{ x-sender: name }} }} }}
+        connections:
+          - {{ from: in, to: out }}
+",
+        upstream.port
+    );
+    let gateway = support::Running::listening(&yaml, port);
+    for (token, records) in [("t-one", 3), ("t-two", 4)] {
+        let message = otap_df_nodes::otlp::synthetic(Signal::Logs, records, "t", 1);
+        let authorization = format!("Bearer {token}");
+        let answer = call(
+            port,
+            Method::POST,
+            service_path(Signal::Logs),
+            &[
+                ("content-type", "application/grpc"),
+                ("authorization", &authorization),
+            ],
+            frame(message.bytes(), false),
+        );
+        assert_eq!(answer.code, Some(code::OK), "{token}: {answer:?}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while upstream.records(Signal::Logs) < 7 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream got {:?}",
+            upstream.calls()
+        );
+        // Sampling interval: the deadline bounds the loop.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gateway.stop().expect("a clean stop");
+    let mut senders: Vec<(String, usize)> = upstream
+        .calls()
+        .iter()
+        .map(|call| {
+            let sender = call
+                .headers
+                .get("x-sender")
+                .expect("x-sender")
+                .to_str()
+                .unwrap();
+            (sender.to_owned(), call.records)
+        })
+        .collect();
+    senders.sort();
+    assert_eq!(
+        senders,
+        [
+            ("callers:tokens[0]".to_owned(), 3),
+            ("callers:tokens[1]".to_owned(), 4)
+        ]
+    );
+
+    // Payloads without a sender (a generator's): never sent without the metadata.
+    let upstream = GrpcUpstream::start(vec![Reply::Ok]);
+    let exporter = format!(
+        "endpoint: 'http://127.0.0.1:{}', headers_from_identity: {{ x-sender: name }}, {RETRY}",
+        upstream.port
+    );
+    let telemetry = run_to_end(&pipeline("logs", "protobuf", 5, &exporter, None));
+    let out = node_totals(&telemetry, "out");
+    assert_eq!((out.counts.records_out, out.counts.records_failed), (0, 50));
+    assert!(upstream.calls().is_empty());
+}
+
+#[test]
 fn a_caller_not_permitted_for_a_signal_gets_permission_denied() {
     use http::Method;
     use otap_df_nodes::otlp_grpc::{frame, service_path};

@@ -130,6 +130,7 @@ fn finished(command: &mut Command, started: Instant, shown: &str) -> Result<(), 
 
 fn test() -> Result<(), String> {
     redis_server()?;
+    node_js()?;
     // The wasm extension's Go guest is built by its tests, as the Collector is by interop:
     // `test` runs both, so Go is required, not skipped.
     GO_REQUIRED.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -427,12 +428,6 @@ fn build_collector(root: &std::path::Path) -> Result<std::path::PathBuf, String>
 /// saying what to install. The tests then require it (`OTAP_DF_REQUIRE_REDIS`, read by the
 /// kit's `redis_server::require`): under `cargo xtask test` no Redis test skips.
 fn redis_server() -> Result<(), String> {
-    let runs = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .is_ok_and(|output| output.status.success())
-    };
     let require = || REDIS_REQUIRED.store(true, std::sync::atomic::Ordering::Relaxed);
     if runs("redis-server", &["--version"]) {
         require();
@@ -440,29 +435,7 @@ fn redis_server() -> Result<(), String> {
     }
     let how = "the redis-kv tests need `redis-server` on PATH: install it (Debian/Ubuntu: \
                `apt-get install redis-server`; macOS: `brew install redis`) and run again";
-    if !runs("apt-get", &["--version"]) {
-        return Err(how.to_owned());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
-    let sudo: &[&str] = if root { &[] } else { &["sudo", "-n"] };
-    eprintln!("==> installing redis-server (apt-get)");
-    for step in [
-        &["apt-get", "update", "-qq"][..],
-        &["apt-get", "install", "-y", "-qq", "redis-server"][..],
-    ] {
-        let argv: Vec<&str> = sudo.iter().chain(step).copied().collect();
-        let status = Command::new(argv[0])
-            .args(&argv[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("cannot run `{}`: {e}; {how}", argv.join(" ")))?;
-        if !status.success() {
-            return Err(format!("`{}` failed ({status}); {how}", argv.join(" ")));
-        }
-    }
+    let sudo = apt_install(&["redis-server"], how)?;
     // The package may start a system service; the tests start servers of their own.
     let argv: Vec<&str> = sudo
         .iter()
@@ -477,6 +450,60 @@ fn redis_server() -> Result<(), String> {
     }
     require();
     Ok(())
+}
+
+/// Node.js and npm, for the OAuth2/OIDC test server the oauth2 tests install with npm
+/// (`oauth2-mock-server`, which takes Node 18.12 and later): installed with `apt-get` when
+/// missing.
+fn node_js() -> Result<(), String> {
+    if runs("node", &["--version"]) && runs("npm", &["--version"]) {
+        return Ok(());
+    }
+    let how = "the oauth2 tests need Node.js 18.12+ and npm on PATH: install them (Debian/Ubuntu: \
+               `apt-get install nodejs npm`; macOS: `brew install node`) and run again";
+    apt_install(&["nodejs", "npm"], how)?;
+    if !(runs("node", &["--version"]) && runs("npm", &["--version"])) {
+        return Err(format!(
+            "node or npm is still not on PATH after installing them; {how}"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `program args` runs and succeeds.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Installs Debian `packages` with `apt-get` (through `sudo -n` unless root); `how` says what
+/// to do by hand when it cannot. The `sudo` prefix used.
+fn apt_install(packages: &[&str], how: &str) -> Result<&'static [&'static str], String> {
+    if !runs("apt-get", &["--version"]) {
+        return Err(how.to_owned());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    let sudo: &'static [&'static str] = if root { &[] } else { &["sudo", "-n"] };
+    eprintln!("==> installing {} (apt-get)", packages.join(", "));
+    let mut install = vec!["apt-get", "install", "-y", "-qq"];
+    install.extend_from_slice(packages);
+    for step in [&["apt-get", "update", "-qq"][..], &install[..]] {
+        let argv: Vec<&str> = sudo.iter().chain(step).copied().collect();
+        let status = Command::new(argv[0])
+            .args(&argv[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("cannot run `{}`: {e}; {how}", argv.join(" ")))?;
+        if !status.success() {
+            return Err(format!("`{}` failed ({status}); {how}", argv.join(" ")));
+        }
+    }
+    Ok(sudo)
 }
 
 /// Set once `redis-server` is known to be on PATH: every cargo command then runs with

@@ -50,7 +50,7 @@ pub fn require(test: &str, settings: &str) -> Option<OidcServer> {
         }
         Err(error) => {
             eprintln!(
-                "{test}: SKIPPED: {error}; install Node.js 20.19+ and npm to run this test \
+                "{test}: SKIPPED: {error}; install Node.js 18.12+ and npm to run this test \
                  (`cargo xtask test` requires them)"
             );
             None
