@@ -46,6 +46,8 @@ char *otapdf_stop(uint64_t id);
 int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                       uint64_t records, uint64_t token, char **message);
 void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
+/* 0: accepted, *detail the identity as JSON ({"subject": "...", "attributes": [["k", "v"]]});
+ * 1: refused, 2: no decision (refuse); *detail why. */
 int32_t otapdf_authorize(uint64_t id, const uint8_t *value, size_t len, char **detail);
 char *otapdf_server_header(uint64_t id);
 int32_t otapdf_client_header(uint64_t id, char **name, char **value);

@@ -2,14 +2,23 @@ package otapdf
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
@@ -334,5 +343,68 @@ func TestBytesAnExporterStillHoldsAreUnpinnedWhenItLetsGo(t *testing.T) {
 			t.Fatalf("the bytes were never released: %d calls pinned", pending)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// An authorizer's identity reaches the Collector's client.Info with its attributes: an
+// `oidc_auth` extension (its key set served here, the token signed here with ES256) reads the
+// tenant and the groups from the token's claims.
+func TestAnAuthorizersIdentityAndItsAttributesReachTheClientInfo(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	coordinate := func(n *big.Int) string { return b64(n.FillBytes(make([]byte, 32))) }
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+		"x": coordinate(key.PublicKey.X), "y": coordinate(key.PublicKey.Y),
+	}}})
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write(jwks)
+	}))
+	defer server.Close()
+	header, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "k1", "typ": "JWT"})
+	claims, _ := json.Marshal(map[string]any{
+		"iss": "https://issuer.test", "aud": "otap-df", "sub": "svc-a", "tenant": "acme",
+		"groups": []string{"writers", "ops"}, "exp": time.Now().Add(time.Hour).Unix(),
+	})
+	input := b64(header) + "." + b64(claims)
+	digest := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := input + "." + b64(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
+
+	ext := &authExtension{config: &ExtensionConfig{Type: "oidc_auth", Config: map[string]any{
+		"issuer": "https://issuer.test", "jwks_url": server.URL, "audience": "otap-df",
+		"algorithms": []string{"ES256"},
+		"attributes": map[string]string{"tenant": "tenant", "groups": "groups"},
+	}}}
+	if err := ext.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer func() { _ = ext.Shutdown(context.Background()) }()
+	ctx, err := ext.Authenticate(context.Background(), map[string][]string{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		t.Fatalf("authenticate: %v", err)
+	}
+	auth := client.FromContext(ctx).Auth
+	if got := auth.GetAttribute("subject"); got != "svc-a" {
+		t.Errorf("subject: %v", got)
+	}
+	if got := auth.GetAttribute("tenant"); got != "acme" {
+		t.Errorf("tenant: %v", got)
+	}
+	if got, ok := auth.GetAttribute("groups").([]string); !ok || len(got) != 2 || got[0] != "writers" || got[1] != "ops" {
+		t.Errorf("groups: %v", auth.GetAttribute("groups"))
+	}
+	if got := auth.GetAttributeNames(); len(got) != 4 {
+		t.Errorf("attribute names: %v", got)
+	}
+	if _, err := ext.Authenticate(context.Background(), map[string][]string{"Authorization": {"Bearer " + token + "x"}}); err == nil {
+		t.Error("a tampered token was accepted")
 	}
 }

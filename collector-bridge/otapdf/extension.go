@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -85,17 +86,49 @@ func (e *authExtension) Shutdown(context.Context) error {
 	return stop(id)
 }
 
-// identity is the Collector's view of the caller otap-df's authorizer accepted.
-type identity string
+// identity is the Collector's view of the caller otap-df's authorizer accepted: its name as
+// `subject` (and `identity`), and the attributes the authorizer read (`oidc_auth`'s claims:
+// `tenant`, `groups`), each a string, or a []string when it has several values — what the
+// Collector's `headers_setter` reads with `from_attribute`.
+type identity struct {
+	subject    string
+	attributes map[string][]string
+	names      []string
+}
+
+func parseIdentity(text string) (identity, error) {
+	var described struct {
+		Subject    string      `json:"subject"`
+		Attributes [][2]string `json:"attributes"`
+	}
+	if err := json.Unmarshal([]byte(text), &described); err != nil {
+		return identity{}, fmt.Errorf("the authorizer's identity is not readable: %w", err)
+	}
+	id := identity{subject: described.Subject, attributes: map[string][]string{}, names: []string{"subject", "identity"}}
+	for _, pair := range described.Attributes {
+		if _, seen := id.attributes[pair[0]]; !seen {
+			id.names = append(id.names, pair[0])
+		}
+		id.attributes[pair[0]] = append(id.attributes[pair[0]], pair[1])
+	}
+	return id, nil
+}
 
 func (i identity) GetAttribute(name string) any {
 	if name == "subject" || name == "identity" {
-		return string(i)
+		return i.subject
 	}
-	return nil
+	switch values := i.attributes[name]; len(values) {
+	case 0:
+		return nil
+	case 1:
+		return values[0]
+	default:
+		return values
+	}
 }
 
-func (identity) GetAttributeNames() []string { return []string{"subject", "identity"} }
+func (i identity) GetAttributeNames() []string { return i.names }
 
 // Authenticate decides on the request's credential header with otap-df's authorizer; the
 // caller's identity goes into the context's client.Info (`auth.subject`).
@@ -120,8 +153,12 @@ func (e *authExtension) Authenticate(ctx context.Context, headers map[string][]s
 	why, _ := takeString(detail)
 	switch code {
 	case 0:
+		caller, err := parseIdentity(why)
+		if err != nil {
+			return ctx, err
+		}
 		info := client.FromContext(ctx)
-		info.Auth = identity(why)
+		info.Auth = caller
 		return client.NewContext(ctx, info), nil
 	case 1:
 		return ctx, fmt.Errorf("credential refused (%s)", why)

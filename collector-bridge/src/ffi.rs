@@ -317,8 +317,9 @@ pub unsafe extern "C" fn otapdf_complete(
 }
 
 /// Decides on the value of an incoming credential header (`Bearer <token>`) with extension
-/// component `id`'s authorizer: 0 accepted (`*detail`: the caller's identity), 1 refused
-/// (`*detail`: why), 2 no decision — refuse (`*detail`: why).
+/// component `id`'s authorizer: 0 accepted (`*detail`: the caller's identity as JSON,
+/// `{"subject": "<name>", "attributes": [["tenant", "acme"], ...]}`), 1 refused (`*detail`:
+/// why), 2 no decision — refuse (`*detail`: why).
 ///
 /// # Safety
 /// `value` points to `len` readable bytes; `detail` to a writable pointer.
@@ -350,7 +351,15 @@ pub unsafe extern "C" fn otapdf_authorize(
             authorizer.authorize(credential)
         };
         Ok(match decision {
-            Ok(otap_df::node::AuthzDecision::Allow { identity }) => (0, identity.to_string()),
+            Ok(otap_df::node::AuthzDecision::Allow { identity }) => {
+                let attributes: Vec<[&str; 2]> =
+                    identity.attributes().map(|(k, v)| [k, v]).collect();
+                let described = serde_json::json!({
+                    "subject": identity.as_str(),
+                    "attributes": attributes,
+                });
+                (0, described.to_string())
+            }
             Ok(otap_df::node::AuthzDecision::Deny { reason }) => (1, reason.to_string()),
             Err(error) => (2, error.to_string()),
         })

@@ -31,6 +31,7 @@ pub fn registry() -> Result<otap_df::Registry, otap_df::RegistryError> {
     otap_df_extension_bearer_auth::register(&mut registry);
     otap_df_extension_disk_kv::register(&mut registry);
     otap_df_extension_disk_queue::register(&mut registry);
+    otap_df_extension_oauth2::register(&mut registry);
     otap_df_extension_redis_kv::register(&mut registry);
     #[cfg(feature = "extension-wasm")]
     otap_df_extension_wasm::register(&mut registry);

@@ -313,7 +313,15 @@ fn an_extension_component_authorizes_and_signs_with_its_capabilities() {
         let code = unsafe { ffi::otapdf_authorize(id, value.as_ptr(), value.len(), &mut detail) };
         (code, take(detail).unwrap_or_default())
     };
-    assert_eq!(decide("Bearer s3cret").0, 0);
+    let (code, identity) = decide("Bearer s3cret");
+    assert_eq!(code, 0);
+    let identity: serde_json::Value = serde_json::from_str(&identity).expect("JSON");
+    assert_eq!(identity["attributes"], serde_json::json!([]));
+    let subject = identity["subject"].as_str().expect("a subject");
+    assert!(
+        !subject.is_empty() && !subject.contains("s3cret"),
+        "{subject}"
+    );
     assert_eq!(decide("Bearer wrong"), (1, "invalid".to_owned()));
     assert_eq!(decide("Basic s3cret"), (1, "invalid".to_owned()));
     assert_eq!(decide(""), (1, "invalid".to_owned()));
