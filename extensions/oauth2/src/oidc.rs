@@ -142,9 +142,11 @@ impl OidcAuth {
             .map_err(|invalid| ExtensionError::typed(id, invalid))?;
         let client = http::client(&config.tls, config.request_timeout)
             .map_err(|error| ExtensionError::typed(id, error))?;
+        let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        live().insert(instance);
         Ok(Self {
             id: id.to_owned(),
-            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            instance,
             header: AuthHeader::new(&config.header, &config.scheme),
             checks: Checks {
                 issuer: config.issuer.clone(),
@@ -382,7 +384,50 @@ struct Entry {
 }
 
 thread_local! {
-    static REMEMBERED: RefCell<HashMap<u64, Remembered>> = RefCell::new(HashMap::new());
+    // By instance: one or two per thread (two across a reload), so a scan, not a hash.
+    static REMEMBERED: RefCell<Vec<(u64, Remembered)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The instances alive: a thread forgets what it remembered for the others when it first
+/// meets a new one (a reload's), so a replaced instance's tokens do not outlive it for long
+/// in threads that go on serving.
+fn live() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u64>> {
+    static LIVE: Mutex<std::collections::BTreeSet<u64>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This thread's table of `instance`, made (and the tables of instances gone dropped) on
+/// its first use here.
+fn mine(threads: &mut Vec<(u64, Remembered)>, instance: u64, generation: u64) -> &mut Remembered {
+    let at = match threads.iter().position(|(id, _)| *id == instance) {
+        Some(at) => at,
+        None => {
+            let live = live();
+            threads.retain(|(id, _)| live.contains(id));
+            threads.push((
+                instance,
+                Remembered {
+                    generation,
+                    entries: HashMap::new(),
+                },
+            ));
+            threads.len() - 1
+        }
+    };
+    &mut threads[at].1
+}
+
+impl Drop for OidcAuth {
+    fn drop(&mut self) {
+        live().remove(&self.instance);
+        // This thread's table at once; other threads' when they meet a new instance.
+        let _ = REMEMBERED.try_with(|threads| {
+            if let Ok(mut threads) = threads.try_borrow_mut() {
+                threads.retain(|(id, _)| *id != self.instance);
+            }
+        });
+    }
 }
 
 fn now_seconds() -> u64 {
@@ -411,10 +456,7 @@ impl shared::BearerTokenAuthorizer for OidcAuth {
         let now = now_seconds();
         let hash = xxhash(token);
         let remembered = REMEMBERED.with_borrow_mut(|threads| {
-            let mine = threads.entry(self.instance).or_insert_with(|| Remembered {
-                generation: keys.generation,
-                entries: HashMap::new(),
-            });
+            let mine = mine(threads, self.instance, keys.generation);
             if mine.generation != keys.generation {
                 mine.generation = keys.generation;
                 mine.entries.clear();
@@ -437,10 +479,7 @@ impl shared::BearerTokenAuthorizer for OidcAuth {
         let verdict = self.verify(token, &keys, now)?;
         if verdict.until > now {
             REMEMBERED.with_borrow_mut(|threads| {
-                let mine = threads.entry(self.instance).or_insert_with(|| Remembered {
-                    generation: keys.generation,
-                    entries: HashMap::new(),
-                });
+                let mine = mine(threads, self.instance, keys.generation);
                 if mine.entries.len() >= self.checks.cache_size {
                     mine.entries.retain(|_, entry| entry.until > now);
                     if mine.entries.len() >= self.checks.cache_size {
@@ -615,5 +654,73 @@ impl SharedTask for KeyFetcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::jwt::SigningKey;
+
+    fn signing_key() -> SigningKey {
+        let random = ring::rand::SystemRandom::new();
+        let der = ring::signature::EcdsaKeyPair::generate_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &random,
+        )
+        .expect("a key");
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+        );
+        SigningKey::from_pem(pem.as_bytes(), None).expect("usable")
+    }
+
+    fn authorizer(key: &SigningKey) -> OidcAuth {
+        let config = OidcAuthConfig::new("https://issuer.test", ["otap-df"])
+            .with_algorithms([Algorithm::ES256]);
+        let auth = OidcAuth::new("oidc", &config).expect("authorizer");
+        let jwks = serde_json::json!({ "keys": [key.public_jwk(Some("k"))] }).to_string();
+        auth.set_keys(KeySet::parse(jwks.as_bytes()).expect("keys"));
+        auth
+    }
+
+    fn instances_here() -> Vec<u64> {
+        let mut ids: Vec<u64> =
+            REMEMBERED.with_borrow(|threads| threads.iter().map(|(id, _)| *id).collect());
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_replaced_instances_remembered_tokens_do_not_outlive_it() {
+        let key = signing_key();
+        let claims = serde_json::json!({
+            "iss": "https://issuer.test", "aud": "otap-df", "sub": "svc",
+            "exp": now_seconds() + 600,
+        });
+        let token = key.sign(Some("k"), &claims).expect("token");
+        let decide = |auth: &OidcAuth| {
+            shared::BearerTokenAuthorizer::authorize(auth, Credential::new(&token))
+        };
+        let (first, second) = (authorizer(&key), authorizer(&key));
+        assert!(matches!(decide(&first), Ok(AuthzDecision::Allow { .. })));
+        assert!(matches!(decide(&second), Ok(AuthzDecision::Allow { .. })));
+        assert_eq!(instances_here(), [first.instance, second.instance]);
+        // Dropped here: forgotten here at once.
+        let first_id = first.instance;
+        drop(first);
+        assert_eq!(instances_here(), [second.instance]);
+        // Dropped on another thread: forgotten here when a new instance is first used here.
+        let third = authorizer(&key);
+        let second_id = second.instance;
+        std::thread::spawn(move || drop(second))
+            .join()
+            .expect("dropped");
+        assert!(matches!(decide(&third), Ok(AuthzDecision::Allow { .. })));
+        assert_eq!(instances_here(), [third.instance]);
+        assert!(!live().contains(&first_id) && !live().contains(&second_id));
     }
 }
