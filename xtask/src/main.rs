@@ -205,15 +205,7 @@ fn collector_bridge() -> Result<(), String> {
     let root = workspace_root()?;
     // The library is built in this target directory's debug profile, with the dependencies
     // the test suite already built.
-    cargo(&[
-        "rustc",
-        "-p",
-        "otap-df-collector-bridge",
-        "--lib",
-        "--crate-type",
-        "staticlib",
-    ])?;
-    let library = root.join("target").join("debug");
+    let library = bridge_library(&root, false)?;
     let collector = build_bridge_collector(&root, &library, "otelcol-otapdf")?;
     // The Go package's own tests (its factories against the library, in process).
     go_in_bridge(&root, &library, &["vet", "./otapdf"])?;
@@ -292,6 +284,26 @@ fn build_bridge_collector(
             ("CGO_LDFLAGS", format!("-L{}", library.display())),
         ],
     })
+}
+
+/// The bridge's static library (`libotap_df_collector_bridge.a`) built in the debug or
+/// release profile of this target directory; the folder that holds it.
+fn bridge_library(root: &std::path::Path, release: bool) -> Result<std::path::PathBuf, String> {
+    let mut args = vec!["rustc"];
+    if release {
+        args.push("--release");
+    }
+    args.extend([
+        "-p",
+        "otap-df-collector-bridge",
+        "--lib",
+        "--crate-type",
+        "staticlib",
+    ]);
+    cargo(&args)?;
+    Ok(root
+        .join("target")
+        .join(if release { "release" } else { "debug" }))
 }
 
 /// A Go binary built from `package` in `sources`, again only when its inputs changed.
@@ -772,17 +784,8 @@ fn bench(extra: &[String]) -> Result<(), String> {
 /// the crossing benchmarks (Go), then the load sweep of a Collector pipeline without and with
 /// our dedup processor (extra arguments go to the sweep).
 fn bench_bridge(extra: &[String]) -> Result<(), String> {
-    cargo(&[
-        "rustc",
-        "--release",
-        "-p",
-        "otap-df-collector-bridge",
-        "--lib",
-        "--crate-type",
-        "staticlib",
-    ])?;
     let root = workspace_root()?;
-    let library = root.join("target").join("release");
+    let library = bridge_library(&root, true)?;
     let collector = build_bridge_collector(&root, &library, "otelcol-otapdf-release")?;
     go_in_bridge(
         &root,
