@@ -33,7 +33,7 @@ pub struct DiskQueueConfig {
     /// acknowledged.
     #[serde(default = "DiskQueueConfig::default_segment_bytes")]
     pub segment_bytes: u64,
-    /// How long the writer gathers appends before it syncs them together (default `0s`:
+    /// How long the disk thread gathers appends before it syncs them together (default `0s`:
     /// it syncs as soon as it has written what is waiting, so appends that arrive during a
     /// sync share the next one; up to 1 s). An append is acknowledged only after its sync.
     #[serde(

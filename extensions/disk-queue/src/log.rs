@@ -14,7 +14,7 @@
 //!   delivered again: at least once).
 //! - `corrupt-<id>.bin`: an entry whose checksum did not match, set aside when it was read.
 //!
-//! Only the writer thread writes, to the last segment, past what is committed; readers see
+//! Only the disk thread writes, to the last segment, past what is committed; readers see
 //! only committed records (the state's `next_id`). A segment is given up (kept as a spare, or
 //! deleted) once each of its entries is acknowledged and a newer one is written to: that is
 //! how space comes back. Segments may be given up out of order; a reopen steps over the gaps.
@@ -561,7 +561,7 @@ impl Log {
         }
     }
 
-    /// Where the writer appends `records` records of `len` bytes: the segment (by its first
+    /// Where the disk thread appends `records` records of `len` bytes: the segment (by its first
     /// id), its file and where its written bytes end — the last segment, or a new one when
     /// the last is sealed, missing, or would pass `segment_bytes` with them (a segment holds
     /// one batch at least) — and counts them written. An error when the queue is broken.

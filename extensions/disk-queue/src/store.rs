@@ -1,9 +1,15 @@
-//! The store: a folder of queues (one [`Log`] each) in one process, a writer thread that
-//! writes what is appended (each queue's waiting records in one vectored write, no copy),
-//! and a sync thread that syncs every segment written since its last round at once (group
-//! commit: one `fdatasync` for all the appends written while the last one ran) and then
-//! answers them, in the order they were written. Writing goes on while a sync runs, and a
-//! core never waits on the disk: it hands its append over and is told when it is durable.
+//! The store: a folder of queues (one [`Log`] each) in one process, and one disk thread that
+//! takes every append waiting, writes each queue's records in one vectored write (no copy),
+//! syncs every segment it wrote to once (group commit: one `fdatasync` for all the appends
+//! that arrived while the last one ran) and then answers them, in the order they were
+//! written. A core never waits on the disk: it hands its append over and is told when it is
+//! durable.
+//!
+//! Why one thread and not a writer beside a syncer: appends arrive while a sync runs and wait
+//! in the channel; the thread takes them all when the sync ends, so it is woken, and writes,
+//! once per round rather than once per append. A writer of its own was idle between appends
+//! and woken for nearly each one: on a core shared with the engine that cost more than the
+//! write it overlapped with the sync (BENCHMARKS.md, "Durable queue").
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,7 +39,7 @@ pub(crate) struct Store {
     _lock: File,
     /// Queues by name (and their folder's name).
     queues: Mutex<HashMap<String, Arc<Log>>>,
-    /// Where appends go to the writer thread.
+    /// Where appends go to the disk thread.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     segment_bytes: u64,
@@ -46,7 +52,7 @@ pub(crate) struct Store {
 }
 
 impl Drop for Store {
-    /// The writer and sync threads finish what was asked and stop; each queue writes where
+    /// The disk thread finishes what was asked and stops; each queue writes where
     /// its acknowledged entries end, so that a restart does not deliver them again.
     fn drop(&mut self) {
         drop(
@@ -159,30 +165,18 @@ impl Store {
             queues.insert(name, Arc::new(log));
         }
         let (jobs, queue) = mpsc::channel();
-        let writer = Arc::new(Writer {
+        let writer = Writer {
             used: used.clone(),
             segment_bytes: config.segment_bytes,
             commit_interval: config.commit_interval,
-        });
-        let cannot_start = |e| DiskQueueError::Io {
-            path: dir.to_path_buf(),
-            message: format!("cannot start the writer threads: {e}"),
         };
-        let (syncs, writes) = mpsc::channel();
-        let syncer = writer.clone();
-        let syncer = std::thread::Builder::new()
-            .name("disk-queue-sync".to_owned())
-            .spawn(move || syncer.sync(&writes))
-            .map_err(cannot_start)?;
         let writer = std::thread::Builder::new()
-            .name("disk-queue-writer".to_owned())
-            .spawn(move || {
-                writer.run(&queue, &syncs);
-                // The sync thread answers what is left, then ends.
-                drop(syncs);
-                let _ = syncer.join();
-            })
-            .map_err(cannot_start)?;
+            .name("disk-queue".to_owned())
+            .spawn(move || writer.run(&queue))
+            .map_err(|e| DiskQueueError::Io {
+                path: dir.to_path_buf(),
+                message: format!("cannot start the disk thread: {e}"),
+            })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -268,14 +262,14 @@ struct Job {
 /// Appends one write takes at most.
 const BATCH: usize = 1024;
 
-/// The writer and sync threads' part.
+/// The disk thread's part.
 struct Writer {
     used: Arc<AtomicU64>,
     segment_bytes: u64,
     commit_interval: Duration,
 }
 
-/// One queue's records written in one go, on their way to a sync.
+/// One queue's records written in one go, waiting for their sync.
 struct Written {
     log: Arc<Log>,
     jobs: Vec<Job>,
@@ -287,9 +281,9 @@ struct Written {
 }
 
 impl Writer {
-    /// The writer thread: takes every append waiting (after `commit_interval`, when it is
-    /// not zero), writes it, hands it to the sync thread; until the store is dropped.
-    fn run(&self, queue: &mpsc::Receiver<Job>, syncs: &mpsc::Sender<Written>) {
+    /// The disk thread: takes every append waiting (after `commit_interval`, when it is not
+    /// zero), writes it, syncs it and answers; until the store is dropped.
+    fn run(&self, queue: &mpsc::Receiver<Job>) {
         while let Ok(first) = queue.recv() {
             let mut jobs = vec![first];
             if !self.commit_interval.is_zero() {
@@ -308,15 +302,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(jobs, syncs);
+            let round = self.write(jobs);
+            self.sync(round);
         }
     }
 
     /// Writes `jobs`, each queue's records in one vectored write after its written end (no
-    /// copy of the entries), and hands them to the sync thread; answers at once the ones
-    /// that cannot be written.
-    fn write(&self, mut jobs: Vec<Job>, syncs: &mpsc::Sender<Written>) {
+    /// copy of the entries); answers at once the ones that cannot be written.
+    fn write(&self, mut jobs: Vec<Job>) -> Vec<Written> {
         let at_ms = now_ms();
+        let mut round = Vec::new();
         while let Some(first) = jobs.first() {
             let log = first.log.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = jobs
@@ -349,22 +344,18 @@ impl Writer {
                         })
                 });
             match written {
-                Ok((segment, file)) => {
-                    let written = Written {
-                        log,
-                        jobs: mine,
-                        segment,
-                        file,
-                        bytes,
-                        at_ms,
-                    };
-                    if let Err(mpsc::SendError(written)) = syncs.send(written) {
-                        self.refuse(written.jobs, bytes, "the store is closing");
-                    }
-                }
+                Ok((segment, file)) => round.push(Written {
+                    log,
+                    jobs: mine,
+                    segment,
+                    file,
+                    bytes,
+                    at_ms,
+                }),
                 Err(why) => self.refuse(mine, bytes, &why),
             }
         }
+        round
     }
 
     /// Answers `jobs` (`bytes` in all) with `why`, and gives their room back.
@@ -375,66 +366,60 @@ impl Writer {
         }
     }
 
-    /// The sync thread: syncs each file written since its last round once, then makes the
-    /// records visible and answers, in the order they were written; until the writer ends.
-    fn sync(&self, writes: &mpsc::Receiver<Written>) {
-        while let Ok(first) = writes.recv() {
-            let mut round = vec![first];
-            while let Ok(next) = writes.try_recv() {
-                round.push(next);
+    /// Syncs each file `round` wrote to once, then makes the records visible and answers, in
+    /// the order they were written.
+    fn sync(&self, round: Vec<Written>) {
+        let mut synced: Vec<(Arc<File>, Result<(), String>)> = Vec::new();
+        for written in &round {
+            if synced
+                .iter()
+                .any(|(file, _)| Arc::ptr_eq(file, &written.file))
+            {
+                continue;
             }
-            let mut synced: Vec<(Arc<File>, Result<(), String>)> = Vec::new();
-            for written in &round {
-                if synced
-                    .iter()
-                    .any(|(file, _)| Arc::ptr_eq(file, &written.file))
-                {
-                    continue;
+            let outcome = written
+                .file
+                .sync_data()
+                .map_err(|e| format!("cannot sync `{}`: {e}", written.log.dir().display()));
+            synced.push((written.file.clone(), outcome));
+        }
+        for written in round {
+            let outcome = synced
+                .iter()
+                .find(|(file, _)| Arc::ptr_eq(file, &written.file))
+                .map_or(Ok(()), |(_, outcome)| outcome.clone());
+            // After a failure nothing later of the queue is committed: its ids would
+            // follow records that are not there.
+            let outcome = match outcome {
+                Err(why) => {
+                    written.log.fail(&why);
+                    Err(why)
                 }
-                let outcome = written
-                    .file
-                    .sync_data()
-                    .map_err(|e| format!("cannot sync `{}`: {e}", written.log.dir().display()));
-                synced.push((written.file.clone(), outcome));
-            }
-            for written in round {
-                let outcome = synced
-                    .iter()
-                    .find(|(file, _)| Arc::ptr_eq(file, &written.file))
-                    .map_or(Ok(()), |(_, outcome)| outcome.clone());
-                // After a failure nothing later of the queue is committed: its ids would
-                // follow records that are not there.
-                let outcome = match outcome {
-                    Err(why) => {
-                        written.log.fail(&why);
-                        Err(why)
-                    }
-                    Ok(()) if written.log.is_broken() => {
-                        Err("an earlier write of the queue failed".to_owned())
-                    }
-                    Ok(()) => Ok(()),
-                };
-                match outcome {
-                    Ok(()) => {
-                        written.log.committed(
-                            written.segment,
-                            written.jobs.iter().map(|job| job.entry.clone()),
-                            written.bytes,
-                            written.at_ms,
-                        );
-                        for job in written.jobs {
-                            let _ = job.reply.send(Ok(()));
-                        }
-                    }
-                    Err(why) => self.refuse(written.jobs, written.bytes, &why),
+                Ok(()) if written.log.is_broken() => {
+                    Err("an earlier write of the queue failed".to_owned())
                 }
+                Ok(()) => Ok(()),
+            };
+            match outcome {
+                Ok(()) => {
+                    written.log.committed(
+                        written.segment,
+                        written.jobs.iter().map(|job| job.entry.clone()),
+                        written.bytes,
+                        written.at_ms,
+                    );
+                    for job in written.jobs {
+                        let _ = job.reply.send(Ok(()));
+                    }
+                }
+                Err(why) => self.refuse(written.jobs, written.bytes, &why),
             }
         }
     }
 }
 
 /// Writes all of `slices` to `file` from `offset` on: a positional, vectored write (only the
-/// writer thread moves a segment file's position).
+/// disk thread moves a segment file's position).
 fn write_all_at(file: &File, slices: &mut [IoSlice<'_>], offset: u64) -> std::io::Result<()> {
     let mut file = file;
     file.seek(SeekFrom::Start(offset))?;
