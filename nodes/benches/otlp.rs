@@ -24,7 +24,8 @@ fn count(c: &mut Criterion) {
 }
 
 /// What `headers_from_identity` adds to an exporter's request: the headers read from the
-/// payload's identity (one header, `X-Scope-OrgID: tenant`), beside an exporter without it.
+/// payload's identity (one header, `X-Scope-OrgID: tenant`), beside an exporter without it;
+/// for one sender (its headers made once) and for two in turn (made for each payload).
 fn headers_from_identity(c: &mut Criterion) {
     use otap_df_core::capability::Identity;
     use otap_df_nodes::IdentityHeaders;
@@ -44,6 +45,18 @@ fn headers_from_identity(c: &mut Criterion) {
     });
     group.bench_function("one_header", |b| {
         b.iter(|| one.of(std::hint::black_box(&payload)).expect("headers"))
+    });
+    // Two senders in turn: the headers are made anew for each payload.
+    let other = synthetic(Signal::Logs, 100, "bench", 1).with_identity(
+        Identity::with_attributes("svc-b", [("tenant", "globex"), ("groups", "writers")]),
+    );
+    let mut turn = false;
+    group.bench_function("one_header_senders_in_turn", |b| {
+        b.iter(|| {
+            turn = !turn;
+            let payload = if turn { &payload } else { &other };
+            one.of(std::hint::black_box(payload)).expect("headers")
+        })
     });
     group.finish();
 }

@@ -17,7 +17,7 @@ pub mod tls;
 
 pub use debug::{DEBUG, DebugConfig, Verbosity};
 pub use dedup::{DEDUP, DedupConfig};
-pub use export::identity::IdentityHeaders;
+pub use export::identity::{IdentityHeaders, SenderHeaders};
 pub use file::{FILE, FileConfig};
 pub use generator::{GENERATOR, GeneratorConfig};
 pub use identity_filter::{IDENTITY_FILTER, IdentityFilterConfig};

@@ -5,8 +5,10 @@
 //! none): it is counted, logged and dead-lettered as undeliverable.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::{HeaderName, HeaderValue};
+use otap_df_core::capability::Identity;
 use otap_df_core::config::{ComponentConfig, ConfigError};
 use otap_df_core::data::OtlpPayload;
 use otap_df_core::secret::Secret;
@@ -17,15 +19,34 @@ pub(crate) const NAME: &str = "name";
 /// Headers from identities, as an exporter holds them (`exporter:otlp_http` and
 /// `exporter:otlp_grpc` do; a third party's exporter can too).
 #[derive(Debug, Default)]
-pub struct IdentityHeaders(Vec<(HeaderName, String)>);
+pub struct IdentityHeaders {
+    headers: Vec<(HeaderName, String)>,
+    /// The last sender's headers, made once: an authorizer hands a caller the same identity
+    /// request after request, and a core sends for few senders in turn. Making them costs
+    /// an allocation and a copy per value; finding them here, a pointer comparison.
+    last: Mutex<Option<(Identity, SenderHeaders)>>,
+}
+
+/// The headers [`IdentityHeaders::of`] gives one payload: a slice of names and values, shared
+/// by the payloads of one sender (cloning it does not copy them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderHeaders(Option<Arc<[(HeaderName, HeaderValue)]>>);
+
+impl std::ops::Deref for SenderHeaders {
+    type Target = [(HeaderName, HeaderValue)];
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
 
 impl IdentityHeaders {
     /// From `headers_from_identity`: header name → the identity's attribute (`name`: the
     /// identity's name). A header name HTTP does not allow is left out (the exporters' config
     /// check refuses it first).
     pub fn new(headers: &BTreeMap<String, String>) -> Self {
-        Self(
-            headers
+        Self {
+            headers: headers
                 .iter()
                 .filter_map(|(name, attribute)| {
                     Some((
@@ -34,14 +55,15 @@ impl IdentityHeaders {
                     ))
                 })
                 .collect(),
-        )
+            last: Mutex::new(None),
+        }
     }
 
     /// The headers for `data`, or why it cannot be sent: its sender has no identity, or lacks
     /// an attribute a header needs, or its value cannot be an HTTP header's.
-    pub fn of(&self, data: &OtlpPayload) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        if self.0.is_empty() {
-            return Ok(Vec::new());
+    pub fn of(&self, data: &OtlpPayload) -> Result<SenderHeaders, String> {
+        if self.headers.is_empty() {
+            return Ok(SenderHeaders::default());
         }
         let Some(identity) = data.identity() else {
             return Err(
@@ -50,7 +72,20 @@ impl IdentityHeaders {
                     .to_owned(),
             );
         };
-        self.0
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((sender, headers)) = last.as_ref()
+            && sender == identity
+        {
+            return Ok(headers.clone());
+        }
+        let headers = SenderHeaders(Some(self.make(identity)?));
+        *last = Some((identity.clone(), headers.clone()));
+        Ok(headers)
+    }
+
+    /// The headers of `identity`, made anew.
+    fn make(&self, identity: &Identity) -> Result<Arc<[(HeaderName, HeaderValue)]>, String> {
+        self.headers
             .iter()
             .map(|(header, attribute)| {
                 let value = if attribute == NAME {
@@ -106,7 +141,6 @@ pub(crate) fn check(
 
 #[cfg(test)]
 mod tests {
-    use otap_df_core::capability::Identity;
     use otap_df_core::data::Signal;
 
     use super::*;
@@ -121,19 +155,41 @@ mod tests {
         let acme = payload
             .clone()
             .with_identity(Identity::with_attributes("svc-a", [("tenant", "acme")]));
-        let set: Vec<(String, String)> = headers
-            .of(&acme)
-            .expect("headers")
-            .into_iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned()))
-            .collect();
+        let set = |headers: &SenderHeaders| -> Vec<(String, String)> {
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().expect("text").to_owned()))
+                .collect()
+        };
+        let made = headers.of(&acme).expect("headers");
         assert_eq!(
-            set,
+            set(&made),
             [
                 ("x-scope-orgid".to_owned(), "acme".to_owned()),
                 ("x-sender".to_owned(), "svc-a".to_owned())
             ]
         );
+        // The same sender again: the headers made for it, not made anew.
+        let again = headers.of(&acme).expect("headers");
+        assert!(Arc::ptr_eq(
+            made.0.as_ref().expect("some"),
+            again.0.as_ref().expect("some")
+        ));
+        // Another sender (and one equal to the first but a value of its own): its own.
+        let globex = payload
+            .clone()
+            .with_identity(Identity::with_attributes("svc-g", [("tenant", "globex")]));
+        assert_eq!(
+            set(&headers.of(&globex).expect("headers")),
+            [
+                ("x-scope-orgid".to_owned(), "globex".to_owned()),
+                ("x-sender".to_owned(), "svc-g".to_owned())
+            ]
+        );
+        let acme_again = payload
+            .clone()
+            .with_identity(Identity::with_attributes("svc-a", [("tenant", "acme")]));
+        assert_eq!(headers.of(&acme_again).expect("headers"), made);
         let error = headers.of(&payload).expect_err("no identity");
         assert!(error.starts_with("the payload has no identity"), "{error}");
         let error = headers
@@ -146,6 +202,9 @@ mod tests {
             "the sender `svc-b` has no `tenant` for header `x-scope-orgid`; the payload is not \
              sent without it"
         );
-        assert_eq!(IdentityHeaders::default().of(&payload), Ok(Vec::new()));
+        // A sender that failed is not remembered: the last good one still answers.
+        assert_eq!(headers.of(&acme).expect("headers"), made);
+        let none = IdentityHeaders::default().of(&payload).expect("no headers");
+        assert!(none.is_empty());
     }
 }

@@ -14,6 +14,8 @@
 //! - `drive`: one load level against a running OTLP/HTTP or (`--grpc`) OTLP/gRPC server.
 //! - `drain`: a gateway's durable queue filled with its upstream down, then drained to the
 //!   minimal server: payload drained per second, disk and memory full and drained.
+//! - `issuer`: the `+jwt` targets' token issuer alone (its key set served, its token printed),
+//!   for runs outside `sweep`.
 
 mod drain;
 mod drive;
@@ -160,6 +162,10 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// The `+jwt` targets' issuer on its own, for a run outside `sweep` (an engine under a
+    /// profiler): prints `jwks_url <url>`, `issuer <iss>` and `token <jwt>` (audience
+    /// `otap-df`, ES256, claim `tenant: acme`), then serves the key set until killed.
+    Issuer,
 }
 
 fn main() -> ExitCode {
@@ -193,6 +199,14 @@ fn main() -> ExitCode {
             measure: Duration::from_secs_f64(seconds),
             records,
             token,
+        }),
+        Command::Issuer => jwt::issuer().map(|issuer| {
+            println!("jwks_url {}", issuer.jwks_url);
+            println!("issuer {}", jwt::ISSUER);
+            println!("token {}", issuer.token);
+            loop {
+                std::thread::park();
+            }
         }),
         Command::Drain {
             engine,

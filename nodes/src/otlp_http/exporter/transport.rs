@@ -70,8 +70,8 @@ impl Transport for HttpTransport {
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
-        for (name, value) in from_identity {
-            request = request.header(name, value);
+        for (name, value) in from_identity.iter() {
+            request = request.header(name.clone(), value.clone());
         }
         if let Some((name, value)) = auth {
             request = request.header(name, value);
