@@ -47,9 +47,10 @@ fn headers_from_identity(c: &mut Criterion) {
         b.iter(|| one.of(std::hint::black_box(&payload)).expect("headers"))
     });
     // Two senders in turn: the headers are made anew for each payload.
-    let other = synthetic(Signal::Logs, 100, "bench", 1).with_identity(
-        Identity::with_attributes("svc-b", [("tenant", "globex"), ("groups", "writers")]),
-    );
+    let other = synthetic(Signal::Logs, 100, "bench", 1).with_identity(Identity::with_attributes(
+        "svc-b",
+        [("tenant", "globex"), ("groups", "writers")],
+    ));
     let mut turn = false;
     group.bench_function("one_header_senders_in_turn", |b| {
         b.iter(|| {
