@@ -1,7 +1,9 @@
 //! `extension:oauth2_client`: tokens from an OAuth2 token endpoint with the client
 //! credentials grant (RFC 6749 §4.4), the client authenticated by its secret (basic or
-//! post) or by a JWT it signs (`private_key_jwt`, RFC 7523); renewed ahead of expiry by the
-//! refresh machinery `azure_auth` uses too ([`otap_df_core::refresh`]).
+//! post) or by a JWT it signs (`private_key_jwt`, RFC 7523), or by trading a token this
+//! workload was issued by someone else (token exchange, RFC 8693; JWT bearer, RFC 7523
+//! §2.1); renewed ahead of expiry by the refresh machinery `azure_auth` uses too
+//! ([`otap_df_core::refresh`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use otap_df_core::refresh::{FetchError, Refresher, RefreshingToken, TokenSource}
 use otap_df_core::secret::{AuthHeader, BearerToken, Secret};
 use serde::Deserialize;
 
-use crate::config::{ClientAuth, OAuth2ClientConfig};
+use crate::config::{ClientAuth, Grant, JWT_TOKEN_TYPE, OAuth2ClientConfig};
 use crate::error::OAuth2Error;
 use crate::http;
 use crate::jwt::{Algorithm, SigningKey, random_id};
@@ -29,8 +31,9 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub static OAUTH2_CLIENT: ExtensionFactory =
     ExtensionFactory::new("oauth2_client", env!("CARGO_PKG_NAME"))
         .description(
-            "OAuth2 client credentials (client secret, basic or post, or a private_key_jwt \
-     assertion), the token renewed ahead of expiry",
+            "OAuth2 tokens: client credentials (client secret, basic or post, or a \
+     private_key_jwt assertion), token exchange or JWT bearer with a token read from a file; \
+     renewed ahead of expiry",
         )
         .provides(&[CapabilityId::BearerTokenProvider])
         .default_startup_timeout(DEFAULT_STARTUP_TIMEOUT)
@@ -85,7 +88,7 @@ impl OAuth2Client {
             .validate()
             .map_err(|invalid| ExtensionError::typed(id, invalid))?;
         let source =
-            ClientCredentials::new(config).map_err(|error| ExtensionError::typed(id, error))?;
+            TokenRequests::new(config).map_err(|error| ExtensionError::typed(id, error))?;
         let tokens = RefreshingToken::new(id, Arc::new(source), config.refresh, config.retry)
             .with_header(AuthHeader::new(&config.header, &config.scheme));
         Ok(Self {
@@ -101,7 +104,7 @@ impl OAuth2Client {
     /// Takes a changed configuration (a reload): the next token request, made at once, uses
     /// it. One that cannot be resolved (an unreadable key) is refused; the current stays.
     pub fn update(&self, config: &OAuth2ClientConfig) -> Result<(), ExtensionError> {
-        let source = ClientCredentials::new(config)
+        let source = TokenRequests::new(config)
             .map_err(|error| ExtensionError::typed(self.tokens.id(), error))?;
         self.tokens
             .update(Arc::new(source), config.refresh, config.retry);
@@ -133,21 +136,30 @@ struct Assertion {
     lifetime: Duration,
 }
 
-/// The client credentials grant against one token endpoint.
+/// The token a token exchange or JWT bearer grant presents: read from its file at every
+/// request.
 #[derive(Debug)]
-pub struct ClientCredentials {
+struct Presented {
+    option: &'static str,
+    path: PathBuf,
+}
+
+/// Token requests of one grant against one token endpoint.
+#[derive(Debug)]
+pub struct TokenRequests {
     token_url: String,
     client_id: String,
     auth: ClientAuth,
     secret: ClientSecret,
     assertion: Option<Assertion>,
+    presented: Option<Presented>,
     /// The form parameters every request carries besides the client's credentials.
     params: Vec<(String, String)>,
     client: reqwest::Client,
 }
 
-impl ClientCredentials {
-    /// Resolves `config` (checked): reads the secret or key file once.
+impl TokenRequests {
+    /// Resolves `config` (checked): reads the secret, key or presented token's file once.
     pub fn new(config: &OAuth2ClientConfig) -> Result<Self, OAuth2Error> {
         let secret = match (&config.client_secret, &config.client_secret_file) {
             (Some(secret), _) => ClientSecret::Inline(secret.clone()),
@@ -173,7 +185,34 @@ impl ClientCredentials {
             }
             _ => None,
         };
-        let mut params = vec![("grant_type".to_owned(), "client_credentials".to_owned())];
+        let presented = match config.grant_type {
+            Grant::TokenExchange => config
+                .subject_token_file
+                .clone()
+                .map(|path| ("subject_token_file", path)),
+            Grant::JwtBearer => config
+                .assertion_file
+                .clone()
+                .map(|path| ("assertion_file", path)),
+            _ => None,
+        }
+        .map(|(option, path)| Presented { option, path });
+        if let Some(presented) = &presented {
+            read_presented(presented)?;
+        }
+        let mut params = vec![("grant_type".to_owned(), config.grant_type.uri().to_owned())];
+        if config.grant_type == Grant::TokenExchange {
+            params.push((
+                "subject_token_type".to_owned(),
+                config
+                    .subject_token_type
+                    .clone()
+                    .unwrap_or_else(|| JWT_TOKEN_TYPE.to_owned()),
+            ));
+            if let Some(requested) = &config.requested_token_type {
+                params.push(("requested_token_type".to_owned(), requested.clone()));
+            }
+        }
         if !config.scopes.is_empty() {
             params.push(("scope".to_owned(), config.scopes.join(" ")));
         }
@@ -192,6 +231,7 @@ impl ClientCredentials {
             auth: config.auth(),
             secret,
             assertion,
+            presented,
             params,
             client: http::client(&config.tls, config.request_timeout)?,
         })
@@ -202,6 +242,15 @@ impl ClientCredentials {
         let mut form = form_urlencoded::Serializer::new(String::new());
         for (name, value) in &self.params {
             form.append_pair(name, value);
+        }
+        if let Some(presented) = &self.presented {
+            let token =
+                read_presented(presented).map_err(|e| FetchError::misconfigured(e.to_string()))?;
+            let name = match presented.option {
+                "subject_token_file" => "subject_token",
+                _ => "assertion",
+            };
+            form.append_pair(name, token.expose());
         }
         let mut basic = None;
         match self.auth {
@@ -226,6 +275,11 @@ impl ClientCredentials {
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 );
                 form.append_pair("client_assertion", &self.assertion()?);
+            }
+            ClientAuth::None => {
+                if !self.client_id.is_empty() {
+                    form.append_pair("client_id", &self.client_id);
+                }
             }
         }
         Ok((form.finish(), basic))
@@ -289,6 +343,25 @@ fn read_secret(path: &PathBuf) -> Result<Secret, OAuth2Error> {
     Ok(Secret::new(secret))
 }
 
+/// The token a grant presents, read from its file (surrounding whitespace removed).
+fn read_presented(presented: &Presented) -> Result<Secret, OAuth2Error> {
+    let text =
+        std::fs::read_to_string(&presented.path).map_err(|source| OAuth2Error::Unreadable {
+            option: presented.option,
+            path: presented.path.clone(),
+            source,
+        })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(OAuth2Error::File {
+            option: presented.option,
+            path: presented.path.clone(),
+            problem: "is empty".to_owned(),
+        });
+    }
+    Ok(Secret::new(token))
+}
+
 fn read_key(path: &PathBuf, algorithm: Option<Algorithm>) -> Result<SigningKey, OAuth2Error> {
     let pem = std::fs::read(path).map_err(|source| OAuth2Error::Unreadable {
         option: "private_key_file",
@@ -318,7 +391,7 @@ struct Answer {
 }
 
 #[otap_df_core::async_trait]
-impl TokenSource for ClientCredentials {
+impl TokenSource for TokenRequests {
     async fn fetch(&self) -> Result<BearerToken, FetchError> {
         let (body, basic) = self.request()?;
         let mut request = self

@@ -30,7 +30,12 @@ use crate::jwt::{ALGORITHMS, Algorithm};
 pub struct OAuth2ClientConfig {
     /// The token endpoint (`https://…/token`).
     pub token_url: String,
-    /// The client id.
+    /// The grant tokens are asked with (default `client_credentials`).
+    #[serde(default)]
+    pub grant_type: Grant,
+    /// The client id; with `client_auth: none` (token exchange, JWT bearer) it may be left
+    /// out, and is then not sent.
+    #[serde(default)]
     pub client_id: String,
     /// The client secret, inline (usually `${env:…}`).
     #[serde(default)]
@@ -40,7 +45,8 @@ pub struct OAuth2ClientConfig {
     #[serde(default)]
     pub client_secret_file: Option<PathBuf>,
     /// How the client authenticates to the token endpoint; by default `client_secret_basic`
-    /// with a secret, `private_key_jwt` with a private key.
+    /// with a secret, `private_key_jwt` with a private key, and (token exchange, JWT bearer)
+    /// `none` with neither.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
     /// The PEM private key (PKCS #8, or PKCS #1 for RSA) that signs `private_key_jwt`
@@ -60,6 +66,23 @@ pub struct OAuth2ClientConfig {
     /// How long an assertion is valid.
     #[serde(default = "defaults::assertion_lifetime", with = "humantime_serde")]
     pub assertion_lifetime: Duration,
+    /// `grant_type: token_exchange`: the file holding the token exchanged (a Kubernetes
+    /// service account token, a platform's workload identity token), read at every token
+    /// request (a rotated token is picked up).
+    #[serde(default)]
+    pub subject_token_file: Option<PathBuf>,
+    /// `grant_type: token_exchange`: the type of that token (default
+    /// `urn:ietf:params:oauth:token-type:jwt`).
+    #[serde(default)]
+    pub subject_token_type: Option<String>,
+    /// `grant_type: token_exchange`: the type of token asked for, where the service wants
+    /// one named (`requested_token_type`).
+    #[serde(default)]
+    pub requested_token_type: Option<String>,
+    /// `grant_type: jwt_bearer`: the file holding the JWT that is the grant (issued to this
+    /// workload by someone the token service trusts), read at every token request.
+    #[serde(default)]
+    pub assertion_file: Option<PathBuf>,
     /// The scopes asked for (`scope`, space-separated).
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -92,6 +115,44 @@ pub struct OAuth2ClientConfig {
     startup_timeout: Option<serde::de::IgnoredAny>,
 }
 
+/// The grant `oauth2_client` asks tokens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Grant {
+    /// Client credentials (RFC 6749 §4.4): a token for the client itself.
+    #[default]
+    ClientCredentials,
+    /// Token exchange (RFC 8693): a token issued to this workload by someone else
+    /// (`subject_token_file`) traded for one the upstream takes.
+    TokenExchange,
+    /// JWT bearer (RFC 7523 §2.1): a JWT read from `assertion_file` is the grant.
+    JwtBearer,
+}
+
+impl Grant {
+    /// The name used in the configuration.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::TokenExchange => "token_exchange",
+            Self::JwtBearer => "jwt_bearer",
+        }
+    }
+
+    /// The `grant_type` sent.
+    pub const fn uri(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+            Self::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        }
+    }
+}
+
+/// The `subject_token_type` sent by default: a JWT.
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
 /// How `oauth2_client` authenticates to the token endpoint (RFC 6749 §2.3, RFC 7523).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +164,9 @@ pub enum ClientAuth {
     ClientSecretPost,
     /// A JWT signed with the client's private key (`client_assertion`).
     PrivateKeyJwt,
+    /// No client authentication (`client_id` sent when set): for token exchange and JWT
+    /// bearer, where the token presented is the credential.
+    None,
 }
 
 impl ClientAuth {
@@ -112,6 +176,7 @@ impl ClientAuth {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::None => "none",
         }
     }
 }
@@ -203,6 +268,7 @@ impl OAuth2ClientConfig {
     pub fn new(token_url: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
             token_url: token_url.into(),
+            grant_type: Grant::ClientCredentials,
             client_id: client_id.into(),
             client_secret: None,
             client_secret_file: None,
@@ -212,6 +278,10 @@ impl OAuth2ClientConfig {
             key_id: None,
             assertion_audience: None,
             assertion_lifetime: defaults::assertion_lifetime(),
+            subject_token_file: None,
+            subject_token_type: None,
+            requested_token_type: None,
+            assertion_file: None,
             scopes: Vec::new(),
             audience: None,
             extra_params: BTreeMap::new(),
@@ -250,6 +320,22 @@ impl OAuth2ClientConfig {
     #[must_use]
     pub fn with_client_auth(mut self, auth: ClientAuth) -> Self {
         self.client_auth = Some(auth);
+        self
+    }
+
+    /// Token exchange: the token in `path` (read at every request) traded for one.
+    #[must_use]
+    pub fn with_token_exchange(mut self, path: impl Into<PathBuf>) -> Self {
+        self.grant_type = Grant::TokenExchange;
+        self.subject_token_file = Some(path.into());
+        self
+    }
+
+    /// JWT bearer: the JWT in `path` (read at every request) is the grant.
+    #[must_use]
+    pub fn with_jwt_bearer(mut self, path: impl Into<PathBuf>) -> Self {
+        self.grant_type = Grant::JwtBearer;
+        self.assertion_file = Some(path.into());
         self
     }
 
@@ -306,12 +392,78 @@ impl OAuth2ClientConfig {
 
     /// How the client authenticates, the default resolved.
     pub fn auth(&self) -> ClientAuth {
+        let secret = self.client_secret.is_some() || self.client_secret_file.is_some();
         self.client_auth
             .unwrap_or(if self.private_key_file.is_some() {
                 ClientAuth::PrivateKeyJwt
-            } else {
+            } else if secret || self.grant_type == Grant::ClientCredentials {
                 ClientAuth::ClientSecretBasic
+            } else {
+                ClientAuth::None
             })
+    }
+
+    /// The grant's own options: the ones it needs set, the others' unset.
+    fn validate_grant(&self) -> Result<(), InvalidOption> {
+        let (needed, needed_set) = match self.grant_type {
+            Grant::ClientCredentials => ("", true),
+            Grant::TokenExchange => ("subject_token_file", self.subject_token_file.is_some()),
+            Grant::JwtBearer => ("assertion_file", self.assertion_file.is_some()),
+        };
+        if !needed_set {
+            return Err(InvalidOption::new(
+                "",
+                format!(
+                    "`grant_type: {}` needs `{needed}` (the file holding the token it presents)",
+                    self.grant_type.name()
+                ),
+            ));
+        }
+        for (option, set, grant) in [
+            (
+                "subject_token_file",
+                self.subject_token_file.is_some(),
+                Grant::TokenExchange,
+            ),
+            (
+                "subject_token_type",
+                self.subject_token_type.is_some(),
+                Grant::TokenExchange,
+            ),
+            (
+                "requested_token_type",
+                self.requested_token_type.is_some(),
+                Grant::TokenExchange,
+            ),
+            (
+                "assertion_file",
+                self.assertion_file.is_some(),
+                Grant::JwtBearer,
+            ),
+        ] {
+            if set && self.grant_type != grant {
+                return Err(InvalidOption::new(
+                    option,
+                    format!(
+                        "`{option}` is for `grant_type: {}`, not `{}`",
+                        grant.name(),
+                        self.grant_type.name()
+                    ),
+                ));
+            }
+        }
+        for (option, value) in [
+            ("subject_token_type", &self.subject_token_type),
+            ("requested_token_type", &self.requested_token_type),
+        ] {
+            if value.as_ref().is_some_and(|value| value.trim().is_empty()) {
+                return Err(InvalidOption::new(
+                    option,
+                    format!("`{option}` is empty (a token type URI, `{JWT_TOKEN_TYPE}`)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the options as [`decode`](Self::decode) does (a config built in code). Reads
@@ -321,8 +473,12 @@ impl OAuth2ClientConfig {
             return Err(misplaced_startup_timeout());
         }
         check_url("token_url", &self.token_url)?;
-        if self.client_id.trim().is_empty() {
-            return Err(InvalidOption::new("client_id", "`client_id` is empty"));
+        self.validate_grant()?;
+        if self.client_id.trim().is_empty() && self.auth() != ClientAuth::None {
+            return Err(InvalidOption::new(
+                "client_id",
+                format!("`client_auth: {}` needs `client_id`", self.auth().name()),
+            ));
         }
         let secret = self.client_secret.is_some() || self.client_secret_file.is_some();
         if self.client_secret.is_some() && self.client_secret_file.is_some() {
@@ -394,6 +550,30 @@ impl OAuth2ClientConfig {
                     check_url("assertion_audience", audience)?;
                 }
             }
+            ClientAuth::None => {
+                if self.grant_type == Grant::ClientCredentials {
+                    return Err(InvalidOption::new(
+                        "client_auth",
+                        "`grant_type: client_credentials` needs the client to authenticate: \
+                         `client_secret_basic`, `client_secret_post` or `private_key_jwt`",
+                    ));
+                }
+                for (option, set) in [
+                    ("client_secret", self.client_secret.is_some()),
+                    ("client_secret_file", self.client_secret_file.is_some()),
+                    ("private_key_file", self.private_key_file.is_some()),
+                    ("signing_algorithm", self.signing_algorithm.is_some()),
+                    ("key_id", self.key_id.is_some()),
+                    ("assertion_audience", self.assertion_audience.is_some()),
+                ] {
+                    if set {
+                        return Err(InvalidOption::new(
+                            option,
+                            format!("`{option}` is not sent with `client_auth: none`"),
+                        ));
+                    }
+                }
+            }
         }
         for (index, scope) in self.scopes.iter().enumerate() {
             if scope.is_empty() || scope.contains(char::is_whitespace) {
@@ -413,6 +593,10 @@ impl OAuth2ClientConfig {
                     | "client_assertion_type"
                     | "scope"
                     | "audience"
+                    | "subject_token"
+                    | "subject_token_type"
+                    | "requested_token_type"
+                    | "assertion"
             ) {
                 return Err(InvalidOption::new(
                     format!("extra_params.{name}"),
@@ -727,4 +911,97 @@ fn check_timeout(timeout: Duration) -> Result<(), InvalidOption> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://idp.example.com/token";
+
+    fn invalid(config: &OAuth2ClientConfig) -> (String, String) {
+        let invalid = config.validate().expect_err("refused");
+        (invalid.option, invalid.message)
+    }
+
+    #[test]
+    fn each_grant_takes_its_own_options_and_needs_its_token_file() {
+        // Token exchange and JWT bearer: a public client needs no id and no secret.
+        let exchange = OAuth2ClientConfig::new(URL, "").with_token_exchange("/run/token");
+        assert_eq!(exchange.validate(), Ok(()));
+        assert_eq!(exchange.auth(), ClientAuth::None);
+        let bearer = OAuth2ClientConfig::new(URL, "").with_jwt_bearer("/run/assertion");
+        assert_eq!(bearer.validate(), Ok(()));
+        // With a secret they authenticate the client, which then needs its id.
+        let confidential = exchange.clone().with_client_secret(Secret::new("s"));
+        assert_eq!(confidential.auth(), ClientAuth::ClientSecretBasic);
+        assert_eq!(
+            invalid(&confidential),
+            (
+                "client_id".to_owned(),
+                "`client_auth: client_secret_basic` needs `client_id`".to_owned()
+            )
+        );
+
+        let mut missing = OAuth2ClientConfig::new(URL, "a");
+        missing.grant_type = Grant::TokenExchange;
+        assert_eq!(
+            invalid(&missing),
+            (
+                String::new(),
+                "`grant_type: token_exchange` needs `subject_token_file` (the file holding the \
+                 token it presents)"
+                    .to_owned()
+            )
+        );
+        let mut wrong_grant =
+            OAuth2ClientConfig::new(URL, "a").with_client_secret(Secret::new("s"));
+        wrong_grant.assertion_file = Some("/run/assertion".into());
+        assert_eq!(
+            invalid(&wrong_grant),
+            (
+                "assertion_file".to_owned(),
+                "`assertion_file` is for `grant_type: jwt_bearer`, not `client_credentials`"
+                    .to_owned()
+            )
+        );
+        let mut typed = OAuth2ClientConfig::new(URL, "").with_jwt_bearer("/run/assertion");
+        typed.subject_token_type = Some(JWT_TOKEN_TYPE.to_owned());
+        assert_eq!(invalid(&typed).0, "subject_token_type");
+        let mut empty_type = OAuth2ClientConfig::new(URL, "").with_token_exchange("/run/token");
+        empty_type.requested_token_type = Some(" ".to_owned());
+        assert_eq!(invalid(&empty_type).0, "requested_token_type");
+    }
+
+    #[test]
+    fn client_credentials_still_need_the_client_to_authenticate() {
+        let bare = OAuth2ClientConfig::new(URL, "a");
+        assert_eq!(bare.auth(), ClientAuth::ClientSecretBasic);
+        assert_eq!(invalid(&bare).0, "");
+        let none = bare.clone().with_client_auth(ClientAuth::None);
+        assert_eq!(
+            invalid(&none),
+            (
+                "client_auth".to_owned(),
+                "`grant_type: client_credentials` needs the client to authenticate: \
+                 `client_secret_basic`, `client_secret_post` or `private_key_jwt`"
+                    .to_owned()
+            )
+        );
+        let secret_unsent = OAuth2ClientConfig::new(URL, "a")
+            .with_token_exchange("/run/token")
+            .with_client_auth(ClientAuth::None)
+            .with_client_secret(Secret::new("s"));
+        assert_eq!(
+            invalid(&secret_unsent),
+            (
+                "client_secret".to_owned(),
+                "`client_secret` is not sent with `client_auth: none`".to_owned()
+            )
+        );
+        let reserved = OAuth2ClientConfig::new(URL, "")
+            .with_token_exchange("/run/token")
+            .with_param("subject_token", "x");
+        assert_eq!(invalid(&reserved).0, "extra_params.subject_token");
+    }
 }

@@ -8,7 +8,7 @@ mod http;
 pub mod jwt;
 mod oidc;
 
-pub use client::{ClientCredentials, DEFAULT_STARTUP_TIMEOUT, OAUTH2_CLIENT, OAuth2Client};
+pub use client::{DEFAULT_STARTUP_TIMEOUT, OAUTH2_CLIENT, OAuth2Client, TokenRequests};
 pub use config::{
     ClientAuth, OAuth2ClientConfig, OidcAuthConfig, RefreshConfig, RetryConfig, TlsConfig,
 };

@@ -1,6 +1,7 @@
 //! Secrets, assertions and tokens never reach the logs (every level, every crate, the HTTP
 //! client's included), the reported state, errors or `Debug` output — with each client
-//! authentication, a refused secret, and the authorizer deciding on good and bad tokens.
+//! authentication, each grant (the workload's token presented by token exchange and JWT
+//! bearer), a refused secret, and the authorizer deciding on good and bad tokens.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is a test failure
 
@@ -25,11 +26,27 @@ fn secrets_assertions_and_tokens_never_appear_in_logs_state_or_errors() {
     let key_file = dir.path("key.pem");
     std::fs::write(&key_file, &key).unwrap();
     let mut tokens = Vec::new();
+    let workload = server.mint(
+        "rs-1",
+        &format!(r#"{{"sub":"workload","aud":"{}"}}"#, server.token_url()),
+        3600,
+    );
+    let workload_file = dir.path("workload-token");
+    std::fs::write(&workload_file, &workload).unwrap();
+    tokens.push(workload);
     let mut shown = String::new();
     for auth in [
         "client_id: a, client_secret: secret-a".to_owned(),
         "client_id: a, client_secret: secret-a, client_auth: client_secret_post".to_owned(),
         format!("client_id: jwt, private_key_file: '{}'", key_file.display()),
+        format!(
+            "grant_type: token_exchange, subject_token_file: '{}'",
+            workload_file.display()
+        ),
+        format!(
+            "grant_type: jwt_bearer, assertion_file: '{}', client_id: a, client_secret: secret-a",
+            workload_file.display()
+        ),
     ] {
         let running = client(&format!(
             "{{ token_url: '{}', {auth} }}",

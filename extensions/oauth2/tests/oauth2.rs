@@ -175,6 +175,159 @@ fn refusals_are_misconfigured_and_outages_unavailable_and_no_secret_is_shown() {
     assert!(flaky.current().is_some());
 }
 
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+#[test]
+fn token_exchange_trades_the_workloads_token_and_follows_its_rotation() {
+    let Some(server) = server("token_exchange") else {
+        return;
+    };
+    // 33 s: renewed about 2.4 s after each token (as in the renewal test).
+    server.set_token_lifetime(33);
+    let dir = TempDir::new("oauth2-exchange");
+    let subject_file = dir.path("workload-token");
+    let workload = |name: &str| {
+        server.mint(
+            "rs-1",
+            &format!(r#"{{"sub":"{name}","aud":"sts","tenant":"acme"}}"#),
+            3600,
+        )
+    };
+    std::fs::write(&subject_file, format!("{}\n", workload("workload-1"))).unwrap();
+    // A public client: the workload's token is the only credential.
+    let public = client(&format!(
+        "{{ token_url: '{}', grant_type: token_exchange, subject_token_file: '{}', \
+         audience: otap-df, scopes: [telemetry.write], retry: {{ initial_interval: 50ms, \
+         max_interval: 200ms }}, refresh: {{ min_interval: 50ms }} }}",
+        server.token_url(),
+        subject_file.display()
+    ))
+    .ready();
+    let mut subscription = public.provider().subscribe();
+    let first = public
+        .runtime
+        .block_on(async { tokio::time::timeout(DEADLINE, subscription.next()).await })
+        .unwrap()
+        .unwrap();
+    let issued = claims(first.secret().expose());
+    assert_eq!(issued["sub"], "workload-1");
+    assert_eq!(issued["aud"], "otap-df");
+    assert_eq!(issued["scope"], "telemetry.write");
+
+    // The platform rotates the workload's token on disk: the next renewal presents it.
+    std::fs::write(&subject_file, workload("workload-2")).unwrap();
+    let renewed = public
+        .runtime
+        .block_on(async {
+            tokio::time::timeout(DEADLINE, async {
+                loop {
+                    let token = subscription.next().await.expect("tokens");
+                    if claims(token.secret().expose())["sub"] == "workload-2" {
+                        return token;
+                    }
+                }
+            })
+            .await
+        })
+        .expect("a token for the rotated workload token within the deadline");
+    assert!(renewed.is_usable());
+
+    // The same grant with the client authenticated (`client_secret_basic`).
+    let confidential = client(&format!(
+        "{{ token_url: '{}', grant_type: token_exchange, subject_token_file: '{}', \
+         client_id: a, client_secret: secret-a, \
+         requested_token_type: 'urn:ietf:params:oauth:token-type:access_token' }}",
+        server.token_url(),
+        subject_file.display()
+    ))
+    .ready();
+    assert_eq!(
+        claims(confidential.current().expect("a token").secret().expose())["client_id"],
+        "a"
+    );
+
+    let seen = requests(&server);
+    assert!(
+        seen.iter().all(|r| r["grant_type"] == TOKEN_EXCHANGE),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|r| r["error"].is_null()), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|r| r["subject_token_type"] == "urn:ietf:params:oauth:token-type:jwt"),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0]["method"], "none");
+    assert_eq!(seen[0]["client_id"], serde_json::Value::Null);
+    assert_eq!(seen[0]["subject"], "workload-1");
+    assert_eq!(seen[0]["audience"], "otap-df");
+    let last = seen.last().unwrap();
+    assert_eq!(last["method"], "client_secret_basic");
+    assert_eq!(last["client_id"], "a");
+    assert_eq!(last["subject"], "workload-2");
+    assert_eq!(
+        last["requested_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+}
+
+#[test]
+fn jwt_bearer_presents_the_assertion_file_and_a_refused_one_is_misconfigured() {
+    let Some(server) = server("jwt_bearer") else {
+        return;
+    };
+    let dir = TempDir::new("oauth2-jwt-bearer");
+    let good = dir.path("good");
+    let aud = server.token_url();
+    std::fs::write(
+        &good,
+        server.mint("rs-1", &format!(r#"{{"sub":"svc-x","aud":"{aud}"}}"#), 3600),
+    )
+    .unwrap();
+    let accepted = client(&format!(
+        "{{ token_url: '{aud}', grant_type: jwt_bearer, assertion_file: '{}' }}",
+        good.display()
+    ))
+    .ready();
+    let token = accepted.current().expect("a token");
+    assert_eq!(claims(token.secret().expose())["sub"], "svc-x");
+
+    // An assertion the service refuses (made for another audience): misconfigured, and
+    // neither it nor any token in the status.
+    let wrong = dir.path("wrong");
+    std::fs::write(
+        &wrong,
+        server.mint(
+            "rs-1",
+            r#"{"sub":"svc-x","aud":"https://elsewhere.example"}"#,
+            3600,
+        ),
+    )
+    .unwrap();
+    let refused = client(&format!(
+        "{{ token_url: '{aud}', grant_type: jwt_bearer, assertion_file: '{}', \
+         retry: {{ initial_interval: 50ms, max_interval: 200ms }} }}",
+        wrong.display()
+    ));
+    let why = refused.degraded_until(|why| why.contains("invalid_grant"));
+    assert!(
+        why.starts_with("token request failed (misconfigured; "),
+        "{why}"
+    );
+    assert!(!why.contains("eyJ"), "{why}");
+    assert!(refused.current().is_none());
+
+    let seen = requests(&server);
+    assert_eq!(
+        seen[0]["grant_type"],
+        "urn:ietf:params:oauth:grant-type:jwt-bearer"
+    );
+    assert_eq!(seen[0]["subject"], "svc-x");
+    assert_eq!(seen[0]["method"], "none");
+    assert!(seen[0]["error"].is_null(), "{seen:?}");
+    assert_eq!(seen[1]["error"], "assertion aud https://elsewhere.example");
+}
+
 #[test]
 fn oauth2_client_passes_the_provider_suite() {
     let Some(server) = server("provider_suite") else {

@@ -1,7 +1,9 @@
 // The OAuth2/OIDC server the extension's tests run against: the published `oauth2-mock-server`
 // (an issuer with a discovery document, a JWKS and a token endpoint; tokens signed by `jose`),
-// with the client authentication it leaves out checked here by Node's own crypto, and a
-// control endpoint for the tests.
+// with what it leaves out done here with Node's own crypto: the client authentication checked,
+// and the grants it does not take (token exchange, RFC 8693; JWT bearer, RFC 7523 §2.1)
+// answered by a front server the issuer's URL names, which hands every other request on to
+// the package's. A control endpoint for the tests.
 //
 //   node server.mjs '<json: {"clients": {"<id>": {"secret"?, "jwk"?, "tenant"?}}, "audience"}>'
 //
@@ -14,7 +16,7 @@
 //   POST /fail   {"status", "count"}             the next `count` token requests answer `status`
 //   GET  /requests                               the token requests seen, in order
 
-import { createServer } from 'node:http';
+import { createServer, request as forwardRequest } from 'node:http';
 import { createPublicKey, verify } from 'node:crypto';
 import { OAuth2Server } from 'oauth2-mock-server';
 
@@ -25,9 +27,21 @@ const seenJti = new Set();
 let ttl = 3600;
 let failures = { status: 0, count: 0 };
 
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
 const server = new OAuth2Server();
 await server.issuer.keys.generate('RS256', { kid: 'rs-1' });
 await server.start(0, '127.0.0.1');
+const packagePort = server.address().port;
+const front = createServer((req, res) => {
+  frontRequest(req, res).catch((error) => {
+    res.writeHead(500, { 'content-type': 'text/plain' }).end(String(error));
+  });
+});
+await new Promise((resolve) => front.listen(0, '127.0.0.1', resolve));
+// Discovery, tokens' `iss` and the token endpoint all name the front.
+server.issuer.url = `http://127.0.0.1:${front.address().port}`;
 const issuer = server.issuer.url;
 const tokenUrl = `${issuer}/token`;
 
@@ -125,6 +139,115 @@ server.service.on('beforeResponse', (response, req) => {
   }
   response.body.expires_in = ttl;
 });
+
+function readBody(req) {
+  return new Promise((resolve) => {
+    let data = '';
+    req.on('data', (chunk) => { data += chunk; });
+    req.on('end', () => resolve(data));
+  });
+}
+
+// The front: the grants the package does not take are answered here, the rest handed on.
+async function frontRequest(req, res) {
+  const raw = await readBody(req);
+  if (req.method === 'POST' && req.url === '/token') {
+    const body = Object.fromEntries(new URLSearchParams(raw));
+    if (body.grant_type === TOKEN_EXCHANGE || body.grant_type === JWT_BEARER) {
+      const { status, answer } = await grant(req, body);
+      const text = JSON.stringify(answer);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+      return;
+    }
+  }
+  const onward = forwardRequest(
+    { host: '127.0.0.1', port: packagePort, method: req.method, path: req.url, headers: req.headers },
+    (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    },
+  );
+  onward.on('error', (error) => res.writeHead(502).end(String(error)));
+  onward.end(raw);
+}
+
+// A JWT signed by one of the issuer's keys, unexpired: its claims, or why not.
+function verifiedByIssuer(token) {
+  const parts = (token ?? '').split('.');
+  if (parts.length !== 3) return { error: 'not a JWT' };
+  const [h, p, s] = parts;
+  const head = b64json(h);
+  const claims = b64json(p);
+  const jwk = server.issuer.keys.toJSON().find((key) => key.kid === head.kid);
+  if (!jwk) return { error: `no issuer key ${head.kid}` };
+  const hashes = { RS256: 'sha256', ES256: 'sha256', ES384: 'sha384' };
+  if (!(head.alg in hashes) || head.alg !== jwk.alg) return { error: `algorithm ${head.alg}` };
+  const options = { key: createPublicKey({ key: jwk, format: 'jwk' }) };
+  if (head.alg.startsWith('ES')) options.dsaEncoding = 'ieee-p1363';
+  if (!verify(hashes[head.alg], Buffer.from(`${h}.${p}`), options, Buffer.from(s, 'base64url'))) {
+    return { error: 'signature does not verify' };
+  }
+  if (claims.iss !== issuer) return { error: `iss ${claims.iss}` };
+  if (!(claims.exp > Math.floor(Date.now() / 1000))) return { error: 'expired' };
+  return { claims };
+}
+
+// Token exchange (RFC 8693) and JWT bearer (RFC 7523 §2.1): the token presented verified, the
+// client authenticated when it sent credentials (public otherwise), a token issued for the
+// presented token's subject.
+async function grant(req, body) {
+  req.body = body;
+  const credentials = req.headers.authorization !== undefined || body.client_secret !== undefined
+    || body.client_assertion !== undefined;
+  const auth = credentials ? authenticate(req) : { id: body.client_id, method: 'none' };
+  const exchange = body.grant_type === TOKEN_EXCHANGE;
+  const presented = exchange ? body.subject_token : body.assertion;
+  let checked = verifiedByIssuer(presented);
+  if (checked.claims !== undefined && exchange
+      && body.subject_token_type !== 'urn:ietf:params:oauth:token-type:jwt') {
+    checked = { error: `subject_token_type ${body.subject_token_type}` };
+  }
+  if (checked.claims !== undefined && !exchange && checked.claims.aud !== tokenUrl) {
+    checked = { error: `assertion aud ${checked.claims.aud}` };
+  }
+  requests.push({
+    grant_type: body.grant_type,
+    method: auth.method ?? null,
+    client_id: auth.id ?? null,
+    scope: body.scope ?? null,
+    audience: body.audience ?? null,
+    resource: body.resource ?? null,
+    subject_token_type: body.subject_token_type ?? null,
+    requested_token_type: body.requested_token_type ?? null,
+    subject: checked.claims?.sub ?? null,
+    error: auth.error ?? checked.error ?? null,
+  });
+  if (failures.count > 0) {
+    failures.count -= 1;
+    return { status: failures.status, answer: { error: 'temporarily_unavailable', error_description: `failing on purpose (${failures.status})` } };
+  }
+  if (auth.error !== undefined) {
+    return { status: 401, answer: { error: 'invalid_client', error_description: auth.error } };
+  }
+  if (checked.error !== undefined) {
+    return { status: 400, answer: { error: 'invalid_grant', error_description: checked.error } };
+  }
+  const subject = checked.claims.sub;
+  const token = await server.issuer.buildToken({
+    kid: 'rs-1',
+    expiresIn: ttl,
+    scopesOrTransform: (_header, payload) => Object.assign(payload, {
+      sub: subject,
+      aud: body.audience ?? settings.audience,
+      scope: body.scope,
+      client_id: auth.id,
+      tenant: checked.claims.tenant,
+    }),
+  });
+  const answer = { access_token: token, token_type: 'Bearer', expires_in: ttl };
+  if (exchange) answer.issued_token_type = 'urn:ietf:params:oauth:token-type:access_token';
+  return { status: 200, answer };
+}
 
 function readJson(req) {
   return new Promise((resolve) => {
