@@ -5,7 +5,7 @@
 //! §2.1); renewed ahead of expiry by the refresh machinery `azure_auth` uses too
 //! ([`otap_df_core::refresh`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -325,41 +325,32 @@ fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
-/// The secret in `path`, surrounding whitespace removed.
-fn read_secret(path: &PathBuf) -> Result<Secret, OAuth2Error> {
+/// What file `path` (option `option`: a secret, a presented token) holds, surrounding
+/// whitespace removed; never empty.
+fn read_secret_file(option: &'static str, path: &Path) -> Result<Secret, OAuth2Error> {
     let text = std::fs::read_to_string(path).map_err(|source| OAuth2Error::Unreadable {
-        option: "client_secret_file",
-        path: path.clone(),
+        option,
+        path: path.to_path_buf(),
         source,
     })?;
     let secret = text.trim();
     if secret.is_empty() {
         return Err(OAuth2Error::File {
-            option: "client_secret_file",
-            path: path.clone(),
+            option,
+            path: path.to_path_buf(),
             problem: "is empty".to_owned(),
         });
     }
     Ok(Secret::new(secret))
 }
 
-/// The token a grant presents, read from its file (surrounding whitespace removed).
+fn read_secret(path: &Path) -> Result<Secret, OAuth2Error> {
+    read_secret_file("client_secret_file", path)
+}
+
+/// The token a grant presents, read from its file.
 fn read_presented(presented: &Presented) -> Result<Secret, OAuth2Error> {
-    let text =
-        std::fs::read_to_string(&presented.path).map_err(|source| OAuth2Error::Unreadable {
-            option: presented.option,
-            path: presented.path.clone(),
-            source,
-        })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(OAuth2Error::File {
-            option: presented.option,
-            path: presented.path.clone(),
-            problem: "is empty".to_owned(),
-        });
-    }
-    Ok(Secret::new(token))
+    read_secret_file(presented.option, &presented.path)
 }
 
 fn read_key(path: &PathBuf, algorithm: Option<Algorithm>) -> Result<SigningKey, OAuth2Error> {
