@@ -40,6 +40,9 @@ char *otapdf_validate(uint32_t role, const uint8_t *config, size_t len);
 char *otapdf_start(uint32_t role, const uint8_t *config, size_t len, uint64_t go_handle,
                    uint64_t *id);
 char *otapdf_stop(uint64_t id);
+/* The component's engine metrics as JSON ({"nodes": [...], "extensions": [...]}), or null
+ * when no such component runs. Freed with otapdf_free. */
+char *otapdf_metrics(uint64_t id);
 /* 0: queued, an answer event tells the outcome; else refused now (why in *message), the
  * bytes released, no event names the token. */
 /* `records`: what the request holds, or UINT64_MAX to have it counted and checked. */

@@ -26,6 +26,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.uber.org/zap"
 )
 
@@ -406,5 +407,51 @@ func TestAnAuthorizersIdentityAndItsAttributesReachTheClientInfo(t *testing.T) {
 	}
 	if _, err := ext.Authenticate(context.Background(), map[string][]string{"Authorization": {"Bearer " + token + "x"}}); err == nil {
 		t.Error("a tampered token was accepted")
+	}
+}
+
+func TestTheEnginesMetricsAreTheComponentsOwnTelemetry(t *testing.T) {
+	telemetry := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = telemetry.Shutdown(context.Background()) })
+	sink := new(consumertest.LogsSink)
+	b := &bridged{role: roleProcessor, config: dedup(), logger: zap.NewNop(),
+		meters: telemetry.NewTelemetrySettings().MeterProvider, logs: sink}
+	if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	for _, tag := range []string{"a", "b", "a", "c", "b"} {
+		if err := b.ConsumeLogs(context.Background(), logs(100, tag)); err != nil {
+			t.Fatalf("batch %s: %v", tag, err)
+		}
+	}
+	records, err := telemetry.GetMetric("otapdf.node.records")
+	if err != nil {
+		t.Fatalf("otapdf.node.records: %v", err)
+	}
+	sum, ok := records.Data.(metricdata.Sum[int64])
+	if !ok || !sum.IsMonotonic {
+		t.Fatalf("otapdf.node.records is not a monotonic sum: %#v", records.Data)
+	}
+	got := map[string]int64{}
+	for _, point := range sum.DataPoints {
+		node, _ := point.Attributes.Value("node")
+		outcome, _ := point.Attributes.Value("outcome")
+		if node.AsString() == "dedup" {
+			got[outcome.AsString()] = point.Value
+		}
+	}
+	want := map[string]int64{"in": 500, "out": 300, "dropped": 200, "failed": 0}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("the dedup node's records: %v, want %v", got, want)
+	}
+	if _, err := telemetry.GetMetric("otapdf.extension.counter"); err != nil {
+		t.Fatalf("otapdf.extension.counter (memory_kv's evictions): %v", err)
+	}
+	// Stopped: the component's metrics are no longer reported.
+	if err := b.Shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if _, err := telemetry.GetMetric("otapdf.node.records"); err == nil {
+		t.Fatalf("otapdf.node.records still reported after the component stopped")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/zap"
 )
 
@@ -50,15 +51,19 @@ func (c *Config) Validate() error {
 
 // bridged is one component: an otap-df engine, the Collector's next consumers per signal.
 type bridged struct {
-	role    int
-	config  *Config
-	logger  *zap.Logger
-	mu      sync.Mutex
-	id      uint64
-	handle  uint64
-	logs    consumer.Logs
-	traces  consumer.Traces
-	metrics consumer.Metrics
+	role   int
+	config *Config
+	logger *zap.Logger
+	// meters is the component's MeterProvider: the engine's metrics are reported through it
+	// (nil: not reported).
+	meters   metric.MeterProvider
+	reported metric.Registration
+	mu       sync.Mutex
+	id       uint64
+	handle   uint64
+	logs     consumer.Logs
+	traces   consumer.Traces
+	metrics  consumer.Metrics
 	// users counts the Collector components sharing this one (a receiver serves every
 	// signal's pipeline from one engine: one listening socket).
 	users   int
@@ -83,6 +88,13 @@ func (b *bridged) Start(_ context.Context, host component.Host) error {
 		return err
 	}
 	b.id = id
+	if b.meters != nil {
+		reported, err := reportMetrics(b.meters, id)
+		if err != nil {
+			b.logger.Warn("the otap-df engine's metrics are not reported", zap.Error(err))
+		}
+		b.reported = reported
+	}
 	b.logger.Info("otap-df engine started", zap.Uint64("engine", id),
 		zap.Int("cores", config.Cores), zap.Int("queue_size", config.QueueSize))
 	return nil
@@ -100,6 +112,10 @@ func (b *bridged) Shutdown(context.Context) error {
 	}
 	id := b.id
 	b.id = 0
+	if b.reported != nil {
+		_ = b.reported.Unregister()
+		b.reported = nil
+	}
 	err := error(nil)
 	if id != 0 {
 		err = stop(id)
@@ -246,7 +262,7 @@ func sharedReceiver(set receiver.Settings, cfg component.Config) *bridged {
 	defer receiversMu.Unlock()
 	shared, ok := receivers[set.ID]
 	if !ok {
-		shared = &bridged{role: roleReceiver, config: cfg.(*Config), logger: set.Logger}
+		shared = &bridged{role: roleReceiver, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider}
 		receivers[set.ID] = shared
 	}
 	shared.users++
@@ -297,13 +313,13 @@ func NewReceiverFactory() receiver.Factory {
 func NewProcessorFactory() processor.Factory {
 	return processor.NewFactory(Type, defaultConfig(roleProcessor),
 		processor.WithLogs(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Logs) (processor.Logs, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, logs: next}, nil
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, logs: next}, nil
 		}, component.StabilityLevelAlpha),
 		processor.WithTraces(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Traces) (processor.Traces, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, traces: next}, nil
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, traces: next}, nil
 		}, component.StabilityLevelAlpha),
 		processor.WithMetrics(func(_ context.Context, set processor.Settings, cfg component.Config, next consumer.Metrics) (processor.Metrics, error) {
-			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, metrics: next}, nil
+			return &bridged{role: roleProcessor, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, metrics: next}, nil
 		}, component.StabilityLevelAlpha),
 	)
 }
@@ -312,7 +328,7 @@ func NewProcessorFactory() processor.Factory {
 // processors before them) at the end of a Collector pipeline.
 func NewExporterFactory() exporter.Factory {
 	create := func(set exporter.Settings, cfg component.Config) *bridged {
-		return &bridged{role: roleExporter, config: cfg.(*Config), logger: set.Logger}
+		return &bridged{role: roleExporter, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider}
 	}
 	return exporter.NewFactory(Type, defaultConfig(roleExporter),
 		exporter.WithLogs(func(_ context.Context, set exporter.Settings, cfg component.Config) (exporter.Logs, error) {
@@ -332,13 +348,13 @@ func NewExporterFactory() exporter.Factory {
 func NewConnectorFactory() connector.Factory {
 	return connector.NewFactory(Type, defaultConfig(roleConnector),
 		connector.WithLogsToLogs(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Logs) (connector.Logs, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, logs: next}, nil
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, logs: next}, nil
 		}, component.StabilityLevelAlpha),
 		connector.WithTracesToTraces(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Traces) (connector.Traces, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, traces: next}, nil
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, traces: next}, nil
 		}, component.StabilityLevelAlpha),
 		connector.WithMetricsToMetrics(func(_ context.Context, set connector.Settings, cfg component.Config, next consumer.Metrics) (connector.Metrics, error) {
-			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, metrics: next}, nil
+			return &bridged{role: roleConnector, config: cfg.(*Config), logger: set.Logger, meters: set.MeterProvider, metrics: next}, nil
 		}, component.StabilityLevelAlpha),
 	)
 }

@@ -144,6 +144,13 @@ pub extern "C" fn otapdf_stop(id: u64) -> *mut c_char {
     }
 }
 
+/// Component `id`'s metrics as JSON (see [`host::metrics`]), freed with [`otapdf_free`];
+/// null when no such component runs.
+#[unsafe(no_mangle)]
+pub extern "C" fn otapdf_metrics(id: u64) -> *mut c_char {
+    guarded(|| host::metrics(id)).map_or(std::ptr::null_mut(), c_string)
+}
+
 const BORROWED: u8 = 0;
 const RELEASED: u8 = 1;
 const ANSWERED: u8 = 2;

@@ -280,6 +280,66 @@ fn forget(id: u64) -> Option<Arc<Host>> {
         .remove(&id)
 }
 
+/// Component `id`'s engine metrics as JSON, what the Collector's side reports as its own
+/// telemetry: each node's record counts and own counters (summed over its cores), each
+/// extension's counters and gauges.
+///
+/// `{"nodes": [{"pipeline", "node", "records_in", "records_out", "records_dropped",
+/// "records_failed", "errors", "counters": {name: value}}], "extensions": [{"pipeline",
+/// "extension", "core", "counters": {...}, "gauges": {...}}]}`
+pub fn metrics(id: u64) -> Result<String, String> {
+    let host = host(id).ok_or_else(|| format!("no component {id} runs"))?;
+    let nodes: Vec<serde_json::Value> = host
+        .telemetry
+        .node_totals()
+        .into_iter()
+        .map(|totals| {
+            let counters: serde_json::Map<String, serde_json::Value> = totals
+                .named
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+                .collect();
+            serde_json::json!({
+                "pipeline": totals.pipeline,
+                "node": totals.node,
+                "records_in": totals.counts.records_in,
+                "records_out": totals.counts.records_out,
+                "records_dropped": totals.counts.records_dropped,
+                "records_failed": totals.counts.records_failed,
+                "errors": totals.counts.errors,
+                "counters": counters,
+            })
+        })
+        .collect();
+    let extensions: Vec<serde_json::Value> = host
+        .telemetry
+        .extension_metrics()
+        .into_iter()
+        .map(|of| {
+            let counters: serde_json::Map<String, serde_json::Value> = of
+                .metrics
+                .counters
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+                .collect();
+            let gauges: serde_json::Map<String, serde_json::Value> = of
+                .metrics
+                .gauges
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+                .collect();
+            serde_json::json!({
+                "pipeline": of.pipeline,
+                "extension": of.extension,
+                "core": of.core,
+                "counters": counters,
+                "gauges": gauges,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({ "nodes": nodes, "extensions": extensions }).to_string())
+}
+
 /// Stops component `id` gracefully: its receivers stop taking, what it holds drains (within
 /// the engine's shutdown timeout), its extensions stop. Returns once its threads are gone.
 pub fn stop(id: u64) -> Result<(), String> {

@@ -212,7 +212,40 @@ fn a_processor_hands_on_what_it_keeps_and_each_call_waits_for_the_next_consumer(
         // The outlet dropped the bytes before the next consumer answered: nothing to release.
         assert!(released, "batch {i} still referenced after its call");
     }
+    // What the Collector's side reports as the component's telemetry.
+    let metrics: serde_json::Value =
+        serde_json::from_str(&take(ffi::otapdf_metrics(id)).expect("metrics")).unwrap();
+    let dedup = metrics["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["node"] == "dedup")
+        .expect("the dedup node");
+    assert_eq!(
+        (
+            &dedup["records_in"],
+            &dedup["records_out"],
+            &dedup["records_dropped"],
+            &dedup["records_failed"]
+        ),
+        (
+            &serde_json::json!(600),
+            &serde_json::json!(400),
+            &serde_json::json!(200),
+            &serde_json::json!(0)
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics["extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|extension| extension["extension"] == "seen"),
+        "{metrics}"
+    );
     stop(id);
+    assert_eq!(take(ffi::otapdf_metrics(id)), None, "a stopped component");
     let collector = collector();
     let forwarded: Vec<&Vec<u8>> = collector
         .received
