@@ -14,6 +14,8 @@
 /* What the library tells the caller, taken in batches (otapdf_events):
  * kind 0, a delivery: `len` bytes at `data` of `signal` for the next consumer of component
  *   `id` (the handle given to otapdf_start); answer with otapdf_complete(completion, ...).
+ *   Who sent it, when known: `identity_len` bytes of JSON at `identity` (as otapdf_authorize
+ *   gives it).
  * kind 1, an answer: the outcome `status` (why in `len` bytes at `data`) of what was
  *   submitted with token `id`; `released` 1 when its bytes are released already.
  * kind 2, a release: the bytes submitted with token `id` are no longer referenced.
@@ -28,6 +30,8 @@ typedef struct {
     size_t len;
     int32_t status;
     int32_t released;
+    const uint8_t *identity;
+    size_t identity_len;
 } otapdf_event;
 
 /* The socket to wait on: a byte arrives when events are queued. Given once; then -1. */
@@ -48,6 +52,11 @@ char *otapdf_metrics(uint64_t id);
 /* `records`: what the request holds, or UINT64_MAX to have it counted and checked. */
 int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                       uint64_t records, uint64_t token, char **message);
+/* otapdf_submit with who sent it: `identity_len` bytes of JSON at `identity`
+ * ({"subject": "...", "attributes": [["k", "v"]]}); the payload carries that identity. */
+int32_t otapdf_submit_as(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
+                         uint64_t records, uint64_t token, const uint8_t *identity,
+                         size_t identity_len, char **message);
 void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
 /* 0: accepted, *detail the identity as JSON ({"subject": "...", "attributes": [["k", "v"]]});
  * 1: refused, 2: no decision (refuse); *detail why. */

@@ -14,6 +14,7 @@ package otapdf
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 )
 
@@ -111,11 +113,12 @@ func stop(id uint64) error {
 	return nil
 }
 
-// lentRequest is a request lent to otap-df while its call runs, and the Collector's data it
-// was marshalled from.
+// lentRequest is a request lent to otap-df while its call runs, the Collector's data it
+// was marshalled from, and the call's context (its client.Info).
 type lentRequest struct {
 	size int
 	data any
+	ctx  context.Context
 }
 
 // lent holds the requests lent to otap-df, by address: a payload that comes back out of the
@@ -158,12 +161,15 @@ func (call *submitted) settled(token uint64, answer, release bool) {
 // for its outcome (the goroutine parks; no thread is held in a C call). The bytes are lent,
 // not copied: pinned until otap-df no longer references them, which may be after the
 // outcome (an exporter still merging them), when the release callback unpins them.
-func consume(id uint64, signal int, request []byte, records int, original any) error {
+//
+// The caller's identity (client.Info's Auth, as the Collector's authenticator left it)
+// crosses with the request: our nodes see it as the payload's sender.
+func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original any) error {
 	if len(request) == 0 {
 		return nil
 	}
 	address := uintptr(unsafe.Pointer(&request[0]))
-	lent.Store(address, lentRequest{size: len(request), data: original})
+	lent.Store(address, lentRequest{size: len(request), data: original, ctx: ctx})
 	defer lent.Delete(address)
 	call := &submitted{outcome: make(chan error, 1)}
 	call.pinner.Pin(&request[0])
@@ -171,7 +177,13 @@ func consume(id uint64, signal int, request []byte, records int, original any) e
 	calls.Store(token, call)
 	data, size := bytesPointer(request)
 	var message *C.char
-	status := C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
+	var status C.int32_t
+	if sender := senderOf(ctx); sender != nil {
+		who, whoSize := bytesPointer(sender)
+		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &message)
+	} else {
+		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
+	}
 	if status != statusAccepted {
 		// Refused now: released, and no callback names the token.
 		call.pinner.Unpin()
@@ -180,6 +192,46 @@ func consume(id uint64, signal int, request []byte, records int, original any) e
 		return outcomeError(int(status), why)
 	}
 	return <-call.outcome
+}
+
+// senderOf is the identity of the caller in `ctx` as otap-df reads it (JSON: subject and
+// attributes), nil when the call carries none. The subject is the `subject` attribute (what
+// our authorizer and the Collector's oidc authenticator set), else `username` (basic
+// auth), else "collector-client"; every string or []string attribute crosses.
+func senderOf(ctx context.Context) []byte {
+	auth := client.FromContext(ctx).Auth
+	if auth == nil {
+		return nil
+	}
+	subject := "collector-client"
+	for _, name := range []string{"subject", "username"} {
+		if value, ok := auth.GetAttribute(name).(string); ok && value != "" {
+			subject = value
+			break
+		}
+	}
+	attributes := [][2]string{}
+	for _, name := range auth.GetAttributeNames() {
+		if name == "subject" || name == "identity" {
+			continue
+		}
+		switch value := auth.GetAttribute(name).(type) {
+		case string:
+			attributes = append(attributes, [2]string{name, value})
+		case []string:
+			for _, one := range value {
+				attributes = append(attributes, [2]string{name, one})
+			}
+		}
+	}
+	text, err := json.Marshal(struct {
+		Subject    string      `json:"subject"`
+		Attributes [][2]string `json:"attributes"`
+	}{subject, attributes})
+	if err != nil {
+		return nil
+	}
+	return text
 }
 
 // outcomeError is the Collector's error for an outcome.

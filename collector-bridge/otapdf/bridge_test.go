@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
@@ -453,5 +455,118 @@ func TestTheEnginesMetricsAreTheComponentsOwnTelemetry(t *testing.T) {
 	}
 	if _, err := telemetry.GetMetric("otapdf.node.records"); err == nil {
 		t.Fatalf("otapdf.node.records still reported after the component stopped")
+	}
+}
+
+// contexts is a next consumer that keeps the context of each call.
+type contexts struct {
+	mu   sync.Mutex
+	seen []context.Context
+}
+
+func (c *contexts) consumer(t *testing.T) consumer.Logs {
+	next, err := consumer.NewLogs(func(ctx context.Context, _ plog.Logs) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.seen = append(c.seen, ctx)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return next
+}
+
+func (c *contexts) infos() []client.Info {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	infos := make([]client.Info, 0, len(c.seen))
+	for _, ctx := range c.seen {
+		infos = append(infos, client.FromContext(ctx))
+	}
+	return infos
+}
+
+func TestTheCallersClientInfoCrossesAProcessorAndAnIdentityComesBackOut(t *testing.T) {
+	next := &contexts{}
+	b := &bridged{role: roleProcessor, config: dedup(), logger: zap.NewNop(), logs: next.consumer(t)}
+	if err := b.Start(context.Background(), componenttest.NewNopHost()); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Shutdown(context.Background()) })
+	caller, err := parseIdentity(`{"subject":"svc-a","attributes":[["tenant","acme"],["groups","ops"],["groups","dev"]]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := client.NewContext(context.Background(), client.Info{
+		Auth:     caller,
+		Metadata: client.NewMetadata(map[string][]string{"x-request-source": {"edge-7"}}),
+	})
+	// The identity crosses in: our nodes see it (as its JSON shows, what the Rust side reads).
+	if got := string(senderOf(ctx)); got != `{"subject":"svc-a","attributes":[["tenant","acme"],["groups","ops"],["groups","dev"]]}` {
+		t.Fatalf("the sender as otap-df reads it: %s", got)
+	}
+	if err := b.ConsumeLogs(ctx, logs(10, "from-acme")); err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	// Handed on unchanged: with the call's own context, client.Info whole.
+	infos := next.infos()
+	if len(infos) != 1 {
+		t.Fatalf("calls of the next consumer: %d, want 1", len(infos))
+	}
+	if got := infos[0].Metadata.Get("x-request-source"); fmt.Sprint(got) != "[edge-7]" {
+		t.Fatalf("metadata handed on: %v", got)
+	}
+	if got := infos[0].Auth.GetAttribute("tenant"); got != "acme" {
+		t.Fatalf("tenant handed on: %v", got)
+	}
+
+	// A payload our nodes made (not the caller's bytes): its client.Info is made from the
+	// identity otap-df gives with it, each attribute readable as the Collector reads them.
+	request, err := (&plog.ProtoMarshaler{}).MarshalLogs(logs(3, "made-here"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcome := make(chan error, 1)
+	sender := []byte(`{"subject":"svc-b","attributes":[["tenant","globex"],["groups","ops"],["groups","dev"]]}`)
+	if err := b.deliver(signalLogs, request, sender, func(err error) { outcome <- err }); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	if err := <-outcome; err != nil {
+		t.Fatalf("next consumer: %v", err)
+	}
+	made := next.infos()[1].Auth
+	if made == nil || made.GetAttribute("subject") != "svc-b" || made.GetAttribute("tenant") != "globex" ||
+		fmt.Sprint(made.GetAttribute("groups")) != "[ops dev]" {
+		t.Fatalf("client.Info.Auth made from the identity: %#v", made)
+	}
+	// And one without a sender: no Auth.
+	if err := b.deliver(signalLogs, request, nil, func(err error) { outcome <- err }); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	<-outcome
+	if auth := next.infos()[2].Auth; auth != nil {
+		t.Fatalf("no sender, yet an Auth: %#v", auth)
+	}
+}
+
+// basicAuth stands in for the Collector's basicauth extension's AuthData.
+type basicAuth struct{}
+
+func (basicAuth) GetAttribute(name string) any {
+	if name == "username" {
+		return "alice"
+	}
+	return nil
+}
+func (basicAuth) GetAttributeNames() []string { return []string{"username", "raw"} }
+
+func TestAnotherAuthenticatorsCallerCrossesByItsUsername(t *testing.T) {
+	ctx := client.NewContext(context.Background(), client.Info{Auth: basicAuth{}})
+	if got := string(senderOf(ctx)); got != `{"subject":"alice","attributes":[["username","alice"]]}` {
+		t.Fatalf("the sender as otap-df reads it: %s", got)
+	}
+	if sender := senderOf(context.Background()); sender != nil {
+		t.Fatalf("a call without Auth has no sender: %s", sender)
 	}
 }

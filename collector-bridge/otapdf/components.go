@@ -7,6 +7,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/component/componentstatus"
 	"go.opentelemetry.io/collector/connector"
@@ -141,7 +142,7 @@ func (b *bridged) running() (uint64, error) {
 	return b.id, nil
 }
 
-func (b *bridged) ConsumeLogs(_ context.Context, data plog.Logs) error {
+func (b *bridged) ConsumeLogs(ctx context.Context, data plog.Logs) error {
 	request, err := (&plog.ProtoMarshaler{}).MarshalLogs(data)
 	if err != nil {
 		return consumererror.NewPermanent(err)
@@ -150,10 +151,10 @@ func (b *bridged) ConsumeLogs(_ context.Context, data plog.Logs) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalLogs, request, data.LogRecordCount(), data)
+	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), data)
 }
 
-func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
+func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
 	request, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(data)
 	if err != nil {
 		return consumererror.NewPermanent(err)
@@ -162,10 +163,10 @@ func (b *bridged) ConsumeTraces(_ context.Context, data ptrace.Traces) error {
 	if err != nil {
 		return err
 	}
-	return consume(id, signalTraces, request, data.SpanCount(), data)
+	return consume(ctx, id, signalTraces, request, data.SpanCount(), data)
 }
 
-func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error {
+func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) error {
 	request, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(data)
 	if err != nil {
 		return consumererror.NewPermanent(err)
@@ -174,21 +175,40 @@ func (b *bridged) ConsumeMetrics(_ context.Context, data pmetric.Metrics) error 
 	if err != nil {
 		return err
 	}
-	return consume(id, signalMetrics, request, data.DataPointCount(), data)
+	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), data)
 }
 
-// original is the Collector's data `request` was marshalled from, when it is a request lent
-// to otap-df whose call still runs, coming back out unchanged (the same bytes, whole): it
-// is handed on as it came in, as a Collector processor that keeps data hands it on.
-func original(request []byte) any {
+// original is the Collector's data `request` was marshalled from and its call's context,
+// when it is a request lent to otap-df whose call still runs, coming back out unchanged
+// (the same bytes, whole): it is handed on as it came in, with the context it came with
+// (client.Info whole: metadata, address, auth), as a Collector processor that keeps data
+// hands it on.
+func original(request []byte) (lentRequest, bool) {
 	if len(request) == 0 {
-		return nil
+		return lentRequest{}, false
 	}
 	entry, ok := lent.Load(uintptr(unsafe.Pointer(&request[0])))
 	if !ok || entry.(lentRequest).size != len(request) {
-		return nil
+		return lentRequest{}, false
 	}
-	return entry.(lentRequest).data
+	return entry.(lentRequest), true
+}
+
+// handedOn is what a delivery is handed to the next consumer with: the Collector's data it
+// was made from (nil: unmarshal the request), and a context whose client.Info says who sent
+// it — the original call's for a lent request, else one made from the identity otap-df
+// gave (its subject and attributes as the Auth, what headers_setter's from_attribute
+// reads), else none.
+func handedOn(request []byte, sender []byte) (any, context.Context) {
+	if entry, ok := original(request); ok {
+		return entry.data, entry.ctx
+	}
+	if len(sender) > 0 {
+		if who, err := parseIdentity(string(sender)); err == nil {
+			return nil, client.NewContext(context.Background(), client.Info{Auth: who})
+		}
+	}
+	return nil, context.Background()
 }
 
 // ended reports the component's engine's end to the Collector: a permanent error in its
@@ -206,44 +226,45 @@ func (b *bridged) ended(why string) {
 }
 
 // deliver hands what the engine's outlet gives to the next consumer of its signal.
-func (b *bridged) deliver(signal int, request []byte, done func(error)) error {
+func (b *bridged) deliver(signal int, request []byte, sender []byte, done func(error)) error {
+	known, ctx := handedOn(request, sender)
 	switch signal {
 	case signalLogs:
 		if b.logs == nil {
 			return consumererror.NewPermanent(errors.New("no Collector logs pipeline takes this component's output"))
 		}
-		data, ok := original(request).(plog.Logs)
+		data, ok := known.(plog.Logs)
 		if !ok {
 			var err error
 			if data, err = (&plog.ProtoUnmarshaler{}).UnmarshalLogs(request); err != nil {
 				return consumererror.NewPermanent(err)
 			}
 		}
-		go func() { done(b.logs.ConsumeLogs(context.Background(), data)) }()
+		go func() { done(b.logs.ConsumeLogs(ctx, data)) }()
 	case signalTraces:
 		if b.traces == nil {
 			return consumererror.NewPermanent(errors.New("no Collector traces pipeline takes this component's output"))
 		}
-		data, ok := original(request).(ptrace.Traces)
+		data, ok := known.(ptrace.Traces)
 		if !ok {
 			var err error
 			if data, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(request); err != nil {
 				return consumererror.NewPermanent(err)
 			}
 		}
-		go func() { done(b.traces.ConsumeTraces(context.Background(), data)) }()
+		go func() { done(b.traces.ConsumeTraces(ctx, data)) }()
 	case signalMetrics:
 		if b.metrics == nil {
 			return consumererror.NewPermanent(errors.New("no Collector metrics pipeline takes this component's output"))
 		}
-		data, ok := original(request).(pmetric.Metrics)
+		data, ok := known.(pmetric.Metrics)
 		if !ok {
 			var err error
 			if data, err = (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(request); err != nil {
 				return consumererror.NewPermanent(err)
 			}
 		}
-		go func() { done(b.metrics.ConsumeMetrics(context.Background(), data)) }()
+		go func() { done(b.metrics.ConsumeMetrics(ctx, data)) }()
 	default:
 		return consumererror.NewPermanent(fmt.Errorf("unknown signal %d", signal))
 	}

@@ -32,8 +32,9 @@ const (
 // outlet is what a component's outlet hands payloads to.
 type outlet interface {
 	// deliver decodes (copying) the request, or recognises one lent to otap-df, and hands
-	// it to the next consumer on a goroutine of its own, calling done with the outcome.
-	deliver(signal int, request []byte, done func(error)) error
+	// it to the next consumer on a goroutine of its own, calling done with the outcome;
+	// `sender`: who sent it (JSON, as otapdf_authorize gives it), when otap-df knows.
+	deliver(signal int, request []byte, sender []byte, done func(error)) error
 	// ended says the component's engine ended by itself (a node failed).
 	ended(why string)
 }
@@ -108,7 +109,11 @@ func dispatch(event *C.otapdf_event) {
 			return
 		}
 		completion := event.completion
-		if err := target.(outlet).deliver(int(event.signal), data, func(err error) { complete(completion, err) }); err != nil {
+		var sender []byte
+		if event.identity != nil && event.identity_len > 0 {
+			sender = unsafe.Slice((*byte)(unsafe.Pointer(event.identity)), int(event.identity_len))
+		}
+		if err := target.(outlet).deliver(int(event.signal), data, sender, func(err error) { complete(completion, err) }); err != nil {
 			complete(completion, err)
 		}
 	case eventAnswer:

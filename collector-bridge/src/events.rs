@@ -25,6 +25,8 @@ pub(crate) enum Event {
         signal: u32,
         bytes: Bytes,
         completion: u64,
+        /// Who sent it (the identity's JSON, as `otapdf_authorize` gives it), when known.
+        identity: Option<String>,
     },
     /// The outcome of the payload submitted with `token`; whether its bytes are released.
     Answer {

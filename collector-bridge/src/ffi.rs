@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
+use otap_df::core::capability::Identity;
 use otap_df::core::data::{Encoding, OtlpPayload, Signal};
 use tokio::sync::oneshot;
 
@@ -219,10 +220,59 @@ pub unsafe extern "C" fn otapdf_submit(
     token: u64,
     message: *mut *mut c_char,
 ) -> i32 {
+    // SAFETY: the caller's contract, as this function's.
+    unsafe { submit(id, signal, data, len, records, token, &[], message) }
+}
+
+/// [`otapdf_submit`] with who sent it: `identity_len` bytes at `identity`, JSON as
+/// `otapdf_authorize` gives it (`{"subject": ..., "attributes": [[k, v], ...]}`): the payload
+/// carries that identity in the component (exporters' `headers_from_identity`,
+/// `processor:identity_filter`). Unreadable: refused, permanent.
+///
+/// # Safety
+/// As [`otapdf_submit`]; `identity` points to `identity_len` readable bytes for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_submit_as(
+    id: u64,
+    signal: u32,
+    data: *const u8,
+    len: usize,
+    records: u64,
+    token: u64,
+    identity: *const u8,
+    identity_len: usize,
+    message: *mut *mut c_char,
+) -> i32 {
+    // SAFETY: the caller's contract, for the duration of the call.
+    let identity = unsafe { bytes_at(identity, identity_len) };
+    // SAFETY: the caller's contract, as this function's.
+    unsafe { submit(id, signal, data, len, records, token, identity, message) }
+}
+
+/// Both submits; `identity` empty: none.
+///
+/// # Safety
+/// As [`otapdf_submit`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn submit(
+    id: u64,
+    signal: u32,
+    data: *const u8,
+    len: usize,
+    records: u64,
+    token: u64,
+    identity: &[u8],
+    message: *mut *mut c_char,
+) -> i32 {
     let state = Arc::new(AtomicU8::new(BORROWED));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let signal = signal_of(signal)
             .ok_or_else(|| Refusal::Permanent(format!("unknown signal code {signal}")))?;
+        let identity = if identity.is_empty() {
+            None
+        } else {
+            Some(identity_from(identity).map_err(Refusal::Permanent)?)
+        };
         let bytes = if data.is_null() || len == 0 {
             Bytes::new()
         } else {
@@ -242,9 +292,13 @@ pub unsafe extern "C" fn otapdf_submit(
             records
         };
         let answered = state.clone();
+        let payload = OtlpPayload::new(signal, Encoding::Protobuf, records, bytes);
         host::submit(
             id,
-            OtlpPayload::new(signal, Encoding::Protobuf, records, bytes),
+            match identity {
+                Some(identity) => payload.with_identity(identity),
+                None => payload,
+            },
             move |outcome| {
                 // Whoever comes second — this answer or the last reference's drop — tells
                 // the Go side the bytes are free; decided under the event queue's lock.
@@ -283,6 +337,7 @@ pub(crate) fn hand_over(
     handle: u64,
     signal: Signal,
     bytes: Bytes,
+    identity: Option<&Identity>,
 ) -> oneshot::Receiver<Result<(), Refusal>> {
     let (answer, outcome) = oneshot::channel();
     let completion = Box::into_raw(Box::new(answer)) as u64;
@@ -291,8 +346,36 @@ pub(crate) fn hand_over(
         signal: signal_code(signal),
         bytes,
         completion,
+        identity: identity.map(identity_json),
     });
     outcome
+}
+
+/// An identity as the Go side reads it: `{"subject": "<name>", "attributes": [["tenant",
+/// "acme"], ...]}`.
+pub(crate) fn identity_json(identity: &Identity) -> String {
+    let attributes: Vec<[&str; 2]> = identity.attributes().map(|(k, v)| [k, v]).collect();
+    serde_json::json!({
+        "subject": identity.as_str(),
+        "attributes": attributes,
+    })
+    .to_string()
+}
+
+/// The identity the Go side handed over, in [`identity_json`]'s form.
+fn identity_from(json: &[u8]) -> Result<Identity, String> {
+    #[derive(serde::Deserialize)]
+    struct Described {
+        subject: String,
+        #[serde(default)]
+        attributes: Vec<(String, String)>,
+    }
+    let described: Described = serde_json::from_slice(json)
+        .map_err(|e| format!("the caller's identity is not readable: {e}"))?;
+    Ok(Identity::with_attributes(
+        described.subject,
+        described.attributes,
+    ))
 }
 
 /// Answers a payload a delivery event handed over: `status` [`ACCEPTED`], [`RETRYABLE`] or
@@ -358,15 +441,7 @@ pub unsafe extern "C" fn otapdf_authorize(
             authorizer.authorize(credential)
         };
         Ok(match decision {
-            Ok(otap_df::node::AuthzDecision::Allow { identity }) => {
-                let attributes: Vec<[&str; 2]> =
-                    identity.attributes().map(|(k, v)| [k, v]).collect();
-                let described = serde_json::json!({
-                    "subject": identity.as_str(),
-                    "attributes": attributes,
-                });
-                (0, described.to_string())
-            }
+            Ok(otap_df::node::AuthzDecision::Allow { identity }) => (0, identity_json(&identity)),
             Ok(otap_df::node::AuthzDecision::Deny { reason }) => (1, reason.to_string()),
             Err(error) => (2, error.to_string()),
         })
@@ -486,6 +561,10 @@ pub struct CEvent {
     pub status: i32,
     /// An answer's: 1 when the bytes are released already.
     pub released: i32,
+    /// A delivery's sender, when known: JSON as `otapdf_authorize` gives it (null, 0: none).
+    pub identity: *const u8,
+    /// Its length.
+    pub identity_len: usize,
 }
 
 /// A batch of events the Go side works on, kept until [`otapdf_events_done`].
@@ -519,6 +598,7 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 signal,
                 bytes,
                 completion,
+                identity,
             } => CEvent {
                 kind: 0,
                 signal: *signal,
@@ -528,6 +608,8 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 len: bytes.len(),
                 status: 0,
                 released: 0,
+                identity: identity.as_ref().map_or(std::ptr::null(), |i| i.as_ptr()),
+                identity_len: identity.as_ref().map_or(0, String::len),
             },
             Event::Answer {
                 token,
@@ -543,6 +625,8 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 len: message.len(),
                 status: *status,
                 released: i32::from(*released),
+                identity: std::ptr::null(),
+                identity_len: 0,
             },
             Event::Ended { handle, message } => CEvent {
                 kind: 3,
@@ -553,6 +637,8 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 len: message.len(),
                 status: 0,
                 released: 0,
+                identity: std::ptr::null(),
+                identity_len: 0,
             },
             Event::Release { token } => CEvent {
                 kind: 2,
@@ -563,6 +649,8 @@ pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut u
                 len: 0,
                 status: 0,
                 released: 0,
+                identity: std::ptr::null(),
+                identity_len: 0,
             },
         })
         .collect::<Vec<_>>();

@@ -200,7 +200,12 @@ impl LocalExporter for Outlet {
         };
         let records = data.records();
         // The delivery event holds the bytes until the Go side has made its own data of them.
-        let answer = crate::ffi::hand_over(self.go_handle, data.signal(), data.bytes().clone());
+        let answer = crate::ffi::hand_over(
+            self.go_handle,
+            data.signal(),
+            data.bytes().clone(),
+            data.identity(),
+        );
         drop(data);
         let accepted = self.accepted.clone();
         let refused = self.refused.clone();

@@ -27,6 +27,8 @@ struct Collector {
     modes: HashMap<u64, Mode>,
     /// (handle, signal, bytes) of every payload handed over.
     received: Vec<(u64, u32, Vec<u8>)>,
+    /// (handle, identity JSON) of every payload handed over with its sender.
+    senders: Vec<(u64, String)>,
     /// Tokens of borrowed bytes released after their call returned.
     released: Vec<u64>,
     /// Completions kept unanswered (`Mode::Hold`), by handle.
@@ -77,7 +79,17 @@ fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
 /// What the stand-in Collector does with one event.
 fn on_event(event: &ffi::CEvent, bytes: &[u8]) {
     match event.kind {
-        0 => deliver(event.id, event.signal, bytes, event.completion),
+        0 => {
+            if !event.identity.is_null() {
+                // SAFETY: the event's identity bytes, valid while the batch is held.
+                let identity =
+                    unsafe { std::slice::from_raw_parts(event.identity, event.identity_len) };
+                collector()
+                    .senders
+                    .push((event.id, String::from_utf8_lossy(identity).into_owned()));
+            }
+            deliver(event.id, event.signal, bytes, event.completion);
+        }
         1 => {
             let why = String::from_utf8_lossy(bytes).into_owned();
             collector()
@@ -147,19 +159,44 @@ fn validate(role: u32, config: &str) -> Option<String> {
 /// the bytes were released by then, and why when refused. `token` must be unique in the test
 /// binary.
 fn consume_bytes(id: u64, signal: u32, bytes: &[u8], token: u64) -> (i32, bool, Option<String>) {
+    consume_as(id, signal, bytes, token, "")
+}
+
+/// [`consume_bytes`] with who sent it (`identity`: JSON; empty: `otapdf_submit`).
+fn consume_as(
+    id: u64,
+    signal: u32,
+    bytes: &[u8],
+    token: u64,
+    identity: &str,
+) -> (i32, bool, Option<String>) {
     let mut message = std::ptr::null_mut();
     // SAFETY: the bytes outlive the call; a test keeps them alive (leaked) when the bridge
     // may still hold them after the answer.
     let queued = unsafe {
-        ffi::otapdf_submit(
-            id,
-            signal,
-            bytes.as_ptr(),
-            bytes.len(),
-            u64::MAX,
-            token,
-            &mut message,
-        )
+        if identity.is_empty() {
+            ffi::otapdf_submit(
+                id,
+                signal,
+                bytes.as_ptr(),
+                bytes.len(),
+                u64::MAX,
+                token,
+                &mut message,
+            )
+        } else {
+            ffi::otapdf_submit_as(
+                id,
+                signal,
+                bytes.as_ptr(),
+                bytes.len(),
+                u64::MAX,
+                token,
+                identity.as_ptr(),
+                identity.len(),
+                &mut message,
+            )
+        }
     };
     if queued != ACCEPTED {
         // Refused now: the bytes are released.
@@ -261,6 +298,45 @@ fn a_processor_hands_on_what_it_keeps_and_each_call_waits_for_the_next_consumer(
     {
         assert_eq!(*got, want);
     }
+}
+
+#[test]
+fn the_callers_identity_crosses_in_with_the_payload_and_out_with_what_is_handed_on() {
+    let handle = 111;
+    let id = started(PROCESSOR, DEDUP, handle);
+    let acme =
+        r#"{"subject":"svc-a","attributes":[["tenant","acme"],["groups","ops"],["groups","dev"]]}"#;
+    let (status, _, why) = consume_as(id, 0, &logs("identity-a"), 1101, acme);
+    assert_eq!((status, why), (ACCEPTED, None));
+    // Without a sender: handed on without one.
+    let (status, _, why) = consume_bytes(id, 0, &logs("identity-b"), 1102);
+    assert_eq!((status, why), (ACCEPTED, None));
+    // An identity that is not one: refused for good, nothing handed on.
+    let (status, _, why) = consume_as(id, 0, &logs("identity-c"), 1103, "{not json");
+    assert_eq!(status, PERMANENT);
+    assert!(
+        why.as_deref()
+            .is_some_and(|why| why.starts_with("the caller's identity is not readable")),
+        "{why:?}"
+    );
+    stop(id);
+    let collector = collector();
+    let handed: Vec<_> = collector
+        .received
+        .iter()
+        .filter(|(h, _, _)| *h == handle)
+        .collect();
+    assert_eq!(handed.len(), 2);
+    let senders: Vec<serde_json::Value> = collector
+        .senders
+        .iter()
+        .filter(|(h, _)| *h == handle)
+        .map(|(_, json)| serde_json::from_str(json).unwrap())
+        .collect();
+    assert_eq!(
+        senders,
+        [serde_json::from_str::<serde_json::Value>(acme).unwrap()]
+    );
 }
 
 #[test]
