@@ -294,11 +294,6 @@ pub fn metrics(id: u64) -> Result<String, String> {
         .node_totals()
         .into_iter()
         .map(|totals| {
-            let counters: serde_json::Map<String, serde_json::Value> = totals
-                .named
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
-                .collect();
             serde_json::json!({
                 "pipeline": totals.pipeline,
                 "node": totals.node,
@@ -307,7 +302,7 @@ pub fn metrics(id: u64) -> Result<String, String> {
                 "records_dropped": totals.counts.records_dropped,
                 "records_failed": totals.counts.records_failed,
                 "errors": totals.counts.errors,
-                "counters": counters,
+                "counters": by_name(&totals.named),
             })
         })
         .collect();
@@ -316,28 +311,26 @@ pub fn metrics(id: u64) -> Result<String, String> {
         .extension_metrics()
         .into_iter()
         .map(|of| {
-            let counters: serde_json::Map<String, serde_json::Value> = of
-                .metrics
-                .counters
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
-                .collect();
-            let gauges: serde_json::Map<String, serde_json::Value> = of
-                .metrics
-                .gauges
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).into()))
-                .collect();
             serde_json::json!({
                 "pipeline": of.pipeline,
                 "extension": of.extension,
                 "core": of.core,
-                "counters": counters,
-                "gauges": gauges,
+                "counters": by_name(&of.metrics.counters),
+                "gauges": by_name(&of.metrics.gauges),
             })
         })
         .collect();
     Ok(serde_json::json!({ "nodes": nodes, "extensions": extensions }).to_string())
+}
+
+/// Named values as a JSON object.
+fn by_name<V: Copy + Into<serde_json::Value>>(
+    values: &[(&'static str, V)],
+) -> serde_json::Map<String, serde_json::Value> {
+    values
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).into()))
+        .collect()
 }
 
 /// Stops component `id` gracefully: its receivers stop taking, what it holds drains (within

@@ -33,7 +33,7 @@ const LOCK: &str = "lock";
 /// new instance beside the old one) shares it.
 static OPEN: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
 
-/// One open folder of queues and its writer.
+/// One open folder of queues and its disk thread.
 pub(crate) struct Store {
     dir: PathBuf,
     _lock: File,
@@ -41,7 +41,7 @@ pub(crate) struct Store {
     queues: Mutex<HashMap<String, Arc<Log>>>,
     /// Where appends go to the disk thread.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     segment_bytes: u64,
     /// Bytes the segment files take, and appends on their way.
     used: Arc<AtomicU64>,
@@ -61,13 +61,13 @@ impl Drop for Store {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
-        if let Some(writer) = self
-            .writer
+        if let Some(thread) = self
+            .thread
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            let _ = writer.join();
+            let _ = thread.join();
         }
         self.checkpoint();
         for log in self.logs() {
@@ -165,14 +165,14 @@ impl Store {
             queues.insert(name, Arc::new(log));
         }
         let (jobs, queue) = mpsc::channel();
-        let writer = Writer {
+        let disk = DiskThread {
             used: used.clone(),
             segment_bytes: config.segment_bytes,
             commit_interval: config.commit_interval,
         };
-        let writer = std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("disk-queue".to_owned())
-            .spawn(move || writer.run(&queue))
+            .spawn(move || disk.run(&queue))
             .map_err(|e| DiskQueueError::Io {
                 path: dir.to_path_buf(),
                 message: format!("cannot start the disk thread: {e}"),
@@ -182,7 +182,7 @@ impl Store {
             _lock: lock,
             queues: Mutex::new(queues),
             jobs: Mutex::new(Some(jobs)),
-            writer: Mutex::new(Some(writer)),
+            thread: Mutex::new(Some(thread)),
             segment_bytes: config.segment_bytes,
             used,
             torn: AtomicU64::new(torn),
@@ -263,7 +263,7 @@ struct Job {
 const BATCH: usize = 1024;
 
 /// The disk thread's part.
-struct Writer {
+struct DiskThread {
     used: Arc<AtomicU64>,
     segment_bytes: u64,
     commit_interval: Duration,
@@ -280,7 +280,7 @@ struct Written {
     at_ms: u64,
 }
 
-impl Writer {
+impl DiskThread {
     /// The disk thread: takes every append waiting (after `commit_interval`, when it is not
     /// zero), writes it, syncs it and answers; until the store is dropped.
     fn run(&self, queue: &mpsc::Receiver<Job>) {

@@ -140,7 +140,9 @@ struct Assertion {
 /// request.
 #[derive(Debug)]
 struct Presented {
+    /// The option naming the file, and the form parameter the token is sent as.
     option: &'static str,
+    param: &'static str,
     path: PathBuf,
 }
 
@@ -186,17 +188,18 @@ impl TokenRequests {
             _ => None,
         };
         let presented = match config.grant_type {
-            Grant::TokenExchange => config
-                .subject_token_file
-                .clone()
-                .map(|path| ("subject_token_file", path)),
-            Grant::JwtBearer => config
-                .assertion_file
-                .clone()
-                .map(|path| ("assertion_file", path)),
+            Grant::TokenExchange => config.subject_token_file.clone().map(|path| Presented {
+                option: "subject_token_file",
+                param: "subject_token",
+                path,
+            }),
+            Grant::JwtBearer => config.assertion_file.clone().map(|path| Presented {
+                option: "assertion_file",
+                param: "assertion",
+                path,
+            }),
             _ => None,
-        }
-        .map(|(option, path)| Presented { option, path });
+        };
         if let Some(presented) = &presented {
             read_presented(presented)?;
         }
@@ -246,11 +249,7 @@ impl TokenRequests {
         if let Some(presented) = &self.presented {
             let token =
                 read_presented(presented).map_err(|e| FetchError::misconfigured(e.to_string()))?;
-            let name = match presented.option {
-                "subject_token_file" => "subject_token",
-                _ => "assertion",
-            };
-            form.append_pair(name, token.expose());
+            form.append_pair(presented.param, token.expose());
         }
         let mut basic = None;
         match self.auth {
