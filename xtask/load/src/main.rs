@@ -20,6 +20,7 @@
 mod drain;
 mod drive;
 mod jwt;
+mod quota;
 mod serve;
 mod sweep;
 
@@ -91,6 +92,12 @@ enum Command {
         /// Threads of the load generator; default: one per client CPU.
         #[arg(long)]
         client_threads: Option<usize>,
+        /// Caps the server under test at this many CPUs' worth of time (0.5: half of one;
+        /// through a cgroup, so as root), so that it, not the client, is the bottleneck: where
+        /// one client core cannot saturate a server (the gRPC ceilings), the capped servers
+        /// compare by what each does with the same CPU. Its "server CPU" then reads the cap.
+        #[arg(long)]
+        server_quota: Option<f64>,
         /// Records per request.
         #[arg(long, default_value_t = 100)]
         records: usize,
@@ -240,6 +247,7 @@ fn main() -> ExitCode {
             server_cpus,
             client_cpus,
             client_threads,
+            server_quota,
             records,
             slow_delay_ms,
             work_dir,
@@ -258,6 +266,7 @@ fn main() -> ExitCode {
                 only,
                 server_cpus: server_cpus.clone(),
                 client_cpus: client_cpus.clone(),
+                server_quota,
                 client_threads,
                 records,
                 slow_delay: Duration::from_millis(slow_delay_ms),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use otap_df_core::data::Signal;
 
 use crate::drive::{self, Outcome};
+use crate::quota::CpuQuota;
 
 /// What the sweep is told.
 #[derive(Debug, Clone)]
@@ -30,6 +31,9 @@ pub struct SweepOptions {
     pub server_cpus: Option<String>,
     /// CPUs of the load generator and of the gateway's upstream.
     pub client_cpus: Option<String>,
+    /// CPU time the server under test may use (in CPUs: 0.5 is half of one), capped through a
+    /// cgroup; `None`: as much as its CPUs give.
+    pub server_quota: Option<f64>,
     /// Threads of the load generator.
     pub client_threads: usize,
     /// Records per request.
@@ -684,6 +688,15 @@ fn run_level(
             &log,
         )?
     };
+    // Capped before it serves: every thread it starts later stays in the cgroup.
+    let quota = match options.server_quota {
+        Some(cpus) => {
+            let quota = CpuQuota::new(&format!("otap-df-load-{}", std::process::id()), cpus)?;
+            quota.add(server.pid())?;
+            Some(quota)
+        }
+        None => None,
+    };
     server.wait_listening(port, &log)?;
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let authorization = if target == "receiver+wasm-auth" {
@@ -755,6 +768,7 @@ fn run_level(
     let (server_cpu, client_cpu) = sampler.join().unwrap_or((f64::NAN, f64::NAN));
     let server_peak_rss_kib = peak_rss_kib(server.pid());
     drop(server);
+    drop(quota);
     drop(upstream);
     Ok(Level {
         target: target.to_owned(),
