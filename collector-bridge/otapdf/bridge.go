@@ -127,25 +127,32 @@ type lentRequest struct {
 var lent sync.Map
 
 // submitted is a request handed to otap-df: its bytes pinned until released, and where its
-// outcome arrives.
+// outcome arrives. Each is kept for the next call once its own is over (see callTable), with
+// its Pinner and channel: a call then allocates neither, nor sets the finaliser a Pinner's
+// first Pin sets.
 type submitted struct {
-	pinner  runtime.Pinner
-	outcome chan error
+	// Its place in the table, for good, and the use it is in now: a token names both.
+	slot       uint32
+	generation atomic.Uint32
+	pinner     runtime.Pinner
+	outcome    chan error
 	// How far it got: answered, released (each once; in either order, both end it).
 	mu       sync.Mutex
 	answered bool
 	released bool
+	// Who still has to let go of it before it is reused: the call, once it has taken its
+	// outcome, and the settlement, once answered and released.
+	holds atomic.Int32
 }
 
-// calls are the submitted requests not yet answered and released, by token.
-var (
-	calls    sync.Map
-	nextCall atomic.Uint64
-)
+// token names the call's present use of it.
+func (call *submitted) token() uint64 {
+	return uint64(call.slot)<<32 | uint64(call.generation.Load())
+}
 
 // settled records an answer (with whether it released the bytes) or a release; once both
-// are in, the bytes are unpinned and the token forgotten.
-func (call *submitted) settled(token uint64, answer, release bool) {
+// are in, the bytes are unpinned and the settlement lets go of the call.
+func (call *submitted) settled(answer, release bool) {
 	call.mu.Lock()
 	call.answered = call.answered || answer
 	call.released = call.released || release
@@ -153,28 +160,106 @@ func (call *submitted) settled(token uint64, answer, release bool) {
 	call.mu.Unlock()
 	if done {
 		call.pinner.Unpin()
-		calls.Delete(token)
+		call.letGo()
 	}
+}
+
+// letGo ends one hold on the call; the last one gives it back to the table.
+func (call *submitted) letGo() {
+	if call.holds.Add(-1) == 0 {
+		calls.put(call)
+	}
+}
+
+// callTable holds every submitted ever made, by slot, and those free for a call. It grows to
+// the most calls in flight at once and no further; finding a call by its token takes no lock
+// (the slots are copied when one is added, which happens only while it grows).
+type callTable struct {
+	mu    sync.Mutex
+	slots atomic.Pointer[[]*submitted]
+	free  []*submitted
+	inUse int
+}
+
+// calls are the submitted requests, answered and released or not.
+var calls callTable
+
+// take is a submitted for a new call, not answered nor released, held by the call and by its
+// settlement.
+func (t *callTable) take() *submitted {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inUse++
+	var call *submitted
+	if n := len(t.free); n > 0 {
+		call = t.free[n-1]
+		t.free = t.free[:n-1]
+	} else {
+		var slots []*submitted
+		if current := t.slots.Load(); current != nil {
+			slots = *current
+		}
+		call = &submitted{slot: uint32(len(slots)), outcome: make(chan error, 1)}
+		grown := append(slots[:len(slots):len(slots)], call)
+		t.slots.Store(&grown)
+	}
+	call.mu.Lock()
+	call.answered, call.released = false, false
+	call.mu.Unlock()
+	call.holds.Store(2)
+	return call
+}
+
+// put takes back a call whose use is over: its token names nothing from now on.
+func (t *callTable) put(call *submitted) {
+	call.generation.Add(1)
+	t.mu.Lock()
+	t.free = append(t.free, call)
+	t.inUse--
+	t.mu.Unlock()
+}
+
+// find is the call `token` names, while its use lasts.
+func (t *callTable) find(token uint64) (*submitted, bool) {
+	current := t.slots.Load()
+	if current == nil || token>>32 >= uint64(len(*current)) {
+		return nil, false
+	}
+	call := (*current)[token>>32]
+	if call.generation.Load() != uint32(token) {
+		return nil, false
+	}
+	return call, true
+}
+
+// pending is the number of calls not yet over: outcome not taken, or bytes not released.
+func (t *callTable) pending() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.inUse
 }
 
 // consume hands a component an OTLP export request, marshalled from `original`, and waits
 // for its outcome (the goroutine parks; no thread is held in a C call). The bytes are lent,
 // not copied: pinned until otap-df no longer references them, which may be after the
-// outcome (an exporter still merging them), when the release callback unpins them.
+// outcome (an exporter still merging them), when the release event unpins them. When the
+// component can give the request back (`lends`: a processor, a connector), it is noted
+// with its Collector data for the way back.
 //
 // The caller's identity (client.Info's Auth, as the Collector's authenticator left it)
 // crosses with the request: our nodes see it as the payload's sender.
-func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original any) error {
+func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original any, lends bool) error {
 	if len(request) == 0 {
 		return nil
 	}
-	address := uintptr(unsafe.Pointer(&request[0]))
-	lent.Store(address, lentRequest{size: len(request), data: original, ctx: ctx})
-	defer lent.Delete(address)
-	call := &submitted{outcome: make(chan error, 1)}
+	if lends {
+		address := uintptr(unsafe.Pointer(&request[0]))
+		lent.Store(address, lentRequest{size: len(request), data: original, ctx: ctx})
+		defer lent.Delete(address)
+	}
+	call := calls.take()
 	call.pinner.Pin(&request[0])
-	token := nextCall.Add(1)
-	calls.Store(token, call)
+	token := call.token()
 	data, size := bytesPointer(request)
 	var message *C.char
 	var status C.int32_t
@@ -185,13 +270,16 @@ func consume(ctx context.Context, id uint64, signal int, request []byte, records
 		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
 	}
 	if status != statusAccepted {
-		// Refused now: released, and no callback names the token.
+		// Refused now: released, and no event names the token.
 		call.pinner.Unpin()
-		calls.Delete(token)
+		call.holds.Store(1)
+		call.letGo()
 		why, _ := takeString(message)
 		return outcomeError(int(status), why)
 	}
-	return <-call.outcome
+	err := <-call.outcome
+	call.letGo()
+	return err
 }
 
 // senderOf is the identity of the caller in `ctx` as otap-df reads it (JSON: subject and

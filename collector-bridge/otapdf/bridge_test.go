@@ -229,27 +229,34 @@ func BenchmarkGoToRustToGoParallel(b *testing.B) { benchThroughRust(b, true) }
 
 func TestACallEndsOnceAnsweredAndReleasedInEitherOrder(t *testing.T) {
 	for _, releaseFirst := range []bool{false, true} {
-		call := &submitted{outcome: make(chan error, 1)}
+		before := calls.pending()
+		call := calls.take()
 		buffer := make([]byte, 8)
 		call.pinner.Pin(&buffer[0])
-		token := nextCall.Add(1)
-		calls.Store(token, call)
-		if releaseFirst {
-			call.settled(token, false, true)
-		} else {
-			call.settled(token, true, false)
-		}
-		if _, ok := calls.Load(token); !ok {
+		token := call.token()
+		call.settled(!releaseFirst, releaseFirst)
+		if found, ok := calls.find(token); !ok || found != call {
 			t.Fatalf("release first %v: forgotten after one of two", releaseFirst)
 		}
-		if releaseFirst {
-			call.settled(token, true, false)
-		} else {
-			call.settled(token, false, true)
+		call.settled(releaseFirst, !releaseFirst)
+		// Settled; still the call's until it took its outcome.
+		if _, ok := calls.find(token); !ok || calls.pending() != before+1 {
+			t.Fatalf("release first %v: given back before its call let go", releaseFirst)
 		}
-		if _, ok := calls.Load(token); ok {
-			t.Fatalf("release first %v: kept after both", releaseFirst)
+		call.letGo()
+		if _, ok := calls.find(token); ok {
+			t.Fatalf("release first %v: its token still names it once over", releaseFirst)
 		}
+		if calls.pending() != before {
+			t.Fatalf("release first %v: %d calls pending, want %d", releaseFirst, calls.pending(), before)
+		}
+		// Reused by the next call, under another token.
+		again := calls.take()
+		if again != call || again.token() == token {
+			t.Fatalf("release first %v: not reused, or reused under the same token", releaseFirst)
+		}
+		again.holds.Store(1)
+		again.letGo()
 	}
 }
 
@@ -327,9 +334,7 @@ func TestBytesAnExporterStillHoldsAreUnpinnedWhenItLetsGo(t *testing.T) {
 	if err := b.ConsumeLogs(context.Background(), logs(10, "held")); err != nil {
 		t.Fatal(err)
 	}
-	pending := 0
-	calls.Range(func(any, any) bool { pending++; return true })
-	if pending != 1 {
+	if pending := calls.pending(); pending != 1 {
 		t.Fatalf("calls waiting for their bytes: %d, want 1", pending)
 	}
 	if err := b.Shutdown(context.Background()); err != nil {
@@ -337,8 +342,7 @@ func TestBytesAnExporterStillHoldsAreUnpinnedWhenItLetsGo(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pending = 0
-		calls.Range(func(any, any) bool { pending++; return true })
+		pending := calls.pending()
 		if pending == 0 {
 			return
 		}

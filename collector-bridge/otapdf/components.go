@@ -151,7 +151,7 @@ func (b *bridged) ConsumeLogs(ctx context.Context, data plog.Logs) error {
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), data)
+	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), data, b.lends())
 }
 
 func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
@@ -163,7 +163,7 @@ func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalTraces, request, data.SpanCount(), data)
+	return consume(ctx, id, signalTraces, request, data.SpanCount(), data, b.lends())
 }
 
 func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) error {
@@ -175,7 +175,13 @@ func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) erro
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), data)
+	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), data, b.lends())
+}
+
+// lends says whether what the component is given can come back out of it, to be handed
+// on as the Collector's own data (see original).
+func (b *bridged) lends() bool {
+	return b.role == roleProcessor || b.role == roleConnector
 }
 
 // original is the Collector's data `request` was marshalled from and its call's context,

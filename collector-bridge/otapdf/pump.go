@@ -118,22 +118,21 @@ func dispatch(event *C.otapdf_event) {
 		}
 	case eventAnswer:
 		token := uint64(event.id)
-		found, ok := calls.Load(token)
+		call, ok := calls.find(token)
 		if !ok {
-			log.Printf("otapdf: an answer for an unknown call %d", token)
+			log.Printf("otapdf: an answer for an unknown call %x", token)
 			return
 		}
-		call := found.(*submitted)
-		call.settled(token, true, event.released != 0)
+		// The call's own hold keeps it until it takes this outcome.
+		call.settled(true, event.released != 0)
 		call.outcome <- outcomeError(int(event.status), string(data))
 	case eventEnded:
 		if target, ok := outlets.Load(uint64(event.id)); ok {
 			target.(outlet).ended(string(data))
 		}
 	case eventRelease:
-		token := uint64(event.id)
-		if found, ok := calls.Load(token); ok {
-			found.(*submitted).settled(token, false, true)
+		if call, ok := calls.find(uint64(event.id)); ok {
+			call.settled(false, true)
 		}
 	}
 }
