@@ -16,9 +16,7 @@ use hyper::body::Incoming;
 use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, Signal};
 
-use crate::otlp_grpc::{
-    UnaryBody, code, frame, grpc_timeout, service_path, status_with_retry, unframe,
-};
+use crate::otlp_grpc::{UnaryBody, code, grpc_timeout, service_path, status_with_retry, unframe};
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
@@ -39,6 +37,9 @@ pub(super) struct Handler {
     pub(super) acknowledged: bool,
 }
 
+/// An empty message, framed: uncompressed, length 0.
+const EMPTY_RESPONSE: [u8; 5] = [0; 5];
+
 /// The signals, by the path of their export method.
 const SIGNALS: [Signal; 3] = [Signal::Logs, Signal::Metrics, Signal::Traces];
 
@@ -50,8 +51,13 @@ impl Handler {
                 bump(&self.counters.accepted);
                 let mut trailers = HeaderMap::new();
                 trailers.insert("grpc-status", HeaderValue::from(code::OK));
-                // An empty `Export*ServiceResponse`: no partial success.
-                response(HeaderMap::new(), Some(frame(&[], false)), Some(trailers))
+                // An empty `Export*ServiceResponse` (no partial success), framed: the same
+                // five bytes for every call, never allocated.
+                response(
+                    HeaderMap::new(),
+                    Some(Bytes::from_static(&EMPTY_RESPONSE)),
+                    Some(trailers),
+                )
             }
             Err(refusal) => self.refused(&refusal),
         }
@@ -294,6 +300,12 @@ fn percent_encode(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp_grpc::frame;
+
+    #[test]
+    fn the_answer_to_an_accepted_call_is_an_empty_message_framed() {
+        assert_eq!(EMPTY_RESPONSE.as_slice(), frame(&[], false).as_ref());
+    }
 
     #[test]
     fn grpc_messages_are_percent_encoded() {
