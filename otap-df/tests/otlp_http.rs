@@ -462,6 +462,64 @@ fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps
     assert_eq!(records_in(&out).0, 16);
 }
 
+/// POSTs `chunks` as one chunked body (no `Content-Length`) to `/v1/logs` on a connection of
+/// its own, in one write; the answer's status code.
+fn post_chunked(port: u16, chunks: &[&[u8]]) -> u16 {
+    use std::io::Read;
+    let mut request = format!(
+        "POST /v1/logs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-protobuf\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for chunk in chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(&request).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let head = String::from_utf8_lossy(&answer);
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("not an HTTP answer: {head}");
+        })
+}
+
+#[test]
+fn a_body_in_chunks_is_taken_whole_and_one_over_the_limit_refused_once_it_passes_it() {
+    let dir = TempDir::new("chunked");
+    let port = free_port();
+    let out = dir.path("out.bin");
+    let yaml = gateway(port, None, &out).replace(
+        &format!("listen: '127.0.0.1:{port}'"),
+        &format!("listen: '127.0.0.1:{port}', max_body_size: 4096"),
+    );
+    let gateway = Running::listening(&yaml, port);
+    let good = protobuf_logs(7);
+    // Each chunk is a frame of its own: the body is joined from three.
+    let (a, rest) = good.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    assert_eq!(post_chunked(port, &[a, b, c]), 200);
+    // In one chunk, kept as it came.
+    assert_eq!(post_chunked(port, &[&good]), 200);
+    // Nothing declares the length: refused once what arrived passes the limit.
+    let oversize = vec![0u8; 2_000];
+    assert_eq!(post_chunked(port, &[&oversize, &oversize, &oversize]), 413);
+    // A joined body is walked like any other: a truncated one is refused.
+    assert_eq!(post_chunked(port, &[a, b]), 400);
+    let receiver = gateway.node("otlp_in");
+    gateway.stop().unwrap();
+    assert_eq!(named(&receiver, "accepted"), 2);
+    assert_eq!(named(&receiver, "refused.too_large"), 1);
+    assert_eq!(named(&receiver, "refused.bad_request"), 1);
+    assert_eq!(records_in(&out).0, 14);
+}
+
 /// A scripted upstream: answers one request per entry of its script, in order, then stops
 /// listening; records each request's head and when it came. Plain HTTP/1.1 on a std
 /// listener.

@@ -5,7 +5,9 @@
 
 use std::io::Read;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use otap_df_core::capability::Identity;
 use otap_df_core::data::{
     Acknowledgement, AcknowledgementWait, Encoding, NotAccepted, OtlpPayload, Signal,
@@ -22,6 +24,54 @@ pub(crate) fn too_large(max_body_size: usize) -> Refusal {
         Reason::TooLarge,
         format!("the body is larger than {max_body_size} bytes"),
     )
+}
+
+/// Why [`gather`] did not give a whole body.
+#[derive(Debug)]
+pub(crate) enum Gathering {
+    /// More than its limit arrived.
+    TooLarge,
+    /// The connection failed or the stream was reset before its end.
+    Failed(hyper::Error),
+}
+
+/// A request's body, read to its end within `limit` bytes: the frame a body of a few
+/// kilobytes arrives in is kept as it came (no copy, nothing allocated); a body in more than
+/// one frame is joined.
+pub(crate) async fn gather(mut body: Incoming, limit: usize) -> Result<Bytes, Gathering> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        // Trailers (HTTP/2's, after the data) carry nothing a payload needs.
+        let Ok(data) = frame.map_err(Gathering::Failed)?.into_data() else {
+            continue;
+        };
+        length = length.saturating_add(data.len());
+        if length > limit {
+            return Err(Gathering::TooLarge);
+        }
+        if data.is_empty() {
+            continue;
+        }
+        match first.take() {
+            None if joined.is_empty() => {
+                first = Some(data);
+                // A body whose length was declared ends with its last byte: no poll for
+                // the end.
+                if body.is_end_stream() {
+                    break;
+                }
+            }
+            kept => {
+                if let Some(kept) = kept {
+                    joined.extend_from_slice(&kept);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| joined.freeze()))
 }
 
 /// How a body (HTTP's `Content-Encoding`) or a message (gRPC's `grpc-encoding`) is

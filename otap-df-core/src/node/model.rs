@@ -363,35 +363,26 @@ impl Outputs {
     ///
     /// Dropping the future (a timeout) or the permit gives the room back.
     pub async fn reserve(&self) -> Option<OutputPermit<'_>> {
-        let mut permits = Vec::with_capacity(self.targets.len());
+        let mut held = Held::default();
         for target in &self.targets {
             if let Ok(permit) = target.reserve().await {
-                permits.push(permit);
+                held.push(permit);
             }
         }
-        (!permits.is_empty()).then_some(OutputPermit {
-            outputs: self,
-            permits,
-        })
+        held.permit(self)
     }
 
     /// [`reserve`](Self::reserve) if every queue has room now, without waiting.
     pub fn try_reserve(&self) -> Result<OutputPermit<'_>, TrySendError> {
-        let mut permits = Vec::with_capacity(self.targets.len());
+        let mut held = Held::default();
         for target in &self.targets {
             match target.try_reserve() {
-                Ok(permit) => permits.push(permit),
+                Ok(permit) => held.push(permit),
                 Err(mpsc::error::TrySendError::Full(())) => return Err(TrySendError::Full),
                 Err(mpsc::error::TrySendError::Closed(())) => {}
             }
         }
-        if permits.is_empty() {
-            return Err(TrySendError::Closed);
-        }
-        Ok(OutputPermit {
-            outputs: self,
-            permits,
-        })
+        held.permit(self).ok_or(TrySendError::Closed)
     }
 
     /// Sends `data` to every downstream node only if every queue has room now; otherwise
@@ -405,7 +396,10 @@ impl Outputs {
 #[derive(Debug)]
 pub struct OutputPermit<'a> {
     outputs: &'a Outputs,
-    permits: Vec<mpsc::Permit<'a, OtlpPayload>>,
+    /// The first open queue's room, and the others': a node with one downstream node (most
+    /// of them) holds its room with nothing allocated.
+    first: mpsc::Permit<'a, OtlpPayload>,
+    rest: Vec<mpsc::Permit<'a, OtlpPayload>>,
 }
 
 impl OutputPermit<'_> {
@@ -413,13 +407,35 @@ impl OutputPermit<'_> {
     /// payload's handle, not its bytes).
     pub fn send(self, data: OtlpPayload) {
         NodeCounters::add(&self.outputs.counters.records_out, data.records());
-        let mut permits = self.permits;
-        if let Some(last) = permits.pop() {
-            for permit in permits {
-                permit.send(data.clone());
-            }
-            last.send(data);
+        for permit in self.rest {
+            permit.send(data.clone());
         }
+        self.first.send(data);
+    }
+}
+
+/// The room held so far while reserving, queue by queue.
+#[derive(Default)]
+struct Held<'a> {
+    first: Option<mpsc::Permit<'a, OtlpPayload>>,
+    rest: Vec<mpsc::Permit<'a, OtlpPayload>>,
+}
+
+impl<'a> Held<'a> {
+    fn push(&mut self, permit: mpsc::Permit<'a, OtlpPayload>) {
+        match self.first {
+            None => self.first = Some(permit),
+            Some(_) => self.rest.push(permit),
+        }
+    }
+
+    /// The permit, when any queue was open.
+    fn permit(self, outputs: &'a Outputs) -> Option<OutputPermit<'a>> {
+        Some(OutputPermit {
+            outputs,
+            first: self.first?,
+            rest: self.rest,
+        })
     }
 }
 

@@ -11,7 +11,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, Signal};
@@ -20,7 +19,7 @@ use crate::otlp_grpc::{UnaryBody, code, grpc_timeout, service_path, status_with_
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, settled, take, too_large};
+use crate::receive::payload::{Coding, Gathering, gather, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one call.
@@ -245,7 +244,7 @@ impl Handler {
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.
     async fn read_message(&self, body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
-        let mut collect = std::pin::pin!(Limited::new(body, limit).collect());
+        let mut collect = std::pin::pin!(gather(body, limit));
         // A message of a few kilobytes is mostly in hand by the time it is first asked for:
         // only one still on its way arms the read timer.
         let read = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
@@ -253,10 +252,8 @@ impl Handler {
             Poll::Pending => tokio::time::timeout(self.message_read_timeout, collect).await,
         };
         match read {
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                Err(too_large(self.max_message_size))
-            }
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(Gathering::TooLarge)) => Err(too_large(self.max_message_size)),
             Err(_) => Err(Refusal::new(
                 Reason::BodyTimeout,
                 format!(
@@ -264,7 +261,7 @@ impl Handler {
                     self.message_read_timeout
                 ),
             )),
-            Ok(Err(error)) => Err(Refusal::new(
+            Ok(Err(Gathering::Failed(error))) => Err(Refusal::new(
                 Reason::BadRequest,
                 format!("the message could not be read: {error}"),
             )),

@@ -11,7 +11,7 @@ use http::header::{
     ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use otap_df_core::capability::Identity;
 use otap_df_core::data::{Encoding, Signal};
@@ -20,7 +20,7 @@ use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, succes
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, settled, take, too_large};
+use crate::receive::payload::{Coding, Gathering, gather, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one request.
@@ -71,13 +71,9 @@ const fn status(reason: Reason) -> StatusCode {
 impl Handler {
     pub(super) async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         bump(&self.counters.requests);
-        // Errors answer in the request's encoding when it is one we know.
-        let encoding = request
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(encoding_of);
-        match self.accept(request).await {
+        // Read once: what the body is, and what errors answer in when it is one we know.
+        let encoding = request.headers().get(CONTENT_TYPE).and_then(encoding_in);
+        match self.accept(request, encoding).await {
             Ok(encoding) => {
                 bump(&self.counters.accepted);
                 response(StatusCode::OK, encoding, success_body(encoding))
@@ -114,14 +110,18 @@ impl Handler {
     /// Takes the request into the pipeline, or says why not: checked in the order of what
     /// each check costs (path, method, credential, headers), then admitted, and only then
     /// its body read.
-    async fn accept(&self, request: Request<Incoming>) -> Result<Encoding, Refusal> {
+    async fn accept(
+        &self,
+        request: Request<Incoming>,
+        encoding: Option<Encoding>,
+    ) -> Result<Encoding, Refusal> {
         let Head {
             signal,
             encoding,
             coding,
             declared,
             mut identity,
-        } = self.check_head(&request)?;
+        } = self.check_head(&request, encoding)?;
         // An authorizer that waits decides once the head is checked (one that does not
         // decided in `check_head`).
         if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
@@ -151,9 +151,14 @@ impl Handler {
         Ok(encoding)
     }
 
-    /// What the request's head says: its signal, encoding, compression and declared length;
-    /// refused when any of it is not what OTLP/HTTP takes.
-    fn check_head(&self, request: &Request<Incoming>) -> Result<Head, Refusal> {
+    /// What the request's head says: its signal, encoding (`encoding`, as its
+    /// `Content-Type` names it), compression and declared length; refused when any of it is
+    /// not what OTLP/HTTP takes.
+    fn check_head(
+        &self,
+        request: &Request<Incoming>,
+        encoding: Option<Encoding>,
+    ) -> Result<Head, Refusal> {
         let path = request.uri().path();
         let Some(signal) = [Signal::Logs, Signal::Metrics, Signal::Traces]
             .into_iter()
@@ -177,8 +182,8 @@ impl Handler {
             }
             None => None,
         };
-        let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let Some(encoding) = content_type.and_then(encoding_of) else {
+        let Some(encoding) = encoding else {
+            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             return Err(Refusal::new(
                 Reason::Unsupported,
                 format!(
@@ -218,7 +223,7 @@ impl Handler {
 
     /// The whole body, within `max_body_size` and `body_read_timeout`.
     async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
-        let mut collect = std::pin::pin!(Limited::new(body, self.max_body_size).collect());
+        let mut collect = std::pin::pin!(gather(body, self.max_body_size));
         // A body of a few kilobytes is mostly in hand by the time it is first asked for: only
         // one still on its way arms the read timer (an entry in the core's timer wheel per
         // request is measurable at these rates).
@@ -227,10 +232,8 @@ impl Handler {
             Poll::Pending => tokio::time::timeout(self.body_read_timeout, collect).await,
         };
         match read {
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                Err(too_large(self.max_body_size))
-            }
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(Gathering::TooLarge)) => Err(too_large(self.max_body_size)),
             Err(_) => Err(Refusal::new(
                 Reason::BodyTimeout,
                 format!(
@@ -238,11 +241,21 @@ impl Handler {
                     self.body_read_timeout
                 ),
             )),
-            Ok(Err(error)) => Err(Refusal::new(
+            Ok(Err(Gathering::Failed(error))) => Err(Refusal::new(
                 Reason::BadRequest,
                 format!("the body could not be read: {error}"),
             )),
         }
+    }
+}
+
+/// The encoding a `Content-Type` names: what senders write (exactly a media type, in lower
+/// case) matched as bytes first, anything else (parameters, other case) parsed.
+fn encoding_in(content_type: &HeaderValue) -> Option<Encoding> {
+    match content_type.as_bytes() {
+        b"application/x-protobuf" => Some(Encoding::Protobuf),
+        b"application/json" => Some(Encoding::Json),
+        _ => content_type.to_str().ok().and_then(encoding_of),
     }
 }
 
@@ -253,4 +266,23 @@ fn response(status: StatusCode, encoding: Encoding, body: Bytes) -> Response<Ful
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(media_type(encoding)));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_type_names_its_encoding_exactly_written_or_not() {
+        let named = |value: &'static str| encoding_in(&HeaderValue::from_static(value));
+        assert_eq!(named("application/x-protobuf"), Some(Encoding::Protobuf));
+        assert_eq!(named("application/json"), Some(Encoding::Json));
+        assert_eq!(named("Application/X-Protobuf"), Some(Encoding::Protobuf));
+        assert_eq!(
+            named("application/json; charset=utf-8"),
+            Some(Encoding::Json)
+        );
+        assert_eq!(named("application/x-protobuf2"), None);
+        assert_eq!(named("text/plain"), None);
+    }
 }
