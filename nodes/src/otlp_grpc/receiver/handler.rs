@@ -244,12 +244,12 @@ impl Handler {
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.
     async fn read_message(&self, body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
-        let mut collect = std::pin::pin!(gather(body, limit));
+        let mut gathering = std::pin::pin!(gather(body, limit));
         // A message of a few kilobytes is mostly in hand by the time it is first asked for:
         // only one still on its way arms the read timer.
-        let read = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        let read = match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
             Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(self.message_read_timeout, collect).await,
+            Poll::Pending => tokio::time::timeout(self.message_read_timeout, gathering).await,
         };
         match read {
             Ok(Ok(body)) => Ok(body),

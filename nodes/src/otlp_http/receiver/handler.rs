@@ -223,13 +223,13 @@ impl Handler {
 
     /// The whole body, within `max_body_size` and `body_read_timeout`.
     async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
-        let mut collect = std::pin::pin!(gather(body, self.max_body_size));
+        let mut gathering = std::pin::pin!(gather(body, self.max_body_size));
         // A body of a few kilobytes is mostly in hand by the time it is first asked for: only
         // one still on its way arms the read timer (an entry in the core's timer wheel per
         // request is measurable at these rates).
-        let read = match std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await {
+        let read = match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
             Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(self.body_read_timeout, collect).await,
+            Poll::Pending => tokio::time::timeout(self.body_read_timeout, gathering).await,
         };
         match read {
             Ok(Ok(body)) => Ok(body),
