@@ -318,16 +318,21 @@ fn an_authorizer_reading_a_header_http_cannot_carry_fails_the_start_naming_it() 
     );
 }
 
+/// A running [`gateway`] without tokens whose receiver takes bodies of at most 4096 bytes.
+fn small_body_gateway(port: u16, out: &Path) -> Running {
+    let yaml = gateway(port, None, out).replace(
+        &format!("listen: '127.0.0.1:{port}'"),
+        &format!("listen: '127.0.0.1:{port}', max_body_size: 4096"),
+    );
+    Running::listening(&yaml, port)
+}
+
 #[test]
 fn malformed_requests_get_the_specifications_status_codes_and_the_receiver_keeps_serving() {
     let dir = TempDir::new("malformed");
     let port = free_port();
     let out = dir.path("out.bin");
-    let yaml = gateway(port, None, &out).replace(
-        &format!("listen: '127.0.0.1:{port}'"),
-        &format!("listen: '127.0.0.1:{port}', max_body_size: 4096"),
-    );
-    let gateway = Running::listening(&yaml, port);
+    let gateway = small_body_gateway(port, &out);
     let good = protobuf_logs(4);
     let truncated = good.slice(..good.len() - 3);
     let json = ("content-type", "application/json");
@@ -495,11 +500,7 @@ fn a_body_in_chunks_is_taken_whole_and_one_over_the_limit_refused_once_it_passes
     let dir = TempDir::new("chunked");
     let port = free_port();
     let out = dir.path("out.bin");
-    let yaml = gateway(port, None, &out).replace(
-        &format!("listen: '127.0.0.1:{port}'"),
-        &format!("listen: '127.0.0.1:{port}', max_body_size: 4096"),
-    );
-    let gateway = Running::listening(&yaml, port);
+    let gateway = small_body_gateway(port, &out);
     let good = protobuf_logs(7);
     // Each chunk is a frame of its own: the body is joined from three.
     let (a, rest) = good.split_at(10);
