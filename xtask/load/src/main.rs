@@ -108,7 +108,8 @@ enum Command {
         #[arg(long, default_value = "target/load")]
         work_dir: PathBuf,
         /// Times the whole sweep is repeated, targets in turn; the table shows each level's
-        /// median round (by accepted requests per second).
+        /// median round (by accepted requests per second) and, as "× ceiling", the median of
+        /// the rounds' ratios, each round's level against that round's ceiling.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },

@@ -42,7 +42,8 @@ pub struct SweepOptions {
     pub slow_delay: Duration,
     /// Where configurations and logs go.
     pub work_dir: PathBuf,
-    /// Times the whole sweep is repeated; the table shows each level's median round.
+    /// Times the whole sweep is repeated; the table shows each level's median round and the
+    /// median of its rounds' ratios to the ceiling ([`Level::paired_ratio`]).
     pub rounds: usize,
     /// The OpenTelemetry Collector binary for the `otelcol-*` targets (`interop/otelcol`).
     pub otelcol: Option<PathBuf>,
@@ -88,6 +89,15 @@ fn grpc(target: &str) -> bool {
     target.starts_with("grpc-") || target.starts_with("otelcol-grpc")
 }
 
+/// The ceiling `target` is measured against: its protocol's.
+fn ceiling_of(target: &str) -> &'static str {
+    if grpc(target) {
+        "grpc-ceiling"
+    } else {
+        "ceiling"
+    }
+}
+
 /// One measured level of one target.
 #[derive(Debug, Clone)]
 pub struct Level {
@@ -105,6 +115,10 @@ pub struct Level {
     pub server_peak_rss_kib: u64,
     /// Records per request.
     pub records: usize,
+    /// With several rounds: the median of the rounds' ratios of this level's accepted req/s
+    /// to its ceiling's at the same connections, each round against its own ceiling (the
+    /// machine's speed drifts between rounds more than within one).
+    pub paired_ratio: Option<f64>,
 }
 
 const CALLER_TOKENS: usize = 10;
@@ -565,9 +579,40 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
                 .accepted_per_second()
                 .total_cmp(&b.outcome.accepted_per_second())
         });
-        medians.push(runs.swap_remove(runs.len() / 2));
+        let mut median = runs.swap_remove(runs.len() / 2);
+        if rounds.len() > 1 {
+            median.paired_ratio = paired_ratio(&rounds, i);
+        }
+        medians.push(median);
     }
     Ok(medians)
+}
+
+/// The median over `rounds` of level `i`'s accepted req/s against its ceiling's in the same
+/// round; `None` when a round has no ceiling at its connections.
+fn paired_ratio(rounds: &[Vec<Level>], i: usize) -> Option<f64> {
+    let mut ratios = rounds
+        .iter()
+        .map(|levels| {
+            let level = &levels[i];
+            let ceiling = levels.iter().find(|l| {
+                l.target == ceiling_of(&level.target) && l.connections == level.connections
+            })?;
+            let ceiling = ceiling.outcome.accepted_per_second();
+            (ceiling > 0.0).then(|| level.outcome.accepted_per_second() / ceiling)
+        })
+        .collect::<Option<Vec<f64>>>()?;
+    ratios.sort_by(f64::total_cmp);
+    Some(median_of_sorted(&ratios))
+}
+
+/// The median of sorted `values` (the mean of the middle two of an even count).
+fn median_of_sorted(values: &[f64]) -> f64 {
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// For a target the Collector serves: its binary and its configuration.
@@ -778,6 +823,7 @@ fn run_level(
         client_cpu,
         server_peak_rss_kib,
         records: options.records,
+        paired_ratio: None,
     })
 }
 
@@ -792,14 +838,15 @@ fn micros(duration: Option<Duration>) -> String {
 /// The table's header.
 pub const HEADER: &str = "| target | conns | accepted req/s | × ceiling | records/s | refused/s (% with Retry-After) | errors | p50 | p99 | server CPU | client CPU | server peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
-/// One row of the table; `ceiling` is the ceiling's accepted req/s at the same connections.
-pub fn row(level: &Level, ceiling: Option<f64>) -> String {
+/// One row of the table; `ratio`: its accepted req/s against the ceiling's at the same
+/// connections.
+pub fn row(level: &Level, ratio: Option<f64>) -> String {
     let o = &level.outcome;
     let rate = o.accepted_per_second();
     let records = rate * level.records as f64;
-    let ratio = ceiling
-        .filter(|c| *c > 0.0)
-        .map(|c| format!("{:.2}", rate / c))
+    let ratio = ratio
+        .filter(|r| r.is_finite())
+        .map(|r| format!("{r:.2}"))
         .unwrap_or_else(|| "–".to_owned());
     let mut line = String::new();
     let _ = write!(
@@ -828,24 +875,101 @@ pub fn row(level: &Level, ceiling: Option<f64>) -> String {
     line
 }
 
-/// The whole table, each row against the ceiling at the same connection count.
+/// The whole table, each row against its protocol's ceiling at the same connection count:
+/// the median of the rounds' ratios when there were several ([`Level::paired_ratio`]), else
+/// the one round's.
 pub fn table(levels: &[Level]) -> String {
-    // Each protocol's targets against its own ceiling.
-    let ceiling = |target: &str, connections: usize| {
-        let ceiling = if grpc(target) {
-            "grpc-ceiling"
-        } else {
-            "ceiling"
-        };
-        levels
-            .iter()
-            .find(|l| l.target == ceiling && l.connections == connections)
-            .map(|l| l.outcome.accepted_per_second())
+    let ratio = |level: &Level| {
+        level.paired_ratio.or_else(|| {
+            let ceiling = levels
+                .iter()
+                .find(|l| {
+                    l.target == ceiling_of(&level.target) && l.connections == level.connections
+                })?
+                .outcome
+                .accepted_per_second();
+            (ceiling > 0.0).then(|| level.outcome.accepted_per_second() / ceiling)
+        })
     };
     let mut text = String::from(HEADER);
     for level in levels {
         text.push('\n');
-        text.push_str(&row(level, ceiling(&level.target, level.connections)));
+        text.push_str(&row(level, ratio(level)));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(target: &str, connections: usize, accepted: u64) -> Level {
+        Level {
+            target: target.to_owned(),
+            connections,
+            outcome: Outcome {
+                accepted,
+                window: Duration::from_secs(1),
+                ..Outcome::default()
+            },
+            server_cpu: 0.5,
+            client_cpu: 0.5,
+            server_peak_rss_kib: 0,
+            records: 100,
+            paired_ratio: None,
+        }
+    }
+
+    /// A machine that runs faster in one round than in another moves a target and its
+    /// ceiling alike: the ratio is taken within each round, and its median shown.
+    #[test]
+    fn each_round_is_set_against_its_own_ceiling() {
+        let rounds = vec![
+            vec![
+                level("ceiling", 64, 100),
+                level("receiver", 64, 80),
+                level("grpc-ceiling", 64, 50),
+                level("grpc-receiver", 64, 40),
+            ],
+            vec![
+                level("ceiling", 64, 60),
+                level("receiver", 64, 54),
+                level("grpc-ceiling", 64, 50),
+                level("grpc-receiver", 64, 45),
+            ],
+            vec![
+                level("ceiling", 64, 80),
+                level("receiver", 64, 56),
+                level("grpc-ceiling", 64, 50),
+                level("grpc-receiver", 64, 50),
+            ],
+        ];
+        // Rounds' ratios 0.8, 0.9, 0.7: the median is 0.8, where the medians of the rates
+        // (56 against 80) would say 0.7.
+        let ratio = paired_ratio(&rounds, 1).unwrap();
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        // gRPC targets against the gRPC ceiling: 0.8, 0.9, 1.0.
+        let ratio = paired_ratio(&rounds, 3).unwrap();
+        assert!((ratio - 0.9).abs() < 1e-9, "{ratio}");
+        // A ceiling against itself.
+        assert_eq!(paired_ratio(&rounds, 0), Some(1.0));
+        // No ceiling at those connections: no ratio.
+        let lone = vec![
+            vec![level("receiver", 8, 10)],
+            vec![level("receiver", 8, 12)],
+        ];
+        assert_eq!(paired_ratio(&lone, 0), None);
+        assert_eq!(median_of_sorted(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+    }
+
+    #[test]
+    fn the_table_shows_the_paired_ratio_when_there_is_one() {
+        let mut receiver = level("receiver", 64, 56);
+        let ceiling = level("ceiling", 64, 80);
+        assert!(
+            table(&[ceiling.clone(), receiver.clone()]).contains("| receiver | 64 | 56 | 0.70 |")
+        );
+        receiver.paired_ratio = Some(0.8);
+        assert!(table(&[ceiling, receiver]).contains("| receiver | 64 | 56 | 0.80 |"));
+    }
 }
