@@ -30,6 +30,45 @@ use crate::receive::listener::Takeover;
 /// How long a connection accepted just before a drain may take to send its first request.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// A connection's header timer, polled only when it may have fired.
+///
+/// The connection's task wakes for every read and write, and polling a `Sleep` each time
+/// (its budget, its state, its waker) costs a few hundred instructions a request. Once
+/// polled, the timer holds the task's waker (a task's waker does not change), and tokio wakes
+/// the task when it fires: after that first poll the timer is polled again only once tokio
+/// says it has elapsed.
+struct Alarm<'a> {
+    sleep: Pin<&'a mut tokio::time::Sleep>,
+    /// Polled since it was last set: it holds the task's waker.
+    armed: bool,
+}
+
+impl<'a> Alarm<'a> {
+    fn new(sleep: Pin<&'a mut tokio::time::Sleep>) -> Self {
+        Self {
+            sleep,
+            armed: false,
+        }
+    }
+
+    /// Fires at `deadline` instead.
+    fn reset(&mut self, deadline: tokio::time::Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.armed = false;
+    }
+
+    /// Ready once it fires.
+    fn fired(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.armed && !self.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            self.armed = true;
+            self.sleep.as_mut().poll(cx)
+        })
+    }
+}
+
 /// A connection's byte stream: plain TCP, or TLS over it.
 pub(super) enum Stream {
     Plain(TcpStream),
@@ -311,7 +350,8 @@ async fn serve(
     let timeout = connections.header_read_timeout;
     // The head of the first request is awaited from now on.
     exchange.answered();
-    let mut timer = std::pin::pin!(tokio::time::sleep(timeout));
+    let sleep = std::pin::pin!(tokio::time::sleep(timeout));
+    let mut timer = Alarm::new(sleep);
     loop {
         if connections.draining.get() {
             break;
@@ -331,7 +371,7 @@ async fn serve(
                 }
                 exchange.closing.set(true);
             }
-            () = timer.as_mut() => {
+            () = timer.fired() => {
                 let now = tokio::time::Instant::now();
                 match idle_deadline(exchange.waiting_since.get(), now, timeout) {
                     // Closed without an answer, as no request was sent.
@@ -339,7 +379,7 @@ async fn serve(
                         bump(&connections.handler.counters.idle_closed);
                         return;
                     }
-                    Some(deadline) => timer.as_mut().reset(deadline),
+                    Some(deadline) => timer.reset(deadline),
                 }
             }
         }
@@ -428,6 +468,58 @@ mod tests {
         // A request being answered, however long: looked at again a timeout later.
         assert_eq!(idle_deadline(None, at(300), timeout), Some(at(600)));
         assert_eq!(idle_deadline(None, at(5_000), timeout), Some(at(5_300)));
+    }
+
+    /// Polled once to take the task's waker, the alarm is not polled again until tokio has
+    /// fired it, and it fires after a reset too.
+    #[test]
+    fn the_alarm_is_looked_at_again_only_once_tokio_fired_it() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+
+        struct Counted(AtomicUsize);
+        impl Wake for Counted {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn poll(alarm: &mut Alarm<'_>, cx: &mut Context<'_>) -> Poll<()> {
+            let fired = alarm.fired();
+            std::pin::pin!(fired).poll(cx)
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let woken = Arc::new(Counted(AtomicUsize::new(0)));
+            let waker = Waker::from(woken.clone());
+            let mut cx = Context::from_waker(&waker);
+            let step = Duration::from_millis(20);
+            let start = tokio::time::Instant::now();
+            let sleep = std::pin::pin!(tokio::time::sleep_until(start + step));
+            let mut alarm = Alarm::new(sleep);
+            assert!(poll(&mut alarm, &mut cx).is_pending());
+            assert!(alarm.armed);
+            assert!(poll(&mut alarm, &mut cx).is_pending());
+            // A sleep due no earlier: by the time it ends, the driver has fired the alarm.
+            tokio::time::sleep_until(start + step).await;
+            assert_eq!(
+                woken.0.load(Ordering::SeqCst),
+                1,
+                "tokio woke the alarm's task"
+            );
+            assert!(poll(&mut alarm, &mut cx).is_ready());
+            // Set again: armed anew by its next poll, and fires at the new deadline.
+            alarm.reset(start + 2 * step);
+            assert!(!alarm.armed);
+            assert!(poll(&mut alarm, &mut cx).is_pending());
+            assert!(poll(&mut alarm, &mut cx).is_pending());
+            tokio::time::sleep_until(start + 2 * step).await;
+            assert_eq!(woken.0.load(Ordering::SeqCst), 2);
+            assert!(poll(&mut alarm, &mut cx).is_ready());
+        });
     }
 
     #[test]
