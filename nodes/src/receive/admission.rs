@@ -44,27 +44,37 @@ impl Admission {
         Refusal::new(Reason::PipelineClosed, "the pipeline is stopping")
     }
 
+    fn full(&self) -> Refusal {
+        Refusal::new(
+            Reason::PipelineFull,
+            format!(
+                "the pipeline is full and had no room within {:?}; retry later",
+                self.timeout
+            ),
+        )
+    }
+
     /// Room in the pipeline for one payload: at once when there is some, else after waiting
     /// up to the timeout; refused while stopping.
+    ///
+    /// The wait is boxed, here and in [`reserve_body`](Self::reserve_body): its timer and
+    /// waiter then size only the requests that wait, not the future of every request (which
+    /// each request writes, and moves, whole).
     pub(crate) async fn admit(&self, counters: &Counters) -> Result<OutputPermit<'_>, Refusal> {
-        let full = || {
-            Refusal::new(
-                Reason::PipelineFull,
-                format!(
-                    "the pipeline is full and had no room within {:?}; retry later",
-                    self.timeout
-                ),
-            )
-        };
         if self.shutdown.requested().is_some() {
             return Err(Self::closed());
         }
         match self.outputs.try_reserve() {
             Ok(permit) => return Ok(permit),
             Err(TrySendError::Closed) => return Err(Self::closed()),
-            Err(TrySendError::Full) if self.timeout.is_zero() => return Err(full()),
+            Err(TrySendError::Full) if self.timeout.is_zero() => return Err(self.full()),
             Err(TrySendError::Full) => bump(&counters.waited),
         }
+        Box::pin(self.wait_for_room()).await
+    }
+
+    /// [`admit`](Self::admit) once the pipeline had no room.
+    async fn wait_for_room(&self) -> Result<OutputPermit<'_>, Refusal> {
         tokio::select! {
             biased;
             _ = self.shutdown.wait() => Err(Self::closed()),
@@ -72,7 +82,7 @@ impl Admission {
                 match reserved {
                     Ok(Some(permit)) => Ok(permit),
                     Ok(None) => Err(Self::closed()),
-                    Err(_) => Err(full()),
+                    Err(_) => Err(self.full()),
                 }
             }
         }
@@ -87,26 +97,32 @@ impl Admission {
     ) -> Result<SemaphorePermit<'_>, Refusal> {
         // Fits: validation keeps the budget, hence any body, under 2^30 KiB.
         let units = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        let refused = || {
-            Refusal::new(
-                Reason::BytesInFlight,
-                "too many request bytes are being read at once; retry later",
-            )
-        };
         if let Ok(permit) = self.body_budget.try_acquire_many(units) {
             return Ok(permit);
         }
         if self.timeout.is_zero() {
-            return Err(refused());
+            return Err(Self::no_room_for_bodies());
         }
         bump(&counters.waited);
+        Box::pin(self.wait_for_body_room(units)).await
+    }
+
+    fn no_room_for_bodies() -> Refusal {
+        Refusal::new(
+            Reason::BytesInFlight,
+            "too many request bytes are being read at once; retry later",
+        )
+    }
+
+    /// [`reserve_body`](Self::reserve_body) once the budget had no room.
+    async fn wait_for_body_room(&self, units: u32) -> Result<SemaphorePermit<'_>, Refusal> {
         tokio::select! {
             biased;
             _ = self.shutdown.wait() => Err(Self::closed()),
             acquired = tokio::time::timeout(self.timeout, self.body_budget.acquire_many(units)) => {
                 match acquired {
                     Ok(Ok(permit)) => Ok(permit),
-                    Ok(Err(_)) | Err(_) => Err(refused()),
+                    Ok(Err(_)) | Err(_) => Err(Self::no_room_for_bodies()),
                 }
             }
         }

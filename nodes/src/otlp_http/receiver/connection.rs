@@ -3,7 +3,6 @@
 //! successor between two requests, or closed once its request in flight is answered.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -318,11 +317,9 @@ async fn serve(
         let table = connections.table.clone();
         move |request| {
             exchange.started();
-            let handler = handler.clone();
             let exchange = exchange.clone();
             let table = table.clone();
-            async move {
-                let mut response = handler.handle(request).await;
+            handler.handle(request, move |response| {
                 // Once one request was accepted the connection is known good: nothing more
                 // to note.
                 if !exchange.accepted.get() {
@@ -336,8 +333,7 @@ async fn serve(
                         .insert(CONNECTION, HeaderValue::from_static("close"));
                 }
                 exchange.answered();
-                Ok::<_, Infallible>(response)
-            }
+            })
         }
     });
     let io = ConnectionIo {

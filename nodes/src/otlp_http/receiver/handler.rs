@@ -3,6 +3,8 @@
 //! authorization, decompression, validation, counting and the hand-off are the protocol's
 //! own (`crate::receive`).
 
+use std::convert::Infallible;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use bytes::Bytes;
 use http::header::{
     ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use otap_df_core::capability::Identity;
@@ -68,18 +70,59 @@ const fn status(reason: Reason) -> StatusCode {
     }
 }
 
+/// What a request's head let through to its future: the head as checked, the body, and the
+/// headers only for an authorizer that waits (which reads its credential from them later).
+type Checked = Result<(Head, Option<Box<HeaderMap>>, Incoming), Refusal>;
+
 impl Handler {
-    pub(super) async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// The answer to `request`, which `answered` sees (and may amend) before it goes.
+    ///
+    /// What needs only the head is done here, before the future exists: the future holds
+    /// the body and what the head said, not the request (264 bytes of it), nor a second copy
+    /// of itself in a wrapper. Every request writes its future and hyper moves it into place,
+    /// and with hundreds of connections the memory a request touches is what its time goes
+    /// to.
+    pub(super) fn handle<A>(
+        self: &Rc<Self>,
+        request: Request<Incoming>,
+        answered: A,
+    ) -> impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + use<A>
+    where
+        A: FnOnce(&mut Response<Full<Bytes>>),
+    {
         bump(&self.counters.requests);
         // Read once: what the body is, and what errors answer in when it is one we know.
         let encoding = request.headers().get(CONTENT_TYPE).and_then(encoding_in);
-        match self.accept(request, encoding).await {
+        let checked = self.check_head(&request, encoding).map(|head| {
+            let (parts, body) = request.into_parts();
+            let waits = self.authorization.as_ref().is_some_and(|a| a.waits);
+            (head, waits.then(|| Box::new(parts.headers)), body)
+        });
+        self.clone().answer(checked, encoding, answered)
+    }
+
+    async fn answer<A>(
+        self: Rc<Self>,
+        checked: Checked,
+        encoding: Option<Encoding>,
+        answered: A,
+    ) -> Result<Response<Full<Bytes>>, Infallible>
+    where
+        A: FnOnce(&mut Response<Full<Bytes>>),
+    {
+        let accepted = match checked {
+            Ok((head, headers, body)) => self.accept(head, headers, body).await,
+            Err(refusal) => Err(refusal),
+        };
+        let mut response = match accepted {
             Ok(encoding) => {
                 bump(&self.counters.accepted);
                 response(StatusCode::OK, encoding, success_body(encoding))
             }
             Err(refusal) => self.refused(&refusal, encoding.unwrap_or(Encoding::Protobuf)),
-        }
+        };
+        answered(&mut response);
+        Ok(response)
     }
 
     /// The answer to a refused request, counted.
@@ -107,13 +150,14 @@ impl Handler {
         response
     }
 
-    /// Takes the request into the pipeline, or says why not: checked in the order of what
-    /// each check costs (path, method, credential, headers), then admitted, and only then
-    /// its body read.
+    /// Takes the request, its head checked (in the order of what each check costs: path,
+    /// method, credential, headers), into the pipeline, or says why not: admitted, and only
+    /// then its body read.
     async fn accept(
         &self,
-        request: Request<Incoming>,
-        encoding: Option<Encoding>,
+        head: Head,
+        headers: Option<Box<HeaderMap>>,
+        body: Incoming,
     ) -> Result<Encoding, Refusal> {
         let Head {
             signal,
@@ -121,11 +165,14 @@ impl Handler {
             coding,
             declared,
             mut identity,
-        } = self.check_head(&request, encoding)?;
+        } = head;
         // An authorizer that waits decides once the head is checked (one that does not
         // decided in `check_head`).
-        if let Some(authorization) = self.authorization.as_ref().filter(|a| a.waits) {
-            let values = request.headers().get_all(&authorization.header).iter();
+        if let (Some(authorization), Some(headers)) = (
+            self.authorization.as_ref().filter(|a| a.waits),
+            headers.as_ref(),
+        ) {
+            let values = headers.get_all(&authorization.header).iter();
             identity = authorization.check_waiting(values).await?;
         }
         self.permissions.check(signal, identity.as_ref())?;
@@ -133,7 +180,7 @@ impl Handler {
         let budget = declared.unwrap_or(self.max_body_size as u64);
         let reading = self.admission.reserve_body(budget, &self.counters).await?;
         bump(&self.counters.read);
-        let body = self.read_body(request.into_body()).await?;
+        let body = self.read_body(body).await?;
         drop(reading);
         let body = coding.decompress(body, self.max_body_size)?;
         let kept = take(
@@ -226,10 +273,13 @@ impl Handler {
         let mut gathering = std::pin::pin!(gather(body, self.max_body_size));
         // A body of a few kilobytes is mostly in hand by the time it is first asked for: only
         // one still on its way arms the read timer (an entry in the core's timer wheel per
-        // request is measurable at these rates).
+        // request is measurable at these rates), boxed so that its timer sizes only the
+        // requests that wait, not every request's future.
         let read = match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
             Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(self.body_read_timeout, gathering).await,
+            Poll::Pending => {
+                Box::pin(tokio::time::timeout(self.body_read_timeout, gathering)).await
+            }
         };
         match read {
             Ok(Ok(body)) => Ok(body),
