@@ -109,7 +109,8 @@ enum Command {
         work_dir: PathBuf,
         /// Times the whole sweep is repeated, targets in turn; the table shows each level's
         /// median round (by accepted requests per second) and, as "× ceiling", the median of
-        /// the rounds' ratios, each round's level against that round's ceiling.
+        /// the rounds' ratios, each round's level against that round's ceiling (the `bridge-*`
+        /// targets against that round's `bridge-baseline`).
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },

@@ -89,9 +89,12 @@ fn grpc(target: &str) -> bool {
     target.starts_with("grpc-") || target.starts_with("otelcol-grpc")
 }
 
-/// The ceiling `target` is measured against: its protocol's.
+/// What `target` is measured against: its protocol's ceiling; for the Collector with the
+/// bridge, the same Collector pipeline without our component (`bridge-baseline`).
 fn ceiling_of(target: &str) -> &'static str {
-    if grpc(target) {
+    if target.starts_with("bridge-") {
+        "bridge-baseline"
+    } else if grpc(target) {
         "grpc-ceiling"
     } else {
         "ceiling"
@@ -951,6 +954,21 @@ mod tests {
         // gRPC targets against the gRPC ceiling: 0.8, 0.9, 1.0.
         let ratio = paired_ratio(&rounds, 3).unwrap();
         assert!((ratio - 0.9).abs() < 1e-9, "{ratio}");
+        // The Collector with our processor against the Collector without it.
+        let bridged = vec![
+            vec![
+                level("ceiling", 8, 100),
+                level("bridge-baseline", 8, 20),
+                level("bridge-dedup", 8, 15),
+            ],
+            vec![
+                level("ceiling", 8, 90),
+                level("bridge-baseline", 8, 10),
+                level("bridge-dedup", 8, 8),
+            ],
+        ];
+        let ratio = paired_ratio(&bridged, 2).unwrap();
+        assert!((ratio - 0.775).abs() < 1e-9, "{ratio}");
         // A ceiling against itself.
         assert_eq!(paired_ratio(&rounds, 0), Some(1.0));
         // No ceiling at those connections: no ratio.
