@@ -159,6 +159,8 @@ fn send(
     duplicate_ratio: f64,
     rate: Option<u64>,
 ) -> Arc<Telemetry> {
+    // What the sender could not deliver, and why, shows in a failed test's output.
+    otap_df_tests::logs::warnings_to_stderr();
     let (extensions, capabilities) = match token {
         Some(token) => (
             format!(

@@ -49,3 +49,20 @@ pub fn capture_all() -> Captured {
     }
     captured
 }
+
+/// Installs, once per process, a subscriber that writes warnings and errors to standard
+/// error as they happen (not captured by the test harness, which captures only the test's
+/// own thread): what an engine in a test logs about data it could not deliver then shows in
+/// the output of a test that failed on a count. Later calls, and a process that already has
+/// a global subscriber, change nothing.
+pub fn warnings_to_stderr() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
