@@ -4,6 +4,7 @@
 //! admission reserved.
 
 use std::io::Read;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -33,6 +34,26 @@ pub(crate) enum Gathering {
     TooLarge,
     /// The connection failed or the stream was reset before its end.
     Failed(hyper::Error),
+    /// It did not all arrive within the timeout of [`gather_within`].
+    TimedOut,
+}
+
+/// [`gather`] within `timeout`. A body of a few kilobytes is mostly in hand by the time it is
+/// first asked for: only one still on its way arms the timer (an entry in the core's timer
+/// wheel per request is measurable at these rates), and that wait is boxed, so that its timer
+/// sizes only the requests that wait, not the future of every request.
+pub(crate) async fn gather_within(
+    body: Incoming,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Gathering> {
+    let mut gathering = std::pin::pin!(gather(body, limit));
+    match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
+        Poll::Ready(read) => read,
+        Poll::Pending => Box::pin(tokio::time::timeout(timeout, gathering))
+            .await
+            .unwrap_or(Err(Gathering::TimedOut)),
+    }
 }
 
 /// A request's body, read to its end within `limit` bytes: the frame a body of a few

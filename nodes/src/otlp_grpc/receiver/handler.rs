@@ -4,7 +4,6 @@
 //! `RetryInfo`); admission, authorization, decompression, validation, counting and the
 //! hand-off are the protocol-independent ones of `crate::receive`.
 
-use std::task::Poll;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -19,7 +18,7 @@ use crate::otlp_grpc::{UnaryBody, code, grpc_timeout, service_path, status_with_
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, Gathering, gather, settled, take, too_large};
+use crate::receive::payload::{Coding, Gathering, gather_within, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one call.
@@ -244,28 +243,22 @@ impl Handler {
 
     /// The whole framed message, within `limit` bytes and `message_read_timeout`.
     async fn read_message(&self, body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
-        let mut gathering = std::pin::pin!(gather(body, limit));
-        // A message of a few kilobytes is mostly in hand by the time it is first asked for:
-        // only one still on its way arms the read timer.
-        let read = match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
-            Poll::Ready(read) => Ok(read),
-            Poll::Pending => tokio::time::timeout(self.message_read_timeout, gathering).await,
-        };
-        match read {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(Gathering::TooLarge)) => Err(too_large(self.max_message_size)),
-            Err(_) => Err(Refusal::new(
-                Reason::BodyTimeout,
-                format!(
-                    "the message did not arrive within {:?}",
-                    self.message_read_timeout
+        gather_within(body, limit, self.message_read_timeout)
+            .await
+            .map_err(|gathering| match gathering {
+                Gathering::TooLarge => too_large(self.max_message_size),
+                Gathering::TimedOut => Refusal::new(
+                    Reason::BodyTimeout,
+                    format!(
+                        "the message did not arrive within {:?}",
+                        self.message_read_timeout
+                    ),
                 ),
-            )),
-            Ok(Err(Gathering::Failed(error))) => Err(Refusal::new(
-                Reason::BadRequest,
-                format!("the message could not be read: {error}"),
-            )),
-        }
+                Gathering::Failed(error) => Refusal::new(
+                    Reason::BadRequest,
+                    format!("the message could not be read: {error}"),
+                ),
+            })
     }
 }
 

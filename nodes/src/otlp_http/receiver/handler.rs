@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, succes
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, Gathering, gather, settled, take, too_large};
+use crate::receive::payload::{Coding, Gathering, gather_within, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one request.
@@ -270,32 +269,22 @@ impl Handler {
 
     /// The whole body, within `max_body_size` and `body_read_timeout`.
     async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
-        let mut gathering = std::pin::pin!(gather(body, self.max_body_size));
-        // A body of a few kilobytes is mostly in hand by the time it is first asked for: only
-        // one still on its way arms the read timer (an entry in the core's timer wheel per
-        // request is measurable at these rates), boxed so that its timer sizes only the
-        // requests that wait, not every request's future.
-        let read = match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {
-            Poll::Ready(read) => Ok(read),
-            Poll::Pending => {
-                Box::pin(tokio::time::timeout(self.body_read_timeout, gathering)).await
-            }
-        };
-        match read {
-            Ok(Ok(body)) => Ok(body),
-            Ok(Err(Gathering::TooLarge)) => Err(too_large(self.max_body_size)),
-            Err(_) => Err(Refusal::new(
-                Reason::BodyTimeout,
-                format!(
-                    "the body did not arrive within {:?}",
-                    self.body_read_timeout
+        gather_within(body, self.max_body_size, self.body_read_timeout)
+            .await
+            .map_err(|gathering| match gathering {
+                Gathering::TooLarge => too_large(self.max_body_size),
+                Gathering::TimedOut => Refusal::new(
+                    Reason::BodyTimeout,
+                    format!(
+                        "the body did not arrive within {:?}",
+                        self.body_read_timeout
+                    ),
                 ),
-            )),
-            Ok(Err(Gathering::Failed(error))) => Err(Refusal::new(
-                Reason::BadRequest,
-                format!("the body could not be read: {error}"),
-            )),
-        }
+                Gathering::Failed(error) => Refusal::new(
+                    Reason::BadRequest,
+                    format!("the body could not be read: {error}"),
+                ),
+            })
     }
 }
 
