@@ -186,55 +186,91 @@ fn framed(bytes: &[u8], message: &str, field: &str) -> Result<(), WireError> {
     Err(error.inside(message, field))
 }
 
+/// What a field's first byte says when it is a one-byte key: [`LENGTH_DELIMITED`],
+/// [`VARINT`], the size of a fixed-size field with its key (9 or 5), or [`OTHER`] (a longer
+/// key, field number 0, or a wire type no message uses: left to the general path).
+const FIELD: [u8; 256] = {
+    let mut table = [OTHER; 256];
+    let mut key = 8;
+    while key < 0x80 {
+        table[key] = match key & 7 {
+            0 => VARINT,
+            1 => 9,
+            2 => LENGTH_DELIMITED,
+            5 => 5,
+            _ => OTHER,
+        };
+        key += 1;
+    }
+    table
+};
+const OTHER: u8 = 0;
+const VARINT: u8 = 1;
+const LENGTH_DELIMITED: u8 = 2;
+
 /// Whether every field of the message `bytes` is well framed: the same checks as [`fields`],
 /// with no error to build.
-#[inline]
+///
+/// Records are most of a request's bytes, and encoders write their fields with a one-byte
+/// key (field numbers 1–15) and, but for long strings, a one-byte varint or length. This
+/// loop reads such a key with one look-up in [`FIELD`] and its value's size with no varint
+/// loop, and does not check each field against the end: a field may run past it, the loop
+/// stops there, and the message is refused unless its last field ended exactly at its end.
+/// The first field written otherwise hands the rest of the message to [`well_framed_from`].
+#[inline(always)]
 fn well_framed(bytes: &[u8]) -> bool {
+    let end = bytes.len();
     let mut at = 0;
+    while at < end {
+        let next = match FIELD[usize::from(bytes[at])] {
+            // Length-delimited (strings, nested messages), the length in one byte or two.
+            LENGTH_DELIMITED => match short_length(bytes, at + 1) {
+                Some((begin, length)) => begin + length,
+                None => return well_framed_from(bytes, at),
+            },
+            // A varint of one byte (enums, flags, small numbers) or more.
+            VARINT => match bytes.get(at + 1) {
+                Some(&value) if value < 0x80 => at + 2,
+                _ => return well_framed_from(bytes, at),
+            },
+            // A longer key, or an invalid one.
+            OTHER => return well_framed_from(bytes, at),
+            // Fixed64 and fixed32: the key and the value.
+            fixed => at + usize::from(fixed),
+        };
+        // At most 16 384 bytes past `end` (a short length's reach): no overflow.
+        at = next;
+    }
+    at == end
+}
+
+/// A length of one or two bytes at `at` (what encoders write for values under 16 384 bytes):
+/// where the value begins (at most `bytes.len()`) and its length, which may run past the end.
+/// `None` for a longer or a truncated length: the general path reads it, or says what is wrong.
+#[inline(always)]
+fn short_length(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    match bytes.get(at) {
+        Some(&length) if length < 0x80 => Some((at + 1, usize::from(length))),
+        Some(&low) => match bytes.get(at + 1) {
+            Some(&high) if high < 0x80 => {
+                Some((at + 2, usize::from(low & 0x7f) | usize::from(high) << 7))
+            }
+            _ => None,
+        },
+        None => None,
+    }
+}
+
+/// [`well_framed`] for the fields from `at` on, of any encoding.
+#[inline(never)]
+fn well_framed_from(bytes: &[u8], mut at: usize) -> bool {
     while at < bytes.len() {
-        match field_end(bytes, at) {
-            Some(next) => at = next,
+        match next_field(bytes, at) {
+            Some((.., next)) => at = next,
             None => return false,
         }
     }
     true
-}
-
-/// Where the field that starts at `at` (inside `bytes`) ends, when it is well framed.
-///
-/// Records are most of a request's bytes, and their fields are what encoders write with a
-/// one-byte key (field numbers 1–15) and mostly a one-byte length: that case skips its value
-/// with one comparison and no varint loop.
-#[inline(always)]
-fn field_end(bytes: &[u8], at: usize) -> Option<usize> {
-    let (key, at) = match *bytes.get(at)? {
-        key @ 8..0x80 => (u64::from(key), at + 1),
-        _ => {
-            let mut at = at;
-            (long_key(bytes, &mut at)?, at)
-        }
-    };
-    let (at, length) = match key & 7 {
-        0 => {
-            return match bytes.get(at) {
-                Some(&byte) if byte < 0x80 => Some(at + 1),
-                _ => skip_varint(bytes, at),
-            };
-        }
-        1 => (at, 8),
-        2 => match bytes.get(at) {
-            Some(&byte) if byte < 0x80 => (at + 1, u64::from(byte)),
-            _ => {
-                let mut at = at;
-                let length = varint_value(bytes, &mut at)?;
-                (at, length)
-            }
-        },
-        5 => (at, 4),
-        _ => return None,
-    };
-    // `at <= bytes.len()` here: every read above was inside the slice.
-    (length <= (bytes.len() - at) as u64).then(|| at + length as usize)
 }
 
 /// A key that is not one byte of a valid field number (1–15): read as a varint, then its
@@ -244,12 +280,6 @@ fn long_key(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let key = varint_value(bytes, at)?;
     let number = key >> 3;
     (number != 0 && number <= u64::from(u32::MAX >> 3)).then_some(key)
-}
-
-/// The offset after the varint at `at`, when it is one.
-#[cold]
-fn skip_varint(bytes: &[u8], mut at: usize) -> Option<usize> {
-    varint_value(bytes, &mut at).map(|_| at)
 }
 
 /// The varint at `*at`, moving past it: up to 10 bytes, the 10th keeping within 64 bits.
@@ -274,47 +304,95 @@ fn varint_value(bytes: &[u8], at: &mut usize) -> Option<u64> {
 
 /// The fast twin of [`fields`]: calls `visit` with each field's number, wire type and (for a
 /// length-delimited field) its bytes; `None` as soon as anything is wrong, with no error to
-/// build. Records are most of a request's fields, and this loop is where a receiver spends
-/// its time on them; [`count`] walks again with [`fields`] only to say what is wrong.
+/// build. [`count`] walks again with [`fields`] only to say what is wrong.
 #[inline(always)]
 fn each_field<'a>(
     bytes: &'a [u8],
     mut visit: impl FnMut(u64, u64, &'a [u8]) -> Option<()>,
 ) -> Option<()> {
-    let end = bytes.len();
     let mut at = 0;
-    while at < end {
-        let key = match bytes[at] {
-            // A one-byte key of a valid field number (1–15): what encoders write for every
-            // envelope field.
-            key @ 8..0x80 => {
-                at += 1;
-                u64::from(key)
-            }
-            _ => long_key(bytes, &mut at)?,
-        };
-        let number = key >> 3;
-        let wire_type = key & 7;
-        let length = match wire_type {
-            0 => {
-                varint_value(bytes, &mut at)?;
-                visit(number, 0, &[])?;
-                continue;
-            }
-            1 => 8,
-            2 => varint_value(bytes, &mut at)?,
-            5 => 4,
-            _ => return None,
-        };
-        // `at <= end` here: every read above was inside the slice.
-        if length > (end - at) as u64 {
-            return None;
-        }
-        let begin = at;
-        at += length as usize;
-        visit(number, wire_type, &bytes[begin..at])?;
+    while at < bytes.len() {
+        let (number, wire_type, value);
+        (number, wire_type, value, at) = next_field(bytes, at)?;
+        visit(number, wire_type, value)?;
     }
     Some(())
+}
+
+/// The field that starts at `at` (before `bytes.len()`): its number, wire type, bytes (empty
+/// but for a length-delimited field) and where the next one starts; `None` when it is not
+/// well framed.
+#[inline(always)]
+fn next_field(bytes: &[u8], mut at: usize) -> Option<(u64, u64, &[u8], usize)> {
+    let end = bytes.len();
+    let key = match bytes[at] {
+        // A one-byte key of a valid field number (1–15): what encoders write for every
+        // envelope field.
+        key @ 8..0x80 => {
+            at += 1;
+            u64::from(key)
+        }
+        _ => long_key(bytes, &mut at)?,
+    };
+    let number = key >> 3;
+    let wire_type = key & 7;
+    let length = match wire_type {
+        0 => {
+            varint_value(bytes, &mut at)?;
+            return Some((number, 0, &[], at));
+        }
+        1 => 8,
+        2 => varint_value(bytes, &mut at)?,
+        5 => 4,
+        _ => return None,
+    };
+    // `at <= end` here: every read above was inside the slice.
+    if length > (end - at) as u64 {
+        return None;
+    }
+    let begin = at;
+    at += length as usize;
+    Some((number, wire_type, &bytes[begin..at], at))
+}
+
+/// Walks a message whose records are its length-delimited field with the one-byte `key`
+/// (log records and spans in a scope, data points in a metric's data): counts them and
+/// checks each is [`well_framed`]; every other field goes to `other`. The number of records,
+/// or `None` as soon as anything is wrong.
+///
+/// Records are most of a request's fields, and this loop is where a receiver spends its time
+/// on them: a record's key is one byte compared, its length read by [`short_length`];
+/// anything else takes [`next_field`]'s general path.
+#[inline(always)]
+fn records_in<'a>(
+    bytes: &'a [u8],
+    key: u8,
+    mut other: impl FnMut(u64, u64, &'a [u8]) -> Option<()>,
+) -> Option<usize> {
+    let end = bytes.len();
+    let mut at = 0;
+    let mut records = 0;
+    while at < end {
+        if bytes[at] == key
+            && let Some((begin, length)) = short_length(bytes, at + 1)
+        {
+            let record = bytes.get(begin..begin + length)?;
+            well_framed(record).then_some(())?;
+            records += 1;
+            at = begin + length;
+            continue;
+        }
+        let (number, wire_type, value);
+        (number, wire_type, value, at) = next_field(bytes, at)?;
+        // A record in a longer encoding than the one-byte key and short length.
+        if number == u64::from(key >> 3) && wire_type == 2 {
+            well_framed(value).then_some(())?;
+            records += 1;
+        } else {
+            other(number, wire_type, value)?;
+        }
+    }
+    Some(records)
 }
 
 /// [`count`] when the request is well-formed, `None` otherwise: the same checks, one pass,
@@ -337,20 +415,28 @@ fn count_fast(signal: Signal, bytes: &[u8]) -> Option<Shape> {
             2 => {
                 (wire_type == 2).then_some(())?;
                 shape.scopes += 1;
-                each_field(value, |number, wire_type, value| match number {
-                    1 => framed_field(wire_type, value),
-                    2 if signal == Signal::Metrics => {
-                        (wire_type == 2).then_some(())?;
-                        shape.records += metric_points_fast(value)?;
-                        Some(())
-                    }
-                    2 => {
-                        shape.records += 1;
-                        framed_field(wire_type, value)
-                    }
-                    3 => (wire_type == 2).then_some(()),
-                    _ => Some(()),
-                })
+                if signal == Signal::Metrics {
+                    return each_field(value, |number, wire_type, value| match number {
+                        1 => framed_field(wire_type, value),
+                        2 => {
+                            (wire_type == 2).then_some(())?;
+                            shape.records += metric_points_fast(value)?;
+                            Some(())
+                        }
+                        3 => (wire_type == 2).then_some(()),
+                        _ => Some(()),
+                    });
+                }
+                // Log records and spans: field 2, length-delimited (key 0x12).
+                shape.records +=
+                    records_in(value, 0x12, |number, wire_type, value| match number {
+                        1 => framed_field(wire_type, value),
+                        // A record field of another wire type.
+                        2 => None,
+                        3 => (wire_type == 2).then_some(()),
+                        _ => Some(()),
+                    })?;
+                Some(())
             }
             3 => (wire_type == 2).then_some(()),
             _ => Some(()),
@@ -369,14 +455,8 @@ fn metric_points_fast(bytes: &[u8]) -> Option<usize> {
             _ => return Some(()),
         }
         (wire_type == 2).then_some(())?;
-        let mut points = 0;
-        each_field(value, |number, wire_type, point| {
-            if number == 1 {
-                points += 1;
-                return (wire_type == 2 && well_framed(point)).then_some(());
-            }
-            Some(())
-        })?;
+        // Data points: field 1, length-delimited (key 0x0a).
+        let points = records_in(value, 0x0a, |number, _, _| (number != 1).then_some(()))?;
         data = match data {
             Some((same, before)) if same == number => Some((number, before + points)),
             _ => Some((number, points)),
@@ -823,6 +903,120 @@ mod tests {
                 );
                 if let (Ok(ours), Ok(theirs)) = (&detailed, decode_with_prost(signal, mutated)) {
                     assert_eq!(*ours, theirs, "{signal} {mutated:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn records_under_longer_keys_and_lengths_are_counted_as_records() {
+        let record = LogRecord {
+            severity_number: 9,
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let length = u8::try_from(record.len()).expect("short record");
+        // The same record under its key and length as encoders write them (0x12, one byte),
+        // a two-byte length, a three-byte length, and a two-byte key: four records.
+        let scope = [
+            &[0x12, length][..],
+            &record,
+            &[0x12, length | 0x80, 0x00],
+            &record,
+            &[0x12, length | 0x80, 0x80, 0x00],
+            &record,
+            &[0x92, 0x00, length],
+            &record,
+        ]
+        .concat();
+        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
+        let expected = Shape {
+            resources: 1,
+            scopes: 1,
+            records: 4,
+        };
+        assert_eq!(count_fast(Signal::Logs, &request), Some(expected));
+        assert_eq!(count_detailed(Signal::Logs, &request), Ok(expected));
+        assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(expected));
+        // Inside a record too: a severity as a two-byte varint, a severity text under a
+        // three-byte length; and every cut of it, where the walks must agree.
+        let record = [&[0x10, 0x89, 0x00][..], &[0x1a, 0x84, 0x80, 0x00], b"INFO"].concat();
+        let scope = [vec![0x12], encode_length(record.len()), record.clone()].concat();
+        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
+        let one = Shape {
+            resources: 1,
+            scopes: 1,
+            records: 1,
+        };
+        assert_eq!(count_fast(Signal::Logs, &request), Some(one));
+        assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(one));
+        for cut in 0..record.len() {
+            let scope = [vec![0x12], encode_length(cut), record[..cut].to_vec()].concat();
+            let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+            let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
+            let detailed = count_detailed(Signal::Logs, &request);
+            assert_eq!(
+                count_fast(Signal::Logs, &request),
+                detailed.clone().ok(),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                detailed.is_ok(),
+                decode_with_prost(Signal::Logs, &request).is_ok(),
+                "cut at {cut}"
+            );
+        }
+        // Data points likewise (field 1 of a gauge: key 0x0a, or 0x8a 0x00).
+        let point = NumberDataPoint::default().encode_to_vec();
+        let point_length = u8::try_from(point.len()).expect("short point");
+        let gauge = [
+            &[0x0a, point_length][..],
+            &point,
+            &[0x8a, 0x00, point_length],
+            &point,
+        ]
+        .concat();
+        let metric = [vec![0x2a], encode_length(gauge.len()), gauge].concat();
+        let scope = [vec![0x12], encode_length(metric.len()), metric].concat();
+        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
+        let expected = Shape {
+            resources: 1,
+            scopes: 1,
+            records: 2,
+        };
+        assert_eq!(count_fast(Signal::Metrics, &request), Some(expected));
+        assert_eq!(count_detailed(Signal::Metrics, &request), Ok(expected));
+        assert_eq!(decode_with_prost(Signal::Metrics, &request), Ok(expected));
+    }
+
+    #[test]
+    fn the_walks_agree_on_random_damage() {
+        // Several bytes changed at once, at places a seeded generator picks: what the
+        // single-byte mutations above cannot reach (a length and the field after it both
+        // wrong, a short length made long).
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for signal in [Signal::Logs, Signal::Metrics, Signal::Traces] {
+            let bytes = synthetic(signal, 4, "random", 1).bytes().to_vec();
+            for _ in 0..5_000 {
+                let mut damaged = bytes.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % damaged.len() as u64) as usize;
+                    damaged[at] = next() as u8;
+                }
+                let fast = count_fast(signal, &damaged);
+                let detailed = count_detailed(signal, &damaged);
+                assert_eq!(fast, detailed.clone().ok(), "{signal} {damaged:?}");
+                if let (Ok(ours), Ok(theirs)) = (&detailed, decode_with_prost(signal, &damaged)) {
+                    assert_eq!(*ours, theirs, "{signal} {damaged:?}");
                 }
             }
         }
