@@ -727,26 +727,8 @@ mod tests {
         // Every cut of such a record (inside a field or between two): both walks and a
         // decoder agree on whether it is well-formed.
         for cut in 1..record.len() {
-            let mut short = vec![0x0a];
-            let mut scope = vec![0x12];
-            scope.extend(encode_length(cut));
-            scope.extend(&record[..cut]);
-            let mut resource = vec![0x12];
-            resource.extend(encode_length(scope.len()));
-            resource.extend(&scope);
-            short.extend(encode_length(resource.len()));
-            short.extend(&resource);
-            let detailed = count_detailed(Signal::Logs, &short);
-            assert_eq!(
-                count_fast(Signal::Logs, &short),
-                detailed.clone().ok(),
-                "cut at {cut}"
-            );
-            assert_eq!(
-                detailed.is_ok(),
-                decode_with_prost(Signal::Logs, &short).is_ok(),
-                "cut at {cut}: {detailed:?}"
-            );
+            let scope = [vec![0x12], encode_length(cut), record[..cut].to_vec()].concat();
+            walks_agree(Signal::Logs, &one_scope(scope), cut);
         }
     }
 
@@ -908,6 +890,40 @@ mod tests {
         }
     }
 
+    /// A request of one resource and one scope, whose fields are `scope`.
+    fn one_scope(scope: Vec<u8>) -> Vec<u8> {
+        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
+        [vec![0x0a], encode_length(resource.len()), resource].concat()
+    }
+
+    /// Both walks agree on `request` (cut at `cut`), and with a full decode on whether it is
+    /// well-formed.
+    fn walks_agree(signal: Signal, request: &[u8], cut: usize) {
+        let detailed = count_detailed(signal, request);
+        assert_eq!(
+            count_fast(signal, request),
+            detailed.clone().ok(),
+            "cut at {cut}"
+        );
+        assert_eq!(
+            detailed.is_ok(),
+            decode_with_prost(signal, request).is_ok(),
+            "cut at {cut}: {detailed:?}"
+        );
+    }
+
+    /// Both walks and a full decode count `records` in `request`, of one resource and scope.
+    fn all_count(signal: Signal, request: &[u8], records: usize) {
+        let expected = Shape {
+            resources: 1,
+            scopes: 1,
+            records,
+        };
+        assert_eq!(count_fast(signal, request), Some(expected));
+        assert_eq!(count_detailed(signal, request), Ok(expected));
+        assert_eq!(decode_with_prost(signal, request), Ok(expected));
+    }
+
     #[test]
     fn records_under_longer_keys_and_lengths_are_counted_as_records() {
         let record = LogRecord {
@@ -929,43 +945,17 @@ mod tests {
             &record,
         ]
         .concat();
-        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
-        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
-        let expected = Shape {
-            resources: 1,
-            scopes: 1,
-            records: 4,
-        };
-        assert_eq!(count_fast(Signal::Logs, &request), Some(expected));
-        assert_eq!(count_detailed(Signal::Logs, &request), Ok(expected));
-        assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(expected));
+        all_count(Signal::Logs, &one_scope(scope), 4);
         // Inside a record too: a severity as a two-byte varint, a severity text under a
         // three-byte length; and every cut of it, where the walks must agree.
         let record = [&[0x10, 0x89, 0x00][..], &[0x1a, 0x84, 0x80, 0x00], b"INFO"].concat();
-        let scope = [vec![0x12], encode_length(record.len()), record.clone()].concat();
-        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
-        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
-        let one = Shape {
-            resources: 1,
-            scopes: 1,
-            records: 1,
-        };
-        assert_eq!(count_fast(Signal::Logs, &request), Some(one));
-        assert_eq!(decode_with_prost(Signal::Logs, &request), Ok(one));
+        let framed = |record: &[u8]| [vec![0x12], encode_length(record.len()), record.to_vec()];
+        all_count(Signal::Logs, &one_scope(framed(&record).concat()), 1);
         for cut in 0..record.len() {
-            let scope = [vec![0x12], encode_length(cut), record[..cut].to_vec()].concat();
-            let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
-            let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
-            let detailed = count_detailed(Signal::Logs, &request);
-            assert_eq!(
-                count_fast(Signal::Logs, &request),
-                detailed.clone().ok(),
-                "cut at {cut}"
-            );
-            assert_eq!(
-                detailed.is_ok(),
-                decode_with_prost(Signal::Logs, &request).is_ok(),
-                "cut at {cut}"
+            walks_agree(
+                Signal::Logs,
+                &one_scope(framed(&record[..cut]).concat()),
+                cut,
             );
         }
         // Data points likewise (field 1 of a gauge: key 0x0a, or 0x8a 0x00).
@@ -980,16 +970,7 @@ mod tests {
         .concat();
         let metric = [vec![0x2a], encode_length(gauge.len()), gauge].concat();
         let scope = [vec![0x12], encode_length(metric.len()), metric].concat();
-        let resource = [vec![0x12], encode_length(scope.len()), scope].concat();
-        let request = [vec![0x0a], encode_length(resource.len()), resource].concat();
-        let expected = Shape {
-            resources: 1,
-            scopes: 1,
-            records: 2,
-        };
-        assert_eq!(count_fast(Signal::Metrics, &request), Some(expected));
-        assert_eq!(count_detailed(Signal::Metrics, &request), Ok(expected));
-        assert_eq!(decode_with_prost(Signal::Metrics, &request), Ok(expected));
+        all_count(Signal::Metrics, &one_scope(scope), 2);
     }
 
     #[test]
