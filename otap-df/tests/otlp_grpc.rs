@@ -828,6 +828,45 @@ fn a_connection_idle_for_idle_timeout_is_closed_and_a_busy_one_is_not() {
     gateway.stop().expect("a clean stop");
 }
 
+#[test]
+fn a_message_that_stops_arriving_is_refused_after_message_read_timeout() {
+    use otap_df_nodes::otlp_grpc::{frame, service_path};
+
+    let temp = TempDir::new("otlp-grpc-read-timeout");
+    let port = support::free_port();
+    let out = temp.path("out.bin");
+    let gateway = support::Running::listening(
+        &grpc_gateway(port, None, &out, ", message_read_timeout: 300ms"),
+        port,
+    );
+    let message = frame(
+        otap_df_nodes::otlp::synthetic(Signal::Logs, 5, "t", 1).bytes(),
+        false,
+    );
+    let headers = [("content-type", "application/grpc")];
+    let logs = service_path(Signal::Logs);
+    // Half the message, then nothing: refused once the timeout passes, not waited on.
+    let half = message.slice(..message.len() / 2);
+    let answer = support::grpc::call_stalled(
+        port,
+        logs,
+        &headers,
+        half,
+        std::time::Duration::from_secs(30),
+    )
+    .expect("an answer while the message is still coming");
+    assert_eq!(answer.code, Some(code::DEADLINE_EXCEEDED), "{answer:?}");
+    assert_eq!(answer.message, "the message did not arrive within 300ms");
+    // The receiver keeps serving; nothing of the stalled call was taken.
+    let answer = support::grpc::call(port, http::Method::POST, logs, &headers, message);
+    assert_eq!(answer.code, Some(code::OK));
+    let totals = gateway.node("in");
+    assert_eq!(named(&totals, "refused.body_timeout"), 1);
+    assert_eq!(named(&totals, "accepted"), 1);
+    gateway.stop().expect("a clean stop");
+    assert_eq!(records_by_signal(&out), [5, 0, 0]);
+}
+
 /// A gateway on `port` whose receiver has `options` (a flow mapping's entries after `listen`)
 /// into a sink that holds each payload for `delay`, with a queue of one: the third call at
 /// once finds the pipeline full.

@@ -254,27 +254,126 @@ pub struct Connection {
     ended: tokio::task::JoinHandle<()>,
 }
 
+/// An h2c connection to `127.0.0.1:port` sending request bodies of type `B`, and the task
+/// that ends when the connection does.
+async fn connect<B>(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    // As gRPC clients do: a call's frames go out at once, not held for an ACK.
+    stream.set_nodelay(true).expect("TCP_NODELAY");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an HTTP/2 handshake");
+    let ended = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, ended)
+}
+
+/// `method` on `path` of `127.0.0.1:port` with `headers` and `body` as given.
+fn request<B>(
+    port: u16,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: B,
+) -> Request<B> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).expect("a request")
+}
+
+/// What a call's response says (its body and trailers read to the end).
+async fn answer_of(response: Response<Incoming>) -> CallAnswer {
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("the body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let get = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| parts.headers.get(name))
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    };
+    CallAnswer {
+        http: parts.status,
+        code: get("grpc-status").and_then(|c| c.parse().ok()),
+        message: get("grpc-message").unwrap_or_default(),
+        details: get("grpc-status-details-bin").is_some(),
+    }
+}
+
+/// A request body that sends its first bytes, then nothing more and never ends: a sender
+/// that stalls in the middle of a message.
+struct Stalled(Option<Bytes>);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(first) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// A call to `127.0.0.1:port` on a connection of its own whose body is `first` and then
+/// stalls, never ending: the server's answer, waited for up to `bound` (`None` past it).
+pub fn call_stalled(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    first: Bytes,
+    bound: Duration,
+) -> Option<CallAnswer> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (mut sender, _ended) = connect::<Stalled>(port).await;
+        let call = request(
+            port,
+            http::Method::POST,
+            path,
+            headers,
+            Stalled(Some(first)),
+        );
+        let answered = async {
+            let response = sender.send_request(call).await.expect("an answer");
+            answer_of(response).await
+        };
+        tokio::time::timeout(bound, answered).await.ok()
+    })
+}
+
 impl Connection {
     pub fn open(port: u16) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let (sender, ended) = runtime.block_on(async {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connects");
-            // As gRPC clients do: a call's frames go out at once, not held for an ACK.
-            stream.set_nodelay(true).expect("TCP_NODELAY");
-            let (sender, connection) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-                    .expect("an HTTP/2 handshake");
-            let ended = tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            (sender, ended)
-        });
+        let (sender, ended) = runtime.block_on(connect(port));
         Self {
             port,
             runtime,
@@ -294,31 +393,9 @@ impl Connection {
         let port = self.port;
         let sender = &mut self.sender;
         self.runtime.block_on(async {
-            let mut request = Request::builder()
-                .method(method)
-                .uri(format!("http://127.0.0.1:{port}{path}"));
-            for (name, value) in headers {
-                request = request.header(*name, *value);
-            }
-            let request = request
-                .body(http_body_util::Full::new(body))
-                .expect("a request");
-            let response = sender.send_request(request).await.expect("an answer");
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.expect("the body");
-            let trailers = collected.trailers().cloned().unwrap_or_default();
-            let get = |name: &str| {
-                trailers
-                    .get(name)
-                    .or_else(|| parts.headers.get(name))
-                    .map(|v| v.to_str().unwrap_or("").to_owned())
-            };
-            CallAnswer {
-                http: parts.status,
-                code: get("grpc-status").and_then(|c| c.parse().ok()),
-                message: get("grpc-message").unwrap_or_default(),
-                details: get("grpc-status-details-bin").is_some(),
-            }
+            let call = request(port, method, path, headers, http_body_util::Full::new(body));
+            let response = sender.send_request(call).await.expect("an answer");
+            answer_of(response).await
         })
     }
 
