@@ -5,6 +5,7 @@
 
 use std::io::Read;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -38,6 +39,24 @@ pub(crate) enum Gathering {
     TimedOut,
 }
 
+impl Gathering {
+    /// The refusal for a `what` ("body", "message") not gathered within `timeout` or past
+    /// `max_size` bytes.
+    pub(crate) fn refusal(self, what: &str, max_size: usize, timeout: Duration) -> Refusal {
+        match self {
+            Gathering::TooLarge => too_large(max_size),
+            Gathering::TimedOut => Refusal::new(
+                Reason::BodyTimeout,
+                format!("the {what} did not arrive within {timeout:?}"),
+            ),
+            Gathering::Failed(error) => Refusal::new(
+                Reason::BadRequest,
+                format!("the {what} could not be read: {error}"),
+            ),
+        }
+    }
+}
+
 /// [`gather`] within `timeout`. A body of a few kilobytes is mostly in hand by the time it is
 /// first asked for: only one still on its way arms the timer (an entry in the core's timer
 /// wheel per request is measurable at these rates), and that wait is boxed, so that its timer
@@ -45,7 +64,7 @@ pub(crate) enum Gathering {
 pub(crate) async fn gather_within(
     body: Incoming,
     limit: usize,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<Bytes, Gathering> {
     let mut gathering = std::pin::pin!(gather(body, limit));
     match std::future::poll_fn(|cx| Poll::Ready(gathering.as_mut().poll(cx))).await {

@@ -18,7 +18,7 @@ use crate::otlp_grpc::{UnaryBody, code, grpc_timeout, service_path, status_with_
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, Gathering, gather_within, settled, take, too_large};
+use crate::receive::payload::{Coding, gather_within, settled, take};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one call.
@@ -245,19 +245,8 @@ impl Handler {
     async fn read_message(&self, body: Incoming, limit: usize) -> Result<Bytes, Refusal> {
         gather_within(body, limit, self.message_read_timeout)
             .await
-            .map_err(|gathering| match gathering {
-                Gathering::TooLarge => too_large(self.max_message_size),
-                Gathering::TimedOut => Refusal::new(
-                    Reason::BodyTimeout,
-                    format!(
-                        "the message did not arrive within {:?}",
-                        self.message_read_timeout
-                    ),
-                ),
-                Gathering::Failed(error) => Refusal::new(
-                    Reason::BadRequest,
-                    format!("the message could not be read: {error}"),
-                ),
+            .map_err(|gathering| {
+                gathering.refusal("message", self.max_message_size, self.message_read_timeout)
             })
     }
 }

@@ -22,7 +22,7 @@ use crate::otlp_http::{encoding_of, media_type, signal_path, status_body, succes
 use crate::receive::admission::Admission;
 use crate::receive::authorization::{Authorization, Permissions};
 use crate::receive::counters::{Counters, bump};
-use crate::receive::payload::{Coding, Gathering, gather_within, settled, take, too_large};
+use crate::receive::payload::{Coding, gather_within, settled, take, too_large};
 use crate::receive::{Reason, Refusal};
 
 /// Answers one request.
@@ -275,19 +275,8 @@ impl Handler {
     async fn read_body(&self, body: Incoming) -> Result<Bytes, Refusal> {
         gather_within(body, self.max_body_size, self.body_read_timeout)
             .await
-            .map_err(|gathering| match gathering {
-                Gathering::TooLarge => too_large(self.max_body_size),
-                Gathering::TimedOut => Refusal::new(
-                    Reason::BodyTimeout,
-                    format!(
-                        "the body did not arrive within {:?}",
-                        self.body_read_timeout
-                    ),
-                ),
-                Gathering::Failed(error) => Refusal::new(
-                    Reason::BadRequest,
-                    format!("the body could not be read: {error}"),
-                ),
+            .map_err(|gathering| {
+                gathering.refusal("body", self.max_body_size, self.body_read_timeout)
             })
     }
 }
