@@ -47,17 +47,22 @@ char *otapdf_stop(uint64_t id);
 /* The component's engine metrics as JSON ({"nodes": [...], "extensions": [...]}), or null
  * when no such component runs. Freed with otapdf_free. */
 char *otapdf_metrics(uint64_t id);
-/* 0: queued, an answer event tells the outcome; else refused now (why in *message), the
- * bytes released, no event names the token. */
+/* 0: queued, an answer event tells the outcome, and *wake is 0 or a wake-up the caller owes
+ * the component's engine (asleep when it came: give it with otapdf_wake, after letting its
+ * other callers queue theirs); else refused now (why in *message), the bytes released, no
+ * event names the token. */
 /* `records`: what the request holds, or UINT64_MAX to have it counted and checked. */
 int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
-                      uint64_t records, uint64_t token, char **message);
+                      uint64_t records, uint64_t token, uint64_t *wake, char **message);
 /* otapdf_submit with who sent it: `identity_len` bytes of JSON at `identity`
  * ({"subject": "...", "attributes": [["k", "v"]]}); the payload carries that identity. */
 int32_t otapdf_submit_as(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                          uint64_t records, uint64_t token, const uint8_t *identity,
-                         size_t identity_len, char **message);
-void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
+                         size_t identity_len, uint64_t *wake, char **message);
+/* Gives a wake-up otapdf_submit or otapdf_complete said was owed (a ticket, not 0), once. */
+void otapdf_wake(uint64_t ticket);
+/* Returns 0, or a wake-up the caller owes (as otapdf_submit's *wake). */
+uint64_t otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
 /* 0: accepted, *detail the identity as JSON ({"subject": "...", "attributes": [["k", "v"]]});
  * 1: refused, 2: no decision (refuse); *detail why. */
 int32_t otapdf_authorize(uint64_t id, const uint8_t *value, size_t len, char **detail);

@@ -143,6 +143,9 @@ type submitted struct {
 	// Who still has to let go of it before it is reused: the call, once it has taken its
 	// outcome, and the settlement, once answered and released.
 	holds atomic.Int32
+	// Where the submit writes the wake-up it says is owed (kept here: a local whose
+	// address crosses into C would be allocated for each call).
+	wake C.uint64_t
 }
 
 // token names the call's present use of it.
@@ -263,11 +266,12 @@ func consume(ctx context.Context, id uint64, signal int, request []byte, records
 	data, size := bytesPointer(request)
 	var message *C.char
 	var status C.int32_t
+	call.wake = 0
 	if sender := senderOf(ctx); sender != nil {
 		who, whoSize := bytesPointer(sender)
-		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &message)
+		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &call.wake, &message)
 	} else {
-		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &message)
+		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &call.wake, &message)
 	}
 	if status != statusAccepted {
 		// Refused now: released, and no event names the token.
@@ -277,6 +281,7 @@ func consume(ctx context.Context, id uint64, signal int, request []byte, records
 		why, _ := takeString(message)
 		return outcomeError(int(status), why)
 	}
+	wakeLater(call.wake)
 	err := <-call.outcome
 	call.letGo()
 	return err
@@ -346,5 +351,17 @@ func complete(completion C.uint64_t, err error) {
 		}
 	}
 	data, size := bytesPointer([]byte(why))
-	C.otapdf_complete(completion, C.int32_t(status), data, size)
+	wakeLater(C.otapdf_complete(completion, C.int32_t(status), data, size))
+}
+
+// wakeLater gives a wake-up owed to a component's engine (none: 0), which slept when this
+// goroutine queued its request or answer — after the other goroutines that are ready had
+// their turn and queued theirs, so that one wake-up of the engine's thread (a write, two
+// context switches, with more threads than CPUs a preempted one) takes them all. With none
+// ready, Gosched returns at once.
+func wakeLater(wake C.uint64_t) {
+	if wake != 0 {
+		runtime.Gosched()
+		C.otapdf_wake(wake)
+	}
 }

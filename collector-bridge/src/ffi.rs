@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use bytes::Bytes;
 use otap_df::core::capability::Identity;
 use otap_df::core::data::{Encoding, OtlpPayload, Signal};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::events::{self, Event};
 use crate::fragment::Role;
-use crate::host::{self, Refusal};
+use crate::host::{self, Answered, Refusal};
+use crate::mailbox::{Mailbox, Rejected};
 
 /// Status codes of outcomes ([`otapdf_submit`], answer events, [`otapdf_complete`]): accepted.
 pub const ACCEPTED: i32 = 0;
@@ -201,15 +202,17 @@ fn status_of(outcome: Result<(), Refusal>) -> (i32, String) {
 /// protobuf) whose `len` bytes at `data` are borrowed, not copied, holding `records` log
 /// records, spans or data points — `u64::MAX` when the caller does not know, and then the
 /// bytes are checked as our receivers check them (the Go side knows: its data was just
-/// marshalled from the Collector's own). Returns 0 once it is
-/// queued: the answer callback then tells its outcome, with `token`, exactly once. Otherwise
+/// marshalled from the Collector's own). Returns [`ACCEPTED`] once it is queued: the answer
+/// callback then tells its outcome, with `token`, exactly once; `*wake` is then 0, or a
+/// wake-up the caller owes the component's engine (asleep when it came), to give with
+/// [`otapdf_wake`] once its other goroutines had a chance to queue theirs. Otherwise
 /// it is refused now — [`RETRYABLE`] (a full queue, a component not running) or
 /// [`PERMANENT`] (not OTLP) with why in `*message` — its bytes are released and no callback
 /// names `token`.
 ///
 /// # Safety
 /// `data` points to `len` bytes that stay valid and unchanged until released (see above);
-/// `message` points to a writable pointer.
+/// `wake` and `message` point to writable values.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn otapdf_submit(
     id: u64,
@@ -218,10 +221,11 @@ pub unsafe extern "C" fn otapdf_submit(
     len: usize,
     records: u64,
     token: u64,
+    wake: *mut u64,
     message: *mut *mut c_char,
 ) -> i32 {
     // SAFETY: the caller's contract, as this function's.
-    unsafe { submit(id, signal, data, len, records, token, &[], message) }
+    unsafe { submit(id, signal, data, len, records, token, &[], wake, message) }
 }
 
 /// [`otapdf_submit`] with who sent it: `identity_len` bytes at `identity`, JSON as
@@ -241,12 +245,17 @@ pub unsafe extern "C" fn otapdf_submit_as(
     token: u64,
     identity: *const u8,
     identity_len: usize,
+    wake: *mut u64,
     message: *mut *mut c_char,
 ) -> i32 {
     // SAFETY: the caller's contract, for the duration of the call.
     let identity = unsafe { bytes_at(identity, identity_len) };
     // SAFETY: the caller's contract, as this function's.
-    unsafe { submit(id, signal, data, len, records, token, identity, message) }
+    unsafe {
+        submit(
+            id, signal, data, len, records, token, identity, wake, message,
+        )
+    }
 }
 
 /// Both submits; `identity` empty: none.
@@ -262,6 +271,7 @@ unsafe fn submit(
     records: u64,
     token: u64,
     identity: &[u8],
+    wake: *mut u64,
     message: *mut *mut c_char,
 ) -> i32 {
     let state = Arc::new(AtomicU8::new(BORROWED));
@@ -319,7 +329,16 @@ unsafe fn submit(
     }))
     .unwrap_or_else(|p| Err(Refusal::Retryable(panicked(&*p))));
     let (status, why) = match outcome {
-        Ok(()) => return ACCEPTED,
+        Ok(owed) => {
+            if wake.is_null() {
+                // Nowhere to hand the wake-up: given now.
+                drop(owed);
+            } else {
+                // SAFETY: the caller's contract.
+                unsafe { *wake = owed.into_ticket() };
+            }
+            return ACCEPTED;
+        }
         Err(refusal) => status_of(Err(refusal)),
     };
     if !message.is_null() {
@@ -329,18 +348,27 @@ unsafe fn submit(
     status
 }
 
-type Completion = oneshot::Sender<Result<(), Refusal>>;
+/// What a delivery event's `completion` points to: who waits for the answer, and the
+/// mailbox its answer goes through.
+struct Completion {
+    answer: oneshot::Sender<Result<(), Refusal>>,
+    answers: Arc<Mailbox<Answered>>,
+}
 
 /// Hands the Go side a payload for component `handle`'s next consumer; the outcome arrives
-/// on the receiver.
+/// on the receiver, through `answers` (which the outlet's task takes from).
 pub(crate) fn hand_over(
     handle: u64,
     signal: Signal,
     bytes: Bytes,
     identity: Option<&Identity>,
+    answers: &Arc<Mailbox<Answered>>,
 ) -> oneshot::Receiver<Result<(), Refusal>> {
     let (answer, outcome) = oneshot::channel();
-    let completion = Box::into_raw(Box::new(answer)) as u64;
+    let completion = Box::into_raw(Box::new(Completion {
+        answer,
+        answers: answers.clone(),
+    })) as u64;
     events::push(Event::Deliver {
         handle,
         signal: signal_code(signal),
@@ -379,7 +407,9 @@ fn identity_from(json: &[u8]) -> Result<Identity, String> {
 }
 
 /// Answers a payload a delivery event handed over: `status` [`ACCEPTED`], [`RETRYABLE`] or
-/// [`PERMANENT`], with why in `message` (`len` bytes of UTF-8, may be null).
+/// [`PERMANENT`], with why in `message` (`len` bytes of UTF-8, may be null). Returns 0, or a
+/// wake-up the caller owes the component's engine (asleep when the answer came), to give with
+/// [`otapdf_wake`] once its other goroutines had a chance to answer theirs.
 ///
 /// # Safety
 /// `completion` is one a delivery event carried, not answered before; `message`
@@ -390,12 +420,12 @@ pub unsafe extern "C" fn otapdf_complete(
     status: i32,
     message: *const u8,
     len: usize,
-) {
+) -> u64 {
     if completion == 0 {
-        return;
+        return 0;
     }
     // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
-    let answer = unsafe { Box::from_raw(completion as *mut Completion) };
+    let Completion { answer, answers } = *unsafe { Box::from_raw(completion as *mut Completion) };
     // SAFETY: the caller's contract, for the duration of the call.
     let why = String::from_utf8_lossy(unsafe { bytes_at(message, len) }).into_owned();
     let outcome = match status {
@@ -403,7 +433,15 @@ pub unsafe extern "C" fn otapdf_complete(
         PERMANENT => Err(Refusal::Permanent(why)),
         _ => Err(Refusal::Retryable(why)),
     };
-    let _ = answer.send(outcome);
+    match answers.offer((answer, outcome)) {
+        Ok(wake) => wake.into_ticket(),
+        // The component stopped (or, which the outlet's room rules out, too many answers
+        // wait): told directly, if anyone still listens.
+        Err(Rejected::Closed((answer, outcome)) | Rejected::Full((answer, outcome))) => {
+            let _ = answer.send(outcome);
+            0
+        }
+    }
 }
 
 /// Decides on the value of an incoming credential header (`Bearer <token>`) with extension
@@ -565,6 +603,21 @@ pub struct CEvent {
     pub identity: *const u8,
     /// Its length.
     pub identity_len: usize,
+}
+
+/// Gives a wake-up [`otapdf_submit`] or [`otapdf_complete`] said the caller owed (`ticket`,
+/// not 0): the engine's task that sleeps takes what was queued meanwhile.
+///
+/// # Safety
+/// `ticket` is one of those, given once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn otapdf_wake(ticket: u64) {
+    if ticket == 0 {
+        return;
+    }
+    // SAFETY: the caller's contract: a strong count `Wake::into_ticket` leaked, taken once.
+    let woken = unsafe { Arc::from_raw(ticket as *const Notify) };
+    woken.notify_one();
 }
 
 /// A batch of events the Go side works on, kept until [`otapdf_events_done`].

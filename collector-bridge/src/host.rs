@@ -15,9 +15,11 @@ use otap_df::core::capability::shared;
 use otap_df::core::data::{NotAccepted, OtlpPayload};
 use otap_df::core::resolve::{ResolvedConfig, load_with_env};
 use otap_df::core::runtime::{Engine, RunOptions, RunPhase, ShutdownHandle, Telemetry};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::fragment::{self, Role};
+pub use crate::mailbox::Wake;
+use crate::mailbox::{Mailbox, Rejected};
 
 /// Why the bridge did not take, or did not deliver, a payload — as the Collector's consumer
 /// errors say it.
@@ -35,6 +37,9 @@ impl From<NotAccepted> for Refusal {
         Refusal::Retryable(why.to_string())
     }
 }
+
+/// The next consumer's answer to a payload the outlet handed over, and who waits for it.
+pub(crate) type Answered = (oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>);
 
 /// A payload the Collector handed a component, and where its outcome goes.
 #[derive(Debug)]
@@ -102,10 +107,11 @@ pub(crate) struct Host {
     pub(crate) role: Role,
     /// The Go side's handle of the component: what the outlet names when it hands data over.
     pub(crate) go_handle: u64,
-    /// The inlet's queue (`queue_size`), for roles the Collector hands data.
-    inlet: Option<mpsc::Sender<Inbound>>,
-    /// Its receiving end, which every core's inlet node takes from in turn.
-    pub(crate) inlet_queue: Option<Arc<tokio::sync::Mutex<mpsc::Receiver<Inbound>>>>,
+    /// The inlet's queue (`queue_size`), which every core's inlet node takes from.
+    pub(crate) inlet: Option<Arc<Mailbox<Inbound>>>,
+    /// The next consumer's answers to what the outlet handed over, for the outlet's cores to
+    /// pass on (at most `queue_size` are awaited at once: `outlet_room`).
+    pub(crate) answers: Arc<Mailbox<Answered>>,
     /// Payloads handed to the Go side and not yet answered, across cores (`queue_size`).
     pub(crate) outlet_room: Arc<Semaphore>,
     pub(crate) queue_size: usize,
@@ -174,15 +180,8 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
     let (fragment, resolved) = resolve(role, id, config)?;
     // An extension component's pipeline has an inlet too, which nothing feeds: the source
     // that keeps its capability holder running.
-    let (inlet, inlet_queue) = if role.has_inlet() || role == Role::Extension {
-        let (sender, receiver) = mpsc::channel(fragment.queue_size);
-        (
-            Some(sender),
-            Some(Arc::new(tokio::sync::Mutex::new(receiver))),
-        )
-    } else {
-        (None, None)
-    };
+    let inlet = (role.has_inlet() || role == Role::Extension)
+        .then(|| Arc::new(Mailbox::new(fragment.queue_size)));
     let engine = Engine::new(
         resolved,
         RunOptions {
@@ -197,7 +196,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         role,
         go_handle,
         inlet,
-        inlet_queue,
+        answers: Arc::new(Mailbox::new(fragment.queue_size)),
         outlet_room: Arc::new(Semaphore::new(fragment.queue_size)),
         queue_size: fragment.queue_size,
         granted: Mutex::default(),
@@ -222,7 +221,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
                 Ok(()) => "it stopped".to_owned(),
                 Err(error) => error.to_string(),
             });
-            watched.close_inlet();
+            watched.close_mailboxes();
             // Ended by itself, running: the Collector's side learns it (status, log).
             if !watched.stopping.load(Ordering::Acquire)
                 && watched.go_handle != 0
@@ -262,14 +261,14 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
 }
 
 impl Host {
-    /// Closes the inlet's queue and answers what it still held: stopped, send it again.
-    fn close_inlet(&self) {
-        if let Some(queue) = &self.inlet_queue
-            && let Ok(mut queue) = queue.try_lock()
-        {
-            queue.close();
-            while queue.try_recv().is_ok() {}
+    /// Closes the inlet's queue and answers what it still held (stopped, send it again), and
+    /// the outlet's answers' mailbox.
+    fn close_mailboxes(&self) {
+        if let Some(inlet) = &self.inlet {
+            drop(inlet.close());
         }
+        // Answers that come later have nobody to tell: dropped as they come.
+        drop(self.answers.close());
     }
 }
 
@@ -347,7 +346,7 @@ pub fn stop(id: u64) -> Result<(), String> {
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     let ended = thread.map(std::thread::JoinHandle::join);
-    host.close_inlet();
+    host.close_mailboxes();
     match ended {
         None | Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(error))) => Err(format!("the component stopped with errors: {error}")),
@@ -360,11 +359,14 @@ pub fn stop(id: u64) -> Result<(), String> {
 /// consumer took it; a durable queue, once on disk — or else as the fragment's exporters take
 /// it) or refused. What cannot be queued — a full queue (`queue_size`), a component that is
 /// not running, one that takes no data — is refused at once, here, and `deliver` is not told.
+///
+/// Queued, it returns the [`Wake`] its inlet is owed when it was asleep: dropping it wakes
+/// the inlet; a caller that has more to queue first may hold it a moment.
 pub fn submit(
     id: u64,
     payload: OtlpPayload,
     deliver: impl FnOnce(Result<(), Refusal>) + Send + 'static,
-) -> Result<(), Refusal> {
+) -> Result<Wake, Refusal> {
     let Some(host) = host(id) else {
         return Err(Refusal::Retryable(format!(
             "otapdf component {id} is not running"
@@ -380,16 +382,16 @@ pub fn submit(
         deliver: Some(Box::new(deliver)),
         ended: host.ended.clone(),
     };
-    match inlet.try_send(Inbound { payload, reply }) {
-        Ok(()) => Ok(()),
-        Err(mpsc::error::TrySendError::Full(inbound)) => {
+    match inlet.offer(Inbound { payload, reply }) {
+        Ok(wake) => Ok(wake),
+        Err(Rejected::Full(inbound)) => {
             inbound.reply.disarm();
             Err(Refusal::Retryable(format!(
                 "the otapdf component's queue is full (queue_size {})",
                 host.queue_size
             )))
         }
-        Err(mpsc::error::TrySendError::Closed(inbound)) => {
+        Err(Rejected::Closed(inbound)) => {
             inbound.reply.disarm();
             Err(Refusal::Retryable(match host.ended.get() {
                 Some(why) => format!("the otapdf component's engine ended: {why}"),
@@ -402,9 +404,9 @@ pub fn submit(
 /// [`submit`], waiting on the calling thread for the outcome (not a thread of a Tokio runtime).
 pub fn consume(id: u64, payload: OtlpPayload) -> Result<(), Refusal> {
     let (answer, outcome) = oneshot::channel();
-    submit(id, payload, move |result| {
+    drop(submit(id, payload, move |result| {
         let _ = answer.send(result);
-    })?;
+    })?);
     outcome.blocking_recv().unwrap_or_else(|_| {
         Err(Refusal::Retryable(
             "the otapdf component dropped the payload's answer".to_owned(),

@@ -16,6 +16,7 @@ mod events;
 pub mod ffi;
 pub mod fragment;
 pub mod host;
+mod mailbox;
 mod nodes;
 
 pub use host::Refusal;

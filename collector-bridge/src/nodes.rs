@@ -16,7 +16,8 @@ use otap_df::node::{
 };
 use tokio::sync::Semaphore;
 
-use crate::host::{self, Host, Inbound, Refusal};
+use crate::host::{self, Answered, Host, Inbound, Refusal};
+use crate::mailbox::Mailbox;
 
 #[derive(Debug, Deserialize)]
 #[serde(crate = "otap_df::node::serde", deny_unknown_fields)]
@@ -84,7 +85,7 @@ fn create_inlet(
 ) -> Result<NodeInstance, NodeError> {
     let host = host_of(context, config)?;
     let queue = host
-        .inlet_queue
+        .inlet
         .clone()
         .ok_or_else(|| context.error("this component takes no data"))?;
     Ok(NodeInstance::Receiver(Box::new(Inlet {
@@ -98,7 +99,7 @@ const BURST: usize = 64;
 
 struct Inlet {
     context: NodeContext,
-    queue: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Inbound>>>,
+    queue: Arc<Mailbox<Inbound>>,
 }
 
 #[async_trait(?Send)]
@@ -107,7 +108,7 @@ impl LocalReceiver for Inlet {
         // What one wake-up finds queued is taken together: one lock, one wake-up per burst.
         let mut burst = Vec::with_capacity(BURST);
         loop {
-            let next = async { self.queue.lock().await.recv_many(&mut burst, BURST).await };
+            let next = self.queue.take(&mut burst, BURST);
             tokio::select! {
                 biased;
                 message = context.control.recv() => match message {
@@ -173,6 +174,8 @@ fn create_outlet(
         refused: context.counters.named("collector.refused"),
         rejected: context.counters.named("collector.rejected"),
         answers: tokio::task::JoinSet::new(),
+        answered: host.answers.clone(),
+        passer: None,
     })))
 }
 
@@ -189,6 +192,29 @@ struct Outlet {
     rejected: Arc<std::sync::atomic::AtomicU64>,
     /// The tasks that settle the payloads this core handed over, one per answer awaited.
     answers: tokio::task::JoinSet<()>,
+    /// The answers as the Collector's goroutines give them, for the component's cores.
+    answered: Arc<Mailbox<Answered>>,
+    /// This core's task that passes them on to the tasks awaiting them, once started.
+    passer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        if let Some(passer) = self.passer.take() {
+            passer.abort();
+        }
+    }
+}
+
+/// Passes the answers in `answered` on to the tasks awaiting them, a burst at a time: many
+/// answers, one wake-up of the engine's thread.
+async fn pass_answers(answered: Arc<Mailbox<Answered>>) {
+    let mut burst = Vec::with_capacity(BURST);
+    while answered.take(&mut burst, BURST).await > 0 {
+        for (answer, outcome) in burst.drain(..) {
+            let _ = answer.send(outcome);
+        }
+    }
 }
 
 #[async_trait(?Send)]
@@ -199,12 +225,18 @@ impl LocalExporter for Outlet {
             return Err(self.context.error("the component is stopping"));
         };
         let records = data.records();
+        if self.passer.is_none() {
+            self.passer = Some(tokio::task::spawn_local(pass_answers(
+                self.answered.clone(),
+            )));
+        }
         // The delivery event holds the bytes until the Go side has made its own data of them.
         let answer = crate::ffi::hand_over(
             self.go_handle,
             data.signal(),
             data.bytes().clone(),
             data.identity(),
+            &self.answered,
         );
         drop(data);
         let accepted = self.accepted.clone();

@@ -72,7 +72,9 @@ fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
             Mode::Refuse(status) => (status, "refused by the stand-in"),
         };
         // SAFETY: a completion a delivery carried, answered once.
-        unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
+        let wake = unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
+        // SAFETY: the wake-up it said was owed, given once.
+        unsafe { ffi::otapdf_wake(wake) };
     });
 }
 
@@ -171,6 +173,7 @@ fn consume_as(
     identity: &str,
 ) -> (i32, bool, Option<String>) {
     let mut message = std::ptr::null_mut();
+    let mut wake = 0;
     // SAFETY: the bytes outlive the call; a test keeps them alive (leaked) when the bridge
     // may still hold them after the answer.
     let queued = unsafe {
@@ -182,6 +185,7 @@ fn consume_as(
                 bytes.len(),
                 u64::MAX,
                 token,
+                &mut wake,
                 &mut message,
             )
         } else {
@@ -194,14 +198,18 @@ fn consume_as(
                 token,
                 identity.as_ptr(),
                 identity.len(),
+                &mut wake,
                 &mut message,
             )
         }
     };
     if queued != ACCEPTED {
-        // Refused now: the bytes are released.
+        // Refused now: the bytes are released, nothing is owed.
+        assert_eq!(wake, 0, "a refusal owes no wake-up");
         return (queued, true, take(message));
     }
+    // SAFETY: the wake-up it said was owed, given once.
+    unsafe { ffi::otapdf_wake(wake) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut collector = collector();
     loop {
@@ -534,7 +542,9 @@ fn a_full_queue_is_refused_at_once_retryable_and_what_it_held_is_delivered_after
         let held = collector().held.remove(&handle).unwrap_or_default();
         for completion in held {
             // SAFETY: a completion the bridge handed the callback, answered once.
-            unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+            let wake = unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+            // SAFETY: the wake-up it said was owed, given once.
+            unsafe { ffi::otapdf_wake(wake) };
         }
         while let Ok(outcome) = outcomes.recv_timeout(std::time::Duration::from_millis(20)) {
             assert_eq!(outcome.0, ACCEPTED, "{outcome:?}");
