@@ -25,6 +25,9 @@ import (
 
 	"go.opentelemetry.io/collector/client"
 	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/ptrace"
 )
 
 // Roles, as the C ABI numbers them.
@@ -114,17 +117,27 @@ func stop(id uint64) error {
 }
 
 // lentRequest is a request lent to otap-df while its call runs, the Collector's data it
-// was marshalled from, and the call's context (its client.Info).
+// was marshalled from (the field of its signal), and the call's context (its client.Info).
+// Typed fields, not an interface: nothing is allocated to note one.
 type lentRequest struct {
-	size int
-	data any
-	ctx  context.Context
+	size    int
+	signal  int
+	logs    plog.Logs
+	traces  ptrace.Traces
+	metrics pmetric.Metrics
+	ctx     context.Context
 }
 
-// lent holds the requests lent to otap-df, by address: a payload that comes back out of the
+// lent finds the requests lent to otap-df by address: a payload that comes back out of the
 // component in the very bytes it went in with (a processor that kept it as it was) is
-// handed on as the data it was made from, not unmarshalled again.
-var lent sync.Map
+// handed on as the data it was made from, not unmarshalled again. What was lent lives in
+// its call's record (reused); the map holds the record's slot — no pointer, so the garbage
+// collector has nothing to scan in it, and nothing is allocated to note a request (a
+// sync.Map allocates an entry for every store).
+var lent = struct {
+	mu sync.Mutex
+	by map[uintptr]uint32
+}{by: map[uintptr]uint32{}}
 
 // submitted is a request handed to otap-df: its bytes pinned until released, and where its
 // outcome arrives. Each is kept for the next call once its own is over (see callTable), with
@@ -143,9 +156,12 @@ type submitted struct {
 	// Who still has to let go of it before it is reused: the call, once it has taken its
 	// outcome, and the settlement, once answered and released.
 	holds atomic.Int32
-	// Where the submit writes the wake-up it says is owed (kept here: a local whose
-	// address crosses into C would be allocated for each call).
-	wake C.uint64_t
+	// Where the submit writes the wake-up it says is owed, and why it refused (kept here:
+	// a local whose address crosses into C would be allocated for each call).
+	wake    C.uint64_t
+	message *C.char
+	// What it lends, while a processor or connector may hand it back (found through lent).
+	lent lentRequest
 }
 
 // token names the call's present use of it.
@@ -165,6 +181,28 @@ func (call *submitted) settled(answer, release bool) {
 		call.pinner.Unpin()
 		call.letGo()
 	}
+}
+
+// lend notes what the call lends, found by the address of its bytes (see lent).
+func (call *submitted) lend(address uintptr, what lentRequest) {
+	lent.mu.Lock()
+	call.lent = what
+	lent.by[address] = call.slot
+	lent.mu.Unlock()
+}
+
+// unlend forgets what lend noted, before the call lets go of its record (which may then be
+// reused).
+func (call *submitted) unlend(address uintptr) {
+	lent.mu.Lock()
+	delete(lent.by, address)
+	call.lent = lentRequest{}
+	lent.mu.Unlock()
+}
+
+// at is the call record in `slot`.
+func (t *callTable) at(slot uint32) *submitted {
+	return (*t.slots.Load())[slot]
 }
 
 // letGo ends one hold on the call; the last one gives it back to the table.
@@ -251,38 +289,44 @@ func (t *callTable) pending() int {
 //
 // The caller's identity (client.Info's Auth, as the Collector's authenticator left it)
 // crosses with the request: our nodes see it as the payload's sender.
-func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original any, lends bool) error {
+func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original lentRequest, lends bool) error {
 	if len(request) == 0 {
 		return nil
 	}
-	if lends {
-		address := uintptr(unsafe.Pointer(&request[0]))
-		lent.Store(address, lentRequest{size: len(request), data: original, ctx: ctx})
-		defer lent.Delete(address)
-	}
 	call := calls.take()
+	address := uintptr(unsafe.Pointer(&request[0]))
+	if lends {
+		original.size, original.signal, original.ctx = len(request), signal, ctx
+		call.lend(address, original)
+	}
 	call.pinner.Pin(&request[0])
 	token := call.token()
 	data, size := bytesPointer(request)
-	var message *C.char
 	var status C.int32_t
-	call.wake = 0
+	call.wake, call.message = 0, nil
 	if sender := senderOf(ctx); sender != nil {
 		who, whoSize := bytesPointer(sender)
-		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &call.wake, &message)
+		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &call.wake, &call.message)
 	} else {
-		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &call.wake, &message)
+		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &call.wake, &call.message)
 	}
 	if status != statusAccepted {
 		// Refused now: released, and no event names the token.
+		message := call.message
 		call.pinner.Unpin()
 		call.holds.Store(1)
+		if lends {
+			call.unlend(address)
+		}
 		call.letGo()
 		why, _ := takeString(message)
 		return outcomeError(int(status), why)
 	}
 	wakeLater(call.wake)
 	err := <-call.outcome
+	if lends {
+		call.unlend(address)
+	}
 	call.letGo()
 	return err
 }

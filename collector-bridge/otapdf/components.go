@@ -151,7 +151,7 @@ func (b *bridged) ConsumeLogs(ctx context.Context, data plog.Logs) error {
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), data, b.lends())
+	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), lentRequest{logs: data}, b.lends())
 }
 
 func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
@@ -163,7 +163,7 @@ func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalTraces, request, data.SpanCount(), data, b.lends())
+	return consume(ctx, id, signalTraces, request, data.SpanCount(), lentRequest{traces: data}, b.lends())
 }
 
 func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) error {
@@ -175,7 +175,7 @@ func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) erro
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), data, b.lends())
+	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), lentRequest{metrics: data}, b.lends())
 }
 
 // lends says whether what the component is given can come back out of it, to be handed
@@ -193,28 +193,34 @@ func original(request []byte) (lentRequest, bool) {
 	if len(request) == 0 {
 		return lentRequest{}, false
 	}
-	entry, ok := lent.Load(uintptr(unsafe.Pointer(&request[0])))
-	if !ok || entry.(lentRequest).size != len(request) {
+	lent.mu.Lock()
+	defer lent.mu.Unlock()
+	slot, ok := lent.by[uintptr(unsafe.Pointer(&request[0]))]
+	if !ok {
 		return lentRequest{}, false
 	}
-	return entry.(lentRequest), true
+	entry := calls.at(slot).lent
+	if entry.size != len(request) {
+		return lentRequest{}, false
+	}
+	return entry, true
 }
 
 // handedOn is what a delivery is handed to the next consumer with: the Collector's data it
-// was made from (nil: unmarshal the request), and a context whose client.Info says who sent
-// it — the original call's for a lent request, else one made from the identity otap-df
+// was made from (ok false: unmarshal the request), and a context whose client.Info says who
+// sent it — the original call's for a lent request, else one made from the identity otap-df
 // gave (its subject and attributes as the Auth, what headers_setter's from_attribute
 // reads), else none.
-func handedOn(request []byte, sender []byte) (any, context.Context) {
+func handedOn(request []byte, sender []byte) (lentRequest, bool, context.Context) {
 	if entry, ok := original(request); ok {
-		return entry.data, entry.ctx
+		return entry, true, entry.ctx
 	}
 	if len(sender) > 0 {
 		if who, err := parseIdentity(string(sender)); err == nil {
-			return nil, client.NewContext(context.Background(), client.Info{Auth: who})
+			return lentRequest{}, false, client.NewContext(context.Background(), client.Info{Auth: who})
 		}
 	}
-	return nil, context.Background()
+	return lentRequest{}, false, context.Background()
 }
 
 // ended reports the component's engine's end to the Collector: a permanent error in its
@@ -233,13 +239,15 @@ func (b *bridged) ended(why string) {
 
 // deliver hands what the engine's outlet gives to the next consumer of its signal.
 func (b *bridged) deliver(signal int, request []byte, sender []byte, done func(error)) error {
-	known, ctx := handedOn(request, sender)
+	known, ok, ctx := handedOn(request, sender)
+	// The data it was made from, when it comes back as the signal it went in as.
+	ok = ok && known.signal == signal
 	switch signal {
 	case signalLogs:
 		if b.logs == nil {
 			return consumererror.NewPermanent(errors.New("no Collector logs pipeline takes this component's output"))
 		}
-		data, ok := known.(plog.Logs)
+		data := known.logs
 		if !ok {
 			var err error
 			if data, err = (&plog.ProtoUnmarshaler{}).UnmarshalLogs(request); err != nil {
@@ -251,7 +259,7 @@ func (b *bridged) deliver(signal int, request []byte, sender []byte, done func(e
 		if b.traces == nil {
 			return consumererror.NewPermanent(errors.New("no Collector traces pipeline takes this component's output"))
 		}
-		data, ok := known.(ptrace.Traces)
+		data := known.traces
 		if !ok {
 			var err error
 			if data, err = (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(request); err != nil {
@@ -263,7 +271,7 @@ func (b *bridged) deliver(signal int, request []byte, sender []byte, done func(e
 		if b.metrics == nil {
 			return consumererror.NewPermanent(errors.New("no Collector metrics pipeline takes this component's output"))
 		}
-		data, ok := known.(pmetric.Metrics)
+		data := known.metrics
 		if !ok {
 			var err error
 			if data, err = (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(request); err != nil {
