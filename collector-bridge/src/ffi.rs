@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use bytes::Bytes;
 use otap_df::core::capability::Identity;
 use otap_df::core::data::{Encoding, OtlpPayload, Signal};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 use crate::events::{self, Event};
 use crate::fragment::Role;
-use crate::host::{self, Answered, Refusal};
+use crate::host::{self, Answered, Refusal, Settle};
 use crate::mailbox::{Mailbox, Rejected};
 
 /// Status codes of outcomes ([`otapdf_submit`], answer events, [`otapdf_complete`]): accepted.
@@ -348,25 +348,25 @@ unsafe fn submit(
     status
 }
 
-/// What a delivery event's `completion` points to: who waits for the answer, and the
-/// mailbox its answer goes through.
+/// What a delivery event's `completion` points to: what the answer settles, and the
+/// mailbox it goes through.
 struct Completion {
-    answer: oneshot::Sender<Result<(), Refusal>>,
+    settle: Settle,
     answers: Arc<Mailbox<Answered>>,
 }
 
-/// Hands the Go side a payload for component `handle`'s next consumer; the outcome arrives
-/// on the receiver, through `answers` (which the outlet's task takes from).
+/// Hands the Go side a payload for component `handle`'s next consumer; its answer goes,
+/// with `settle`, through `answers` (which the outlet's task takes from and settles).
 pub(crate) fn hand_over(
     handle: u64,
     signal: Signal,
     bytes: Bytes,
     identity: Option<&Identity>,
     answers: &Arc<Mailbox<Answered>>,
-) -> oneshot::Receiver<Result<(), Refusal>> {
-    let (answer, outcome) = oneshot::channel();
+    settle: Settle,
+) {
     let completion = Box::into_raw(Box::new(Completion {
-        answer,
+        settle,
         answers: answers.clone(),
     })) as u64;
     events::push(Event::Deliver {
@@ -376,7 +376,6 @@ pub(crate) fn hand_over(
         completion,
         identity: identity.map(identity_json),
     });
-    outcome
 }
 
 /// An identity as the Go side reads it: `{"subject": "<name>", "attributes": [["tenant",
@@ -425,7 +424,7 @@ pub unsafe extern "C" fn otapdf_complete(
         return 0;
     }
     // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
-    let Completion { answer, answers } = *unsafe { Box::from_raw(completion as *mut Completion) };
+    let Completion { settle, answers } = *unsafe { Box::from_raw(completion as *mut Completion) };
     // SAFETY: the caller's contract, for the duration of the call.
     let why = String::from_utf8_lossy(unsafe { bytes_at(message, len) }).into_owned();
     let outcome = match status {
@@ -433,12 +432,12 @@ pub unsafe extern "C" fn otapdf_complete(
         PERMANENT => Err(Refusal::Permanent(why)),
         _ => Err(Refusal::Retryable(why)),
     };
-    match answers.offer((answer, outcome)) {
+    match answers.offer((settle, outcome)) {
         Ok(wake) => wake.into_ticket(),
         // The component stopped (or, which the outlet's room rules out, too many answers
-        // wait): told directly, if anyone still listens.
-        Err(Rejected::Closed((answer, outcome)) | Rejected::Full((answer, outcome))) => {
-            let _ = answer.send(outcome);
+        // wait): settled here.
+        Err(Rejected::Closed((settle, outcome)) | Rejected::Full((settle, outcome))) => {
+            settle.tell(outcome);
             0
         }
     }

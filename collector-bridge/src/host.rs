@@ -38,8 +38,36 @@ impl From<NotAccepted> for Refusal {
     }
 }
 
-/// The next consumer's answer to a payload the outlet handed over, and who waits for it.
-pub(crate) type Answered = (oneshot::Sender<Result<(), Refusal>>, Result<(), Refusal>);
+/// What settles a payload the outlet handed over with the next consumer's answer: told
+/// exactly once. Dropped untold (the answer never came: the component stopped), it tells
+/// "dropped", retryable.
+pub(crate) struct Settle(Option<Deliver>);
+
+impl Settle {
+    pub(crate) fn new(settle: impl FnOnce(Result<(), Refusal>) + Send + 'static) -> Self {
+        Settle(Some(Box::new(settle)))
+    }
+
+    /// Settles with `outcome`.
+    pub(crate) fn tell(mut self, outcome: Result<(), Refusal>) {
+        if let Some(settle) = self.0.take() {
+            settle(outcome);
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(settle) = self.0.take() {
+            settle(Err(Refusal::Retryable(
+                "the Collector dropped the payload's answer".to_owned(),
+            )));
+        }
+    }
+}
+
+/// The next consumer's answer to a payload the outlet handed over, and what it settles.
+pub(crate) type Answered = (Settle, Result<(), Refusal>);
 
 /// A payload the Collector handed a component, and where its outcome goes.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 //! (what the component hands the Collector's next consumer) and
 //! `exporter:collector_capabilities` (what an extension component grants the Collector).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 
 use otap_df::core::data::{Acknowledgement, NotAccepted};
@@ -16,7 +17,7 @@ use otap_df::node::{
 };
 use tokio::sync::Semaphore;
 
-use crate::host::{self, Answered, Host, Inbound, Refusal};
+use crate::host::{self, Answered, Host, Inbound, Refusal, Settle};
 use crate::mailbox::Mailbox;
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +174,7 @@ fn create_outlet(
         accepted: context.counters.named("collector.accepted"),
         refused: context.counters.named("collector.refused"),
         rejected: context.counters.named("collector.rejected"),
-        answers: tokio::task::JoinSet::new(),
+        unanswered: Arc::default(),
         answered: host.answers.clone(),
         passer: None,
     })))
@@ -190,12 +191,44 @@ struct Outlet {
     refused: Arc<std::sync::atomic::AtomicU64>,
     /// Records it refused for good (`consumererror.Permanent`): dropped, counted here.
     rejected: Arc<std::sync::atomic::AtomicU64>,
-    /// The tasks that settle the payloads this core handed over, one per answer awaited.
-    answers: tokio::task::JoinSet<()>,
-    /// The answers as the Collector's goroutines give them, for the component's cores.
+    /// The payloads this core handed over and not yet settled.
+    unanswered: Arc<Unanswered>,
+    /// The answers as the Collector's goroutines give them, each with what it settles, for
+    /// the component's cores.
     answered: Arc<Mailbox<Answered>>,
-    /// This core's task that passes them on to the tasks awaiting them, once started.
+    /// This core's task that settles them, once started.
     passer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How many payloads a core's outlet waits on, and who waits for none to be left.
+#[derive(Default)]
+struct Unanswered {
+    count: AtomicUsize,
+    none: tokio::sync::Notify,
+}
+
+impl Unanswered {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn settled(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.none.notify_waiters();
+        }
+    }
+
+    /// Returns once none is left.
+    async fn drained(&self) {
+        loop {
+            let mut none = std::pin::pin!(self.none.notified());
+            none.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            none.await;
+        }
+    }
 }
 
 impl Drop for Outlet {
@@ -206,13 +239,13 @@ impl Drop for Outlet {
     }
 }
 
-/// Passes the answers in `answered` on to the tasks awaiting them, a burst at a time: many
-/// answers, one wake-up of the engine's thread.
+/// Settles what the answers in `answered` answer, a burst at a time: many answers, one
+/// wake-up of the engine's thread.
 async fn pass_answers(answered: Arc<Mailbox<Answered>>) {
     let mut burst = Vec::with_capacity(BURST);
     while answered.take(&mut burst, BURST).await > 0 {
-        for (answer, outcome) in burst.drain(..) {
-            let _ = answer.send(outcome);
+        for (settle, outcome) in burst.drain(..) {
+            settle.tell(outcome);
         }
     }
 }
@@ -230,18 +263,10 @@ impl LocalExporter for Outlet {
                 self.answered.clone(),
             )));
         }
-        // The delivery event holds the bytes until the Go side has made its own data of them.
-        let answer = crate::ffi::hand_over(
-            self.go_handle,
-            data.signal(),
-            data.bytes().clone(),
-            data.identity(),
-            &self.answered,
-        );
-        drop(data);
         let accepted = self.accepted.clone();
         let refused = self.refused.clone();
         let rejected = self.rejected.clone();
+        let unanswered = self.unanswered.clone();
         let settle = move |outcome: Result<(), Refusal>| {
             let refusal = match outcome {
                 Ok(()) => {
@@ -265,23 +290,27 @@ impl LocalExporter for Outlet {
                 (Some(ack), Some(why)) => ack.refuse(why),
             }
             drop(permit);
+            unanswered.settled();
         };
-        // Finished answers are reaped as new ones start, so the set holds the unanswered.
-        while self.answers.try_join_next().is_some() {}
-        self.answers.spawn_local(async move {
-            settle(answer.await.unwrap_or_else(|_| {
-                Err(Refusal::Retryable(
-                    "the Collector dropped the payload's answer".to_owned(),
-                ))
-            }));
-        });
+        self.unanswered.add();
+        // The delivery event holds the bytes until the Go side has made its own data of them;
+        // the answer comes back with what it settles (no task waits for it).
+        crate::ffi::hand_over(
+            self.go_handle,
+            data.signal(),
+            data.bytes().clone(),
+            data.identity(),
+            &self.answered,
+            Settle::new(settle),
+        );
+        drop(data);
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<(), NodeError> {
-        // Every answer this core waits for, before the engine drops the tasks that settle
+        // Every answer this core waits for, before the engine drops the task that settles
         // them (bounded by the engine's shutdown deadline).
-        while self.answers.join_next().await.is_some() {}
+        self.unanswered.drained().await;
         Ok(())
     }
 }
