@@ -451,3 +451,30 @@ pub(crate) fn granted(id: u64) -> Option<Granted> {
             .clone()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn a_settle_is_told_once_and_one_dropped_untold_tells_dropped_retryable() {
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let record = |told: &Arc<Mutex<Vec<Result<(), Refusal>>>>| {
+            let told = told.clone();
+            Settle::new(move |outcome| told.lock().unwrap().push(outcome))
+        };
+        record(&told).tell(Ok(()));
+        drop(record(&told));
+        assert_eq!(
+            *told.lock().unwrap(),
+            [
+                Ok(()),
+                Err(Refusal::Retryable(
+                    "the Collector dropped the payload's answer".to_owned()
+                ))
+            ]
+        );
+    }
+}

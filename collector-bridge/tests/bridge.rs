@@ -659,3 +659,42 @@ fn a_rust_panic_is_an_error_at_the_boundary_never_an_unwind_into_the_caller() {
         "{stopped}"
     );
 }
+
+#[test]
+fn stopping_waits_for_the_answers_the_next_consumer_still_owes() {
+    let handle = 901;
+    collector().modes.insert(handle, Mode::Hold);
+    let id = started(PROCESSOR, DEDUP, handle);
+    let caller = std::thread::spawn(move || consume_bytes(id, 0, &logs("owed"), 9001));
+    // The payload reaches the stand-in Collector, which holds its answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let completion = loop {
+        if let Some(completion) = collector().held.get_mut(&handle).and_then(Vec::pop) {
+            break completion;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing handed over");
+        std::thread::yield_now();
+    };
+    // Stopping: the component is gone for new calls at once, and its outlet waits for the
+    // answer it is owed (within the engine's shutdown deadline) before its engine ends.
+    let stopper = std::thread::spawn(move || stop(id));
+    while !ffi::otapdf_metrics(id).is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stop did not begin"
+        );
+        std::thread::yield_now();
+    }
+    // SAFETY: the completion the bridge handed over, answered once.
+    let wake = unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+    // SAFETY: the wake-up it said was owed, given once.
+    unsafe { ffi::otapdf_wake(wake) };
+    stopper
+        .join()
+        .unwrap_or_else(|_| panic!("the stop panicked"));
+    // Settled by the answer that came while stopping: the caller was told accepted.
+    let (status, _, why) = caller
+        .join()
+        .unwrap_or_else(|_| panic!("the caller panicked"));
+    assert_eq!((status, why), (ACCEPTED, None));
+}
