@@ -176,7 +176,7 @@ fn create_outlet(
         rejected: context.counters.named("collector.rejected"),
         unanswered: Arc::default(),
         answered: host.answers.clone(),
-        passer: None,
+        settler: None,
     })))
 }
 
@@ -197,7 +197,7 @@ struct Outlet {
     /// the component's cores.
     answered: Arc<Mailbox<Answered>>,
     /// This core's task that settles them, once started.
-    passer: Option<tokio::task::JoinHandle<()>>,
+    settler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How many payloads a core's outlet waits on, and who waits for none to be left.
@@ -233,15 +233,15 @@ impl Unanswered {
 
 impl Drop for Outlet {
     fn drop(&mut self) {
-        if let Some(passer) = self.passer.take() {
-            passer.abort();
+        if let Some(settler) = self.settler.take() {
+            settler.abort();
         }
     }
 }
 
 /// Settles what the answers in `answered` answer, a burst at a time: many answers, one
 /// wake-up of the engine's thread.
-async fn pass_answers(answered: Arc<Mailbox<Answered>>) {
+async fn settle_answers(answered: Arc<Mailbox<Answered>>) {
     let mut burst = Vec::with_capacity(BURST);
     while answered.take(&mut burst, BURST).await > 0 {
         for (settle, outcome) in burst.drain(..) {
@@ -258,8 +258,8 @@ impl LocalExporter for Outlet {
             return Err(self.context.error("the component is stopping"));
         };
         let records = data.records();
-        if self.passer.is_none() {
-            self.passer = Some(tokio::task::spawn_local(pass_answers(
+        if self.settler.is_none() {
+            self.settler = Some(tokio::task::spawn_local(settle_answers(
                 self.answered.clone(),
             )));
         }
