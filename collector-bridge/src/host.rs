@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use otap_df::Registry;
 use otap_df::core::capability::shared;
@@ -153,15 +153,17 @@ pub(crate) struct Host {
     thread: Mutex<Option<std::thread::JoinHandle<Result<(), otap_df::core::runtime::EngineError>>>>,
 }
 
-fn hosts() -> &'static Mutex<BTreeMap<u64, Arc<Host>>> {
-    static HOSTS: OnceLock<Mutex<BTreeMap<u64, Arc<Host>>>> = OnceLock::new();
-    HOSTS.get_or_init(Mutex::default)
+/// The running components, by id: read on every call (readers never wait for each other),
+/// written as components start and stop.
+fn hosts() -> &'static RwLock<BTreeMap<u64, Arc<Host>>> {
+    static HOSTS: OnceLock<RwLock<BTreeMap<u64, Arc<Host>>>> = OnceLock::new();
+    HOSTS.get_or_init(RwLock::default)
 }
 
 /// The running component `id`.
 pub(crate) fn host(id: u64) -> Option<Arc<Host>> {
     hosts()
-        .lock()
+        .read()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&id)
         .cloned()
@@ -169,7 +171,7 @@ pub(crate) fn host(id: u64) -> Option<Arc<Host>> {
 
 /// How many components run now.
 pub fn running() -> usize {
-    hosts().lock().unwrap_or_else(PoisonError::into_inner).len()
+    hosts().read().unwrap_or_else(PoisonError::into_inner).len()
 }
 
 fn registry() -> Result<&'static Registry, String> {
@@ -235,7 +237,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         thread: Mutex::new(None),
     });
     hosts()
-        .lock()
+        .write()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(id, host.clone());
     let watched = host.clone();
@@ -302,7 +304,7 @@ impl Host {
 
 fn forget(id: u64) -> Option<Arc<Host>> {
     hosts()
-        .lock()
+        .write()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&id)
 }
