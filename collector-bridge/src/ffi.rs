@@ -22,12 +22,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use bytes::Bytes;
 use otap_df::core::capability::Identity;
 use otap_df::core::data::{Encoding, OtlpPayload, Signal};
-use tokio::sync::Notify;
 
 use crate::events::{self, Event};
 use crate::fragment::Role;
-use crate::host::{self, Answered, Refusal, Settle};
-use crate::mailbox::{Mailbox, Rejected};
+use crate::host::{self, Refusal};
+
+mod pump;
+
+pub(crate) use pump::hand_over;
+pub use pump::{
+    CEvent, otapdf_complete, otapdf_events, otapdf_events_done, otapdf_events_fd, otapdf_wake,
+};
 
 /// Status codes of outcomes ([`otapdf_submit`], answer events, [`otapdf_complete`]): accepted.
 pub const ACCEPTED: i32 = 0;
@@ -348,36 +353,6 @@ unsafe fn submit(
     status
 }
 
-/// What a delivery event's `completion` points to: what the answer settles, and the
-/// mailbox it goes through.
-struct Completion {
-    settle: Settle,
-    answers: Arc<Mailbox<Answered>>,
-}
-
-/// Hands the Go side a payload for component `handle`'s next consumer; its answer goes,
-/// with `settle`, through `answers` (which the outlet's task takes from and settles).
-pub(crate) fn hand_over(
-    handle: u64,
-    signal: Signal,
-    bytes: Bytes,
-    identity: Option<&Identity>,
-    answers: &Arc<Mailbox<Answered>>,
-    settle: Settle,
-) {
-    let completion = Box::into_raw(Box::new(Completion {
-        settle,
-        answers: answers.clone(),
-    })) as u64;
-    events::push(Event::Deliver {
-        handle,
-        signal: signal_code(signal),
-        bytes,
-        completion,
-        identity: identity.map(identity_json),
-    });
-}
-
 /// An identity as the Go side reads it: `{"subject": "<name>", "attributes": [["tenant",
 /// "acme"], ...]}`.
 pub(crate) fn identity_json(identity: &Identity) -> String {
@@ -403,44 +378,6 @@ fn identity_from(json: &[u8]) -> Result<Identity, String> {
         described.subject,
         described.attributes,
     ))
-}
-
-/// Answers a payload a delivery event handed over: `status` [`ACCEPTED`], [`RETRYABLE`] or
-/// [`PERMANENT`], with why in `message` (`len` bytes of UTF-8, may be null). Returns 0, or a
-/// wake-up the caller owes the component's engine (asleep when the answer came), to give with
-/// [`otapdf_wake`] once its other goroutines had a chance to answer theirs.
-///
-/// # Safety
-/// `completion` is one a delivery event carried, not answered before; `message`
-/// points to `len` readable bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_complete(
-    completion: u64,
-    status: i32,
-    message: *const u8,
-    len: usize,
-) -> u64 {
-    if completion == 0 {
-        return 0;
-    }
-    // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
-    let Completion { settle, answers } = *unsafe { Box::from_raw(completion as *mut Completion) };
-    // SAFETY: the caller's contract, for the duration of the call.
-    let why = String::from_utf8_lossy(unsafe { bytes_at(message, len) }).into_owned();
-    let outcome = match status {
-        ACCEPTED => Ok(()),
-        PERMANENT => Err(Refusal::Permanent(why)),
-        _ => Err(Refusal::Retryable(why)),
-    };
-    match answers.offer((settle, outcome)) {
-        Ok(wake) => wake.into_ticket(),
-        // The component stopped (or, which the outlet's room rules out, too many answers
-        // wait): settled here.
-        Err(Rejected::Closed((settle, outcome)) | Rejected::Full((settle, outcome))) => {
-            settle.tell(outcome);
-            0
-        }
-    }
 }
 
 /// Decides on the value of an incoming credential header (`Bearer <token>`) with extension
@@ -576,159 +513,5 @@ pub unsafe extern "C" fn otapdf_free(text: *mut c_char) {
     if !text.is_null() {
         // SAFETY: the caller's contract: made by `CString::into_raw` here.
         drop(unsafe { CString::from_raw(text) });
-    }
-}
-
-/// What one event looks like to the Go side (`otapdf_event` in the header).
-#[repr(C)]
-pub struct CEvent {
-    /// 0 delivery, 1 answer, 2 release, 3 an engine ended by itself.
-    pub kind: u32,
-    /// A delivery's signal (0 logs, 1 traces, 2 metrics).
-    pub signal: u32,
-    /// A delivery's or an ending's component handle; an answer's or a release's token.
-    pub id: u64,
-    /// A delivery's completion, for [`otapdf_complete`].
-    pub completion: u64,
-    /// A delivery's bytes; an answer's or an ending's message (UTF-8).
-    pub data: *const u8,
-    /// Their length.
-    pub len: usize,
-    /// An answer's status.
-    pub status: i32,
-    /// An answer's: 1 when the bytes are released already.
-    pub released: i32,
-    /// A delivery's sender, when known: JSON as `otapdf_authorize` gives it (null, 0: none).
-    pub identity: *const u8,
-    /// Its length.
-    pub identity_len: usize,
-}
-
-/// Gives a wake-up [`otapdf_submit`] or [`otapdf_complete`] said the caller owed (`ticket`,
-/// not 0): the engine's task that sleeps takes what was queued meanwhile.
-///
-/// # Safety
-/// `ticket` is one of those, given once.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_wake(ticket: u64) {
-    if ticket == 0 {
-        return;
-    }
-    // SAFETY: the caller's contract: a strong count `Wake::into_ticket` leaked, taken once.
-    let woken = unsafe { Arc::from_raw(ticket as *const Notify) };
-    woken.notify_one();
-}
-
-/// A batch of events the Go side works on, kept until [`otapdf_events_done`].
-struct Batch {
-    /// What the view points into (held, never read here).
-    _events: Vec<Event>,
-    view: Vec<CEvent>,
-}
-
-/// The socket the Go side waits on for events (a byte arrives when there are new ones),
-/// given once: the Go side owns it; later calls return -1.
-#[unsafe(no_mangle)]
-pub extern "C" fn otapdf_events_fd() -> i32 {
-    use std::os::fd::IntoRawFd;
-    guarded(|| Ok(events::take_reader().map_or(-1, IntoRawFd::into_raw_fd))).unwrap_or(-1)
-}
-
-/// Takes every queued event: `*events` points to `*count` of them, valid until
-/// [`otapdf_events_done`] with the returned batch.
-///
-/// # Safety
-/// `events` and `count` point to writable values.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_events(events: *mut *const CEvent, count: *mut usize) -> u64 {
-    let taken = events::take();
-    let view = taken
-        .iter()
-        .map(|event| match event {
-            Event::Deliver {
-                handle,
-                signal,
-                bytes,
-                completion,
-                identity,
-            } => CEvent {
-                kind: 0,
-                signal: *signal,
-                id: *handle,
-                completion: *completion,
-                data: bytes.as_ptr(),
-                len: bytes.len(),
-                status: 0,
-                released: 0,
-                identity: identity.as_ref().map_or(std::ptr::null(), |i| i.as_ptr()),
-                identity_len: identity.as_ref().map_or(0, String::len),
-            },
-            Event::Answer {
-                token,
-                status,
-                message,
-                released,
-            } => CEvent {
-                kind: 1,
-                signal: 0,
-                id: *token,
-                completion: 0,
-                data: message.as_ptr(),
-                len: message.len(),
-                status: *status,
-                released: i32::from(*released),
-                identity: std::ptr::null(),
-                identity_len: 0,
-            },
-            Event::Ended { handle, message } => CEvent {
-                kind: 3,
-                signal: 0,
-                id: *handle,
-                completion: 0,
-                data: message.as_ptr(),
-                len: message.len(),
-                status: 0,
-                released: 0,
-                identity: std::ptr::null(),
-                identity_len: 0,
-            },
-            Event::Release { token } => CEvent {
-                kind: 2,
-                signal: 0,
-                id: *token,
-                completion: 0,
-                data: std::ptr::null(),
-                len: 0,
-                status: 0,
-                released: 0,
-                identity: std::ptr::null(),
-                identity_len: 0,
-            },
-        })
-        .collect::<Vec<_>>();
-    let batch = Box::new(Batch {
-        _events: taken,
-        view,
-    });
-    if !events.is_null() {
-        // SAFETY: the caller's contract.
-        unsafe { *events = batch.view.as_ptr() };
-    }
-    if !count.is_null() {
-        // SAFETY: the caller's contract.
-        unsafe { *count = batch.view.len() };
-    }
-    Box::into_raw(batch) as u64
-}
-
-/// Gives back a batch [`otapdf_events`] returned: its bytes and messages may go.
-///
-/// # Safety
-/// `batch` came from [`otapdf_events`] and is given back once.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_events_done(batch: u64) {
-    if batch != 0 {
-        // SAFETY: the caller's contract: made by `Box::into_raw` in `otapdf_events`.
-        drop(unsafe { Box::from_raw(batch as *mut Batch) });
     }
 }

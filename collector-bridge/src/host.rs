@@ -38,36 +38,8 @@ impl From<NotAccepted> for Refusal {
     }
 }
 
-/// What settles a payload the outlet handed over with the next consumer's answer: told
-/// exactly once. Dropped untold (the answer never came: the component stopped), it tells
-/// "dropped", retryable.
-pub(crate) struct Settle(Option<Deliver>);
-
-impl Settle {
-    pub(crate) fn new(settle: impl FnOnce(Result<(), Refusal>) + Send + 'static) -> Self {
-        Settle(Some(Box::new(settle)))
-    }
-
-    /// Settles with `outcome`.
-    pub(crate) fn tell(mut self, outcome: Result<(), Refusal>) {
-        if let Some(settle) = self.0.take() {
-            settle(outcome);
-        }
-    }
-}
-
-impl Drop for Settle {
-    fn drop(&mut self) {
-        if let Some(settle) = self.0.take() {
-            settle(Err(Refusal::Retryable(
-                "the Collector dropped the payload's answer".to_owned(),
-            )));
-        }
-    }
-}
-
 /// The next consumer's answer to a payload the outlet handed over, and what it settles.
-pub(crate) type Answered = (Settle, Result<(), Refusal>);
+pub(crate) type Answered = (Reply, Result<(), Refusal>);
 
 /// A payload the Collector handed a component, and where its outcome goes.
 #[derive(Debug)]
@@ -79,11 +51,21 @@ pub(crate) struct Inbound {
 /// What tells a payload's outcome.
 type Deliver = Box<dyn FnOnce(Result<(), Refusal>) + Send>;
 
-/// Where a payload's outcome goes: told exactly once. A reply dropped untold (a component
-/// stopping with the payload queued) tells "stopped, send it again".
+/// Where an outcome goes: told exactly once — a payload's to the Collector's caller, or the
+/// next consumer's answer to what settles a payload the outlet handed over. Dropped untold, it
+/// tells why, retryable: the component stopped with the payload queued, or the answer never
+/// came.
 pub struct Reply {
     deliver: Option<Deliver>,
-    ended: Arc<OnceLock<String>>,
+    untold: Untold,
+}
+
+/// Why a reply dropped untold was not told.
+enum Untold {
+    /// The component stopped (its engine ended, how when it says).
+    Stopped(Arc<OnceLock<String>>),
+    /// The Collector's next consumer never answered.
+    AnswerDropped,
 }
 
 impl std::fmt::Debug for Reply {
@@ -95,6 +77,14 @@ impl std::fmt::Debug for Reply {
 }
 
 impl Reply {
+    /// What settles a payload the outlet handed over, with the next consumer's answer.
+    pub(crate) fn settling(settle: impl FnOnce(Result<(), Refusal>) + Send + 'static) -> Self {
+        Reply {
+            deliver: Some(Box::new(settle)),
+            untold: Untold::AnswerDropped,
+        }
+    }
+
     /// Tells `outcome`.
     pub(crate) fn send(mut self, outcome: Result<(), Refusal>) {
         if let Some(deliver) = self.deliver.take() {
@@ -111,7 +101,10 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if let Some(deliver) = self.deliver.take() {
-            deliver(Err(Refusal::Retryable(stopped(&self.ended))));
+            deliver(Err(Refusal::Retryable(match &self.untold {
+                Untold::Stopped(ended) => stopped(ended),
+                Untold::AnswerDropped => "the Collector dropped the payload's answer".to_owned(),
+            })));
         }
     }
 }
@@ -410,7 +403,7 @@ pub fn submit(
     };
     let reply = Reply {
         deliver: Some(Box::new(deliver)),
-        ended: host.ended.clone(),
+        untold: Untold::Stopped(host.ended.clone()),
     };
     match inlet.offer(Inbound { payload, reply }) {
         Ok(wake) => Ok(wake),
@@ -461,13 +454,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_settle_is_told_once_and_one_dropped_untold_tells_dropped_retryable() {
+    fn a_settling_reply_is_told_once_and_one_dropped_untold_tells_dropped_retryable() {
         let told = Arc::new(Mutex::new(Vec::new()));
         let record = |told: &Arc<Mutex<Vec<Result<(), Refusal>>>>| {
             let told = told.clone();
-            Settle::new(move |outcome| told.lock().unwrap().push(outcome))
+            Reply::settling(move |outcome| told.lock().unwrap().push(outcome))
         };
-        record(&told).tell(Ok(()));
+        record(&told).send(Ok(()));
         drop(record(&told));
         assert_eq!(
             *told.lock().unwrap(),

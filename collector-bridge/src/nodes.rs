@@ -17,7 +17,7 @@ use otap_df::node::{
 };
 use tokio::sync::Semaphore;
 
-use crate::host::{self, Answered, Host, Inbound, Refusal, Settle};
+use crate::host::{self, Answered, Host, Inbound, Refusal, Reply};
 use crate::mailbox::Mailbox;
 
 #[derive(Debug, Deserialize)]
@@ -245,7 +245,7 @@ async fn settle_answers(answered: Arc<Mailbox<Answered>>) {
     let mut burst = Vec::with_capacity(BURST);
     while answered.take(&mut burst, BURST).await > 0 {
         for (settle, outcome) in burst.drain(..) {
-            settle.tell(outcome);
+            settle.send(outcome);
         }
     }
 }
@@ -301,7 +301,7 @@ impl LocalExporter for Outlet {
             data.bytes().clone(),
             data.identity(),
             &self.answered,
-            Settle::new(settle),
+            Reply::settling(settle),
         );
         drop(data);
         Ok(())
