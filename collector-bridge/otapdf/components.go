@@ -97,7 +97,8 @@ func (b *bridged) Start(_ context.Context, host component.Host) error {
 		b.reported = reported
 	}
 	b.logger.Info("otap-df engine started", zap.Uint64("engine", id),
-		zap.Int("cores", config.Cores), zap.Int("queue_size", config.QueueSize))
+		zap.Int("cores", config.Cores), zap.Int("queue_size", config.QueueSize),
+		zap.String("library", LinkedLibrary))
 	return nil
 }
 

@@ -8,6 +8,15 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 )
 
+// LinkedLibrary names the otap-df library (libotap_df_collector_bridge.a) this binary links:
+// its content hash, which the build sets (`-ldflags=-X
+// github.com/otap-df/collector-bridge/otapdf.LinkedLibrary=<hash>`; `cargo xtask` does).
+// Go's build cache does not look into the C libraries a package links, so a binary built
+// again after only the library changed is the cached one, linking the old library; naming
+// the library in the link's flags makes a changed library a changed link. Each component's
+// start log says it.
+var LinkedLibrary = "unnamed"
+
 // RuntimeConfig is the Collector configuration's `runtime: rust:` section: what every otapdf
 // component runs with unless its own configuration says otherwise.
 type RuntimeConfig struct {

@@ -612,5 +612,19 @@ fn the_runtime_section_sets_every_components_defaults() {
             .all(|l| l.contains("\"cores\": 2") && l.contains("\"queue_size\": 32")),
         "{log}"
     );
+    // The build names the library it links (`cargo xtask` passes its hash): a binary linked
+    // from Go's cache with an older library would name that one.
+    match std::env::var("OTAP_DF_BRIDGE_LIBRARY") {
+        Ok(library) => assert!(
+            started
+                .iter()
+                .all(|l| l.contains(&format!("\"library\": \"{library}\""))),
+            "the Collector build does not link the current library ({library}): {log}"
+        ),
+        Err(_) => eprintln!(
+            "NOT CHECKED: which library the Collector build links (OTAP_DF_BRIDGE_LIBRARY is \
+             not set; `cargo xtask collector-bridge` sets it)"
+        ),
+    }
     chain.finish();
 }

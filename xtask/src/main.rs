@@ -220,21 +220,29 @@ fn collector_bridge() -> Result<(), String> {
             "--",
             "--ignored",
         ],
-        &[("OTAP_DF_OTELCOL_OTAPDF", &collector.display().to_string())],
+        &[
+            ("OTAP_DF_OTELCOL_OTAPDF", &collector.display().to_string()),
+            ("OTAP_DF_BRIDGE_LIBRARY", &library_hash(&library)?),
+        ],
     )
 }
 
-/// Runs `go <args>` in `collector-bridge/`, linking the static library in `library`.
+/// Runs `go <args>` in `collector-bridge/`, linking the static library in `library` (named in
+/// the link's flags: see [`library_link_flag`]).
 fn go_in_bridge(
     root: &std::path::Path,
     library: &std::path::Path,
     args: &[&str],
 ) -> Result<(), String> {
     require_go("the Collector bridge")?;
+    let linked = library_link_flag(library)?;
+    let (command, rest) = args.split_first().ok_or("no go command")?;
     eprintln!("==> go {} (in collector-bridge/)", args.join(" "));
     finished(
         Command::new("go")
-            .args(args)
+            .arg(command)
+            .arg(&linked)
+            .args(rest)
             .current_dir(root.join("collector-bridge"))
             .env("CGO_ENABLED", "1")
             .env("CGO_LDFLAGS", format!("-L{}", library.display())),
@@ -268,22 +276,41 @@ fn build_bridge_collector(
         go.sort();
         inputs.extend(go);
     }
-    let archive = library.join("libotap_df_collector_bridge.a");
-    let built = std::fs::metadata(&archive)
-        .and_then(|m| m.modified())
-        .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
+    let linked = library_link_flag(library)?;
     go_build_once(&GoBuild {
         what: "collector-bridge/cmd/otelcol-otapdf (cgo, the bridge's library)",
         sources: &sources,
         package: "./cmd/otelcol-otapdf",
         binary: &root.join("target").join(folder).join("otelcol-otapdf"),
         inputs: &inputs,
-        also: &format!("{built:?}"),
+        flags: std::slice::from_ref(&linked),
         env: &[
             ("CGO_ENABLED", "1".to_owned()),
             ("CGO_LDFLAGS", format!("-L{}", library.display())),
         ],
     })
+}
+
+/// The Go link flag that names the bridge's static library in `library` by its contents
+/// (`otapdf.LinkedLibrary`). Go's build cache does not look into the C libraries a package
+/// links: without it, a binary or test built again after only the library changed would be
+/// the cached link of the old library.
+fn library_link_flag(library: &std::path::Path) -> Result<String, String> {
+    Ok(format!(
+        "-ldflags=-X github.com/otap-df/collector-bridge/otapdf.LinkedLibrary={}",
+        library_hash(library)?
+    ))
+}
+
+/// The contents' hash of the bridge's static library in `library`.
+fn library_hash(library: &std::path::Path) -> Result<String, String> {
+    use std::hash::{Hash, Hasher};
+    let archive = library.join("libotap_df_collector_bridge.a");
+    let contents =
+        std::fs::read(&archive).map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    contents.hash(&mut hasher);
+    Ok(format!("{:016x}", hasher.finish()))
 }
 
 /// The bridge's static library (`libotap_df_collector_bridge.a`) built in the debug or
@@ -315,8 +342,8 @@ struct GoBuild<'a> {
     binary: &'a std::path::Path,
     /// The files whose contents decide whether to build again.
     inputs: &'a [std::path::PathBuf],
-    /// More of what decides it (a linked library's time).
-    also: &'a str,
+    /// Build flags, which decide it too.
+    flags: &'a [String],
     env: &'a [(&'a str, String)],
 }
 
@@ -329,7 +356,7 @@ fn go_build_once(build: &GoBuild<'_>) -> Result<std::path::PathBuf, String> {
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?
             .hash(&mut hasher);
     }
-    build.also.hash(&mut hasher);
+    build.flags.hash(&mut hasher);
     let stamp = format!("{:016x}", hasher.finish());
     let stamp_file = build.binary.with_extension("stamp");
     if build.binary.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
@@ -340,7 +367,9 @@ fn go_build_once(build: &GoBuild<'_>) -> Result<std::path::PathBuf, String> {
     eprintln!("==> go build {}", build.what);
     finished(
         Command::new("go")
-            .args(["build", "-mod=readonly", "-buildvcs=false", "-o"])
+            .args(["build", "-mod=readonly", "-buildvcs=false"])
+            .args(build.flags)
+            .arg("-o")
             .arg(build.binary)
             .arg(build.package)
             .current_dir(build.sources)
@@ -430,7 +459,7 @@ fn build_collector(root: &std::path::Path) -> Result<std::path::PathBuf, String>
         package: ".",
         binary: &root.join("target").join("otelcol").join("otelcol-interop"),
         inputs: &inputs,
-        also: "",
+        flags: &[],
         env: &[],
     })
 }
