@@ -423,6 +423,15 @@ pub struct Once {
     pub measure: Duration,
     pub records: usize,
     pub token: Option<String>,
+    /// Every request distinct (OTLP/HTTP), as the `bridge-*` targets send them.
+    pub distinct: bool,
+}
+
+/// Where the request's stamp (its first record's timestamp, [`crate::sweep::STAMP`]) is,
+/// for the client to rewrite in each request.
+pub fn stamp_at(request: &[u8]) -> Option<usize> {
+    let stamp = crate::sweep::STAMP.to_le_bytes();
+    request.windows(8).position(|w| w == stamp)
 }
 
 /// One level against a running server, on a runtime of one thread; prints the outcome.
@@ -433,7 +442,15 @@ pub fn once(options: Once) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
-    let payload = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", 1);
+    if options.grpc && options.distinct {
+        return Err("--distinct is for OTLP/HTTP only (--grpc false)".to_owned());
+    }
+    let time = if options.distinct {
+        crate::sweep::STAMP
+    } else {
+        1
+    };
+    let payload = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", time);
     let authorization = options
         .token
         .as_ref()
@@ -461,10 +478,11 @@ pub fn once(options: Once) -> Result<(), String> {
             headers.push(("Authorization", value.as_str()));
         }
         let request = request(options.address, "/v1/logs", &headers, payload.bytes());
+        let stamp = options.distinct.then(|| stamp_at(&request)).flatten();
         runtime.block_on(drive(
             options.address,
             request,
-            None,
+            stamp,
             options.connections,
             options.warmup,
             options.measure,

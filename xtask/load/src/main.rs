@@ -170,6 +170,11 @@ enum Command {
         /// A bearer token to send.
         #[arg(long)]
         token: Option<String>,
+        /// Make every request distinct (a record's timestamp rewritten in each), as the
+        /// `bridge-*` targets do: a deduplicating server then does all its work each time
+        /// (OTLP/HTTP only).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        distinct: bool,
     },
     /// The `+jwt` targets' issuer on its own, for a run outside `sweep` (an engine under a
     /// profiler): prints `jwks_url <url>`, `issuer <iss>` and `token <jwt>` (audience
@@ -200,6 +205,7 @@ fn main() -> ExitCode {
             seconds,
             records,
             token,
+            distinct,
         } => drive::once(drive::Once {
             address,
             grpc,
@@ -208,6 +214,7 @@ fn main() -> ExitCode {
             measure: Duration::from_secs_f64(seconds),
             records,
             token,
+            distinct,
         }),
         Command::Issuer => jwt::issuer().map(|issuer| {
             println!("jwks_url {}", issuer.jwks_url);

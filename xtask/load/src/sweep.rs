@@ -82,7 +82,7 @@ pub const TARGETS: &[&str] = &[
 
 /// The timestamp of every record of the `bridge-*` targets' request: the client rewrites its
 /// first occurrence in each request, so that no two are alike.
-const STAMP: u64 = 0x5eed_0000_0000_0001;
+pub(crate) const STAMP: u64 = 0x5eed_0000_0000_0001;
 
 /// Whether `target` speaks OTLP/gRPC (its load is calls over HTTP/2 connections).
 fn grpc(target: &str) -> bool {
@@ -767,7 +767,7 @@ fn run_level(
         (body, None)
     };
     let request = drive::request(address, "/v1/logs", &headers, body);
-    let stamp = stamp.and_then(|stamp| request.windows(8).position(|w| w == stamp.to_le_bytes()));
+    let stamp = stamp.and_then(|_| drive::stamp_at(&request));
     // CPU of both sides over the measured window, sampled from another thread.
     let pid = server.pid().to_string();
     let (warmup, measure) = (options.warmup, options.measure);
