@@ -59,10 +59,10 @@ int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t 
 int32_t otapdf_submit_as(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                          uint64_t records, uint64_t token, const uint8_t *identity,
                          size_t identity_len, uint64_t *wake, char **message);
-/* Gives a wake-up otapdf_submit or otapdf_complete said was owed (a ticket, not 0), once. */
+/* Gives a wake-up otapdf_submit said was owed (a ticket, not 0), once. */
 void otapdf_wake(uint64_t ticket);
-/* Returns 0, or a wake-up the caller owes (as otapdf_submit's *wake). */
-uint64_t otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
+/* Answers a delivery; what it settles is settled on the calling thread. */
+void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
 /* 0: accepted, *detail the identity as JSON ({"subject": "...", "attributes": [["k", "v"]]});
  * 1: refused, 2: no decision (refuse); *detail why. */
 int32_t otapdf_authorize(uint64_t id, const uint8_t *value, size_t len, char **detail);

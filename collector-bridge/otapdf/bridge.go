@@ -395,14 +395,15 @@ func complete(completion C.uint64_t, err error) {
 		}
 	}
 	data, size := bytesPointer([]byte(why))
-	wakeLater(C.otapdf_complete(completion, C.int32_t(status), data, size))
+	// Settled on this thread: the engine's threads are not woken for it.
+	C.otapdf_complete(completion, C.int32_t(status), data, size)
 }
 
-// wakeLater gives a wake-up owed to a component's engine (none: 0), which slept when this
-// goroutine queued its request or answer — after the other goroutines that are ready had
-// their turn and queued theirs, so that one wake-up of the engine's thread (a write, two
-// context switches, with more threads than CPUs a preempted one) takes them all. With none
-// ready, Gosched returns at once.
+// wakeLater gives a wake-up owed to a component's engine (none: 0), whose inlet slept when
+// this goroutine queued its request — after the other goroutines that are ready had their
+// turn and queued theirs, so that one wake-up of the engine's thread (a write, two context
+// switches, with more threads than CPUs a preempted one) takes them all. With none ready,
+// Gosched returns at once.
 func wakeLater(wake C.uint64_t) {
 	if wake != 0 {
 		runtime.Gosched()

@@ -38,9 +38,6 @@ impl From<NotAccepted> for Refusal {
     }
 }
 
-/// The next consumer's answer to a payload the outlet handed over, and what it settles.
-pub(crate) type Answered = (Reply, Result<(), Refusal>);
-
 /// A payload the Collector handed a component, and where its outcome goes.
 #[derive(Debug)]
 pub(crate) struct Inbound {
@@ -130,9 +127,6 @@ pub(crate) struct Host {
     pub(crate) go_handle: u64,
     /// The inlet's queue (`queue_size`), which every core's inlet node takes from.
     pub(crate) inlet: Option<Arc<Mailbox<Inbound>>>,
-    /// The next consumer's answers to what the outlet handed over, for the outlet's cores to
-    /// pass on (at most `queue_size` are awaited at once: `outlet_room`).
-    pub(crate) answers: Arc<Mailbox<Answered>>,
     /// Payloads handed to the Go side and not yet answered, across cores (`queue_size`).
     pub(crate) outlet_room: Arc<Semaphore>,
     pub(crate) queue_size: usize,
@@ -219,7 +213,6 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
         role,
         go_handle,
         inlet,
-        answers: Arc::new(Mailbox::new(fragment.queue_size)),
         outlet_room: Arc::new(Semaphore::new(fragment.queue_size)),
         queue_size: fragment.queue_size,
         granted: Mutex::default(),
@@ -244,7 +237,7 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
                 Ok(()) => "it stopped".to_owned(),
                 Err(error) => error.to_string(),
             });
-            watched.close_mailboxes();
+            watched.close_inlet();
             // Ended by itself, running: the Collector's side learns it (status, log).
             if !watched.stopping.load(Ordering::Acquire)
                 && watched.go_handle != 0
@@ -284,14 +277,11 @@ pub fn start(role: Role, config: &str, go_handle: u64) -> Result<u64, String> {
 }
 
 impl Host {
-    /// Closes the inlet's queue and answers what it still held (stopped, send it again), and
-    /// the outlet's answers' mailbox.
-    fn close_mailboxes(&self) {
+    /// Closes the inlet's queue and answers what it still held (stopped, send it again).
+    fn close_inlet(&self) {
         if let Some(inlet) = &self.inlet {
             drop(inlet.close());
         }
-        // Answers that come later have nobody to tell: dropped as they come.
-        drop(self.answers.close());
     }
 }
 
@@ -369,7 +359,7 @@ pub fn stop(id: u64) -> Result<(), String> {
         .unwrap_or_else(PoisonError::into_inner)
         .take();
     let ended = thread.map(std::thread::JoinHandle::join);
-    host.close_mailboxes();
+    host.close_inlet();
     match ended {
         None | Some(Ok(Ok(()))) => Ok(()),
         Some(Ok(Err(error))) => Err(format!("the component stopped with errors: {error}")),

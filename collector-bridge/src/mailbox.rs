@@ -1,5 +1,6 @@
-//! What the Collector's goroutines hand a component's engine — payloads for its inlet, the
-//! next consumer's answers for its outlet — queued for the engine's tasks to take.
+//! What the Collector's goroutines hand a component's engine — payloads for its inlet —
+//! queued for the engine's tasks to take. (The next consumer's answers need no mailbox: they
+//! are settled where they come, `otapdf_complete`.)
 //!
 //! A goroutine that finds the taking task asleep is told so and owes it a wake-up, which it
 //! may give a moment later: the Go side first lets its other ready goroutines run (and queue

@@ -17,7 +17,7 @@ use otap_df::node::{
 };
 use tokio::sync::Semaphore;
 
-use crate::host::{self, Answered, Host, Inbound, Refusal, Reply};
+use crate::host::{self, Host, Inbound, Refusal, Reply};
 use crate::mailbox::Mailbox;
 
 #[derive(Debug, Deserialize)]
@@ -131,31 +131,29 @@ impl Inlet {
     async fn take(&self, inbound: Inbound, context: &ReceiverContext) -> Result<(), NodeError> {
         let Inbound { mut payload, reply } = inbound;
         let records = payload.records();
-        let wait = if self.context.awaits_acknowledgement {
-            let (ack, wait) = Acknowledgement::new();
-            payload = payload.with_acknowledgement(ack);
-            Some(wait)
-        } else {
+        // Awaiting the settlement, the caller is answered where it settles — for a processor,
+        // on the Collector's thread that answers the outlet's delivery — and no task here
+        // waits for it (up to `queue_size` wait at once, bounded by the Go side's callers).
+        // Dropped on the way, the payload answers "send it again".
+        let reply = if self.context.awaits_acknowledgement {
+            payload = payload.with_acknowledgement(Acknowledgement::then(move |outcome| {
+                reply.send(outcome.map_err(Refusal::from));
+            }));
             None
+        } else {
+            Some(reply)
         };
         if let Err(error) = context.outputs.send(payload).await {
-            reply.send(Err(Refusal::Retryable(format!(
-                "the otapdf component could not take the payload: {error}"
-            ))));
+            if let Some(reply) = reply {
+                reply.send(Err(Refusal::Retryable(format!(
+                    "the otapdf component could not take the payload: {error}"
+                ))));
+            }
             return Err(error);
         }
         NodeCounters::add(&context.outputs.counters().records_in, records);
-        match wait {
-            None => {
-                reply.send(Ok(()));
-            }
-            // The answer waits for the settlement, off this loop: the next payload is taken
-            // meanwhile (up to `queue_size` wait at once, bounded by the Go side's callers).
-            Some(wait) => {
-                tokio::task::spawn_local(async move {
-                    reply.send(wait.await.map_err(Refusal::from));
-                });
-            }
+        if let Some(reply) = reply {
+            reply.send(Ok(()));
         }
         Ok(())
     }
@@ -175,8 +173,6 @@ fn create_outlet(
         refused: context.counters.named("collector.refused"),
         rejected: context.counters.named("collector.rejected"),
         unanswered: Arc::default(),
-        answered: host.answers.clone(),
-        settler: None,
     })))
 }
 
@@ -193,11 +189,6 @@ struct Outlet {
     rejected: Arc<std::sync::atomic::AtomicU64>,
     /// The payloads this core handed over and not yet settled.
     unanswered: Arc<Unanswered>,
-    /// The answers as the Collector's goroutines give them, each with what it settles, for
-    /// the component's cores.
-    answered: Arc<Mailbox<Answered>>,
-    /// This core's task that settles them, once started.
-    settler: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How many payloads a core's outlet waits on, and who waits for none to be left.
@@ -231,25 +222,6 @@ impl Unanswered {
     }
 }
 
-impl Drop for Outlet {
-    fn drop(&mut self) {
-        if let Some(settler) = self.settler.take() {
-            settler.abort();
-        }
-    }
-}
-
-/// Settles what the answers in `answered` answer, a burst at a time: many answers, one
-/// wake-up of the engine's thread.
-async fn settle_answers(answered: Arc<Mailbox<Answered>>) {
-    let mut burst = Vec::with_capacity(BURST);
-    while answered.take(&mut burst, BURST).await > 0 {
-        for (settle, outcome) in burst.drain(..) {
-            settle.send(outcome);
-        }
-    }
-}
-
 #[async_trait(?Send)]
 impl LocalExporter for Outlet {
     async fn export(&mut self, mut data: OtlpPayload) -> Result<(), NodeError> {
@@ -258,11 +230,6 @@ impl LocalExporter for Outlet {
             return Err(self.context.error("the component is stopping"));
         };
         let records = data.records();
-        if self.settler.is_none() {
-            self.settler = Some(tokio::task::spawn_local(settle_answers(
-                self.answered.clone(),
-            )));
-        }
         let accepted = self.accepted.clone();
         let refused = self.refused.clone();
         let rejected = self.rejected.clone();
@@ -294,13 +261,13 @@ impl LocalExporter for Outlet {
         };
         self.unanswered.add();
         // The delivery event holds the bytes until the Go side has made its own data of them;
-        // the answer comes back with what it settles (no task waits for it).
+        // the answer comes back with what it settles, and settles it there, on the Go side's
+        // thread (no task waits for it, no thread of the engine is woken for it).
         crate::ffi::hand_over(
             self.go_handle,
             data.signal(),
             data.bytes().clone(),
             data.identity(),
-            &self.answered,
             Reply::settling(settle),
         );
         drop(data);

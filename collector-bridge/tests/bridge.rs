@@ -72,9 +72,7 @@ fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
             Mode::Refuse(status) => (status, "refused by the stand-in"),
         };
         // SAFETY: a completion a delivery carried, answered once.
-        let wake = unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
-        // SAFETY: the wake-up it said was owed, given once.
-        unsafe { ffi::otapdf_wake(wake) };
+        unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
     });
 }
 
@@ -542,9 +540,7 @@ fn a_full_queue_is_refused_at_once_retryable_and_what_it_held_is_delivered_after
         let held = collector().held.remove(&handle).unwrap_or_default();
         for completion in held {
             // SAFETY: a completion the bridge handed the callback, answered once.
-            let wake = unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
-            // SAFETY: the wake-up it said was owed, given once.
-            unsafe { ffi::otapdf_wake(wake) };
+            unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
         }
         while let Ok(outcome) = outcomes.recv_timeout(std::time::Duration::from_millis(20)) {
             assert_eq!(outcome.0, ACCEPTED, "{outcome:?}");
@@ -686,9 +682,7 @@ fn stopping_waits_for_the_answers_the_next_consumer_still_owes() {
         std::thread::yield_now();
     }
     // SAFETY: the completion the bridge handed over, answered once.
-    let wake = unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
-    // SAFETY: the wake-up it said was owed, given once.
-    unsafe { ffi::otapdf_wake(wake) };
+    unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
     stopper
         .join()
         .unwrap_or_else(|_| panic!("the stop panicked"));

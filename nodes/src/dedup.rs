@@ -9,14 +9,16 @@
 //! A batch whose sender waits for it to be kept downstream (a durable queue: the payload
 //! carries an acknowledgement) is remembered only if it is: when the queue refuses it (full)
 //! or it is lost on the way, its key is deleted before the sender is told to send it again,
-//! so that the retry is not dropped as a duplicate of a batch nobody kept.
+//! so that the retry is not dropped as a duplicate of a batch nobody kept. A batch that is
+//! kept settles the sender's acknowledgement where it settles (no task waits for it); only
+//! the keys to forget go to the node's task that deletes them.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use otap_df_core::capability::{CapabilityId, KeyValueStore, key_value, local};
 use otap_df_core::config::{ComponentConfig, ComponentKind, ConfigError};
-use otap_df_core::data::{Acknowledgement, AcknowledgementWait, OtlpPayload};
+use otap_df_core::data::{Acknowledgement, NotAccepted, OtlpPayload};
 use otap_df_core::extension::Capabilities;
 use otap_df_core::node::{CapabilityRequirement, NodeFactory};
 use otap_df_core::node::{
@@ -69,6 +71,7 @@ fn create(
         store,
         ttl: config.ttl,
         store_failing: false,
+        forget: None,
     })))
 }
 
@@ -77,6 +80,25 @@ struct Dedup {
     store: Rc<dyn local::KeyValueStore>,
     ttl: Duration,
     store_failing: bool,
+    /// What the node's task forgets (started with the first batch that needs it).
+    forget: Option<tokio::sync::mpsc::UnboundedSender<Unkept>>,
+}
+
+/// A remembered batch that was not kept: its key, and the sender to tell why once it is
+/// forgotten.
+type Unkept = (Vec<u8>, Acknowledgement, NotAccepted);
+
+impl Dedup {
+    /// Where the keys of batches not kept go (the node's task, started on first use).
+    fn forgetting(&mut self) -> tokio::sync::mpsc::UnboundedSender<Unkept> {
+        self.forget
+            .get_or_insert_with(|| {
+                let (forget, unkept) = tokio::sync::mpsc::unbounded_channel();
+                tokio::task::spawn_local(forget_unkept(self.store.clone(), unkept));
+                forget
+            })
+            .clone()
+    }
 }
 
 /// The store key of a payload: `dedup:<signal>:` and the 128-bit hash of its bytes.
@@ -114,30 +136,36 @@ impl LocalProcessor for Dedup {
             }
         };
         if remembered && let Some(sender) = data.take_acknowledgement() {
-            let (ack, kept) = Acknowledgement::new();
-            tokio::task::spawn_local(forget_unless_kept(self.store.clone(), key, kept, sender));
-            data = data.with_acknowledgement(ack);
+            // Kept, the sender is told at once where it settles; not kept, the key is
+            // forgotten first (by the node's task), so that the retry passes.
+            let forget = self.forgetting();
+            data = data.with_acknowledgement(Acknowledgement::then(move |kept| match kept {
+                Ok(()) => sender.settle(),
+                Err(why) => {
+                    if let Err(tokio::sync::mpsc::error::SendError((_, sender, why))) =
+                        forget.send((key, sender, why))
+                    {
+                        // The node is gone: nothing can forget the key.
+                        sender.refuse(why);
+                    }
+                }
+            }));
         }
         outputs.send(data).await
     }
 }
 
-/// Tells `sender` what became of the batch remembered under `key` once it is known
-/// (`kept`); forgets the key first when the batch was not kept, so that its retry passes.
-async fn forget_unless_kept(
+/// Forgets the keys of batches that were not kept, then tells their senders why, so that a
+/// retry is not dropped as a duplicate of a batch nobody kept.
+async fn forget_unkept(
     store: Rc<dyn local::KeyValueStore>,
-    key: Vec<u8>,
-    kept: AcknowledgementWait,
-    sender: Acknowledgement,
+    mut unkept: tokio::sync::mpsc::UnboundedReceiver<Unkept>,
 ) {
-    match kept.await {
-        Ok(()) => sender.settle(),
-        Err(why) => {
-            if let Err(error) = store.delete(&key).await {
-                tracing::warn!(%error, "cannot forget a batch that was not kept; its retry will be dropped as a duplicate until the TTL passes");
-            }
-            sender.refuse(why);
+    while let Some((key, sender, why)) = unkept.recv().await {
+        if let Err(error) = store.delete(&key).await {
+            tracing::warn!(%error, "cannot forget a batch that was not kept; its retry will be dropped as a duplicate until the TTL passes");
         }
+        sender.refuse(why);
     }
 }
 

@@ -129,8 +129,12 @@ impl OtlpPayload {
 
     /// Settles the acknowledgement it carries, if any, as done: the payload (this copy) is
     /// accepted for good, delivered or stored durably, or deliberately dropped.
+    /// The payload goes first: whoever learns the outcome (at once, where the acknowledgement
+    /// was made with [`Acknowledgement::then`]) finds its bytes no longer held here.
     pub fn settle(mut self) {
-        if let Some(ack) = self.ack.take() {
+        let ack = self.ack.take();
+        drop(self);
+        if let Some(ack) = ack {
             ack.settle();
         }
     }
@@ -214,7 +218,24 @@ pub struct Acknowledgement {
 #[derive(Debug)]
 struct AckShared {
     refused: std::sync::OnceLock<NotAccepted>,
-    answer: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Acknowledged>>>,
+    answer: std::sync::Mutex<Option<Answer>>,
+}
+
+/// Where an acknowledgement's outcome goes.
+enum Answer {
+    /// To an [`AcknowledgementWait`].
+    Wait(tokio::sync::oneshot::Sender<Acknowledged>),
+    /// To a function, run where the last copy is settled.
+    Then(Box<dyn FnOnce(Acknowledged) + Send>),
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Answer::Wait(_) => "Wait",
+            Answer::Then(_) => "Then",
+        })
+    }
 }
 
 impl Drop for AckShared {
@@ -225,11 +246,16 @@ impl Drop for AckShared {
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
-        if let Some(answer) = answer {
-            let _ = answer.send(match self.refused.take() {
-                None => Ok(()),
-                Some(refused) => Err(refused),
-            });
+        let outcome = match self.refused.take() {
+            None => Ok(()),
+            Some(refused) => Err(refused),
+        };
+        match answer {
+            Some(Answer::Wait(answer)) => {
+                let _ = answer.send(outcome);
+            }
+            Some(Answer::Then(then)) => then(outcome),
+            None => {}
         }
     }
 }
@@ -239,17 +265,28 @@ impl Acknowledgement {
     /// accepted).
     pub fn new() -> (Self, AcknowledgementWait) {
         let (answer, wait) = tokio::sync::oneshot::channel();
-        let shared = AckShared {
-            refused: std::sync::OnceLock::new(),
-            answer: std::sync::Mutex::new(Some(answer)),
-        };
         (
-            Self {
-                shared: std::sync::Arc::new(shared),
-                settled: false,
-            },
+            Self::answering(Answer::Wait(answer)),
             AcknowledgementWait(wait),
         )
+    }
+
+    /// A new acknowledgement whose outcome `then` is told, on the thread that settles (or
+    /// drops) the last copy, as it does — no task waits for it, so no thread is woken for
+    /// it. For what is quick and needs no runtime: settling the acknowledgement it forwards
+    /// (a processor that keeps nothing back), answering a caller on another runtime.
+    pub fn then(then: impl FnOnce(Acknowledged) + Send + 'static) -> Self {
+        Self::answering(Answer::Then(Box::new(then)))
+    }
+
+    fn answering(answer: Answer) -> Self {
+        Self {
+            shared: std::sync::Arc::new(AckShared {
+                refused: std::sync::OnceLock::new(),
+                answer: std::sync::Mutex::new(Some(answer)),
+            }),
+            settled: false,
+        }
     }
 
     /// This copy is accepted for good.
@@ -344,6 +381,32 @@ mod tests {
             outcome(wait),
             Err(NotAccepted::Full("the queue is full".to_owned()))
         );
+    }
+
+    #[test]
+    fn then_is_told_once_where_the_last_copy_is_settled() {
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = {
+            let told = told.clone();
+            move |outcome| told.lock().unwrap().push(outcome)
+        };
+        let data = payload().with_acknowledgement(Acknowledgement::then(record));
+        let copy = data.clone();
+        data.settle();
+        assert!(told.lock().unwrap().is_empty(), "a copy is left");
+        // The last copy, settled on another thread: told there, at once.
+        std::thread::spawn(move || {
+            let mut copy = copy;
+            copy.take_acknowledgement()
+                .expect("carried")
+                .refuse(NotAccepted::Full("the queue is full".to_owned()));
+            assert_eq!(
+                *told.lock().unwrap(),
+                [Err(NotAccepted::Full("the queue is full".to_owned()))]
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -12,30 +12,18 @@ use tokio::sync::Notify;
 
 use super::{ACCEPTED, PERMANENT, bytes_at, guarded, identity_json, signal_code};
 use crate::events::{self, Event};
-use crate::host::{Answered, Refusal, Reply};
-use crate::mailbox::{Mailbox, Rejected};
+use crate::host::{Refusal, Reply};
 
-/// What a delivery event's `completion` points to: what the answer settles, and the
-/// mailbox it goes through.
-struct Completion {
-    settle: Reply,
-    answers: Arc<Mailbox<Answered>>,
-}
-
-/// Hands the Go side a payload for component `handle`'s next consumer; its answer goes,
-/// with `settle`, through `answers` (which the outlet's task takes from and settles).
+/// Hands the Go side a payload for component `handle`'s next consumer; its answer settles
+/// it through `settle`, where the answer comes ([`otapdf_complete`]).
 pub(crate) fn hand_over(
     handle: u64,
     signal: Signal,
     bytes: Bytes,
     identity: Option<&Identity>,
-    answers: &Arc<Mailbox<Answered>>,
     settle: Reply,
 ) {
-    let completion = Box::into_raw(Box::new(Completion {
-        settle,
-        answers: answers.clone(),
-    })) as u64;
+    let completion = Box::into_raw(Box::new(settle)) as u64;
     events::push(Event::Deliver {
         handle,
         signal: signal_code(signal),
@@ -47,9 +35,10 @@ pub(crate) fn hand_over(
 
 /// Answers a payload a delivery event handed over: `status` [`ACCEPTED`],
 /// [`RETRYABLE`](super::RETRYABLE) or [`PERMANENT`], with why in `message` (`len` bytes
-/// of UTF-8, may be null). Returns 0, or a wake-up the caller owes the component's
-/// engine (asleep when the answer came), to give with [`otapdf_wake`] once its other
-/// goroutines had a chance to answer theirs.
+/// of UTF-8, may be null). It is settled here, on the caller's thread: what waited for it
+/// (the acknowledgement the outlet holds, and down the chain of nodes that forward theirs,
+/// a processor's caller) learns it now, and no thread of the engine is woken unless one of
+/// its tasks waits for it.
 ///
 /// # Safety
 /// `completion` is one a delivery event carried, not answered before; `message`
@@ -60,12 +49,12 @@ pub unsafe extern "C" fn otapdf_complete(
     status: i32,
     message: *const u8,
     len: usize,
-) -> u64 {
+) {
     if completion == 0 {
-        return 0;
+        return;
     }
     // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
-    let Completion { settle, answers } = *unsafe { Box::from_raw(completion as *mut Completion) };
+    let settle = *unsafe { Box::from_raw(completion as *mut Reply) };
     // SAFETY: the caller's contract, for the duration of the call.
     let why = String::from_utf8_lossy(unsafe { bytes_at(message, len) }).into_owned();
     let outcome = match status {
@@ -73,20 +62,12 @@ pub unsafe extern "C" fn otapdf_complete(
         PERMANENT => Err(Refusal::Permanent(why)),
         _ => Err(Refusal::Retryable(why)),
     };
-    // Settling here runs the outlet's settlement on the Go side's thread: a panic in it
-    // stops at the boundary, never unwinding into Go.
-    guarded(|| {
-        Ok(match answers.offer((settle, outcome)) {
-            Ok(wake) => wake.into_ticket(),
-            // The component stopped (or, which the outlet's room rules out, too many answers
-            // wait): settled here.
-            Err(Rejected::Closed((settle, outcome)) | Rejected::Full((settle, outcome))) => {
-                settle.send(outcome);
-                0
-            }
-        })
-    })
-    .unwrap_or(0)
+    // The settlement runs the outlet's and what it forwards to on the Go side's thread: a
+    // panic in it stops at the boundary, never unwinding into Go.
+    let _ = guarded(|| {
+        settle.send(outcome);
+        Ok(())
+    });
 }
 
 /// What one event looks like to the Go side (`otapdf_event` in the header).
@@ -114,9 +95,8 @@ pub struct CEvent {
     pub identity_len: usize,
 }
 
-/// Gives a wake-up [`otapdf_submit`](super::otapdf_submit) or [`otapdf_complete`] said
-/// the caller owed (`ticket`, not 0): the engine's task that sleeps takes what was
-/// queued meanwhile.
+/// Gives a wake-up [`otapdf_submit`](super::otapdf_submit) said the caller owed (`ticket`,
+/// not 0): the engine's inlet, asleep, takes what was queued meanwhile.
 ///
 /// # Safety
 /// `ticket` is one of those, given once.
@@ -241,5 +221,63 @@ pub unsafe extern "C" fn otapdf_events_done(batch: u64) {
     if batch != 0 {
         // SAFETY: the caller's contract: made by `Box::into_raw` in `otapdf_events`.
         drop(unsafe { Box::from_raw(batch as *mut Batch) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use otap_df::core::data::Signal;
+
+    use super::*;
+    use crate::fragment::Role;
+    use crate::host;
+
+    #[test]
+    fn an_answer_settles_a_processors_caller_before_otapdf_complete_returns() {
+        // Without nodes, and through dedup, which forwards the acknowledgement.
+        let dedup = r#"{"extensions": {"seen": {"type": "extension:memory_kv"}},
+            "nodes": {"dedup": {"type": "processor:dedup",
+                                "capabilities": {"key_value_store": "seen"}}}}"#;
+        for (handle, config) in [(7, "{}"), (8, dedup)] {
+            let id = host::start(Role::Processor, config, handle).expect("started");
+            let told = Arc::new(Mutex::new(None));
+            let outcome = told.clone();
+            let payload = otap_df::nodes::otlp::synthetic(Signal::Logs, 10, "a", 1);
+            drop(
+                host::submit(id, payload, move |result| {
+                    *outcome.lock().unwrap() = Some(result);
+                })
+                .expect("queued"),
+            );
+            // The delivery for the next consumer (this test stands in for the Go side's pump).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let completion = loop {
+                let delivered = events::take().into_iter().find_map(|event| match event {
+                    Event::Deliver {
+                        handle: to,
+                        completion,
+                        ..
+                    } if to == handle => Some(completion),
+                    _ => None,
+                });
+                if let Some(completion) = delivered {
+                    break completion;
+                }
+                assert!(Instant::now() < deadline, "nothing was delivered");
+                std::thread::yield_now();
+            };
+            assert!(
+                told.lock().unwrap().is_none(),
+                "{config}: told before the answer"
+            );
+            // SAFETY: the completion the delivery carried, answered once.
+            unsafe { otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+            // Settled on this thread, down to the caller: nothing of the engine ran for it.
+            assert_eq!(*told.lock().unwrap(), Some(Ok(())), "{config}");
+            host::stop(id).expect("stopped");
+        }
     }
 }
