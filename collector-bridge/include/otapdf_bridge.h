@@ -34,7 +34,8 @@ typedef struct {
     size_t identity_len;
 } otapdf_event;
 
-/* The socket to wait on: a byte arrives when events are queued. Given once; then -1. */
+/* The socket to wait on: a byte arrives when events are queued (unless a caller said it
+ * looks: otapdf_wake, otapdf_complete). Given once; then -1. */
 int32_t otapdf_events_fd(void);
 /* Every queued event, valid until otapdf_events_done(the returned batch). */
 uint64_t otapdf_events(const otapdf_event **events, size_t *count);
@@ -59,10 +60,14 @@ int32_t otapdf_submit(uint64_t id, uint32_t signal, const uint8_t *data, size_t 
 int32_t otapdf_submit_as(uint64_t id, uint32_t signal, const uint8_t *data, size_t len,
                          uint64_t records, uint64_t token, const uint8_t *identity,
                          size_t identity_len, uint64_t *wake, char **message);
-/* Gives a wake-up otapdf_submit said was owed (a ticket, not 0), once. */
-void otapdf_wake(uint64_t ticket);
-/* Answers a delivery; what it settles is settled on the calling thread. */
-void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len);
+/* Gives a wake-up otapdf_submit said was owed (a ticket, not 0), once. `look` not 0: the
+ * caller has the event pump take after this call (events queued until then write no
+ * wake-up byte to the socket). */
+void otapdf_wake(uint64_t ticket, int32_t look);
+/* Answers a delivery; what it settles is settled on the calling thread. `look` as for
+ * otapdf_wake. */
+void otapdf_complete(uint64_t completion, int32_t status, const uint8_t *message, size_t len,
+                     int32_t look);
 /* 0: accepted, *detail the identity as JSON ({"subject": "...", "attributes": [["k", "v"]]});
  * 1: refused, 2: no decision (refuse); *detail why. */
 int32_t otapdf_authorize(uint64_t id, const uint8_t *value, size_t len, char **detail);

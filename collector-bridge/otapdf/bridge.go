@@ -395,8 +395,10 @@ func complete(completion C.uint64_t, err error) {
 		}
 	}
 	data, size := bytesPointer([]byte(why))
-	// Settled on this thread: the engine's threads are not woken for it.
-	C.otapdf_complete(completion, C.int32_t(status), data, size)
+	// Settled on this thread: the engine's threads are not woken for it, and what the
+	// settlement queues (a processor's caller's answer) is taken by the pump, kicked here.
+	C.otapdf_complete(completion, C.int32_t(status), data, size, 1)
+	kickPump()
 }
 
 // wakeLater gives a wake-up owed to a component's engine (none: 0), whose inlet slept when
@@ -407,6 +409,9 @@ func complete(completion C.uint64_t, err error) {
 func wakeLater(wake C.uint64_t) {
 	if wake != 0 {
 		runtime.Gosched()
-		C.otapdf_wake(wake)
+		// The engine's thread, woken, hands its deliveries over at once where it shares
+		// this CPU: the pump, kicked, takes them without a byte on the socket.
+		C.otapdf_wake(wake, 1)
+		kickPump()
 	}
 }

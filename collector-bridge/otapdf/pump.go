@@ -1,8 +1,11 @@
 package otapdf
 
 // The pump: what the Rust side tells the Go side arrives as events, queued there and taken
-// here in batches by one goroutine that waits on a socket through Go's own poller. No Rust
-// thread ever runs Go code, so none waits for one of the Go scheduler's processors.
+// here in batches by one goroutine. It takes when kicked: by a goroutine that waits on the
+// event socket through Go's own poller (a byte arrives when events are queued), or by a
+// goroutine that just gave the engine a wake-up or answered a delivery and told the Rust
+// side so (`look`: the events that causes need no byte on the socket). No Rust thread ever
+// runs Go code, so none waits for one of the Go scheduler's processors.
 
 /*
 #include "../include/otapdf_bridge.h"
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,16 +69,38 @@ func startPump() {
 	if err := syscall.SetNonblock(fd, true); err != nil {
 		log.Printf("otapdf: the bridge's event socket: %v", err)
 	}
-	go pump(os.NewFile(uintptr(fd), "otapdf-events"))
+	go wakeups(os.NewFile(uintptr(fd), "otapdf-events"))
+	go pump()
 }
 
-func pump(socket *os.File) {
+// pumpKicked has the pump take the queued events (one kick is enough for any number).
+var pumpKicked = make(chan struct{}, 1)
+
+// kickPump has the pump take the queued events.
+func kickPump() {
+	select {
+	case pumpKicked <- struct{}{}:
+	default:
+	}
+}
+
+// wakeups kicks the pump for every byte the Rust side writes to the event socket.
+func wakeups(socket *os.File) {
 	wake := make([]byte, 256)
 	for {
 		if _, err := socket.Read(wake); err != nil {
 			log.Printf("otapdf: the bridge's event socket failed, components stop answering: %v", err)
 			return
 		}
+		kickPump()
+	}
+}
+
+func pump() {
+	for range pumpKicked {
+		// Kicked, it runs next; it lets every goroutine that is ready run first (and answer,
+		// or queue, what it has), so that one take finds them all.
+		runtime.Gosched()
 		var events *C.otapdf_event
 		var count C.size_t
 		batch := C.otapdf_events(&events, &count)

@@ -72,7 +72,7 @@ fn deliver(handle: u64, signal: u32, bytes: &[u8], completion: u64) {
             Mode::Refuse(status) => (status, "refused by the stand-in"),
         };
         // SAFETY: a completion a delivery carried, answered once.
-        unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len()) };
+        unsafe { ffi::otapdf_complete(completion, status, why.as_ptr(), why.len(), 0) };
     });
 }
 
@@ -207,7 +207,7 @@ fn consume_as(
         return (queued, true, take(message));
     }
     // SAFETY: the wake-up it said was owed, given once.
-    unsafe { ffi::otapdf_wake(wake) };
+    unsafe { ffi::otapdf_wake(wake, 0) };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut collector = collector();
     loop {
@@ -540,7 +540,7 @@ fn a_full_queue_is_refused_at_once_retryable_and_what_it_held_is_delivered_after
         let held = collector().held.remove(&handle).unwrap_or_default();
         for completion in held {
             // SAFETY: a completion the bridge handed the callback, answered once.
-            unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+            unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0, 0) };
         }
         while let Ok(outcome) = outcomes.recv_timeout(std::time::Duration::from_millis(20)) {
             assert_eq!(outcome.0, ACCEPTED, "{outcome:?}");
@@ -682,7 +682,7 @@ fn stopping_waits_for_the_answers_the_next_consumer_still_owes() {
         std::thread::yield_now();
     }
     // SAFETY: the completion the bridge handed over, answered once.
-    unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+    unsafe { ffi::otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0, 0) };
     stopper
         .join()
         .unwrap_or_else(|_| panic!("the stop panicked"));

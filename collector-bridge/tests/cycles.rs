@@ -70,7 +70,9 @@ fn start_stop_cycles_leave_no_thread_and_no_memory_behind() {
     support::start_pump(|event, _| {
         if event.kind == 0 {
             // SAFETY: a completion a delivery carried, answered once.
-            unsafe { ffi::otapdf_complete(event.completion, ffi::ACCEPTED, std::ptr::null(), 0) };
+            unsafe {
+                ffi::otapdf_complete(event.completion, ffi::ACCEPTED, std::ptr::null(), 0, 0)
+            };
         }
     });
     let batches: Vec<_> = (0..20)

@@ -38,7 +38,8 @@ pub(crate) fn hand_over(
 /// of UTF-8, may be null). It is settled here, on the caller's thread: what waited for it
 /// (the acknowledgement the outlet holds, and down the chain of nodes that forward theirs,
 /// a processor's caller) learns it now, and no thread of the engine is woken unless one of
-/// its tasks waits for it.
+/// its tasks waits for it. `look` not 0: the caller has the pump take events after this
+/// call, so what the settlement queues writes no wake-up byte (see [`otapdf_wake`]).
 ///
 /// # Safety
 /// `completion` is one a delivery event carried, not answered before; `message`
@@ -49,9 +50,13 @@ pub unsafe extern "C" fn otapdf_complete(
     status: i32,
     message: *const u8,
     len: usize,
+    look: i32,
 ) {
     if completion == 0 {
         return;
+    }
+    if look != 0 {
+        events::looking();
     }
     // SAFETY: the caller's contract: a pointer `hand_over` leaked, answered once.
     let settle = *unsafe { Box::from_raw(completion as *mut Reply) };
@@ -96,14 +101,21 @@ pub struct CEvent {
 }
 
 /// Gives a wake-up [`otapdf_submit`](super::otapdf_submit) said the caller owed (`ticket`,
-/// not 0): the engine's inlet, asleep, takes what was queued meanwhile.
+/// not 0): the engine's inlet, asleep, takes what was queued meanwhile. `look` not 0: the
+/// caller has the pump take events after this call, so what the engine queues until then
+/// writes no wake-up byte — where the engine's thread runs as soon as it is woken (on the
+/// caller's CPU, as in a Collector pinned to one), its deliveries are queued by then; where
+/// it runs later, the take finds nothing and the engine's events wake the pump.
 ///
 /// # Safety
 /// `ticket` is one of those, given once.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn otapdf_wake(ticket: u64) {
+pub unsafe extern "C" fn otapdf_wake(ticket: u64, look: i32) {
     if ticket == 0 {
         return;
+    }
+    if look != 0 {
+        events::looking();
     }
     // SAFETY: the caller's contract: a strong count `Wake::into_ticket` leaked, taken once.
     let woken = unsafe { Arc::from_raw(ticket as *const Notify) };
@@ -241,6 +253,9 @@ mod tests {
         let dedup = r#"{"extensions": {"seen": {"type": "extension:memory_kv"}},
             "nodes": {"dedup": {"type": "processor:dedup",
                                 "capabilities": {"key_value_store": "seen"}}}}"#;
+        let _one = crate::events::tests::ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (handle, config) in [(7, "{}"), (8, dedup)] {
             let id = host::start(Role::Processor, config, handle).expect("started");
             let told = Arc::new(Mutex::new(None));
@@ -274,7 +289,7 @@ mod tests {
                 "{config}: told before the answer"
             );
             // SAFETY: the completion the delivery carried, answered once.
-            unsafe { otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0) };
+            unsafe { otapdf_complete(completion, ACCEPTED, std::ptr::null(), 0, 0) };
             // Settled on this thread, down to the caller: nothing of the engine ran for it.
             assert_eq!(*told.lock().unwrap(), Some(Ok(())), "{config}");
             host::stop(id).expect("stopped");
