@@ -156,16 +156,20 @@ impl LocalProcessor for Dedup {
 }
 
 /// Forgets the keys of batches that were not kept, then tells their senders why, so that a
-/// retry is not dropped as a duplicate of a batch nobody kept.
+/// retry is not dropped as a duplicate of a batch nobody kept (each on a task of its own: a
+/// slow store answers them side by side).
 async fn forget_unkept(
     store: Rc<dyn local::KeyValueStore>,
     mut unkept: tokio::sync::mpsc::UnboundedReceiver<Unkept>,
 ) {
     while let Some((key, sender, why)) = unkept.recv().await {
-        if let Err(error) = store.delete(&key).await {
-            tracing::warn!(%error, "cannot forget a batch that was not kept; its retry will be dropped as a duplicate until the TTL passes");
-        }
-        sender.refuse(why);
+        let store = store.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(error) = store.delete(&key).await {
+                tracing::warn!(%error, "cannot forget a batch that was not kept; its retry will be dropped as a duplicate until the TTL passes");
+            }
+            sender.refuse(why);
+        });
     }
 }
 
