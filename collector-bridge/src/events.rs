@@ -9,9 +9,9 @@
 //! or by a goroutine that is about to have it take anyway: one that gave the engine a
 //! wake-up, or answered a delivery (whose settlement queues events on its own thread). Such
 //! a goroutine says so first ([`looking`]); until the pump's next take, no byte is written
-//! (a write, and on the Go side a poll and two reads, saved). An engine thread that calls into Go instead
-//! would have to win one of the Go scheduler's processors for every call — with
-//! `GOMAXPROCS=1`, the one the Collector's goroutines hold — and wait for it.
+//! (a write, and on the Go side a poll and two reads, saved). An engine thread that calls
+//! into Go instead would have to win one of the Go scheduler's processors for every call —
+//! with `GOMAXPROCS=1`, the one the Collector's goroutines hold — and wait for it.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
