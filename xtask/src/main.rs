@@ -26,6 +26,7 @@
 //!   Collector pipeline's load sweep without and with our dedup processor.
 
 mod author_path;
+mod bridge;
 mod scaffold;
 
 use scaffold::{scaffolded, workspace_root};
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("package") => packaged().and_then(|()| scaffolded()),
         Some("interop") => interop(),
-        Some("collector-bridge") => collector_bridge(),
+        Some("collector-bridge") => bridge::collector_bridge(),
         Some("new-extension") => scaffold::new_extension(&args[1..]),
         Some("author-path") => author_path::run(),
         _ => {
@@ -171,7 +172,7 @@ fn test() -> Result<(), String> {
     scaffolded()?;
     author_path::run()?;
     interop()?;
-    collector_bridge()
+    bridge::collector_bridge()
 }
 
 /// The OpenTelemetry Collector distribution of `interop/otelcol`, built with Go into
@@ -196,141 +197,6 @@ fn interop() -> Result<(), String> {
             ("OTAP_DF_PYTHON_SDK", &python.display().to_string()),
         ],
     )
-}
-
-/// The Collector bridge: its static library, the `otelcol-otapdf` distribution linking it,
-/// then the tests that run inside that Collector (`collector-bridge/tests/collector.rs`,
-/// ignored under a plain `cargo test`).
-fn collector_bridge() -> Result<(), String> {
-    let root = workspace_root()?;
-    // The library is built in this target directory's debug profile, with the dependencies
-    // the test suite already built.
-    let library = bridge_library(&root, false)?;
-    let collector = build_bridge_collector(&root, &library, "otelcol-otapdf")?;
-    // The Go package's own tests (its factories against the library, in process).
-    go_in_bridge(&root, &library, &["vet", "./otapdf"])?;
-    go_in_bridge(&root, &library, &["test", "-count=1", "./otapdf"])?;
-    cargo_with_env(
-        &[
-            "test",
-            "-p",
-            "otap-df-collector-bridge",
-            "--test",
-            "collector",
-            "--",
-            "--ignored",
-        ],
-        &[
-            ("OTAP_DF_OTELCOL_OTAPDF", &collector.display().to_string()),
-            ("OTAP_DF_BRIDGE_LIBRARY", &library_hash(&library)?),
-        ],
-    )
-}
-
-/// Runs `go <args>` in `collector-bridge/`, linking the static library in `library` (named in
-/// the link's flags: see [`library_link_flag`]).
-fn go_in_bridge(
-    root: &std::path::Path,
-    library: &std::path::Path,
-    args: &[&str],
-) -> Result<(), String> {
-    require_go("the Collector bridge")?;
-    let linked = library_link_flag(library)?;
-    let (command, rest) = args.split_first().ok_or("no go command")?;
-    eprintln!("==> go {} (in collector-bridge/)", args.join(" "));
-    finished(
-        Command::new("go")
-            .arg(command)
-            .arg(&linked)
-            .args(rest)
-            .current_dir(root.join("collector-bridge"))
-            .env("CGO_ENABLED", "1")
-            .env("CGO_LDFLAGS", format!("-L{}", library.display())),
-        Instant::now(),
-        &format!("go {}", args.join(" ")),
-    )
-}
-
-/// Builds `collector-bridge/cmd/otelcol-otapdf` (cgo, linking the static library in
-/// `library`) into `target/<folder>/` unless the binary there was built from the same Go
-/// sources and library.
-fn build_bridge_collector(
-    root: &std::path::Path,
-    library: &std::path::Path,
-    folder: &str,
-) -> Result<std::path::PathBuf, String> {
-    let sources = root.join("collector-bridge");
-    let mut inputs = vec![
-        sources.join("go.mod"),
-        sources.join("go.sum"),
-        sources.join("include").join("otapdf_bridge.h"),
-    ];
-    for package in ["otapdf", "cmd/otelcol-otapdf"] {
-        let entries = std::fs::read_dir(sources.join(package))
-            .map_err(|e| format!("cannot read collector-bridge/{package}: {e}"))?;
-        let mut go: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "go"))
-            .collect();
-        go.sort();
-        inputs.extend(go);
-    }
-    let linked = library_link_flag(library)?;
-    go_build_once(&GoBuild {
-        what: "collector-bridge/cmd/otelcol-otapdf (cgo, the bridge's library)",
-        sources: &sources,
-        package: "./cmd/otelcol-otapdf",
-        binary: &root.join("target").join(folder).join("otelcol-otapdf"),
-        inputs: &inputs,
-        flags: std::slice::from_ref(&linked),
-        env: &[
-            ("CGO_ENABLED", "1".to_owned()),
-            ("CGO_LDFLAGS", format!("-L{}", library.display())),
-        ],
-    })
-}
-
-/// The Go link flag that names the bridge's static library in `library` by its contents
-/// (`otapdf.LinkedLibrary`). Go's build cache does not look into the C libraries a package
-/// links: without it, a binary or test built again after only the library changed would be
-/// the cached link of the old library.
-fn library_link_flag(library: &std::path::Path) -> Result<String, String> {
-    Ok(format!(
-        "-ldflags=-X github.com/otap-df/collector-bridge/otapdf.LinkedLibrary={}",
-        library_hash(library)?
-    ))
-}
-
-/// The contents' hash of the bridge's static library in `library`.
-fn library_hash(library: &std::path::Path) -> Result<String, String> {
-    use std::hash::{Hash, Hasher};
-    let archive = library.join("libotap_df_collector_bridge.a");
-    let contents =
-        std::fs::read(&archive).map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    contents.hash(&mut hasher);
-    Ok(format!("{:016x}", hasher.finish()))
-}
-
-/// The bridge's static library (`libotap_df_collector_bridge.a`) built in the debug or
-/// release profile of this target directory; the folder that holds it.
-fn bridge_library(root: &std::path::Path, release: bool) -> Result<std::path::PathBuf, String> {
-    let mut args = vec!["rustc"];
-    if release {
-        args.push("--release");
-    }
-    args.extend([
-        "-p",
-        "otap-df-collector-bridge",
-        "--lib",
-        "--crate-type",
-        "staticlib",
-    ]);
-    cargo(&args)?;
-    Ok(root
-        .join("target")
-        .join(if release { "release" } else { "debug" }))
 }
 
 /// A Go binary built from `package` in `sources`, again only when its inputs changed.
@@ -788,7 +654,7 @@ fn bench(extra: &[String]) -> Result<(), String> {
         return load("drain", &extra[1..]);
     }
     if extra.first().map(String::as_str) == Some("bridge") {
-        return bench_bridge(&extra[1..]);
+        return bridge::bench_bridge(&extra[1..]);
     }
     if extra.first().map(String::as_str) == Some("vs-otelcol") {
         // The same authenticating gateway as our engine and as the Collector, beside the
@@ -807,38 +673,6 @@ fn bench(extra: &[String]) -> Result<(), String> {
     let mut args = vec!["bench", "--workspace"];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
-}
-
-/// `bench bridge`: the bridge's library in release, the Collector distribution linking it,
-/// the crossing benchmarks (Go), then the load sweep of a Collector pipeline without and with
-/// our dedup processor (extra arguments go to the sweep).
-fn bench_bridge(extra: &[String]) -> Result<(), String> {
-    let root = workspace_root()?;
-    let library = bridge_library(&root, true)?;
-    let collector = build_bridge_collector(&root, &library, "otelcol-otapdf-release")?;
-    go_in_bridge(
-        &root,
-        &library,
-        &[
-            "test",
-            "-count=1",
-            "-run",
-            "^$",
-            "-bench",
-            ".",
-            "-benchtime",
-            "2s",
-            "./otapdf",
-        ],
-    )?;
-    let mut args = vec![
-        "--only".to_owned(),
-        "ceiling,bridge-baseline,bridge-dedup".to_owned(),
-        "--bridge".to_owned(),
-        collector.display().to_string(),
-    ];
-    args.extend(extra.iter().cloned());
-    load("sweep", &args)
 }
 
 /// `bench load` and `bench drain`: builds the engine and the load tool in release, then runs

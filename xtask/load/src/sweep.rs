@@ -759,15 +759,16 @@ fn run_level(
         headers.push(("Authorization", authorization.as_str()));
     }
     // The bridge's targets send distinct requests: the same size, a stamp rewritten in each.
+    let distinct = target.starts_with("bridge-");
     let stamped;
-    let (body, stamp) = if target.starts_with("bridge-") {
+    let body = if distinct {
         stamped = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", STAMP);
-        (stamped.bytes().as_ref(), Some(STAMP))
+        stamped.bytes().as_ref()
     } else {
-        (body, None)
+        body
     };
     let request = drive::request(address, "/v1/logs", &headers, body);
-    let stamp = stamp.and_then(|_| drive::stamp_at(&request));
+    let stamp = distinct.then(|| drive::stamp_at(&request)).flatten();
     // CPU of both sides over the measured window, sampled from another thread.
     let pid = server.pid().to_string();
     let (warmup, measure) = (options.warmup, options.measure);
