@@ -160,6 +160,9 @@ type submitted struct {
 	// a local whose address crosses into C would be allocated for each call).
 	wake    C.uint64_t
 	message *C.char
+	// The buffer its requests are marshalled into (kept up to keptBuffer), and the writer.
+	buf    []byte
+	writer protoWriter
 	// What it lends, while a processor or connector may hand it back (found through lent).
 	lent lentRequest
 }
@@ -280,35 +283,44 @@ func (t *callTable) pending() int {
 	return t.inUse
 }
 
-// consume hands a component an OTLP export request, marshalled from `original`, and waits
-// for its outcome (the goroutine parks; no thread is held in a C call). The bytes are lent,
-// not copied: pinned until otap-df no longer references them, which may be after the
-// outcome (an exporter still merging them), when the release event unpins them. When the
-// component can give the request back (`lends`: a processor, a connector), it is noted
-// with its Collector data for the way back.
+// consume hands a component the OTLP export request marshalled from `original` (its
+// signal's field) and waits for its outcome (the goroutine parks; no thread is held in a C
+// call). The bytes are lent, not copied: pinned until otap-df no longer references them,
+// which may be after the outcome (an exporter still merging them), when the release event
+// unpins them; they are written into a buffer the call's record keeps for its next use
+// (see marshal). When the component can give the request back (`lends`: a processor, a
+// connector), it is noted with its Collector data for the way back.
 //
 // The caller's identity (client.Info's Auth, as the Collector's authenticator left it)
 // crosses with the request: our nodes see it as the payload's sender.
-func consume(ctx context.Context, id uint64, signal int, request []byte, records int, original lentRequest, lends bool) error {
-	if len(request) == 0 {
+func consume(ctx context.Context, id uint64, signal int, records int, original lentRequest, lends bool) error {
+	original.signal = signal
+	size := original.protoSize()
+	if size == 0 {
 		return nil
 	}
 	call := calls.take()
+	request, err := call.marshal(size, &original)
+	if err != nil {
+		call.holds.Store(1)
+		call.letGo()
+		return consumererror.NewPermanent(err)
+	}
 	address := uintptr(unsafe.Pointer(&request[0]))
 	if lends {
-		original.size, original.signal, original.ctx = len(request), signal, ctx
+		original.size, original.ctx = len(request), ctx
 		call.lend(address, original)
 	}
 	call.pinner.Pin(&request[0])
 	token := call.token()
-	data, size := bytesPointer(request)
+	data, length := bytesPointer(request)
 	var status C.int32_t
 	call.wake, call.message = 0, nil
 	if sender := senderOf(ctx); sender != nil {
 		who, whoSize := bytesPointer(sender)
-		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), who, whoSize, &call.wake, &call.message)
+		status = C.otapdf_submit_as(C.uint64_t(id), C.uint32_t(signal), data, length, C.uint64_t(records), C.uint64_t(token), who, whoSize, &call.wake, &call.message)
 	} else {
-		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, size, C.uint64_t(records), C.uint64_t(token), &call.wake, &call.message)
+		status = C.otapdf_submit(C.uint64_t(id), C.uint32_t(signal), data, length, C.uint64_t(records), C.uint64_t(token), &call.wake, &call.message)
 	}
 	if status != statusAccepted {
 		// Refused now: released, and no event names the token.
@@ -323,7 +335,7 @@ func consume(ctx context.Context, id uint64, signal int, request []byte, records
 		return outcomeError(int(status), why)
 	}
 	wakeLater(call.wake)
-	err := <-call.outcome
+	err = <-call.outcome
 	if lends {
 		call.unlend(address)
 	}

@@ -195,6 +195,16 @@ func BenchmarkMarshalLogs100(b *testing.B) {
 	})
 }
 
+// The same batch as our components marshal it: into the buffer the call keeps.
+func BenchmarkMarshalLogs100IntoKeptBuffer(b *testing.B) {
+	call := &submitted{}
+	what := lentRequest{signal: signalLogs, logs: logs(100, "bench")}
+	measured(b, false, func() error {
+		_, err := call.marshal(what.protoSize(), &what)
+		return err
+	})
+}
+
 func BenchmarkUnmarshalLogs100(b *testing.B) {
 	request, _ := (&plog.ProtoMarshaler{}).MarshalLogs(logs(100, "bench"))
 	unmarshaler := &plog.ProtoUnmarshaler{}

@@ -144,39 +144,27 @@ func (b *bridged) running() (uint64, error) {
 }
 
 func (b *bridged) ConsumeLogs(ctx context.Context, data plog.Logs) error {
-	request, err := (&plog.ProtoMarshaler{}).MarshalLogs(data)
-	if err != nil {
-		return consumererror.NewPermanent(err)
-	}
 	id, err := b.running()
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalLogs, request, data.LogRecordCount(), lentRequest{logs: data}, b.lends())
+	return consume(ctx, id, signalLogs, data.LogRecordCount(), lentRequest{logs: data}, b.lends())
 }
 
 func (b *bridged) ConsumeTraces(ctx context.Context, data ptrace.Traces) error {
-	request, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(data)
-	if err != nil {
-		return consumererror.NewPermanent(err)
-	}
 	id, err := b.running()
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalTraces, request, data.SpanCount(), lentRequest{traces: data}, b.lends())
+	return consume(ctx, id, signalTraces, data.SpanCount(), lentRequest{traces: data}, b.lends())
 }
 
 func (b *bridged) ConsumeMetrics(ctx context.Context, data pmetric.Metrics) error {
-	request, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(data)
-	if err != nil {
-		return consumererror.NewPermanent(err)
-	}
 	id, err := b.running()
 	if err != nil {
 		return err
 	}
-	return consume(ctx, id, signalMetrics, request, data.DataPointCount(), lentRequest{metrics: data}, b.lends())
+	return consume(ctx, id, signalMetrics, data.DataPointCount(), lentRequest{metrics: data}, b.lends())
 }
 
 // lends says whether what the component is given can come back out of it, to be handed
