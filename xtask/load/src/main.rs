@@ -107,7 +107,8 @@ enum Command {
         /// Where configurations and logs go.
         #[arg(long, default_value = "target/load")]
         work_dir: PathBuf,
-        /// Times the whole sweep is repeated, targets in turn; the table shows each level's
+        /// Times the whole sweep is repeated (each connection level's targets back to back,
+        /// in reverse order every other round); the table shows each level's
         /// median round (by accepted requests per second) and, as "× ceiling", the median of
         /// the rounds' ratios, each round's level against that round's ceiling (the `bridge-*`
         /// targets against that round's `bridge-baseline`).

@@ -42,8 +42,9 @@ pub struct SweepOptions {
     pub slow_delay: Duration,
     /// Where configurations and logs go.
     pub work_dir: PathBuf,
-    /// Times the whole sweep is repeated; the table shows each level's median round and the
-    /// median of its rounds' ratios to the ceiling ([`Level::paired_ratio`]).
+    /// Times the whole sweep is repeated (in the order [`schedule`] gives); the table shows
+    /// each level's median round and the median of its rounds' ratios to the ceiling
+    /// ([`Level::paired_ratio`]).
     pub rounds: usize,
     /// The OpenTelemetry Collector binary for the `otelcol-*` targets (`interop/otelcol`).
     pub otelcol: Option<PathBuf>,
@@ -527,7 +528,9 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
         options.records,
         payload.bytes().len()
     );
-    // Rounds go over every target in turn, so that drift on the machine hits all alike; each
+    // Each round takes one connection level at a time, every target at it back to back (a
+    // target beside its ceiling, seconds apart: the machine's speed drifts over minutes), the
+    // targets in reverse order every other round (neither of two runs always first); each
     // (target, connections) keeps its median round.
     let mut rounds: Vec<Vec<Level>> = Vec::new();
     let wasm = engine_has(&options.engine, "extension:wasm");
@@ -544,34 +547,35 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
              --features extension-wasm)"
         );
     }
+    let targets: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|&target| options.only.is_empty() || options.only.iter().any(|t| t == target))
+        .filter(|target| !target.starts_with("otelcol") || options.otelcol.is_some())
+        .filter(|target| !target.starts_with("bridge-") || options.bridge.is_some())
+        .filter(|&target| target != "receiver+wasm-auth" || wasm)
+        .filter(|target| !target.contains("+jwt") || oauth2)
+        .collect();
     for round in 1..=options.rounds.max(1) {
         if options.rounds > 1 {
             eprintln!("round {round} of {}", options.rounds);
         }
         let mut levels = Vec::new();
-        for &target in TARGETS {
-            if !options.only.is_empty() && !options.only.iter().any(|t| t == target) {
-                continue;
-            }
-            if target.starts_with("otelcol") && options.otelcol.is_none() {
-                continue;
-            }
-            if target.starts_with("bridge-") && options.bridge.is_none() {
-                continue;
-            }
-            if target == "receiver+wasm-auth" && !wasm {
-                continue;
-            }
-            if target.contains("+jwt") && !oauth2 {
-                continue;
-            }
-            for &connections in &options.connections {
-                let level =
-                    run_level(options, &own, target, connections, payload.bytes(), &client)?;
-                eprintln!("{}", row(&level, None));
-                levels.push(level);
-            }
+        for (target, connections) in schedule(&targets, &options.connections, round) {
+            let level = run_level(options, &own, target, connections, payload.bytes(), &client)?;
+            eprintln!("{}", row(&level, None));
+            levels.push(level);
         }
+        // Every round in one order (the table's: by target, then connections).
+        levels.sort_by_key(|level| {
+            (
+                targets.iter().position(|t| *t == level.target),
+                options
+                    .connections
+                    .iter()
+                    .position(|&c| c == level.connections),
+            )
+        });
         rounds.push(levels);
     }
     let mut medians = Vec::new();
@@ -589,6 +593,19 @@ pub fn sweep(options: &SweepOptions) -> Result<Vec<Level>, String> {
         medians.push(median);
     }
     Ok(medians)
+}
+
+/// The runs of round `round` (from 1): one connection level at a time, every target at it
+/// back to back, the targets in reverse order in even rounds.
+fn schedule<'a>(targets: &[&'a str], connections: &[usize], round: usize) -> Vec<(&'a str, usize)> {
+    let mut order = targets.to_vec();
+    if round.is_multiple_of(2) {
+        order.reverse();
+    }
+    connections
+        .iter()
+        .flat_map(|&c| order.iter().map(move |&target| (target, c)))
+        .collect()
 }
 
 /// The median over `rounds` of level `i`'s accepted req/s against its ceiling's in the same
@@ -922,6 +939,26 @@ mod tests {
             records: 100,
             paired_ratio: None,
         }
+    }
+
+    #[test]
+    fn a_round_runs_each_level_s_targets_back_to_back_in_turns() {
+        let targets = ["ceiling", "bridge-baseline", "bridge-dedup"];
+        assert_eq!(
+            schedule(&targets, &[8, 256], 1),
+            [
+                ("ceiling", 8),
+                ("bridge-baseline", 8),
+                ("bridge-dedup", 8),
+                ("ceiling", 256),
+                ("bridge-baseline", 256),
+                ("bridge-dedup", 256),
+            ]
+        );
+        assert_eq!(
+            schedule(&targets, &[8], 2),
+            [("bridge-dedup", 8), ("bridge-baseline", 8), ("ceiling", 8)]
+        );
     }
 
     /// A machine that runs faster in one round than in another moves a target and its
