@@ -6,8 +6,9 @@ package otapdf
 // here walks pdata's public API and writes what pdata's own marshaller writes, byte for byte
 // — the same fields in the same order, backwards from the end, as pdata does — into a
 // buffer of the size pdata computes (`LogsSize`). A field the public API does not show
-// (pdata keeps deprecated and profile-only fields from the wire) makes the encoding come
-// out at another size; that is caught and the request is marshalled by pdata instead.
+// (pdata keeps them from the wire: a resource's entity references, deprecated and
+// profile-only fields) makes the encoding come out at another size; that is caught and the
+// request is marshalled by pdata instead.
 
 import (
 	"encoding/binary"
