@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use otap_df_core::data::Signal;
 
 use crate::drive;
-use crate::sweep::{Process, free_port, status_kib};
+use crate::process::{Process, free_port, status_kib};
 
 /// What `drain` measures.
 pub struct DrainOptions {

@@ -427,10 +427,14 @@ pub struct Once {
     pub distinct: bool,
 }
 
-/// Where the request's stamp (its first record's timestamp, [`crate::sweep::STAMP`]) is,
+/// The timestamp of every record of the `bridge-*` targets' request: the client rewrites its
+/// first occurrence in each request, so that no two are alike.
+pub(crate) const STAMP: u64 = 0x5eed_0000_0000_0001;
+
+/// Where the request's stamp (its first record's timestamp, [`STAMP`]) is,
 /// for the client to rewrite in each request.
 pub fn stamp_at(request: &[u8]) -> Option<usize> {
-    let stamp = crate::sweep::STAMP.to_le_bytes();
+    let stamp = STAMP.to_le_bytes();
     request.windows(8).position(|w| w == stamp)
 }
 
@@ -445,11 +449,7 @@ pub fn once(options: Once) -> Result<(), String> {
     if options.grpc && options.distinct {
         return Err("--distinct is for OTLP/HTTP only (--grpc false)".to_owned());
     }
-    let time = if options.distinct {
-        crate::sweep::STAMP
-    } else {
-        1
-    };
+    let time = if options.distinct { STAMP } else { 1 };
     let payload = otap_df_nodes::otlp::synthetic(Signal::Logs, options.records, "load", time);
     let authorization = options
         .token

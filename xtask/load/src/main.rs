@@ -20,9 +20,12 @@
 mod drain;
 mod drive;
 mod jwt;
+mod process;
 mod quota;
 mod serve;
 mod sweep;
+mod table;
+mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -297,7 +300,7 @@ fn main() -> ExitCode {
                     .stdout(std::process::Stdio::null())
                     .status();
             }
-            sweep::sweep(&options).map(|levels| println!("{}", sweep::table(&levels)))
+            sweep::sweep(&options).map(|levels| println!("{}", table::table(&levels)))
         }
     };
     match result {

@@ -2,17 +2,21 @@
 //! auth, as a gateway in front of a fast and a slow upstream) started as its own process on
 //! its own CPU, driven at each connection count, measured from outside.
 
-use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use otap_df_core::data::Signal;
 
-use crate::drive::{self, Outcome};
+use crate::drive::{self, Outcome, STAMP};
+use crate::process::{Process, cpu_time, free_port, peak_rss_kib};
 use crate::quota::CpuQuota;
+use crate::table::row;
+use crate::targets::{
+    CALLER_TOKENS, TARGETS, WASM_TOKEN, caller_token, ceiling_of, collector_target, engine_config,
+    engine_has, grpc,
+};
 
 /// What the sweep is told.
 #[derive(Debug, Clone)]
@@ -52,56 +56,6 @@ pub struct SweepOptions {
     pub bridge: Option<PathBuf>,
 }
 
-/// The targets, in the order they run.
-pub const TARGETS: &[&str] = &[
-    "ceiling",
-    "receiver",
-    "receiver+auth",
-    "receiver+wasm-auth",
-    "receiver+jwt",
-    "gateway",
-    "gateway+auth",
-    "gateway+jwt",
-    "gateway+jwt+tenant-header",
-    "gateway+durable+auth",
-    "gateway-slow-upstream",
-    "otelcol-gateway+auth",
-    "otelcol-gateway-blocking+auth",
-    "grpc-ceiling",
-    "grpc-tonic-ceiling",
-    "grpc-receiver",
-    "grpc-receiver+auth",
-    "otelcol-grpc-receiver",
-    "grpc-gateway",
-    "grpc-gateway+auth",
-    "grpc-gateway+durable+auth",
-    "otelcol-grpc-gateway",
-    "otelcol-grpc-gateway-blocking",
-    "bridge-baseline",
-    "bridge-dedup",
-];
-
-/// The timestamp of every record of the `bridge-*` targets' request: the client rewrites its
-/// first occurrence in each request, so that no two are alike.
-pub(crate) const STAMP: u64 = 0x5eed_0000_0000_0001;
-
-/// Whether `target` speaks OTLP/gRPC (its load is calls over HTTP/2 connections).
-fn grpc(target: &str) -> bool {
-    target.starts_with("grpc-") || target.starts_with("otelcol-grpc")
-}
-
-/// What `target` is measured against: its protocol's ceiling; for the Collector with the
-/// bridge, the same Collector pipeline without our component (`bridge-baseline`).
-fn ceiling_of(target: &str) -> &'static str {
-    if target.starts_with("bridge-") {
-        "bridge-baseline"
-    } else if grpc(target) {
-        "grpc-ceiling"
-    } else {
-        "ceiling"
-    }
-}
-
 /// One measured level of one target.
 #[derive(Debug, Clone)]
 pub struct Level {
@@ -123,393 +77,6 @@ pub struct Level {
     /// to its ceiling's at the same connections, each round against its own ceiling (the
     /// machine's speed drifts between rounds more than within one).
     pub paired_ratio: Option<f64>,
-}
-
-const CALLER_TOKENS: usize = 10;
-
-fn caller_token(i: usize) -> String {
-    format!("caller-{i:02}-{}", "x".repeat(48))
-}
-
-pub(crate) fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
-pub(crate) struct Process {
-    name: String,
-    child: Child,
-}
-
-impl Process {
-    pub(crate) fn spawn(
-        name: &str,
-        cpus: Option<&str>,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-    ) -> Result<Self, String> {
-        Self::spawn_with_env(name, cpus, program, args, log, &[])
-    }
-
-    fn spawn_with_env(
-        name: &str,
-        cpus: Option<&str>,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-        env: &[(&str, &str)],
-    ) -> Result<Self, String> {
-        let log_file = std::fs::File::create(log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        let mut command = match cpus {
-            Some(cpus) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(cpus).arg(program);
-                command
-            }
-            None => Command::new(program),
-        };
-        command
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-        })
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits until `port` accepts connections (bounded), or the process has ended.
-    pub(crate) fn wait_listening(&mut self, port: u16, log: &Path) -> Result<(), String> {
-        let until = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < until {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(format!(
-                    "{} exited ({status}) before listening:\n{log}",
-                    self.name
-                ));
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err(format!(
-            "{} did not listen on port {port} within 20s",
-            self.name
-        ))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// CPU time used so far by process `pid` (`self` for this process), from `/proc`.
-fn cpu_time(pid: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) end with `)`.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after `) `.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
-}
-
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmHWM:")
-}
-
-/// Field `field` (`VmHWM:`, `VmRSS:`) of process `pid`'s `/proc` status, in KiB; 0 when it
-/// cannot be read.
-pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The engine configuration of `target` listening on `port` (`upstream`: the gateway's); a
-/// `+durable` gateway queues in an `extension:disk_queue` in `queues`.
-fn engine_config(target: &str, port: u16, upstream: u16, queues: &Path) -> String {
-    let tokens: Vec<String> = (0..CALLER_TOKENS).map(caller_token).collect();
-    let auth = target.ends_with("+auth");
-    let jwt = target.contains("+jwt");
-    let (extensions, binding) = if jwt {
-        // Checked by `jwt_available` before the target runs.
-        let issuer = crate::jwt::issuer()
-            .map(|i| i.jwks_url.as_str())
-            .unwrap_or_default();
-        (
-            format!(
-                "        extensions:\n          callers:\n            type: extension:oidc_auth\n            config: {{ issuer: '{}', jwks_url: '{issuer}', audience: otap-df, algorithms: [ES256], attributes: {{ tenant: tenant }} }}\n",
-                crate::jwt::ISSUER
-            ),
-            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
-        )
-    } else if target == "receiver+wasm-auth" {
-        (
-            format!(
-                "        extensions:\n          callers:\n            type: extension:wasm\n            config: {{ module: '{}', provides: [bearer_token_authorizer], compile_cache: null }}\n",
-                wasm_authorizer().display()
-            ),
-            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
-        )
-    } else if auth {
-        (
-            format!(
-                "        extensions:\n          callers:\n            type: extension:bearer_auth\n            config: {{ tokens: [{}] }}\n          own:\n            type: extension:bearer_auth\n            config: {{ token: gateway-{} }}\n",
-                tokens.join(", "),
-                "y".repeat(48)
-            ),
-            "            capabilities: { bearer_token_authorizer: callers }\n".to_owned(),
-        )
-    } else {
-        (String::new(), String::new())
-    };
-    let durable = target.contains("+durable");
-    let extensions = if durable {
-        let spool = format!(
-            "          spool:\n            type: extension:disk_queue\n            config: {{ directory: '{}' }}\n",
-            queues.display()
-        );
-        if extensions.is_empty() {
-            format!("        extensions:\n{spool}")
-        } else {
-            format!("{extensions}{spool}")
-        }
-    } else {
-        extensions
-    };
-    let (receiver, exporter_type) = if grpc(target) {
-        ("otlp_grpc", "otlp_grpc")
-    } else {
-        ("otlp_http", "otlp_http")
-    };
-    let exporter = if target.starts_with("gateway") || target.starts_with("grpc-gateway") {
-        let provider = match (auth, durable) {
-            (true, true) => {
-                "            capabilities: { bearer_token_provider: own, durable_queue: spool }\n"
-            }
-            (true, false) => "            capabilities: { bearer_token_provider: own }\n",
-            (false, true) => "            capabilities: { durable_queue: spool }\n",
-            (false, false) => "",
-        };
-        let headers = if target.ends_with("+tenant-header") {
-            ", headers_from_identity: { X-Scope-OrgID: tenant }"
-        } else {
-            ""
-        };
-        format!(
-            "          out:\n            type: exporter:{exporter_type}\n            config: {{ endpoint: 'http://127.0.0.1:{upstream}', compression: none{headers} }}\n{provider}"
-        )
-    } else {
-        "          out:\n            type: exporter:noop\n".to_owned()
-    };
-    format!(
-        "version: otap_df/v1\nengine:\n  cores: 1\ngroups:\n  load:\n    pipelines:\n      main:\n{extensions}        nodes:\n          ingest:\n            type: receiver:{receiver}\n            config: {{ listen: '127.0.0.1:{port}' }}\n{binding}{exporter}        connections:\n          - {{ from: ingest, to: out }}\n"
-    )
-}
-
-/// The WebAssembly authorizer of `receiver+wasm-auth`: the wasm extension's WAT fixture,
-/// which accepts [`WASM_TOKEN`] (an engine built with `--features extension-wasm` runs it).
-fn wasm_authorizer() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../extensions/wasm/tests/guests/authorizer.wat")
-}
-
-/// Whether `engine` was built with the component type `name` (`extension:oidc_auth`): its
-/// `components` lists it before the types it names as not compiled in.
-fn engine_has(engine: &Path, name: &str) -> bool {
-    std::process::Command::new(engine)
-        .arg("components")
-        .output()
-        .is_ok_and(|output| {
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .take_while(|line| !line.starts_with("not compiled in"))
-                .any(|line| line.starts_with(&format!("  {name}  ")))
-        })
-}
-
-/// The token `receiver+wasm-auth`'s client sends.
-const WASM_TOKEN: &str = "alpha-token";
-
-/// The Collector's configuration for `otelcol-gateway+auth`, the same job as our
-/// `gateway+auth`: OTLP/HTTP in on `port` checking the caller's bearer token
-/// (`bearertokenauth`), OTLP/HTTP out to `upstream` with a token of its own, uncompressed.
-/// The exporter keeps the Collector's defaults otherwise (a sending queue of 1 000 requests
-/// drained by 10 consumers, retries on; a full queue rejects), or with `blocking` a full queue
-/// makes the receiver wait (`block_on_overflow`: backpressure, as our receiver does).
-fn otelcol_config(port: u16, upstream: u16, blocking: bool) -> String {
-    let queue = if blocking {
-        "\n    sending_queue:\n      block_on_overflow: true"
-    } else {
-        ""
-    };
-    format!(
-        "extensions:
-  bearertokenauth/in:
-    token: {caller}
-  bearertokenauth/out:
-    token: gateway-{own}
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{port}
-        auth:
-          authenticator: bearertokenauth/in
-exporters:
-  otlp_http:
-    endpoint: http://127.0.0.1:{upstream}
-    compression: none{queue}
-    auth:
-      authenticator: bearertokenauth/out
-service:
-  extensions: [bearertokenauth/in, bearertokenauth/out]
-  telemetry:
-    logs: {{ level: warn }}
-    metrics: {{ level: none }}
-  pipelines:
-    logs: {{ receivers: [otlp], exporters: [otlp_http] }}
-",
-        caller = caller_token(CALLER_TOKENS - 1),
-        own = "y".repeat(48),
-    )
-}
-
-/// The configuration of the Collector with the bridge for `bridge-baseline` (OTLP/HTTP in on
-/// `port`, every request's data handed to the `nop` exporter) and, with `dedup`, for
-/// `bridge-dedup` (the same with our dedup processor, on `memory_kv`, in between).
-fn bridge_config(port: u16, dedup: bool) -> String {
-    let (processors, used) = if dedup {
-        (
-            "processors:
-  otapdf/dedup:
-    extensions:
-      seen: { type: extension:memory_kv }
-    nodes:
-      dedup: { type: processor:dedup, config: { ttl: 1m }, capabilities: { key_value_store: seen } }
-",
-            "otapdf/dedup",
-        )
-    } else {
-        ("", "")
-    };
-    format!(
-        "receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{port}
-{processors}exporters:
-  nop:
-service:
-  telemetry:
-    logs: {{ level: warn }}
-    metrics: {{ level: none }}
-  pipelines:
-    logs: {{ receivers: [otlp], processors: [{used}], exporters: [nop] }}
-"
-    )
-}
-
-/// The Collector's configuration for `otelcol-grpc-gateway`, the same job as our
-/// `grpc-gateway`: OTLP/gRPC in on `port`, OTLP/gRPC out to `upstream`, uncompressed, with its
-/// exporter's defaults otherwise (a sending queue drained by 10 consumers, retries on); with
-/// `blocking`, a full queue blocks the receiver's call instead of refusing it (backpressure,
-/// as ours applies it). No tokens: gRPC sends per-call credentials only over TLS.
-fn otelcol_grpc_config(port: u16, upstream: u16, blocking: bool) -> String {
-    let queue = if blocking {
-        "\n    sending_queue:\n      block_on_overflow: true"
-    } else {
-        ""
-    };
-    format!(
-        "receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{port}
-exporters:
-  otlp:
-    endpoint: 127.0.0.1:{upstream}
-    compression: none{queue}
-    tls: {{ insecure: true }}
-service:
-  telemetry:
-    logs: {{ level: warn }}
-    metrics: {{ level: none }}
-  pipelines:
-    logs: {{ receivers: [otlp], exporters: [otlp] }}
-"
-    )
-}
-
-/// The Collector's configuration for `otelcol-grpc-receiver`, the same job as our
-/// `grpc-receiver`: OTLP/gRPC in on `port`, every call's data handed to the `nop` exporter.
-fn otelcol_grpc_receiver_config(port: u16) -> String {
-    format!(
-        "receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{port}
-exporters:
-  nop:
-service:
-  telemetry:
-    logs: {{ level: warn }}
-    metrics: {{ level: none }}
-  pipelines:
-    logs: {{ receivers: [otlp], exporters: [nop] }}
-"
-    )
 }
 
 /// Runs every selected target at every connection count; prints progress on stderr.
@@ -635,30 +202,6 @@ fn median_of_sorted(values: &[f64]) -> f64 {
     }
 }
 
-/// For a target the Collector serves: its binary and its configuration.
-fn collector_target<'a>(
-    options: &'a SweepOptions,
-    target: &str,
-    port: u16,
-    upstream_port: u16,
-) -> Option<(&'a Path, String)> {
-    if target.starts_with("bridge-") {
-        let bridge = options.bridge.as_deref()?;
-        return Some((bridge, bridge_config(port, target == "bridge-dedup")));
-    }
-    if !target.starts_with("otelcol") {
-        return None;
-    }
-    let text = if target == "otelcol-grpc-receiver" {
-        otelcol_grpc_receiver_config(port)
-    } else if grpc(target) {
-        otelcol_grpc_config(port, upstream_port, target.contains("blocking"))
-    } else {
-        otelcol_config(port, upstream_port, target.contains("blocking"))
-    };
-    Some((options.otelcol.as_deref()?, text))
-}
-
 fn run_level(
     options: &SweepOptions,
     own: &Path,
@@ -721,7 +264,13 @@ fn run_level(
             ],
             &log,
         )?
-    } else if let Some((collector, text)) = collector_target(options, target, port, upstream_port) {
+    } else if let Some((collector, text)) = collector_target(
+        options.otelcol.as_deref(),
+        options.bridge.as_deref(),
+        target,
+        port,
+        upstream_port,
+    ) {
         // The Collector (ours with the bridge for `bridge-*`), on one core's worth of Go.
         let config = dir.join(format!("{}.yaml", target.replace('+', "-")));
         std::fs::write(&config, text)
@@ -848,83 +397,11 @@ fn run_level(
     })
 }
 
-fn micros(duration: Option<Duration>) -> String {
-    match duration {
-        Some(d) if d >= Duration::from_millis(10) => format!("{:.1} ms", d.as_secs_f64() * 1e3),
-        Some(d) => format!("{} µs", d.as_micros()),
-        None => "–".to_owned(),
-    }
-}
-
-/// The table's header.
-pub const HEADER: &str = "| target | conns | accepted req/s | × ceiling | records/s | refused/s (% with Retry-After) | errors | p50 | p99 | server CPU | client CPU | server peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
-
-/// One row of the table; `ratio`: its accepted req/s against the ceiling's at the same
-/// connections.
-pub fn row(level: &Level, ratio: Option<f64>) -> String {
-    let o = &level.outcome;
-    let rate = o.accepted_per_second();
-    let records = rate * level.records as f64;
-    let ratio = ratio
-        .filter(|r| r.is_finite())
-        .map(|r| format!("{r:.2}"))
-        .unwrap_or_else(|| "–".to_owned());
-    let mut line = String::new();
-    let _ = write!(
-        line,
-        "| {} | {} | {:.0} | {ratio} | {:.2} M | {:.0}{} | {} | {} | {} | {:.2} | {:.2} | {:.1} MiB |",
-        level.target,
-        level.connections,
-        rate,
-        records / 1e6,
-        o.refused_per_second(),
-        if o.refused == 0 {
-            String::new()
-        } else {
-            format!(
-                " ({:.0} %)",
-                100.0 * o.refused_with_retry_after as f64 / o.refused as f64
-            )
-        },
-        o.errors,
-        micros(o.latency(0.5)),
-        micros(o.latency(0.99)),
-        level.server_cpu,
-        level.client_cpu,
-        level.server_peak_rss_kib as f64 / 1024.0,
-    );
-    line
-}
-
-/// The whole table, each row against its protocol's ceiling at the same connection count:
-/// the median of the rounds' ratios when there were several ([`Level::paired_ratio`]), else
-/// the one round's.
-pub fn table(levels: &[Level]) -> String {
-    let ratio = |level: &Level| {
-        level.paired_ratio.or_else(|| {
-            let ceiling = levels
-                .iter()
-                .find(|l| {
-                    l.target == ceiling_of(&level.target) && l.connections == level.connections
-                })?
-                .outcome
-                .accepted_per_second();
-            (ceiling > 0.0).then(|| level.outcome.accepted_per_second() / ceiling)
-        })
-    };
-    let mut text = String::from(HEADER);
-    for level in levels {
-        text.push('\n');
-        text.push_str(&row(level, ratio(level)));
-    }
-    text
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn level(target: &str, connections: usize, accepted: u64) -> Level {
+    pub(crate) fn level(target: &str, connections: usize, accepted: u64) -> Level {
         Level {
             target: target.to_owned(),
             connections,
@@ -1016,16 +493,5 @@ mod tests {
         ];
         assert_eq!(paired_ratio(&lone, 0), None);
         assert_eq!(median_of_sorted(&[1.0, 2.0, 4.0, 8.0]), 3.0);
-    }
-
-    #[test]
-    fn the_table_shows_the_paired_ratio_when_there_is_one() {
-        let mut receiver = level("receiver", 64, 56);
-        let ceiling = level("ceiling", 64, 80);
-        assert!(
-            table(&[ceiling.clone(), receiver.clone()]).contains("| receiver | 64 | 56 | 0.70 |")
-        );
-        receiver.paired_ratio = Some(0.8);
-        assert!(table(&[ceiling, receiver]).contains("| receiver | 64 | 56 | 0.80 |"));
     }
 }
