@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::workspace_root;
+use crate::scaffold::workspace_root;
 
 /// The section of the root README whose shell blocks are the path.
 const SECTION: &str = "## Write an extension";

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use crate::load;
+use crate::provision::{GoBuild, go_build_once, require_go};
 use crate::scaffold::workspace_root;
-use crate::{GoBuild, cargo, cargo_with_env, finished, go_build_once, load, require_go};
+use crate::shell::{cargo, cargo_with_env, finished};
 
 /// The Collector bridge: its static library, the `otelcol-otapdf` distribution linking it,
 /// then the tests that run inside that Collector (`collector-bridge/tests/collector.rs`,

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{PUBLISHED, cargo};
+use crate::checks::PUBLISHED;
+use crate::shell::cargo;
 
 /// The otap-df workspace's root, found at run time from the current directory (`cargo
 /// locate-project --workspace`), as `cargo xtask` is run from inside it.
