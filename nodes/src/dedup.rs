@@ -103,7 +103,13 @@ impl Dedup {
 
 /// The store key of a payload: `dedup:<signal>:` and the 128-bit hash of its bytes.
 pub fn key(payload: &OtlpPayload) -> Vec<u8> {
-    let mut key = format!("dedup:{}:", payload.signal()).into_bytes();
+    const PREFIX: &[u8] = b"dedup:";
+    let signal = payload.signal().as_str().as_bytes();
+    // One allocation, of the key's size, for every batch.
+    let mut key = Vec::with_capacity(PREFIX.len() + signal.len() + 1 + 16);
+    key.extend_from_slice(PREFIX);
+    key.extend_from_slice(signal);
+    key.push(b':');
     key.extend_from_slice(&xxhash_rust::xxh3::xxh3_128(payload.bytes()).to_be_bytes());
     key
 }

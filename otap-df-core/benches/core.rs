@@ -166,6 +166,34 @@ fn key_value(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("get", "shared"), |b| {
         per_call!(b, runtime, shared_store, |s, i| s.get(&key(i)))
     });
+    // What `processor:dedup` asks for each batch, through the adapter its node holds: a key
+    // never seen (written, with a TTL; a full store evicts the oldest), and one it holds.
+    let ttl = Some(Duration::from_secs(60));
+    let next = std::cell::Cell::new(0u64);
+    let fresh = || {
+        next.set(next.get() + 1);
+        (u64::MAX - next.get()).to_le_bytes()
+    };
+    group.bench_function(
+        BenchmarkId::new("set_if_absent_new", "shared_as_local"),
+        |b| {
+            per_call!(b, runtime, adapted, |s, _i| s.set_if_absent(
+                &fresh(),
+                b"",
+                ttl
+            ))
+        },
+    );
+    group.bench_function(
+        BenchmarkId::new("set_if_absent_held", "shared_as_local"),
+        |b| {
+            per_call!(b, runtime, adapted, |s, i| s.set_if_absent(
+                &key(i),
+                b"",
+                ttl
+            ))
+        },
+    );
     group.finish();
 }
 

@@ -214,9 +214,13 @@ impl Store {
     }
 
     fn insert(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>, now: Instant) {
-        if self.remove(key).is_none() {
-            self.make_room(now);
-        }
+        self.remove(key);
+        self.insert_absent(key, value, ttl, now);
+    }
+
+    /// Writes `key`, which the store does not hold, making room for it first.
+    fn insert_absent(&mut self, key: &[u8], value: &[u8], ttl: Option<Duration>, now: Instant) {
+        self.make_room(now);
         let written = self.next_write;
         self.next_write += 1;
         let key: Arc<[u8]> = Arc::from(key);
@@ -245,10 +249,16 @@ impl Store {
         ttl: Option<Duration>,
         now: Instant,
     ) -> bool {
-        if self.get(key, now).is_some() {
-            return false;
+        // One lookup for a key it holds (the answer of most calls after a retry), two for
+        // one it writes; an expired entry is replaced.
+        match self.entries.get(key) {
+            Some(entry) if Self::is_live(entry, now) => return false,
+            Some(_) => {
+                self.remove(key);
+            }
+            None => {}
         }
-        self.insert(key, value, ttl, now);
+        self.insert_absent(key, value, ttl, now);
         true
     }
 
