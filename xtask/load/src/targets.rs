@@ -163,6 +163,16 @@ pub(crate) fn engine_has(engine: &Path, name: &str) -> bool {
 /// The token `receiver+wasm-auth`'s client sends.
 pub(crate) const WASM_TOKEN: &str = "alpha-token";
 
+/// The Collector exporter's `sending_queue` override: with `blocking`, a full queue makes the
+/// receiver wait (`block_on_overflow`); else nothing (the exporter's defaults).
+fn sending_queue(blocking: bool) -> &'static str {
+    if blocking {
+        "\n    sending_queue:\n      block_on_overflow: true"
+    } else {
+        ""
+    }
+}
+
 /// The Collector's configuration for `otelcol-gateway+auth`, the same job as our
 /// `gateway+auth`: OTLP/HTTP in on `port` checking the caller's bearer token
 /// (`bearertokenauth`), OTLP/HTTP out to `upstream` with a token of its own, uncompressed.
@@ -170,11 +180,7 @@ pub(crate) const WASM_TOKEN: &str = "alpha-token";
 /// drained by 10 consumers, retries on; a full queue rejects), or with `blocking` a full queue
 /// makes the receiver wait (`block_on_overflow`: backpressure, as our receiver does).
 fn otelcol_config(port: u16, upstream: u16, blocking: bool) -> String {
-    let queue = if blocking {
-        "\n    sending_queue:\n      block_on_overflow: true"
-    } else {
-        ""
-    };
+    let queue = sending_queue(blocking);
     format!(
         "extensions:
   bearertokenauth/in:
@@ -249,11 +255,7 @@ service:
 /// `blocking`, a full queue blocks the receiver's call instead of refusing it (backpressure,
 /// as ours applies it). No tokens: gRPC sends per-call credentials only over TLS.
 fn otelcol_grpc_config(port: u16, upstream: u16, blocking: bool) -> String {
-    let queue = if blocking {
-        "\n    sending_queue:\n      block_on_overflow: true"
-    } else {
-        ""
-    };
+    let queue = sending_queue(blocking);
     format!(
         "receivers:
   otlp:
