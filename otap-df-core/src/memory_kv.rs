@@ -249,8 +249,8 @@ impl Store {
         ttl: Option<Duration>,
         now: Instant,
     ) -> bool {
-        // One lookup for a key it holds (the answer of most calls after a retry), two for
-        // one it writes; an expired entry is replaced.
+        // One lookup for a key it holds (a duplicate, for dedup), two for one it writes; an
+        // expired entry is dropped and written anew.
         match self.entries.get(key) {
             Some(entry) if Self::is_live(entry, now) => return false,
             Some(_) => {
